@@ -1,0 +1,130 @@
+"""Business configuration from `config/*.yaml`, validated on load: every error names file, entry and field."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from cmp_pipelines.domain.probes import PROBES_BY_ID
+
+FEEDS = ("nrp",)
+PARTNER_ID = re.compile(r"^[A-Z][A-Z0-9_]{1,31}$")
+EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+class ConfigError(ValueError):
+    def __init__(self, file: Path, entry: str, field: str, why: str):
+        super().__init__(f"{file}: entry {entry!r}: field {field!r}: {why}")
+        self.file, self.entry, self.field, self.why = file, entry, field, why
+
+
+@dataclass(frozen=True)
+class Partner:
+    partner_id: str
+    name: str
+    feeds: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    probe_id: str
+    threshold: int
+    window_hours: int
+    recipients: tuple[str, ...]
+
+
+def _load(file: Path, top: str) -> object:
+    if not file.exists():
+        raise ConfigError(file, "-", "-", "file not found")
+    try:
+        document = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(file, "-", "-", f"not valid YAML: {exc}") from exc
+    if not isinstance(document, dict) or top not in document:
+        raise ConfigError(file, "-", top, f"the file must be a mapping with a top-level {top!r} key")
+    return document[top]
+
+
+def _require(file: Path, entry: str, raw: dict, field: str, kind: type) -> object:
+    if field not in raw:
+        raise ConfigError(file, entry, field, "is required")
+    value = raw[field]
+    if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ConfigError(file, entry, field, f"must be an integer, got {value!r}")
+    if kind is not int and not isinstance(value, kind):
+        raise ConfigError(file, entry, field, f"must be a {kind.__name__}, got {value!r}")
+    return value
+
+
+def _no_unknown(file: Path, entry: str, raw: dict, allowed: set[str]) -> None:
+    for field in raw:
+        if field not in allowed:
+            raise ConfigError(file, entry, str(field), f"unknown field; allowed: {', '.join(sorted(allowed))}")
+
+
+def load_partners(config_dir: Path) -> dict[str, Partner]:
+    file = config_dir / "partners.yaml"
+    entries = _load(file, "partners")
+    if not isinstance(entries, list):
+        raise ConfigError(file, "-", "partners", "must be a list of partner entries")
+    partners: dict[str, Partner] = {}
+    for index, raw in enumerate(entries):
+        entry = f"partners[{index}]"
+        if not isinstance(raw, dict):
+            raise ConfigError(file, entry, "-", "must be a mapping")
+        _no_unknown(file, entry, raw, {"partner_id", "name", "feeds"})
+        partner_id = _require(file, entry, raw, "partner_id", str)
+        entry = str(partner_id)
+        if not PARTNER_ID.match(partner_id):
+            raise ConfigError(file, entry, "partner_id", "must be 2-32 of A-Z, 0-9, _ starting with a letter")
+        if partner_id in partners:
+            raise ConfigError(file, entry, "partner_id", "is defined twice")
+        feeds = _require(file, entry, raw, "feeds", list)
+        for feed in feeds:
+            if feed not in FEEDS:
+                raise ConfigError(file, entry, "feeds", f"unknown feed {feed!r}; known feeds: {', '.join(FEEDS)}")
+        name = raw.get("name", partner_id)
+        if not isinstance(name, str):
+            raise ConfigError(file, entry, "name", f"must be a string, got {name!r}")
+        partners[partner_id] = Partner(partner_id, name, tuple(feeds))
+    return partners
+
+
+def load_probes(config_dir: Path) -> dict[str, ProbeConfig]:
+    file = config_dir / "probes.yaml"
+    entries = _load(file, "probes")
+    if not isinstance(entries, dict):
+        raise ConfigError(file, "-", "probes", "must be a mapping of probe id to settings")
+    probes: dict[str, ProbeConfig] = {}
+    for probe_id, raw in entries.items():
+        entry = str(probe_id)
+        if probe_id not in PROBES_BY_ID:
+            raise ConfigError(file, entry, "-", f"unknown probe; known probes: {', '.join(sorted(PROBES_BY_ID))}")
+        if not isinstance(raw, dict):
+            raise ConfigError(file, entry, "-", "must be a mapping")
+        _no_unknown(file, entry, raw, {"threshold", "window_hours", "recipients"})
+        threshold = _require(file, entry, raw, "threshold", int)
+        if threshold < 0:
+            raise ConfigError(file, entry, "threshold", f"must be zero or more, got {threshold}")
+        window_hours = _require(file, entry, raw, "window_hours", int)
+        if not 1 <= window_hours <= 24 * 31:
+            raise ConfigError(file, entry, "window_hours", f"must be between 1 and 744, got {window_hours}")
+        recipients = raw.get("recipients", [])
+        if not isinstance(recipients, list):
+            raise ConfigError(file, entry, "recipients", "must be a list of e-mail addresses")
+        for address in recipients:
+            if not isinstance(address, str) or not EMAIL.match(address):
+                raise ConfigError(file, entry, "recipients", f"{address!r} is not an e-mail address")
+        kind = PROBES_BY_ID[probe_id].kind
+        if kind == "alert" and not recipients:
+            raise ConfigError(file, entry, "recipients", "an alert probe needs at least one recipient")
+        if kind == "sla" and recipients:
+            raise ConfigError(file, entry, "recipients", "an SLA probe never notifies; remove its recipients")
+        probes[probe_id] = ProbeConfig(probe_id, threshold, window_hours, tuple(recipients))
+    missing = sorted(set(PROBES_BY_ID) - set(probes))
+    if missing:
+        raise ConfigError(file, missing[0], "-", "probe is not configured (every probe needs a threshold)")
+    return probes

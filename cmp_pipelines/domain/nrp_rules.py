@@ -1,0 +1,144 @@
+"""The record rules of the non-recurring payments file and the matching rule, as one set-based SQL pass.
+
+The payment rules mirror `formats/schemas/nrp_payments.schema.json` (`$defs/payment`) and add the
+business rules the schema cannot express; `tests/test_nrp_rules_match_schema.py` holds them to the schema.
+Matching: the invoice when one is given and belongs to the account, else the account, else suspense.
+"""
+
+from __future__ import annotations
+
+PAYMENT_METHODS = ("CASH", "CHEQUE", "POSTAL_ORDER", "BANK_TRANSFER")
+SUSPENSE_ACCOUNT = "SUSPENSE"
+DATETIME_RE = r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?(Z|[+-][0-9]{2}:[0-9]{2})"
+AMOUNT_RE = r"(0|[1-9][0-9]{0,11})\.[0-9]{2}"
+
+_METHODS_SQL = ", ".join(f"'{m}'" for m in PAYMENT_METHODS)
+
+
+def _problem(code: str, condition: str, message: str) -> str:
+    return f"CASE WHEN {condition} THEN {{'code': '{code}', 'msg': {message}}} END"
+
+
+_RULES = [
+    _problem("SCHEMA_VIOLATION", "shape_error IS NOT NULL", "shape_error"),
+    _problem("SCHEMA_VIOLATION", "shape_ok AND record_id IS NULL", "'record_id is required'"),
+    _problem(
+        "SCHEMA_VIOLATION",
+        "shape_ok AND NOT regexp_full_match(record_id, '[A-Za-z0-9._-]{1,64}')",
+        "'record_id ' || q(record_id) || ' must be 1-64 characters of A-Z a-z 0-9 . _ -'",
+    ),
+    _problem("SCHEMA_VIOLATION", "shape_ok AND account_number IS NULL", "'account_number is required'"),
+    _problem(
+        "SCHEMA_VIOLATION",
+        "shape_ok AND NOT regexp_full_match(account_number, '[A-Z0-9]{1,20}')",
+        "'account_number ' || q(account_number) || ' must be 1-20 characters of A-Z 0-9'",
+    ),
+    _problem(
+        "SCHEMA_VIOLATION",
+        "shape_ok AND NOT regexp_full_match(invoice_number, '[A-Z0-9-]{1,30}')",
+        "'invoice_number ' || q(invoice_number) || ' must be 1-30 characters of A-Z 0-9 -'",
+    ),
+    _problem("SCHEMA_VIOLATION", "shape_ok AND amount IS NULL", "'amount is required'"),
+    _problem(
+        "AMOUNT_NEGATIVE",
+        r"shape_ok AND regexp_full_match(amount, '-[0-9]+(\.[0-9]+)?')",
+        "'amount ' || q(amount) || ' is negative; a payment amount must be positive'",
+    ),
+    _problem(
+        "AMOUNT_PRECISION",
+        r"shape_ok AND NOT amount_ok AND regexp_full_match(amount, '[0-9]+(\.[0-9]*)?')",
+        "'amount ' || q(amount) || ' has ' || length(split_part(amount, '.', 2)) "
+        "|| ' decimal places; exactly 2 are required'",
+    ),
+    _problem(
+        "SCHEMA_VIOLATION",
+        r"shape_ok AND NOT amount_ok AND NOT regexp_full_match(amount, '-?[0-9]+(\.[0-9]*)?')",
+        "'amount ' || q(amount) || ' is not a decimal string such as 12.34'",
+    ),
+    _problem("AMOUNT_ZERO", "amount_minor = 0", "'amount is 0.00; a payment must be greater than zero'"),
+    _problem(
+        "SCHEMA_VIOLATION",
+        "shape_ok AND payment_date IS NOT NULL AND NOT date_shape_ok",
+        "'payment_date ' || q(payment_date) || ' is not an ISO 8601 date-time such as 2026-11-20T14:03:00Z'",
+    ),
+    _problem(
+        "INVALID_PAYMENT_DATE",
+        "date_shape_ok AND payment_ts IS NULL",
+        "'payment_date ' || q(payment_date) || ' is not a real calendar date and time'",
+    ),
+    _problem("SCHEMA_VIOLATION", "shape_ok AND payment_method IS NULL", "'payment_method is required'"),
+    _problem(
+        "SCHEMA_VIOLATION",
+        f"shape_ok AND payment_method NOT IN ({_METHODS_SQL})",
+        f"'payment_method ' || q(payment_method) || ' is not one of {', '.join(PAYMENT_METHODS)}'",
+    ),
+    _problem(
+        "SCHEMA_VIOLATION", "shape_ok AND length(reference) > 64", "'reference is longer than 64 characters'"
+    ),
+    _problem(
+        "CARD_NUMBER_DETECTED",
+        "pan_field IS NOT NULL",
+        "pan_field || ' contains a card number (' || pan_masked || '); card numbers are never accepted'",
+    ),
+    _problem(
+        "DUPLICATE_RECORD_ID",
+        "record_id IS NOT NULL AND id_count > 1",
+        "'record_id ' || q(record_id) || ' appears ' || id_count || ' times in the file; record ids must be unique'",
+    ),
+    _problem(
+        "CURRENCY_MISMATCH",
+        "known_account IS NOT NULL AND account_currency <> $currency",
+        "'the file currency ' || $currency || ' differs from account ' || account_number "
+        "|| '''s currency ' || account_currency",
+    ),
+]
+
+CLASSIFY_AND_MATCH_SQL = f"""
+INSERT INTO nrp_records
+WITH base AS (
+    SELECT raw.*,
+           shape_error IS NULL AS shape_ok,
+           count(*) OVER (PARTITION BY record_id) AS id_count,
+           coalesce(regexp_full_match(amount, '{AMOUNT_RE}'), FALSE) AS amount_ok,
+           coalesce(regexp_full_match(payment_date, '{DATETIME_RE}'), FALSE) AS date_shape_ok
+    FROM raw
+), typed AS (
+    SELECT base.*,
+           CASE WHEN amount_ok THEN CAST(replace(amount, '.', '') AS BIGINT) END AS amount_minor,
+           CASE WHEN date_shape_ok THEN TRY_CAST(payment_date AS TIMESTAMPTZ) END AS payment_ts
+    FROM base
+), joined AS (
+    SELECT typed.*, a.account_number AS known_account, a.currency AS account_currency,
+           i.account_number AS invoice_owner
+    FROM typed
+    LEFT JOIN accounts a ON a.account_number = typed.account_number AND NOT a.is_suspense
+    LEFT JOIN invoices i ON i.invoice_number = typed.invoice_number
+), judged AS (
+    SELECT joined.*,
+           list_filter([{", ".join(_RULES)}], lambda p: p IS NOT NULL) AS problems
+    FROM joined
+)
+SELECT $batch_id, position, record_id, account_number, invoice_number, amount_minor, $currency, payment_ts,
+       payment_method, reference,
+       CASE WHEN len(problems) = 0 THEN 'ACCEPTED' ELSE 'REJECTED' END AS outcome,
+       CASE WHEN len(problems) > 0 THEN NULL
+            WHEN known_account IS NULL THEN 'SUSPENSE'
+            WHEN invoice_owner = account_number THEN 'INVOICE'
+            ELSE 'ACCOUNT' END AS allocation,
+       CASE WHEN len(problems) > 0 THEN NULL
+            WHEN known_account IS NULL THEN '{SUSPENSE_ACCOUNT}'
+            ELSE account_number END AS ledger_account,
+       CASE WHEN len(problems) > 0 THEN problems[1].code
+            WHEN known_account IS NULL THEN 'UNKNOWN_ACCOUNT'
+            WHEN invoice_number IS NOT NULL AND invoice_owner IS NULL THEN 'INVOICE_NOT_FOUND'
+            WHEN invoice_number IS NOT NULL AND invoice_owner <> account_number THEN 'INVOICE_OF_ANOTHER_ACCOUNT'
+       END AS reason_code,
+       CASE WHEN len(problems) > 0 THEN array_to_string(list_transform(problems, lambda p: p.msg), '; ')
+            WHEN known_account IS NULL THEN 'account ' || q(account_number) || ' is unknown; held in suspense'
+            WHEN invoice_number IS NOT NULL AND invoice_owner IS NULL
+                 THEN 'invoice ' || q(invoice_number) || ' not found; allocated to the account'
+            WHEN invoice_number IS NOT NULL AND invoice_owner <> account_number
+                 THEN 'invoice ' || q(invoice_number) || ' belongs to another account; allocated to the account'
+       END AS reason
+FROM judged
+"""

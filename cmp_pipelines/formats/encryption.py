@@ -1,0 +1,86 @@
+"""Partner encryption: Fernet tokens, one key set per partner, MultiFernet for rotation.
+
+Key files hold one key a line, newest first: the newest encrypts, any listed key decrypts.
+Keys never leave this module in a message.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+from pathlib import Path
+
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+
+from cmp_pipelines.formats.errors import FileRejected
+
+
+class PartnerKeyring:
+    def __init__(self, keys_dir: Path):
+        self.keys_dir = Path(keys_dir)
+        self._cache: dict[str, MultiFernet] = {}
+
+    def key_file(self, partner: str) -> Path:
+        return self.keys_dir / f"{partner}.keys"
+
+    def has_keys(self, partner: str) -> bool:
+        return self.key_file(partner).exists()
+
+    def _fernet(self, partner: str) -> MultiFernet:
+        if partner not in self._cache:
+            path = self.key_file(partner)
+            if not path.exists():
+                raise FileRejected(
+                    "MISSING_KEYS", f"no key file for partner {partner} (expected {path})", configuration=True
+                )
+            lines = [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
+            try:
+                keys = [Fernet(line) for line in lines]
+            except (ValueError, binascii.Error) as exc:
+                raise FileRejected(
+                    "BAD_KEYS", f"the key file for partner {partner} holds a malformed key", configuration=True
+                ) from exc
+            if not keys:
+                raise FileRejected("MISSING_KEYS", f"the key file for partner {partner} is empty", configuration=True)
+            self._cache[partner] = MultiFernet(keys)
+        return self._cache[partner]
+
+    def encrypt(self, partner: str, plaintext: bytes) -> bytes:
+        return self._fernet(partner).encrypt(plaintext)
+
+    def decrypt(self, partner: str, token: bytes) -> bytes:
+        fernet = self._fernet(partner)
+        if not token.strip():
+            raise FileRejected("EMPTY_FILE", "the file is empty (0 bytes of ciphertext)")
+        try:
+            raw = base64.urlsafe_b64decode(token.strip())
+        except (binascii.Error, ValueError):
+            raw = b""
+        if len(raw) < 57 or raw[0] != 0x80:
+            raise FileRejected(
+                "NOT_ENCRYPTED", f"the file is not a Fernet token for partner {partner} (not encrypted, or corrupted)"
+            )
+        try:
+            return fernet.decrypt(token)
+        except InvalidToken as exc:
+            raise FileRejected(
+                "DECRYPT_FAILED",
+                f"the file cannot be decrypted with partner {partner}'s keys: wrong key, or the ciphertext "
+                "was truncated or tampered with",
+            ) from exc
+
+    def init_keys(self, partner: str, rotate: bool = False) -> Path:
+        """Create a key file (or, with rotate, put a new key first and keep the old ones for decryption)."""
+        self.keys_dir.mkdir(parents=True, exist_ok=True)
+        path = self.key_file(partner)
+        existing = path.read_text().splitlines() if path.exists() else []
+        if existing and not rotate:
+            return path
+        content = "\n".join([Fernet.generate_key().decode(), *[line for line in existing if line.strip()]]) + "\n"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(content)
+        os.chmod(tmp, 0o600)
+        tmp.replace(path)
+        self._cache.pop(partner, None)
+        return path

@@ -1,0 +1,27 @@
+"""The DuckDB store resource. Every asset or check that writes through it declares pool `cmp_db`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+
+from cmp_pipelines.store.connection import connect
+from cmp_pipelines.settings import paths
+
+DB_POOL = "cmp_db"
+
+
+class Database(dg.ConfigurableResource):
+    path: str | None = None
+
+    def file(self) -> Path:
+        return Path(self.path) if self.path else paths().database
+
+    @contextmanager
+    def connection(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        with connect(self.file(), read_only=read_only) as con:
+            yield con

@@ -1,0 +1,88 @@
+"""File stores: the flows see relative paths; the local backend maps them to folders under the data dir."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import dagster as dg
+
+from cmp_pipelines.services.files import StoredFile
+from cmp_pipelines.settings import paths
+
+
+class FileStore(dg.ConfigurableResource):
+    """Base class: another backend (SFTP, object storage) implements these five operations."""
+
+    def list_files(self, folder: str) -> list[StoredFile]:
+        raise NotImplementedError
+
+    def read_bytes(self, path: str) -> bytes:
+        raise NotImplementedError
+
+    def write_bytes(self, path: str, data: bytes) -> str:
+        raise NotImplementedError
+
+    def exists(self, path: str) -> bool:
+        raise NotImplementedError
+
+    def move(self, source: str, destination: str) -> str:
+        raise NotImplementedError
+
+
+class LocalFileStore(FileStore):
+    """Folders under `base_dir` (default `$CMP_DATA_DIR`). Writes are atomic; moves never overwrite."""
+
+    base_dir: str | None = None
+
+    def root(self) -> Path:
+        return Path(self.base_dir) if self.base_dir else paths().data_dir
+
+    def _abs(self, path: str) -> Path:
+        target = (self.root() / path).resolve()
+        if not target.is_relative_to(self.root().resolve()):
+            raise ValueError(f"path {path!r} escapes the file store")
+        return target
+
+    def list_files(self, folder: str) -> list[StoredFile]:
+        base = self._abs(folder)
+        found = []
+        if not base.exists():
+            return found
+        for entry in sorted(base.rglob("*")):
+            name = entry.name
+            if name.startswith(".") or name.endswith((".part", ".tmp")) or not entry.is_file():
+                continue
+            stat = entry.stat()
+            rel = entry.relative_to(self.root().resolve()).as_posix()
+            found.append(StoredFile(rel, stat.st_size, max(stat.st_mtime_ns, stat.st_ctime_ns)))
+        return found
+
+    def read_bytes(self, path: str) -> bytes:
+        return self._abs(path).read_bytes()
+
+    def write_bytes(self, path: str, data: bytes) -> str:
+        target = self._abs(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.part")
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        tmp.replace(target)
+        return path
+
+    def exists(self, path: str) -> bool:
+        return self._abs(path).is_file()
+
+    def move(self, source: str, destination: str) -> str:
+        """Move, adding a numeric suffix when the destination exists, so no file is ever overwritten."""
+        src, dest = self._abs(source), self._abs(destination)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        candidate, counter = dest, 1
+        while candidate.exists():
+            candidate = dest.with_name(f"{dest.name}.{counter}")
+            counter += 1
+        shutil.move(src, candidate)
+        return candidate.relative_to(self.root().resolve()).as_posix()

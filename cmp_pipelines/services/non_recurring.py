@@ -1,0 +1,426 @@
+"""The non-recurring payments flow, step by step, free of Dagster so the CLI, benchmark and assets share it.
+
+Each step is idempotent: a step that already completed for a file returns what it recorded, so a
+re-run partition, a re-dropped file or a resumed run never posts twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from cmp_pipelines.configuration import Partner
+from cmp_pipelines.domain.cards import PAN_CANDIDATE_SQL, find_pan, mask_pan, mask_pans_in
+from cmp_pipelines.domain.money import format_minor
+from cmp_pipelines.domain.nrp_rules import CLASSIFY_AND_MATCH_SQL
+from cmp_pipelines.formats import nrp_file
+from cmp_pipelines.formats.encryption import PartnerKeyring
+from cmp_pipelines.formats.errors import FileRejected
+from cmp_pipelines.formats.schemas import first_error
+from cmp_pipelines.services.files import FileStoreLike
+from cmp_pipelines.store.connection import transaction
+
+FEED = "nrp"
+JOB = "Non Recurring Payment job"
+PAN_SCANNED_FIELDS = ("reference", "account_number", "invoice_number")
+GUARD_SAMPLE = 200
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def partition_key(partner: str, file_name: str, ciphertext_sha256: str) -> str:
+    """One dynamic partition per inbound file: partner, name, and the bytes' identity."""
+    return f"{partner}/{file_name}@{ciphertext_sha256[:12]}"
+
+
+def parse_partition_key(key: str) -> tuple[str, str, str]:
+    match = re.fullmatch(r"([^/]+)/(.+)@([0-9a-f]{12})", key)
+    if not match:
+        raise ValueError(f"{key!r} is not a non-recurring payments file partition (PARTNER/name@sha12)")
+    return match.group(1), match.group(2), match.group(3)
+
+
+class FileQuarantined(Exception):
+    def __init__(self, file_id: str, code: str, message: str, quarantined_path: str):
+        super().__init__(f"{file_id} quarantined ({code}): {message}")
+        self.file_id, self.code, self.message, self.quarantined_path = file_id, code, message, quarantined_path
+
+
+@dataclass
+class LoadResult:
+    file_id: str
+    batch_id: str
+    status: str  # LOADED now, or ALREADY_LOADED by an earlier run
+    partner: str
+    currency: str
+    record_count: int
+    accepted_count: int
+    rejected_count: int
+    accepted_minor: int
+    rejected_minor: int
+    allocations: dict[str, int] = field(default_factory=dict)
+    rejections: dict[str, int] = field(default_factory=dict)
+    archived_path: str | None = None
+
+
+@dataclass
+class PostResult:
+    batch_id: str
+    posted_now: int
+    posting_count: int
+    total_minor: int
+
+
+class NonRecurringPayments:
+    def __init__(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        files: FileStoreLike,
+        keyring: PartnerKeyring,
+        partners: dict[str, Partner],
+        now: datetime | None = None,
+    ):
+        self.con, self.files, self.keyring, self.partners = con, files, keyring, partners
+        self.now = now or datetime.now(UTC)
+
+    # ---- load ("Load Non Recurring Payments From Generic Format") -------------------------------
+
+    def load(self, file_id: str) -> LoadResult:
+        partner, file_name, short_sha = parse_partition_key(file_id)
+        inbound = f"inbound/{FEED}/{partner}/{file_name}"
+        row = self.con.execute(
+            "SELECT status, batch_id, archived_path, error_code, error FROM inbound_files WHERE file_id = ?",
+            [file_id],
+        ).fetchone()
+        present = self.files.exists(inbound)
+        ciphertext = self.files.read_bytes(inbound) if present else None
+        if ciphertext is not None and sha256_hex(ciphertext)[:12] != short_sha:
+            ciphertext, present = None, False  # another file now bears this name; its own partition handles it
+        if row is not None:
+            status, batch_id, archived_path, error_code, error = row
+            if status == "LOADED":
+                if present and archived_path:
+                    self._quarantine(file_id, partner, file_name, inbound, ciphertext, FileRejected(
+                        "DUPLICATE_FILE", f"this exact file was already loaded as batch {batch_id}; nothing posted",
+                    ), record=False)
+                if present:
+                    self._archive(file_id, partner, file_name, inbound)
+                return self._load_result(file_id, "ALREADY_LOADED")
+            if not present:
+                raise FileQuarantined(file_id, error_code, error, "")
+            self.con.execute("DELETE FROM inbound_files WHERE file_id = ?", [file_id])
+        if not present:
+            raise FileNotFoundError(f"inbound file {inbound} is not there and was never loaded ({file_id})")
+        try:
+            return self._load_new(file_id, partner, file_name, inbound, ciphertext)
+        except FileRejected as rejected:
+            self._quarantine(file_id, partner, file_name, inbound, ciphertext, rejected)
+
+    def _load_new(self, file_id: str, partner: str, file_name: str, inbound: str, ciphertext: bytes) -> LoadResult:
+        known = self.partners.get(partner)
+        if known is None or FEED not in known.feeds:
+            raise FileRejected(
+                "UNKNOWN_PARTNER",
+                f"partner folder {partner!r} is not configured for feed {FEED!r} in config/partners.yaml",
+                configuration=True,
+            )
+        plaintext = self.keyring.decrypt(partner, ciphertext)
+        document = nrp_file.parse_document(plaintext)
+        header = nrp_file.validate_envelope(document)
+        if header["sender"] != partner:
+            raise FileRejected(
+                "SENDER_MISMATCH",
+                f"header sender {header['sender']!r} does not match the partner folder {partner!r}",
+            )
+        payments = document["payments"]
+        table, shape_errors = nrp_file.payment_columns(payments)
+        nrp_file.check_control_totals(header, payments, table.column("amount").combine_chunks())
+        content_sha = sha256_hex(plaintext)
+        duplicate = self.con.execute(
+            "SELECT file_id, batch_id FROM inbound_files WHERE feed = ? AND content_sha256 = ? AND status = 'LOADED'",
+            [FEED, content_sha],
+        ).fetchone()
+        if duplicate:
+            raise FileRejected(
+                "DUPLICATE_FILE",
+                f"the same content was already loaded from {duplicate[0]} as batch {duplicate[1]}; nothing posted",
+            )
+        del document, plaintext
+        table = self._with_shape_and_pans(table, shape_errors)
+        batch_id = f"NRPL-{content_sha[:16]}"
+        with transaction(self.con):
+            self.con.register("raw", table)
+            try:
+                self.con.execute(
+                    CLASSIFY_AND_MATCH_SQL, {"batch_id": batch_id, "currency": header["currency"]}
+                )
+            finally:
+                self.con.unregister("raw")
+            self._guard_schema_agreement(batch_id, payments)
+            self.con.execute(
+                """
+                INSERT INTO batches (batch_id, kind, feed, partner, source_file_id, status, record_count,
+                                     total_minor, accepted_count, rejected_count)
+                SELECT ?, 'NRP_LOAD', ?, ?, ?, 'LOADED', count(*),
+                       coalesce(sum(amount_minor) FILTER (outcome = 'ACCEPTED'), 0),
+                       count(*) FILTER (outcome = 'ACCEPTED'), count(*) FILTER (outcome = 'REJECTED')
+                FROM nrp_records WHERE batch_id = ?
+                """,
+                [batch_id, FEED, partner, file_id, batch_id],
+            )
+            self.con.execute(
+                """
+                INSERT INTO inbound_files (file_id, feed, partner, file_name, received_path, ciphertext_sha256,
+                    content_sha256, size_bytes, status, batch_id, received_at)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'LOADED', ?, ?)
+                """,
+                [file_id, FEED, partner, file_name, inbound, sha256_hex(ciphertext), content_sha,
+                 len(ciphertext), batch_id, self.now],
+            )
+        self._archive(file_id, partner, file_name, inbound)
+        return self._load_result(file_id, "LOADED")
+
+    def _with_shape_and_pans(self, table: pa.Table, shape_errors: dict[int, str]) -> pa.Table:
+        """Add shape errors, and find, mask and flag card numbers before anything is stored."""
+        n = table.num_rows
+        shape = [None] * n
+        for position, message in shape_errors.items():
+            shape[position - 1] = message
+        pan_field: list[str | None] = [None] * n
+        pan_masked: list[str | None] = [None] * n
+        for name in PAN_SCANNED_FIELDS:
+            column = table.column(name).combine_chunks()
+            hits = pc.fill_null(pc.match_substring_regex(column, PAN_CANDIDATE_SQL), False)
+            candidates = pc.indices_nonzero(hits).to_pylist()
+            if not candidates:
+                continue
+            values = column.to_pylist()
+            for index in candidates:
+                pan = find_pan(values[index])
+                if pan:
+                    pan_field[index] = pan_field[index] or name
+                    pan_masked[index] = pan_masked[index] or mask_pan(pan)
+                    values[index] = mask_pans_in(values[index])
+            table = table.set_column(table.schema.get_field_index(name), name, pa.array(values, pa.string()))
+        return (
+            table.append_column("shape_error", pa.array(shape, pa.string()))
+            .append_column("pan_field", pa.array(pan_field, pa.string()))
+            .append_column("pan_masked", pa.array(pan_masked, pa.string()))
+        )
+
+    def _guard_schema_agreement(self, batch_id: str, payments: list) -> None:
+        """The set-based rules must never accept what the JSON Schema rejects: spot-check accepted records."""
+        positions = self.con.execute(
+            "SELECT position FROM nrp_records WHERE batch_id = ? AND outcome = 'ACCEPTED' "
+            "AND reason_code IS DISTINCT FROM 'CARD_NUMBER_DETECTED' ORDER BY position LIMIT ?",
+            [batch_id, GUARD_SAMPLE],
+        ).fetchall()
+        for (position,) in positions:
+            error = first_error("nrp_payments", payments[position - 1], "payment")
+            if error:
+                raise AssertionError(f"record {position} was accepted but violates the schema: {error}")
+
+    def _load_result(self, file_id: str, status: str) -> LoadResult:
+        batch_id, partner, archived = self.con.execute(
+            "SELECT batch_id, partner, archived_path FROM inbound_files WHERE file_id = ?", [file_id]
+        ).fetchone()
+        totals = self.con.execute(
+            """
+            SELECT any_value(currency), count(*),
+                   count(*) FILTER (outcome = 'ACCEPTED'), count(*) FILTER (outcome = 'REJECTED'),
+                   coalesce(sum(amount_minor) FILTER (outcome = 'ACCEPTED'), 0),
+                   coalesce(sum(amount_minor) FILTER (outcome = 'REJECTED'), 0)
+            FROM nrp_records WHERE batch_id = ?
+            """,
+            [batch_id],
+        ).fetchone()
+        allocations = dict(self.con.execute(
+            "SELECT allocation, count(*) FROM nrp_records WHERE batch_id = ? AND allocation IS NOT NULL GROUP BY 1",
+            [batch_id],
+        ).fetchall())
+        rejections = dict(self.con.execute(
+            "SELECT reason_code, count(*) FROM nrp_records WHERE batch_id = ? AND outcome = 'REJECTED' GROUP BY 1",
+            [batch_id],
+        ).fetchall())
+        return LoadResult(
+            file_id, batch_id, status, partner, totals[0] or "GBP", totals[1], totals[2], totals[3], totals[4],
+            totals[5], allocations, rejections, archived,
+        )
+
+    def _archive(self, file_id: str, partner: str, file_name: str, inbound: str) -> None:
+        folder = f"archive/{FEED}/{partner}/{self.now:%Y-%m-%d}"
+        destination = self.files.move(inbound, f"{folder}/{file_name}")
+        self.con.execute(
+            "UPDATE inbound_files SET archived_path = ?, completed_at = ? WHERE file_id = ?",
+            [destination, self.now, file_id],
+        )
+
+    def _quarantine(
+        self, file_id: str, partner: str, file_name: str, inbound: str, ciphertext: bytes | None,
+        rejected: FileRejected, record: bool = True,
+    ) -> None:
+        destination = self.files.move(inbound, f"quarantine/{FEED}/{partner}/{file_name}")
+        report = {
+            "file": file_name,
+            "feed": FEED,
+            "partner": partner,
+            "file_id": file_id,
+            "error_code": rejected.code,
+            "error": rejected.message,
+            "configuration_error": rejected.configuration,
+            "received_path": inbound,
+            "quarantined_path": destination,
+            "ciphertext_sha256": sha256_hex(ciphertext) if ciphertext is not None else None,
+            "detected_at": self.now.isoformat(),
+        }
+        self.files.write_bytes(f"{destination}.error.json", orjson.dumps(report, option=orjson.OPT_INDENT_2))
+        with transaction(self.con):
+            if record:
+                self.con.execute(
+                    """
+                    INSERT INTO inbound_files (file_id, feed, partner, file_name, received_path, ciphertext_sha256,
+                        size_bytes, status, quarantined_path, error_code, error, received_at, completed_at)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, 'QUARANTINED', ?, ?, ?, ?, ?)
+                    """,
+                    [file_id, FEED, partner, file_name, inbound, report["ciphertext_sha256"] or "",
+                     len(ciphertext or b""), destination, rejected.code, rejected.message, self.now, self.now],
+                )
+            if rejected.configuration:
+                self.con.execute(
+                    "INSERT INTO job_errors (job, category, source_ref, detail, raised_at) "
+                    "VALUES (?, 'CONFIGURATION', ?, ?, ?)",
+                    [FEED, file_id, f"{rejected.code}: {rejected.message}", self.now],
+                )
+        raise FileQuarantined(file_id, rejected.code, rejected.message, destination)
+
+    # ---- Non Recurring Payment job: posting batch and ledger postings ------------------------------
+
+    def post(self, load: LoadResult) -> PostResult:
+        posting_batch = load.batch_id.replace("NRPL-", "NRPP-")
+        key_prefix = f"nrp:{load.batch_id[5:]}:"
+        with transaction(self.con):
+            before = self.con.execute(
+                "SELECT count(*) FROM ledger_postings WHERE batch_id = ?", [posting_batch]
+            ).fetchone()[0]
+            self.con.execute(
+                """
+                INSERT INTO ledger_postings (idempotency_key, account_number, invoice_number, kind, amount_minor,
+                                             currency, batch_id, source_ref, effective_at, posted_at)
+                SELECT $prefix || record_id || ':PAYMENT', ledger_account,
+                       CASE WHEN allocation = 'INVOICE' THEN invoice_number END, 'PAYMENT', -amount_minor,
+                       currency, $posting_batch, $partner || '/' || record_id, coalesce(payment_date, $now), $now
+                FROM nrp_records
+                WHERE batch_id = $load_batch AND outcome = 'ACCEPTED'
+                ON CONFLICT DO NOTHING
+                """,
+                {"prefix": key_prefix, "posting_batch": posting_batch, "partner": load.partner,
+                 "now": self.now, "load_batch": load.batch_id},
+            )
+            count, total = self.con.execute(
+                "SELECT count(*), coalesce(sum(amount_minor), 0) FROM ledger_postings WHERE batch_id = ?",
+                [posting_batch],
+            ).fetchone()
+            self.con.execute(
+                """
+                INSERT INTO batches (batch_id, kind, feed, partner, source_file_id, parent_batch_id, status,
+                                     record_count, total_minor, accepted_count, completed_at)
+                VALUES (?, 'NRP_POSTING', ?, ?, ?, ?, 'POSTED', ?, ?, ?, ?)
+                ON CONFLICT (batch_id) DO UPDATE SET record_count = excluded.record_count,
+                    total_minor = excluded.total_minor, accepted_count = excluded.accepted_count
+                """,
+                [posting_batch, FEED, load.partner, load.file_id, load.batch_id, count, total, count, self.now],
+            )
+            self.con.execute("UPDATE batches SET status = 'POSTED' WHERE batch_id = ?", [load.batch_id])
+            self.con.execute("INSERT INTO job_runs (job, batch_id, started_at) VALUES (?, ?, ?)",
+                             [FEED, posting_batch, self.now])
+        return PostResult(posting_batch, count - before, count, total)
+
+    # ---- posting file for the external sales ledger ----------------------------------------------
+
+    def write_posting_file(self, posted: PostResult) -> str:
+        header = {
+            "batch_id": posted.batch_id,
+            "source": f"{FEED}:{JOB}",
+            "created_at": self.now.isoformat(),
+            "record_count": posted.posting_count,
+            "total_amount": format_minor(posted.total_minor),
+        }
+        body = self._copy_json(
+            """
+            SELECT idempotency_key, account_number, invoice_number, kind, minor_to_decimal(amount_minor) AS amount,
+                   currency, strftime(effective_at AT TIME ZONE 'UTC', '%Y-%m-%dT%H:%M:%SZ') AS effective_at
+            FROM ledger_postings WHERE batch_id = {batch} ORDER BY posting_id
+            """.format(batch=_literal(posted.batch_id)),
+        )
+        document = b'{"header":' + orjson.dumps(header) + b',"postings":' + body + b"}"
+        path = self.files.write_bytes(f"outbound/ledger/{posted.batch_id}.json", document)
+        self.con.execute("UPDATE batches SET output_path = ? WHERE batch_id = ?", [path, posted.batch_id])
+        return path
+
+    # ---- "Acknowledge Non Recurring Payments Receipt Of" -----------------------------------------
+
+    def acknowledge(self, load: LoadResult) -> str:
+        file_name = self.con.execute(
+            "SELECT file_name FROM inbound_files WHERE file_id = ?", [load.file_id]
+        ).fetchone()[0]
+        header = {
+            "file_id": load.file_id,
+            "source_file_name": file_name,
+            "recipient": load.partner,
+            "status": "PROCESSED",
+            "reason_code": None,
+            "reason": None,
+            "processed_at": self.now.isoformat(),
+            "record_count": load.record_count,
+            "accepted_count": load.accepted_count,
+            "rejected_count": load.rejected_count,
+            "accepted_amount": format_minor(load.accepted_minor),
+            "rejected_amount": format_minor(load.rejected_minor),
+            "currency": load.currency,
+        }
+        body = self._copy_json(
+            """
+            SELECT position, record_id, outcome, allocation, minor_to_decimal(amount_minor) AS amount,
+                   reason_code, reason
+            FROM nrp_records WHERE batch_id = {batch} ORDER BY position
+            """.format(batch=_literal(load.batch_id)),
+        )
+        document = b'{"header":' + orjson.dumps(header) + b',"records":' + body + b"}"
+        name = re.sub(r"(\.json)?(\.enc)?$", "", file_name)
+        path = self.files.write_bytes(
+            f"outbound/acknowledgements/{FEED}/{load.partner}/{name}.ack.json.enc",
+            self.keyring.encrypt(load.partner, document),
+        )
+        with transaction(self.con):
+            self.con.execute(
+                "UPDATE batches SET status = 'ACKNOWLEDGED', output_path = ?, completed_at = ? WHERE batch_id = ?",
+                [path, self.now, load.batch_id],
+            )
+        return path
+
+    def _copy_json(self, query: str) -> bytes:
+        """A JSON array of the query's rows, written by DuckDB's COPY (fast, nulls kept)."""
+        handle, tmp = tempfile.mkstemp(suffix=".json")
+        os.close(handle)
+        try:
+            self.con.execute(f"COPY ({query}) TO {_literal(tmp)} (FORMAT json, ARRAY true)")
+            data = Path(tmp).read_bytes()
+        finally:
+            os.unlink(tmp)
+        return data.strip() or b"[]"
+
+
+def _literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"

@@ -1,0 +1,178 @@
+"""Ordered schema migrations. Append only: a shipped migration is never edited, so every store converges."""
+
+from __future__ import annotations
+
+import duckdb
+
+MIGRATIONS: list[tuple[int, str, str]] = [
+    (
+        1,
+        "core reference tables",
+        """
+        CREATE TABLE accounts (
+            account_number VARCHAR PRIMARY KEY,
+            name VARCHAR NOT NULL,
+            currency VARCHAR NOT NULL DEFAULT 'GBP',
+            status VARCHAR NOT NULL DEFAULT 'ACTIVE',
+            payment_type VARCHAR NOT NULL DEFAULT 'MANUAL',
+            is_suspense BOOLEAN NOT NULL DEFAULT FALSE,
+            created_at TIMESTAMPTZ NOT NULL DEFAULT now()
+        );
+        CREATE TABLE invoices (
+            invoice_number VARCHAR PRIMARY KEY,
+            account_number VARCHAR NOT NULL,
+            issued_on DATE NOT NULL,
+            due_on DATE NOT NULL,
+            amount_minor BIGINT NOT NULL,
+            currency VARCHAR NOT NULL DEFAULT 'GBP'
+        );
+        CREATE INDEX invoices_account ON invoices(account_number);
+        CREATE TABLE partners (
+            partner_id VARCHAR NOT NULL,
+            feed VARCHAR NOT NULL,
+            PRIMARY KEY (partner_id, feed)
+        );
+        """,
+    ),
+    (
+        2,
+        "batches, inbound files and the sales ledger",
+        """
+        CREATE TABLE inbound_files (
+            file_id VARCHAR PRIMARY KEY,
+            feed VARCHAR NOT NULL,
+            partner VARCHAR NOT NULL,
+            file_name VARCHAR NOT NULL,
+            received_path VARCHAR NOT NULL,
+            ciphertext_sha256 VARCHAR NOT NULL,
+            content_sha256 VARCHAR,
+            size_bytes BIGINT NOT NULL,
+            status VARCHAR NOT NULL,
+            batch_id VARCHAR,
+            duplicate_of VARCHAR,
+            archived_path VARCHAR,
+            quarantined_path VARCHAR,
+            error_code VARCHAR,
+            error VARCHAR,
+            received_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+            completed_at TIMESTAMPTZ
+        );
+        CREATE TABLE batches (
+            batch_id VARCHAR PRIMARY KEY,
+            kind VARCHAR NOT NULL,
+            feed VARCHAR NOT NULL,
+            partner VARCHAR,
+            source_file_id VARCHAR,
+            parent_batch_id VARCHAR,
+            status VARCHAR NOT NULL,
+            record_count BIGINT NOT NULL DEFAULT 0,
+            total_minor BIGINT NOT NULL DEFAULT 0,
+            accepted_count BIGINT NOT NULL DEFAULT 0,
+            rejected_count BIGINT NOT NULL DEFAULT 0,
+            output_path VARCHAR,
+            created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+            completed_at TIMESTAMPTZ
+        );
+        CREATE TABLE nrp_records (
+            batch_id VARCHAR NOT NULL,
+            position BIGINT NOT NULL,
+            record_id VARCHAR,
+            account_number VARCHAR,
+            invoice_number VARCHAR,
+            amount_minor BIGINT,
+            currency VARCHAR,
+            payment_date TIMESTAMPTZ,
+            payment_method VARCHAR,
+            reference VARCHAR,
+            outcome VARCHAR NOT NULL,
+            allocation VARCHAR,
+            ledger_account VARCHAR,
+            reason_code VARCHAR,
+            reason VARCHAR,
+            PRIMARY KEY (batch_id, position)
+        );
+        CREATE SEQUENCE ledger_posting_seq;
+        CREATE TABLE ledger_postings (
+            posting_id BIGINT NOT NULL DEFAULT nextval('ledger_posting_seq'),
+            idempotency_key VARCHAR NOT NULL UNIQUE,
+            account_number VARCHAR NOT NULL,
+            invoice_number VARCHAR,
+            kind VARCHAR NOT NULL,
+            amount_minor BIGINT NOT NULL,
+            currency VARCHAR NOT NULL,
+            batch_id VARCHAR NOT NULL,
+            source_ref VARCHAR,
+            effective_at TIMESTAMPTZ,
+            posted_at TIMESTAMPTZ NOT NULL DEFAULT now()
+        );
+        """,
+    ),
+    (
+        3,
+        "workflow events, job errors and probe results",
+        """
+        CREATE SEQUENCE workflow_event_seq;
+        CREATE TABLE workflow_events (
+            event_id BIGINT NOT NULL DEFAULT nextval('workflow_event_seq'),
+            event_type VARCHAR NOT NULL,
+            event_code VARCHAR NOT NULL,
+            account_number VARCHAR,
+            source_ref VARCHAR,
+            detail VARCHAR,
+            raised_at TIMESTAMPTZ NOT NULL DEFAULT now()
+        );
+        CREATE TABLE job_errors (
+            job VARCHAR NOT NULL,
+            category VARCHAR NOT NULL,
+            source_ref VARCHAR,
+            detail VARCHAR NOT NULL,
+            raised_at TIMESTAMPTZ NOT NULL DEFAULT now()
+        );
+        CREATE TABLE job_runs (
+            job VARCHAR NOT NULL,
+            batch_id VARCHAR,
+            started_at TIMESTAMPTZ NOT NULL DEFAULT now()
+        );
+        CREATE TABLE probe_results (
+            probe_id VARCHAR NOT NULL,
+            probe_name VARCHAR NOT NULL,
+            probe_type VARCHAR NOT NULL,
+            value BIGINT NOT NULL,
+            threshold BIGINT NOT NULL,
+            tripped BOOLEAN NOT NULL,
+            notified BOOLEAN NOT NULL,
+            detail VARCHAR,
+            evaluated_at TIMESTAMPTZ NOT NULL DEFAULT now()
+        );
+        CREATE TABLE config_probes (
+            probe_id VARCHAR PRIMARY KEY,
+            threshold BIGINT NOT NULL,
+            window_hours INTEGER NOT NULL,
+            recipients VARCHAR[] NOT NULL
+        );
+        """,
+    ),
+]
+
+
+def apply_migrations(con: duckdb.DuckDBPyConnection) -> list[int]:
+    """Apply what is missing, each migration in its own transaction; returns the versions applied now."""
+    con.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations ("
+        "version INTEGER PRIMARY KEY, name VARCHAR NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+    )
+    done = {row[0] for row in con.execute("SELECT version FROM schema_migrations").fetchall()}
+    applied = []
+    for version, name, sql in MIGRATIONS:
+        if version in done:
+            continue
+        con.execute("BEGIN TRANSACTION")
+        try:
+            con.execute(sql)
+            con.execute("INSERT INTO schema_migrations (version, name) VALUES (?, ?)", [version, name])
+            con.execute("COMMIT")
+        except Exception:
+            con.execute("ROLLBACK")
+            raise
+        applied.append(version)
+    return applied
