@@ -232,10 +232,20 @@ class NonRecurringPayments:
             if error:
                 raise AssertionError(f"record {position} was accepted but violates the schema: {error}")
 
+    def loaded(self, file_id: str) -> LoadResult:
+        """The load batch an earlier step recorded for this file."""
+        return self._load_result(file_id, "ALREADY_LOADED")
+
     def _load_result(self, file_id: str, status: str) -> LoadResult:
-        batch_id, partner, archived = self.con.execute(
-            "SELECT batch_id, partner, archived_path FROM inbound_files WHERE file_id = ?", [file_id]
+        row = self.con.execute(
+            "SELECT batch_id, partner, archived_path, status, error_code, error FROM inbound_files "
+            "WHERE file_id = ?", [file_id]
         ).fetchone()
+        if row is None:
+            raise LookupError(f"{file_id} has not been loaded: materialise nrp_payments_batch for it first")
+        batch_id, partner, archived, file_status, error_code, error = row
+        if file_status != "LOADED":
+            raise FileQuarantined(file_id, error_code, error, "")
         totals = self.con.execute(
             """
             SELECT any_value(currency), count(*),
@@ -346,6 +356,15 @@ class NonRecurringPayments:
             self.con.execute("INSERT INTO job_runs (job, batch_id, started_at) VALUES (?, ?, ?)",
                              [FEED, posting_batch, self.now])
         return PostResult(posting_batch, count - before, count, total)
+
+    def posted(self, load: LoadResult) -> PostResult:
+        posting_batch = load.batch_id.replace("NRPL-", "NRPP-")
+        row = self.con.execute(
+            "SELECT record_count, total_minor FROM batches WHERE batch_id = ? AND status = 'POSTED'", [posting_batch]
+        ).fetchone()
+        if row is None:
+            raise LookupError(f"posting batch {posting_batch} does not exist: materialise nrp_posting_batch first")
+        return PostResult(posting_batch, 0, row[0], row[1])
 
     # ---- posting file for the external sales ledger ----------------------------------------------
 

@@ -1,0 +1,55 @@
+# Two commands on a fresh machine: `make run` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export CMP_DATA_DIR ?= $(CURDIR)/data
+export DAGSTER_HOME ?= $(CMP_DATA_DIR)/dagster_home
+DEMO_ACCOUNTS ?= 1000
+
+.PHONY: run test demo bench lint install install-dev clean-data
+
+$(BIN)/activate:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/activate
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/activate
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@ $(VENV)/.installed
+
+install: $(VENV)/.installed
+install-dev: $(VENV)/.installed-dev
+
+prepare: install
+	$(BIN)/cmp-pipelines init
+	$(BIN)/cmp-pipelines keys init
+	$(BIN)/cmp-pipelines demo seed --accounts $(DEMO_ACCOUNTS) --seed 42
+	@if [ -z "$$(ls -A $(CMP_DATA_DIR)/inbound/nrp/*/ 2>/dev/null)" ] && [ ! -d $(CMP_DATA_DIR)/archive/nrp ]; then \
+		$(BIN)/cmp-pipelines demo files; fi
+
+## make run: install, prepare demo data, start the Dagster UI and daemon on 127.0.0.1:3000
+run: prepare
+	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+## make demo: the same without the UI: process the sample files headless and print a summary
+demo: prepare
+	$(BIN)/cmp-pipelines run-pending
+	$(BIN)/cmp-pipelines summary
+
+## make test: install dev dependencies and run the whole suite
+test: install-dev
+	$(BIN)/pytest
+
+## make bench: the performance harness (figures and ratios, never assertions)
+bench: install-dev
+	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
+
+lint: install-dev
+	$(BIN)/ruff check .
+
+clean-data:
+	rm -rf $(CMP_DATA_DIR)

@@ -1,0 +1,254 @@
+"""The `cmp-pipelines` command: set-up, demo data, partner files, headless runs and look-ups."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import click
+
+from cmp_pipelines.settings import PROJECT_ROOT, paths
+
+
+def _fail(message: str) -> None:
+    raise click.ClickException(message)
+
+
+def _config():
+    from cmp_pipelines.configuration import ConfigError, load_partners, load_probes
+
+    try:
+        return load_partners(paths().config_dir), load_probes(paths().config_dir)
+    except ConfigError as exc:
+        _fail(f"configuration error: {exc}")
+
+
+def _connect(read_only: bool = False):
+    from cmp_pipelines.store.connection import StoreBusyError, connect
+
+    try:
+        return connect(paths().database, read_only=read_only, wait_seconds=30)
+    except StoreBusyError as exc:
+        _fail(str(exc))
+
+
+def _dagster_home() -> Path:
+    home = paths().dagster_home
+    home.mkdir(parents=True, exist_ok=True)
+    source = PROJECT_ROOT / "dagster.yaml"
+    target = home / "dagster.yaml"
+    if source.exists() and (not target.exists() or target.read_bytes() != source.read_bytes()):
+        shutil.copyfile(source, target)
+    os.environ["DAGSTER_HOME"] = str(home)
+    return home
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """cmp-pipelines: the payments back office (files, ledger, probes) around a Dagster code location.
+
+    Every command honours $CMP_DATA_DIR (default ./data), $CMP_KEYS_DIR and $CMP_CONFIG_DIR.
+    """
+
+
+@main.command()
+def init() -> None:
+    """Create the data folders, migrate the store, load configuration and prepare the Dagster instance."""
+    from cmp_pipelines.services.reference import sync_reference_data
+
+    p = paths()
+    for folder in p.skeleton():
+        folder.mkdir(parents=True, exist_ok=True)
+    partners, probes = _config()
+    for partner in partners.values():
+        for feed in partner.feeds:
+            (p.inbound / feed / partner.partner_id).mkdir(parents=True, exist_ok=True)
+    with _connect() as con:
+        sync_reference_data(con, partners, probes)
+    home = _dagster_home()
+    import dagster as dg
+
+    with dg.DagsterInstance.get() as instance:
+        instance.event_log_storage.set_concurrency_slots("cmp_db", 1)
+    click.echo(f"store ready: {p.database}\ndagster instance: {home} (pool cmp_db limited to 1)")
+
+
+@main.group()
+def keys() -> None:
+    """Partner encryption keys ($CMP_KEYS_DIR/<partner>.keys, newest key first)."""
+
+
+@keys.command("init")
+@click.option("--partner", "partner_ids", multiple=True, help="Partner id (default: every configured partner).")
+@click.option("--rotate", is_flag=True, help="Add a new newest key, keeping the old ones for decryption.")
+def keys_init(partner_ids: tuple[str, ...], rotate: bool) -> None:
+    """Create demo keys for partners that have none (or rotate with --rotate). Keys are never printed."""
+    from cmp_pipelines.formats.encryption import PartnerKeyring
+
+    partners, _ = _config()
+    keyring = PartnerKeyring(paths().keys_dir)
+    for partner in partner_ids or tuple(partners):
+        existed = keyring.has_keys(partner)
+        path = keyring.init_keys(partner, rotate=rotate)
+        state = "rotated" if rotate and existed else ("kept" if existed else "created")
+        click.echo(f"{partner}: {state} {path}")
+
+
+@main.group()
+def demo() -> None:
+    """Deterministic demo data."""
+
+
+@demo.command("seed")
+@click.option("--accounts", default=1000, show_default=True, type=click.IntRange(1, 10_000_000))
+@click.option("--seed", default=42, show_default=True, type=int)
+def demo_seed(accounts: int, seed: int) -> None:
+    """Accounts ACC00000001..N, each with at least one open invoice (its charge posted to the ledger)."""
+    from cmp_pipelines.services import demo as demo_data
+    from cmp_pipelines.services.reference import sync_reference_data
+
+    partners, probes = _config()
+    with _connect() as con, click.progressbar(length=2, label="seeding accounts and invoices") as bar:
+        sync_reference_data(con, partners, probes)
+        bar.update(1)
+        invoices = demo_data.seed_accounts(con, accounts, seed, datetime.now(UTC))
+        bar.update(1)
+    click.echo(f"{accounts} accounts, {invoices} invoices in total")
+
+
+@demo.command("files")
+@click.option("--seed", default=42, show_default=True, type=int)
+def demo_files(seed: int) -> None:
+    """Sample encrypted non-recurring payment files in data/inbound/nrp/ (one with bad records, one empty)."""
+    from cmp_pipelines.formats.encryption import PartnerKeyring
+    from cmp_pipelines.resources.file_store import LocalFileStore
+    from cmp_pipelines.services import demo as demo_data
+
+    with _connect() as con:
+        accounts = con.execute("SELECT count(*) FROM accounts WHERE NOT is_suspense").fetchone()[0]
+    if accounts < 2:
+        _fail("no demo accounts: run `cmp-pipelines demo seed` first")
+    with click.progressbar(length=4, label="writing sample files") as bar:
+        written = demo_data.demo_files(
+            LocalFileStore(), PartnerKeyring(paths().keys_dir), accounts, seed, progress=lambda _: bar.update(1)
+        )
+    for path in written:
+        click.echo(path)
+
+
+@main.group()
+def files() -> None:
+    """Encrypt or decrypt a partner file with that partner's keys."""
+
+
+def _crypt(encrypt: bool, partner: str, source: Path, target: Path) -> None:
+    from cmp_pipelines.formats.encryption import PartnerKeyring
+    from cmp_pipelines.formats.errors import FileRejected
+
+    keyring = PartnerKeyring(paths().keys_dir)
+    try:
+        data = source.read_bytes()
+        out = keyring.encrypt(partner, data) if encrypt else keyring.decrypt(partner, data)
+    except FileRejected as exc:
+        _fail(f"{source}: {exc.message}")
+    except OSError as exc:
+        _fail(f"{source}: {exc.strerror}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(out)
+    click.echo(f"{'encrypted' if encrypt else 'decrypted'} {source} -> {target}")
+
+
+@files.command("encrypt")
+@click.option("--partner", required=True)
+@click.argument("source", type=click.Path(path_type=Path))
+@click.argument("target", type=click.Path(path_type=Path))
+def files_encrypt(partner: str, source: Path, target: Path) -> None:
+    """Encrypt SOURCE for PARTNER into TARGET (Fernet, newest key)."""
+    _crypt(True, partner, source, target)
+
+
+@files.command("decrypt")
+@click.option("--partner", required=True)
+@click.argument("source", type=click.Path(path_type=Path))
+@click.argument("target", type=click.Path(path_type=Path))
+def files_decrypt(partner: str, source: Path, target: Path) -> None:
+    """Decrypt SOURCE with any of PARTNER's keys into TARGET."""
+    _crypt(False, partner, source, target)
+
+
+@main.command("run-pending")
+@click.option("--max-ticks", default=100, show_default=True, help="Stop after this many sensor evaluations.")
+def run_pending(max_ticks: int) -> None:
+    """Evaluate every sensor once against the persistent instance and execute the runs it requests.
+
+    The runs are recorded in the same Dagster instance as the UI's, so they show there too.
+    """
+    _dagster_home()
+    from cmp_pipelines.headless import run_pending_sensors
+
+    outcomes = run_pending_sensors(max_ticks=max_ticks, echo=click.echo)
+    failed = [o for o in outcomes if not o.success]
+    click.echo(f"{len(outcomes)} run(s), {len(failed)} failed")
+
+
+@main.group()
+def accounts() -> None:
+    """Account look-ups."""
+
+
+@accounts.command("show")
+@click.argument("account_number")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def accounts_show(account_number: str, as_json: bool) -> None:
+    """The account, its balance (decimal) and its open invoices."""
+    from cmp_pipelines.store.accounts import account_view
+
+    with _connect(read_only=True) as con:
+        view = account_view(con, account_number)
+    if view is None:
+        _fail(f"account {account_number} not found")
+    if as_json:
+        click.echo(json.dumps(view, indent=2))
+        return
+    click.echo(f"{view['account_number']}  {view['name']}  balance {view['balance']} {view['currency']}")
+    for invoice in view["open_invoices"]:
+        click.echo(f"  {invoice['invoice_number']}  due {invoice['due_on']}  outstanding {invoice['outstanding']}")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def probes(as_json: bool) -> None:
+    """The latest value and status of every probe."""
+    from cmp_pipelines.services.probes import latest
+
+    with _connect(read_only=True) as con:
+        rows = latest(con)
+    records = [
+        {"probe": r[0], "name": r[1], "type": r[2], "value": r[3], "threshold": r[4],
+         "status": "TRIPPED" if r[5] else "OK", "notified": r[6], "evaluated_at": r[7].isoformat()}
+        for r in rows
+    ]
+    if as_json:
+        click.echo(json.dumps(records, indent=2))
+        return
+    if not records:
+        click.echo("no probe has been evaluated yet")
+    for r in records:
+        click.echo(f"{r['status']:8} {r['type']:6} {r['value']:>8} / {r['threshold']:<8} {r['name']}")
+
+
+@main.command()
+def summary() -> None:
+    """Batches, postings, quarantined files and probe results, at a glance."""
+    from cmp_pipelines.store.accounts import platform_summary
+
+    with _connect(read_only=True) as con:
+        click.echo(platform_summary(con))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,66 @@
+"""The one Dagster code location: assets, checks, jobs, sensors, schedules and resources."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from cmp_pipelines.assets.non_recurring import GROUP as NRP_GROUP
+from cmp_pipelines.assets.non_recurring import NRP_ASSETS, nrp_files_partitions
+from cmp_pipelines.checks.nrp_expectations import nrp_payments_meet_expectations
+from cmp_pipelines.checks.nrp_probes import nrp_probes
+from cmp_pipelines.resources.cipher import PartnerCipher
+from cmp_pipelines.resources.database import Database
+from cmp_pipelines.resources.file_store import LocalFileStore
+from cmp_pipelines.resources.notifier import Notifier
+from cmp_pipelines.sensors.inbound import inbound_file_sensor
+
+nrp_job = dg.define_asset_job(
+    "non_recurring_payment_job",
+    selection=dg.AssetSelection.groups(NRP_GROUP),
+    partitions_def=nrp_files_partitions,
+    executor_def=dg.in_process_executor,
+    description="CMP Non Recurring Payment job: load, match, post, ledger file and acknowledgement of one file.",
+)
+
+nrp_probes_job = dg.define_asset_job(
+    "non_recurring_payment_probes_job",
+    selection=dg.AssetSelection.checks(nrp_probes),
+    executor_def=dg.in_process_executor,
+    description="Evaluates the non-recurring payments probes without materialising anything.",
+)
+
+nrp_end_of_day_probes_schedule = dg.ScheduleDefinition(
+    name="nrp_end_of_day_probes_schedule",
+    job=nrp_probes_job,
+    cron_schedule="55 23 * * *",
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="End of day: the 'today' probes (Load Completed, Batch Completed, ...) run even with no file.",
+)
+
+nrp_inbound_files_sensor = inbound_file_sensor(
+    name="nrp_inbound_files_sensor",
+    feed="nrp",
+    job=nrp_job,
+    partitions_def=nrp_files_partitions,
+    description="CMP daemon 'Load Non Recurring Payments From Generic Format': watches data/inbound/nrp/<PARTNER>/.",
+)
+
+
+def build_definitions() -> dg.Definitions:
+    return dg.Definitions(
+        assets=NRP_ASSETS,
+        asset_checks=[nrp_probes, nrp_payments_meet_expectations],
+        jobs=[nrp_job, nrp_probes_job],
+        sensors=[nrp_inbound_files_sensor],
+        schedules=[nrp_end_of_day_probes_schedule],
+        resources={
+            "database": Database(),
+            "file_store": LocalFileStore(),
+            "cipher": PartnerCipher(),
+            "notifier": Notifier(),
+        },
+    )
+
+
+defs = build_definitions()

@@ -1,0 +1,76 @@
+"""Running the platform without the daemon: evaluate each sensor and execute its runs in this process.
+
+The runs go into the persistent instance ($DAGSTER_HOME), so the UI lists them like the daemon's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import dagster as dg
+
+
+@dataclass
+class RunOutcome:
+    sensor: str
+    partition_key: str | None
+    run_id: str
+    success: bool
+    error: str | None
+
+
+def _already_requested(instance: dg.DagsterInstance, run_key: str) -> bool:
+    return bool(instance.get_runs(filters=dg.RunsFilter(tags={"dagster/run_key": run_key}), limit=1))
+
+
+def run_pending_sensors(
+    definitions: dg.Definitions | None = None,
+    instance: dg.DagsterInstance | None = None,
+    max_ticks: int = 100,
+    echo: Callable[[str], None] = print,
+) -> list[RunOutcome]:
+    if definitions is None:
+        from cmp_pipelines.definitions import defs as definitions
+    own_instance = instance is None
+    instance = instance or dg.DagsterInstance.get()
+    outcomes: list[RunOutcome] = []
+    try:
+        repository = definitions.get_repository_def()
+        for sensor in repository.sensor_defs:
+            cursor = None
+            for _ in range(max_ticks):
+                context = dg.build_sensor_context(
+                    instance=instance, cursor=cursor, resources=repository.get_top_level_resources(),
+                    repository_def=repository,
+                )
+                result = sensor(context)
+                for request in result.dynamic_partitions_requests or []:
+                    instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+                requests = result.run_requests or []
+                cursor = result.cursor
+                if not requests:
+                    break
+                for request in requests:
+                    if request.run_key and _already_requested(instance, request.run_key):
+                        continue
+                    job = repository.get_job(request.job_name or sensor.job_name)
+                    tags = {**(request.tags or {}), "dagster/sensor_name": sensor.name}
+                    if request.run_key:
+                        tags["dagster/run_key"] = request.run_key
+                    run = job.execute_in_process(
+                        instance=instance, partition_key=request.partition_key, tags=tags, raise_on_error=False,
+                        run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+                    )
+                    error = None
+                    if not run.success:
+                        failures = [e for e in run.all_events if e.is_step_failure]
+                        error = failures[0].step_failure_data.error.message.strip() if failures else "run failed"
+                    outcome = RunOutcome(sensor.name, request.partition_key, run.run_id, run.success, error)
+                    outcomes.append(outcome)
+                    echo(f"{'ok    ' if run.success else 'FAILED'} {sensor.name} {request.partition_key}"
+                         + (f"\n       {error}" if error else ""))
+    finally:
+        if own_instance:
+            instance.dispose()
+    return outcomes

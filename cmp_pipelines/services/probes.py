@@ -1,0 +1,95 @@
+"""Evaluating the non-recurring payments probes against the store and recording each result."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import duckdb
+
+from cmp_pipelines.configuration import ProbeConfig
+from cmp_pipelines.domain.probes import NRP_PROBES, ProbeDefinition
+
+_LAST_BATCH = (
+    "(SELECT batch_id FROM batches WHERE kind = 'NRP_LOAD' AND feed = 'nrp' "
+    "ORDER BY created_at DESC, batch_id DESC LIMIT 1)"
+)
+
+# Each query takes $day_start (UTC midnight today) and $window_start (now - window hours).
+PROBE_SQL = {
+    "nrp_verification_account_allocation":
+        f"SELECT count(*) FROM nrp_records WHERE batch_id = {_LAST_BATCH} AND allocation = 'ACCOUNT'",
+    "nrp_verification_payments_supplied":
+        "SELECT count(*) FROM inbound_files f JOIN batches b ON b.batch_id = f.batch_id "
+        "WHERE f.feed = 'nrp' AND f.status = 'LOADED' AND f.received_at >= $day_start AND b.record_count = 0",
+    "nrp_batch_completed":
+        "SELECT count(*) FROM job_runs WHERE job = 'nrp' AND started_at >= $day_start",
+    "nrp_batch_completed_sla":
+        "SELECT count(*) FROM job_errors WHERE job = 'nrp' AND category = 'CONFIGURATION' "
+        "AND raised_at >= $day_start",
+    "nrp_verification_normal":
+        "SELECT count(*) FROM nrp_records r JOIN inbound_files f ON f.batch_id = r.batch_id "
+        "WHERE f.feed = 'nrp' AND f.received_at >= $window_start",
+    "nrp_verification_no_payment_dates":
+        f"SELECT count(*) FROM nrp_records WHERE batch_id = {_LAST_BATCH} AND payment_date IS NULL",
+    "nrp_verification_invoice_allocation":
+        f"SELECT count(*) FROM nrp_records WHERE batch_id = {_LAST_BATCH} AND allocation = 'INVOICE'",
+    "nrp_load_completed":
+        "SELECT count(*) FROM inbound_files WHERE feed = 'nrp' AND received_at >= $day_start",
+}
+
+
+@dataclass
+class ProbeOutcome:
+    probe: ProbeDefinition
+    config: ProbeConfig
+    value: int
+    tripped: bool
+    evaluated_at: datetime
+
+    @property
+    def summary(self) -> str:
+        state = "TRIPPED" if self.tripped else "ok"
+        rule = "above" if self.probe.trips_when == "above" else "at or below"
+        return (
+            f"{self.probe.name}: value {self.value}, threshold {self.config.threshold} "
+            f"(trips when {rule}) - {state}"
+        )
+
+
+def evaluate(
+    con: duckdb.DuckDBPyConnection, configs: dict[str, ProbeConfig], now: datetime | None = None,
+    only_daily: bool = False,
+) -> list[ProbeOutcome]:
+    now = now or datetime.now(UTC)
+    day_start = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    outcomes = []
+    for probe in NRP_PROBES:
+        if only_daily and not probe.daily:
+            continue
+        config = configs[probe.probe_id]
+        window_start = now - timedelta(hours=config.window_hours)
+        sql = PROBE_SQL[probe.probe_id]
+        params = {k: v for k, v in {"day_start": day_start, "window_start": window_start}.items() if f"${k}" in sql}
+        value = int(con.execute(sql, params).fetchone()[0])
+        outcomes.append(ProbeOutcome(probe, config, value, probe.tripped(value, config.threshold), now))
+    return outcomes
+
+
+def record(con: duckdb.DuckDBPyConnection, outcome: ProbeOutcome, notified: bool) -> None:
+    con.execute(
+        "INSERT INTO probe_results (probe_id, probe_name, probe_type, value, threshold, tripped, notified, detail, "
+        "evaluated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [outcome.probe.probe_id, outcome.probe.name, outcome.probe.kind, outcome.value, outcome.config.threshold,
+         outcome.tripped, notified, outcome.summary, outcome.evaluated_at],
+    )
+
+
+def latest(con: duckdb.DuckDBPyConnection) -> list[tuple]:
+    return con.execute(
+        """
+        SELECT probe_id, probe_name, probe_type, value, threshold, tripped, notified, evaluated_at
+        FROM probe_results QUALIFY row_number() OVER (PARTITION BY probe_id ORDER BY evaluated_at DESC) = 1
+        ORDER BY probe_id
+        """
+    ).fetchall()
