@@ -7,7 +7,7 @@ export CMP_DATA_DIR ?= $(CURDIR)/data
 export DAGSTER_HOME ?= $(CMP_DATA_DIR)/dagster_home
 DEMO_ACCOUNTS ?= 1000
 
-.PHONY: run test demo bench lint install install-dev clean-data
+.PHONY: run test demo bench lint install install-dev prepare clean-data
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
