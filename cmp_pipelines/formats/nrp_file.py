@@ -20,7 +20,7 @@ PAYMENT_FIELDS = (
     "record_id", "account_number", "invoice_number", "amount", "payment_date", "payment_method", "reference",
 )
 _FIELD_SET = frozenset(PAYMENT_FIELDS)
-_JSON_TYPE = {dict: "object", list: "array", int: "number", float: "number", bool: "boolean"}
+_JSON_TYPE = {dict: "object", list: "array", str: "string", int: "number", float: "number", bool: "boolean"}
 
 
 def parse_document(plaintext: bytes) -> dict:
