@@ -47,7 +47,8 @@ nrp_inbound_files_sensor = inbound_file_sensor(
 )
 
 
-def build_definitions() -> dg.Definitions:
+def build_definitions(resources: dict | None = None) -> dg.Definitions:
+    """The code location; tests pass `resources` to swap a backend (e.g. a file store that fails on cue)."""
     return dg.Definitions(
         assets=NRP_ASSETS,
         asset_checks=[nrp_probes, nrp_payments_meet_expectations],
@@ -59,6 +60,7 @@ def build_definitions() -> dg.Definitions:
             "file_store": LocalFileStore(),
             "cipher": PartnerCipher(),
             "notifier": Notifier(),
+            **(resources or {}),
         },
     )
 

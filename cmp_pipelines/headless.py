@@ -65,7 +65,7 @@ def run_pending_sensors(
                     error = None
                     if not run.success:
                         failures = [e for e in run.all_events if e.is_step_failure]
-                        error = failures[0].step_failure_data.error.message.strip() if failures else "run failed"
+                        error = _failure_text(failures[0].step_failure_data) if failures else "run failed"
                     outcome = RunOutcome(sensor.name, request.partition_key, run.run_id, run.success, error)
                     outcomes.append(outcome)
                     echo(f"{'ok    ' if run.success else 'FAILED'} {sensor.name} {request.partition_key}"
@@ -74,3 +74,13 @@ def run_pending_sensors(
         if own_instance:
             instance.dispose()
     return outcomes
+
+
+def _failure_text(data) -> str:
+    """The operator-facing reason: a Failure's description, else the innermost exception's message."""
+    if data.user_failure_data is not None and data.user_failure_data.description:
+        return data.user_failure_data.description
+    error = data.error
+    while error.cause is not None:
+        error = error.cause
+    return error.message.strip()
