@@ -12,6 +12,7 @@ one is the overhead of everything the flow adds (rules, checks, bookkeeping).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import resource
@@ -24,7 +25,9 @@ import orjson
 import pyarrow as pa
 from cryptography.fernet import Fernet, MultiFernet
 
-FIELDS = ("record_id", "account_number", "invoice_number", "amount", "payment_date", "payment_method", "reference")
+FIELDS = (
+    "record_id", "account_number", "invoice_number", "amount", "payment_date", "payment_method", "reference",
+)
 
 SCHEMA = """
 CREATE TABLE accounts (account_number VARCHAR PRIMARY KEY, currency VARCHAR NOT NULL);
@@ -66,7 +69,8 @@ SELECT position, raw.record_id, raw.account_number, raw.invoice_number, amount_m
        CASE WHEN amount_minor IS NULL THEN NULL WHEN a.account_number IS NULL THEN 'SUSPENSE'
             WHEN i.account_number = raw.account_number THEN 'INVOICE' ELSE 'ACCOUNT' END,
        CASE WHEN amount_minor IS NULL THEN NULL ELSE coalesce(a.account_number, 'SUSPENSE') END,
-       CASE WHEN amount_minor IS NULL THEN 'SCHEMA_VIOLATION' WHEN a.account_number IS NULL THEN 'UNKNOWN_ACCOUNT'
+       CASE WHEN amount_minor IS NULL THEN 'SCHEMA_VIOLATION'
+            WHEN a.account_number IS NULL THEN 'UNKNOWN_ACCOUNT'
             WHEN raw.invoice_number IS NOT NULL AND i.account_number IS DISTINCT FROM raw.account_number
             THEN 'INVOICE_NOT_MATCHED' END
 FROM (SELECT *, CAST(TRY_CAST(amount AS DECIMAL(18, 2)) * 100 AS BIGINT) AS amount_minor,
@@ -78,15 +82,17 @@ LEFT JOIN invoices i ON i.invoice_number = raw.invoice_number
 POST = """
 INSERT INTO ledger_postings (idempotency_key, account_number, invoice_number, kind, amount_minor, currency,
                              batch_id, effective_at)
-SELECT $prefix || record_id || ':PAYMENT', ledger_account, CASE WHEN allocation = 'INVOICE' THEN invoice_number END,
+SELECT $prefix || record_id || ':PAYMENT', ledger_account,
+       CASE WHEN allocation = 'INVOICE' THEN invoice_number END,
        'PAYMENT', -amount_minor, $currency, $batch, coalesce(payment_date, $now)
 FROM records WHERE outcome = 'ACCEPTED'
 ON CONFLICT DO NOTHING
 """
 
 AMOUNT = "CAST(CAST({0} AS DECIMAL(18, 0)) / 100 AS DECIMAL(18, 2))::VARCHAR"
-REASON = """CASE reason_code WHEN 'UNKNOWN_ACCOUNT' THEN 'account ' || account_number || ' is unknown; held in suspense'
-    WHEN 'INVOICE_NOT_MATCHED' THEN 'invoice ' || invoice_number || ' is not this account''s; allocated to the account'
+REASON = """CASE reason_code
+    WHEN 'UNKNOWN_ACCOUNT' THEN 'account ' || account_number || ' is unknown; held in suspense'
+    WHEN 'INVOICE_NOT_MATCHED' THEN 'invoice ' || invoice_number || ' is not the account''s; allocated to it'
     WHEN 'SCHEMA_VIOLATION' THEN 'amount is not a decimal' END"""
 
 
@@ -113,7 +119,9 @@ def run(args: argparse.Namespace) -> dict:
     database.unlink(missing_ok=True)
     con = duckdb.connect(str(database))
     con.execute(SCHEMA)
-    con.execute(SEED, {"n": args.accounts, "seed": args.seed})
+    for statement in filter(str.strip, SEED.split(";")):
+        params = {k: v for k, v in {"n": args.accounts, "seed": args.seed}.items() if f"${k}" in statement}
+        con.execute(statement, params or None)
     lines = Path(args.key_file).read_text().splitlines()
     keys = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
     fernet = MultiFernet([Fernet(key) for key in keys])
@@ -137,7 +145,7 @@ def run(args: argparse.Namespace) -> dict:
     table = table.add_column(0, "position", pa.array(range(1, len(payments) + 1), pa.int64()))
     del document, payments
     lap("arrow columns")
-    batch = f"FLOOR-{header['file_id']}"
+    batch = "NRPP-" + hashlib.sha256(header["file_id"].encode()).hexdigest()[:16]  # ids as long as the flow's
     con.register("raw", table)
     con.execute("BEGIN TRANSACTION")
     con.execute(MATCH)
@@ -154,8 +162,9 @@ def run(args: argparse.Namespace) -> dict:
     ).fetchone()
     body = _copy_json(
         con,
-        f"SELECT idempotency_key, account_number, invoice_number, kind, {AMOUNT.format('amount_minor')} AS amount,"
-        " currency, strftime(effective_at AT TIME ZONE 'UTC', '%Y-%m-%dT%H:%M:%SZ') AS effective_at"
+        f"SELECT idempotency_key, account_number, invoice_number, kind,"
+        f" {AMOUNT.format('amount_minor')} AS amount, currency,"
+        " strftime(effective_at AT TIME ZONE 'UTC', '%Y-%m-%dT%H:%M:%SZ') AS effective_at"
         f" FROM ledger_postings WHERE batch_id = '{batch}' ORDER BY posting_id",
         workdir / "postings.tmp.json",
     )
@@ -170,8 +179,8 @@ def run(args: argparse.Namespace) -> dict:
     ).fetchone()
     body = _copy_json(
         con,
-        f"SELECT position, record_id, outcome, allocation, {AMOUNT.format('amount_minor')} AS amount, reason_code,"
-        f" {REASON} AS reason FROM records ORDER BY position",
+        f"SELECT position, record_id, outcome, allocation, {AMOUNT.format('amount_minor')} AS amount,"
+        f" reason_code, {REASON} AS reason FROM records ORDER BY position",
         workdir / "ack.tmp.json",
     )
     ack_header = {"file_id": header["file_id"], "status": "PROCESSED", "processed_at": now.isoformat(),

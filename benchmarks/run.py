@@ -57,9 +57,9 @@ def _payments(records: int, accounts: int, seed: int, when: datetime) -> list[di
         rng.integers(1000, 10000, records).tolist(), (rng.random(records) < 0.5).tolist(), strict=True)]
     stamp = when.strftime("%Y-%m-%dT%H:%M:%SZ")
     payments = [
-        {"record_id": f"R{k}", "account_number": f"ACC{a:08d}", "invoice_number": f"INV{a:08d}1" if inv else None,
-         "amount": f"{m // 100}.{m % 100:02d}", "payment_date": stamp if d else None,
-         "payment_method": METHODS[me], "reference": ref}
+        {"record_id": f"R{k}", "account_number": f"ACC{a:08d}",
+         "invoice_number": f"INV{a:08d}1" if inv else None, "amount": f"{m // 100}.{m % 100:02d}",
+         "payment_date": stamp if d else None, "payment_method": METHODS[me], "reference": ref}
         for k, a, inv, m, d, me, ref in zip(
             range(1, records + 1), account, own_invoice, minor, dated, method, reference, strict=True)
     ]
@@ -257,8 +257,9 @@ def phase_profile(args: argparse.Namespace) -> dict:
         setattr(nrp_file, name, spans.wrap(f"nrp_file.{name}", getattr(nrp_file, name)))
     nr.sha256_hex = spans.wrap("sha256_hex", nr.sha256_hex)
     nr.first_error = spans.wrap("jsonschema first_error", nr.first_error)
+    keyring = encryption.PartnerKeyring
     for name in ("decrypt", "encrypt"):
-        setattr(encryption.PartnerKeyring, name, spans.wrap(f"keyring.{name}", getattr(encryption.PartnerKeyring, name)))
+        setattr(keyring, name, spans.wrap(f"keyring.{name}", getattr(keyring, name)))
     for name in ("_with_shape_and_pans", "_guard_schema_agreement", "_load_result", "_archive", "_copy_json"):
         setattr(nr.NonRecurringPayments, name, spans.wrap(name, getattr(nr.NonRecurringPayments, name)))
 
@@ -294,7 +295,8 @@ def phase_expectations(args: argparse.Namespace) -> dict:
     with connect(paths().database, read_only=True) as con:
         frame = con.execute(
             "SELECT r.record_id, r.account_number, r.invoice_number, r.amount_minor, r.payment_method, "
-            "r.payment_date FROM nrp_records r JOIN inbound_files f ON f.batch_id = r.batch_id WHERE f.file_id = ?",
+            "r.payment_date FROM nrp_records r JOIN inbound_files f ON f.batch_id = r.batch_id "
+            "WHERE f.file_id = ?",
             [meta["file_id"]],
         ).df()
     query_s = time.perf_counter() - started
@@ -318,7 +320,9 @@ def phase_expectations(args: argparse.Namespace) -> dict:
     }
 
 
-PHASES = {"setup": phase_setup, "flow": phase_flow, "profile": phase_profile, "expectations": phase_expectations}
+PHASES = {
+    "setup": phase_setup, "flow": phase_flow, "profile": phase_profile, "expectations": phase_expectations,
+}
 
 
 # ---- orchestration ------------------------------------------------------------------------------------
@@ -361,15 +365,18 @@ def _tree(spans: list) -> list[str]:
         count, seconds = totals[key]
         if seconds < 0.005 and len(key) > 1:
             continue
-        calls = f" x{count}" if count > 1 else ""
-        lines.append(f"    {'  ' * (len(key) - 1)}{key[-1]}{calls:<6} {seconds:8.3f} s")
+        label = "  " * (len(key) - 1) + key[-1] + (f" x{count}" if count > 1 else "")
+        lines.append(f"    {label:<60} {seconds:8.3f} s")
         rest = seconds - children.get(key, 0.0)
         if key in children and rest >= 0.01:
-            lines.append(f"    {'  ' * len(key)}(own code, untracked) {rest:8.3f} s")
+            lines.append(f"    {'  ' * len(key) + '(rest, not timed apart)':<60} {rest:8.3f} s")
     return lines
 
 
-def _report(args, meta: dict, flow: dict, check: dict | None, profile: dict | None, floor: dict | None) -> None:
+def _report(
+    args: argparse.Namespace, meta: dict, flow: dict, check: dict | None, profile: dict | None,
+    floor: dict | None,
+) -> None:
     import duckdb
 
     n = flow["records"]
@@ -378,8 +385,9 @@ def _report(args, meta: dict, flow: dict, check: dict | None, profile: dict | No
     print()
     print(f"NRP benchmark: {n:,} records against {args.accounts:,} accounts (seed {args.seed}), "
           f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}, DuckDB {duckdb.__version__}")
-    print(f"  file: {meta['plaintext_bytes'] / 1e6:.0f} MB JSON, {meta['ciphertext_bytes'] / 1e6:.0f} MB encrypted; "
-          f"setup untimed: seeding {meta['seeded_s']:.1f} s, generating+encrypting {meta['generated_s']:.1f} s")
+    print(f"  file: {meta['plaintext_bytes'] / 1e6:.0f} MB JSON, {meta['ciphertext_bytes'] / 1e6:.0f} MB "
+          f"encrypted; untimed setup: seeding {meta['seeded_s']:.1f} s, "
+          f"generating+encrypting {meta['generated_s']:.1f} s")
     print(f"  outcome: {flow['accepted']:,} accepted, {flow['rejected']:,} rejected, allocations "
           f"{flow['allocations']}, rejections {flow['rejections']}")
     print()
@@ -443,7 +451,7 @@ def main() -> None:
     parser.add_argument("--accounts", type=int, default=200_000)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--workdir", help="default: a fresh folder under benchmarks/out/, removed afterwards")
-    parser.add_argument("--keep", action="store_true", help="keep the auto-created work folder for inspection")
+    parser.add_argument("--keep", action="store_true", help="keep the auto-created work folder")
     parser.add_argument("--skip", action="append", default=[], choices=["profile", "expectations", "floor"],
                         help="leave out a phase (repeatable)")
     parser.add_argument("--phase", choices=sorted(PHASES), help=argparse.SUPPRESS)
@@ -460,7 +468,7 @@ def main() -> None:
         args.workdir = tempfile.mkdtemp(prefix="bench-", dir=HERE / "out")
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    print(f"benchmark work folder: {workdir}", file=sys.stderr)
+    print(f"benchmark work folder: {workdir}", file=sys.stderr, flush=True)
     try:
         meta = _phase(args, "setup")
         (workdir / "setup.json").write_text(json.dumps(meta))
@@ -474,10 +482,12 @@ def main() -> None:
         floor = None
         if "floor" not in args.skip:
             result = workdir / "floor.json"
-            floor = _run([sys.executable, str(HERE / "nrp_floor.py"), "--input", str(workdir / meta["file_name"]),
-                          "--key-file", str(workdir / "keys" / f"{PARTNER}.keys"), "--accounts",
-                          str(args.accounts), "--seed", str(args.seed), "--workdir", str(workdir / "floor"),
-                          "--result", str(result)], result, "floor")
+            command = [
+                sys.executable, str(HERE / "nrp_floor.py"), "--input", str(workdir / meta["file_name"]),
+                "--key-file", str(workdir / "keys" / f"{PARTNER}.keys"), "--accounts", str(args.accounts),
+                "--seed", str(args.seed), "--workdir", str(workdir / "floor"), "--result", str(result),
+            ]
+            floor = _run(command, result, "floor")
         _report(args, meta, flow, check, profile, floor)
     finally:
         if created and not args.keep:

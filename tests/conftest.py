@@ -23,7 +23,7 @@ from cmp_pipelines.settings import PROJECT_ROOT
 from cmp_pipelines.store.connection import connect
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
-NOW = datetime(2026, 11, 21, 9, 30, tzinfo=UTC)
+NOW = datetime.now(UTC).replace(microsecond=0)  # "today" probes compare with the real clock
 
 
 def payment(record_id: str, account: str, amount: str, invoice: str | None = None, **extra) -> dict:

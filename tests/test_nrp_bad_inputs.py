@@ -6,7 +6,7 @@ import orjson
 import pytest
 
 from cmp_pipelines.services.non_recurring import partition_key, sha256_hex
-from tests.conftest import document, payment
+from tests.conftest import NOW, document, payment
 
 GOOD = [payment("1", "ACC00000001", "10.00", "INV000000011"), payment("2", "ACC00000002", "5.50")]
 
@@ -135,7 +135,7 @@ def test_same_file_dropped_again(platform):
     assert again == key
     assert_quarantined(platform, again, "DUPLICATE_FILE", "already loaded")
     assert platform.balance("ACC00000001") == balance
-    assert platform.files.exists("archive/nrp/PAYPOINT/2026-11-21/again.json.enc")
+    assert platform.files.exists(f"archive/nrp/PAYPOINT/{NOW:%Y-%m-%d}/again.json.enc")
 
 
 def test_quarantine_never_overwrites(platform):

@@ -171,14 +171,14 @@ class NonRecurringPayments:
             self._guard_schema_agreement(batch_id, payments)
             self.con.execute(
                 """
-                INSERT INTO batches (batch_id, kind, feed, partner, source_file_id, status, record_count,
-                                     total_minor, accepted_count, rejected_count)
-                SELECT ?, 'NRP_LOAD', ?, ?, ?, 'LOADED', count(*),
+                INSERT INTO batches (batch_id, kind, feed, partner, source_file_id, status, created_at,
+                                     record_count, total_minor, accepted_count, rejected_count)
+                SELECT ?, 'NRP_LOAD', ?, ?, ?, 'LOADED', ?, count(*),
                        coalesce(sum(amount_minor) FILTER (outcome = 'ACCEPTED'), 0),
                        count(*) FILTER (outcome = 'ACCEPTED'), count(*) FILTER (outcome = 'REJECTED')
                 FROM nrp_records WHERE batch_id = ?
                 """,
-                [batch_id, FEED, partner, file_id, batch_id],
+                [batch_id, FEED, partner, file_id, self.now, batch_id],
             )
             self.con.execute(
                 """
@@ -345,12 +345,13 @@ class NonRecurringPayments:
             self.con.execute(
                 """
                 INSERT INTO batches (batch_id, kind, feed, partner, source_file_id, parent_batch_id, status,
-                                     record_count, total_minor, accepted_count, completed_at)
-                VALUES (?, 'NRP_POSTING', ?, ?, ?, ?, 'POSTED', ?, ?, ?, ?)
+                                     record_count, total_minor, accepted_count, created_at, completed_at)
+                VALUES (?, 'NRP_POSTING', ?, ?, ?, ?, 'POSTED', ?, ?, ?, ?, ?)
                 ON CONFLICT (batch_id) DO UPDATE SET record_count = excluded.record_count,
                     total_minor = excluded.total_minor, accepted_count = excluded.accepted_count
                 """,
-                [posting_batch, FEED, load.partner, load.file_id, load.batch_id, count, total, count, self.now],
+                [posting_batch, FEED, load.partner, load.file_id, load.batch_id, count, total, count, self.now,
+                 self.now],
             )
             self.con.execute("UPDATE batches SET status = 'POSTED' WHERE batch_id = ?", [load.batch_id])
             self.con.execute("INSERT INTO job_runs (job, batch_id, started_at) VALUES (?, ?, ?)",

@@ -12,7 +12,7 @@ from cmp_pipelines.domain.probes import NRP_PROBES, ProbeDefinition
 
 _LAST_BATCH = (
     "(SELECT batch_id FROM batches WHERE kind = 'NRP_LOAD' AND feed = 'nrp' "
-    "ORDER BY created_at DESC, batch_id DESC LIMIT 1)"
+    "ORDER BY created_at DESC, rowid DESC LIMIT 1)"
 )
 
 # Each query takes $day_start (UTC midnight today) and $window_start (now - window hours).
