@@ -75,9 +75,10 @@ def load_partners(config_dir: Path) -> dict[str, Partner]:
         entry = f"partners[{index}]"
         if not isinstance(raw, dict):
             raise ConfigError(file, entry, "-", "must be a mapping")
+        if isinstance(raw.get("partner_id"), str):
+            entry = raw["partner_id"]
         _no_unknown(file, entry, raw, {"partner_id", "name", "feeds"})
         partner_id = _require(file, entry, raw, "partner_id", str)
-        entry = str(partner_id)
         if not PARTNER_ID.match(partner_id):
             raise ConfigError(file, entry, "partner_id", "must be 2-32 of A-Z, 0-9, _ starting with a letter")
         if partner_id in partners:

@@ -46,14 +46,15 @@ _RULES = [
     ),
     _problem(
         "AMOUNT_PRECISION",
-        r"shape_ok AND NOT amount_ok AND regexp_full_match(amount, '[0-9]+(\.[0-9]*)?')",
+        r"shape_ok AND NOT amount_ok AND regexp_full_match(amount, '[0-9]+(\.[0-9]?|\.[0-9]{3,})?')",
         "'amount ' || q(amount) || ' has ' || length(split_part(amount, '.', 2)) "
         "|| ' decimal places; exactly 2 are required'",
     ),
     _problem(
         "SCHEMA_VIOLATION",
-        r"shape_ok AND NOT amount_ok AND NOT regexp_full_match(amount, '-?[0-9]+(\.[0-9]*)?')",
-        "'amount ' || q(amount) || ' is not a decimal string such as 12.34'",
+        r"shape_ok AND NOT amount_ok AND NOT regexp_full_match(amount, '-[0-9]+(\.[0-9]+)?|[0-9]+(\.[0-9]?|\.[0-9]{3,})?')",
+        "'amount ' || q(amount) || ' is not a decimal string such as 12.34 "
+        "(no sign, no leading zeros, at most 12 digits before the point)'",
     ),
     _problem("AMOUNT_ZERO", "amount_minor = 0", "'amount is 0.00; a payment must be greater than zero'"),
     _problem(
