@@ -28,12 +28,12 @@ prepare: install
 	$(BIN)/cmp-pipelines init
 	$(BIN)/cmp-pipelines keys init
 	$(BIN)/cmp-pipelines demo seed --accounts $(DEMO_ACCOUNTS) --seed 42
-	@if [ -z "$$(ls -A $(CMP_DATA_DIR)/inbound/nrp/*/ 2>/dev/null)" ] && [ ! -d $(CMP_DATA_DIR)/archive/nrp ]; then \
-		$(BIN)/cmp-pipelines demo files; fi
+	@if [ -z "$$(find $(CMP_DATA_DIR)/inbound/nrp -type f 2>/dev/null | head -1)" ] \
+		&& [ ! -d $(CMP_DATA_DIR)/archive/nrp ]; then $(BIN)/cmp-pipelines demo files; fi
 
 ## make run: install, prepare demo data, start the Dagster UI and daemon on 127.0.0.1:3000
 run: prepare
-	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+	cd $(DAGSTER_HOME) && $(CURDIR)/$(BIN)/dagster dev -w $(CURDIR)/workspace.yaml -h 127.0.0.1 -p 3000
 
 ## make demo: the same without the UI: process the sample files headless and print a summary
 demo: prepare
