@@ -28,7 +28,8 @@ def instance(tmp_path):
 
 
 def run_sensor(instance, definitions=None):
-    return run_pending_sensors(build_definitions() if definitions is None else definitions, instance, echo=lambda _: None)
+    definitions = build_definitions() if definitions is None else definitions
+    return run_pending_sensors(definitions, instance, echo=lambda _: None)
 
 
 def test_file_to_ledger_and_acknowledgement(platform, instance):

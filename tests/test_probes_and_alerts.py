@@ -10,9 +10,9 @@ import dagster as dg
 import pytest
 from aiosmtpd.controller import Controller
 
+from cmp_pipelines.configuration import load_probes
 from cmp_pipelines.definitions import build_definitions
 from cmp_pipelines.services import probes as probe_service
-from cmp_pipelines.configuration import load_probes
 from cmp_pipelines.settings import PROJECT_ROOT
 from tests.conftest import NOW, document, payment
 

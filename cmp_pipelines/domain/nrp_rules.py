@@ -52,7 +52,8 @@ _RULES = [
     ),
     _problem(
         "SCHEMA_VIOLATION",
-        r"shape_ok AND NOT amount_ok AND NOT regexp_full_match(amount, '-[0-9]+(\.[0-9]+)?|[0-9]+(\.[0-9]?|\.[0-9]{3,})?')",
+        "shape_ok AND NOT amount_ok AND NOT regexp_full_match(amount, "
+        r"'-[0-9]+(\.[0-9]+)?|[0-9]+(\.[0-9]?|\.[0-9]{3,})?')",
         "'amount ' || q(amount) || ' is not a decimal string such as 12.34 "
         "(no sign, no leading zeros, at most 12 digits before the point)'",
     ),

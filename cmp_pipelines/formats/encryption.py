@@ -33,7 +33,9 @@ class PartnerKeyring:
                 raise FileRejected(
                     "MISSING_KEYS", f"no key file for partner {partner} (expected {path})", configuration=True
                 )
-            lines = [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
+            lines = [
+                line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")
+            ]
             try:
                 keys = [Fernet(line) for line in lines]
             except (ValueError, binascii.Error) as exc:

@@ -9,8 +9,8 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 
-from cmp_pipelines.store.connection import connect
 from cmp_pipelines.settings import paths
+from cmp_pipelines.store.connection import connect
 
 DB_POOL = "cmp_db"
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import random
 import re
-from decimal import Decimal
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 import duckdb
 import orjson

@@ -31,7 +31,7 @@ def load_suite(expectations_dir: Path, name: str) -> dict:
     if not isinstance(suite.get("expectations"), list) or not suite["expectations"]:
         raise ValueError(f"{path}: field 'expectations' must be a non-empty list")
     for index, item in enumerate(suite["expectations"]):
-        if not isinstance(item, dict) or not isinstance(item.get("type"), str) or not isinstance(item.get("kwargs"), dict):
+        if not (isinstance(item, dict) and isinstance(item.get("type"), str) and isinstance(item.get("kwargs"), dict)):
             raise ValueError(f"{path}: expectations[{index}] needs a string 'type' and a mapping 'kwargs'")
     return suite
 

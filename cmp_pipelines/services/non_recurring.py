@@ -378,11 +378,11 @@ class NonRecurringPayments:
             "total_amount": format_minor(posted.total_minor),
         }
         body = self._copy_json(
-            """
+            f"""
             SELECT idempotency_key, account_number, invoice_number, kind, minor_to_decimal(amount_minor) AS amount,
                    currency, strftime(effective_at AT TIME ZONE 'UTC', '%Y-%m-%dT%H:%M:%SZ') AS effective_at
-            FROM ledger_postings WHERE batch_id = {batch} ORDER BY posting_id
-            """.format(batch=_literal(posted.batch_id)),
+            FROM ledger_postings WHERE batch_id = {_literal(posted.batch_id)} ORDER BY posting_id
+            """,
         )
         document = b'{"header":' + orjson.dumps(header) + b',"postings":' + body + b"}"
         path = self.files.write_bytes(f"outbound/ledger/{posted.batch_id}.json", document)
@@ -411,11 +411,11 @@ class NonRecurringPayments:
             "currency": load.currency,
         }
         body = self._copy_json(
-            """
+            f"""
             SELECT position, record_id, outcome, allocation, minor_to_decimal(amount_minor) AS amount,
                    reason_code, reason
-            FROM nrp_records WHERE batch_id = {batch} ORDER BY position
-            """.format(batch=_literal(load.batch_id)),
+            FROM nrp_records WHERE batch_id = {_literal(load.batch_id)} ORDER BY position
+            """,
         )
         document = b'{"header":' + orjson.dumps(header) + b',"records":' + body + b"}"
         name = re.sub(r"(\.json)?(\.enc)?$", "", file_name)
