@@ -22,6 +22,11 @@ def assert_quarantined(platform, key, code, *fragments):
     assert platform.files.exists(caught.quarantined_path), "the bad file must be kept in quarantine"
     report = orjson.loads(platform.files.read_bytes(f"{caught.quarantined_path}.error.json"))
     assert report["error_code"] == code and report["file"] == name
+    if platform.keyring.has_keys(partner) and code not in {"BAD_KEYS"}:
+        stem = name.removesuffix(".enc").removesuffix(".json")
+        ack = platform.read_ack(partner, f"{stem}.rejected")
+        assert ack["header"]["status"] == "REJECTED" and ack["header"]["reason_code"] == code
+        assert ack["header"]["reason"] == caught.message and ack["records"] == []
     assert platform.payment_postings() == before, "a quarantined file posts nothing"
     return caught, report
 

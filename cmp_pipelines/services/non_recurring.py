@@ -296,6 +296,7 @@ class NonRecurringPayments:
             "detected_at": self.now.isoformat(),
         }
         self.files.write_bytes(f"{destination}.error.json", orjson.dumps(report, option=orjson.OPT_INDENT_2))
+        self._acknowledge_rejection(partner, file_name, file_id, rejected)
         with transaction(self.con):
             if record:
                 self.con.execute(
@@ -429,6 +430,23 @@ class NonRecurringPayments:
                 [path, self.now, load.batch_id],
             )
         return path
+
+    def _acknowledge_rejection(self, partner: str, file_name: str, file_id: str, rejected: FileRejected) -> None:
+        """Tell the partner the whole file was refused, when we hold a key to tell them with."""
+        if not self.keyring.has_keys(partner):
+            return
+        header = {
+            "file_id": file_id, "source_file_name": file_name, "recipient": partner, "status": "REJECTED",
+            "reason_code": rejected.code, "reason": rejected.message, "processed_at": self.now.isoformat(),
+            "record_count": 0, "accepted_count": 0, "rejected_count": 0, "accepted_amount": "0.00",
+            "rejected_amount": "0.00", "currency": None,
+        }
+        try:
+            token = self.keyring.encrypt(partner, orjson.dumps({"header": header, "records": []}))
+        except FileRejected:
+            return  # the partner's key file is unusable: the quarantine report says why
+        name = re.sub(r"(\.json)?(\.enc)?$", "", file_name)
+        self.files.write_bytes(f"outbound/acknowledgements/{FEED}/{partner}/{name}.rejected.ack.json.enc", token)
 
     def _copy_json(self, query: str) -> bytes:
         """A JSON array of the query's rows, written by DuckDB's COPY (fast, nulls kept)."""
