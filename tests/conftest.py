@@ -21,6 +21,7 @@ from cmp_pipelines.services.non_recurring import (
 from cmp_pipelines.services.reference import sync_reference_data
 from cmp_pipelines.settings import PROJECT_ROOT
 from cmp_pipelines.store.connection import connect
+from cmp_pipelines.store.nrp_records import outcomes
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 NOW = datetime.now(UTC).replace(microsecond=0)  # "today" probes compare with the real clock
@@ -91,12 +92,8 @@ class Platform:
 
     def records(self, key: str) -> dict[str, tuple]:
         with self.connect() as con:
-            rows = con.execute(
-                "SELECT r.record_id, r.outcome, r.allocation, r.reason_code, r.reason, r.ledger_account "
-                "FROM nrp_records r JOIN inbound_files f ON f.batch_id = r.batch_id WHERE f.file_id = ? "
-                "ORDER BY position", [key],
-            ).fetchall()
-        return {row[0]: row[1:] for row in rows}
+            rows = outcomes(con, key)
+        return {row[1]: row[2:] for row in rows}
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ import dagster as dg
 from cmp_pipelines.checks.nrp_expectations import nrp_payments_meet_expectations
 from cmp_pipelines.services.expectations import load_suite
 from cmp_pipelines.settings import PROJECT_ROOT
+from cmp_pipelines.store.nrp_records import batch_frame
 from tests.conftest import document, payment
 
 
@@ -15,11 +16,7 @@ def evaluate(platform, key):
 
     suite = load_suite(PROJECT_ROOT / "expectations", "nrp_payments")
     with platform.connect() as con:
-        frame = con.execute(
-            "SELECT r.record_id, r.account_number, r.invoice_number, r.amount_minor, r.payment_method, "
-            "r.payment_date FROM nrp_records r JOIN inbound_files f ON f.batch_id = r.batch_id WHERE f.file_id = ?",
-            [key],
-        ).df()
+        frame = batch_frame(con, key)
     return {(o.expectation, o.column): o for o in validate_frame(frame, suite)}
 
 

@@ -6,6 +6,7 @@ import itertools
 import random
 
 from cmp_pipelines.formats.schemas import first_error
+from cmp_pipelines.store.nrp_records import outcomes as outcomes_of
 from tests.conftest import document, payment
 
 SCHEMA_CODES = {"SCHEMA_VIOLATION", "AMOUNT_NEGATIVE", "AMOUNT_PRECISION"}
@@ -45,16 +46,17 @@ def variants(count: int, seed: int) -> list[dict]:
     return records
 
 
+def stored_outcomes(platform, key):
+    with platform.connect() as con:
+        return outcomes_of(con, key)
+
+
 def test_rules_agree_with_the_schema(platform):
     records = variants(600, seed=7)
     doc = document(records)
     key = platform.drop("variants.json.enc", doc)
     platform.process(key)
-    with platform.connect() as con:
-        outcomes = con.execute(
-            "SELECT position, outcome, reason_code, reason FROM nrp_records r JOIN inbound_files f "
-            "ON f.batch_id = r.batch_id WHERE f.file_id = ? ORDER BY position", [key]
-        ).fetchall()
+    outcomes = [(o[0], o[2], o[4], o[5]) for o in stored_outcomes(platform, key)]
     assert len(outcomes) == len(records)
     disagreements = []
     for (position, outcome, code, reason), record in zip(outcomes, records, strict=True):
@@ -81,11 +83,7 @@ def test_every_single_field_variant_agrees(platform):
             records.append(record)
     key = platform.drop("single.json.enc", document(records))
     platform.process(key)
-    with platform.connect() as con:
-        outcomes = con.execute(
-            "SELECT outcome, reason_code FROM nrp_records r JOIN inbound_files f ON f.batch_id = r.batch_id "
-            "WHERE f.file_id = ? ORDER BY position", [key]
-        ).fetchall()
+    outcomes = [(o[2], o[4]) for o in stored_outcomes(platform, key)]
     for (outcome, code), record in itertools.zip_longest(outcomes, records):
         schema_error = first_error("nrp_payments", record, "payment")
         assert bool(schema_error) == (outcome == "REJECTED" and code in SCHEMA_CODES), (record, code, schema_error)

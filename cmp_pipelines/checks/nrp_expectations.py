@@ -9,6 +9,7 @@ from cmp_pipelines.assets.non_recurring import nrp_payments_batch
 from cmp_pipelines.resources.database import DB_POOL, Database
 from cmp_pipelines.services.expectations import load_suite, validate_frame
 from cmp_pipelines.settings import paths
+from cmp_pipelines.store.nrp_records import batch_frame
 
 SUITE = "nrp_payments"
 
@@ -26,11 +27,7 @@ def nrp_payments_meet_expectations(context: dg.AssetCheckExecutionContext, datab
         return dg.AssetCheckResult(passed=True, description="no partition in this run; nothing to validate")
     suite = load_suite(paths().expectations_dir, SUITE)
     with database.connection() as con:
-        frame = con.execute(
-            "SELECT r.record_id, r.account_number, r.invoice_number, r.amount_minor, r.payment_method, "
-            "r.payment_date FROM nrp_records r JOIN inbound_files f ON f.batch_id = r.batch_id WHERE f.file_id = ?",
-            [partition],
-        ).df()
+        frame = batch_frame(con, partition)
     started = time.perf_counter()
     outcomes = validate_frame(frame, suite)
     elapsed = time.perf_counter() - started

@@ -1,0 +1,24 @@
+"""Read-side queries over the non-recurring payment records of one inbound file."""
+
+from __future__ import annotations
+
+import duckdb
+import pandas as pd
+
+
+def batch_frame(con: duckdb.DuckDBPyConnection, file_id: str) -> pd.DataFrame:
+    """The columns the expectation suite looks at, for every record of the file's load batch."""
+    return con.execute(
+        "SELECT r.record_id, r.account_number, r.invoice_number, r.amount_minor, r.payment_method, "
+        "r.payment_date FROM nrp_records r JOIN inbound_files f ON f.batch_id = r.batch_id WHERE f.file_id = ?",
+        [file_id],
+    ).df()
+
+
+def outcomes(con: duckdb.DuckDBPyConnection, file_id: str) -> list[tuple]:
+    """(position, record_id, outcome, allocation, reason_code, reason, ledger_account) in file order."""
+    return con.execute(
+        "SELECT r.position, r.record_id, r.outcome, r.allocation, r.reason_code, r.reason, r.ledger_account "
+        "FROM nrp_records r JOIN inbound_files f ON f.batch_id = r.batch_id WHERE f.file_id = ? ORDER BY position",
+        [file_id],
+    ).fetchall()
