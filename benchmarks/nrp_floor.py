@@ -154,7 +154,8 @@ def run(args: argparse.Namespace) -> dict:
     del table
     lap("insert + match")
     con.execute("BEGIN TRANSACTION")
-    con.execute(POST, {"prefix": f"nrp:{batch}:", "currency": header["currency"], "batch": batch, "now": now})
+    params = {"prefix": f"nrp:{batch[5:]}:", "currency": header["currency"], "batch": batch, "now": now}
+    con.execute(POST, params)
     con.execute("COMMIT")
     lap("post")
     count, total = con.execute(
