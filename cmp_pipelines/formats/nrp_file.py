@@ -94,8 +94,33 @@ def _describe(position: int, record: object) -> str:
     return "; ".join(problems)
 
 
+_STRUCT = pa.struct([(field, pa.string()) for field in PAYMENT_FIELDS])
+
+
+def _exact_shape(payments: list) -> bool:
+    """True when every record is an object with exactly the seven fields, checked at C speed.
+
+    Every record having seven keys, and the union of all keys being the seven fields, means each record
+    holds exactly those seven (non-dict records make `len` or the union fail or differ).
+    """
+    if not payments:
+        return True
+    try:
+        return set(map(len, payments)) == {len(PAYMENT_FIELDS)} and set().union(*payments) == _FIELD_SET
+    except TypeError:
+        return False
+
+
 def payment_columns(payments: list) -> tuple[pa.Table, dict[int, str]]:
     """Arrow string columns of the payment fields (1-based `position` added), plus shape errors by position."""
+    positions = pa.array(range(1, len(payments) + 1), type=pa.int64())
+    if _exact_shape(payments):
+        try:
+            records = pa.array(payments, type=_STRUCT)
+        except (pa.ArrowTypeError, pa.ArrowInvalid):
+            pass  # some value is not a string: describe the records one by one below
+        else:
+            return pa.Table.from_arrays([positions, *records.flatten()], ["position", *PAYMENT_FIELDS]), {}
     shape_errors: dict[int, str] = {}
     try:
         all_exact = all(record.keys() == _FIELD_SET for record in payments)
@@ -111,7 +136,7 @@ def payment_columns(payments: list) -> tuple[pa.Table, dict[int, str]]:
             else:
                 shape_errors[index + 1] = _describe(index + 1, record)
                 rows.append(record if type(record) is dict else {})
-    columns = {"position": pa.array(range(1, len(payments) + 1), type=pa.int64())}
+    columns = {"position": positions}
     for field in PAYMENT_FIELDS:
         values = [record.get(field) for record in rows]
         try:

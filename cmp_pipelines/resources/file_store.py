@@ -24,6 +24,10 @@ class FileStore(dg.ConfigurableResource):
     def write_bytes(self, path: str, data: bytes) -> str:
         raise NotImplementedError
 
+    def write_parts(self, path: str, parts: list[bytes | Path]) -> str:
+        """Write the concatenation of byte strings and local files, streaming, so big outputs are not copied."""
+        raise NotImplementedError
+
     def exists(self, path: str) -> bool:
         raise NotImplementedError
 
@@ -63,11 +67,19 @@ class LocalFileStore(FileStore):
         return self._abs(path).read_bytes()
 
     def write_bytes(self, path: str, data: bytes) -> str:
+        return self.write_parts(path, [data])
+
+    def write_parts(self, path: str, parts: list[bytes | Path]) -> str:
         target = self._abs(path)
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.{os.getpid()}.part")
         with open(tmp, "wb") as handle:
-            handle.write(data)
+            for part in parts:
+                if isinstance(part, Path):
+                    with open(part, "rb") as source:
+                        shutil.copyfileobj(source, handle, 16 << 20)
+                else:
+                    handle.write(part)
             handle.flush()
             os.fsync(handle.fileno())
         tmp.replace(target)

@@ -10,6 +10,8 @@ import hashlib
 import os
 import re
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -94,6 +96,7 @@ class NonRecurringPayments:
     ):
         self.con, self.files, self.keyring, self.partners = con, files, keyring, partners
         self.now = now or datetime.now(UTC)
+        self._cipher_sha: str | None = None
 
     # ---- load ("Load Non Recurring Payments From Generic Format") -------------------------------
 
@@ -106,7 +109,8 @@ class NonRecurringPayments:
         ).fetchone()
         present = self.files.exists(inbound)
         ciphertext = self.files.read_bytes(inbound) if present else None
-        if ciphertext is not None and sha256_hex(ciphertext)[:12] != short_sha:
+        self._cipher_sha = sha256_hex(ciphertext) if ciphertext is not None else None
+        if self._cipher_sha is not None and self._cipher_sha[:12] != short_sha:
             ciphertext, present = None, False  # another file now bears this name; its own partition handles it
         if row is not None:
             status, batch_id, archived_path, error_code, error = row
@@ -186,7 +190,7 @@ class NonRecurringPayments:
                     content_sha256, size_bytes, status, batch_id, received_at)
                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'LOADED', ?, ?)
                 """,
-                [file_id, FEED, partner, file_name, inbound, sha256_hex(ciphertext), content_sha,
+                [file_id, FEED, partner, file_name, inbound, self._cipher_sha, content_sha,
                  len(ciphertext), batch_id, self.now],
             )
         self._archive(file_id, partner, file_name, inbound)
@@ -292,7 +296,7 @@ class NonRecurringPayments:
             "configuration_error": rejected.configuration,
             "received_path": inbound,
             "quarantined_path": destination,
-            "ciphertext_sha256": sha256_hex(ciphertext) if ciphertext is not None else None,
+            "ciphertext_sha256": self._cipher_sha if ciphertext is not None else None,
             "detected_at": self.now.isoformat(),
         }
         self.files.write_bytes(f"{destination}.error.json", orjson.dumps(report, option=orjson.OPT_INDENT_2))
@@ -378,15 +382,17 @@ class NonRecurringPayments:
             "record_count": posted.posting_count,
             "total_amount": format_minor(posted.total_minor),
         }
-        body = self._copy_json(
+        with self._json_rows(
             f"""
             SELECT idempotency_key, account_number, invoice_number, kind, minor_to_decimal(amount_minor) AS amount,
                    currency, strftime(effective_at AT TIME ZONE 'UTC', '%Y-%m-%dT%H:%M:%SZ') AS effective_at
             FROM ledger_postings WHERE batch_id = {_literal(posted.batch_id)} ORDER BY posting_id
             """,
-        )
-        document = b'{"header":' + orjson.dumps(header) + b',"postings":' + body + b"}"
-        path = self.files.write_bytes(f"outbound/ledger/{posted.batch_id}.json", document)
+        ) as rows:
+            path = self.files.write_parts(
+                f"outbound/ledger/{posted.batch_id}.json",
+                [b'{"header":' + orjson.dumps(header) + b',"postings":', rows, b"}"],
+            )
         self.con.execute("UPDATE batches SET output_path = ? WHERE batch_id = ?", [path, posted.batch_id])
         return path
 
@@ -411,14 +417,14 @@ class NonRecurringPayments:
             "rejected_amount": format_minor(load.rejected_minor),
             "currency": load.currency,
         }
-        body = self._copy_json(
+        with self._json_rows(
             f"""
             SELECT position, record_id, outcome, allocation, minor_to_decimal(amount_minor) AS amount,
                    reason_code, reason
             FROM nrp_records WHERE batch_id = {_literal(load.batch_id)} ORDER BY position
             """,
-        )
-        document = b'{"header":' + orjson.dumps(header) + b',"records":' + body + b"}"
+        ) as rows:
+            document = b"".join([b'{"header":' + orjson.dumps(header) + b',"records":', rows.read_bytes(), b"}"])
         name = re.sub(r"(\.json)?(\.enc)?$", "", file_name)
         path = self.files.write_bytes(
             f"outbound/acknowledgements/{FEED}/{load.partner}/{name}.ack.json.enc",
@@ -448,16 +454,16 @@ class NonRecurringPayments:
         name = re.sub(r"(\.json)?(\.enc)?$", "", file_name)
         self.files.write_bytes(f"outbound/acknowledgements/{FEED}/{partner}/{name}.rejected.ack.json.enc", token)
 
-    def _copy_json(self, query: str) -> bytes:
-        """A JSON array of the query's rows, written by DuckDB's COPY (fast, nulls kept)."""
+    @contextmanager
+    def _json_rows(self, query: str) -> Iterator[Path]:
+        """A temporary file holding the query's rows as one JSON array, written by DuckDB's COPY (C speed)."""
         handle, tmp = tempfile.mkstemp(suffix=".json")
         os.close(handle)
         try:
             self.con.execute(f"COPY ({query}) TO {_literal(tmp)} (FORMAT json, ARRAY true)")
-            data = Path(tmp).read_bytes()
+            yield Path(tmp)
         finally:
             os.unlink(tmp)
-        return data.strip() or b"[]"
 
 
 def _literal(value: str) -> str:
