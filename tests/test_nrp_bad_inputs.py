@@ -263,3 +263,21 @@ def test_unknown_partition_key_is_refused(platform):
         platform.process("not-a-key")
     with pytest.raises(FileNotFoundError, match="never loaded"):
         platform.process(partition_key("PAYPOINT", "ghost.json.enc", sha256_hex(b"x")))
+
+
+def test_card_number_in_header_is_masked_in_the_quarantine_report(platform):
+    doc = document(GOOD, file_id="5500 0000 0000 0004 x" * 4)
+    key = platform.drop("pan-header.json.enc", doc)
+    caught, report = assert_quarantined(platform, key, "SCHEMA_VIOLATION", "header.file_id")
+    assert "5500 0000 0000 0004" not in caught.message and "************0004" in caught.message
+    assert b"5500 0000 0000 0004" not in platform.files.read_bytes(f"{caught.quarantined_path}.error.json")
+
+
+def test_card_number_as_record_id_is_rejected_and_masked(platform):
+    records = [payment("4111111111111111", "ACC00000001", "10.00"), payment("2", "ACC00000002", "3.00")]
+    key = platform.drop("pan-id.json.enc", document(records))
+    load = platform.process(key)
+    assert (load.accepted_count, load.rejected_count) == (1, 1)
+    ack = platform.read_ack("PAYPOINT", "pan-id")
+    assert ack["records"][0]["record_id"] == "************1111"
+    assert ack["records"][0]["reason_code"] == "CARD_NUMBER_DETECTED"

@@ -35,6 +35,11 @@ def _problem(code: str, condition: str, message: str) -> str:
 
 _RULES = [
     _problem("SCHEMA_VIOLATION", "shape_error IS NOT NULL", "shape_error"),
+    _problem(
+        "CARD_NUMBER_DETECTED",
+        "pan_field IS NOT NULL",
+        "pan_field || ' contains a card number (' || pan_masked || '); card numbers are never accepted'",
+    ),
     _problem("SCHEMA_VIOLATION", "shape_ok AND record_id IS NULL", "'record_id is required'"),
     _problem(
         "SCHEMA_VIOLATION",
@@ -90,11 +95,6 @@ _RULES = [
     ),
     _problem(
         "SCHEMA_VIOLATION", "shape_ok AND length(reference) > 64", "'reference is longer than 64 characters'"
-    ),
-    _problem(
-        "CARD_NUMBER_DETECTED",
-        "pan_field IS NOT NULL",
-        "pan_field || ' contains a card number (' || pan_masked || '); card numbers are never accepted'",
     ),
     _problem(
         "DUPLICATE_RECORD_ID",

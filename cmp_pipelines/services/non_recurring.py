@@ -35,7 +35,7 @@ from cmp_pipelines.store.connection import transaction
 
 FEED = "nrp"
 JOB = "Non Recurring Payment job"
-PAN_SCANNED_FIELDS = ("reference", "account_number", "invoice_number")
+PAN_SCANNED_FIELDS = ("reference", "account_number", "invoice_number", "record_id")
 GUARD_SAMPLE = 200
 
 
