@@ -95,12 +95,20 @@ def nrp_posting_batch(
         flow = open_flow(con, file_store, cipher)
         load = flow.loaded(context.partition_key)
         posted = flow.post(load)
+        by_account = con.execute(
+            "SELECT account_number, count(*), minor_to_decimal(sum(amount_minor)) FROM ledger_postings "
+            "WHERE batch_id = ? GROUP BY 1 ORDER BY sum(amount_minor) LIMIT 10",
+            [posted.batch_id],
+        ).fetchall()
     return dg.MaterializeResult(metadata={
         "batch_id": posted.batch_id,
         "load_batch_id": load.batch_id,
         "posting_count": dg.MetadataValue.int(posted.posting_count),
         "posted_now": dg.MetadataValue.int(posted.posted_now),
         "total_amount": f"{format_minor(posted.total_minor)} {load.currency}",
+        "largest_postings_by_account": dg.MetadataValue.md(
+            _markdown(["ledger account", "postings", "amount"], by_account)
+        ),
     })
 
 
