@@ -281,3 +281,24 @@ def test_card_number_as_record_id_is_rejected_and_masked(platform):
     ack = platform.read_ack("PAYPOINT", "pan-id")
     assert ack["records"][0]["record_id"] == "************1111"
     assert ack["records"][0]["reason_code"] == "CARD_NUMBER_DETECTED"
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"payment_method": "4111111111111111"}, {"amount": "4111111111111111"},
+     {"payment_date": "4111111111111111"}, {"4111111111111111": "x"},
+     {"reference": "4111  1111 1111 1111"}, {"reference": "4111.1111.1111.1111"}],
+    ids=["method", "amount", "date", "field-name", "double-space", "dots"],
+)
+def test_card_number_in_any_field_never_reaches_store_or_ack(platform, change):
+    pan = "4111111111111111"
+    records = [{**payment("1", "ACC00000001", "10.00"), **change}, payment("2", "ACC00000002", "3.00")]
+    key = platform.drop("pan-any.json.enc", document(records))
+    platform.process(key)
+    outcome, _, code, reason, _ = platform.records(key)["1"]
+    assert outcome == "REJECTED" and "************1111" in reason
+    with platform.connect() as con:
+        dump = str(con.execute("SELECT * FROM nrp_records").fetchall())
+    assert pan not in dump and "4111  1111" not in dump and "4111.1111" not in dump
+    ack = orjson.dumps(platform.read_ack("PAYPOINT", "pan-any")).decode()
+    assert pan not in ack

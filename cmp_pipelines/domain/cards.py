@@ -1,12 +1,14 @@
-"""Card-number (PAN) detection: 13-19 digits passing Luhn, allowing the spaces and dashes people type."""
+"""Card-number (PAN) detection: a run of 13-19 digits passing Luhn, whatever spaces, dots, dashes or
+slashes people type between them."""
 
 from __future__ import annotations
 
 import re
 
-PAN_CANDIDATE = re.compile(r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)")
-# The same shape for DuckDB's RE2 (no look-around): used to find the few records worth a Luhn check.
-PAN_CANDIDATE_SQL = r"\d(?:[ -]?\d){12,18}"
+PAN_CANDIDATE = re.compile(r"\d(?:[ ./-]*\d)*")  # a maximal run of digits and separators
+# For Arrow/RE2: runs with at least 13 digits, to find the few values worth a Luhn check.
+PAN_CANDIDATE_SQL = r"\d(?:[ ./-]*\d){12,}"
+_SEPARATORS = re.compile(r"[ ./-]")
 
 
 def luhn_valid(digits: str) -> bool:
@@ -26,7 +28,7 @@ def find_pan(text: str | None) -> str | None:
     if not text:
         return None
     for match in PAN_CANDIDATE.finditer(text):
-        digits = re.sub(r"[ -]", "", match.group())
+        digits = _SEPARATORS.sub("", match.group())
         if 13 <= len(digits) <= 19 and luhn_valid(digits):
             return digits
     return None
@@ -42,7 +44,7 @@ def mask_pans_in(text: str | None) -> str | None:
         return text
 
     def _mask(match: re.Match[str]) -> str:
-        digits = re.sub(r"[ -]", "", match.group())
+        digits = _SEPARATORS.sub("", match.group())
         if 13 <= len(digits) <= 19 and luhn_valid(digits):
             return mask_pan(digits)
         return match.group()

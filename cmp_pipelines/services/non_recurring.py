@@ -35,7 +35,7 @@ from cmp_pipelines.store.connection import transaction
 
 FEED = "nrp"
 JOB = "Non Recurring Payment job"
-PAN_SCANNED_FIELDS = ("reference", "account_number", "invoice_number", "record_id")
+PAN_SCANNED_FIELDS = nrp_file.PAYMENT_FIELDS  # a card number in any field is rejected, and masked everywhere
 GUARD_SAMPLE = 200
 
 
@@ -204,7 +204,7 @@ class NonRecurringPayments:
         n = table.num_rows
         shape = [None] * n
         for position, message in shape_errors.items():
-            shape[position - 1] = message
+            shape[position - 1] = mask_pans_in(message)  # e.g. a card number used as a field name
         pan_field: list[str | None] = [None] * n
         pan_masked: list[str | None] = [None] * n
         for name in PAN_SCANNED_FIELDS:
