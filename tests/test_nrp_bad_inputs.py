@@ -302,3 +302,42 @@ def test_card_number_in_any_field_never_reaches_store_or_ack(platform, change):
     assert pan not in dump and "4111  1111" not in dump and "4111.1111" not in dump
     ack = orjson.dumps(platform.read_ack("PAYPOINT", "pan-any")).decode()
     assert pan not in ack
+
+
+def test_resent_file_with_the_same_file_id_posts_nothing(platform):
+    first = platform.drop("orig.json.enc", document(GOOD))
+    platform.process(first)
+    resent = document(GOOD)
+    resent["header"]["created_at"] = "2026-11-21T07:00:00Z"  # regenerated: other bytes, same payments
+    key = platform.drop("orig-resent.json.enc", resent)
+    assert_quarantined(platform, key, "DUPLICATE_FILE", "header file_id 'PAYPOINT-20261121-001'", first)
+    assert platform.payment_postings() == 2
+
+
+def test_header_value_with_trailing_newline_is_refused(platform):
+    key = platform.drop("newline.json.enc", document(GOOD, currency="GBP\n"))
+    assert_quarantined(platform, key, "SCHEMA_VIOLATION", "header.currency")
+
+
+def test_foreign_currency_for_an_unknown_account_does_not_reach_suspense(platform):
+    key = platform.drop("usd.json.enc", document([payment("1", "ACC99999999", "5.00")], currency="USD"))
+    platform.process(key)
+    outcome, _, code, reason, _ = platform.records(key)["1"]
+    assert (outcome, code) == ("REJECTED", "CURRENCY_MISMATCH")
+    assert "of the suspense account" in reason
+    assert platform.balance("SUSPENSE") == 0
+
+
+def test_sensor_leaves_badly_named_files_in_place_and_says_why(platform):
+    from cmp_pipelines.services.inbound import scan
+
+    platform.files.write_bytes("inbound/nrp/PAYPOINT/bad\nname.enc", b"x")
+    platform.files.write_bytes("inbound/nrp/PAYPOINT/4111111111111111.enc", b"x")
+    platform.files.write_bytes("inbound/nrp/stray.enc", b"x")
+    pending, skipped, cursor = scan(platform.files, "nrp", None)
+    assert pending == []
+    reasons = sorted(s.why.split(";")[0] for s in skipped)
+    assert reasons == ["not in a partner folder (inbound/nrp/<PARTNER>/<file>)",
+                       "the file name contains a card number", "the file name contains control characters"]
+    assert all("4111111111111111" not in s.path for s in skipped)
+    assert platform.files.exists("inbound/nrp/PAYPOINT/bad\nname.enc"), "nothing is lost"

@@ -25,7 +25,7 @@ _CLEAN = f"""coalesce(
     AND regexp_full_match(record_id, '{RECORD_ID_RE}') AND regexp_full_match(account_number, '{ACCOUNT_RE}')
     AND (invoice_number IS NULL OR regexp_full_match(invoice_number, '{INVOICE_RE}'))
     AND payment_method IN ({_METHODS_SQL}) AND (reference IS NULL OR length(reference) <= 64)
-    AND pan_field IS NULL AND id_count = 1 AND (known_account IS NULL OR account_currency = $currency),
+    AND pan_field IS NULL AND id_count = 1 AND ledger_currency = $currency,
     FALSE)"""
 
 
@@ -103,9 +103,9 @@ _RULES = [
     ),
     _problem(
         "CURRENCY_MISMATCH",
-        "known_account IS NOT NULL AND account_currency <> $currency",
-        "'the file currency ' || $currency || ' differs from account ' || account_number "
-        "|| '''s currency ' || account_currency",
+        "ledger_currency <> $currency",
+        "'the file currency ' || $currency || ' differs from the currency ' || ledger_currency || ' of ' "
+        "|| CASE WHEN known_account IS NULL THEN 'the suspense account' ELSE 'account ' || account_number END",
     ),
 ]
 
@@ -124,7 +124,9 @@ WITH base AS (
            CASE WHEN date_shape_ok THEN TRY_CAST(payment_date AS TIMESTAMPTZ) END AS payment_ts
     FROM base
 ), joined AS (
-    SELECT typed.*, a.account_number AS known_account, a.currency AS account_currency,
+    SELECT typed.*, a.account_number AS known_account,
+           coalesce(a.currency, (SELECT currency FROM accounts WHERE account_number = '{SUSPENSE_ACCOUNT}'))
+               AS ledger_currency,
            i.account_number AS invoice_owner
     FROM typed
     LEFT JOIN accounts a ON a.account_number = typed.account_number AND NOT a.is_suspense

@@ -8,13 +8,14 @@ extra keys, a non-string value) are described here, one by one, and those are fe
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 
 import orjson
 import pyarrow as pa
 
 from cmp_pipelines.formats.errors import FileRejected
-from cmp_pipelines.formats.schemas import first_error
+from cmp_pipelines.formats.schemas import first_error, schema
 
 PAYMENT_FIELDS = (
     "record_id", "account_number", "invoice_number", "amount", "payment_date", "payment_method", "reference",
@@ -42,7 +43,18 @@ def validate_envelope(document: object) -> dict:
     error = first_error("nrp_payments", shell)
     if error:
         raise FileRejected("SCHEMA_VIOLATION", f"the file does not match the non-recurring payments schema: {error}")
-    return document["header"]
+    header = document["header"]
+    # Python's `re` lets `$` match before a final newline; JSON Schema (ECMA-262) does not. Hold the header to
+    # the standard, so "GBP\n" is refused here as it would be by any other validator.
+    for field, rule in schema("nrp_payments")["$defs"]["header"]["properties"].items():
+        value = header.get(field)
+        if isinstance(value, str) and "pattern" in rule and not re.fullmatch(rule["pattern"].strip("^$"), value):
+            raise FileRejected(
+                "SCHEMA_VIOLATION",
+                f"the file does not match the non-recurring payments schema: header.{field}: "
+                f"{value!r} does not match {rule['pattern']!r}",
+            )
+    return header
 
 
 def check_control_totals(header: dict, payments: list, amounts: pa.Array) -> None:

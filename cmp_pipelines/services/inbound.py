@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from cmp_pipelines.domain.cards import find_pan, mask_pans_in
 from cmp_pipelines.services.files import FileStoreLike
 from cmp_pipelines.services.non_recurring import partition_key, sha256_hex
 
@@ -52,6 +53,14 @@ def scan(
             skipped.append(Skipped(stored.path, f"not in a partner folder (inbound/{feed}/<PARTNER>/<file>)"))
             continue
         _, _, partner, file_name = parts
+        if any(ord(char) < 32 or ord(char) == 127 for char in file_name):
+            skipped.append(Skipped(stored.path.encode("unicode_escape").decode(),
+                                   "the file name contains control characters; rename it to have it processed"))
+            continue
+        if find_pan(file_name):
+            skipped.append(Skipped(mask_pans_in(stored.path) or "",
+                                   "the file name contains a card number; rename it to have it processed"))
+            continue
         try:
             digest = sha256_hex(files.read_bytes(stored.path))
         except FileNotFoundError:

@@ -49,7 +49,7 @@ def partition_key(partner: str, file_name: str, ciphertext_sha256: str) -> str:
 
 
 def parse_partition_key(key: str) -> tuple[str, str, str]:
-    match = re.fullmatch(r"([^/]+)/(.+)@([0-9a-f]{12})", key)
+    match = re.fullmatch(r"([^/]+)/(.+)@([0-9a-f]{12})", key, re.DOTALL)
     if not match:
         raise ValueError(f"{key!r} is not a non-recurring payments file partition (PARTNER/name@sha12)")
     return match.group(1), match.group(2), match.group(3)
@@ -164,6 +164,17 @@ class NonRecurringPayments:
                 "DUPLICATE_FILE",
                 f"the same content was already loaded from {duplicate[0]} as batch {duplicate[1]}; nothing posted",
             )
+        resent = self.con.execute(
+            "SELECT file_id, batch_id FROM inbound_files WHERE feed = ? AND partner = ? AND header_file_id = ? "
+            "AND status = 'LOADED'",
+            [FEED, partner, header["file_id"]],
+        ).fetchone()
+        if resent:
+            raise FileRejected(
+                "DUPLICATE_FILE",
+                f"header file_id {header['file_id']!r} was already loaded from {resent[0]} as batch {resent[1]}; "
+                "a corrected file needs a new file_id; nothing posted",
+            )
         del document, plaintext
         table = self._with_shape_and_pans(table, shape_errors)
         batch_id = f"NRPL-{content_sha[:16]}"
@@ -190,11 +201,11 @@ class NonRecurringPayments:
             self.con.execute(
                 """
                 INSERT INTO inbound_files (file_id, feed, partner, file_name, received_path, ciphertext_sha256,
-                    content_sha256, size_bytes, status, batch_id, received_at)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'LOADED', ?, ?)
+                    content_sha256, size_bytes, status, batch_id, received_at, header_file_id)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'LOADED', ?, ?, ?)
                 """,
                 [file_id, FEED, partner, file_name, inbound, self._cipher_sha, content_sha,
-                 len(ciphertext), batch_id, self.now],
+                 len(ciphertext), batch_id, self.now, header["file_id"]],
             )
         self._archive(file_id, partner, file_name, inbound)
         return self._load_result(file_id, "LOADED")
@@ -361,7 +372,9 @@ class NonRecurringPayments:
                 [posting_batch, FEED, load.partner, load.file_id, load.batch_id, count, total, count, self.now,
                  self.now],
             )
-            self.con.execute("UPDATE batches SET status = 'POSTED' WHERE batch_id = ?", [load.batch_id])
+            self.con.execute(
+                "UPDATE batches SET status = 'POSTED' WHERE batch_id = ? AND status = 'LOADED'", [load.batch_id]
+            )
             self.con.execute("INSERT INTO job_runs (job, batch_id, started_at) VALUES (?, ?, ?)",
                              [FEED, posting_batch, self.now])
         return PostResult(posting_batch, count - before, count, total)
