@@ -21,7 +21,10 @@ class RunOutcome:
 
 
 def _already_requested(instance: dg.DagsterInstance, run_key: str) -> bool:
-    return bool(instance.get_runs(filters=dg.RunsFilter(tags={"dagster/run_key": run_key}), limit=1))
+    """True when a run for this key succeeded or is still under way; a key whose runs all failed is retried."""
+    runs = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/run_key": run_key}))
+    finished_badly = {dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
+    return any(run.status not in finished_badly for run in runs)
 
 
 def run_pending_sensors(

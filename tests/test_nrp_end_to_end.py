@@ -155,3 +155,37 @@ def test_quarantined_file_fails_its_run_with_the_reason_and_other_files_go_on(pl
     assert "NOT_ENCRYPTED" in by_file["PAYPOINT/bad.json.enc"].error
     assert by_file["PAYPOINT/good.json.enc"].success
     assert platform.payment_postings() == 1
+
+
+class InboundUnreadable(LocalFileStore):
+    """A share that fails while the run works (the sensor could still list and hash the file)."""
+
+    def exists(self, path: str) -> bool:
+        if path.startswith("inbound/"):
+            raise OSError("injected failure: the inbound share went away")
+        return super().exists(path)
+
+
+def test_a_run_that_failed_on_a_transient_error_is_retried_and_loses_nothing(platform, instance):
+    platform.drop("flaky.json.enc", document(RECORDS))
+    broken = build_definitions({"file_store": InboundUnreadable(base_dir=str(platform.root))})
+    [failed] = run_pending_sensors(broken, instance, echo=lambda _: None)
+    assert not failed.success and "the inbound share went away" in failed.error
+    assert platform.files.exists("inbound/nrp/PAYPOINT/flaky.json.enc"), "the file waits in the inbound folder"
+    [retried] = run_sensor(instance)
+    assert retried.success and retried.partition_key.startswith("PAYPOINT/flaky.json.enc@")
+    assert platform.payment_postings() == 4
+
+
+def test_sensor_requests_a_stuck_file_again_after_a_while(platform):
+    from cmp_pipelines.services.inbound import STALE_AFTER_SECONDS, scan
+
+    platform.drop("stuck.json.enc", document(RECORDS[:1]))
+    first, _, cursor = scan(platform.files, "nrp", None)
+    assert len(first) == 1
+    assert scan(platform.files, "nrp", cursor)[0] == []
+    changed = platform.files.list_files("inbound/nrp")[0].changed_ns
+    later = changed + (STALE_AFTER_SECONDS + 1) * 10**9
+    [again], _, same_cursor = scan(platform.files, "nrp", cursor, now_ns=later)
+    assert again.partition_key == first[0].partition_key and again.run_key != first[0].run_key
+    assert "#retry-" in again.run_key and same_cursor == cursor

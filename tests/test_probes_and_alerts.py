@@ -111,3 +111,21 @@ def test_alert_without_smtp_writes_an_eml_file(platform, tmp_path):
     message = email.message_from_bytes(alerts[0].read_bytes())
     assert message["Subject"].startswith("[CMP ALERT] Non Recurring Payments")
     assert "billing-ops@example.com" in message["To"]
+
+
+def test_a_tripped_probe_alerts_once_a_day_not_on_every_run(platform, smtp, tmp_path):
+    run_probes(tmp_path)
+    assert len(smtp.messages) == 2
+    run_probes(tmp_path)
+    assert len(smtp.messages) == 2, "still tripped the same day: no second e-mail"
+
+
+def test_alert_is_kept_as_a_file_when_smtp_is_down(platform, tmp_path, monkeypatch):
+    monkeypatch.setenv("CMP_SMTP_HOST", "127.0.0.1")
+    monkeypatch.setenv("CMP_SMTP_PORT", str(free_port()))  # nothing listens there
+    evaluations = run_probes(tmp_path)
+    assert evaluations["nrp_load_completed_within_threshold"].metadata["notified"].value.startswith("file://")
+    alerts = sorted((tmp_path / "outbound" / "alerts").glob("*.eml"))
+    assert len(alerts) == 2
+    message = email.message_from_bytes(alerts[0].read_bytes())
+    assert message["X-CMP-Undelivered"].startswith("SMTP 127.0.0.1:")

@@ -40,16 +40,17 @@ def nrp_probes(context: dg.AssetCheckExecutionContext, database: Database, notif
         outcomes = probe_service.evaluate(con, configs)
         for outcome in outcomes:
             delivered = ""
-            if outcome.tripped and outcome.probe.kind == "alert":
-                try:
-                    delivered = notifier.send(
-                        list(outcome.config.recipients),
-                        f"[CMP ALERT] {outcome.probe.name}",
-                        outcome.summary + "\n\nRaised by cmp-pipelines asset check "
-                        f"{check_name(outcome.probe.probe_id)}.\n",
-                    )
-                except OSError as exc:
-                    context.log.error(f"alert for {outcome.probe.name} could not be sent: {exc}")
+            if (
+                outcome.tripped
+                and outcome.probe.kind == "alert"
+                and not probe_service.already_alerted_today(con, outcome)
+            ):
+                delivered = notifier.send(
+                    list(outcome.config.recipients),
+                    f"[CMP ALERT] {outcome.probe.name}",
+                    outcome.summary + "\n\nRaised by cmp-pipelines asset check "
+                    f"{check_name(outcome.probe.probe_id)}.\n",
+                )
             probe_service.record(con, outcome, notified=bool(delivered))
             yield dg.AssetCheckResult(
                 check_name=check_name(outcome.probe.probe_id),

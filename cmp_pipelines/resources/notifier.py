@@ -40,17 +40,21 @@ class Notifier(dg.ConfigurableResource):
         host = self._host()
         if host:
             port = self.smtp_port or int(os.environ.get("CMP_SMTP_PORT", "25"))
-            with smtplib.SMTP(host, port, timeout=10) as smtp:
-                if os.environ.get("CMP_SMTP_STARTTLS") == "1":
-                    smtp.starttls()
-                user = os.environ.get("CMP_SMTP_USER")
-                if user:
-                    smtp.login(user, os.environ.get("CMP_SMTP_PASSWORD", ""))
-                smtp.send_message(message)
-            return f"smtp://{host}:{port}"
+            try:
+                with smtplib.SMTP(host, port, timeout=10) as smtp:
+                    if os.environ.get("CMP_SMTP_STARTTLS") == "1":
+                        smtp.starttls()
+                    user = os.environ.get("CMP_SMTP_USER")
+                    if user:
+                        smtp.login(user, os.environ.get("CMP_SMTP_PASSWORD", ""))
+                    smtp.send_message(message)
+                return f"smtp://{host}:{port}"
+            except (OSError, smtplib.SMTPException) as exc:
+                # Never lose an alert: keep it as a file, and say why in its headers.
+                message["X-CMP-Undelivered"] = f"SMTP {host}:{port} failed: {type(exc).__name__}"
         folder = Path(self.alerts_dir) if self.alerts_dir else paths().outbound / "alerts"
         folder.mkdir(parents=True, exist_ok=True)
         slug = re.sub(r"[^a-z0-9]+", "-", subject.lower()).strip("-")[:60]
         path = folder / f"{datetime.now(UTC):%Y%m%dT%H%M%S%f}-{slug}.eml"
         path.write_bytes(bytes(message))
-        return str(path)
+        return f"file://{path}"

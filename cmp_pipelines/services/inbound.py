@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 
 from cmp_pipelines.domain.cards import find_pan, mask_pans_in
@@ -36,19 +37,31 @@ def write_cursor(mark: tuple[int, str]) -> str:
     return json.dumps({"changed_ns": mark[0], "path": mark[1]})
 
 
+STALE_AFTER_SECONDS = 15 * 60
+
+
 def scan(
-    files: FileStoreLike, feed: str, cursor: str | None, limit: int = 20
+    files: FileStoreLike, feed: str, cursor: str | None, limit: int = 20, now_ns: int | None = None,
 ) -> tuple[list[PendingFile], list[Skipped], str | None]:
-    """Files that arrived after the cursor, oldest first, at most `limit`; the new cursor (or the old one)."""
+    """Files that arrived after the cursor, oldest first, at most `limit`; the new cursor (or the old one).
+
+    A file still in the inbound folder long after it was requested means its run failed (processed files
+    leave the folder): it is requested again, at most once an hour, so a transient failure heals itself.
+    """
     mark = read_cursor(cursor)
-    fresh = sorted(
-        (f for f in files.list_files(f"inbound/{feed}") if (f.changed_ns, f.path) > mark),
-        key=lambda f: (f.changed_ns, f.path),
-    )[:limit]
+    listing = files.list_files(f"inbound/{feed}")
+    fresh = sorted((f for f in listing if (f.changed_ns, f.path) > mark), key=lambda f: (f.changed_ns, f.path))
+    fresh = fresh[:limit]
+    now_ns = time.time_ns() if now_ns is None else now_ns
+    stale_before = now_ns - STALE_AFTER_SECONDS * 1_000_000_000
+    stale = [f for f in listing if (f.changed_ns, f.path) <= mark and f.changed_ns < stale_before]
+    retry_tag = f"#retry-{now_ns // 3_600_000_000_000}"
     pending, skipped = [], []
-    for stored in fresh:
+    for stored in [*fresh, *stale[: max(0, limit - len(fresh))]]:
         parts = stored.path.split("/")
-        mark = (stored.changed_ns, stored.path)
+        is_retry = (stored.changed_ns, stored.path) <= mark
+        if not is_retry:
+            mark = (stored.changed_ns, stored.path)
         if len(parts) != 4:
             skipped.append(Skipped(stored.path, f"not in a partner folder (inbound/{feed}/<PARTNER>/<file>)"))
             continue
@@ -65,7 +78,11 @@ def scan(
             digest = sha256_hex(files.read_bytes(stored.path))
         except FileNotFoundError:
             continue  # moved away between listing and reading: it was handled elsewhere
+        except OSError as exc:
+            skipped.append(Skipped(stored.path, f"could not be read ({exc.strerror or exc}); retried later"))
+            continue
         key = partition_key(partner, file_name, digest)
-        pending.append(PendingFile(stored.path, partner, file_name, key, f"{key}#{stored.changed_ns}"))
+        run_key = f"{key}#{stored.changed_ns}" + (retry_tag if is_retry else "")
+        pending.append(PendingFile(stored.path, partner, file_name, key, run_key))
     new_cursor = write_cursor(mark) if fresh else cursor
     return pending, skipped, new_cursor

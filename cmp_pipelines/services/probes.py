@@ -85,6 +85,21 @@ def record(con: duckdb.DuckDBPyConnection, outcome: ProbeOutcome, notified: bool
     )
 
 
+def already_alerted_today(con: duckdb.DuckDBPyConnection, outcome: ProbeOutcome) -> bool:
+    """An alert goes out when a probe trips, then at most once a day while it stays tripped."""
+    day_start = outcome.evaluated_at.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    row = con.execute(
+        "SELECT tripped FROM probe_results WHERE probe_id = ? ORDER BY evaluated_at DESC LIMIT 1",
+        [outcome.probe.probe_id],
+    ).fetchone()
+    if row is None or not row[0]:
+        return False
+    return bool(con.execute(
+        "SELECT count(*) FROM probe_results WHERE probe_id = ? AND notified AND evaluated_at >= ?",
+        [outcome.probe.probe_id, day_start],
+    ).fetchone()[0])
+
+
 def latest(con: duckdb.DuckDBPyConnection) -> list[tuple]:
     return con.execute(
         """

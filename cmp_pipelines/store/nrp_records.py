@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import duckdb
 import pandas as pd
+import pyarrow as pa
 
 
 def batch_frame(con: duckdb.DuckDBPyConnection, file_id: str) -> pd.DataFrame:
-    """The columns the expectation suite looks at, for every record of the file's load batch."""
-    return con.execute(
+    """The columns the expectation suite looks at, for every record of the file's load batch.
+
+    Integers stay integers (nullable Int64): pence never pass through a binary float, even for a range check.
+    """
+    table = con.execute(
         "SELECT r.record_id, r.account_number, r.invoice_number, r.amount_minor, r.payment_method, "
         "r.payment_date FROM nrp_records r JOIN inbound_files f ON f.batch_id = r.batch_id WHERE f.file_id = ?",
         [file_id],
-    ).df()
+    ).to_arrow_table()
+    return table.to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)
 
 
 def outcomes(con: duckdb.DuckDBPyConnection, file_id: str) -> list[tuple]:
