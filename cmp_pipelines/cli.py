@@ -158,7 +158,9 @@ def _crypt(encrypt: bool, partner: str, source: Path, target: Path) -> None:
     except OSError as exc:
         _fail(f"{source}: {exc.strerror}")
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_bytes(out)
+    partial = target.with_name(f".{target.name}.part")  # a sensor never sees a half-written file
+    partial.write_bytes(out)
+    partial.replace(target)
     click.echo(f"{'encrypted' if encrypt else 'decrypted'} {source} -> {target}")
 
 
