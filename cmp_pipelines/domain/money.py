@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from decimal import Decimal, InvalidOperation
 
 AMOUNT_PATTERN = re.compile(r"^(0|[1-9][0-9]{0,11})\.[0-9]{2}$")
 
@@ -24,14 +23,3 @@ def format_minor(minor: int) -> str:
     sign = "-" if minor < 0 else ""
     units, cents = divmod(abs(int(minor)), 100)
     return f"{sign}{units}.{cents:02d}"
-
-
-def exact_decimal(text: object) -> Decimal | None:
-    """The exact value of a decimal string (any precision), or None when it is not one."""
-    if not isinstance(text, str):
-        return None
-    try:
-        value = Decimal(text)
-    except InvalidOperation:
-        return None
-    return value if value.is_finite() else None

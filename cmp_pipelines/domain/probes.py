@@ -12,7 +12,6 @@ class ProbeDefinition:
     kind: str  # "alert" notifies recipients; "sla" is recorded only
     trips_when: str  # "above": value > threshold; "at_or_below": value <= threshold (e.g. nothing ran)
     description: str
-    daily: bool  # a "today" probe, also evaluated by the end-of-day schedule
 
     def tripped(self, value: int, threshold: int) -> bool:
         return value > threshold if self.trips_when == "above" else value <= threshold
@@ -23,42 +22,42 @@ NRP_PROBES: tuple[ProbeDefinition, ...] = (
         "nrp_verification_account_allocation",
         "Non Recurring Payments Verification Account Allocation",
         "alert", "above",
-        "Payment records in the most recent batch allocated to an account rather than an invoice.", False,
+        "Payment records in the most recent batch allocated to an account rather than an invoice.",
     ),
     ProbeDefinition(
         "nrp_verification_payments_supplied",
         "Non Recurring Payments Verification Payments Supplied",
-        "alert", "above", "Payment files received today that contained no payments.", True,
+        "alert", "above", "Payment files received today that contained no payments.",
     ),
     ProbeDefinition(
         "nrp_batch_completed",
         "Non Recurring Payments Batch Completed",
-        "alert", "at_or_below", "Times the Non Recurring Payment job ran today; 0 raises the alert.", True,
+        "alert", "at_or_below", "Times the Non Recurring Payment job ran today; 0 raises the alert.",
     ),
     ProbeDefinition(
         "nrp_batch_completed_sla",
         "Non Recurring Payments Batch Completed SLA",
-        "sla", "above", "CMP configuration errors detected by the Non Recurring Payment job today.", True,
+        "sla", "above", "CMP configuration errors detected by the Non Recurring Payment job today.",
     ),
     ProbeDefinition(
         "nrp_verification_normal",
         "Non Recurring Payments Verification Normal",
-        "alert", "above", "Non-recurring payments received within the configured number of hours.", False,
+        "alert", "above", "Non-recurring payments received within the configured number of hours.",
     ),
     ProbeDefinition(
         "nrp_verification_no_payment_dates",
         "Non Recurring Payments Verification No Payment Dates",
-        "alert", "above", "Records with a null payment date/time in the last batch processed.", False,
+        "alert", "above", "Records with a null payment date/time in the last batch processed.",
     ),
     ProbeDefinition(
         "nrp_verification_invoice_allocation",
         "Non Recurring Payments Verification Invoice Allocation",
-        "alert", "above", "Payment records in the most recent batch allocated to an invoice.", False,
+        "alert", "above", "Payment records in the most recent batch allocated to an invoice.",
     ),
     ProbeDefinition(
         "nrp_load_completed",
         "Non Recurring Payments Load Completed",
-        "alert", "at_or_below", "Files received by the Non Recurring Payment load daemon today; 0 alerts.", True,
+        "alert", "at_or_below", "Files received by the Non Recurring Payment load daemon today; 0 alerts.",
     ),
 )
 

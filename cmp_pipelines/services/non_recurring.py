@@ -97,7 +97,6 @@ class NonRecurringPayments:
     ):
         self.con, self.files, self.keyring, self.partners = con, files, keyring, partners
         self.now = now or datetime.now(UTC)
-        self._cipher_sha: str | None = None
 
     # ---- load ("Load Non Recurring Payments From Generic Format") -------------------------------
 
@@ -110,14 +109,14 @@ class NonRecurringPayments:
         ).fetchone()
         present = self.files.exists(inbound)
         ciphertext = self.files.read_bytes(inbound) if present else None
-        self._cipher_sha = sha256_hex(ciphertext) if ciphertext is not None else None
-        if self._cipher_sha is not None and self._cipher_sha[:12] != short_sha:
+        cipher_sha = sha256_hex(ciphertext) if ciphertext is not None else None
+        if cipher_sha is not None and cipher_sha[:12] != short_sha:
             ciphertext, present = None, False  # another file now bears this name; its own partition handles it
         if row is not None:
             status, batch_id, archived_path, error_code, error = row
             if status == "LOADED":
                 if present and archived_path:
-                    self._quarantine(file_id, partner, file_name, inbound, ciphertext, FileRejected(
+                    self._quarantine(file_id, partner, file_name, inbound, ciphertext, cipher_sha, FileRejected(
                         "DUPLICATE_FILE", f"this exact file was already loaded as batch {batch_id}; nothing posted",
                     ), record=False)
                 if present:
@@ -129,11 +128,13 @@ class NonRecurringPayments:
         if not present:
             raise FileNotFoundError(f"inbound file {inbound} is not there and was never loaded ({file_id})")
         try:
-            return self._load_new(file_id, partner, file_name, inbound, ciphertext)
+            return self._load_new(file_id, partner, file_name, inbound, ciphertext, cipher_sha)
         except FileRejected as rejected:
-            self._quarantine(file_id, partner, file_name, inbound, ciphertext, rejected)
+            self._quarantine(file_id, partner, file_name, inbound, ciphertext, cipher_sha, rejected)
 
-    def _load_new(self, file_id: str, partner: str, file_name: str, inbound: str, ciphertext: bytes) -> LoadResult:
+    def _load_new(
+        self, file_id: str, partner: str, file_name: str, inbound: str, ciphertext: bytes, cipher_sha: str
+    ) -> LoadResult:
         known = self.partners.get(partner)
         if known is None or FEED not in known.feeds:
             raise FileRejected(
@@ -204,7 +205,7 @@ class NonRecurringPayments:
                     content_sha256, size_bytes, status, batch_id, received_at, header_file_id)
                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'LOADED', ?, ?, ?)
                 """,
-                [file_id, FEED, partner, file_name, inbound, self._cipher_sha, content_sha,
+                [file_id, FEED, partner, file_name, inbound, cipher_sha, content_sha,
                  len(ciphertext), batch_id, self.now, header["file_id"]],
             )
         self._archive(file_id, partner, file_name, inbound)
@@ -297,7 +298,7 @@ class NonRecurringPayments:
 
     def _quarantine(
         self, file_id: str, partner: str, file_name: str, inbound: str, ciphertext: bytes | None,
-        rejected: FileRejected, record: bool = True,
+        cipher_sha: str | None, rejected: FileRejected, record: bool = True,
     ) -> None:
         destination = self.files.move(inbound, f"quarantine/{FEED}/{partner}/{file_name}")
         report = {
@@ -310,7 +311,7 @@ class NonRecurringPayments:
             "configuration_error": rejected.configuration,
             "received_path": inbound,
             "quarantined_path": destination,
-            "ciphertext_sha256": self._cipher_sha if ciphertext is not None else None,
+            "ciphertext_sha256": cipher_sha,
             "detected_at": self.now.isoformat(),
         }
         self.files.write_bytes(f"{destination}.error.json", orjson.dumps(report, option=orjson.OPT_INDENT_2))

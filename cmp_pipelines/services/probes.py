@@ -58,15 +58,12 @@ class ProbeOutcome:
 
 
 def evaluate(
-    con: duckdb.DuckDBPyConnection, configs: dict[str, ProbeConfig], now: datetime | None = None,
-    only_daily: bool = False,
+    con: duckdb.DuckDBPyConnection, configs: dict[str, ProbeConfig], now: datetime | None = None
 ) -> list[ProbeOutcome]:
     now = now or datetime.now(UTC)
     day_start = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     outcomes = []
     for probe in NRP_PROBES:
-        if only_daily and not probe.daily:
-            continue
         config = configs[probe.probe_id]
         window_start = now - timedelta(hours=config.window_hours)
         sql = PROBE_SQL[probe.probe_id]
