@@ -55,6 +55,12 @@ def parse_partition_key(key: str) -> tuple[str, str, str]:
     return match.group(1), match.group(2), match.group(3)
 
 
+def ack_path(partner: str, file_name: str, kind: str) -> str:
+    """Where the partner finds our answer to `file_name`: its stem, then `.<kind>.json.enc`."""
+    stem = re.sub(r"(\.json)?(\.enc)?$", "", file_name)
+    return f"outbound/acknowledgements/{FEED}/{partner}/{stem}.{kind}.json.enc"
+
+
 class FileQuarantined(Exception):
     def __init__(self, file_id: str, code: str, message: str, quarantined_path: str):
         super().__init__(f"{file_id} quarantined ({code}): {message}")
@@ -442,9 +448,8 @@ class NonRecurringPayments:
             """,
         ) as rows:
             document = b"".join([b'{"header":' + orjson.dumps(header) + b',"records":', rows.read_bytes(), b"}"])
-        name = re.sub(r"(\.json)?(\.enc)?$", "", file_name)
         path = self.files.write_bytes(
-            f"outbound/acknowledgements/{FEED}/{load.partner}/{name}.ack.json.enc",
+            ack_path(load.partner, file_name, "ack"),
             self.keyring.encrypt(load.partner, document),
         )
         with transaction(self.con):
@@ -468,8 +473,7 @@ class NonRecurringPayments:
             token = self.keyring.encrypt(partner, orjson.dumps({"header": header, "records": []}))
         except FileRejected:
             return  # the partner's key file is unusable: the quarantine report says why
-        name = re.sub(r"(\.json)?(\.enc)?$", "", file_name)
-        self.files.write_bytes(f"outbound/acknowledgements/{FEED}/{partner}/{name}.rejected.ack.json.enc", token)
+        self.files.write_bytes(ack_path(partner, file_name, "rejected.ack"), token)
 
     @contextmanager
     def _json_rows(self, query: str) -> Iterator[Path]:
