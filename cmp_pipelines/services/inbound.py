@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from cmp_pipelines.domain.cards import find_pan, mask_pans_in
 from cmp_pipelines.services.files import FileStoreLike
-from cmp_pipelines.services.non_recurring import partition_key, sha256_hex
+from cmp_pipelines.services.intake import partition_key, sha256_hex
 
 
 @dataclass(frozen=True)

@@ -6,16 +6,10 @@ re-run partition, a re-dropped file or a resumed run never posts twice.
 
 from __future__ import annotations
 
-import hashlib
-import os
 import re
-import tempfile
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 
 import duckdb
 import orjson
@@ -31,6 +25,14 @@ from cmp_pipelines.formats.encryption import PartnerKeyring
 from cmp_pipelines.formats.errors import FileRejected
 from cmp_pipelines.formats.schemas import first_error
 from cmp_pipelines.services.files import FileStoreLike
+from cmp_pipelines.services.intake import (  # noqa: F401  (re-exported: the file identity every feed shares)
+    FileQuarantined,
+    Intake,
+    Received,
+    partition_key,
+    sha256_hex,
+)
+from cmp_pipelines.services.ledger_file import json_rows, sql_literal, write_posting_file
 from cmp_pipelines.store.connection import transaction
 
 FEED = "nrp"
@@ -39,32 +41,10 @@ PAN_SCANNED_FIELDS = nrp_file.PAYMENT_FIELDS  # a card number in any field is re
 GUARD_SAMPLE = 200
 
 
-def sha256_hex(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def partition_key(partner: str, file_name: str, ciphertext_sha256: str) -> str:
-    """One dynamic partition per inbound file: partner, name, and the bytes' identity."""
-    return f"{partner}/{file_name}@{ciphertext_sha256[:12]}"
-
-
-def parse_partition_key(key: str) -> tuple[str, str, str]:
-    match = re.fullmatch(r"([^/]+)/(.+)@([0-9a-f]{12})", key, re.DOTALL)
-    if not match:
-        raise ValueError(f"{key!r} is not a non-recurring payments file partition (PARTNER/name@sha12)")
-    return match.group(1), match.group(2), match.group(3)
-
-
 def ack_path(partner: str, file_name: str, kind: str) -> str:
     """Where the partner finds our answer to `file_name`: its stem, then `.<kind>.json.enc`."""
     stem = re.sub(r"(\.json)?(\.enc)?$", "", file_name)
     return f"outbound/acknowledgements/{FEED}/{partner}/{stem}.{kind}.json.enc"
-
-
-class FileQuarantined(Exception):
-    def __init__(self, file_id: str, code: str, message: str, quarantined_path: str):
-        super().__init__(f"{file_id} quarantined ({code}): {message}")
-        self.file_id, self.code, self.message, self.quarantined_path = file_id, code, message, quarantined_path
 
 
 @dataclass
@@ -103,52 +83,17 @@ class NonRecurringPayments:
     ):
         self.con, self.files, self.keyring, self.partners = con, files, keyring, partners
         self.now = now or datetime.now(UTC)
+        self.intake = Intake(con, files, keyring, partners, FEED, self.now, self._acknowledge_rejection)
 
     # ---- load ("Load Non Recurring Payments From Generic Format") -------------------------------
 
     def load(self, file_id: str) -> LoadResult:
-        partner, file_name, short_sha = parse_partition_key(file_id)
-        inbound = f"inbound/{FEED}/{partner}/{file_name}"
-        row = self.con.execute(
-            "SELECT status, batch_id, archived_path, error_code, error FROM inbound_files WHERE file_id = ?",
-            [file_id],
-        ).fetchone()
-        present = self.files.exists(inbound)
-        ciphertext = self.files.read_bytes(inbound) if present else None
-        cipher_sha = sha256_hex(ciphertext) if ciphertext is not None else None
-        if cipher_sha is not None and cipher_sha[:12] != short_sha:
-            ciphertext, present = None, False  # another file now bears this name; its own partition handles it
-        if row is not None:
-            status, batch_id, archived_path, error_code, error = row
-            if status == "LOADED":
-                if present and archived_path:
-                    self._quarantine(file_id, partner, file_name, inbound, ciphertext, cipher_sha, FileRejected(
-                        "DUPLICATE_FILE", f"this exact file was already loaded as batch {batch_id}; nothing posted",
-                    ), record=False)
-                if present:
-                    self._archive(file_id, partner, file_name, inbound)
-                return self._load_result(file_id, "ALREADY_LOADED")
-            if not present:
-                raise FileQuarantined(file_id, error_code, error, "")
-            self.con.execute("DELETE FROM inbound_files WHERE file_id = ?", [file_id])
-        if not present:
-            raise FileNotFoundError(f"inbound file {inbound} is not there and was never loaded ({file_id})")
-        try:
-            return self._load_new(file_id, partner, file_name, inbound, ciphertext, cipher_sha)
-        except FileRejected as rejected:
-            self._quarantine(file_id, partner, file_name, inbound, ciphertext, cipher_sha, rejected)
+        status = self.intake.load(file_id, self._load_new)
+        return self._load_result(file_id, status)
 
-    def _load_new(
-        self, file_id: str, partner: str, file_name: str, inbound: str, ciphertext: bytes, cipher_sha: str
-    ) -> LoadResult:
-        known = self.partners.get(partner)
-        if known is None or FEED not in known.feeds:
-            raise FileRejected(
-                "UNKNOWN_PARTNER",
-                f"partner folder {partner!r} is not configured for feed {FEED!r} in config/partners.yaml",
-                configuration=True,
-            )
-        plaintext = self.keyring.decrypt(partner, ciphertext)
+    def _load_new(self, received: Received) -> None:
+        partner = received.partner
+        plaintext = self.intake.decrypt(received)
         with ThreadPoolExecutor(max_workers=1) as pool:
             content_digest = pool.submit(sha256_hex, plaintext)  # hashlib releases the GIL: overlaps the parse
             document = nrp_file.parse_document(plaintext)
@@ -162,26 +107,7 @@ class NonRecurringPayments:
         payments = document["payments"]
         table, shape_errors = nrp_file.payment_columns(payments)
         nrp_file.check_control_totals(header, payments, table.column("amount").combine_chunks())
-        duplicate = self.con.execute(
-            "SELECT file_id, batch_id FROM inbound_files WHERE feed = ? AND content_sha256 = ? AND status = 'LOADED'",
-            [FEED, content_sha],
-        ).fetchone()
-        if duplicate:
-            raise FileRejected(
-                "DUPLICATE_FILE",
-                f"the same content was already loaded from {duplicate[0]} as batch {duplicate[1]}; nothing posted",
-            )
-        resent = self.con.execute(
-            "SELECT file_id, batch_id FROM inbound_files WHERE feed = ? AND partner = ? AND header_file_id = ? "
-            "AND status = 'LOADED'",
-            [FEED, partner, header["file_id"]],
-        ).fetchone()
-        if resent:
-            raise FileRejected(
-                "DUPLICATE_FILE",
-                f"header file_id {header['file_id']!r} was already loaded from {resent[0]} as batch {resent[1]}; "
-                "a corrected file needs a new file_id; nothing posted",
-            )
+        self.intake.refuse_duplicate(received, content_sha, header["file_id"])
         del document, plaintext
         table = self._with_shape_and_pans(table, shape_errors)
         batch_id = f"NRPL-{content_sha[:16]}"
@@ -203,19 +129,9 @@ class NonRecurringPayments:
                        count(*) FILTER (outcome = 'ACCEPTED'), count(*) FILTER (outcome = 'REJECTED')
                 FROM nrp_records WHERE batch_id = ?
                 """,
-                [batch_id, FEED, partner, file_id, self.now, batch_id],
+                [batch_id, FEED, partner, received.file_id, self.now, batch_id],
             )
-            self.con.execute(
-                """
-                INSERT INTO inbound_files (file_id, feed, partner, file_name, received_path, ciphertext_sha256,
-                    content_sha256, size_bytes, status, batch_id, received_at, header_file_id)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'LOADED', ?, ?, ?)
-                """,
-                [file_id, FEED, partner, file_name, inbound, cipher_sha, content_sha,
-                 len(ciphertext), batch_id, self.now, header["file_id"]],
-            )
-        self._archive(file_id, partner, file_name, inbound)
-        return self._load_result(file_id, "LOADED")
+            self.intake.record_loaded(received, batch_id, content_sha, header["file_id"])
 
     def _with_shape_and_pans(self, table: pa.Table, shape_errors: dict[int, str]) -> pa.Table:
         """Add shape errors, and find, mask and flag card numbers before anything is stored."""
@@ -262,15 +178,7 @@ class NonRecurringPayments:
         return self._load_result(file_id, "ALREADY_LOADED")
 
     def _load_result(self, file_id: str, status: str) -> LoadResult:
-        row = self.con.execute(
-            "SELECT batch_id, partner, archived_path, status, error_code, error FROM inbound_files "
-            "WHERE file_id = ?", [file_id]
-        ).fetchone()
-        if row is None:
-            raise LookupError(f"{file_id} has not been loaded: materialise nrp_payments_batch for it first")
-        batch_id, partner, archived, file_status, error_code, error = row
-        if file_status != "LOADED":
-            raise FileQuarantined(file_id, error_code, error, "")
+        batch_id, partner, archived = self.intake.loaded_batch(file_id)
         totals = self.con.execute(
             """
             SELECT any_value(currency), count(*),
@@ -293,53 +201,6 @@ class NonRecurringPayments:
             file_id, batch_id, status, partner, totals[0] or "GBP", totals[1], totals[2], totals[3], totals[4],
             totals[5], allocations, rejections, archived,
         )
-
-    def _archive(self, file_id: str, partner: str, file_name: str, inbound: str) -> None:
-        folder = f"archive/{FEED}/{partner}/{self.now:%Y-%m-%d}"
-        destination = self.files.move(inbound, f"{folder}/{file_name}")
-        self.con.execute(
-            "UPDATE inbound_files SET archived_path = ?, completed_at = ? WHERE file_id = ?",
-            [destination, self.now, file_id],
-        )
-
-    def _quarantine(
-        self, file_id: str, partner: str, file_name: str, inbound: str, ciphertext: bytes | None,
-        cipher_sha: str | None, rejected: FileRejected, record: bool = True,
-    ) -> None:
-        destination = self.files.move(inbound, f"quarantine/{FEED}/{partner}/{file_name}")
-        report = {
-            "file": file_name,
-            "feed": FEED,
-            "partner": partner,
-            "file_id": file_id,
-            "error_code": rejected.code,
-            "error": rejected.message,
-            "configuration_error": rejected.configuration,
-            "received_path": inbound,
-            "quarantined_path": destination,
-            "ciphertext_sha256": cipher_sha,
-            "detected_at": self.now.isoformat(),
-        }
-        self.files.write_bytes(f"{destination}.error.json", orjson.dumps(report, option=orjson.OPT_INDENT_2))
-        self._acknowledge_rejection(partner, file_name, file_id, rejected)
-        with transaction(self.con):
-            if record:
-                self.con.execute(
-                    """
-                    INSERT INTO inbound_files (file_id, feed, partner, file_name, received_path, ciphertext_sha256,
-                        size_bytes, status, quarantined_path, error_code, error, received_at, completed_at)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, 'QUARANTINED', ?, ?, ?, ?, ?)
-                    """,
-                    [file_id, FEED, partner, file_name, inbound, report["ciphertext_sha256"] or "",
-                     len(ciphertext or b""), destination, rejected.code, rejected.message, self.now, self.now],
-                )
-            if rejected.configuration:
-                self.con.execute(
-                    "INSERT INTO job_errors (job, category, source_ref, detail, raised_at) "
-                    "VALUES (?, 'CONFIGURATION', ?, ?, ?)",
-                    [FEED, file_id, f"{rejected.code}: {rejected.message}", self.now],
-                )
-        raise FileQuarantined(file_id, rejected.code, rejected.message, destination)
 
     # ---- Non Recurring Payment job: posting batch and ledger postings ------------------------------
 
@@ -398,26 +259,7 @@ class NonRecurringPayments:
     # ---- posting file for the external sales ledger ----------------------------------------------
 
     def write_posting_file(self, posted: PostResult) -> str:
-        header = {
-            "batch_id": posted.batch_id,
-            "source": f"{FEED}:{JOB}",
-            "created_at": self.now.isoformat(),
-            "record_count": posted.posting_count,
-            "total_amount": format_minor(posted.total_minor),
-        }
-        with self._json_rows(
-            f"""
-            SELECT idempotency_key, account_number, invoice_number, kind, minor_to_decimal(amount_minor) AS amount,
-                   currency, strftime(effective_at AT TIME ZONE 'UTC', '%Y-%m-%dT%H:%M:%SZ') AS effective_at
-            FROM ledger_postings WHERE batch_id = {_literal(posted.batch_id)} ORDER BY posting_id
-            """,
-        ) as rows:
-            path = self.files.write_parts(
-                f"outbound/ledger/{posted.batch_id}.json",
-                [b'{"header":' + orjson.dumps(header) + b',"postings":', rows, b"}"],
-            )
-        self.con.execute("UPDATE batches SET output_path = ? WHERE batch_id = ?", [path, posted.batch_id])
-        return path
+        return write_posting_file(self.con, self.files, posted.batch_id, f"{FEED}:{JOB}", self.now)[0]
 
     # ---- "Acknowledge Non Recurring Payments Receipt Of" -----------------------------------------
 
@@ -440,11 +282,12 @@ class NonRecurringPayments:
             "rejected_amount": format_minor(load.rejected_minor),
             "currency": load.currency,
         }
-        with self._json_rows(
+        with json_rows(
+            self.con,
             f"""
             SELECT position, record_id, outcome, allocation, minor_to_decimal(amount_minor) AS amount,
                    reason_code, reason
-            FROM nrp_records WHERE batch_id = {_literal(load.batch_id)} ORDER BY position
+            FROM nrp_records WHERE batch_id = {sql_literal(load.batch_id)} ORDER BY position
             """,
         ) as rows:
             document = b"".join([b'{"header":' + orjson.dumps(header) + b',"records":', rows.read_bytes(), b"}"])
@@ -474,18 +317,3 @@ class NonRecurringPayments:
         except FileRejected:
             return  # the partner's key file is unusable: the quarantine report says why
         self.files.write_bytes(ack_path(partner, file_name, "rejected.ack"), token)
-
-    @contextmanager
-    def _json_rows(self, query: str) -> Iterator[Path]:
-        """A temporary file holding the query's rows as one JSON array, written by DuckDB's COPY (C speed)."""
-        handle, tmp = tempfile.mkstemp(suffix=".json")
-        os.close(handle)
-        try:
-            self.con.execute(f"COPY ({query}) TO {_literal(tmp)} (FORMAT json, ARRAY true)")
-            yield Path(tmp)
-        finally:
-            os.unlink(tmp)
-
-
-def _literal(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
