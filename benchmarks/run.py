@@ -265,7 +265,7 @@ def phase_profile(args: argparse.Namespace) -> dict:
     instrument(nr, ("sha256_hex", "first_error"))
     instrument(encryption.PartnerKeyring, ("decrypt", "encrypt"), "keyring.")
     instrument(nr.NonRecurringPayments,
-               ("_with_shape_and_pans", "_guard_schema_agreement", "_load_result", "_archive", "_copy_json"))
+               ("_guard_schema_agreement", "_load_result", "_archive", "_copy_json"))
 
     def wrap(target):
         kind = "sql" if isinstance(target, duckdb.DuckDBPyConnection) else "files"

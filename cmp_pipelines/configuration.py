@@ -10,7 +10,10 @@ import yaml
 
 from cmp_pipelines.domain.probes import PROBES_BY_ID
 
-FEEDS = ("nrp",)
+FEEDS = ("nrp", "card_rejections")
+PAYMENT_TYPES = ("MANUAL", "RECURRING_CARD", "DIRECT_DEBIT")
+CODE = re.compile(r"^[A-Za-z0-9]{1,8}$")
+IDENTIFIER = re.compile(r"^[A-Z][A-Z0-9_]{0,39}$")
 PARTNER_ID = re.compile(r"^[A-Z][A-Z0-9_]{1,31}$")
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
@@ -129,3 +132,110 @@ def load_probes(config_dir: Path) -> dict[str, ProbeConfig]:
     if missing:
         raise ConfigError(file, missing[0], "-", "probe is not configured (every probe needs a threshold)")
     return probes
+
+
+@dataclass(frozen=True)
+class WorkflowEvent:
+    event_type: str
+    event_code: str
+
+
+@dataclass(frozen=True)
+class RejectionCode:
+    """A recurring payment rejection code (Payments module): how a declined card payment or debit is handled."""
+
+    code: str
+    description: str
+    reason_type: str
+    reason_code: str
+    decline: str  # SOFT (retried, account suspended for a while) or HARD (never retried)
+    retries: int
+    suspension_days: int
+    retry_event: WorkflowEvent | None
+    cancellation_event: WorkflowEvent | None
+    refund_event: WorkflowEvent | None
+
+
+@dataclass(frozen=True)
+class RejectionConfig:
+    default_payment_type: str  # what a hard decline reverts an account to
+    codes: dict[str, RejectionCode]
+
+
+def _event(file: Path, entry: str, raw: dict, field: str) -> WorkflowEvent | None:
+    value = raw.get(field)
+    if value is None:
+        return None
+    if not isinstance(value, dict) or set(value) != {"type", "code"}:
+        raise ConfigError(file, entry, field, "must be a mapping with exactly 'type' and 'code'")
+    for part in ("type", "code"):
+        if not isinstance(value[part], str) or not IDENTIFIER.match(value[part]):
+            raise ConfigError(file, entry, f"{field}.{part}", f"must be an upper-case identifier, got {value[part]!r}")
+    return WorkflowEvent(value["type"], value["code"])
+
+
+def load_rejection_codes(config_dir: Path) -> RejectionConfig:
+    file = config_dir / "rejection_codes.yaml"
+    entries = _load(file, "rejection_codes")
+    document = yaml.safe_load(file.read_text(encoding="utf-8"))
+    _no_unknown(file, "-", document, {"rejection_codes", "default_payment_type"})
+    default_type = document.get("default_payment_type", "MANUAL")
+    if default_type not in PAYMENT_TYPES:
+        raise ConfigError(file, "-", "default_payment_type", f"must be one of {', '.join(PAYMENT_TYPES)}")
+    if default_type == "RECURRING_CARD":
+        raise ConfigError(file, "-", "default_payment_type", "a hard decline cannot revert to recurring card")
+    if not isinstance(entries, list):
+        raise ConfigError(file, "-", "rejection_codes", "must be a list of rejection code entries")
+    codes: dict[str, RejectionCode] = {}
+    fields = {"code", "description", "reason_type", "reason_code", "decline", "retries", "suspension_days",
+              "retry_event", "cancellation_event", "refund_event"}
+    for index, raw in enumerate(entries):
+        entry = f"rejection_codes[{index}]"
+        if not isinstance(raw, dict):
+            raise ConfigError(file, entry, "-", "must be a mapping")
+        if isinstance(raw.get("code"), str):
+            entry = raw["code"]
+        _no_unknown(file, entry, raw, fields)
+        code = raw.get("code")
+        if isinstance(code, int) and not isinstance(code, bool):
+            raise ConfigError(file, entry, "code", f"must be a quoted string (YAML reads {code!r} as a number; "
+                                                   "write code: '05' to keep a leading zero)")
+        code = _require(file, entry, raw, "code", str)
+        if not CODE.match(code):
+            raise ConfigError(file, entry, "code", "must be 1-8 letters or digits")
+        if code in codes:
+            raise ConfigError(file, entry, "code", "is defined twice; codes are unique")
+        description = _require(file, entry, raw, "description", str)
+        if not description.strip() or len(description) > 60:
+            raise ConfigError(file, entry, "description", "must be 1-60 characters")
+        for field in ("reason_type", "reason_code"):
+            if not IDENTIFIER.match(_require(file, entry, raw, field, str)):
+                raise ConfigError(file, entry, field, f"must be an upper-case identifier, got {raw[field]!r}")
+        decline = _require(file, entry, raw, "decline", str)
+        if decline not in ("SOFT", "HARD"):
+            raise ConfigError(file, entry, "decline", f"must be SOFT or HARD, got {decline!r}")
+        retry_event = _event(file, entry, raw, "retry_event")
+        cancellation_event = _event(file, entry, raw, "cancellation_event")
+        refund_event = _event(file, entry, raw, "refund_event")
+        if decline == "SOFT":
+            retries = _require(file, entry, raw, "retries", int)
+            if not 0 <= retries <= 10:
+                raise ConfigError(file, entry, "retries", f"must be between 0 and 10, got {retries}")
+            suspension_days = _require(file, entry, raw, "suspension_days", int)
+            if not 0 <= suspension_days <= 90:
+                raise ConfigError(file, entry, "suspension_days", f"must be between 0 and 90, got {suspension_days}")
+            if retry_event is None:
+                raise ConfigError(file, entry, "retry_event", "a soft decline needs the workflow event it raises")
+            if cancellation_event is None:
+                raise ConfigError(file, entry, "cancellation_event",
+                                  "a soft decline needs the event raised when its retries run out")
+            if refund_event is not None:
+                raise ConfigError(file, entry, "refund_event", "only a hard decline raises a refund event")
+        else:
+            for field in ("retries", "suspension_days", "retry_event", "cancellation_event"):
+                if field in raw:
+                    raise ConfigError(file, entry, field, "a hard decline is never retried; remove this field")
+            retries = suspension_days = 0
+        codes[code] = RejectionCode(code, description, raw["reason_type"], raw["reason_code"], decline, retries,
+                                    suspension_days, retry_event, cancellation_event, refund_event)
+    return RejectionConfig(default_type, codes)

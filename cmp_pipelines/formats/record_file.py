@@ -17,6 +17,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from cmp_pipelines.domain.cards import PAN_CANDIDATE_SQL, find_pan, mask_pan, mask_pans_in
 from cmp_pipelines.formats.errors import FileRejected
 from cmp_pipelines.formats.schemas import first_error, schema
 
@@ -173,6 +174,36 @@ def record_columns(spec: RecordFileSpec, records: list) -> tuple[pa.Table, dict[
                     cleaned.append(None)
             columns[field] = pa.array(cleaned, type=pa.string())
     return pa.table(columns), shape_errors
+
+
+def with_shape_and_card_numbers(table: pa.Table, shape_errors: dict[int, str], scanned: tuple[str, ...]) -> pa.Table:
+    """Add `shape_error`, and find, mask and flag card numbers (`pan_field`, `pan_masked`) before anything is
+    stored. Regex pre-filtering in Arrow keeps the Python Luhn check to the few values that could be one."""
+    n = table.num_rows
+    shape = [None] * n
+    for position, message in shape_errors.items():
+        shape[position - 1] = mask_pans_in(message)  # e.g. a card number used as a field name
+    pan_field: list[str | None] = [None] * n
+    pan_masked: list[str | None] = [None] * n
+    for name in scanned:
+        column = table.column(name).combine_chunks()
+        hits = pc.fill_null(pc.match_substring_regex(column, PAN_CANDIDATE_SQL), False)
+        candidates = pc.indices_nonzero(hits).to_pylist()
+        if not candidates:
+            continue
+        values = column.to_pylist()
+        for index in candidates:
+            pan = find_pan(values[index])
+            if pan:
+                pan_field[index] = pan_field[index] or name
+                pan_masked[index] = pan_masked[index] or mask_pan(pan)
+                values[index] = mask_pans_in(values[index])
+        table = table.set_column(table.schema.get_field_index(name), name, pa.array(values, pa.string()))
+    return (
+        table.append_column("shape_error", pa.array(shape, pa.string()))
+        .append_column("pan_field", pa.array(pan_field, pa.string()))
+        .append_column("pan_masked", pa.array(pan_masked, pa.string()))
+    )
 
 
 def _plain(value: Decimal) -> str:

@@ -13,16 +13,14 @@ from datetime import UTC, datetime
 
 import duckdb
 import orjson
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from cmp_pipelines.configuration import Partner
-from cmp_pipelines.domain.cards import PAN_CANDIDATE_SQL, find_pan, mask_pan, mask_pans_in
 from cmp_pipelines.domain.money import format_minor
 from cmp_pipelines.domain.nrp_rules import CLASSIFY_AND_MATCH_SQL
 from cmp_pipelines.formats import nrp_file
 from cmp_pipelines.formats.encryption import PartnerKeyring
 from cmp_pipelines.formats.errors import FileRejected
+from cmp_pipelines.formats.record_file import with_shape_and_card_numbers
 from cmp_pipelines.formats.schemas import first_error
 from cmp_pipelines.services.files import FileStoreLike
 from cmp_pipelines.services.intake import (  # noqa: F401  (re-exported: the file identity every feed shares)
@@ -109,7 +107,7 @@ class NonRecurringPayments:
         nrp_file.check_control_totals(header, payments, table.column("amount").combine_chunks())
         self.intake.refuse_duplicate(received, content_sha, header["file_id"])
         del document, plaintext
-        table = self._with_shape_and_pans(table, shape_errors)
+        table = with_shape_and_card_numbers(table, shape_errors, PAN_SCANNED_FIELDS)
         batch_id = f"NRPL-{content_sha[:16]}"
         with transaction(self.con):
             self.con.register("raw", table)
@@ -132,34 +130,6 @@ class NonRecurringPayments:
                 [batch_id, FEED, partner, received.file_id, self.now, batch_id],
             )
             self.intake.record_loaded(received, batch_id, content_sha, header["file_id"])
-
-    def _with_shape_and_pans(self, table: pa.Table, shape_errors: dict[int, str]) -> pa.Table:
-        """Add shape errors, and find, mask and flag card numbers before anything is stored."""
-        n = table.num_rows
-        shape = [None] * n
-        for position, message in shape_errors.items():
-            shape[position - 1] = mask_pans_in(message)  # e.g. a card number used as a field name
-        pan_field: list[str | None] = [None] * n
-        pan_masked: list[str | None] = [None] * n
-        for name in PAN_SCANNED_FIELDS:
-            column = table.column(name).combine_chunks()
-            hits = pc.fill_null(pc.match_substring_regex(column, PAN_CANDIDATE_SQL), False)
-            candidates = pc.indices_nonzero(hits).to_pylist()
-            if not candidates:
-                continue
-            values = column.to_pylist()
-            for index in candidates:
-                pan = find_pan(values[index])
-                if pan:
-                    pan_field[index] = pan_field[index] or name
-                    pan_masked[index] = pan_masked[index] or mask_pan(pan)
-                    values[index] = mask_pans_in(values[index])
-            table = table.set_column(table.schema.get_field_index(name), name, pa.array(values, pa.string()))
-        return (
-            table.append_column("shape_error", pa.array(shape, pa.string()))
-            .append_column("pan_field", pa.array(pan_field, pa.string()))
-            .append_column("pan_masked", pa.array(pan_masked, pa.string()))
-        )
 
     def _guard_schema_agreement(self, batch_id: str, payments: list) -> None:
         """The set-based rules must never accept what the JSON Schema rejects: spot-check accepted records."""

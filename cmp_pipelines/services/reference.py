@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import duckdb
 
-from cmp_pipelines.configuration import Partner, ProbeConfig
+from cmp_pipelines.configuration import Partner, ProbeConfig, RejectionConfig
 from cmp_pipelines.domain.nrp_rules import SUSPENSE_ACCOUNT
 from cmp_pipelines.store.connection import transaction
 
 
 def sync_reference_data(
-    con: duckdb.DuckDBPyConnection, partners: dict[str, Partner], probes: dict[str, ProbeConfig]
+    con: duckdb.DuckDBPyConnection, partners: dict[str, Partner], probes: dict[str, ProbeConfig],
+    rejection_codes: RejectionConfig | None = None,
 ) -> None:
     with transaction(con):
+        if rejection_codes is not None:
+            sync_rejection_codes(con, rejection_codes)
         con.execute(
             "INSERT INTO accounts (account_number, name, currency, is_suspense) "
             "VALUES (?, 'Unallocated payments (suspense)', 'GBP', TRUE) ON CONFLICT DO NOTHING",
@@ -28,3 +31,16 @@ def sync_reference_data(
                 "INSERT INTO config_probes VALUES (?, ?, ?, ?)",
                 [probe.probe_id, probe.threshold, probe.window_hours, list(probe.recipients)],
             )
+
+
+def sync_rejection_codes(con: duckdb.DuckDBPyConnection, config: RejectionConfig) -> None:
+    """Mirror the YAML into the table the set-based rules join; call inside the caller's transaction."""
+    con.execute("DELETE FROM config_rejection_codes")
+    rows = []
+    for c in config.codes.values():
+        events = [part for event in (c.retry_event, c.cancellation_event, c.refund_event)
+                  for part in ((event.event_type, event.event_code) if event else (None, None))]
+        rows.append([c.code, c.description, c.reason_type, c.reason_code, c.decline, c.retries, c.suspension_days,
+                     *events])
+    if rows:
+        con.executemany("INSERT INTO config_rejection_codes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)

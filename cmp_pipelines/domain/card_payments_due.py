@@ -1,0 +1,80 @@
+"""What the CARD-mode Recurring Payments job takes on a business day, as one set-based SQL statement.
+
+Due on $day:
+- new payments: the outstanding amount of every open invoice due by $day, on accounts paying by
+  recurring card with a card on file and not suspended, for invoices never extracted before;
+- retries: soft-declined payments whose retry date has come, on accounts still paying by card and no
+  longer suspended, for what is still outstanding (never more than the declined amount);
+- refunds: approved card refunds due by $day never extracted, and soft-declined refunds due a retry.
+
+A transaction id is `P<invoice>-<attempt>` or `R<refund>-<attempt>`, so the same payment is never
+selected twice and a retry is visibly the n-th attempt of its first transaction.
+"""
+
+SELECT_DUE_SQL = """
+INSERT INTO card_transactions (transaction_id, batch_id, business_date, provider, kind, account_number,
+    invoice_number, refund_id, amount_minor, currency, card_token, attempt, first_transaction_id, due_on, status)
+WITH cards AS (
+    SELECT a.account_number, c.provider, c.card_token
+    FROM accounts a JOIN payment_cards c USING (account_number)
+    WHERE a.payment_type = 'RECURRING_CARD' AND coalesce(a.suspended_until, $day) <= $day
+),
+settled AS (
+    SELECT invoice_number, sum(amount_minor) AS settled_minor FROM ledger_postings
+    WHERE invoice_number IS NOT NULL AND kind <> 'INVOICE' GROUP BY 1
+),
+outstanding AS (
+    SELECT i.invoice_number, i.account_number, i.currency, i.due_on,
+           i.amount_minor + coalesce(s.settled_minor, 0) AS outstanding_minor
+    FROM invoices i LEFT JOIN settled s USING (invoice_number)
+),
+new_payments AS (
+    SELECT 'P' || o.invoice_number || '-1' AS transaction_id, c.provider, 'PAYMENT' AS kind, o.account_number,
+           o.invoice_number, NULL AS refund_id, o.outstanding_minor AS amount_minor, o.currency, c.card_token,
+           1 AS attempt, 'P' || o.invoice_number || '-1' AS first_transaction_id, o.due_on
+    FROM outstanding o JOIN cards c USING (account_number)
+    WHERE o.due_on <= $day AND o.outstanding_minor > 0
+      AND NOT EXISTS (SELECT 1 FROM card_transactions t WHERE t.invoice_number = o.invoice_number)
+),
+retries_due AS (
+    SELECT t.* FROM card_transactions t
+    WHERE t.status = 'SOFT_DECLINED' AND t.retry_due_on <= $day
+      AND NOT EXISTS (SELECT 1 FROM card_transactions r
+                      WHERE r.first_transaction_id = t.first_transaction_id AND r.attempt > t.attempt)
+),
+payment_retries AS (
+    SELECT 'P' || t.invoice_number || '-' || (t.attempt + 1), c.provider, 'PAYMENT', t.account_number,
+           t.invoice_number, NULL, least(t.amount_minor, o.outstanding_minor), t.currency, c.card_token,
+           t.attempt + 1, t.first_transaction_id, t.due_on
+    FROM retries_due t JOIN cards c USING (account_number) JOIN outstanding o USING (invoice_number)
+    WHERE t.kind = 'PAYMENT' AND o.outstanding_minor > 0
+),
+refunds AS (
+    SELECT 'R' || r.refund_id || '-1', c.provider, 'REFUND', r.account_number, NULL, r.refund_id, r.amount_minor,
+           r.currency, c.card_token, 1, 'R' || r.refund_id || '-1', r.due_on
+    FROM card_refunds r JOIN payment_cards c USING (account_number)
+    WHERE r.due_on <= $day AND NOT EXISTS (SELECT 1 FROM card_transactions t WHERE t.refund_id = r.refund_id)
+),
+refund_retries AS (
+    SELECT 'R' || t.refund_id || '-' || (t.attempt + 1), c.provider, 'REFUND', t.account_number, NULL,
+           t.refund_id, t.amount_minor, t.currency, c.card_token, t.attempt + 1, t.first_transaction_id, t.due_on
+    FROM retries_due t JOIN payment_cards c USING (account_number)
+    WHERE t.kind = 'REFUND'
+)
+SELECT transaction_id, $batch_id, $day, provider, kind, account_number, invoice_number, refund_id, amount_minor,
+       currency, card_token, attempt, first_transaction_id, due_on, 'EXTRACTED'
+FROM (SELECT * FROM new_payments UNION ALL SELECT * FROM payment_retries
+      UNION ALL SELECT * FROM refunds UNION ALL SELECT * FROM refund_retries)
+"""
+
+# A soft decline whose invoice was settled some other way (or whose account left card payment) needs no retry.
+CLOSE_UNNEEDED_RETRIES_SQL = """
+UPDATE card_transactions t SET status = 'RETRY_NOT_NEEDED'
+WHERE t.status = 'SOFT_DECLINED' AND t.retry_due_on <= $day AND t.kind = 'PAYMENT'
+  AND NOT EXISTS (SELECT 1 FROM card_transactions r
+                  WHERE r.first_transaction_id = t.first_transaction_id AND r.attempt > t.attempt)
+  AND (SELECT i.amount_minor + coalesce(sum(p.amount_minor), 0)
+       FROM invoices i LEFT JOIN ledger_postings p
+         ON p.invoice_number = i.invoice_number AND p.kind <> 'INVOICE'
+       WHERE i.invoice_number = t.invoice_number GROUP BY i.amount_minor) <= 0
+"""

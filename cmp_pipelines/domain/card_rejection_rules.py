@@ -1,0 +1,132 @@
+"""Classifying a provider's rejection records and handling them by configured reason code, set-based SQL.
+
+A record is first checked (shape, fields, card numbers), then matched to the transaction we extracted
+for this provider. A matched rejection is handled by its reason code (config/rejection_codes.yaml):
+- SOFT with retries left: RETRY_SCHEDULED, retried on the extract of `$day + suspension_days`;
+- SOFT on its last attempt: RETRIES_EXHAUSTED, treated as a hard decline, cancellation event;
+- HARD: HARD_DECLINE, payment type reverts to the configured default, refund event;
+- unknown code: UNCONFIGURED_CODE, a configuration error; still reversed (the money was not taken),
+  never retried, left to an operator through a workflow event.
+Anything else is REJECTED with the problem, and changes nothing.
+"""
+
+from __future__ import annotations
+
+from cmp_pipelines.domain.nrp_rules import ACCOUNT_RE, AMOUNT_RE, DATETIME_RE, RECORD_ID_RE
+
+TRANSACTION_RE = "[A-Za-z0-9._-]{1,80}"
+REASON_CODE_RE = "[A-Za-z0-9]{1,8}"
+REVERSED_OUTCOMES = ("RETRY_SCHEDULED", "RETRIES_EXHAUSTED", "HARD_DECLINE", "UNCONFIGURED_CODE")
+REVERSED_SQL = ", ".join(f"'{o}'" for o in REVERSED_OUTCOMES)
+UNCONFIGURED_EVENT = ("RECURRING_PAYMENT", "CARD_REJECTION_CODE_UNKNOWN")
+
+_PROBLEMS = [
+    ("shape_error IS NOT NULL", "INVALID_RECORD", "shape_error"),
+    ("pan_field IS NOT NULL", "CARD_NUMBER_DETECTED",
+     "pan_field || ' contains a card number (' || pan_masked || '); card numbers are never accepted'"),
+    (f"NOT coalesce(regexp_full_match(record_id, '{RECORD_ID_RE}'), FALSE)", "INVALID_RECORD",
+     "'record_id ' || coalesce(q(record_id), 'null') || ' must be 1-64 characters of A-Z a-z 0-9 . _ -'"),
+    ("id_count > 1", "DUPLICATE_RECORD_ID", "'record_id ' || q(record_id) || ' appears more than once in the file'"),
+    (f"NOT coalesce(regexp_full_match(transaction_id, '{TRANSACTION_RE}'), FALSE)", "INVALID_RECORD",
+     "'transaction_id ' || coalesce(q(transaction_id), 'null') || ' must be 1-80 characters of A-Z a-z 0-9 . _ -'"),
+    (f"NOT coalesce(regexp_full_match(account_number, '{ACCOUNT_RE}'), FALSE)", "INVALID_RECORD",
+     "'account_number ' || coalesce(q(account_number), 'null') || ' must be 1-20 characters of A-Z 0-9'"),
+    (f"NOT coalesce(regexp_full_match(amount, '{AMOUNT_RE}'), FALSE)", "INVALID_RECORD",
+     "'amount ' || coalesce(q(amount), 'null') || ' must be a decimal string with exactly two places'"),
+    (f"NOT coalesce(regexp_full_match(reason_code, '{REASON_CODE_RE}'), FALSE)", "INVALID_RECORD",
+     "'reason_code ' || coalesce(q(reason_code), 'null') || ' must be 1-8 letters or digits'"),
+    ("reason_text IS NOT NULL AND length(reason_text) > 200", "INVALID_RECORD",
+     "'reason_text is longer than 200 characters'"),
+    ("rejected_ts IS NULL", "INVALID_RECORD",
+     "'rejected_at ' || coalesce(q(rejected_at), 'null') || ' must be an ISO 8601 date-time with a zone'"),
+    ("known_transaction IS NULL", "UNKNOWN_TRANSACTION",
+     "'transaction ' || q(transaction_id) || ' was never extracted for ' || $provider"),
+    ("transaction_account <> account_number", "ACCOUNT_MISMATCH",
+     "'transaction ' || q(transaction_id) || ' belongs to ' || transaction_account || ', not ' || account_number"),
+    ("transaction_amount <> amount_minor", "AMOUNT_MISMATCH",
+     "'transaction ' || q(transaction_id) || ' was extracted for ' || minor_to_decimal(transaction_amount) "
+     "|| ', the rejection says ' || amount"),
+    ("seen_in_file > 1", "DUPLICATE_REJECTION",
+     "'transaction ' || q(transaction_id) || ' is rejected earlier in this file (record ' || first_record || ')'"),
+    ("transaction_status <> 'EXTRACTED'", "ALREADY_REJECTED",
+     "'transaction ' || q(transaction_id) || ' was already handled (' || transaction_status || ' by batch ' "
+     "|| coalesce(previous_batch, '?') || '); nothing done twice'"),
+]
+_PROBLEM_CODE = "CASE " + " ".join(f"WHEN {c} THEN '{code}'" for c, code, _ in _PROBLEMS) + " END"
+_PROBLEM_TEXT = "CASE " + " ".join(f"WHEN {c} THEN {text}" for c, _, text in _PROBLEMS) + " END"
+
+# $batch_id, $provider, $day; `raw` is the Arrow table of records with shape_error, pan_field, pan_masked.
+CLASSIFY_SQL = f"""
+INSERT INTO card_rejections
+WITH parsed AS (
+    SELECT raw.*,
+           count(*) OVER (PARTITION BY record_id) AS id_count,
+           row_number() OVER (PARTITION BY transaction_id ORDER BY position) AS seen_in_file,
+           first(record_id) OVER (PARTITION BY transaction_id ORDER BY position) AS first_record,
+           CASE WHEN regexp_full_match(amount, '{AMOUNT_RE}') THEN replace(amount, '.', '')::BIGINT END
+               AS amount_minor,
+           CASE WHEN regexp_full_match(rejected_at, '{DATETIME_RE}') THEN try_cast(rejected_at AS TIMESTAMPTZ) END
+               AS rejected_ts
+    FROM raw
+),
+matched AS (
+    SELECT p.*, t.transaction_id AS known_transaction, t.account_number AS transaction_account,
+           t.amount_minor AS transaction_amount, t.status AS transaction_status, t.attempt,
+           t.rejection_batch_id AS previous_batch,
+           c.code AS known_code, c.decline, c.retries, c.suspension_days
+    FROM parsed p
+    LEFT JOIN card_transactions t ON t.transaction_id = p.transaction_id AND t.provider = $provider
+    LEFT JOIN config_rejection_codes c ON c.code = p.reason_code
+),
+classified AS (
+    SELECT *, {_PROBLEM_CODE} AS problem_code, {_PROBLEM_TEXT} AS problem FROM matched
+)
+SELECT $batch_id, position, record_id, transaction_id, account_number, amount_minor, reason_code, rejected_ts,
+       CASE WHEN problem_code IS NOT NULL THEN 'REJECTED'
+            WHEN known_code IS NULL THEN 'UNCONFIGURED_CODE'
+            WHEN decline = 'HARD' THEN 'HARD_DECLINE'
+            WHEN attempt <= retries THEN 'RETRY_SCHEDULED'
+            ELSE 'RETRIES_EXHAUSTED' END,
+       CASE WHEN problem_code IS NULL THEN decline END,
+       attempt,
+       CASE WHEN problem_code IS NULL AND decline = 'SOFT' AND attempt <= retries
+            THEN $day + suspension_days::INTEGER END,
+       coalesce(problem_code, CASE WHEN known_code IS NULL THEN 'UNKNOWN_REASON_CODE' END),
+       coalesce(problem, CASE WHEN known_code IS NULL THEN 'reason code ' || q(reason_code)
+           || ' is not configured in config/rejection_codes.yaml; the payment is reversed but not retried' END)
+FROM classified
+"""
+
+# What each handled rejection tells the customer (one communication per rejected transaction).
+COMMUNICATION_SQL = """
+INSERT INTO customer_communications (batch_id, account_number, template, source_ref, body, created_at)
+SELECT $batch_id, r.account_number,
+       CASE WHEN t.kind = 'REFUND' THEN 'CARD_REFUND_FAILED'
+            WHEN r.outcome = 'RETRY_SCHEDULED' THEN 'CARD_PAYMENT_RETRY'
+            WHEN r.outcome = 'RETRIES_EXHAUSTED' THEN 'CARD_PAYMENT_CANCELLED'
+            ELSE 'CARD_PAYMENT_DECLINED' END,
+       r.transaction_id,
+       CASE WHEN t.kind = 'REFUND' THEN
+                'We could not refund ' || minor_to_decimal(t.amount_minor) || ' ' || t.currency
+                || ' to your card ending ' || coalesce(c.last_four, '****') || ' (' || k.description || ').'
+                || CASE WHEN r.outcome = 'RETRY_SCHEDULED' THEN ' We will try again on ' || r.retry_due_on || '.'
+                        ELSE ' Our team will contact you to arrange the refund another way.' END
+            WHEN r.outcome = 'RETRY_SCHEDULED' THEN
+                'Your card payment of ' || minor_to_decimal(t.amount_minor) || ' ' || t.currency
+                || ' for invoice ' || t.invoice_number || ' was declined (' || k.description || '). '
+                || 'We will try again on ' || r.retry_due_on || '.'
+            ELSE
+                'Your card payment of ' || minor_to_decimal(t.amount_minor) || ' ' || t.currency
+                || ' for invoice ' || t.invoice_number || ' was declined (' || k.description || ')'
+                || CASE WHEN r.outcome = 'RETRIES_EXHAUSTED' THEN ' after ' || r.attempt || ' attempts' ELSE '' END
+                || '. Your recurring card payment is cancelled and your account now pays by '
+                || lower(replace($default_type, '_', ' ')) || ' payment: please pay the invoice another way.'
+       END,
+       $now
+FROM card_rejections r
+JOIN card_transactions t USING (transaction_id)
+JOIN config_rejection_codes k ON k.code = r.reason_code
+LEFT JOIN payment_cards c ON c.account_number = r.account_number
+WHERE r.batch_id = $batch_id AND r.outcome IN ('RETRY_SCHEDULED', 'RETRIES_EXHAUSTED', 'HARD_DECLINE')
+ON CONFLICT DO NOTHING
+"""

@@ -1,0 +1,348 @@
+"""Recurring Payments Rejections job (card): the provider's rejection file, handled record by configured code.
+
+Steps, each idempotent for a file:
+1. `load`: decrypt, validate, classify and match every record (batch RCRJ-<hash16>); bad records are
+   rejected with a reason, unknown transactions and unknown reason codes reported as job errors.
+2. `apply`: in ONE transaction, the reversal batch (RCRV-<hash16>) and its ledger postings, the
+   transactions' new status and retry date, account suspensions and payment-type reversions, workflow
+   events and customer communications. A re-run finds the batch APPLIED and does nothing.
+3. `write_posting_file`, `write_reports`: the reversal posting file for the sales ledger, the outcome
+   report for operations and the partner, and the customer communications file.
+"""
+
+from __future__ import annotations
+
+import re
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import duckdb
+import orjson
+
+from cmp_pipelines.configuration import Partner, RejectionConfig
+from cmp_pipelines.domain.card_rejection_rules import (
+    CLASSIFY_SQL,
+    COMMUNICATION_SQL,
+    REVERSED_SQL,
+    UNCONFIGURED_EVENT,
+)
+from cmp_pipelines.domain.money import format_minor
+from cmp_pipelines.formats import record_file
+from cmp_pipelines.formats.encryption import PartnerKeyring
+from cmp_pipelines.formats.errors import FileRejected
+from cmp_pipelines.formats.record_file import RecordFileSpec, with_shape_and_card_numbers
+from cmp_pipelines.formats.schemas import first_error
+from cmp_pipelines.services.files import FileStoreLike
+from cmp_pipelines.services.intake import Intake, Received, sha256_hex
+from cmp_pipelines.services.ledger_file import json_rows, sql_literal, write_posting_file
+from cmp_pipelines.services.reference import sync_rejection_codes
+from cmp_pipelines.store.connection import transaction
+
+FEED = "card_rejections"
+JOB = "Recurring Payments Rejections job (CARD)"
+REJECTION_FIELDS = (
+    "record_id", "transaction_id", "account_number", "amount", "reason_code", "reason_text", "rejected_at",
+)
+REJECTION_FILE = RecordFileSpec("card_rejections", "card rejections", "rejections", REJECTION_FIELDS, "rejection")
+GUARD_SAMPLE = 200
+
+
+@dataclass
+class RejectionLoad:
+    file_id: str
+    batch_id: str
+    status: str  # LOADED now or ALREADY_LOADED
+    partner: str
+    record_count: int
+    outcomes: dict[str, int] = field(default_factory=dict)
+    problems: dict[str, int] = field(default_factory=dict)
+    reversed_count: int = 0
+    reversed_minor: int = 0
+
+
+@dataclass
+class ApplyResult:
+    batch_id: str  # the reversal batch
+    applied_now: bool
+    posting_count: int
+    net_minor: int
+    suspended_accounts: int
+    reverted_accounts: int
+    events: int
+    communications: int
+
+
+def reversal_batch_id(load_batch_id: str) -> str:
+    return load_batch_id.replace("RCRJ-", "RCRV-")
+
+
+class CardRejections:
+    def __init__(
+        self, con: duckdb.DuckDBPyConnection, files: FileStoreLike, keyring: PartnerKeyring,
+        partners: dict[str, Partner], codes: RejectionConfig, now: datetime | None = None,
+    ):
+        self.con, self.files, self.keyring, self.codes = con, files, keyring, codes
+        self.now = now or datetime.now(UTC)
+        self.intake = Intake(con, files, keyring, partners, FEED, self.now)
+
+    # ---- load: validate, match, classify ---------------------------------------------------------------
+
+    def load(self, file_id: str) -> RejectionLoad:
+        status = self.intake.load(file_id, self._load_new)
+        return self._result(file_id, status)
+
+    def loaded(self, file_id: str) -> RejectionLoad:
+        return self._result(file_id, "ALREADY_LOADED")
+
+    def _load_new(self, received: Received) -> None:
+        plaintext = self.intake.decrypt(received)
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            digest = pool.submit(sha256_hex, plaintext)
+            document = record_file.parse_document(plaintext)
+            content_sha = digest.result()
+        header = record_file.validate_envelope(REJECTION_FILE, document)
+        if header["sender"] != received.partner:
+            raise FileRejected(
+                "SENDER_MISMATCH",
+                f"header sender {header['sender']!r} does not match the partner folder {received.partner!r}",
+            )
+        records = document["rejections"]
+        table, shape_errors = record_file.record_columns(REJECTION_FILE, records)
+        record_file.check_control_totals(REJECTION_FILE, header, records, table.column("amount").combine_chunks())
+        self.intake.refuse_duplicate(received, content_sha, header["file_id"])
+        table = with_shape_and_card_numbers(table, shape_errors, REJECTION_FIELDS)
+        batch_id = f"RCRJ-{content_sha[:16]}"
+        with transaction(self.con):
+            sync_rejection_codes(self.con, self.codes)  # the rules join what the YAML says now
+            self.con.register("raw", table)
+            try:
+                self.con.execute(CLASSIFY_SQL, {"batch_id": batch_id, "provider": received.partner,
+                                                "day": self.now.date()})
+            finally:
+                self.con.unregister("raw")
+            self._guard_schema_agreement(batch_id, records)
+            self.con.execute(
+                f"""
+                INSERT INTO batches (batch_id, kind, feed, partner, source_file_id, status, created_at,
+                                     record_count, total_minor, accepted_count, rejected_count)
+                SELECT ?, 'CARD_REJECTIONS', ?, ?, ?, 'LOADED', ?, count(*),
+                       coalesce(sum(amount_minor) FILTER (outcome IN ({REVERSED_SQL})), 0),
+                       count(*) FILTER (outcome IN ({REVERSED_SQL})), count(*) FILTER (outcome = 'REJECTED')
+                FROM card_rejections WHERE batch_id = ?
+                """,
+                [batch_id, FEED, received.partner, received.file_id, self.now, batch_id],
+            )
+            self.con.execute(
+                """
+                INSERT INTO job_errors (job, category, source_ref, detail, raised_at)
+                SELECT $feed, CASE problem_code WHEN 'UNKNOWN_REASON_CODE' THEN 'CONFIGURATION' ELSE 'DATA' END,
+                       $file_id || '#' || position, problem_code || ': ' || problem, $now
+                FROM card_rejections WHERE batch_id = $batch_id
+                  AND problem_code IN ('UNKNOWN_REASON_CODE', 'UNKNOWN_TRANSACTION')
+                """,
+                {"feed": FEED, "file_id": received.file_id, "now": self.now, "batch_id": batch_id},
+            )
+            self.intake.record_loaded(received, batch_id, content_sha, header["file_id"])
+
+    def _guard_schema_agreement(self, batch_id: str, records: list) -> None:
+        """The SQL rules must never accept what the JSON Schema rejects: spot-check handled records."""
+        positions = self.con.execute(
+            "SELECT position FROM card_rejections WHERE batch_id = ? AND outcome <> 'REJECTED' "
+            "ORDER BY position LIMIT ?", [batch_id, GUARD_SAMPLE]
+        ).fetchall()
+        for (position,) in positions:
+            error = first_error(REJECTION_FILE.schema_name, records[position - 1], "rejection")
+            if error:
+                raise AssertionError(f"rejection {position} was handled but violates the schema: {error}")
+
+    def _result(self, file_id: str, status: str) -> RejectionLoad:
+        batch_id, partner, _ = self.intake.loaded_batch(file_id)
+        outcomes = dict(self.con.execute(
+            "SELECT outcome, count(*) FROM card_rejections WHERE batch_id = ? GROUP BY 1 ORDER BY 1", [batch_id]
+        ).fetchall())
+        problems = dict(self.con.execute(
+            "SELECT problem_code, count(*) FROM card_rejections WHERE batch_id = ? AND problem_code IS NOT NULL "
+            "GROUP BY 1 ORDER BY 1", [batch_id]
+        ).fetchall())
+        count, reversed_count, reversed_minor = self.con.execute(
+            "SELECT record_count, accepted_count, total_minor FROM batches WHERE batch_id = ?", [batch_id]
+        ).fetchone()
+        return RejectionLoad(file_id, batch_id, status, partner, count, outcomes, problems, reversed_count,
+                             reversed_minor)
+
+    # ---- apply: reversals, account actions, events, communications -----------------------------------
+
+    def apply(self, load: RejectionLoad) -> ApplyResult:
+        reversal = reversal_batch_id(load.batch_id)
+        params = {"batch_id": load.batch_id, "reversal": reversal, "now": self.now,
+                  "default_type": self.codes.default_payment_type}
+        with transaction(self.con):
+            status = self.con.execute("SELECT status FROM batches WHERE batch_id = ?", [load.batch_id]).fetchone()[0]
+            if status == "APPLIED":
+                return self.applied(load, applied_now=False)
+            self._apply_statements(params)
+            count, net = self.con.execute(
+                "SELECT count(*), coalesce(sum(amount_minor), 0) FROM ledger_postings WHERE batch_id = ?", [reversal]
+            ).fetchone()
+            self.con.execute(
+                """
+                INSERT INTO batches (batch_id, kind, feed, partner, source_file_id, parent_batch_id, status,
+                                     record_count, total_minor, accepted_count, created_at, completed_at)
+                VALUES (?, 'CARD_REVERSAL', ?, ?, ?, ?, 'POSTED', ?, ?, ?, ?, ?)
+                """,
+                [reversal, FEED, load.partner, load.file_id, load.batch_id, count, net, count, self.now, self.now],
+            )
+            self.con.execute("UPDATE batches SET status = 'APPLIED', completed_at = ? WHERE batch_id = ?",
+                             [self.now, load.batch_id])
+            self.con.execute("INSERT INTO job_runs (job, batch_id, started_at) VALUES (?, ?, ?)",
+                             [FEED, reversal, self.now])
+        return self.applied(load, applied_now=True)
+
+    def _apply_statements(self, params: dict) -> None:
+        run = self.con.execute
+        handled = f"r.batch_id = $batch_id AND r.outcome IN ({REVERSED_SQL})"
+        run(
+            f"""
+            INSERT INTO ledger_postings (idempotency_key, account_number, invoice_number, kind, amount_minor,
+                                         currency, batch_id, source_ref, effective_at, posted_at)
+            SELECT 'card:' || t.transaction_id || ':REVERSAL', t.account_number, t.invoice_number, 'CARD_REVERSAL',
+                   CASE t.kind WHEN 'PAYMENT' THEN t.amount_minor ELSE -t.amount_minor END, t.currency, $reversal,
+                   t.transaction_id, coalesce(r.rejected_at, $now), $now
+            FROM card_rejections r JOIN card_transactions t USING (transaction_id)
+            WHERE {handled}
+            ON CONFLICT DO NOTHING
+            """,
+            {k: params[k] for k in ("batch_id", "reversal", "now")},
+        )
+        run(
+            f"""
+            UPDATE card_transactions t SET
+                status = CASE r.outcome WHEN 'RETRY_SCHEDULED' THEN 'SOFT_DECLINED'
+                                        WHEN 'RETRIES_EXHAUSTED' THEN 'CANCELLED'
+                                        WHEN 'HARD_DECLINE' THEN 'HARD_DECLINED'
+                                        ELSE 'DECLINED_UNCONFIGURED' END,
+                reason_code = r.reason_code, rejection_batch_id = r.batch_id, retry_due_on = r.retry_due_on
+            FROM card_rejections r WHERE r.transaction_id = t.transaction_id AND {handled}
+            """,
+            {"batch_id": params["batch_id"]},
+        )
+        run(
+            """
+            UPDATE accounts a SET suspended_until = greatest(coalesce(a.suspended_until, s.until), s.until)
+            FROM (SELECT account_number, max(retry_due_on) AS until FROM card_rejections
+                  WHERE batch_id = $batch_id AND outcome = 'RETRY_SCHEDULED' GROUP BY 1) s
+            WHERE a.account_number = s.account_number
+            """,
+            {"batch_id": params["batch_id"]},
+        )
+        reverting = """
+            SELECT account_number, string_agg(reason_code || ' on ' || transaction_id, ', ' ORDER BY position) AS why
+            FROM card_rejections WHERE batch_id = $batch_id AND outcome IN ('RETRIES_EXHAUSTED', 'HARD_DECLINE')
+            GROUP BY 1
+        """
+        run(
+            f"""
+            INSERT INTO payment_type_changes (account_number, old_type, new_type, cause, changed_at)
+            SELECT a.account_number, a.payment_type, $default_type, 'card decline ' || v.why, $now
+            FROM accounts a JOIN ({reverting}) v USING (account_number)
+            WHERE a.payment_type = 'RECURRING_CARD'
+            """,
+            {k: params[k] for k in ("batch_id", "default_type", "now")},
+        )
+        run(
+            f"""
+            UPDATE accounts a SET payment_type = $default_type
+            FROM ({reverting}) v WHERE a.account_number = v.account_number AND a.payment_type = 'RECURRING_CARD'
+            """,
+            {k: params[k] for k in ("batch_id", "default_type")},
+        )
+        run(
+            f"""
+            INSERT INTO workflow_events (event_type, event_code, account_number, source_ref, detail, raised_at)
+            SELECT e.event_type, e.event_code, r.account_number, r.transaction_id,
+                   r.outcome || ': reason ' || r.reason_code || coalesce(' (' || k.description || ')', '')
+                   || ', attempt ' || r.attempt || ', amount ' || minor_to_decimal(r.amount_minor)
+                   || coalesce(', retry on ' || r.retry_due_on, ''), $now
+            FROM card_rejections r LEFT JOIN config_rejection_codes k ON k.code = r.reason_code,
+            LATERAL (SELECT CASE r.outcome WHEN 'RETRY_SCHEDULED' THEN k.retry_event_type
+                                           WHEN 'RETRIES_EXHAUSTED' THEN k.cancellation_event_type
+                                           WHEN 'HARD_DECLINE' THEN k.refund_event_type
+                                           ELSE '{UNCONFIGURED_EVENT[0]}' END AS event_type,
+                            CASE r.outcome WHEN 'RETRY_SCHEDULED' THEN k.retry_event_code
+                                           WHEN 'RETRIES_EXHAUSTED' THEN k.cancellation_event_code
+                                           WHEN 'HARD_DECLINE' THEN k.refund_event_code
+                                           ELSE '{UNCONFIGURED_EVENT[1]}' END AS event_code) e
+            WHERE {handled} AND e.event_code IS NOT NULL
+            ORDER BY r.position
+            """,
+            {k: params[k] for k in ("batch_id", "now")},
+        )
+        run(COMMUNICATION_SQL, {k: params[k] for k in ("batch_id", "now", "default_type")})
+
+    def applied(self, load: RejectionLoad, applied_now: bool = False) -> ApplyResult:
+        reversal = reversal_batch_id(load.batch_id)
+        row = self.con.execute(
+            "SELECT record_count, total_minor FROM batches WHERE batch_id = ? AND status = 'POSTED'", [reversal]
+        ).fetchone()
+        if row is None:
+            raise LookupError(f"reversal batch {reversal} does not exist: materialise card_reversal_batch first")
+        suspended, reverted = self.con.execute(
+            "SELECT count(DISTINCT account_number) FILTER (outcome = 'RETRY_SCHEDULED'), "
+            "count(DISTINCT account_number) FILTER (outcome IN ('RETRIES_EXHAUSTED', 'HARD_DECLINE')) "
+            "FROM card_rejections WHERE batch_id = ?", [load.batch_id]
+        ).fetchone()
+        events = self.con.execute(
+            "SELECT count(*) FROM workflow_events e JOIN card_rejections r ON e.source_ref = r.transaction_id "
+            f"WHERE r.batch_id = ? AND r.outcome IN ({REVERSED_SQL})", [load.batch_id]
+        ).fetchone()[0]
+        communications = self.con.execute(
+            "SELECT count(*) FROM customer_communications WHERE batch_id = ?", [load.batch_id]
+        ).fetchone()[0]
+        return ApplyResult(reversal, applied_now, row[0], row[1], suspended, reverted, events, communications)
+
+    # ---- files: the reversal posting file, the outcome report, the communications --------------------
+
+    def write_posting_file(self, applied: ApplyResult) -> str:
+        return write_posting_file(self.con, self.files, applied.batch_id, f"{FEED}:{JOB}", self.now)[0]
+
+    def write_reports(self, load: RejectionLoad) -> tuple[str, str]:
+        file_name = self.con.execute(
+            "SELECT file_name FROM inbound_files WHERE file_id = ?", [load.file_id]
+        ).fetchone()[0]
+        stem = re.sub(r"(\.json)?(\.enc)?$", "", file_name)
+        header = {
+            "file_id": load.file_id, "source_file_name": file_name, "provider": load.partner,
+            "batch_id": load.batch_id, "reversal_batch_id": reversal_batch_id(load.batch_id),
+            "processed_at": self.now.isoformat(), "record_count": load.record_count,
+            "reversed_count": load.reversed_count, "reversed_amount": format_minor(load.reversed_minor),
+            "rejected_count": load.outcomes.get("REJECTED", 0), "outcomes": load.outcomes,
+        }
+        batch = sql_literal(load.batch_id)
+        with json_rows(
+            self.con,
+            f"""
+            SELECT position, record_id, transaction_id, account_number, minor_to_decimal(amount_minor) AS amount,
+                   reason_code, outcome, decline, attempt, retry_due_on::VARCHAR AS retry_due_on, problem_code,
+                   problem
+            FROM card_rejections WHERE batch_id = {batch} ORDER BY position
+            """,
+        ) as rows:
+            report = self.files.write_parts(
+                f"outbound/reports/{FEED}/{load.partner}/{stem}.outcomes.json",
+                [b'{"header":' + orjson.dumps(header) + b',"records":', rows, b"}"],
+            )
+        with json_rows(
+            self.con,
+            f"""
+            SELECT account_number, template, source_ref AS transaction_id, body
+            FROM customer_communications WHERE batch_id = {batch} ORDER BY account_number, source_ref
+            """,
+        ) as rows:
+            communications = self.files.write_parts(
+                f"outbound/communications/{load.batch_id}.json",
+                [b'{"header":' + orjson.dumps({"batch_id": load.batch_id, "created_at": self.now.isoformat()})
+                 + b',"communications":', rows, b"}"],
+            )
+        self.con.execute("UPDATE batches SET output_path = ? WHERE batch_id = ?", [report, load.batch_id])
+        return report, communications

@@ -1,0 +1,226 @@
+"""Recurring Payments job in CARD mode: the day's due payments and refunds, the provider extract, the postings.
+
+Steps, each idempotent for a business day:
+1. `select_due`: the day's transactions are chosen once and frozen (batch RCX-<yyyymmdd>); a re-run
+   finds them instead of choosing again, so the day's extract is always the same.
+2. `write_extracts`: one generic JSON extract per provider and currency, encrypted for the provider.
+3. `post`: the second batch (RCP-<yyyymmdd>) posts every payment and refund to the ledger assuming it
+   succeeds; the idempotency key is the transaction id, so nothing posts twice.
+4. `write_posting_file`: the posting batch for the external sales ledger.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+
+import duckdb
+import orjson
+
+from cmp_pipelines.configuration import Partner
+from cmp_pipelines.domain.card_payments_due import CLOSE_UNNEEDED_RETRIES_SQL, SELECT_DUE_SQL
+from cmp_pipelines.domain.money import format_minor
+from cmp_pipelines.formats.encryption import PartnerKeyring
+from cmp_pipelines.services.files import FileStoreLike
+from cmp_pipelines.services.ledger_file import json_rows, sql_literal, write_posting_file
+from cmp_pipelines.store.connection import transaction
+
+FEED = "card_payments"
+JOB = "Recurring Payments job (CARD mode)"
+POSTING_KIND = {"PAYMENT": "CARD_PAYMENT", "REFUND": "CARD_REFUND"}
+
+
+def extract_batch_id(day: date) -> str:
+    return f"RCX-{day:%Y%m%d}"
+
+
+def posting_batch_id(day: date) -> str:
+    return f"RCP-{day:%Y%m%d}"
+
+
+def card_posting_key(transaction_id: str, kind: str) -> str:
+    return f"card:{transaction_id}:{kind}"
+
+
+@dataclass
+class DueBatch:
+    batch_id: str
+    business_date: date
+    status: str  # SELECTED now, or ALREADY_SELECTED by an earlier run
+    payment_count: int
+    payment_minor: int
+    refund_count: int
+    refund_minor: int
+    retry_count: int
+    by_provider: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def record_count(self) -> int:
+        return self.payment_count + self.refund_count
+
+
+@dataclass
+class ExtractFile:
+    provider: str
+    currency: str
+    path: str
+    record_count: int
+    total_minor: int
+
+
+@dataclass
+class PostResult:
+    batch_id: str
+    posted_now: int
+    posting_count: int
+    net_minor: int
+
+
+class RecurringCardPayments:
+    def __init__(
+        self, con: duckdb.DuckDBPyConnection, files: FileStoreLike, keyring: PartnerKeyring,
+        partners: dict[str, Partner], now: datetime | None = None,
+    ):
+        self.con, self.files, self.keyring, self.partners = con, files, keyring, partners
+        self.now = now or datetime.now(UTC)
+
+    def select_due(self, day: date) -> DueBatch:
+        batch_id = extract_batch_id(day)
+        with transaction(self.con):
+            exists = self.con.execute("SELECT 1 FROM batches WHERE batch_id = ?", [batch_id]).fetchone()
+            if not exists:
+                params = {"day": day, "batch_id": batch_id}
+                self.con.execute(CLOSE_UNNEEDED_RETRIES_SQL, {"day": day})
+                self.con.execute(SELECT_DUE_SQL, params)
+                self.con.execute(
+                    """
+                    INSERT INTO batches (batch_id, kind, feed, status, record_count, total_minor, accepted_count,
+                                         created_at)
+                    SELECT $batch_id, 'CARD_EXTRACT', 'card_payments', 'SELECTED', count(*),
+                           coalesce(sum(amount_minor), 0), count(*), $now
+                    FROM card_transactions WHERE batch_id = $batch_id
+                    """,
+                    {"batch_id": batch_id, "now": self.now},
+                )
+        return self.due(day, "ALREADY_SELECTED" if exists else "SELECTED")
+
+    def due(self, day: date, status: str = "ALREADY_SELECTED") -> DueBatch:
+        batch_id = extract_batch_id(day)
+        if not self.con.execute("SELECT 1 FROM batches WHERE batch_id = ?", [batch_id]).fetchone():
+            raise LookupError(f"no CARD extract batch for {day}: materialise card_payments_due for it first")
+        row = self.con.execute(
+            """
+            SELECT count(*) FILTER (kind = 'PAYMENT'), coalesce(sum(amount_minor) FILTER (kind = 'PAYMENT'), 0),
+                   count(*) FILTER (kind = 'REFUND'), coalesce(sum(amount_minor) FILTER (kind = 'REFUND'), 0),
+                   count(*) FILTER (attempt > 1)
+            FROM card_transactions WHERE batch_id = ?
+            """,
+            [batch_id],
+        ).fetchone()
+        by_provider = dict(self.con.execute(
+            "SELECT provider, count(*) FROM card_transactions WHERE batch_id = ? GROUP BY 1 ORDER BY 1", [batch_id]
+        ).fetchall())
+        return DueBatch(batch_id, day, status, *row, by_provider=by_provider)
+
+    # ---- the extract for the provider adapter ------------------------------------------------------
+
+    def write_extracts(self, due: DueBatch) -> list[ExtractFile]:
+        """One encrypted file per provider and currency; the header's totals are computed apart from the rows."""
+        created_at = self.con.execute(
+            "SELECT created_at FROM batches WHERE batch_id = ?", [due.batch_id]
+        ).fetchone()[0]
+        groups = self.con.execute(
+            """
+            SELECT provider, currency, count(*), sum(amount_minor),
+                   count(*) FILTER (kind = 'PAYMENT'), coalesce(sum(amount_minor) FILTER (kind = 'PAYMENT'), 0),
+                   count(*) FILTER (kind = 'REFUND'), coalesce(sum(amount_minor) FILTER (kind = 'REFUND'), 0)
+            FROM card_transactions WHERE batch_id = ? GROUP BY ALL ORDER BY ALL
+            """,
+            [due.batch_id],
+        ).fetchall()
+        written = []
+        for provider, currency, count, total, payments, payment_minor, refunds, refund_minor in groups:
+            file_id = f"{due.batch_id}-{provider}-{currency}"
+            header = {
+                "file_id": file_id, "sender": "CMP", "recipient": provider,
+                "business_date": due.business_date.isoformat(),
+                "created_at": created_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "currency": currency, "record_count": count, "total_amount": format_minor(total),
+                "payment_count": payments, "payment_amount": format_minor(payment_minor),
+                "refund_count": refunds, "refund_amount": format_minor(refund_minor),
+            }
+            with json_rows(
+                self.con,
+                f"""
+                SELECT transaction_id, kind AS type, account_number, invoice_number, refund_id, card_token,
+                       minor_to_decimal(amount_minor) AS amount, currency, attempt, due_on::VARCHAR AS due_date
+                FROM card_transactions
+                WHERE batch_id = {sql_literal(due.batch_id)} AND provider = {sql_literal(provider)}
+                  AND currency = {sql_literal(currency)}
+                ORDER BY transaction_id
+                """,
+            ) as rows:
+                document = b'{"header":' + orjson.dumps(header) + b',"transactions":' + rows.read_bytes() + b"}"
+            path = self.files.write_bytes(
+                f"outbound/card_payments/{provider}/{file_id}.json.enc", self.keyring.encrypt(provider, document)
+            )
+            written.append(ExtractFile(provider, currency, path, count, total))
+        self.con.execute(
+            "UPDATE batches SET status = 'EXTRACTED', output_path = ?, completed_at = ?, record_count = ?, "
+            "total_minor = ? WHERE batch_id = ?",
+            [", ".join(f.path for f in written) or None, self.now, sum(f.record_count for f in written),
+             sum(f.total_minor for f in written), due.batch_id],
+        )
+        return written
+
+    # ---- the posting batch: the sales ledger, assuming every payment and refund succeeds -------------
+
+    def post(self, due: DueBatch) -> PostResult:
+        posting_batch = posting_batch_id(due.business_date)
+        with transaction(self.con):
+            before = self.con.execute(
+                "SELECT count(*) FROM ledger_postings WHERE batch_id = ?", [posting_batch]
+            ).fetchone()[0]
+            self.con.execute(
+                """
+                INSERT INTO ledger_postings (idempotency_key, account_number, invoice_number, kind, amount_minor,
+                                             currency, batch_id, source_ref, effective_at, posted_at)
+                SELECT 'card:' || transaction_id || ':' || kind, account_number, invoice_number,
+                       CASE kind WHEN 'PAYMENT' THEN 'CARD_PAYMENT' ELSE 'CARD_REFUND' END,
+                       CASE kind WHEN 'PAYMENT' THEN -amount_minor ELSE amount_minor END,
+                       currency, $posting_batch, transaction_id, $effective, $now
+                FROM card_transactions WHERE batch_id = $extract_batch
+                ON CONFLICT DO NOTHING
+                """,
+                {"posting_batch": posting_batch, "extract_batch": due.batch_id, "now": self.now,
+                 "effective": datetime.combine(due.business_date, datetime.min.time(), UTC)},
+            )
+            count, net = self.con.execute(
+                "SELECT count(*), coalesce(sum(amount_minor), 0) FROM ledger_postings WHERE batch_id = ?",
+                [posting_batch],
+            ).fetchone()
+            self.con.execute(
+                """
+                INSERT INTO batches (batch_id, kind, feed, parent_batch_id, status, record_count, total_minor,
+                                     accepted_count, created_at, completed_at)
+                VALUES (?, 'CARD_POSTING', ?, ?, 'POSTED', ?, ?, ?, ?, ?)
+                ON CONFLICT (batch_id) DO UPDATE SET record_count = excluded.record_count,
+                    total_minor = excluded.total_minor, accepted_count = excluded.accepted_count
+                """,
+                [posting_batch, FEED, due.batch_id, count, net, count, self.now, self.now],
+            )
+            self.con.execute("INSERT INTO job_runs (job, batch_id, started_at) VALUES (?, ?, ?)",
+                             [FEED, posting_batch, self.now])
+        return PostResult(posting_batch, count - before, count, net)
+
+    def posted(self, due: DueBatch) -> PostResult:
+        posting_batch = posting_batch_id(due.business_date)
+        row = self.con.execute(
+            "SELECT record_count, total_minor FROM batches WHERE batch_id = ? AND status = 'POSTED'", [posting_batch]
+        ).fetchone()
+        if row is None:
+            raise LookupError(f"posting batch {posting_batch} does not exist: materialise card_payment_posting_batch")
+        return PostResult(posting_batch, 0, row[0], row[1])
+
+    def write_posting_file(self, posted: PostResult) -> str:
+        return write_posting_file(self.con, self.files, posted.batch_id, f"{FEED}:{JOB}", self.now)[0]
