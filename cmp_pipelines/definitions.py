@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import dagster as dg
 
+from cmp_pipelines.assets.card_rejections import CARD_REJECTION_ASSETS, card_rejection_files_partitions
+from cmp_pipelines.assets.card_rejections import GROUP as CARD_REJECTIONS_GROUP
 from cmp_pipelines.assets.non_recurring import GROUP as NRP_GROUP
 from cmp_pipelines.assets.non_recurring import NRP_ASSETS, nrp_files_partitions
+from cmp_pipelines.assets.recurring_card import CARD_PAYMENT_ASSETS, card_payment_days_partitions
+from cmp_pipelines.assets.recurring_card import GROUP as CARD_PAYMENTS_GROUP
+from cmp_pipelines.checks.card_probes import card_payment_probes, card_rejection_probes
 from cmp_pipelines.checks.nrp_expectations import nrp_payments_meet_expectations
 from cmp_pipelines.checks.nrp_probes import nrp_probes
 from cmp_pipelines.resources.cipher import PartnerCipher
@@ -46,15 +51,48 @@ nrp_inbound_files_sensor = inbound_file_sensor(
     description="CMP daemon 'Load Non Recurring Payments From Generic Format': watches data/inbound/nrp/<PARTNER>/.",
 )
 
+card_payments_job = dg.define_asset_job(
+    "recurring_payments_card_job",
+    selection=dg.AssetSelection.groups(CARD_PAYMENTS_GROUP),
+    partitions_def=card_payment_days_partitions,
+    executor_def=dg.in_process_executor,
+    description="CMP Recurring Payments job in CARD mode: the day's due payments and refunds, extract, postings.",
+)
+
+card_payments_daily_schedule = dg.build_schedule_from_partitioned_job(
+    card_payments_job,
+    name="recurring_payments_card_daily_schedule",
+    hour_of_day=2,
+    minute_of_hour=0,
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Daily at 02:00 UTC: what is due by today goes to the card provider.",
+)
+
+card_rejections_job = dg.define_asset_job(
+    "recurring_payments_rejections_card_job",
+    selection=dg.AssetSelection.groups(CARD_REJECTIONS_GROUP),
+    partitions_def=card_rejection_files_partitions,
+    executor_def=dg.in_process_executor,
+    description="CMP Recurring Payments Rejections job (card): one provider rejection file, handled by reason code.",
+)
+
+card_rejections_sensor = inbound_file_sensor(
+    name="card_rejection_files_sensor",
+    feed="card_rejections",
+    job=card_rejections_job,
+    partitions_def=card_rejection_files_partitions,
+    description="CMP rejections daemon: watches data/inbound/card_rejections/<PROVIDER>/.",
+)
+
 
 def build_definitions(resources: dict | None = None) -> dg.Definitions:
     """The code location; tests pass `resources` to swap a backend (e.g. a file store that fails on cue)."""
     return dg.Definitions(
-        assets=NRP_ASSETS,
-        asset_checks=[nrp_probes, nrp_payments_meet_expectations],
-        jobs=[nrp_job, nrp_probes_job],
-        sensors=[nrp_inbound_files_sensor],
-        schedules=[nrp_end_of_day_probes_schedule],
+        assets=[*NRP_ASSETS, *CARD_PAYMENT_ASSETS, *CARD_REJECTION_ASSETS],
+        asset_checks=[nrp_probes, nrp_payments_meet_expectations, card_payment_probes, card_rejection_probes],
+        jobs=[nrp_job, nrp_probes_job, card_payments_job, card_rejections_job],
+        sensors=[nrp_inbound_files_sensor, card_rejections_sensor],
+        schedules=[nrp_end_of_day_probes_schedule, card_payments_daily_schedule],
         resources={
             "database": Database(),
             "file_store": LocalFileStore(),

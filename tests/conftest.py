@@ -8,16 +8,18 @@ from pathlib import Path
 import orjson
 import pytest
 
-from cmp_pipelines.configuration import load_partners, load_probes
+from cmp_pipelines.configuration import load_partners, load_probes, load_rejection_codes
 from cmp_pipelines.formats.encryption import PartnerKeyring
 from cmp_pipelines.resources.file_store import LocalFileStore
 from cmp_pipelines.services import demo
+from cmp_pipelines.services.card_rejections import CardRejections
 from cmp_pipelines.services.non_recurring import (
     FileQuarantined,
     NonRecurringPayments,
     partition_key,
     sha256_hex,
 )
+from cmp_pipelines.services.recurring_card import RecurringCardPayments
 from cmp_pipelines.services.reference import sync_reference_data
 from cmp_pipelines.settings import PROJECT_ROOT
 from cmp_pipelines.store.connection import connect
@@ -90,6 +92,50 @@ class Platform:
         path = f"outbound/acknowledgements/nrp/{partner}/{name}.ack.json.enc"
         return orjson.loads(self.keyring.decrypt(partner, self.files.read_bytes(path)))
 
+    # ---- recurring card payments -------------------------------------------------------------------
+
+    def card_day(self, day, now: datetime | None = None):
+        """The CARD-mode job for one business day, as the daily partition runs it; returns the due batch."""
+        now = now or datetime(day.year, day.month, day.day, 2, 0, tzinfo=UTC)
+        with self.connect() as con:
+            flow = RecurringCardPayments(con, self.files, self.keyring, load_partners(PROJECT_ROOT / "config"), now)
+            due = flow.select_due(day)
+            flow.write_extracts(due)
+            flow.write_posting_file(flow.post(due))
+            return due
+
+    def read_extract(self, day, provider: str = "CARDPAY", currency: str = "GBP") -> dict:
+        path = f"outbound/card_payments/{provider}/RCX-{day:%Y%m%d}-{provider}-{currency}.json.enc"
+        return orjson.loads(self.keyring.decrypt(provider, self.files.read_bytes(path)))
+
+    def drop_rejections(self, name: str, document: dict | bytes, partner: str = "CARDPAY",
+                        encrypt_for: str | None = None, raw: bool = False) -> str:
+        plaintext = document if isinstance(document, bytes) else orjson.dumps(document)
+        data = plaintext if raw else self.keyring.encrypt(encrypt_for or partner, plaintext)
+        path = self.files.write_bytes(f"inbound/card_rejections/{partner}/{name}", data)
+        return partition_key(partner, name, sha256_hex(self.files.read_bytes(path)))
+
+    def process_rejections(self, key: str, now: datetime | None = None):
+        """The four Rejections job steps for one file; returns (load, applied)."""
+        config = PROJECT_ROOT / "config"
+        with self.connect() as con:
+            flow = CardRejections(con, self.files, self.keyring, load_partners(config), load_rejection_codes(config),
+                                  now or NOW)
+            load = flow.load(key)
+            applied = flow.apply(load)
+            flow.write_posting_file(applied)
+            flow.write_reports(load)
+            return load, applied
+
+    def quarantine_rejections(self, key: str) -> FileQuarantined:
+        with pytest.raises(FileQuarantined) as caught:
+            self.process_rejections(key)
+        return caught.value
+
+    def query(self, sql: str, params=None) -> list[tuple]:
+        with self.connect() as con:
+            return con.execute(sql, params or []).fetchall()
+
     def records(self, key: str) -> dict[str, tuple]:
         with self.connect() as con:
             rows = outcomes(con, key)
@@ -105,13 +151,35 @@ def platform(tmp_path, monkeypatch) -> Platform:
     keyring = PartnerKeyring(tmp_path / "keys")
     keyring.init_keys("PAYPOINT")
     keyring.init_keys("LOCKBOX")
+    keyring.init_keys("CARDPAY")
     with connect(tmp_path / "cmp.duckdb") as con:
-        sync_reference_data(con, load_partners(PROJECT_ROOT / "config"), load_probes(PROJECT_ROOT / "config"))
+        config = PROJECT_ROOT / "config"
+        sync_reference_data(con, load_partners(config), load_probes(config), load_rejection_codes(config))
         demo.seed_accounts(con, 20, 1, NOW)
     return Platform(tmp_path, LocalFileStore(base_dir=str(tmp_path)), keyring)
 
 
 def document(payments: list[dict], sender: str = "PAYPOINT", file_id: str = "PAYPOINT-20261121-001", **header):
     doc = demo.nrp_document(sender, file_id, payments, NOW)
+    doc["header"].update(header)
+    return doc
+
+
+def rejection(record_id: str, transaction_id: str, account: str, amount: str, code: str,
+              rejected_at: str = "2026-12-01T09:00:00Z", **extra) -> dict:
+    record = {"record_id": record_id, "transaction_id": transaction_id, "account_number": account, "amount": amount,
+              "reason_code": code, "reason_text": None, "rejected_at": rejected_at}
+    record.update(extra)
+    return record
+
+
+def rejections_document(records: list, sender: str = "CARDPAY", file_id: str = "CARDPAY-REJ-001", **header):
+    from decimal import Decimal
+
+    total = sum((Decimal(r["amount"]) for r in records if isinstance(r, dict) and isinstance(r.get("amount"), str)
+                 and demo.TWO_PLACES.match(r["amount"])), Decimal("0.00"))
+    doc = {"header": {"file_id": file_id, "sender": sender, "created_at": NOW.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                      "currency": "GBP", "record_count": len(records), "total_amount": f"{total:.2f}"},
+           "rejections": records}
     doc["header"].update(header)
     return doc

@@ -3,6 +3,7 @@
 
 import dagster as dg
 
+from cmp_pipelines.assets.metadata import markdown_table
 from cmp_pipelines.configuration import load_partners
 from cmp_pipelines.domain.money import format_minor
 from cmp_pipelines.resources.cipher import PartnerCipher
@@ -71,7 +72,7 @@ def nrp_payments_batch(
         ).fetchall()
     metadata = _load_metadata(load)
     metadata["files_read"] = f"inbound/nrp/{context.partition_key.split('@')[0]}"
-    metadata["preview"] = dg.MetadataValue.md(_markdown(
+    metadata["preview"] = dg.MetadataValue.md(markdown_table(
         ["position", "record_id", "outcome", "allocation", "amount", "reason_code"], preview
     ))
     return dg.MaterializeResult(metadata=metadata)
@@ -107,7 +108,7 @@ def nrp_posting_batch(
         "posted_now": dg.MetadataValue.int(posted.posted_now),
         "total_amount": f"{format_minor(posted.total_minor)} {load.currency}",
         "largest_postings_by_account": dg.MetadataValue.md(
-            _markdown(["ledger account", "postings", "amount"], by_account)
+            markdown_table(["ledger account", "postings", "amount"], by_account)
         ),
     })
 
@@ -159,12 +160,6 @@ def nrp_acknowledgement(
     metadata = _load_metadata(load)
     metadata["files_written"] = path
     return dg.MaterializeResult(metadata=metadata)
-
-
-def _markdown(columns: list[str], rows: list[tuple]) -> str:
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(str(value) for value in row) + " |" for row in rows]
-    return "\n".join(lines) if rows else "_no records_"
 
 
 NRP_ASSETS = [nrp_payments_batch, nrp_posting_batch, nrp_ledger_posting_file, nrp_acknowledgement]

@@ -1,70 +1,17 @@
-"""The eight CMP non-recurring payments probes as asset checks (alert = WARN + e-mail, SLA = ERROR only)."""
+"""The eight CMP non-recurring payments probes as asset checks."""
 
-
-import dagster as dg
 
 from cmp_pipelines.assets.non_recurring import nrp_payments_batch, nrp_posting_batch
-from cmp_pipelines.configuration import load_probes
+from cmp_pipelines.checks.probe_checks import check_name, probe_checks
 from cmp_pipelines.domain.probes import NRP_PROBES
-from cmp_pipelines.resources.database import DB_POOL, Database
-from cmp_pipelines.resources.notifier import Notifier
-from cmp_pipelines.services import probes as probe_service
-from cmp_pipelines.settings import paths
+
+__all__ = ["check_name", "nrp_probes"]
 
 _LOAD_PROBES = {"nrp_load_completed", "nrp_verification_payments_supplied"}
 
-
-def check_name(probe_id: str) -> str:
-    return f"{probe_id}_within_threshold"
-
-
-def _target(probe_id: str) -> dg.AssetKey:
-    return nrp_payments_batch.key if probe_id in _LOAD_PROBES else nrp_posting_batch.key
-
-
-NRP_PROBE_SPECS = [
-    dg.AssetCheckSpec(
-        check_name(probe.probe_id),
-        asset=_target(probe.probe_id),
-        description=f"CMP {probe.kind.upper()} probe '{probe.name}': {probe.description}",
-    )
-    for probe in NRP_PROBES
-]
-
-
-@dg.multi_asset_check(specs=NRP_PROBE_SPECS, pool=DB_POOL, can_subset=False, name="nrp_probes")
-def nrp_probes(context: dg.AssetCheckExecutionContext, database: Database, notifier: Notifier):
-    """Evaluate every probe, record it, and e-mail the recipients of each tripped alert probe."""
-    configs = load_probes(paths().config_dir)
-    with database.connection() as con:
-        outcomes = probe_service.evaluate(con, configs)
-        for outcome in outcomes:
-            delivered = ""
-            if (
-                outcome.tripped
-                and outcome.probe.kind == "alert"
-                and not probe_service.already_alerted_today(con, outcome)
-            ):
-                delivered = notifier.send(
-                    list(outcome.config.recipients),
-                    f"[CMP ALERT] {outcome.probe.name}",
-                    outcome.summary + "\n\nRaised by cmp-pipelines asset check "
-                    f"{check_name(outcome.probe.probe_id)}.\n",
-                )
-            probe_service.record(con, outcome, notified=bool(delivered))
-            yield dg.AssetCheckResult(
-                check_name=check_name(outcome.probe.probe_id),
-                asset_key=_target(outcome.probe.probe_id),
-                passed=not outcome.tripped,
-                severity=dg.AssetCheckSeverity.WARN if outcome.probe.kind == "alert" else dg.AssetCheckSeverity.ERROR,
-                description=outcome.summary,
-                metadata={
-                    "cmp_probe": outcome.probe.name,
-                    "probe_type": outcome.probe.kind.upper(),
-                    "value": dg.MetadataValue.int(outcome.value),
-                    "threshold": dg.MetadataValue.int(outcome.config.threshold),
-                    "trips_when": outcome.probe.trips_when,
-                    "window_hours": dg.MetadataValue.int(outcome.config.window_hours),
-                    "notified": delivered or "no",
-                },
-            )
+nrp_probes = probe_checks(
+    "nrp_probes",
+    NRP_PROBES,
+    {p.probe_id: (nrp_payments_batch.key if p.probe_id in _LOAD_PROBES else nrp_posting_batch.key)
+     for p in NRP_PROBES},
+)

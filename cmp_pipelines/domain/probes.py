@@ -61,4 +61,30 @@ NRP_PROBES: tuple[ProbeDefinition, ...] = (
     ),
 )
 
-PROBES_BY_ID = {probe.probe_id: probe for probe in NRP_PROBES}
+CARD_PROBES: tuple[ProbeDefinition, ...] = (
+    ProbeDefinition(
+        "card_extract_produced",
+        "Recurring Card Payments Extract Produced",
+        "alert", "at_or_below", "CARD-mode extracts written today; 0 raises the alert.",
+    ),
+    ProbeDefinition(
+        "card_extract_totals_mismatch",
+        "Recurring Card Payments Extract Totals Match Posting Batch",
+        "alert", "above",
+        "Extracts written today whose control totals (count, amount) differ from their ledger posting batch.",
+    ),
+    ProbeDefinition(
+        "card_rejection_rate",
+        "Recurring Card Payments Rejection Rate",
+        "alert", "above",
+        "Percent of the extracted transactions rejected by the latest rejection file.",
+    ),
+    ProbeDefinition(
+        "card_rejections_completed_sla",
+        "Recurring Payments Rejections Completed SLA",
+        "sla", "above", "CMP configuration errors (e.g. unknown reason codes) met by the Rejections job today.",
+    ),
+)
+
+ALL_PROBES = NRP_PROBES + CARD_PROBES
+PROBES_BY_ID = {probe.probe_id: probe for probe in ALL_PROBES}

@@ -17,6 +17,7 @@ from cmp_pipelines.services.files import FileStoreLike
 from cmp_pipelines.store.connection import transaction
 
 METHODS = ("CASH", "CHEQUE", "POSTAL_ORDER", "BANK_TRANSFER")
+TWO_PLACES = re.compile(r"^-?[0-9]+\.[0-9]{2}$")
 
 
 def account_number(i: int) -> str:
@@ -65,9 +66,8 @@ def seed_accounts(con: duckdb.DuckDBPyConnection, accounts: int, seed: int, toda
 def nrp_document(
     sender: str, file_id: str, payments: list[dict], created_at: datetime, currency: str = "GBP"
 ) -> dict:
-    two_places = re.compile(r"^-?[0-9]+\.[0-9]{2}$")
     total = sum((Decimal(p["amount"]) for p in payments
-                 if isinstance(p, dict) and two_places.match(str(p.get("amount")))), Decimal("0.00"))
+                 if isinstance(p, dict) and TWO_PLACES.match(str(p.get("amount")))), Decimal("0.00"))
     return {
         "header": {"file_id": file_id, "sender": sender, "created_at": created_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
                    "currency": currency, "record_count": len(payments), "total_amount": f"{total:.2f}"},

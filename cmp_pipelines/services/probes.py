@@ -1,4 +1,4 @@
-"""Evaluating the non-recurring payments probes against the store and recording each result."""
+"""Evaluating the CMP probes against the store and recording each result."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import duckdb
 
 from cmp_pipelines.configuration import ProbeConfig
+from cmp_pipelines.domain.card_rejection_rules import REVERSED_SQL
 from cmp_pipelines.domain.probes import NRP_PROBES, ProbeDefinition
 
 _LAST_BATCH = (
@@ -36,6 +37,29 @@ PROBE_SQL = {
         f"SELECT count(*) FROM nrp_records WHERE batch_id = {_LAST_BATCH} AND allocation = 'INVOICE'",
     "nrp_load_completed":
         "SELECT count(*) FROM inbound_files WHERE feed = 'nrp' AND received_at >= $day_start",
+    "card_extract_produced":
+        "SELECT count(*) FROM batches WHERE kind = 'CARD_EXTRACT' AND status = 'EXTRACTED' "
+        "AND completed_at >= $day_start",
+    "card_extract_totals_mismatch": """
+        SELECT count(*) FROM batches x
+        LEFT JOIN (SELECT batch_id, count(*) AS n, sum(abs(amount_minor)) AS gross FROM ledger_postings
+                   WHERE kind IN ('CARD_PAYMENT', 'CARD_REFUND') GROUP BY 1) l
+          ON l.batch_id = replace(x.batch_id, 'RCX-', 'RCP-')
+        WHERE x.kind = 'CARD_EXTRACT' AND x.status = 'EXTRACTED' AND x.completed_at >= $day_start
+          AND (x.record_count <> coalesce(l.n, 0) OR x.total_minor <> coalesce(l.gross, 0))
+    """,
+    "card_rejection_rate": f"""
+        WITH latest AS (SELECT batch_id FROM batches WHERE kind = 'CARD_REJECTIONS'
+                        ORDER BY created_at DESC, rowid DESC LIMIT 1),
+        rejected AS (SELECT t.batch_id FROM card_rejections r JOIN card_transactions t USING (transaction_id)
+                     WHERE r.batch_id = (SELECT batch_id FROM latest) AND r.outcome IN ({REVERSED_SQL})),
+        extracted AS (SELECT count(*) AS n FROM card_transactions
+                      WHERE batch_id IN (SELECT DISTINCT batch_id FROM rejected))
+        SELECT coalesce((100 * (SELECT count(*) FROM rejected)) // nullif((SELECT n FROM extracted), 0), 0)
+    """,
+    "card_rejections_completed_sla":
+        "SELECT count(*) FROM job_errors WHERE job = 'card_rejections' AND category = 'CONFIGURATION' "
+        "AND raised_at >= $day_start",
 }
 
 
@@ -58,12 +82,13 @@ class ProbeOutcome:
 
 
 def evaluate(
-    con: duckdb.DuckDBPyConnection, configs: dict[str, ProbeConfig], now: datetime | None = None
+    con: duckdb.DuckDBPyConnection, configs: dict[str, ProbeConfig], now: datetime | None = None,
+    probes: tuple[ProbeDefinition, ...] = NRP_PROBES,
 ) -> list[ProbeOutcome]:
     now = now or datetime.now(UTC)
     day_start = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     outcomes = []
-    for probe in NRP_PROBES:
+    for probe in probes:
         config = configs[probe.probe_id]
         window_start = now - timedelta(hours=config.window_hours)
         sql = PROBE_SQL[probe.probe_id]
