@@ -30,6 +30,10 @@ prepare: install
 	$(BIN)/cmp-pipelines demo seed --accounts $(DEMO_ACCOUNTS) --seed 42
 	@if [ -z "$$(find $(CMP_DATA_DIR)/inbound/nrp -type f 2>/dev/null | head -1)" ] \
 		&& [ ! -d $(CMP_DATA_DIR)/archive/nrp ]; then $(BIN)/cmp-pipelines demo files; fi
+	$(BIN)/cmp-pipelines demo cards
+	$(BIN)/cmp-pipelines run-card-payments
+	@if [ -z "$$(find $(CMP_DATA_DIR)/inbound/card_rejections -type f 2>/dev/null | head -1)" ] \
+		&& [ ! -d $(CMP_DATA_DIR)/archive/card_rejections ]; then $(BIN)/cmp-pipelines demo card-rejections; fi
 
 ## make run: install, prepare demo data, start the Dagster UI and daemon on 127.0.0.1:3000
 run: prepare

@@ -140,6 +140,39 @@ def demo_files(seed: int) -> None:
         click.echo(path)
 
 
+@demo.command("cards")
+def demo_cards() -> None:
+    """Every 10th demo account pays by recurring card (a token, never a card number), with an invoice due."""
+    from cmp_pipelines.services import demo as demo_data
+    from cmp_pipelines.services.payment_setup import card_providers
+
+    partners, _ = _config()
+    providers = card_providers(partners)
+    if not providers:
+        _fail("no card provider in config/partners.yaml (a partner with feed card_rejections)")
+    with _connect() as con:
+        count = demo_data.seed_card_accounts(con, providers[0], datetime.now(UTC))
+    click.echo(f"{count} accounts pay by recurring card through {providers[0]}")
+
+
+@demo.command("card-rejections")
+def demo_card_rejections() -> None:
+    """A sample provider rejection file for extracted card payments (soft, hard, unknown code)."""
+    from cmp_pipelines.formats.encryption import PartnerKeyring
+    from cmp_pipelines.resources.file_store import LocalFileStore
+    from cmp_pipelines.services import demo as demo_data
+    from cmp_pipelines.services.payment_setup import card_providers
+
+    partners, _ = _config()
+    provider = card_providers(partners)[0]
+    with _connect() as con:
+        path = demo_data.card_rejection_file(con, LocalFileStore(), PartnerKeyring(paths().keys_dir), provider,
+                                             datetime.now(UTC))
+    if path is None:
+        _fail("no extracted card payment to reject: run `cmp-pipelines run-card-payments` first")
+    click.echo(path)
+
+
 @main.group()
 def files() -> None:
     """Encrypt or decrypt a partner file with that partner's keys."""
@@ -197,9 +230,83 @@ def run_pending(max_ticks: int) -> None:
     click.echo(f"{len(outcomes)} run(s), {len(failed)} failed")
 
 
+@main.command("run-card-payments")
+@click.option("--date", "day", default=None, help="Business day YYYY-MM-DD (default: today, UTC).")
+def run_card_payments(day: str | None) -> None:
+    """Run the Recurring Payments job in CARD mode for one day, as its daily schedule does (idempotent)."""
+    from datetime import date as date_type
+
+    try:
+        business_day = date_type.fromisoformat(day) if day else datetime.now(UTC).date()
+    except ValueError:
+        _fail(f"--date {day!r} is not a date (YYYY-MM-DD)")
+    _dagster_home()
+    from cmp_pipelines.headless import run_partition
+
+    outcome = run_partition("recurring_payments_card_job", business_day.isoformat())
+    if not outcome.success:
+        _fail(f"recurring_payments_card_job {business_day} failed: {outcome.error}")
+    with _connect(read_only=True) as con:
+        count, total, path = con.execute(
+            "SELECT record_count, minor_to_decimal(total_minor), output_path FROM batches WHERE batch_id = ?",
+            [f"RCX-{business_day:%Y%m%d}"],
+        ).fetchone()
+    click.echo(f"{business_day}: {count} card transaction(s), {total} in total -> {path or 'no extract (nothing due)'}")
+
+
 @main.group()
 def accounts() -> None:
-    """Account look-ups."""
+    """Account look-ups and payment set-up."""
+
+
+def _setup(action):
+    """Run a payment set-up function; its refusals become a clear CLI error naming the field."""
+    from cmp_pipelines.services.payment_setup import SetupError
+
+    partners, _ = _config()
+    with _connect() as con:
+        try:
+            return action(con, partners)
+        except SetupError as exc:
+            _fail(f"{exc.field}: {exc.message}")
+
+
+@accounts.command("set-payment-type")
+@click.argument("account_number")
+@click.argument("payment_type", type=click.Choice(["MANUAL", "RECURRING_CARD", "DIRECT_DEBIT"]))
+@click.option("--card-token", help="The payment provider's card token (never a card number).")
+@click.option("--last-four", help="The card's last four digits.")
+@click.option("--expiry", help="The card's expiry, MM/YY or YYYY-MM.")
+@click.option("--provider", help="Card provider partner id (default: the only configured one).")
+def accounts_set_payment_type(account_number: str, payment_type: str, card_token: str | None,
+                              last_four: str | None, expiry: str | None, provider: str | None) -> None:
+    """Set how ACCOUNT_NUMBER pays; RECURRING_CARD needs a card token (now or registered before)."""
+    from cmp_pipelines.services.payment_setup import set_payment_type
+
+    profile = _setup(lambda con, partners: set_payment_type(
+        con, account_number, payment_type, partners=partners, now=datetime.now(UTC), cause="cli",
+        card_token=card_token, last_four=last_four, expiry=expiry, provider=provider))
+    click.echo(json.dumps(profile, indent=2))
+
+
+@accounts.command("approve-refund")
+@click.argument("account_number")
+@click.argument("amount")
+@click.option("--due", default=None, help="Pay on or after this day, YYYY-MM-DD (default: today).")
+@click.option("--reason", default=None, help="Why the refund was approved.")
+def accounts_approve_refund(account_number: str, amount: str, due: str | None, reason: str | None) -> None:
+    """Approve a card refund of AMOUNT (e.g. 12.50) to the card on file; the CARD-mode run pays it."""
+    from datetime import date as date_type
+
+    from cmp_pipelines.services.payment_setup import approve_card_refund
+
+    try:
+        due_on = date_type.fromisoformat(due) if due else None
+    except ValueError:
+        _fail(f"--due {due!r} is not a date (YYYY-MM-DD)")
+    refund_id = _setup(lambda con, _: approve_card_refund(con, account_number, amount, now=datetime.now(UTC),
+                                                          due_on=due_on, reason=reason))
+    click.echo(f"refund {refund_id} approved: {amount} to the card on file of {account_number}")
 
 
 @accounts.command("show")

@@ -79,6 +79,31 @@ def run_pending_sensors(
     return outcomes
 
 
+def run_partition(
+    job_name: str, partition_key: str, definitions: dg.Definitions | None = None,
+    instance: dg.DagsterInstance | None = None,
+) -> RunOutcome:
+    """One partition of a job, executed here and recorded in the instance (what a schedule tick would run)."""
+    if definitions is None:
+        from cmp_pipelines.definitions import defs as definitions
+    own_instance = instance is None
+    instance = instance or dg.DagsterInstance.get()
+    try:
+        job = definitions.get_repository_def().get_job(job_name)
+        run = job.execute_in_process(
+            instance=instance, partition_key=partition_key, raise_on_error=False, tags={"cmp/trigger": "cli"},
+            run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+        )
+        error = None
+        if not run.success:
+            failures = [e for e in run.all_events if e.is_step_failure]
+            error = _failure_text(failures[0].step_failure_data) if failures else "run failed"
+        return RunOutcome(job_name, partition_key, run.run_id, run.success, error)
+    finally:
+        if own_instance:
+            instance.dispose()
+
+
 def _failure_text(data) -> str:
     """The operator-facing reason: a Failure's description, else the innermost exception's message."""
     if data.user_failure_data is not None and data.user_failure_data.description:

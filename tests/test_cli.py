@@ -16,7 +16,8 @@ from cmp_pipelines.cli import main
 COMMANDS = [
     [], ["init"], ["keys"], ["keys", "init"], ["demo"], ["demo", "seed"], ["demo", "files"], ["files"],
     ["files", "encrypt"], ["files", "decrypt"], ["run-pending"], ["accounts"], ["accounts", "show"], ["probes"],
-    ["summary"],
+    ["summary"], ["run-card-payments"], ["demo", "cards"], ["demo", "card-rejections"],
+    ["accounts", "set-payment-type"], ["accounts", "approve-refund"],
 ]
 
 
@@ -107,7 +108,7 @@ def test_headless_demo_run_pending_in_a_real_process(cli_env):
     again = subprocess.run([*exe, "run-pending"], env=env, capture_output=True, text=True, timeout=300)
     assert "0 run(s), 0 failed" in again.stdout
     summary = subprocess.run([*exe, "summary"], env=env, capture_output=True, text=True, check=True).stdout
-    assert "NRP_LOAD     ACKNOWLEDGED      4 batch(es)" in summary
+    assert "NRP_LOAD         ACKNOWLEDGED      4 batch(es)" in summary
     assert "Quarantined files: 0" in summary
     probes = json.loads(subprocess.run([*exe, "probes", "--json"], env=env, capture_output=True, text=True,
                                        check=True).stdout)

@@ -129,3 +129,84 @@ def demo_files(
         if progress:
             progress(index + 1)
     return written
+
+
+def seed_card_accounts(con: duckdb.DuckDBPyConnection, provider: str, today: datetime, every: int = 10) -> int:
+    """Every `every`-th demo account pays by recurring card, with last month's invoice due yesterday (so
+    today's CARD-mode run has work) and one approved refund due today. Idempotent."""
+    params = {"every": every, "provider": provider, "now": today, "issued": today.date() - timedelta(days=31),
+              "due": today.date() - timedelta(days=1)}
+    with transaction(con):
+        con.execute(
+            """
+            INSERT INTO payment_cards
+            SELECT account_number, $provider, 'tok_demo_' || right(account_number, 8),
+                   lpad(((hash(account_number) % 10000))::VARCHAR, 4, '0'), '2029-12', $now
+            FROM accounts WHERE NOT is_suspense AND right(account_number, 8)::BIGINT % $every = 0
+            ON CONFLICT DO NOTHING
+            """,
+            {k: params[k] for k in ("every", "provider", "now")},
+        )
+        con.execute(
+            """
+            INSERT INTO payment_type_changes
+            SELECT account_number, payment_type, 'RECURRING_CARD', 'demo seed', $now FROM accounts
+            WHERE account_number IN (SELECT account_number FROM payment_cards) AND payment_type = 'MANUAL'
+              AND NOT EXISTS (SELECT 1 FROM payment_type_changes c WHERE c.account_number = accounts.account_number)
+            """,
+            {"now": today},
+        )
+        con.execute(
+            "UPDATE accounts SET payment_type = 'RECURRING_CARD' WHERE account_number IN "
+            "(SELECT account_number FROM payment_type_changes WHERE cause = 'demo seed') "
+            "AND payment_type = 'MANUAL' AND suspended_until IS NULL",
+        )
+        con.execute(
+            """
+            INSERT INTO invoices
+            SELECT 'INV' || right(account_number, 8) || '0', account_number, $issued, $due,
+                   2000 + hash(account_number) % 5000, 'GBP'
+            FROM payment_cards ON CONFLICT DO NOTHING
+            """,
+            {k: params[k] for k in ("issued", "due")},
+        )
+        con.execute(
+            """
+            INSERT INTO ledger_postings (idempotency_key, account_number, invoice_number, kind, amount_minor,
+                                         currency, batch_id, source_ref, effective_at)
+            SELECT 'invoice:' || invoice_number || ':CHARGE', account_number, invoice_number, 'INVOICE',
+                   amount_minor, currency, 'INVOICES-' || strftime(issued_on, '%Y%m%d'), invoice_number, issued_on
+            FROM invoices WHERE account_number IN (SELECT account_number FROM payment_cards)
+            ON CONFLICT DO NOTHING
+            """
+        )
+        first = con.execute("SELECT min(account_number) FROM payment_cards").fetchone()[0]
+        if first and not con.execute("SELECT count(*) FROM card_refunds").fetchone()[0]:
+            con.execute("INSERT INTO card_refunds VALUES (?, ?, 1250, 'GBP', ?, 'demo: goodwill credit', ?)",
+                        [f"RF{first}-001", first, today.date(), today])
+    return con.execute("SELECT count(*) FROM payment_cards").fetchone()[0]
+
+
+def card_rejection_file(
+    con: duckdb.DuckDBPyConnection, files: FileStoreLike, keyring: PartnerKeyring, provider: str, now: datetime,
+) -> str | None:
+    """A sample provider rejection file for today's extract: a soft decline, a hard decline and an unknown code."""
+    rows = con.execute(
+        "SELECT transaction_id, account_number, minor_to_decimal(amount_minor) FROM card_transactions "
+        "WHERE provider = ? AND status = 'EXTRACTED' AND kind = 'PAYMENT' ORDER BY transaction_id LIMIT 3",
+        [provider],
+    ).fetchall()
+    if not rows:
+        return None
+    stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    codes = ("51", "54", "99")
+    records = [{"record_id": str(i + 1), "transaction_id": t, "account_number": a, "amount": m,
+                "reason_code": codes[i], "reason_text": None, "rejected_at": stamp}
+               for i, (t, a, m) in enumerate(rows)]
+    total = sum((Decimal(r["amount"]) for r in records), Decimal("0.00"))
+    file_id = f"{provider}-REJ-{now:%Y%m%d%H%M%S}"
+    document = {"header": {"file_id": file_id, "sender": provider, "created_at": stamp, "currency": "GBP",
+                           "record_count": len(records), "total_amount": f"{total:.2f}"},
+                "rejections": records}
+    return files.write_bytes(f"inbound/card_rejections/{provider}/{file_id}.json.enc",
+                             keyring.encrypt(provider, orjson.dumps(document)))

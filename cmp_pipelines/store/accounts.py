@@ -7,7 +7,8 @@ import duckdb
 
 def account_view(con: duckdb.DuckDBPyConnection, account_number: str) -> dict | None:
     row = con.execute(
-        "SELECT account_number, name, currency, status, payment_type FROM accounts WHERE account_number = ?",
+        "SELECT account_number, name, currency, status, payment_type, suspended_until::VARCHAR FROM accounts "
+        "WHERE account_number = ?",
         [account_number],
     ).fetchone()
     if row is None:
@@ -30,12 +31,17 @@ def account_view(con: duckdb.DuckDBPyConnection, account_number: str) -> dict | 
         """,
         {"account": account_number},
     ).fetchall()
+    card = con.execute(
+        "SELECT provider, card_token, last_four, expiry FROM payment_cards WHERE account_number = ?", [account_number]
+    ).fetchone()
     return {
         "account_number": row[0],
         "name": row[1],
         "currency": row[2],
         "status": row[3],
         "payment_type": row[4],
+        "suspended_until": row[5],
+        "card": None if card is None else dict(zip(("provider", "card_token", "last_four", "expiry"), card)),
         "balance": balance,
         "open_invoices": [
             {"invoice_number": i[0], "issued_on": i[1], "due_on": i[2], "amount": i[3], "outstanding": i[4]}
@@ -50,7 +56,7 @@ def platform_summary(con: duckdb.DuckDBPyConnection) -> str:
         "SELECT kind, status, count(*), sum(record_count), minor_to_decimal(sum(total_minor)) FROM batches "
         "GROUP BY ALL ORDER BY ALL"
     ).fetchall():
-        lines.append(f"  {kind:12} {status:13} {count:>5} batch(es) {records:>9} records  total {total}")
+        lines.append(f"  {kind:16} {status:13} {count:>5} batch(es) {records:>9} records  total {total}")
     postings, total = con.execute(
         "SELECT count(*), minor_to_decimal(coalesce(sum(amount_minor), 0)) FROM ledger_postings WHERE kind <> 'INVOICE'"
     ).fetchone()
