@@ -1,4 +1,4 @@
-"""Performance harness for the non-recurring payments flow (`make bench`): prints figures, never asserts.
+"""Performance harness (`make bench`): NRP file flow, CARD extract, card rejections; prints figures, never asserts.
 
 Each measured phase runs in a fresh interpreter (this script re-invoked with `--phase`), so peak RSS is
 per phase and every phase pays the same import costs a Dagster run process would. Phases hand their
@@ -17,13 +17,19 @@ import sys
 import tempfile
 import time
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 PROJECT = HERE.parent
 PARTNER = "PAYPOINT"
-TARGETS = {"rate": 150_000, "check_s": 5.0, "rss_gb": 3.0, "floor_ratio": 1.5}
+TARGETS = {"rate": 150_000, "check_s": 5.0, "rss_gb": 3.0, "floor_ratio": 1.5, "card_s": 10.0, "rejections_s": 5.0}
+CARD_PROVIDER = "CARDPAY"
+CARD_DAY = date(2026, 12, 4)  # the business day the extract runs for; every seeded invoice is due by it
+CARD_NOW = datetime(2026, 12, 4, 2, 0, tzinfo=UTC)
+REJECTION_NOW = datetime(2026, 12, 5, 10, 0, tzinfo=UTC)
+REJECTED_AT = "2026-12-05T09:00:00Z"
+REASON_CODES = ("51", "05", "04", "54")  # soft, soft, hard, hard: retries, suspensions, reversions, refunds
 
 
 def peak_rss_mb() -> float:
@@ -320,8 +326,336 @@ def phase_expectations(args: argparse.Namespace) -> dict:
     }
 
 
+# ---- card phases: the CARD extract for a day, and a provider's rejection file ---------------------------
+
+
+def _seed_card_store(con, accounts: int, seed: int) -> None:
+    """Accounts paying by recurring card, one card each, one open invoice each due by CARD_DAY, its charge posted."""
+    from cmp_pipelines.store.connection import transaction
+
+    params = {"n": accounts, "seed": seed, "day": CARD_DAY}
+    with transaction(con):
+        con.execute(
+            "INSERT INTO accounts (account_number, name, currency, payment_type) "
+            "SELECT 'ACC' || lpad(i::VARCHAR, 8, '0'), 'Card customer ' || i, 'GBP', 'RECURRING_CARD' "
+            "FROM range(1, $n + 1) t(i)",
+            {"n": accounts},
+        )
+        con.execute(
+            "INSERT INTO payment_cards (account_number, provider, card_token, last_four, expiry, registered_at) "
+            f"SELECT 'ACC' || lpad(i::VARCHAR, 8, '0'), '{CARD_PROVIDER}', 'tok_' || lpad(i::VARCHAR, 8, '0'), "
+            "'4242', '2029-01', TIMESTAMPTZ '2026-01-15 12:00:00+00' FROM range(1, $n + 1) t(i)",
+            {"n": accounts},
+        )
+        con.execute(
+            """
+            INSERT INTO invoices (invoice_number, account_number, issued_on, due_on, amount_minor, currency)
+            SELECT 'INV' || lpad(i::VARCHAR, 8, '0') || '1', 'ACC' || lpad(i::VARCHAR, 8, '0'), $day - 20,
+                   $day - (i % 7)::INTEGER, 1000 + ((i * 7919 + 15485863 + $seed * 104729) % 9000), 'GBP'
+            FROM range(1, $n + 1) t(i)
+            """,
+            params,
+        )
+        con.execute(
+            """
+            INSERT INTO ledger_postings (idempotency_key, account_number, invoice_number, kind, amount_minor,
+                                         currency, batch_id, source_ref, effective_at)
+            SELECT 'invoice:' || invoice_number || ':CHARGE', account_number, invoice_number, 'INVOICE',
+                   amount_minor, currency, 'INVOICES-' || strftime(issued_on, '%Y%m%d'), invoice_number, issued_on
+            FROM invoices
+            """
+        )
+    con.execute("CHECKPOINT")
+
+
+def _card_template(workdir: Path, name: str, accounts: int, seed: int) -> tuple[Path, float]:
+    """A store with `accounts` due card payments, and the provider's keys (untimed)."""
+    from cmp_pipelines.configuration import load_partners, load_probes, load_rejection_codes
+    from cmp_pipelines.formats.encryption import PartnerKeyring
+    from cmp_pipelines.services.reference import sync_reference_data
+    from cmp_pipelines.settings import paths
+    from cmp_pipelines.store.connection import connect
+
+    data = workdir / name
+    shutil.rmtree(data, ignore_errors=True)
+    started = time.perf_counter()
+    config = paths().config_dir
+    with connect(data / "cmp.duckdb") as con:
+        sync_reference_data(con, load_partners(config), load_probes(config), load_rejection_codes(config))
+        _seed_card_store(con, accounts, seed)
+    PartnerKeyring(workdir / "keys").init_keys(CARD_PROVIDER)
+    return data, time.perf_counter() - started
+
+
+def phase_card_setup(args: argparse.Namespace) -> dict:
+    workdir = Path(args.workdir)
+    _env(workdir, workdir / "card_template")
+    data, seeded_s = _card_template(workdir, "card_template", args.card_accounts, args.seed)
+    return {"store_bytes": (data / "cmp.duckdb").stat().st_size, "seeded_s": seeded_s}
+
+
+@contextmanager
+def _card_connection(workdir: Path, data_dir: Path, wrap=None):
+    """Connection, file store, keyring and partners as the assets build them, over this phase's copy."""
+    _env(workdir, data_dir)
+    from cmp_pipelines.configuration import load_partners
+    from cmp_pipelines.formats.encryption import PartnerKeyring
+    from cmp_pipelines.resources.file_store import LocalFileStore
+    from cmp_pipelines.settings import paths
+    from cmp_pipelines.store.connection import connect
+
+    with connect(paths().database) as con:
+        files = LocalFileStore(base_dir=str(data_dir))
+        if wrap:
+            con, files = wrap(con), wrap(files)
+        yield con, files, PartnerKeyring(paths().keys_dir), load_partners(paths().config_dir)
+
+
+def _card_steps(con, files, keyring, partners, lap) -> tuple:
+    """The timed CARD path: exactly the calls the four CARD assets make for one business day."""
+    from cmp_pipelines.services.recurring_card import RecurringCardPayments
+
+    flow = RecurringCardPayments(con, files, keyring, partners, CARD_NOW)
+    with lap("select_due"):
+        due = flow.select_due(CARD_DAY)
+    with lap("write_extracts"):
+        extracts = flow.write_extracts(due)
+    with lap("post"):
+        posted = flow.post(due)
+    with lap("write_posting_file"):
+        posting_path = flow.write_posting_file(posted)
+    return due, extracts, posted, posting_path
+
+
+class Laps:
+    """Wall-clock seconds per named step, in call order."""
+
+    def __init__(self) -> None:
+        self.steps: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, name: str):
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.steps[name] = self.steps.get(name, 0.0) + time.perf_counter() - started
+
+    @property
+    def total(self) -> float:
+        return sum(self.steps.values())
+
+
+def _verify(what: str, expected: int, actual: int) -> None:
+    """A run that did not do the whole work has no figure worth printing: stop the harness, loudly."""
+    if actual != expected:
+        raise SystemExit(f"benchmark verification failed: {what} is {actual:,}, expected {expected:,}")
+
+
+def phase_card_flow(args: argparse.Namespace) -> dict:
+    workdir = Path(args.workdir)
+    data = workdir / "card_flow"
+    started = time.perf_counter()
+    with _card_connection(workdir, data) as (con, files, keyring, partners):
+        import cmp_pipelines.services.recurring_card  # noqa: F401 - imports are paid before the clock starts
+
+        ready_s = time.perf_counter() - started
+        rss_ready = peak_rss_mb()
+        laps = Laps()
+        due, extracts, posted, posting_path = _card_steps(con, files, keyring, partners, laps)
+        extracted = sum(extract.record_count for extract in extracts)
+        _verify("extract record_count", args.card_accounts, extracted)
+        _verify("posting count", args.card_accounts, posted.posting_count)
+        ledger_rows = con.execute(
+            "SELECT count(*) FROM ledger_postings WHERE batch_id = ?", [posted.batch_id]
+        ).fetchone()[0]
+        _verify("ledger postings of the batch", args.card_accounts, ledger_rows)
+    return {
+        "imports_and_connect_s": ready_s,
+        "rss_after_imports_mb": rss_ready,
+        "steps": laps.steps,
+        "total_s": laps.total,
+        "peak_rss_mb": peak_rss_mb(),
+        "records": extracted,
+        "postings": posted.posting_count,
+        "extract_bytes": sum((data / extract.path).stat().st_size for extract in extracts),
+        "posting_file_bytes": (data / posting_path).stat().st_size,
+    }
+
+
+def phase_rejections_setup(args: argparse.Namespace) -> dict:
+    """A smaller card store, its extract run (untimed) and the provider's rejection of `args.rejections` of it."""
+    workdir = Path(args.workdir)
+    _env(workdir, workdir / "rejections_template")
+    import orjson
+
+    from cmp_pipelines.domain.money import format_minor
+    from cmp_pipelines.formats.encryption import PartnerKeyring
+    from cmp_pipelines.services.intake import partition_key, sha256_hex
+
+    accounts = _rejection_accounts(args)
+    data, seeded_s = _card_template(workdir, "rejections_template", accounts, args.seed)
+    started = time.perf_counter()
+    with _card_connection(workdir, data) as (con, files, keyring, partners):
+        _card_steps(con, files, keyring, partners, Laps())
+        # Every sixth transaction is left alone, so the file rejects a spread of the day's extract.
+        rows = con.execute(
+            """
+            SELECT transaction_id, account_number, amount_minor FROM (
+                SELECT *, row_number() OVER (ORDER BY transaction_id) AS rn FROM card_transactions
+                WHERE batch_id = ?)
+            WHERE rn % 6 <> 0 ORDER BY transaction_id LIMIT ?
+            """,
+            [f"RCX-{CARD_DAY:%Y%m%d}", args.rejections],
+        ).fetchall()
+        con.execute("CHECKPOINT")
+    _verify("card transactions available to reject", args.rejections, len(rows))
+    file_id = f"{CARD_PROVIDER}-REJ-BENCH-{args.rejections}-{args.seed}"
+    records = [
+        {"record_id": f"R{k}", "transaction_id": transaction, "account_number": account,
+         "amount": format_minor(minor), "reason_code": REASON_CODES[k % len(REASON_CODES)], "reason_text": None,
+         "rejected_at": REJECTED_AT}
+        for k, (transaction, account, minor) in enumerate(rows, start=1)
+    ]
+    document = {
+        "header": {"file_id": file_id, "sender": CARD_PROVIDER, "created_at": REJECTED_AT, "currency": "GBP",
+                   "record_count": len(records), "total_amount": format_minor(sum(row[2] for row in rows))},
+        "rejections": records,
+    }
+    plaintext = orjson.dumps(document)
+    ciphertext = PartnerKeyring(workdir / "keys").encrypt(CARD_PROVIDER, plaintext)
+    file_name = f"{file_id}.json.enc"
+    (workdir / file_name).write_bytes(ciphertext)
+    return {
+        "file_name": file_name,
+        "file_id": partition_key(CARD_PROVIDER, file_name, sha256_hex(ciphertext)),
+        "accounts": accounts,
+        "plaintext_bytes": len(plaintext),
+        "ciphertext_bytes": len(ciphertext),
+        "seeded_s": seeded_s,
+        "generated_s": time.perf_counter() - started,
+    }
+
+
+def _rejection_steps(con, files, keyring, partners, file_id: str, lap) -> tuple:
+    """The timed rejections path: exactly the calls the four rejection assets make for one file."""
+    from cmp_pipelines.configuration import load_rejection_codes
+    from cmp_pipelines.services.card_rejections import CardRejections
+    from cmp_pipelines.settings import paths
+
+    codes = load_rejection_codes(paths().config_dir)
+    flow = CardRejections(con, files, keyring, partners, codes, REJECTION_NOW)
+    with lap("load"):
+        load = flow.load(file_id)
+    with lap("apply"):
+        applied = flow.apply(load)
+    with lap("write_posting_file"):
+        posting_path = flow.write_posting_file(applied)
+    with lap("write_reports"):
+        report_path, communications_path = flow.write_reports(load)
+    return load, applied, posting_path, report_path, communications_path
+
+
+def phase_rejections_flow(args: argparse.Namespace) -> dict:
+    workdir, meta = Path(args.workdir), json.loads((Path(args.workdir) / "rejections_setup.json").read_text())
+    data = workdir / "rejections_flow"
+    started = time.perf_counter()
+    with _card_connection(workdir, data) as (con, files, keyring, partners):
+        import cmp_pipelines.services.card_rejections  # noqa: F401 - imports are paid before the clock starts
+
+        ready_s = time.perf_counter() - started
+        rss_ready = peak_rss_mb()
+        laps = Laps()
+        load, applied, posting_path, report_path, communications_path = _rejection_steps(
+            con, files, keyring, partners, meta["file_id"], laps)
+        _verify("rejection file record_count", args.rejections, load.record_count)
+        _verify("reversal postings", args.rejections, applied.posting_count)
+    return {
+        "imports_and_connect_s": ready_s,
+        "rss_after_imports_mb": rss_ready,
+        "steps": laps.steps,
+        "total_s": laps.total,
+        "peak_rss_mb": peak_rss_mb(),
+        "records": load.record_count,
+        "postings": applied.posting_count,
+        "outcomes": load.outcomes,
+        "problems": load.problems,
+        "suspended_accounts": applied.suspended_accounts,
+        "reverted_accounts": applied.reverted_accounts,
+        "events": applied.events,
+        "communications": applied.communications,
+        "posting_file_bytes": (data / posting_path).stat().st_size,
+        "report_bytes": (data / report_path).stat().st_size,
+        "communications_bytes": (data / communications_path).stat().st_size,
+    }
+
+
+def _instrumented_spans() -> Spans:
+    """Timers around the inner calls of both card flows (what exists: a renamed internal just drops out)."""
+    from cmp_pipelines.formats import encryption, record_file
+    from cmp_pipelines.services import card_rejections, intake, recurring_card
+
+    spans = Spans()
+
+    def instrument(owner: object, names: tuple[str, ...], prefix: str = "") -> None:
+        for name in names:
+            if hasattr(owner, name):
+                setattr(owner, name, spans.wrap(prefix + name, getattr(owner, name)))
+
+    instrument(record_file, ("parse_document", "validate_envelope", "record_columns", "check_control_totals"),
+               "record_file.")
+    # Not card_rejections.sha256_hex: it runs on a worker thread beside parsing, and spans nest by call stack.
+    instrument(card_rejections, ("with_shape_and_card_numbers", "first_error", "sync_rejection_codes",
+                                 "write_posting_file"))
+    instrument(recurring_card, ("write_posting_file",))
+    instrument(intake, ("sha256_hex",))
+    instrument(encryption.PartnerKeyring, ("decrypt", "encrypt"), "keyring.")
+    instrument(intake.Intake, ("decrypt", "refuse_duplicate", "record_loaded", "archive"), "intake.")
+    instrument(card_rejections.CardRejections,
+               ("_load_new", "_guard_schema_agreement", "_result", "_apply_statements", "applied"))
+    instrument(recurring_card.RecurringCardPayments, ("due",))
+    return spans
+
+
+def _sql_wrapper(spans: Spans):
+    import duckdb
+
+    def wrap(target):
+        kind = "sql" if isinstance(target, duckdb.DuckDBPyConnection) else "files"
+        return _Proxy(target, spans, kind)
+
+    return wrap
+
+
+def phase_card_profile(args: argparse.Namespace) -> dict:
+    workdir = Path(args.workdir)
+    _env(workdir, workdir / "card_profile")
+    spans = _instrumented_spans()
+    with _card_connection(workdir, workdir / "card_profile", _sql_wrapper(spans)) as (con, files, keyring, partners):
+        _card_steps(con, files, keyring, partners, spans.span)
+    return {"spans": [[list(k), v[0], v[1]] for k, v in spans.totals.items()], "peak_rss_mb": peak_rss_mb()}
+
+
+def phase_rejections_profile(args: argparse.Namespace) -> dict:
+    workdir, meta = Path(args.workdir), json.loads((Path(args.workdir) / "rejections_setup.json").read_text())
+    _env(workdir, workdir / "rejections_profile")
+    spans = _instrumented_spans()
+    data = workdir / "rejections_profile"
+    with _card_connection(workdir, data, _sql_wrapper(spans)) as (con, files, keyring, partners):
+        _rejection_steps(con, files, keyring, partners, meta["file_id"], spans.span)
+    return {"spans": [[list(k), v[0], v[1]] for k, v in spans.totals.items()], "peak_rss_mb": peak_rss_mb()}
+
+
+def _rejection_accounts(args: argparse.Namespace) -> int:
+    """The rejection store extracts a fifth more transactions than the file rejects (every sixth is kept)."""
+    return args.rejections * 6 // 5 + 6
+
+
 PHASES = {
     "setup": phase_setup, "flow": phase_flow, "profile": phase_profile, "expectations": phase_expectations,
+    "card_setup": phase_card_setup, "card_flow": phase_card_flow, "card_profile": phase_card_profile,
+    "rejections_setup": phase_rejections_setup, "rejections_flow": phase_rejections_flow,
+    "rejections_profile": phase_rejections_profile,
 }
 
 
@@ -340,7 +674,8 @@ def _run(command: list[str], result: Path, label: str) -> dict:
 def _phase(args: argparse.Namespace, name: str) -> dict:
     result = Path(args.workdir) / f"{name}.json"
     command = [sys.executable, str(Path(__file__).resolve()), "--phase", name, "--workdir", args.workdir,
-               "--records", str(args.records), "--accounts", str(args.accounts), "--seed", str(args.seed)]
+               "--records", str(args.records), "--accounts", str(args.accounts), "--seed", str(args.seed),
+               "--card-accounts", str(args.card_accounts), "--rejections", str(args.rejections)]
     return _run(command, result, name)
 
 
@@ -459,6 +794,146 @@ def _report(
         f"{name} {data['peak_rss_mb'] / 1024:.2f} GB" for name, data in phases.items() if data))
 
 
+def _stage_card(workdir: Path, template: str, name: str, inbound: Path | None = None) -> Path:
+    """A fresh copy of a card store, plus the rejection file in the provider's inbound folder (untimed)."""
+    data = workdir / name
+    shutil.rmtree(data, ignore_errors=True)
+    data.mkdir(parents=True)
+    shutil.copyfile(workdir / template / "cmp.duckdb", data / "cmp.duckdb")
+    if inbound is not None:
+        folder = data / "inbound" / "card_rejections" / CARD_PROVIDER
+        folder.mkdir(parents=True)
+        shutil.copyfile(inbound, folder / inbound.name)
+    return data
+
+
+def _card_section(args: argparse.Namespace, workdir: Path) -> None:
+    meta = _phase(args, "card_setup")
+    floor_result = workdir / "card_floor.json"
+    floor_command = [
+        sys.executable, str(HERE / "card_floor.py"), "extract",
+        "--store", str(workdir / "card_template" / "cmp.duckdb"),
+        "--key-file", str(workdir / "keys" / f"{CARD_PROVIDER}.keys"), "--day", CARD_DAY.isoformat(),
+        "--workdir", str(workdir / "card_floor"), "--result", str(floor_result),
+    ]
+    flows, floors = [], []
+    for _ in range(max(1, args.repeat)):
+        _stage_card(workdir, "card_template", "card_flow")
+        flows.append(_phase(args, "card_flow"))
+        if "floor" not in args.skip:
+            floors.append(_run(floor_command, floor_result, "card floor"))
+    profile = None
+    if "profile" not in args.skip:
+        _stage_card(workdir, "card_template", "card_profile")
+        profile = _phase(args, "card_profile")
+    for name in ("card_flow", "card_floor", "card_profile"):  # a million-row store is ~0.5 GB a copy
+        shutil.rmtree(workdir / name, ignore_errors=True)
+    flow = _median(flows)
+    _section_report(
+        f"CARD extract benchmark: {flow['records']:,} due card payments ({args.card_accounts:,} accounts paying "
+        f"by card, business day {CARD_DAY})",
+        [f"store {meta['store_bytes'] / 1e6:.0f} MB; untimed setup: seeding {meta['seeded_s']:.1f} s",
+         f"outputs: extract {flow['extract_bytes'] / 1e6:.0f} MB encrypted, posting file "
+         f"{flow['posting_file_bytes'] / 1e6:.0f} MB"],
+        "(e) select_due -> extract -> post -> posting file", TARGETS["card_s"], flows, floors, profile,
+        ("records", "postings", "extract_bytes", "posting_file_bytes"),
+    )
+
+
+def _rejections_section(args: argparse.Namespace, workdir: Path) -> None:
+    meta = _phase(args, "rejections_setup")
+    encrypted = workdir / meta["file_name"]
+    floor_result = workdir / "rejections_floor.json"
+    floor_command = [
+        sys.executable, str(HERE / "card_floor.py"), "rejections",
+        "--store", str(workdir / "rejections_template" / "cmp.duckdb"),
+        "--key-file", str(workdir / "keys" / f"{CARD_PROVIDER}.keys"), "--input", str(encrypted),
+        "--workdir", str(workdir / "rejections_floor"), "--result", str(floor_result),
+    ]
+    flows, floors = [], []
+    for _ in range(max(1, args.repeat)):
+        _stage_card(workdir, "rejections_template", "rejections_flow", encrypted)
+        flows.append(_phase(args, "rejections_flow"))
+        if "floor" not in args.skip:
+            floors.append(_run(floor_command, floor_result, "rejections floor"))
+    profile = None
+    if "profile" not in args.skip:
+        _stage_card(workdir, "rejections_template", "rejections_profile", encrypted)
+        profile = _phase(args, "rejections_profile")
+    flow = _median(flows)
+    _section_report(
+        f"Card rejections benchmark: {flow['records']:,} rejections of {meta['accounts']:,} extracted card "
+        f"payments (reason codes {', '.join(REASON_CODES)})",
+        [f"file: {meta['plaintext_bytes'] / 1e6:.1f} MB JSON, {meta['ciphertext_bytes'] / 1e6:.1f} MB encrypted; "
+         f"untimed setup: seeding {meta['seeded_s']:.1f} s, extract + file {meta['generated_s']:.1f} s",
+         f"outcome: {flow['outcomes']}, problems {flow['problems'] or 'none'}",
+         f"applied: {flow['suspended_accounts']:,} accounts suspended, {flow['reverted_accounts']:,} reverted, "
+         f"{flow['events']:,} workflow events, {flow['communications']:,} communications"],
+        "(g) load -> apply -> posting file -> reports", TARGETS["rejections_s"], flows, floors, profile,
+        ("records", "postings", "posting_file_bytes", "report_bytes"),
+    )
+
+
+def _section_report(
+    title: str, notes: list[str], label: str, target_s: float, flows: list[dict], floors: list[dict],
+    profile: dict | None, outputs: tuple[str, ...],
+) -> None:
+    """One card phase: time against its target, ratio to its floor, steps side by side, the profile tree."""
+    flow, floor = dict(_median(flows)), dict(_median(floors)) if floors else None
+    flow["peak_rss_mb"] = max(run["peak_rss_mb"] for run in flows)
+    if floor:
+        floor["peak_rss_mb"] = max(run["peak_rss_mb"] for run in floors)
+    n = flow["records"]
+    print()
+    print(title)
+    for note in notes:
+        print(f"  {note}")
+
+    def totals(runs: list[dict]) -> str:
+        return " ".join(f"{run['total_s']:.2f}" for run in runs)
+
+    print(f"  timed runs (s), median shown: flow {totals(flows)}" + (f"; floor {totals(floors)}" if floors else ""))
+    print()
+    header = f"  {'figure':<50} {'value':>14} {'target':>14} {'value/target':>13}"
+    print(header)
+    print("  " + "-" * (len(header) - 2))
+
+    def row(name: str, value: str, target: str = "", ratio: float | None = None) -> None:
+        shown = "" if ratio is None else f"{ratio:.2f}"
+        print(f"  {name:<50} {value:>14} {target:>14} {shown:>13}")
+
+    row(label + ", s", f"{flow['total_s']:.2f} s", f"<= {target_s:.0f} s", flow["total_s"] / target_s)
+    row("    same, records/s", f"{n / flow['total_s']:,.0f}")
+    row("    before it, untimed: imports + connect", f"{flow['imports_and_connect_s']:.2f} s")
+    if floor:
+        ratio = flow["total_s"] / floor["total_s"]
+        row("    time / time of the floor", f"{ratio:.2f}x", f"<= {TARGETS['floor_ratio']}x",
+            ratio / TARGETS["floor_ratio"])
+        row("    floor seconds", f"{floor['total_s']:.2f} s", f"{n / floor['total_s']:,.0f}/s")
+    row("    peak RSS of the flow process", f"{flow['peak_rss_mb'] / 1024:.2f} GB")
+    if floor:
+        row("    floor peak RSS", f"{floor['peak_rss_mb'] / 1024:.2f} GB")
+    print()
+    print(f"  {'flow steps (median run)':<44}{'floor steps (median run)' if floor else ''}")
+    left = [f"    {name:<20} {seconds:7.2f} s" for name, seconds in flow["steps"].items()]
+    right = [f"{name:<26} {seconds:7.2f} s" for name, seconds in (floor or {}).get("steps", {}).items()]
+    for index in range(max(len(left), len(right))):
+        print(f"{left[index] if index < len(left) else '':<46}{right[index] if index < len(right) else ''}")
+    if floor:
+        print()
+        print(f"  {'outputs':<22} {'flow':>14} {'floor':>14}")
+        for key in outputs:
+            shown = f"{floor[key]:>14,}" if key in floor else f"{'-':>14}"
+            print(f"    {key:<20} {flow[key]:>14,} {shown}")
+    if profile:
+        total = sum(seconds for key, _, seconds in profile["spans"] if len(key) == 1)
+        print()
+        print(f"  inside the steps (separate profiling run on a fresh copy, {total:.2f} s with timers;"
+              " calls >= 5 ms)")
+        for line in _tree(profile["spans"]):
+            print(line)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=1_000_000)
@@ -468,8 +943,13 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the auto-created work folder")
     parser.add_argument("--repeat", type=int, default=3,
                         help="timed flow and floor runs, interleaved; figures are the median run (default 3)")
-    parser.add_argument("--skip", action="append", default=[], choices=["profile", "expectations", "floor"],
-                        help="leave out a phase (repeatable)")
+    parser.add_argument("--card-accounts", type=int, default=1_000_000,
+                        help="CARD extract: accounts paying by card, each with one payment due (default 1,000,000)")
+    parser.add_argument("--rejections", type=int, default=100_000,
+                        help="card rejections: records in the provider's rejection file (default 100,000)")
+    parser.add_argument("--skip", action="append", default=[],
+                        choices=["nrp", "card", "rejections", "profile", "expectations", "floor"],
+                        help="leave out a benchmark (nrp, card, rejections) or a phase of each (repeatable)")
     parser.add_argument("--phase", choices=sorted(PHASES), help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -486,26 +966,31 @@ def main() -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     print(f"benchmark work folder: {workdir}", file=sys.stderr, flush=True)
     try:
-        meta = _phase(args, "setup")
-        (workdir / "setup.json").write_text(json.dumps(meta))
-        result = workdir / "floor.json"
-        floor_command = [
-            sys.executable, str(HERE / "nrp_floor.py"), "--input", str(workdir / meta["file_name"]),
-            "--key-file", str(workdir / "keys" / f"{PARTNER}.keys"), "--accounts", str(args.accounts),
-            "--seed", str(args.seed), "--workdir", str(workdir / "floor"), "--result", str(result),
-        ]
-        flows, floors = [], []
-        for _ in range(max(1, args.repeat)):  # interleaved, so drift in the machine hits both alike
-            _stage(workdir, "flow", meta)
-            flows.append(_phase(args, "flow"))
-            if "floor" not in args.skip:
-                floors.append(_run(floor_command, result, "floor"))
-        check = None if "expectations" in args.skip else _phase(args, "expectations")
-        profile = None
-        if "profile" not in args.skip:
-            _stage(workdir, "profile", meta)
-            profile = _phase(args, "profile")
-        _report(args, meta, flows, check, profile, floors)
+        if "nrp" not in args.skip:
+            meta = _phase(args, "setup")
+            (workdir / "setup.json").write_text(json.dumps(meta))
+            result = workdir / "floor.json"
+            floor_command = [
+                sys.executable, str(HERE / "nrp_floor.py"), "--input", str(workdir / meta["file_name"]),
+                "--key-file", str(workdir / "keys" / f"{PARTNER}.keys"), "--accounts", str(args.accounts),
+                "--seed", str(args.seed), "--workdir", str(workdir / "floor"), "--result", str(result),
+            ]
+            flows, floors = [], []
+            for _ in range(max(1, args.repeat)):  # interleaved, so drift in the machine hits both alike
+                _stage(workdir, "flow", meta)
+                flows.append(_phase(args, "flow"))
+                if "floor" not in args.skip:
+                    floors.append(_run(floor_command, result, "floor"))
+            check = None if "expectations" in args.skip else _phase(args, "expectations")
+            profile = None
+            if "profile" not in args.skip:
+                _stage(workdir, "profile", meta)
+                profile = _phase(args, "profile")
+            _report(args, meta, flows, check, profile, floors)
+        if "card" not in args.skip:
+            _card_section(args, workdir)
+        if "rejections" not in args.skip:
+            _rejections_section(args, workdir)
     finally:
         if created and not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)

@@ -44,8 +44,8 @@ def copy_config(tmp_path):
 
 
 def test_shipped_configuration_is_valid():
-    assert set(load_partners(PROJECT_ROOT / "config")) == {"PAYPOINT", "LOCKBOX"}
-    assert len(load_probes(PROJECT_ROOT / "config")) == 8
+    assert set(load_partners(PROJECT_ROOT / "config")) == {"PAYPOINT", "LOCKBOX", "CARDPAY"}
+    assert len(load_probes(PROJECT_ROOT / "config")) == 12
 
 
 @pytest.mark.parametrize(
@@ -99,6 +99,7 @@ def test_probe_config_errors_name_file_entry_and_field(tmp_path, change, entry, 
 def test_missing_probe_is_an_error(tmp_path):
     config = copy_config(tmp_path)
     text = (config / "probes.yaml").read_text()
-    (config / "probes.yaml").write_text(text.split("  nrp_load_completed:")[0])
+    before, after = text.split("  nrp_load_completed:")
+    (config / "probes.yaml").write_text(before + "  card_extract_produced:" + after.split("  card_extract_produced:")[1])
     with pytest.raises(ConfigError, match="nrp_load_completed.*not configured"):
         load_probes(config)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import duckdb
 
+CARD_FIELDS = ("provider", "card_token", "last_four", "expiry")
+
 
 def account_view(con: duckdb.DuckDBPyConnection, account_number: str) -> dict | None:
     row = con.execute(
@@ -41,7 +43,7 @@ def account_view(con: duckdb.DuckDBPyConnection, account_number: str) -> dict | 
         "status": row[3],
         "payment_type": row[4],
         "suspended_until": row[5],
-        "card": None if card is None else dict(zip(("provider", "card_token", "last_four", "expiry"), card)),
+        "card": None if card is None else dict(zip(CARD_FIELDS, card, strict=True)),
         "balance": balance,
         "open_invoices": [
             {"invoice_number": i[0], "issued_on": i[1], "due_on": i[2], "amount": i[3], "outstanding": i[4]}
