@@ -118,7 +118,7 @@ def card_payment_posting_batch(
         "batch_id": posted.batch_id,
         "posting_count": dg.MetadataValue.int(posted.posting_count),
         "posted_now": dg.MetadataValue.int(posted.posted_now),
-        "net_amount": format_minor(posted.net_minor),
+        "net_amount": format_minor(posted.total_minor),
     })
 
 
@@ -141,7 +141,7 @@ def card_payment_ledger_posting_file(
         "batch_id": posted.batch_id,
         "files_written": path,
         "record_count": dg.MetadataValue.int(posted.posting_count),
-        "net_amount": format_minor(posted.net_minor),
+        "net_amount": format_minor(posted.total_minor),
     })
 
 

@@ -35,7 +35,13 @@ from cmp_pipelines.formats.record_file import RecordFileSpec, with_shape_and_car
 from cmp_pipelines.formats.schemas import first_error
 from cmp_pipelines.services.files import FileStoreLike
 from cmp_pipelines.services.intake import Intake, Received, sha256_hex
-from cmp_pipelines.services.ledger_file import json_rows, sql_literal, write_posting_file
+from cmp_pipelines.services.ledger_file import (
+    json_rows,
+    posted_batch,
+    record_posting_batch,
+    sql_literal,
+    write_posting_file,
+)
 from cmp_pipelines.services.reference import sync_rejection_codes
 from cmp_pipelines.store.connection import transaction
 
@@ -182,21 +188,11 @@ class CardRejections:
             if status == "APPLIED":
                 return self.applied(load, applied_now=False)
             self._apply_statements(params)
-            count, net = self.con.execute(
-                "SELECT count(*), coalesce(sum(amount_minor), 0) FROM ledger_postings WHERE batch_id = ?", [reversal]
-            ).fetchone()
-            self.con.execute(
-                """
-                INSERT INTO batches (batch_id, kind, feed, partner, source_file_id, parent_batch_id, status,
-                                     record_count, total_minor, accepted_count, created_at, completed_at)
-                VALUES (?, 'CARD_REVERSAL', ?, ?, ?, ?, 'POSTED', ?, ?, ?, ?, ?)
-                """,
-                [reversal, FEED, load.partner, load.file_id, load.batch_id, count, net, count, self.now, self.now],
-            )
+            record_posting_batch(self.con, batch_id=reversal, kind="CARD_REVERSAL", feed=FEED, now=self.now,
+                                 posted_before=0, partner=load.partner, source_file_id=load.file_id,
+                                 parent_batch_id=load.batch_id)
             self.con.execute("UPDATE batches SET status = 'APPLIED', completed_at = ? WHERE batch_id = ?",
                              [self.now, load.batch_id])
-            self.con.execute("INSERT INTO job_runs (job, batch_id, started_at) VALUES (?, ?, ?)",
-                             [FEED, reversal, self.now])
         return self.applied(load, applied_now=True)
 
     def _apply_statements(self, params: dict) -> None:
@@ -282,11 +278,7 @@ class CardRejections:
 
     def applied(self, load: RejectionLoad, applied_now: bool = False) -> ApplyResult:
         reversal = reversal_batch_id(load.batch_id)
-        row = self.con.execute(
-            "SELECT record_count, total_minor FROM batches WHERE batch_id = ? AND status = 'POSTED'", [reversal]
-        ).fetchone()
-        if row is None:
-            raise LookupError(f"reversal batch {reversal} does not exist: materialise card_reversal_batch first")
+        posted = posted_batch(self.con, reversal, "card_reversal_batch")
         suspended, reverted = self.con.execute(
             "SELECT count(DISTINCT account_number) FILTER (outcome = 'RETRY_SCHEDULED'), "
             "count(DISTINCT account_number) FILTER (outcome IN ('RETRIES_EXHAUSTED', 'HARD_DECLINE')) "
@@ -299,7 +291,8 @@ class CardRejections:
         communications = self.con.execute(
             "SELECT count(*) FROM customer_communications WHERE batch_id = ?", [load.batch_id]
         ).fetchone()[0]
-        return ApplyResult(reversal, applied_now, row[0], row[1], suspended, reverted, events, communications)
+        return ApplyResult(reversal, applied_now, posted.posting_count, posted.total_minor, suspended, reverted, events,
+                           communications)
 
     # ---- files: the reversal posting file, the outcome report, the communications --------------------
 

@@ -1,4 +1,4 @@
-"""Files written straight from the store by DuckDB's COPY (C speed), and the ledger posting file every flow emits.
+"""Posting batches: recording one, and the files written from the store by DuckDB's COPY (C speed).
 
 The posting file is what CMP's posting daemons send to the target sales ledger: one per posting batch,
 schema formats/schemas/ledger_posting_batch.schema.json.
@@ -10,6 +10,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -18,6 +19,50 @@ import orjson
 
 from cmp_pipelines.domain.money import format_minor
 from cmp_pipelines.services.files import FileStoreLike
+
+
+@dataclass
+class PostResult:
+    batch_id: str
+    posted_now: int
+    posting_count: int
+    total_minor: int  # signed: payments and reversal credits are negative
+
+
+def record_posting_batch(
+    con: duckdb.DuckDBPyConnection, *, batch_id: str, kind: str, feed: str, now: datetime, posted_before: int,
+    partner: str | None = None, source_file_id: str | None = None, parent_batch_id: str | None = None,
+) -> PostResult:
+    """The batch row of postings just written (inside the caller's transaction), and the job run it counts as."""
+    count, total = con.execute(
+        "SELECT count(*), coalesce(sum(amount_minor), 0) FROM ledger_postings WHERE batch_id = ?", [batch_id]
+    ).fetchone()
+    con.execute(
+        """
+        INSERT INTO batches (batch_id, kind, feed, partner, source_file_id, parent_batch_id, status,
+                             record_count, total_minor, accepted_count, created_at, completed_at)
+        VALUES (?, ?, ?, ?, ?, ?, 'POSTED', ?, ?, ?, ?, ?)
+        ON CONFLICT (batch_id) DO UPDATE SET record_count = excluded.record_count,
+            total_minor = excluded.total_minor, accepted_count = excluded.accepted_count
+        """,
+        [batch_id, kind, feed, partner, source_file_id, parent_batch_id, count, total, count, now, now],
+    )
+    con.execute("INSERT INTO job_runs (job, batch_id, started_at) VALUES (?, ?, ?)", [feed, batch_id, now])
+    return PostResult(batch_id, count - posted_before, count, total)
+
+
+def posted_batch(con: duckdb.DuckDBPyConnection, batch_id: str, asset: str) -> PostResult:
+    """A posting batch an earlier step recorded; `asset` names what to materialise when it is missing."""
+    row = con.execute(
+        "SELECT record_count, total_minor FROM batches WHERE batch_id = ? AND status = 'POSTED'", [batch_id]
+    ).fetchone()
+    if row is None:
+        raise LookupError(f"posting batch {batch_id} does not exist: materialise {asset} first")
+    return PostResult(batch_id, 0, row[0], row[1])
+
+
+def posting_count(con: duckdb.DuckDBPyConnection, batch_id: str) -> int:
+    return con.execute("SELECT count(*) FROM ledger_postings WHERE batch_id = ?", [batch_id]).fetchone()[0]
 
 
 def sql_literal(value: str) -> str:

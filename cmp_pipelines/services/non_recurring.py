@@ -30,7 +30,15 @@ from cmp_pipelines.services.intake import (  # noqa: F401  (re-exported: the fil
     partition_key,
     sha256_hex,
 )
-from cmp_pipelines.services.ledger_file import json_rows, sql_literal, write_posting_file
+from cmp_pipelines.services.ledger_file import (
+    PostResult,
+    json_rows,
+    posted_batch,
+    posting_count,
+    record_posting_batch,
+    sql_literal,
+    write_posting_file,
+)
 from cmp_pipelines.store.connection import transaction
 
 FEED = "nrp"
@@ -60,14 +68,6 @@ class LoadResult:
     allocations: dict[str, int] = field(default_factory=dict)
     rejections: dict[str, int] = field(default_factory=dict)
     archived_path: str | None = None
-
-
-@dataclass
-class PostResult:
-    batch_id: str
-    posted_now: int
-    posting_count: int
-    total_minor: int
 
 
 class NonRecurringPayments:
@@ -178,9 +178,7 @@ class NonRecurringPayments:
         posting_batch = load.batch_id.replace("NRPL-", "NRPP-")
         key_prefix = f"nrp:{load.batch_id[5:]}:"
         with transaction(self.con):
-            before = self.con.execute(
-                "SELECT count(*) FROM ledger_postings WHERE batch_id = ?", [posting_batch]
-            ).fetchone()[0]
+            before = posting_count(self.con, posting_batch)
             self.con.execute(
                 """
                 INSERT INTO ledger_postings (idempotency_key, account_number, invoice_number, kind, amount_minor,
@@ -195,36 +193,17 @@ class NonRecurringPayments:
                 {"prefix": key_prefix, "posting_batch": posting_batch, "partner": load.partner,
                  "now": self.now, "load_batch": load.batch_id},
             )
-            count, total = self.con.execute(
-                "SELECT count(*), coalesce(sum(amount_minor), 0) FROM ledger_postings WHERE batch_id = ?",
-                [posting_batch],
-            ).fetchone()
-            self.con.execute(
-                """
-                INSERT INTO batches (batch_id, kind, feed, partner, source_file_id, parent_batch_id, status,
-                                     record_count, total_minor, accepted_count, created_at, completed_at)
-                VALUES (?, 'NRP_POSTING', ?, ?, ?, ?, 'POSTED', ?, ?, ?, ?, ?)
-                ON CONFLICT (batch_id) DO UPDATE SET record_count = excluded.record_count,
-                    total_minor = excluded.total_minor, accepted_count = excluded.accepted_count
-                """,
-                [posting_batch, FEED, load.partner, load.file_id, load.batch_id, count, total, count, self.now,
-                 self.now],
+            posted = record_posting_batch(
+                self.con, batch_id=posting_batch, kind="NRP_POSTING", feed=FEED, now=self.now, posted_before=before,
+                partner=load.partner, source_file_id=load.file_id, parent_batch_id=load.batch_id,
             )
             self.con.execute(
                 "UPDATE batches SET status = 'POSTED' WHERE batch_id = ? AND status = 'LOADED'", [load.batch_id]
             )
-            self.con.execute("INSERT INTO job_runs (job, batch_id, started_at) VALUES (?, ?, ?)",
-                             [FEED, posting_batch, self.now])
-        return PostResult(posting_batch, count - before, count, total)
+        return posted
 
     def posted(self, load: LoadResult) -> PostResult:
-        posting_batch = load.batch_id.replace("NRPL-", "NRPP-")
-        row = self.con.execute(
-            "SELECT record_count, total_minor FROM batches WHERE batch_id = ? AND status = 'POSTED'", [posting_batch]
-        ).fetchone()
-        if row is None:
-            raise LookupError(f"posting batch {posting_batch} does not exist: materialise nrp_posting_batch first")
-        return PostResult(posting_batch, 0, row[0], row[1])
+        return posted_batch(self.con, load.batch_id.replace("NRPL-", "NRPP-"), "nrp_posting_batch")
 
     # ---- posting file for the external sales ledger ----------------------------------------------
 

@@ -22,7 +22,15 @@ from cmp_pipelines.domain.card_payments_due import CLOSE_UNNEEDED_RETRIES_SQL, S
 from cmp_pipelines.domain.money import format_minor
 from cmp_pipelines.formats.encryption import PartnerKeyring
 from cmp_pipelines.services.files import FileStoreLike
-from cmp_pipelines.services.ledger_file import json_rows, sql_literal, write_posting_file
+from cmp_pipelines.services.ledger_file import (
+    PostResult,
+    json_rows,
+    posted_batch,
+    posting_count,
+    record_posting_batch,
+    sql_literal,
+    write_posting_file,
+)
 from cmp_pipelines.store.connection import transaction
 
 FEED = "card_payments"
@@ -66,14 +74,6 @@ class ExtractFile:
     path: str
     record_count: int
     total_minor: int
-
-
-@dataclass
-class PostResult:
-    batch_id: str
-    posted_now: int
-    posting_count: int
-    net_minor: int
 
 
 class RecurringCardPayments:
@@ -178,9 +178,7 @@ class RecurringCardPayments:
     def post(self, due: DueBatch) -> PostResult:
         posting_batch = posting_batch_id(due.business_date)
         with transaction(self.con):
-            before = self.con.execute(
-                "SELECT count(*) FROM ledger_postings WHERE batch_id = ?", [posting_batch]
-            ).fetchone()[0]
+            before = posting_count(self.con, posting_batch)
             self.con.execute(
                 """
                 INSERT INTO ledger_postings (idempotency_key, account_number, invoice_number, kind, amount_minor,
@@ -195,32 +193,11 @@ class RecurringCardPayments:
                 {"posting_batch": posting_batch, "extract_batch": due.batch_id, "now": self.now,
                  "effective": datetime.combine(due.business_date, datetime.min.time(), UTC)},
             )
-            count, net = self.con.execute(
-                "SELECT count(*), coalesce(sum(amount_minor), 0) FROM ledger_postings WHERE batch_id = ?",
-                [posting_batch],
-            ).fetchone()
-            self.con.execute(
-                """
-                INSERT INTO batches (batch_id, kind, feed, parent_batch_id, status, record_count, total_minor,
-                                     accepted_count, created_at, completed_at)
-                VALUES (?, 'CARD_POSTING', ?, ?, 'POSTED', ?, ?, ?, ?, ?)
-                ON CONFLICT (batch_id) DO UPDATE SET record_count = excluded.record_count,
-                    total_minor = excluded.total_minor, accepted_count = excluded.accepted_count
-                """,
-                [posting_batch, FEED, due.batch_id, count, net, count, self.now, self.now],
-            )
-            self.con.execute("INSERT INTO job_runs (job, batch_id, started_at) VALUES (?, ?, ?)",
-                             [FEED, posting_batch, self.now])
-        return PostResult(posting_batch, count - before, count, net)
+            return record_posting_batch(self.con, batch_id=posting_batch, kind="CARD_POSTING", feed=FEED,
+                                        now=self.now, posted_before=before, parent_batch_id=due.batch_id)
 
     def posted(self, due: DueBatch) -> PostResult:
-        posting_batch = posting_batch_id(due.business_date)
-        row = self.con.execute(
-            "SELECT record_count, total_minor FROM batches WHERE batch_id = ? AND status = 'POSTED'", [posting_batch]
-        ).fetchone()
-        if row is None:
-            raise LookupError(f"posting batch {posting_batch} does not exist: materialise card_payment_posting_batch")
-        return PostResult(posting_batch, 0, row[0], row[1])
+        return posted_batch(self.con, posting_batch_id(due.business_date), "card_payment_posting_batch")
 
     def write_posting_file(self, posted: PostResult) -> str:
         return write_posting_file(self.con, self.files, posted.batch_id, f"{FEED}:{JOB}", self.now)[0]
