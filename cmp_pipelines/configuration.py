@@ -239,3 +239,146 @@ def load_rejection_codes(config_dir: Path) -> RejectionConfig:
         codes[code] = RejectionCode(code, description, raw["reason_type"], raw["reason_code"], decline, retries,
                                     suspension_days, retry_event, cancellation_event, refund_event)
     return RejectionConfig(default_type, codes)
+
+
+# ---- Payments module: payment terms, payment term defaults, mandate revision codes --------------------------
+
+TERM_CODE = re.compile(r"^[A-Z0-9]{1,3}$")
+SECURITY_LEVEL = re.compile(r"^[A-Z][A-Z0-9_]{0,29}$")
+
+
+@dataclass(frozen=True)
+class PaymentTerm:
+    code: str
+    description: str
+    days_to_pay: int
+
+
+@dataclass(frozen=True)
+class PaymentTermDefault:
+    code: str  # a payment term code
+    payment_type: str
+    security_levels: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class PaymentTermsConfig:
+    terms: dict[str, PaymentTerm]
+    defaults: dict[str, PaymentTermDefault]
+
+    def default_for(self, payment_type: str) -> PaymentTerm | None:
+        """The payment term a new account paying by `payment_type` gets."""
+        for default in self.defaults.values():
+            if default.payment_type == payment_type:
+                return self.terms[default.code]
+        return None
+
+
+def _entries(file: Path, document: dict, key: str) -> list:
+    entries = document.get(key)
+    if not isinstance(entries, list):
+        raise ConfigError(file, "-", key, f"must be a list of {key.replace('_', ' ')} entries")
+    return entries
+
+
+def _entry_name(raw: object, key: str, index: int) -> str:
+    if isinstance(raw, dict) and isinstance(raw.get("code"), str):
+        return raw["code"]
+    return f"{key}[{index}]"
+
+
+def _code(file: Path, entry: str, raw: dict, pattern: re.Pattern, rule: str) -> str:
+    value = raw.get("code")
+    if isinstance(value, int) and not isinstance(value, bool):
+        raise ConfigError(file, entry, "code", f"must be a quoted string (YAML reads {value!r} as a number)")
+    value = _require(file, entry, raw, "code", str)
+    if not pattern.match(value):
+        raise ConfigError(file, entry, "code", rule)
+    return value
+
+
+def load_payment_terms(config_dir: Path) -> PaymentTermsConfig:
+    file = config_dir / "payment_terms.yaml"
+    _load(file, "payment_terms")
+    document = yaml.safe_load(file.read_text(encoding="utf-8"))
+    _no_unknown(file, "-", document, {"payment_terms", "payment_term_defaults"})
+    terms: dict[str, PaymentTerm] = {}
+    for index, raw in enumerate(_entries(file, document, "payment_terms")):
+        entry = _entry_name(raw, "payment_terms", index)
+        if not isinstance(raw, dict):
+            raise ConfigError(file, entry, "-", "must be a mapping")
+        _no_unknown(file, entry, raw, {"code", "description", "days_to_pay"})
+        code = _code(file, entry, raw, TERM_CODE, "must be 1-3 upper-case letters or digits")
+        if code in terms:
+            raise ConfigError(file, entry, "code", "is defined twice; payment term codes are unique")
+        description = _require(file, entry, raw, "description", str)
+        if not description.strip() or len(description) > 30:
+            raise ConfigError(file, entry, "description", f"must be 1-30 characters, got {len(description)}")
+        days = _require(file, entry, raw, "days_to_pay", int)
+        if not 0 <= days <= 365:
+            raise ConfigError(file, entry, "days_to_pay", f"must be between 0 and 365, got {days}")
+        terms[code] = PaymentTerm(code, description, days)
+    defaults: dict[str, PaymentTermDefault] = {}
+    for index, raw in enumerate(_entries(file, document, "payment_term_defaults")):
+        entry = _entry_name(raw, "payment_term_defaults", index)
+        if not isinstance(raw, dict):
+            raise ConfigError(file, entry, "-", "must be a mapping")
+        _no_unknown(file, entry, raw, {"code", "payment_type", "security_levels"})
+        code = _code(file, entry, raw, TERM_CODE, "must be 1-3 upper-case letters or digits")
+        if code not in terms:
+            raise ConfigError(file, entry, "code", f"is not a payment term; known: {', '.join(sorted(terms))}")
+        payment_type = _require(file, entry, raw, "payment_type", str)
+        if payment_type not in PAYMENT_TYPES:
+            raise ConfigError(file, entry, "payment_type", f"must be one of {', '.join(PAYMENT_TYPES)}")
+        if any(d.payment_type == payment_type for d in defaults.values()):
+            raise ConfigError(file, entry, "payment_type", f"{payment_type} already has a default payment term")
+        levels = _require(file, entry, raw, "security_levels", list)
+        if not levels:
+            raise ConfigError(file, entry, "security_levels", "at least one security level must have access")
+        for level in levels:
+            if not isinstance(level, str) or not SECURITY_LEVEL.match(level):
+                raise ConfigError(file, entry, "security_levels", f"{level!r} is not a security level name")
+        defaults[f"{code}/{payment_type}"] = PaymentTermDefault(code, payment_type, tuple(levels))
+    return PaymentTermsConfig(terms, defaults)
+
+
+@dataclass(frozen=True)
+class MandateRevisionCode:
+    """An ADDACS reason (Payments module): what a bank's advice does to a direct-debit mandate."""
+
+    code: str
+    name: str
+    action: str  # AMEND or CANCEL
+    reason_type: str
+    reason_code: str
+    event: WorkflowEvent
+
+
+def load_mandate_revision_codes(config_dir: Path) -> dict[str, MandateRevisionCode]:
+    file = config_dir / "mandate_revision_codes.yaml"
+    entries = _load(file, "mandate_revision_codes")
+    if not isinstance(entries, list):
+        raise ConfigError(file, "-", "mandate_revision_codes", "must be a list of mandate revision code entries")
+    codes: dict[str, MandateRevisionCode] = {}
+    for index, raw in enumerate(entries):
+        entry = _entry_name(raw, "mandate_revision_codes", index)
+        if not isinstance(raw, dict):
+            raise ConfigError(file, entry, "-", "must be a mapping")
+        _no_unknown(file, entry, raw, {"code", "name", "action", "reason_type", "reason_code", "event"})
+        code = _code(file, entry, raw, CODE, "must be 1-8 letters or digits")
+        if code in codes:
+            raise ConfigError(file, entry, "code", "is defined twice; codes are unique")
+        name = _require(file, entry, raw, "name", str)
+        if not name.strip() or len(name) > 60:
+            raise ConfigError(file, entry, "name", "must be 1-60 characters")
+        action = _require(file, entry, raw, "action", str)
+        if action not in ("AMEND", "CANCEL"):
+            raise ConfigError(file, entry, "action", f"must be AMEND or CANCEL, got {action!r}")
+        for field in ("reason_type", "reason_code"):
+            if not IDENTIFIER.match(_require(file, entry, raw, field, str)):
+                raise ConfigError(file, entry, field, f"must be an upper-case identifier, got {raw[field]!r}")
+        event = _event(file, entry, raw, "event")
+        if event is None:
+            raise ConfigError(file, entry, "event", "the workflow event that handles the revision is required")
+        codes[code] = MandateRevisionCode(code, name, action, raw["reason_type"], raw["reason_code"], event)
+    return codes

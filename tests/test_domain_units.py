@@ -100,6 +100,7 @@ def test_missing_probe_is_an_error(tmp_path):
     config = copy_config(tmp_path)
     text = (config / "probes.yaml").read_text()
     before, after = text.split("  nrp_load_completed:")
-    (config / "probes.yaml").write_text(before + "  card_extract_produced:" + after.split("  card_extract_produced:")[1])
+    rest = after.split("  card_extract_produced:")[1]
+    (config / "probes.yaml").write_text(before + "  card_extract_produced:" + rest)
     with pytest.raises(ConfigError, match="nrp_load_completed.*not configured"):
         load_probes(config)
