@@ -230,28 +230,104 @@ def run_pending(max_ticks: int) -> None:
     click.echo(f"{len(outcomes)} run(s), {len(failed)} failed")
 
 
+def _business_day(day: str | None):
+    from datetime import date as date_type
+
+    try:
+        return date_type.fromisoformat(day) if day else datetime.now(UTC).date()
+    except ValueError:
+        _fail(f"--date {day!r} is not a date (YYYY-MM-DD)")
+
+
+def _run_day(job_name: str, business_day, batch_id: str, what: str) -> None:
+    """One daily partition of a job, executed here and recorded in the instance, then the batch it made."""
+    if business_day > datetime.now(UTC).date():
+        _fail(f"{business_day} is in the future: a daily job runs for today or an earlier day")
+    _dagster_home()
+    from cmp_pipelines.headless import run_partition
+
+    outcome = run_partition(job_name, business_day.isoformat())
+    if not outcome.success:
+        _fail(f"{job_name} {business_day} failed: {outcome.error}")
+    with _connect(read_only=True) as con:
+        count, total, path = con.execute(
+            "SELECT record_count, minor_to_decimal(total_minor), output_path FROM batches WHERE batch_id = ?",
+            [batch_id],
+        ).fetchone()
+    click.echo(f"{business_day}: {count} {what}, {total} in total -> {path or 'no file (nothing due)'}")
+
+
 @main.command("run-card-payments")
 @click.option("--date", "day", default=None, help="Business day YYYY-MM-DD (default: today, UTC).")
 def run_card_payments(day: str | None) -> None:
     """Run the Recurring Payments job in CARD mode for one day, as its daily schedule does (idempotent)."""
-    from datetime import date as date_type
+    business_day = _business_day(day)
+    _run_day("recurring_payments_card_job", business_day, f"RCX-{business_day:%Y%m%d}", "card transaction(s)")
 
+
+@main.command("run-auddis")
+@click.option("--date", "day", default=None, help="Business day YYYY-MM-DD (default: today, UTC).")
+def run_auddis(day: str | None) -> None:
+    """Run the AUDDIS extract for one day, as its daily schedule does (idempotent)."""
+    business_day = _business_day(day)
+    _run_day("auddis_extract_job", business_day, f"AUD-{business_day:%Y%m%d}", "instruction(s)")
+
+
+@main.group()
+def mandates() -> None:
+    """Direct Debit Instructions: set-up, amendment, cancellation."""
+
+
+def _dd_config():
+    from cmp_pipelines.configuration import ConfigError, load_direct_debit
+
+    partners, _ = _config()
     try:
-        business_day = date_type.fromisoformat(day) if day else datetime.now(UTC).date()
-    except ValueError:
-        _fail(f"--date {day!r} is not a date (YYYY-MM-DD)")
-    _dagster_home()
-    from cmp_pipelines.headless import run_partition
+        return load_direct_debit(paths().config_dir, partners)
+    except ConfigError as exc:
+        _fail(f"configuration error: {exc}")
 
-    outcome = run_partition("recurring_payments_card_job", business_day.isoformat())
-    if not outcome.success:
-        _fail(f"recurring_payments_card_job {business_day} failed: {outcome.error}")
-    with _connect(read_only=True) as con:
-        count, total, path = con.execute(
-            "SELECT record_count, minor_to_decimal(total_minor), output_path FROM batches WHERE batch_id = ?",
-            [f"RCX-{business_day:%Y%m%d}"],
-        ).fetchone()
-    click.echo(f"{business_day}: {count} card transaction(s), {total} in total -> {path or 'no extract (nothing due)'}")
+
+@mandates.command("create")
+@click.argument("account_number")
+@click.option("--sort-code", required=True, help="Payer's sort code, 6 digits (12-34-56 accepted).")
+@click.option("--bank-account", required=True, help="Payer's account number, 8 digits.")
+@click.option("--account-name", required=True, help="Name on the payer's bank account.")
+@click.option("--reference", default=None, help="Mandate reference (default CMP<account>).")
+def mandates_create(account_number: str, sort_code: str, bank_account: str, account_name: str,
+                    reference: str | None) -> None:
+    """Register a mandate for ACCOUNT_NUMBER; it goes to Bacs on the next AUDDIS as 0N."""
+    from cmp_pipelines.services.mandates import create_mandate
+
+    config = _dd_config()
+    view = _setup(lambda con, _: create_mandate(con, account_number, sort_code=sort_code, bank_account=bank_account,
+                                                account_name=account_name, config=config, now=datetime.now(UTC),
+                                                reference=reference))
+    click.echo(json.dumps(view, indent=2))
+
+
+@mandates.command("amend")
+@click.argument("mandate_id")
+@click.option("--sort-code", required=True)
+@click.option("--bank-account", required=True)
+@click.option("--account-name", required=True)
+def mandates_amend(mandate_id: str, sort_code: str, bank_account: str, account_name: str) -> None:
+    """New bank details for MANDATE_ID; sent as 0C (old details) then 0N (new) on the next AUDDIS."""
+    from cmp_pipelines.services.mandates import amend_mandate
+
+    view = _setup(lambda con, _: amend_mandate(con, mandate_id, sort_code=sort_code, bank_account=bank_account,
+                                               account_name=account_name, now=datetime.now(UTC), cause="cli"))
+    click.echo(json.dumps(view, indent=2))
+
+
+@mandates.command("cancel")
+@click.argument("mandate_id")
+def mandates_cancel(mandate_id: str) -> None:
+    """Cancel MANDATE_ID now; the bank is told with 0C on the next AUDDIS if it knew of it."""
+    from cmp_pipelines.services.mandates import cancel_mandate
+
+    view = _setup(lambda con, _: cancel_mandate(con, mandate_id, now=datetime.now(UTC), cause="cli"))
+    click.echo(json.dumps(view, indent=2))
 
 
 @main.group()

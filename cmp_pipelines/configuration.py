@@ -10,7 +10,7 @@ import yaml
 
 from cmp_pipelines.domain.probes import PROBES_BY_ID
 
-FEEDS = ("nrp", "card_rejections")
+FEEDS = ("nrp", "card_rejections", "addacs", "arudd")
 PAYMENT_TYPES = ("MANUAL", "RECURRING_CARD", "DIRECT_DEBIT")
 CODE = re.compile(r"^[A-Za-z0-9]{1,8}$")
 IDENTIFIER = re.compile(r"^[A-Z][A-Z0-9_]{0,39}$")
@@ -382,3 +382,44 @@ def load_mandate_revision_codes(config_dir: Path) -> dict[str, MandateRevisionCo
             raise ConfigError(file, entry, "event", "the workflow event that handles the revision is required")
         codes[code] = MandateRevisionCode(code, name, action, raw["reason_type"], raw["reason_code"], event)
     return codes
+
+
+@dataclass(frozen=True)
+class DirectDebitConfig:
+    """The service user that collects by Bacs direct debit, and the timings of its instructions."""
+
+    service_user_number: str
+    service_user_name: str
+    originating_sort_code: str
+    originating_account: str
+    bureau: str  # the partner that carries AUDDIS/collection files to Bacs and brings ADDACS/ARUDD back
+    activation_days: int  # no rejection within this many days of submission: the mandate is active
+    advance_notice_days: int
+
+
+def load_direct_debit(config_dir: Path, partners: dict[str, Partner] | None = None) -> DirectDebitConfig:
+    file = config_dir / "direct_debit.yaml"
+    raw = _load(file, "direct_debit")
+    entry = "direct_debit"
+    if not isinstance(raw, dict):
+        raise ConfigError(file, entry, "-", "must be a mapping")
+    fields = {"service_user_number": (6, "digits"), "originating_sort_code": (6, "digits"),
+              "originating_account": (8, "digits")}
+    _no_unknown(file, entry, raw, {*fields, "service_user_name", "bureau", "activation_days", "advance_notice_days"})
+    for field, (width, _) in fields.items():
+        value = raw.get(field)
+        if not isinstance(value, str) or len(value) != width or not value.isdigit():
+            raise ConfigError(file, entry, field, f"must be {width} digits in quotes, got {value!r}")
+    name = _require(file, entry, raw, "service_user_name", str)
+    if not re.fullmatch(r"[A-Z0-9 ./&-]{1,18}", name):
+        raise ConfigError(file, entry, "service_user_name", "must be 1-18 characters of A-Z 0-9 space . / & -")
+    bureau = _require(file, entry, raw, "bureau", str)
+    if partners is not None and (bureau not in partners or "addacs" not in partners[bureau].feeds):
+        raise ConfigError(file, entry, "bureau", f"{bureau!r} is not a partner with feed 'addacs' in partners.yaml")
+    days = {}
+    for field, limit in (("activation_days", 30), ("advance_notice_days", 30)):
+        days[field] = _require(file, entry, raw, field, int)
+        if not 0 <= days[field] <= limit:
+            raise ConfigError(file, entry, field, f"must be between 0 and {limit}, got {days[field]}")
+    return DirectDebitConfig(raw["service_user_number"], name, raw["originating_sort_code"],
+                             raw["originating_account"], bureau, days["activation_days"], days["advance_notice_days"])

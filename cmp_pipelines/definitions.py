@@ -6,6 +6,8 @@ import dagster as dg
 
 from cmp_pipelines.assets.card_rejections import CARD_REJECTION_ASSETS, card_rejection_files_partitions
 from cmp_pipelines.assets.card_rejections import GROUP as CARD_REJECTIONS_GROUP
+from cmp_pipelines.assets.direct_debit import DIRECT_DEBIT_ASSETS, auddis_days_partitions
+from cmp_pipelines.assets.direct_debit import GROUP as DIRECT_DEBIT_GROUP
 from cmp_pipelines.assets.non_recurring import GROUP as NRP_GROUP
 from cmp_pipelines.assets.non_recurring import NRP_ASSETS, nrp_files_partitions
 from cmp_pipelines.assets.recurring_card import CARD_PAYMENT_ASSETS, card_payment_days_partitions
@@ -84,15 +86,32 @@ card_rejections_sensor = inbound_file_sensor(
     description="CMP rejections daemon: watches data/inbound/card_rejections/<PROVIDER>/.",
 )
 
+auddis_job = dg.define_asset_job(
+    "auddis_extract_job",
+    selection=dg.AssetSelection.groups(DIRECT_DEBIT_GROUP),
+    partitions_def=auddis_days_partitions,
+    executor_def=dg.in_process_executor,
+    description="CMP AUDDIS extract: the day's new, amended and cancelled Direct Debit Instructions (Standard 18).",
+)
+
+auddis_daily_schedule = dg.build_schedule_from_partitioned_job(
+    auddis_job,
+    name="auddis_extract_daily_schedule",
+    hour_of_day=1,
+    minute_of_hour=30,
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Daily at 01:30 UTC: the day's AUDDIS file for the bureau.",
+)
+
 
 def build_definitions(resources: dict | None = None) -> dg.Definitions:
     """The code location; tests pass `resources` to swap a backend (e.g. a file store that fails on cue)."""
     return dg.Definitions(
-        assets=[*NRP_ASSETS, *CARD_PAYMENT_ASSETS, *CARD_REJECTION_ASSETS],
+        assets=[*NRP_ASSETS, *CARD_PAYMENT_ASSETS, *CARD_REJECTION_ASSETS, *DIRECT_DEBIT_ASSETS],
         asset_checks=[nrp_probes, nrp_payments_meet_expectations, card_payment_probes, card_rejection_probes],
-        jobs=[nrp_job, nrp_probes_job, card_payments_job, card_rejections_job],
+        jobs=[nrp_job, nrp_probes_job, card_payments_job, card_rejections_job, auddis_job],
         sensors=[nrp_inbound_files_sensor, card_rejections_sensor],
-        schedules=[nrp_end_of_day_probes_schedule, card_payments_daily_schedule],
+        schedules=[nrp_end_of_day_probes_schedule, card_payments_daily_schedule, auddis_daily_schedule],
         resources={
             "database": Database(),
             "file_store": LocalFileStore(),

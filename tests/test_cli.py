@@ -17,7 +17,8 @@ COMMANDS = [
     [], ["init"], ["keys"], ["keys", "init"], ["demo"], ["demo", "seed"], ["demo", "files"], ["files"],
     ["files", "encrypt"], ["files", "decrypt"], ["run-pending"], ["accounts"], ["accounts", "show"], ["probes"],
     ["summary"], ["run-card-payments"], ["demo", "cards"], ["demo", "card-rejections"],
-    ["accounts", "set-payment-type"], ["accounts", "approve-refund"],
+    ["accounts", "set-payment-type"], ["accounts", "approve-refund"], ["run-auddis"], ["mandates"],
+    ["mandates", "create"], ["mandates", "amend"], ["mandates", "cancel"],
 ]
 
 

@@ -1,0 +1,142 @@
+"""The daily AUDDIS extract: new, amended and cancelled Direct Debit Instructions as a Standard 18 file.
+
+One business day is one batch (AUD-<yyyymmdd>), chosen once and frozen, so a re-run writes the same file.
+Before choosing, mandates submitted `activation_days` ago without a rejection become ACTIVE ("no response
+from Bacs means the instruction succeeded"). Instructions: NEW -> 0N; AMEND -> 0C with the old details then
+0N with the new; CANCEL -> 0C; CONVERT -> 0S. Amounts are zero and there is no contra.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+
+import duckdb
+
+from cmp_pipelines.configuration import DirectDebitConfig
+from cmp_pipelines.formats import bacs_standard18 as std18
+from cmp_pipelines.formats.encryption import PartnerKeyring
+from cmp_pipelines.services.files import FileStoreLike
+from cmp_pipelines.store.connection import transaction
+
+_SELECT = """
+INSERT INTO auddis_instructions
+WITH pending AS (
+    SELECT m.*, i.step, i.code FROM mandates m,
+    LATERAL (SELECT * FROM (VALUES (1, '0C'), (2, '0N')) v(step, code) WHERE m.pending_instruction = 'AMEND'
+             UNION ALL SELECT 1, '0N' WHERE m.pending_instruction = 'NEW'
+             UNION ALL SELECT 1, '0C' WHERE m.pending_instruction = 'CANCEL'
+             UNION ALL SELECT 1, '0S' WHERE m.pending_instruction = 'CONVERT') i
+    WHERE m.pending_instruction IS NOT NULL
+)
+SELECT $batch_id, row_number() OVER (ORDER BY reference, step), mandate_id, code,
+       CASE WHEN code = '0C' AND pending_instruction = 'AMEND' THEN previous_sort_code ELSE sort_code END,
+       CASE WHEN code = '0C' AND pending_instruction = 'AMEND' THEN previous_bank_account ELSE bank_account END,
+       CASE WHEN code = '0C' AND pending_instruction = 'AMEND' THEN previous_account_name ELSE account_name END,
+       reference
+FROM pending
+"""
+
+
+@dataclass
+class AuddisBatch:
+    batch_id: str
+    business_date: date
+    status: str
+    activated: int
+    by_code: dict[str, int]
+
+    @property
+    def record_count(self) -> int:
+        return sum(self.by_code.values())
+
+
+def auddis_batch_id(day: date) -> str:
+    return f"AUD-{day:%Y%m%d}"
+
+
+class AuddisExtract:
+    def __init__(self, con: duckdb.DuckDBPyConnection, files: FileStoreLike, keyring: PartnerKeyring,
+                 config: DirectDebitConfig, now: datetime):
+        self.con, self.files, self.keyring, self.config, self.now = con, files, keyring, config, now
+
+    def select(self, day: date) -> AuddisBatch:
+        batch_id = auddis_batch_id(day)
+        with transaction(self.con):
+            if self.con.execute("SELECT 1 FROM batches WHERE batch_id = ?", [batch_id]).fetchone():
+                return self.selected(day)
+            activated = self._activate(day)
+            self.con.execute(_SELECT, {"batch_id": batch_id})
+            self.con.execute(
+                """
+                INSERT INTO mandate_history
+                SELECT mandate_id, status, CASE WHEN status = 'CANCELLED' THEN 'CANCELLED' ELSE 'SUBMITTED' END,
+                       'AUDDIS ' || $batch_id, $now
+                FROM mandates
+                WHERE mandate_id IN (SELECT mandate_id FROM auddis_instructions WHERE batch_id = $batch_id)
+                """,
+                {"batch_id": batch_id, "now": self.now},
+            )
+            self.con.execute(
+                """
+                UPDATE mandates SET pending_instruction = NULL, previous_sort_code = NULL, previous_bank_account = NULL,
+                    previous_account_name = NULL,
+                    status = CASE WHEN status = 'CANCELLED' THEN 'CANCELLED' ELSE 'SUBMITTED' END,
+                    submitted_on = CASE WHEN status = 'CANCELLED' THEN submitted_on ELSE $day END
+                WHERE mandate_id IN (SELECT mandate_id FROM auddis_instructions WHERE batch_id = $batch_id)
+                """,
+                {"batch_id": batch_id, "day": day},
+            )
+            self.con.execute(
+                "INSERT INTO batches (batch_id, kind, feed, partner, status, record_count, accepted_count, created_at) "
+                "SELECT $batch_id, 'AUDDIS', 'auddis', $bureau, 'SELECTED', count(*), $activated, $now "
+                "FROM auddis_instructions WHERE batch_id = $batch_id",
+                {"batch_id": batch_id, "bureau": self.config.bureau, "activated": activated, "now": self.now},
+            )
+        return self.selected(day, "SELECTED")
+
+    def _activate(self, day: date) -> int:
+        cutoff = day - timedelta(days=self.config.activation_days)
+        self.con.execute(
+            "INSERT INTO mandate_history SELECT mandate_id, status, 'ACTIVE', "
+            "'no rejection within ' || $days || ' days of submission', $now FROM mandates "
+            "WHERE status = 'SUBMITTED' AND submitted_on <= $cutoff",
+            {"days": self.config.activation_days, "now": self.now, "cutoff": cutoff},
+        )
+        return self.con.execute(
+            "UPDATE mandates SET status = 'ACTIVE', activated_on = $day WHERE status = 'SUBMITTED' "
+            "AND submitted_on <= $cutoff",
+            {"day": day, "cutoff": cutoff},
+        ).fetchone()[0]
+
+    def selected(self, day: date, status: str = "ALREADY_SELECTED") -> AuddisBatch:
+        batch_id = auddis_batch_id(day)
+        row = self.con.execute("SELECT accepted_count FROM batches WHERE batch_id = ?", [batch_id]).fetchone()
+        if row is None:
+            raise LookupError(f"no AUDDIS batch for {day}: materialise auddis_instructions_batch first")
+        by_code = dict(self.con.execute(
+            "SELECT transaction_code, count(*) FROM auddis_instructions WHERE batch_id = ? GROUP BY 1 ORDER BY 1",
+            [batch_id],
+        ).fetchall())
+        return AuddisBatch(batch_id, day, status, row[0], by_code)
+
+    def write_file(self, batch: AuddisBatch) -> str:
+        """The Standard 18 file for the bureau, encrypted for it; the records are built in SQL."""
+        c = self.config
+        submission = std18.Submission(c.service_user_number, c.service_user_name, c.originating_sort_code,
+                                      c.originating_account, batch.business_date, "AUDDIS")
+        record = std18.data_record_sql("sort_code", "bank_account", "transaction_code", "$sort", "$account", "0",
+                                       "$su_name", "reference", "account_name")
+        body = self.con.execute(
+            f"SELECT coalesce(string_agg({record} || chr(10), '' ORDER BY position), '') "
+            "FROM auddis_instructions WHERE batch_id = $batch_id",
+            {"sort": c.originating_sort_code, "account": c.originating_account, "su_name": c.service_user_name,
+             "batch_id": batch.batch_id},
+        ).fetchone()[0]
+        text = ("".join(line + "\n" for line in std18.labels(submission)) + body
+                + "".join(line + "\n" for line in std18.trailers(submission, 0, 0, batch.record_count, 0)))
+        path = self.files.write_bytes(f"outbound/auddis/{c.bureau}/{batch.batch_id}.std18.enc",
+                                      self.keyring.encrypt(c.bureau, text.encode("ascii")))
+        self.con.execute("UPDATE batches SET status = 'EXTRACTED', output_path = ?, completed_at = ? "
+                         "WHERE batch_id = ?", [path, self.now, batch.batch_id])
+        return path
