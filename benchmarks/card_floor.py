@@ -9,7 +9,10 @@ extract      one DuckDB INSERT..SELECT of the day's due card payments (accounts 
              ledger (UNIQUE idempotency key) and DuckDB's JSON COPY of the posting file.
 rejections   read + Fernet decrypt, orjson.loads, an Arrow struct array of the records, one DuckDB join
              of the records against card_transactions into a table, one INSERT of the reversal postings,
-             one UPDATE of the transactions, DuckDB's JSON COPY of the outcome report.
+             one UPDATE of the transactions, DuckDB's JSON COPY of the outcome report. With
+             --same-outputs, also what else the flow writes: account suspensions and reversions, payment
+             type changes, workflow events, customer communications (their table's PRIMARY KEY included),
+             the reversal posting file and the communications file.
 
 The flow's time divided by the floor's is the overhead of everything the flow adds (rules, checks,
 bookkeeping, the extra files).
@@ -111,6 +114,47 @@ UPDATE card_transactions t SET status = CASE m.outcome WHEN 'HARD_DECLINE' THEN 
                                                        ELSE 'SOFT_DECLINED' END,
        reason_code = m.reason_code, rejection_batch_id = $batch
 FROM floor_matched m WHERE m.transaction_id = t.transaction_id
+"""
+
+# --same-outputs: the rest of what the flow writes, each the least set-based statement that makes it.
+ACCOUNT_ACTIONS = """
+UPDATE accounts a SET suspended_until = CASE m.outcome WHEN 'RETRY_SCHEDULED' THEN DATE '2026-12-10' END,
+       payment_type = CASE m.outcome WHEN 'HARD_DECLINE' THEN 'MANUAL' ELSE a.payment_type END
+FROM floor_matched m WHERE a.account_number = m.account_number
+"""
+
+TYPE_CHANGES = """
+INSERT INTO payment_type_changes (account_number, old_type, new_type, cause, changed_at)
+SELECT account_number, 'RECURRING_CARD', 'MANUAL', 'card decline ' || reason_code || ' on ' || transaction_id, $now
+FROM floor_matched WHERE outcome = 'HARD_DECLINE'
+"""
+
+EVENTS = """
+INSERT INTO workflow_events (event_type, event_code, account_number, source_ref, detail, raised_at)
+SELECT 'RECURRING_PAYMENT', CASE outcome WHEN 'HARD_DECLINE' THEN 'CARD_HARD_DECLINE_REFUND'
+                                         ELSE 'CARD_SOFT_DECLINE' END,
+       account_number, transaction_id, outcome || ': reason ' || reason_code || ', amount '
+       || CAST(CAST(amount_minor AS DECIMAL(18, 0)) / 100 AS DECIMAL(18, 2))::VARCHAR, $now
+FROM floor_matched ORDER BY position
+"""
+
+COMMUNICATIONS = """
+INSERT INTO customer_communications (batch_id, account_number, template, source_ref, body, created_at)
+SELECT $batch, account_number, CASE outcome WHEN 'HARD_DECLINE' THEN 'CARD_PAYMENT_DECLINED'
+                                            ELSE 'CARD_PAYMENT_RETRY' END,
+       transaction_id, 'Your card payment of '
+       || CAST(CAST(amount_minor AS DECIMAL(18, 0)) / 100 AS DECIMAL(18, 2))::VARCHAR || ' ' || currency
+       || ' for invoice ' || invoice_number || ' was declined (reason ' || reason_code || '). '
+       || CASE outcome WHEN 'HARD_DECLINE' THEN 'Your recurring card payment is cancelled and your account now '
+               || 'pays by manual payment: please pay the invoice another way.'
+               ELSE 'We will try again on 2026-12-10.' END, $now
+FROM floor_matched
+ON CONFLICT DO NOTHING
+"""
+
+COMMUNICATION_ROWS = """
+SELECT account_number, template, source_ref AS transaction_id, body FROM customer_communications
+WHERE batch_id = '{batch}' ORDER BY account_number, source_ref
 """
 
 REPORT_ROWS = f"""
@@ -218,6 +262,8 @@ def run_extract(args: argparse.Namespace) -> dict:
 
 
 def run_rejections(args: argparse.Namespace) -> dict:
+    import pandas  # noqa: F401 - pyarrow imports it on the first pa.array of Python objects; as the flow, untimed
+
     workdir, con = _open(args)
     fernet = _fernet(args.key_file)
     now = datetime.now(UTC)
@@ -244,8 +290,24 @@ def run_rejections(args: argparse.Namespace) -> dict:
     con.execute("BEGIN TRANSACTION")
     con.execute(REVERSE, {"batch": batch, "now": now})
     con.execute(UPDATE, {"batch": batch})
+    if args.same_outputs:
+        con.execute(ACCOUNT_ACTIONS)
+        con.execute(TYPE_CHANGES, {"now": now})
+        con.execute(EVENTS, {"now": now})
+        con.execute(COMMUNICATIONS, {"batch": batch, "now": now})
     con.execute("COMMIT")
-    laps("reverse + update")
+    laps("reverse + update" + (" + actions" if args.same_outputs else ""))
+    if args.same_outputs:
+        postings, net = con.execute(
+            "SELECT count(*), coalesce(sum(amount_minor), 0) FROM ledger_postings WHERE batch_id = ?", [batch]
+        ).fetchone()
+        body = _copy_json(con, POSTING_ROWS.format(batch=batch), workdir / "postings.tmp.json")
+        posting_header = {"batch_id": batch, "created_at": now.isoformat(), "record_count": postings,
+                          "total_amount": _minor(net)}
+        posting_file = workdir / f"{batch}.json"
+        _write(posting_file, b'{"header":' + orjson.dumps(posting_header) + b',"postings":' + body + b"}")
+        del body
+        laps("posting file")
     count, reversed_count = con.execute(
         "SELECT count(*), (SELECT count(*) FROM ledger_postings WHERE batch_id = ?) FROM floor_matched", [batch]
     ).fetchone()
@@ -254,14 +316,23 @@ def run_rejections(args: argparse.Namespace) -> dict:
     report = workdir / "report.json"
     _write(report, b'{"header":' + orjson.dumps(report_header) + b',"records":' + body + b"}")
     del body
-    laps("report")
+    figures = {"report_bytes": report.stat().st_size}
+    if args.same_outputs:
+        body = _copy_json(con, COMMUNICATION_ROWS.format(batch=batch), workdir / "communications.tmp.json")
+        communications = workdir / "communications.json"
+        _write(communications, b'{"header":' + orjson.dumps({"batch_id": batch, "created_at": now.isoformat()})
+               + b',"communications":' + body + b"}")
+        del body
+        figures |= {"posting_file_bytes": posting_file.stat().st_size,
+                    "communications_bytes": communications.stat().st_size}
+    laps("report" + (" + communications" if args.same_outputs else ""))
     con.close()
     return {
         "total_s": laps.total,
         "steps": laps.steps,
         "records": count,
         "postings": reversed_count,
-        "report_bytes": report.stat().st_size,
+        **figures,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
 
@@ -273,6 +344,9 @@ def main() -> None:
     parser.add_argument("--key-file", required=True, help="the provider's Fernet key file, newest key first")
     parser.add_argument("--day", default="2026-12-04", help="extract: the business day")
     parser.add_argument("--input", help="rejections: the encrypted rejection file")
+    parser.add_argument("--same-outputs", action="store_true",
+                        help="rejections: also the account actions, events, communications and the two other files "
+                             "the flow writes (a second, fuller floor)")
     parser.add_argument("--workdir", default="benchmarks/out/card_floor")
     parser.add_argument("--result", help="write the figures here as JSON (else print them)")
     args = parser.parse_args()
