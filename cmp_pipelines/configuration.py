@@ -182,8 +182,9 @@ def load_rejection_codes(config_dir: Path) -> RejectionConfig:
     default_type = document.get("default_payment_type", "MANUAL")
     if default_type not in PAYMENT_TYPES:
         raise ConfigError(file, "-", "default_payment_type", f"must be one of {', '.join(PAYMENT_TYPES)}")
-    if default_type == "RECURRING_CARD":
-        raise ConfigError(file, "-", "default_payment_type", "a hard decline cannot revert to recurring card")
+    if default_type != "MANUAL":
+        raise ConfigError(file, "-", "default_payment_type",
+                          "a declined account reverts to MANUAL (card and direct debit need the customer's consent)")
     if not isinstance(entries, list):
         raise ConfigError(file, "-", "rejection_codes", "must be a list of rejection code entries")
     codes: dict[str, RejectionCode] = {}
@@ -235,6 +236,8 @@ def load_rejection_codes(config_dir: Path) -> RejectionConfig:
             for field in ("retries", "suspension_days", "retry_event", "cancellation_event"):
                 if field in raw:
                     raise ConfigError(file, entry, field, "a hard decline is never retried; remove this field")
+            if refund_event is None:
+                raise ConfigError(file, entry, "refund_event", "a hard decline needs the refund event it raises")
             retries = suspension_days = 0
         codes[code] = RejectionCode(code, description, raw["reason_type"], raw["reason_code"], decline, retries,
                                     suspension_days, retry_event, cancellation_event, refund_event)

@@ -22,7 +22,7 @@ def extracted(platform):
         for n in (1, 2, 3):
             payment_setup.set_payment_type(
                 con, f"ACC0000000{n}", "RECURRING_CARD", partners=load_partners(PROJECT_ROOT / "config"), now=NOW,
-                cause="test", card_token=f"tok_card_{n}", last_four="1111", expiry="2030-06",
+                cause="test", card_token=f"tok_card_{n}", last_four="1111", expiry="2099-12",
             )
     due = platform.card_day(DAY)
     return {t: (a, m) for t, a, m in platform.query(
@@ -207,3 +207,101 @@ def test_unknown_reason_code_is_reversed_reported_and_counts_toward_the_sla(plat
             con, load_probes(PROJECT_ROOT / "config"), datetime.now(UTC), probes=CARD_PROBES)}
     assert values["card_rejections_completed_sla"] == (1, True)
     assert values["card_rejection_rate"][0] == 100 // len(extracted)
+
+
+def _flow(platform, con):
+    from cmp_pipelines.configuration import load_rejection_codes
+    from cmp_pipelines.services.card_rejections import CardRejections
+
+    config = PROJECT_ROOT / "config"
+    return CardRejections(con, platform.files, platform.keyring, load_partners(config), load_rejection_codes(config),
+                          NOW)
+
+
+def test_two_files_loaded_before_either_is_applied_handle_a_transaction_once(platform, extracted):
+    t, a, m = first(extracted)
+    k1 = platform.drop_rejections("f1.json.enc", rejections_document([rejection("1", t, a, m, "51")], file_id="F1"))
+    k2 = platform.drop_rejections("f2.json.enc", rejections_document([rejection("1", t, a, m, "04")], file_id="F2"))
+    with platform.connect() as con:
+        flow = _flow(platform, con)
+        l1, l2 = flow.load(k1), flow.load(k2)
+        flow.apply(l1)
+        second = flow.apply(l2)
+    assert second.posting_count == 0 and reversals(platform) == 1
+    assert platform.query("SELECT event_code FROM workflow_events") == [("CARD_SOFT_DECLINE",)]
+    assert platform.query("SELECT payment_type FROM accounts WHERE account_number = ?", [a]) == [("RECURRING_CARD",)]
+    [(outcome, code, problem)] = outcomes(platform, l2).values()
+    assert (outcome, code) == ("REJECTED", "ALREADY_REJECTED") and "after this file was loaded" in problem
+    assert platform.query("SELECT accepted_count FROM batches WHERE batch_id = ?", [l2.batch_id]) == [(0,)]
+
+
+def test_a_rejection_before_its_payment_is_posted_waits_for_the_posting(platform):
+    from cmp_pipelines.services.recurring_card import RecurringCardPayments
+
+    with platform.connect() as con:
+        payment_setup.set_payment_type(con, "ACC00000001", "RECURRING_CARD", partners=load_partners(
+            PROJECT_ROOT / "config"), now=NOW, cause="t", card_token="tok_early")
+        flow = RecurringCardPayments(con, platform.files, platform.keyring, load_partners(PROJECT_ROOT / "config"),
+                                     NOW)
+        due = flow.select_due(DAY)
+        flow.write_extracts(due)  # the posting step has not run
+        [(t, a, m)] = con.execute("SELECT transaction_id, account_number, minor_to_decimal(amount_minor) "
+                                  "FROM card_transactions ORDER BY 1 LIMIT 1").fetchall()
+    key = platform.drop_rejections("early.json.enc", rejections_document([rejection("1", t, a, m, "51")]))
+    with pytest.raises(LookupError, match=f"transaction {t} is not posted to the ledger yet"):
+        platform.process_rejections(key)
+    assert reversals(platform) == 0
+    with platform.connect() as con:
+        RecurringCardPayments(con, platform.files, platform.keyring, load_partners(PROJECT_ROOT / "config"),
+                              NOW).post(due)
+    _, applied = platform.process_rejections(key)
+    assert applied.posting_count == 1
+
+
+def test_our_own_ids_that_look_like_card_numbers_are_still_matched(platform, extracted):
+    with platform.connect() as con:  # P + a 12-digit invoice + '-1' passes the card-number test
+        con.execute("UPDATE card_transactions SET transaction_id = 'P202612010007-1' "
+                    "WHERE transaction_id = (SELECT min(transaction_id) FROM card_transactions)")
+        con.execute("INSERT INTO ledger_postings (idempotency_key, account_number, kind, amount_minor, currency, "
+                    "batch_id) SELECT 'card:P202612010007-1:PAYMENT', account_number, 'CARD_PAYMENT', -amount_minor, "
+                    "'GBP', 'RCP-X' FROM card_transactions WHERE transaction_id = 'P202612010007-1'")
+        [(a, m)] = con.execute("SELECT account_number, minor_to_decimal(amount_minor) FROM card_transactions "
+                               "WHERE transaction_id = 'P202612010007-1'").fetchall()
+    load, _ = platform.process_rejections(platform.drop_rejections("ids.json.enc", rejections_document(
+        [rejection("1", "P202612010007-1", a, m, "54"), rejection("2", "4111111111111111", a, "1.00", "54")])))
+    got = outcomes(platform, load)
+    assert got["1"][:2] == ("HARD_DECLINE", None)
+    assert got["2"][:2] == ("REJECTED", "CARD_NUMBER_DETECTED")
+    stored = platform.query("SELECT transaction_id FROM card_rejections WHERE record_id = '2'")
+    assert stored == [("************1111",)]
+
+
+def test_a_bad_record_does_not_hide_a_good_one_for_the_same_transaction(platform, extracted):
+    t, a, m = first(extracted)
+    load, _ = platform.process_rejections(platform.drop_rejections("bg.json.enc", rejections_document(
+        [rejection("1", t, a, m, "51", rejected_at="bad"), rejection("2", t, a, m, "51")])))
+    got = outcomes(platform, load)
+    assert got["1"][:2] == ("REJECTED", "INVALID_RECORD") and got["2"][:2] == ("RETRY_SCHEDULED", None)
+
+
+def test_a_soft_decline_on_an_account_this_file_reverts_is_not_promised_a_retry(platform, extracted):
+    same_account = [(t, m) for t, (a, m) in extracted.items() if a == "ACC00000002"]
+    assert len(same_account) == 2, "ACC00000002 has two invoices in the demo seed"
+    (t1, m1), (t2, m2) = same_account
+    load, _ = platform.process_rejections(platform.drop_rejections("mix.json.enc", rejections_document(
+        [rejection("1", t1, "ACC00000002", m1, "51"), rejection("2", t2, "ACC00000002", m2, "43")])))
+    got = outcomes(platform, load)
+    assert got["1"][0] == "RETRY_CANCELLED" and got["2"][0] == "HARD_DECLINE"
+    letters = dict(platform.query("SELECT source_ref, body FROM customer_communications"))
+    assert "will not be retried" in letters[t1] and "try again" not in letters[t1]
+    assert platform.query("SELECT status FROM card_transactions WHERE transaction_id = ?", [t1]) == [("CANCELLED",)]
+
+
+def test_no_refund_goes_to_a_hard_declined_card(platform, extracted):
+    t, a, m = first(extracted)
+    platform.process_rejections(platform.drop_rejections("stolen.json.enc", rejections_document(
+        [rejection("1", t, a, m, "43")])))
+    with platform.connect() as con:
+        approve = payment_setup.approve_card_refund(con, a, "3.00", now=NOW, due_on=DAY)
+    platform.card_day(date(2026, 12, 16))
+    assert platform.query("SELECT count(*) FROM card_transactions WHERE refund_id = ?", [approve]) == [(0,)]

@@ -37,6 +37,9 @@ def setup(platform, account="ACC00000001", payment_type="RECURRING_CARD", **card
     ("ACC00000001", "RECURRING_CARD", {"card_token": "tok_abcdef", "provider": "PAYPOINT"}, "provider",
      "'PAYPOINT' is not a configured card provider"),
     ("ACC00000001", "MANUAL", {"last_four": "1234"}, "card_token", "give the token too"),
+    ("ACC00000001", "RECURRING_CARD", {"card_token": "tok_abcdef", "expiry": "4111111111111111"}, "expiry",
+     "'************1111' is not a card expiry"),
+    ("4111111111111111", "MANUAL", {}, "account_number", "'************1111' does not exist"),
 ])
 def test_set_payment_type_refusals(platform, account, payment_type, card, field, fragment):
     with pytest.raises(SetupError) as caught:
@@ -147,7 +150,9 @@ def _drop(index, field):
     (_set(0, "description", ""), "05", "description", "1-60 characters"),
     (_set(0, "reason_code", "not ok"), "05", "reason_code", "upper-case identifier"),
     (_set(0, "colour", "red"), "05", "colour", "unknown field"),
-    (lambda d: d.update(default_payment_type="RECURRING_CARD"), "-", "default_payment_type", "cannot revert"),
+    (lambda d: d.update(default_payment_type="RECURRING_CARD"), "-", "default_payment_type", "reverts to MANUAL"),
+    (lambda d: d.update(default_payment_type="DIRECT_DEBIT"), "-", "default_payment_type", "reverts to MANUAL"),
+    (_drop(6, "refund_event"), "04", "refund_event", "needs the refund event"),
     (lambda d: d.update(default_payment_type="CASH"), "-", "default_payment_type", "must be one of"),
 ])
 def test_invalid_rejection_codes_name_file_entry_and_field(tmp_path, mutate, entry, field, fragment):

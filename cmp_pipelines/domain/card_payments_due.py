@@ -5,7 +5,9 @@ Due on $day:
   recurring card with a card on file and not suspended, for invoices never extracted before;
 - retries: soft-declined payments whose retry date has come, on accounts still paying by card and no
   longer suspended, for what is still outstanding (never more than the declined amount);
-- refunds: approved card refunds due by $day never extracted, and soft-declined refunds due a retry.
+- refunds: approved card refunds due by $day never extracted, and soft-declined refunds due a retry, never to
+  a card that was hard-declined (those stay approved for an operator to pay another way).
+Cards whose provider is not configured ($providers) are left out; select_due reports them.
 
 A transaction id is `P<invoice>-<attempt>` or `R<refund>-<attempt>`, so the same payment is never
 selected twice and a retry is visibly the n-th attempt of its first transaction.
@@ -18,6 +20,11 @@ WITH cards AS (
     SELECT a.account_number, c.provider, c.card_token
     FROM accounts a JOIN payment_cards c USING (account_number)
     WHERE a.payment_type = 'RECURRING_CARD' AND coalesce(a.suspended_until, $day) <= $day
+      AND list_contains($providers, c.provider)
+),
+dead_cards AS (  -- a hard-declined card (lost, stolen, expired...) is never sent money again
+    SELECT DISTINCT card_token FROM card_transactions WHERE status IN ('HARD_DECLINED', 'CANCELLED')
+    UNION SELECT card_token FROM payment_cards WHERE NOT list_contains($providers, provider)
 ),
 settled AS (
     SELECT invoice_number, sum(amount_minor) AS settled_minor FROM ledger_postings
@@ -54,12 +61,13 @@ refunds AS (
            r.currency, c.card_token, 1, 'R' || r.refund_id || '-1', r.due_on
     FROM card_refunds r JOIN payment_cards c USING (account_number)
     WHERE r.due_on <= $day AND NOT EXISTS (SELECT 1 FROM card_transactions t WHERE t.refund_id = r.refund_id)
+      AND c.card_token NOT IN (SELECT card_token FROM dead_cards)
 ),
 refund_retries AS (
     SELECT 'R' || t.refund_id || '-' || (t.attempt + 1), c.provider, 'REFUND', t.account_number, NULL,
            t.refund_id, t.amount_minor, t.currency, c.card_token, t.attempt + 1, t.first_transaction_id, t.due_on
     FROM retries_due t JOIN payment_cards c USING (account_number)
-    WHERE t.kind = 'REFUND'
+    WHERE t.kind = 'REFUND' AND c.card_token NOT IN (SELECT card_token FROM dead_cards)
 )
 SELECT transaction_id, $batch_id, $day, provider, kind, account_number, invoice_number, refund_id, amount_minor,
        currency, card_token, attempt, first_transaction_id, due_on, 'EXTRACTED'
@@ -67,14 +75,16 @@ FROM (SELECT * FROM new_payments UNION ALL SELECT * FROM payment_retries
       UNION ALL SELECT * FROM refunds UNION ALL SELECT * FROM refund_retries)
 """
 
-# A soft decline whose invoice was settled some other way (or whose account left card payment) needs no retry.
+# A soft decline whose invoice was settled some other way, or whose account left card payment, is not retried
+# (so re-enabling card months later does not fire an old retry).
 CLOSE_UNNEEDED_RETRIES_SQL = """
 UPDATE card_transactions t SET status = 'RETRY_NOT_NEEDED'
 WHERE t.status = 'SOFT_DECLINED' AND t.retry_due_on <= $day AND t.kind = 'PAYMENT'
   AND NOT EXISTS (SELECT 1 FROM card_transactions r
                   WHERE r.first_transaction_id = t.first_transaction_id AND r.attempt > t.attempt)
-  AND (SELECT i.amount_minor + coalesce(sum(p.amount_minor), 0)
-       FROM invoices i LEFT JOIN ledger_postings p
-         ON p.invoice_number = i.invoice_number AND p.kind <> 'INVOICE'
-       WHERE i.invoice_number = t.invoice_number GROUP BY i.amount_minor) <= 0
+  AND ((SELECT i.amount_minor + coalesce(sum(p.amount_minor), 0)
+        FROM invoices i LEFT JOIN ledger_postings p
+          ON p.invoice_number = i.invoice_number AND p.kind <> 'INVOICE'
+        WHERE i.invoice_number = t.invoice_number GROUP BY i.amount_minor) <= 0
+       OR t.account_number IN (SELECT account_number FROM accounts WHERE payment_type <> 'RECURRING_CARD'))
 """

@@ -4,6 +4,8 @@ A record is first checked (shape, fields, card numbers), then matched to the tra
 for this provider. A matched rejection is handled by its reason code (config/rejection_codes.yaml):
 - SOFT with retries left: RETRY_SCHEDULED, retried on the extract of `$day + suspension_days`;
 - SOFT on its last attempt: RETRIES_EXHAUSTED, treated as a hard decline, cancellation event;
+- SOFT with retries left, on an account that no longer pays by card (or that this file reverts): the retry is
+  RETRY_CANCELLED, with the cancellation event;
 - HARD: HARD_DECLINE, payment type reverts to the configured default, refund event;
 - unknown code: UNCONFIGURED_CODE, a configuration error; still reversed (the money was not taken),
   never retried, left to an operator through a workflow event.
@@ -16,11 +18,12 @@ from cmp_pipelines.domain.nrp_rules import ACCOUNT_RE, AMOUNT_RE, DATETIME_RE, R
 
 TRANSACTION_RE = "[A-Za-z0-9._-]{1,80}"
 REASON_CODE_RE = "[A-Za-z0-9]{1,8}"
-REVERSED_OUTCOMES = ("RETRY_SCHEDULED", "RETRIES_EXHAUSTED", "HARD_DECLINE", "UNCONFIGURED_CODE")
+REVERSED_OUTCOMES = ("RETRY_SCHEDULED", "RETRIES_EXHAUSTED", "RETRY_CANCELLED", "HARD_DECLINE", "UNCONFIGURED_CODE")
 REVERSED_SQL = ", ".join(f"'{o}'" for o in REVERSED_OUTCOMES)
 UNCONFIGURED_EVENT = ("RECURRING_PAYMENT", "CARD_REJECTION_CODE_UNKNOWN")
 
-_PROBLEMS = [
+# Problems of the record itself, whatever we extracted: the first that applies is reported.
+_RECORD_PROBLEMS = [
     ("shape_error IS NOT NULL", "INVALID_RECORD", "shape_error"),
     ("pan_field IS NOT NULL", "CARD_NUMBER_DETECTED",
      "pan_field || ' contains a card number (' || pan_masked || '); card numbers are never accepted'"),
@@ -39,6 +42,14 @@ _PROBLEMS = [
      "'reason_text is longer than 200 characters'"),
     ("rejected_ts IS NULL", "INVALID_RECORD",
      "'rejected_at ' || coalesce(q(rejected_at), 'null') || ' must be an ISO 8601 date-time with a zone'"),
+]
+# Problems matching a well-formed record to what we extracted. Our own ids may happen to pass the card-number
+# test (13+ digits passing Luhn), so ids are only treated as card numbers when they are not ours.
+_MATCH_PROBLEMS = [
+    ("known_transaction IS NULL AND transaction_pan IS NOT NULL", "CARD_NUMBER_DETECTED",
+     "'transaction_id contains a card number (' || transaction_pan || '); card numbers are never accepted'"),
+    ("account_number IS DISTINCT FROM transaction_account AND account_pan IS NOT NULL", "CARD_NUMBER_DETECTED",
+     "'account_number contains a card number (' || account_pan || '); card numbers are never accepted'"),
     ("known_transaction IS NULL", "UNKNOWN_TRANSACTION",
      "'transaction ' || q(transaction_id) || ' was never extracted for ' || $provider"),
     ("transaction_account <> account_number", "ACCOUNT_MISMATCH",
@@ -46,42 +57,70 @@ _PROBLEMS = [
     ("transaction_amount <> amount_minor", "AMOUNT_MISMATCH",
      "'transaction ' || q(transaction_id) || ' was extracted for ' || minor_to_decimal(transaction_amount) "
      "|| ', the rejection says ' || amount"),
+    ("transaction_currency <> $currency", "CURRENCY_MISMATCH",
+     "'transaction ' || q(transaction_id) || ' was extracted in ' || transaction_currency || ', the file is in ' "
+     "|| $currency"),
     ("seen_in_file > 1", "DUPLICATE_REJECTION",
-     "'transaction ' || q(transaction_id) || ' is rejected earlier in this file (record ' || first_record || ')'"),
+     "'transaction ' || q(transaction_id) || ' is rejected earlier in this file (record ' "
+     "|| coalesce(q(first_record), 'at position ' || first_position) || ')'"),
     ("transaction_status <> 'EXTRACTED'", "ALREADY_REJECTED",
      "'transaction ' || q(transaction_id) || ' was already handled (' || transaction_status || ' by batch ' "
      "|| coalesce(previous_batch, '?') || '); nothing done twice'"),
 ]
-_PROBLEM_CODE = "CASE " + " ".join(f"WHEN {c} THEN '{code}'" for c, code, _ in _PROBLEMS) + " END"
-_PROBLEM_TEXT = "CASE " + " ".join(f"WHEN {c} THEN {text}" for c, _, text in _PROBLEMS) + " END"
 
-# $batch_id, $provider, $day; `raw` is the Arrow table of records with shape_error, pan_field, pan_masked.
+
+def _case(problems: list[tuple[str, str, str]], part: int) -> str:
+    return "CASE " + " ".join(f"WHEN {p[0]} THEN {p[part] if part == 2 else repr(p[1])}" for p in problems) + " END"
+
+
+# $batch_id, $provider, $currency, $day; `raw` is the Arrow table of records with shape_error, pan_field,
+# pan_masked (card numbers in the non-id fields) and transaction_pan, account_pan (in the id fields).
 CLASSIFY_SQL = f"""
 INSERT INTO card_rejections
 WITH parsed AS (
     SELECT raw.*,
            count(*) OVER (PARTITION BY record_id) AS id_count,
-           row_number() OVER (PARTITION BY transaction_id ORDER BY position) AS seen_in_file,
-           first(record_id) OVER (PARTITION BY transaction_id ORDER BY position) AS first_record,
            CASE WHEN regexp_full_match(amount, '{AMOUNT_RE}') THEN replace(amount, '.', '')::BIGINT END
                AS amount_minor,
            CASE WHEN regexp_full_match(rejected_at, '{DATETIME_RE}') THEN try_cast(rejected_at AS TIMESTAMPTZ) END
                AS rejected_ts
     FROM raw
 ),
+checked AS (
+    SELECT *, {_case(_RECORD_PROBLEMS, 1)} AS record_problem_code, {_case(_RECORD_PROBLEMS, 2)} AS record_problem
+    FROM parsed
+),
+ranked AS (  -- only well-formed records count as an earlier rejection of the same transaction
+    SELECT *,
+           row_number() OVER (PARTITION BY transaction_id, record_problem_code IS NULL ORDER BY position)
+               AS seen_in_file,
+           first(record_id) OVER (PARTITION BY transaction_id, record_problem_code IS NULL ORDER BY position)
+               AS first_record,
+           first(position) OVER (PARTITION BY transaction_id, record_problem_code IS NULL ORDER BY position)
+               AS first_position
+    FROM checked
+),
 matched AS (
     SELECT p.*, t.transaction_id AS known_transaction, t.account_number AS transaction_account,
-           t.amount_minor AS transaction_amount, t.status AS transaction_status, t.attempt,
-           t.rejection_batch_id AS previous_batch,
+           t.amount_minor AS transaction_amount, t.currency AS transaction_currency, t.status AS transaction_status,
+           t.attempt, t.rejection_batch_id AS previous_batch,
            c.code AS known_code, c.decline, c.retries, c.suspension_days
-    FROM parsed p
+    FROM ranked p
     LEFT JOIN card_transactions t ON t.transaction_id = p.transaction_id AND t.provider = $provider
     LEFT JOIN config_rejection_codes c ON c.code = p.reason_code
 ),
 classified AS (
-    SELECT *, {_PROBLEM_CODE} AS problem_code, {_PROBLEM_TEXT} AS problem FROM matched
+    SELECT *,
+           coalesce(record_problem_code, {_case(_MATCH_PROBLEMS, 1)}) AS problem_code,
+           coalesce(record_problem, {_case(_MATCH_PROBLEMS, 2)}) AS problem
+    FROM matched
 )
-SELECT $batch_id, position, record_id, transaction_id, account_number, amount_minor, reason_code, rejected_ts,
+SELECT $batch_id, position, record_id,
+       CASE WHEN problem_code = 'CARD_NUMBER_DETECTED' THEN coalesce(transaction_masked, transaction_id)
+            ELSE transaction_id END,
+       CASE WHEN problem_code = 'CARD_NUMBER_DETECTED' THEN coalesce(account_masked, account_number)
+            ELSE account_number END,
+       amount_minor, reason_code, rejected_ts,
        CASE WHEN problem_code IS NOT NULL THEN 'REJECTED'
             WHEN known_code IS NULL THEN 'UNCONFIGURED_CODE'
             WHEN decline = 'HARD' THEN 'HARD_DECLINE'
@@ -103,7 +142,7 @@ INSERT INTO customer_communications (batch_id, account_number, template, source_
 SELECT $batch_id, r.account_number,
        CASE WHEN t.kind = 'REFUND' THEN 'CARD_REFUND_FAILED'
             WHEN r.outcome = 'RETRY_SCHEDULED' THEN 'CARD_PAYMENT_RETRY'
-            WHEN r.outcome = 'RETRIES_EXHAUSTED' THEN 'CARD_PAYMENT_CANCELLED'
+            WHEN r.outcome IN ('RETRIES_EXHAUSTED', 'RETRY_CANCELLED') THEN 'CARD_PAYMENT_CANCELLED'
             ELSE 'CARD_PAYMENT_DECLINED' END,
        r.transaction_id,
        CASE WHEN t.kind = 'REFUND' THEN
@@ -119,14 +158,18 @@ SELECT $batch_id, r.account_number,
                 'Your card payment of ' || minor_to_decimal(t.amount_minor) || ' ' || t.currency
                 || ' for invoice ' || t.invoice_number || ' was declined (' || k.description || ')'
                 || CASE WHEN r.outcome = 'RETRIES_EXHAUSTED' THEN ' after ' || r.attempt || ' attempts' ELSE '' END
-                || '. Your recurring card payment is cancelled and your account now pays by '
-                || lower(replace($default_type, '_', ' ')) || ' payment: please pay the invoice another way.'
+                || CASE WHEN r.outcome = 'RETRY_CANCELLED' THEN '. Your account no longer pays by recurring card, '
+                        || 'so it will not be retried: please pay the invoice another way.'
+                        ELSE '. Your recurring card payment is cancelled and your account now pays by '
+                        || lower(replace($default_type, '_', ' ')) || ' payment: please pay the invoice another way.'
+                   END
        END,
        $now
 FROM card_rejections r
 JOIN card_transactions t USING (transaction_id)
 JOIN config_rejection_codes k ON k.code = r.reason_code
 LEFT JOIN payment_cards c ON c.account_number = r.account_number
-WHERE r.batch_id = $batch_id AND r.outcome IN ('RETRY_SCHEDULED', 'RETRIES_EXHAUSTED', 'HARD_DECLINE')
+WHERE r.batch_id = $batch_id
+  AND r.outcome IN ('RETRY_SCHEDULED', 'RETRIES_EXHAUSTED', 'RETRY_CANCELLED', 'HARD_DECLINE')
 ON CONFLICT DO NOTHING
 """

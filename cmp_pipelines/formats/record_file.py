@@ -176,9 +176,23 @@ def record_columns(spec: RecordFileSpec, records: list) -> tuple[pa.Table, dict[
     return pa.table(columns), shape_errors
 
 
+def card_number_masks(column: pa.Array) -> dict[int, tuple[str, str]]:
+    """{index: (the first card number, masked; the value with every card number masked)} for the values holding
+    one. Arrow's regex keeps the Python Luhn check to the few values that could."""
+    hits = pc.fill_null(pc.match_substring_regex(column, PAN_CANDIDATE_SQL), False)
+    candidates = pc.indices_nonzero(hits).to_pylist()
+    found = {}
+    for index in candidates:
+        value = column[index].as_py()
+        pan = find_pan(value)
+        if pan:
+            found[index] = (mask_pan(pan), mask_pans_in(value))
+    return found
+
+
 def with_shape_and_card_numbers(table: pa.Table, shape_errors: dict[int, str], scanned: tuple[str, ...]) -> pa.Table:
-    """Add `shape_error`, and find, mask and flag card numbers (`pan_field`, `pan_masked`) before anything is
-    stored. Regex pre-filtering in Arrow keeps the Python Luhn check to the few values that could be one."""
+    """Add `shape_error`, and find, mask and flag card numbers in the `scanned` fields (`pan_field`,
+    `pan_masked`) before anything is stored."""
     n = table.num_rows
     shape = [None] * n
     for position, message in shape_errors.items():
@@ -187,17 +201,14 @@ def with_shape_and_card_numbers(table: pa.Table, shape_errors: dict[int, str], s
     pan_masked: list[str | None] = [None] * n
     for name in scanned:
         column = table.column(name).combine_chunks()
-        hits = pc.fill_null(pc.match_substring_regex(column, PAN_CANDIDATE_SQL), False)
-        candidates = pc.indices_nonzero(hits).to_pylist()
-        if not candidates:
+        found = card_number_masks(column)
+        if not found:
             continue
         values = column.to_pylist()
-        for index in candidates:
-            pan = find_pan(values[index])
-            if pan:
-                pan_field[index] = pan_field[index] or name
-                pan_masked[index] = pan_masked[index] or mask_pan(pan)
-                values[index] = mask_pans_in(values[index])
+        for index, (pan, masked) in found.items():
+            pan_field[index] = pan_field[index] or name
+            pan_masked[index] = pan_masked[index] or pan
+            values[index] = masked
         table = table.set_column(table.schema.get_field_index(name), name, pa.array(values, pa.string()))
     return (
         table.append_column("shape_error", pa.array(shape, pa.string()))

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 
 import duckdb
 import orjson
+import pyarrow as pa
 
 from cmp_pipelines.configuration import Partner, RejectionConfig
 from cmp_pipelines.domain.card_rejection_rules import (
@@ -31,7 +32,7 @@ from cmp_pipelines.domain.money import format_minor
 from cmp_pipelines.formats import record_file
 from cmp_pipelines.formats.encryption import PartnerKeyring
 from cmp_pipelines.formats.errors import FileRejected
-from cmp_pipelines.formats.record_file import RecordFileSpec, with_shape_and_card_numbers
+from cmp_pipelines.formats.record_file import RecordFileSpec, card_number_masks, with_shape_and_card_numbers
 from cmp_pipelines.formats.schemas import first_error
 from cmp_pipelines.services.files import FileStoreLike
 from cmp_pipelines.services.intake import Intake, Received, sha256_hex
@@ -50,6 +51,7 @@ JOB = "Recurring Payments Rejections job (CARD)"
 REJECTION_FIELDS = (
     "record_id", "transaction_id", "account_number", "amount", "reason_code", "reason_text", "rejected_at",
 )
+NON_ID_FIELDS = ("record_id", "amount", "reason_code", "reason_text", "rejected_at")
 REJECTION_FILE = RecordFileSpec("card_rejections", "card rejections", "rejections", REJECTION_FIELDS, "rejection")
 GUARD_SAMPLE = 200
 
@@ -77,6 +79,19 @@ class ApplyResult:
     reverted_accounts: int
     events: int
     communications: int
+
+
+def with_id_card_numbers(table: pa.Table) -> pa.Table:
+    """Card numbers in the id fields, kept apart: the rules decide, once matched, whether the id is ours."""
+    for name in ("transaction_id", "account_number"):
+        found = card_number_masks(table.column(name).combine_chunks())
+        pans, masked = [None] * table.num_rows, [None] * table.num_rows
+        for index, (pan, text) in found.items():
+            pans[index], masked[index] = pan, text
+        prefix = name.split("_")[0]
+        table = table.append_column(f"{prefix}_pan", pa.array(pans, pa.string()))
+        table = table.append_column(f"{prefix}_masked", pa.array(masked, pa.string()))
+    return table
 
 
 def reversal_batch_id(load_batch_id: str) -> str:
@@ -117,14 +132,14 @@ class CardRejections:
         table, shape_errors = record_file.record_columns(REJECTION_FILE, records)
         record_file.check_control_totals(REJECTION_FILE, header, records, table.column("amount").combine_chunks())
         self.intake.refuse_duplicate(received, content_sha, header["file_id"])
-        table = with_shape_and_card_numbers(table, shape_errors, REJECTION_FIELDS)
+        table = with_id_card_numbers(with_shape_and_card_numbers(table, shape_errors, NON_ID_FIELDS))
         batch_id = f"RCRJ-{content_sha[:16]}"
         with transaction(self.con):
             sync_rejection_codes(self.con, self.codes)  # the rules join what the YAML says now
             self.con.register("raw", table)
             try:
                 self.con.execute(CLASSIFY_SQL, {"batch_id": batch_id, "provider": received.partner,
-                                                "day": self.now.date()})
+                                                "currency": header["currency"], "day": self.now.date()})
             finally:
                 self.con.unregister("raw")
             self._guard_schema_agreement(batch_id, records)
@@ -142,10 +157,14 @@ class CardRejections:
             self.con.execute(
                 """
                 INSERT INTO job_errors (job, category, source_ref, detail, raised_at)
-                SELECT $feed, CASE problem_code WHEN 'UNKNOWN_REASON_CODE' THEN 'CONFIGURATION' ELSE 'DATA' END,
-                       $file_id || '#' || position, problem_code || ': ' || problem, $now
-                FROM card_rejections WHERE batch_id = $batch_id
-                  AND problem_code IN ('UNKNOWN_REASON_CODE', 'UNKNOWN_TRANSACTION')
+                SELECT $feed, 'DATA', $file_id || '#' || position, problem_code || ': ' || problem, $now
+                FROM card_rejections WHERE batch_id = $batch_id AND problem_code = 'UNKNOWN_TRANSACTION'
+                UNION ALL  -- an unknown code is a configuration error whatever else is wrong with the record
+                SELECT $feed, 'CONFIGURATION', $file_id || '#' || position,
+                       'UNKNOWN_REASON_CODE: reason code ' || q(r.reason_code) || ' is not configured', $now
+                FROM card_rejections r
+                WHERE batch_id = $batch_id AND regexp_full_match(r.reason_code, '[A-Za-z0-9]{1,8}')
+                  AND r.reason_code NOT IN (SELECT code FROM config_rejection_codes)
                 """,
                 {"feed": FEED, "file_id": received.file_id, "now": self.now, "batch_id": batch_id},
             )
@@ -187,6 +206,8 @@ class CardRejections:
             status = self.con.execute("SELECT status FROM batches WHERE batch_id = ?", [load.batch_id]).fetchone()[0]
             if status == "APPLIED":
                 return self.applied(load, applied_now=False)
+            self._recheck(load.batch_id)
+            self._require_original_postings(load.batch_id)
             self._apply_statements(params)
             record_posting_batch(self.con, batch_id=reversal, kind="CARD_REVERSAL", feed=FEED, now=self.now,
                                  posted_before=0, partner=load.partner, source_file_id=load.file_id,
@@ -195,9 +216,66 @@ class CardRejections:
                              [self.now, load.batch_id])
         return self.applied(load, applied_now=True)
 
+    def _recheck(self, batch_id: str) -> None:
+        """Another file may have handled a transaction since this one was loaded: that one wins, nothing twice."""
+        self.con.execute(
+            f"""
+            UPDATE card_rejections r SET outcome = 'REJECTED', decline = NULL, retry_due_on = NULL,
+                problem_code = 'ALREADY_REJECTED',
+                problem = 'transaction ' || q(r.transaction_id) || ' was handled (' || t.status || ' by batch '
+                          || coalesce(t.rejection_batch_id, '?') || ') after this file was loaded; nothing done twice'
+            FROM card_transactions t
+            WHERE r.transaction_id = t.transaction_id AND r.batch_id = $batch_id AND r.outcome IN ({REVERSED_SQL})
+              AND t.status <> 'EXTRACTED'
+            """,
+            {"batch_id": batch_id},
+        )
+        self.con.execute(
+            f"""
+            UPDATE batches b SET accepted_count = s.n, total_minor = s.total, rejected_count = s.rejected
+            FROM (SELECT count(*) FILTER (outcome IN ({REVERSED_SQL})) AS n,
+                         coalesce(sum(amount_minor) FILTER (outcome IN ({REVERSED_SQL})), 0) AS total,
+                         count(*) FILTER (outcome = 'REJECTED') AS rejected
+                  FROM card_rejections WHERE batch_id = $batch_id) s
+            WHERE b.batch_id = $batch_id
+            """,
+            {"batch_id": batch_id},
+        )
+
+    def _require_original_postings(self, batch_id: str) -> None:
+        """A reversal before its payment is posted would count the money twice: wait for the posting batch."""
+        missing = self.con.execute(
+            f"""
+            SELECT t.transaction_id, t.business_date
+            FROM card_rejections r JOIN card_transactions t USING (transaction_id)
+            WHERE r.batch_id = ? AND r.outcome IN ({REVERSED_SQL})
+              AND NOT EXISTS (SELECT 1 FROM ledger_postings p WHERE p.idempotency_key = 'card:' || t.transaction_id
+                              || ':' || t.kind)
+            ORDER BY 1 LIMIT 1
+            """,
+            [batch_id],
+        ).fetchone()
+        if missing:
+            raise LookupError(
+                f"transaction {missing[0]} is not posted to the ledger yet: materialise card_payment_posting_batch "
+                f"for {missing[1]} first, then re-run this file's reversal"
+            )
+
     def _apply_statements(self, params: dict) -> None:
         run = self.con.execute
         handled = f"r.batch_id = $batch_id AND r.outcome IN ({REVERSED_SQL})"
+        run(  # a payment is only retried on an account that still pays by card after this file
+            """
+            UPDATE card_rejections r SET outcome = 'RETRY_CANCELLED', retry_due_on = NULL
+            WHERE r.batch_id = $batch_id AND r.outcome = 'RETRY_SCHEDULED'
+              AND EXISTS (SELECT 1 FROM card_transactions t WHERE t.transaction_id = r.transaction_id
+                          AND t.kind = 'PAYMENT')
+              AND (r.account_number IN (SELECT account_number FROM accounts WHERE payment_type <> 'RECURRING_CARD')
+                   OR r.account_number IN (SELECT account_number FROM card_rejections WHERE batch_id = $batch_id
+                                           AND outcome IN ('RETRIES_EXHAUSTED', 'HARD_DECLINE')))
+            """,
+            {"batch_id": params["batch_id"]},
+        )
         run(
             f"""
             INSERT INTO ledger_postings (idempotency_key, account_number, invoice_number, kind, amount_minor,
@@ -216,6 +294,7 @@ class CardRejections:
             UPDATE card_transactions t SET
                 status = CASE r.outcome WHEN 'RETRY_SCHEDULED' THEN 'SOFT_DECLINED'
                                         WHEN 'RETRIES_EXHAUSTED' THEN 'CANCELLED'
+                                        WHEN 'RETRY_CANCELLED' THEN 'CANCELLED'
                                         WHEN 'HARD_DECLINE' THEN 'HARD_DECLINED'
                                         ELSE 'DECLINED_UNCONFIGURED' END,
                 reason_code = r.reason_code, rejection_batch_id = r.batch_id, retry_due_on = r.retry_due_on
@@ -263,10 +342,12 @@ class CardRejections:
             FROM card_rejections r LEFT JOIN config_rejection_codes k ON k.code = r.reason_code,
             LATERAL (SELECT CASE r.outcome WHEN 'RETRY_SCHEDULED' THEN k.retry_event_type
                                            WHEN 'RETRIES_EXHAUSTED' THEN k.cancellation_event_type
+                                           WHEN 'RETRY_CANCELLED' THEN k.cancellation_event_type
                                            WHEN 'HARD_DECLINE' THEN k.refund_event_type
                                            ELSE '{UNCONFIGURED_EVENT[0]}' END AS event_type,
                             CASE r.outcome WHEN 'RETRY_SCHEDULED' THEN k.retry_event_code
                                            WHEN 'RETRIES_EXHAUSTED' THEN k.cancellation_event_code
+                                           WHEN 'RETRY_CANCELLED' THEN k.cancellation_event_code
                                            WHEN 'HARD_DECLINE' THEN k.refund_event_code
                                            ELSE '{UNCONFIGURED_EVENT[1]}' END AS event_code) e
             WHERE {handled} AND e.event_code IS NOT NULL

@@ -27,6 +27,7 @@ class SetupError(ValueError):
     """A refused set-up request; `field` names the input at fault (the API maps it to a problem detail)."""
 
     def __init__(self, field: str, message: str, status: int = 422):
+        message = mask_pans_in(message) or message  # a refusal may quote what was typed: never a card number
         super().__init__(f"{field}: {message}")
         self.field, self.message, self.status = field, message, status
 

@@ -31,6 +31,7 @@ from cmp_pipelines.services.ledger_file import (
     sql_literal,
     write_posting_file,
 )
+from cmp_pipelines.services.payment_setup import card_providers
 from cmp_pipelines.store.connection import transaction
 
 FEED = "card_payments"
@@ -89,7 +90,9 @@ class RecurringCardPayments:
         with transaction(self.con):
             exists = self.con.execute("SELECT 1 FROM batches WHERE batch_id = ?", [batch_id]).fetchone()
             if not exists:
-                params = {"day": day, "batch_id": batch_id}
+                providers = card_providers(self.partners)
+                params = {"day": day, "batch_id": batch_id, "providers": providers}
+                self._report_unconfigured_providers(providers)
                 self.con.execute(CLOSE_UNNEEDED_RETRIES_SQL, {"day": day})
                 self.con.execute(SELECT_DUE_SQL, params)
                 self.con.execute(
@@ -103,6 +106,19 @@ class RecurringCardPayments:
                     {"batch_id": batch_id, "now": self.now},
                 )
         return self.due(day, "ALREADY_SELECTED" if exists else "SELECTED")
+
+    def _report_unconfigured_providers(self, providers: list[str]) -> None:
+        self.con.execute(
+            """
+            INSERT INTO job_errors (job, category, source_ref, detail, raised_at)
+            SELECT 'card_payments', 'CONFIGURATION', provider,
+                   count(*) || ' recurring card account(s) use provider ' || provider
+                   || ', which is not a card provider in config/partners.yaml; they were not extracted', $now
+            FROM payment_cards c JOIN accounts a USING (account_number)
+            WHERE a.payment_type = 'RECURRING_CARD' AND NOT list_contains($providers, provider) GROUP BY provider
+            """,
+            {"providers": providers, "now": self.now},
+        )
 
     def due(self, day: date, status: str = "ALREADY_SELECTED") -> DueBatch:
         batch_id = extract_batch_id(day)

@@ -208,7 +208,6 @@ MIGRATIONS: list[tuple[int, str, str]] = [
             rejection_batch_id VARCHAR,
             retry_due_on DATE
         );
-        CREATE INDEX card_transactions_batch ON card_transactions(batch_id);
         CREATE TABLE card_rejections (
             batch_id VARCHAR NOT NULL,
             position BIGINT NOT NULL,
