@@ -44,7 +44,7 @@ def copy_config(tmp_path):
 
 
 def test_shipped_configuration_is_valid():
-    assert set(load_partners(PROJECT_ROOT / "config")) == {"PAYPOINT", "LOCKBOX", "CARDPAY"}
+    assert set(load_partners(PROJECT_ROOT / "config")) == {"PAYPOINT", "LOCKBOX", "CARDPAY", "BACSBUREAU"}
     assert len(load_probes(PROJECT_ROOT / "config")) == 12
 
 
