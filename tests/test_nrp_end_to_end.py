@@ -130,6 +130,11 @@ class AckFailsOnce(LocalFileStore):
             raise OSError("injected failure: disk full while writing the acknowledgement")
         return super().write_bytes(path, data)
 
+    def write_parts(self, path: str, parts) -> str:
+        if "acknowledgements" in path:
+            raise OSError("injected failure: disk full while writing the acknowledgement")
+        return super().write_parts(path, parts)
+
 
 def test_resume_after_failure_between_posting_and_acknowledgement(platform, instance):
     charges = platform.balance("ACC00000001")

@@ -8,17 +8,20 @@ from __future__ import annotations
 
 import binascii
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 from cmp_pipelines.formats.errors import FileRejected
+from cmp_pipelines.formats.fernet_stream import encrypt_chunks, file_chunks
 
 
 class PartnerKeyring:
     def __init__(self, keys_dir: Path):
         self.keys_dir = Path(keys_dir)
         self._cache: dict[str, MultiFernet] = {}
+        self._newest: dict[str, bytes] = {}
 
     def key_file(self, partner: str) -> Path:
         return self.keys_dir / f"{partner}.keys"
@@ -45,10 +48,17 @@ class PartnerKeyring:
             if not keys:
                 raise FileRejected("MISSING_KEYS", f"the key file for partner {partner} is empty", configuration=True)
             self._cache[partner] = MultiFernet(keys)
+            self._newest[partner] = lines[0].encode()
         return self._cache[partner]
 
     def encrypt(self, partner: str, plaintext: bytes) -> bytes:
         return self._fernet(partner).encrypt(plaintext)
+
+    def encrypt_parts(self, partner: str, parts: list[bytes | Path]) -> Iterator[bytes]:
+        """The token of the concatenated parts (bytes, local files), streamed: what `encrypt` gives, without
+        holding a large output in memory several times over."""
+        self._fernet(partner)
+        return encrypt_chunks(self._newest[partner], file_chunks(parts))
 
     def decrypt(self, partner: str, token: bytes) -> bytes:
         fernet = self._fernet(partner)
@@ -80,4 +90,5 @@ class PartnerKeyring:
         os.chmod(tmp, 0o600)
         tmp.replace(path)
         self._cache.pop(partner, None)
+        self._newest.pop(partner, None)
         return path

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
 
 import dagster as dg
@@ -24,7 +25,7 @@ class FileStore(dg.ConfigurableResource):
     def write_bytes(self, path: str, data: bytes) -> str:
         raise NotImplementedError
 
-    def write_parts(self, path: str, parts: list[bytes | Path]) -> str:
+    def write_parts(self, path: str, parts: Iterable[bytes | Path]) -> str:
         """Write the concatenation of byte strings and local files, streaming, so big outputs are not copied."""
         raise NotImplementedError
 
@@ -69,7 +70,7 @@ class LocalFileStore(FileStore):
     def write_bytes(self, path: str, data: bytes) -> str:
         return self.write_parts(path, [data])
 
-    def write_parts(self, path: str, parts: list[bytes | Path]) -> str:
+    def write_parts(self, path: str, parts: Iterable[bytes | Path]) -> str:
         target = self._abs(path)
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.{os.getpid()}.part")

@@ -239,11 +239,9 @@ class NonRecurringPayments:
             FROM nrp_records WHERE batch_id = {sql_literal(load.batch_id)} ORDER BY position
             """,
         ) as rows:
-            document = b"".join([b'{"header":' + orjson.dumps(header) + b',"records":', rows.read_bytes(), b"}"])
-        path = self.files.write_bytes(
-            ack_path(load.partner, file_name, "ack"),
-            self.keyring.encrypt(load.partner, document),
-        )
+            token = self.keyring.encrypt_parts(load.partner, [b'{"header":' + orjson.dumps(header) + b',"records":',
+                                                              rows, b"}"])
+            path = self.files.write_parts(ack_path(load.partner, file_name, "ack"), token)
         with transaction(self.con):
             self.con.execute(
                 "UPDATE batches SET status = 'ACKNOWLEDGED', output_path = ?, completed_at = ? WHERE batch_id = ?",

@@ -176,10 +176,9 @@ class RecurringCardPayments:
                 ORDER BY transaction_id
                 """,
             ) as rows:
-                document = b'{"header":' + orjson.dumps(header) + b',"transactions":' + rows.read_bytes() + b"}"
-            path = self.files.write_bytes(
-                f"outbound/card_payments/{provider}/{file_id}.json.enc", self.keyring.encrypt(provider, document)
-            )
+                token = self.keyring.encrypt_parts(
+                    provider, [b'{"header":' + orjson.dumps(header) + b',"transactions":', rows, b"}"])
+                path = self.files.write_parts(f"outbound/card_payments/{provider}/{file_id}.json.enc", token)
             written.append(ExtractFile(provider, currency, path, count, total))
         self.con.execute(
             "UPDATE batches SET status = 'EXTRACTED', output_path = ?, completed_at = ?, record_count = ?, "
