@@ -104,3 +104,12 @@ def test_missing_probe_is_an_error(tmp_path):
     (config / "probes.yaml").write_text(before + "  card_extract_produced:" + rest)
     with pytest.raises(ConfigError, match="nrp_load_completed.*not configured"):
         load_probes(config)
+
+
+def test_a_fourteen_digit_timestamp_is_not_a_card_number():
+    from cmp_pipelines.domain.cards import find_pan, luhn_valid
+
+    assert luhn_valid("20261122010857"), "this timestamp passes Luhn"
+    assert find_pan("CARDPAY-REJ-20261122010857.json.enc") is None
+    assert find_pan("ref 30569309025904") == "30569309025904", "a Diners Club number is still found"
+    assert find_pan("4111 1111 1111 1111") == "4111111111111111"

@@ -23,13 +23,26 @@ def luhn_valid(digits: str) -> bool:
     return total % 10 == 0
 
 
+def _timestamp14(digits: str) -> bool:
+    """YYYYMMDDhhmmss in 2000-2099: common in file names and references, and never a card number (the only
+    14-digit PANs, Diners Club's, start with 3)."""
+    if len(digits) != 14 or not digits.startswith("20"):
+        return False
+    month, day, hour, minute, second = (int(digits[i:i + 2]) for i in (4, 6, 8, 10, 12))
+    return 1 <= month <= 12 and 1 <= day <= 31 and hour < 24 and minute < 60 and second < 60
+
+
+def is_pan(digits: str) -> bool:
+    return 13 <= len(digits) <= 19 and luhn_valid(digits) and not _timestamp14(digits)
+
+
 def find_pan(text: str | None) -> str | None:
     """The first card number in `text`, digits only, or None."""
     if not text:
         return None
     for match in PAN_CANDIDATE.finditer(text):
         digits = _SEPARATORS.sub("", match.group())
-        if 13 <= len(digits) <= 19 and luhn_valid(digits):
+        if is_pan(digits):
             return digits
     return None
 
@@ -45,7 +58,7 @@ def mask_pans_in(text: str | None) -> str | None:
 
     def _mask(match: re.Match[str]) -> str:
         digits = _SEPARATORS.sub("", match.group())
-        if 13 <= len(digits) <= 19 and luhn_valid(digits):
+        if is_pan(digits):
             return mask_pan(digits)
         return match.group()
 

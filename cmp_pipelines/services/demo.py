@@ -204,7 +204,7 @@ def card_rejection_file(
                 "reason_code": codes[i], "reason_text": None, "rejected_at": stamp}
                for i, (t, a, m) in enumerate(rows)]
     total = sum((Decimal(r["amount"]) for r in records), Decimal("0.00"))
-    file_id = f"{provider}-REJ-{now:%Y%m%d%H%M%S}"
+    file_id = f"{provider}-REJ-{now:%Y%m%dT%H%M%S}"
     document = {"header": {"file_id": file_id, "sender": provider, "created_at": stamp, "currency": "GBP",
                            "record_count": len(records), "total_amount": f"{total:.2f}"},
                 "rejections": records}
