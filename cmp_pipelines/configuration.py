@@ -40,6 +40,11 @@ class ProbeConfig:
 
 
 def _load(file: Path, top: str) -> object:
+    return _document(file, top)[top]
+
+
+def _document(file: Path, top: str) -> dict:
+    """The whole YAML mapping, read once, holding at least the `top` key."""
     if not file.exists():
         raise ConfigError(file, "-", "-", "file not found")
     try:
@@ -48,7 +53,7 @@ def _load(file: Path, top: str) -> object:
         raise ConfigError(file, "-", "-", f"not valid YAML: {exc}") from exc
     if not isinstance(document, dict) or top not in document:
         raise ConfigError(file, "-", top, f"the file must be a mapping with a top-level {top!r} key")
-    return document[top]
+    return document
 
 
 def _require(file: Path, entry: str, raw: dict, field: str, kind: type) -> object:
@@ -176,8 +181,8 @@ def _event(file: Path, entry: str, raw: dict, field: str) -> WorkflowEvent | Non
 
 def load_rejection_codes(config_dir: Path) -> RejectionConfig:
     file = config_dir / "rejection_codes.yaml"
-    entries = _load(file, "rejection_codes")
-    document = yaml.safe_load(file.read_text(encoding="utf-8"))
+    document = _document(file, "rejection_codes")
+    entries = document["rejection_codes"]
     _no_unknown(file, "-", document, {"rejection_codes", "default_payment_type"})
     default_type = document.get("default_payment_type", "MANUAL")
     if default_type not in PAYMENT_TYPES:
@@ -302,8 +307,7 @@ def _code(file: Path, entry: str, raw: dict, pattern: re.Pattern, rule: str) -> 
 
 def load_payment_terms(config_dir: Path) -> PaymentTermsConfig:
     file = config_dir / "payment_terms.yaml"
-    _load(file, "payment_terms")
-    document = yaml.safe_load(file.read_text(encoding="utf-8"))
+    document = _document(file, "payment_terms")
     _no_unknown(file, "-", document, {"payment_terms", "payment_term_defaults"})
     terms: dict[str, PaymentTerm] = {}
     for index, raw in enumerate(_entries(file, document, "payment_terms")):

@@ -65,10 +65,7 @@ def run_pending_sensors(
                         instance=instance, partition_key=request.partition_key, tags=tags, raise_on_error=False,
                         run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
                     )
-                    error = None
-                    if not run.success:
-                        failures = [e for e in run.all_events if e.is_step_failure]
-                        error = _failure_text(failures[0].step_failure_data) if failures else "run failed"
+                    error = _run_error(run)
                     outcome = RunOutcome(sensor.name, request.partition_key, run.run_id, run.success, error)
                     outcomes.append(outcome)
                     echo(f"{'ok    ' if run.success else 'FAILED'} {sensor.name} {request.partition_key}"
@@ -94,14 +91,17 @@ def run_partition(
             instance=instance, partition_key=partition_key, raise_on_error=False, tags={"cmp/trigger": "cli"},
             run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
         )
-        error = None
-        if not run.success:
-            failures = [e for e in run.all_events if e.is_step_failure]
-            error = _failure_text(failures[0].step_failure_data) if failures else "run failed"
-        return RunOutcome(job_name, partition_key, run.run_id, run.success, error)
+        return RunOutcome(job_name, partition_key, run.run_id, run.success, _run_error(run))
     finally:
         if own_instance:
             instance.dispose()
+
+
+def _run_error(run) -> str | None:
+    if run.success:
+        return None
+    failures = [e for e in run.all_events if e.is_step_failure]
+    return _failure_text(failures[0].step_failure_data) if failures else "run failed"
 
 
 def _failure_text(data) -> str:

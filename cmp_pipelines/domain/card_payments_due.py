@@ -13,7 +13,17 @@ A transaction id is `P<invoice>-<attempt>` or `R<refund>-<attempt>`, so the same
 selected twice and a retry is visibly the n-th attempt of its first transaction.
 """
 
-SELECT_DUE_SQL = """
+# What is still owed on each invoice: its amount plus every non-invoice posting against it (payments and card
+# payments are negative, reversals positive).
+OUTSTANDING_SQL = """
+    SELECT i.invoice_number, i.account_number, i.currency, i.due_on,
+           i.amount_minor + coalesce(s.settled_minor, 0) AS outstanding_minor
+    FROM invoices i LEFT JOIN (SELECT invoice_number, sum(amount_minor) AS settled_minor FROM ledger_postings
+                               WHERE invoice_number IS NOT NULL AND kind <> 'INVOICE' GROUP BY 1) s
+         USING (invoice_number)
+"""
+
+SELECT_DUE_SQL = f"""
 INSERT INTO card_transactions (transaction_id, batch_id, business_date, provider, kind, account_number,
     invoice_number, refund_id, amount_minor, currency, card_token, attempt, first_transaction_id, due_on, status)
 WITH cards AS (
@@ -26,15 +36,7 @@ dead_cards AS (  -- a hard-declined card (lost, stolen, expired...) is never sen
     SELECT DISTINCT card_token FROM card_transactions WHERE status IN ('HARD_DECLINED', 'CANCELLED')
     UNION SELECT card_token FROM payment_cards WHERE NOT list_contains($providers, provider)
 ),
-settled AS (
-    SELECT invoice_number, sum(amount_minor) AS settled_minor FROM ledger_postings
-    WHERE invoice_number IS NOT NULL AND kind <> 'INVOICE' GROUP BY 1
-),
-outstanding AS (
-    SELECT i.invoice_number, i.account_number, i.currency, i.due_on,
-           i.amount_minor + coalesce(s.settled_minor, 0) AS outstanding_minor
-    FROM invoices i LEFT JOIN settled s USING (invoice_number)
-),
+outstanding AS ({OUTSTANDING_SQL}),
 new_payments AS (
     SELECT 'P' || o.invoice_number || '-1' AS transaction_id, c.provider, 'PAYMENT' AS kind, o.account_number,
            o.invoice_number, NULL AS refund_id, o.outstanding_minor AS amount_minor, o.currency, c.card_token,
@@ -77,14 +79,11 @@ FROM (SELECT * FROM new_payments UNION ALL SELECT * FROM payment_retries
 
 # A soft decline whose invoice was settled some other way, or whose account left card payment, is not retried
 # (so re-enabling card months later does not fire an old retry).
-CLOSE_UNNEEDED_RETRIES_SQL = """
+CLOSE_UNNEEDED_RETRIES_SQL = f"""
 UPDATE card_transactions t SET status = 'RETRY_NOT_NEEDED'
 WHERE t.status = 'SOFT_DECLINED' AND t.retry_due_on <= $day AND t.kind = 'PAYMENT'
   AND NOT EXISTS (SELECT 1 FROM card_transactions r
                   WHERE r.first_transaction_id = t.first_transaction_id AND r.attempt > t.attempt)
-  AND ((SELECT i.amount_minor + coalesce(sum(p.amount_minor), 0)
-        FROM invoices i LEFT JOIN ledger_postings p
-          ON p.invoice_number = i.invoice_number AND p.kind <> 'INVOICE'
-        WHERE i.invoice_number = t.invoice_number GROUP BY i.amount_minor) <= 0
+  AND ((SELECT o.outstanding_minor FROM ({OUTSTANDING_SQL}) o WHERE o.invoice_number = t.invoice_number) <= 0
        OR t.account_number IN (SELECT account_number FROM accounts WHERE payment_type <> 'RECURRING_CARD'))
 """

@@ -12,7 +12,6 @@ Steps, each idempotent for a file:
 
 from __future__ import annotations
 
-import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -35,7 +34,7 @@ from cmp_pipelines.formats.errors import FileRejected
 from cmp_pipelines.formats.record_file import RecordFileSpec, card_number_masks, with_shape_and_card_numbers
 from cmp_pipelines.formats.schemas import first_error
 from cmp_pipelines.services.files import FileStoreLike
-from cmp_pipelines.services.intake import Intake, Received, sha256_hex
+from cmp_pipelines.services.intake import Intake, Received, file_stem, sha256_hex
 from cmp_pipelines.services.ledger_file import (
     json_rows,
     posted_batch,
@@ -384,7 +383,7 @@ class CardRejections:
         file_name = self.con.execute(
             "SELECT file_name FROM inbound_files WHERE file_id = ?", [load.file_id]
         ).fetchone()[0]
-        stem = re.sub(r"(\.json)?(\.enc)?$", "", file_name)
+        stem = file_stem(file_name)
         header = {
             "file_id": load.file_id, "source_file_name": file_name, "provider": load.partner,
             "batch_id": load.batch_id, "reversal_batch_id": reversal_batch_id(load.batch_id),

@@ -27,6 +27,11 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def file_stem(file_name: str) -> str:
+    """What our answers to a partner file are named after: its name without `.json` / `.enc`."""
+    return re.sub(r"(\.json)?(\.enc)?$", "", file_name)
+
+
 def partition_key(partner: str, file_name: str, ciphertext_sha256: str) -> str:
     """One dynamic partition per inbound file: partner, name, and the bytes' identity."""
     return f"{partner}/{file_name}@{ciphertext_sha256[:12]}"

@@ -14,7 +14,7 @@ from datetime import datetime
 import duckdb
 
 from cmp_pipelines.configuration import DirectDebitConfig
-from cmp_pipelines.services.payment_setup import SetupError
+from cmp_pipelines.services.payment_setup import SetupError, require_account
 from cmp_pipelines.store.connection import transaction
 
 REFERENCE = re.compile(r"^[A-Z0-9 ./&-]{6,18}$")
@@ -55,9 +55,7 @@ def create_mandate(
     sort_code, bank_account, account_name = _bank_details(sort_code, bank_account, account_name)
     reference = validate_reference(reference or f"CMP{account_number}")
     with transaction(con):
-        if not con.execute("SELECT 1 FROM accounts WHERE account_number = ? AND NOT is_suspense",
-                           [account_number]).fetchone():
-            raise SetupError("account_number", f"account {account_number!r} does not exist", status=404)
+        require_account(con, account_number)
         live = con.execute(
             f"SELECT mandate_id, status FROM mandates WHERE account_number = ? AND status IN {LIVE!r}",
             [account_number],

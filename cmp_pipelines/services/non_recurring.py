@@ -6,7 +6,6 @@ re-run partition, a re-dropped file or a resumed run never posts twice.
 
 from __future__ import annotations
 
-import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -27,6 +26,7 @@ from cmp_pipelines.services.intake import (  # noqa: F401  (re-exported: the fil
     FileQuarantined,
     Intake,
     Received,
+    file_stem,
     partition_key,
     sha256_hex,
 )
@@ -49,8 +49,7 @@ GUARD_SAMPLE = 200
 
 def ack_path(partner: str, file_name: str, kind: str) -> str:
     """Where the partner finds our answer to `file_name`: its stem, then `.<kind>.json.enc`."""
-    stem = re.sub(r"(\.json)?(\.enc)?$", "", file_name)
-    return f"outbound/acknowledgements/{FEED}/{partner}/{stem}.{kind}.json.enc"
+    return f"outbound/acknowledgements/{FEED}/{partner}/{file_stem(file_name)}.{kind}.json.enc"
 
 
 @dataclass

@@ -44,7 +44,7 @@ def card_providers(partners: dict[str, Partner]) -> list[str]:
     return sorted(p.partner_id for p in partners.values() if CARD_FEED in p.feeds)
 
 
-def _account(con: duckdb.DuckDBPyConnection, account_number: str) -> tuple[str, str]:
+def require_account(con: duckdb.DuckDBPyConnection, account_number: str) -> tuple[str, str]:
     row = con.execute(
         "SELECT payment_type, status FROM accounts WHERE account_number = ? AND NOT is_suspense", [account_number]
     ).fetchone()
@@ -87,7 +87,7 @@ def register_card(
     con: duckdb.DuckDBPyConnection, account_number: str, card_token: str, *, partners: dict[str, Partner],
     now: datetime, last_four: str | None = None, expiry: str | None = None, provider: str | None = None,
 ) -> Card:
-    _account(con, account_number)
+    require_account(con, account_number)
     card = _card(card_token, last_four, expiry, provider, partners, now.date())
     con.execute(
         """
@@ -112,7 +112,7 @@ def set_payment_type(
     if card_token is None and (last_four or expiry or provider):
         raise SetupError("card_token", "last four, expiry and provider describe a card token; give the token too")
     with transaction(con):
-        old_type, _ = _account(con, account_number)
+        old_type, _ = require_account(con, account_number)
         if card_token is not None:
             register_card(con, account_number, card_token, partners=partners, now=now, last_four=last_four,
                           expiry=expiry, provider=provider)
@@ -147,7 +147,7 @@ def approve_card_refund(
     reason: str | None = None,
 ) -> str:
     """An approved refund to the card on file, paid by the CARD-mode extract on or after `due_on`."""
-    _account(con, account_number)
+    require_account(con, account_number)
     try:
         amount_minor = parse_amount(amount)
     except (ValueError, TypeError) as exc:
