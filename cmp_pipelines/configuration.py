@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from pathlib import Path
 
 import yaml
@@ -165,6 +166,7 @@ class RejectionCode:
 class RejectionConfig:
     default_payment_type: str  # what a hard decline reverts an account to
     codes: dict[str, RejectionCode]
+    bacs_return_codes: dict[str, str] = dataclass_field(default_factory=dict)  # ARUDD four-digit returnCode -> code
 
 
 def _event(file: Path, entry: str, raw: dict, field: str) -> WorkflowEvent | None:
@@ -183,7 +185,7 @@ def load_rejection_codes(config_dir: Path) -> RejectionConfig:
     file = config_dir / "rejection_codes.yaml"
     document = _document(file, "rejection_codes")
     entries = document["rejection_codes"]
-    _no_unknown(file, "-", document, {"rejection_codes", "default_payment_type"})
+    _no_unknown(file, "-", document, {"rejection_codes", "default_payment_type", "bacs_return_codes"})
     default_type = document.get("default_payment_type", "MANUAL")
     if default_type not in PAYMENT_TYPES:
         raise ConfigError(file, "-", "default_payment_type", f"must be one of {', '.join(PAYMENT_TYPES)}")
@@ -246,7 +248,35 @@ def load_rejection_codes(config_dir: Path) -> RejectionConfig:
             retries = suspension_days = 0
         codes[code] = RejectionCode(code, description, raw["reason_type"], raw["reason_code"], decline, retries,
                                     suspension_days, retry_event, cancellation_event, refund_event)
-    return RejectionConfig(default_type, codes)
+    return RejectionConfig(default_type, codes, _bacs_return_codes(file, document.get("bacs_return_codes", []), codes))
+
+
+def _bacs_return_codes(file: Path, entries: object, codes: dict[str, RejectionCode]) -> dict[str, str]:
+    """ARUDD reports carry a four-digit returnCode; each maps to one configured rejection code."""
+    if not isinstance(entries, list):
+        raise ConfigError(file, "-", "bacs_return_codes", "must be a list of {return_code, rejection_code} entries")
+    mapping: dict[str, str] = {}
+    for index, raw in enumerate(entries):
+        entry = f"bacs_return_codes[{index}]"
+        if not isinstance(raw, dict):
+            raise ConfigError(file, entry, "-", "must be a mapping")
+        if isinstance(raw.get("return_code"), str):
+            entry = f"bacs_return_codes[{raw['return_code']}]"
+        _no_unknown(file, entry, raw, {"return_code", "rejection_code"})
+        value = raw.get("return_code")
+        if isinstance(value, int) and not isinstance(value, bool):
+            raise ConfigError(file, entry, "return_code", f"must be a quoted string (YAML reads {value!r} as a "
+                                                          "number and drops leading zeros)")
+        value = _require(file, entry, raw, "return_code", str)
+        if not re.fullmatch(r"[0-9]{4}", value):
+            raise ConfigError(file, entry, "return_code", f"must be four digits, got {value!r}")
+        if value in mapping:
+            raise ConfigError(file, entry, "return_code", "is mapped twice; each return code maps to one code")
+        target = _require(file, entry, raw, "rejection_code", str)
+        if target not in codes:
+            raise ConfigError(file, entry, "rejection_code", f"{target!r} is not one of the rejection_codes above")
+        mapping[value] = target
+    return mapping
 
 
 # ---- Payments module: payment terms, payment term defaults, mandate revision codes --------------------------

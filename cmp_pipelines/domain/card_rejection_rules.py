@@ -1,25 +1,18 @@
-"""Classifying a provider's rejection records and handling them by configured reason code, set-based SQL.
+"""Classifying a provider's card rejection records, set-based SQL.
 
 A record is first checked (shape, fields, card numbers), then matched to the transaction we extracted
-for this provider. A matched rejection is handled by its reason code (config/rejection_codes.yaml):
-- SOFT with retries left: RETRY_SCHEDULED, retried on the extract of `$day + suspension_days`;
-- SOFT on its last attempt: RETRIES_EXHAUSTED, treated as a hard decline, cancellation event;
-- SOFT with retries left, on an account that no longer pays by card (or that this file reverts): the retry is
-  RETRY_CANCELLED, with the cancellation event;
-- HARD: HARD_DECLINE, payment type reverts to the configured default, refund event;
-- unknown code: UNCONFIGURED_CODE, a configuration error; still reversed (the money was not taken),
-  never retried, left to an operator through a workflow event.
-Anything else is REJECTED with the problem, and changes nothing.
+for this provider. A matched rejection is handled by its reason code (config/rejection_codes.yaml) with the
+rules shared with returned direct debits (domain/rejection_outcomes.py). Anything else is REJECTED with the
+problem, and changes nothing.
 """
 
 from __future__ import annotations
 
 from cmp_pipelines.domain.nrp_rules import ACCOUNT_RE, AMOUNT_RE, DATETIME_RE, RECORD_ID_RE
+from cmp_pipelines.domain.rejection_outcomes import OUTCOME_SQL, RETRY_DUE_SQL
 
 TRANSACTION_RE = "[A-Za-z0-9._-]{1,80}"
 REASON_CODE_RE = "[A-Za-z0-9]{1,8}"
-REVERSED_OUTCOMES = ("RETRY_SCHEDULED", "RETRIES_EXHAUSTED", "RETRY_CANCELLED", "HARD_DECLINE", "UNCONFIGURED_CODE")
-REVERSED_SQL = ", ".join(f"'{o}'" for o in REVERSED_OUTCOMES)
 UNCONFIGURED_EVENT = ("RECURRING_PAYMENT", "CARD_REJECTION_CODE_UNKNOWN")
 
 # Problems of the record itself, whatever we extracted: the first that applies is reported.
@@ -121,15 +114,10 @@ SELECT $batch_id, position, record_id,
        CASE WHEN problem_code = 'CARD_NUMBER_DETECTED' THEN coalesce(account_masked, account_number)
             ELSE account_number END,
        amount_minor, reason_code, rejected_ts,
-       CASE WHEN problem_code IS NOT NULL THEN 'REJECTED'
-            WHEN known_code IS NULL THEN 'UNCONFIGURED_CODE'
-            WHEN decline = 'HARD' THEN 'HARD_DECLINE'
-            WHEN attempt <= retries THEN 'RETRY_SCHEDULED'
-            ELSE 'RETRIES_EXHAUSTED' END,
+       {OUTCOME_SQL},
        CASE WHEN problem_code IS NULL THEN decline END,
        attempt,
-       CASE WHEN problem_code IS NULL AND decline = 'SOFT' AND attempt <= retries
-            THEN $day + suspension_days::INTEGER END,
+       {RETRY_DUE_SQL},
        coalesce(problem_code, CASE WHEN known_code IS NULL THEN 'UNKNOWN_REASON_CODE' END),
        coalesce(problem, CASE WHEN known_code IS NULL THEN 'reason code ' || q(reason_code)
            || ' is not configured in config/rejection_codes.yaml; the payment is reversed but not retried' END)

@@ -21,13 +21,16 @@ import orjson
 import pyarrow as pa
 
 from cmp_pipelines.configuration import Partner, RejectionConfig
-from cmp_pipelines.domain.card_rejection_rules import (
-    CLASSIFY_SQL,
-    COMMUNICATION_SQL,
-    REVERSED_SQL,
-    UNCONFIGURED_EVENT,
-)
+from cmp_pipelines.domain.card_rejection_rules import CLASSIFY_SQL, COMMUNICATION_SQL, UNCONFIGURED_EVENT
 from cmp_pipelines.domain.money import format_minor
+from cmp_pipelines.domain.rejection_outcomes import (
+    REVERSED_SQL,
+    cancel_retries_sql,
+    events_sql,
+    revert_payment_type_sql,
+    status_after_sql,
+    suspend_accounts_sql,
+)
 from cmp_pipelines.formats import record_file
 from cmp_pipelines.formats.encryption import PartnerKeyring
 from cmp_pipelines.formats.errors import FileRejected
@@ -263,18 +266,9 @@ class CardRejections:
     def _apply_statements(self, params: dict) -> None:
         run = self.con.execute
         handled = f"r.batch_id = $batch_id AND r.outcome IN ({REVERSED_SQL})"
-        run(  # a payment is only retried on an account that still pays by card after this file
-            """
-            UPDATE card_rejections r SET outcome = 'RETRY_CANCELLED', retry_due_on = NULL
-            WHERE r.batch_id = $batch_id AND r.outcome = 'RETRY_SCHEDULED'
-              AND EXISTS (SELECT 1 FROM card_transactions t WHERE t.transaction_id = r.transaction_id
-                          AND t.kind = 'PAYMENT')
-              AND (r.account_number IN (SELECT account_number FROM accounts WHERE payment_type <> 'RECURRING_CARD')
-                   OR r.account_number IN (SELECT account_number FROM card_rejections WHERE batch_id = $batch_id
-                                           AND outcome IN ('RETRIES_EXHAUSTED', 'HARD_DECLINE')))
-            """,
-            {"batch_id": params["batch_id"]},
-        )
+        only_payments = ("EXISTS (SELECT 1 FROM card_transactions t WHERE t.transaction_id = r.transaction_id "
+                         "AND t.kind = 'PAYMENT')")
+        run(cancel_retries_sql("card_rejections", "RECURRING_CARD", only_payments), {"batch_id": params["batch_id"]})
         run(
             f"""
             INSERT INTO ledger_postings (idempotency_key, account_number, invoice_number, kind, amount_minor,
@@ -290,70 +284,20 @@ class CardRejections:
         )
         run(
             f"""
-            UPDATE card_transactions t SET
-                status = CASE r.outcome WHEN 'RETRY_SCHEDULED' THEN 'SOFT_DECLINED'
-                                        WHEN 'RETRIES_EXHAUSTED' THEN 'CANCELLED'
-                                        WHEN 'RETRY_CANCELLED' THEN 'CANCELLED'
-                                        WHEN 'HARD_DECLINE' THEN 'HARD_DECLINED'
-                                        ELSE 'DECLINED_UNCONFIGURED' END,
+            UPDATE card_transactions t SET status = {status_after_sql('DECLINED_UNCONFIGURED')},
                 reason_code = r.reason_code, rejection_batch_id = r.batch_id, retry_due_on = r.retry_due_on
             FROM card_rejections r WHERE r.transaction_id = t.transaction_id AND {handled}
             """,
             {"batch_id": params["batch_id"]},
         )
-        run(
-            """
-            UPDATE accounts a SET suspended_until = greatest(coalesce(a.suspended_until, s.until), s.until)
-            FROM (SELECT account_number, max(retry_due_on) AS until FROM card_rejections
-                  WHERE batch_id = $batch_id AND outcome = 'RETRY_SCHEDULED' GROUP BY 1) s
-            WHERE a.account_number = s.account_number
-            """,
-            {"batch_id": params["batch_id"]},
-        )
-        reverting = """
-            SELECT account_number, string_agg(reason_code || ' on ' || transaction_id, ', ' ORDER BY position) AS why
-            FROM card_rejections WHERE batch_id = $batch_id AND outcome IN ('RETRIES_EXHAUSTED', 'HARD_DECLINE')
-            GROUP BY 1
-        """
-        run(
-            f"""
-            INSERT INTO payment_type_changes (account_number, old_type, new_type, cause, changed_at)
-            SELECT a.account_number, a.payment_type, $default_type, 'card decline ' || v.why, $now
-            FROM accounts a JOIN ({reverting}) v USING (account_number)
-            WHERE a.payment_type = 'RECURRING_CARD'
-            """,
-            {k: params[k] for k in ("batch_id", "default_type", "now")},
-        )
-        run(
-            f"""
-            UPDATE accounts a SET payment_type = $default_type
-            FROM ({reverting}) v WHERE a.account_number = v.account_number AND a.payment_type = 'RECURRING_CARD'
-            """,
-            {k: params[k] for k in ("batch_id", "default_type")},
-        )
-        run(
-            f"""
-            INSERT INTO workflow_events (event_type, event_code, account_number, source_ref, detail, raised_at)
-            SELECT e.event_type, e.event_code, r.account_number, r.transaction_id,
-                   r.outcome || ': reason ' || r.reason_code || coalesce(' (' || k.description || ')', '')
-                   || ', attempt ' || r.attempt || ', amount ' || minor_to_decimal(r.amount_minor)
-                   || coalesce(', retry on ' || r.retry_due_on, ''), $now
-            FROM card_rejections r LEFT JOIN config_rejection_codes k ON k.code = r.reason_code,
-            LATERAL (SELECT CASE r.outcome WHEN 'RETRY_SCHEDULED' THEN k.retry_event_type
-                                           WHEN 'RETRIES_EXHAUSTED' THEN k.cancellation_event_type
-                                           WHEN 'RETRY_CANCELLED' THEN k.cancellation_event_type
-                                           WHEN 'HARD_DECLINE' THEN k.refund_event_type
-                                           ELSE '{UNCONFIGURED_EVENT[0]}' END AS event_type,
-                            CASE r.outcome WHEN 'RETRY_SCHEDULED' THEN k.retry_event_code
-                                           WHEN 'RETRIES_EXHAUSTED' THEN k.cancellation_event_code
-                                           WHEN 'RETRY_CANCELLED' THEN k.cancellation_event_code
-                                           WHEN 'HARD_DECLINE' THEN k.refund_event_code
-                                           ELSE '{UNCONFIGURED_EVENT[1]}' END AS event_code) e
-            WHERE {handled} AND e.event_code IS NOT NULL
-            ORDER BY r.position
-            """,
-            {k: params[k] for k in ("batch_id", "now")},
-        )
+        run(suspend_accounts_sql("card_rejections"), {"batch_id": params["batch_id"]})
+        for statement in revert_payment_type_sql("card_rejections", "transaction_id", "RECURRING_CARD",
+                                                 "card decline"):
+            run(statement, {k: params[k] for k in ("batch_id", "default_type", "now") if f"${k}" in statement})
+        detail = ("', attempt ' || r.attempt || ', amount ' || minor_to_decimal(r.amount_minor) "
+                  "|| coalesce(', retry on ' || r.retry_due_on, '')")
+        run(events_sql("card_rejections", "transaction_id", UNCONFIGURED_EVENT, detail),
+            {k: params[k] for k in ("batch_id", "now")})
         run(COMMUNICATION_SQL, {k: params[k] for k in ("batch_id", "now", "default_type")})
 
     def applied(self, load: RejectionLoad, applied_now: bool = False) -> ApplyResult:

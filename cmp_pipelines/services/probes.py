@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 import duckdb
 
 from cmp_pipelines.configuration import ProbeConfig
-from cmp_pipelines.domain.card_rejection_rules import REVERSED_SQL
 from cmp_pipelines.domain.probes import NRP_PROBES, ProbeDefinition
+from cmp_pipelines.domain.rejection_outcomes import REVERSED_SQL
 
 _LAST_BATCH = (
     "(SELECT batch_id FROM batches WHERE kind = 'NRP_LOAD' AND feed = 'nrp' "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import duckdb
 
-from cmp_pipelines.configuration import Partner, ProbeConfig, RejectionConfig
+from cmp_pipelines.configuration import MandateRevisionCode, Partner, ProbeConfig, RejectionConfig
 from cmp_pipelines.domain.nrp_rules import SUSPENSE_ACCOUNT
 from cmp_pipelines.store.connection import transaction
 
@@ -44,3 +44,15 @@ def sync_rejection_codes(con: duckdb.DuckDBPyConnection, config: RejectionConfig
                      *events])
     if rows:
         con.executemany("INSERT INTO config_rejection_codes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+    con.execute("DELETE FROM config_bacs_return_codes")
+    if config.bacs_return_codes:
+        con.executemany("INSERT INTO config_bacs_return_codes VALUES (?, ?)", list(config.bacs_return_codes.items()))
+
+
+def sync_mandate_revision_codes(con: duckdb.DuckDBPyConnection, codes: dict[str, MandateRevisionCode]) -> None:
+    """Mirror the YAML into the table the ADDACS rules join; call inside the caller's transaction."""
+    con.execute("DELETE FROM config_mandate_revision_codes")
+    rows = [[c.code, c.name, c.action, c.reason_type, c.reason_code, c.event.event_type, c.event.event_code]
+            for c in codes.values()]
+    if rows:
+        con.executemany("INSERT INTO config_mandate_revision_codes VALUES (?, ?, ?, ?, ?, ?, ?)", rows)

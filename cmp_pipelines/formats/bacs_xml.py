@@ -1,0 +1,161 @@
+"""Bacs XML reports from the bureau: ADDACS (mandate advices) and ARUDD (returned debits).
+
+Real reports are ISO-8859-1 and say so in their XML declaration; a report whose bytes do not match its
+declaration, or that is not well formed, is refused with the line and column at fault. defusedxml refuses
+entity expansion and external references, so a hostile report cannot blow up or reach out.
+
+Readers return every element's attributes as strings (None when absent), in document order, as an Arrow
+table: checking the values is the job of the set-based rules, which report every bad record at once.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from xml.etree.ElementTree import Element, ParseError
+
+import pyarrow as pa
+from defusedxml import DefusedXmlException
+from defusedxml.ElementTree import fromstring
+
+from cmp_pipelines.domain.money import format_minor
+from cmp_pipelines.formats.errors import FileRejected
+
+ADDACS_PATH = "Data/MessagingAdvices/MessagingAdvice"
+ARUDD_RECORDS = "Data/ARUDD/Advice/OriginatingAccountRecords/OriginatingAccountRecord"
+ADDACS_ATTRIBUTES = {
+    "reference": "reference", "payer-name": "payer_name", "payer-sort-code": "payer_sort_code",
+    "payer-account-number": "payer_account_number", "reason-code": "reason_code",
+    "payer-new-sort-code": "new_sort_code", "payer-new-account-number": "new_account_number",
+    "effective-date": "effective_date",
+}
+ARUDD_ATTRIBUTES = {
+    "ref": "reference", "transCode": "transaction_code", "returnCode": "return_code",
+    "returnDescription": "return_description", "originalProcessingDate": "original_processing_date",
+    "valueOf": "amount", "currency": "currency",
+}
+PAYER_ACCOUNT_ATTRIBUTES = {"sortCode": "payer_sort_code", "number": "payer_account"}
+_AMOUNT = re.compile(r"[0-9]{1,11}\.[0-9]{2}")
+_DECLARATION = re.compile(rb"""^\s*<\?xml[^>]*encoding\s*=\s*["']([A-Za-z0-9._-]+)["']""")
+
+
+@dataclass(frozen=True)
+class Report:
+    service_user_number: str | None
+    report_id: str | None  # the bureau's advice number and date: a resent report is refused
+    records: pa.Table  # one row per advice or returned item, `position` from 1
+
+
+def _declared_encoding(data: bytes) -> str:
+    match = _DECLARATION.match(data[:200])
+    return match.group(1).decode("ascii") if match else "UTF-8 (no declaration)"
+
+
+def parse(data: bytes, kind: str) -> Element:
+    """The document root; refuses what is not well formed, not in its declared encoding, or not a BACSDocument."""
+    declared = _declared_encoding(data)
+    try:
+        root = fromstring(data)
+    except DefusedXmlException as exc:
+        raise FileRejected("UNSAFE_XML", f"the {kind} report uses a forbidden XML feature ({exc})") from exc
+    except ParseError as exc:
+        line, column = exc.position
+        reason = str(exc).split(":")[0]
+        if "encoding" in reason or (declared.upper().startswith("UTF-8") and _not_utf8(data)):
+            raise FileRejected(
+                "WRONG_ENCODING",
+                f"the {kind} report's bytes are not in its declared encoding {declared} (line {line}, column "
+                f"{column + 1}: {reason}); Bacs reports are ISO-8859-1 and must declare it",
+            ) from exc
+        raise FileRejected("MALFORMED_XML", f"the {kind} report is not well-formed XML at line {line}, column "
+                                            f"{column + 1}: {reason}") from exc
+    if root.tag != "BACSDocument":
+        raise FileRejected("NOT_A_BACS_REPORT", f"the root element is <{root.tag}>, expected <BACSDocument>")
+    return root
+
+
+def _not_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return True
+    return False
+
+
+def _rows(elements: list[Element], attributes: dict[str, str]) -> dict[str, list]:
+    return {name: [element.get(attr) for element in elements] for attr, name in attributes.items()}
+
+
+def _table(columns: dict[str, list]) -> pa.Table:
+    """Strings throughout (an empty report still has typed columns), plus the 1-based position."""
+    count = len(next(iter(columns.values())))
+    arrays = {name: pa.array(values, pa.string()) for name, values in columns.items()}
+    return pa.table({"position": pa.array(range(1, count + 1), pa.int64()), **arrays})
+
+
+def read_addacs(data: bytes) -> Report:
+    root = parse(data, "ADDACS")
+    if root.find("Data/MessagingAdvices") is None:
+        raise FileRejected("NOT_AN_ADDACS_REPORT", "no BACSDocument/Data/MessagingAdvices element: this is not an "
+                                                   "ADDACS report")
+    advices = root.findall(ADDACS_PATH)
+    users = {a.get("user-number") for a in advices if a.get("user-number")}
+    header = root.find("Data/MessagingAdvices/MessagingHeader")
+    if header is not None and header.get("user-number"):
+        users.add(header.get("user-number"))
+    if len(users) > 1:
+        raise FileRejected("SERVICE_USER_MISMATCH", f"the report mixes service user numbers {sorted(users)}")
+    return Report(next(iter(users), None), _report_id(header, "advice-number", "report-generation-date"),
+                  _table(_rows(advices, ADDACS_ATTRIBUTES)))
+
+
+def _report_id(header: Element | None, number: str, day: str) -> str | None:
+    if header is None or not header.get(number):
+        return None
+    return f"{header.get(number)}/{header.get(day) or '-'}"
+
+
+def read_arudd(data: bytes) -> Report:
+    """Every ReturnedDebitItem, with its PayerAccount; each originating account's Totals must equal its items."""
+    root = parse(data, "ARUDD")
+    if root.find("Data/ARUDD") is None:
+        raise FileRejected("NOT_AN_ARUDD_REPORT", "no BACSDocument/Data/ARUDD element: this is not an ARUDD report")
+    licence = root.find("Data/ARUDD/ServiceLicenseInformation")
+    items: list[Element] = []
+    for index, record in enumerate(root.findall(ARUDD_RECORDS), start=1):
+        returned = record.findall("ReturnedDebitItem")
+        _check_totals(record.find("Totals"), returned, index)
+        items.extend(returned)
+    columns = _rows(items, ARUDD_ATTRIBUTES)
+    payers = [item.find("PayerAccount") for item in items]
+    for attr, name in PAYER_ACCOUNT_ATTRIBUTES.items():
+        columns[name] = [p.get(attr) if p is not None else None for p in payers]
+    return Report(licence.get("userNumber") if licence is not None else None,
+                  _report_id(root.find("Data/ARUDD/Header"), "adviceNumber", "currentProcessingDate"),
+                  _table(columns))
+
+
+def _check_totals(totals: Element | None, items: list[Element], index: int) -> None:
+    where = f"OriginatingAccountRecord {index}"
+    if totals is None:
+        raise FileRejected("TOTALS_MISSING", f"{where} has no Totals element to check its returned items against")
+    count, value = totals.get("numberOf"), totals.get("valueOf")
+    if count is None or not count.isdigit():
+        raise FileRejected("TOTALS_INVALID", f"{where}: Totals numberOf {count!r} is not a whole number")
+    if int(count) != len(items):
+        raise FileRejected("TOTALS_MISMATCH", f"{where}: Totals numberOf says {int(count)} but it holds "
+                                              f"{len(items)} ReturnedDebitItem elements")
+    declared = _pence(value, f"{where}: Totals valueOf")
+    values = [item.get("valueOf") or "" for item in items]
+    if not all(_AMOUNT.fullmatch(v) for v in values):
+        return  # a bad amount is rejected with its own record; the count still had to agree
+    amounts = [int(v.replace(".", "")) for v in values]
+    if sum(amounts) != declared:
+        raise FileRejected("TOTALS_MISMATCH", f"{where}: Totals valueOf says {value} but its items add up to "
+                                              f"{format_minor(sum(amounts))}")
+
+
+def _pence(value: str | None, what: str) -> int:
+    if value is None or not _AMOUNT.fullmatch(value):
+        raise FileRejected("TOTALS_INVALID", f"{what} {value!r} must be a decimal amount with two places")
+    return int(value.replace(".", ""))
