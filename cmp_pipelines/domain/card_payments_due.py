@@ -16,7 +16,7 @@ selected twice and a retry is visibly the n-th attempt of its first transaction.
 # What is still owed on each invoice: its amount plus every non-invoice posting against it (payments and card
 # payments are negative, reversals positive).
 OUTSTANDING_SQL = """
-    SELECT i.invoice_number, i.account_number, i.currency, i.due_on,
+    SELECT i.invoice_number, i.account_number, i.currency, i.issued_on, i.due_on,
            i.amount_minor + coalesce(s.settled_minor, 0) AS outstanding_minor
     FROM invoices i LEFT JOIN (SELECT invoice_number, sum(amount_minor) AS settled_minor FROM ledger_postings
                                WHERE invoice_number IS NOT NULL AND kind <> 'INVOICE' GROUP BY 1) s

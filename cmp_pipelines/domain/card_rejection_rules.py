@@ -62,7 +62,9 @@ _MATCH_PROBLEMS = [
 ]
 
 
-def _case(problems: list[tuple[str, str, str]], part: int) -> str:
+def first_problem(problems: list[tuple[str, str, str]], part: int) -> str:
+    """SQL CASE over (condition, code, message expression) rules: the first that applies, its code (part 1) or
+    its message (part 2)."""
     return "CASE " + " ".join(f"WHEN {p[0]} THEN {p[part] if part == 2 else repr(p[1])}" for p in problems) + " END"
 
 
@@ -80,7 +82,7 @@ WITH parsed AS (
     FROM raw
 ),
 checked AS (
-    SELECT *, {_case(_RECORD_PROBLEMS, 1)} AS record_problem_code, {_case(_RECORD_PROBLEMS, 2)} AS record_problem
+    SELECT *, {first_problem(_RECORD_PROBLEMS, 1)} AS record_problem_code, {first_problem(_RECORD_PROBLEMS, 2)} AS record_problem
     FROM parsed
 ),
 ranked AS (  -- only well-formed records count as an earlier rejection of the same transaction
@@ -104,8 +106,8 @@ matched AS (
 ),
 classified AS (
     SELECT *,
-           coalesce(record_problem_code, {_case(_MATCH_PROBLEMS, 1)}) AS problem_code,
-           coalesce(record_problem, {_case(_MATCH_PROBLEMS, 2)}) AS problem
+           coalesce(record_problem_code, {first_problem(_MATCH_PROBLEMS, 1)}) AS problem_code,
+           coalesce(record_problem, {first_problem(_MATCH_PROBLEMS, 2)}) AS problem
     FROM matched
 )
 SELECT $batch_id, position, record_id,

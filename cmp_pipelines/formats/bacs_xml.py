@@ -159,3 +159,47 @@ def _pence(value: str | None, what: str) -> int:
     if value is None or not _AMOUNT.fullmatch(value):
         raise FileRejected("TOTALS_INVALID", f"{what} {value!r} must be a decimal amount with two places")
     return int(value.replace(".", ""))
+
+
+# ---- writers: what a bureau sends, for the demo and the tests -------------------------------------------------
+
+
+def _document(build) -> bytes:
+    from xml.etree.ElementTree import Element as NewElement
+    from xml.etree.ElementTree import SubElement, tostring
+
+    root = NewElement("BACSDocument")
+    build(SubElement(root, "Data"), SubElement)
+    return tostring(root, encoding="ISO-8859-1", xml_declaration=True)
+
+
+def write_addacs(advices: list[dict], service_user_number: str, advice_number: str, day: str) -> bytes:
+    """An ADDACS report; each advice's keys are the XML attribute names (reference, reason-code, ...)."""
+    def build(data, sub):
+        messaging = sub(data, "MessagingAdvices")
+        sub(messaging, "MessagingHeader", {"user-number": service_user_number, "advice-number": advice_number,
+                                           "report-generation-date": day, "report-type": "REFT1019"})
+        for advice in advices:
+            sub(messaging, "MessagingAdvice", {"user-number": service_user_number, "record-type": "A",
+                                               **{k: v for k, v in advice.items() if v is not None}})
+    return _document(build)
+
+
+def write_arudd(items: list[dict], service_user_number: str, advice_number: str, day: str,
+                totals: tuple[int, str] | None = None) -> bytes:
+    """An ARUDD report with one originating account; `items` hold ReturnedDebitItem attributes plus an optional
+    'PayerAccount' mapping. `totals` (count, value) overrides the correct Totals."""
+    def build(data, sub):
+        arudd = sub(data, "ARUDD")
+        sub(arudd, "Header", {"reportType": "REFT1027", "adviceNumber": advice_number, "currentProcessingDate": day})
+        sub(arudd, "ServiceLicenseInformation", {"userNumber": service_user_number})
+        record = sub(sub(sub(arudd, "Advice"), "OriginatingAccountRecords"), "OriginatingAccountRecord")
+        for item in items:
+            attributes = {k: v for k, v in item.items() if k != "PayerAccount" and v is not None}
+            element = sub(record, "ReturnedDebitItem", attributes)
+            if item.get("PayerAccount"):
+                sub(element, "PayerAccount", item["PayerAccount"])
+        pence = sum(int(i["valueOf"].replace(".", "")) for i in items if _AMOUNT.fullmatch(i.get("valueOf") or ""))
+        count, value = totals or (len(items), format_minor(pence))
+        sub(record, "Totals", {"numberOf": str(count), "valueOf": value, "currency": "GBP"})
+    return _document(build)

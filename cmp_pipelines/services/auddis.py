@@ -38,6 +38,11 @@ FROM pending
 """
 
 
+# A cancelled mandate stays cancelled (its 0C is sent); a converted paper mandate (0S) stays active.
+_AFTER = ("CASE WHEN status = 'CANCELLED' THEN 'CANCELLED' WHEN pending_instruction = 'CONVERT' THEN status "
+          "ELSE 'SUBMITTED' END")
+
+
 @dataclass
 class AuddisBatch:
     batch_id: str
@@ -68,9 +73,9 @@ class AuddisExtract:
             activated = self._activate(day)
             self.con.execute(_SELECT, {"batch_id": batch_id})
             self.con.execute(
-                """
+                f"""
                 INSERT INTO mandate_history
-                SELECT mandate_id, status, CASE WHEN status = 'CANCELLED' THEN 'CANCELLED' ELSE 'SUBMITTED' END,
+                SELECT mandate_id, status, {_AFTER},
                        'AUDDIS ' || $batch_id, $now
                 FROM mandates
                 WHERE mandate_id IN (SELECT mandate_id FROM auddis_instructions WHERE batch_id = $batch_id)
@@ -78,11 +83,11 @@ class AuddisExtract:
                 {"batch_id": batch_id, "now": self.now},
             )
             self.con.execute(
-                """
+                f"""
                 UPDATE mandates SET pending_instruction = NULL, previous_sort_code = NULL, previous_bank_account = NULL,
                     previous_account_name = NULL,
-                    status = CASE WHEN status = 'CANCELLED' THEN 'CANCELLED' ELSE 'SUBMITTED' END,
-                    submitted_on = CASE WHEN status = 'CANCELLED' THEN submitted_on ELSE $day END
+                    status = {_AFTER},
+                    submitted_on = CASE WHEN {_AFTER} = 'SUBMITTED' THEN $day ELSE submitted_on END
                 WHERE mandate_id IN (SELECT mandate_id FROM auddis_instructions WHERE batch_id = $batch_id)
                 """,
                 {"batch_id": batch_id, "day": day},

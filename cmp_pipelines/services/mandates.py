@@ -108,16 +108,38 @@ def amend_mandate(
 
 
 def cancel_mandate(con: duckdb.DuckDBPyConnection, mandate_id: str, *, now: datetime, cause: str = "cancelled",
-                   tell_bank: bool = True) -> dict:
-    """Cancelled now; a mandate the bank knows of gets its 0C on the next AUDDIS (unless the bank told us)."""
+                   tell_bank: bool = True, after_final_collection: bool = False) -> dict:
+    """Cancelled now; a mandate the bank knows of gets its 0C on the next AUDDIS (unless the bank told us).
+
+    `after_final_collection` keeps an active mandate for one last collection (transaction code 19) of what is
+    due, then the collection job cancels it."""
     with transaction(con):
         status = _status(con, mandate_id)
         if status in ("CANCELLED", "FAILED"):
             raise SetupError("mandate_id", f"mandate {mandate_id} is already {status}", status=409)
+        if after_final_collection:
+            if status != "ACTIVE":
+                raise SetupError("after_final_collection", f"mandate {mandate_id} is {status}: only an active "
+                                                           "mandate can make a final collection", status=409)
+            con.execute("UPDATE mandates SET final_collection_requested = TRUE WHERE mandate_id = ?", [mandate_id])
+            _history(con, mandate_id, status, status, f"{cause}: cancel after the final collection (19)", now)
+            return mandate_view(con, mandate_id)
         instruction = "CANCEL" if tell_bank and status != "PENDING_SUBMISSION" else None
         con.execute("UPDATE mandates SET status = 'CANCELLED', pending_instruction = ?, cancelled_on = ? "
                     "WHERE mandate_id = ?", [instruction, now.date(), mandate_id])
         _history(con, mandate_id, status, "CANCELLED", cause, now)
+    return mandate_view(con, mandate_id)
+
+
+def convert_mandate(con: duckdb.DuckDBPyConnection, mandate_id: str, *, now: datetime) -> dict:
+    """A paper instruction already held by the payer's bank is lodged electronically with AUDDIS 0S."""
+    with transaction(con):
+        status = _status(con, mandate_id)
+        if status != "ACTIVE":
+            raise SetupError("mandate_id", f"mandate {mandate_id} is {status}: only an active paper mandate is "
+                                           "converted (0S)", status=409)
+        con.execute("UPDATE mandates SET pending_instruction = 'CONVERT' WHERE mandate_id = ?", [mandate_id])
+        _history(con, mandate_id, status, status, "conversion to AUDDIS requested (0S)", now)
     return mandate_view(con, mandate_id)
 
 
@@ -131,11 +153,13 @@ def _status(con, mandate_id: str) -> str:
 def mandate_view(con: duckdb.DuckDBPyConnection, mandate_id: str) -> dict:
     row = con.execute(
         "SELECT mandate_id, account_number, service_user_number, reference, sort_code, bank_account, account_name, "
-        "status, pending_instruction, submitted_on::VARCHAR, activated_on::VARCHAR, cancelled_on::VARCHAR "
+        "status, pending_instruction, submitted_on::VARCHAR, activated_on::VARCHAR, cancelled_on::VARCHAR, "
+        "coalesce(final_collection_requested, FALSE) "
         "FROM mandates WHERE mandate_id = ?", [mandate_id],
     ).fetchone()
     if row is None:
         raise SetupError("mandate_id", f"mandate {mandate_id!r} does not exist", status=404)
     keys = ("mandate_id", "account_number", "service_user_number", "reference", "sort_code", "bank_account",
-            "account_name", "status", "pending_instruction", "submitted_on", "activated_on", "cancelled_on")
+            "account_name", "status", "pending_instruction", "submitted_on", "activated_on", "cancelled_on",
+            "final_collection_requested")
     return dict(zip(keys, row, strict=True))

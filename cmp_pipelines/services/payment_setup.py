@@ -120,6 +120,11 @@ def set_payment_type(
             "SELECT count(*) FROM payment_cards WHERE account_number = ?", [account_number]
         ).fetchone()[0]:
             raise SetupError("card_token", "recurring card payment needs the provider's card token")
+        if payment_type == "DIRECT_DEBIT" and not con.execute(
+            "SELECT count(*) FROM mandates WHERE account_number = ? AND status IN "
+            "('PENDING_SUBMISSION', 'SUBMITTED', 'ACTIVE', 'AMENDMENT_PENDING')", [account_number]
+        ).fetchone()[0]:
+            raise SetupError("payment_type", "direct debit needs a live mandate: create one for the account first")
         if old_type != payment_type:
             con.execute("UPDATE accounts SET payment_type = ? WHERE account_number = ?", [payment_type, account_number])
             con.execute("INSERT INTO payment_type_changes VALUES (?, ?, ?, ?, ?)",
