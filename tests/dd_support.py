@@ -54,15 +54,16 @@ def auddis_day(platform, day: date):
     return batch, std18.read(platform.keyring.decrypt(BUREAU, platform.files.read_bytes(path)).decode("ascii"))
 
 
-def active_dd_account(platform, account: str, reference: str, day: date, **details) -> str:
-    """A mandate created and lodged on `day`, active after the quiet period; the account paying by DD."""
-    values = {"sort_code": "201575", "bank_account": "87654321", "account_name": f"Payer {account}", **details}
+def active_dd_accounts(platform, references: dict[str, str], day: date) -> None:
+    """Mandates ({account: reference}) created and lodged on `day`, active after the quiet period; the accounts
+    paying by direct debit."""
     with platform.connect() as con:
-        mandate = create_mandate(con, account, config=DD_CONFIG, now=at(day), reference=reference, **values)
-        set_payment_type(con, account, "DIRECT_DEBIT", partners=PARTNERS, now=at(day), cause="customer asked")
+        for account, reference in references.items():
+            create_mandate(con, account, config=DD_CONFIG, now=at(day), reference=reference, sort_code="201575",
+                           bank_account="87654321", account_name=f"Payer {account}")
+            set_payment_type(con, account, "DIRECT_DEBIT", partners=PARTNERS, now=at(day), cause="customer asked")
     auddis_day(platform, day)
     auddis_day(platform, day + timedelta(days=DD_CONFIG.activation_days))
-    return mandate["mandate_id"]
 
 
 def collection_day(platform, day: date):

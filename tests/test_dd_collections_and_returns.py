@@ -11,7 +11,7 @@ from cmp_pipelines.services.mandates import cancel_mandate, mandate_view
 from tests.dd_support import (
     BUREAU,
     DD_CONFIG,
-    active_dd_account,
+    active_dd_accounts,
     add_invoice,
     arudd,
     at,
@@ -29,7 +29,7 @@ ACTIVE_ON = D0 + timedelta(days=DD_CONFIG.activation_days)  # 2026-12-11
 def dd(platform):
     platform.keyring.init_keys(BUREAU)
     add_invoice(platform, "ACCDD0001", "INVDD0001", 4567, date(2026, 12, 5), date(2026, 12, 19))
-    active_dd_account(platform, "ACCDD0001", "CMPDD0001", D0)
+    active_dd_accounts(platform, {"ACCDD0001": "CMPDD0001"}, D0)
     return platform
 
 

@@ -89,11 +89,13 @@ APPLY_SQL = [
         pending_instruction = NULL, cancelled_on = coalesce(a.effective_date, $day),
         previous_sort_code = NULL, previous_bank_account = NULL, previous_account_name = NULL
     FROM addacs_advices a
-    WHERE a.mandate_id = m.mandate_id AND a.batch_id = $batch_id AND a.outcome IN ('MANDATE_CANCELLED', 'MANDATE_FAILED')
+    WHERE a.mandate_id = m.mandate_id AND a.batch_id = $batch_id
+      AND a.outcome IN ('MANDATE_CANCELLED', 'MANDATE_FAILED')
     """,
     """
     UPDATE mandates m SET status = 'AMENDMENT_PENDING', pending_instruction = 'NEW',
-        sort_code = coalesce(a.new_sort_code, m.sort_code), bank_account = coalesce(a.new_account_number, m.bank_account),
+        sort_code = coalesce(a.new_sort_code, m.sort_code),
+        bank_account = coalesce(a.new_account_number, m.bank_account),
         previous_sort_code = NULL, previous_bank_account = NULL, previous_account_name = NULL, cancelled_on = NULL,
         final_collection_requested = FALSE
     FROM addacs_advices a

@@ -116,6 +116,7 @@ SELECT $batch_id, r.account_number,
 FROM dd_returns r
 JOIN dd_collections c USING (collection_id)
 JOIN config_rejection_codes k ON k.code = r.reason_code
-WHERE r.batch_id = $batch_id AND r.outcome IN ('RETRY_SCHEDULED', 'RETRIES_EXHAUSTED', 'RETRY_CANCELLED', 'HARD_DECLINE')
+WHERE r.batch_id = $batch_id
+  AND r.outcome IN ('RETRY_SCHEDULED', 'RETRIES_EXHAUSTED', 'RETRY_CANCELLED', 'HARD_DECLINE')
 ON CONFLICT DO NOTHING
 """

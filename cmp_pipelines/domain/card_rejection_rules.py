@@ -82,7 +82,8 @@ WITH parsed AS (
     FROM raw
 ),
 checked AS (
-    SELECT *, {first_problem(_RECORD_PROBLEMS, 1)} AS record_problem_code, {first_problem(_RECORD_PROBLEMS, 2)} AS record_problem
+    SELECT *, {first_problem(_RECORD_PROBLEMS, 1)} AS record_problem_code,
+           {first_problem(_RECORD_PROBLEMS, 2)} AS record_problem
     FROM parsed
 ),
 ranked AS (  -- only well-formed records count as an earlier rejection of the same transaction

@@ -190,7 +190,8 @@ class DirectDebitReturns:
                                          currency, batch_id, source_ref, effective_at, posted_at)
             SELECT 'dd:' || c.collection_id || ':' || i.invoice_number || ':REVERSAL', c.account_number,
                    i.invoice_number, 'DD_REVERSAL', i.amount_minor, c.currency, $reversal, c.collection_id, $now, $now
-            FROM dd_returns r JOIN dd_collections c USING (collection_id) JOIN dd_collection_items i USING (collection_id)
+            FROM dd_returns r JOIN dd_collections c USING (collection_id)
+                 JOIN dd_collection_items i USING (collection_id)
             WHERE {handled}
             ON CONFLICT DO NOTHING
         """)
@@ -204,7 +205,8 @@ class DirectDebitReturns:
                                                  "direct debit returned"):
             run(statement)
         detail = ("', ' || r.transaction_code || ' debit of ' || minor_to_decimal(r.amount_minor) "
-                  "|| ' returned with ' || r.return_code || coalesce(', re-presented on or after ' || r.retry_due_on, '')")
+                  "|| ' returned with ' || r.return_code "
+                  "|| coalesce(', re-presented on or after ' || r.retry_due_on, '')")
         run(events_sql("dd_returns", "collection_id", UNCONFIGURED_EVENT, detail))
         run(COMMUNICATION_SQL)
 
