@@ -173,6 +173,35 @@ def demo_card_rejections() -> None:
     click.echo(path)
 
 
+@demo.command("direct-debit")
+def demo_direct_debit() -> None:
+    """Every 10th demo account (numbers ending 5) pays by direct debit with an invoice due; a few mandates wait
+    for today's AUDDIS."""
+    from cmp_pipelines.services import demo as demo_data
+
+    config = _dd_config()
+    with _connect() as con:
+        active, pending = demo_data.seed_direct_debit_accounts(con, config.service_user_number, datetime.now(UTC))
+    click.echo(f"{active} active mandate(s) collecting by direct debit, {pending} waiting for the next AUDDIS")
+
+
+@demo.command("bacs-reports")
+def demo_bacs_reports() -> None:
+    """Sample ADDACS and ARUDD reports from the bureau for today's mandates and debits."""
+    from cmp_pipelines.formats.encryption import PartnerKeyring
+    from cmp_pipelines.resources.file_store import LocalFileStore
+    from cmp_pipelines.services import demo as demo_data
+
+    config = _dd_config()
+    with _connect() as con:
+        written = demo_data.bacs_report_files(con, LocalFileStore(), PartnerKeyring(paths().keys_dir), config.bureau,
+                                              config.service_user_number, datetime.now(UTC))
+    for path in written:
+        click.echo(f"wrote {path}")
+    if not written:
+        click.echo("nothing to report on: run `demo direct-debit` and `run-dd-collections` first")
+
+
 @main.group()
 def files() -> None:
     """Encrypt or decrypt a partner file with that partner's keys."""
@@ -273,6 +302,14 @@ def run_auddis(day: str | None) -> None:
     _run_day("auddis_extract_job", business_day, f"AUD-{business_day:%Y%m%d}", "instruction(s)")
 
 
+@main.command("run-dd-collections")
+@click.option("--date", "day", default=None, help="Business day YYYY-MM-DD (default: today, UTC).")
+def run_dd_collections(day: str | None) -> None:
+    """Run the Recurring Payments job in DD mode for one day, as its daily schedule does (idempotent)."""
+    business_day = _business_day(day)
+    _run_day("recurring_payments_dd_job", business_day, f"DDX-{business_day:%Y%m%d}", "debit(s)")
+
+
 @main.group()
 def mandates() -> None:
     """Direct Debit Instructions: set-up, amendment, cancellation."""
@@ -322,11 +359,24 @@ def mandates_amend(mandate_id: str, sort_code: str, bank_account: str, account_n
 
 @mandates.command("cancel")
 @click.argument("mandate_id")
-def mandates_cancel(mandate_id: str) -> None:
-    """Cancel MANDATE_ID now; the bank is told with 0C on the next AUDDIS if it knew of it."""
+@click.option("--after-final-collection", is_flag=True,
+              help="Collect what is due once more (transaction code 19), then cancel.")
+def mandates_cancel(mandate_id: str, after_final_collection: bool) -> None:
+    """Cancel MANDATE_ID; the bank is told with 0C on the next AUDDIS if it knew of it."""
     from cmp_pipelines.services.mandates import cancel_mandate
 
-    view = _setup(lambda con, _: cancel_mandate(con, mandate_id, now=datetime.now(UTC), cause="cli"))
+    view = _setup(lambda con, _: cancel_mandate(con, mandate_id, now=datetime.now(UTC), cause="cli",
+                                                after_final_collection=after_final_collection))
+    click.echo(json.dumps(view, indent=2))
+
+
+@mandates.command("convert")
+@click.argument("mandate_id")
+def mandates_convert(mandate_id: str) -> None:
+    """Lodge an active paper mandate electronically: 0S on the next AUDDIS."""
+    from cmp_pipelines.services.mandates import convert_mandate
+
+    view = _setup(lambda con, _: convert_mandate(con, mandate_id, now=datetime.now(UTC)))
     click.echo(json.dumps(view, indent=2))
 
 

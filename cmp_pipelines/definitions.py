@@ -4,15 +4,30 @@ from __future__ import annotations
 
 import dagster as dg
 
+from cmp_pipelines.assets.bacs_reports import (
+    ADDACS_ASSETS,
+    ADDACS_GROUP,
+    ARUDD_ASSETS,
+    ARUDD_GROUP,
+    addacs_files_partitions,
+    arudd_files_partitions,
+)
 from cmp_pipelines.assets.card_rejections import CARD_REJECTION_ASSETS, card_rejection_files_partitions
 from cmp_pipelines.assets.card_rejections import GROUP as CARD_REJECTIONS_GROUP
-from cmp_pipelines.assets.direct_debit import DIRECT_DEBIT_ASSETS, auddis_days_partitions
+from cmp_pipelines.assets.direct_debit import (
+    COLLECTIONS_GROUP,
+    DD_COLLECTION_ASSETS,
+    DIRECT_DEBIT_ASSETS,
+    auddis_days_partitions,
+    dd_collection_days_partitions,
+)
 from cmp_pipelines.assets.direct_debit import GROUP as DIRECT_DEBIT_GROUP
 from cmp_pipelines.assets.non_recurring import GROUP as NRP_GROUP
 from cmp_pipelines.assets.non_recurring import NRP_ASSETS, nrp_files_partitions
 from cmp_pipelines.assets.recurring_card import CARD_PAYMENT_ASSETS, card_payment_days_partitions
 from cmp_pipelines.assets.recurring_card import GROUP as CARD_PAYMENTS_GROUP
 from cmp_pipelines.checks.card_probes import card_payment_probes, card_rejection_probes
+from cmp_pipelines.checks.dd_probes import addacs_probes, arudd_probes, auddis_probes, dd_collection_probes
 from cmp_pipelines.checks.nrp_expectations import nrp_payments_meet_expectations
 from cmp_pipelines.checks.nrp_probes import nrp_probes
 from cmp_pipelines.resources.cipher import PartnerCipher
@@ -103,15 +118,68 @@ auddis_daily_schedule = dg.build_schedule_from_partitioned_job(
     description="Daily at 01:30 UTC: the day's AUDDIS file for the bureau.",
 )
 
+dd_collections_job = dg.define_asset_job(
+    "recurring_payments_dd_job",
+    selection=dg.AssetSelection.groups(COLLECTIONS_GROUP),
+    partitions_def=dd_collection_days_partitions,
+    executor_def=dg.in_process_executor,
+    description="CMP Recurring Payments job in DD mode: the day's debits as a Standard 18 file, and their postings.",
+)
+
+dd_collections_daily_schedule = dg.build_schedule_from_partitioned_job(
+    dd_collections_job,
+    name="recurring_payments_dd_daily_schedule",
+    hour_of_day=2,
+    minute_of_hour=15,
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Daily at 02:15 UTC: what is due from direct-debit accounts goes to the bureau.",
+)
+
+addacs_job = dg.define_asset_job(
+    "addacs_job",
+    selection=dg.AssetSelection.groups(ADDACS_GROUP),
+    partitions_def=addacs_files_partitions,
+    executor_def=dg.in_process_executor,
+    description="CMP ADDACS processing: one bank report of mandate amendments and cancellations.",
+)
+
+addacs_sensor = inbound_file_sensor(
+    name="addacs_files_sensor",
+    feed="addacs",
+    job=addacs_job,
+    partitions_def=addacs_files_partitions,
+    description="CMP ADDACS daemon: watches data/inbound/addacs/<BUREAU>/.",
+)
+
+arudd_job = dg.define_asset_job(
+    "recurring_payments_rejections_dd_job",
+    selection=dg.AssetSelection.groups(ARUDD_GROUP),
+    partitions_def=arudd_files_partitions,
+    executor_def=dg.in_process_executor,
+    description="CMP Recurring Payments Rejections job (direct debit): one ARUDD report of returned debits.",
+)
+
+arudd_sensor = inbound_file_sensor(
+    name="arudd_files_sensor",
+    feed="arudd",
+    job=arudd_job,
+    partitions_def=arudd_files_partitions,
+    description="CMP rejections daemon (direct debit): watches data/inbound/arudd/<BUREAU>/.",
+)
+
 
 def build_definitions(resources: dict | None = None) -> dg.Definitions:
     """The code location; tests pass `resources` to swap a backend (e.g. a file store that fails on cue)."""
     return dg.Definitions(
-        assets=[*NRP_ASSETS, *CARD_PAYMENT_ASSETS, *CARD_REJECTION_ASSETS, *DIRECT_DEBIT_ASSETS],
-        asset_checks=[nrp_probes, nrp_payments_meet_expectations, card_payment_probes, card_rejection_probes],
-        jobs=[nrp_job, nrp_probes_job, card_payments_job, card_rejections_job, auddis_job],
-        sensors=[nrp_inbound_files_sensor, card_rejections_sensor],
-        schedules=[nrp_end_of_day_probes_schedule, card_payments_daily_schedule, auddis_daily_schedule],
+        assets=[*NRP_ASSETS, *CARD_PAYMENT_ASSETS, *CARD_REJECTION_ASSETS, *DIRECT_DEBIT_ASSETS,
+                *DD_COLLECTION_ASSETS, *ADDACS_ASSETS, *ARUDD_ASSETS],
+        asset_checks=[nrp_probes, nrp_payments_meet_expectations, card_payment_probes, card_rejection_probes,
+                      auddis_probes, dd_collection_probes, addacs_probes, arudd_probes],
+        jobs=[nrp_job, nrp_probes_job, card_payments_job, card_rejections_job, auddis_job, dd_collections_job,
+              addacs_job, arudd_job],
+        sensors=[nrp_inbound_files_sensor, card_rejections_sensor, addacs_sensor, arudd_sensor],
+        schedules=[nrp_end_of_day_probes_schedule, card_payments_daily_schedule, auddis_daily_schedule,
+                   dd_collections_daily_schedule],
         resources={
             "database": Database(),
             "file_store": LocalFileStore(),

@@ -3,7 +3,7 @@
 
 import dagster as dg
 
-from cmp_pipelines.assets.metadata import markdown_table
+from cmp_pipelines.assets.metadata import markdown_table, quarantine_failure
 from cmp_pipelines.configuration import load_partners, load_rejection_codes
 from cmp_pipelines.domain.money import format_minor
 from cmp_pipelines.resources.cipher import PartnerCipher
@@ -53,12 +53,7 @@ def card_rejections_batch(
         try:
             load = _flow(con, file_store, cipher).load(context.partition_key)
         except FileQuarantined as quarantined:
-            raise dg.Failure(
-                description=f"File quarantined ({quarantined.code}): {quarantined.message}",
-                metadata={"error_code": quarantined.code, "error": quarantined.message,
-                          "quarantined_file": quarantined.quarantined_path},
-                allow_retries=False,
-            ) from quarantined
+            raise quarantine_failure(quarantined) from quarantined
         preview = con.execute(
             "SELECT position, record_id, transaction_id, reason_code, outcome, coalesce(problem_code, '') "
             "FROM card_rejections WHERE batch_id = ? ORDER BY position LIMIT 10", [load.batch_id]

@@ -3,7 +3,7 @@
 
 import dagster as dg
 
-from cmp_pipelines.assets.metadata import markdown_table
+from cmp_pipelines.assets.metadata import markdown_table, quarantine_failure
 from cmp_pipelines.configuration import load_partners
 from cmp_pipelines.domain.money import format_minor
 from cmp_pipelines.resources.cipher import PartnerCipher
@@ -55,15 +55,7 @@ def nrp_payments_batch(
         try:
             load = flow.load(context.partition_key)
         except FileQuarantined as quarantined:
-            raise dg.Failure(
-                description=f"File quarantined ({quarantined.code}): {quarantined.message}",
-                metadata={
-                    "error_code": quarantined.code,
-                    "error": quarantined.message,
-                    "quarantined_file": quarantined.quarantined_path,
-                },
-                allow_retries=False,
-            ) from quarantined
+            raise quarantine_failure(quarantined) from quarantined
         preview = con.execute(
             "SELECT position, record_id, outcome, coalesce(allocation, '') AS allocation, "
             "coalesce(minor_to_decimal(amount_minor), '') AS amount, coalesce(reason_code, '') AS reason_code "

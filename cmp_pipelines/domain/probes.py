@@ -86,5 +86,30 @@ CARD_PROBES: tuple[ProbeDefinition, ...] = (
     ),
 )
 
-ALL_PROBES = NRP_PROBES + CARD_PROBES
+DD_PROBES: tuple[ProbeDefinition, ...] = (
+    ProbeDefinition(
+        "auddis_file_produced",
+        "Direct Debit AUDDIS File Produced",
+        "alert", "at_or_below", "AUDDIS files written today; 0 raises the alert.",
+    ),
+    ProbeDefinition(
+        "dd_collection_totals_mismatch",
+        "Direct Debit Collection Totals Match Posting Batch",
+        "alert", "above",
+        "Collection files written today whose Standard 18 control totals (count, value) differ from their "
+        "ledger posting batch.",
+    ),
+    ProbeDefinition(
+        "addacs_unknown_references",
+        "Direct Debit ADDACS Unknown References",
+        "alert", "above", "ADDACS advices received in the window whose reference matches no mandate.",
+    ),
+    ProbeDefinition(
+        "arudd_return_rate",
+        "Direct Debit ARUDD Return Rate",
+        "alert", "above", "Percent of the collected debits returned by the latest ARUDD report.",
+    ),
+)
+
+ALL_PROBES = NRP_PROBES + CARD_PROBES + DD_PROBES
 PROBES_BY_ID = {probe.probe_id: probe for probe in ALL_PROBES}

@@ -210,3 +210,99 @@ def card_rejection_file(
                 "rejections": records}
     return files.write_bytes(f"inbound/card_rejections/{provider}/{file_id}.json.enc",
                              keyring.encrypt(provider, orjson.dumps(document)))
+
+
+def seed_direct_debit_accounts(con: duckdb.DuckDBPyConnection, service_user_number: str, today: datetime,
+                               every: int = 10, offset: int = 5) -> tuple[int, int]:
+    """Demo accounts numbered offset mod `every` pay by direct debit under an active mandate lodged weeks ago, with
+    an invoice issued last month and due yesterday (today's DD run collects it); every fifth of them has a new
+    mandate still to be lodged (today's AUDDIS sends its 0N). Idempotent; returns (active, pending)."""
+    params = {"every": every, "offset": offset, "sun": service_user_number, "now": today,
+              "lodged": today.date() - timedelta(days=40), "active": today.date() - timedelta(days=30),
+              "issued": today.date() - timedelta(days=31), "due": today.date() - timedelta(days=1)}
+    with transaction(con):
+        con.execute(
+            """
+            INSERT INTO mandates (mandate_id, account_number, service_user_number, reference, sort_code, bank_account,
+                                  account_name, status, pending_instruction, submitted_on, activated_on, created_at)
+            SELECT 'DDI-' || $sun || '-CMP' || account_number, account_number, $sun, 'CMP' || account_number,
+                   lpad((200000 + hash(account_number) % 700000)::VARCHAR, 6, '0'),
+                   lpad((hash(account_number || 'acct') % 100000000)::VARCHAR, 8, '0'), name,
+                   CASE WHEN n % ($every * 5) = $offset THEN 'PENDING_SUBMISSION' ELSE 'ACTIVE' END,
+                   CASE WHEN n % ($every * 5) = $offset THEN 'NEW' END,
+                   CASE WHEN n % ($every * 5) = $offset THEN NULL ELSE $lodged END,
+                   CASE WHEN n % ($every * 5) = $offset THEN NULL ELSE $active END, $now
+            FROM (SELECT *, right(account_number, 8)::BIGINT AS n FROM accounts WHERE NOT is_suspense)
+            WHERE n % $every = $offset
+            ON CONFLICT DO NOTHING
+            """,
+            {k: params[k] for k in ("every", "offset", "sun", "now", "lodged", "active")},
+        )
+        con.execute(
+            """
+            INSERT INTO payment_type_changes
+            SELECT a.account_number, a.payment_type, 'DIRECT_DEBIT', 'demo seed (direct debit)', $now
+            FROM accounts a JOIN mandates m USING (account_number)
+            WHERE m.status = 'ACTIVE' AND a.payment_type = 'MANUAL' AND NOT EXISTS
+                  (SELECT 1 FROM payment_type_changes c WHERE c.account_number = a.account_number)
+            """,
+            {"now": today},
+        )
+        con.execute(
+            "UPDATE accounts SET payment_type = 'DIRECT_DEBIT' WHERE account_number IN (SELECT account_number "
+            "FROM payment_type_changes WHERE cause = 'demo seed (direct debit)') AND payment_type = 'MANUAL'"
+        )
+        con.execute(
+            """
+            INSERT INTO invoices
+            SELECT 'INV' || right(account_number, 8) || 'D', account_number, $issued, $due,
+                   1500 + hash(account_number) % 4000, 'GBP'
+            FROM mandates WHERE status = 'ACTIVE' ON CONFLICT DO NOTHING
+            """,
+            {k: params[k] for k in ("issued", "due")},
+        )
+        con.execute(
+            """
+            INSERT INTO ledger_postings (idempotency_key, account_number, invoice_number, kind, amount_minor,
+                                         currency, batch_id, source_ref, effective_at)
+            SELECT 'invoice:' || invoice_number || ':CHARGE', account_number, invoice_number, 'INVOICE', amount_minor,
+                   currency, 'INVOICES-' || strftime(issued_on, '%Y%m%d'), invoice_number, issued_on
+            FROM invoices WHERE invoice_number LIKE 'INV%D'
+            ON CONFLICT DO NOTHING
+            """
+        )
+        return con.execute("SELECT count(*) FILTER (status = 'ACTIVE'), count(*) FILTER (status = "
+                           "'PENDING_SUBMISSION') FROM mandates").fetchone()
+
+
+def bacs_report_files(con: duckdb.DuckDBPyConnection, files: FileStoreLike, keyring: PartnerKeyring, bureau: str,
+                      service_user_number: str, now: datetime) -> list[str]:
+    """Sample bureau reports (ISO-8859-1 Bacs XML, encrypted): an ADDACS with a code 3 amendment, a code 1
+    cancellation and an unknown reference; an ARUDD returning two of today's debits (0000 soft, 0005 hard)."""
+    from cmp_pipelines.formats import bacs_xml
+
+    mandates = con.execute("SELECT reference FROM mandates WHERE status = 'ACTIVE' AND service_user_number = ? "
+                           "ORDER BY reference DESC LIMIT 2", [service_user_number]).fetchall()
+    debits = con.execute("SELECT reference, transaction_code, business_date::VARCHAR, minor_to_decimal(amount_minor) "
+                         "FROM dd_collections WHERE status = 'EXTRACTED' ORDER BY collection_id LIMIT 2").fetchall()
+    day, stamp = now.date().isoformat(), now.strftime("%Y%m%dT%H%M%S")
+    written = []
+    if len(mandates) == 2:
+        advices = [
+            {"reference": mandates[0][0], "payer-name": "Zoë Müller", "reason-code": "3", "effective-date": day,
+             "payer-new-sort-code": "309634", "payer-new-account-number": "11112222"},
+            {"reference": mandates[1][0], "payer-name": "Renée O'Brien", "reason-code": "1", "effective-date": day},
+            {"reference": "UNKNOWNREF01", "payer-name": "Nobody", "reason-code": "B", "effective-date": day},
+        ]
+        data = bacs_xml.write_addacs(advices, service_user_number, stamp, day)
+        written.append(files.write_bytes(f"inbound/addacs/{bureau}/ADDACS-{stamp}.xml.enc",
+                                         keyring.encrypt(bureau, data)))
+    if debits:
+        codes = ("0000", "0005")
+        items = [{"ref": ref, "transCode": code, "returnCode": codes[i], "returnDescription": "DEMO RETURN",
+                  "originalProcessingDate": processed, "valueOf": amount, "currency": "GBP"}
+                 for i, (ref, code, processed, amount) in enumerate(debits)]
+        data = bacs_xml.write_arudd(items, service_user_number, stamp, day)
+        written.append(files.write_bytes(f"inbound/arudd/{bureau}/ARUDD-{stamp}.xml.enc",
+                                         keyring.encrypt(bureau, data)))
+    return written

@@ -57,6 +57,28 @@ PROBE_SQL = {
                       WHERE batch_id IN (SELECT DISTINCT batch_id FROM rejected))
         SELECT coalesce((100 * (SELECT count(*) FROM rejected)) // nullif((SELECT n FROM extracted), 0), 0)
     """,
+    "auddis_file_produced":
+        "SELECT count(*) FROM batches WHERE kind = 'AUDDIS' AND status = 'EXTRACTED' AND completed_at >= $day_start",
+    "dd_collection_totals_mismatch": """
+        SELECT count(*) FROM batches x
+        LEFT JOIN (SELECT batch_id, count(DISTINCT source_ref) AS n, -sum(amount_minor) AS total
+                   FROM ledger_postings WHERE kind = 'DD_COLLECTION' GROUP BY 1) l
+          ON l.batch_id = replace(x.batch_id, 'DDX-', 'DDP-')
+        WHERE x.kind = 'DD_COLLECTION' AND x.status = 'EXTRACTED' AND x.completed_at >= $day_start
+          AND (x.record_count <> coalesce(l.n, 0) OR x.total_minor <> coalesce(l.total, 0))
+    """,
+    "addacs_unknown_references":
+        "SELECT count(*) FROM addacs_advices a JOIN batches b USING (batch_id) "
+        "WHERE a.problem_code = 'UNKNOWN_REFERENCE' AND b.created_at >= $window_start",
+    "arudd_return_rate": f"""
+        WITH latest AS (SELECT batch_id FROM batches WHERE kind = 'DD_RETURNS' ORDER BY created_at DESC, rowid DESC
+                        LIMIT 1),
+        returned AS (SELECT c.batch_id FROM dd_returns r JOIN dd_collections c USING (collection_id)
+                     WHERE r.batch_id = (SELECT batch_id FROM latest) AND r.outcome IN ({REVERSED_SQL})),
+        collected AS (SELECT count(*) AS n FROM dd_collections
+                      WHERE batch_id IN (SELECT DISTINCT batch_id FROM returned))
+        SELECT coalesce((100 * (SELECT count(*) FROM returned)) // nullif((SELECT n FROM collected), 0), 0)
+    """,
     "card_rejections_completed_sla":
         "SELECT count(*) FROM job_errors WHERE job = 'card_rejections' AND category = 'CONFIGURATION' "
         "AND raised_at >= $day_start",
