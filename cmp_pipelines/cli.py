@@ -108,14 +108,19 @@ def demo() -> None:
 @click.option("--seed", default=42, show_default=True, type=int)
 def demo_seed(accounts: int, seed: int) -> None:
     """Accounts ACC00000001..N, each with at least one open invoice (its charge posted to the ledger)."""
+    from cmp_pipelines.configuration import load_payment_terms
     from cmp_pipelines.services import demo as demo_data
     from cmp_pipelines.services.reference import sync_reference_data
 
     partners, probes = _config()
+    manual_term = load_payment_terms(paths().config_dir).default_for("MANUAL")
     with _connect() as con, click.progressbar(length=2, label="seeding accounts and invoices") as bar:
         sync_reference_data(con, partners, probes)
         bar.update(1)
         invoices = demo_data.seed_accounts(con, accounts, seed, datetime.now(UTC))
+        if manual_term is not None:  # created as MANUAL: the MANUAL payment term default applies
+            con.execute("UPDATE accounts SET payment_term = ? WHERE payment_term IS NULL AND NOT is_suspense",
+                        [manual_term.code])
         bar.update(1)
     click.echo(f"{accounts} accounts, {invoices} invoices in total")
 
@@ -433,6 +438,29 @@ def accounts_approve_refund(account_number: str, amount: str, due: str | None, r
     refund_id = _setup(lambda con, _: approve_card_refund(con, account_number, amount, now=datetime.now(UTC),
                                                           due_on=due_on, reason=reason))
     click.echo(f"refund {refund_id} approved: {amount} to the card on file of {account_number}")
+
+
+@accounts.command("create")
+@click.argument("account_number")
+@click.option("--name", required=True, help="The customer's name.")
+@click.option("--payment-type", default="MANUAL", show_default=True,
+              type=click.Choice(["MANUAL", "RECURRING_CARD", "DIRECT_DEBIT"]))
+@click.option("--currency", default="GBP", show_default=True)
+@click.option("--security-level", default="ADMIN", show_default=True,
+              help="The creating user's security level (payment term defaults name who may use them).")
+def accounts_create(account_number: str, name: str, payment_type: str, currency: str, security_level: str) -> None:
+    """Create an account; its payment term is the default configured for its payment type."""
+    from cmp_pipelines.configuration import ConfigError, load_payment_terms
+    from cmp_pipelines.services.payment_setup import create_account
+
+    try:
+        terms = load_payment_terms(paths().config_dir)
+    except ConfigError as exc:
+        _fail(f"configuration error: {exc}")
+    view = _setup(lambda con, _: create_account(con, account_number, name, terms=terms, now=datetime.now(UTC),
+                                                payment_type=payment_type, currency=currency,
+                                                security_level=security_level))
+    click.echo(json.dumps(view, indent=2))
 
 
 @accounts.command("show")

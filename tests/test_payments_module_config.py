@@ -99,3 +99,51 @@ def test_direct_debit_errors(tmp_path, field, value, fragment):
     with pytest.raises(ConfigError) as caught:
         load_direct_debit(config, load_partners(config))
     assert (caught.value.entry, caught.value.field) == ("direct_debit", field) and fragment in caught.value.why
+
+
+# ---- payment term defaults when accounts are created ----------------------------------------------------------
+
+
+def test_new_accounts_get_their_payment_types_default_term(platform):
+    from datetime import UTC, datetime
+
+    from cmp_pipelines.configuration import load_payment_terms
+    from cmp_pipelines.services.payment_setup import SetupError, create_account
+
+    terms, now = load_payment_terms(CONFIG), datetime.now(UTC)
+    with platform.connect() as con:
+        manual = create_account(con, "ACCNEW001", "New Customer", terms=terms, now=now, security_level="AGENT")
+        card = create_account(con, "ACCNEW002", "Card Customer", terms=terms, now=now, payment_type="RECURRING_CARD")
+        with pytest.raises(SetupError) as refused:
+            create_account(con, "ACCNEW003", "DD Customer", terms=terms, now=now, payment_type="DIRECT_DEBIT",
+                           security_level="AGENT")
+        with pytest.raises(SetupError, match="already exists"):
+            create_account(con, "ACCNEW001", "Again", terms=terms, now=now)
+        with pytest.raises(SetupError, match="ISO 4217"):
+            create_account(con, "ACCNEW004", "Euro", terms=terms, now=now, currency="euro")
+        dd = create_account(con, "ACCNEW003", "DD Customer", terms=terms, now=now, payment_type="DIRECT_DEBIT",
+                            security_level="SUPERVISOR")
+    assert (manual["payment_term"], card["payment_term"], dd["payment_term"]) == ("D14", "D7", "D14")
+    assert (refused.value.field, refused.value.status) == ("security_level", 403)
+    assert "may not use the DIRECT_DEBIT payment term default 'D14' (allowed: SUPERVISOR, ADMIN)" in str(
+        refused.value.message)
+    assert platform.query("SELECT payment_term FROM accounts WHERE account_number = 'ACCNEW002'") == [("D7",)]
+
+
+@pytest.mark.parametrize(("mutate", "entry", "field", "fragment"), [
+    (lambda d: d["bacs_return_codes"][0].__setitem__("return_code", 1), "bacs_return_codes[0]", "return_code",
+     "quoted string"),
+    (lambda d: d["bacs_return_codes"][0].__setitem__("return_code", "12"), "bacs_return_codes[12]", "return_code",
+     "four digits"),
+    (lambda d: d["bacs_return_codes"][1].__setitem__("return_code", "0000"), "bacs_return_codes[0000]",
+     "return_code", "mapped twice"),
+    (lambda d: d["bacs_return_codes"][0].__setitem__("rejection_code", "ARUDDZ"), "bacs_return_codes[0000]",
+     "rejection_code", "not one of the rejection_codes"),
+    (lambda d: d["bacs_return_codes"][0].__setitem__("extra", 1), "bacs_return_codes[0000]", "extra", ""),
+])
+def test_bacs_return_code_map_errors(tmp_path, mutate, entry, field, fragment):
+    from cmp_pipelines.configuration import load_rejection_codes
+
+    with pytest.raises(ConfigError) as caught:
+        load_rejection_codes(_broken(tmp_path, "rejection_codes.yaml", mutate))
+    assert (caught.value.entry, caught.value.field) == (entry, field) and fragment in str(caught.value)

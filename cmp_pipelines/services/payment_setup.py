@@ -12,7 +12,7 @@ from datetime import date, datetime
 
 import duckdb
 
-from cmp_pipelines.configuration import PAYMENT_TYPES, Partner
+from cmp_pipelines.configuration import PAYMENT_TYPES, Partner, PaymentTermsConfig
 from cmp_pipelines.domain.cards import find_pan, mask_pans_in
 from cmp_pipelines.domain.money import parse_amount
 from cmp_pipelines.store.connection import transaction
@@ -42,6 +42,39 @@ class Card:
 
 def card_providers(partners: dict[str, Partner]) -> list[str]:
     return sorted(p.partner_id for p in partners.values() if CARD_FEED in p.feeds)
+
+
+ACCOUNT_NUMBER = re.compile(r"^[A-Z0-9]{1,20}$")
+
+
+def create_account(
+    con: duckdb.DuckDBPyConnection, account_number: str, name: str, *, terms: PaymentTermsConfig, now: datetime,
+    payment_type: str = "MANUAL", currency: str = "GBP", security_level: str = "ADMIN",
+) -> dict:
+    """A new account gets the payment term its payment type's default names (Payments module), provided the
+    creating user's security level may use that default. Card and direct debit collection start once a card or
+    mandate is registered."""
+    if not ACCOUNT_NUMBER.match(account_number or ""):
+        raise SetupError("account_number", "must be 1-20 characters of A-Z 0-9")
+    if not (name or "").strip() or len(name) > 100:
+        raise SetupError("name", "must be 1-100 characters")
+    if not re.fullmatch(r"[A-Z]{3}", currency or ""):
+        raise SetupError("currency", f"{currency!r} is not an ISO 4217 code (three capital letters)")
+    if payment_type not in PAYMENT_TYPES:
+        raise SetupError("payment_type", f"{payment_type!r} is not a payment type; use one of "
+                                         f"{', '.join(PAYMENT_TYPES)}")
+    default = next((d for d in terms.defaults.values() if d.payment_type == payment_type), None)
+    if default is not None and security_level not in default.security_levels:
+        raise SetupError("security_level", f"security level {security_level!r} may not use the {payment_type} "
+                                           f"payment term default {default.code!r} (allowed: "
+                                           f"{', '.join(default.security_levels)})", status=403)
+    with transaction(con):
+        if con.execute("SELECT 1 FROM accounts WHERE account_number = ?", [account_number]).fetchone():
+            raise SetupError("account_number", f"account {account_number} already exists", status=409)
+        con.execute("INSERT INTO accounts (account_number, name, currency, payment_type, payment_term, created_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    [account_number, name.strip(), currency, payment_type, default and default.code, now])
+    return payment_profile(con, account_number)
 
 
 def require_account(con: duckdb.DuckDBPyConnection, account_number: str) -> tuple[str, str]:
@@ -135,7 +168,8 @@ def set_payment_type(
 def payment_profile(con: duckdb.DuckDBPyConnection, account_number: str) -> dict:
     row = con.execute(
         """
-        SELECT a.payment_type, a.suspended_until::VARCHAR, c.provider, c.card_token, c.last_four, c.expiry
+        SELECT a.payment_type, a.suspended_until::VARCHAR, c.provider, c.card_token, c.last_four, c.expiry,
+               a.payment_term
         FROM accounts a LEFT JOIN payment_cards c USING (account_number) WHERE a.account_number = ?
         """,
         [account_number],
@@ -144,7 +178,8 @@ def payment_profile(con: duckdb.DuckDBPyConnection, account_number: str) -> dict
         raise SetupError("account_number", f"account {account_number!r} does not exist", status=404)
     card = None if row[2] is None else {"provider": row[2], "card_token": row[3], "last_four": row[4],
                                         "expiry": row[5]}
-    return {"account_number": account_number, "payment_type": row[0], "suspended_until": row[1], "card": card}
+    return {"account_number": account_number, "payment_type": row[0], "payment_term": row[6],
+            "suspended_until": row[1], "card": card}
 
 
 def approve_card_refund(

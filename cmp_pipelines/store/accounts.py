@@ -9,7 +9,8 @@ CARD_FIELDS = ("provider", "card_token", "last_four", "expiry")
 
 def account_view(con: duckdb.DuckDBPyConnection, account_number: str) -> dict | None:
     row = con.execute(
-        "SELECT account_number, name, currency, status, payment_type, suspended_until::VARCHAR FROM accounts "
+        "SELECT account_number, name, currency, status, payment_type, suspended_until::VARCHAR, payment_term "
+        "FROM accounts "
         "WHERE account_number = ?",
         [account_number],
     ).fetchone()
@@ -43,6 +44,7 @@ def account_view(con: duckdb.DuckDBPyConnection, account_number: str) -> dict | 
         "status": row[3],
         "payment_type": row[4],
         "suspended_until": row[5],
+        "payment_term": row[6],
         "card": None if card is None else dict(zip(CARD_FIELDS, card, strict=True)),
         "balance": balance,
         "open_invoices": [
