@@ -973,8 +973,10 @@ def main() -> None:
     parser.add_argument("--rejections", type=int, default=100_000,
                         help="card rejections: records in the provider's rejection file (default 100,000)")
     parser.add_argument("--skip", action="append", default=[],
-                        choices=["nrp", "card", "rejections", "profile", "expectations", "floor"],
-                        help="leave out a benchmark (nrp, card, rejections) or a phase of each (repeatable)")
+                        choices=["nrp", "card", "rejections", "dd", "profile", "expectations", "floor"],
+                        help="leave out a benchmark (nrp, card, rejections, dd) or a phase of each (repeatable)")
+    parser.add_argument("--dd-mandates", type=int, default=1_000_000,
+                        help="direct debit: mandates in the AUDDIS and collection files (default 1,000,000)")
     parser.add_argument("--phase", choices=sorted(PHASES), help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -1016,6 +1018,9 @@ def main() -> None:
             _card_section(args, workdir)
         if "rejections" not in args.skip:
             _rejections_section(args, workdir)
+        if "dd" not in args.skip:  # benchmarks/direct_debit.py: AUDDIS and collection files against their floors
+            subprocess.run([sys.executable, str(HERE / "direct_debit.py"), "--mandates", str(args.dd_mandates),
+                            "--repeat", str(max(1, args.repeat)), "--workdir", str(workdir / "dd")], check=True)
     finally:
         if created and not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)

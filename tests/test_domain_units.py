@@ -45,7 +45,9 @@ def copy_config(tmp_path):
 
 def test_shipped_configuration_is_valid():
     assert set(load_partners(PROJECT_ROOT / "config")) == {"PAYPOINT", "LOCKBOX", "CARDPAY", "BACSBUREAU"}
-    assert len(load_probes(PROJECT_ROOT / "config")) == 12
+    from cmp_pipelines.domain.probes import ALL_PROBES
+
+    assert set(load_probes(PROJECT_ROOT / "config")) == {probe.probe_id for probe in ALL_PROBES}
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,224 @@
+"""Direct debit benchmark (part of `make bench`): the AUDDIS file and the collection file for N mandates, each against
+a raw-library floor. Prints figures and ratios, never asserts.
+
+Two seeded stores (made once, copied fresh for every timed run):
+  auddis       N mandates pending submission (0N each); timed: AuddisExtract.select + write_file.
+  collections  N active mandates of direct-debit accounts, each with one invoice due; timed: select, write_file,
+               post, write_posting_file of DirectDebitCollections.
+The floors do the least raw-library work that yields the same outputs, over their own copy of the store:
+  auddis       one DuckDB query of the Standard 18 records, Fernet encrypt + write, one UPDATE of the mandates.
+  collections  one INSERT..SELECT of the due debits, the Standard 18 records, Fernet encrypt + write, one
+               INSERT..SELECT of the postings into the ledger (UNIQUE key), DuckDB's JSON COPY of the posting file.
+Each timed run is a fresh interpreter (imports not timed), so peak RSS is per run.
+
+    python benchmarks/direct_debit.py --mandates 1000000 --repeat 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+DAY = date(2026, 12, 4)
+NOW = datetime(2026, 12, 4, 2, 0, tzinfo=UTC)
+TARGET_S, TARGET_RATIO = 10.0, 1.5
+CLEAN = "rpad(left(regexp_replace(upper(regexp_replace(coalesce({0}, ''), '[^\\x00-\\x7f]', ' ', 'g')), " \
+        "'[^A-Z0-9 ./&-]', ' ', 'g'), 18), 18, ' ')"
+
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _env(workdir: Path) -> None:
+    os.environ["CMP_DATA_DIR"] = str(workdir / "data")
+    os.environ["CMP_KEYS_DIR"] = str(workdir / "keys")
+    os.environ["DAGSTER_HOME"] = str(workdir / "dagster_home")
+
+
+def setup(workdir: Path, mandates: int) -> None:
+    """The two template stores and the bureau's keys."""
+    _env(workdir)
+    from cmp_pipelines.formats.encryption import PartnerKeyring
+    from cmp_pipelines.store.connection import connect
+
+    PartnerKeyring(workdir / "keys").init_keys("BACSBUREAU")
+    for kind in ("auddis", "collections"):
+        with connect(workdir / f"{kind}.duckdb") as con:
+            active = kind == "collections"
+            con.execute(
+                "INSERT INTO accounts (account_number, name, payment_type) SELECT 'ACC' || lpad(i::VARCHAR, 8, '0'), "
+                "'Customer ' || i, $type FROM range(1, $n + 1) t(i)", {"n": mandates,
+                                                                       "type": "DIRECT_DEBIT" if active else "MANUAL"})
+            con.execute(
+                """
+                INSERT INTO mandates (mandate_id, account_number, service_user_number, reference, sort_code,
+                    bank_account, account_name, status, pending_instruction, submitted_on, activated_on, created_at)
+                SELECT 'DDI-123456-CMP' || account_number, account_number, '123456', 'CMP' || account_number,
+                       lpad((200000 + i % 700000)::VARCHAR, 6, '0'), lpad((i * 7919 % 100000000)::VARCHAR, 8, '0'),
+                       'Payer Renée ' || i, $status, $pending, $lodged, $active_on, $now
+                FROM (SELECT account_number, right(account_number, 8)::BIGINT AS i FROM accounts)
+                """,
+                {"status": "ACTIVE" if active else "PENDING_SUBMISSION", "pending": None if active else "NEW",
+                 "lodged": date(2026, 10, 1) if active else None, "active_on": date(2026, 10, 11) if active else None,
+                 "now": NOW},
+            )
+            if active:
+                con.execute(
+                    "INSERT INTO invoices SELECT 'INV' || right(account_number, 8) || '1', account_number, "
+                    "DATE '2026-11-01', DATE '2026-12-01', 1000 + hash(account_number) % 9000, 'GBP' FROM accounts")
+                con.execute(
+                    "INSERT INTO ledger_postings (idempotency_key, account_number, invoice_number, kind, amount_minor, "
+                    "currency, batch_id, source_ref, effective_at) SELECT 'invoice:' || invoice_number || ':CHARGE', "
+                    "account_number, invoice_number, 'INVOICE', amount_minor, currency, 'INVOICES', invoice_number, "
+                    "issued_on FROM invoices")
+            con.execute("CHECKPOINT")
+
+
+def _flow(workdir: Path, kind: str) -> dict:
+    _env(workdir)
+    from cmp_pipelines.configuration import load_direct_debit, load_partners
+    from cmp_pipelines.formats.encryption import PartnerKeyring
+    from cmp_pipelines.resources.file_store import LocalFileStore
+    from cmp_pipelines.services.auddis import AuddisExtract
+    from cmp_pipelines.services.dd_collections import DirectDebitCollections
+    from cmp_pipelines.settings import PROJECT_ROOT
+    from cmp_pipelines.store.connection import connect
+
+    config = load_direct_debit(PROJECT_ROOT / "config", load_partners(PROJECT_ROOT / "config"))
+    files, keyring = LocalFileStore(base_dir=str(workdir / "data")), PartnerKeyring(workdir / "keys")
+    with connect(workdir / "run.duckdb") as con:
+        started = time.perf_counter()
+        if kind == "auddis":
+            extract = AuddisExtract(con, files, keyring, config, NOW)
+            batch = extract.select(DAY)
+            path = extract.write_file(batch)
+            count, total = batch.record_count, 0
+        else:
+            flow = DirectDebitCollections(con, files, keyring, config, NOW)
+            batch = flow.select(DAY)
+            path = flow.write_file(batch)
+            flow.write_posting_file(flow.post(batch))
+            count, total = batch.collection_count, batch.total_minor
+        seconds = time.perf_counter() - started
+    return {"seconds": seconds, "records": count, "total_minor": total, "bytes": os.path.getsize(
+        workdir / "data" / path), "rss_mb": _peak_mb()}
+
+
+def _floor(workdir: Path, kind: str) -> dict:
+    import duckdb
+    from cryptography.fernet import Fernet, MultiFernet
+
+    keys = (workdir / "keys" / "BACSBUREAU.keys").read_text().split()
+    fernet = MultiFernet([Fernet(k) for k in keys])
+    con = duckdb.connect(str(workdir / "run.duckdb"))
+    out = workdir / "floor-out"
+    out.mkdir(exist_ok=True)
+    started = time.perf_counter()
+    record = ("{sort} || {account} || '0' || {code} || '400000' || '12345678' || '    ' || lpad(({amount})::VARCHAR, "
+              "11, '0') || rpad('CMP TELECOM', 18, ' ') || " + CLEAN.format("reference") + " || "
+              + CLEAN.format("account_name"))
+    if kind == "auddis":
+        body, count = con.execute(
+            "SELECT string_agg(" + record.format(sort="sort_code", account="bank_account", code="'0N'", amount="0")
+            + " || chr(10), '' ORDER BY reference), count(*) FROM mandates WHERE pending_instruction = 'NEW'"
+        ).fetchone()
+        con.execute("UPDATE mandates SET status = 'SUBMITTED', pending_instruction = NULL, submitted_on = ? "
+                    "WHERE pending_instruction = 'NEW'", [DAY])
+        total = 0
+    else:
+        con.execute(
+            "CREATE TABLE due AS SELECT m.mandate_id, m.account_number, m.reference, m.sort_code, m.bank_account, "
+            "m.account_name, i.invoice_number, i.amount_minor FROM mandates m JOIN accounts a USING (account_number) "
+            "JOIN invoices i USING (account_number) WHERE m.status = 'ACTIVE' AND a.payment_type = 'DIRECT_DEBIT' "
+            "AND i.due_on <= $day AND NOT EXISTS (SELECT 1 FROM ledger_postings p WHERE p.invoice_number = "
+            "i.invoice_number AND p.kind <> 'INVOICE')", {"day": DAY})
+        body, count, total = con.execute(
+            "SELECT string_agg(" + record.format(sort="sort_code", account="bank_account", code="'01'",
+                                                 amount="amount_minor")
+            + " || chr(10), '' ORDER BY reference), count(*), sum(amount_minor) FROM due").fetchone()
+        con.execute(
+            "INSERT INTO ledger_postings (idempotency_key, account_number, invoice_number, kind, amount_minor, "
+            "currency, batch_id, source_ref, effective_at, posted_at) SELECT 'dd:' || reference || ':' || "
+            "invoice_number, account_number, invoice_number, 'DD_COLLECTION', -amount_minor, 'GBP', 'FLOOR', "
+            "reference, $now, $now FROM due", {"now": NOW})
+        con.execute(f"COPY (SELECT idempotency_key, account_number, invoice_number, kind, amount_minor "
+                    f"FROM ledger_postings WHERE batch_id = 'FLOOR') TO '{out / 'postings.json'}' "
+                    "(FORMAT json, ARRAY true)")
+    token = fernet.encrypt(body.encode("ascii"))
+    with open(out / "file.std18.enc", "wb") as handle:
+        handle.write(token)
+        handle.flush()
+        os.fsync(handle.fileno())
+    seconds = time.perf_counter() - started
+    con.close()
+    return {"seconds": seconds, "records": count, "total_minor": total or 0, "bytes": len(token),
+            "rss_mb": _peak_mb()}
+
+
+def _timed(workdir: Path, kind: str, mode: str) -> dict:
+    run = workdir / f"{mode}-{kind}"
+    shutil.rmtree(run, ignore_errors=True)
+    run.mkdir()
+    shutil.copytree(workdir / "keys", run / "keys")
+    shutil.copy(workdir / f"{kind}.duckdb", run / "run.duckdb")
+    result = run / "result.json"
+    subprocess.run([sys.executable, __file__, "--phase", mode, "--kind", kind, "--workdir", str(run),
+                    "--result", str(result)], check=True)
+    figures = json.loads(result.read_text())
+    shutil.rmtree(run, ignore_errors=True)
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mandates", type=int, default=1_000_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--workdir")
+    parser.add_argument("--phase", choices=["flow", "floor"], help=argparse.SUPPRESS)
+    parser.add_argument("--kind", choices=["auddis", "collections"], help=argparse.SUPPRESS)
+    parser.add_argument("--result", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.phase:
+        figures = (_flow if args.phase == "flow" else _floor)(Path(args.workdir), args.kind)
+        Path(args.result).write_text(json.dumps(figures))
+        return
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="bench-dd-", dir=HERE / "out"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        started = time.perf_counter()
+        setup(workdir, args.mandates)
+        print(f"direct debit: {args.mandates:,} mandates seeded in {time.perf_counter() - started:.1f} s",
+              flush=True)
+        for kind in ("auddis", "collections"):
+            flows, floors = [], []
+            for _ in range(max(1, args.repeat)):  # interleaved, so drift in the machine hits both alike
+                flows.append(_timed(workdir, kind, "flow"))
+                floors.append(_timed(workdir, kind, "floor"))
+            flow = sorted(flows, key=lambda f: f["seconds"])[len(flows) // 2]
+            floor = sorted(floors, key=lambda f: f["seconds"])[len(floors) // 2]
+            if (flow["records"], flow["total_minor"]) != (floor["records"], floor["total_minor"]):
+                print(f"  WARNING: {kind} flow and floor disagree: {flow} vs {floor}")
+            ratio = flow["seconds"] / floor["seconds"]
+            print(f"  {kind:<12} {flow['records']:>9,} records  {flow['seconds']:6.2f} s (target <= {TARGET_S:.0f} s"
+                  f" {'ok' if flow['seconds'] <= TARGET_S else 'MISSED'})  floor {floor['seconds']:6.2f} s  "
+                  f"ratio {ratio:4.2f}x (target <= {TARGET_RATIO}x {'ok' if ratio <= TARGET_RATIO else 'MISSED'})  "
+                  f"peak RSS {flow['rss_mb']:,.0f} MB (floor {floor['rss_mb']:,.0f} MB)  "
+                  f"runs {', '.join(format(f['seconds'], '.2f') for f in flows)} s", flush=True)
+    finally:
+        if not args.workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
