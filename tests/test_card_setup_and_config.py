@@ -53,7 +53,8 @@ def test_set_payment_type_refusals(platform, account, payment_type, card, field,
 def test_set_payment_type_records_the_card_and_the_change(platform):
     profile = setup(platform, card_token="tok_abcdef", last_four="4242", expiry="03/30")
     assert profile == {"account_number": "ACC00000001", "payment_type": "RECURRING_CARD", "suspended_until": None,
-                       "payment_term": None, "card": {"provider": "CARDPAY", "card_token": "tok_abcdef", "last_four": "4242",
+                       "payment_term": None,
+                       "card": {"provider": "CARDPAY", "card_token": "tok_abcdef", "last_four": "4242",
                                 "expiry": "2030-03"}}
     assert setup(platform, payment_type="MANUAL")["card"]["card_token"] == "tok_abcdef", "the card stays on file"
     assert setup(platform)["payment_type"] == "RECURRING_CARD", "a card registered earlier is enough"
