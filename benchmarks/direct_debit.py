@@ -147,14 +147,18 @@ def _floor(workdir: Path, kind: str) -> dict:
             "SELECT string_agg(" + record.format(sort="sort_code", account="bank_account", code="'01'",
                                                  amount="amount_minor")
             + " || chr(10), '' ORDER BY reference), count(*), sum(amount_minor) FROM due").fetchone()
-        con.execute(
+        con.execute(  # the same keys and rows as the flow's postings
             "INSERT INTO ledger_postings (idempotency_key, account_number, invoice_number, kind, amount_minor, "
-            "currency, batch_id, source_ref, effective_at, posted_at) SELECT 'dd:' || reference || ':' || "
-            "invoice_number, account_number, invoice_number, 'DD_COLLECTION', -amount_minor, 'GBP', 'FLOOR', "
-            "reference, $now, $now FROM due", {"now": NOW})
-        con.execute(f"COPY (SELECT idempotency_key, account_number, invoice_number, kind, amount_minor "
-                    f"FROM ledger_postings WHERE batch_id = 'FLOOR') TO '{out / 'postings.json'}' "
-                    "(FORMAT json, ARRAY true)")
+            "currency, batch_id, source_ref, effective_at, posted_at) SELECT 'dd:DD' || strftime($day, '%Y%m%d') "
+            "|| '-' || reference || ':' || invoice_number || ':COLLECTION', account_number, invoice_number, "
+            "'DD_COLLECTION', -amount_minor, 'GBP', 'FLOOR', reference, $now, $now FROM due",
+            {"now": NOW, "day": DAY})
+        con.execute(  # the same posting file as services/ledger_file.write_posting_file (header aside)
+            "COPY (SELECT idempotency_key, account_number, invoice_number, kind, "
+            "CAST(CAST(amount_minor AS DECIMAL(18, 0)) / 100 AS DECIMAL(18, 2))::VARCHAR AS amount, currency, "
+            "strftime(effective_at AT TIME ZONE 'UTC', '%Y-%m-%dT%H:%M:%SZ') AS effective_at "
+            f"FROM ledger_postings WHERE batch_id = 'FLOOR' ORDER BY posting_id) TO '{out / 'postings.json'}' "
+            "(FORMAT json, ARRAY true)")
     token = fernet.encrypt(body.encode("ascii"))
     with open(out / "file.std18.enc", "wb") as handle:
         handle.write(token)

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 from cmp_pipelines.domain.card_payments_due import OUTSTANDING_SQL
 
-# Fills temp table dd_due (collection_id, first_collection_id, attempt, mandate_id, transaction_code,
-# invoice_number, amount_minor); $day, $notice (days), $daystr (yyyymmdd).
+# Fills temp table dd_due: one row per invoice to collect, with its debit (collection_id, first_collection_id,
+# attempt, transaction_code) and the mandate's bank details; $day, $notice (days), $daystr (yyyymmdd).
 DUE_ITEMS_SQL = f"""
 CREATE TEMP TABLE dd_due AS
 WITH dd AS (
-    SELECT m.mandate_id, m.reference, m.final_collection_requested, a.account_number
+    SELECT m.mandate_id, m.reference, m.sort_code, m.bank_account, m.account_name, m.final_collection_requested,
+           a.account_number
     FROM accounts a JOIN mandates m USING (account_number)
     WHERE a.payment_type = 'DIRECT_DEBIT' AND m.status = 'ACTIVE' AND coalesce(a.suspended_until, $day) <= $day
 ),
@@ -31,22 +32,25 @@ new_items AS (
            CASE WHEN dd.final_collection_requested THEN '19'
                 WHEN EXISTS (SELECT 1 FROM dd_collections c WHERE c.mandate_id = dd.mandate_id) THEN '17'
                 ELSE '01' END AS transaction_code,
-           o.invoice_number, o.outstanding_minor AS amount_minor
+           o.invoice_number, o.outstanding_minor AS amount_minor, dd.account_number, dd.reference, dd.sort_code,
+           dd.bank_account, dd.account_name
     FROM outstanding o JOIN dd USING (account_number)
     WHERE o.due_on <= $day AND o.issued_on + $notice::INTEGER <= $day AND o.outstanding_minor > 0
       AND o.currency = 'GBP'
       AND NOT EXISTS (SELECT 1 FROM dd_collection_items i WHERE i.invoice_number = o.invoice_number)
 ),
 retries_due AS (
-    SELECT c.* FROM dd_collections c
+    SELECT c.collection_id, c.first_collection_id, c.attempt, c.mandate_id FROM dd_collections c
     WHERE c.status = 'SOFT_DECLINED' AND c.retry_due_on <= $day AND c.mandate_id IN (SELECT mandate_id FROM dd)
       AND NOT EXISTS (SELECT 1 FROM dd_collections r
                       WHERE r.first_collection_id = c.first_collection_id AND r.attempt > c.attempt)
 ),
 retry_items AS (
     SELECT t.first_collection_id || '-' || (t.attempt + 1), t.first_collection_id, t.attempt + 1, t.mandate_id, '18',
-           i.invoice_number, least(i.amount_minor, o.outstanding_minor)
-    FROM retries_due t JOIN dd_collection_items i USING (collection_id) JOIN outstanding o USING (invoice_number)
+           i.invoice_number, least(i.amount_minor, o.outstanding_minor), dd.account_number, dd.reference,
+           dd.sort_code, dd.bank_account, dd.account_name
+    FROM retries_due t JOIN dd USING (mandate_id) JOIN dd_collection_items i USING (collection_id)
+         JOIN outstanding o USING (invoice_number)
     WHERE least(i.amount_minor, o.outstanding_minor) > 0
 )
 SELECT * FROM new_items UNION ALL SELECT * FROM retry_items
@@ -59,13 +63,10 @@ INSERT INTO dd_collection_items SELECT collection_id, invoice_number, amount_min
 INSERT_COLLECTIONS_SQL = """
 INSERT INTO dd_collections (collection_id, batch_id, business_date, mandate_id, account_number, reference, sort_code,
     bank_account, account_name, transaction_code, amount_minor, currency, attempt, first_collection_id, status)
-SELECT d.collection_id, $batch_id, $day, m.mandate_id, m.account_number, m.reference, m.sort_code, m.bank_account,
-       m.account_name, d.transaction_code, d.amount_minor, 'GBP', d.attempt, d.first_collection_id, 'EXTRACTED'
-FROM (SELECT collection_id, any_value(mandate_id) AS mandate_id, any_value(transaction_code) AS transaction_code,
-             any_value(attempt) AS attempt, any_value(first_collection_id) AS first_collection_id,
-             sum(amount_minor) AS amount_minor
-      FROM dd_due GROUP BY collection_id) d
-JOIN mandates m USING (mandate_id)
+SELECT collection_id, $batch_id, $day, any_value(mandate_id), any_value(account_number), any_value(reference),
+       any_value(sort_code), any_value(bank_account), any_value(account_name), any_value(transaction_code),
+       sum(amount_minor), 'GBP', any_value(attempt), any_value(first_collection_id), 'EXTRACTED'
+FROM dd_due GROUP BY collection_id
 """
 
 # After the final (19) collection, or when a mandate to be cancelled has nothing left to collect, it is cancelled

@@ -19,21 +19,22 @@ from cmp_pipelines.formats.encryption import PartnerKeyring
 from cmp_pipelines.services.files import FileStoreLike
 from cmp_pipelines.store.connection import transaction
 
+# One or two instructions per mandate with one pending; an amendment's 0C carries the old details. The file is
+# ordered by reference then code (0C before 0N), so `position` needs no sort here.
 _SELECT = """
 INSERT INTO auddis_instructions
 WITH pending AS (
-    SELECT m.*, i.step, i.code FROM mandates m,
-    LATERAL (SELECT * FROM (VALUES (1, '0C'), (2, '0N')) v(step, code) WHERE m.pending_instruction = 'AMEND'
-             UNION ALL SELECT 1, '0N' WHERE m.pending_instruction = 'NEW'
-             UNION ALL SELECT 1, '0C' WHERE m.pending_instruction = 'CANCEL'
-             UNION ALL SELECT 1, '0S' WHERE m.pending_instruction = 'CONVERT') i
-    WHERE m.pending_instruction IS NOT NULL
+    SELECT mandate_id, reference, 1 AS step,
+           CASE pending_instruction WHEN 'NEW' THEN '0N' WHEN 'CONVERT' THEN '0S' ELSE '0C' END AS code,
+           CASE WHEN pending_instruction = 'AMEND' THEN previous_sort_code ELSE sort_code END AS sort_code,
+           CASE WHEN pending_instruction = 'AMEND' THEN previous_bank_account ELSE bank_account END AS bank_account,
+           CASE WHEN pending_instruction = 'AMEND' THEN previous_account_name ELSE account_name END AS account_name
+    FROM mandates WHERE pending_instruction IS NOT NULL
+    UNION ALL
+    SELECT mandate_id, reference, 2, '0N', sort_code, bank_account, account_name
+    FROM mandates WHERE pending_instruction = 'AMEND'
 )
-SELECT $batch_id, row_number() OVER (ORDER BY reference, step), mandate_id, code,
-       CASE WHEN code = '0C' AND pending_instruction = 'AMEND' THEN previous_sort_code ELSE sort_code END,
-       CASE WHEN code = '0C' AND pending_instruction = 'AMEND' THEN previous_bank_account ELSE bank_account END,
-       CASE WHEN code = '0C' AND pending_instruction = 'AMEND' THEN previous_account_name ELSE account_name END,
-       reference
+SELECT $batch_id, row_number() OVER (), mandate_id, code, sort_code, bank_account, account_name, reference
 FROM pending
 """
 
@@ -133,7 +134,7 @@ class AuddisExtract:
         record = std18.data_record_sql("sort_code", "bank_account", "transaction_code", "$sort", "$account", "0",
                                        "$su_name", "reference", "account_name")
         body = self.con.execute(
-            f"SELECT coalesce(string_agg({record} || chr(10), '' ORDER BY position), '') "
+            f"SELECT coalesce(string_agg({record} || chr(10), '' ORDER BY reference, transaction_code), '') "
             "FROM auddis_instructions WHERE batch_id = $batch_id",
             {"sort": c.originating_sort_code, "account": c.originating_account, "su_name": c.service_user_name,
              "batch_id": batch.batch_id},
