@@ -13,13 +13,35 @@ from cmp_pipelines.configuration import load_partners
 from cmp_pipelines.configuration_hardware import HardwareConfig, load_hardware_orders
 from cmp_pipelines.resources.fraud_check import RuleBasedFraudCheck
 from cmp_pipelines.services.hardware_orders import Delivery, add_line, create_order, generate_order, order_view
+from cmp_pipelines.services.intake import partition_key, sha256_hex
 from cmp_pipelines.services.sales_orders import RequestBatch, SalesOrderRequests, pending_generation, request_batch_id
+from cmp_pipelines.services.warehouse_dispatch import DispatchLoad, DispatchResult, WarehouseDispatch
 from cmp_pipelines.settings import PROJECT_ROOT
 from tests.conftest import NOW, Platform
 
 CONFIG = PROJECT_ROOT / "config"
 HOME = Delivery("Jane Customer", "1 High Street", None, "Leeds", "LS1 4AP")
+CSV_HEADER = "ORDER_REF,LINE_NO,SKU,STATUS,IMEI,SERIAL_NO,COURIER_REF,DISPATCH_DATE,ERROR_TEXT"
 PARTNERS = ("WH_NORTH", "WH_SOUTH", "ACME_MOBILE", "ORBIT_DEVICES")
+
+
+def imei(n: int, valid: bool = True) -> str:
+    """A 15-digit IMEI with its Luhn check digit (or a wrong one)."""
+    body = f"35693803{n:06d}"
+    total = sum(int(d) if i % 2 == 0 else (2 * int(d)) // 10 + (2 * int(d)) % 10 for i, d in enumerate(body))
+    check = (10 - total % 10) % 10
+    return body + str(check if valid else (check + 1) % 10)
+
+
+def shipped(order_id: str, line: int, sku: str, device: str, courier: str = "DPD-100",
+            when: str = "21/11/2026 14:05") -> str:
+    """A SHIPPED row: `device` is the IMEI of a handset, else the serial number."""
+    is_imei = device.isdigit() and len(device) == 15
+    return f"{order_id},{line},{sku},SHIPPED,{device if is_imei else ''},{'' if is_imei else device},{courier},{when},"
+
+
+def failed(order_id: str, line: int, sku: str, reason: str) -> str:
+    return f"{order_id},{line},{sku},FAILED,,,,,{reason}"
 
 
 @dataclass
@@ -59,6 +81,42 @@ class Hardware:
     def read_request(self, warehouse: str, batch_id: str, currency: str = "GBP") -> dict:
         path = f"outbound/sales_orders/{warehouse}/{batch_id}-{warehouse}-{currency}.json.enc"
         return orjson.loads(self.platform.keyring.decrypt(warehouse, self.platform.files.read_bytes(path)))
+
+    # ---- the warehouse's response and Sales Order Dispatch ------------------------------------------
+
+    def drop_dispatch(self, warehouse: str, name: str, rows: list[str] | bytes, encrypt_for: str | None = None,
+                      raw: bool = False) -> str:
+        """A warehouse CSV (header added to `rows`), encrypted and placed in inbound/warehouse_dispatch/."""
+        plaintext = rows if isinstance(rows, bytes) else "\n".join([CSV_HEADER, *rows, ""]).encode()
+        data = plaintext if raw else self.platform.keyring.encrypt(encrypt_for or warehouse, plaintext)
+        path = self.platform.files.write_bytes(f"inbound/warehouse_dispatch/{warehouse}/{name}", data)
+        return partition_key(warehouse, name, sha256_hex(self.platform.files.read_bytes(path)))
+
+    def dispatch(self, key: str, now: datetime = NOW) -> tuple[DispatchLoad, DispatchResult]:
+        """The Sales Order Dispatch steps for one file, as its job runs them."""
+        with self.platform.connect() as con:
+            flow = WarehouseDispatch(con, self.platform.files, self.platform.keyring, load_partners(CONFIG),
+                                     self.config, now)
+            load = flow.load(key)
+            flow.write_converted(load)
+            result = flow.apply(load)
+            flow.write_posting_file(result)
+            flow.write_report(load, result)
+            return load, result
+
+    def outcomes(self, load: DispatchLoad) -> dict[int, tuple]:
+        return {row[0]: row[1:] for row in self.platform.query(
+            "SELECT position, outcome, problem_code, problem FROM hw_dispatch_records WHERE batch_id = ? "
+            "ORDER BY position", [load.batch_id])}
+
+    def hardware_charges(self, account: str) -> int:
+        return self.platform.query(
+            "SELECT coalesce(sum(amount_minor), 0) FROM ledger_postings WHERE account_number = ? "
+            "AND kind = 'HARDWARE_CHARGE'", [account])[0][0]
+
+    def pending(self, account: str) -> list[tuple]:
+        return self.platform.query("SELECT order_id, amount_minor FROM hw_pending_charges WHERE account_number = ? "
+                                   "ORDER BY order_id", [account])
 
 
 @pytest.fixture
