@@ -11,7 +11,9 @@ import pytest
 
 from cmp_pipelines.configuration import load_partners
 from cmp_pipelines.configuration_hardware import HardwareConfig, load_hardware_orders
+from cmp_pipelines.resources.device_manufacturer import FileDropManufacturer
 from cmp_pipelines.resources.fraud_check import RuleBasedFraudCheck
+from cmp_pipelines.services.device_enrolment import EnrolmentBatch, EnrolmentRequests, EnrolmentResponses, ResponseLoad
 from cmp_pipelines.services.hardware_orders import Delivery, add_line, create_order, generate_order, order_view
 from cmp_pipelines.services.intake import partition_key, sha256_hex
 from cmp_pipelines.services.sales_orders import RequestBatch, SalesOrderRequests, pending_generation, request_batch_id
@@ -117,6 +119,48 @@ class Hardware:
     def pending(self, account: str) -> list[tuple]:
         return self.platform.query("SELECT order_id, amount_minor FROM hw_pending_charges WHERE account_number = ? "
                                    "ORDER BY order_id", [account])
+
+    # ---- device enrolment --------------------------------------------------------------------------
+
+    def enrolment_day(self, day, now: datetime = NOW) -> EnrolmentBatch:
+        with self.platform.connect() as con:
+            flow = EnrolmentRequests(con, self.platform.files, self.platform.keyring, FileDropManufacturer(), now)
+            batch = flow.select(day)
+            flow.send(batch)
+            return flow.batch(day)
+
+    def read_enrolment(self, manufacturer: str, batch_id: str) -> dict:
+        path = f"outbound/device_enrolment/{manufacturer}/{batch_id}-{manufacturer}.json.enc"
+        return orjson.loads(self.platform.keyring.decrypt(manufacturer, self.platform.files.read_bytes(path)))
+
+    def drop_response(self, manufacturer: str, name: str, results: list[dict] | bytes, file_id: str | None = None,
+                      **header) -> str:
+        if isinstance(results, bytes):
+            plaintext = results
+        else:
+            document = {"header": {"file_id": file_id or name.split(".")[0], "sender": manufacturer,
+                                   "created_at": NOW.strftime("%Y-%m-%dT%H:%M:%SZ"), "record_count": len(results),
+                                   **header}, "results": results}
+            plaintext = orjson.dumps(document)
+        path = self.platform.files.write_bytes(f"inbound/device_enrolment/{manufacturer}/{name}",
+                                               self.platform.keyring.encrypt(manufacturer, plaintext))
+        return partition_key(manufacturer, name, sha256_hex(self.platform.files.read_bytes(path)))
+
+    def process_response(self, key: str, now: datetime = NOW) -> ResponseLoad:
+        with self.platform.connect() as con:
+            flow = EnrolmentResponses(con, self.platform.files, self.platform.keyring, load_partners(CONFIG), now)
+            load = flow.load(key)
+            flow.write_report(load)
+            return load
+
+    def device(self, device_id: str) -> tuple:
+        return self.platform.query("SELECT enrolment_status, enrolment_reason FROM hw_devices WHERE device_id = ?",
+                                   [device_id])[0]
+
+
+def answer(record_id: str, request_id: str, device_id: str, result: str, reason: str | None = None) -> dict:
+    return {"record_id": record_id, "request_id": request_id, "device_id": device_id, "result": result,
+            "reason": reason}
 
 
 @pytest.fixture
