@@ -15,6 +15,14 @@ from cmp_pipelines.assets.recurring_card import GROUP as CARD_PAYMENTS_GROUP
 from cmp_pipelines.checks.card_probes import card_payment_probes, card_rejection_probes
 from cmp_pipelines.checks.nrp_expectations import nrp_payments_meet_expectations
 from cmp_pipelines.checks.nrp_probes import nrp_probes
+from cmp_pipelines.definitions_hardware import (
+    HARDWARE_JOBS,
+    HARDWARE_ORDER_ASSETS,
+    HARDWARE_PROBE_CHECKS,
+    HARDWARE_RESOURCES,
+    HARDWARE_SCHEDULES,
+    HARDWARE_SENSORS,
+)
 from cmp_pipelines.resources.cipher import PartnerCipher
 from cmp_pipelines.resources.database import Database
 from cmp_pipelines.resources.file_store import LocalFileStore
@@ -107,16 +115,20 @@ auddis_daily_schedule = dg.build_schedule_from_partitioned_job(
 def build_definitions(resources: dict | None = None) -> dg.Definitions:
     """The code location; tests pass `resources` to swap a backend (e.g. a file store that fails on cue)."""
     return dg.Definitions(
-        assets=[*NRP_ASSETS, *CARD_PAYMENT_ASSETS, *CARD_REJECTION_ASSETS, *DIRECT_DEBIT_ASSETS],
-        asset_checks=[nrp_probes, nrp_payments_meet_expectations, card_payment_probes, card_rejection_probes],
-        jobs=[nrp_job, nrp_probes_job, card_payments_job, card_rejections_job, auddis_job],
-        sensors=[nrp_inbound_files_sensor, card_rejections_sensor],
-        schedules=[nrp_end_of_day_probes_schedule, card_payments_daily_schedule, auddis_daily_schedule],
+        assets=[*NRP_ASSETS, *CARD_PAYMENT_ASSETS, *CARD_REJECTION_ASSETS, *DIRECT_DEBIT_ASSETS,
+                *HARDWARE_ORDER_ASSETS],
+        asset_checks=[nrp_probes, nrp_payments_meet_expectations, card_payment_probes, card_rejection_probes,
+                      *HARDWARE_PROBE_CHECKS],
+        jobs=[nrp_job, nrp_probes_job, card_payments_job, card_rejections_job, auddis_job, *HARDWARE_JOBS],
+        sensors=[nrp_inbound_files_sensor, card_rejections_sensor, *HARDWARE_SENSORS],
+        schedules=[nrp_end_of_day_probes_schedule, card_payments_daily_schedule, auddis_daily_schedule,
+                   *HARDWARE_SCHEDULES],
         resources={
             "database": Database(),
             "file_store": LocalFileStore(),
             "cipher": PartnerCipher(),
             "notifier": Notifier(),
+            **HARDWARE_RESOURCES,
             **(resources or {}),
         },
     )

@@ -46,7 +46,7 @@ def copy_config(tmp_path):
 def test_shipped_configuration_is_valid():
     assert set(load_partners(PROJECT_ROOT / "config")) == {"PAYPOINT", "LOCKBOX", "CARDPAY", "BACSBUREAU", "WH_NORTH",
                                                    "WH_SOUTH", "ACME_MOBILE", "ORBIT_DEVICES"}
-    assert len(load_probes(PROJECT_ROOT / "config")) == 12
+    assert len(load_probes(PROJECT_ROOT / "config")) == 15
 
 
 @pytest.mark.parametrize(

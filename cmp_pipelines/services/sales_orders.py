@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 import duckdb
@@ -48,10 +48,11 @@ def pending_generation(con: duckdb.DuckDBPyConnection) -> int | None:
     ).fetchone()[0]
 
 
-def unfinished_batches(con: duckdb.DuckDBPyConnection) -> list[str]:
+def unfinished_batches(con: duckdb.DuckDBPyConnection, created_before: datetime | None = None) -> list[str]:
     """Batches claimed but not sent (a run failed, e.g. the fraud service was down): to be run again."""
     return [row[0] for row in con.execute(
-        "SELECT batch_id FROM batches WHERE kind = ? AND status <> 'SENT' ORDER BY batch_id", [KIND]
+        "SELECT batch_id FROM batches WHERE kind = ? AND status <> 'SENT' AND created_at < ? ORDER BY batch_id",
+        [KIND, created_before or datetime.now(UTC) + timedelta(days=1)],
     ).fetchall()]
 
 
