@@ -11,7 +11,7 @@ import yaml
 
 from cmp_pipelines.domain.probes import PROBES_BY_ID
 
-FEEDS = ("nrp", "card_rejections", "addacs", "arudd")
+FEEDS = ("nrp", "card_rejections", "addacs", "arudd", "warehouse_dispatch", "device_enrolment")
 PAYMENT_TYPES = ("MANUAL", "RECURRING_CARD", "DIRECT_DEBIT")
 CODE = re.compile(r"^[A-Za-z0-9]{1,8}$")
 IDENTIFIER = re.compile(r"^[A-Z][A-Z0-9_]{0,39}$")

@@ -30,6 +30,14 @@ from cmp_pipelines.checks.card_probes import card_payment_probes, card_rejection
 from cmp_pipelines.checks.dd_probes import addacs_probes, arudd_probes, auddis_probes, dd_collection_probes
 from cmp_pipelines.checks.nrp_expectations import nrp_payments_meet_expectations
 from cmp_pipelines.checks.nrp_probes import nrp_probes
+from cmp_pipelines.definitions_hardware import (
+    HARDWARE_JOBS,
+    HARDWARE_ORDER_ASSETS,
+    HARDWARE_PROBE_CHECKS,
+    HARDWARE_RESOURCES,
+    HARDWARE_SCHEDULES,
+    HARDWARE_SENSORS,
+)
 from cmp_pipelines.resources.cipher import PartnerCipher
 from cmp_pipelines.resources.database import Database
 from cmp_pipelines.resources.file_store import LocalFileStore
@@ -172,19 +180,20 @@ def build_definitions(resources: dict | None = None) -> dg.Definitions:
     """The code location; tests pass `resources` to swap a backend (e.g. a file store that fails on cue)."""
     return dg.Definitions(
         assets=[*NRP_ASSETS, *CARD_PAYMENT_ASSETS, *CARD_REJECTION_ASSETS, *DIRECT_DEBIT_ASSETS,
-                *DD_COLLECTION_ASSETS, *ADDACS_ASSETS, *ARUDD_ASSETS],
+                *DD_COLLECTION_ASSETS, *ADDACS_ASSETS, *ARUDD_ASSETS, *HARDWARE_ORDER_ASSETS],
         asset_checks=[nrp_probes, nrp_payments_meet_expectations, card_payment_probes, card_rejection_probes,
-                      auddis_probes, dd_collection_probes, addacs_probes, arudd_probes],
+                      auddis_probes, dd_collection_probes, addacs_probes, arudd_probes, *HARDWARE_PROBE_CHECKS],
         jobs=[nrp_job, nrp_probes_job, card_payments_job, card_rejections_job, auddis_job, dd_collections_job,
-              addacs_job, arudd_job],
-        sensors=[nrp_inbound_files_sensor, card_rejections_sensor, addacs_sensor, arudd_sensor],
+              addacs_job, arudd_job, *HARDWARE_JOBS],
+        sensors=[nrp_inbound_files_sensor, card_rejections_sensor, addacs_sensor, arudd_sensor, *HARDWARE_SENSORS],
         schedules=[nrp_end_of_day_probes_schedule, card_payments_daily_schedule, auddis_daily_schedule,
-                   dd_collections_daily_schedule],
+                   dd_collections_daily_schedule, *HARDWARE_SCHEDULES],
         resources={
             "database": Database(),
             "file_store": LocalFileStore(),
             "cipher": PartnerCipher(),
             "notifier": Notifier(),
+            **HARDWARE_RESOURCES,
             **(resources or {}),
         },
     )

@@ -183,3 +183,4 @@ def rejections_document(records: list, sender: str = "CARDPAY", file_id: str = "
            "rejections": records}
     doc["header"].update(header)
     return doc
+from tests.hardware_support import hardware  # noqa: E402, F401  (hardware orders fixture)

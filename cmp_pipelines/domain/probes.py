@@ -111,5 +111,24 @@ DD_PROBES: tuple[ProbeDefinition, ...] = (
     ),
 )
 
-ALL_PROBES = NRP_PROBES + CARD_PROBES + DD_PROBES
+HARDWARE_PROBES: tuple[ProbeDefinition, ...] = (
+    ProbeDefinition(
+        "hw_orders_stuck_awaiting_dispatch",
+        "Hardware Orders Stuck Awaiting Dispatch",
+        "alert", "above",
+        "Orders still awaiting dispatch more than the configured stuck-order days after they went to the warehouse.",
+    ),
+    ProbeDefinition(
+        "hw_fraud_check_failures_today",
+        "Hardware Orders Fraud Check Failures",
+        "alert", "above", "Orders that failed the fraud check of their delivery name and address today.",
+    ),
+    ProbeDefinition(
+        "hw_enrolment_failures_latest_response",
+        "Device Enrolment Failures",
+        "alert", "above", "Devices the manufacturer failed to enrol or unenrol in the latest enrolment response.",
+    ),
+)
+
+ALL_PROBES = NRP_PROBES + CARD_PROBES + DD_PROBES + HARDWARE_PROBES
 PROBES_BY_ID = {probe.probe_id: probe for probe in ALL_PROBES}

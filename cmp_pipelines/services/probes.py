@@ -10,6 +10,7 @@ import duckdb
 from cmp_pipelines.configuration import ProbeConfig
 from cmp_pipelines.domain.probes import NRP_PROBES, ProbeDefinition
 from cmp_pipelines.domain.rejection_outcomes import REVERSED_SQL
+from cmp_pipelines.services.hardware_probes import HARDWARE_PROBE_SQL
 
 _LAST_BATCH = (
     "(SELECT batch_id FROM batches WHERE kind = 'NRP_LOAD' AND feed = 'nrp' "
@@ -84,6 +85,8 @@ PROBE_SQL = {
         "AND raised_at >= $day_start",
 }
 
+PROBE_SQL.update(HARDWARE_PROBE_SQL)
+
 
 @dataclass
 class ProbeOutcome:
@@ -114,7 +117,8 @@ def evaluate(
         config = configs[probe.probe_id]
         window_start = now - timedelta(hours=config.window_hours)
         sql = PROBE_SQL[probe.probe_id]
-        params = {k: v for k, v in {"day_start": day_start, "window_start": window_start}.items() if f"${k}" in sql}
+        values = {"day_start": day_start, "window_start": window_start, "now": now}
+        params = {k: v for k, v in values.items() if f"${k}" in sql}
         value = int(con.execute(sql, params).fetchone()[0])
         outcomes.append(ProbeOutcome(probe, config, value, probe.tripped(value, config.threshold), now))
     return outcomes
