@@ -435,5 +435,10 @@ def summary() -> None:
         click.echo(platform_summary(con))
 
 
+from cmp_pipelines.api.cli import api as _api_commands  # noqa: E402 - the HTTP API's commands (issue 5)
+
+main.add_command(_api_commands)
+
+
 if __name__ == "__main__":
     sys.exit(main())
