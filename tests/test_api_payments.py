@@ -6,11 +6,13 @@ from __future__ import annotations
 import shutil
 import uuid
 
+import dagster as dg
 import pytest
 import yaml
 
 from cmp_pipelines.configuration import load_rejection_codes
 from cmp_pipelines.definitions import build_definitions
+from cmp_pipelines.domain.money import format_minor
 from cmp_pipelines.headless import run_pending_sensors
 from cmp_pipelines.settings import PROJECT_ROOT
 
@@ -64,6 +66,13 @@ def test_a_card_payment_is_recorded_with_its_channel_and_posted_by_the_ledger_mo
         assert http.get(f"/v1/accounts/{ACCOUNT}/balance").json()["awaiting_ledger"] == "12.34"
 
         [run] = monitor(api_instance)
+        records = api_instance.get_records_for_run(run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION)
+        metadata = {r.event_log_entry.dagster_event.asset_key.path[-1]:
+                    {k: v.value for k, v in r.event_log_entry.asset_materialization.metadata.items()}
+                    for r in records.records}
+        assert (metadata["one_off_ledger_postings"]["posted_now"], metadata["one_off_ledger_postings"]["posted_amount"],
+                metadata["one_off_ledger_postings"]["workflow_events"]) == (1, "12.34", 0)
+        assert metadata["api_read_model"]["accounts"] == 20
 
         assert platform.balance(ACCOUNT) == before - 1234
         status = http.get(f"/v1/payments/{payment['payment_id']}").json()
@@ -75,7 +84,7 @@ def test_a_card_payment_is_recorded_with_its_channel_and_posted_by_the_ledger_mo
         assert platform.files.exists(f"outbound/ledger/{status['ledger']['batch_id']}.json")
         balance = http.get(f"/v1/accounts/{ACCOUNT}/balance").json()
         assert balance["awaiting_ledger"] == "0.00"
-        assert balance["balance"] == f"{(before - 1234) // 100}.{(before - 1234) % 100:02d}"
+        assert balance["balance"] == format_minor(before - 1234)
         assert monitor(api_instance) == []  # nothing new: nothing posted twice
         assert platform.payment_postings() == 1
 

@@ -36,7 +36,7 @@ class ApiContext:
         return datetime.now(UTC)
 
 
-def context(request: Request) -> ApiContext:
+async def context(request: Request) -> ApiContext:
     return request.app.state.cmp
 
 
@@ -52,8 +52,9 @@ def authenticate(ctx: ApiContext, key: str | None) -> ApiClient:
     return client
 
 
-def client(request: Request, key: str | None = Depends(API_KEY)) -> ApiClient:
-    return authenticate(context(request), key)
+async def client(request: Request, key: str | None = Depends(API_KEY)) -> ApiClient:
+    """Async on purpose: a sync dependency costs every request a trip through the thread pool."""
+    return authenticate(request.app.state.cmp, key)
 
 
 Client = Annotated[ApiClient, Depends(client)]

@@ -66,6 +66,7 @@ class PaymentProvider(ABC):
     """What one-off payments need of a card provider; a real provider implements these over its API."""
 
     name: str
+    blocking: bool = True  # True: calls wait on the network, so the API makes them from a worker thread
 
     @abstractmethod
     def charge(self, *, merchant_reference: str, card_token: str, amount_minor: int, currency: str) -> ProviderOutcome:
@@ -143,6 +144,7 @@ CREATE TABLE sessions (
 
 class SandboxProvider(PaymentProvider):
     name = "SANDBOX"
+    blocking = False  # local SQLite, microseconds
 
     def __init__(self, state_path: Path | None = None, secret: bytes | None = None,
                  config_dir: Path | None = None):
@@ -168,10 +170,9 @@ class SandboxProvider(PaymentProvider):
             con.execute("INSERT INTO transactions VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                         [merchant_reference, reference, status, code, amount_minor, currency,
                          datetime.now(UTC).isoformat()])
-        outcome = self.lookup(merchant_reference)
         if timeout:
             raise ProviderTimeout("sandbox: the provider took the payment but its answer timed out")
-        return outcome
+        return ProviderOutcome(status, reference, code, self.reasons.get(code) if code else None)
 
     def charge(self, *, merchant_reference: str, card_token: str, amount_minor: int, currency: str) -> ProviderOutcome:
         return self._decide(merchant_reference, card_token, amount_minor, currency)
