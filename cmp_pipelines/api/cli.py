@@ -19,11 +19,13 @@ def api() -> None:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option("--no-access-log", is_flag=True, help="Leave out one log line a request (benchmarks).")
-def serve(host: str, port: int, no_access_log: bool) -> None:
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 32),
+              help="Worker processes (they share the SQLite stores).")
+def serve(host: str, port: int, no_access_log: bool, workers: int) -> None:
     """Serve REST (OpenAPI at /docs), SOAP (/soap/payment-setup?wsdl) and the sandbox provider's card page."""
     from cmp_pipelines.api.server import serve as run
 
-    run(host, port, access_log=not no_access_log)
+    run(host, port, access_log=not no_access_log, workers=workers)
 
 
 @api.group("keys")
