@@ -41,7 +41,12 @@ prepare: install
 		&& [ ! -d $(CMP_DATA_DIR)/archive/arudd ]; then $(BIN)/cmp-pipelines demo bacs-reports; fi
 
 ## make run: install, prepare demo data, start the Dagster UI and daemon on 127.0.0.1:3000
+## and the HTTP API on 127.0.0.1:$(API_PORT) in the background (stopped with the UI)
+API_PORT ?= 8000
 run: prepare
+	$(BIN)/cmp-pipelines api keys init
+	$(BIN)/cmp-pipelines api serve --host 127.0.0.1 --port $(API_PORT) & api_pid=$$!; \
+	trap 'kill $$api_pid 2>/dev/null' EXIT; \
 	cd $(DAGSTER_HOME) && $(CURDIR)/$(BIN)/dagster dev -w $(CURDIR)/workspace.yaml -h 127.0.0.1 -p 3000
 
 ## make demo: the same without the UI: process the sample files headless and print a summary

@@ -680,12 +680,14 @@ def _run(command: list[str], result: Path, label: str) -> dict:
     return data
 
 
+def _phase_command(args: argparse.Namespace, name: str) -> list[str]:
+    return [sys.executable, str(Path(__file__).resolve()), "--phase", name, "--workdir", args.workdir,
+            "--records", str(args.records), "--accounts", str(args.accounts), "--seed", str(args.seed),
+            "--card-accounts", str(args.card_accounts), "--rejections", str(args.rejections)]
+
+
 def _phase(args: argparse.Namespace, name: str) -> dict:
-    result = Path(args.workdir) / f"{name}.json"
-    command = [sys.executable, str(Path(__file__).resolve()), "--phase", name, "--workdir", args.workdir,
-               "--records", str(args.records), "--accounts", str(args.accounts), "--seed", str(args.seed),
-               "--card-accounts", str(args.card_accounts), "--rejections", str(args.rejections)]
-    return _run(command, result, name)
+    return _run(_phase_command(args, name), Path(args.workdir) / f"{name}.json", name)
 
 
 def _stage(workdir: Path, name: str, meta: dict) -> None:
@@ -959,6 +961,35 @@ def _section_report(
             print(line)
 
 
+def _api_section(args: argparse.Namespace, workdir: Path) -> None:
+    """Create-payment load on the API, alone and while the NRP flow posts a full file (see api_bench.py)."""
+    import api_bench
+
+    setup = workdir / "setup.json"
+    meta = json.loads(setup.read_text()) if setup.exists() else _phase(args, "setup")
+    setup.write_text(json.dumps(meta))
+    _stage(workdir, "flow", meta)
+    api_bench.prepare(workdir / "flow", workdir)
+    server, port = api_bench.start_server(workdir / "flow", workdir, args.api_workers)
+    accounts = [f"ACC{i:08d}" for i in range(1, min(api_bench.CARD_ACCOUNTS, args.accounts) + 1)]
+    info = {"clients": args.api_clients, "workers": args.api_workers, "cpus": os.cpu_count(),
+            "loadavg": " ".join(f"{v:.2f}" for v in os.getloadavg())}
+    try:
+        print("  api load, alone ...", file=sys.stderr, flush=True)
+        alone = api_bench.load(port, accounts, args.api_clients, seconds=args.api_seconds)
+        during = None
+        if "api-batch" not in args.skip:
+            print("  api load, while the NRP flow runs ...", file=sys.stderr, flush=True)
+            flow = subprocess.Popen(_phase_command(args, "flow"), cwd=PROJECT)
+            during = api_bench.load(port, accounts, args.api_clients, while_running=flow, warmup_s=0)
+            if flow.wait() == 0:
+                info["nrp_total_s"] = json.loads((workdir / "flow.json").read_text())["total_s"]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    api_bench.report(alone, during, info)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=1_000_000)
@@ -973,10 +1004,16 @@ def main() -> None:
     parser.add_argument("--rejections", type=int, default=100_000,
                         help="card rejections: records in the provider's rejection file (default 100,000)")
     parser.add_argument("--skip", action="append", default=[],
-                        choices=["nrp", "card", "rejections", "dd", "profile", "expectations", "floor"],
-                        help="leave out a benchmark (nrp, card, rejections, dd) or a phase of each (repeatable)")
+                        choices=["nrp", "card", "rejections", "dd", "api", "profile", "expectations", "floor",
+                                 "api-batch"],
+                        help="leave out a benchmark (nrp, card, rejections, dd, api) or a phase of each (repeatable; "
+                             "api-batch: the API load during the NRP flow)")
     parser.add_argument("--dd-mandates", type=int, default=1_000_000,
                         help="direct debit: mandates in the AUDDIS and collection files (default 1,000,000)")
+    parser.add_argument("--api-clients", type=int, default=50, help="API: concurrent clients (default 50)")
+    parser.add_argument("--api-workers", type=int, default=1, help="API: uvicorn worker processes (default 1)")
+    parser.add_argument("--api-seconds", type=float, default=15.0,
+                        help="API: seconds of load measured alone (default 15)")
     parser.add_argument("--phase", choices=sorted(PHASES), help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -1021,6 +1058,8 @@ def main() -> None:
         if "dd" not in args.skip:  # benchmarks/direct_debit.py: AUDDIS and collection files against their floors
             subprocess.run([sys.executable, str(HERE / "direct_debit.py"), "--mandates", str(args.dd_mandates),
                             "--repeat", str(max(1, args.repeat)), "--workdir", str(workdir / "dd")], check=True)
+        if "api" not in args.skip:
+            _api_section(args, workdir)
     finally:
         if created and not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)

@@ -629,5 +629,10 @@ def orders_stock(order_id: str | None, skus: tuple[str, ...]) -> None:
                    + (f"  ({r['problem']})" if r["problem"] else ""))
 
 
+from cmp_pipelines.api.cli import api as _api_commands  # noqa: E402 - the HTTP API's commands (issue 5)
+
+main.add_command(_api_commands)
+
+
 if __name__ == "__main__":
     sys.exit(main())

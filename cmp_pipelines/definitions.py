@@ -24,6 +24,7 @@ from cmp_pipelines.assets.direct_debit import (
 from cmp_pipelines.assets.direct_debit import GROUP as DIRECT_DEBIT_GROUP
 from cmp_pipelines.assets.non_recurring import GROUP as NRP_GROUP
 from cmp_pipelines.assets.non_recurring import NRP_ASSETS, nrp_files_partitions
+from cmp_pipelines.assets.one_off import ONE_OFF_ASSETS, api_sync_job
 from cmp_pipelines.assets.recurring_card import CARD_PAYMENT_ASSETS, card_payment_days_partitions
 from cmp_pipelines.assets.recurring_card import GROUP as CARD_PAYMENTS_GROUP
 from cmp_pipelines.checks.card_probes import card_payment_probes, card_rejection_probes
@@ -42,7 +43,9 @@ from cmp_pipelines.resources.cipher import PartnerCipher
 from cmp_pipelines.resources.database import Database
 from cmp_pipelines.resources.file_store import LocalFileStore
 from cmp_pipelines.resources.notifier import Notifier
+from cmp_pipelines.resources.payment_provider import PaymentProviderResource
 from cmp_pipelines.sensors.inbound import inbound_file_sensor
+from cmp_pipelines.sensors.ledger_monitor import ledger_monitor_sensor
 
 nrp_job = dg.define_asset_job(
     "non_recurring_payment_job",
@@ -180,12 +183,13 @@ def build_definitions(resources: dict | None = None) -> dg.Definitions:
     """The code location; tests pass `resources` to swap a backend (e.g. a file store that fails on cue)."""
     return dg.Definitions(
         assets=[*NRP_ASSETS, *CARD_PAYMENT_ASSETS, *CARD_REJECTION_ASSETS, *DIRECT_DEBIT_ASSETS,
-                *DD_COLLECTION_ASSETS, *ADDACS_ASSETS, *ARUDD_ASSETS, *HARDWARE_ORDER_ASSETS],
+                *DD_COLLECTION_ASSETS, *ADDACS_ASSETS, *ARUDD_ASSETS, *HARDWARE_ORDER_ASSETS, *ONE_OFF_ASSETS],
         asset_checks=[nrp_probes, nrp_payments_meet_expectations, card_payment_probes, card_rejection_probes,
                       auddis_probes, dd_collection_probes, addacs_probes, arudd_probes, *HARDWARE_PROBE_CHECKS],
         jobs=[nrp_job, nrp_probes_job, card_payments_job, card_rejections_job, auddis_job, dd_collections_job,
-              addacs_job, arudd_job, *HARDWARE_JOBS],
-        sensors=[nrp_inbound_files_sensor, card_rejections_sensor, addacs_sensor, arudd_sensor, *HARDWARE_SENSORS],
+              addacs_job, arudd_job, *HARDWARE_JOBS, api_sync_job],
+        sensors=[nrp_inbound_files_sensor, card_rejections_sensor, addacs_sensor, arudd_sensor, *HARDWARE_SENSORS,
+                 ledger_monitor_sensor(api_sync_job)],
         schedules=[nrp_end_of_day_probes_schedule, card_payments_daily_schedule, auddis_daily_schedule,
                    dd_collections_daily_schedule, *HARDWARE_SCHEDULES],
         resources={
@@ -194,6 +198,7 @@ def build_definitions(resources: dict | None = None) -> dg.Definitions:
             "cipher": PartnerCipher(),
             "notifier": Notifier(),
             **HARDWARE_RESOURCES,
+            "payment_provider": PaymentProviderResource(),
             **(resources or {}),
         },
     )

@@ -183,4 +183,5 @@ def rejections_document(records: list, sender: str = "CARDPAY", file_id: str = "
            "rejections": records}
     doc["header"].update(header)
     return doc
+from tests.api_support import api, api_instance  # noqa: E402,F401 - fixtures of the HTTP API tests (issue 5)
 from tests.hardware_support import hardware  # noqa: E402, F401  (hardware orders fixture)

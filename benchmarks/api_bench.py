@@ -1,0 +1,171 @@
+"""Create-payment load on the HTTP API: 50 concurrent keep-alive clients on loopback, alone and while a
+1,000,000-record NRP file posts into the same data folder's `cmp.duckdb` (another process holding it).
+
+The server is `cmp-pipelines api serve` in its own process (uvicorn, one worker, access log off); the load
+comes from this process: a small asyncio HTTP/1.1 client (no client library in the measured path, so
+the figures are the server's). Every request is a new payment (a fresh Idempotency-Key) charged to a
+card on file through the sandbox provider; anything but 201 counts as an error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+TARGETS = {"rps": 500, "p99_alone_ms": 50, "p99_batch_ms": 250}
+CARD_ACCOUNTS = 10_000
+API_KEY = "bench-agent-key-0123456789abcdef0123456789"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def prepare(data_dir: Path, workdir: Path) -> dict:
+    """Cards for the first accounts of the staged store, the API key's hash, the read model (untimed)."""
+    env = _env(data_dir, workdir)
+    script = f"""
+import os
+from datetime import UTC, datetime
+from cmp_pipelines.one_off_config import hash_key, write_key_hash
+from cmp_pipelines.services.one_off import publish_accounts
+from cmp_pipelines.settings import paths
+from cmp_pipelines.store.connection import connect
+write_key_hash(paths().keys_dir, "AGENTVIEW", hash_key({API_KEY!r}))
+with connect(paths().database) as con:
+    con.execute("INSERT INTO payment_cards SELECT account_number, 'CARDPAY', 'tok_bench_' || account_number, "
+                "'4242', '2030-01', now() FROM accounts WHERE NOT is_suspense ORDER BY account_number "
+                "LIMIT {CARD_ACCOUNTS} ON CONFLICT DO NOTHING")
+    con.execute("CHECKPOINT")
+    print(publish_accounts(con, datetime.now(UTC)))
+"""
+    out = subprocess.run([sys.executable, "-c", script], env=env, check=True, capture_output=True, text=True)
+    return {"published_accounts": int(out.stdout.strip().splitlines()[-1])}
+
+
+def _env(data_dir: Path, workdir: Path) -> dict:
+    env = dict(os.environ)
+    env.update(CMP_DATA_DIR=str(data_dir), CMP_KEYS_DIR=str(workdir / "keys"),
+               DAGSTER_HOME=str(workdir / "dagster_home"), CMP_PROVIDER_SECRET="bench-secret")
+    return env
+
+
+def start_server(data_dir: Path, workdir: Path, workers: int = 1) -> tuple[subprocess.Popen, int]:
+    port = _free_port()
+    log = open(workdir / "api-server.log", "w")  # noqa: SIM115 - lives as long as the server
+    server = subprocess.Popen(
+        [sys.executable, "-m", "cmp_pipelines.cli", "api", "serve", "--port", str(port), "--no-access-log",
+         "--workers", str(workers)],
+        env=_env(data_dir, workdir), stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return server, port
+        except OSError:
+            if server.poll() is not None:
+                raise RuntimeError(f"API server exited; see {workdir / 'api-server.log'}") from None
+            time.sleep(0.1)
+    server.kill()
+    raise RuntimeError("API server did not start in 60 s")
+
+
+def _request(port: int, accounts: list[str]) -> bytes:
+    body = json.dumps({"account_number": random.choice(accounts), "amount": f"{random.randint(100, 9999) / 100:.2f}",
+                       "method": "CARD_ON_FILE"}).encode()
+    return (f"POST /v1/payments HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nX-API-Key: {API_KEY}\r\n"
+            f"Idempotency-Key: {uuid.uuid4().hex}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+
+
+async def _client(port: int, accounts: list[str], until, latencies: list[float], errors: list[str]) -> None:
+    reader = writer = None
+    while not until():
+        try:
+            if writer is None:
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            request = _request(port, accounts)
+            started = time.perf_counter()
+            writer.write(request)
+            status = int((await reader.readline()).split()[1])
+            length = 0
+            while (line := await reader.readline()) not in (b"\r\n", b""):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":")[1])
+            await reader.readexactly(length)
+            latencies.append(time.perf_counter() - started)
+            if status != 201:
+                errors.append(f"HTTP {status}")
+        except (OSError, asyncio.IncompleteReadError, ValueError, IndexError) as exc:
+            errors.append(type(exc).__name__)
+            writer = None
+    if writer is not None:
+        writer.close()
+
+
+def load(port: int, accounts: list[str], clients: int, seconds: float | None = None,
+         while_running: subprocess.Popen | None = None, warmup_s: float = 2.0) -> dict:
+    """`clients` connections hammering create-payment for `seconds`, or for as long as `while_running` runs."""
+
+    async def run() -> dict:
+        stop_at = time.perf_counter() + warmup_s
+        await asyncio.gather(*(_client(port, accounts, lambda: time.perf_counter() > stop_at, [], [])
+                               for _ in range(clients)))
+        latencies: list[float] = []
+        errors: list[str] = []
+        started = time.perf_counter()
+        if while_running is None:
+            def until() -> bool:
+                return time.perf_counter() - started > seconds
+        else:
+            def until() -> bool:
+                return while_running.poll() is not None
+        await asyncio.gather(*(_client(port, accounts, until, latencies, errors) for _ in range(clients)))
+        elapsed = time.perf_counter() - started
+        ordered = sorted(latencies)
+
+        def pct(p: float) -> float:
+            return ordered[min(len(ordered) - 1, int(p * len(ordered)))] * 1000 if ordered else float("nan")
+
+        return {"requests": len(latencies), "errors": len(errors), "error_kinds": sorted(set(errors))[:5],
+                "seconds": elapsed, "rps": len(latencies) / elapsed if elapsed else 0.0,
+                "p50_ms": pct(0.50), "p99_ms": pct(0.99), "max_ms": ordered[-1] * 1000 if ordered else float("nan")}
+
+    return asyncio.run(run())
+
+
+def report(alone: dict, during: dict | None, meta: dict) -> None:
+    print()
+    print(f"HTTP API: create payment, {meta['clients']} concurrent keep-alive clients on loopback, "
+          f"{meta['workers']} uvicorn worker(s) ({meta['cpus']} CPUs; load average before: {meta['loadavg']})")
+    header = f"  {'figure':<50} {'value':>14} {'target':>14} {'value/target':>13}"
+    print(header)
+    print("  " + "-" * (len(header) - 2))
+
+    def row(name: str, value: str, target: str = "", ratio: float | None = None) -> None:
+        print(f"  {name:<50} {value:>14} {target:>14} {'' if ratio is None else f'{ratio:.2f}':>13}")
+
+    for label, run, p99_target in (("alone", alone, TARGETS["p99_alone_ms"]),
+                                   ("while the NRP batch posts", during, TARGETS["p99_batch_ms"])):
+        if run is None:
+            continue
+        row(f"{label}: requests/s", f"{run['rps']:,.0f}", f">= {TARGETS['rps']}", run["rps"] / TARGETS["rps"])
+        row("    p50 latency", f"{run['p50_ms']:.1f} ms")
+        row("    p99 latency", f"{run['p99_ms']:.1f} ms", f"<= {p99_target} ms", run["p99_ms"] / p99_target)
+        row("    max latency", f"{run['max_ms']:.1f} ms")
+        row("    requests / errors", f"{run['requests']:,} / {run['errors']}", "0 errors")
+        if run["errors"]:
+            row("    error kinds", ", ".join(run["error_kinds"]))
+        row("    measured for", f"{run['seconds']:.1f} s")
+    if during is not None and "nrp_total_s" in meta:
+        row("NRP flow during the load (its own figure)", f"{meta['nrp_total_s']:.2f} s")

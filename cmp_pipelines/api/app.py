@@ -1,0 +1,82 @@
+"""The FastAPI application: REST (OpenAPI at /openapi.json), the SOAP set-up operation, the sandbox pages."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from cmp_pipelines.api import payments, problems, sandbox_pages, setup, soap
+from cmp_pipelines.api.context import ApiContext, log
+from cmp_pipelines.domain.cards import mask_pans_in
+from cmp_pipelines.one_off_config import load_api_clients, load_provider_settings
+from cmp_pipelines.resources.payment_provider import build_provider
+from cmp_pipelines.settings import paths
+from cmp_pipelines.store.api_store import ApiStore, ReadModel
+
+
+class MaskCardNumbers(logging.Filter):
+    """Access logs quote request paths: a card number typed into one is masked before it is written."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.args:
+            record.args = tuple(mask_pans_in(a) if isinstance(a, str) else a for a in record.args)
+        record.msg = mask_pans_in(record.msg) if isinstance(record.msg, str) else record.msg
+        return True
+
+
+def build_context(data_dir: Path | None = None) -> ApiContext:
+    p = paths()
+    settings = load_provider_settings(p.config_dir)
+    clients = load_api_clients(p.config_dir, p.keys_dir)
+    missing = [c.client_id for c in clients.values() if not c.key_sha256]
+    if missing:
+        log.warning("API clients without a key (run `cmp-pipelines api keys init`): %s", ", ".join(missing))
+    return ApiContext(store=ApiStore(), read_model=ReadModel(), provider=build_provider(settings.provider),
+                      settings=settings, clients_by_hash={c.key_sha256: c for c in clients.values() if c.key_sha256},
+                      main_store=p.database)
+
+
+def publish_if_free(wait_seconds: float = 2.0) -> bool:
+    """At start-up, refresh the read model when no pipeline run holds the main store."""
+    from datetime import UTC, datetime
+
+    from cmp_pipelines.services.one_off import publish_accounts
+    from cmp_pipelines.store.connection import StoreBusyError, connect
+
+    try:
+        with connect(paths().database, read_only=True, wait_seconds=wait_seconds) as con:
+            publish_accounts(con, datetime.now(UTC))
+        return True
+    except StoreBusyError:
+        log.warning("main store busy: serving the last published read model")
+        return False
+
+
+def create_app(ctx: ApiContext | None = None) -> FastAPI:
+    app = FastAPI(
+        title="CMP one-off payments and account set-up",
+        version="1.0.0",
+        description="Create Payment for AgentView, selfcare and IVR; payment status; account balance; payment "
+                    "type, card token and mandate set-up. Every call needs an X-API-Key. Amounts are decimal "
+                    "strings with two places. Errors are RFC 9457 problem details naming the field. SOAP: "
+                    "`/soap/payment-setup?wsdl`.",
+    )
+    app.state.cmp = ctx or build_context()
+    app.add_exception_handler(problems.Problem, problems.problem_handler)
+    app.add_exception_handler(RequestValidationError, problems.validation_handler)
+    app.add_exception_handler(StarletteHTTPException, problems.http_handler)
+    app.add_exception_handler(Exception, problems.unexpected_handler)
+    app.include_router(payments.router)
+    app.include_router(setup.router)
+    app.include_router(soap.router)
+    app.include_router(sandbox_pages.router)
+
+    @app.get("/health", tags=["service"], summary="Liveness, and when the read model was published")
+    def health() -> dict:
+        return {"status": "ok", "read_model_published_at": app.state.cmp.read_model.published_at()}
+
+    return app

@@ -1,0 +1,61 @@
+"""What every request handler shares: configuration, the API store, the read model, the provider."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import APIKeyHeader
+
+from cmp_pipelines.api.problems import Problem
+from cmp_pipelines.one_off_config import ApiClient, ProviderSettings, hash_key
+from cmp_pipelines.resources.payment_provider import PaymentProvider
+from cmp_pipelines.store.api_store import ApiStore, ReadModel
+
+log = logging.getLogger("cmp_pipelines.api")
+API_KEY = APIKeyHeader(name="X-API-Key", auto_error=False, description="The client's API key (channel AGENT, "
+                                                                       "SELFCARE or IVR).")
+
+
+@dataclass
+class ApiContext:
+    store: ApiStore
+    read_model: ReadModel
+    provider: PaymentProvider
+    settings: ProviderSettings
+    clients_by_hash: dict[str, ApiClient]
+    main_store: Path  # cmp.duckdb: opened only for set-up writes, with a short bounded wait
+    setup_wait_seconds: float = 0.3
+
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+
+async def context(request: Request) -> ApiContext:
+    return request.app.state.cmp
+
+
+def authenticate(ctx: ApiContext, key: str | None) -> ApiClient:
+    """The client whose key hashes to a configured hash; a missing or unknown key is refused (401)."""
+    if not key:
+        raise Problem(401, "an API key is required in the X-API-Key header", slug="unauthorized",
+                      headers={"WWW-Authenticate": "ApiKey"})
+    digest = hash_key(key)
+    client = ctx.clients_by_hash.get(digest)
+    if client is None or not hmac.compare_digest(client.key_sha256 or "", digest):
+        raise Problem(401, "the API key is not valid", slug="unauthorized", headers={"WWW-Authenticate": "ApiKey"})
+    return client
+
+
+async def client(request: Request, key: str | None = Depends(API_KEY)) -> ApiClient:
+    """Async on purpose: a sync dependency costs every request a trip through the thread pool."""
+    return authenticate(request.app.state.cmp, key)
+
+
+Client = Annotated[ApiClient, Depends(client)]
+Ctx = Annotated[ApiContext, Depends(context)]

@@ -1,0 +1,234 @@
+"""Create Payment (idempotent), payment status, an account's payments and balance, the provider callback."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import sqlite3
+from typing import Annotated, Literal
+
+import orjson
+from fastapi import APIRouter, Header, Path, Query, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from cmp_pipelines.api.context import ApiContext, Client, Ctx, log
+from cmp_pipelines.api.models import ACCOUNT, Balance, CreatePayment, Payment, PaymentList, check_account
+from cmp_pipelines.api.problems import Problem
+from cmp_pipelines.domain.money import format_minor, parse_amount
+from cmp_pipelines.one_off_config import ApiClient
+from cmp_pipelines.resources.payment_provider import SIGNATURE_HEADER, BadSignature, ProviderTimeout
+from cmp_pipelines.services.one_off import finish
+
+router = APIRouter()
+PROBLEM = {"model": dict, "content": {"application/problem+json": {}}}
+ERRORS = {401: PROBLEM, 404: PROBLEM, 409: PROBLEM, 422: PROBLEM, 503: PROBLEM}
+IdempotencyKey = Annotated[str, Header(alias="Idempotency-Key", min_length=1, max_length=255,
+                                       pattern=r"^[\x21-\x7e]+$",
+                                       description="Required. The same key and body return the same payment; "
+                                                   "the same key with another body is a 409.")]
+
+AccountPath = Annotated[str, Path(description="The account number.", examples=["ACC00000001"],
+                                  json_schema_extra={"pattern": ACCOUNT.pattern})]
+
+
+def valid_account(value: str) -> str:
+    try:
+        return check_account(value)
+    except ValueError as exc:
+        raise Problem(422, f"account_number: {exc}", field="account_number") from None
+
+
+def account(ctx: ApiContext, number: str) -> dict:
+    """The published account, with the API's own set-up changes made since the publish laid over it."""
+    row = ctx.read_model.account(number)
+    if row is None:
+        if ctx.read_model.published_at() is None:
+            raise Problem(503, "account data has not been published to the API yet; run `cmp-pipelines api "
+                               "publish` or wait for the next api_sync_job run", slug="not-ready")
+        raise Problem(404, f"account {number} does not exist", field="account_number")
+    view = dict(row)
+    overlay = ctx.store.one("SELECT * FROM account_overlay WHERE account_number = ?", [number])
+    if overlay is not None and overlay["applied_at"] > (row["published_at"] or ""):
+        view.update(payment_type=overlay["payment_type"], card_provider=overlay["card_provider"],
+                    card_token=overlay["card_token"], last_four=overlay["last_four"], expiry=overlay["expiry"])
+    return view
+
+
+def payment_view(row: sqlite3.Row) -> dict:
+    return {
+        "payment_id": row["payment_id"], "account_number": row["account_number"],
+        "amount": format_minor(row["amount_minor"]), "currency": row["currency"], "method": row["method"],
+        "status": row["status"], "reason_code": row["reason_code"], "reason": row["reason"],
+        "channel": row["channel"], "client_id": row["client_id"], "reference": row["reference"],
+        "provider": row["provider"], "provider_reference": row["provider_reference"],
+        "redirect_url": row["redirect_url"], "last_four": row["last_four"], "created_at": row["created_at"],
+        "completed_at": row["completed_at"],
+        "ledger": {"state": row["ledger_state"], "batch_id": row["ledger_batch_id"]},
+    }
+
+
+def _get(ctx: ApiContext, payment_id: str) -> sqlite3.Row:
+    row = ctx.store.one("SELECT * FROM payments WHERE payment_id = ?", [payment_id])
+    if row is None:
+        raise Problem(404, f"payment {payment_id} does not exist", field="payment_id")
+    return row
+
+
+def _validate_target(ctx: ApiContext, body: CreatePayment) -> dict:
+    target = account(ctx, body.account_number)
+    if body.currency != target["currency"]:
+        raise Problem(422, f"currency: account {body.account_number} is billed in {target['currency']}",
+                      field="currency")
+    if target["status"] != "ACTIVE":
+        raise Problem(422, f"account_number: account {body.account_number} is {target['status']}",
+                      field="account_number")
+    if body.method == "CARD_ON_FILE" and not target["card_token"]:
+        raise Problem(422, f"method: account {body.account_number} has no card on file; register one or use "
+                           "HOSTED_PAGE", field="method")
+    return target
+
+
+def _record(ctx: ApiContext, who: ApiClient, key: str, body: CreatePayment) -> tuple[dict, dict | None]:
+    """(payment row, account) for a new payment; (existing row, None) for a replay; 409 for another body.
+
+    One write transaction: the key check, the account check and the insert cannot interleave with a twin
+    request, in this process or another."""
+    digest = hashlib.sha256(json.dumps(body.model_dump(), sort_keys=True).encode()).hexdigest()
+    now = ctx.now()
+    with ctx.store.write() as con:
+        existing = con.execute("SELECT * FROM payments WHERE client_id = ? AND idempotency_key = ?",
+                               [who.client_id, key]).fetchone()
+        if existing is None:  # only a new payment is checked against the account: a replay answers as before
+            target = _validate_target(ctx, body)
+            row = {
+                "payment_id": f"PAY-{now:%Y%m%d}-{secrets.token_hex(6).upper()}", "client_id": who.client_id,
+                "channel": who.channel, "idempotency_key": key, "request_hash": digest,
+                "account_number": body.account_number, "amount_minor": parse_amount(body.amount),
+                "currency": body.currency, "method": body.method, "reference": body.reference,
+                "status": "PENDING" if body.method == "CARD_ON_FILE" else "AWAITING_CARD",
+                "provider": ctx.provider.name, "created_at": now.isoformat(), "updated_at": now.isoformat(),
+                "reason_code": None, "reason": None, "provider_reference": None, "redirect_url": None,
+                "last_four": None, "completed_at": None, "ledger_state": "WAITING", "ledger_batch_id": None,
+            }
+            columns = ("payment_id", "client_id", "channel", "idempotency_key", "request_hash", "account_number",
+                       "amount_minor", "currency", "method", "reference", "status", "provider", "created_at",
+                       "updated_at")
+            con.execute(f"INSERT INTO payments ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
+                        [row[c] for c in columns])
+            return row, target
+    if existing["request_hash"] != digest:
+        raise Problem(409, f"Idempotency-Key was already used by payment {existing['payment_id']} with a "
+                           "different body; use a new key for a new payment", field="Idempotency-Key",
+                      slug="idempotency-key-reused")
+    return dict(existing), None
+
+
+def _create(ctx: ApiContext, who: ApiClient, key: str, body: CreatePayment, base_url: str) -> tuple[int, dict, dict]:
+    row, target = _record(ctx, who, key, body)
+    if target is None:
+        return 200, payment_view(row), {"Idempotent-Replayed": "true"}
+    payment_id, headers = row["payment_id"], {}
+    if body.method == "CARD_ON_FILE":
+        try:
+            outcome = ctx.provider.charge(merchant_reference=payment_id, card_token=target["card_token"],
+                                          amount_minor=row["amount_minor"], currency=row["currency"])
+        except ProviderTimeout:
+            log.warning("payment %s: provider timed out; left PENDING for reconciliation", payment_id)
+        else:
+            now = ctx.now()
+            if finish(ctx.store, payment_id, ("PENDING",), outcome.status, now, reason_code=outcome.reason_code,
+                      reason=outcome.reason, provider_reference=outcome.provider_reference,
+                      last_four=target["last_four"]):
+                row.update(status=outcome.status, reason_code=outcome.reason_code, reason=outcome.reason,
+                           provider_reference=outcome.provider_reference, last_four=target["last_four"],
+                           updated_at=now.isoformat(), completed_at=now.isoformat(), ledger_state="DUE")
+            else:
+                row = dict(_get(ctx, payment_id))
+    else:
+        session = ctx.provider.start_hosted_payment(
+            merchant_reference=payment_id, amount_minor=row["amount_minor"], currency=row["currency"],
+            callback_url=f"{base_url}/v1/provider/callbacks",
+            page_base_url=ctx.settings.hosted_page_url or f"{base_url}/sandbox-provider")
+        with ctx.store.write() as con:
+            con.execute("UPDATE payments SET hosted_session = ?, redirect_url = ? WHERE payment_id = ?",
+                        [session.session_id, session.redirect_url, payment_id])
+        row.update(redirect_url=session.redirect_url)
+        headers["Location"] = session.redirect_url
+    return 201, payment_view(row), headers
+
+
+@router.post("/v1/payments", status_code=201, response_model=Payment, tags=["payments"],
+             responses={200: {"model": Payment, "description": "Replay: this key already made this payment."},
+                        **ERRORS},
+             summary="Create a one-off card payment")
+async def create_payment(body: CreatePayment, idempotency_key: IdempotencyKey, request: Request, who: Client,
+                         ctx: Ctx) -> Response:
+    """Runs on the event loop: its store work is a few SQLite statements of microseconds, and a thread hop
+    per request cost more than the work under load. A provider that blocks on the network runs in a thread."""
+    base_url = str(request.base_url).rstrip("/")
+    args = (ctx, who, idempotency_key, body, base_url)
+    if ctx.provider.blocking:
+        status, view, headers = await run_in_threadpool(_create, *args)
+    else:
+        status, view, headers = _create(*args)
+    return Response(orjson.dumps(view), status_code=status, headers=headers, media_type="application/json")
+
+
+@router.get("/v1/payments/{payment_id}", response_model=Payment, tags=["payments"], responses=ERRORS,
+            summary="A payment and its status")
+def get_payment(payment_id: Annotated[str, Path(max_length=64)], who: Client,
+                ctx: Ctx) -> dict:
+    return payment_view(_get(ctx, payment_id))
+
+
+@router.get("/v1/accounts/{account_number}/payments", response_model=PaymentList, tags=["payments"],
+            responses=ERRORS, summary="An account's one-off payments with their status, newest first")
+def list_payments(account_number: AccountPath, who: Client, ctx: Ctx,
+                  status: Literal["AWAITING_CARD", "PENDING", "SUCCEEDED", "DECLINED", "FAILED"] | None = None,
+                  limit: Annotated[int, Query(ge=1, le=500)] = 100) -> dict:
+    number = valid_account(account_number)
+    account(ctx, number)
+    rows = ctx.store.query(
+        "SELECT * FROM payments WHERE account_number = ? AND (? IS NULL OR status = ?) "
+        "ORDER BY created_at DESC, payment_id DESC LIMIT ?", [number, status, status, limit])
+    return {"account_number": number, "payments": [payment_view(r) for r in rows]}
+
+
+@router.get("/v1/accounts/{account_number}/balance", response_model=Balance, tags=["accounts"], responses=ERRORS,
+            summary="The account's sales-ledger balance")
+def get_balance(account_number: AccountPath, who: Client,
+                ctx: Ctx) -> dict:
+    number = valid_account(account_number)
+    target = account(ctx, number)
+    waiting = ctx.store.one("SELECT coalesce(sum(amount_minor), 0) FROM payments WHERE account_number = ? "
+                            "AND status = 'SUCCEEDED' AND ledger_state = 'DUE'", [number])[0]
+    return {"account_number": number, "currency": target["currency"], "balance": format_minor(target["balance_minor"]),
+            "as_of": target["published_at"], "awaiting_ledger": format_minor(waiting)}
+
+
+@router.post("/v1/provider/callbacks", tags=["provider"], responses={400: PROBLEM, 401: PROBLEM, 404: PROBLEM,
+                                                                      409: PROBLEM},
+             summary="The payment provider's signed outcome of a hosted card page (HMAC, not an API key)")
+async def provider_callback(request: Request, ctx: Ctx,
+                            signature: Annotated[str | None, Header(alias=SIGNATURE_HEADER)] = None) -> dict:
+    body = await request.body()
+    try:
+        payload = ctx.provider.verify_callback(body, signature, ctx.settings.callback_tolerance_seconds)
+    except BadSignature as exc:
+        raise Problem(401, f"callback refused: {exc}", field=SIGNATURE_HEADER, slug="bad-signature") from None
+    if not isinstance(payload, dict) or payload.get("status") not in ("SUCCEEDED", "DECLINED") \
+            or not isinstance(payload.get("session_id"), str):
+        raise Problem(400, "callback payload needs session_id and status SUCCEEDED or DECLINED", field="status")
+    row = ctx.store.one("SELECT * FROM payments WHERE hosted_session = ?", [payload["session_id"]])
+    if row is None:
+        raise Problem(404, "no payment has this hosted session", field="session_id")
+    code = payload.get("reason_code") if payload["status"] == "DECLINED" else None
+    reason = getattr(ctx.provider, "reasons", {}).get(code) if code else None
+    if not finish(ctx.store, row["payment_id"], ("AWAITING_CARD", "PENDING"), payload["status"], ctx.now(),
+                  reason_code=code, reason=reason, provider_reference=payload.get("provider_reference"),
+                  last_four=payload.get("last_four")):
+        current = _get(ctx, row["payment_id"])
+        if current["status"] != payload["status"]:
+            raise Problem(409, f"payment {row['payment_id']} is already {current['status']}", field="status")
+    return {"payment_id": row["payment_id"], "status": _get(ctx, row["payment_id"])["status"]}

@@ -1,0 +1,126 @@
+"""Account set-up over REST: payment type, card token, mandate. Applied at once when the main store is free,
+else queued (202 + a status resource) for the next `api_sync_job` run: a pipeline run never fails a request."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import threading
+from datetime import date
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from cmp_pipelines.api.context import ApiContext, Client, Ctx
+from cmp_pipelines.api.models import CreateMandate, PaymentProfile, RegisterCard, SetPaymentType, SetupRequest
+from cmp_pipelines.api.payments import ERRORS, AccountPath, account, valid_account
+from cmp_pipelines.api.problems import Problem
+from cmp_pipelines.configuration import PAYMENT_TYPES, load_partners
+from cmp_pipelines.one_off_config import ApiClient
+from cmp_pipelines.services import mandates, payment_setup
+from cmp_pipelines.services.account_setup_requests import apply_request, record_overlay
+from cmp_pipelines.services.payment_setup import SetupError
+from cmp_pipelines.settings import paths
+from cmp_pipelines.store.connection import StoreBusyError, connect
+
+router = APIRouter()
+_main_store = threading.Lock()  # one API thread at a time in cmp.duckdb, so waits stay bounded
+QUEUED = {202: {"model": SetupRequest, "description": "A pipeline run holds the store: queued, see Location."}}
+
+
+def _problem(exc: SetupError) -> Problem:
+    return Problem(exc.status, f"{exc.field}: {exc.message}", field=exc.field)
+
+
+def prevalidate(kind: str, body: dict, today: date) -> None:
+    """The checks that need no database, so a queued request can only fail on the account's state."""
+    if kind in ("PAYMENT_TYPE", "CARD"):
+        if kind == "PAYMENT_TYPE" and body.get("payment_type") not in PAYMENT_TYPES:
+            raise SetupError("payment_type", f"use one of {', '.join(PAYMENT_TYPES)}")
+        if body.get("card_token") is not None:
+            payment_setup._card(body["card_token"], body.get("last_four"), body.get("expiry"), body.get("provider"),
+                                load_partners(paths().config_dir), today)
+        elif kind == "CARD" or body.get("last_four") or body.get("expiry") or body.get("provider"):
+            raise SetupError("card_token", "the provider's card token is required with card details")
+    elif kind == "MANDATE":
+        mandates._bank_details(body.get("sort_code"), body.get("bank_account"), body.get("account_name"))
+        if body.get("reference") is not None:
+            mandates.validate_reference(body["reference"])
+
+
+def submit(ctx: ApiContext, who: ApiClient, kind: str, account_number: str, body: dict,
+           applied_status: int = 200) -> tuple[int, dict, dict]:
+    """(HTTP status, body, headers): applied now, or queued when the main store stays busy past the short wait."""
+    number = valid_account(account_number)
+    account(ctx, number)
+    now = ctx.now()
+    try:
+        prevalidate(kind, body, now.date())
+    except SetupError as exc:
+        raise _problem(exc) from None
+    behind = ctx.store.one("SELECT count(*) FROM setup_requests WHERE account_number = ? AND status = 'QUEUED'",
+                           [number])[0]
+    if not behind:  # applying now would overtake a queued request for the same account
+        try:
+            if not _main_store.acquire(timeout=ctx.setup_wait_seconds):
+                raise StoreBusyError("another API request holds the store")
+            try:
+                with connect(ctx.main_store, wait_seconds=ctx.setup_wait_seconds) as con:
+                    result = apply_request(con, kind, number, body, now=now, cause=f"api {who.channel.lower()}")
+            finally:
+                _main_store.release()
+        except StoreBusyError:
+            pass
+        except SetupError as exc:
+            raise _problem(exc) from None
+        else:
+            record_overlay(ctx.store, kind, result, now)
+            return applied_status, result, {}
+    request_id = f"SR-{now:%Y%m%d}-{secrets.token_hex(6).upper()}"
+    with ctx.store.write() as con:
+        con.execute("INSERT INTO setup_requests (request_id, client_id, channel, kind, account_number, body, status, "
+                    "created_at) VALUES (?, ?, ?, ?, ?, ?, 'QUEUED', ?)",
+                    [request_id, who.client_id, who.channel, kind, number, json.dumps(body), now.isoformat()])
+    return 202, request_view(ctx, request_id), {"Location": f"/v1/setup-requests/{request_id}"}
+
+
+def request_view(ctx: ApiContext, request_id: str) -> dict:
+    row = ctx.store.one("SELECT * FROM setup_requests WHERE request_id = ?", [request_id])
+    if row is None:
+        raise Problem(404, f"set-up request {request_id} does not exist", field="request_id")
+    return {"request_id": row["request_id"], "kind": row["kind"], "account_number": row["account_number"],
+            "status": row["status"], "result": json.loads(row["result"]) if row["result"] else None,
+            "problem": json.loads(row["problem"]) if row["problem"] else None, "created_at": row["created_at"],
+            "applied_at": row["applied_at"]}
+
+
+def _respond(outcome: tuple[int, dict, dict]) -> JSONResponse:
+    status, body, headers = outcome
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+@router.put("/v1/accounts/{account_number}/payment-type", response_model=PaymentProfile, tags=["accounts"],
+            responses={**QUEUED, **ERRORS}, summary="Set how the account pays (RECURRING_CARD needs a card token)")
+def put_payment_type(account_number: AccountPath, body: SetPaymentType, who: Client,
+                     ctx: Ctx) -> JSONResponse:
+    return _respond(submit(ctx, who, "PAYMENT_TYPE", account_number, body.model_dump()))
+
+
+@router.put("/v1/accounts/{account_number}/card", response_model=PaymentProfile, tags=["accounts"],
+            responses={**QUEUED, **ERRORS}, summary="Register the provider's card token for the account")
+def put_card(account_number: AccountPath, body: RegisterCard, who: Client,
+             ctx: Ctx) -> JSONResponse:
+    return _respond(submit(ctx, who, "CARD", account_number, body.model_dump()))
+
+
+@router.post("/v1/accounts/{account_number}/mandates", status_code=201, tags=["accounts"],
+             responses={**QUEUED, **ERRORS}, summary="Create a Direct Debit Instruction (mandate)")
+def post_mandate(account_number: AccountPath, body: CreateMandate, who: Client,
+                 ctx: Ctx) -> JSONResponse:
+    return _respond(submit(ctx, who, "MANDATE", account_number, body.model_dump(), applied_status=201))
+
+
+@router.get("/v1/setup-requests/{request_id}", response_model=SetupRequest, tags=["accounts"], responses=ERRORS,
+            summary="A queued set-up request: QUEUED, APPLIED (with the result) or FAILED (with the problem)")
+def get_setup_request(request_id: str, who: Client, ctx: Ctx) -> dict:
+    return request_view(ctx, request_id)

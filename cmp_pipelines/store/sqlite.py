@@ -1,0 +1,70 @@
+"""Small SQLite stores in WAL mode, for what must stay writable while a pipeline run holds the DuckDB file.
+
+DuckDB admits one process per database file (not even readers beside a writer); SQLite in WAL mode lets
+many processes read while one writes, and a write lock lasts microseconds. The API's own store, its read
+model and the sandbox provider's state live here. One connection per thread; writes in one process are
+serialised by a lock (no busy-wait between our own threads), other processes wait on `busy_timeout`.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+class LocalSqlite:
+    def __init__(self, path: Path, schema: str = "", version: int = 1):
+        self.path = Path(path)
+        self._local = threading.local()
+        self._write_lock = threading.Lock()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if schema:
+            self._migrate(schema, version)
+
+    def _migrate(self, schema: str, version: int) -> None:
+        con = self.connection()
+        with self._write_lock:
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                current = con.execute("PRAGMA user_version").fetchone()[0]
+                if current < version:
+                    for statement in [s for s in schema.split(";") if s.strip()]:
+                        con.execute(statement)
+                    con.execute(f"PRAGMA user_version = {int(version)}")
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+
+    def connection(self) -> sqlite3.Connection:
+        con = getattr(self._local, "con", None)
+        if con is None:
+            con = sqlite3.connect(self.path, isolation_level=None, timeout=10.0, check_same_thread=False)
+            con.execute("PRAGMA journal_mode=WAL")
+            con.execute("PRAGMA synchronous=NORMAL")
+            con.execute("PRAGMA busy_timeout=10000")
+            con.row_factory = sqlite3.Row
+            self._local.con = con
+        return con
+
+    @contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """One transaction holding SQLite's write lock: read-then-write inside it is atomic across processes."""
+        con = self.connection()
+        with self._write_lock:
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                yield con
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            con.execute("COMMIT")
+
+    def query(self, sql: str, params: tuple | list | dict = ()) -> list[sqlite3.Row]:
+        return self.connection().execute(sql, params).fetchall()
+
+    def one(self, sql: str, params: tuple | list | dict = ()) -> sqlite3.Row | None:
+        return self.connection().execute(sql, params).fetchone()

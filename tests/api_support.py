@@ -1,0 +1,73 @@
+"""A real uvicorn server on a free loopback port over the `platform` store, and httpx clients per channel."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import dagster as dg
+import httpx
+import pytest
+import uvicorn
+
+from cmp_pipelines.api.app import create_app
+from cmp_pipelines.one_off_config import hash_key, write_key_hash
+from cmp_pipelines.services.one_off import publish_accounts
+from cmp_pipelines.settings import paths
+
+KEYS = {"AGENTVIEW": "test-agent-key-0123456789abcdef", "SELFCARE_APP": "test-selfcare-key-0123456789abcdef",
+        "IVR": "test-ivr-key-0123456789abcdef"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Api:
+    base_url: str
+    platform: object
+
+    def client(self, client_id: str = "AGENTVIEW", key: str | None = None) -> httpx.Client:
+        headers = {} if key == "" else {"X-API-Key": key or KEYS[client_id]}
+        return httpx.Client(base_url=self.base_url, headers=headers, timeout=10)
+
+    def publish(self) -> None:
+        with self.platform.connect() as con:
+            publish_accounts(con, datetime.now(UTC))
+
+
+@pytest.fixture
+def api(platform, monkeypatch):
+    monkeypatch.setenv("CMP_PROVIDER_SECRET", "test-provider-secret")
+    for client_id, key in KEYS.items():
+        write_key_hash(paths().keys_dir, client_id, hash_key(key))
+    server_api = Api("", platform)
+    server_api.publish()
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(), host="127.0.0.1", port=port, log_level="warning",
+                                           access_log=False))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the API server did not start")
+        time.sleep(0.02)
+    server_api.base_url = f"http://127.0.0.1:{port}"
+    yield server_api
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture
+def api_instance(tmp_path):
+    """A Dagster instance for the Ledger Monitor's headless runs."""
+    (tmp_path / "dagster_home").mkdir(exist_ok=True)
+    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster_home")) as test_instance:
+        yield test_instance
