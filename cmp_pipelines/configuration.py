@@ -168,6 +168,12 @@ class RejectionConfig:
     codes: dict[str, RejectionCode]
     bacs_return_codes: dict[str, str] = dataclass_field(default_factory=dict)  # ARUDD four-digit returnCode -> code
 
+    @property
+    def card_codes(self) -> dict[str, RejectionCode]:
+        """The codes a card provider declines with: every code but those ARUDD return codes map to."""
+        direct_debit = set(self.bacs_return_codes.values())
+        return {code: c for code, c in self.codes.items() if code not in direct_debit}
+
 
 def _event(file: Path, entry: str, raw: dict, field: str) -> WorkflowEvent | None:
     value = raw.get(field)

@@ -17,7 +17,7 @@ from cmp_pipelines.headless import run_pending_sensors
 from cmp_pipelines.settings import PROJECT_ROOT
 
 ACCOUNT = "ACC00000003"
-CODES = load_rejection_codes(PROJECT_ROOT / "config").codes
+CODES = load_rejection_codes(PROJECT_ROOT / "config").card_codes
 
 
 def monitor(instance) -> list:

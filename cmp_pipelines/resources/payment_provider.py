@@ -150,7 +150,7 @@ class SandboxProvider(PaymentProvider):
                  config_dir: Path | None = None):
         self.state = LocalSqlite(state_path or paths().data_dir / "sandbox_provider.sqlite", SANDBOX_SCHEMA)
         self.secret = secret or callback_secret()
-        codes = load_rejection_codes(config_dir or paths().config_dir).codes
+        codes = load_rejection_codes(config_dir or paths().config_dir).card_codes
         self.reasons = {code: c.description for code, c in codes.items()}
 
     def _decide(self, merchant_reference: str, token: str, amount_minor: int, currency: str) -> ProviderOutcome:
