@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import duckdb
-import orjson
 
 from cmp_pipelines.configuration import DirectDebitConfig, MandateRevisionCode, Partner
 from cmp_pipelines.domain.addacs_rules import APPLY_SQL, CLASSIFY_SQL
@@ -22,7 +21,7 @@ from cmp_pipelines.formats.encryption import PartnerKeyring
 from cmp_pipelines.formats.errors import FileRejected
 from cmp_pipelines.services.files import FileStoreLike
 from cmp_pipelines.services.intake import Intake, Received, file_stem, sha256_hex
-from cmp_pipelines.services.ledger_file import json_rows, sql_literal
+from cmp_pipelines.services.ledger_file import sql_literal, write_records_file
 from cmp_pipelines.services.reference import sync_mandate_revision_codes
 from cmp_pipelines.store.connection import transaction
 
@@ -128,17 +127,14 @@ class AddacsReports:
         header = {"file_id": load.file_id, "source_file_name": file_name, "bureau": load.partner,
                   "batch_id": load.batch_id, "processed_at": self.now.isoformat(), "advice_count": load.advice_count,
                   "outcomes": load.outcomes, "problems": load.problems}
-        with json_rows(
-            self.con,
+        path = write_records_file(
+            self.con, self.files, f"outbound/reports/{FEED}/{load.partner}/{file_stem(file_name)}.outcomes.json",
+            header, "advices",
             f"""
             SELECT position, reference, reason_code, mandate_id, account_number, action, outcome,
                    new_sort_code, new_account_number, effective_date::VARCHAR AS effective_date, problem_code, problem
             FROM addacs_advices WHERE batch_id = {sql_literal(load.batch_id)} ORDER BY position
             """,
-        ) as rows:
-            path = self.files.write_parts(
-                f"outbound/reports/{FEED}/{load.partner}/{file_stem(file_name)}.outcomes.json",
-                [b'{"header":' + orjson.dumps(header) + b',"advices":', rows, b"}"],
-            )
+        )
         self.con.execute("UPDATE batches SET output_path = ? WHERE batch_id = ?", [path, load.batch_id])
         return path

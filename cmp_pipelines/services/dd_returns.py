@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import duckdb
-import orjson
 
 from cmp_pipelines.configuration import DirectDebitConfig, Partner, RejectionConfig
 from cmp_pipelines.domain.arudd_rules import CLASSIFY_SQL, COMMUNICATION_SQL, UNCONFIGURED_EVENT
@@ -35,11 +34,12 @@ from cmp_pipelines.services.files import FileStoreLike
 from cmp_pipelines.services.intake import Intake, Received, file_stem, sha256_hex
 from cmp_pipelines.services.ledger_file import (
     PostResult,
-    json_rows,
     posted_batch,
     record_posting_batch,
     sql_literal,
+    write_communications,
     write_posting_file,
+    write_records_file,
 )
 from cmp_pipelines.services.reference import sync_rejection_codes
 from cmp_pipelines.store.connection import transaction
@@ -223,31 +223,16 @@ class DirectDebitReturns:
             "reversed_count": load.reversed_count, "reversed_amount": format_minor(load.reversed_minor),
             "rejected_count": load.outcomes.get("REJECTED", 0), "outcomes": load.outcomes,
         }
-        batch = sql_literal(load.batch_id)
-        with json_rows(
-            self.con,
+        report = write_records_file(
+            self.con, self.files, f"outbound/reports/{FEED}/{load.partner}/{file_stem(file_name)}.outcomes.json",
+            header, "returns",
             f"""
             SELECT position, reference, transaction_code, return_code, return_description, collection_id,
                    account_number, minor_to_decimal(amount_minor) AS amount, reason_code, outcome, decline, attempt,
                    retry_due_on::VARCHAR AS represent_on, problem_code, problem
-            FROM dd_returns WHERE batch_id = {batch} ORDER BY position
+            FROM dd_returns WHERE batch_id = {sql_literal(load.batch_id)} ORDER BY position
             """,
-        ) as rows:
-            report = self.files.write_parts(
-                f"outbound/reports/{FEED}/{load.partner}/{file_stem(file_name)}.outcomes.json",
-                [b'{"header":' + orjson.dumps(header) + b',"returns":', rows, b"}"],
-            )
-        with json_rows(
-            self.con,
-            f"""
-            SELECT account_number, template, source_ref AS collection_id, body
-            FROM customer_communications WHERE batch_id = {batch} ORDER BY account_number, source_ref
-            """,
-        ) as rows:
-            communications = self.files.write_parts(
-                f"outbound/communications/{load.batch_id}.json",
-                [b'{"header":' + orjson.dumps({"batch_id": load.batch_id, "created_at": self.now.isoformat()})
-                 + b',"communications":', rows, b"}"],
-            )
+        )
+        communications = write_communications(self.con, self.files, load.batch_id, self.now, "collection_id")
         self.con.execute("UPDATE batches SET output_path = ? WHERE batch_id = ?", [report, load.batch_id])
         return report, communications

@@ -81,6 +81,25 @@ def json_rows(con: duckdb.DuckDBPyConnection, query: str) -> Iterator[Path]:
         os.unlink(tmp)
 
 
+def write_records_file(con: duckdb.DuckDBPyConnection, files: FileStoreLike, path: str, header: dict, key: str,
+                       query: str) -> str:
+    """`{"header": ..., key: [rows]}` with the rows streamed from DuckDB's JSON COPY, never held as Python objects."""
+    with json_rows(con, query) as rows:
+        return files.write_parts(path, [b'{"header":' + orjson.dumps(header) + b',"' + key.encode() + b'":', rows,
+                                        b"}"])
+
+
+def write_communications(con: duckdb.DuckDBPyConnection, files: FileStoreLike, batch_id: str, now: datetime,
+                         source_name: str) -> str:
+    """The customer communications a rejections batch raised, for the messaging system."""
+    return write_records_file(
+        con, files, f"outbound/communications/{batch_id}.json",
+        {"batch_id": batch_id, "created_at": now.isoformat()}, "communications",
+        f"SELECT account_number, template, source_ref AS {source_name}, body FROM customer_communications "
+        f"WHERE batch_id = {sql_literal(batch_id)} ORDER BY account_number, source_ref",
+    )
+
+
 def write_posting_file(
     con: duckdb.DuckDBPyConnection, files: FileStoreLike, batch_id: str, source: str, now: datetime
 ) -> tuple[str, int, int]:
