@@ -34,6 +34,9 @@ prepare: install
 	$(BIN)/cmp-pipelines run-card-payments
 	@if [ -z "$$(find $(CMP_DATA_DIR)/inbound/card_rejections -type f 2>/dev/null | head -1)" ] \
 		&& [ ! -d $(CMP_DATA_DIR)/archive/card_rejections ]; then $(BIN)/cmp-pipelines demo card-rejections; fi
+	$(BIN)/cmp-pipelines demo orders
+	@if [ -z "$$(find $(CMP_DATA_DIR)/inbound/warehouse_dispatch -type f 2>/dev/null | head -1)" ] \
+		&& [ ! -d $(CMP_DATA_DIR)/archive/warehouse_dispatch ]; then $(BIN)/cmp-pipelines demo warehouse-dispatch; fi
 
 ## make run: install, prepare demo data, start the Dagster UI and daemon on 127.0.0.1:3000
 run: prepare
