@@ -4,6 +4,7 @@
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
+import duckdb
 
 from cmp_pipelines.resources.database import Database
 from cmp_pipelines.services.sales_orders import pending_generation, request_batch_id, unfinished_batches
@@ -32,6 +33,8 @@ def sales_order_request_sensor(*, job, partitions_def: dg.DynamicPartitionsDefin
                 stale = unfinished_batches(con, created_before=now - RETRY_AFTER)
         except StoreBusyError as exc:
             return dg.SensorResult(skip_reason=f"store busy: {exc}")
+        except duckdb.Error as exc:  # e.g. a store not yet migrated (`cmp-pipelines init`): tell, never crash
+            return dg.SensorResult(skip_reason=f"store not readable: {exc}")
         requests = [dg.RunRequest(run_key=f"{key}#retry-{now:%Y%m%d%H}", partition_key=key,
                                   tags={"cmp/feed": "hardware_orders", "cmp/retry": "true"}) for key in stale]
         if up_to is not None:

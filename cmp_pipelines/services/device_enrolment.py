@@ -16,7 +16,6 @@ from typing import Protocol
 
 import duckdb
 import orjson
-import pyarrow as pa
 
 from cmp_pipelines.configuration import Partner
 from cmp_pipelines.domain.orders import ENROLMENT_FAILED_EVENT
@@ -236,8 +235,7 @@ class EnrolmentResponses:
         content_sha = sha256_hex(plaintext)
         self.intake.refuse_duplicate(received, content_sha, header["file_id"])
         table, shape_errors = record_file.record_columns(RESPONSE_FILE, records)
-        table = table.append_column("shape_error", pa.array(
-            [shape_errors.get(i + 1) for i in range(table.num_rows)], pa.string()))
+        table = record_file.with_shape_and_card_numbers(table, shape_errors, ("record_id", "reason"))
         batch_id = f"DEN-{content_sha[:16]}"
         code, message = first_broken(RESPONSE_RULES)
         params = {"batch": batch_id, "manufacturer": received.partner, "now": self.now}
