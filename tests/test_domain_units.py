@@ -44,8 +44,8 @@ def copy_config(tmp_path):
 
 
 def test_shipped_configuration_is_valid():
-    assert set(load_partners(PROJECT_ROOT / "config")) == {"PAYPOINT", "LOCKBOX", "CARDPAY", "BACSBUREAU", "WH_NORTH",
-                                                   "WH_SOUTH", "ACME_MOBILE", "ORBIT_DEVICES"}
+    assert set(load_partners(PROJECT_ROOT / "config")) == {
+        "PAYPOINT", "LOCKBOX", "CARDPAY", "BACSBUREAU", "WH_NORTH", "WH_SOUTH", "ACME_MOBILE", "ORBIT_DEVICES"}
     assert len(load_probes(PROJECT_ROOT / "config")) == 15
 
 

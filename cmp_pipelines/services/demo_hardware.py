@@ -9,6 +9,7 @@ from pathlib import Path
 import duckdb
 
 from cmp_pipelines.configuration_hardware import HardwareConfig
+from cmp_pipelines.domain.orders_checks import imei_check_digit
 from cmp_pipelines.formats.encryption import PartnerKeyring
 from cmp_pipelines.services.files import FileStoreLike
 from cmp_pipelines.services.hardware_orders import Delivery, add_line, create_order, generate_order
@@ -89,6 +90,5 @@ def warehouse_response_files(con: duckdb.DuckDBPyConnection, files: FileStoreLik
 
 def _imei(n: int, valid: bool = True) -> str:
     body = f"35209900{n:06d}"
-    total = sum(int(d) if i % 2 == 0 else (2 * int(d)) // 10 + (2 * int(d)) % 10 for i, d in enumerate(body))
-    check = (10 - total % 10) % 10
+    check = int(imei_check_digit(body))
     return body + str(check if valid else (check + 3) % 10)
