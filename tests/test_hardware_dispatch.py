@@ -227,17 +227,23 @@ def test_card_numbers_are_never_stored(hardware):
     hardware.request()
     load, _ = hardware.dispatch(hardware.drop_dispatch("WH_NORTH", "pan.csv.enc", [
         shipped(order_id, 1, "PR-CASE-X1", "CASE-1", courier="4111111111111111"),
-        failed(order_id, 2, "LC-MDM-12M", f"licence bound to IMEI {imei(60)}")]))
+        failed(order_id, 2, "LC-MDM-12M", f"licence bound to IMEI {imei(60)}"),
+        f"{order_id},1,PR-CASE-X1,SHIPPED,5500005555555559,,DPD,21/11/2026 10:00,"]))
     outcomes = hardware.outcomes(load)
+    assert outcomes[4] == ("REJECTED", "CARD_NUMBER", "field imei holds a card number (************5559); it was "
+                                                      "masked, never stored")
     assert outcomes[2] == ("REJECTED", "CARD_NUMBER",
                            "field courier_reference holds a card number (************1111); it was masked, "
                            "never stored")
     assert outcomes[3] == ("LINE_ERROR", None, None)
-    stored = hardware.platform.query("SELECT courier_reference, error_reason FROM hw_dispatch_records "
+    stored = hardware.platform.query("SELECT courier_reference, error_reason, imei FROM hw_dispatch_records "
                                      "WHERE batch_id = ? ORDER BY position", [load.batch_id])
-    assert stored == [("************1111", None), (None, "licence bound to IMEI ***********" + imei(60)[-4:])]
+    assert stored == [("************1111", None, None),
+                      (None, "licence bound to IMEI ***********" + imei(60)[-4:], None),
+                      ("DPD", None, "************5559")]
     converted = hardware.platform.files.read_bytes("converted/warehouse_dispatch/WH_NORTH/pan.csv.json")
-    assert b"4111111111111111" not in converted and imei(60).encode() not in converted
+    for secret in (b"4111111111111111", imei(60).encode(), b"5500005555555559"):
+        assert secret not in converted
 
 
 def test_pending_charges_go_on_the_next_invoice_once(hardware):

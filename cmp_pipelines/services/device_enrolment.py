@@ -22,6 +22,7 @@ from cmp_pipelines.domain.orders import ENROLMENT_FAILED_EVENT
 from cmp_pipelines.domain.orders_dispatch_rules import first_broken
 from cmp_pipelines.domain.orders_enrolment import ACTIONS, ENROL_FROM, RESPONSE_RULES, RESULT_STATUS_SQL, UNENROL_FROM
 from cmp_pipelines.formats import record_file
+from cmp_pipelines.formats.device_card_numbers import with_card_numbers_masked
 from cmp_pipelines.formats.encryption import PartnerKeyring
 from cmp_pipelines.formats.errors import FileRejected
 from cmp_pipelines.formats.record_file import RecordFileSpec
@@ -235,7 +236,8 @@ class EnrolmentResponses:
         content_sha = sha256_hex(plaintext)
         self.intake.refuse_duplicate(received, content_sha, header["file_id"])
         table, shape_errors = record_file.record_columns(RESPONSE_FILE, records)
-        table = record_file.with_shape_and_card_numbers(table, shape_errors, ("record_id", "reason"))
+        table = with_card_numbers_masked(table, shape_errors, ("record_id", "request_id", "result", "reason"),
+                                         ("device_id",))
         batch_id = f"DEN-{content_sha[:16]}"
         code, message = first_broken(RESPONSE_RULES)
         params = {"batch": batch_id, "manufacturer": received.partner, "now": self.now}

@@ -26,8 +26,8 @@ from cmp_pipelines.domain.money import format_minor
 from cmp_pipelines.domain.orders import COMPLETE, ERROR, ORDER_ERROR_EVENT
 from cmp_pipelines.domain.orders_dispatch_rules import FORMAT_RULES, MATCH_RULES, first_broken
 from cmp_pipelines.formats import warehouse_dispatch_csv
+from cmp_pipelines.formats.device_card_numbers import with_card_numbers_masked
 from cmp_pipelines.formats.encryption import PartnerKeyring
-from cmp_pipelines.formats.record_file import with_shape_and_card_numbers
 from cmp_pipelines.services.files import FileStoreLike
 from cmp_pipelines.services.hardware_orders import sync_hardware_reference
 from cmp_pipelines.services.intake import Intake, Received, file_stem, sha256_hex
@@ -94,8 +94,8 @@ class WarehouseDispatch:
 
     def _load_new(self, received: Received) -> None:
         plaintext = self.intake.decrypt(received)
-        # IMEIs pass the card-number test (15 digits, Luhn): only the free-text fields are scanned and masked.
-        records = with_shape_and_card_numbers(warehouse_dispatch_csv.convert(plaintext), {}, FREE_TEXT)
+        records = with_card_numbers_masked(warehouse_dispatch_csv.convert(plaintext), {}, FREE_TEXT,
+                                           ("imei", "serial_number"))
         content_sha = sha256_hex(plaintext)
         self.intake.refuse_duplicate(received, content_sha, file_stem(received.file_name))
         batch_id = f"WHD-{content_sha[:16]}"
