@@ -39,6 +39,9 @@ prepare: install
 	$(BIN)/cmp-pipelines run-dd-collections
 	@if [ -z "$$(find $(CMP_DATA_DIR)/inbound/arudd -type f 2>/dev/null | head -1)" ] \
 		&& [ ! -d $(CMP_DATA_DIR)/archive/arudd ]; then $(BIN)/cmp-pipelines demo bacs-reports; fi
+	$(BIN)/cmp-pipelines demo orders
+	@if [ -z "$$(find $(CMP_DATA_DIR)/inbound/warehouse_dispatch -type f 2>/dev/null | head -1)" ] \
+		&& [ ! -d $(CMP_DATA_DIR)/archive/warehouse_dispatch ]; then $(BIN)/cmp-pipelines demo warehouse-dispatch; fi
 
 ## make run: install, prepare demo data, start the Dagster UI and daemon on 127.0.0.1:3000
 ## and the HTTP API on 127.0.0.1:$(API_PORT) in the background (stopped with the UI)

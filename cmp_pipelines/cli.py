@@ -629,6 +629,96 @@ def orders_stock(order_id: str | None, skus: tuple[str, ...]) -> None:
                    + (f"  ({r['problem']})" if r["problem"] else ""))
 
 
+@orders.command("enrol")
+@click.argument("device_id")
+def orders_enrol(device_id: str) -> None:
+    """Ask for DEVICE_ID (a dispatched handset's IMEI) to be enrolled on the next enrolment batch."""
+    from cmp_pipelines.services.device_enrolment import request_enrolment
+
+    view = _order_action(lambda con, _: request_enrolment(con, device_id, now=datetime.now(UTC)))
+    click.echo(f"{view['device_id']}: {view['enrolment_status']}")
+
+
+@orders.command("unenrol")
+@click.argument("device_id")
+def orders_unenrol(device_id: str) -> None:
+    """Ask for the enrolled handset DEVICE_ID to be unenrolled on the next enrolment batch."""
+    from cmp_pipelines.services.device_enrolment import request_unenrolment
+
+    view = _order_action(lambda con, _: request_unenrolment(con, device_id, now=datetime.now(UTC)))
+    click.echo(f"{view['device_id']}: {view['enrolment_status']}")
+
+
+@orders.command("device")
+@click.argument("device_id")
+def orders_device(device_id: str) -> None:
+    """A dispatched device, its enrolment status and its enrolment requests (JSON)."""
+    from cmp_pipelines.services.device_enrolment import device_view
+
+    click.echo(json.dumps(_order_action(lambda con, _: device_view(con, device_id)), indent=2))
+
+
+@main.command("run-enrolment-requests")
+@click.option("--date", "day", default=None, help="Business day YYYY-MM-DD (default: today, UTC).")
+def run_enrolment_requests(day: str | None) -> None:
+    """Run the Device Enrolment Request job for one day, as its daily schedule does (idempotent)."""
+    business_day = _business_day(day)
+    _run_day("device_enrolment_request_job", business_day, f"DER-{business_day:%Y%m%d}", "enrolment request(s)")
+
+
+@demo.command("orders")
+def demo_orders() -> None:
+    """Stock files, four generated hardware orders sent by the Sales Order Request job (one fails its fraud
+    check), and one more order left for the sensor."""
+    from cmp_pipelines.services import demo_hardware
+    from cmp_pipelines.services.sales_orders import pending_generation, request_batch_id
+
+    config = _hardware()
+    now = datetime.now(UTC)
+    for path in demo_hardware.write_stock_files(config, paths().data_dir / "stock"):
+        click.echo(path)
+    with _connect() as con:
+        if con.execute("SELECT count(*) FROM hw_orders").fetchone()[0]:
+            click.echo("demo orders exist already")
+            return
+        created = demo_hardware.create_orders(con, config, now)
+        up_to = pending_generation(con)
+    _dagster_home()
+    import dagster as dg
+
+    from cmp_pipelines.assets.hardware_orders import sales_order_request_partitions
+    from cmp_pipelines.headless import run_partition
+
+    with dg.DagsterInstance.get() as instance:  # what the sensor does: a partition for the batch, then its run
+        instance.add_dynamic_partitions(sales_order_request_partitions.name, [request_batch_id(up_to)])
+        outcome = run_partition("sales_order_request_job", request_batch_id(up_to), instance=instance)
+    if not outcome.success:
+        _fail(f"sales_order_request_job {request_batch_id(up_to)} failed: {outcome.error}")
+    with _connect() as con:
+        created += demo_hardware.create_orders(con, config, now, demo_hardware.ORDERS[2:3])
+        for order_id in created:
+            status = con.execute("SELECT status, coalesce(error_reason, '') FROM hw_orders WHERE order_id = ?",
+                                 [order_id]).fetchone()
+            click.echo(f"{order_id}: {status[0]} {status[1]}".rstrip())
+
+
+@demo.command("warehouse-dispatch")
+def demo_warehouse_dispatch() -> None:
+    """A response CSV per warehouse for the orders awaiting dispatch (a failed line, a unit still to come, a bad
+    IMEI), encrypted into data/inbound/warehouse_dispatch/<WAREHOUSE>/."""
+    from cmp_pipelines.formats.encryption import PartnerKeyring
+    from cmp_pipelines.resources.file_store import LocalFileStore
+    from cmp_pipelines.services import demo_hardware
+
+    with _connect() as con:
+        written = demo_hardware.warehouse_response_files(con, LocalFileStore(), PartnerKeyring(paths().keys_dir),
+                                                         datetime.now(UTC))
+    if not written:
+        _fail("no order awaiting dispatch: run `cmp-pipelines demo orders` first")
+    for path in written:
+        click.echo(path)
+
+
 from cmp_pipelines.api.cli import api as _api_commands  # noqa: E402 - the HTTP API's commands (issue 5)
 
 main.add_command(_api_commands)

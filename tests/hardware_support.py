@@ -11,6 +11,7 @@ import pytest
 
 from cmp_pipelines.configuration import load_partners
 from cmp_pipelines.configuration_hardware import HardwareConfig, load_hardware_orders
+from cmp_pipelines.domain.orders_checks import imei_check_digit
 from cmp_pipelines.resources.device_manufacturer import FileDropManufacturer
 from cmp_pipelines.resources.fraud_check import RuleBasedFraudCheck
 from cmp_pipelines.services.device_enrolment import EnrolmentBatch, EnrolmentRequests, EnrolmentResponses, ResponseLoad
@@ -30,8 +31,7 @@ PARTNERS = ("WH_NORTH", "WH_SOUTH", "ACME_MOBILE", "ORBIT_DEVICES")
 def imei(n: int, valid: bool = True) -> str:
     """A 15-digit IMEI with its Luhn check digit (or a wrong one)."""
     body = f"35693803{n:06d}"
-    total = sum(int(d) if i % 2 == 0 else (2 * int(d)) // 10 + (2 * int(d)) % 10 for i, d in enumerate(body))
-    check = (10 - total % 10) % 10
+    check = int(imei_check_digit(body))
     return body + str(check if valid else (check + 1) % 10)
 
 

@@ -4,6 +4,8 @@ and the metadata an operator sees in the UI."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import dagster as dg
 import pytest
 
@@ -83,8 +85,6 @@ def test_a_quarantined_warehouse_file_fails_its_run_with_the_reason(hardware, in
 
 
 def test_the_probes_job_counts_stuck_orders(hardware, instance):
-    from datetime import timedelta
-
     order_id = hardware.order("ACC00000006", [("PR-CASE-X1", 1)])
     hardware.request(now=NOW - timedelta(days=6))
     job = build_definitions().get_repository_def().get_job("hardware_order_probes_job")
@@ -100,3 +100,25 @@ def hardware_delivery_without_postcode():
     from cmp_pipelines.services.hardware_orders import Delivery
 
     return Delivery("Sam Smith", "9 Low Road", None, "Hull", None)
+
+
+def test_the_request_sensor_asks_again_for_orders_a_failed_run_left(hardware):
+    from cmp_pipelines.definitions_hardware import HARDWARE_SENSORS
+    from cmp_pipelines.resources.database import Database
+
+    [sensor] = [s for s in HARDWARE_SENSORS if s.name == "sales_order_request_sensor"]
+    hardware.order("ACC00000007", [("PR-CASE-X1", 1)])
+
+    def tick():
+        context = dg.build_sensor_context(resources={"database": Database()})
+        return [(r.partition_key, r.run_key) for r in sensor(context).run_requests or []]
+
+    assert tick() == [("SOR-00000001", "SOR-00000001")]
+    hardware.platform.query("UPDATE hw_orders SET generated_at = generated_at - INTERVAL 1 HOUR")
+    [(key, run_key)] = tick()
+    assert key == "SOR-00000001" and run_key.startswith("SOR-00000001#retry-")
+    hardware.request()
+    assert tick() == []
+    hardware.platform.query("UPDATE batches SET status = 'CLAIMED', created_at = created_at - INTERVAL 1 DAY "
+                            "WHERE batch_id = 'SOR-00000001'")
+    assert [k for k, _ in tick()] == ["SOR-00000001"]  # claimed but never sent: run again

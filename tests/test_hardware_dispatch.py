@@ -220,3 +220,45 @@ def test_bad_files_are_quarantined_with_the_reason(hardware, content, encrypt_fo
         hardware.dispatch(key)
     assert quarantined.value.code == code and text in quarantined.value.message
     assert hardware.platform.files.exists("quarantine/warehouse_dispatch/WH_NORTH/bad.csv.enc.error.json")
+
+
+def test_card_numbers_are_never_stored(hardware):
+    order_id = hardware.order("ACC00000019", [("PR-CASE-X1", 1), ("LC-MDM-12M", 1)])
+    hardware.request()
+    load, _ = hardware.dispatch(hardware.drop_dispatch("WH_NORTH", "pan.csv.enc", [
+        shipped(order_id, 1, "PR-CASE-X1", "CASE-1", courier="4111111111111111"),
+        failed(order_id, 2, "LC-MDM-12M", f"licence bound to IMEI {imei(60)}"),
+        f"{order_id},1,PR-CASE-X1,SHIPPED,5500005555555559,,DPD,21/11/2026 10:00,"]))
+    outcomes = hardware.outcomes(load)
+    assert outcomes[4] == ("REJECTED", "CARD_NUMBER", "field imei holds a card number (************5559); it was "
+                                                      "masked, never stored")
+    assert outcomes[2] == ("REJECTED", "CARD_NUMBER",
+                           "field courier_reference holds a card number (************1111); it was masked, "
+                           "never stored")
+    assert outcomes[3] == ("LINE_ERROR", None, None)
+    stored = hardware.platform.query("SELECT courier_reference, error_reason, imei FROM hw_dispatch_records "
+                                     "WHERE batch_id = ? ORDER BY position", [load.batch_id])
+    assert stored == [("************1111", None, None),
+                      (None, "licence bound to IMEI ***********" + imei(60)[-4:], None),
+                      ("DPD", None, "************5559")]
+    converted = hardware.platform.files.read_bytes("converted/warehouse_dispatch/WH_NORTH/pan.csv.json")
+    for secret in (b"4111111111111111", imei(60).encode(), b"5500005555555559"):
+        assert secret not in converted
+
+
+def test_pending_charges_go_on_the_next_invoice_once(hardware):
+    from cmp_pipelines.services.hardware_orders import account_orders, invoice_pending_charges
+    from tests.conftest import NOW
+
+    account = "ACC00000020"
+    first = hardware.order(account, [("PR-CASE-X1", 3)], billing="NEXT_INVOICE")
+    second = hardware.order(account, [("LC-MDM-12M", 1)], billing="NEXT_INVOICE")
+    hardware.request()
+    hardware.dispatch(hardware.drop_dispatch("WH_NORTH", "n.csv.enc", [
+        *(shipped(first, 1, "PR-CASE-X1", f"C-{i}") for i in range(3)), shipped(second, 1, "LC-MDM-12M", "L-1")]))
+    with hardware.platform.connect() as con:
+        assert invoice_pending_charges(con, account, "INV-NEXT-1", now=NOW) == (3 * 1999 + 6000, sorted([first,
+                                                                                                        second]))
+        assert invoice_pending_charges(con, account, "INV-NEXT-2", now=NOW) == (0, [])
+        assert [o["status"] for o in account_orders(con, account)] == ["COMPLETE", "COMPLETE"]
+    assert hardware.hardware_charges(account) == 0  # the invoice's own posting carries the amount

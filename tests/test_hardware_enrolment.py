@@ -104,6 +104,7 @@ def test_bad_answers_are_rejected_one_by_one_and_nothing_is_applied_twice(dispat
         answer("6", first, imei(1), "ENROLLED"),
         answer("7", first, imei(1), "ENROLLED"),
         {"record_id": "8", "request_id": second},
+        answer("9", second, "4111 1111 1111 1111", "ENROLLED"),
     ]
     key = hardware.drop_response("ACME_MOBILE", "acme-bad.json.enc", records)
     load = hardware.process_response(key)
@@ -112,7 +113,9 @@ def test_bad_answers_are_rejected_one_by_one_and_nothing_is_applied_twice(dispat
     assert rows == [(1, "REJECTED", "UNKNOWN_REQUEST"), (2, "REJECTED", "WRONG_MANUFACTURER"),
                     (3, "REJECTED", "DEVICE_MISMATCH"), (4, "REJECTED", "BAD_RESULT"),
                     (5, "REJECTED", "MISSING_REASON"), (6, "ENROLLED", None), (7, "REJECTED", "REPEATED_IN_FILE"),
-                    (8, "REJECTED", "MALFORMED_RECORD")]
+                    (8, "REJECTED", "MALFORMED_RECORD"), (9, "REJECTED", "CARD_NUMBER")]
+    assert hardware.platform.query("SELECT device_id FROM hw_enrolment_responses WHERE position = 9") == [
+        ("************1111",)]
     assert hardware.device(imei(1)) == ("ENROLLED", None)
     assert hardware.device(imei(2)) == ("ENROL_REQUESTED", None)  # still waiting for a proper answer
 

@@ -60,6 +60,9 @@ def test_invalid_requests_are_refused_naming_the_field(hardware):
                                   delivery=HOME, now=NOW), "billing", 422, "'LATER' is not a billing choice"),
             (lambda: create_order(con, "ACC00000002", billing="IMMEDIATE", fraud_check=True, enrolment=False,
                                   delivery=Delivery("x" * 101), now=NOW), "delivery_name", 422, "at most 100"),
+            (lambda: create_order(con, "ACC00000002", billing="IMMEDIATE", fraud_check=True, enrolment=False,
+                                  delivery=Delivery("J Smith", "4111 1111 1111 1111"), now=NOW), "address_line1", 422,
+             "'************1111' holds a card number"),
         ]
         fresh = create_order(con, "ACC00000002", billing="NEXT_INVOICE", fraud_check=False, enrolment=False,
                              delivery=HOME, now=NOW)["order_id"]

@@ -21,6 +21,12 @@ def imei_valid(imei: str | None) -> bool:
     return bool(imei) and bool(IMEI.match(imei)) and luhn_valid(imei)
 
 
+def imei_check_digit(body: str) -> str:
+    """The Luhn check digit that completes a 14-digit IMEI body (for demo data and tests)."""
+    total = sum(int(d) if i % 2 == 0 else (2 * int(d)) // 10 + (2 * int(d)) % 10 for i, d in enumerate(body))
+    return str((10 - total % 10) % 10)
+
+
 def imei_valid_sql(column: str) -> str:
     """The same rule as a DuckDB boolean expression over `column` (NULL counts as invalid)."""
     digit = f"substr({column}, 15 - i, 1)::INTEGER"

@@ -1,6 +1,7 @@
 """The record rules of a warehouse dispatch batch, as ordered (problem code, condition, message) SQL triples.
 
-`FORMAT_RULES` judge a record alone, when the file is loaded (alias `r`: the adaptor's record). `MATCH_RULES`
+`FORMAT_RULES` judge a record alone, when the file is loaded (alias `r`: the adaptor's record, with the
+`pan_field` / `pan_masked` columns of `record_file.with_shape_and_card_numbers`). `MATCH_RULES`
 judge it against the order it names, inside the Sales Order Dispatch transaction (aliases `r` record, `o`
 order, `l` order line, `p` catalogue product, `$warehouse` the sending warehouse), so two files never judge
 against stale state. The first rule a record breaks is its outcome.
@@ -13,6 +14,10 @@ from cmp_pipelines.domain.orders_checks import imei_valid_sql
 ISO_UTC = "[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z"
 
 FORMAT_RULES: tuple[tuple[str, str, str], ...] = (
+    # a card number where an identifier belongs rejects the record; in free text it is only masked (an IMEI
+    # quoted in a warehouse's error text passes the same test)
+    ("CARD_NUMBER", "r.pan_field IS NOT NULL AND r.pan_field NOT IN ('error_reason', 'row_problem')",
+     "'field ' || r.pan_field || ' holds a card number (' || r.pan_masked || '); it was masked, never stored'"),
     ("UNREADABLE_ROW", "r.row_problem IS NOT NULL", "r.row_problem"),
     ("BAD_STATUS", "r.status IS NULL OR r.status NOT IN ('DISPATCHED', 'ERROR')",
      "'STATUS ' || coalesce(q(r.status), 'is missing') || ': must be SHIPPED or FAILED'"),

@@ -28,6 +28,8 @@ RESULT_STATUS_SQL = (
 # more than once in a file keeps its first acceptable answer (REPEATED_IN_FILE, in the service).
 RESPONSE_RULES: tuple[tuple[str, str, str], ...] = (
     ("MALFORMED_RECORD", "r.shape_error IS NOT NULL", "r.shape_error"),
+    ("CARD_NUMBER", "r.pan_field IS NOT NULL",
+     "'field ' || r.pan_field || ' holds a card number (' || r.pan_masked || '); it was masked, never stored'"),
     ("UNKNOWN_REQUEST", "q.request_id IS NULL", "'request ' || coalesce(q(r.request_id), 'id missing') || "
                                                 "' was never sent'"),
     ("WRONG_MANUFACTURER", "q.manufacturer <> $manufacturer",

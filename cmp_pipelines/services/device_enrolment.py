@@ -16,13 +16,13 @@ from typing import Protocol
 
 import duckdb
 import orjson
-import pyarrow as pa
 
 from cmp_pipelines.configuration import Partner
 from cmp_pipelines.domain.orders import ENROLMENT_FAILED_EVENT
 from cmp_pipelines.domain.orders_dispatch_rules import first_broken
 from cmp_pipelines.domain.orders_enrolment import ACTIONS, ENROL_FROM, RESPONSE_RULES, RESULT_STATUS_SQL, UNENROL_FROM
 from cmp_pipelines.formats import record_file
+from cmp_pipelines.formats.device_card_numbers import with_card_numbers_masked
 from cmp_pipelines.formats.encryption import PartnerKeyring
 from cmp_pipelines.formats.errors import FileRejected
 from cmp_pipelines.formats.record_file import RecordFileSpec
@@ -236,8 +236,8 @@ class EnrolmentResponses:
         content_sha = sha256_hex(plaintext)
         self.intake.refuse_duplicate(received, content_sha, header["file_id"])
         table, shape_errors = record_file.record_columns(RESPONSE_FILE, records)
-        table = table.append_column("shape_error", pa.array(
-            [shape_errors.get(i + 1) for i in range(table.num_rows)], pa.string()))
+        table = with_card_numbers_masked(table, shape_errors, ("record_id", "request_id", "result", "reason"),
+                                         ("device_id",))
         batch_id = f"DEN-{content_sha[:16]}"
         code, message = first_broken(RESPONSE_RULES)
         params = {"batch": batch_id, "manufacturer": received.partner, "now": self.now}

@@ -13,6 +13,7 @@ from datetime import datetime
 import duckdb
 
 from cmp_pipelines.configuration_hardware import HardwareConfig
+from cmp_pipelines.domain.cards import find_pan, mask_pans_in
 from cmp_pipelines.domain.orders import (
     AWAITING_GENERATION,
     BILLING_CHOICES,
@@ -89,6 +90,8 @@ def _text(field: str, value: str | None) -> str | None:
     if not isinstance(value, str):
         raise OrderError(field, f"must be a string, got {type(value).__name__}")
     value = " ".join(value.split())
+    if find_pan(value):
+        raise OrderError(field, f"{mask_pans_in(value)!r} holds a card number; never type one into an order")
     if len(value) > MAX_TEXT:
         raise OrderError(field, f"must be at most {MAX_TEXT} characters")
     return value or None
@@ -222,3 +225,33 @@ def order_view(con: duckdb.DuckDBPyConnection, order_id: str) -> dict:
             {"from": h[0], "to": h[1], "cause": h[2], "at": h[3].isoformat()} for h in history
         ],
     }
+
+
+def account_orders(con: duckdb.DuckDBPyConnection, account_number: str) -> list[dict]:
+    """The account's orders, newest first: id, status, billing and total (the API's order list)."""
+    rows = con.execute(
+        """
+        SELECT o.order_id, o.status, o.billing, minor_to_decimal(coalesce(sum(l.quantity * l.unit_price_minor), 0)),
+               o.created_at
+        FROM hw_orders o LEFT JOIN hw_order_lines l USING (order_id)
+        WHERE o.account_number = ? GROUP BY ALL ORDER BY o.created_at DESC, o.order_id DESC
+        """,
+        [account_number],
+    ).fetchall()
+    return [{"order_id": r[0], "status": r[1], "billing": r[2], "total_amount": r[3], "created_at": r[4].isoformat()}
+            for r in rows]
+
+
+def invoice_pending_charges(con: duckdb.DuckDBPyConnection, account_number: str, invoice_number: str, *,
+                            now: datetime) -> tuple[int, list[str]]:
+    """What the billing cycle calls when it raises the account's next invoice: every pending hardware charge not
+    yet invoiced is attached to `invoice_number` (whose own ledger posting carries the amount), once.
+
+    Returns (total minor units, order ids) attached now; a second call for the same charges attaches nothing."""
+    with transaction(con):
+        rows = con.execute(
+            "UPDATE hw_pending_charges SET invoice_number = ?, invoiced_at = ? "
+            "WHERE account_number = ? AND invoice_number IS NULL RETURNING order_id, amount_minor",
+            [invoice_number, now, account_number],
+        ).fetchall()
+    return sum(r[1] for r in rows), sorted(r[0] for r in rows)

@@ -43,9 +43,15 @@ def request_batch_id(up_to_generation: int) -> str:
 
 def pending_generation(con: duckdb.DuckDBPyConnection) -> int | None:
     """The newest generation number of an order awaiting generation and not yet claimed (what the sensor asks)."""
+    return awaiting_generation(con)[0]
+
+
+def awaiting_generation(con: duckdb.DuckDBPyConnection) -> tuple[int | None, datetime | None]:
+    """(newest generation number, oldest generation time) of the orders awaiting generation, not yet claimed."""
     return con.execute(
-        "SELECT max(generation_seq) FROM hw_orders WHERE status = 'AWAITING_GENERATION' AND request_batch_id IS NULL"
-    ).fetchone()[0]
+        "SELECT max(generation_seq), min(generated_at) FROM hw_orders "
+        "WHERE status = 'AWAITING_GENERATION' AND request_batch_id IS NULL"
+    ).fetchone()
 
 
 def unfinished_batches(con: duckdb.DuckDBPyConnection, created_before: datetime | None = None) -> list[str]:

@@ -26,6 +26,7 @@ from cmp_pipelines.domain.money import format_minor
 from cmp_pipelines.domain.orders import COMPLETE, ERROR, ORDER_ERROR_EVENT
 from cmp_pipelines.domain.orders_dispatch_rules import FORMAT_RULES, MATCH_RULES, first_broken
 from cmp_pipelines.formats import warehouse_dispatch_csv
+from cmp_pipelines.formats.device_card_numbers import with_card_numbers_masked
 from cmp_pipelines.formats.encryption import PartnerKeyring
 from cmp_pipelines.services.files import FileStoreLike
 from cmp_pipelines.services.hardware_orders import sync_hardware_reference
@@ -43,6 +44,7 @@ from cmp_pipelines.store.connection import transaction
 FEED = "warehouse_dispatch"
 JOB = "Sales Order Dispatch job"
 ACCEPTED = "('DISPATCHED', 'LINE_ERROR')"
+FREE_TEXT = ("order_id", "line_number", "sku", "courier_reference", "error_reason", "row_problem")
 
 
 def billing_batch_id(load_batch_id: str) -> str:
@@ -92,7 +94,8 @@ class WarehouseDispatch:
 
     def _load_new(self, received: Received) -> None:
         plaintext = self.intake.decrypt(received)
-        records = warehouse_dispatch_csv.convert(plaintext)
+        records = with_card_numbers_masked(warehouse_dispatch_csv.convert(plaintext), {}, FREE_TEXT,
+                                           ("imei", "serial_number"))
         content_sha = sha256_hex(plaintext)
         self.intake.refuse_duplicate(received, content_sha, file_stem(received.file_name))
         batch_id = f"WHD-{content_sha[:16]}"

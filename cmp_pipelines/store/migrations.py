@@ -435,7 +435,6 @@ MIGRATIONS: list[tuple[int, str, str]] = [
             completed_at TIMESTAMPTZ,
             updated_at TIMESTAMPTZ NOT NULL
         );
-        CREATE INDEX hw_orders_status ON hw_orders(status);
         CREATE TABLE hw_order_lines (
             order_id VARCHAR NOT NULL,
             line_number INTEGER NOT NULL,
