@@ -113,3 +113,28 @@ def test_an_unavailable_fraud_service_leaves_the_orders_waiting(hardware):
         assert flow.send(flow.check_fraud(flow.claim("SOR-00000001"))).sent_count == 1
         assert unfinished_batches(con) == []
     assert hardware.status(order_id) == "AWAITING_DISPATCH"
+
+
+class _Forgetful(FraudCheck):
+    """A fraud service that leaves an order out of its answer."""
+
+    def assess(self, deliveries: pa.Table, config) -> pa.Table:
+        return RuleBasedFraudCheck().assess(deliveries, config).slice(1)
+
+
+def test_an_order_without_a_verdict_is_never_sent(hardware):
+    import pytest
+
+    from cmp_pipelines.services.sales_orders import FraudCheckIncomplete
+
+    first = hardware.order("ACC00000008", [("PR-CASE-X1", 1)])
+    hardware.order("ACC00000009", [("PR-CASE-X1", 1)])
+    with hardware.platform.connect() as con:
+        flow = SalesOrderRequests(con, hardware.platform.files, hardware.platform.keyring, hardware.config,
+                                  _Forgetful(), NOW)
+        batch = flow.claim("SOR-00000002")
+        with pytest.raises(FraudCheckIncomplete, match=f"no verdict for {first}"):
+            flow.check_fraud(batch)
+        assert flow.batch("SOR-00000002").status == "CLAIMED"
+        assert con.execute("SELECT count(*) FROM hw_fraud_checks").fetchone()[0] == 0
+    assert hardware.status(first) == "AWAITING_GENERATION"

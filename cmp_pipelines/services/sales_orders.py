@@ -33,6 +33,10 @@ KIND = "SALES_ORDER_REQUEST"
 BATCH_ID = re.compile(r"^SOR-([0-9]{8})$")
 
 
+class FraudCheckIncomplete(RuntimeError):
+    pass
+
+
 class FraudChecker(Protocol):
     def assess(self, deliveries: pa.Table, config: HardwareConfig) -> pa.Table: ...
 
@@ -140,6 +144,15 @@ class SalesOrderRequests:
                     )
                 finally:
                     self.con.unregister("verdicts")
+            unjudged = self.con.execute(
+                "SELECT string_agg(order_id, ', ' ORDER BY order_id) FROM hw_request_orders r "
+                "JOIN hw_orders o USING (order_id) WHERE r.batch_id = $batch AND o.fraud_check AND NOT EXISTS "
+                "(SELECT 1 FROM hw_fraud_checks f WHERE f.batch_id = r.batch_id AND f.order_id = r.order_id)",
+                {"batch": batch.batch_id},
+            ).fetchone()[0]
+            if unjudged:  # never ship an order that asked for a check without its verdict
+                raise FraudCheckIncomplete(f"the fraud check gave no verdict for {unjudged}; nothing recorded, "
+                                           f"{batch.batch_id} will be checked again")
             move_orders(
                 self.con,
                 "SELECT order_id, 'fraud check failed (' || batch_id || '): ' || reason AS cause, reason "
@@ -161,11 +174,12 @@ class SalesOrderRequests:
         return self.batch(batch.batch_id)
 
     def _sendable(self, batch_id: str) -> str:
+        """The batch's orders that need no fraud check or passed it."""
         return f"""
-            SELECT r.order_id FROM hw_request_orders r
+            SELECT r.order_id FROM hw_request_orders r JOIN hw_orders o USING (order_id)
             WHERE r.batch_id = {sql_literal(batch_id)}
-              AND NOT EXISTS (SELECT 1 FROM hw_fraud_checks f WHERE f.batch_id = r.batch_id
-                              AND f.order_id = r.order_id AND NOT f.passed)
+              AND (NOT o.fraud_check OR EXISTS (SELECT 1 FROM hw_fraud_checks f WHERE f.batch_id = r.batch_id
+                                                AND f.order_id = r.order_id AND f.passed))
         """
 
     def send(self, batch: RequestBatch) -> RequestBatch:
