@@ -88,39 +88,56 @@ def _request(port: int, accounts: list[str]) -> bytes:
             f"Content-Length: {len(body)}\r\n\r\n").encode() + body
 
 
-async def _client(port: int, accounts: list[str], until, latencies: list[float], errors: list[str]) -> None:
-    reader = writer = None
+class _Connection:
+    """One keep-alive client connection, reopened after a failure (which counts as an error)."""
+
+    def __init__(self, port: int):
+        self.port, self.reader, self.writer = port, None, None
+
+    async def send(self, request: bytes) -> int:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+        self.writer.write(request)
+        status = int((await self.reader.readline()).split()[1])
+        length = 0
+        while (line := await self.reader.readline()) not in (b"\r\n", b""):
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":")[1])
+        await self.reader.readexactly(length)
+        return status
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.writer = None
+
+
+async def _client(connection: _Connection, accounts: list[str], until, latencies: list[float],
+                  errors: list[str]) -> None:
     while not until():
+        request = _request(connection.port, accounts)
+        started = time.perf_counter()
         try:
-            if writer is None:
-                reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            request = _request(port, accounts)
-            started = time.perf_counter()
-            writer.write(request)
-            status = int((await reader.readline()).split()[1])
-            length = 0
-            while (line := await reader.readline()) not in (b"\r\n", b""):
-                if line.lower().startswith(b"content-length:"):
-                    length = int(line.split(b":")[1])
-            await reader.readexactly(length)
-            latencies.append(time.perf_counter() - started)
-            if status != 201:
-                errors.append(f"HTTP {status}")
+            status = await connection.send(request)
         except (OSError, asyncio.IncompleteReadError, ValueError, IndexError) as exc:
             errors.append(type(exc).__name__)
-            writer = None
-    if writer is not None:
-        writer.close()
+            connection.close()
+            continue
+        latencies.append(time.perf_counter() - started)
+        if status != 201:
+            errors.append(f"HTTP {status}")
 
 
 def load(port: int, accounts: list[str], clients: int, seconds: float | None = None,
          while_running: subprocess.Popen | None = None, warmup_s: float = 2.0) -> dict:
-    """`clients` connections hammering create-payment for `seconds`, or for as long as `while_running` runs."""
+    """`clients` connections hammering create-payment for `seconds`, or for as long as `while_running` runs.
+    The connections are opened and warmed up first; only the requests after that are measured."""
 
     async def run() -> dict:
+        connections = [_Connection(port) for _ in range(clients)]
         stop_at = time.perf_counter() + warmup_s
-        await asyncio.gather(*(_client(port, accounts, lambda: time.perf_counter() > stop_at, [], [])
-                               for _ in range(clients)))
+        await asyncio.gather(*(_client(c, accounts, lambda: time.perf_counter() > stop_at, [], [])
+                               for c in connections))
         latencies: list[float] = []
         errors: list[str] = []
         started = time.perf_counter()
@@ -130,8 +147,10 @@ def load(port: int, accounts: list[str], clients: int, seconds: float | None = N
         else:
             def until() -> bool:
                 return while_running.poll() is not None
-        await asyncio.gather(*(_client(port, accounts, until, latencies, errors) for _ in range(clients)))
+        await asyncio.gather(*(_client(c, accounts, until, latencies, errors) for c in connections))
         elapsed = time.perf_counter() - started
+        for connection in connections:
+            connection.close()
         ordered = sorted(latencies)
 
         def pct(p: float) -> float:

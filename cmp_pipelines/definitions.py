@@ -43,7 +43,7 @@ from cmp_pipelines.resources.cipher import PartnerCipher
 from cmp_pipelines.resources.database import Database
 from cmp_pipelines.resources.file_store import LocalFileStore
 from cmp_pipelines.resources.notifier import Notifier
-from cmp_pipelines.resources.payment_provider import PaymentProviderResource
+from cmp_pipelines.resources.payment_provider_resource import PaymentProviderResource
 from cmp_pipelines.sensors.inbound import inbound_file_sensor
 from cmp_pipelines.sensors.ledger_monitor import ledger_monitor_sensor
 

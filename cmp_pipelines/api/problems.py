@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -71,5 +73,7 @@ async def http_handler(request: Request, exc: StarletteHTTPException) -> JSONRes
 
 
 async def unexpected_handler(request: Request, exc: Exception) -> JSONResponse:
+    logging.getLogger("cmp_pipelines.api").error("unexpected %s on %s %s: %s", type(exc).__name__, request.method,
+                                                 mask_pans_in(request.url.path), mask_pans_in(str(exc)))
     return problem_response(Problem(500, "unexpected error; the request was not completed", slug="internal"),
                             request)

@@ -14,7 +14,7 @@ from cmp_pipelines.domain.money import format_minor
 from cmp_pipelines.one_off_config import load_provider_settings
 from cmp_pipelines.resources.database import DB_POOL, Database
 from cmp_pipelines.resources.file_store import FileStore
-from cmp_pipelines.resources.payment_provider import PaymentProviderResource
+from cmp_pipelines.resources.payment_provider_resource import PaymentProviderResource
 from cmp_pipelines.services import one_off
 from cmp_pipelines.services.account_setup_requests import apply_queued
 from cmp_pipelines.settings import paths

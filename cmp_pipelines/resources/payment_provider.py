@@ -10,6 +10,9 @@ and a Dagster run see the same provider, and its answers are deterministic by to
     tok_timeout_decline_<code>   declined at the provider, answer lost
     tok_timeout_lost             the provider never received it (reconciliation finds nothing)
     any other token              success
+
+No Dagster import here: the API process loads this module, and a smaller heap keeps its GC pauses short
+(the Dagster resource is `payment_provider_resource.py`).
 """
 
 import contextlib
@@ -23,7 +26,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import dagster as dg
 import orjson
 
 from cmp_pipelines.configuration import load_rejection_codes
@@ -147,8 +149,9 @@ class SandboxProvider(PaymentProvider):
     blocking = False  # local SQLite, microseconds
 
     def __init__(self, state_path: Path | None = None, secret: bytes | None = None,
-                 config_dir: Path | None = None):
-        self.state = LocalSqlite(state_path or paths().data_dir / "sandbox_provider.sqlite", SANDBOX_SCHEMA)
+                 config_dir: Path | None = None, server: bool = False):
+        self.state = LocalSqlite(state_path or paths().data_dir / "sandbox_provider.sqlite", SANDBOX_SCHEMA,
+                                 background_checkpoint=server)
         self.secret = secret or callback_secret()
         codes = load_rejection_codes(config_dir or paths().config_dir).card_codes
         self.reasons = {code: c.description for code, c in codes.items()}
@@ -227,16 +230,8 @@ class SandboxProvider(PaymentProvider):
         return orjson.loads(body)
 
 
-def build_provider(kind: str = "SANDBOX") -> PaymentProvider:
+def build_provider(kind: str = "SANDBOX", server: bool = False) -> PaymentProvider:
+    """`server`: for the long-lived API process (see LocalSqlite's background checkpoint)."""
     if kind == "SANDBOX":
-        return SandboxProvider()
+        return SandboxProvider(server=server)
     raise ValueError(f"unknown payment provider {kind!r}")
-
-
-class PaymentProviderResource(dg.ConfigurableResource):
-    """The provider for Dagster runs (reconciliation); `kind` comes from config/payment_provider.yaml."""
-
-    kind: str = "SANDBOX"
-
-    def provider(self) -> PaymentProvider:
-        return build_provider(self.kind)

@@ -168,17 +168,32 @@ def post_to_ledger(con: duckdb.DuckDBPyConnection, api: ApiStore, files: FileSto
                 {"type": settings.failure_event.event_type, "code": settings.failure_event.event_code, "now": now},
             )
             events = con.execute("SELECT count(*) FROM workflow_events").fetchone()[0] - events_before
-            posted = record_posting_batch(con, batch_id=batch_id, kind="ONE_OFF_POSTING", feed=FEED, now=now,
-                                          posted_before=before)
+            fresh = con.execute("SELECT count(*) FROM new_one_off").fetchone()[0]
+            posted = None
+            if fresh:  # a re-run after a crash finds everything recorded: no empty batch
+                posted = record_posting_batch(con, batch_id=batch_id, kind="ONE_OFF_POSTING", feed=FEED, now=now,
+                                              posted_before=before)
             con.execute("DROP TABLE new_one_off")
     finally:
         con.unregister("incoming_one_off")
-    path = write_posting_file(con, files, batch_id, FEED, now)[0] if posted.posting_count else None
-    ids = incoming.column("payment_id").to_pylist()
+    path = None
+    for pending_file in unwritten_posting_files(con):  # this batch's, and one a crash left without its file
+        written = write_posting_file(con, files, pending_file, FEED, now)[0]
+        path = written if pending_file == batch_id else path
+    recorded = dict(con.execute(
+        "SELECT payment_id, batch_id FROM one_off_payments WHERE payment_id IN (SELECT unnest($ids))",
+        {"ids": incoming.column("payment_id").to_pylist()}).fetchall())
     with api.write() as w:
         w.executemany("UPDATE payments SET ledger_state = 'RECORDED', ledger_batch_id = ? WHERE payment_id = ?",
-                      [(batch_id, i) for i in ids])
-    return MonitorResult(batch_id, len(ids), posted.posted_now, posted.total_minor, events, path)
+                      [(b, i) for i, b in recorded.items()])
+    return MonitorResult(batch_id if posted else None, len(recorded), posted.posted_now if posted else 0,
+                         posted.total_minor if posted else 0, events, path)
+
+
+def unwritten_posting_files(con: duckdb.DuckDBPyConnection) -> list[str]:
+    return [row[0] for row in con.execute(
+        "SELECT batch_id FROM batches WHERE feed = ? AND output_path IS NULL AND record_count > 0 ORDER BY 1",
+        [FEED]).fetchall()]
 
 
 def publish_accounts(con: duckdb.DuckDBPyConnection, now: datetime) -> int:

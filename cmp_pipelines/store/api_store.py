@@ -97,8 +97,8 @@ def read_model_path() -> Path:
 
 
 class ApiStore(LocalSqlite):
-    def __init__(self, path: Path | None = None):
-        super().__init__(path or api_store_path(), API_SCHEMA)
+    def __init__(self, path: Path | None = None, background_checkpoint: bool = False):
+        super().__init__(path or api_store_path(), API_SCHEMA, background_checkpoint=background_checkpoint)
 
 
 class ReadModel:

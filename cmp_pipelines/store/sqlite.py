@@ -8,24 +8,34 @@ serialised by a lock (no busy-wait between our own threads), other processes wai
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 
 class LocalSqlite:
-    def __init__(self, path: Path, schema: str = "", version: int = 1):
+    def __init__(self, path: Path, schema: str = "", version: int = 1, background_checkpoint: bool = False):
+        """`background_checkpoint`: a server's store copies its WAL into the database from a thread of its
+        own each second, so no request waits on a checkpoint's fsync (SQLite would run it inside a commit)."""
         self.path = Path(path)
         self._local = threading.local()
         self._write_lock = threading.Lock()
+        self._background_checkpoint = background_checkpoint
+        if background_checkpoint:
+            threading.Thread(target=self._checkpoint_forever, name=f"checkpoint {self.path.name}",
+                             daemon=True).start()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if schema:
             self._migrate(schema, version)
 
     def _migrate(self, schema: str, version: int) -> None:
         con = self.connection()
+        if con.execute("PRAGMA user_version").fetchone()[0] >= version:
+            return  # the usual case: no write lock taken just to open the store
         with self._write_lock:
             con.execute("BEGIN IMMEDIATE")
             try:
@@ -46,9 +56,17 @@ class LocalSqlite:
             con.execute("PRAGMA journal_mode=WAL")
             con.execute("PRAGMA synchronous=NORMAL")
             con.execute("PRAGMA busy_timeout=10000")
+            if self._background_checkpoint:
+                con.execute("PRAGMA wal_autocheckpoint=0")
             con.row_factory = sqlite3.Row
             self._local.con = con
         return con
+
+    def _checkpoint_forever(self, every_seconds: float = 1.0) -> None:
+        while True:
+            time.sleep(every_seconds)
+            with contextlib.suppress(sqlite3.Error):  # busy or gone: the next round tries again
+                self.connection().execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     @contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
