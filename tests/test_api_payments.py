@@ -246,3 +246,22 @@ def test_a_crash_after_posting_resumes_without_posting_twice(api, platform, api_
     with api.client() as http:
         assert http.get(f"/v1/payments/{paid['payment_id']}").json()["ledger"] == {"state": "RECORDED",
                                                                                    "batch_id": batch}
+
+
+def test_twin_requests_racing_with_one_key_make_one_payment(api, platform, api_instance):
+    from concurrent.futures import ThreadPoolExecutor
+
+    with api.client() as http:
+        register(http, ACCOUNT, "tok_twins")
+    before = platform.balance(ACCOUNT)
+
+    def send(_):
+        with api.client() as http:
+            return pay(http, key="twin-key", amount="2.50")
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(send, range(16)))
+    assert {a.status_code for a in answers} <= {200, 201} and [a.status_code for a in answers].count(201) == 1
+    assert len({a.json()["payment_id"] for a in answers}) == 1
+    monitor(api_instance)
+    assert platform.balance(ACCOUNT) == before - 250

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import logging
 
 from fastapi import FastAPI
@@ -80,5 +79,4 @@ def create_app(ctx: ApiContext | None = None) -> FastAPI:
     def health() -> dict:
         return {"status": "ok", "read_model_published_at": app.state.cmp.read_model.published_at()}
 
-    gc.freeze()  # the start-up heap never becomes garbage: keep it out of every later collection
     return app

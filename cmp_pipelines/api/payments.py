@@ -92,36 +92,40 @@ def _validate_target(ctx: ApiContext, body: CreatePayment) -> dict:
 def _record(ctx: ApiContext, who: ApiClient, key: str, body: CreatePayment) -> tuple[dict, dict | None]:
     """(payment row, account) for a new payment; (existing row, None) for a replay; 409 for another body.
 
-    One write transaction: the key check, the account check and the insert cannot interleave with a twin
-    request, in this process or another."""
+    Only a new key is checked against the account, so a replay answers as the first call did. Twin requests
+    racing with one new key meet at the UNIQUE (client, key) insert: the loser replays the winner's payment."""
     digest = hashlib.sha256(json.dumps(body.model_dump(), sort_keys=True).encode()).hexdigest()
-    now = ctx.now()
-    with ctx.store.write() as con:
-        existing = con.execute("SELECT * FROM payments WHERE client_id = ? AND idempotency_key = ?",
-                               [who.client_id, key]).fetchone()
-        if existing is None:  # only a new payment is checked against the account: a replay answers as before
-            target = _validate_target(ctx, body)
-            row = {
-                "payment_id": f"PAY-{now:%Y%m%d}-{secrets.token_hex(6).upper()}", "client_id": who.client_id,
-                "channel": who.channel, "idempotency_key": key, "request_hash": digest,
-                "account_number": body.account_number, "amount_minor": parse_amount(body.amount),
-                "currency": body.currency, "method": body.method, "reference": body.reference,
-                "status": "PENDING" if body.method == "CARD_ON_FILE" else "AWAITING_CARD",
-                "provider": ctx.provider.name, "created_at": now.isoformat(), "updated_at": now.isoformat(),
-                "reason_code": None, "reason": None, "provider_reference": None, "redirect_url": None,
-                "last_four": None, "completed_at": None, "ledger_state": "WAITING", "ledger_batch_id": None,
-            }
-            columns = ("payment_id", "client_id", "channel", "idempotency_key", "request_hash", "account_number",
-                       "amount_minor", "currency", "method", "reference", "status", "provider", "created_at",
-                       "updated_at")
-            con.execute(f"INSERT INTO payments ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
-                        [row[c] for c in columns])
+    existing = ctx.store.one("SELECT * FROM payments WHERE client_id = ? AND idempotency_key = ?",
+                             [who.client_id, key])
+    if existing is None:
+        target = _validate_target(ctx, body)
+        now = ctx.now()
+        row = {
+            "payment_id": f"PAY-{now:%Y%m%d}-{secrets.token_hex(6).upper()}", "client_id": who.client_id,
+            "channel": who.channel, "idempotency_key": key, "request_hash": digest,
+            "account_number": body.account_number, "amount_minor": parse_amount(body.amount),
+            "currency": body.currency, "method": body.method, "reference": body.reference,
+            "status": "PENDING" if body.method == "CARD_ON_FILE" else "AWAITING_CARD",
+            "provider": ctx.provider.name, "created_at": now.isoformat(), "updated_at": now.isoformat(),
+            "reason_code": None, "reason": None, "provider_reference": None, "redirect_url": None,
+            "last_four": None, "completed_at": None, "ledger_state": "WAITING", "ledger_batch_id": None,
+        }
+        if ctx.store.write_one(
+            f"INSERT INTO payments ({', '.join(INSERTED)}) VALUES ({', '.join('?' * len(INSERTED))}) "
+            "ON CONFLICT (client_id, idempotency_key) DO NOTHING", [row[c] for c in INSERTED],
+        ):
             return row, target
+        existing = ctx.store.one("SELECT * FROM payments WHERE client_id = ? AND idempotency_key = ?",
+                                 [who.client_id, key])
     if existing["request_hash"] != digest:
         raise Problem(409, f"Idempotency-Key was already used by payment {existing['payment_id']} with a "
                            "different body; use a new key for a new payment", field="Idempotency-Key",
                       slug="idempotency-key-reused")
     return dict(existing), None
+
+
+INSERTED = ("payment_id", "client_id", "channel", "idempotency_key", "request_hash", "account_number",
+            "amount_minor", "currency", "method", "reference", "status", "provider", "created_at", "updated_at")
 
 
 def _create(ctx: ApiContext, who: ApiClient, key: str, body: CreatePayment, base_url: str) -> tuple[int, dict, dict]:

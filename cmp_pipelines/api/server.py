@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 
 import uvicorn
@@ -17,10 +18,14 @@ def serve(host: str = "127.0.0.1", port: int = 8000, access_log: bool = True, wo
         uvicorn.run("cmp_pipelines.api.server:app_factory", factory=True, workers=workers, host=host, port=port,
                     access_log=access_log, log_level="info")
     else:
-        uvicorn.run(create_app(), host=host, port=port, access_log=access_log, log_level="info")
+        app = create_app()
+        gc.freeze()  # the start-up heap never becomes garbage: keep it out of every later collection
+        uvicorn.run(app, host=host, port=port, access_log=access_log, log_level="info")
 
 
 def app_factory():
     """What each worker process builds (its own connections; the access-log filter applies in each)."""
     logging.getLogger("uvicorn.access").addFilter(MaskCardNumbers())
-    return create_app()
+    app = create_app()
+    gc.freeze()
+    return app

@@ -169,10 +169,9 @@ class SandboxProvider(PaymentProvider):
             if code not in self.reasons:
                 code = "14" if "14" in self.reasons else next(iter(self.reasons))
         reference = "SBX-" + hashlib.sha256(merchant_reference.encode()).hexdigest()[:16].upper()
-        with self.state.write() as con:
-            con.execute("INSERT INTO transactions VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                        [merchant_reference, reference, status, code, amount_minor, currency,
-                         datetime.now(UTC).isoformat()])
+        self.state.write_one("INSERT INTO transactions VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                             [merchant_reference, reference, status, code, amount_minor, currency,
+                              datetime.now(UTC).isoformat()])
         if timeout:
             raise ProviderTimeout("sandbox: the provider took the payment but its answer timed out")
         return ProviderOutcome(status, reference, code, self.reasons.get(code) if code else None)

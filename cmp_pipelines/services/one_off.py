@@ -49,16 +49,14 @@ def finish(api: ApiStore, payment_id: str, from_status: tuple[str, ...], status:
            last_four: str | None = None) -> bool:
     """Move a payment to a final status once: only from `from_status`, so a late callback changes nothing."""
     marks = ",".join("?" * len(from_status))
-    with api.write() as con:
-        cursor = con.execute(
-            f"UPDATE payments SET status = ?, reason_code = ?, reason = ?, "
-            f"provider_reference = coalesce(?, provider_reference), last_four = coalesce(?, last_four), "
-            f"updated_at = ?, completed_at = ?, ledger_state = 'DUE' "
-            f"WHERE payment_id = ? AND status IN ({marks})",
-            [status, reason_code, reason, provider_reference, last_four, now.isoformat(), now.isoformat(),
-             payment_id, *from_status],
-        )
-        return cursor.rowcount == 1
+    return api.write_one(
+        f"UPDATE payments SET status = ?, reason_code = ?, reason = ?, "
+        f"provider_reference = coalesce(?, provider_reference), last_four = coalesce(?, last_four), "
+        f"updated_at = ?, completed_at = ?, ledger_state = 'DUE' "
+        f"WHERE payment_id = ? AND status IN ({marks})",
+        [status, reason_code, reason, provider_reference, last_four, now.isoformat(), now.isoformat(),
+         payment_id, *from_status],
+    ) == 1
 
 
 def stale(api: ApiStore, settings: ProviderSettings, now: datetime) -> list:

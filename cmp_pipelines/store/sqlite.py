@@ -81,6 +81,11 @@ class LocalSqlite:
                 raise
             con.execute("COMMIT")
 
+    def write_one(self, sql: str, params: tuple | list | dict = ()) -> int:
+        """One statement in its own implicit transaction (one call into SQLite instead of three); rows changed."""
+        with self._write_lock:
+            return self.connection().execute(sql, params).rowcount
+
     def query(self, sql: str, params: tuple | list | dict = ()) -> list[sqlite3.Row]:
         return self.connection().execute(sql, params).fetchall()
 
