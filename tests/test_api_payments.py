@@ -84,7 +84,7 @@ def test_a_card_payment_is_recorded_with_its_channel_and_posted_by_the_ledger_mo
 
         assert platform.balance(ACCOUNT) == before - 1234
         status = http.get(f"/v1/payments/{payment['payment_id']}").json()
-        assert status["ledger"]["state"] == "RECORDED"
+        assert (status["ledger"]["state"], status["workflow_event"]) == ("RECORDED", None)
         assert platform.query("SELECT channel, status, batch_id FROM one_off_payments") == \
             [("IVR", "SUCCEEDED", status["ledger"]["batch_id"])]
         assert platform.query("SELECT kind, amount_minor, source_ref FROM ledger_postings WHERE batch_id = ?",
@@ -112,6 +112,11 @@ def test_each_configured_decline_raises_the_workflow_event_and_posts_nothing(api
 
     monitor(api_instance)
 
+    with api.client("SELFCARE_APP") as http:
+        for payment_id in payments:
+            seen = http.get(f"/v1/payments/{payment_id}").json()
+            assert (seen["ledger"]["state"], seen["workflow_event"]) == \
+                ("RECORDED", {"type": "ONE_OFF_PAYMENT", "code": "CARD_PAYMENT_FAILED"})
     assert {a: platform.balance(a) for a in accounts.values()} == before
     assert platform.payment_postings() == 0
     events = platform.query("SELECT source_ref, event_type, event_code, detail FROM workflow_events")

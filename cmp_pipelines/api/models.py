@@ -71,6 +71,11 @@ class Ledger(BaseModel):
     batch_id: str | None
 
 
+class WorkflowEvent(BaseModel):
+    type: str
+    code: str
+
+
 class Payment(BaseModel):
     payment_id: str
     account_number: str
@@ -90,6 +95,8 @@ class Payment(BaseModel):
     created_at: str
     completed_at: str | None
     ledger: Ledger
+    workflow_event: WorkflowEvent | None = Field(
+        description="For a failure the Ledger Monitor has recorded: the workflow event it raised (nothing posted).")
 
 
 class PaymentList(BaseModel):

@@ -55,7 +55,9 @@ def account(ctx: ApiContext, number: str) -> dict:
     return view
 
 
-def payment_view(row: sqlite3.Row) -> dict:
+def payment_view(row: sqlite3.Row | dict, ctx: ApiContext) -> dict:
+    failed = row["status"] in ("DECLINED", "FAILED") and row["ledger_state"] == "RECORDED"
+    event = ctx.settings.failure_event
     return {
         "payment_id": row["payment_id"], "account_number": row["account_number"],
         "amount": format_minor(row["amount_minor"]), "currency": row["currency"], "method": row["method"],
@@ -65,6 +67,7 @@ def payment_view(row: sqlite3.Row) -> dict:
         "redirect_url": row["redirect_url"], "last_four": row["last_four"], "created_at": row["created_at"],
         "completed_at": row["completed_at"],
         "ledger": {"state": row["ledger_state"], "batch_id": row["ledger_batch_id"]},
+        "workflow_event": {"type": event.event_type, "code": event.event_code} if failed else None,
     }
 
 
@@ -131,7 +134,7 @@ INSERTED = ("payment_id", "client_id", "channel", "idempotency_key", "request_ha
 def _create(ctx: ApiContext, who: ApiClient, key: str, body: CreatePayment, base_url: str) -> tuple[int, dict, dict]:
     row, target = _record(ctx, who, key, body)
     if target is None:
-        return 200, payment_view(row), {"Idempotent-Replayed": "true"}
+        return 200, payment_view(row, ctx), {"Idempotent-Replayed": "true"}
     payment_id, headers = row["payment_id"], {}
     if body.method == "CARD_ON_FILE":
         try:
@@ -159,7 +162,7 @@ def _create(ctx: ApiContext, who: ApiClient, key: str, body: CreatePayment, base
                         [session.session_id, session.redirect_url, payment_id])
         row.update(redirect_url=session.redirect_url)
         headers["Location"] = session.redirect_url
-    return 201, payment_view(row), headers
+    return 201, payment_view(row, ctx), headers
 
 
 @router.post("/v1/payments", status_code=201, response_model=Payment, tags=["payments"],
@@ -183,7 +186,7 @@ async def create_payment(body: CreatePayment, idempotency_key: IdempotencyKey, r
             summary="A payment and its status")
 def get_payment(payment_id: Annotated[str, Path(max_length=64)], who: Client,
                 ctx: Ctx) -> dict:
-    return payment_view(_get(ctx, payment_id))
+    return payment_view(_get(ctx, payment_id), ctx)
 
 
 @router.get("/v1/accounts/{account_number}/payments", response_model=PaymentList, tags=["payments"],
@@ -196,7 +199,7 @@ def list_payments(account_number: AccountPath, who: Client, ctx: Ctx,
     rows = ctx.store.query(
         "SELECT * FROM payments WHERE account_number = ? AND (? IS NULL OR status = ?) "
         "ORDER BY created_at DESC, payment_id DESC LIMIT ?", [number, status, status, limit])
-    return {"account_number": number, "payments": [payment_view(r) for r in rows]}
+    return {"account_number": number, "payments": [payment_view(r, ctx) for r in rows]}
 
 
 @router.get("/v1/accounts/{account_number}/balance", response_model=Balance, tags=["accounts"], responses=ERRORS,
