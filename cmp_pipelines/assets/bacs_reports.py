@@ -173,7 +173,7 @@ def dd_return_reports(
     with database.connection() as con:
         flow = _returns(con, file_store, cipher)
         load = flow.loaded(context.partition_key)
-        posted = flow.apply(load)  # already applied: returns the recorded reversal batch
+        posted = flow.reversal(load)
         files = [flow.write_posting_file(posted), *flow.write_reports(load)]
     metadata = _returns_metadata(load)
     metadata["files_written"] = dg.MetadataValue.json(files)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from xml.etree.ElementTree import Element, ParseError
+from xml.etree.ElementTree import Element, ParseError, SubElement, tostring
 
 import pyarrow as pa
 from defusedxml import DefusedXmlException
@@ -165,10 +165,7 @@ def _pence(value: str | None, what: str) -> int:
 
 
 def _document(build) -> bytes:
-    from xml.etree.ElementTree import Element as NewElement
-    from xml.etree.ElementTree import SubElement, tostring
-
-    root = NewElement("BACSDocument")
+    root = Element("BACSDocument")
     build(SubElement(root, "Data"), SubElement)
     return tostring(root, encoding="ISO-8859-1", xml_declaration=True)
 

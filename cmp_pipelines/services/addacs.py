@@ -23,6 +23,7 @@ from cmp_pipelines.services.files import FileStoreLike
 from cmp_pipelines.services.intake import Intake, Received, file_stem, sha256_hex
 from cmp_pipelines.services.ledger_file import sql_literal, write_records_file
 from cmp_pipelines.services.reference import sync_mandate_revision_codes
+from cmp_pipelines.store.batch_outcomes import outcome_counts
 from cmp_pipelines.store.connection import transaction
 
 FEED = "addacs"
@@ -110,13 +111,7 @@ class AddacsReports:
 
     def _result(self, file_id: str, status: str) -> AdviceLoad:
         batch_id, partner, _ = self.intake.loaded_batch(file_id)
-        outcomes = dict(self.con.execute(
-            "SELECT outcome, count(*) FROM addacs_advices WHERE batch_id = ? GROUP BY 1 ORDER BY 1", [batch_id]
-        ).fetchall())
-        problems = dict(self.con.execute(
-            "SELECT problem_code, count(*) FROM addacs_advices WHERE batch_id = ? AND problem_code IS NOT NULL "
-            "GROUP BY 1 ORDER BY 1", [batch_id]
-        ).fetchall())
+        outcomes, problems = outcome_counts(self.con, "addacs_advices", batch_id)
         applied = self.con.execute("SELECT status = 'APPLIED' FROM batches WHERE batch_id = ?",
                                    [batch_id]).fetchone()[0]
         return AdviceLoad(file_id, batch_id, status, partner, sum(outcomes.values()), outcomes, problems, applied)

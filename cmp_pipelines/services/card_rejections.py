@@ -46,6 +46,7 @@ from cmp_pipelines.services.ledger_file import (
     write_records_file,
 )
 from cmp_pipelines.services.reference import sync_rejection_codes
+from cmp_pipelines.store.batch_outcomes import outcome_counts
 from cmp_pipelines.store.connection import transaction
 
 FEED = "card_rejections"
@@ -185,13 +186,7 @@ class CardRejections:
 
     def _result(self, file_id: str, status: str) -> RejectionLoad:
         batch_id, partner, _ = self.intake.loaded_batch(file_id)
-        outcomes = dict(self.con.execute(
-            "SELECT outcome, count(*) FROM card_rejections WHERE batch_id = ? GROUP BY 1 ORDER BY 1", [batch_id]
-        ).fetchall())
-        problems = dict(self.con.execute(
-            "SELECT problem_code, count(*) FROM card_rejections WHERE batch_id = ? AND problem_code IS NOT NULL "
-            "GROUP BY 1 ORDER BY 1", [batch_id]
-        ).fetchall())
+        outcomes, problems = outcome_counts(self.con, "card_rejections", batch_id)
         count, reversed_count, reversed_minor = self.con.execute(
             "SELECT record_count, accepted_count, total_minor FROM batches WHERE batch_id = ?", [batch_id]
         ).fetchone()

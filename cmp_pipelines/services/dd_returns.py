@@ -42,6 +42,7 @@ from cmp_pipelines.services.ledger_file import (
     write_records_file,
 )
 from cmp_pipelines.services.reference import sync_rejection_codes
+from cmp_pipelines.store.batch_outcomes import outcome_counts
 from cmp_pipelines.store.connection import transaction
 
 FEED = "arudd"
@@ -118,13 +119,7 @@ class DirectDebitReturns:
 
     def _result(self, file_id: str, status: str) -> ReturnsLoad:
         batch_id, partner, _ = self.intake.loaded_batch(file_id)
-        outcomes = dict(self.con.execute(
-            "SELECT outcome, count(*) FROM dd_returns WHERE batch_id = ? GROUP BY 1 ORDER BY 1", [batch_id]
-        ).fetchall())
-        problems = dict(self.con.execute(
-            "SELECT problem_code, count(*) FROM dd_returns WHERE batch_id = ? AND problem_code IS NOT NULL "
-            "GROUP BY 1 ORDER BY 1", [batch_id]
-        ).fetchall())
+        outcomes, problems = outcome_counts(self.con, "dd_returns", batch_id)
         count, reversed_count, reversed_minor = self.con.execute(
             "SELECT record_count, accepted_count, total_minor FROM batches WHERE batch_id = ?", [batch_id]
         ).fetchone()
@@ -136,7 +131,7 @@ class DirectDebitReturns:
         with transaction(self.con):
             status = self.con.execute("SELECT status FROM batches WHERE batch_id = ?", [load.batch_id]).fetchone()[0]
             if status == "APPLIED":
-                return posted_batch(self.con, reversal, "dd_reversal_batch")
+                return self.reversal(load)
             self._recheck(load.batch_id)
             self._require_original_postings(load.batch_id)
             self._apply_statements({"batch_id": load.batch_id, "reversal": reversal, "now": self.now,
@@ -147,6 +142,10 @@ class DirectDebitReturns:
             self.con.execute("UPDATE batches SET status = 'APPLIED', completed_at = ? WHERE batch_id = ?",
                              [self.now, load.batch_id])
         return posted
+
+    def reversal(self, load: ReturnsLoad) -> PostResult:
+        """The reversal batch an earlier `apply` recorded."""
+        return posted_batch(self.con, reversal_batch_id(load.batch_id), "dd_reversal_batch")
 
     def _recheck(self, batch_id: str) -> None:
         """Another report may have handled a debit since this one was loaded: that one wins, nothing twice."""
