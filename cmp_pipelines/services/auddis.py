@@ -14,27 +14,28 @@ from datetime import date, datetime, timedelta
 import duckdb
 
 from cmp_pipelines.configuration import DirectDebitConfig
-from cmp_pipelines.formats import bacs_standard18 as std18
 from cmp_pipelines.formats.encryption import PartnerKeyring
+from cmp_pipelines.services.bacs_submission import write_submission
 from cmp_pipelines.services.files import FileStoreLike
 from cmp_pipelines.store.connection import transaction
 
-# One or two instructions per mandate with one pending; an amendment's 0C carries the old details. The file is
-# ordered by reference then code (0C before 0N), so `position` needs no sort here.
+# One or two instructions per mandate with one pending; an amendment's 0C carries the old details. `position` only
+# identifies an instruction in its batch (the mandate's row id, twice, plus the step): the file is ordered by
+# reference then code (0C before 0N) when written, and numbering here with row_number() cost ~0.9 s a million.
 _SELECT = """
 INSERT INTO auddis_instructions
 WITH pending AS (
-    SELECT mandate_id, reference, 1 AS step,
+    SELECT rowid * 2 AS position, mandate_id, reference,
            CASE pending_instruction WHEN 'NEW' THEN '0N' WHEN 'CONVERT' THEN '0S' ELSE '0C' END AS code,
            CASE WHEN pending_instruction = 'AMEND' THEN previous_sort_code ELSE sort_code END AS sort_code,
            CASE WHEN pending_instruction = 'AMEND' THEN previous_bank_account ELSE bank_account END AS bank_account,
            CASE WHEN pending_instruction = 'AMEND' THEN previous_account_name ELSE account_name END AS account_name
     FROM mandates WHERE pending_instruction IS NOT NULL
     UNION ALL
-    SELECT mandate_id, reference, 2, '0N', sort_code, bank_account, account_name
+    SELECT rowid * 2 + 1, mandate_id, reference, '0N', sort_code, bank_account, account_name
     FROM mandates WHERE pending_instruction = 'AMEND'
 )
-SELECT $batch_id, row_number() OVER (), mandate_id, code, sort_code, bank_account, account_name, reference
+SELECT $batch_id, position, mandate_id, code, sort_code, bank_account, account_name, reference
 FROM pending
 """
 
@@ -78,8 +79,7 @@ class AuddisExtract:
                 INSERT INTO mandate_history
                 SELECT mandate_id, status, {_AFTER},
                        'AUDDIS ' || $batch_id, $now
-                FROM mandates
-                WHERE mandate_id IN (SELECT mandate_id FROM auddis_instructions WHERE batch_id = $batch_id)
+                FROM mandates WHERE pending_instruction IS NOT NULL
                 """,
                 {"batch_id": batch_id, "now": self.now},
             )
@@ -89,9 +89,9 @@ class AuddisExtract:
                     previous_account_name = NULL,
                     status = {_AFTER},
                     submitted_on = CASE WHEN {_AFTER} = 'SUBMITTED' THEN $day ELSE submitted_on END
-                WHERE mandate_id IN (SELECT mandate_id FROM auddis_instructions WHERE batch_id = $batch_id)
+                WHERE pending_instruction IS NOT NULL
                 """,
-                {"batch_id": batch_id, "day": day},
+                {"day": day},
             )
             self.con.execute(
                 "INSERT INTO batches (batch_id, kind, feed, partner, status, record_count, accepted_count, created_at) "
@@ -127,22 +127,11 @@ class AuddisExtract:
         return AuddisBatch(batch_id, day, status, row[0], by_code)
 
     def write_file(self, batch: AuddisBatch) -> str:
-        """The Standard 18 file for the bureau, encrypted for it; the records are built in SQL."""
-        c = self.config
-        submission = std18.Submission(c.service_user_number, c.service_user_name, c.originating_sort_code,
-                                      c.originating_account, batch.business_date, "AUDDIS")
-        record = std18.data_record_sql("sort_code", "bank_account", "transaction_code", "$sort", "$account", "0",
-                                       "$su_name", "reference", "account_name")
-        body = self.con.execute(
-            f"SELECT coalesce(string_agg({record} || chr(10), '' ORDER BY reference, transaction_code), '') "
-            "FROM auddis_instructions WHERE batch_id = $batch_id",
-            {"sort": c.originating_sort_code, "account": c.originating_account, "su_name": c.service_user_name,
-             "batch_id": batch.batch_id},
-        ).fetchone()[0]
-        text = ("".join(line + "\n" for line in std18.labels(submission)) + body
-                + "".join(line + "\n" for line in std18.trailers(submission, 0, 0, batch.record_count, 0)))
-        path = self.files.write_bytes(f"outbound/auddis/{c.bureau}/{batch.batch_id}.std18.enc",
-                                      self.keyring.encrypt(c.bureau, text.encode("ascii")))
+        """The Standard 18 file for the bureau, encrypted for it: zero amounts and no contra."""
+        written = write_submission(self.con, self.files, self.keyring, self.config, batch.business_date, "AUDDIS",
+                                   table="auddis_instructions", batch_id=batch.batch_id,
+                                   order_by="reference, transaction_code", amount="0", with_contra=False,
+                                   folder="outbound/auddis")
         self.con.execute("UPDATE batches SET status = 'EXTRACTED', output_path = ?, completed_at = ? "
-                         "WHERE batch_id = ?", [path, self.now, batch.batch_id])
-        return path
+                         "WHERE batch_id = ?", [written.path, self.now, batch.batch_id])
+        return written.path

@@ -19,8 +19,8 @@ from cmp_pipelines.domain.dd_collections_due import (
     INSERT_COLLECTIONS_SQL,
     INSERT_ITEMS_SQL,
 )
-from cmp_pipelines.formats import bacs_standard18 as std18
 from cmp_pipelines.formats.encryption import PartnerKeyring
+from cmp_pipelines.services.bacs_submission import write_submission
 from cmp_pipelines.services.files import FileStoreLike
 from cmp_pipelines.services.ledger_file import (
     PostResult,
@@ -113,27 +113,14 @@ class DirectDebitCollections:
         """The Standard 18 collection file, ending with its 99 contra; the records are built in SQL.
 
         Nothing due, no file: Bacs has no use for a submission whose only record is a zero contra."""
-        c = self.config
         if batch.collection_count == 0:
             self.con.execute("UPDATE batches SET status = 'NOTHING_DUE', completed_at = ? WHERE batch_id = ?",
                              [self.now, batch.batch_id])
             return None
-        submission = std18.Submission(c.service_user_number, c.service_user_name, c.originating_sort_code,
-                                      c.originating_account, batch.business_date, WORK_CODE)
-        record = std18.data_record_sql("sort_code", "bank_account", "transaction_code", "$sort", "$account",
-                                       "amount_minor", "$su_name", "reference", "account_name")
-        body, count, total = self.con.execute(
-            f"SELECT coalesce(string_agg({record} || chr(10), '' ORDER BY collection_id), ''), count(*), "
-            "coalesce(sum(amount_minor), 0) FROM dd_collections WHERE batch_id = $batch_id",
-            {"sort": c.originating_sort_code, "account": c.originating_account, "su_name": c.service_user_name,
-             "batch_id": batch.batch_id},
-        ).fetchone()
-        head = "".join(line + "\n" for line in std18.labels(submission))
-        tail = "".join(line + "\n" for line in [std18.data_record(std18.contra(submission, total)),
-                                                 *std18.trailers(submission, total, total, count, 1)])
-        token = self.keyring.encrypt_parts(c.bureau, [head.encode("ascii"), body.encode("ascii"),
-                                                      tail.encode("ascii")])
-        path = self.files.write_parts(f"outbound/dd_collections/{c.bureau}/{batch.batch_id}.std18.enc", token)
+        written = write_submission(self.con, self.files, self.keyring, self.config, batch.business_date,
+                                   WORK_CODE, table="dd_collections", batch_id=batch.batch_id, order_by="collection_id",
+                                   amount="amount_minor", with_contra=True, folder="outbound/dd_collections")
+        path, count, total = written.path, written.record_count, written.total_minor
         self.con.execute("UPDATE batches SET status = 'EXTRACTED', output_path = ?, completed_at = ?, "
                          "record_count = ?, total_minor = ? WHERE batch_id = ?",
                          [path, self.now, count, total, batch.batch_id])
