@@ -122,6 +122,7 @@ def _floor(workdir: Path, kind: str) -> dict:
     keys = (workdir / "keys" / "BACSBUREAU.keys").read_text().split()
     fernet = MultiFernet([Fernet(k) for k in keys])
     con = duckdb.connect(str(workdir / "run.duckdb"))
+    con.execute("SET preserve_insertion_order = false")  # what the flow allows itself for its bulk inserts
     out = workdir / "floor-out"
     out.mkdir(exist_ok=True)
     started = time.perf_counter()

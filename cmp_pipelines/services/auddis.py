@@ -17,7 +17,7 @@ from cmp_pipelines.configuration import DirectDebitConfig
 from cmp_pipelines.formats.encryption import PartnerKeyring
 from cmp_pipelines.services.bacs_submission import write_submission
 from cmp_pipelines.services.files import FileStoreLike
-from cmp_pipelines.store.connection import transaction
+from cmp_pipelines.store.connection import transaction, unordered_inserts
 
 # One or two instructions per mandate with one pending; an amendment's 0C carries the old details. `position` only
 # identifies an instruction in its batch (the mandate's row id, twice, plus the step): the file is ordered by
@@ -73,7 +73,8 @@ class AuddisExtract:
             if self.con.execute("SELECT 1 FROM batches WHERE batch_id = ?", [batch_id]).fetchone():
                 return self.selected(day)
             activated = self._activate(day)
-            self.con.execute(_SELECT, {"batch_id": batch_id})
+            with unordered_inserts(self.con):  # the file is ordered when written
+                self.con.execute(_SELECT, {"batch_id": batch_id})
             self.con.execute(
                 f"""
                 INSERT INTO mandate_history

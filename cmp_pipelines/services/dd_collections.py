@@ -29,7 +29,7 @@ from cmp_pipelines.services.ledger_file import (
     record_posting_batch,
     write_posting_file,
 )
-from cmp_pipelines.store.connection import transaction
+from cmp_pipelines.store.connection import transaction, unordered_inserts
 
 FEED = "dd_collections"
 JOB = "Recurring Payments job (DD mode)"
@@ -67,12 +67,13 @@ class DirectDebitCollections:
             if self.con.execute("SELECT 1 FROM batches WHERE batch_id = ?", [batch_id]).fetchone():
                 return self.selected(day)
             params = {"day": day, "notice": self.config.advance_notice_days, "daystr": f"{day:%Y%m%d}"}
-            self.con.execute(DUE_ITEMS_SQL, params)
             try:
-                self.con.execute(INSERT_ITEMS_SQL)
-                self.con.execute(INSERT_COLLECTIONS_SQL, {"batch_id": batch_id, "day": day})
+                with unordered_inserts(self.con):  # the file is ordered by collection_id, the postings by id
+                    self.con.execute(DUE_ITEMS_SQL, params)
+                    self.con.execute(INSERT_ITEMS_SQL)
+                    self.con.execute(INSERT_COLLECTIONS_SQL, {"batch_id": batch_id, "day": day})
             finally:
-                self.con.execute("DROP TABLE dd_due")
+                self.con.execute("DROP TABLE IF EXISTS dd_due")
             cancelled = self._cancel_after_final_collection(day)
             self.con.execute(
                 "INSERT INTO batches (batch_id, kind, feed, partner, status, record_count, total_minor, "
@@ -129,7 +130,7 @@ class DirectDebitCollections:
     def post(self, batch: CollectionBatch) -> PostResult:
         """One posting per invoice of each debit, so what is owed stays per invoice; idempotent per item."""
         posting_batch = dd_posting_batch_id(batch.business_date)
-        with transaction(self.con):
+        with transaction(self.con), unordered_inserts(self.con):
             before = posting_count(self.con, posting_batch)
             self.con.execute(
                 """

@@ -68,3 +68,14 @@ def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConne
         con.execute("ROLLBACK")
         raise
     con.execute("COMMIT")
+
+
+@contextmanager
+def unordered_inserts(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
+    """Lets DuckDB insert a query's rows in parallel, in no particular order: about twice as fast on a million
+    rows. Only for rows nobody reads back without an ORDER BY (never for history whose ties order events)."""
+    con.execute("SET preserve_insertion_order = false")
+    try:
+        yield con
+    finally:
+        con.execute("RESET preserve_insertion_order")
