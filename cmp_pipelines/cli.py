@@ -18,13 +18,20 @@ def _fail(message: str) -> None:
     raise click.ClickException(message)
 
 
-def _config():
-    from cmp_pipelines.configuration import ConfigError, load_partners, load_probes
+def _load_config(load, *args):
+    """`load(config_dir, *args)`; a configuration error becomes a CLI error."""
+    from cmp_pipelines.configuration import ConfigError
 
     try:
-        return load_partners(paths().config_dir), load_probes(paths().config_dir)
+        return load(paths().config_dir, *args)
     except ConfigError as exc:
         _fail(f"configuration error: {exc}")
+
+
+def _config():
+    from cmp_pipelines.configuration import load_partners, load_probes
+
+    return _load_config(load_partners), _load_config(load_probes)
 
 
 def _connect(read_only: bool = False):
@@ -34,6 +41,16 @@ def _connect(read_only: bool = False):
         return connect(paths().database, read_only=read_only, wait_seconds=30)
     except StoreBusyError as exc:
         _fail(str(exc))
+
+
+def _refusals_as_errors(action, config, refusal: type[ValueError]):
+    """Run `action(con, config)` in the store; a refusal (`refusal` with .field and .message) becomes a clear CLI
+    error naming the field."""
+    with _connect() as con:
+        try:
+            return action(con, config)
+        except refusal as exc:
+            _fail(f"{exc.field}: {exc.message}")
 
 
 def _dagster_home() -> Path:
@@ -273,8 +290,14 @@ def _business_day(day: str | None):
         _fail(f"--date {day!r} is not a date (YYYY-MM-DD)")
 
 
-def _run_day(job_name: str, business_day, batch_id: str, what: str) -> None:
-    """One daily partition of a job, executed here and recorded in the instance, then the batch it made."""
+_date_option = click.option("--date", "day", default=None, help="Business day YYYY-MM-DD (default: today, UTC).")
+
+
+def _run_day(job_name: str, day: str | None, batch_prefix: str, what: str) -> None:
+    """One daily partition of a job, executed here and recorded in the instance, then the batch it made
+    (`<batch_prefix>-YYYYMMDD`)."""
+    business_day = _business_day(day)
+    batch_id = f"{batch_prefix}-{business_day:%Y%m%d}"
     if business_day > datetime.now(UTC).date():
         _fail(f"{business_day} is in the future: a daily job runs for today or an earlier day")
     _dagster_home()
@@ -292,27 +315,24 @@ def _run_day(job_name: str, business_day, batch_id: str, what: str) -> None:
 
 
 @main.command("run-card-payments")
-@click.option("--date", "day", default=None, help="Business day YYYY-MM-DD (default: today, UTC).")
+@_date_option
 def run_card_payments(day: str | None) -> None:
     """Run the Recurring Payments job in CARD mode for one day, as its daily schedule does (idempotent)."""
-    business_day = _business_day(day)
-    _run_day("recurring_payments_card_job", business_day, f"RCX-{business_day:%Y%m%d}", "card transaction(s)")
+    _run_day("recurring_payments_card_job", day, "RCX", "card transaction(s)")
 
 
 @main.command("run-auddis")
-@click.option("--date", "day", default=None, help="Business day YYYY-MM-DD (default: today, UTC).")
+@_date_option
 def run_auddis(day: str | None) -> None:
     """Run the AUDDIS extract for one day, as its daily schedule does (idempotent)."""
-    business_day = _business_day(day)
-    _run_day("auddis_extract_job", business_day, f"AUD-{business_day:%Y%m%d}", "instruction(s)")
+    _run_day("auddis_extract_job", day, "AUD", "instruction(s)")
 
 
 @main.command("run-dd-collections")
-@click.option("--date", "day", default=None, help="Business day YYYY-MM-DD (default: today, UTC).")
+@_date_option
 def run_dd_collections(day: str | None) -> None:
     """Run the Recurring Payments job in DD mode for one day, as its daily schedule does (idempotent)."""
-    business_day = _business_day(day)
-    _run_day("recurring_payments_dd_job", business_day, f"DDX-{business_day:%Y%m%d}", "debit(s)")
+    _run_day("recurring_payments_dd_job", day, "DDX", "debit(s)")
 
 
 @main.group()
@@ -321,13 +341,10 @@ def mandates() -> None:
 
 
 def _dd_config():
-    from cmp_pipelines.configuration import ConfigError, load_direct_debit
+    from cmp_pipelines.configuration import load_direct_debit
 
     partners, _ = _config()
-    try:
-        return load_direct_debit(paths().config_dir, partners)
-    except ConfigError as exc:
-        _fail(f"configuration error: {exc}")
+    return _load_config(load_direct_debit, partners)
 
 
 @mandates.command("create")
@@ -395,11 +412,7 @@ def _setup(action):
     from cmp_pipelines.services.payment_setup import SetupError
 
     partners, _ = _config()
-    with _connect() as con:
-        try:
-            return action(con, partners)
-        except SetupError as exc:
-            _fail(f"{exc.field}: {exc.message}")
+    return _refusals_as_errors(action, partners, SetupError)
 
 
 @accounts.command("set-payment-type")
@@ -450,13 +463,10 @@ def accounts_approve_refund(account_number: str, amount: str, due: str | None, r
               help="The creating user's security level (payment term defaults name who may use them).")
 def accounts_create(account_number: str, name: str, payment_type: str, currency: str, security_level: str) -> None:
     """Create an account; its payment term is the default configured for its payment type."""
-    from cmp_pipelines.configuration import ConfigError, load_payment_terms
+    from cmp_pipelines.configuration import load_payment_terms
     from cmp_pipelines.services.payment_setup import create_account
 
-    try:
-        terms = load_payment_terms(paths().config_dir)
-    except ConfigError as exc:
-        _fail(f"configuration error: {exc}")
+    terms = _load_config(load_payment_terms)
     view = _setup(lambda con, _: create_account(con, account_number, name, terms=terms, now=datetime.now(UTC),
                                                 payment_type=payment_type, currency=currency,
                                                 security_level=security_level))
@@ -522,26 +532,17 @@ def orders() -> None:
 
 
 def _hardware():
-    from cmp_pipelines.configuration import ConfigError
     from cmp_pipelines.configuration_hardware import load_hardware_orders
 
     partners, _ = _config()
-    try:
-        return load_hardware_orders(paths().config_dir, partners)
-    except ConfigError as exc:
-        _fail(f"configuration error: {exc}")
+    return _load_config(load_hardware_orders, partners)
 
 
 def _order_action(action):
     """Run an order operation; its refusals become a clear CLI error naming the field."""
     from cmp_pipelines.services.hardware_orders import OrderError
 
-    config = _hardware()
-    with _connect() as con:
-        try:
-            return action(con, config)
-        except OrderError as exc:
-            _fail(f"{exc.field}: {exc.message}")
+    return _refusals_as_errors(action, _hardware(), OrderError)
 
 
 @orders.command("catalogue")
@@ -659,11 +660,10 @@ def orders_device(device_id: str) -> None:
 
 
 @main.command("run-enrolment-requests")
-@click.option("--date", "day", default=None, help="Business day YYYY-MM-DD (default: today, UTC).")
+@_date_option
 def run_enrolment_requests(day: str | None) -> None:
     """Run the Device Enrolment Request job for one day, as its daily schedule does (idempotent)."""
-    business_day = _business_day(day)
-    _run_day("device_enrolment_request_job", business_day, f"DER-{business_day:%Y%m%d}", "enrolment request(s)")
+    _run_day("device_enrolment_request_job", day, "DER", "enrolment request(s)")
 
 
 @demo.command("orders")

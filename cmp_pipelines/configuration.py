@@ -41,10 +41,10 @@ class ProbeConfig:
 
 
 def _load(file: Path, top: str) -> object:
-    return _document(file, top)[top]
+    return read_document(file, top)[top]
 
 
-def _document(file: Path, top: str) -> dict:
+def read_document(file: Path, top: str) -> dict:
     """The whole YAML mapping, read once, holding at least the `top` key."""
     if not file.exists():
         raise ConfigError(file, "-", "-", "file not found")
@@ -57,7 +57,8 @@ def _document(file: Path, top: str) -> dict:
     return document
 
 
-def _require(file: Path, entry: str, raw: dict, field: str, kind: type) -> object:
+def require_field(file: Path, entry: str, raw: dict, field: str, kind: type) -> object:
+    """`raw[field]`, which must be present and of type `kind` (an int is never a bool)."""
     if field not in raw:
         raise ConfigError(file, entry, field, "is required")
     value = raw[field]
@@ -68,7 +69,8 @@ def _require(file: Path, entry: str, raw: dict, field: str, kind: type) -> objec
     return value
 
 
-def _no_unknown(file: Path, entry: str, raw: dict, allowed: set[str]) -> None:
+def reject_unknown_fields(file: Path, entry: str, raw: dict, allowed: set[str]) -> None:
+    """A ConfigError for the first field of `raw` not in `allowed`."""
     for field in raw:
         if field not in allowed:
             raise ConfigError(file, entry, str(field), f"unknown field; allowed: {', '.join(sorted(allowed))}")
@@ -86,13 +88,13 @@ def load_partners(config_dir: Path) -> dict[str, Partner]:
             raise ConfigError(file, entry, "-", "must be a mapping")
         if isinstance(raw.get("partner_id"), str):
             entry = raw["partner_id"]
-        _no_unknown(file, entry, raw, {"partner_id", "name", "feeds"})
-        partner_id = _require(file, entry, raw, "partner_id", str)
+        reject_unknown_fields(file, entry, raw, {"partner_id", "name", "feeds"})
+        partner_id = require_field(file, entry, raw, "partner_id", str)
         if not PARTNER_ID.match(partner_id):
             raise ConfigError(file, entry, "partner_id", "must be 2-32 of A-Z, 0-9, _ starting with a letter")
         if partner_id in partners:
             raise ConfigError(file, entry, "partner_id", "is defined twice")
-        feeds = _require(file, entry, raw, "feeds", list)
+        feeds = require_field(file, entry, raw, "feeds", list)
         for feed in feeds:
             if feed not in FEEDS:
                 raise ConfigError(file, entry, "feeds", f"unknown feed {feed!r}; known feeds: {', '.join(FEEDS)}")
@@ -115,11 +117,11 @@ def load_probes(config_dir: Path) -> dict[str, ProbeConfig]:
             raise ConfigError(file, entry, "-", f"unknown probe; known probes: {', '.join(sorted(PROBES_BY_ID))}")
         if not isinstance(raw, dict):
             raise ConfigError(file, entry, "-", "must be a mapping")
-        _no_unknown(file, entry, raw, {"threshold", "window_hours", "recipients"})
-        threshold = _require(file, entry, raw, "threshold", int)
+        reject_unknown_fields(file, entry, raw, {"threshold", "window_hours", "recipients"})
+        threshold = require_field(file, entry, raw, "threshold", int)
         if threshold < 0:
             raise ConfigError(file, entry, "threshold", f"must be zero or more, got {threshold}")
-        window_hours = _require(file, entry, raw, "window_hours", int)
+        window_hours = require_field(file, entry, raw, "window_hours", int)
         if not 1 <= window_hours <= 24 * 31:
             raise ConfigError(file, entry, "window_hours", f"must be between 1 and 744, got {window_hours}")
         recipients = raw.get("recipients", [])
@@ -175,7 +177,8 @@ class RejectionConfig:
         return {code: c for code, c in self.codes.items() if code not in direct_debit}
 
 
-def _event(file: Path, entry: str, raw: dict, field: str) -> WorkflowEvent | None:
+def read_workflow_event(file: Path, entry: str, raw: dict, field: str) -> WorkflowEvent | None:
+    """The optional `{type, code}` workflow event in `raw[field]`, or None when absent."""
     value = raw.get(field)
     if value is None:
         return None
@@ -189,9 +192,9 @@ def _event(file: Path, entry: str, raw: dict, field: str) -> WorkflowEvent | Non
 
 def load_rejection_codes(config_dir: Path) -> RejectionConfig:
     file = config_dir / "rejection_codes.yaml"
-    document = _document(file, "rejection_codes")
+    document = read_document(file, "rejection_codes")
     entries = document["rejection_codes"]
-    _no_unknown(file, "-", document, {"rejection_codes", "default_payment_type", "bacs_return_codes"})
+    reject_unknown_fields(file, "-", document, {"rejection_codes", "default_payment_type", "bacs_return_codes"})
     default_type = document.get("default_payment_type", "MANUAL")
     if default_type not in PAYMENT_TYPES:
         raise ConfigError(file, "-", "default_payment_type", f"must be one of {', '.join(PAYMENT_TYPES)}")
@@ -209,33 +212,33 @@ def load_rejection_codes(config_dir: Path) -> RejectionConfig:
             raise ConfigError(file, entry, "-", "must be a mapping")
         if isinstance(raw.get("code"), str):
             entry = raw["code"]
-        _no_unknown(file, entry, raw, fields)
+        reject_unknown_fields(file, entry, raw, fields)
         code = raw.get("code")
         if isinstance(code, int) and not isinstance(code, bool):
             raise ConfigError(file, entry, "code", f"must be a quoted string (YAML reads {code!r} as a number; "
                                                    "write code: '05' to keep a leading zero)")
-        code = _require(file, entry, raw, "code", str)
+        code = require_field(file, entry, raw, "code", str)
         if not CODE.match(code):
             raise ConfigError(file, entry, "code", "must be 1-8 letters or digits")
         if code in codes:
             raise ConfigError(file, entry, "code", "is defined twice; codes are unique")
-        description = _require(file, entry, raw, "description", str)
+        description = require_field(file, entry, raw, "description", str)
         if not description.strip() or len(description) > 60:
             raise ConfigError(file, entry, "description", "must be 1-60 characters")
         for field in ("reason_type", "reason_code"):
-            if not IDENTIFIER.match(_require(file, entry, raw, field, str)):
+            if not IDENTIFIER.match(require_field(file, entry, raw, field, str)):
                 raise ConfigError(file, entry, field, f"must be an upper-case identifier, got {raw[field]!r}")
-        decline = _require(file, entry, raw, "decline", str)
+        decline = require_field(file, entry, raw, "decline", str)
         if decline not in ("SOFT", "HARD"):
             raise ConfigError(file, entry, "decline", f"must be SOFT or HARD, got {decline!r}")
-        retry_event = _event(file, entry, raw, "retry_event")
-        cancellation_event = _event(file, entry, raw, "cancellation_event")
-        refund_event = _event(file, entry, raw, "refund_event")
+        retry_event = read_workflow_event(file, entry, raw, "retry_event")
+        cancellation_event = read_workflow_event(file, entry, raw, "cancellation_event")
+        refund_event = read_workflow_event(file, entry, raw, "refund_event")
         if decline == "SOFT":
-            retries = _require(file, entry, raw, "retries", int)
+            retries = require_field(file, entry, raw, "retries", int)
             if not 0 <= retries <= 10:
                 raise ConfigError(file, entry, "retries", f"must be between 0 and 10, got {retries}")
-            suspension_days = _require(file, entry, raw, "suspension_days", int)
+            suspension_days = require_field(file, entry, raw, "suspension_days", int)
             if not 0 <= suspension_days <= 90:
                 raise ConfigError(file, entry, "suspension_days", f"must be between 0 and 90, got {suspension_days}")
             if retry_event is None:
@@ -268,17 +271,17 @@ def _bacs_return_codes(file: Path, entries: object, codes: dict[str, RejectionCo
             raise ConfigError(file, entry, "-", "must be a mapping")
         if isinstance(raw.get("return_code"), str):
             entry = f"bacs_return_codes[{raw['return_code']}]"
-        _no_unknown(file, entry, raw, {"return_code", "rejection_code"})
+        reject_unknown_fields(file, entry, raw, {"return_code", "rejection_code"})
         value = raw.get("return_code")
         if isinstance(value, int) and not isinstance(value, bool):
             raise ConfigError(file, entry, "return_code", f"must be a quoted string (YAML reads {value!r} as a "
                                                           "number and drops leading zeros)")
-        value = _require(file, entry, raw, "return_code", str)
+        value = require_field(file, entry, raw, "return_code", str)
         if not re.fullmatch(r"[0-9]{4}", value):
             raise ConfigError(file, entry, "return_code", f"must be four digits, got {value!r}")
         if value in mapping:
             raise ConfigError(file, entry, "return_code", "is mapped twice; each return code maps to one code")
-        target = _require(file, entry, raw, "rejection_code", str)
+        target = require_field(file, entry, raw, "rejection_code", str)
         if target not in codes:
             raise ConfigError(file, entry, "rejection_code", f"{target!r} is not one of the rejection_codes above")
         mapping[value] = target
@@ -335,7 +338,7 @@ def _code(file: Path, entry: str, raw: dict, pattern: re.Pattern, rule: str) -> 
     value = raw.get("code")
     if isinstance(value, int) and not isinstance(value, bool):
         raise ConfigError(file, entry, "code", f"must be a quoted string (YAML reads {value!r} as a number)")
-    value = _require(file, entry, raw, "code", str)
+    value = require_field(file, entry, raw, "code", str)
     if not pattern.match(value):
         raise ConfigError(file, entry, "code", rule)
     return value
@@ -343,21 +346,21 @@ def _code(file: Path, entry: str, raw: dict, pattern: re.Pattern, rule: str) -> 
 
 def load_payment_terms(config_dir: Path) -> PaymentTermsConfig:
     file = config_dir / "payment_terms.yaml"
-    document = _document(file, "payment_terms")
-    _no_unknown(file, "-", document, {"payment_terms", "payment_term_defaults"})
+    document = read_document(file, "payment_terms")
+    reject_unknown_fields(file, "-", document, {"payment_terms", "payment_term_defaults"})
     terms: dict[str, PaymentTerm] = {}
     for index, raw in enumerate(_entries(file, document, "payment_terms")):
         entry = _entry_name(raw, "payment_terms", index)
         if not isinstance(raw, dict):
             raise ConfigError(file, entry, "-", "must be a mapping")
-        _no_unknown(file, entry, raw, {"code", "description", "days_to_pay"})
+        reject_unknown_fields(file, entry, raw, {"code", "description", "days_to_pay"})
         code = _code(file, entry, raw, TERM_CODE, "must be 1-3 upper-case letters or digits")
         if code in terms:
             raise ConfigError(file, entry, "code", "is defined twice; payment term codes are unique")
-        description = _require(file, entry, raw, "description", str)
+        description = require_field(file, entry, raw, "description", str)
         if not description.strip() or len(description) > 30:
             raise ConfigError(file, entry, "description", f"must be 1-30 characters, got {len(description)}")
-        days = _require(file, entry, raw, "days_to_pay", int)
+        days = require_field(file, entry, raw, "days_to_pay", int)
         if not 0 <= days <= 365:
             raise ConfigError(file, entry, "days_to_pay", f"must be between 0 and 365, got {days}")
         terms[code] = PaymentTerm(code, description, days)
@@ -366,16 +369,16 @@ def load_payment_terms(config_dir: Path) -> PaymentTermsConfig:
         entry = _entry_name(raw, "payment_term_defaults", index)
         if not isinstance(raw, dict):
             raise ConfigError(file, entry, "-", "must be a mapping")
-        _no_unknown(file, entry, raw, {"code", "payment_type", "security_levels"})
+        reject_unknown_fields(file, entry, raw, {"code", "payment_type", "security_levels"})
         code = _code(file, entry, raw, TERM_CODE, "must be 1-3 upper-case letters or digits")
         if code not in terms:
             raise ConfigError(file, entry, "code", f"is not a payment term; known: {', '.join(sorted(terms))}")
-        payment_type = _require(file, entry, raw, "payment_type", str)
+        payment_type = require_field(file, entry, raw, "payment_type", str)
         if payment_type not in PAYMENT_TYPES:
             raise ConfigError(file, entry, "payment_type", f"must be one of {', '.join(PAYMENT_TYPES)}")
         if any(d.payment_type == payment_type for d in defaults.values()):
             raise ConfigError(file, entry, "payment_type", f"{payment_type} already has a default payment term")
-        levels = _require(file, entry, raw, "security_levels", list)
+        levels = require_field(file, entry, raw, "security_levels", list)
         if not levels:
             raise ConfigError(file, entry, "security_levels", "at least one security level must have access")
         for level in levels:
@@ -407,20 +410,20 @@ def load_mandate_revision_codes(config_dir: Path) -> dict[str, MandateRevisionCo
         entry = _entry_name(raw, "mandate_revision_codes", index)
         if not isinstance(raw, dict):
             raise ConfigError(file, entry, "-", "must be a mapping")
-        _no_unknown(file, entry, raw, {"code", "name", "action", "reason_type", "reason_code", "event"})
+        reject_unknown_fields(file, entry, raw, {"code", "name", "action", "reason_type", "reason_code", "event"})
         code = _code(file, entry, raw, CODE, "must be 1-8 letters or digits")
         if code in codes:
             raise ConfigError(file, entry, "code", "is defined twice; codes are unique")
-        name = _require(file, entry, raw, "name", str)
+        name = require_field(file, entry, raw, "name", str)
         if not name.strip() or len(name) > 60:
             raise ConfigError(file, entry, "name", "must be 1-60 characters")
-        action = _require(file, entry, raw, "action", str)
+        action = require_field(file, entry, raw, "action", str)
         if action not in ("AMEND", "CANCEL"):
             raise ConfigError(file, entry, "action", f"must be AMEND or CANCEL, got {action!r}")
         for field in ("reason_type", "reason_code"):
-            if not IDENTIFIER.match(_require(file, entry, raw, field, str)):
+            if not IDENTIFIER.match(require_field(file, entry, raw, field, str)):
                 raise ConfigError(file, entry, field, f"must be an upper-case identifier, got {raw[field]!r}")
-        event = _event(file, entry, raw, "event")
+        event = read_workflow_event(file, entry, raw, "event")
         if event is None:
             raise ConfigError(file, entry, "event", "the workflow event that handles the revision is required")
         codes[code] = MandateRevisionCode(code, name, action, raw["reason_type"], raw["reason_code"], event)
@@ -448,20 +451,21 @@ def load_direct_debit(config_dir: Path, partners: dict[str, Partner] | None = No
         raise ConfigError(file, entry, "-", "must be a mapping")
     fields = {"service_user_number": (6, "digits"), "originating_sort_code": (6, "digits"),
               "originating_account": (8, "digits")}
-    _no_unknown(file, entry, raw, {*fields, "service_user_name", "bureau", "activation_days", "advance_notice_days"})
+    reject_unknown_fields(file, entry, raw,
+                          {*fields, "service_user_name", "bureau", "activation_days", "advance_notice_days"})
     for field, (width, _) in fields.items():
         value = raw.get(field)
         if not isinstance(value, str) or len(value) != width or not value.isdigit():
             raise ConfigError(file, entry, field, f"must be {width} digits in quotes, got {value!r}")
-    name = _require(file, entry, raw, "service_user_name", str)
+    name = require_field(file, entry, raw, "service_user_name", str)
     if not re.fullmatch(r"[A-Z0-9 ./&-]{1,18}", name):
         raise ConfigError(file, entry, "service_user_name", "must be 1-18 characters of A-Z 0-9 space . / & -")
-    bureau = _require(file, entry, raw, "bureau", str)
+    bureau = require_field(file, entry, raw, "bureau", str)
     if partners is not None and (bureau not in partners or "addacs" not in partners[bureau].feeds):
         raise ConfigError(file, entry, "bureau", f"{bureau!r} is not a partner with feed 'addacs' in partners.yaml")
     days = {}
     for field, limit in (("activation_days", 30), ("advance_notice_days", 30)):
-        days[field] = _require(file, entry, raw, field, int)
+        days[field] = require_field(file, entry, raw, field, int)
         if not 0 <= days[field] <= limit:
             raise ConfigError(file, entry, field, f"must be between 0 and {limit}, got {days[field]}")
     return DirectDebitConfig(raw["service_user_number"], name, raw["originating_sort_code"],

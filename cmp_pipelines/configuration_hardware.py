@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from cmp_pipelines.configuration import ConfigError, Partner, _document, _no_unknown, _require
+from cmp_pipelines.configuration import ConfigError, Partner, read_document, reject_unknown_fields, require_field
 from cmp_pipelines.domain.money import MoneyError, parse_amount
 from cmp_pipelines.domain.orders import PRODUCT_TYPES
 from cmp_pipelines.domain.orders_checks import normalise_postcode, uk_postcode_valid
@@ -62,8 +62,8 @@ def _partner_list(file: Path, document: dict, key: str, id_field: str, feed: str
         entry = raw[id_field] if isinstance(raw, dict) and isinstance(raw.get(id_field), str) else f"{key}[{index}]"
         if not isinstance(raw, dict):
             raise ConfigError(file, entry, "-", "must be a mapping")
-        _no_unknown(file, entry, raw, {id_field, "name"})
-        ident = _require(file, entry, raw, id_field, str)
+        reject_unknown_fields(file, entry, raw, {id_field, "name"})
+        ident = require_field(file, entry, raw, id_field, str)
         if ident in found:
             raise ConfigError(file, entry, id_field, "is defined twice")
         if partners is not None and (ident not in partners or feed not in partners[ident].feeds):
@@ -86,16 +86,16 @@ def _catalogue(file: Path, document: dict, warehouses: dict, manufacturers: dict
         entry = raw["sku"] if isinstance(raw, dict) and isinstance(raw.get("sku"), str) else f"catalogue[{index}]"
         if not isinstance(raw, dict):
             raise ConfigError(file, entry, "-", "must be a mapping")
-        _no_unknown(file, entry, raw, fields)
-        sku = _require(file, entry, raw, "sku", str)
+        reject_unknown_fields(file, entry, raw, fields)
+        sku = require_field(file, entry, raw, "sku", str)
         if not SKU.match(sku):
             raise ConfigError(file, entry, "sku", "must be 2-32 of A-Z, 0-9 and '-', starting with a letter or digit")
         if sku in products:
             raise ConfigError(file, entry, "sku", "is defined twice; SKUs are unique")
-        product_type = _require(file, entry, raw, "type", str)
+        product_type = require_field(file, entry, raw, "type", str)
         if product_type not in PRODUCT_TYPES:
             raise ConfigError(file, entry, "type", f"must be one of {', '.join(PRODUCT_TYPES)}, got {product_type!r}")
-        description = _require(file, entry, raw, "description", str)
+        description = require_field(file, entry, raw, "description", str)
         if not description.strip() or len(description) > 80:
             raise ConfigError(file, entry, "description", "must be 1-80 characters")
         price = raw.get("price")
@@ -108,7 +108,7 @@ def _catalogue(file: Path, document: dict, warehouses: dict, manufacturers: dict
         currency = raw.get("currency", "GBP")
         if not isinstance(currency, str) or not CURRENCY.match(currency):
             raise ConfigError(file, entry, "currency", f"must be an ISO 4217 code like GBP, got {currency!r}")
-        warehouse = _require(file, entry, raw, "warehouse", str)
+        warehouse = require_field(file, entry, raw, "warehouse", str)
         if warehouse not in warehouses:
             raise ConfigError(file, entry, "warehouse", f"{warehouse!r} is not a configured warehouse; known: "
                                                         f"{', '.join(sorted(warehouses))}")
@@ -128,7 +128,7 @@ def _deny_list(file: Path, document: dict) -> tuple[tuple[str, ...], tuple[str, 
     entry = "fraud_deny_list"
     if not isinstance(raw, dict):
         raise ConfigError(file, entry, "-", "must be a mapping with 'names' and 'postcodes'")
-    _no_unknown(file, entry, raw, {"names", "postcodes"})
+    reject_unknown_fields(file, entry, raw, {"names", "postcodes"})
     names = raw.get("names", [])
     postcodes = raw.get("postcodes", [])
     for field, values in (("names", names), ("postcodes", postcodes)):
@@ -144,9 +144,9 @@ def _deny_list(file: Path, document: dict) -> tuple[tuple[str, ...], tuple[str, 
 def load_hardware_orders(config_dir: Path, partners: dict[str, Partner] | None = None) -> HardwareConfig:
     """`partners` (from partners.yaml), when given, must hold every warehouse and manufacturer with its feed."""
     file = config_dir / FILE_NAME
-    document = _document(file, "catalogue")
-    _no_unknown(file, "-", document,
-                {"catalogue", "warehouses", "manufacturers", "fraud_deny_list", "stuck_order_days"})
+    document = read_document(file, "catalogue")
+    reject_unknown_fields(file, "-", document,
+                          {"catalogue", "warehouses", "manufacturers", "fraud_deny_list", "stuck_order_days"})
     warehouses = {k: Warehouse(*v) for k, v in
                   _partner_list(file, document, "warehouses", "warehouse", WAREHOUSE_FEED, partners).items()}
     manufacturers = {k: Manufacturer(*v) for k, v in
@@ -154,7 +154,7 @@ def load_hardware_orders(config_dir: Path, partners: dict[str, Partner] | None =
                                    partners).items()}
     catalogue = _catalogue(file, document, warehouses, manufacturers)
     deny_names, deny_postcodes = _deny_list(file, document)
-    stuck = _require(file, "-", document, "stuck_order_days", int)
+    stuck = require_field(file, "-", document, "stuck_order_days", int)
     if not 1 <= stuck <= 90:
         raise ConfigError(file, "-", "stuck_order_days", f"must be between 1 and 90, got {stuck}")
     return HardwareConfig(catalogue, warehouses, manufacturers, deny_names, deny_postcodes, stuck)

@@ -39,6 +39,7 @@ from cmp_pipelines.definitions_hardware import (
     HARDWARE_SCHEDULES,
     HARDWARE_SENSORS,
 )
+from cmp_pipelines.job_factories import daily_schedule, end_of_day_schedule, group_job, probes_job
 from cmp_pipelines.resources.cipher import PartnerCipher
 from cmp_pipelines.resources.database import Database
 from cmp_pipelines.resources.file_store import LocalFileStore
@@ -47,28 +48,19 @@ from cmp_pipelines.resources.payment_provider_resource import PaymentProviderRes
 from cmp_pipelines.sensors.inbound import inbound_file_sensor
 from cmp_pipelines.sensors.ledger_monitor import ledger_monitor_sensor
 
-nrp_job = dg.define_asset_job(
-    "non_recurring_payment_job",
-    selection=dg.AssetSelection.groups(NRP_GROUP),
-    partitions_def=nrp_files_partitions,
-    executor_def=dg.in_process_executor,
-    description="CMP Non Recurring Payment job: load, match, post, ledger file and acknowledgement of one file.",
+nrp_job = group_job(
+    "non_recurring_payment_job", NRP_GROUP, nrp_files_partitions,
+    "CMP Non Recurring Payment job: load, match, post, ledger file and acknowledgement of one file.",
 )
 
-nrp_probes_job = dg.define_asset_job(
-    "non_recurring_payment_probes_job",
-    selection=dg.AssetSelection.checks(nrp_probes),
-    executor_def=dg.in_process_executor,
-    description="Evaluates the non-recurring payments probes without materialising anything.",
+nrp_probes_job = probes_job(
+    "non_recurring_payment_probes_job", [nrp_probes],
+    "Evaluates the non-recurring payments probes without materialising anything.",
 )
 
-nrp_end_of_day_probes_schedule = dg.ScheduleDefinition(
-    name="nrp_end_of_day_probes_schedule",
-    job=nrp_probes_job,
-    cron_schedule="55 23 * * *",
-    execution_timezone="UTC",
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="End of day: the 'today' probes (Load Completed, Batch Completed, ...) run even with no file.",
+nrp_end_of_day_probes_schedule = end_of_day_schedule(
+    "nrp_end_of_day_probes_schedule", nrp_probes_job, "55 23 * * *",
+    "End of day: the 'today' probes (Load Completed, Batch Completed, ...) run even with no file.",
 )
 
 nrp_inbound_files_sensor = inbound_file_sensor(
@@ -79,29 +71,19 @@ nrp_inbound_files_sensor = inbound_file_sensor(
     description="CMP daemon 'Load Non Recurring Payments From Generic Format': watches data/inbound/nrp/<PARTNER>/.",
 )
 
-card_payments_job = dg.define_asset_job(
-    "recurring_payments_card_job",
-    selection=dg.AssetSelection.groups(CARD_PAYMENTS_GROUP),
-    partitions_def=card_payment_days_partitions,
-    executor_def=dg.in_process_executor,
-    description="CMP Recurring Payments job in CARD mode: the day's due payments and refunds, extract, postings.",
+card_payments_job = group_job(
+    "recurring_payments_card_job", CARD_PAYMENTS_GROUP, card_payment_days_partitions,
+    "CMP Recurring Payments job in CARD mode: the day's due payments and refunds, extract, postings.",
 )
 
-card_payments_daily_schedule = dg.build_schedule_from_partitioned_job(
-    card_payments_job,
-    name="recurring_payments_card_daily_schedule",
-    hour_of_day=2,
-    minute_of_hour=0,
-    default_status=dg.DefaultScheduleStatus.RUNNING,
+card_payments_daily_schedule = daily_schedule(
+    "recurring_payments_card_daily_schedule", card_payments_job, hour=2, minute=0,
     description="Daily at 02:00 UTC: what is due by today goes to the card provider.",
 )
 
-card_rejections_job = dg.define_asset_job(
-    "recurring_payments_rejections_card_job",
-    selection=dg.AssetSelection.groups(CARD_REJECTIONS_GROUP),
-    partitions_def=card_rejection_files_partitions,
-    executor_def=dg.in_process_executor,
-    description="CMP Recurring Payments Rejections job (card): one provider rejection file, handled by reason code.",
+card_rejections_job = group_job(
+    "recurring_payments_rejections_card_job", CARD_REJECTIONS_GROUP, card_rejection_files_partitions,
+    "CMP Recurring Payments Rejections job (card): one provider rejection file, handled by reason code.",
 )
 
 card_rejections_sensor = inbound_file_sensor(
@@ -112,46 +94,29 @@ card_rejections_sensor = inbound_file_sensor(
     description="CMP rejections daemon: watches data/inbound/card_rejections/<PROVIDER>/.",
 )
 
-auddis_job = dg.define_asset_job(
-    "auddis_extract_job",
-    selection=dg.AssetSelection.groups(DIRECT_DEBIT_GROUP),
-    partitions_def=auddis_days_partitions,
-    executor_def=dg.in_process_executor,
-    description="CMP AUDDIS extract: the day's new, amended and cancelled Direct Debit Instructions (Standard 18).",
+auddis_job = group_job(
+    "auddis_extract_job", DIRECT_DEBIT_GROUP, auddis_days_partitions,
+    "CMP AUDDIS extract: the day's new, amended and cancelled Direct Debit Instructions (Standard 18).",
 )
 
-auddis_daily_schedule = dg.build_schedule_from_partitioned_job(
-    auddis_job,
-    name="auddis_extract_daily_schedule",
-    hour_of_day=1,
-    minute_of_hour=30,
-    default_status=dg.DefaultScheduleStatus.RUNNING,
+auddis_daily_schedule = daily_schedule(
+    "auddis_extract_daily_schedule", auddis_job, hour=1, minute=30,
     description="Daily at 01:30 UTC: the day's AUDDIS file for the bureau.",
 )
 
-dd_collections_job = dg.define_asset_job(
-    "recurring_payments_dd_job",
-    selection=dg.AssetSelection.groups(COLLECTIONS_GROUP),
-    partitions_def=dd_collection_days_partitions,
-    executor_def=dg.in_process_executor,
-    description="CMP Recurring Payments job in DD mode: the day's debits as a Standard 18 file, and their postings.",
+dd_collections_job = group_job(
+    "recurring_payments_dd_job", COLLECTIONS_GROUP, dd_collection_days_partitions,
+    "CMP Recurring Payments job in DD mode: the day's debits as a Standard 18 file, and their postings.",
 )
 
-dd_collections_daily_schedule = dg.build_schedule_from_partitioned_job(
-    dd_collections_job,
-    name="recurring_payments_dd_daily_schedule",
-    hour_of_day=2,
-    minute_of_hour=15,
-    default_status=dg.DefaultScheduleStatus.RUNNING,
+dd_collections_daily_schedule = daily_schedule(
+    "recurring_payments_dd_daily_schedule", dd_collections_job, hour=2, minute=15,
     description="Daily at 02:15 UTC: what is due from direct-debit accounts goes to the bureau.",
 )
 
-addacs_job = dg.define_asset_job(
-    "addacs_job",
-    selection=dg.AssetSelection.groups(ADDACS_GROUP),
-    partitions_def=addacs_files_partitions,
-    executor_def=dg.in_process_executor,
-    description="CMP ADDACS processing: one bank report of mandate amendments and cancellations.",
+addacs_job = group_job(
+    "addacs_job", ADDACS_GROUP, addacs_files_partitions,
+    "CMP ADDACS processing: one bank report of mandate amendments and cancellations.",
 )
 
 addacs_sensor = inbound_file_sensor(
@@ -162,12 +127,9 @@ addacs_sensor = inbound_file_sensor(
     description="CMP ADDACS daemon: watches data/inbound/addacs/<BUREAU>/.",
 )
 
-arudd_job = dg.define_asset_job(
-    "recurring_payments_rejections_dd_job",
-    selection=dg.AssetSelection.groups(ARUDD_GROUP),
-    partitions_def=arudd_files_partitions,
-    executor_def=dg.in_process_executor,
-    description="CMP Recurring Payments Rejections job (direct debit): one ARUDD report of returned debits.",
+arudd_job = group_job(
+    "recurring_payments_rejections_dd_job", ARUDD_GROUP, arudd_files_partitions,
+    "CMP Recurring Payments Rejections job (direct debit): one ARUDD report of returned debits.",
 )
 
 arudd_sensor = inbound_file_sensor(
@@ -177,7 +139,6 @@ arudd_sensor = inbound_file_sensor(
     partitions_def=arudd_files_partitions,
     description="CMP rejections daemon (direct debit): watches data/inbound/arudd/<BUREAU>/.",
 )
-
 
 def build_definitions(resources: dict | None = None) -> dg.Definitions:
     """The code location; tests pass `resources` to swap a backend (e.g. a file store that fails on cue)."""

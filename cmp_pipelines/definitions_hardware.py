@@ -2,8 +2,6 @@
 
 `definitions.py` adds these lists to the one `dg.Definitions`."""
 
-import dagster as dg
-
 from cmp_pipelines.assets.hardware_orders import (
     DISPATCH_GROUP,
     ENROLMENT_REQUEST_GROUP,
@@ -16,49 +14,36 @@ from cmp_pipelines.assets.hardware_orders import (
     warehouse_dispatch_files_partitions,
 )
 from cmp_pipelines.checks.hardware_probes import HARDWARE_PROBE_CHECKS
+from cmp_pipelines.job_factories import daily_schedule, end_of_day_schedule, group_job, probes_job
 from cmp_pipelines.resources.device_manufacturer import FileDropManufacturer
 from cmp_pipelines.resources.fraud_check import RuleBasedFraudCheck
 from cmp_pipelines.resources.warehouse import StockFileWarehouse
 from cmp_pipelines.sensors.hardware_orders import sales_order_request_sensor
 from cmp_pipelines.sensors.inbound import inbound_file_sensor
 
-sales_order_request_job = dg.define_asset_job(
-    "sales_order_request_job",
-    selection=dg.AssetSelection.groups(REQUEST_GROUP),
-    partitions_def=sales_order_request_partitions,
-    executor_def=dg.in_process_executor,
-    description="CMP Sales Order Request job: orders awaiting generation, fraud-checked, sent to their warehouses.",
+sales_order_request_job = group_job(
+    "sales_order_request_job", REQUEST_GROUP, sales_order_request_partitions,
+    "CMP Sales Order Request job: orders awaiting generation, fraud-checked, sent to their warehouses.",
 )
 
-sales_order_dispatch_job = dg.define_asset_job(
-    "sales_order_dispatch_job",
-    selection=dg.AssetSelection.groups(DISPATCH_GROUP),
-    partitions_def=warehouse_dispatch_files_partitions,
-    executor_def=dg.in_process_executor,
-    description="CMP Sales Order Dispatch job: one warehouse response file, its orders completed or failed, billed.",
+sales_order_dispatch_job = group_job(
+    "sales_order_dispatch_job", DISPATCH_GROUP, warehouse_dispatch_files_partitions,
+    "CMP Sales Order Dispatch job: one warehouse response file, its orders completed or failed, billed.",
 )
 
-device_enrolment_request_job = dg.define_asset_job(
-    "device_enrolment_request_job",
-    selection=dg.AssetSelection.groups(ENROLMENT_REQUEST_GROUP),
-    partitions_def=enrolment_days_partitions,
-    executor_def=dg.in_process_executor,
-    description="CMP Device Enrolment Request job: the day's enrolment and unenrolment batches per manufacturer.",
+device_enrolment_request_job = group_job(
+    "device_enrolment_request_job", ENROLMENT_REQUEST_GROUP, enrolment_days_partitions,
+    "CMP Device Enrolment Request job: the day's enrolment and unenrolment batches per manufacturer.",
 )
 
-device_enrolment_response_job = dg.define_asset_job(
-    "device_enrolment_response_job",
-    selection=dg.AssetSelection.groups(ENROLMENT_RESPONSE_GROUP),
-    partitions_def=enrolment_response_files_partitions,
-    executor_def=dg.in_process_executor,
-    description="CMP Device Enrolment Response job: one manufacturer response file, applied per device.",
+device_enrolment_response_job = group_job(
+    "device_enrolment_response_job", ENROLMENT_RESPONSE_GROUP, enrolment_response_files_partitions,
+    "CMP Device Enrolment Response job: one manufacturer response file, applied per device.",
 )
 
-hardware_probes_job = dg.define_asset_job(
-    "hardware_order_probes_job",
-    selection=dg.AssetSelection.checks(*HARDWARE_PROBE_CHECKS),
-    executor_def=dg.in_process_executor,
-    description="Evaluates the hardware order probes (stuck orders, fraud failures, enrolment failures).",
+hardware_probes_job = probes_job(
+    "hardware_order_probes_job", HARDWARE_PROBE_CHECKS,
+    "Evaluates the hardware order probes (stuck orders, fraud failures, enrolment failures).",
 )
 
 HARDWARE_JOBS = [sales_order_request_job, sales_order_dispatch_job, device_enrolment_request_job,
@@ -83,21 +68,13 @@ HARDWARE_SENSORS = [
 ]
 
 HARDWARE_SCHEDULES = [
-    dg.build_schedule_from_partitioned_job(
-        device_enrolment_request_job,
-        name="device_enrolment_request_daily_schedule",
-        hour_of_day=3,
-        minute_of_hour=0,
-        default_status=dg.DefaultScheduleStatus.RUNNING,
+    daily_schedule(
+        "device_enrolment_request_daily_schedule", device_enrolment_request_job, hour=3, minute=0,
         description="Daily at 03:00 UTC: the day's enrolment and unenrolment batches go to the manufacturers.",
     ),
-    dg.ScheduleDefinition(
-        name="hardware_order_probes_end_of_day_schedule",
-        job=hardware_probes_job,
-        cron_schedule="50 23 * * *",
-        execution_timezone="UTC",
-        default_status=dg.DefaultScheduleStatus.RUNNING,
-        description="End of day: stuck orders and today's fraud failures are counted even when no job ran.",
+    end_of_day_schedule(
+        "hardware_order_probes_end_of_day_schedule", hardware_probes_job, "50 23 * * *",
+        "End of day: stuck orders and today's fraud failures are counted even when no job ran.",
     ),
 ]
 

@@ -16,10 +16,10 @@ from cmp_pipelines.configuration import (
     PARTNER_ID,
     ConfigError,
     WorkflowEvent,
-    _document,
-    _event,
-    _no_unknown,
-    _require,
+    read_document,
+    read_workflow_event,
+    reject_unknown_fields,
+    require_field,
 )
 
 CHANNELS = ("AGENT", "SELFCARE", "IVR")
@@ -53,8 +53,8 @@ def hash_key(key: str) -> str:
 
 def load_api_clients(config_dir: Path, keys_dir: Path | None = None) -> dict[str, ApiClient]:
     file = config_dir / "api_clients.yaml"
-    document = _document(file, "api_clients")
-    _no_unknown(file, "-", document, {"api_clients"})
+    document = read_document(file, "api_clients")
+    reject_unknown_fields(file, "-", document, {"api_clients"})
     entries = document["api_clients"]
     if not isinstance(entries, list) or not entries:
         raise ConfigError(file, "-", "api_clients", "must be a non-empty list of client entries")
@@ -65,13 +65,13 @@ def load_api_clients(config_dir: Path, keys_dir: Path | None = None) -> dict[str
             else f"api_clients[{index}]"
         if not isinstance(raw, dict):
             raise ConfigError(file, entry, "-", "must be a mapping")
-        _no_unknown(file, entry, raw, {"client_id", "name", "channel", "key_sha256"})
-        client_id = _require(file, entry, raw, "client_id", str)
+        reject_unknown_fields(file, entry, raw, {"client_id", "name", "channel", "key_sha256"})
+        client_id = require_field(file, entry, raw, "client_id", str)
         if not PARTNER_ID.match(client_id):
             raise ConfigError(file, entry, "client_id", "must be 2-32 of A-Z, 0-9, _ starting with a letter")
         if client_id in clients:
             raise ConfigError(file, entry, "client_id", "is defined twice")
-        channel = _require(file, entry, raw, "channel", str)
+        channel = require_field(file, entry, raw, "channel", str)
         if channel not in CHANNELS:
             raise ConfigError(file, entry, "channel", f"must be one of {', '.join(CHANNELS)}, got {channel!r}")
         name = raw.get("name", client_id)
@@ -110,13 +110,13 @@ def write_key_hash(keys_dir: Path, client_id: str, key_hash: str) -> Path:
 
 def load_provider_settings(config_dir: Path) -> ProviderSettings:
     file = config_dir / "payment_provider.yaml"
-    raw = _document(file, "payment_provider")["payment_provider"]
+    raw = read_document(file, "payment_provider")["payment_provider"]
     entry = "payment_provider"
     if not isinstance(raw, dict):
         raise ConfigError(file, entry, "-", "must be a mapping")
-    _no_unknown(file, entry, raw, {"provider", "hosted_page_url", "reconcile_after_seconds",
-                                   "hosted_session_minutes", "callback_tolerance_seconds", "failure_event"})
-    provider = _require(file, entry, raw, "provider", str)
+    reject_unknown_fields(file, entry, raw, {"provider", "hosted_page_url", "reconcile_after_seconds",
+                                             "hosted_session_minutes", "callback_tolerance_seconds", "failure_event"})
+    provider = require_field(file, entry, raw, "provider", str)
     if provider not in PROVIDERS:
         raise ConfigError(file, entry, "provider", f"must be one of {', '.join(PROVIDERS)} (a real provider plugs "
                                                    f"in as a PaymentProvider subclass), got {provider!r}")
@@ -126,10 +126,10 @@ def load_provider_settings(config_dir: Path) -> ProviderSettings:
     numbers = {}
     for field, low, high in (("reconcile_after_seconds", 0, 86_400), ("hosted_session_minutes", 1, 1_440),
                              ("callback_tolerance_seconds", 10, 3_600)):
-        numbers[field] = _require(file, entry, raw, field, int)
+        numbers[field] = require_field(file, entry, raw, field, int)
         if not low <= numbers[field] <= high:
             raise ConfigError(file, entry, field, f"must be between {low} and {high}, got {numbers[field]}")
-    event = _event(file, entry, raw, "failure_event")
+    event = read_workflow_event(file, entry, raw, "failure_event")
     if event is None:
         raise ConfigError(file, entry, "failure_event", "the workflow event a failed one-off payment raises is "
                                                         "required")

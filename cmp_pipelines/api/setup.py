@@ -38,12 +38,12 @@ def prevalidate(kind: str, body: dict, today: date) -> None:
         if kind == "PAYMENT_TYPE" and body.get("payment_type") not in PAYMENT_TYPES:
             raise SetupError("payment_type", f"use one of {', '.join(PAYMENT_TYPES)}")
         if body.get("card_token") is not None:
-            payment_setup._card(body["card_token"], body.get("last_four"), body.get("expiry"), body.get("provider"),
-                                load_partners(paths().config_dir), today)
+            payment_setup.validate_card(body["card_token"], body.get("last_four"), body.get("expiry"),
+                                        body.get("provider"), load_partners(paths().config_dir), today)
         elif kind == "CARD" or body.get("last_four") or body.get("expiry") or body.get("provider"):
             raise SetupError("card_token", "the provider's card token is required with card details")
     elif kind == "MANDATE":
-        mandates._bank_details(body.get("sort_code"), body.get("bank_account"), body.get("account_name"))
+        mandates.validate_bank_details(body.get("sort_code"), body.get("bank_account"), body.get("account_name"))
         if body.get("reference") is not None:
             mandates.validate_reference(body["reference"])
 

@@ -21,7 +21,8 @@ REFERENCE = re.compile(r"^[A-Z0-9 ./&-]{6,18}$")
 LIVE = ("PENDING_SUBMISSION", "SUBMITTED", "ACTIVE", "AMENDMENT_PENDING")
 
 
-def _bank_details(sort_code: str, bank_account: str, account_name: str) -> tuple[str, str, str]:
+def validate_bank_details(sort_code: str, bank_account: str, account_name: str) -> tuple[str, str, str]:
+    """(sort code without dashes, account number, trimmed name), or a SetupError naming the field at fault."""
     sort_code = (sort_code or "").replace("-", "")
     if not re.fullmatch(r"[0-9]{6}", sort_code):
         raise SetupError("sort_code", "must be 6 digits (dashes allowed: 12-34-56)")
@@ -52,7 +53,7 @@ def create_mandate(
     config: DirectDebitConfig, now: datetime, reference: str | None = None,
 ) -> dict:
     """A new mandate, pending submission on the next AUDDIS; the reference defaults to 'CMP' + the account."""
-    sort_code, bank_account, account_name = _bank_details(sort_code, bank_account, account_name)
+    sort_code, bank_account, account_name = validate_bank_details(sort_code, bank_account, account_name)
     reference = validate_reference(reference or f"CMP{account_number}")
     with transaction(con):
         require_account(con, account_number)
@@ -83,7 +84,7 @@ def amend_mandate(
     con: duckdb.DuckDBPyConnection, mandate_id: str, *, sort_code: str, bank_account: str, account_name: str,
     now: datetime, cause: str = "amended",
 ) -> dict:
-    sort_code, bank_account, account_name = _bank_details(sort_code, bank_account, account_name)
+    sort_code, bank_account, account_name = validate_bank_details(sort_code, bank_account, account_name)
     with transaction(con):
         status = _status(con, mandate_id)
         if status in ("CANCELLED", "FAILED"):

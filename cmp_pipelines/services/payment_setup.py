@@ -86,8 +86,9 @@ def require_account(con: duckdb.DuckDBPyConnection, account_number: str) -> tupl
     return row
 
 
-def _card(card_token: str, last_four: str | None, expiry: str | None, provider: str | None,
-          partners: dict[str, Partner], today: date) -> Card:
+def validate_card(card_token: str, last_four: str | None, expiry: str | None, provider: str | None,
+                  partners: dict[str, Partner], today: date) -> Card:
+    """The card as it would be registered, or a SetupError: no database, so the API checks it before queueing."""
     if find_pan(card_token) or (last_four and find_pan(last_four)):
         raise SetupError("card_token", f"{mask_pans_in(card_token)!r} looks like a card number; register the "
                                        "provider's token, never the card number")
@@ -121,7 +122,7 @@ def register_card(
     now: datetime, last_four: str | None = None, expiry: str | None = None, provider: str | None = None,
 ) -> Card:
     require_account(con, account_number)
-    card = _card(card_token, last_four, expiry, provider, partners, now.date())
+    card = validate_card(card_token, last_four, expiry, provider, partners, now.date())
     con.execute(
         """
         INSERT INTO payment_cards VALUES (?, ?, ?, ?, ?, ?)
