@@ -164,7 +164,7 @@ def load(port: int, accounts: list[str], clients: int, seconds: float | None = N
 
     # uvloop (the server's own loop, installed with uvicorn[standard]): the load generator shares the two cores
     # with the server, so the less CPU it takes per request, the less it inflates the latencies it measures.
-    return asyncio.run(run(), loop_factory=uvloop.new_event_loop)
+    return uvloop.run(run())
 
 
 def report(alone: dict, during: dict | None, meta: dict) -> None:
