@@ -20,17 +20,19 @@ from pathlib import Path
 
 
 class LocalSqlite:
-    def __init__(self, path: Path, schema: str = "", version: int = 1, background_checkpoint: bool = False):
+    def __init__(self, path: Path, schema: str = "", version: int = 1, background_checkpoint: bool = False,
+                 checkpoint_every: float = 1.0):
         """`background_checkpoint`: a server's store copies its WAL into the database from a thread of its
-        own each second, so no request waits on a checkpoint's fsync (SQLite would run it inside a commit)."""
+        own every `checkpoint_every` seconds, so no request waits on a checkpoint's fsync (SQLite would run it
+        inside a commit)."""
         self.path = Path(path)
         self._local = threading.local()
         self._thread_lock = threading.Lock()
         self._lock_fd: int | None = None
         self._background_checkpoint = background_checkpoint
         if background_checkpoint:
-            threading.Thread(target=self._checkpoint_forever, name=f"checkpoint {self.path.name}",
-                             daemon=True).start()
+            threading.Thread(target=self._checkpoint_forever, args=(checkpoint_every,),
+                             name=f"checkpoint {self.path.name}", daemon=True).start()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if schema:
             self._migrate(schema, version)
