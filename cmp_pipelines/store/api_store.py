@@ -117,7 +117,9 @@ class ReadModel:
         if cached is None or cached[0] != identity:
             if cached is not None:
                 cached[1].close()
-            con = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
+            # immutable: a published file is never changed in place (a new one is renamed over it, a new inode),
+            # so SQLite can skip the file locks and change checks it would make on every query
+            con = sqlite3.connect(f"file:{self.path}?mode=ro&immutable=1", uri=True, check_same_thread=False)
             con.row_factory = sqlite3.Row
             self._local.cached = cached = (identity, con)
         return cached[1]
