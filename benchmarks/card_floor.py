@@ -35,7 +35,7 @@ from pathlib import Path
 import duckdb
 import orjson
 import pyarrow as pa
-from cryptography.fernet import Fernet, MultiFernet
+from floor_fernet import FloorFernet
 
 AMOUNT = "CAST(CAST({0} AS DECIMAL(18, 0)) / 100 AS DECIMAL(18, 2))::VARCHAR"
 REJECTION_FIELDS = (
@@ -179,9 +179,9 @@ def _copy_json(con: duckdb.DuckDBPyConnection, query: str, tmp: Path) -> bytes:
     return data
 
 
-def _fernet(key_file: str) -> MultiFernet:
+def _fernet(key_file: str) -> FloorFernet:
     lines = Path(key_file).read_text().splitlines()
-    return MultiFernet([Fernet(line.strip()) for line in lines if line.strip() and not line.startswith("#")])
+    return FloorFernet([line.strip() for line in lines if line.strip() and not line.startswith("#")])
 
 
 def _minor(total: int) -> str:

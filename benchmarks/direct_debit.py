@@ -117,10 +117,10 @@ def _flow(workdir: Path, kind: str) -> dict:
 
 def _floor(workdir: Path, kind: str) -> dict:
     import duckdb
-    from cryptography.fernet import Fernet, MultiFernet
+    from floor_fernet import FloorFernet
 
     keys = (workdir / "keys" / "BACSBUREAU.keys").read_text().split()
-    fernet = MultiFernet([Fernet(k) for k in keys])
+    fernet = FloorFernet(keys)
     con = duckdb.connect(str(workdir / "run.duckdb"))
     con.execute("SET preserve_insertion_order = false")  # what the flow allows itself for its bulk inserts
     out = workdir / "floor-out"

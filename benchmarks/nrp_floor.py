@@ -23,7 +23,7 @@ from pathlib import Path
 import duckdb
 import orjson
 import pyarrow as pa
-from cryptography.fernet import Fernet, MultiFernet
+from floor_fernet import FloorFernet
 
 FIELDS = (
     "record_id", "account_number", "invoice_number", "amount", "payment_date", "payment_method", "reference",
@@ -124,7 +124,7 @@ def run(args: argparse.Namespace) -> dict:
         con.execute(statement, params or None)
     lines = Path(args.key_file).read_text().splitlines()
     keys = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
-    fernet = MultiFernet([Fernet(key) for key in keys])
+    fernet = FloorFernet(keys)
     now = datetime.now(UTC)
     steps: dict[str, float] = {}
     clock = [time.perf_counter()]

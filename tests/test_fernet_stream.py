@@ -1,4 +1,5 @@
-"""The streamed Fernet token is a Fernet token: the library decrypts it, whatever the chunking."""
+"""The streamed Fernet token is a Fernet token: the library decrypts it, whatever the chunking; and the fast
+decrypt path agrees with the library on every token, or steps aside for it."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import pytest
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 from cmp_pipelines.formats.encryption import PartnerKeyring
-from cmp_pipelines.formats.fernet_stream import encrypt_chunks
+from cmp_pipelines.formats.errors import FileRejected
+from cmp_pipelines.formats.fernet_stream import decrypt_token, encrypt_chunks
 
 
 @pytest.mark.parametrize("sizes", [[], [0], [1], [2], [3], [15], [16], [17], [1, 2, 3, 4, 5], [100_000, 7, 65_536],
@@ -41,3 +43,38 @@ def test_keyring_streams_with_the_newest_key_and_rotation_still_decrypts(tmp_pat
     assert Fernet(newest).decrypt(after) == b"x"
     assert keyring.decrypt("CARDPAY", before) == b'{"rows":' + b'[{"a":1}]' * 1000 + b"}"
     assert MultiFernet([Fernet(older)]).decrypt(before).startswith(b'{"rows":')
+
+
+@pytest.mark.parametrize("size", [0, 1, 15, 16, 17, 100_003])
+def test_fast_decrypt_reads_library_tokens_under_any_listed_key(size):
+    old, new = Fernet.generate_key(), Fernet.generate_key()
+    plaintext = os.urandom(size)
+    token = Fernet(old).encrypt(plaintext)
+    assert decrypt_token([new, old], token) == plaintext
+    assert decrypt_token([new], token) is None  # no key verifies: the library decides (and refuses)
+
+
+def test_fast_decrypt_steps_aside_for_what_is_not_strictly_a_good_token():
+    key = Fernet.generate_key()
+    token = Fernet(key).encrypt(b"pay 12.34")
+    flipped = token[:40] + (b"A" if token[40:41] != b"A" else b"B") + token[41:]
+    for bad in (flipped, token[:-8], token + b"\n", token[:30] + b"\n" + token[30:], b"gAAAAA!!"):
+        assert decrypt_token([key], bad) is None, bad
+
+
+def test_keyring_decrypts_fast_and_refuses_tampering_and_wrong_keys_with_the_library_error(tmp_path):
+    keyring = PartnerKeyring(tmp_path)
+    keyring.init_keys("PAYPOINT")
+    token = keyring.encrypt("PAYPOINT", b'{"header":{}}')
+    assert keyring.decrypt("PAYPOINT", token) == b'{"header":{}}'
+    wrapped = token[:30] + b"\n" + token[30:] + b"\n"  # the library's lenient base64 still reads this
+    assert keyring.decrypt("PAYPOINT", wrapped) == b'{"header":{}}'
+    flipped = token[:60] + (b"A" if token[60:61] != b"A" else b"B") + token[61:]
+    with pytest.raises(FileRejected) as refused:
+        keyring.decrypt("PAYPOINT", flipped)
+    assert refused.value.code == "DECRYPT_FAILED"
+    other = PartnerKeyring(tmp_path / "other")
+    other.init_keys("PAYPOINT")
+    with pytest.raises(FileRejected) as refused:
+        other.decrypt("PAYPOINT", token)
+    assert refused.value.code == "DECRYPT_FAILED"

@@ -14,7 +14,7 @@ from pathlib import Path
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 from cmp_pipelines.formats.errors import FileRejected
-from cmp_pipelines.formats.fernet_stream import encrypt_chunks, file_chunks
+from cmp_pipelines.formats.fernet_stream import decrypt_token, encrypt_chunks, file_chunks
 
 
 class PartnerKeyring:
@@ -22,6 +22,7 @@ class PartnerKeyring:
         self.keys_dir = Path(keys_dir)
         self._cache: dict[str, MultiFernet] = {}
         self._newest: dict[str, bytes] = {}
+        self._keys: dict[str, list[bytes]] = {}
 
     def key_file(self, partner: str) -> Path:
         return self.keys_dir / f"{partner}.keys"
@@ -49,10 +50,11 @@ class PartnerKeyring:
                 raise FileRejected("MISSING_KEYS", f"the key file for partner {partner} is empty", configuration=True)
             self._cache[partner] = MultiFernet(keys)
             self._newest[partner] = lines[0].encode()
+            self._keys[partner] = [line.encode() for line in lines]
         return self._cache[partner]
 
     def encrypt(self, partner: str, plaintext: bytes) -> bytes:
-        return self._fernet(partner).encrypt(plaintext)
+        return b"".join(self.encrypt_parts(partner, [plaintext]))
 
     def encrypt_parts(self, partner: str, parts: list[bytes | Path]) -> Iterator[bytes]:
         """The token of the concatenated parts (bytes, local files), streamed: what `encrypt` gives, without
@@ -68,6 +70,9 @@ class PartnerKeyring:
             raise FileRejected(
                 "NOT_ENCRYPTED", f"the file is not a Fernet token for partner {partner} (was it encrypted?)"
             )
+        plaintext = decrypt_token(self._keys[partner], token.strip())
+        if plaintext is not None:
+            return plaintext
         try:
             return fernet.decrypt(token)
         except InvalidToken as exc:

@@ -1,17 +1,22 @@
-"""Fernet tokens written piece by piece, for outputs of hundreds of megabytes.
+"""Fernet tokens for files of hundreds of megabytes: written piece by piece, read with a fast base64.
 
 `Fernet.encrypt` builds the whole token in memory and copies the plaintext several times; this writes the
 same token format (version 0x80, timestamp, IV, AES-128-CBC with PKCS7, HMAC-SHA256, url-safe base64) from
 chunks, with the same `cryptography` primitives, so any Fernet or MultiFernet holding the key decrypts it.
+Python's base64 codec was most of the cost of a big file (1.5 s each way for a 250 MB token, against 0.1 s
+for pybase64's SIMD codec), so both directions use pybase64; the AES and HMAC stay `cryptography`'s.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import os
 import time
 from collections.abc import Iterable, Iterator
 
+import pybase64
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, hmac, padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
@@ -26,11 +31,11 @@ class _Base64Stream:
         data = self._rest + data
         whole = len(data) - len(data) % 3
         self._rest = data[whole:]
-        return base64.urlsafe_b64encode(data[:whole])
+        return pybase64.b64encode(data[:whole], altchars=b"-_")
 
     def close(self) -> bytes:
         rest, self._rest = self._rest, b""
-        return base64.urlsafe_b64encode(rest)
+        return pybase64.b64encode(rest, altchars=b"-_")
 
 
 def encrypt_chunks(key: bytes, chunks: Iterable[bytes], now: int | None = None) -> Iterator[bytes]:
@@ -56,6 +61,39 @@ def encrypt_chunks(key: bytes, chunks: Iterable[bytes], now: int | None = None) 
     yield out.feed(block)
     yield out.feed(mac.finalize())
     yield out.close()
+
+
+_SHORTEST = 1 + 8 + 16 + 16 + 32  # version, timestamp, IV, one AES block, HMAC
+
+
+def decrypt_token(keys: list[bytes], token: bytes) -> bytes | None:
+    """The plaintext of a strictly well-formed token under one of `keys` (url-safe base64 Fernet keys).
+
+    None when this fast path cannot decide (not strict base64, too short, no key's HMAC verifies, bad padding):
+    the caller then asks `cryptography`'s MultiFernet, whose verdict and error stand. The HMAC is verified
+    before anything is decrypted, as Fernet requires."""
+    try:
+        data = pybase64.b64decode(token, altchars=b"-_", validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    if len(data) < _SHORTEST or data[0] != 0x80 or (len(data) - _SHORTEST) % 16:
+        return None
+    view = memoryview(data)
+    for key in keys:
+        raw = base64.urlsafe_b64decode(key)
+        mac = hmac.HMAC(raw[:16], hashes.SHA256())
+        mac.update(view[:-32])
+        try:
+            mac.verify(data[-32:])
+        except InvalidSignature:
+            continue
+        decryptor = Cipher(algorithms.AES(raw[16:]), modes.CBC(data[9:25])).decryptor()
+        padded = decryptor.update(view[25:-32]) + decryptor.finalize()
+        pad = padded[-1]
+        if not 1 <= pad <= 16 or padded[-pad:] != bytes([pad]) * pad:
+            return None
+        return padded[:-pad]
+    return None
 
 
 def file_chunks(parts: Iterable[bytes | os.PathLike], size: int = 16 << 20) -> Iterator[bytes]:
