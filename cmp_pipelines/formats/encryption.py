@@ -64,13 +64,14 @@ class PartnerKeyring:
 
     def decrypt(self, partner: str, token: bytes) -> bytes:
         fernet = self._fernet(partner)
-        if not token.strip():
+        stripped = token.strip()  # the same object when there is nothing to strip: no copy of a big token
+        if not stripped:
             raise FileRejected("EMPTY_FILE", "the file is empty (0 bytes of ciphertext)")
-        if not token.lstrip().startswith(b"gAAAAA"):  # every Fernet token: version byte 0x80, base64url
+        if not stripped.startswith(b"gAAAAA"):  # every Fernet token: version byte 0x80, base64url
             raise FileRejected(
                 "NOT_ENCRYPTED", f"the file is not a Fernet token for partner {partner} (was it encrypted?)"
             )
-        plaintext = decrypt_token(self._keys[partner], token.strip())
+        plaintext = decrypt_token(self._keys[partner], stripped)
         if plaintext is not None:
             return plaintext
         try:

@@ -28,10 +28,11 @@ class _Base64Stream:
         self._rest = b""
 
     def feed(self, data: bytes) -> bytes:
-        data = self._rest + data
+        if self._rest:  # at most two bytes carried over; a whole chunk is not copied for nothing
+            data = self._rest + data
         whole = len(data) - len(data) % 3
-        self._rest = data[whole:]
-        return pybase64.b64encode(data[:whole], altchars=b"-_")
+        self._rest = bytes(data[whole:])
+        return pybase64.b64encode(memoryview(data)[:whole], altchars=b"-_")
 
     def close(self) -> bytes:
         rest, self._rest = self._rest, b""

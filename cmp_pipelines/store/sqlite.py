@@ -81,7 +81,8 @@ class LocalSqlite:
                 con = self.connection()
                 con.execute("PRAGMA busy_timeout=0")
                 con.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-                con.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
+                with self._write_lock():  # our writers queue behind it on the lock file, not in SQLite's busy loop
+                    con.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
 
     @contextmanager
     def _write_lock(self) -> Iterator[None]:
