@@ -100,11 +100,10 @@ class _Connection:
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
         self.writer.write(request)
-        status = int((await self.reader.readline()).split()[1])
-        length = 0
-        while (line := await self.reader.readline()) not in (b"\r\n", b""):
-            if line.lower().startswith(b"content-length:"):
-                length = int(line.split(b":")[1])
+        head = await self.reader.readuntil(b"\r\n\r\n")  # the status line and headers in one read
+        status = int(head[9:12])
+        at = head.lower().find(b"\r\ncontent-length:")
+        length = int(head[at + 17:head.index(b"\r\n", at + 2)]) if at >= 0 else 0
         await self.reader.readexactly(length)
         return status
 
@@ -121,7 +120,7 @@ async def _client(connection: _Connection, accounts: list[str], until, latencies
         started = time.perf_counter()
         try:
             status = await connection.send(request)
-        except (OSError, asyncio.IncompleteReadError, ValueError, IndexError) as exc:
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError, IndexError) as exc:
             errors.append(type(exc).__name__)
             connection.close()
             continue

@@ -18,8 +18,6 @@ from cmp_pipelines.resources.payment_provider import PaymentProvider
 from cmp_pipelines.store.api_store import ApiStore, ReadModel
 
 log = logging.getLogger("cmp_pipelines.api")
-API_KEY = APIKeyHeader(name="X-API-Key", auto_error=False, description="The client's API key (channel AGENT, "
-                                                                       "SELFCARE or IVR).")
 
 
 @dataclass
@@ -52,10 +50,15 @@ def authenticate(ctx: ApiContext, key: str | None) -> ApiClient:
     return client
 
 
-async def client(request: Request, key: str | None = Depends(API_KEY)) -> ApiClient:
-    """Async on purpose: a sync dependency costs every request a trip through the thread pool."""
-    return authenticate(request.app.state.cmp, key)
+class ClientKey(APIKeyHeader):
+    """The X-API-Key security scheme (so OpenAPI documents it) that also resolves the key to its client: one
+    dependency per request instead of two, on every route."""
+
+    async def __call__(self, request: Request) -> ApiClient:  # type: ignore[override]
+        return authenticate(request.app.state.cmp, request.headers.get(self.model.name))
 
 
-Client = Annotated[ApiClient, Depends(client)]
+API_KEY = ClientKey(name="X-API-Key", scheme_name="ApiKey", auto_error=False,
+                    description="The client's API key (channel AGENT, SELFCARE or IVR).")
+Client = Annotated[ApiClient, Depends(API_KEY)]
 Ctx = Annotated[ApiContext, Depends(context)]
