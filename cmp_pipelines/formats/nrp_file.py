@@ -24,5 +24,5 @@ def payment_columns(payments: list) -> tuple[pa.Table, dict[int, str]]:
     return record_file.record_columns(NRP_FILE, payments)
 
 
-def check_control_totals(header: dict, payments: list, amounts: pa.Array) -> None:
-    record_file.check_control_totals(NRP_FILE, header, payments, amounts)
+def check_control_totals(header: dict, record_count: int, amounts: pa.Array) -> None:
+    record_file.check_control_totals(NRP_FILE, header, record_count, amounts)

@@ -73,12 +73,12 @@ def validate_envelope(spec: RecordFileSpec, document: object) -> dict:
     return header
 
 
-def check_control_totals(spec: RecordFileSpec, header: dict, records: list, amounts: pa.Array) -> None:
+def check_control_totals(spec: RecordFileSpec, header: dict, record_count: int, amounts: pa.Array) -> None:
     """`record_count` and `total_amount` must equal the records: a mismatch means a damaged or partial file."""
-    if header["record_count"] != len(records):
+    if header["record_count"] != record_count:
         raise FileRejected(
             "CONTROL_TOTALS",
-            f"header record_count is {header['record_count']} but the file holds {len(records)} "
+            f"header record_count is {header['record_count']} but the file holds {record_count} "
             f"{spec.record_noun} records",
         )
     total = sum_exact(amounts)
@@ -103,7 +103,8 @@ def sum_exact(amounts: pa.Array) -> Decimal:
     return pc.sum(pc.cast(usable, pa.decimal128(38, 2))).as_py()
 
 
-def _describe(spec: RecordFileSpec, position: int, record: object) -> str:
+def describe_record(spec: RecordFileSpec, position: int, record: object) -> str:
+    """Why a record's JSON shape is wrong, or '' when it is an object of exactly the spec's string/null fields."""
     if not isinstance(record, dict):
         return f"record {position} is a JSON {_JSON_TYPE.get(type(record), 'value')}, not an object"
     problems = []
@@ -157,7 +158,7 @@ def record_columns(spec: RecordFileSpec, records: list) -> tuple[pa.Table, dict[
             if type(record) is dict and record.keys() == spec.field_set:
                 rows.append(record)
             else:
-                shape_errors[index + 1] = _describe(spec, index + 1, record)
+                shape_errors[index + 1] = describe_record(spec, index + 1, record)
                 rows.append(record if type(record) is dict else {})
     columns = {"position": positions}
     for field in spec.fields:
@@ -170,10 +171,23 @@ def record_columns(spec: RecordFileSpec, records: list) -> tuple[pa.Table, dict[
                 if value is None or type(value) is str:
                     cleaned.append(value)
                 else:
-                    shape_errors.setdefault(index + 1, _describe(spec, index + 1, records[index]))
+                    shape_errors.setdefault(index + 1, describe_record(spec, index + 1, records[index]))
                     cleaned.append(None)
             columns[field] = pa.array(cleaned, type=pa.string())
     return pa.table(columns), shape_errors
+
+
+def first_schema_violation(spec: RecordFileSpec, table: pa.Table, positions: list[int]) -> tuple[int, str] | None:
+    """(position, error) of the first sampled record the JSON Schema rejects. A record the set-based rules let
+    through is an object of exactly the spec's fields, strings or null, so its row of the columns is the record;
+    a flow checks a sample of those to prove its SQL rules never accept what the schema refuses."""
+    rows = pa.array([p - 1 for p in positions], pa.int64())
+    records = table.select(list(spec.fields)).take(rows).to_pylist()
+    for position, record in zip(positions, records, strict=True):
+        error = first_error(spec.schema_name, record, spec.record_noun)
+        if error:
+            return position, error
+    return None
 
 
 def card_number_masks(column: pa.Array) -> dict[int, tuple[str, str]]:

@@ -33,8 +33,13 @@ from cmp_pipelines.domain.rejection_outcomes import (
 from cmp_pipelines.formats import record_file
 from cmp_pipelines.formats.encryption import PartnerKeyring
 from cmp_pipelines.formats.errors import FileRejected
-from cmp_pipelines.formats.record_file import RecordFileSpec, card_number_masks, with_shape_and_card_numbers
-from cmp_pipelines.formats.schemas import first_error
+from cmp_pipelines.formats.record_file import (
+    RecordFileSpec,
+    card_number_masks,
+    first_schema_violation,
+    with_shape_and_card_numbers,
+)
+from cmp_pipelines.formats.record_scan import read_record_file
 from cmp_pipelines.services.files import FileStoreLike
 from cmp_pipelines.services.intake import Intake, Received, file_stem, sha256_hex
 from cmp_pipelines.services.ledger_file import (
@@ -123,19 +128,19 @@ class CardRejections:
         plaintext = self.intake.decrypt(received)
         with ThreadPoolExecutor(max_workers=1) as pool:
             digest = pool.submit(sha256_hex, plaintext)
-            document = record_file.parse_document(plaintext)
+            read = read_record_file(REJECTION_FILE, plaintext, self.con)
             content_sha = digest.result()
-        header = record_file.validate_envelope(REJECTION_FILE, document)
+        del plaintext
+        header = read.header
         if header["sender"] != received.partner:
             raise FileRejected(
                 "SENDER_MISMATCH",
                 f"header sender {header['sender']!r} does not match the partner folder {received.partner!r}",
             )
-        records = document["rejections"]
-        table, shape_errors = record_file.record_columns(REJECTION_FILE, records)
-        record_file.check_control_totals(REJECTION_FILE, header, records, table.column("amount").combine_chunks())
+        record_file.check_control_totals(REJECTION_FILE, header, read.record_count,
+                                         read.table.column("amount").combine_chunks())
         self.intake.refuse_duplicate(received, content_sha, header["file_id"])
-        table = with_id_card_numbers(with_shape_and_card_numbers(table, shape_errors, NON_ID_FIELDS))
+        table = with_id_card_numbers(with_shape_and_card_numbers(read.table, read.shape_errors, NON_ID_FIELDS))
         batch_id = f"RCRJ-{content_sha[:16]}"
         with transaction(self.con):
             sync_rejection_codes(self.con, self.codes)  # the rules join what the YAML says now
@@ -145,7 +150,7 @@ class CardRejections:
                                                 "currency": header["currency"], "day": self.now.date()})
             finally:
                 self.con.unregister("raw")
-            self._guard_schema_agreement(batch_id, records)
+            self._guard_schema_agreement(batch_id, table)
             self.con.execute(
                 f"""
                 INSERT INTO batches (batch_id, kind, feed, partner, source_file_id, status, created_at,
@@ -173,16 +178,15 @@ class CardRejections:
             )
             self.intake.record_loaded(received, batch_id, content_sha, header["file_id"])
 
-    def _guard_schema_agreement(self, batch_id: str, records: list) -> None:
+    def _guard_schema_agreement(self, batch_id: str, table: pa.Table) -> None:
         """The SQL rules must never accept what the JSON Schema rejects: spot-check handled records."""
-        positions = self.con.execute(
+        positions = [p for (p,) in self.con.execute(
             "SELECT position FROM card_rejections WHERE batch_id = ? AND outcome <> 'REJECTED' "
             "ORDER BY position LIMIT ?", [batch_id, GUARD_SAMPLE]
-        ).fetchall()
-        for (position,) in positions:
-            error = first_error(REJECTION_FILE.schema_name, records[position - 1], "rejection")
-            if error:
-                raise AssertionError(f"rejection {position} was handled but violates the schema: {error}")
+        ).fetchall()]
+        violation = first_schema_violation(REJECTION_FILE, table, positions)
+        if violation:
+            raise AssertionError(f"rejection {violation[0]} was handled but violates the schema: {violation[1]}")
 
     def _result(self, file_id: str, status: str) -> RejectionLoad:
         batch_id, partner, _ = self.intake.loaded_batch(file_id)

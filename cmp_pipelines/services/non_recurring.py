@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 
 import duckdb
 import orjson
+import pyarrow as pa
 
 from cmp_pipelines.configuration import Partner
 from cmp_pipelines.domain.money import format_minor
@@ -19,8 +20,8 @@ from cmp_pipelines.domain.nrp_rules import CLASSIFY_AND_MATCH_SQL
 from cmp_pipelines.formats import nrp_file
 from cmp_pipelines.formats.encryption import PartnerKeyring
 from cmp_pipelines.formats.errors import FileRejected
-from cmp_pipelines.formats.record_file import with_shape_and_card_numbers
-from cmp_pipelines.formats.schemas import first_error
+from cmp_pipelines.formats.record_file import first_schema_violation, with_shape_and_card_numbers
+from cmp_pipelines.formats.record_scan import read_record_file
 from cmp_pipelines.services.files import FileStoreLike
 from cmp_pipelines.services.intake import (  # noqa: F401  (re-exported: the file identity every feed shares)
     FileQuarantined,
@@ -92,21 +93,19 @@ class NonRecurringPayments:
         partner = received.partner
         plaintext = self.intake.decrypt(received)
         with ThreadPoolExecutor(max_workers=1) as pool:
-            content_digest = pool.submit(sha256_hex, plaintext)  # hashlib releases the GIL: overlaps the parse
-            document = nrp_file.parse_document(plaintext)
+            content_digest = pool.submit(sha256_hex, plaintext)  # hashlib releases the GIL: overlaps the read
+            read = read_record_file(nrp_file.NRP_FILE, plaintext, self.con)
             content_sha = content_digest.result()
-        header = nrp_file.validate_envelope(document)
+        del plaintext
+        header = read.header
         if header["sender"] != partner:
             raise FileRejected(
                 "SENDER_MISMATCH",
                 f"header sender {header['sender']!r} does not match the partner folder {partner!r}",
             )
-        payments = document["payments"]
-        table, shape_errors = nrp_file.payment_columns(payments)
-        nrp_file.check_control_totals(header, payments, table.column("amount").combine_chunks())
+        nrp_file.check_control_totals(header, read.record_count, read.table.column("amount").combine_chunks())
         self.intake.refuse_duplicate(received, content_sha, header["file_id"])
-        del document, plaintext
-        table = with_shape_and_card_numbers(table, shape_errors, PAN_SCANNED_FIELDS)
+        table = with_shape_and_card_numbers(read.table, read.shape_errors, PAN_SCANNED_FIELDS)
         batch_id = f"NRPL-{content_sha[:16]}"
         with transaction(self.con):
             self.con.register("raw", table)
@@ -116,7 +115,7 @@ class NonRecurringPayments:
                 )
             finally:
                 self.con.unregister("raw")
-            self._guard_schema_agreement(batch_id, payments)
+            self._guard_schema_agreement(batch_id, table)
             self.con.execute(
                 """
                 INSERT INTO batches (batch_id, kind, feed, partner, source_file_id, status, created_at,
@@ -130,17 +129,16 @@ class NonRecurringPayments:
             )
             self.intake.record_loaded(received, batch_id, content_sha, header["file_id"])
 
-    def _guard_schema_agreement(self, batch_id: str, payments: list) -> None:
+    def _guard_schema_agreement(self, batch_id: str, table: pa.Table) -> None:
         """The set-based rules must never accept what the JSON Schema rejects: spot-check accepted records."""
-        positions = self.con.execute(
+        positions = [p for (p,) in self.con.execute(
             "SELECT position FROM nrp_records WHERE batch_id = ? AND outcome = 'ACCEPTED' "
             "AND reason_code IS DISTINCT FROM 'CARD_NUMBER_DETECTED' ORDER BY position LIMIT ?",
             [batch_id, GUARD_SAMPLE],
-        ).fetchall()
-        for (position,) in positions:
-            error = first_error("nrp_payments", payments[position - 1], "payment")
-            if error:
-                raise AssertionError(f"record {position} was accepted but violates the schema: {error}")
+        ).fetchall()]
+        violation = first_schema_violation(nrp_file.NRP_FILE, table, positions)
+        if violation:
+            raise AssertionError(f"record {violation[0]} was accepted but violates the schema: {violation[1]}")
 
     def loaded(self, file_id: str) -> LoadResult:
         """The load batch an earlier step recorded for this file."""
