@@ -7,7 +7,7 @@ extract      one DuckDB INSERT..SELECT of the day's due card payments (accounts 
              less what the ledger has settled) into a plain table, DuckDB's JSON COPY of the rows,
              read + Fernet encrypt + durable write, then one INSERT..SELECT of the postings into the
              ledger (UNIQUE idempotency key) and DuckDB's JSON COPY of the posting file.
-rejections   read + Fernet decrypt, orjson.loads, an Arrow struct array of the records, one DuckDB join
+rejections   read + Fernet decrypt, the records by DuckDB's JSON reader (floor_records.py), one DuckDB join
              of the records against card_transactions into a table, one INSERT of the reversal postings,
              one UPDATE of the transactions, DuckDB's JSON COPY of the outcome report. With
              --same-outputs, also what else the flow writes: account suspensions and reversions, payment
@@ -34,8 +34,8 @@ from pathlib import Path
 
 import duckdb
 import orjson
-import pyarrow as pa
 from floor_fernet import FloorFernet
+from floor_records import read_records
 
 AMOUNT = "CAST(CAST({0} AS DECIMAL(18, 0)) / 100 AS DECIMAL(18, 2))::VARCHAR"
 REJECTION_FIELDS = (
@@ -272,14 +272,9 @@ def run_rejections(args: argparse.Namespace) -> dict:
     laps = Laps()
     plaintext = fernet.decrypt(Path(args.input).read_bytes())
     laps("read + decrypt")
-    document = orjson.loads(plaintext)
+    header, table = read_records(con, plaintext, "rejections", REJECTION_FIELDS)
     del plaintext
-    laps("orjson.loads")
-    header, records = document["header"], document["rejections"]
-    table = pa.Table.from_struct_array(pa.array(records, pa.struct([(f, pa.string()) for f in REJECTION_FIELDS])))
-    table = table.add_column(0, "position", pa.array(range(1, len(records) + 1), pa.int64()))
-    del document, records
-    laps("arrow columns")
+    laps("read_json columns")
     con.register("raw", table)
     con.execute("BEGIN TRANSACTION")
     con.execute(MATCH, {"provider": header["sender"]})

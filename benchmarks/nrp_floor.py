@@ -2,9 +2,10 @@
 
 Raw libraries in one process, no package code and no validation rules beyond what the libraries do
 anyway: Fernet decrypt, the records array read by DuckDB's JSON reader into Arrow string columns (the
-header by orjson), one DuckDB insert that joins accounts and invoices to allocate, ledger postings under a UNIQUE idempotency key, the posting file and the
-Fernet-encrypted acknowledgement written with DuckDB's JSON COPY. The flow's time divided by this
-one is the overhead of everything the flow adds (rules, checks, bookkeeping).
+header by orjson; `floor_records.py`), one DuckDB insert that joins accounts and invoices to allocate,
+ledger postings under a UNIQUE idempotency key, the posting file and the Fernet-encrypted acknowledgement
+written with DuckDB's JSON COPY. The flow's time divided by this one is the overhead of everything the
+flow adds (rules, checks, bookkeeping).
 
     python benchmarks/nrp_floor.py --input FILE.json.enc --key-file PAYPOINT.keys --accounts 200000
 """
@@ -16,15 +17,14 @@ import hashlib
 import json
 import os
 import resource
-import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
 import orjson
-import pyarrow as pa
 from floor_fernet import FloorFernet
+from floor_records import read_records
 
 FIELDS = (
     "record_id", "account_number", "invoice_number", "amount", "payment_date", "payment_method", "reference",
@@ -138,16 +138,8 @@ def run(args: argparse.Namespace) -> dict:
     started = clock[0]
     plaintext = fernet.decrypt(Path(args.input).read_bytes())
     lap("read + decrypt")
-    records_at = plaintext.index(b',"payments":')  # the generator's layout: header first, compact
-    header = orjson.loads(plaintext[plaintext.index(b":") + 1:records_at])
-    lap("header")
-    with tempfile.NamedTemporaryFile(suffix=".json", dir="/dev/shm" if os.access("/dev/shm", os.W_OK) else None) as f:
-        f.write(memoryview(plaintext)[records_at + len(b',"payments":'):plaintext.rindex(b"]") + 1])
-        f.flush()
-        del plaintext
-        columns = ", ".join(f"'{name}': 'VARCHAR'" for name in FIELDS)
-        table = con.sql(f"SELECT * FROM read_json('{f.name}', format='array', columns={{{columns}}})").to_arrow_table()
-    table = table.add_column(0, "position", pa.array(range(1, table.num_rows + 1), pa.int64()))
+    header, table = read_records(con, plaintext, "payments", FIELDS)
+    del plaintext
     lap("read_json columns")
     batch = "NRPP-" + hashlib.sha256(header["file_id"].encode()).hexdigest()[:16]  # ids as long as the flow's
     con.register("raw", table)

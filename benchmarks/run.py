@@ -266,9 +266,9 @@ def phase_profile(args: argparse.Namespace) -> dict:
             if hasattr(owner, name):
                 setattr(owner, name, spans.wrap(prefix + name, getattr(owner, name)))
 
-    instrument(nrp_file, ("parse_document", "validate_envelope", "payment_columns", "check_control_totals"),
-               "nrp_file.")
-    instrument(nr, ("sha256_hex", "first_error"))
+    instrument(nrp_file, ("check_control_totals",), "nrp_file.")
+    # Not sha256_hex: it runs on a worker thread beside the read, and spans nest by call stack.
+    instrument(nr, ("read_record_file", "with_shape_and_card_numbers", "first_schema_violation"))
     instrument(encryption.PartnerKeyring, ("decrypt", "encrypt"), "keyring.")
     instrument(nr.NonRecurringPayments,
                ("_guard_schema_agreement", "_load_result", "_archive", "_copy_json"))
@@ -613,8 +613,8 @@ def _instrumented_spans() -> Spans:
     instrument(record_file, ("parse_document", "validate_envelope", "record_columns", "check_control_totals"),
                "record_file.")
     # Not card_rejections.sha256_hex: it runs on a worker thread beside parsing, and spans nest by call stack.
-    instrument(card_rejections, ("with_shape_and_card_numbers", "first_error", "sync_rejection_codes",
-                                 "write_posting_file"))
+    instrument(card_rejections, ("read_record_file", "with_shape_and_card_numbers", "first_schema_violation",
+                                 "sync_rejection_codes", "write_posting_file"))
     instrument(recurring_card, ("write_posting_file",))
     instrument(intake, ("sha256_hex",))
     instrument(encryption.PartnerKeyring, ("decrypt", "encrypt"), "keyring.")
