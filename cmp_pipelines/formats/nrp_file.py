@@ -5,23 +5,14 @@ from __future__ import annotations
 import pyarrow as pa
 
 from cmp_pipelines.formats import record_file
-from cmp_pipelines.formats.record_file import RecordFileSpec, parse_document
+from cmp_pipelines.formats.record_file import RecordFileSpec
 
 PAYMENT_FIELDS = (
     "record_id", "account_number", "invoice_number", "amount", "payment_date", "payment_method", "reference",
 )
 NRP_FILE = RecordFileSpec("nrp_payments", "non-recurring payments", "payments", PAYMENT_FIELDS, "payment")
 
-__all__ = ["PAYMENT_FIELDS", "NRP_FILE", "parse_document", "validate_envelope", "payment_columns",
-           "check_control_totals"]
-
-
-def validate_envelope(document: object) -> dict:
-    return record_file.validate_envelope(NRP_FILE, document)
-
-
-def payment_columns(payments: list) -> tuple[pa.Table, dict[int, str]]:
-    return record_file.record_columns(NRP_FILE, payments)
+__all__ = ["PAYMENT_FIELDS", "NRP_FILE", "check_control_totals"]
 
 
 def check_control_totals(header: dict, record_count: int, amounts: pa.Array) -> None:
