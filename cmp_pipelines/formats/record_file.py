@@ -73,6 +73,13 @@ def validate_envelope(spec: RecordFileSpec, document: object) -> dict:
     return header
 
 
+def check_sender(header: dict, folder_owner: str, folder_noun: str = "partner") -> None:
+    """The header's sender must be whoever owns the folder the file arrived in."""
+    if header["sender"] != folder_owner:
+        raise FileRejected("SENDER_MISMATCH", f"header sender {header['sender']!r} does not match the "
+                                              f"{folder_noun} folder {folder_owner!r}")
+
+
 def check_control_totals(spec: RecordFileSpec, header: dict, record_count: int, amounts: pa.Array) -> None:
     """`record_count` and `total_amount` must equal the records: a mismatch means a damaged or partial file."""
     if header["record_count"] != record_count:

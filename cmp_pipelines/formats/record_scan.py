@@ -33,6 +33,7 @@ from cmp_pipelines.formats.record_file import (
     record_columns,
     validate_envelope,
 )
+from cmp_pipelines.store.connection import sql_literal
 
 _HEADER_START = re.compile(rb'\s*\{\s*"header"\s*:\s*')
 _PROBE_BYTES = 1 << 16  # the header sits in the first few hundred bytes of every partner file
@@ -73,7 +74,8 @@ def read_record_file(spec: RecordFileSpec, plaintext: bytes, con: duckdb.DuckDBP
 def _records_span(spec: RecordFileSpec, plaintext: bytes) -> tuple[dict, int, int] | None:
     """(header, start, end) of the records array when the document is `{"header": H, "<records>": [...]}`."""
     start = _HEADER_START.match(plaintext)
-    if start is None or not _TAIL.search(plaintext, max(0, len(plaintext) - 64)):
+    tail = _TAIL.search(plaintext, max(0, len(plaintext) - 64))
+    if start is None or tail is None:
         return None
     probe = plaintext[start.end():start.end() + _PROBE_BYTES]
     try:
@@ -88,8 +90,7 @@ def _records_span(spec: RecordFileSpec, plaintext: bytes) -> tuple[dict, int, in
         plaintext, after_header)
     if records is None:
         return None
-    end = _TAIL.search(plaintext, max(0, len(plaintext) - 64)).start() + 1
-    return header, records.end(), end
+    return header, records.end(), tail.start() + 1
 
 
 def _scan_records(spec: RecordFileSpec, records: memoryview, con: duckdb.DuckDBPyConnection
@@ -113,7 +114,7 @@ def _scan_records(spec: RecordFileSpec, records: memoryview, con: duckdb.DuckDBP
 def _first_record_keys(spec: RecordFileSpec, con: duckdb.DuckDBPyConnection, path: str) -> list[str]:
     """The key order the partner writes records in, so a clean record is a plain list comparison."""
     try:
-        rows = con.execute(f"SELECT json_keys(json) FROM read_json_objects({_literal(path)}, format='array') "
+        rows = con.execute(f"SELECT json_keys(json) FROM read_json_objects({sql_literal(path)}, format='array') "
                            "LIMIT 1").fetchall()
     except duckdb.InvalidInputException:
         rows = []  # malformed: the full read below says so
@@ -122,8 +123,8 @@ def _first_record_keys(spec: RecordFileSpec, con: duckdb.DuckDBPyConnection, pat
 
 
 def _scan_sql(spec: RecordFileSpec, path: str, key_order: list[str]) -> str:
-    paths = "[" + ", ".join(_literal(f'$."{field}"') for field in spec.fields) + "]"
-    order = "[" + ", ".join(_literal(key) for key in key_order) + "]"
+    paths = "[" + ", ".join(sql_literal(f'$."{field}"') for field in spec.fields) + "]"
+    order = "[" + ", ".join(sql_literal(key) for key in key_order) + "]"
     values = ", ".join(f"v[{i}] AS {field}" for i, field in enumerate(spec.fields, start=1))
     return f"""
         SELECT {values},
@@ -133,7 +134,7 @@ def _scan_sql(spec: RecordFileSpec, path: str, key_order: list[str]) -> str:
                    coalesce(json_keys(json) = {order}
                             AND list_bool_and(list_transform(json_type(json, {paths}), lambda t: t IN {_SCALARS_OK}))
                             AND NOT regexp_matches(json::VARCHAR, {_TRAILING_COMMA}), FALSE) AS clean
-            FROM read_json_objects({_literal(path)}, format='array', maximum_object_size=16777216)
+            FROM read_json_objects({sql_literal(path)}, format='array', maximum_object_size=16777216)
         )
     """
 
@@ -167,7 +168,3 @@ def _judge_unclean(spec: RecordFileSpec, scanned: pa.Table) -> tuple[pa.Table, d
         column = scanned.column(field).combine_chunks()
         columns[field] = pc.replace_with_mask(column, mask, pa.array(replacements[field], pa.string()))
     return pa.table(columns), shape_errors
-
-
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"

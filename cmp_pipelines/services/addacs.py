@@ -21,10 +21,10 @@ from cmp_pipelines.formats.encryption import PartnerKeyring
 from cmp_pipelines.formats.errors import FileRejected
 from cmp_pipelines.services.files import FileStoreLike
 from cmp_pipelines.services.intake import Intake, Received, file_stem, sha256_hex
-from cmp_pipelines.services.ledger_file import sql_literal, write_records_file
+from cmp_pipelines.services.ledger_file import write_records_file
 from cmp_pipelines.services.reference import sync_mandate_revision_codes
 from cmp_pipelines.store.batch_outcomes import outcome_counts
-from cmp_pipelines.store.connection import transaction
+from cmp_pipelines.store.connection import sql_literal, transaction
 
 FEED = "addacs"
 

@@ -32,7 +32,6 @@ from cmp_pipelines.domain.rejection_outcomes import (
 )
 from cmp_pipelines.formats import record_file
 from cmp_pipelines.formats.encryption import PartnerKeyring
-from cmp_pipelines.formats.errors import FileRejected
 from cmp_pipelines.formats.record_file import (
     RecordFileSpec,
     card_number_masks,
@@ -45,14 +44,13 @@ from cmp_pipelines.services.intake import Intake, Received, file_stem, sha256_he
 from cmp_pipelines.services.ledger_file import (
     posted_batch,
     record_posting_batch,
-    sql_literal,
     write_communications,
     write_posting_file,
     write_records_file,
 )
 from cmp_pipelines.services.reference import sync_rejection_codes
 from cmp_pipelines.store.batch_outcomes import outcome_counts
-from cmp_pipelines.store.connection import transaction
+from cmp_pipelines.store.connection import sql_literal, transaction
 
 FEED = "card_rejections"
 JOB = "Recurring Payments Rejections job (CARD)"
@@ -132,11 +130,7 @@ class CardRejections:
             content_sha = digest.result()
         del plaintext
         header = read.header
-        if header["sender"] != received.partner:
-            raise FileRejected(
-                "SENDER_MISMATCH",
-                f"header sender {header['sender']!r} does not match the partner folder {received.partner!r}",
-            )
+        record_file.check_sender(header, received.partner)
         record_file.check_control_totals(REJECTION_FILE, header, read.record_count,
                                          read.table.column("amount").combine_chunks())
         self.intake.refuse_duplicate(received, content_sha, header["file_id"])

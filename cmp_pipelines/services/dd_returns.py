@@ -36,14 +36,13 @@ from cmp_pipelines.services.ledger_file import (
     PostResult,
     posted_batch,
     record_posting_batch,
-    sql_literal,
     write_communications,
     write_posting_file,
     write_records_file,
 )
 from cmp_pipelines.services.reference import sync_rejection_codes
 from cmp_pipelines.store.batch_outcomes import outcome_counts
-from cmp_pipelines.store.connection import transaction
+from cmp_pipelines.store.connection import sql_literal, transaction
 
 FEED = "arudd"
 JOB = "Recurring Payments Rejections job (DD)"

@@ -29,8 +29,8 @@ from cmp_pipelines.formats.record_file import RecordFileSpec
 from cmp_pipelines.services.files import FileStoreLike
 from cmp_pipelines.services.hardware_orders import OrderError
 from cmp_pipelines.services.intake import Intake, Received, file_stem, sha256_hex
-from cmp_pipelines.services.ledger_file import json_rows, sql_literal
-from cmp_pipelines.store.connection import transaction
+from cmp_pipelines.services.ledger_file import json_rows
+from cmp_pipelines.store.connection import sql_literal, transaction
 
 FEED = "device_enrolment"
 REQUEST_KIND = "ENROLMENT_REQUEST"
@@ -226,9 +226,7 @@ class EnrolmentResponses:
         plaintext = self.intake.decrypt(received)
         document = record_file.parse_document(plaintext)
         header = record_file.validate_envelope(RESPONSE_FILE, document)
-        if header["sender"] != received.partner:
-            raise FileRejected("SENDER_MISMATCH", f"header sender {header['sender']!r} does not match the "
-                                                  f"manufacturer folder {received.partner!r}")
+        record_file.check_sender(header, received.partner, "manufacturer")
         records = document["results"]
         if header["record_count"] != len(records):
             raise FileRejected("CONTROL_TOTALS", f"header record_count is {header['record_count']} but the file "

@@ -19,6 +19,7 @@ import orjson
 
 from cmp_pipelines.domain.money import format_minor
 from cmp_pipelines.services.files import FileStoreLike
+from cmp_pipelines.store.connection import sql_literal
 
 
 @dataclass
@@ -63,10 +64,6 @@ def posted_batch(con: duckdb.DuckDBPyConnection, batch_id: str, asset: str) -> P
 
 def posting_count(con: duckdb.DuckDBPyConnection, batch_id: str) -> int:
     return con.execute("SELECT count(*) FROM ledger_postings WHERE batch_id = ?", [batch_id]).fetchone()[0]
-
-
-def sql_literal(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
 
 
 @contextmanager

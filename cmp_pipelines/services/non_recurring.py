@@ -20,7 +20,7 @@ from cmp_pipelines.domain.nrp_rules import CLASSIFY_AND_MATCH_SQL
 from cmp_pipelines.formats import nrp_file
 from cmp_pipelines.formats.encryption import PartnerKeyring
 from cmp_pipelines.formats.errors import FileRejected
-from cmp_pipelines.formats.record_file import first_schema_violation, with_shape_and_card_numbers
+from cmp_pipelines.formats.record_file import check_sender, first_schema_violation, with_shape_and_card_numbers
 from cmp_pipelines.formats.record_scan import read_record_file
 from cmp_pipelines.services.files import FileStoreLike
 from cmp_pipelines.services.intake import (  # noqa: F401  (re-exported: the file identity every feed shares)
@@ -37,10 +37,9 @@ from cmp_pipelines.services.ledger_file import (
     posted_batch,
     posting_count,
     record_posting_batch,
-    sql_literal,
     write_posting_file,
 )
-from cmp_pipelines.store.connection import transaction
+from cmp_pipelines.store.connection import sql_literal, transaction
 
 FEED = "nrp"
 JOB = "Non Recurring Payment job"
@@ -98,11 +97,7 @@ class NonRecurringPayments:
             content_sha = content_digest.result()
         del plaintext
         header = read.header
-        if header["sender"] != partner:
-            raise FileRejected(
-                "SENDER_MISMATCH",
-                f"header sender {header['sender']!r} does not match the partner folder {partner!r}",
-            )
+        check_sender(header, partner)
         nrp_file.check_control_totals(header, read.record_count, read.table.column("amount").combine_chunks())
         self.intake.refuse_duplicate(received, content_sha, header["file_id"])
         table = with_shape_and_card_numbers(read.table, read.shape_errors, PAN_SCANNED_FIELDS)

@@ -28,11 +28,10 @@ from cmp_pipelines.services.ledger_file import (
     posted_batch,
     posting_count,
     record_posting_batch,
-    sql_literal,
     write_posting_file,
 )
 from cmp_pipelines.services.payment_setup import card_providers
-from cmp_pipelines.store.connection import transaction
+from cmp_pipelines.store.connection import sql_literal, transaction
 
 FEED = "card_payments"
 JOB = "Recurring Payments job (CARD mode)"

@@ -24,9 +24,9 @@ from cmp_pipelines.domain.orders import AWAITING_DISPATCH, ERROR, FRAUD_FAILED_E
 from cmp_pipelines.formats.encryption import PartnerKeyring
 from cmp_pipelines.services.files import FileStoreLike
 from cmp_pipelines.services.hardware_orders import sync_hardware_reference
-from cmp_pipelines.services.ledger_file import json_rows, sql_literal
+from cmp_pipelines.services.ledger_file import json_rows
 from cmp_pipelines.services.order_transitions import move_orders
-from cmp_pipelines.store.connection import transaction
+from cmp_pipelines.store.connection import sql_literal, transaction
 
 FEED = "hardware_orders"
 KIND = "SALES_ORDER_REQUEST"

@@ -35,11 +35,10 @@ from cmp_pipelines.services.ledger_file import (
     json_rows,
     posted_batch,
     record_posting_batch,
-    sql_literal,
     write_posting_file,
 )
 from cmp_pipelines.services.order_transitions import move_orders
-from cmp_pipelines.store.connection import transaction
+from cmp_pipelines.store.connection import sql_literal, transaction
 
 FEED = "warehouse_dispatch"
 JOB = "Sales Order Dispatch job"

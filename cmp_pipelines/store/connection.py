@@ -79,3 +79,8 @@ def unordered_inserts(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBP
         yield con
     finally:
         con.execute("RESET preserve_insertion_order")
+
+
+def sql_literal(value: str) -> str:
+    """A string as a SQL literal, for the few places DuckDB takes no parameter (COPY targets, table functions)."""
+    return "'" + value.replace("'", "''") + "'"
