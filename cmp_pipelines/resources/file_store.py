@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterable
+import tempfile
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import dagster as dg
@@ -14,7 +15,7 @@ from cmp_pipelines.settings import paths
 
 
 class FileStore(dg.ConfigurableResource):
-    """Base class: another backend (SFTP, object storage) implements these five operations."""
+    """Base class: another backend (SFTP, object storage) implements these operations (`write_from` has a default built on `write_parts`)."""
 
     def list_files(self, folder: str) -> list[StoredFile]:
         raise NotImplementedError
@@ -28,6 +29,17 @@ class FileStore(dg.ConfigurableResource):
     def write_parts(self, path: str, parts: Iterable[bytes | Path]) -> str:
         """Write the concatenation of byte strings and local files, streaming, so big outputs are not copied."""
         raise NotImplementedError
+
+    def write_from(self, path: str, produce: Callable[[Path], None]) -> str:
+        """Store the file `produce` writes at the local path it is given (e.g. DuckDB's COPY). This default
+        stages it in a temporary file; a local backend lets it write in place and saves the copy."""
+        handle, tmp = tempfile.mkstemp(suffix=".part")
+        os.close(handle)
+        try:
+            produce(Path(tmp))
+            return self.write_parts(path, [Path(tmp)])
+        finally:
+            os.unlink(tmp)
 
     def exists(self, path: str) -> bool:
         raise NotImplementedError
@@ -71,18 +83,29 @@ class LocalFileStore(FileStore):
         return self.write_parts(path, [data])
 
     def write_parts(self, path: str, parts: Iterable[bytes | Path]) -> str:
+        def produce(tmp: Path) -> None:
+            with open(tmp, "wb") as handle:
+                for part in parts:
+                    if isinstance(part, Path):
+                        with open(part, "rb") as source:
+                            shutil.copyfileobj(source, handle, 16 << 20)
+                    else:
+                        handle.write(part)
+
+        return self.write_from(path, produce)
+
+    def write_from(self, path: str, produce: Callable[[Path], None]) -> str:
+        """Written beside the target, made durable, then renamed over it: a reader never sees half a file."""
         target = self._abs(path)
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.{os.getpid()}.part")
-        with open(tmp, "wb") as handle:
-            for part in parts:
-                if isinstance(part, Path):
-                    with open(part, "rb") as source:
-                        shutil.copyfileobj(source, handle, 16 << 20)
-                else:
-                    handle.write(part)
-            handle.flush()
-            os.fsync(handle.fileno())
+        try:
+            produce(tmp)
+            with open(tmp, "rb+") as handle:
+                os.fsync(handle.fileno())
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         tmp.replace(target)
         return path
 

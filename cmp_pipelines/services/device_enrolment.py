@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Protocol
 
 import duckdb
-import orjson
 
 from cmp_pipelines.configuration import Partner
 from cmp_pipelines.domain.orders import ENROLMENT_FAILED_EVENT
@@ -29,7 +28,7 @@ from cmp_pipelines.formats.record_file import RecordFileSpec
 from cmp_pipelines.services.files import FileStoreLike
 from cmp_pipelines.services.hardware_orders import OrderError
 from cmp_pipelines.services.intake import Intake, Received, file_stem, sha256_hex
-from cmp_pipelines.services.ledger_file import json_rows
+from cmp_pipelines.services.ledger_file import json_document, write_records_file
 from cmp_pipelines.store.connection import sql_literal, transaction
 
 FEED = "device_enrolment"
@@ -177,8 +176,8 @@ class EnrolmentRequests:
                       "business_date": batch.business_date.isoformat(),
                       "created_at": created.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), "record_count": count,
                       "enrol_count": enrol, "unenrol_count": unenrol}
-            with json_rows(
-                self.con,
+            with json_document(
+                self.con, header, "requests",
                 f"""
                 SELECT r.request_id, r.action, r.device_id, d.imei, d.serial_number, d.sku, d.order_id,
                        d.account_number AS customer_reference
@@ -186,10 +185,8 @@ class EnrolmentRequests:
                 WHERE r.batch_id = {sql_literal(batch.batch_id)} AND r.manufacturer = {sql_literal(manufacturer)}
                 ORDER BY split_part(r.request_id, '-', 3)::INTEGER
                 """,
-            ) as rows:
-                sent.append(self.channel.send_batch(
-                    self.files, self.keyring, manufacturer, file_id,
-                    [b'{"header":' + orjson.dumps(header) + b',"requests":', rows, b"}"]))
+            ) as document:
+                sent.append(self.channel.send_batch(self.files, self.keyring, manufacturer, file_id, [document]))
         self.con.execute("UPDATE batches SET status = 'SENT', completed_at = ?, output_path = ? WHERE batch_id = ?",
                          [self.now, ", ".join(sent) or None, batch.batch_id])
         return sent
@@ -321,14 +318,11 @@ class EnrolmentResponses:
         header = {"file_id": load.file_id, "source_file_name": file_name, "manufacturer": load.manufacturer,
                   "batch_id": load.batch_id, "processed_at": self.now.isoformat(),
                   "record_count": load.record_count, "outcomes": load.outcomes, "problems": load.problems}
-        with json_rows(
-            self.con,
+        return write_records_file(
+            self.con, self.files, f"outbound/reports/{FEED}/{load.manufacturer}/{file_stem(file_name)}.outcomes.json",
+            header, "records",
             f"""
             SELECT position, record_id, request_id, device_id, action, result, outcome, reason, problem_code, problem
             FROM hw_enrolment_responses WHERE batch_id = {sql_literal(load.batch_id)} ORDER BY position
             """,
-        ) as rows:
-            return self.files.write_parts(
-                f"outbound/reports/{FEED}/{load.manufacturer}/{file_stem(file_name)}.outcomes.json",
-                [b'{"header":' + orjson.dumps(header) + b',"records":', rows, b"}"],
-            )
+        )

@@ -66,13 +66,29 @@ def posting_count(con: duckdb.DuckDBPyConnection, batch_id: str) -> int:
     return con.execute("SELECT count(*) FROM ledger_postings WHERE batch_id = ?", [batch_id]).fetchone()[0]
 
 
+_SCRATCH = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None  # memory-backed when the machine has it
+
+
+def write_json_document(con: duckdb.DuckDBPyConnection, target: Path, header: dict, key: str, query: str) -> None:
+    """`{"header": ..., key: [rows]}` written whole by DuckDB: each row is `to_json` of the query's columns, and
+    the CSV writer (no quoting, rows joined by commas) adds the envelope as PREFIX and SUFFIX. One parallel
+    pass straight into `target`; no Python object per row, no second copy of the file. JSON text escapes
+    every control character, so the unused delimiter can never appear in a row."""
+    prefix = '{"header":' + orjson.dumps(header).decode() + ',"' + key + '":['
+    con.execute(
+        f"COPY (SELECT to_json(r)::VARCHAR FROM ({query}) r) TO {sql_literal(str(target))} "
+        f"(FORMAT csv, HEADER false, QUOTE '', ESCAPE '', DELIMITER '\x01', NEW_LINE ',', "
+        f"PREFIX {sql_literal(prefix)}, SUFFIX ']}}')"
+    )
+
+
 @contextmanager
-def json_rows(con: duckdb.DuckDBPyConnection, query: str) -> Iterator[Path]:
-    """A temporary file holding the query's rows as one JSON array."""
-    handle, tmp = tempfile.mkstemp(suffix=".json")
+def json_document(con: duckdb.DuckDBPyConnection, header: dict, key: str, query: str) -> Iterator[Path]:
+    """A temporary file holding the whole document, for callers that encrypt it on its way out."""
+    handle, tmp = tempfile.mkstemp(suffix=".json", prefix="cmp-document-", dir=_SCRATCH)
     os.close(handle)
     try:
-        con.execute(f"COPY ({query}) TO {sql_literal(tmp)} (FORMAT json, ARRAY true)")
+        write_json_document(con, Path(tmp), header, key, query)
         yield Path(tmp)
     finally:
         os.unlink(tmp)
@@ -80,10 +96,8 @@ def json_rows(con: duckdb.DuckDBPyConnection, query: str) -> Iterator[Path]:
 
 def write_records_file(con: duckdb.DuckDBPyConnection, files: FileStoreLike, path: str, header: dict, key: str,
                        query: str) -> str:
-    """`{"header": ..., key: [rows]}` with the rows streamed from DuckDB's JSON COPY, never held as Python objects."""
-    with json_rows(con, query) as rows:
-        return files.write_parts(path, [b'{"header":' + orjson.dumps(header) + b',"' + key.encode() + b'":', rows,
-                                        b"}"])
+    """A plain records file in the store, written in place by DuckDB (see `write_json_document`)."""
+    return files.write_from(path, lambda target: write_json_document(con, target, header, key, query))
 
 
 def write_communications(con: duckdb.DuckDBPyConnection, files: FileStoreLike, batch_id: str, now: datetime,
@@ -111,17 +125,13 @@ def write_posting_file(
         "record_count": count,
         "total_amount": format_minor(total),
     }
-    with json_rows(
-        con,
+    path = write_records_file(
+        con, files, f"outbound/ledger/{batch_id}.json", header, "postings",
         f"""
         SELECT idempotency_key, account_number, invoice_number, kind, minor_to_decimal(amount_minor) AS amount,
                currency, strftime(effective_at AT TIME ZONE 'UTC', '%Y-%m-%dT%H:%M:%SZ') AS effective_at
         FROM ledger_postings WHERE batch_id = {sql_literal(batch_id)} ORDER BY posting_id
         """,
-    ) as rows:
-        path = files.write_parts(
-            f"outbound/ledger/{batch_id}.json",
-            [b'{"header":' + orjson.dumps(header) + b',"postings":', rows, b"}"],
-        )
+    )
     con.execute("UPDATE batches SET output_path = ? WHERE batch_id = ?", [path, batch_id])
     return path, count, total

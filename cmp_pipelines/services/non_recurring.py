@@ -33,7 +33,7 @@ from cmp_pipelines.services.intake import (  # noqa: F401  (re-exported: the fil
 )
 from cmp_pipelines.services.ledger_file import (
     PostResult,
-    json_rows,
+    json_document,
     posted_batch,
     posting_count,
     record_posting_batch,
@@ -223,16 +223,15 @@ class NonRecurringPayments:
             "rejected_amount": format_minor(load.rejected_minor),
             "currency": load.currency,
         }
-        with json_rows(
-            self.con,
+        with json_document(
+            self.con, header, "records",
             f"""
             SELECT position, record_id, outcome, allocation, minor_to_decimal(amount_minor) AS amount,
                    reason_code, reason
             FROM nrp_records WHERE batch_id = {sql_literal(load.batch_id)} ORDER BY position
             """,
-        ) as rows:
-            token = self.keyring.encrypt_parts(load.partner, [b'{"header":' + orjson.dumps(header) + b',"records":',
-                                                              rows, b"}"])
+        ) as document:
+            token = self.keyring.encrypt_parts(load.partner, [document])
             path = self.files.write_parts(ack_path(load.partner, file_name, "ack"), token)
         with transaction(self.con):
             self.con.execute(

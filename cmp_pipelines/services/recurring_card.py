@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 
 import duckdb
-import orjson
 
 from cmp_pipelines.configuration import Partner
 from cmp_pipelines.domain.card_payments_due import CLOSE_UNNEEDED_RETRIES_SQL, SELECT_DUE_SQL
@@ -24,7 +23,7 @@ from cmp_pipelines.formats.encryption import PartnerKeyring
 from cmp_pipelines.services.files import FileStoreLike
 from cmp_pipelines.services.ledger_file import (
     PostResult,
-    json_rows,
+    json_document,
     posted_batch,
     posting_count,
     record_posting_batch,
@@ -164,8 +163,8 @@ class RecurringCardPayments:
                 "payment_count": payments, "payment_amount": format_minor(payment_minor),
                 "refund_count": refunds, "refund_amount": format_minor(refund_minor),
             }
-            with json_rows(
-                self.con,
+            with json_document(
+                self.con, header, "transactions",
                 f"""
                 SELECT transaction_id, kind AS type, account_number, invoice_number, refund_id, card_token,
                        minor_to_decimal(amount_minor) AS amount, currency, attempt, due_on::VARCHAR AS due_date
@@ -174,9 +173,8 @@ class RecurringCardPayments:
                   AND currency = {sql_literal(currency)}
                 ORDER BY transaction_id
                 """,
-            ) as rows:
-                token = self.keyring.encrypt_parts(
-                    provider, [b'{"header":' + orjson.dumps(header) + b',"transactions":', rows, b"}"])
+            ) as document:
+                token = self.keyring.encrypt_parts(provider, [document])
                 path = self.files.write_parts(f"outbound/card_payments/{provider}/{file_id}.json.enc", token)
             written.append(ExtractFile(provider, currency, path, count, total))
         self.con.execute(

@@ -16,7 +16,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 import duckdb
-import orjson
 import pyarrow as pa
 
 from cmp_pipelines.configuration_hardware import HardwareConfig
@@ -24,7 +23,7 @@ from cmp_pipelines.domain.orders import AWAITING_DISPATCH, ERROR, FRAUD_FAILED_E
 from cmp_pipelines.formats.encryption import PartnerKeyring
 from cmp_pipelines.services.files import FileStoreLike
 from cmp_pipelines.services.hardware_orders import sync_hardware_reference
-from cmp_pipelines.services.ledger_file import json_rows
+from cmp_pipelines.services.ledger_file import json_document
 from cmp_pipelines.services.order_transitions import move_orders
 from cmp_pipelines.store.connection import sql_literal, transaction
 
@@ -204,9 +203,8 @@ class SalesOrderRequests:
             header = {"file_id": file_id, "batch_id": batch.batch_id, "sender": "CMP", "recipient": warehouse,
                       "created_at": created_at, "currency": currency, "order_count": orders, "line_count": lines,
                       "unit_count": int(units), "total_amount": _decimal(total)}
-            with json_rows(self.con, _request_rows_sql(sendable, warehouse, currency)) as rows:
-                token = self.keyring.encrypt_parts(
-                    warehouse, [b'{"header":' + orjson.dumps(header) + b',"orders":', rows, b"}"])
+            with json_document(self.con, header, "orders", _request_rows_sql(sendable, warehouse, currency)) as doc:
+                token = self.keyring.encrypt_parts(warehouse, [doc])
                 paths.append(self.files.write_parts(f"outbound/sales_orders/{warehouse}/{file_id}.json.enc", token))
         with transaction(self.con):
             if batch.status != "SENT":

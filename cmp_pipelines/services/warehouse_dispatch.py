@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import duckdb
-import orjson
 
 from cmp_pipelines.configuration import Partner
 from cmp_pipelines.configuration_hardware import HardwareConfig
@@ -32,10 +31,10 @@ from cmp_pipelines.services.files import FileStoreLike
 from cmp_pipelines.services.hardware_orders import sync_hardware_reference
 from cmp_pipelines.services.intake import Intake, Received, file_stem, sha256_hex
 from cmp_pipelines.services.ledger_file import (
-    json_rows,
     posted_batch,
     record_posting_batch,
     write_posting_file,
+    write_records_file,
 )
 from cmp_pipelines.services.order_transitions import move_orders
 from cmp_pipelines.store.connection import sql_literal, transaction
@@ -151,19 +150,16 @@ class WarehouseDispatch:
                   "converted_at": created.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
                   "record_count": load.record_count, "dispatched_count": counts[0], "error_count": counts[1],
                   "unreadable_count": counts[2]}
-        with json_rows(
-            self.con,
+        return write_records_file(
+            self.con, self.files, f"converted/{FEED}/{load.warehouse}/{file_stem(file_name)}.json", header,
+            "dispatches",
             f"""
             SELECT position::VARCHAR AS record_id, order_id, line_number, sku, status, imei, serial_number,
                    courier_reference, dispatched_at, error_reason,
                    CASE WHEN problem_code = 'UNREADABLE_ROW' THEN problem END AS row_problem
             FROM hw_dispatch_records WHERE batch_id = {sql_literal(load.batch_id)} ORDER BY position
             """,
-        ) as rows:
-            return self.files.write_parts(
-                f"converted/{FEED}/{load.warehouse}/{file_stem(file_name)}.json",
-                [b'{"header":' + orjson.dumps(header) + b',"dispatches":', rows, b"}"],
-            )
+        )
 
     # ---- apply: match, devices, order statuses, billing ------------------------------------------------
 
@@ -392,17 +388,14 @@ class WarehouseDispatch:
             "ledger_amount": format_minor(result.ledger_minor), "pending_charges": result.pending_charges,
             "pending_amount": format_minor(result.pending_minor),
         }
-        with json_rows(
-            self.con,
+        report = write_records_file(
+            self.con, self.files, f"outbound/reports/{FEED}/{load.warehouse}/{file_stem(file_name)}.outcomes.json",
+            header, "records",
             f"""
             SELECT position AS row, order_id, line_number, sku, status, coalesce(imei, serial_number) AS device,
                    outcome, problem_code, problem
             FROM hw_dispatch_records WHERE batch_id = {sql_literal(load.batch_id)} ORDER BY position
             """,
-        ) as rows:
-            report = self.files.write_parts(
-                f"outbound/reports/{FEED}/{load.warehouse}/{file_stem(file_name)}.outcomes.json",
-                [b'{"header":' + orjson.dumps(header) + b',"records":', rows, b"}"],
-            )
+        )
         self.con.execute("UPDATE batches SET output_path = ? WHERE batch_id = ?", [report, load.batch_id])
         return report

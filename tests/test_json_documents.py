@@ -1,0 +1,64 @@
+"""The JSON documents DuckDB writes whole (posting files, reports, acknowledgements before encryption)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import orjson
+import pytest
+
+from cmp_pipelines.resources.file_store import LocalFileStore
+from cmp_pipelines.services.ledger_file import json_document, write_json_document, write_records_file
+from cmp_pipelines.store.connection import connect
+
+AWKWARD = ["plain", 'quote " and comma , and ],[', "new\nline\ttab", "\x01\x1f control", "café ✓ 💷", "back\\slash",
+           None, "", "it's"]
+
+
+@pytest.fixture
+def con(tmp_path):
+    with connect(tmp_path / "cmp.duckdb") as connection:
+        connection.execute("CREATE TABLE t (n BIGINT, s VARCHAR, amount_minor BIGINT)")
+        connection.executemany("INSERT INTO t VALUES (?, ?, ?)",
+                               [(n, s, -n * 101) for n, s in enumerate(AWKWARD, start=1)])
+        yield connection
+
+
+QUERY = "SELECT n, s, minor_to_decimal(amount_minor) AS amount FROM t ORDER BY n DESC"
+
+
+def test_document_holds_every_row_in_query_order_with_exact_strings(con, tmp_path):
+    header = {"batch_id": "B'1", "note": "a \"quoted\" header, with ]} inside", "record_count": len(AWKWARD)}
+    target = tmp_path / "doc.json"
+    write_json_document(con, target, header, "records", QUERY)
+    document = orjson.loads(target.read_bytes())
+    assert list(document) == ["header", "records"]
+    assert document["header"] == header
+    assert [r["n"] for r in document["records"]] == list(range(len(AWKWARD), 0, -1))
+    assert [r["s"] for r in document["records"]] == list(reversed(AWKWARD))
+    assert document["records"][-1] == {"n": 1, "s": "plain", "amount": "-1.01"}
+
+
+def test_empty_query_gives_an_empty_array(con, tmp_path):
+    target = tmp_path / "empty.json"
+    write_json_document(con, target, {"record_count": 0}, "postings", "SELECT * FROM t WHERE n < 0")
+    assert orjson.loads(target.read_bytes()) == {"header": {"record_count": 0}, "postings": []}
+
+
+def test_staged_document_is_removed_after_use(con):
+    with json_document(con, {"h": 1}, "rows", QUERY) as staged:
+        assert len(orjson.loads(staged.read_bytes())["rows"]) == len(AWKWARD)
+    assert not staged.exists()
+
+
+def test_records_file_lands_atomically_and_a_failed_write_leaves_the_old_file(con, tmp_path):
+    files = LocalFileStore(base_dir=str(tmp_path / "data"))
+    path = write_records_file(con, files, "outbound/x/doc.json", {"v": 1}, "rows", QUERY)
+    first = files.read_bytes(path)
+    assert orjson.loads(first)["header"] == {"v": 1}
+    with pytest.raises(duckdb.Error):
+        write_records_file(con, files, "outbound/x/doc.json", {"v": 2}, "rows", "SELECT no_such_column FROM t")
+    assert files.read_bytes(path) == first, "the earlier file is untouched"
+    assert [f.path for f in files.list_files("outbound")] == ["outbound/x/doc.json"]
+    assert not [p for p in Path(tmp_path / "data" / "outbound" / "x").iterdir() if p.name.endswith(".part")]
