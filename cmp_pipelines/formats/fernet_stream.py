@@ -14,6 +14,7 @@ import binascii
 import os
 import time
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pybase64
 from cryptography.exceptions import InvalidSignature
@@ -52,16 +53,32 @@ def encrypt_chunks(key: bytes, chunks: Iterable[bytes], now: int | None = None) 
     padder = padding.PKCS7(128).padder()
     encryptor = Cipher(algorithms.AES(encryption_key), modes.CBC(iv)).encryptor()
     out = _Base64Stream()
+
+    def ciphertext() -> Iterator[bytes]:
+        for chunk in chunks:
+            yield encryptor.update(padder.update(chunk))
+        yield encryptor.update(padder.finalize()) + encryptor.finalize()
+
     yield out.feed(header)
-    for chunk in chunks:
-        block = encryptor.update(padder.update(chunk))
+    for block in read_ahead(ciphertext()):  # AES on a worker thread, the MAC and base64 here: both drop the GIL
         mac.update(block)
         yield out.feed(block)
-    block = encryptor.update(padder.finalize()) + encryptor.finalize()
-    mac.update(block)
-    yield out.feed(block)
     yield out.feed(mac.finalize())
     yield out.close()
+
+
+_END = object()
+
+
+def read_ahead(items: Iterable[bytes]) -> Iterator[bytes]:
+    """`items`, the next one computed on a worker thread while the caller handles this one; for stages that
+    release the GIL (OpenSSL, file reads), so two cores share a big file's work. An error is raised here."""
+    iterator = iter(items)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="read-ahead") as pool:
+        pending = pool.submit(next, iterator, _END)
+        while (item := pending.result()) is not _END:
+            pending = pool.submit(next, iterator, _END)
+            yield item
 
 
 _SHORTEST = 1 + 8 + 16 + 16 + 32  # version, timestamp, IV, one AES block, HMAC
