@@ -10,7 +10,7 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 from cmp_pipelines.formats.encryption import PartnerKeyring
 from cmp_pipelines.formats.errors import FileRejected
-from cmp_pipelines.formats.fernet_stream import decrypt_token, encrypt_chunks
+from cmp_pipelines.formats.fernet_stream import decrypt_token, encrypt_chunks, read_ahead
 
 
 @pytest.mark.parametrize("sizes", [[], [0], [1], [2], [3], [15], [16], [17], [1, 2, 3, 4, 5], [100_000, 7, 65_536],
@@ -78,3 +78,26 @@ def test_keyring_decrypts_fast_and_refuses_tampering_and_wrong_keys_with_the_lib
     with pytest.raises(FileRejected) as refused:
         other.decrypt("PAYPOINT", token)
     assert refused.value.code == "DECRYPT_FAILED"
+
+
+def test_read_ahead_keeps_order_raises_the_producers_error_and_stops_when_abandoned():
+    assert list(read_ahead(bytes([n]) for n in range(50))) == [bytes([n]) for n in range(50)]
+
+    def failing():
+        yield b"a"
+        raise OSError("disk gone while reading the plaintext")
+
+    with pytest.raises(OSError, match="disk gone"):
+        list(read_ahead(failing()))
+
+    produced = []
+
+    def counted():
+        for n in range(1000):
+            produced.append(n)
+            yield b"x"
+
+    stream = read_ahead(counted())
+    next(stream)
+    stream.close()
+    assert len(produced) <= 2, "an abandoned stream computes at most one item ahead"
