@@ -9,10 +9,12 @@ described here, one by one, and those are few.
 from __future__ import annotations
 
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import cached_property
 
+import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -213,29 +215,38 @@ def card_number_masks(column: pa.Array) -> dict[int, tuple[str, str]]:
 
 def with_shape_and_card_numbers(table: pa.Table, shape_errors: dict[int, str], scanned: tuple[str, ...]) -> pa.Table:
     """Add `shape_error`, and find, mask and flag card numbers in the `scanned` fields (`pan_field`,
-    `pan_masked`) before anything is stored."""
+    `pan_masked`) before anything is stored. Only the few values found are touched in Python."""
     n = table.num_rows
-    shape = [None] * n
-    for position, message in shape_errors.items():
-        shape[position - 1] = mask_pans_in(message)  # e.g. a card number used as a field name
-    pan_field: list[str | None] = [None] * n
-    pan_masked: list[str | None] = [None] * n
-    for name in scanned:
-        column = table.column(name).combine_chunks()
-        found = card_number_masks(column)
+    pan_field: dict[int, str] = {}
+    pan_masked: dict[int, str] = {}
+    columns = [table.column(name).combine_chunks() for name in scanned]
+    with ThreadPoolExecutor(max_workers=2) as pool:  # Arrow's regex drops the GIL: two columns at a time
+        searched = list(pool.map(card_number_masks, columns))
+    for name, column, found in zip(scanned, columns, searched, strict=True):
         if not found:
             continue
-        values = column.to_pylist()
-        for index, (pan, masked) in found.items():
-            pan_field[index] = pan_field[index] or name
-            pan_masked[index] = pan_masked[index] or pan
-            values[index] = masked
-        table = table.set_column(table.schema.get_field_index(name), name, pa.array(values, pa.string()))
+        for index, (pan, _) in found.items():
+            pan_field.setdefault(index, name)
+            pan_masked.setdefault(index, pan)
+        masked = {index: value for index, (_, value) in found.items()}
+        table = table.set_column(table.schema.get_field_index(name), name, _with_values(column, masked))
+    shape = {position - 1: mask_pans_in(message) for position, message in shape_errors.items()}
+    nulls = pa.nulls(n, pa.string())
     return (
-        table.append_column("shape_error", pa.array(shape, pa.string()))
-        .append_column("pan_field", pa.array(pan_field, pa.string()))
-        .append_column("pan_masked", pa.array(pan_masked, pa.string()))
+        table.append_column("shape_error", _with_values(nulls, shape))
+        .append_column("pan_field", _with_values(nulls, pan_field))
+        .append_column("pan_masked", _with_values(nulls, pan_masked))
     )
+
+
+def _with_values(column: pa.Array, values: dict[int, str]) -> pa.Array:
+    """`column` with the strings at these indices replaced, in Arrow: a million-row column is never a list."""
+    if not values:
+        return column
+    indices = sorted(values)
+    mask = np.zeros(len(column), dtype=bool)
+    mask[indices] = True
+    return pc.replace_with_mask(column, pa.array(mask), pa.array([values[i] for i in indices], pa.string()))
 
 
 def _plain(value: Decimal) -> str:

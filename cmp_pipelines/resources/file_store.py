@@ -15,7 +15,8 @@ from cmp_pipelines.settings import paths
 
 
 class FileStore(dg.ConfigurableResource):
-    """Base class: another backend (SFTP, object storage) implements these operations (`write_from` has a default built on `write_parts`)."""
+    """Base class: another backend (SFTP, object storage) implements these operations (`write_from` has a
+    default built on `write_parts`)."""
 
     def list_files(self, folder: str) -> list[StoredFile]:
         raise NotImplementedError
