@@ -9,6 +9,7 @@ import duckdb
 import pyarrow as pa
 import pytest
 
+from cmp_pipelines.formats import record_scan
 from cmp_pipelines.formats.errors import FileRejected
 from cmp_pipelines.formats.nrp_file import NRP_FILE
 from cmp_pipelines.formats.record_file import parse_document, record_columns, validate_envelope
@@ -40,9 +41,13 @@ def by_orjson(plaintext: bytes) -> tuple[dict, pa.Table, dict]:
     return header, table, errors
 
 
-@pytest.fixture
-def con(tmp_path):
+@pytest.fixture(params=["whole", "split"])
+def con(request, tmp_path, monkeypatch):
+    """Every case twice: the array read as one file, and cut into four pieces read in parallel (big files)."""
     with duckdb.connect(str(tmp_path / "scan.duckdb")) as connection:
+        if request.param == "split":
+            monkeypatch.setattr(record_scan, "_MIN_PIECE", 1)
+            connection.execute("SET threads = 4")
         yield connection
 
 
@@ -133,3 +138,23 @@ def test_an_empty_records_array_and_an_empty_file(con):
     with pytest.raises(FileRejected) as refused:
         read_record_file(NRP_FILE, b"  ", con)
     assert refused.value.code == "EMPTY_FILE"
+
+
+def test_a_cut_that_falls_inside_a_string_reads_the_array_whole_with_the_same_result(con):
+    records = [payment(n, reference=f"a}},{{b }} , {{ c {n}") for n in range(1, 40)]
+    plaintext = compact(records_json(*records), {**HEADER, "record_count": 39, "total_amount": "78.00"})
+    assert_same(con, plaintext, "duckdb")
+
+
+def test_pieces_keep_the_records_in_file_order(con):
+    records = [payment(n) for n in range(1, 200)]
+    read = read_record_file(NRP_FILE, compact(records_json(*records)), con)
+    assert read.table.column("record_id").to_pylist() == [f"R{n}" for n in range(1, 200)]
+    assert read.table.column("position").to_pylist() == list(range(1, 200))
+
+
+def test_whitespace_json_does_not_allow_between_records_is_refused_as_not_json(con):
+    text = records_json(payment(1), payment(2), payment(3)).replace("},{", "},\x0c{")
+    with pytest.raises(FileRejected) as refused:
+        read_record_file(NRP_FILE, compact(text), con)
+    assert refused.value.code == "NOT_JSON"
