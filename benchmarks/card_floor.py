@@ -33,7 +33,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 import duckdb
-import orjson
+from floor_documents import staged_document, write_document
 from floor_fernet import FloorFernet
 from floor_records import read_records
 
@@ -172,13 +172,6 @@ def _write(path: Path, data: bytes) -> None:
         os.fsync(handle.fileno())
 
 
-def _copy_json(con: duckdb.DuckDBPyConnection, query: str, tmp: Path) -> bytes:
-    con.execute(f"COPY ({query}) TO '{tmp}' (FORMAT json, ARRAY true)")
-    data = tmp.read_bytes()
-    tmp.unlink()
-    return data
-
-
 def _fernet(key_file: str) -> FloorFernet:
     lines = Path(key_file).read_text().splitlines()
     return FloorFernet([line.strip() for line in lines if line.strip() and not line.startswith("#")])
@@ -210,6 +203,7 @@ def _open(args: argparse.Namespace) -> tuple[Path, duckdb.DuckDBPyConnection]:
     workdir.mkdir(parents=True)
     database = workdir / "floor.duckdb"
     shutil.copyfile(args.store, database)
+    os.sync()  # the copy's writeback is setup, as for the flow's staged copy
     return workdir, duckdb.connect(str(database))
 
 
@@ -226,10 +220,8 @@ def run_extract(args: argparse.Namespace) -> dict:
     con.execute("COMMIT")
     laps("select due")
     count, total = con.execute("SELECT count(*), coalesce(sum(amount_minor), 0) FROM floor_due").fetchone()
-    rows = _copy_json(con, EXTRACT_ROWS, workdir / "extract.tmp.json")
     header = {"file_id": f"RCX-{day:%Y%m%d}-CARDPAY-GBP", "record_count": count, "total_amount": _minor(total)}
-    document = b'{"header":' + orjson.dumps(header) + b',"transactions":' + rows + b"}"
-    del rows
+    document = staged_document(con, header, "transactions", EXTRACT_ROWS, "extract")
     laps("extract: COPY json")
     extract = workdir / "extract.json.enc"
     _write(extract, fernet.encrypt(document))
@@ -242,12 +234,10 @@ def run_extract(args: argparse.Namespace) -> dict:
     postings, net = con.execute(
         "SELECT count(*), coalesce(sum(amount_minor), 0) FROM ledger_postings WHERE batch_id = ?", [batch]
     ).fetchone()
-    body = _copy_json(con, POSTING_ROWS.format(batch=batch), workdir / "postings.tmp.json")
     posting_header = {"batch_id": batch, "created_at": now.isoformat(), "record_count": postings,
                       "total_amount": _minor(net)}
     posting_file = workdir / f"{batch}.json"
-    _write(posting_file, b'{"header":' + orjson.dumps(posting_header) + b',"postings":' + body + b"}")
-    del body
+    write_document(con, posting_header, "postings", POSTING_ROWS.format(batch=batch), posting_file)
     laps("posting file")
     con.close()
     return {
@@ -296,28 +286,22 @@ def run_rejections(args: argparse.Namespace) -> dict:
         postings, net = con.execute(
             "SELECT count(*), coalesce(sum(amount_minor), 0) FROM ledger_postings WHERE batch_id = ?", [batch]
         ).fetchone()
-        body = _copy_json(con, POSTING_ROWS.format(batch=batch), workdir / "postings.tmp.json")
         posting_header = {"batch_id": batch, "created_at": now.isoformat(), "record_count": postings,
                           "total_amount": _minor(net)}
         posting_file = workdir / f"{batch}.json"
-        _write(posting_file, b'{"header":' + orjson.dumps(posting_header) + b',"postings":' + body + b"}")
-        del body
+        write_document(con, posting_header, "postings", POSTING_ROWS.format(batch=batch), posting_file)
         laps("posting file")
     count, reversed_count = con.execute(
         "SELECT count(*), (SELECT count(*) FROM ledger_postings WHERE batch_id = ?) FROM floor_matched", [batch]
     ).fetchone()
-    body = _copy_json(con, REPORT_ROWS, workdir / "report.tmp.json")
     report_header = {"file_id": header["file_id"], "processed_at": now.isoformat(), "record_count": count}
     report = workdir / "report.json"
-    _write(report, b'{"header":' + orjson.dumps(report_header) + b',"records":' + body + b"}")
-    del body
+    write_document(con, report_header, "records", REPORT_ROWS, report)
     figures = {"report_bytes": report.stat().st_size}
     if args.same_outputs:
-        body = _copy_json(con, COMMUNICATION_ROWS.format(batch=batch), workdir / "communications.tmp.json")
         communications = workdir / "communications.json"
-        _write(communications, b'{"header":' + orjson.dumps({"batch_id": batch, "created_at": now.isoformat()})
-               + b',"communications":' + body + b"}")
-        del body
+        write_document(con, {"batch_id": batch, "created_at": now.isoformat()}, "communications",
+                       COMMUNICATION_ROWS.format(batch=batch), communications)
         figures |= {"posting_file_bytes": posting_file.stat().st_size,
                     "communications_bytes": communications.stat().st_size}
     laps("report" + (" + communications" if args.same_outputs else ""))

@@ -698,6 +698,7 @@ def _stage(workdir: Path, name: str, meta: dict) -> None:
     inbound.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(workdir / "template" / "cmp.duckdb", data / "cmp.duckdb")
     shutil.copyfile(workdir / meta["file_name"], inbound / meta["file_name"])
+    os.sync()  # the copies' writeback belongs to the untimed setup, not to the run that follows
 
 
 def _tree(spans: list) -> list[str]:
@@ -815,6 +816,7 @@ def _stage_card(workdir: Path, template: str, name: str, inbound: Path | None = 
         folder = data / "inbound" / "card_rejections" / CARD_PROVIDER
         folder.mkdir(parents=True)
         shutil.copyfile(inbound, folder / inbound.name)
+    os.sync()  # as _stage: the copies' writeback is setup, not the timed run's
     return data
 
 

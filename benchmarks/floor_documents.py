@@ -1,0 +1,37 @@
+"""The floors' outbound documents, written as the flows write them: DuckDB's CSV writer puts out each row as
+`to_json` and the `{"header": ..., key: [` envelope as PREFIX and SUFFIX, so the whole file is one COPY with no
+Python object per row and no second copy of the bytes. Raw DuckDB and orjson only."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import duckdb
+import orjson
+
+SCRATCH = Path("/dev/shm") if os.access("/dev/shm", os.W_OK) else None
+
+
+def copy_document(con: duckdb.DuckDBPyConnection, header: dict, key: str, query: str, target: Path) -> None:
+    prefix = ('{"header":' + orjson.dumps(header).decode() + ',"' + key + '":[').replace("'", "''")
+    con.execute(f"COPY (SELECT to_json(r)::VARCHAR FROM ({query}) r) TO '{target}' (FORMAT csv, HEADER false, "
+                f"QUOTE '', ESCAPE '', DELIMITER '\x01', NEW_LINE ',', PREFIX '{prefix}', SUFFIX ']}}')")
+
+
+def write_document(con: duckdb.DuckDBPyConnection, header: dict, key: str, query: str, target: Path) -> None:
+    """A plain document, durable before the step counts as done (as the flows' file store makes it)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    copy_document(con, header, key, query, target)
+    with open(target, "rb+") as handle:
+        os.fsync(handle.fileno())
+
+
+def staged_document(con: duckdb.DuckDBPyConnection, header: dict, key: str, query: str, name: str) -> bytes:
+    """The document's bytes, for a floor that encrypts them whole; staged in memory-backed storage."""
+    staged = (SCRATCH or Path.cwd()) / f"floor-{os.getpid()}-{name}.json"
+    try:
+        copy_document(con, header, key, query, staged)
+        return staged.read_bytes()
+    finally:
+        staged.unlink(missing_ok=True)
