@@ -341,3 +341,19 @@ def test_sensor_leaves_badly_named_files_in_place_and_says_why(platform):
                        "the file name contains a card number", "the file name contains control characters"]
     assert all("4111111111111111" not in s.path for s in skipped)
     assert platform.files.exists("inbound/nrp/PAYPOINT/bad\nname.enc"), "nothing is lost"
+
+
+def test_a_load_batch_that_already_holds_records_is_refused_and_nothing_is_posted(platform):
+    """nrp_records has no primary key (migration v10): the load checks in its transaction that its batch is new."""
+    plaintext = orjson.dumps(document([payment("1", "ACC00000001", "10.00")]))
+    batch_id = f"NRPL-{sha256_hex(plaintext)[:16]}"
+    with platform.connect() as con:
+        con.execute("INSERT INTO nrp_records (batch_id, position, outcome) VALUES (?, 1, 'ACCEPTED')", [batch_id])
+    balance = platform.balance("ACC00000001")
+    key = platform.drop("stray.json.enc", plaintext)
+    with pytest.raises(AssertionError, match=f"load batch {batch_id} already holds records"):
+        platform.process(key)
+    assert platform.balance("ACC00000001") == balance
+    with platform.connect() as con:
+        assert con.execute("SELECT count(*) FROM nrp_records WHERE batch_id = ?", [batch_id]).fetchall() == [(1,)]
+    assert platform.files.exists("inbound/nrp/PAYPOINT/stray.json.enc"), "the file waits, unharmed, for a re-run"

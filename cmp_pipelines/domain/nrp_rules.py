@@ -111,13 +111,15 @@ _RULES = [
 
 CLASSIFY_AND_MATCH_SQL = f"""
 INSERT INTO nrp_records
-WITH base AS (
+WITH repeated AS (  -- a grouping and a join to the few repeats: cheaper than a window over every record
+    SELECT record_id, count(*) AS times FROM raw WHERE record_id IS NOT NULL GROUP BY record_id HAVING times > 1
+), base AS (
     SELECT raw.*,
            shape_error IS NULL AS shape_ok,
-           count(*) OVER (PARTITION BY record_id) AS id_count,
+           coalesce(repeated.times, 1) AS id_count,
            coalesce(regexp_full_match(amount, '{AMOUNT_RE}'), FALSE) AS amount_ok,
            coalesce(regexp_full_match(payment_date, '{DATETIME_RE}'), FALSE) AS date_shape_ok
-    FROM raw
+    FROM raw LEFT JOIN repeated ON repeated.record_id = raw.record_id
 ), typed AS (
     SELECT base.*,
            CASE WHEN amount_ok THEN CAST(replace(amount, '.', '') AS BIGINT) END AS amount_minor,

@@ -103,6 +103,8 @@ class NonRecurringPayments:
         table = with_shape_and_card_numbers(read.table, read.shape_errors, PAN_SCANNED_FIELDS)
         batch_id = f"NRPL-{content_sha[:16]}"
         with transaction(self.con):
+            if self.con.execute("SELECT count(*) FROM nrp_records WHERE batch_id = ?", [batch_id]).fetchall()[0][0]:
+                raise AssertionError(f"load batch {batch_id} already holds records; a batch is written once")
             self.con.register("raw", table)
             try:
                 self.con.execute(
