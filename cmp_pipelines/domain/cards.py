@@ -7,7 +7,8 @@ import re
 
 PAN_CANDIDATE = re.compile(r"\d(?:[ ./-]*\d)*")  # a maximal run of digits and separators
 # For Arrow/RE2: runs with at least 13 digits, to find the few values worth a Luhn check.
-PAN_CANDIDATE_SQL = r"\d(?:[ ./-]*\d){12,}"
+PAN_MIN_DIGITS = 13
+PAN_CANDIDATE_SQL = rf"\d(?:[ ./-]*\d){{{PAN_MIN_DIGITS - 1},}}"
 _SEPARATORS = re.compile(r"[ ./-]")
 
 
@@ -33,7 +34,7 @@ def _timestamp14(digits: str) -> bool:
 
 
 def is_pan(digits: str) -> bool:
-    return 13 <= len(digits) <= 19 and luhn_valid(digits) and not _timestamp14(digits)
+    return PAN_MIN_DIGITS <= len(digits) <= 19 and luhn_valid(digits) and not _timestamp14(digits)
 
 
 def find_pan(text: str | None) -> str | None:

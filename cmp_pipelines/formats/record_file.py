@@ -19,7 +19,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from cmp_pipelines.domain.cards import PAN_CANDIDATE_SQL, find_pan, mask_pan, mask_pans_in
+from cmp_pipelines.domain.cards import PAN_CANDIDATE_SQL, PAN_MIN_DIGITS, find_pan, mask_pan, mask_pans_in
 from cmp_pipelines.formats.errors import FileRejected
 from cmp_pipelines.formats.schemas import first_error, schema
 
@@ -202,8 +202,16 @@ def first_schema_violation(spec: RecordFileSpec, table: pa.Table, positions: lis
 def card_number_masks(column: pa.Array) -> dict[int, tuple[str, str]]:
     """{index: (the first card number, masked; the value with every card number masked)} for the values holding
     one. Arrow's regex keeps the Python Luhn check to the few values that could."""
-    hits = pc.fill_null(pc.match_substring_regex(column, PAN_CANDIDATE_SQL), False)
-    candidates = pc.indices_nonzero(hits).to_pylist()
+    long_enough = pc.fill_null(pc.greater_equal(pc.utf8_length(column), PAN_MIN_DIGITS), False)
+    positions = pc.indices_nonzero(long_enough)  # a card number has 13+ digits: most fields are too short to hold one
+    if len(positions) == 0:
+        return {}
+    if len(positions) < len(column) // 4:
+        hits = pc.fill_null(pc.match_substring_regex(column.take(positions), PAN_CANDIDATE_SQL), False)
+        candidates = pc.filter(positions, hits).to_pylist()
+    else:
+        hits = pc.fill_null(pc.match_substring_regex(column, PAN_CANDIDATE_SQL), False)
+        candidates = pc.indices_nonzero(hits).to_pylist()
     found = {}
     for index in candidates:
         value = column[index].as_py()
