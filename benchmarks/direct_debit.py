@@ -177,6 +177,7 @@ def _timed(workdir: Path, kind: str, mode: str) -> dict:
     run.mkdir()
     shutil.copytree(workdir / "keys", run / "keys")
     shutil.copy(workdir / f"{kind}.duckdb", run / "run.duckdb")
+    os.sync()  # the copy's writeback is setup, not the timed run's (as in run.py)
     result = run / "result.json"
     subprocess.run([sys.executable, __file__, "--phase", mode, "--kind", kind, "--workdir", str(run),
                     "--result", str(result)], check=True)
