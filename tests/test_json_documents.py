@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import duckdb
@@ -9,6 +10,7 @@ import orjson
 import pytest
 
 from cmp_pipelines.resources.file_store import LocalFileStore
+from cmp_pipelines.services import ledger_file
 from cmp_pipelines.services.ledger_file import json_document, write_json_document, write_records_file
 from cmp_pipelines.store.connection import connect
 
@@ -46,10 +48,35 @@ def test_empty_query_gives_an_empty_array(con, tmp_path):
     assert orjson.loads(target.read_bytes()) == {"header": {"record_count": 0}, "postings": []}
 
 
-def test_staged_document_is_removed_after_use(con):
-    with json_document(con, {"h": 1}, "rows", QUERY) as staged:
-        assert len(orjson.loads(staged.read_bytes())["rows"]) == len(AWKWARD)
-    assert not staged.exists()
+def scratch_documents() -> set[str]:
+    return {p.name for p in Path(ledger_file._SCRATCH or tempfile.gettempdir()).glob("cmp-document-*")}
+
+
+def test_streamed_document_is_the_whole_document_and_leaves_no_file(con):
+    before = scratch_documents()
+    with json_document(con, {"h": 1}, "rows", QUERY) as stream:
+        document = orjson.loads(b"".join(stream))
+    assert document["header"] == {"h": 1}
+    assert [r["s"] for r in document["rows"]] == list(reversed(AWKWARD))
+    assert scratch_documents() == before
+
+
+def test_streamed_document_of_a_million_rows_arrives_whole_while_duckdb_writes_it(con):
+    with json_document(con, {"n": 1_000_000}, "rows", "SELECT i, 'x' || i AS s FROM range(1000000) t(i) "
+                       "ORDER BY i") as stream:
+        chunks = list(stream)
+    rows = orjson.loads(b"".join(chunks))["rows"]
+    assert len(rows) == 1_000_000 and rows[0] == {"i": 0, "s": "x0"} and rows[-1] == {"i": 999_999, "s": "x999999"}
+
+
+def test_a_failing_copy_raises_from_the_stream_and_a_consumer_that_stops_early_leaves_no_file(con):
+    before = scratch_documents()
+    with pytest.raises(duckdb.Error), json_document(con, {}, "rows", "SELECT no_such_column FROM t") as stream:
+        b"".join(stream)
+    with json_document(con, {}, "rows", "SELECT i FROM range(2000000) t(i)") as stream:
+        next(stream)
+    assert scratch_documents() == before
+    assert con.execute("SELECT count(*) FROM t").fetchall() == [(len(AWKWARD),)], "the connection is usable again"
 
 
 def test_records_file_lands_atomically_and_a_failed_write_leaves_the_old_file(con, tmp_path):

@@ -114,12 +114,14 @@ def decrypt_token(keys: list[bytes], token: bytes) -> bytes | None:
     return None
 
 
-def file_chunks(parts: Iterable[bytes | os.PathLike], size: int = 16 << 20) -> Iterator[bytes]:
-    """Byte strings as they are, local files read `size` bytes at a time."""
+def file_chunks(parts: Iterable[bytes | os.PathLike | Iterable[bytes]], size: int = 16 << 20) -> Iterator[bytes]:
+    """Byte strings as they are, local files read `size` bytes at a time, streams of byte strings as they come."""
     for part in parts:
         if isinstance(part, bytes | bytearray):
             yield bytes(part)
-            continue
-        with open(part, "rb") as handle:
-            while chunk := handle.read(size):
-                yield chunk
+        elif isinstance(part, str | os.PathLike):
+            with open(part, "rb") as handle:
+                while chunk := handle.read(size):
+                    yield chunk
+        else:
+            yield from part

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -72,26 +74,45 @@ _SCRATCH = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None  # memory-back
 def write_json_document(con: duckdb.DuckDBPyConnection, target: Path, header: dict, key: str, query: str) -> None:
     """`{"header": ..., key: [rows]}` written whole by DuckDB: each row is `to_json` of the query's columns, and
     the CSV writer (no quoting, rows joined by commas) adds the envelope as PREFIX and SUFFIX. One parallel
-    pass straight into `target`; no Python object per row, no second copy of the file. JSON text escapes
-    every control character, so the unused delimiter can never appear in a row."""
+    pass straight into `target` (not into a temporary file of DuckDB's own, so a reader can follow it); no
+    Python object per row, no second copy of the file. JSON text escapes every control character, so the unused
+    delimiter can never appear in a row."""
     prefix = '{"header":' + orjson.dumps(header).decode() + ',"' + key + '":['
     con.execute(
         f"COPY (SELECT to_json(r)::VARCHAR FROM ({query}) r) TO {sql_literal(str(target))} "
-        f"(FORMAT csv, HEADER false, QUOTE '', ESCAPE '', DELIMITER '\x01', NEW_LINE ',', "
+        f"(FORMAT csv, HEADER false, QUOTE '', ESCAPE '', DELIMITER '\x01', NEW_LINE ',', USE_TMP_FILE false, "
         f"PREFIX {sql_literal(prefix)}, SUFFIX ']}}')"
     )
 
 
 @contextmanager
-def json_document(con: duckdb.DuckDBPyConnection, header: dict, key: str, query: str) -> Iterator[Path]:
-    """A temporary file holding the whole document, for callers that encrypt it on its way out."""
+def json_document(con: duckdb.DuckDBPyConnection, header: dict, key: str, query: str) -> Iterator[Iterator[bytes]]:
+    """The document's bytes while DuckDB writes them, for callers that encrypt it on its way out: the COPY runs on
+    a worker thread (the caller must not use `con` meanwhile) into a memory-backed file read as it grows, so the
+    encryption overlaps the COPY instead of waiting for it. An error of the COPY is raised from the stream."""
     handle, tmp = tempfile.mkstemp(suffix=".json", prefix="cmp-document-", dir=_SCRATCH)
     os.close(handle)
-    try:
-        write_json_document(con, Path(tmp), header, key, query)
-        yield Path(tmp)
-    finally:
-        os.unlink(tmp)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="json-document") as pool:
+        copying = pool.submit(write_json_document, con, Path(tmp), header, key, query)
+        try:
+            yield _growing_file(tmp, copying)
+        finally:
+            wait([copying])  # never leave DuckDB writing a file that is about to be removed
+            os.unlink(tmp)
+
+
+def _growing_file(path: str, writing: Future, size: int = 8 << 20) -> Iterator[bytes]:
+    """The file's bytes as they are written (a reader sees only whole writes, up to the file's size), to the end
+    once `writing` is done."""
+    with open(path, "rb") as handle:
+        while True:
+            finished = writing.done()  # read before the last read, so nothing written after it is missed
+            while chunk := handle.read(size):
+                yield chunk
+            if finished:
+                writing.result()
+                return
+            time.sleep(0.002)
 
 
 def write_records_file(con: duckdb.DuckDBPyConnection, files: FileStoreLike, path: str, header: dict, key: str,
