@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
@@ -195,24 +196,37 @@ def phase_flow(args: argparse.Namespace) -> dict:
 # ---- phase: profile (the same path again, on a fresh copy, with every inner call timed) ----------------
 
 
+WORKER = " [worker thread, overlaps]"
+
+
 class Spans:
-    """Nested wall-clock spans aggregated by path, so the breakdown shows where load's seconds go."""
+    """Nested wall-clock spans aggregated by path, so the breakdown shows where load's seconds go. A span on
+    another thread (the flow's COPY that runs while it encrypts) sits under the main thread's current span,
+    marked, and is left out of that span's "rest"."""
 
     def __init__(self) -> None:
-        self.stack: list[str] = []
+        self.main = threading.get_ident()
+        self.stacks: dict[int, list[str]] = {self.main: []}
         self.totals: dict[tuple[str, ...], list[float]] = {}
 
     @contextmanager
     def span(self, name: str):
-        self.stack.append(name)
-        entry = self.totals.setdefault(tuple(self.stack), [0, 0.0])  # first-seen order = tree order
+        ident = threading.get_ident()
+        stack = self.stacks.get(ident)
+        if stack is None:
+            stack = self.stacks[ident] = list(self.stacks[self.main])
+            name += WORKER
+        stack.append(name)
+        entry = self.totals.setdefault(tuple(stack), [0, 0.0])  # first-seen order = tree order
         started = time.perf_counter()
         try:
             yield
         finally:
             entry[0] += 1
             entry[1] += time.perf_counter() - started
-            self.stack.pop()
+            stack.pop()
+            if ident != self.main and name.endswith(WORKER):
+                del self.stacks[ident]
 
     def wrap(self, name: str, fn):
         def timed(*a, **kw):
@@ -706,7 +720,7 @@ def _tree(spans: list) -> list[str]:
     totals = {tuple(k): (count, seconds) for k, count, seconds in spans}
     children: dict[tuple, float] = {}
     for key in totals:
-        if len(key) > 1:
+        if len(key) > 1 and not key[-1].endswith(WORKER):
             children[key[:-1]] = children.get(key[:-1], 0.0) + totals[key][1]
     lines = []
     for key in totals:

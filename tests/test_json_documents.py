@@ -10,8 +10,8 @@ import orjson
 import pytest
 
 from cmp_pipelines.resources.file_store import LocalFileStore
-from cmp_pipelines.services import ledger_file
 from cmp_pipelines.services.ledger_file import json_document, write_json_document, write_records_file
+from cmp_pipelines.store import text_copy
 from cmp_pipelines.store.connection import connect
 
 AWKWARD = ["plain", 'quote " and comma , and ],[', "new\nline\ttab", "\x01\x1f control", "café ✓ 💷", "back\\slash",
@@ -49,7 +49,7 @@ def test_empty_query_gives_an_empty_array(con, tmp_path):
 
 
 def scratch_documents() -> set[str]:
-    return {p.name for p in Path(ledger_file._SCRATCH or tempfile.gettempdir()).glob("cmp-document-*")}
+    return {p.name for p in Path(text_copy.SCRATCH or tempfile.gettempdir()).glob("cmp-document-*")}
 
 
 def test_streamed_document_is_the_whole_document_and_leaves_no_file(con):

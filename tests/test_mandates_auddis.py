@@ -164,3 +164,18 @@ def test_cli_mandate_then_auddis_through_dagster(dd, tmp_path):
     assert future.exit_code == 1 and "2999-01-01 is in the future" in future.output
     cancelled = runner.invoke(main, ["mandates", "cancel", "DDI-123456-CMPACC00000004"])
     assert json.loads(cancelled.output)["pending_instruction"] == "CANCEL"
+
+
+def test_a_day_with_no_instructions_writes_labels_and_zero_trailers_only(dd):
+    batch, parsed, text = auddis_day(dd, DAY)
+    assert batch.record_count == 0 and parsed.records == ()
+    assert text == std18.write(parsed.submission, [], with_contra=False)
+    assert [line[:4] for line in text.splitlines()] == ["VOL1", "HDR1", "HDR2", "UHL1", "EOF1", "EOF2", "UTL1"]
+
+
+def test_the_whole_file_equals_the_python_writer_line_for_line(dd):
+    for n in range(1, 6):
+        mandate(dd, f"ACC0000000{n}", reference=f"WHOLEREF{n}")
+    _, parsed, text = auddis_day(dd, DAY)
+    assert len(parsed.records) == 5
+    assert text == std18.write(parsed.submission, list(parsed.records), with_contra=False)

@@ -6,12 +6,8 @@ schema formats/schemas/ledger_posting_batch.schema.json.
 
 from __future__ import annotations
 
-import os
-import tempfile
-import time
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor, wait
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -22,6 +18,7 @@ import orjson
 from cmp_pipelines.domain.money import format_minor
 from cmp_pipelines.services.files import FileStoreLike
 from cmp_pipelines.store.connection import sql_literal
+from cmp_pipelines.store.text_copy import copy_lines, streamed
 
 
 @dataclass
@@ -68,51 +65,17 @@ def posting_count(con: duckdb.DuckDBPyConnection, batch_id: str) -> int:
     return con.execute("SELECT count(*) FROM ledger_postings WHERE batch_id = ?", [batch_id]).fetchone()[0]
 
 
-_SCRATCH = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None  # memory-backed when the machine has it
-
-
 def write_json_document(con: duckdb.DuckDBPyConnection, target: Path, header: dict, key: str, query: str) -> None:
-    """`{"header": ..., key: [rows]}` written whole by DuckDB: each row is `to_json` of the query's columns, and
-    the CSV writer (no quoting, rows joined by commas) adds the envelope as PREFIX and SUFFIX. One parallel
-    pass straight into `target` (not into a temporary file of DuckDB's own, so a reader can follow it); no
-    Python object per row, no second copy of the file. JSON text escapes every control character, so the unused
-    delimiter can never appear in a row."""
-    prefix = '{"header":' + orjson.dumps(header).decode() + ',"' + key + '":['
-    con.execute(
-        f"COPY (SELECT to_json(r)::VARCHAR FROM ({query}) r) TO {sql_literal(str(target))} "
-        f"(FORMAT csv, HEADER false, QUOTE '', ESCAPE '', DELIMITER '\x01', NEW_LINE ',', USE_TMP_FILE false, "
-        f"PREFIX {sql_literal(prefix)}, SUFFIX ']}}')"
-    )
+    """`{"header": ..., key: [rows]}` written whole by DuckDB (`store.text_copy`): each row is `to_json` of the
+    query's columns, the envelope is the prefix and suffix."""
+    copy_lines(con, target, f"SELECT to_json(r)::VARCHAR FROM ({query}) r",
+               prefix='{"header":' + orjson.dumps(header).decode() + ',"' + key + '":[', suffix="]}", separator=",")
 
 
-@contextmanager
-def json_document(con: duckdb.DuckDBPyConnection, header: dict, key: str, query: str) -> Iterator[Iterator[bytes]]:
-    """The document's bytes while DuckDB writes them, for callers that encrypt it on its way out: the COPY runs on
-    a worker thread (the caller must not use `con` meanwhile) into a memory-backed file read as it grows, so the
-    encryption overlaps the COPY instead of waiting for it. An error of the COPY is raised from the stream."""
-    handle, tmp = tempfile.mkstemp(suffix=".json", prefix="cmp-document-", dir=_SCRATCH)
-    os.close(handle)
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="json-document") as pool:
-        copying = pool.submit(write_json_document, con, Path(tmp), header, key, query)
-        try:
-            yield _growing_file(tmp, copying)
-        finally:
-            wait([copying])  # never leave DuckDB writing a file that is about to be removed
-            os.unlink(tmp)
-
-
-def _growing_file(path: str, writing: Future, size: int = 8 << 20) -> Iterator[bytes]:
-    """The file's bytes as they are written (a reader sees only whole writes, up to the file's size), to the end
-    once `writing` is done."""
-    with open(path, "rb") as handle:
-        while True:
-            finished = writing.done()  # read before the last read, so nothing written after it is missed
-            while chunk := handle.read(size):
-                yield chunk
-            if finished:
-                writing.result()
-                return
-            time.sleep(0.002)
+def json_document(con: duckdb.DuckDBPyConnection, header: dict, key: str, query: str
+                  ) -> AbstractContextManager[Iterator[bytes]]:
+    """The document's bytes while DuckDB writes them, for callers that encrypt it (`store.text_copy.streamed`)."""
+    return streamed(lambda target: write_json_document(con, target, header, key, query))
 
 
 def write_records_file(con: duckdb.DuckDBPyConnection, files: FileStoreLike, path: str, header: dict, key: str,
