@@ -4,8 +4,8 @@ Two modes, each over its own copy of the store the flow starts from (same tables
 indexes; the store is only data here, no package code runs), in one process:
 
 extract      one DuckDB INSERT..SELECT of the day's due card payments (accounts x cards x open invoices,
-             less what the ledger has settled) into a plain table, DuckDB's JSON COPY of the rows,
-             read + Fernet encrypt + durable write, then one INSERT..SELECT of the postings into the
+             less what the ledger has settled) into a plain table, the extract document by one DuckDB COPY,
+             Fernet-encrypted a chunk at a time into a durable file, then one INSERT..SELECT of the postings into the
              ledger (UNIQUE idempotency key) and DuckDB's JSON COPY of the posting file.
 rejections   read + Fernet decrypt, the records by DuckDB's JSON reader (floor_records.py), one DuckDB join
              of the records against card_transactions into a table, one INSERT of the reversal postings,
@@ -33,7 +33,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 import duckdb
-from floor_documents import staged_document, write_document
+from floor_documents import SCRATCH, copy_document, write_document
 from floor_fernet import FloorFernet
 from floor_records import read_records
 
@@ -163,15 +163,6 @@ SELECT position, record_id, transaction_id, account_number, {AMOUNT.format('amou
 """
 
 
-def _write(path: Path, data: bytes) -> None:
-    """Durable like the flow's file store: the bytes are on disk before the step counts as done."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
 def _fernet(key_file: str) -> FloorFernet:
     lines = Path(key_file).read_text().splitlines()
     return FloorFernet([line.strip() for line in lines if line.strip() and not line.startswith("#")])
@@ -221,11 +212,12 @@ def run_extract(args: argparse.Namespace) -> dict:
     laps("select due")
     count, total = con.execute("SELECT count(*), coalesce(sum(amount_minor), 0) FROM floor_due").fetchone()
     header = {"file_id": f"RCX-{day:%Y%m%d}-CARDPAY-GBP", "record_count": count, "total_amount": _minor(total)}
-    document = staged_document(con, header, "transactions", EXTRACT_ROWS, "extract")
+    staged = (SCRATCH or workdir) / f"floor-{os.getpid()}-extract.json"
+    copy_document(con, header, "transactions", EXTRACT_ROWS, staged)
     laps("extract: COPY json")
     extract = workdir / "extract.json.enc"
-    _write(extract, fernet.encrypt(document))
-    del document
+    fernet.encrypt_file(staged, extract)
+    staged.unlink()
     laps("extract: encrypt + write")
     con.execute("BEGIN TRANSACTION")
     con.execute(CARD_POST, {"batch": batch, "now": now, "effective": datetime.combine(day, datetime.min.time(), UTC)})

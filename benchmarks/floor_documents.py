@@ -9,6 +9,7 @@ from pathlib import Path
 
 import duckdb
 import orjson
+from floor_fernet import FloorFernet
 
 SCRATCH = Path("/dev/shm") if os.access("/dev/shm", os.W_OK) else None
 
@@ -27,11 +28,12 @@ def write_document(con: duckdb.DuckDBPyConnection, header: dict, key: str, query
         os.fsync(handle.fileno())
 
 
-def staged_document(con: duckdb.DuckDBPyConnection, header: dict, key: str, query: str, name: str) -> bytes:
-    """The document's bytes, for a floor that encrypts them whole; staged in memory-backed storage."""
-    staged = (SCRATCH or Path.cwd()) / f"floor-{os.getpid()}-{name}.json"
+def encrypted_document(con: duckdb.DuckDBPyConnection, fernet: FloorFernet, header: dict, key: str, query: str,
+                       target: Path) -> None:
+    """The document staged in memory-backed storage, then encrypted a chunk at a time into `target`."""
+    staged = (SCRATCH or target.parent) / f"floor-{os.getpid()}-{target.name}.json"
     try:
         copy_document(con, header, key, query, staged)
-        return staged.read_bytes()
+        fernet.encrypt_file(staged, target)
     finally:
         staged.unlink(missing_ok=True)
