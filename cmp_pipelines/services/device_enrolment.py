@@ -25,6 +25,7 @@ from cmp_pipelines.formats.device_card_numbers import with_card_numbers_masked
 from cmp_pipelines.formats.encryption import PartnerKeyring
 from cmp_pipelines.formats.errors import FileRejected
 from cmp_pipelines.formats.record_file import RecordFileSpec
+from cmp_pipelines.formats.record_scan import read_record_file
 from cmp_pipelines.services.files import FileStoreLike
 from cmp_pipelines.services.hardware_orders import OrderError
 from cmp_pipelines.services.intake import Intake, Received, file_stem, sha256_hex
@@ -221,18 +222,16 @@ class EnrolmentResponses:
 
     def _load_new(self, received: Received) -> None:
         plaintext = self.intake.decrypt(received)
-        document = record_file.parse_document(plaintext)
-        header = record_file.validate_envelope(RESPONSE_FILE, document)
+        read = read_record_file(RESPONSE_FILE, plaintext, self.con)
+        header = read.header
         record_file.check_sender(header, received.partner, "manufacturer")
-        records = document["results"]
-        if header["record_count"] != len(records):
+        if header["record_count"] != read.record_count:
             raise FileRejected("CONTROL_TOTALS", f"header record_count is {header['record_count']} but the file "
-                                                 f"holds {len(records)} result records")
+                                                 f"holds {read.record_count} result records")
         content_sha = sha256_hex(plaintext)
         self.intake.refuse_duplicate(received, content_sha, header["file_id"])
-        table, shape_errors = record_file.record_columns(RESPONSE_FILE, records)
-        table = with_card_numbers_masked(table, shape_errors, ("record_id", "request_id", "result", "reason"),
-                                         ("device_id",))
+        table = with_card_numbers_masked(read.table, read.shape_errors,
+                                         ("record_id", "request_id", "result", "reason"), ("device_id",))
         batch_id = f"DEN-{content_sha[:16]}"
         code, message = first_broken(RESPONSE_RULES)
         params = {"batch": batch_id, "manufacturer": received.partner, "now": self.now}
