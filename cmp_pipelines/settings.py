@@ -52,3 +52,19 @@ def paths() -> Paths:
     config_dir = Path(os.environ.get("CMP_CONFIG_DIR") or PROJECT_ROOT / "config").resolve()
     expectations_dir = Path(os.environ.get("CMP_EXPECTATIONS_DIR") or PROJECT_ROOT / "expectations").resolve()
     return Paths(data_dir, keys_dir, config_dir, expectations_dir)
+
+
+SCRATCH_MIN_FREE = 4 << 30  # a million-record file and its outputs fit several times over
+
+
+def scratch_dir() -> str | None:
+    """Where big intermediate files go (a file's records for DuckDB, a document on its way to encryption):
+    memory-backed /dev/shm when it is writable with room to spare, else the system temp folder (None). A
+    container's default /dev/shm is 64 MB, which a large partner file would fill."""
+    folder = "/dev/shm"
+    try:
+        stats = os.statvfs(folder)
+    except OSError:
+        return None
+    roomy = stats.f_bavail * stats.f_frsize >= SCRATCH_MIN_FREE
+    return folder if roomy and os.access(folder, os.W_OK) else None

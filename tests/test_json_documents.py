@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import duckdb
 import orjson
 import pytest
 
+from cmp_pipelines import settings
 from cmp_pipelines.resources.file_store import LocalFileStore
 from cmp_pipelines.services.ledger_file import json_document, write_json_document, write_records_file
-from cmp_pipelines.store import text_copy
+from cmp_pipelines.settings import scratch_dir
 from cmp_pipelines.store.connection import connect
 
 AWKWARD = ["plain", 'quote " and comma , and ],[', "new\nline\ttab", "\x01\x1f control", "café ✓ 💷", "back\\slash",
@@ -49,7 +51,7 @@ def test_empty_query_gives_an_empty_array(con, tmp_path):
 
 
 def scratch_documents() -> set[str]:
-    return {p.name for p in Path(text_copy.SCRATCH or tempfile.gettempdir()).glob("cmp-document-*")}
+    return {p.name for p in Path(scratch_dir() or tempfile.gettempdir()).glob("cmp-document-*")}
 
 
 def test_streamed_document_is_the_whole_document_and_leaves_no_file(con):
@@ -89,3 +91,17 @@ def test_records_file_lands_atomically_and_a_failed_write_leaves_the_old_file(co
     assert files.read_bytes(path) == first, "the earlier file is untouched"
     assert [f.path for f in files.list_files("outbound")] == ["outbound/x/doc.json"]
     assert not [p for p in Path(tmp_path / "data" / "outbound" / "x").iterdir() if p.name.endswith(".part")]
+
+
+def test_scratch_is_memory_backed_only_with_room_to_spare(monkeypatch):
+    monkeypatch.setattr(settings.os, "statvfs", lambda _: SimpleNamespace(f_bavail=64 << 20 >> 12, f_frsize=4096))
+    assert settings.scratch_dir() is None, "a container's 64 MB /dev/shm is not used"
+    monkeypatch.setattr(settings.os, "statvfs", lambda _: SimpleNamespace(f_bavail=8 << 30 >> 12, f_frsize=4096))
+    monkeypatch.setattr(settings.os, "access", lambda *_: True)
+    assert settings.scratch_dir() == "/dev/shm"
+
+    def missing(_):
+        raise FileNotFoundError("/dev/shm")
+
+    monkeypatch.setattr(settings.os, "statvfs", missing)
+    assert settings.scratch_dir() is None

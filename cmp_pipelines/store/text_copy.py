@@ -18,9 +18,8 @@ from pathlib import Path
 
 import duckdb
 
+from cmp_pipelines.settings import scratch_dir
 from cmp_pipelines.store.connection import sql_literal
-
-SCRATCH = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None  # memory-backed when the machine has it
 
 
 def copy_lines(con: duckdb.DuckDBPyConnection, target: Path, query: str, *, prefix: str, suffix: str,
@@ -38,9 +37,10 @@ def copy_lines(con: duckdb.DuckDBPyConnection, target: Path, query: str, *, pref
 def streamed(write: Callable[[Path], None]) -> Iterator[Iterator[bytes]]:
     """The bytes of the file `write` produces, while it writes them, for callers that encrypt a file on its way
     out: `write` runs on a worker thread (a DuckDB COPY drops the GIL; the caller must not use that connection
-    meanwhile) into a memory-backed file read as it grows, so the encryption overlaps the COPY instead of waiting
-    for it. An error of `write` is raised from the stream, before the caller can publish anything."""
-    handle, tmp = tempfile.mkstemp(suffix=".part", prefix="cmp-document-", dir=SCRATCH)
+    meanwhile) into a scratch file (`settings.scratch_dir`) read as it grows, so the encryption overlaps the
+    COPY instead of waiting for it. An error of `write` is raised from the stream, before the caller can
+    publish anything."""
+    handle, tmp = tempfile.mkstemp(suffix=".part", prefix="cmp-document-", dir=scratch_dir())
     os.close(handle)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamed-file") as pool:
         writing = pool.submit(write, Path(tmp))
