@@ -15,6 +15,7 @@ from cmp_pipelines.resources.file_store import LocalFileStore
 from cmp_pipelines.services.ledger_file import json_document, write_json_document, write_records_file
 from cmp_pipelines.settings import scratch_dir
 from cmp_pipelines.store.connection import connect
+from cmp_pipelines.store.text_copy import copy_lines
 
 AWKWARD = ["plain", 'quote " and comma , and ],[', "new\nline\ttab", "\x01\x1f control", "café ✓ 💷", "back\\slash",
            None, "", "it's"]
@@ -54,31 +55,38 @@ def scratch_documents() -> set[str]:
     return {p.name for p in Path(scratch_dir() or tempfile.gettempdir()).glob("cmp-document-*")}
 
 
-def test_streamed_document_is_the_whole_document_and_leaves_no_file(con):
+def test_staged_document_is_the_whole_document_and_leaves_no_file(con):
     before = scratch_documents()
-    with json_document(con, {"h": 1}, "rows", QUERY) as stream:
-        document = orjson.loads(b"".join(stream))
+    with json_document(con, {"h": 1}, "rows", QUERY) as staged:
+        document = orjson.loads(staged.read_bytes())
     assert document["header"] == {"h": 1}
     assert [r["s"] for r in document["rows"]] == list(reversed(AWKWARD))
     assert scratch_documents() == before
 
 
-def test_streamed_document_of_a_million_rows_arrives_whole_while_duckdb_writes_it(con):
+def test_a_million_rows_written_by_four_threads_arrive_whole_and_in_order(con):
+    """DuckDB's writer threads put their blocks at computed offsets, out of order: the file is read only after."""
+    con.execute("SET threads = 4")
     with json_document(con, {"n": 1_000_000}, "rows", "SELECT i, 'x' || i AS s FROM range(1000000) t(i) "
-                       "ORDER BY i") as stream:
-        chunks = list(stream)
-    rows = orjson.loads(b"".join(chunks))["rows"]
-    assert len(rows) == 1_000_000 and rows[0] == {"i": 0, "s": "x0"} and rows[-1] == {"i": 999_999, "s": "x999999"}
+                       "ORDER BY i") as staged:
+        rows = orjson.loads(staged.read_bytes())["rows"]
+    assert [r["i"] for r in rows] == list(range(1_000_000))
+    assert rows[-1] == {"i": 999_999, "s": "x999999"}
 
 
-def test_a_failing_copy_raises_from_the_stream_and_a_consumer_that_stops_early_leaves_no_file(con):
+def test_a_failing_copy_or_a_failing_consumer_leaves_no_file(con):
     before = scratch_documents()
-    with pytest.raises(duckdb.Error), json_document(con, {}, "rows", "SELECT no_such_column FROM t") as stream:
-        b"".join(stream)
-    with json_document(con, {}, "rows", "SELECT i FROM range(2000000) t(i)") as stream:
-        next(stream)
+    with pytest.raises(duckdb.Error), json_document(con, {}, "rows", "SELECT no_such_column FROM t"):
+        pass
+    with pytest.raises(OSError, match="disk gone"), json_document(con, {}, "rows", QUERY):
+        raise OSError("disk gone while encrypting")
     assert scratch_documents() == before
     assert con.execute("SELECT count(*) FROM t").fetchall() == [(len(AWKWARD),)], "the connection is usable again"
+
+
+def test_lines_need_both_a_prefix_and_a_suffix(con, tmp_path):
+    with pytest.raises(ValueError, match="non-empty prefix and suffix"):
+        copy_lines(con, tmp_path / "x.txt", "SELECT 'a'", prefix="", suffix="]", separator=",")
 
 
 def test_records_file_lands_atomically_and_a_failed_write_leaves_the_old_file(con, tmp_path):
@@ -105,3 +113,20 @@ def test_scratch_is_memory_backed_only_with_room_to_spare(monkeypatch):
 
     monkeypatch.setattr(settings.os, "statvfs", missing)
     assert settings.scratch_dir() is None
+
+
+def test_two_writers_of_one_file_never_share_a_part_file_and_the_last_one_wins(con, tmp_path):
+    files = LocalFileStore(base_dir=str(tmp_path / "data"))
+    seen = []
+
+    def produce(text):
+        def write(target):
+            seen.append(target.name)
+            target.write_text(text)
+        return write
+
+    files.write_from("outbound/x.txt", produce("first"))
+    files.write_from("outbound/x.txt", produce("second"))
+    assert seen[0] != seen[1] and all(name.startswith(".x.txt.") and name.endswith(".part") for name in seen)
+    assert files.read_bytes("outbound/x.txt") == b"second"
+    assert [p.name for p in (tmp_path / "data" / "outbound").iterdir()] == ["x.txt"]

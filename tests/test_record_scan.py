@@ -158,3 +158,11 @@ def test_whitespace_json_does_not_allow_between_records_is_refused_as_not_json(c
     with pytest.raises(FileRejected) as refused:
         read_record_file(NRP_FILE, compact(text), con)
     assert refused.value.code == "NOT_JSON"
+
+
+def test_records_keep_their_file_order_even_when_the_session_allows_unordered_results(con):
+    con.execute("SET preserve_insertion_order = false")
+    records = [payment(n) for n in range(1, 3000)]
+    read = read_record_file(NRP_FILE, compact(records_json(*records)), con)
+    assert read.table.column("record_id").to_pylist() == [f"R{n}" for n in range(1, 3000)]
+    assert con.execute("SELECT current_setting('preserve_insertion_order')").fetchall() == [(False,)]

@@ -38,7 +38,7 @@ from cmp_pipelines.formats.record_file import (
     validate_envelope,
 )
 from cmp_pipelines.settings import scratch_dir
-from cmp_pipelines.store.connection import sql_literal
+from cmp_pipelines.store.connection import ordered_reads, sql_literal
 
 _HEADER_START = re.compile(rb'\s*\{\s*"header"\s*:\s*')
 _PROBE_BYTES = 1 << 16  # the header sits in the first few hundred bytes of every partner file
@@ -110,7 +110,7 @@ def _scan_records(spec: RecordFileSpec, records: memoryview, con: duckdb.DuckDBP
     threads = int(con.execute("SELECT current_setting('threads')").fetchall()[0][0])
     points = _split_points(records, threads)
     for cuts in ([points, []] if points else [[]]):  # cut for speed; whole when a cut was not between records
-        with _pieces(records, cuts) as paths:
+        with _pieces(records, cuts) as paths, ordered_reads(con):
             try:
                 key_order = _first_record_keys(spec, con, paths[0])
                 scanned = con.sql(_scan_sql(spec, paths, key_order)).to_arrow_table()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable
@@ -96,18 +97,24 @@ class LocalFileStore(FileStore):
         return self.write_from(path, produce)
 
     def write_from(self, path: str, produce: Callable[[Path], None]) -> str:
-        """Written beside the target, made durable, then renamed over it: a reader never sees half a file."""
+        """Written beside the target under a name of its own, made durable, renamed over it, and the rename made
+        durable too: a reader never sees half a file, and a crash never loses one the store has recorded."""
         target = self._abs(path)
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.part")
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.part")  # one per writer
         try:
             produce(tmp)
-            with open(tmp, "rb+") as handle:
-                os.fsync(handle.fileno())
+            with open(tmp, "rb+") as written:
+                os.fsync(written.fileno())
+            tmp.replace(target)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        tmp.replace(target)
+        folder = os.open(target.parent, os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
         return path
 
     def exists(self, path: str) -> bool:

@@ -2,7 +2,7 @@
 
 AUDDIS (no money, no contra) and the day's collections (debits balanced by a 99 contra) differ only in their
 table, order, amount and contra, so both are written here: records built in SQL and written by DuckDB
-(`store.text_copy`), encrypted while it writes them.
+(`store.text_copy`), then encrypted as a stream.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from cmp_pipelines.formats import bacs_standard18 as std18
 from cmp_pipelines.formats.encryption import PartnerKeyring
 from cmp_pipelines.services.files import FileStoreLike
 from cmp_pipelines.store.connection import sql_literal
-from cmp_pipelines.store.text_copy import copy_lines, streamed
+from cmp_pipelines.store.text_copy import copy_lines, staged
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,6 @@ def write_submission(con: duckdb.DuckDBPyConnection, files: FileStoreLike, keyri
     head = "".join(line + "\n" for line in std18.labels(submission))
     tail = ("\n" if count else "") + "".join(line + "\n" for line in [*contra, *trailers])  # rows are joined by \n
     rows = f"SELECT {record} FROM {table} WHERE batch_id = {sql_literal(batch_id)} ORDER BY {order_by}"
-    with streamed(lambda target: copy_lines(con, target, rows, prefix=head, suffix=tail, separator="\n")) as text:
+    with staged(lambda target: copy_lines(con, target, rows, prefix=head, suffix=tail, separator="\n")) as text:
         path = files.write_parts(f"{folder}/{c.bureau}/{batch_id}.std18.enc", keyring.encrypt_parts(c.bureau, [text]))
     return SubmissionFile(path, count, total)

@@ -6,7 +6,6 @@ schema formats/schemas/ledger_posting_batch.schema.json.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,7 +17,7 @@ import orjson
 from cmp_pipelines.domain.money import format_minor
 from cmp_pipelines.services.files import FileStoreLike
 from cmp_pipelines.store.connection import sql_literal
-from cmp_pipelines.store.text_copy import copy_lines, streamed
+from cmp_pipelines.store.text_copy import copy_lines, staged
 
 
 @dataclass
@@ -73,9 +72,9 @@ def write_json_document(con: duckdb.DuckDBPyConnection, target: Path, header: di
 
 
 def json_document(con: duckdb.DuckDBPyConnection, header: dict, key: str, query: str
-                  ) -> AbstractContextManager[Iterator[bytes]]:
-    """The document's bytes while DuckDB writes them, for callers that encrypt it (`store.text_copy.streamed`)."""
-    return streamed(lambda target: write_json_document(con, target, header, key, query))
+                  ) -> AbstractContextManager[Path]:
+    """The finished document in a scratch file, for callers that encrypt it (`store.text_copy.staged`)."""
+    return staged(lambda target: write_json_document(con, target, header, key, query))
 
 
 def write_records_file(con: duckdb.DuckDBPyConnection, files: FileStoreLike, path: str, header: dict, key: str,

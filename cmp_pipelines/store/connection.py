@@ -81,6 +81,20 @@ def unordered_inserts(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBP
         con.execute("RESET preserve_insertion_order")
 
 
+@contextmanager
+def ordered_reads(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
+    """Rows come back in the order of the files they are read from, whatever the session set: a record's
+    position in its file is its row number."""
+    was = con.execute("SELECT current_setting('preserve_insertion_order')").fetchall()[0][0]
+    if not was:
+        con.execute("SET preserve_insertion_order = true")
+    try:
+        yield con
+    finally:
+        if not was:
+            con.execute("SET preserve_insertion_order = false")
+
+
 def sql_literal(value: str) -> str:
     """A string as a SQL literal, for the few places DuckDB takes no parameter (COPY targets, table functions)."""
     return "'" + value.replace("'", "''") + "'"
