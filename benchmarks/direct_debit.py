@@ -6,9 +6,13 @@ Two seeded stores (made once, copied fresh for every timed run):
   collections  N active mandates of direct-debit accounts, each with one invoice due; timed: select, write_file,
                post, write_posting_file of DirectDebitCollections.
 The floors do the least raw-library work that yields the same outputs, over their own copy of the store:
-  auddis       one DuckDB query of the Standard 18 records, Fernet encrypt + write, one UPDATE of the mandates.
-  collections  one INSERT..SELECT of the due debits, the Standard 18 records, Fernet encrypt + write, one
-               INSERT..SELECT of the postings into the ledger (UNIQUE key), DuckDB's JSON COPY of the posting file.
+  auddis       one INSERT..SELECT each of the instructions and the mandates' history (the flow's other outputs),
+               the Standard 18 records written by one DuckDB COPY (fixed labels and trailers of the right width,
+               as the flows write theirs since 2026-11-30), Fernet encrypt a chunk at a time + durable write,
+               one UPDATE of the mandates.
+  collections  one INSERT..SELECT of the due debits, the Standard 18 records by one COPY, Fernet encrypt a chunk
+               at a time + durable write, one INSERT..SELECT of the postings into the ledger (UNIQUE key),
+               DuckDB's JSON COPY of the posting file.
 Each timed run is a fresh interpreter (imports not timed), so peak RSS is per run.
 
     python benchmarks/direct_debit.py --mandates 1000000 --repeat 3
@@ -29,6 +33,9 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+# The floors write label and trailer lines of the right width but fixed text: the least work for the same bytes.
+LABELS = "".join(name.ljust(80) + "\n" for name in ("VOL1", "HDR1", "HDR2", "UHL1"))
+TRAILERS = "".join(name.ljust(80) + "\n" for name in ("EOF1", "EOF2", "UTL1"))
 DAY = date(2026, 12, 4)
 NOW = datetime(2026, 12, 4, 2, 0, tzinfo=UTC)
 TARGET_S, TARGET_RATIO = 10.0, 1.5
@@ -117,6 +124,7 @@ def _flow(workdir: Path, kind: str) -> dict:
 
 def _floor(workdir: Path, kind: str) -> dict:
     import duckdb
+    from floor_documents import SCRATCH, copy_text
     from floor_fernet import FloorFernet
 
     keys = (workdir / "keys" / "BACSBUREAU.keys").read_text().split()
@@ -125,15 +133,21 @@ def _floor(workdir: Path, kind: str) -> dict:
     con.execute("SET preserve_insertion_order = false")  # what the flow allows itself for its bulk inserts
     out = workdir / "floor-out"
     out.mkdir(exist_ok=True)
+    staged = (SCRATCH or out) / f"floor-{os.getpid()}-{kind}.std18"
     started = time.perf_counter()
     record = ("{sort} || {account} || '0' || {code} || '400000' || '12345678' || '    ' || lpad(({amount})::VARCHAR, "
               "11, '0') || rpad('CMP TELECOM', 18, ' ') || " + CLEAN.format("reference") + " || "
               + CLEAN.format("account_name"))
     if kind == "auddis":
-        body, count = con.execute(
-            "SELECT string_agg(" + record.format(sort="sort_code", account="bank_account", code="'0N'", amount="0")
-            + " || chr(10), '' ORDER BY reference), count(*) FROM mandates WHERE pending_instruction = 'NEW'"
-        ).fetchone()
+        con.execute(  # the flow's outputs besides the file: the instructions sent and each mandate's history
+            "INSERT INTO auddis_instructions SELECT 'FLOOR', rowid, mandate_id, '0N', sort_code, bank_account, "
+            "account_name, reference FROM mandates WHERE pending_instruction = 'NEW'")
+        con.execute("INSERT INTO mandate_history SELECT mandate_id, status, 'SUBMITTED', 'AUDDIS FLOOR', ? "
+                    "FROM mandates WHERE pending_instruction = 'NEW'", [NOW])
+        count = con.execute("SELECT count(*) FROM mandates WHERE pending_instruction = 'NEW'").fetchone()[0]
+        copy_text(con, "SELECT " + record.format(sort="sort_code", account="bank_account", code="'0N'", amount="0")
+                  + " FROM mandates WHERE pending_instruction = 'NEW' ORDER BY reference", staged, LABELS,
+                  "\n" + TRAILERS, "\n")
         con.execute("UPDATE mandates SET status = 'SUBMITTED', pending_instruction = NULL, submitted_on = ? "
                     "WHERE pending_instruction = 'NEW'", [DAY])
         total = 0
@@ -144,10 +158,10 @@ def _floor(workdir: Path, kind: str) -> dict:
             "JOIN invoices i USING (account_number) WHERE m.status = 'ACTIVE' AND a.payment_type = 'DIRECT_DEBIT' "
             "AND i.due_on <= $day AND NOT EXISTS (SELECT 1 FROM ledger_postings p WHERE p.invoice_number = "
             "i.invoice_number AND p.kind <> 'INVOICE')", {"day": DAY})
-        body, count, total = con.execute(
-            "SELECT string_agg(" + record.format(sort="sort_code", account="bank_account", code="'01'",
-                                                 amount="amount_minor")
-            + " || chr(10), '' ORDER BY reference), count(*), sum(amount_minor) FROM due").fetchone()
+        count, total = con.execute("SELECT count(*), sum(amount_minor) FROM due").fetchone()
+        copy_text(con, "SELECT " + record.format(sort="sort_code", account="bank_account", code="'01'",
+                                                 amount="amount_minor") + " FROM due ORDER BY reference",
+                  staged, LABELS, "\n" + TRAILERS, "\n")
         con.execute(  # the same keys and rows as the flow's postings
             "INSERT INTO ledger_postings (idempotency_key, account_number, invoice_number, kind, amount_minor, "
             "currency, batch_id, source_ref, effective_at, posted_at) SELECT 'dd:DD' || strftime($day, '%Y%m%d') "
@@ -160,15 +174,12 @@ def _floor(workdir: Path, kind: str) -> dict:
             "strftime(effective_at AT TIME ZONE 'UTC', '%Y-%m-%dT%H:%M:%SZ') AS effective_at "
             f"FROM ledger_postings WHERE batch_id = 'FLOOR' ORDER BY posting_id) TO '{out / 'postings.json'}' "
             "(FORMAT json, ARRAY true)")
-    token = fernet.encrypt(body.encode("ascii"))
-    with open(out / "file.std18.enc", "wb") as handle:
-        handle.write(token)
-        handle.flush()
-        os.fsync(handle.fileno())
+    fernet.encrypt_file(staged, out / "file.std18.enc")
+    staged.unlink()
     seconds = time.perf_counter() - started
     con.close()
-    return {"seconds": seconds, "records": count, "total_minor": total or 0, "bytes": len(token),
-            "rss_mb": _peak_mb()}
+    return {"seconds": seconds, "records": count, "total_minor": total or 0,
+            "bytes": os.path.getsize(out / "file.std18.enc"), "rss_mb": _peak_mb()}
 
 
 def _timed(workdir: Path, kind: str, mode: str) -> dict:

@@ -14,10 +14,19 @@ from floor_fernet import FloorFernet
 SCRATCH = Path("/dev/shm") if os.access("/dev/shm", os.W_OK) else None
 
 
+def copy_text(con: duckdb.DuckDBPyConnection, query: str, target: Path, prefix: str, suffix: str,
+              separator: str) -> None:
+    """The rows of a one-column query joined by `separator` between `prefix` and `suffix`, as the flows write."""
+    quoted = {name: value.replace("'", "''") for name, value in
+              {"prefix": prefix, "suffix": suffix, "separator": separator}.items()}
+    con.execute(f"COPY ({query}) TO '{target}' (FORMAT csv, HEADER false, QUOTE '', ESCAPE '', DELIMITER '\x01', "
+                f"NEW_LINE '{quoted['separator']}', PREFIX '{quoted['prefix']}', SUFFIX '{quoted['suffix']}', "
+                "USE_TMP_FILE false)")
+
+
 def copy_document(con: duckdb.DuckDBPyConnection, header: dict, key: str, query: str, target: Path) -> None:
-    prefix = ('{"header":' + orjson.dumps(header).decode() + ',"' + key + '":[').replace("'", "''")
-    con.execute(f"COPY (SELECT to_json(r)::VARCHAR FROM ({query}) r) TO '{target}' (FORMAT csv, HEADER false, "
-                f"QUOTE '', ESCAPE '', DELIMITER '\x01', NEW_LINE ',', PREFIX '{prefix}', SUFFIX ']}}')")
+    copy_text(con, f"SELECT to_json(r)::VARCHAR FROM ({query}) r", target,
+              '{"header":' + orjson.dumps(header).decode() + ',"' + key + '":[', "]}", ",")
 
 
 def write_document(con: duckdb.DuckDBPyConnection, header: dict, key: str, query: str, target: Path) -> None:
