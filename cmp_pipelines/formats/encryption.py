@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import binascii
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
@@ -56,9 +56,9 @@ class PartnerKeyring:
     def encrypt(self, partner: str, plaintext: bytes) -> bytes:
         return b"".join(self.encrypt_parts(partner, [plaintext]))
 
-    def encrypt_parts(self, partner: str, parts: list[bytes | Path | Iterable[bytes]]) -> Iterator[bytes]:
-        """The token of the concatenated parts (bytes, local files, byte streams), streamed: what `encrypt` gives,
-        without holding a large output in memory several times over."""
+    def encrypt_parts(self, partner: str, parts: list[bytes | Path]) -> Iterator[bytes]:
+        """The token of the concatenated parts (bytes, local files), streamed: what `encrypt` gives, without
+        holding a large output in memory several times over."""
         self._fernet(partner)
         return encrypt_chunks(self._newest[partner], file_chunks(parts))
 

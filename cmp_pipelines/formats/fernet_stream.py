@@ -114,14 +114,12 @@ def decrypt_token(keys: list[bytes], token: bytes) -> bytes | None:
     return None
 
 
-def file_chunks(parts: Iterable[bytes | os.PathLike | Iterable[bytes]], size: int = 16 << 20) -> Iterator[bytes]:
-    """Byte strings as they are, local files read `size` bytes at a time, streams of byte strings as they come."""
+def file_chunks(parts: Iterable[bytes | os.PathLike], size: int = 16 << 20) -> Iterator[bytes]:
+    """Byte strings as they are, local files read `size` bytes at a time."""
     for part in parts:
         if isinstance(part, bytes | bytearray):
             yield bytes(part)
-        elif isinstance(part, str | os.PathLike):
-            with open(part, "rb") as handle:
-                while chunk := handle.read(size):
-                    yield chunk
-        else:
-            yield from part
+            continue
+        with open(part, "rb") as handle:
+            while chunk := handle.read(size):
+                yield chunk

@@ -19,13 +19,13 @@ from cmp_pipelines.services.files import FileStoreLike
 
 class DeviceManufacturer(dg.ConfigurableResource):
     def send_batch(self, files: FileStoreLike, keyring: PartnerKeyring, manufacturer: str, file_id: str,
-                   parts: Iterable[bytes | Path | Iterable[bytes]]) -> str:
+                   parts: Iterable[bytes | Path]) -> str:
         """Deliver the JSON document made of `parts`; returns where it went."""
         raise NotImplementedError
 
 
 class FileDropManufacturer(DeviceManufacturer):
     def send_batch(self, files: FileStoreLike, keyring: PartnerKeyring, manufacturer: str, file_id: str,
-                   parts: Iterable[bytes | Path | Iterable[bytes]]) -> str:
+                   parts: Iterable[bytes | Path]) -> str:
         token = keyring.encrypt_parts(manufacturer, list(parts))
         return files.write_parts(f"outbound/device_enrolment/{manufacturer}/{file_id}.json.enc", token)
