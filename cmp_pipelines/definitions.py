@@ -47,6 +47,7 @@ from cmp_pipelines.resources.notifier import Notifier
 from cmp_pipelines.resources.payment_provider_resource import PaymentProviderResource
 from cmp_pipelines.sensors.inbound import inbound_file_sensor
 from cmp_pipelines.sensors.ledger_monitor import ledger_monitor_sensor
+from cmp_pipelines.sensors.recovery import run_recovery_sensor
 
 nrp_job = group_job(
     "non_recurring_payment_job", NRP_GROUP, nrp_files_partitions,
@@ -140,6 +141,10 @@ arudd_sensor = inbound_file_sensor(
     description="CMP rejections daemon (direct debit): watches data/inbound/arudd/<BUREAU>/.",
 )
 
+RECOVERABLE_JOBS = [nrp_job, card_payments_job, card_rejections_job, auddis_job, dd_collections_job, addacs_job,
+                    arudd_job, *(job for job in HARDWARE_JOBS if job.partitions_def is not None)]
+
+
 def build_definitions(resources: dict | None = None) -> dg.Definitions:
     """The code location; tests pass `resources` to swap a backend (e.g. a file store that fails on cue)."""
     return dg.Definitions(
@@ -150,7 +155,7 @@ def build_definitions(resources: dict | None = None) -> dg.Definitions:
         jobs=[nrp_job, nrp_probes_job, card_payments_job, card_rejections_job, auddis_job, dd_collections_job,
               addacs_job, arudd_job, *HARDWARE_JOBS, api_sync_job],
         sensors=[nrp_inbound_files_sensor, card_rejections_sensor, addacs_sensor, arudd_sensor, *HARDWARE_SENSORS,
-                 ledger_monitor_sensor(api_sync_job)],
+                 ledger_monitor_sensor(api_sync_job), run_recovery_sensor(RECOVERABLE_JOBS)],
         schedules=[nrp_end_of_day_probes_schedule, card_payments_daily_schedule, auddis_daily_schedule,
                    dd_collections_daily_schedule, *HARDWARE_SCHEDULES],
         resources={

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import dagster as dg
 
+from cmp_pipelines.recovery import process_tags, reap_dead_runs, recovered
+
 
 @dataclass
 class RunOutcome:
@@ -21,10 +23,13 @@ class RunOutcome:
 
 
 def _already_requested(instance: dg.DagsterInstance, run_key: str) -> bool:
-    """True when a run for this key succeeded or is still under way; a key whose runs all failed is retried."""
+    """True when a run for this key succeeded or is still under way, or the recovery sensor already ran its
+    partition again; a key whose runs all failed is retried."""
     runs = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/run_key": run_key}))
     finished_badly = {dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
-    return any(run.status not in finished_badly for run in runs)
+    if any(run.status not in finished_badly for run in runs):
+        return True
+    return recovered(instance, [run.run_id for run in runs])
 
 
 def run_pending_sensors(
@@ -39,6 +44,7 @@ def run_pending_sensors(
     instance = instance or dg.DagsterInstance.get()
     outcomes: list[RunOutcome] = []
     try:
+        reap_dead_runs(instance)  # a run this command left when it was killed no longer looks under way
         repository = definitions.get_repository_def()
         for sensor in repository.sensor_defs:
             cursor = None
@@ -58,7 +64,7 @@ def run_pending_sensors(
                     if request.run_key and _already_requested(instance, request.run_key):
                         continue
                     job = repository.get_job(request.job_name or sensor.job_name)
-                    tags = {**(request.tags or {}), "dagster/sensor_name": sensor.name}
+                    tags = {**(request.tags or {}), "dagster/sensor_name": sensor.name, **process_tags()}
                     if request.run_key:
                         tags["dagster/run_key"] = request.run_key
                     run = job.execute_in_process(
@@ -86,9 +92,11 @@ def run_partition(
     own_instance = instance is None
     instance = instance or dg.DagsterInstance.get()
     try:
+        reap_dead_runs(instance)
         job = definitions.get_repository_def().get_job(job_name)
         run = job.execute_in_process(
-            instance=instance, partition_key=partition_key, raise_on_error=False, tags={"cmp/trigger": "cli"},
+            instance=instance, partition_key=partition_key, raise_on_error=False,
+            tags={"cmp/trigger": "cli", **process_tags()},
             run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
         )
         return RunOutcome(job_name, partition_key, run.run_id, run.success, _run_error(run))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,14 +59,44 @@ def paths() -> Paths:
 SCRATCH_MIN_FREE = 4 << 30  # a million-record file and its outputs fit several times over
 
 
-def scratch_dir() -> str | None:
-    """Where big intermediate files go (a file's records for DuckDB, a document on its way to encryption):
-    memory-backed /dev/shm when it is writable with room to spare, else the system temp folder (None). A
+def _scratch_base() -> str:
+    """Memory-backed /dev/shm when it is writable with room to spare, else the system temp folder. A
     container's default /dev/shm is 64 MB, which a large partner file would fill."""
     folder = "/dev/shm"
     try:
         stats = os.statvfs(folder)
     except OSError:
-        return None
+        return tempfile.gettempdir()
     roomy = stats.f_bavail * stats.f_frsize >= SCRATCH_MIN_FREE
-    return folder if roomy and os.access(folder, os.W_OK) else None
+    return folder if roomy and os.access(folder, os.W_OK) else tempfile.gettempdir()
+
+
+SCRATCH_PREFIX = "cmp-scratch-"
+
+
+def scratch_dir() -> str:
+    """This process's own folder for big intermediate files (a file's decrypted records for DuckDB, a document
+    on its way to encryption). It is named after the process, so when a run is killed mid-step the next run
+    start (`sweep_scratch`) knows its owner is gone and removes the decrypted partner data it left."""
+    from cmp_pipelines.processes import token
+
+    folder = os.path.join(_scratch_base(), f"{SCRATCH_PREFIX}{token()}")
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    return folder
+
+
+def sweep_scratch() -> list[str]:
+    """Remove the scratch folders of processes that are gone; returns what was removed."""
+    from cmp_pipelines.processes import alive
+
+    removed = []
+    for base in {_scratch_base(), tempfile.gettempdir()}:
+        try:
+            entries = os.listdir(base)
+        except OSError:
+            continue
+        for name in entries:
+            if name.startswith(SCRATCH_PREFIX) and not alive(name[len(SCRATCH_PREFIX):]):
+                shutil.rmtree(os.path.join(base, name), ignore_errors=True)
+                removed.append(os.path.join(base, name))
+    return removed

@@ -103,16 +103,16 @@ def test_records_file_lands_atomically_and_a_failed_write_leaves_the_old_file(co
 
 def test_scratch_is_memory_backed_only_with_room_to_spare(monkeypatch):
     monkeypatch.setattr(settings.os, "statvfs", lambda _: SimpleNamespace(f_bavail=64 << 20 >> 12, f_frsize=4096))
-    assert settings.scratch_dir() is None, "a container's 64 MB /dev/shm is not used"
+    assert settings._scratch_base() == tempfile.gettempdir(), "a container's 64 MB /dev/shm is not used"
     monkeypatch.setattr(settings.os, "statvfs", lambda _: SimpleNamespace(f_bavail=8 << 30 >> 12, f_frsize=4096))
     monkeypatch.setattr(settings.os, "access", lambda *_: True)
-    assert settings.scratch_dir() == "/dev/shm"
+    assert settings._scratch_base() == "/dev/shm"
 
     def missing(_):
         raise FileNotFoundError("/dev/shm")
 
     monkeypatch.setattr(settings.os, "statvfs", missing)
-    assert settings.scratch_dir() is None
+    assert settings._scratch_base() == tempfile.gettempdir()
 
 
 def test_two_writers_of_one_file_never_share_a_part_file_and_the_last_one_wins(con, tmp_path):

@@ -116,7 +116,7 @@ def dd_collections_due(
 
 @dg.asset(
     partitions_def=dd_collection_days_partitions,
-    deps=[dd_collections_due],
+    deps=["dd_collection_posting_batch"],
     pool=DB_POOL,
     group_name=COLLECTIONS_GROUP,
     kinds={"bacs"},
@@ -137,12 +137,13 @@ def dd_collection_file(
 
 @dg.asset(
     partitions_def=dd_collection_days_partitions,
-    deps=[dd_collection_file],
+    deps=[dd_collections_due],
     pool=DB_POOL,
     group_name=COLLECTIONS_GROUP,
     kinds={"duckdb"},
     description="The day's debits in the sales ledger, one posting per invoice of each debit (DDP-<date>), "
-                "idempotent; returned debits are reversed by the ARUDD Rejections job.",
+                "idempotent, committed before the file goes to the bureau; returned debits are reversed by "
+                "the ARUDD Rejections job.",
 )
 def dd_collection_posting_batch(
     context: dg.AssetExecutionContext, database: Database, file_store: FileStore, cipher: PartnerCipher
@@ -157,7 +158,7 @@ def dd_collection_posting_batch(
 
 @dg.asset(
     partitions_def=dd_collection_days_partitions,
-    deps=[dd_collection_posting_batch],
+    deps=["dd_collection_file"],
     pool=DB_POOL,
     group_name=COLLECTIONS_GROUP,
     kinds={"json"},

@@ -71,7 +71,7 @@ def card_payments_due(
 
 @dg.asset(
     partitions_def=card_payment_days_partitions,
-    deps=[card_payments_due],
+    deps=["card_payment_posting_batch"],
     pool=DB_POOL,
     group_name=GROUP,
     kinds={"json"},
@@ -99,13 +99,14 @@ def card_payment_extract(
 
 @dg.asset(
     partitions_def=card_payment_days_partitions,
-    deps=[card_payment_extract],
+    deps=[card_payments_due],
     pool=DB_POOL,
     group_name=GROUP,
     kinds={"duckdb"},
     description=(
-        "The second batch of the CARD-mode job: posts every extracted payment (a credit) and refund (a debit) "
-        "to the sales ledger assuming it succeeds; idempotency key card:<transaction>:<kind>."
+        "The second batch of the CARD-mode job: posts every selected payment (a credit) and refund (a debit) "
+        "to the sales ledger assuming it succeeds; idempotency key card:<transaction>:<kind>. Committed before "
+        "the extract is published, so the provider never collects money the ledger has not recorded."
     ),
 )
 def card_payment_posting_batch(
@@ -124,7 +125,7 @@ def card_payment_posting_batch(
 
 @dg.asset(
     partitions_def=card_payment_days_partitions,
-    deps=[card_payment_posting_batch],
+    deps=["card_payment_extract"],
     pool=DB_POOL,
     group_name=GROUP,
     kinds={"json"},

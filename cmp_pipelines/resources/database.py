@@ -9,7 +9,8 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 
-from cmp_pipelines.settings import paths
+from cmp_pipelines.recovery import tag_run_process
+from cmp_pipelines.settings import paths, sweep_scratch
 from cmp_pipelines.store.connection import connect
 
 DB_POOL = "cmp_db"
@@ -17,6 +18,13 @@ DB_POOL = "cmp_db"
 
 class Database(dg.ConfigurableResource):
     path: str | None = None
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        """At run start: name this process on the run (so a kill is detected) and remove what killed runs left
+        in scratch (decrypted partner data)."""
+        if context.instance is not None and context.run_id:
+            tag_run_process(context.instance, context.run_id)
+        sweep_scratch()
 
     def file(self) -> Path:
         return Path(self.path) if self.path else paths().database

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import dagster as dg
 
+from cmp_pipelines import processes
+from cmp_pipelines.crashpoints import crashpoint
 from cmp_pipelines.services.files import StoredFile
 from cmp_pipelines.settings import paths
 
@@ -101,7 +103,7 @@ class LocalFileStore(FileStore):
         durable too: a reader never sees half a file, and a crash never loses one the store has recorded."""
         target = self._abs(path)
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.part")  # one per writer
+        tmp = target.with_name(f".{target.name}.{processes.token()}.{secrets.token_hex(4)}.part")  # one per writer
         try:
             produce(tmp)
             with open(tmp, "rb+") as written:
@@ -115,10 +117,24 @@ class LocalFileStore(FileStore):
             os.fsync(folder)
         finally:
             os.close(folder)
+        crashpoint(f"published {path}")
         return path
 
     def exists(self, path: str) -> bool:
         return self._abs(path).is_file()
+
+    def sweep_parts(self, folders: Iterable[str] = ("outbound", "quarantine")) -> list[str]:
+        """Remove the half-written files of writers that are gone (a run killed while writing a document):
+        each part file names its writer process, so a live writer's part is never touched."""
+        removed = []
+        for folder in folders:
+            base = self.root() / folder
+            for entry in base.rglob(".*.part") if base.is_dir() else []:
+                owner = entry.name.rsplit(".", 3)[-3] if entry.name.count(".") >= 4 else ""
+                if owner and not processes.alive(owner) and not entry.is_symlink():
+                    entry.unlink(missing_ok=True)
+                    removed.append(entry.relative_to(self.root()).as_posix())
+        return removed
 
     def move(self, source: str, destination: str) -> str:
         """Move, adding a numeric suffix when the destination exists, so no file is ever overwritten."""
@@ -129,4 +145,5 @@ class LocalFileStore(FileStore):
             candidate = dest.with_name(f"{dest.name}.{counter}")
             counter += 1
         shutil.move(src, candidate)
+        crashpoint(f"moved {source}")
         return candidate.relative_to(self.root().resolve()).as_posix()

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import duckdb
 
+from cmp_pipelines.crashpoints import crashpoint
 from cmp_pipelines.store.migrations import apply_migrations
 
 SQL_MACROS = """
@@ -67,7 +68,9 @@ def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConne
     except BaseException:
         con.execute("ROLLBACK")
         raise
+    crashpoint("before commit")
     con.execute("COMMIT")
+    crashpoint("after commit")
 
 
 @contextmanager
