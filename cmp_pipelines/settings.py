@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import tempfile
@@ -81,7 +82,9 @@ def scratch_dir() -> str:
     from cmp_pipelines.processes import token
 
     folder = os.path.join(_scratch_base(), f"{SCRATCH_PREFIX}{token()}")
-    os.makedirs(folder, mode=0o700, exist_ok=True)
+    if not os.path.isdir(folder):
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        atexit.register(shutil.rmtree, folder, True)
     return folder
 
 

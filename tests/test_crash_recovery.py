@@ -1,0 +1,138 @@
+"""kill -9 at every point where a run makes work durable (before and after each commit, after each published
+file and each move), then the next `run-pending` as cron would start it: the ledger is exact to the penny, the
+file is archived once, the acknowledgement is published, no decrypted scratch is left and new files still flow.
+
+Runs execute in forked children (the parent has imported everything once), killed by `CMP_CRASHPOINT=N`.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import dagster as dg
+import orjson
+import pytest
+
+import great_expectations  # noqa: F401  imported once here so each forked run does not pay for it
+from cmp_pipelines.definitions import build_definitions
+from cmp_pipelines.headless import run_partition, run_pending_sensors
+from cmp_pipelines.settings import PROJECT_ROOT, SCRATCH_PREFIX
+from tests.conftest import document, payment
+
+FORK = multiprocessing.get_context("fork")
+RECORDS = [
+    payment("1", "ACC00000001", "10.00", "INV000000011"),
+    payment("2", "ACC00000002", "5.50", None, payment_date=None, payment_method="CHEQUE"),
+    payment("3", "ACC99999999", "20.00"),
+    payment("4", "ACC00000003", "-1.00"),
+]
+
+
+def _child(crash_at: int | None, log: str, job: str | None, partition: str | None) -> None:
+    os.environ["CMP_CRASHPOINT"] = str(crash_at or "")
+    os.environ["CMP_CRASHPOINT_LOG"] = log
+    with dg.DagsterInstance.get() as instance:
+        if job:
+            run_partition(job, partition, build_definitions(), instance)
+        else:
+            run_pending_sensors(build_definitions(), instance, echo=lambda _: None)
+
+
+def execute(crash_at: int | None = None, job: str | None = None, partition: str | None = None) -> int:
+    """One `run-pending` (or one job partition) in its own process; -9 when the crash point killed it."""
+    log = os.environ["CMP_DATA_DIR"] + "/crash.log"
+    child = FORK.Process(target=_child, args=(crash_at, log, job, partition))
+    child.start()
+    child.join(300)
+    assert child.exitcode is not None, "the run hung"
+    return child.exitcode
+
+
+@pytest.fixture
+def home(platform):
+    home = Path(os.environ["DAGSTER_HOME"])
+    home.mkdir(exist_ok=True)
+    shutil.copyfile(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
+    return platform
+
+
+def state(platform) -> dict:
+    """What must be the same however the run was interrupted."""
+    postings = platform.query(
+        "SELECT kind, count(*), sum(amount_minor) FROM ledger_postings WHERE kind <> 'INVOICE' GROUP BY 1 ORDER BY 1")
+    files = sorted(f.path.split("/", 1)[0] + "/" + f.path.rsplit("/", 1)[-1]
+                   for f in platform.files.list_files(".") if not f.path.startswith(("dagster_home", "keys")))
+    return {"postings": postings, "files": [f for f in files if not f.endswith("crash.log")]}
+
+
+def leftovers(platform) -> list[str]:
+    """Scratch files of dead processes and half-written files anywhere under the data dir."""
+    dead = []
+    for base in {"/dev/shm", tempfile.gettempdir()}:
+        for name in os.listdir(base) if os.path.isdir(base) else []:
+            if name.startswith(SCRATCH_PREFIX) and any(Path(base, name).iterdir()):
+                pid = int(name[len(SCRATCH_PREFIX):].split("-")[0])
+                if not Path(f"/proc/{pid}").exists():
+                    dead.append(name)
+    parts = [str(p) for p in platform.root.rglob("*.part")]
+    return dead + parts
+
+
+def unfinished_runs() -> list[str]:
+    with dg.DagsterInstance.get() as instance:
+        return [r.run_id for r in instance.get_runs(filters=dg.RunsFilter(statuses=[
+            dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.NOT_STARTED]))]
+
+
+def crash_everywhere(platform, prepare, run, finish, limit: int = 40) -> tuple[list[str], dict]:
+    """For N = 1, 2, ...: a fresh platform, kill the run at its N-th crash point, recover, compare with the
+    uninterrupted outcome; stops at the first N the run never reaches. Returns where each kill happened."""
+    root = platform.root
+    pristine = root.parent / (root.name + "-pristine")
+    shutil.copytree(root, pristine)
+    prepare()
+    assert run(None) == 0
+    expected = state(platform)
+    killed_at = []
+    for n in range(1, limit + 1):
+        shutil.rmtree(root)
+        shutil.copytree(pristine, root)
+        prepare()
+        code = run(n)
+        if code == 0:
+            break
+        assert code == -9, f"crash point {n}: exit code {code}"
+        killed_at.append((root / "crash.log").read_text().strip())
+        (root / "crash.log").unlink()
+        assert execute() == 0  # the next run-pending: reaps the dead run, recovers its partition
+        assert state(platform) == expected, f"after a kill at {killed_at[-1]}"
+        assert unfinished_runs() == [], f"after a kill at {killed_at[-1]}"
+        assert leftovers(platform) == [], f"after a kill at {killed_at[-1]}"
+    else:
+        pytest.fail(f"the run passed more than {limit} crash points")
+    finish()  # after the last kill and its recovery, new work still flows
+    return killed_at, expected
+
+
+def test_nrp_file_killed_anywhere_is_posted_once_and_acknowledged(home):
+    platform = home
+
+    def prepare():
+        platform.drop("crash.json.enc", document(RECORDS))
+
+    def finish():  # a new file still flows after the crash
+        platform.drop("after.json.enc", document(RECORDS[:1], file_id="PAYPOINT-AFTER"))
+        assert execute() == 0
+        assert platform.read_ack("PAYPOINT", "crash")["header"]["record_count"] == 4
+
+    killed_at, expected = crash_everywhere(platform, prepare, lambda n: execute(n), finish)
+    assert expected["postings"] == [("PAYMENT", 3, -3550)], "10.00 + 5.50 + 20.00 to suspense; -1.00 rejected"
+    assert "archive/crash.json.enc" in expected["files"] and "outbound/crash.ack.json.enc" in expected["files"]
+    assert any("moved inbound/nrp/PAYPOINT/crash.json.enc" in k for k in killed_at), killed_at
+    assert any("outbound/acknowledgements" in k for k in killed_at), killed_at
+    assert len(killed_at) >= 6, killed_at
+    assert platform.payment_postings() == 3 + 1, "3 postable records of the crashed file, 1 of the later one"
