@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -66,7 +67,8 @@ def state(platform) -> dict:
         "SELECT kind, count(*), sum(amount_minor) FROM ledger_postings WHERE kind <> 'INVOICE' GROUP BY 1 ORDER BY 1")
     files = sorted(f.path.split("/", 1)[0] + "/" + f.path.rsplit("/", 1)[-1]
                    for f in platform.files.list_files(".") if not f.path.startswith(("dagster_home", "keys")))
-    return {"postings": postings, "files": [f for f in files if not f.endswith("crash.log")]}
+    files = [re.sub(r"^(outbound/)\d{8}T\d+-", r"\1<time>-", f) for f in files if not f.endswith("crash.log")]
+    return {"postings": postings, "files": files}
 
 
 def leftovers(platform) -> list[str]:
@@ -136,3 +138,66 @@ def test_nrp_file_killed_anywhere_is_posted_once_and_acknowledged(home):
     assert any("outbound/acknowledgements" in k for k in killed_at), killed_at
     assert len(killed_at) >= 6, killed_at
     assert platform.payment_postings() == 3 + 1, "3 postable records of the crashed file, 1 of the later one"
+
+
+def _on_card(platform, accounts: list[str], day) -> None:
+    from cmp_pipelines.configuration import load_partners
+    from cmp_pipelines.services import payment_setup
+    from tests.conftest import NOW
+
+    with platform.connect() as con:
+        for account in accounts:
+            payment_setup.set_payment_type(con, account, "RECURRING_CARD", partners=load_partners(
+                PROJECT_ROOT / "config"), now=NOW, cause="test", card_token=f"tok_crash_{account[-2:]}",
+                last_four="4242", expiry="2031-01")
+            con.execute("UPDATE invoices SET due_on = ? WHERE account_number = ?", [day, account])
+
+
+def test_card_day_killed_anywhere_posts_once_and_never_publishes_an_extract_before_its_postings(home):
+    from tests.conftest import NOW
+
+    platform, day = home, NOW.date()
+    _on_card(platform, ["ACC00000004", "ACC00000005"], day)
+    owed = platform.query("SELECT sum(amount_minor) FROM invoices WHERE account_number IN "
+                          "('ACC00000004', 'ACC00000005')")[0][0]
+    job = "recurring_payments_card_job"
+    extract = f"outbound/card_payments/CARDPAY/RCX-{day:%Y%m%d}-CARDPAY-GBP.json.enc"
+
+    def run(n):
+        code = execute(n, job=job, partition=day.isoformat())
+        if code == -9 and platform.files.exists(extract):  # published only once its postings are committed
+            assert platform.query("SELECT count(*) FROM ledger_postings WHERE kind = 'CARD_PAYMENT'") == \
+                platform.query("SELECT count(*) FROM card_transactions")
+        return code
+
+    def finish():
+        assert platform.balance("ACC00000004") == platform.balance("ACC00000005") == 0
+
+    killed_at, expected = crash_everywhere(platform, lambda: None, run, finish)
+    [(invoices,)] = platform.query("SELECT count(*) FROM invoices WHERE account_number IN "
+                                   "('ACC00000004', 'ACC00000005')")
+    assert expected["postings"] == [("CARD_PAYMENT", invoices, -owed)]
+    assert any(extract in k for k in killed_at) and len(killed_at) >= 4, killed_at
+
+
+def test_card_rejection_file_killed_anywhere_reverses_once(home):
+    from tests.conftest import NOW, rejection, rejections_document
+
+    platform, day = home, NOW.date()
+    _on_card(platform, ["ACC00000004"], day)
+    assert execute(job="recurring_payments_card_job", partition=day.isoformat()) == 0
+    [(transaction, amount, minor)] = platform.query(
+        "SELECT transaction_id, minor_to_decimal(amount_minor), amount_minor FROM card_transactions "
+        "WHERE account_number = 'ACC00000004' ORDER BY 1 LIMIT 1")
+
+    def prepare():
+        platform.drop_rejections("CARDPAY-REJ-1.json.enc", rejections_document(
+            [rejection("1", transaction, "ACC00000004", amount, "43")]))
+
+    def finish():
+        assert platform.balance("ACC00000004") == minor, "the declined payment is owed again, once"
+
+    killed_at, expected = crash_everywhere(platform, prepare, lambda n: execute(n), finish)
+    assert ("CARD_REVERSAL", 1, minor) in expected["postings"], expected
+    assert "archive/CARDPAY-REJ-1.json.enc" in expected["files"]
+    assert len(killed_at) >= 5, killed_at
