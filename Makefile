@@ -7,7 +7,7 @@ export CMP_DATA_DIR ?= $(CURDIR)/data
 export DAGSTER_HOME ?= $(CMP_DATA_DIR)/dagster_home
 DEMO_ACCOUNTS ?= 1000
 
-.PHONY: run test demo bench lint install install-dev prepare clean-data
+.PHONY: run test test-fast demo bench lint install install-dev prepare clean-data
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -60,6 +60,10 @@ demo: prepare
 ## make test: install dev dependencies and run the whole suite
 test: install-dev
 	$(BIN)/pytest
+
+## make test-fast: the suite without the slow end-to-end tests
+test-fast: install-dev
+	$(BIN)/pytest -m "not slow"
 
 ## make bench: the performance harness (figures and ratios, never assertions)
 bench: install-dev

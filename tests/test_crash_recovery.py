@@ -15,10 +15,9 @@ import tempfile
 from pathlib import Path
 
 import dagster as dg
-import orjson
+import great_expectations  # noqa: F401  imported once here so each forked run does not pay for it
 import pytest
 
-import great_expectations  # noqa: F401  imported once here so each forked run does not pay for it
 from cmp_pipelines.definitions import build_definitions
 from cmp_pipelines.headless import run_partition, run_pending_sensors
 from cmp_pipelines.settings import PROJECT_ROOT, SCRATCH_PREFIX
@@ -120,6 +119,7 @@ def crash_everywhere(platform, prepare, run, finish, limit: int = 40) -> tuple[l
     return killed_at, expected
 
 
+@pytest.mark.slow
 def test_nrp_file_killed_anywhere_is_posted_once_and_acknowledged(home):
     platform = home
 
@@ -153,6 +153,7 @@ def _on_card(platform, accounts: list[str], day) -> None:
             con.execute("UPDATE invoices SET due_on = ? WHERE account_number = ?", [day, account])
 
 
+@pytest.mark.slow
 def test_card_day_killed_anywhere_posts_once_and_never_publishes_an_extract_before_its_postings(home):
     from tests.conftest import NOW
 
@@ -180,6 +181,7 @@ def test_card_day_killed_anywhere_posts_once_and_never_publishes_an_extract_befo
     assert any(extract in k for k in killed_at) and len(killed_at) >= 4, killed_at
 
 
+@pytest.mark.slow
 def test_card_rejection_file_killed_anywhere_reverses_once(home):
     from tests.conftest import NOW, rejection, rejections_document
 
@@ -201,3 +203,27 @@ def test_card_rejection_file_killed_anywhere_reverses_once(home):
     assert ("CARD_REVERSAL", 1, minor) in expected["postings"], expected
     assert "archive/CARDPAY-REJ-1.json.enc" in expected["files"]
     assert len(killed_at) >= 5, killed_at
+
+
+def test_a_killed_run_is_failed_and_its_slot_freed_so_other_runs_go_on(home):
+    from cmp_pipelines.recovery import reap_dead_runs
+
+    platform = home
+    platform.drop("held.json.enc", document(RECORDS[:1]))
+    assert execute(1) == -9  # killed at its first crash point, inside the load
+    with dg.DagsterInstance.get() as instance:
+        [dead] = instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))
+        assert instance.get_concurrency_config().pool_config.pool_granularity.value == "run", \
+            "runs wait for the pool in the queue, never polling inside a step"
+        storage = instance.event_log_storage
+        storage.set_concurrency_slots("cmp_db", 1)
+        assert storage.claim_concurrency_slot("cmp_db", dead.run_id, "nrp_payments_batch").is_claimed
+        assert reap_dead_runs(instance) == [dead.run_id]
+        assert instance.get_run_by_id(dead.run_id).status == dg.DagsterRunStatus.FAILURE
+        assert storage.get_concurrency_run_ids() == set(), "the dead run's slot is free"
+        assert any("is gone (killed or crashed)" in (e.message or "") for e in instance.all_logs(dead.run_id))
+    platform.drop("next.json.enc", document(RECORDS[1:2], file_id="PAYPOINT-NEXT"))
+    assert execute() == 0
+    assert platform.files.list_files("inbound") == []
+    assert {f.path.rsplit("/", 1)[1] for f in platform.files.list_files("archive")} == {"held.json.enc",
+                                                                                        "next.json.enc"}
