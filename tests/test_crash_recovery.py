@@ -93,7 +93,7 @@ def crash_everywhere(platform, prepare, run, finish, limit: int = 40) -> tuple[l
     """For N = 1, 2, ...: a fresh platform, kill the run at its N-th crash point, recover, compare with the
     uninterrupted outcome; stops at the first N the run never reaches. Returns where each kill happened."""
     root = platform.root
-    pristine = root.parent / (root.name + "-pristine")
+    pristine = Path(tempfile.mkdtemp(dir=root.parent)) / "pristine"
     shutil.copytree(root, pristine)
     prepare()
     assert run(None) == 0
@@ -227,3 +227,36 @@ def test_a_killed_run_is_failed_and_its_slot_freed_so_other_runs_go_on(home):
     assert platform.files.list_files("inbound") == []
     assert {f.path.rsplit("/", 1)[1] for f in platform.files.list_files("archive")} == {"held.json.enc",
                                                                                         "next.json.enc"}
+
+
+@pytest.mark.slow
+def test_direct_debit_days_and_bacs_reports_killed_anywhere_finish_once(home):
+    from cmp_pipelines.services import demo
+    from tests.conftest import NOW
+    from tests.dd_support import BUREAU, SUN
+
+    platform, day = home, NOW.date().isoformat()
+    platform.keyring.init_keys(BUREAU)
+    with platform.connect() as con:
+        demo.seed_direct_debit_accounts(con, SUN, NOW, every=5, offset=1)
+
+    auddis_killed, auddis = crash_everywhere(
+        platform, lambda: None, lambda n: execute(n, job="auddis_extract_job", partition=day), lambda: None)
+    assert any(f.startswith("outbound/AUD-") for f in auddis["files"]) and len(auddis_killed) >= 2, auddis
+
+    collections_killed, collections = crash_everywhere(
+        platform, lambda: None, lambda n: execute(n, job="recurring_payments_dd_job", partition=day), lambda: None)
+    [(kind, count, total)] = [p for p in collections["postings"] if p[0] != "CARD_PAYMENT"]
+    owed = platform.query("SELECT sum(amount_minor) FROM invoices WHERE account_number IN "
+                          "('ACC00000006', 'ACC00000011', 'ACC00000016')")[0][0]
+    assert (count, total) == (3, -owed), collections["postings"]
+    assert len(collections_killed) >= 4, collections_killed
+
+    def reports():
+        with platform.connect() as con:
+            demo.bacs_report_files(con, platform.files, platform.keyring, BUREAU, SUN, NOW)
+
+    reports_killed, after_reports = crash_everywhere(platform, reports, lambda n: execute(n), lambda: None)
+    assert any(kind.startswith("DD_RETURN") or "REVERSAL" in kind for kind, _, _ in after_reports["postings"]), \
+        after_reports["postings"]
+    assert len(reports_killed) >= 6, reports_killed
