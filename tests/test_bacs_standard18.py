@@ -37,7 +37,7 @@ def test_collection_file_matches_the_golden_file_byte_for_byte():
 
 
 def test_auddis_file_matches_the_golden_file_byte_for_byte():
-    auddis = Submission("123456", "ACME TELECOM LTD", "400000", "12345678", date(2026, 12, 3), "AUDDIS")
+    auddis = Submission("123456", "ACME TELECOM LTD", "400000", "12345678", date(2026, 12, 3), "1 DAILY")
     assert write(auddis, AUDDIS, with_contra=False) == (GOLDEN / "auddis.std18").read_text()
 
 
