@@ -304,8 +304,16 @@ def read(text: str) -> Standard18File:
     submission = Submission(sun, contras[0].service_user_name if contras else (first.service_user_name if first
                             else ""), first.originating_sort_code if first else "", first.originating_account
                             if first else "", processing, uhl1[28:37].rstrip(), vol1[4:10],
-                            int(uhl1[37:40]) if uhl1[37:40].isdigit() and uhl1[37:40].isascii() else 0)
+                            int(uhl1[37:40]) if uhl1[37:40].isdigit() and uhl1[37:40].isascii() else 0,
+                            _created_on(lines[1]))
     return Standard18File(submission, records, *totals)
+
+
+def _created_on(hdr1: str) -> date | None:
+    try:
+        return from_julian(hdr1[41:47]) if re.fullmatch(r" [0-9]{5}", hdr1[41:47], re.ASCII) else None
+    except ValueError:
+        return None
 
 
 def _processing_date(uhl1: str) -> str:
