@@ -109,6 +109,13 @@ DD_PROBES: tuple[ProbeDefinition, ...] = (
         "Direct Debit ARUDD Return Rate",
         "alert", "above", "Percent of the collected debits returned by the latest ARUDD report.",
     ),
+    ProbeDefinition(
+        "arudd_unmapped_return_codes",
+        "Direct Debit ARUDD Unmapped Return Codes",
+        "alert", "above",
+        "Mandates held (not collecting) because an ARUDD return carried a returnCode not mapped in "
+        "config/rejection_codes.yaml; each waits for an operator (cmp-pipelines mandates resume|cancel).",
+    ),
 )
 
 HARDWARE_PROBES: tuple[ProbeDefinition, ...] = (

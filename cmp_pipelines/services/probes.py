@@ -80,6 +80,8 @@ PROBE_SQL = {
                       WHERE batch_id IN (SELECT DISTINCT batch_id FROM returned))
         SELECT coalesce((100 * (SELECT count(*) FROM returned)) // nullif((SELECT n FROM collected), 0), 0)
     """,
+    "arudd_unmapped_return_codes":
+        "SELECT count(*) FROM mandates WHERE status = 'HELD' AND held_reason LIKE '%is unmapped%'",
     "card_rejections_completed_sla":
         "SELECT count(*) FROM job_errors WHERE job = 'card_rejections' AND category = 'CONFIGURATION' "
         "AND raised_at >= $day_start",
