@@ -1,6 +1,7 @@
 """What the DD-mode Recurring Payments job collects on a business day, as set-based SQL.
 
-Due on $day (the entry day of the Bacs cycle: the money leaves the payer's account), per ACTIVE mandate of an account paying by direct debit and not suspended:
+Due on $day (the entry day of the Bacs cycle: the money leaves the payer's account), per ACTIVE mandate of an
+account paying by direct debit and not suspended:
 - new debits: the outstanding amount of every GBP invoice due by $day whose advance notice has run
   (issued at least $notice days ago), never collected before, summed into ONE debit per mandate (the payer's
   bank sees one debit under the mandate reference). `01` when the mandate has never been collected, `19` when

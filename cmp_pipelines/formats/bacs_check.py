@@ -117,8 +117,9 @@ def check_text(text: str) -> list[Problem]:
         check.blank(label, number, 36, 41, f"{name} generation number and version")
         created = check.field(label, number, 42, 47, f"{name} creation date", lambda v: (
             _julian(v) is not None, "must be ' YYDDD' with a day that exists"))
-        check.field(label, number, 48, 53, f"{name} expiration date", lambda v: (
-            _julian(v) is not None and (_julian(created) is None or _julian(v) >= _julian(created)),
+        created_on = _julian(created)
+        check.field(label, number, 48, 53, f"{name} expiration date", lambda v, since=created_on: (
+            _julian(v) is not None and (since is None or _julian(v) >= since),
             "must be ' YYDDD', on or after the creation date"))
         check.blank(label, number, 54, 54, f"{name} accessibility indicator")
         check.field(label, number, 55, 60, f"{name} block count", "000000")

@@ -193,8 +193,8 @@ def labels(s: Submission) -> list[str]:
         + " " * 28 + "1",
         _hdr1("HDR1", s),
         _hdr2("HDR2"),
-        "UHL1" + julian(s.processing_date) + "999999    " + "00" + "000000" + s.work_code.ljust(9) + f"{s.file_number:03d}"
-        + " " * 7 + " " * 3 + " " * 30,
+        "UHL1" + julian(s.processing_date) + "999999    " + "00" + "000000" + s.work_code.ljust(9)
+        + f"{s.file_number:03d}" + " " * 7 + " " * 3 + " " * 30,
     ]
 
 

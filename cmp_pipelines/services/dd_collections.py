@@ -3,8 +3,9 @@
 A business day is one selection (DDX-<yyyymmdd>), chosen once and frozen, so a re-run writes the same file and
 posts nothing more. Dates follow the Bacs cycle (domain/bacs_calendar.py): a run for a day that is not a Bacs
 working day is input on the next one (and says so); UHL1 carries the processing day; what is due and whose advance
-notice has run is judged on the entry day, when the money leaves the payer's account. The file goes to the bureau encrypted for it; the posting batch (DDP-<yyyymmdd>) takes the
-money off each invoice on the assumption the debits are paid; ARUDD reverses those that are returned.
+notice has run is judged on the entry day, when the money leaves the payer's account. The file goes to the bureau
+encrypted for it; the posting batch (DDP-<yyyymmdd>) takes the money off each invoice on the assumption the
+debits are paid; ARUDD reverses those that are returned.
 """
 
 from __future__ import annotations
@@ -128,8 +129,9 @@ class DirectDebitCollections:
             return None
         dates = batch.cycle
         written = write_submission(self.con, self.files, self.keyring, self.config, dates.input_day,
-                                   dates.processing_day, table="dd_collections", batch_id=batch.batch_id, order_by="collection_id",
-                                   amount="amount_minor", with_contra=True, folder="outbound/dd_collections")
+                                   dates.processing_day, table="dd_collections", batch_id=batch.batch_id,
+                                   order_by="collection_id", amount="amount_minor", with_contra=True,
+                                   folder="outbound/dd_collections")
         path, count, total = written.path, written.record_count, written.total_minor
         self.con.execute("UPDATE batches SET status = 'EXTRACTED', output_path = ?, completed_at = ?, "
                          "record_count = ?, total_minor = ? WHERE batch_id = ?",

@@ -278,7 +278,8 @@ def seed_direct_debit_accounts(con: duckdb.DuckDBPyConnection, service_user_numb
 def bacs_report_files(con: duckdb.DuckDBPyConnection, files: FileStoreLike, keyring: PartnerKeyring, bureau: str,
                       service_user_number: str, now: datetime) -> list[str]:
     """Sample bureau reports (ISO-8859-1 Bacs XML, encrypted): an ADDACS with a code 3 amendment, a code 1
-    cancellation and an unknown reference; an ARUDD returning two of today's debits (0128 refer to payer, soft; 1012 instruction cancelled)."""
+    cancellation and an unknown reference; an ARUDD returning two of today's debits (0128 refer to payer, soft;
+    1012 instruction cancelled, the mandate cancelled)."""
     from cmp_pipelines.formats import bacs_xml
 
     mandates = con.execute("SELECT reference FROM mandates WHERE status = 'ACTIVE' AND service_user_number = ? "
