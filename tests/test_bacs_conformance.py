@@ -436,3 +436,17 @@ def test_submission_dates_follow_the_cycle_and_a_weekend_run_moves(dd):
     assert parsed.submission.created_on == date(2026, 12, 14)
     assert dataclasses.astuple(batch.cycle)[1:] == (date(2026, 12, 14), date(2026, 12, 15), date(2026, 12, 16))
     assert dd.query("SELECT DISTINCT processing_date::VARCHAR FROM dd_collections") == [("2026-12-15",)]
+
+
+@pytest.mark.parametrize(("mutate", "code", "fragment"), [
+    (lambda d: d.replace(b"ISO-8859-1", b"x-nonsense"), "WRONG_ENCODING", "declares the encoding x-nonsense"),
+    (lambda d: d.replace(b'valueOf="45.67" currency="GBP"/>\n          </Orig',
+                         'valueOf="4\u00b9.67" currency="GBP"/>\n          </Orig'.encode("latin-1")),
+     "TOTALS_INVALID", "must be a decimal amount with two places"),
+])
+def test_other_malformed_report_values_are_refused_not_crashed_on(dd, mutate, code, fragment):
+    report = _real_arudd(_item("CMPDD0001", "1012", "INSTRUCTION CANCELLED", "45.67"), 1, "45.67")
+    broken = mutate(report)
+    assert broken != report
+    error = _quarantine(dd, "arudd", "hostile.xml", broken, process_arudd)
+    assert error["error_code"] == code and fragment in error["error"]

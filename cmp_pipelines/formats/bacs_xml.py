@@ -63,6 +63,9 @@ def parse(data: bytes, kind: str) -> Element:
         root = fromstring(data)
     except DefusedXmlException as exc:
         raise FileRejected("UNSAFE_XML", f"the {kind} report uses a forbidden XML feature ({exc})") from exc
+    except LookupError as exc:  # an encoding Python does not know: a refusal, never a crash leaving it inbound
+        raise FileRejected("WRONG_ENCODING", f"the {kind} report declares the encoding {declared}, which is not a "
+                                             "known encoding; Bacs reports are ISO-8859-1 and must declare it") from exc
     except ParseError as exc:
         line, column = exc.position
         reason = str(exc).split(":")[0]
