@@ -450,3 +450,14 @@ def test_other_malformed_report_values_are_refused_not_crashed_on(dd, mutate, co
     assert broken != report
     error = _quarantine(dd, "arudd", "hostile.xml", broken, process_arudd)
     assert error["error_code"] == code and fragment in error["error"]
+
+
+def test_the_file_check_reads_records_with_duckdb_and_agrees_with_the_text_check(tmp_path):
+    from cmp_pipelines.formats.bacs_check import check_file
+
+    broken = _edit(_edit(GOOD, 5, 65, "AAAAAAAAAA"), 6, 16, "42")
+    for name, text in (("lf.std18", broken), ("crlf.std18", broken.replace("\n", "\r\n"))):
+        path = tmp_path / name
+        path.write_bytes(text.encode("ascii"))
+        assert [str(p) for p in check_file(path)] == _problems(broken)
+    assert [(p.line, p.first) for p in check_text(broken)][:2] == [(5, 65), (6, 16)]  # then the totals

@@ -19,7 +19,7 @@ import duckdb
 
 from cmp_pipelines.configuration import DirectDebitConfig
 from cmp_pipelines.formats import bacs_standard18 as std18
-from cmp_pipelines.formats.bacs_check import check_text
+from cmp_pipelines.formats.bacs_check import check_file
 from cmp_pipelines.formats.encryption import PartnerKeyring
 from cmp_pipelines.services.files import FileStoreLike
 from cmp_pipelines.store.connection import sql_literal
@@ -72,8 +72,7 @@ def allocate_serial(con: duckdb.DuckDBPyConnection, service_user_number: str, ba
 
 def check_submission_file(path) -> None:
     """Refuses (SubmissionRefused, every reason) a plaintext submission that does not pass `bacs check`."""
-    with open(path, encoding="ascii", errors="replace", newline="") as handle:
-        problems = check_text(handle.read())
+    problems = check_file(path)
     if problems:
         shown = "; ".join(str(p) for p in problems[:20])
         more = f" (and {len(problems) - 20} more)" if len(problems) > 20 else ""
