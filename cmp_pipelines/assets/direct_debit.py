@@ -120,7 +120,7 @@ def dd_collections_due(
         preview = con.execute(
             "SELECT collection_id, transaction_code, reference, minor_to_decimal(amount_minor) FROM dd_collections "
             "WHERE batch_id = ? ORDER BY collection_id LIMIT 10", [batch.batch_id]).fetchall()
-    metadata = _collection_metadata(batch)
+    metadata = {**_collection_metadata(batch), **_cycle_metadata(batch.business_date)}
     metadata["preview"] = dg.MetadataValue.md(markdown_table(["debit", "code", "reference", "amount"], preview))
     return dg.MaterializeResult(metadata=metadata)
 

@@ -90,7 +90,8 @@ DD_PROBES: tuple[ProbeDefinition, ...] = (
     ProbeDefinition(
         "auddis_file_produced",
         "Direct Debit AUDDIS File Produced",
-        "alert", "at_or_below", "AUDDIS files written today; 0 raises the alert.",
+        "alert", "at_or_below",
+        "AUDDIS runs completed today (a file written, or none needed: nothing pending); 0 raises the alert.",
     ),
     ProbeDefinition(
         "dd_collection_totals_mismatch",
