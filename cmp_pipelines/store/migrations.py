@@ -589,7 +589,7 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         """,
     ),
     (
-        14,
+        11,
         "Bacs (issue 14): the register of submission serials per service user number (VOL1 serial unique on a "
         "day, HDR1 set id and UHL1 file number agreeing with it); the day Bacs processes each debit, which ARUDD "
         "reports as originalProcessingDate; mandates held until an operator decides",
