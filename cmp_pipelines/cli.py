@@ -336,6 +336,41 @@ def run_dd_collections(day: str | None) -> None:
 
 
 @main.group()
+def bacs() -> None:
+    """Bacs submissions: check a Standard 18 file against the published layout."""
+
+
+@bacs.command("check")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--partner", default=None, help="Whose keys decrypt an encrypted file (default: the Bacs bureau).")
+def bacs_check(file: Path, partner: str | None) -> None:
+    """Check FILE, a Standard 18 submission (plaintext, or encrypted for the bureau), and print every problem
+    with its line and columns; exit 1 when there is any."""
+    from cmp_pipelines.formats.bacs_check import check_text
+    from cmp_pipelines.formats.encryption import PartnerKeyring
+
+    data = file.read_bytes()
+    if data.startswith(b"gAAAAA"):  # a Fernet token
+        partner = partner or _dd_config().bureau
+        try:
+            data = PartnerKeyring(paths().keys_dir).decrypt(partner, data)
+        except Exception as exc:  # noqa: BLE001 - any failure to decrypt is reported the same way
+            _fail(f"{file}: cannot decrypt with {partner}'s keys ({type(exc).__name__})")
+    try:
+        text = data.decode("ascii")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        _fail(f"{file}: line {line}: byte {data[exc.start]:#04x} is not ASCII; a Standard 18 file is ASCII only")
+    problems = check_text(text)
+    for problem in problems:
+        click.echo(str(problem))
+    if problems:
+        _fail(f"{file}: {len(problems)} problem(s); a bureau would refuse this submission")
+    records = max(text.count("\n") - 7, 0)
+    click.echo(f"{file}: conforms to Standard 18 ({records} data record(s))")
+
+
+@main.group()
 def mandates() -> None:
     """Direct Debit Instructions: set-up, amendment, cancellation."""
 
@@ -390,6 +425,28 @@ def mandates_cancel(mandate_id: str, after_final_collection: bool) -> None:
     view = _setup(lambda con, _: cancel_mandate(con, mandate_id, now=datetime.now(UTC), cause="cli",
                                                 after_final_collection=after_final_collection))
     click.echo(json.dumps(view, indent=2))
+
+
+@mandates.command("resume")
+@click.argument("mandate_id")
+@click.option("--reason", required=True, help="Why collection may go on (kept in the mandate's history).")
+def mandates_resume(mandate_id: str, reason: str) -> None:
+    """Collect again under MANDATE_ID, held by an ARUDD return (`mandates held` lists them)."""
+    from cmp_pipelines.services.mandates import resume_mandate
+
+    view = _setup(lambda con, _: resume_mandate(con, mandate_id, now=datetime.now(UTC), cause=reason))
+    click.echo(json.dumps(view, indent=2))
+
+
+@mandates.command("held")
+def mandates_held() -> None:
+    """Mandates held by an ARUDD return, and why: each waits for `mandates resume` or `mandates cancel`."""
+    with _connect(read_only=True) as con:
+        rows = con.execute("SELECT mandate_id, reference, account_number, held_reason FROM mandates "
+                           "WHERE status = 'HELD' ORDER BY mandate_id").fetchall()
+    for row in rows:
+        click.echo("\t".join(str(v) for v in row))
+    click.echo(f"{len(rows)} mandate(s) held")
 
 
 @mandates.command("convert")

@@ -169,11 +169,14 @@ class RejectionConfig:
     default_payment_type: str  # what a hard decline reverts an account to
     codes: dict[str, RejectionCode]
     bacs_return_codes: dict[str, str] = dataclass_field(default_factory=dict)  # ARUDD four-digit returnCode -> code
+    # what a return under each ARUDD rejection code does to its mandate: KEEP, CANCEL (collection stops) or HOLD
+    # (no collection until an ADDACS amendment or an operator releases it)
+    mandate_actions: dict[str, str] = dataclass_field(default_factory=dict)
 
     @property
     def card_codes(self) -> dict[str, RejectionCode]:
         """The codes a card provider declines with: every code but those ARUDD return codes map to."""
-        direct_debit = set(self.bacs_return_codes.values())
+        direct_debit = set(self.bacs_return_codes.values()) | set(self.mandate_actions)
         return {code: c for code, c in self.codes.items() if code not in direct_debit}
 
 
@@ -194,7 +197,8 @@ def load_rejection_codes(config_dir: Path) -> RejectionConfig:
     file = config_dir / "rejection_codes.yaml"
     document = read_document(file, "rejection_codes")
     entries = document["rejection_codes"]
-    reject_unknown_fields(file, "-", document, {"rejection_codes", "default_payment_type", "bacs_return_codes"})
+    reject_unknown_fields(file, "-", document, {"rejection_codes", "default_payment_type", "bacs_return_codes",
+                                                "arudd_mandate_actions"})
     default_type = document.get("default_payment_type", "MANUAL")
     if default_type not in PAYMENT_TYPES:
         raise ConfigError(file, "-", "default_payment_type", f"must be one of {', '.join(PAYMENT_TYPES)}")
@@ -257,7 +261,31 @@ def load_rejection_codes(config_dir: Path) -> RejectionConfig:
             retries = suspension_days = 0
         codes[code] = RejectionCode(code, description, raw["reason_type"], raw["reason_code"], decline, retries,
                                     suspension_days, retry_event, cancellation_event, refund_event)
-    return RejectionConfig(default_type, codes, _bacs_return_codes(file, document.get("bacs_return_codes", []), codes))
+    return_codes = _bacs_return_codes(file, document.get("bacs_return_codes", []), codes)
+    return RejectionConfig(default_type, codes, return_codes,
+                           _mandate_actions(file, document.get("arudd_mandate_actions", {}), codes, return_codes))
+
+
+MANDATE_ACTIONS = ("KEEP", "CANCEL", "HOLD")
+
+
+def _mandate_actions(file: Path, raw: object, codes: dict[str, RejectionCode],
+                     return_codes: dict[str, str]) -> dict[str, str]:
+    """What a return does to its mandate, per ARUDD rejection code; every code a return code maps to has one."""
+    if not isinstance(raw, dict):
+        raise ConfigError(file, "-", "arudd_mandate_actions", "must be a mapping of rejection code to KEEP, CANCEL "
+                                                              "or HOLD")
+    for code, action in raw.items():
+        if code not in codes:
+            raise ConfigError(file, f"arudd_mandate_actions[{code}]", "-", "is not one of the rejection_codes above")
+        if action not in MANDATE_ACTIONS:
+            raise ConfigError(file, f"arudd_mandate_actions[{code}]", "-",
+                              f"must be one of {', '.join(MANDATE_ACTIONS)}, got {action!r}")
+    for return_code, code in return_codes.items():
+        if code not in raw:
+            raise ConfigError(file, f"bacs_return_codes[{return_code}]", "rejection_code",
+                              f"{code!r} has no entry in arudd_mandate_actions (KEEP, CANCEL or HOLD)")
+    return dict(raw)
 
 
 def _bacs_return_codes(file: Path, entries: object, codes: dict[str, RejectionCode]) -> dict[str, str]:

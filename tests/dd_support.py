@@ -51,6 +51,8 @@ def auddis_day(platform, day: date):
         extract = AuddisExtract(con, platform.files, platform.keyring, DD_CONFIG, at(day, 1))
         batch = extract.select(day)
         path = extract.write_file(batch)
+    if path is None:  # nothing pending: no file
+        return batch, None
     return batch, std18.read(platform.keyring.decrypt(BUREAU, platform.files.read_bytes(path)).decode("ascii"))
 
 
@@ -87,7 +89,7 @@ def drop_report(platform, feed: str, name: str, data: bytes, encrypt: bool = Tru
 
 
 def addacs(advices: list[dict], number: str = "000001", day: str = "2026-12-20") -> bytes:
-    return bacs_xml.write_addacs(advices, SUN, number, day)
+    return bacs_xml.write_addacs(advices, SUN, f"06:00:{int(number) % 60:02d}", day)
 
 
 def arudd(items: list[dict], number: str = "000001", day: str = "2026-12-21", **kwargs) -> bytes:

@@ -152,8 +152,8 @@ def _quarantined(platform, feed: str, name: str, data: bytes, process, encrypt: 
 
 
 def test_bad_reports_are_quarantined_with_the_reason_and_nothing_changes(dd):
-    collection_day(dd, date(2026, 12, 20))
-    good = arudd([returned("CMPDD0001", "0000", date(2026, 12, 20), "10.00", trans="01")])
+    collection_day(dd, date(2026, 12, 20))  # a Sunday: input Mon 21, processed Tue 22
+    good = arudd([returned("CMPDD0001", "0128", date(2026, 12, 22), "10.00", trans="01")])
     balance = dd.balance("ACCDD0001")
 
     latin1_as_utf8 = addacs([advice("CMPDD0001", "1")]).replace(b"ISO-8859-1", b"UTF-8")
@@ -165,7 +165,7 @@ def test_bad_reports_are_quarantined_with_the_reason_and_nothing_changes(dd):
     assert error["error_code"] == "MALFORMED_XML" and "not well-formed XML at line 2" in error["error"]
 
     error = _quarantined(dd, "arudd", "totals.xml", arudd(
-        [returned("CMPDD0001", "0000", date(2026, 12, 20), "10.00", trans="01")], totals=(1, "10.01")), process_arudd)
+        [returned("CMPDD0001", "0128", date(2026, 12, 22), "10.00", trans="01")], totals=(1, "10.01")), process_arudd)
     assert error["error"] == ("OriginatingAccountRecord 1: Totals valueOf says 10.01 but its items add up to 10.00")
 
     error = _quarantined(dd, "arudd", "addacs-in-arudd.xml", addacs([advice("CMPDD0001", "1")]), process_arudd)

@@ -3,6 +3,7 @@ column."""
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import date
 from pathlib import Path
 
@@ -37,7 +38,7 @@ def test_collection_file_matches_the_golden_file_byte_for_byte():
 
 
 def test_auddis_file_matches_the_golden_file_byte_for_byte():
-    auddis = Submission("123456", "ACME TELECOM LTD", "400000", "12345678", date(2026, 12, 3), "AUDDIS")
+    auddis = Submission("123456", "ACME TELECOM LTD", "400000", "12345678", date(2026, 12, 3), "1 DAILY")
     assert write(auddis, AUDDIS, with_contra=False) == (GOLDEN / "auddis.std18").read_text()
 
 
@@ -48,7 +49,7 @@ def test_round_trip_with_totals():
     contra = parsed.records[-1]
     assert (contra.transaction_code, contra.amount_pence, contra.destination_account) == ("99", 1333, "12345678")
     assert (parsed.debit_total, parsed.credit_total, parsed.debit_count, parsed.credit_count) == (1333, 1333, 2, 1)
-    assert parsed.submission == SUBMISSION
+    assert parsed.submission == dataclasses.replace(SUBMISSION, created_on=SUBMISSION.processing_date)
 
 
 def test_every_line_has_its_fixed_width():
@@ -60,7 +61,12 @@ def test_every_line_has_its_fixed_width():
 def test_julian_dates_and_bacs_text():
     assert julian(date(2026, 1, 1)) == " 26001" and julian(date(2028, 12, 31)) == " 28366"
     assert from_julian(" 26337") == date(2026, 12, 3)
-    assert bacs_text("Renée O'Brien-Smith & Co.", 18) == "REN E O BRIEN-SMIT"
+    # accents folded and letters transliterated, apostrophes dropped: no letter becomes a blank
+    assert bacs_text("Renée O'Brien-Smith & Co.", 18) == "RENEE OBRIEN-SMITH"
+    assert bacs_text("Zoë Müller", 18) == "ZOE MULLER".ljust(18)
+    assert bacs_text("Ærøskøbing Straße", 18) == "AEROSKOBING STRASS"
+    assert bacs_text("Łódź №5 ½", 10) == "LODZ NO5 1"
+    assert bacs_text("名前 Smith", 10) == "   SMITH  "
 
 
 def _break(text: str, line: int, column: int, replacement: str) -> str:

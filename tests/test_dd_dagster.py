@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import dagster as dg
 
 from cmp_pipelines.definitions import build_definitions, dd_collections_daily_schedule
+from cmp_pipelines.domain.bacs_calendar import cycle
 from cmp_pipelines.headless import run_partition, run_pending_sensors
 from cmp_pipelines.services import demo
 from tests.conftest import NOW
@@ -41,6 +42,19 @@ def test_direct_debit_day_and_bureau_reports_through_dagster(platform, instance)
     assert (due["collection_count"], due["by_transaction_code"]) == (3, {"01": 3})
     assert due["total_amount"] == f"{owed // 100}.{owed % 100:02d}"
     assert check_results(instance, collections.run_id)["dd_collection_totals_mismatch_within_threshold"].passed
+    written = materialization(instance, collections.run_id, "dd_collection_file")
+    dates = cycle(NOW.date())
+    assert (written["input_day"], written["processing_day"]) == (dates.input_day.isoformat(),
+                                                                 dates.processing_day.isoformat())
+    assert written["moved_to_working_day"] == (dates.moved or "no")
+
+    quiet = run_partition("auddis_extract_job", "2026-11-28", definitions, instance)  # a Saturday, nothing pending
+    assert quiet.success, quiet.error
+    quiet_file = materialization(instance, quiet.run_id, "auddis_file")
+    assert quiet_file["files_written"].startswith("none: no instruction pending")
+    assert quiet_file["moved_to_working_day"] == ("2026-11-28 is not a Bacs working day (a Saturday): the submission "
+                                                  "is input on 2026-11-30")
+    assert check_results(instance, quiet.run_id)["auddis_file_produced_within_threshold"].passed
     assert sum(platform.balance(f"ACC000000{n:02d}") for n in (6, 11, 16)) == sum(
         r[0] for r in platform.query("SELECT amount_minor FROM invoices WHERE account_number IN "
                                      "('ACC00000006', 'ACC00000011', 'ACC00000016') AND invoice_number NOT LIKE "
@@ -64,5 +78,6 @@ def test_direct_debit_day_and_bureau_reports_through_dagster(platform, instance)
     assert returns["outcomes"] == {"HARD_DECLINE": 1, "RETRY_SCHEDULED": 1}
     rate = check_results(instance, arudd.run_id)["arudd_return_rate_within_threshold"]
     assert rate.metadata["value"].value == 66  # 2 of the 3 debits returned
+    assert check_results(instance, arudd.run_id)["arudd_unmapped_return_codes_within_threshold"].passed
     reports = materialization(instance, arudd.run_id, "dd_return_reports")
     assert any(path.startswith(f"outbound/reports/arudd/{BUREAU}/") for path in reports["files_written"])

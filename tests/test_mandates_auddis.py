@@ -33,6 +33,8 @@ def auddis_day(platform, day: date):
         extract = AuddisExtract(con, platform.files, platform.keyring, CONFIG, at(day))
         batch = extract.select(day)
         path = extract.write_file(batch)
+    if path is None:  # nothing pending: no file
+        return batch, None, None
     text = platform.keyring.decrypt("BACSBUREAU", platform.files.read_bytes(path)).decode("ascii")
     return batch, std18.read(text), text
 
@@ -75,7 +77,8 @@ def test_new_mandate_submitted_then_active_after_the_quiet_period(dd):
             record.reference, record.destination_name) == ("0N", "201575", "87654321", 0, "CMPACC00000001",
                                                             "JO SMITH")
     assert (parsed.debit_total, parsed.credit_total, parsed.credit_count) == (0, 0, 0)
-    assert parsed.submission.work_code == "AUDDIS" and parsed.submission.processing_date == DAY
+    # AUDDIS is told apart by its records, not the work code; Bacs processes it the next working day
+    assert parsed.submission.work_code == "1 DAILY" and parsed.submission.processing_date == DAY + timedelta(days=1)
     with dd.connect() as con:
         assert mandate_view(con, created["mandate_id"])["status"] == "SUBMITTED"
     auddis_day(dd, DAY + timedelta(days=CONFIG.activation_days - 1))
@@ -115,8 +118,8 @@ def test_cancellation_sends_0c_unless_the_bank_never_saw_it(dd):
         cancel_mandate(con, later["mandate_id"], now=at(DAY), cause="typo")
         with pytest.raises(SetupError, match="already CANCELLED"):
             cancel_mandate(con, later["mandate_id"], now=at(DAY))
-    _, parsed, _ = auddis_day(dd, DAY + timedelta(days=2))
-    assert parsed.records == ()
+    nothing, parsed, _ = auddis_day(dd, DAY + timedelta(days=2))
+    assert parsed is None and nothing.record_count == 0
     codes = dd.query("SELECT batch_id, transaction_code, reference FROM auddis_instructions ORDER BY 1, 2")
     assert codes == [("AUD-20261201", "0N", "CMPACC00000001"), ("AUD-20261201", "0N", "NEVERSENT1"),
                      ("AUD-20261202", "0C", "CMPACC00000001")]
@@ -138,7 +141,7 @@ def test_sql_records_equal_the_python_writer(dd):
     _, parsed, text = auddis_day(dd, DAY)
     expected = std18.write(parsed.submission, list(parsed.records), with_contra=False)
     assert text.splitlines()[4:6] == expected.splitlines()[4:6]
-    assert [r.destination_name for r in parsed.records] == ["REN E O BRIEN-SMIT", "STRA E 7/8"]
+    assert [r.destination_name for r in parsed.records] == ["RENEE OBRIEN-SMITH", "STRASSE 7/8"]
 
 
 def test_cli_mandate_then_auddis_through_dagster(dd, tmp_path):
@@ -166,11 +169,12 @@ def test_cli_mandate_then_auddis_through_dagster(dd, tmp_path):
     assert json.loads(cancelled.output)["pending_instruction"] == "CANCEL"
 
 
-def test_a_day_with_no_instructions_writes_labels_and_zero_trailers_only(dd):
+def test_a_day_with_no_instructions_writes_no_file(dd):
     batch, parsed, text = auddis_day(dd, DAY)
-    assert batch.record_count == 0 and parsed.records == ()
-    assert text == std18.write(parsed.submission, [], with_contra=False)
-    assert [line[:4] for line in text.splitlines()] == ["VOL1", "HDR1", "HDR2", "UHL1", "EOF1", "EOF2", "UTL1"]
+    assert batch.record_count == 0 and parsed is None and text is None
+    assert dd.files.list_files("outbound/auddis") == []
+    assert dd.query("SELECT status, output_path FROM batches WHERE batch_id = 'AUD-20261201'") == [
+        ("NOTHING_PENDING", None)]
 
 
 def test_the_whole_file_equals_the_python_writer_line_for_line(dd):

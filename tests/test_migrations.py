@@ -24,7 +24,7 @@ def test_v10_keeps_the_loaded_nrp_records_and_drops_only_the_primary_key(tmp_pat
     con.execute("INSERT INTO nrp_records (batch_id, position, record_id, amount_minor, outcome, reason) VALUES "
                 "('NRPL-a', 1, 'R1', 1234, 'ACCEPTED', NULL), ('NRPL-a', 2, 'R2', 5, 'REJECTED', 'amount ''x''')")
     monkeypatch.setattr(migrations, "MIGRATIONS", MIGRATIONS)
-    assert apply_migrations(con) == [10]
+    assert apply_migrations(con) == [version for version, _, _ in MIGRATIONS if version >= 10]
     assert con.execute("SELECT batch_id, position, record_id, amount_minor, outcome, reason FROM nrp_records "
                        "ORDER BY position").fetchall() == [("NRPL-a", 1, "R1", 1234, "ACCEPTED", None),
                                                           ("NRPL-a", 2, "R2", 5, "REJECTED", "amount 'x'")]

@@ -135,11 +135,15 @@ def test_new_accounts_get_their_payment_types_default_term(platform):
      "quoted string"),
     (lambda d: d["bacs_return_codes"][0].__setitem__("return_code", "12"), "bacs_return_codes[12]", "return_code",
      "four digits"),
-    (lambda d: d["bacs_return_codes"][1].__setitem__("return_code", "0000"), "bacs_return_codes[0000]",
+    (lambda d: d["bacs_return_codes"][1].__setitem__("return_code", "0128"), "bacs_return_codes[0128]",
      "return_code", "mapped twice"),
-    (lambda d: d["bacs_return_codes"][0].__setitem__("rejection_code", "ARUDDZ"), "bacs_return_codes[0000]",
+    (lambda d: d["bacs_return_codes"][0].__setitem__("rejection_code", "ARUDDZ"), "bacs_return_codes[0128]",
      "rejection_code", "not one of the rejection_codes"),
-    (lambda d: d["bacs_return_codes"][0].__setitem__("extra", 1), "bacs_return_codes[0000]", "extra", ""),
+    (lambda d: d["bacs_return_codes"][0].__setitem__("extra", 1), "bacs_return_codes[0128]", "extra", ""),
+    (lambda d: d["arudd_mandate_actions"].pop("ARUDD1"), "bacs_return_codes[1012]", "rejection_code",
+     "'ARUDD1' has no entry in arudd_mandate_actions"),
+    (lambda d: d["arudd_mandate_actions"].__setitem__("ARUDD1", "STOP"), "arudd_mandate_actions[ARUDD1]", "-",
+     "must be one of KEEP, CANCEL, HOLD, got 'STOP'"),
 ])
 def test_bacs_return_code_map_errors(tmp_path, mutate, entry, field, fragment):
     from cmp_pipelines.configuration import load_rejection_codes

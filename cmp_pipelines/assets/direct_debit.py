@@ -7,6 +7,7 @@ import dagster as dg
 
 from cmp_pipelines.assets.metadata import markdown_table
 from cmp_pipelines.configuration import load_direct_debit, load_partners
+from cmp_pipelines.domain.bacs_calendar import cycle
 from cmp_pipelines.domain.money import format_minor
 from cmp_pipelines.resources.cipher import PartnerCipher
 from cmp_pipelines.resources.database import DB_POOL, Database
@@ -24,6 +25,13 @@ dd_collection_days_partitions = dg.DailyPartitionsDefinition(start_date="2026-01
 def _config():
     config = paths().config_dir
     return load_direct_debit(config, load_partners(config))
+
+
+def _cycle_metadata(day: date) -> dict:
+    """The Bacs cycle of a run's day: input, processing (UHL1) and entry days, and why the day moved if it did."""
+    dates = cycle(day)
+    return {"input_day": dates.input_day.isoformat(), "processing_day": dates.processing_day.isoformat(),
+            "entry_day": dates.entry_day.isoformat(), "moved_to_working_day": dates.moved or "no"}
 
 
 def _extract(con, file_store: FileStore, cipher: PartnerCipher) -> AuddisExtract:
@@ -60,7 +68,8 @@ def auddis_instructions_batch(
     pool=DB_POOL,
     group_name=GROUP,
     kinds={"bacs"},
-    description="The AUDDIS Standard 18 file for the bureau, encrypted for it (outbound/auddis/<BUREAU>/).",
+    description="The AUDDIS Standard 18 file for the bureau, encrypted for it (outbound/auddis/<BUREAU>/), checked "
+                "against the Standard 18 layout before it is published; no file when nothing is pending.",
 )
 def auddis_file(
     context: dg.AssetExecutionContext, database: Database, file_store: FileStore, cipher: PartnerCipher
@@ -70,8 +79,10 @@ def auddis_file(
         batch = extract.selected(date.fromisoformat(context.partition_key))
         path = extract.write_file(batch)
     return dg.MaterializeResult(metadata={
-        "batch_id": batch.batch_id, "files_written": path, "record_count": dg.MetadataValue.int(batch.record_count),
-        "by_transaction_code": dg.MetadataValue.json(batch.by_code),
+        "batch_id": batch.batch_id,
+        "files_written": path or "none: no instruction pending, so no AUDDIS submission (Bacs has no use for one)",
+        "record_count": dg.MetadataValue.int(batch.record_count),
+        "by_transaction_code": dg.MetadataValue.json(batch.by_code), **_cycle_metadata(batch.business_date),
     })
 
 
@@ -109,7 +120,7 @@ def dd_collections_due(
         preview = con.execute(
             "SELECT collection_id, transaction_code, reference, minor_to_decimal(amount_minor) FROM dd_collections "
             "WHERE batch_id = ? ORDER BY collection_id LIMIT 10", [batch.batch_id]).fetchall()
-    metadata = _collection_metadata(batch)
+    metadata = {**_collection_metadata(batch), **_cycle_metadata(batch.business_date)}
     metadata["preview"] = dg.MetadataValue.md(markdown_table(["debit", "code", "reference", "amount"], preview))
     return dg.MaterializeResult(metadata=metadata)
 
@@ -130,7 +141,7 @@ def dd_collection_file(
         flow = _collections(con, file_store, cipher)
         batch = flow.selected(date.fromisoformat(context.partition_key))
         path = flow.write_file(batch)
-    metadata = _collection_metadata(batch)
+    metadata = {**_collection_metadata(batch), **_cycle_metadata(batch.business_date)}
     metadata["files_written"] = path or "none: nothing due"
     return dg.MaterializeResult(metadata=metadata)
 

@@ -18,4 +18,5 @@ addacs_probes = probe_checks(
     {"addacs_unknown_references": addacs_advices.key})
 
 arudd_probes = probe_checks(
-    "arudd_probes", (PROBES_BY_ID["arudd_return_rate"],), {"arudd_return_rate": dd_returns_batch.key})
+    "arudd_probes", (PROBES_BY_ID["arudd_return_rate"], PROBES_BY_ID["arudd_unmapped_return_codes"]),
+    {"arudd_return_rate": dd_returns_batch.key, "arudd_unmapped_return_codes": dd_returns_batch.key})

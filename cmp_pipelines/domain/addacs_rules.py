@@ -97,7 +97,7 @@ APPLY_SQL = [
         sort_code = coalesce(a.new_sort_code, m.sort_code),
         bank_account = coalesce(a.new_account_number, m.bank_account),
         previous_sort_code = NULL, previous_bank_account = NULL, previous_account_name = NULL, cancelled_on = NULL,
-        final_collection_requested = FALSE
+        final_collection_requested = FALSE, held_reason = NULL
     FROM addacs_advices a
     WHERE a.mandate_id = m.mandate_id AND a.batch_id = $batch_id
       AND a.outcome IN ('MANDATE_AMENDED', 'MANDATE_REINSTATED')

@@ -3,7 +3,11 @@
 A returned item is checked, matched to the debit we collected (mandate reference, original processing date and
 transaction code; the amount must agree), and its four-digit returnCode mapped to a rejection code
 (config/rejection_codes.yaml `bacs_return_codes`). It is then handled by the rules shared with card declines
-(domain/rejection_outcomes.py): code 0 (refer to payer) is soft and re-presented once with `18`.
+(domain/rejection_outcomes.py): reason 0 (refer to payer) is soft and re-presented once with `18`.
+
+Each return also acts on its mandate (`arudd_mandate_actions`): CANCEL (instruction cancelled, no instruction,
+account closed, ...) cancels it and collection stops; HOLD (account transferred, ...) stops collection until the
+ADDACS amendment or an operator; an unmapped returnCode HOLDs it too, never leaving the mandate collecting.
 """
 
 from __future__ import annotations
@@ -63,7 +67,8 @@ candidates AS (  -- the debit this item returns; the same amount first if a mand
            c.rejection_batch_id AS previous_batch
     FROM checked p
     LEFT JOIN dd_collections c ON p.record_problem_code IS NULL AND c.reference = p.reference
-         AND c.business_date = p.processing_day AND c.transaction_code = p.transaction_code
+         AND coalesce(c.processing_date, c.business_date) = p.processing_day
+         AND c.transaction_code = p.transaction_code
     QUALIFY row_number() OVER (PARTITION BY p.position
                                ORDER BY c.amount_minor = p.amount_minor DESC, c.collection_id) = 1
 ),
@@ -76,7 +81,7 @@ ranked AS (  -- only a return that matches its debit counts as an earlier return
     FROM candidates
 ),
 coded AS (
-    SELECT r.*, b.rejection_code, k.code AS known_code, k.decline, k.retries, k.suspension_days,
+    SELECT r.*, b.rejection_code, b.mandate_action, k.code AS known_code, k.decline, k.retries, k.suspension_days,
            coalesce(record_problem_code, {first_problem(_MATCH_PROBLEMS, 1)}) AS problem_code,
            coalesce(record_problem, {first_problem(_MATCH_PROBLEMS, 2)}) AS problem
     FROM ranked r
@@ -94,9 +99,40 @@ SELECT $batch_id, position, reference, transaction_code, return_code, return_des
        coalesce(problem_code, CASE WHEN known_code IS NULL THEN 'UNKNOWN_RETURN_CODE' END),
        coalesce(problem, CASE WHEN known_code IS NULL THEN 'returnCode ' || q(return_code)
            || coalesce(' (' || return_description || ')', '') || ' is not mapped in config/rejection_codes.yaml '
-           || 'bacs_return_codes; the debit is reversed but not re-presented' END)
+           || 'bacs_return_codes; the debit is reversed but not re-presented, and mandate reference '
+           || reference || ' is held (no collection) until an operator maps the code and runs '
+           || '`cmp-pipelines mandates resume` or `cancel`' END),
+       CASE WHEN problem_code IS NULL THEN coalesce(mandate_action, 'HOLD') END
 FROM coded
 """
+
+# What each handled return does to its mandate; $batch_id, $now, $day. History first, while the status is old.
+_MANDATE_TARGETS = """
+    SELECT DISTINCT ON (c.mandate_id) c.mandate_id, r.mandate_action,
+           'ARUDD returnCode ' || r.return_code || coalesce(' (' || r.return_description || ')', '')
+           || CASE WHEN r.problem_code = 'UNKNOWN_RETURN_CODE' THEN ' is unmapped: held until an operator decides'
+                   WHEN r.mandate_action = 'HOLD' THEN ': held until the ADDACS amendment or an operator'
+                   ELSE ': cancelled, collection stops' END AS cause
+    FROM dd_returns r JOIN dd_collections c USING (collection_id)
+    WHERE r.batch_id = $batch_id AND r.mandate_action IN ('CANCEL', 'HOLD')
+    ORDER BY c.mandate_id, r.mandate_action = 'CANCEL' DESC, r.position
+"""
+MANDATE_ACTION_SQL = [
+    f"""
+    INSERT INTO mandate_history
+    SELECT m.mandate_id, m.status, CASE t.mandate_action WHEN 'CANCEL' THEN 'CANCELLED' ELSE 'HELD' END, t.cause, $now
+    FROM mandates m JOIN ({_MANDATE_TARGETS}) t USING (mandate_id)
+    WHERE m.status NOT IN ('CANCELLED', 'FAILED')
+    """,
+    f"""
+    UPDATE mandates m SET status = CASE t.mandate_action WHEN 'CANCEL' THEN 'CANCELLED' ELSE 'HELD' END,
+        cancelled_on = CASE t.mandate_action WHEN 'CANCEL' THEN $day END,
+        held_reason = CASE t.mandate_action WHEN 'HOLD' THEN t.cause END,
+        pending_instruction = NULL, final_collection_requested = FALSE
+    FROM ({_MANDATE_TARGETS}) t
+    WHERE m.mandate_id = t.mandate_id AND m.status NOT IN ('CANCELLED', 'FAILED')
+    """,
+]
 
 # What each handled return tells the customer (one communication per returned debit).
 COMMUNICATION_SQL = """

@@ -1,6 +1,7 @@
 """What the DD-mode Recurring Payments job collects on a business day, as set-based SQL.
 
-Due on $day, per ACTIVE mandate of an account paying by direct debit and not suspended:
+Due on $day (the entry day of the Bacs cycle: the money leaves the payer's account), per ACTIVE mandate of an
+account paying by direct debit and not suspended:
 - new debits: the outstanding amount of every GBP invoice due by $day whose advance notice has run
   (issued at least $notice days ago), never collected before, summed into ONE debit per mandate (the payer's
   bank sees one debit under the mandate reference). `01` when the mandate has never been collected, `19` when
@@ -62,10 +63,11 @@ INSERT INTO dd_collection_items SELECT collection_id, invoice_number, amount_min
 
 INSERT_COLLECTIONS_SQL = """
 INSERT INTO dd_collections (collection_id, batch_id, business_date, mandate_id, account_number, reference, sort_code,
-    bank_account, account_name, transaction_code, amount_minor, currency, attempt, first_collection_id, status)
+    bank_account, account_name, transaction_code, amount_minor, currency, attempt, first_collection_id, status,
+    processing_date)
 SELECT collection_id, $batch_id, $day, any_value(mandate_id), any_value(account_number), any_value(reference),
        any_value(sort_code), any_value(bank_account), any_value(account_name), any_value(transaction_code),
-       sum(amount_minor), 'GBP', any_value(attempt), any_value(first_collection_id), 'EXTRACTED'
+       sum(amount_minor), 'GBP', any_value(attempt), any_value(first_collection_id), 'EXTRACTED', $processing
 FROM dd_due GROUP BY collection_id
 """
 

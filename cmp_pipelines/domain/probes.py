@@ -90,7 +90,8 @@ DD_PROBES: tuple[ProbeDefinition, ...] = (
     ProbeDefinition(
         "auddis_file_produced",
         "Direct Debit AUDDIS File Produced",
-        "alert", "at_or_below", "AUDDIS files written today; 0 raises the alert.",
+        "alert", "at_or_below",
+        "AUDDIS runs completed today (a file written, or none needed: nothing pending); 0 raises the alert.",
     ),
     ProbeDefinition(
         "dd_collection_totals_mismatch",
@@ -108,6 +109,13 @@ DD_PROBES: tuple[ProbeDefinition, ...] = (
         "arudd_return_rate",
         "Direct Debit ARUDD Return Rate",
         "alert", "above", "Percent of the collected debits returned by the latest ARUDD report.",
+    ),
+    ProbeDefinition(
+        "arudd_unmapped_return_codes",
+        "Direct Debit ARUDD Unmapped Return Codes",
+        "alert", "above",
+        "Mandates held (not collecting) because an ARUDD return carried a returnCode not mapped in "
+        "config/rejection_codes.yaml; each waits for an operator (cmp-pipelines mandates resume|cancel).",
     ),
 )
 

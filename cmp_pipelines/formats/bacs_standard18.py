@@ -3,11 +3,13 @@
 Layout written and read here (columns 1-based, inclusive):
 
     VOL1  1-4 'VOL1', 5-10 volume serial, 11 '0', 42-47 service user number, 80 '1'
-    HDR1  1-4, 5-21 file id 'A<SUN>S  <SUN>', 22-27 set id, 28-31 '0001', 32-35 '0001', 42-47 creation ' YYDDD',
+    HDR1  1-4, 5-21 file id: 5 'A', 6-11 SUN, 12 'S', 13-14 blank, 15 blank, 16-21 SUN; 22-27 set id (the VOL1
+          serial), 28-31 file section '0001', 32-35 file sequence '0001', 42-47 creation ' YYDDD',
           48-53 expiry ' YYDDD', 55-60 block count '000000'
     HDR2  1-4, 5 'F', 6-10 '02000' block length, 11-15 '00100' record length, 51-52 '00'
-    UHL1  1-4, 5-10 processing date ' YYDDD', 11-20 '999999    ', 21-22 '00', 23-28 '000000', 29-37 work code,
-          38-40 file number '001'
+    UHL1  1-4, 5-10 processing date ' YYDDD' (the day Bacs processes the file), 11-20 '999999    ', 21-22 '00',
+          23-28 '000000', 29-37 work code '1 DAILY  ' or '4 MULTI  ' (AUDDIS is told apart by its 0N/0C/0S records,
+          not here), 38-40 file number (the submission's number on its day)
     data  1-6 destination sort code, 7-14 destination account, 15 account type '0', 16-17 transaction code,
           18-23 originating sort code, 24-31 originating account, 32-35 free format, 36-46 amount in pence
           (11 digits, zero-filled), 47-64 service user name, 65-82 reference, 83-100 destination account name
@@ -15,13 +17,16 @@ Layout written and read here (columns 1-based, inclusive):
     UTL1  1-4, 5-17 debit value total, 18-30 credit value total, 31-37 debit count, 38-44 credit count (pence,
           zero-filled). Debits are every data record but the contra; credits are the `99` contra records.
 
-Records end with '\\n'. Text fields use the Bacs character set (A-Z 0-9 space . / & -): the writer upper-cases
-and replaces anything else with a space, and truncates to the field; the reader refuses anything else.
+Records end with '\\n'. Text fields use the Bacs character set (A-Z 0-9 space . / & -): the writer folds accents
+and transliterates (`Zoë Müller` -> `ZOE MULLER`, `ß` -> `SS`), drops apostrophes (`O'Neil` -> `ONEIL`), upper-cases,
+replaces what is left outside the set with a space and truncates to the field; the reader refuses anything else.
+Sources: README "Bacs conventions".
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 from datetime import date, timedelta
 
@@ -35,6 +40,12 @@ CONTRA = "99"
 TRANSACTION_CODES = {**DEBIT_CODES, **AUDDIS_CODES, CONTRA: "contra"}
 LABELS = ("VOL1", "HDR1", "HDR2", "UHL1")
 TRAILERS = ("EOF1", "EOF2", "UTL1")
+WORK_CODES = ("1 DAILY", "4 MULTI")
+# Letters NFKD does not decompose into a base letter plus accents, and apostrophes (dropped, not blanked).
+_TRANSLITERATE = {"ß": "SS", "ẞ": "SS", "Æ": "AE", "æ": "AE", "Œ": "OE", "œ": "OE", "Ø": "O", "ø": "O", "Ł": "L",
+                  "ł": "L", "Đ": "D", "đ": "D", "Ð": "D", "ð": "D", "Þ": "TH", "þ": "TH", "'": "", "’": "", "‘": "",
+                  "`": ""}
+_TRANSLITERATE_TABLE = str.maketrans(_TRANSLITERATE)
 
 
 class Standard18Error(ValueError):
@@ -65,9 +76,11 @@ class Submission:
     service_user_name: str
     originating_sort_code: str
     originating_account: str
-    processing_date: date
-    work_code: str  # e.g. '1 DAILY' or 'AUDDIS'
-    volume_serial: str = "000001"
+    processing_date: date  # the day Bacs processes the file (UHL1), a Bacs working day
+    work_code: str = "1 DAILY"  # '1 DAILY' or '4 MULTI', for AUDDIS and collections alike
+    volume_serial: str = "000001"  # unique per service user and day (services/bacs_submission.allocate_serial)
+    file_number: int = 1  # UHL1 38-40: the submission's number on its day
+    created_on: date | None = None  # HDR1 creation date (the input day); the processing date when not given
 
 
 @dataclass(frozen=True)
@@ -80,14 +93,31 @@ class Standard18File:
     credit_count: int
 
 
+def fold(value: str | None) -> str:
+    """Accents folded and letters transliterated, so a name keeps its letters: `Zoë Müller` -> `Zoe Muller`."""
+    decomposed = unicodedata.normalize("NFKD", (value or "").translate(_TRANSLITERATE_TABLE))
+    return "".join(c for c in decomposed if not unicodedata.combining(c))
+
+
 def bacs_text(value: str | None, width: int) -> str:
-    """Upper-cased, Bacs character set only, truncated and space-padded to `width` (`BACS_TEXT_SQL` in SQL)."""
-    return _NOT_BACS.sub(" ", _NOT_ASCII.sub(" ", value or "").upper())[:width].ljust(width)
+    """Folded, upper-cased, Bacs character set only, truncated and space-padded to `width` (`bacs_text_sql`)."""
+    return _NOT_BACS.sub(" ", _NOT_ASCII.sub(" ", fold(value)).upper())[:width].ljust(width)
+
+
+def fold_sql(column: str) -> str:
+    """`fold` in DuckDB: the transliterations, then strip_accents (in the core); only for the few values that hold
+    anything but plain letters, digits and the Bacs punctuation, so millions of plain names cost one regex each."""
+    expression = f"coalesce({column}, '')"
+    for source, target in _TRANSLITERATE.items():
+        quoted = source.replace("'", "''")
+        expression = f"replace({expression}, '{quoted}', '{target}')"
+    return (f"CASE WHEN regexp_full_match(coalesce({column}, ''), '[A-Za-z0-9 ./&-]*') THEN coalesce({column}, '') "
+            f"ELSE strip_accents({expression}) END")
 
 
 def bacs_text_sql(column: str, width: int) -> str:
     """The same as `bacs_text`, as a DuckDB expression, for writing millions of records in SQL."""
-    cleaned = f"regexp_replace(upper(regexp_replace(coalesce({column}, ''), '[^\\x00-\\x7f]', ' ', 'g')), " \
+    cleaned = f"regexp_replace(upper(regexp_replace({fold_sql(column)}, '[^\\x00-\\x7f]', ' ', 'g')), " \
               f"'[^A-Z0-9 ./&-]', ' ', 'g')"
     return f"rpad(left({cleaned}, {width}), {width}, ' ')"
 
@@ -134,12 +164,14 @@ def data_record(r: DataRecord) -> str:
 
 
 def _file_id(sun: str) -> str:
-    return f"A{sun}S  {sun}".ljust(17)
+    """Columns 5-21: 'A', the SUN (6-11), 'S', two blanks, a blank in 15, the SUN again in 16-21."""
+    return f"A{sun}S   {sun}"
 
 
 def _hdr1(kind: str, s: Submission) -> str:
     return (kind + _file_id(s.service_user_number) + s.volume_serial + "0001" + "0001" + "    " + "  "
-            + julian(s.processing_date) + julian(s.processing_date + timedelta(days=30)) + " " + "000000"
+            + julian(s.created_on or s.processing_date)
+            + julian((s.created_on or s.processing_date) + timedelta(days=30)) + " " + "000000"
             + " " * 13 + " " * 7)
 
 
@@ -147,22 +179,36 @@ def _hdr2(kind: str) -> str:
     return kind + "F" + "02000" + "00100" + " " * 35 + "00" + " " * 28
 
 
+def check_submission(s: Submission) -> None:
+    _digits(s.service_user_number, 6, "service user number")
+    _digits(s.volume_serial, 6, "volume serial")
+    if s.work_code not in WORK_CODES:
+        raise ValueError(f"work code {s.work_code!r} is not one of {', '.join(WORK_CODES)}")
+    if not 1 <= s.file_number <= 999:
+        raise ValueError(f"file number {s.file_number} does not fit 3 digits")
+
+
 def labels(s: Submission) -> list[str]:
+    check_submission(s)
     return [
         "VOL1" + s.volume_serial + "0" + " " * 20 + " " * 6 + " " * 4 + s.service_user_number + " " * 4
         + " " * 28 + "1",
         _hdr1("HDR1", s),
         _hdr2("HDR2"),
-        "UHL1" + julian(s.processing_date) + "999999    " + "00" + "000000" + bacs_text(s.work_code, 9) + "001"
-        + " " * 7 + " " * 3 + " " * 30,
+        "UHL1" + julian(s.processing_date) + "999999    " + "00" + "000000" + s.work_code.ljust(9)
+        + f"{s.file_number:03d}" + " " * 7 + " " * 3 + " " * 30,
     ]
 
 
-def trailers(s: Submission, debit_total: int, credit_total: int, debit_count: int, credit_count: int) -> list[str]:
+def trailers(s: Submission, debit_total: int, credit_total: int, debit_count: int, credit_count: int,
+             instruction_count: int | None = None) -> list[str]:
+    """UTL1: values and item counts; an AUDDIS file has no items, its DDI count goes in columns 53-59."""
+    ddis = " " * 7 if instruction_count is None else f"{instruction_count:07d}"
     return [
         _hdr1("EOF1", s),
         _hdr2("EOF2"),
-        "UTL1" + f"{debit_total:013d}{credit_total:013d}{debit_count:07d}{credit_count:07d}" + " " * 8 + " " * 28,
+        "UTL1" + f"{debit_total:013d}{credit_total:013d}{debit_count:07d}{credit_count:07d}" + " " * 8 + ddis
+        + " " * 21,
     ]
 
 
@@ -174,12 +220,12 @@ def contra(s: Submission, debit_total: int) -> DataRecord:
 
 def write(s: Submission, records: list[DataRecord], with_contra: bool) -> str:
     """The whole file; a collection file gets its contra, an AUDDIS file (zero amounts) does not."""
-    _digits(s.service_user_number, 6, "service user number")
+    check_submission(s)
     debit_total = sum(r.amount_pence for r in records)
     body = list(records) + ([contra(s, debit_total)] if with_contra else [])
     credit_total = debit_total if with_contra else 0
-    lines = [*labels(s), *(data_record(r) for r in body),
-             *trailers(s, debit_total, credit_total, len(records), 1 if with_contra else 0)]
+    counts = (len(records), 1, None) if with_contra else (0, 0, len(records))
+    lines = [*labels(s), *(data_record(r) for r in body), *trailers(s, debit_total, credit_total, *counts)]
     return "".join(line + "\n" for line in lines)
 
 
@@ -240,8 +286,13 @@ def read(text: str) -> Standard18File:
     records = tuple(parse_record(line, index + 5) for index, line in enumerate(lines[4:-3]))
     debits = [r for r in records if r.transaction_code != CONTRA]
     contras = [r for r in records if r.transaction_code == CONTRA]
-    totals = (sum(r.amount_pence for r in debits), sum(r.amount_pence for r in contras), len(debits), len(contras))
+    auddis = any(r.transaction_code in AUDDIS_CODES for r in records)
+    totals = (sum(r.amount_pence for r in debits), sum(r.amount_pence for r in contras),
+              0 if auddis else len(debits), len(contras))
     last = len(lines)
+    if auddis and utl1[52:59] != f"{len(records):07d}":
+        raise Standard18Error(last, 53, f"UTL1 instruction count {utl1[52:59]!r} must be {len(records):07d}, the "
+                                        "file's AUDDIS records")
     declared = (int(_number(utl1, last, 5, 17, "debit value total")),
                 int(_number(utl1, last, 18, 30, "credit value total")),
                 int(_number(utl1, last, 31, 37, "debit count")), int(_number(utl1, last, 38, 44, "credit count")))
@@ -254,8 +305,17 @@ def read(text: str) -> Standard18File:
     first = records[0] if records else None
     submission = Submission(sun, contras[0].service_user_name if contras else (first.service_user_name if first
                             else ""), first.originating_sort_code if first else "", first.originating_account
-                            if first else "", processing, uhl1[28:37].rstrip(), vol1[4:10])
+                            if first else "", processing, uhl1[28:37].rstrip(), vol1[4:10],
+                            int(uhl1[37:40]) if uhl1[37:40].isdigit() and uhl1[37:40].isascii() else 0,
+                            _created_on(lines[1]))
     return Standard18File(submission, records, *totals)
+
+
+def _created_on(hdr1: str) -> date | None:
+    try:
+        return from_julian(hdr1[41:47]) if re.fullmatch(r" [0-9]{5}", hdr1[41:47], re.ASCII) else None
+    except ValueError:
+        return None
 
 
 def _processing_date(uhl1: str) -> str:

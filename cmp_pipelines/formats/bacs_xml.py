@@ -10,6 +10,7 @@ table: checking the values is the job of the set-based rules, which report every
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from xml.etree.ElementTree import Element, ParseError, SubElement, tostring
@@ -18,6 +19,7 @@ import pyarrow as pa
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import fromstring
 
+from cmp_pipelines.domain.cards import find_pan, mask_pans_in
 from cmp_pipelines.domain.money import format_minor
 from cmp_pipelines.formats.errors import FileRejected
 
@@ -35,15 +37,18 @@ ARUDD_ATTRIBUTES = {
     "valueOf": "amount", "currency": "currency",
 }
 PAYER_ACCOUNT_ATTRIBUTES = {"sortCode": "payer_sort_code", "number": "payer_account"}
-_AMOUNT = re.compile(r"[0-9]{1,11}\.[0-9]{2}")
+_AMOUNT = re.compile(r"[0-9]{1,11}\.[0-9]{2}", re.ASCII)
+_COUNT = re.compile(r"[0-9]{1,9}", re.ASCII)  # ASCII digits only: str.isdigit() and int() accept '²' and '٣'
+_CANDIDATE = re.compile(r"[0-9](?:[^0-9A-Za-z]*[0-9]){12,}", re.ASCII)  # 13+ digits: worth the card-number check
 _DECLARATION = re.compile(rb"""^\s*<\?xml[^>]*encoding\s*=\s*["']([A-Za-z0-9._-]+)["']""")
 
 
 @dataclass(frozen=True)
 class Report:
     service_user_number: str | None
-    report_id: str | None  # the bureau's advice number and date: a resent report is refused
+    report_id: str | None  # what identifies the report across resends: a resent report is refused
     records: pa.Table  # one row per advice or returned item, `position` from 1
+    masked: tuple[str, ...] = ()  # "<field> of <element> <position>" for every value a card number was masked in
 
 
 def _declared_encoding(data: bytes) -> str:
@@ -58,6 +63,9 @@ def parse(data: bytes, kind: str) -> Element:
         root = fromstring(data)
     except DefusedXmlException as exc:
         raise FileRejected("UNSAFE_XML", f"the {kind} report uses a forbidden XML feature ({exc})") from exc
+    except LookupError as exc:  # an encoding Python does not know: a refusal, never a crash leaving it inbound
+        raise FileRejected("WRONG_ENCODING", f"the {kind} report declares the encoding {declared}, which is not a "
+                                             "known encoding; Bacs reports are ISO-8859-1 and must declare it") from exc
     except ParseError as exc:
         line, column = exc.position
         reason = str(exc).split(":")[0]
@@ -105,8 +113,36 @@ def read_addacs(data: bytes) -> Report:
         users.add(header.get("user-number"))
     if len(users) > 1:
         raise FileRejected("SERVICE_USER_MISMATCH", f"the report mixes service user numbers {sorted(users)}")
-    return Report(next(iter(users), None), _report_id(header, "advice-number", "report-generation-date"),
-                  _table(_rows(advices, ADDACS_ATTRIBUTES)))
+    columns = _rows(advices, ADDACS_ATTRIBUTES)
+    masked = _mask_card_numbers(columns, {"payer_name": "payer-name"}, "MessagingAdvice")
+    sun = next(iter(users), None)
+    return Report(sun, _addacs_report_id(header, sun, advices), _table(columns), masked)
+
+
+def _addacs_report_id(header: Element | None, sun: str | None, advices: list[Element]) -> str:
+    """Real ADDACS reports carry no advice number: a report is its generation date and time, its service user and
+    its set of advices, whitespace aside, so a resend that differs only in layout or spacing is still the same."""
+    def norm(value: str | None) -> str:
+        return " ".join((value or "").split())
+
+    stamp = [norm(header.get(name)) if header is not None else "" for name in ("report-generation-date",
+                                                                                 "report-generation-time")]
+    advice_set = sorted(tuple(sorted((norm(k), norm(v)) for k, v in a.attrib.items())) for a in advices)
+    digest = hashlib.sha256(repr(advice_set).encode()).hexdigest()[:16]
+    return f"ADDACS {sun or '-'} {stamp[0] or '-'} {stamp[1] or '-'} advices {digest}"
+
+
+def _mask_card_numbers(columns: dict[str, list], fields: dict[str, str], element: str) -> tuple[str, ...]:
+    """Free text a bank sends is never stored with a card number in it: masked in place, each one reported.
+    Only values holding 13 or more digits reach the card-number check (a report has few)."""
+    masked = []
+    for column, attribute in fields.items():
+        values = columns[column]
+        for index, value in enumerate(values):
+            if value and _CANDIDATE.search(value) and find_pan(value):
+                values[index] = mask_pans_in(value)
+                masked.append(f"{attribute} of {element} {index + 1}")
+    return tuple(masked)
 
 
 def _report_id(header: Element | None, number: str, day: str) -> str | None:
@@ -130,9 +166,10 @@ def read_arudd(data: bytes) -> Report:
     payers = [item.find("PayerAccount") for item in items]
     for attr, name in PAYER_ACCOUNT_ATTRIBUTES.items():
         columns[name] = [p.get(attr) if p is not None else None for p in payers]
+    masked = _mask_card_numbers(columns, {"return_description": "returnDescription"}, "ReturnedDebitItem")
     return Report(licence.get("userNumber") if licence is not None else None,
                   _report_id(root.find("Data/ARUDD/Header"), "adviceNumber", "currentProcessingDate"),
-                  _table(columns))
+                  _table(columns), masked)
 
 
 def _check_totals(totals: Element | None, items: list[Element], index: int) -> None:
@@ -140,8 +177,9 @@ def _check_totals(totals: Element | None, items: list[Element], index: int) -> N
     if totals is None:
         raise FileRejected("TOTALS_MISSING", f"{where} has no Totals element to check its returned items against")
     count, value = totals.get("numberOf"), totals.get("valueOf")
-    if count is None or not count.isdigit():
-        raise FileRejected("TOTALS_INVALID", f"{where}: Totals numberOf {count!r} is not a whole number")
+    if count is None or not _COUNT.fullmatch(count):
+        raise FileRejected("TOTALS_INVALID", f"{where}: Totals numberOf {count!r} is not a whole number in ASCII "
+                                             "digits")
     if int(count) != len(items):
         raise FileRejected("TOTALS_MISMATCH", f"{where}: Totals numberOf says {int(count)} but it holds "
                                               f"{len(items)} ReturnedDebitItem elements")
@@ -170,12 +208,13 @@ def _document(build) -> bytes:
     return tostring(root, encoding="ISO-8859-1", xml_declaration=True)
 
 
-def write_addacs(advices: list[dict], service_user_number: str, advice_number: str, day: str) -> bytes:
-    """An ADDACS report; each advice's keys are the XML attribute names (reference, reason-code, ...)."""
+def write_addacs(advices: list[dict], service_user_number: str, generation_time: str, day: str) -> bytes:
+    """An ADDACS report in the real shape (no advice number: the generation date and time identify it); each
+    advice's keys are the XML attribute names (reference, payer-name, reason-code, ...)."""
     def build(data, sub):
         messaging = sub(data, "MessagingAdvices")
-        sub(messaging, "MessagingHeader", {"user-number": service_user_number, "advice-number": advice_number,
-                                           "report-generation-date": day, "report-type": "REFT1019"})
+        sub(messaging, "MessagingHeader", {"user-number": service_user_number, "report-generation-date": day,
+                                           "report-generation-time": generation_time, "report-type": "REFT1019"})
         for advice in advices:
             sub(messaging, "MessagingAdvice", {"user-number": service_user_number, "record-type": "A",
                                                **{k: v for k, v in advice.items() if v is not None}})

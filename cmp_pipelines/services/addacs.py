@@ -94,6 +94,11 @@ class AddacsReports:
                 """,
                 {"feed": FEED, "file_id": received.file_id, "now": self.now, "batch_id": batch_id},
             )
+            if report.masked:  # a card number in the bank's free text: stored masked, and said so
+                self.con.executemany(
+                    "INSERT INTO job_errors (job, category, source_ref, detail, raised_at) VALUES (?, 'DATA', ?, ?, ?)",
+                    [[FEED, received.file_id, f"CARD_NUMBER_MASKED: {where} carried a card number; stored masked",
+                      self.now] for where in report.masked])
             self.intake.record_loaded(received, batch_id, content_sha, report.report_id)
 
     def apply(self, load: AdviceLoad) -> AdviceLoad:

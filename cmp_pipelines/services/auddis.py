@@ -14,6 +14,7 @@ from datetime import date, datetime, timedelta
 import duckdb
 
 from cmp_pipelines.configuration import DirectDebitConfig
+from cmp_pipelines.domain.bacs_calendar import cycle
 from cmp_pipelines.formats.encryption import PartnerKeyring
 from cmp_pipelines.services.bacs_submission import write_submission
 from cmp_pipelines.services.files import FileStoreLike
@@ -127,10 +128,16 @@ class AuddisExtract:
         ).fetchall())
         return AuddisBatch(batch_id, day, status, row[0], by_code)
 
-    def write_file(self, batch: AuddisBatch) -> str:
-        """The Standard 18 file for the bureau, encrypted for it: zero amounts and no contra."""
-        written = write_submission(self.con, self.files, self.keyring, self.config, batch.business_date, "AUDDIS",
-                                   table="auddis_instructions", batch_id=batch.batch_id,
+    def write_file(self, batch: AuddisBatch) -> str | None:
+        """The Standard 18 file for the bureau, encrypted for it: zero amounts and no contra, work code '1 DAILY'
+        (Bacs tells AUDDIS apart by its 0N/0C/0S records). Nothing pending, no file (status NOTHING_PENDING)."""
+        if batch.record_count == 0:
+            self.con.execute("UPDATE batches SET status = 'NOTHING_PENDING', completed_at = ? WHERE batch_id = ?",
+                             [self.now, batch.batch_id])
+            return None
+        dates = cycle(batch.business_date)
+        written = write_submission(self.con, self.files, self.keyring, self.config, dates.input_day,
+                                   dates.processing_day, table="auddis_instructions", batch_id=batch.batch_id,
                                    order_by="reference, transaction_code", amount="0", with_contra=False,
                                    folder="outbound/auddis")
         self.con.execute("UPDATE batches SET status = 'EXTRACTED', output_path = ?, completed_at = ? "

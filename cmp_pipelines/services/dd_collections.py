@@ -1,8 +1,11 @@
 """The Recurring Payments job in DD mode: the day's debits as a Bacs Standard 18 file and their ledger postings.
 
 A business day is one selection (DDX-<yyyymmdd>), chosen once and frozen, so a re-run writes the same file and
-posts nothing more. The file goes to the bureau encrypted for it; the posting batch (DDP-<yyyymmdd>) takes the
-money off each invoice on the assumption the debits are paid; ARUDD reverses those that are returned.
+posts nothing more. Dates follow the Bacs cycle (domain/bacs_calendar.py): a run for a day that is not a Bacs
+working day is input on the next one (and says so); UHL1 carries the processing day; what is due and whose advance
+notice has run is judged on the entry day, when the money leaves the payer's account. The file goes to the bureau
+encrypted for it; the posting batch (DDP-<yyyymmdd>) takes the money off each invoice on the assumption the
+debits are paid; ARUDD reverses those that are returned.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from datetime import UTC, date, datetime
 import duckdb
 
 from cmp_pipelines.configuration import DirectDebitConfig
+from cmp_pipelines.domain.bacs_calendar import BacsCycle, cycle
 from cmp_pipelines.domain.dd_collections_due import (
     DUE_ITEMS_SQL,
     FINAL_CANCELLATIONS,
@@ -33,7 +37,6 @@ from cmp_pipelines.store.connection import transaction, unordered_inserts
 
 FEED = "dd_collections"
 JOB = "Recurring Payments job (DD mode)"
-WORK_CODE = "1 DAILY"
 
 
 def collection_batch_id(day: date) -> str:
@@ -54,6 +57,10 @@ class CollectionBatch:
     by_code: dict[str, int]
     mandates_cancelled: int = 0
 
+    @property
+    def cycle(self) -> BacsCycle:
+        return cycle(self.business_date)
+
 
 class DirectDebitCollections:
     def __init__(self, con: duckdb.DuckDBPyConnection, files: FileStoreLike, keyring: PartnerKeyring,
@@ -66,12 +73,14 @@ class DirectDebitCollections:
         with transaction(self.con):
             if self.con.execute("SELECT 1 FROM batches WHERE batch_id = ?", [batch_id]).fetchone():
                 return self.selected(day)
-            params = {"day": day, "notice": self.config.advance_notice_days, "daystr": f"{day:%Y%m%d}"}
+            dates = cycle(day)
+            params = {"day": dates.entry_day, "notice": self.config.advance_notice_days, "daystr": f"{day:%Y%m%d}"}
             try:
                 with unordered_inserts(self.con):  # the file is ordered by collection_id, the postings by id
                     self.con.execute(DUE_ITEMS_SQL, params)
                     self.con.execute(INSERT_ITEMS_SQL)
-                    self.con.execute(INSERT_COLLECTIONS_SQL, {"batch_id": batch_id, "day": day})
+                    self.con.execute(INSERT_COLLECTIONS_SQL, {"batch_id": batch_id, "day": day,
+                                                              "processing": dates.processing_day})
             finally:
                 self.con.execute("DROP TABLE IF EXISTS dd_due")
             cancelled = self._cancel_after_final_collection(day)
@@ -118,9 +127,11 @@ class DirectDebitCollections:
             self.con.execute("UPDATE batches SET status = 'NOTHING_DUE', completed_at = ? WHERE batch_id = ?",
                              [self.now, batch.batch_id])
             return None
-        written = write_submission(self.con, self.files, self.keyring, self.config, batch.business_date,
-                                   WORK_CODE, table="dd_collections", batch_id=batch.batch_id, order_by="collection_id",
-                                   amount="amount_minor", with_contra=True, folder="outbound/dd_collections")
+        dates = batch.cycle
+        written = write_submission(self.con, self.files, self.keyring, self.config, dates.input_day,
+                                   dates.processing_day, table="dd_collections", batch_id=batch.batch_id,
+                                   order_by="collection_id", amount="amount_minor", with_contra=True,
+                                   folder="outbound/dd_collections")
         path, count, total = written.path, written.record_count, written.total_minor
         self.con.execute("UPDATE batches SET status = 'EXTRACTED', output_path = ?, completed_at = ?, "
                          "record_count = ?, total_minor = ? WHERE batch_id = ?",

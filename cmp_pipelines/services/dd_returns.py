@@ -17,7 +17,12 @@ from datetime import UTC, datetime
 import duckdb
 
 from cmp_pipelines.configuration import DirectDebitConfig, Partner, RejectionConfig
-from cmp_pipelines.domain.arudd_rules import CLASSIFY_SQL, COMMUNICATION_SQL, UNCONFIGURED_EVENT
+from cmp_pipelines.domain.arudd_rules import (
+    CLASSIFY_SQL,
+    COMMUNICATION_SQL,
+    MANDATE_ACTION_SQL,
+    UNCONFIGURED_EVENT,
+)
 from cmp_pipelines.domain.money import format_minor
 from cmp_pipelines.domain.rejection_outcomes import (
     REVERSED_SQL,
@@ -114,6 +119,11 @@ class DirectDebitReturns:
                 """,
                 {"feed": FEED, "file_id": received.file_id, "now": self.now, "batch_id": batch_id},
             )
+            if report.masked:  # a card number in the bank's free text: stored masked, and said so
+                self.con.executemany(
+                    "INSERT INTO job_errors (job, category, source_ref, detail, raised_at) VALUES (?, 'DATA', ?, ?, ?)",
+                    [[FEED, received.file_id, f"CARD_NUMBER_MASKED: {where} carried a card number; stored masked",
+                      self.now] for where in report.masked])
             self.intake.record_loaded(received, batch_id, content_sha, report.report_id)
 
     def _result(self, file_id: str, status: str) -> ReturnsLoad:
@@ -134,7 +144,7 @@ class DirectDebitReturns:
             self._recheck(load.batch_id)
             self._require_original_postings(load.batch_id)
             self._apply_statements({"batch_id": load.batch_id, "reversal": reversal, "now": self.now,
-                                    "default_type": self.codes.default_payment_type})
+                                    "default_type": self.codes.default_payment_type, "day": self.now.date()})
             posted = record_posting_batch(self.con, batch_id=reversal, kind="DD_REVERSAL", feed=FEED, now=self.now,
                                           posted_before=0, partner=load.partner, source_file_id=load.file_id,
                                           parent_batch_id=load.batch_id)
@@ -207,6 +217,8 @@ class DirectDebitReturns:
                   "|| coalesce(', re-presented on or after ' || r.retry_due_on, '')")
         run(events_sql("dd_returns", "collection_id", UNCONFIGURED_EVENT, detail))
         run(COMMUNICATION_SQL)
+        for statement in MANDATE_ACTION_SQL:
+            run(statement)
 
     def write_posting_file(self, posted: PostResult) -> str:
         return write_posting_file(self.con, self.files, posted.batch_id, f"{FEED}:{JOB}", self.now)[0]

@@ -278,12 +278,14 @@ def seed_direct_debit_accounts(con: duckdb.DuckDBPyConnection, service_user_numb
 def bacs_report_files(con: duckdb.DuckDBPyConnection, files: FileStoreLike, keyring: PartnerKeyring, bureau: str,
                       service_user_number: str, now: datetime) -> list[str]:
     """Sample bureau reports (ISO-8859-1 Bacs XML, encrypted): an ADDACS with a code 3 amendment, a code 1
-    cancellation and an unknown reference; an ARUDD returning two of today's debits (0000 soft, 0005 hard)."""
+    cancellation and an unknown reference; an ARUDD returning two of today's debits (0128 refer to payer, soft;
+    1012 instruction cancelled, the mandate cancelled)."""
     from cmp_pipelines.formats import bacs_xml
 
     mandates = con.execute("SELECT reference FROM mandates WHERE status = 'ACTIVE' AND service_user_number = ? "
                            "ORDER BY reference DESC LIMIT 2", [service_user_number]).fetchall()
-    debits = con.execute("SELECT reference, transaction_code, business_date::VARCHAR, minor_to_decimal(amount_minor) "
+    debits = con.execute("SELECT reference, transaction_code, coalesce(processing_date, business_date)::VARCHAR, "
+                         "minor_to_decimal(amount_minor) "
                          "FROM dd_collections WHERE status = 'EXTRACTED' ORDER BY collection_id LIMIT 2").fetchall()
     day, stamp = now.date().isoformat(), now.strftime("%Y%m%dT%H%M%S")
     written = []
@@ -294,12 +296,13 @@ def bacs_report_files(con: duckdb.DuckDBPyConnection, files: FileStoreLike, keyr
             {"reference": mandates[1][0], "payer-name": "Renée O'Brien", "reason-code": "1", "effective-date": day},
             {"reference": "UNKNOWNREF01", "payer-name": "Nobody", "reason-code": "B", "effective-date": day},
         ]
-        data = bacs_xml.write_addacs(advices, service_user_number, stamp, day)
+        data = bacs_xml.write_addacs(advices, service_user_number, now.strftime("%H:%M:%S"), day)
         written.append(files.write_bytes(f"inbound/addacs/{bureau}/ADDACS-{stamp}.xml.enc",
                                          keyring.encrypt(bureau, data)))
     if debits:
-        codes = ("0000", "0005")
-        items = [{"ref": ref, "transCode": code, "returnCode": codes[i], "returnDescription": "DEMO RETURN",
+        codes = ("0128", "1012")  # REFER TO PAYER and INSTRUCTION CANCELLED, as public ARUDD samples carry them
+        items = [{"ref": ref, "transCode": code, "returnCode": codes[i],
+                  "returnDescription": ("REFER TO PAYER", "INSTRUCTION CANCELLED")[i],
                   "originalProcessingDate": processed, "valueOf": amount, "currency": "GBP"}
                  for i, (ref, code, processed, amount) in enumerate(debits)]
         data = bacs_xml.write_arudd(items, service_user_number, stamp, day)

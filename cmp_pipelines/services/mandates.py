@@ -132,6 +132,19 @@ def cancel_mandate(con: duckdb.DuckDBPyConnection, mandate_id: str, *, now: date
     return mandate_view(con, mandate_id)
 
 
+def resume_mandate(con: duckdb.DuckDBPyConnection, mandate_id: str, *, now: datetime, cause: str) -> dict:
+    """An operator's decision on a mandate held by an ARUDD return (unmapped return code, account transferred,
+    dispute): it collects again. `cancel_mandate` is the other decision."""
+    with transaction(con):
+        status = _status(con, mandate_id)
+        if status != "HELD":
+            raise SetupError("mandate_id", f"mandate {mandate_id} is {status}, not HELD: nothing to resume",
+                             status=409)
+        con.execute("UPDATE mandates SET status = 'ACTIVE', held_reason = NULL WHERE mandate_id = ?", [mandate_id])
+        _history(con, mandate_id, status, "ACTIVE", f"resumed by an operator: {cause}", now)
+    return mandate_view(con, mandate_id)
+
+
 def convert_mandate(con: duckdb.DuckDBPyConnection, mandate_id: str, *, now: datetime) -> dict:
     """A paper instruction already held by the payer's bank is lodged electronically with AUDDIS 0S."""
     with transaction(con):

@@ -59,7 +59,8 @@ PROBE_SQL = {
         SELECT coalesce((100 * (SELECT count(*) FROM rejected)) // nullif((SELECT n FROM extracted), 0), 0)
     """,
     "auddis_file_produced":
-        "SELECT count(*) FROM batches WHERE kind = 'AUDDIS' AND status = 'EXTRACTED' AND completed_at >= $day_start",
+        "SELECT count(*) FROM batches WHERE kind = 'AUDDIS' AND status IN ('EXTRACTED', 'NOTHING_PENDING') "
+        "AND completed_at >= $day_start",
     "dd_collection_totals_mismatch": """
         SELECT count(*) FROM batches x
         LEFT JOIN (SELECT batch_id, count(DISTINCT source_ref) AS n, -sum(amount_minor) AS total
@@ -80,6 +81,8 @@ PROBE_SQL = {
                       WHERE batch_id IN (SELECT DISTINCT batch_id FROM returned))
         SELECT coalesce((100 * (SELECT count(*) FROM returned)) // nullif((SELECT n FROM collected), 0), 0)
     """,
+    "arudd_unmapped_return_codes":
+        "SELECT count(*) FROM mandates WHERE status = 'HELD' AND held_reason LIKE '%is unmapped%'",
     "card_rejections_completed_sla":
         "SELECT count(*) FROM job_errors WHERE job = 'card_rejections' AND category = 'CONFIGURATION' "
         "AND raised_at >= $day_start",

@@ -46,7 +46,9 @@ def sync_rejection_codes(con: duckdb.DuckDBPyConnection, config: RejectionConfig
         con.executemany("INSERT INTO config_rejection_codes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
     con.execute("DELETE FROM config_bacs_return_codes")
     if config.bacs_return_codes:
-        con.executemany("INSERT INTO config_bacs_return_codes VALUES (?, ?)", list(config.bacs_return_codes.items()))
+        con.executemany("INSERT INTO config_bacs_return_codes (return_code, rejection_code, mandate_action) "
+                        "VALUES (?, ?, ?)", [[return_code, code, config.mandate_actions.get(code, "HOLD")]
+                                             for return_code, code in config.bacs_return_codes.items()])
 
 
 def sync_mandate_revision_codes(con: duckdb.DuckDBPyConnection, codes: dict[str, MandateRevisionCode]) -> None:
