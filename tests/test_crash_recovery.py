@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import tempfile
+from collections import Counter
 from pathlib import Path
 
 import dagster as dg
@@ -76,7 +77,7 @@ def state(platform) -> dict:
         "SELECT kind, count(*), sum(amount_minor) FROM ledger_postings WHERE kind <> 'INVOICE' GROUP BY 1 ORDER BY 1")
     files = sorted(f.path.split("/", 1)[0] + "/" + f.path.rsplit("/", 1)[-1]
                    for f in platform.files.list_files(".") if not f.path.startswith(("dagster_home", "keys")))
-    files = [re.sub(r"^(outbound/)\d{8}T\d+-", r"\1<time>-", f) for f in files if not f.endswith("crash.log")]
+    files = sorted(re.sub(r"^(outbound/)\d{8}T\d+-", r"\1<time>-", f) for f in files if not f.endswith("crash.log"))
     return {"postings": postings, "files": files}
 
 
@@ -105,6 +106,7 @@ def crash_everywhere(platform, prepare, run, finish) -> tuple[list[str], dict]:
     there, let the next run-pending recover, and compare with the uninterrupted outcome. Returns the kill points
     and that outcome."""
     root = platform.root
+    (root / "crash.log").unlink(missing_ok=True)
     pristine = Path(tempfile.mkdtemp(dir=root.parent)) / "pristine"
     shutil.copytree(root, pristine)
     prepare()
@@ -119,8 +121,12 @@ def crash_everywhere(platform, prepare, run, finish) -> tuple[list[str], dict]:
         shutil.copytree(pristine, root)
         prepare()
         assert run(int(point.split(" ", 1)[0])) == -9, f"not killed at {point}"
+        assert (root / "crash.log").read_text().strip() == point, "the run takes the same path every time"
         assert execute() == 0  # the next run-pending: reaps the dead run, recovers its partition
-        assert state(platform) == expected, f"after a kill at {point}"
+        now = state(platform)
+        assert now == expected, (f"after a kill at {point}: postings {now['postings']} vs {expected['postings']}; "
+                                 f"files gained {Counter(now['files']) - Counter(expected['files'])}, "
+                                 f"lost {Counter(expected['files']) - Counter(now['files'])}")
         assert unfinished_runs() == [], f"after a kill at {point}"
         assert leftovers(platform) == [], f"after a kill at {point}"
     finish()  # after the last kill and its recovery, new work still flows
