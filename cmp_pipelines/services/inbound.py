@@ -146,10 +146,8 @@ def scan(
     if partners is None:
         partners = load_partners(paths().config_dir)
     entries = files.list_entries(f"inbound/{feed}")
-    fresh = sorted(
-        (f for f in entries if (f.changed_ns, f.path) > state.mark and state.taken.get(f.path) != f.changed_ns),
-        key=lambda f: (f.changed_ns, f.path),
-    )[:limit]
+    fresh = sorted((f for f in entries if (f.changed_ns, f.path) > state.mark), key=lambda f: (f.changed_ns, f.path))
+    fresh = fresh[:limit]
     now_ns = time.time_ns() if now_ns is None else now_ns
     stale_before = now_ns - STALE_AFTER_SECONDS * 1_000_000_000
     stale = [f for f in entries if f.kind == "file" and (f.changed_ns, f.path) <= state.mark
@@ -167,7 +165,11 @@ def scan(
             state.mark = (stored.changed_ns, stored.path)
 
     for stored in [*fresh, *stale[: max(0, limit - len(fresh))]]:
-        is_retry = (stored.changed_ns, stored.path) <= state.mark and stored.path not in state.taken
+        if state.taken.get(stored.path) == stored.changed_ns:  # taken on an earlier tick beyond a held mark
+            if not held:
+                state.mark = (stored.changed_ns, stored.path)
+            continue
+        is_retry = (stored.changed_ns, stored.path) <= state.mark
         problem = _name_problem(stored, feed)
         if problem is not None:
             skipped.append(_refused(stored, problem))
