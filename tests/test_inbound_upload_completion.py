@@ -95,8 +95,10 @@ def test_a_part_upload_is_taken_only_once_renamed(platform):
         upload(platform, f"u{suffix[1]}.json.enc{suffix}", b"half an upload")
     pending, skipped, cursor = scan(platform.files, "nrp", None, partners=config)
     assert pending == []
-    assert [s.why for s in skipped] == [
-        "still being written: an upload in progress (the partner renames it when complete; suffix filepart)"]
+    assert sorted(s.why for s in skipped) == [
+        "still being written: an upload in progress (renamed when complete; suffix filepart)",
+        "still being written: an upload in progress (renamed when complete; suffix part)"]
+    assert json.loads(cursor)["changed_ns"] == 0, "an upload in progress holds the mark (a rename may keep ctime)"
     folder = platform.root / "inbound" / "nrp" / "PAYPOINT"
     os.rename(folder / "uf.json.enc.filepart", folder / "uf.json.enc")
     [taken], _, cursor = scan(platform.files, "nrp", cursor, partners=config)
@@ -159,3 +161,29 @@ def test_defaults(tmp_path):
     partner = load_partners(tmp_path)["PAYPOINT"]
     assert (partner.upload_completion, partner.settle_seconds, partner.upload_suffixes,
             partner.duplicate_window_days) == ("settle", 5, (".part", ".tmp"), 30)
+
+
+def test_a_part_file_is_never_taken_even_when_idle_and_an_abandoned_one_stops_holding_the_mark(platform):
+    config = partners(settle=5)  # PAYPOINT settles; .part and .tmp are uploads in progress for every partner
+    upload(platform, "idle.json.enc.part", b"abandoned")
+    later = time.time_ns() + 16 * 60 * SECOND
+    pending, skipped, cursor = scan(platform.files, "nrp", None, now_ns=later, partners=config)
+    assert pending == [] and [s.report for s in skipped] == [False]
+    assert json.loads(cursor)["path"] == "inbound/nrp/PAYPOINT/idle.json.enc.part", "idle 15 minutes: passed"
+
+
+def test_files_taken_beyond_a_held_mark_never_starve_new_ones(platform):
+    config = partners(settle=5)
+    upload(platform, "held.json.enc", b"still growing")
+    for index in range(25):
+        platform.files.write_bytes(f"inbound/nrp/LOCKBOX/f{index:02}.json.enc", f"file {index}".encode())
+    now = time.time_ns()
+    cursor, taken = None, set()
+    for tick in range(3):
+        pending, _, cursor = scan(platform.files, "nrp", cursor, now_ns=now + tick, partners=config)
+        assert not taken & {p.path for p in pending}, "a file is requested once"
+        taken |= {p.path for p in pending}
+    assert len(taken) == 25 and json.loads(cursor)["changed_ns"] == 0
+    platform.files.write_bytes("inbound/nrp/LOCKBOX/new.json.enc", b"new")
+    [new], _, _ = scan(platform.files, "nrp", cursor, now_ns=now + 4, partners=config)
+    assert new.file_name == "new.json.enc"

@@ -119,9 +119,8 @@ class LocalFileStore(FileStore):
                 self._walk(fd, folder, found)
         except FileNotFoundError:
             return []
-        except NotARegularFile:
-            status = os.lstat(self.root().resolve().joinpath(*parts))
-            return [_stored(folder, status)]
+        except NotARegularFile:  # the folder itself (or one above it) is a link: refused, never followed
+            return [StoredFile(folder, 0, 0, "symlink")]
         return sorted(found, key=lambda f: f.path)
 
     def _walk(self, folder_fd: int, prefix: str, found: list[StoredFile]) -> None:
@@ -142,9 +141,8 @@ class LocalFileStore(FileStore):
                     finally:
                         os.close(sub)
                     continue
-                is_file = stat.S_ISREG(status.st_mode)
-                if is_file and (entry.name.startswith(".") or entry.name.endswith((".part", ".tmp"))):
-                    continue  # our own staging files and uploads still being written
+                if stat.S_ISREG(status.st_mode) and entry.name.startswith("."):
+                    continue  # hidden: our own staging files (uploads still being written are the scan's call)
                 found.append(_stored(path, status))
 
     def list_files(self, folder: str) -> list[StoredFile]:

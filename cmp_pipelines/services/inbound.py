@@ -16,7 +16,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from cmp_pipelines.configuration import DEFAULT_SETTLE_SECONDS, Partner, load_partners
+from cmp_pipelines.configuration import DEFAULT_SETTLE_SECONDS, DEFAULT_UPLOAD_SUFFIXES, Partner, load_partners
 from cmp_pipelines.domain.cards import find_pan, mask_pans_in
 from cmp_pipelines.services.files import FileStoreLike, NotARegularFile, StoredFile, describe
 from cmp_pipelines.services.intake import partition_key, sha256_hex
@@ -115,9 +115,10 @@ def _name_problem(stored: StoredFile, feed: str) -> str | None:
 def _waiting(stored: StoredFile, partner: Partner | None, state: _State, now_ns: int) -> str | None:
     """Why this file may still be being written (it is not taken yet), or None when it is complete."""
     name = stored.path.rsplit("/", 1)[-1]
-    if partner is not None and partner.upload_completion == "rename":
-        if name.endswith(partner.upload_suffixes):
-            return f"an upload in progress (the partner renames it when complete; suffix {name.rsplit('.', 1)[-1]})"
+    renames = partner is not None and partner.upload_completion == "rename"
+    if name.endswith((*DEFAULT_UPLOAD_SUFFIXES, *(partner.upload_suffixes if renames else ()))):
+        return f"an upload in progress (renamed when complete; suffix {name.rsplit('.', 1)[-1]})"
+    if renames:
         return None
     settle = partner.settle_seconds if partner is not None else DEFAULT_SETTLE_SECONDS
     settle_ns = settle * 1_000_000_000
@@ -146,8 +147,13 @@ def scan(
     if partners is None:
         partners = load_partners(paths().config_dir)
     entries = files.list_entries(f"inbound/{feed}")
-    fresh = sorted((f for f in entries if (f.changed_ns, f.path) > state.mark), key=lambda f: (f.changed_ns, f.path))
-    fresh = fresh[:limit]
+    beyond = sorted((f for f in entries if (f.changed_ns, f.path) > state.mark), key=lambda f: (f.changed_ns, f.path))
+    fresh, counted = [], 0  # at most `limit` entries to handle now, plus those taken earlier (skipped, not counted)
+    for entry in beyond:
+        if counted >= limit:
+            break
+        fresh.append(entry)
+        counted += state.taken.get(entry.path) != entry.changed_ns
     now_ns = time.time_ns() if now_ns is None else now_ns
     stale_before = now_ns - STALE_AFTER_SECONDS * 1_000_000_000
     stale = [f for f in entries if f.kind == "file" and (f.changed_ns, f.path) <= state.mark
@@ -164,7 +170,7 @@ def scan(
         else:
             state.mark = (stored.changed_ns, stored.path)
 
-    for stored in [*fresh, *stale[: max(0, limit - len(fresh))]]:
+    for stored in [*fresh, *stale[: max(0, limit - counted)]]:
         if state.taken.get(stored.path) == stored.changed_ns:  # taken on an earlier tick beyond a held mark
             if not held:
                 state.mark = (stored.changed_ns, stored.path)
@@ -183,7 +189,10 @@ def scan(
                 same = previous is not None and previous[:2] == [stored.size, stored.changed_ns]
                 seen[stored.path] = previous if same else [stored.size, stored.changed_ns, now_ns]
                 skipped.append(Skipped(display_path(stored.path), f"still being written: {waiting}"))
-                held = True
+                if stored.changed_ns >= stale_before:
+                    held = True  # the mark stays before it; an upload idle for 15 minutes no longer holds it
+                else:
+                    passed(stored)
                 continue
         try:
             digest = sha256_hex(files.read_bytes(stored.path))
