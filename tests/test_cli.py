@@ -18,7 +18,7 @@ COMMANDS = [
     ["files", "encrypt"], ["files", "decrypt"], ["run-pending"], ["accounts"], ["accounts", "show"], ["probes"],
     ["summary"], ["run-card-payments"], ["demo", "cards"], ["demo", "card-rejections"],
     ["accounts", "set-payment-type"], ["accounts", "approve-refund"], ["run-auddis"], ["mandates"],
-    ["mandates", "create"], ["mandates", "amend"], ["mandates", "cancel"],
+    ["mandates", "create"], ["mandates", "amend"], ["mandates", "cancel"], ["nrp"], ["nrp", "release-held"],
 ]
 
 
