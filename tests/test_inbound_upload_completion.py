@@ -170,6 +170,8 @@ def test_a_part_file_is_never_taken_even_when_idle_and_an_abandoned_one_stops_ho
     pending, skipped, cursor = scan(platform.files, "nrp", None, now_ns=later, partners=config)
     assert pending == [] and [s.report for s in skipped] == [False]
     assert json.loads(cursor)["path"] == "inbound/nrp/PAYPOINT/idle.json.enc.part", "idle 15 minutes: passed"
+    assert scan(platform.files, "nrp", cursor, now_ns=later + 3600 * SECOND, partners=config)[0] == [], (
+        "an abandoned upload behind the mark is never requested as a retry")
 
 
 def test_files_taken_beyond_a_held_mark_never_starve_new_ones(platform):

@@ -182,18 +182,19 @@ def scan(
             passed(stored)
             continue
         _, _, partner, file_name = stored.path.split("/")
-        if not is_retry:
-            waiting = _waiting(stored, partners.get(partner), state, now_ns)
-            if waiting is not None:
-                previous = state.seen.get(stored.path)
-                same = previous is not None and previous[:2] == [stored.size, stored.changed_ns]
-                seen[stored.path] = previous if same else [stored.size, stored.changed_ns, now_ns]
-                skipped.append(Skipped(display_path(stored.path), f"still being written: {waiting}"))
-                if stored.changed_ns >= stale_before:
-                    held = True  # the mark stays before it; an upload idle for 15 minutes no longer holds it
-                else:
-                    passed(stored)
-                continue
+        waiting = _waiting(stored, partners.get(partner), state, now_ns)
+        if waiting is not None and is_retry:
+            continue  # an abandoned upload behind the mark: never taken, never holds the mark again
+        if waiting is not None:
+            previous = state.seen.get(stored.path)
+            same = previous is not None and previous[:2] == [stored.size, stored.changed_ns]
+            seen[stored.path] = previous if same else [stored.size, stored.changed_ns, now_ns]
+            skipped.append(Skipped(display_path(stored.path), f"still being written: {waiting}"))
+            if stored.changed_ns >= stale_before:
+                held = True  # the mark stays before it; an upload idle for 15 minutes no longer holds it
+            else:
+                passed(stored)
+            continue
         try:
             digest = sha256_hex(files.read_bytes(stored.path))
         except FileNotFoundError:
