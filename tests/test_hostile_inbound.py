@@ -304,3 +304,27 @@ def test_scan_never_reads_a_refused_entry(platform):
     pending, skipped, cursor = scan(platform.files, "nrp", None)
     assert pending == [] and all(s.report for s in skipped) and len(skipped) == 2
     assert scan(platform.files, "nrp", cursor)[1] == [], "reported once: the mark passed them"
+
+
+def test_a_file_moved_away_while_the_folder_is_listed_is_skipped_not_the_whole_listing(platform, monkeypatch):
+    """A run archives files while the sensor lists: the listing keeps every other file."""
+    platform.files.write_bytes("inbound/nrp/PAYPOINT/a.enc", b"a")
+    platform.files.write_bytes("inbound/nrp/PAYPOINT/b.enc", b"b")
+    real_scandir = os.scandir
+    gone = platform.root / "inbound" / "nrp" / "PAYPOINT" / "a.enc"
+
+    class Racing:
+        def __init__(self, fd):
+            with real_scandir(fd) as entries:
+                self.entries = list(entries)
+            if any(e.name == "a.enc" for e in self.entries):
+                gone.unlink()  # moved away between the directory read and the entry's stat
+
+        def __enter__(self):
+            return iter(self.entries)
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr(os, "scandir", Racing)
+    assert [f.path for f in platform.files.list_files("inbound/nrp")] == ["inbound/nrp/PAYPOINT/b.enc"]

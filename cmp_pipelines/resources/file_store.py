@@ -126,24 +126,26 @@ class LocalFileStore(FileStore):
     def _walk(self, folder_fd: int, prefix: str, found: list[StoredFile]) -> None:
         with os.scandir(folder_fd) as entries:
             for entry in entries:
-                status = entry.stat(follow_symlinks=False)
                 path = f"{prefix}/{entry.name}"
-                if stat.S_ISDIR(status.st_mode):
-                    try:
-                        sub = os.open(entry.name, _DIR_FLAGS, dir_fd=folder_fd)
-                    except OSError as exc:
-                        if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
-                            raise
+                try:
+                    status = entry.stat(follow_symlinks=False)
+                    if not stat.S_ISDIR(status.st_mode):
+                        if not (stat.S_ISREG(status.st_mode) and entry.name.startswith(".")):
+                            found.append(_stored(path, status))  # hidden regular files are our own staging files
+                        continue
+                    sub = os.open(entry.name, _DIR_FLAGS, dir_fd=folder_fd)
+                except FileNotFoundError:
+                    continue  # moved away (archived by a run) while we listed
+                except OSError as exc:
+                    if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+                        raise
+                    with suppress(FileNotFoundError):  # swapped for a link since the listing: refused like one
                         found.append(_stored(path, os.stat(entry.name, dir_fd=folder_fd, follow_symlinks=False)))
-                        continue  # swapped for a link since the listing: refused like one
-                    try:
-                        self._walk(sub, path, found)
-                    finally:
-                        os.close(sub)
                     continue
-                if stat.S_ISREG(status.st_mode) and entry.name.startswith("."):
-                    continue  # hidden: our own staging files (uploads still being written are the scan's call)
-                found.append(_stored(path, status))
+                try:
+                    self._walk(sub, path, found)
+                finally:
+                    os.close(sub)
 
     def list_files(self, folder: str) -> list[StoredFile]:
         return [entry for entry in self.list_entries(folder) if entry.kind == "file"]
