@@ -184,10 +184,13 @@ class LocalFileStore(FileStore):
     def write_from(self, path: str, produce: Callable[[Path], None]) -> str:
         """Written beside the target under a name of its own, made durable, renamed over it, and the rename made
         durable too: a reader never sees half a file, and a crash never loses one the store has recorded.
-        The staging name is short whatever the target's length, so any name the folder can hold can be written."""
+        The staging name falls back to a short one when the target's is long, so any name the folder can hold can
+        be written."""
         target = self._abs(path)
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{os.getpid()}.{secrets.token_hex(6)}.part")  # one per writer
+        writer = f"{os.getpid()}.{secrets.token_hex(6)}.part"  # one per writer
+        staged = f".{target.name}.{writer}"
+        tmp = target.with_name(staged if len(staged.encode("utf-8", "surrogateescape")) <= 255 else f".{writer}")
         try:
             produce(tmp)
             with open(tmp, "rb+") as written:
