@@ -460,6 +460,40 @@ def mandates_convert(mandate_id: str) -> None:
 
 
 @main.group()
+def nrp() -> None:
+    """Non-recurring payments: operator actions."""
+
+
+@nrp.command("release-held")
+@click.argument("batch")
+@click.option("--record", "record_id", default=None, help="Release only this record id (default: every held one).")
+def nrp_release_held(batch: str, record_id: str | None) -> None:
+    """Post the records of load batch BATCH (NRPL-...) held as suspected duplicates of an earlier file.
+
+    They are posted once, under the same ledger keys as the flow's postings, in a release posting batch with
+    its own posting file; releasing again posts nothing.
+    """
+    from cmp_pipelines.domain.money import format_minor
+    from cmp_pipelines.formats.encryption import PartnerKeyring
+    from cmp_pipelines.resources.file_store import LocalFileStore
+    from cmp_pipelines.services.non_recurring import NonRecurringPayments
+
+    partners, _ = _config()
+    with _connect() as con:
+        flow = NonRecurringPayments(con, LocalFileStore(), PartnerKeyring(paths().keys_dir), partners)
+        try:
+            result = flow.release_held(batch, record_id)
+        except LookupError as exc:
+            _fail(str(exc.args[0]))
+    if not result.released:
+        click.echo(f"nothing held in {batch}" + (f" for record {record_id}" if record_id else "") + "; nothing posted")
+        return
+    click.echo(f"released {result.released} record(s) of {batch}: posted {result.posted_now} "
+               f"({format_minor(-result.total_minor)}) in {result.posting_batch_id}; "
+               f"posting file {result.posting_file}")
+
+
+@main.group()
 def accounts() -> None:
     """Account look-ups and payment set-up."""
 

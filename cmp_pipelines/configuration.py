@@ -25,11 +25,25 @@ class ConfigError(ValueError):
         self.file, self.entry, self.field, self.why = file, entry, field, why
 
 
+DEFAULT_SETTLE_SECONDS = 5  # a file unchanged this long is complete, for a partner that does not rename uploads
+DEFAULT_UPLOAD_SUFFIXES = (".part", ".tmp")
+DEFAULT_DUPLICATE_WINDOW_DAYS = 30
+UPLOAD_SUFFIX = re.compile(r"^\.[A-Za-z0-9_~-]{1,15}$")
+
+
 @dataclass(frozen=True)
 class Partner:
     partner_id: str
     name: str
     feeds: tuple[str, ...]
+    # How we know an upload is complete: "settle" (size and change time unchanged for settle_seconds) or
+    # "rename" (the partner writes under one of upload_suffixes and renames the finished file).
+    upload_completion: str = "settle"
+    settle_seconds: int = DEFAULT_SETTLE_SECONDS
+    upload_suffixes: tuple[str, ...] = DEFAULT_UPLOAD_SUFFIXES
+    # NRP records repeating a record id (same account and amount) of this partner's files loaded within this
+    # many days are held as suspected duplicates; 0 turns the check off.
+    duplicate_window_days: int = DEFAULT_DUPLICATE_WINDOW_DAYS
 
 
 @dataclass(frozen=True)
@@ -88,7 +102,8 @@ def load_partners(config_dir: Path) -> dict[str, Partner]:
             raise ConfigError(file, entry, "-", "must be a mapping")
         if isinstance(raw.get("partner_id"), str):
             entry = raw["partner_id"]
-        reject_unknown_fields(file, entry, raw, {"partner_id", "name", "feeds"})
+        reject_unknown_fields(file, entry, raw, {"partner_id", "name", "feeds", "upload_completion",
+                                                 "settle_seconds", "upload_suffixes", "duplicate_window_days"})
         partner_id = require_field(file, entry, raw, "partner_id", str)
         if not PARTNER_ID.match(partner_id):
             raise ConfigError(file, entry, "partner_id", "must be 2-32 of A-Z, 0-9, _ starting with a letter")
@@ -101,8 +116,48 @@ def load_partners(config_dir: Path) -> dict[str, Partner]:
         name = raw.get("name", partner_id)
         if not isinstance(name, str):
             raise ConfigError(file, entry, "name", f"must be a string, got {name!r}")
-        partners[partner_id] = Partner(partner_id, name, tuple(feeds))
+        partners[partner_id] = Partner(partner_id, name, tuple(feeds), *_upload_completion(file, entry, raw),
+                                       _duplicate_window(file, entry, raw))
     return partners
+
+
+def _upload_completion(file: Path, entry: str, raw: dict) -> tuple[str, int, tuple[str, ...]]:
+    """(upload_completion, settle_seconds, upload_suffixes) of a partner entry, each checked."""
+    mode = raw.get("upload_completion", "settle")
+    if mode not in ("settle", "rename"):
+        raise ConfigError(file, entry, "upload_completion", f"must be settle or rename, got {mode!r}")
+    settle, suffixes = DEFAULT_SETTLE_SECONDS, DEFAULT_UPLOAD_SUFFIXES
+    if mode == "settle":
+        if "upload_suffixes" in raw:
+            raise ConfigError(file, entry, "upload_suffixes", "only a partner with upload_completion rename has "
+                                                              "upload suffixes")
+        if "settle_seconds" in raw:
+            settle = require_field(file, entry, raw, "settle_seconds", int)
+            if not 0 <= settle <= 3600:
+                raise ConfigError(file, entry, "settle_seconds", f"must be between 0 and 3600, got {settle}")
+    else:
+        if "settle_seconds" in raw:
+            raise ConfigError(file, entry, "settle_seconds", "a partner that renames finished uploads does not "
+                                                             "wait for them to settle; remove this field")
+        if "upload_suffixes" in raw:
+            listed = require_field(file, entry, raw, "upload_suffixes", list)
+            if not listed:
+                raise ConfigError(file, entry, "upload_suffixes", "must name at least one suffix, e.g. [.part]")
+            for suffix in listed:
+                if not isinstance(suffix, str) or not UPLOAD_SUFFIX.match(suffix):
+                    raise ConfigError(file, entry, "upload_suffixes",
+                                      f"{suffix!r} must be a dot and 1-15 of A-Z a-z 0-9 _ ~ -, e.g. .part")
+            suffixes = tuple(listed)
+    return mode, settle, suffixes
+
+
+def _duplicate_window(file: Path, entry: str, raw: dict) -> int:
+    if "duplicate_window_days" not in raw:
+        return DEFAULT_DUPLICATE_WINDOW_DAYS
+    days = require_field(file, entry, raw, "duplicate_window_days", int)
+    if not 0 <= days <= 400:
+        raise ConfigError(file, entry, "duplicate_window_days", f"must be between 0 and 400, got {days}")
+    return days
 
 
 def load_probes(config_dir: Path) -> dict[str, ProbeConfig]:

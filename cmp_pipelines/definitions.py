@@ -22,6 +22,7 @@ from cmp_pipelines.assets.direct_debit import (
     dd_collection_days_partitions,
 )
 from cmp_pipelines.assets.direct_debit import GROUP as DIRECT_DEBIT_GROUP
+from cmp_pipelines.assets.inbound_refusals import inbound_probes, inbound_refusals_job, inbound_refused_entries
 from cmp_pipelines.assets.non_recurring import GROUP as NRP_GROUP
 from cmp_pipelines.assets.non_recurring import NRP_ASSETS, nrp_files_partitions
 from cmp_pipelines.assets.one_off import ONE_OFF_ASSETS, api_sync_job
@@ -30,7 +31,7 @@ from cmp_pipelines.assets.recurring_card import GROUP as CARD_PAYMENTS_GROUP
 from cmp_pipelines.checks.card_probes import card_payment_probes, card_rejection_probes
 from cmp_pipelines.checks.dd_probes import addacs_probes, arudd_probes, auddis_probes, dd_collection_probes
 from cmp_pipelines.checks.nrp_expectations import nrp_payments_meet_expectations
-from cmp_pipelines.checks.nrp_probes import nrp_probes
+from cmp_pipelines.checks.nrp_probes import nrp_duplicate_probes, nrp_probes
 from cmp_pipelines.definitions_hardware import (
     HARDWARE_JOBS,
     HARDWARE_ORDER_ASSETS,
@@ -55,7 +56,7 @@ nrp_job = group_job(
 )
 
 nrp_probes_job = probes_job(
-    "non_recurring_payment_probes_job", [nrp_probes],
+    "non_recurring_payment_probes_job", [nrp_probes, nrp_duplicate_probes],
     "Evaluates the non-recurring payments probes without materialising anything.",
 )
 
@@ -148,12 +149,14 @@ RECOVERABLE_JOBS = [nrp_job, card_payments_job, card_rejections_job, auddis_job,
 def build_definitions(resources: dict | None = None) -> dg.Definitions:
     """The code location; tests pass `resources` to swap a backend (e.g. a file store that fails on cue)."""
     return dg.Definitions(
-        assets=[*NRP_ASSETS, *CARD_PAYMENT_ASSETS, *CARD_REJECTION_ASSETS, *DIRECT_DEBIT_ASSETS,
-                *DD_COLLECTION_ASSETS, *ADDACS_ASSETS, *ARUDD_ASSETS, *HARDWARE_ORDER_ASSETS, *ONE_OFF_ASSETS],
-        asset_checks=[nrp_probes, nrp_payments_meet_expectations, card_payment_probes, card_rejection_probes,
+        assets=[inbound_refused_entries, *NRP_ASSETS, *CARD_PAYMENT_ASSETS, *CARD_REJECTION_ASSETS,
+                *DIRECT_DEBIT_ASSETS, *DD_COLLECTION_ASSETS, *ADDACS_ASSETS, *ARUDD_ASSETS, *HARDWARE_ORDER_ASSETS,
+                *ONE_OFF_ASSETS],
+        asset_checks=[inbound_probes, nrp_probes, nrp_duplicate_probes, nrp_payments_meet_expectations,
+                      card_payment_probes, card_rejection_probes,
                       auddis_probes, dd_collection_probes, addacs_probes, arudd_probes, *HARDWARE_PROBE_CHECKS],
-        jobs=[nrp_job, nrp_probes_job, card_payments_job, card_rejections_job, auddis_job, dd_collections_job,
-              addacs_job, arudd_job, *HARDWARE_JOBS, api_sync_job],
+        jobs=[inbound_refusals_job, nrp_job, nrp_probes_job, card_payments_job, card_rejections_job, auddis_job,
+              dd_collections_job, addacs_job, arudd_job, *HARDWARE_JOBS, api_sync_job],
         sensors=[nrp_inbound_files_sensor, card_rejections_sensor, addacs_sensor, arudd_sensor, *HARDWARE_SENSORS,
                  ledger_monitor_sensor(api_sync_job), run_recovery_sensor(RECOVERABLE_JOBS)],
         schedules=[nrp_end_of_day_probes_schedule, card_payments_daily_schedule, auddis_daily_schedule,

@@ -18,7 +18,7 @@ COMMANDS = [
     ["files", "encrypt"], ["files", "decrypt"], ["run-pending"], ["accounts"], ["accounts", "show"], ["probes"],
     ["summary"], ["run-card-payments"], ["demo", "cards"], ["demo", "card-rejections"],
     ["accounts", "set-payment-type"], ["accounts", "approve-refund"], ["run-auddis"], ["mandates"],
-    ["mandates", "create"], ["mandates", "amend"], ["mandates", "cancel"],
+    ["mandates", "create"], ["mandates", "amend"], ["mandates", "cancel"], ["nrp"], ["nrp", "release-held"],
 ]
 
 
@@ -113,7 +113,7 @@ def test_headless_demo_run_pending_in_a_real_process(cli_env):
     assert "Quarantined files: 0" in summary
     probes = json.loads(subprocess.run([*exe, "probes", "--json"], env=env, capture_output=True, text=True,
                                        check=True).stdout)
-    assert len(probes) == 8
+    assert len(probes) == 9  # the eight CMP NRP probes and nrp_suspected_duplicates_held
     by_id = {p["probe"]: p for p in probes}
     if datetime.now(UTC).date() == day:  # "today" probes restart at midnight UTC
         assert by_id["nrp_load_completed"]["value"] == 4 and by_id["nrp_load_completed"]["status"] == "OK"

@@ -75,8 +75,9 @@ def state(platform) -> dict:
     """What must be the same however the run was interrupted."""
     postings = platform.query(
         "SELECT kind, count(*), sum(amount_minor) FROM ledger_postings WHERE kind <> 'INVOICE' GROUP BY 1 ORDER BY 1")
-    files = sorted(f.path.split("/", 1)[0] + "/" + f.path.rsplit("/", 1)[-1]
-                   for f in platform.files.list_files(".") if not f.path.startswith(("dagster_home", "keys")))
+    root = platform.root
+    files = [f"{p.relative_to(root).parts[0]}/{p.name}" for p in root.rglob("*")
+             if p.is_file() and p.relative_to(root).parts[0] not in ("dagster_home", "keys") and p.parent != root]
     files = sorted(re.sub(r"^(outbound/)\d{8}T\d+-", r"\1<time>-", f) for f in files if not f.endswith("crash.log"))
     return {"postings": postings, "files": files}
 

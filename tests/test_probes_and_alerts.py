@@ -55,7 +55,8 @@ def run_probes(tmp_path):
 
 def test_end_of_day_probes_alert_by_smtp_when_nothing_arrived(platform, smtp, tmp_path):
     evaluations = run_probes(tmp_path)
-    assert len(evaluations) == 8
+    assert len(evaluations) == 9, "the eight CMP probes and the suspected-duplicates probe (issue 18)"
+    assert evaluations["nrp_suspected_duplicates_held_within_threshold"].passed
     load = evaluations["nrp_load_completed_within_threshold"]
     assert not load.passed and load.severity == dg.AssetCheckSeverity.WARN
     assert load.metadata["value"].value == 0 and load.metadata["threshold"].value == 0

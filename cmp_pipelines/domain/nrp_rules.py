@@ -163,3 +163,30 @@ SELECT $batch_id, position, record_id, account_number, invoice_number, amount_mi
        END AS reason
 FROM judged
 """
+
+
+# A partner that resends the same payments under a new header file_id: an accepted record repeating the record
+# id, account and amount of a record this partner sent in an earlier file within the window is HELD (not
+# posted) until an operator releases it. Set-based: one join of the new batch with the window's records.
+HOLD_SUSPECTED_DUPLICATES_SQL = """
+UPDATE nrp_records AS r
+SET outcome = 'HELD', reason_code = 'SUSPECTED_DUPLICATE',
+    reason = 'record_id ' || q(r.record_id) || ' with the same account and amount was already received in file '
+             || q(p.first_file) || ' on ' || strftime(p.first_at AT TIME ZONE 'UTC', '%Y-%m-%d')
+             || '; held as a suspected duplicate until an operator releases it'
+FROM (
+    SELECT e.record_id, e.account_number, e.amount_minor,
+           arg_min(f.header_file_id, b.created_at) AS first_file, min(b.created_at) AS first_at
+    FROM nrp_records e
+    JOIN batches b ON b.batch_id = e.batch_id
+    JOIN inbound_files f ON f.batch_id = b.batch_id
+    JOIN (SELECT record_id, account_number, amount_minor FROM nrp_records
+          WHERE batch_id = $batch_id AND outcome = 'ACCEPTED') n
+      ON n.record_id = e.record_id AND n.account_number = e.account_number AND n.amount_minor = e.amount_minor
+    WHERE b.kind = 'NRP_LOAD' AND b.partner = $partner AND b.batch_id <> $batch_id AND b.created_at >= $since
+      AND e.outcome IN ('ACCEPTED', 'HELD')
+    GROUP BY ALL
+) AS p
+WHERE r.batch_id = $batch_id AND r.outcome = 'ACCEPTED' AND r.record_id = p.record_id
+  AND r.account_number = p.account_number AND r.amount_minor = p.amount_minor
+"""

@@ -61,6 +61,26 @@ NRP_PROBES: tuple[ProbeDefinition, ...] = (
     ),
 )
 
+NRP_DUPLICATE_PROBES: tuple[ProbeDefinition, ...] = (
+    ProbeDefinition(
+        "nrp_suspected_duplicates_held",
+        "Non Recurring Payments Suspected Duplicates Held",
+        "alert", "above",
+        "Payment records held (not posted) in the window because they repeat a record id, account and amount of "
+        "an earlier file of the same partner; an operator releases them with `cmp-pipelines nrp release-held`.",
+    ),
+)
+
+INBOUND_PROBES: tuple[ProbeDefinition, ...] = (
+    ProbeDefinition(
+        "inbound_entries_refused",
+        "Inbound Entries Refused",
+        "alert", "above",
+        "Entries refused in the inbound folders in the window (symbolic links, FIFOs, sockets, devices, names the "
+        "store cannot keep); each is left where it was for an operator to inspect.",
+    ),
+)
+
 CARD_PROBES: tuple[ProbeDefinition, ...] = (
     ProbeDefinition(
         "card_extract_produced",
@@ -138,5 +158,5 @@ HARDWARE_PROBES: tuple[ProbeDefinition, ...] = (
     ),
 )
 
-ALL_PROBES = NRP_PROBES + CARD_PROBES + DD_PROBES + HARDWARE_PROBES
+ALL_PROBES = NRP_PROBES + NRP_DUPLICATE_PROBES + INBOUND_PROBES + CARD_PROBES + DD_PROBES + HARDWARE_PROBES
 PROBES_BY_ID = {probe.probe_id: probe for probe in ALL_PROBES}

@@ -1,10 +1,17 @@
-"""Inbound-file sensors: one factory, one sensor per feed. A tick never raises on one bad file."""
+"""Inbound-file sensors: one factory, one sensor per feed. A tick never raises on one bad file.
+
+A refused entry (symlink, FIFO, a name the store cannot keep) is logged and reported by one run of
+`inbound_refusals_job`, once per entry; it is never read, moved or followed.
+"""
 
 
 import dagster as dg
 
+from cmp_pipelines.assets.inbound_refusals import ENTRY_TAG, FEED_TAG, REFUSED_TAG, inbound_refusals_job
+from cmp_pipelines.configuration import load_partners
 from cmp_pipelines.resources.file_store import FileStore
 from cmp_pipelines.services import inbound
+from cmp_pipelines.settings import paths
 
 
 def inbound_file_sensor(
@@ -13,24 +20,35 @@ def inbound_file_sensor(
 ) -> dg.SensorDefinition:
     @dg.sensor(
         name=name,
-        job=job,
+        jobs=[job, inbound_refusals_job],
         minimum_interval_seconds=interval_seconds,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description=description,
     )
     def _sensor(context: dg.SensorEvaluationContext, file_store: FileStore) -> dg.SensorResult:
-        pending, skipped, cursor = inbound.scan(file_store, feed, context.cursor, per_tick)
+        partners = load_partners(paths().config_dir)
+        pending, skipped, cursor = inbound.scan(file_store, feed, context.cursor, per_tick, partners=partners)
+        refusals = []
         for item in skipped:
-            context.log.warning(f"ignored {item.path}: {item.why}")
+            if item.report:
+                context.log.warning(f"refused {item.path}: {item.why}")
+                refusals.append(dg.RunRequest(
+                    job_name=inbound_refusals_job.name,
+                    run_key=f"refused:{feed}:{item.identity}",
+                    tags={FEED_TAG: feed, ENTRY_TAG: item.path, REFUSED_TAG: item.why},
+                ))
+            else:
+                context.log.info(f"not taken yet: {item.path}: {item.why}")
         keys = sorted({p.partition_key for p in pending})
         return dg.SensorResult(
             run_requests=[
-                dg.RunRequest(
+                *(dg.RunRequest(
+                    job_name=job.name,
                     run_key=p.run_key,
                     partition_key=p.partition_key,
                     tags={"cmp/feed": feed, "cmp/partner": p.partner, "cmp/inbound_file": p.path},
-                )
-                for p in pending
+                ) for p in pending),
+                *refusals,
             ],
             dynamic_partitions_requests=[partitions_def.build_add_request(keys)] if keys else [],
             cursor=cursor,

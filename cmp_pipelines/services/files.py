@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import stat
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,10 +15,47 @@ class StoredFile:
     path: str  # relative to the store root, '/'-separated: inbound/nrp/PAYPOINT/x.json.enc
     size: int
     changed_ns: int  # max(mtime, ctime): moving or copying a file in always advances it
+    kind: str = "file"  # else why it is refused (kind_of): symlink, fifo, socket, device, folder
+    inode: int = 0  # with the kind and the times, names one entry so it is reported once
+
+
+class NotARegularFile(OSError):
+    """The entry is a symlink, FIFO, socket, device or folder: the store never reads, follows or moves it."""
+
+    def __init__(self, path: str, kind: str):
+        super().__init__(errno.EINVAL, refusal(path, kind))
+        self.kind = kind
+
+
+def kind_of(mode: int) -> str:
+    if stat.S_ISREG(mode):
+        return "file"
+    if stat.S_ISLNK(mode):
+        return "symlink"
+    if stat.S_ISDIR(mode):
+        return "folder"
+    if stat.S_ISFIFO(mode):
+        return "fifo"
+    if stat.S_ISSOCK(mode):
+        return "socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "device"
+    return "special file"
+
+
+def describe(kind: str) -> str:
+    """What a refused entry is, in words: `kind` as `kind_of` names it."""
+    return {"symlink": "a symbolic link", "fifo": "a FIFO (named pipe)", "socket": "a socket",
+            "device": "a device", "folder": "a folder"}.get(kind, f"a {kind}")
+
+
+def refusal(path: str, kind: str) -> str:
+    return f"{path} is {describe(kind)}, not a regular file; it is never read, followed or moved"
 
 
 class FileStoreLike(Protocol):
     def list_files(self, folder: str) -> list[StoredFile]: ...
+    def list_entries(self, folder: str) -> list[StoredFile]: ...
     def read_bytes(self, path: str) -> bytes: ...
     def write_bytes(self, path: str, data: bytes) -> str: ...
     def write_parts(self, path: str, parts: Iterable[bytes | Path]) -> str: ...

@@ -198,7 +198,12 @@ class Intake:
             "ciphertext_sha256": received.cipher_sha,
             "detected_at": self.now.isoformat(),
         }
-        self.files.write_bytes(f"{destination}.error.json", orjson.dumps(report, option=orjson.OPT_INDENT_2))
+        try:
+            self.files.write_bytes(f"{destination}.error.json", orjson.dumps(report, option=orjson.OPT_INDENT_2))
+        except OSError as exc:  # the file is safe in quarantine: the store's row keeps the reason instead
+            rejected = FileRejected(rejected.code, f"{rejected.message} (the quarantine report could not be "
+                                                   f"written ({exc.strerror or exc}); this row is the record)",
+                                    configuration=rejected.configuration)
         if self.tell_partner is not None:
             self.tell_partner(partner, file_name, received.file_id, rejected)
         with transaction(self.con):

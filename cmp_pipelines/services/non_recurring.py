@@ -8,15 +8,15 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import duckdb
 import orjson
 import pyarrow as pa
 
-from cmp_pipelines.configuration import Partner
+from cmp_pipelines.configuration import DEFAULT_DUPLICATE_WINDOW_DAYS, Partner
 from cmp_pipelines.domain.money import format_minor
-from cmp_pipelines.domain.nrp_rules import CLASSIFY_AND_MATCH_SQL
+from cmp_pipelines.domain.nrp_rules import CLASSIFY_AND_MATCH_SQL, HOLD_SUSPECTED_DUPLICATES_SQL
 from cmp_pipelines.formats import nrp_file
 from cmp_pipelines.formats.encryption import PartnerKeyring
 from cmp_pipelines.formats.errors import FileRejected
@@ -67,6 +67,18 @@ class LoadResult:
     allocations: dict[str, int] = field(default_factory=dict)
     rejections: dict[str, int] = field(default_factory=dict)
     archived_path: str | None = None
+    held_count: int = 0  # suspected duplicates of an earlier file: not posted until released
+    held_minor: int = 0
+
+
+@dataclass
+class ReleaseResult:
+    load_batch_id: str
+    released: int
+    posting_batch_id: str | None
+    posted_now: int
+    total_minor: int
+    posting_file: str | None
 
 
 class NonRecurringPayments:
@@ -113,6 +125,7 @@ class NonRecurringPayments:
             finally:
                 self.con.unregister("raw")
             self._guard_schema_agreement(batch_id, table)
+            self._hold_suspected_duplicates(batch_id, partner)
             self.con.execute(
                 """
                 INSERT INTO batches (batch_id, kind, feed, partner, source_file_id, status, created_at,
@@ -125,6 +138,13 @@ class NonRecurringPayments:
                 [batch_id, FEED, partner, received.file_id, self.now, batch_id],
             )
             self.intake.record_loaded(received, batch_id, content_sha, header["file_id"])
+
+    def _hold_suspected_duplicates(self, batch_id: str, partner: str) -> None:
+        known = self.partners.get(partner)
+        days = known.duplicate_window_days if known is not None else DEFAULT_DUPLICATE_WINDOW_DAYS
+        if days:
+            self.con.execute(HOLD_SUSPECTED_DUPLICATES_SQL, {
+                "batch_id": batch_id, "partner": partner, "since": self.now - timedelta(days=days)})
 
     def _guard_schema_agreement(self, batch_id: str, table: pa.Table) -> None:
         """The set-based rules must never accept what the JSON Schema rejects: spot-check accepted records."""
@@ -148,7 +168,8 @@ class NonRecurringPayments:
             SELECT any_value(currency), count(*),
                    count(*) FILTER (outcome = 'ACCEPTED'), count(*) FILTER (outcome = 'REJECTED'),
                    coalesce(sum(amount_minor) FILTER (outcome = 'ACCEPTED'), 0),
-                   coalesce(sum(amount_minor) FILTER (outcome = 'REJECTED'), 0)
+                   coalesce(sum(amount_minor) FILTER (outcome = 'REJECTED'), 0),
+                   count(*) FILTER (outcome = 'HELD'), coalesce(sum(amount_minor) FILTER (outcome = 'HELD'), 0)
             FROM nrp_records WHERE batch_id = ?
             """,
             [batch_id],
@@ -163,30 +184,16 @@ class NonRecurringPayments:
         ).fetchall())
         return LoadResult(
             file_id, batch_id, status, partner, totals[0] or "GBP", totals[1], totals[2], totals[3], totals[4],
-            totals[5], allocations, rejections, archived,
+            totals[5], allocations, rejections, archived, totals[6], totals[7],
         )
 
     # ---- Non Recurring Payment job: posting batch and ledger postings ------------------------------
 
     def post(self, load: LoadResult) -> PostResult:
         posting_batch = load.batch_id.replace("NRPL-", "NRPP-")
-        key_prefix = f"nrp:{load.batch_id[5:]}:"
         with transaction(self.con):
             before = posting_count(self.con, posting_batch)
-            self.con.execute(
-                """
-                INSERT INTO ledger_postings (idempotency_key, account_number, invoice_number, kind, amount_minor,
-                                             currency, batch_id, source_ref, effective_at, posted_at)
-                SELECT $prefix || record_id || ':PAYMENT', ledger_account,
-                       CASE WHEN allocation = 'INVOICE' THEN invoice_number END, 'PAYMENT', -amount_minor,
-                       currency, $posting_batch, $partner || '/' || record_id, coalesce(payment_date, $now), $now
-                FROM nrp_records
-                WHERE batch_id = $load_batch AND outcome = 'ACCEPTED'
-                ON CONFLICT DO NOTHING
-                """,
-                {"prefix": key_prefix, "posting_batch": posting_batch, "partner": load.partner,
-                 "now": self.now, "load_batch": load.batch_id},
-            )
+            self._insert_postings(load.batch_id, posting_batch, load.partner)
             posted = record_posting_batch(
                 self.con, batch_id=posting_batch, kind="NRP_POSTING", feed=FEED, now=self.now, posted_before=before,
                 partner=load.partner, source_file_id=load.file_id, parent_batch_id=load.batch_id,
@@ -195,6 +202,75 @@ class NonRecurringPayments:
                 "UPDATE batches SET status = 'POSTED' WHERE batch_id = ? AND status = 'LOADED'", [load.batch_id]
             )
         return posted
+
+    def _insert_postings(self, load_batch: str, posting_batch: str, partner: str, only_released: bool = False
+                         ) -> None:
+        """The ledger postings of a load batch's accepted records, under keys `nrp:<content sha>:<record id>:PAYMENT`
+        that the UNIQUE constraint makes idempotent: a posting, a re-run and a release never post a record twice."""
+        self.con.execute(
+            f"""
+            INSERT INTO ledger_postings (idempotency_key, account_number, invoice_number, kind, amount_minor,
+                                         currency, batch_id, source_ref, effective_at, posted_at)
+            SELECT $prefix || record_id || ':PAYMENT', ledger_account,
+                   CASE WHEN allocation = 'INVOICE' THEN invoice_number END, 'PAYMENT', -amount_minor,
+                   currency, $posting_batch, $partner || '/' || record_id, coalesce(payment_date, $now), $now
+            FROM nrp_records
+            WHERE batch_id = $load_batch AND outcome = 'ACCEPTED'
+                  {"AND reason_code = 'RELEASED'" if only_released else ""}
+            ON CONFLICT DO NOTHING
+            """,
+            {"prefix": f"nrp:{load_batch[5:]}:", "posting_batch": posting_batch, "partner": partner,
+             "now": self.now, "load_batch": load_batch},
+        )
+
+    # ---- operator: release records held as suspected duplicates ----------------------------------------
+
+    def release_held(self, load_batch: str, record_id: str | None = None) -> ReleaseResult:
+        """Post the records of `load_batch` held as suspected duplicates (or only `record_id`), through the same
+        posting code and keys as the flow, in a release posting batch of their own with its posting file. A
+        second release finds nothing held and posts nothing."""
+        row = self.con.execute(
+            "SELECT partner, source_file_id FROM batches WHERE batch_id = ? AND kind = 'NRP_LOAD'", [load_batch]
+        ).fetchone()
+        if row is None:
+            raise LookupError(f"{load_batch} is not a non-recurring payments load batch (NRPL-...)")
+        partner, file_id = row
+        only = "AND record_id = $record_id" if record_id is not None else ""
+        params = {"batch": load_batch, **({"record_id": record_id} if record_id is not None else {})}
+        if record_id is not None:
+            outcome = self.con.execute(
+                "SELECT outcome, reason_code FROM nrp_records WHERE batch_id = $batch AND record_id = $record_id",
+                params).fetchone()
+            if outcome is None:
+                raise LookupError(f"record {record_id!r} is not in batch {load_batch}")
+            if outcome[0] != "HELD" and outcome[1] != "RELEASED":
+                raise LookupError(f"record {record_id!r} of batch {load_batch} is {outcome[0]}, not held")
+        with transaction(self.con):
+            released, released_minor = self.con.execute(
+                f"SELECT count(*), coalesce(sum(amount_minor), 0) FROM nrp_records "
+                f"WHERE batch_id = $batch AND outcome = 'HELD' {only}", params).fetchone()
+            if not released:
+                return ReleaseResult(load_batch, 0, None, 0, 0, None)
+            self.con.execute(
+                f"""
+                UPDATE nrp_records SET outcome = 'ACCEPTED', reason_code = 'RELEASED',
+                       reason = 'held as a suspected duplicate; released by an operator at ' || $at
+                WHERE batch_id = $batch AND outcome = 'HELD' {only}
+                """, {**params, "at": self.now.isoformat(timespec="seconds")})
+            releases = self.con.execute(
+                "SELECT count(*) FROM batches WHERE parent_batch_id = ? AND kind = 'NRP_RELEASE'", [load_batch]
+            ).fetchone()[0]
+            posting_batch = f"{load_batch.replace('NRPL-', 'NRPR-')}-{releases + 1}"
+            self._insert_postings(load_batch, posting_batch, partner, only_released=True)
+            posted = record_posting_batch(
+                self.con, batch_id=posting_batch, kind="NRP_RELEASE", feed=FEED, now=self.now, posted_before=0,
+                partner=partner, source_file_id=file_id, parent_batch_id=load_batch,
+            )
+            self.con.execute(
+                "UPDATE batches SET accepted_count = accepted_count + ?, total_minor = total_minor + ? "
+                "WHERE batch_id = ?", [released, released_minor, load_batch])
+        path = self.write_posting_file(posted)
+        return ReleaseResult(load_batch, released, posting_batch, posted.posted_now, posted.total_minor, path)
 
     def posted(self, load: LoadResult) -> PostResult:
         return posted_batch(self.con, load.batch_id.replace("NRPL-", "NRPP-"), "nrp_posting_batch")
@@ -223,6 +299,8 @@ class NonRecurringPayments:
             "rejected_count": load.rejected_count,
             "accepted_amount": format_minor(load.accepted_minor),
             "rejected_amount": format_minor(load.rejected_minor),
+            "held_count": load.held_count,
+            "held_amount": format_minor(load.held_minor),
             "currency": load.currency,
         }
         with json_document(
@@ -250,7 +328,7 @@ class NonRecurringPayments:
             "file_id": file_id, "source_file_name": file_name, "recipient": partner, "status": "REJECTED",
             "reason_code": rejected.code, "reason": rejected.message, "processed_at": self.now.isoformat(),
             "record_count": 0, "accepted_count": 0, "rejected_count": 0, "accepted_amount": "0.00",
-            "rejected_amount": "0.00", "currency": None,
+            "rejected_amount": "0.00", "held_count": 0, "held_amount": "0.00", "currency": None,
         }
         try:
             token = self.keyring.encrypt(partner, orjson.dumps({"header": header, "records": []}))

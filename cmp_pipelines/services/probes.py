@@ -38,6 +38,11 @@ PROBE_SQL = {
         f"SELECT count(*) FROM nrp_records WHERE batch_id = {_LAST_BATCH} AND allocation = 'INVOICE'",
     "nrp_load_completed":
         "SELECT count(*) FROM inbound_files WHERE feed = 'nrp' AND received_at >= $day_start",
+    "nrp_suspected_duplicates_held":
+        "SELECT count(*) FROM nrp_records r JOIN batches b ON b.batch_id = r.batch_id "
+        "WHERE b.kind = 'NRP_LOAD' AND r.outcome = 'HELD' AND b.created_at >= $window_start",
+    "inbound_entries_refused":
+        "SELECT count(*) FROM job_errors WHERE category = 'INBOUND_REFUSED' AND raised_at >= $window_start",
     "card_extract_produced":
         "SELECT count(*) FROM batches WHERE kind = 'CARD_EXTRACT' AND status = 'EXTRACTED' "
         "AND completed_at >= $day_start",
