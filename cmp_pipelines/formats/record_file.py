@@ -19,7 +19,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from cmp_pipelines.domain.cards import PAN_CANDIDATE_SQL, PAN_MIN_DIGITS, find_pan, mask_pan, mask_pans_in
+from cmp_pipelines.domain.cards import PAN_CANDIDATE_SQL, PAN_MIN_DIGITS, mask_pan, mask_pans_in, scan_pans
 from cmp_pipelines.formats.errors import FileRejected
 from cmp_pipelines.formats.schemas import first_error, schema
 
@@ -213,11 +213,10 @@ def card_number_masks(column: pa.Array) -> dict[int, tuple[str, str]]:
         hits = pc.fill_null(pc.match_substring_regex(column, PAN_CANDIDATE_SQL), False)
         candidates = pc.indices_nonzero(hits).to_pylist()
     found = {}
-    for index in candidates:
-        value = column[index].as_py()
-        pan = find_pan(value)
-        if pan:
-            found[index] = (mask_pan(pan), mask_pans_in(value))
+    for index, value in zip(candidates, column.take(pa.array(candidates, pa.int64())).to_pylist(), strict=True):
+        hit = scan_pans(value)  # the exact check: every 13-19 digit window, Luhn (domain/cards.py)
+        if hit:
+            found[index] = (mask_pan(hit[0]), hit[1])
     return found
 
 
