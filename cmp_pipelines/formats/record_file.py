@@ -19,7 +19,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from cmp_pipelines.domain.cards import PAN_CANDIDATE_SQL, PAN_MIN_DIGITS, mask_pan, mask_pans_in, scan_pans
+from cmp_pipelines.domain.cards import PAN_CANDIDATE_SQL, PAN_MIN_DIGITS, find_pan, mask_pan, mask_pans_in, scan_pans
 from cmp_pipelines.formats.errors import FileRejected
 from cmp_pipelines.formats.schemas import first_error, schema
 
@@ -72,6 +72,13 @@ def validate_envelope(spec: RecordFileSpec, document: object) -> dict:
                 f"the file does not match the {spec.title} schema: header.{field}: "
                 f"{value!r} does not match {rule['pattern']!r}",
             )
+    # The header's strings are stored (file_id is the file's identity in the store and the acknowledgement)
+    # and quoted in messages: one holding a card number refuses the whole file.
+    for field, value in header.items():
+        pan = find_pan(value) if isinstance(value, str) else None
+        if pan:
+            raise FileRejected("CARD_NUMBER_DETECTED", f"header.{field} contains a card number ({mask_pan(pan)}); "
+                                                       "card numbers are never accepted")
     return header
 
 
