@@ -27,7 +27,8 @@ class MaskCardNumbers(logging.Filter):
         return True
 
 
-def build_context() -> ApiContext:
+def build_context(port: int = 8000) -> ApiContext:
+    """`port`: the one `api serve` listens on, for the default public base URL http://127.0.0.1:<port>."""
     p = paths()
     settings = load_provider_settings(p.config_dir)
     clients = load_api_clients(p.config_dir, p.keys_dir)
@@ -37,7 +38,8 @@ def build_context() -> ApiContext:
     return ApiContext(store=ApiStore(background_checkpoint=True), read_model=ReadModel(),
                       provider=build_provider(settings.provider, server=True),
                       settings=settings, clients_by_hash={c.key_sha256: c for c in clients.values() if c.key_sha256},
-                      main_store=p.database)
+                      main_store=p.database,
+                      public_base_url=settings.public_base_url or f"http://127.0.0.1:{port}")
 
 
 def publish_if_free(wait_seconds: float = 2.0) -> bool:
@@ -56,7 +58,7 @@ def publish_if_free(wait_seconds: float = 2.0) -> bool:
         return False
 
 
-def create_app(ctx: ApiContext | None = None) -> FastAPI:
+def create_app(ctx: ApiContext | None = None, port: int = 8000) -> FastAPI:
     app = FastAPI(
         title="CMP one-off payments and account set-up",
         version="1.0.0",
@@ -65,7 +67,7 @@ def create_app(ctx: ApiContext | None = None) -> FastAPI:
                     "strings with two places. Errors are RFC 9457 problem details naming the field. SOAP: "
                     "`/soap/payment-setup?wsdl`.",
     )
-    app.state.cmp = ctx or build_context()
+    app.state.cmp = ctx or build_context(port)
     app.add_exception_handler(problems.Problem, problems.problem_handler)
     app.add_exception_handler(RequestValidationError, problems.validation_handler)
     app.add_exception_handler(StarletteHTTPException, problems.http_handler)
