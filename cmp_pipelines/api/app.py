@@ -2,29 +2,16 @@
 
 from __future__ import annotations
 
-import logging
-
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cmp_pipelines.api import payments, problems, sandbox_pages, setup, soap
 from cmp_pipelines.api.context import ApiContext, log
-from cmp_pipelines.domain.cards import mask_pans_in
 from cmp_pipelines.one_off_config import load_api_clients, load_provider_settings
 from cmp_pipelines.resources.payment_provider import build_provider
 from cmp_pipelines.settings import paths
 from cmp_pipelines.store.api_store import ApiStore, ReadModel
-
-
-class MaskCardNumbers(logging.Filter):
-    """Access logs quote request paths: a card number typed into one is masked before it is written."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.args:
-            record.args = tuple(mask_pans_in(a) if isinstance(a, str) else a for a in record.args)
-        record.msg = mask_pans_in(record.msg) if isinstance(record.msg, str) else record.msg
-        return True
 
 
 def build_context(port: int = 8000) -> ApiContext:
