@@ -12,6 +12,7 @@ import pytest
 
 from cmp_pipelines.domain.cards import PAN_CANDIDATE_SQL, find_pan, mask_pans_in, scan_pans
 from cmp_pipelines.formats.record_file import card_number_masks
+from tests.hardware_support import shipped
 
 VISA, MC, AMEX, DINERS = "4111111111111111", "5555555555554444", "378282246310005", "30569309025904"
 
@@ -154,3 +155,26 @@ def test_legitimate_references_with_dates_amounts_and_ids_are_accepted(platform)
     with platform.connect() as con:
         stored = [r for (r,) in con.execute("SELECT reference FROM nrp_records ORDER BY position").fetchall()]
     assert stored == references
+
+
+def test_warehouse_dispatch_rows_with_card_numbers_in_any_column_are_rejected_and_never_stored(platform, hardware):
+    """STATUS and DISPATCH_DATE were not scanned: a bad STATUS is quoted back in the row's problem."""
+    order_id = hardware.order("ACC00000019", [("PR-CASE-X1", 3)])
+    hardware.request()
+    rows = [f"{order_id},1,PR-CASE-X1,4111 1111 1111 1111 12/29,,CASE-1,DPD,21/11/2026 10:00,",
+            shipped(order_id, 1, "PR-CASE-X1", "CASE-2", courier="5555555555554444 123"),
+            shipped(order_id, 1, "PR-CASE-X1", "CASE-3", when="paid 01.12.2026 378282246310005"),
+            shipped(order_id, 1, "PR-CASE-X1", "CASE-4")]
+    load, _ = hardware.dispatch(hardware.drop_dispatch("WH_NORTH", "pans.csv.enc", rows))
+    outcomes = hardware.outcomes(load)
+    assert [outcomes[p][:2] for p in (2, 3, 4)] == [("REJECTED", "CARD_NUMBER")] * 3
+    assert "field status holds a card number (************1111)" in outcomes[2][2]
+    assert "field courier_reference holds a card number (************4444)" in outcomes[3][2]
+    assert "field dispatched_at holds a card number (***********0005)" in outcomes[4][2]
+    assert outcomes[5][0] != "REJECTED"
+    dump = _everything_written(platform)
+    converted = platform.files.read_bytes("converted/warehouse_dispatch/WH_NORTH/pans.csv.json").decode()
+    for typed in ISSUE_EXAMPLES[:3]:
+        for form in _digits_forms(typed):
+            assert form not in dump and form not in converted
+
