@@ -178,3 +178,28 @@ def test_warehouse_dispatch_rows_with_card_numbers_in_any_column_are_rejected_an
         for form in _digits_forms(typed):
             assert form not in dump and form not in converted
 
+
+
+def test_card_rejection_ids_holding_card_numbers_are_stored_masked_whatever_problem_comes_first(platform):
+    """`4111111111111111-1229` as an account number failed the account pattern first, and that problem quoted it
+    and kept it in clear (found by test_secrets_everywhere); a shape error likewise kept a card-number id."""
+    from tests.conftest import rejection, rejections_document
+
+    records = [rejection("1", "CTX-1", "4111111111111111-1229", "1.00", "05"),
+               rejection("2", "5555 5555 5555 4444 123", "ACC00000001", "1.00", "05"),
+               {**rejection("3", "4111111111111111", "ACC00000001", "1.00", "05"), "extra": "x"},
+               rejection("4", "CTX-4", "ACC00000001", "1.00", "05", reason_text=ISSUE_EXAMPLES[2])]
+    load, _ = platform.process_rejections(platform.drop_rejections("pans.json.enc", rejections_document(records)))
+    rows = platform.query("SELECT record_id, transaction_id, account_number, problem_code, problem "
+                          "FROM card_rejections WHERE batch_id = ? ORDER BY position", [load.batch_id])
+    assert rows[0][1:4] == ("CTX-1", "************1111-****", "CARD_NUMBER_DETECTED")
+    assert rows[0][4] == "account_number contains a card number (************1111); card numbers are never accepted"
+    assert rows[1][1:4] == ("************4444 ***", "ACC00000001", "CARD_NUMBER_DETECTED")
+    assert rows[2][1:4] == ("************1111", "ACC00000001", "INVALID_RECORD")
+    assert rows[3][3] == "CARD_NUMBER_DETECTED" and "***********0005" in rows[3][4]
+    dump = _everything_written(platform)
+    for pan in ("4111111111111111", "5555555555554444", "5555 5555 5555 4444", "378282246310005"):
+        assert pan not in dump
+    for path in (platform.root / "outbound").rglob("*.enc"):
+        text = platform.keyring.decrypt(path.parent.name, path.read_bytes()).decode()
+        assert "4111111111111111" not in text and "378282246310005" not in text

@@ -3,8 +3,9 @@
 A card number hides in free text next to other digits (`4111 1111 1111 1111 12/29`, `5555555555554444 123`,
 `paid 01.12.2026 378282246310005`) and behind any separator people or programs type (`5555_5555_5555_4444`,
 tabs, commas, no-break or zero-width spaces, Unicode dashes, full-width digits). So a *run* is a maximal stretch
-of digits and separators, and every 13-19 digit *window* inside a run is Luhn-checked, not the run as a whole:
-joining a whole run let a neighbouring date or CVV push it past 19 digits and the card number through.
+of digits and separators, and the 13-19 digit *windows* inside it are Luhn-checked (see `_windows`), not only
+the run as a whole: joining a whole run let a neighbouring date or CVV push it past 19 digits and the card
+number through.
 
 Two shapes are never a card number and are exempt, so legitimate values are not refused:
 - a window starting with 0: no card scheme issues numbers there (ISO/IEC 7812 major industry identifier 0 is
@@ -25,7 +26,7 @@ PAN_MIN_DIGITS = 13
 PAN_MAX_DIGITS = 19
 # Separators inside a card number: whitespace (incl. no-break, thin, ideographic), zero-width characters and
 # the soft hyphen, . / \ - _ , ; | and the Unicode dashes and minus sign. One list for Python and Arrow/RE2.
-_SEPARATOR_CHARS = (
+SEPARATOR_CHARS = (
     " \t\n\r\f\v./\\_,;|-"
     "\u00a0\u00ad\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u200b\u200c\u200d"
     "\u2010\u2011\u2012\u2013\u2014\u2015\u2028\u2029\u202f\u205f\u2060\u2212\u3000\ufeff"
@@ -33,7 +34,7 @@ _SEPARATOR_CHARS = (
 
 
 def _class(escape) -> str:
-    return "[" + "".join(escape(c) for c in _SEPARATOR_CHARS) + "]"
+    return "[" + "".join(escape(c) for c in SEPARATOR_CHARS) + "]"
 
 
 def _py_escape(char: str) -> str:
