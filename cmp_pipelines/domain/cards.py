@@ -133,7 +133,9 @@ def _window(run: str) -> tuple[str, list[int], int, int] | None:
         return digits, offsets, 0, n  # the common case: the run is the card number
     breaks = [k for k in range(1, n) if offsets[k] != offsets[k - 1] + 1]
     groups = list(zip([0, *breaks], [*breaks, n], strict=True))
-    candidates = _windows(n, groups)
+    candidates = list(_windows(n, groups)) if n <= _PREFER_UP_TO else _windows(n, groups)
+    if not candidates:
+        return None  # most runs of a date, an amount and an id: no window to check, no prefix sums to build
     values = [ord(c) - 48 for c in digits]
     # plain[p][i] / doubled[p][i]: sum over positions j < i with j % 2 == p of the digit / its doubled value
     plain = [list(accumulate((v if j % 2 == p else 0 for j, v in enumerate(values)), initial=0)) for p in (0, 1)]
