@@ -9,7 +9,7 @@ number through.
 
 Two shapes are never a card number and are exempt, so legitimate values are not refused:
 - a window starting with 0: no card scheme issues numbers there (ISO/IEC 7812 major industry identifier 0 is
-  not an issuer range), and zero-padded ids (`INV000000107`, `ACC00000042`) are everywhere;
+  "ISO/TC 68 and other industry assignments"), and zero-padded ids (`INV000000107`, `ACC00000042`) abound;
 - a window that is a 14-digit timestamp YYYYMMDDhhmmss in 2000-2099 (file names, references); the only
   14-digit PANs, Diners Club's, start with 3.
 `:` and `+` are not separators: an ISO time `14:03:00.123456+01:00` would otherwise join a 16-digit run.
