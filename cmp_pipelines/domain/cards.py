@@ -129,10 +129,16 @@ def _window(run: str) -> tuple[str, list[int], int, int] | None:
     n = len(digits)
     if n < PAN_MIN_DIGITS:
         return None
-    if n <= PAN_MAX_DIGITS and is_pan(digits):
-        return digits, offsets, 0, n  # the common case: the run is the card number
     breaks = [k for k in range(1, n) if offsets[k] != offsets[k - 1] + 1]
     groups = list(zip([0, *breaks], [*breaks, n], strict=True))
+    if len(groups) == 2 and groups[1][1] - groups[1][0] == 2 and run[offsets[breaks[0]] - 1] == "." \
+            and offsets[breaks[0]] - offsets[breaks[0] - 1] == 2:
+        # a decimal amount (`1234567890121.48`, a control total): only its whole units can hold a card number
+        n, groups = breaks[0], groups[:1]
+        if n < PAN_MIN_DIGITS:
+            return None
+    if n <= PAN_MAX_DIGITS and is_pan(digits[:n]):
+        return digits, offsets, 0, n  # the common case: the run is the card number
     candidates = list(_windows(n, groups)) if n <= _PREFER_UP_TO else _windows(n, groups)
     if not candidates:
         return None  # most runs of a date, an amount and an id: no window to check, no prefix sums to build

@@ -23,6 +23,7 @@ from cmp_pipelines.domain.cards import PAN_CANDIDATE_SQL, PAN_MIN_DIGITS, find_p
 from cmp_pipelines.formats.errors import FileRejected
 from cmp_pipelines.formats.schemas import first_error, schema
 
+_TWO_PLACES = re.compile(r"-?(0|[1-9][0-9]{0,17})\.[0-9]{2}")
 _JSON_TYPE = {dict: "object", list: "array", str: "string", int: "number", float: "number", bool: "boolean"}
 
 
@@ -74,8 +75,10 @@ def validate_envelope(spec: RecordFileSpec, document: object) -> dict:
             )
     # The header's strings are stored (file_id is the file's identity in the store and the acknowledgement)
     # and quoted in messages: one holding a card number refuses the whole file.
+    # A control total matching its two-place pattern is arithmetic, checked against the records, not typed text.
     for field, value in header.items():
-        pan = find_pan(value) if isinstance(value, str) else None
+        amount = isinstance(value, str) and _TWO_PLACES.fullmatch(value)
+        pan = find_pan(value) if isinstance(value, str) and not amount else None
         if pan:
             raise FileRejected("CARD_NUMBER_DETECTED", f"header.{field} contains a card number ({mask_pan(pan)}); "
                                                        "card numbers are never accepted")
