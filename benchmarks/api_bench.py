@@ -13,11 +13,11 @@ import asyncio
 import json
 import os
 import random
+import secrets
 import socket
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import uvloop
@@ -86,7 +86,7 @@ def _request(port: int, accounts: list[str]) -> bytes:
     body = json.dumps({"account_number": random.choice(accounts), "amount": f"{random.randint(100, 9999) / 100:.2f}",
                        "method": "CARD_ON_FILE"}).encode()
     return (f"POST /v1/payments HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nX-API-Key: {API_KEY}\r\n"
-            f"Idempotency-Key: {uuid.uuid4().hex}\r\nContent-Type: application/json\r\n"
+            f"Idempotency-Key: {secrets.token_urlsafe(18)}\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(body)}\r\n\r\n").encode() + body
 
 

@@ -11,6 +11,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from cmp_pipelines.configuration import (
     PARTNER_ID,
@@ -44,6 +45,9 @@ class ProviderSettings:
     hosted_session_minutes: int  # an unfinished hosted card page expires after this long
     callback_tolerance_seconds: int
     failure_event: WorkflowEvent
+    # Where clients reach this API (hosted-page redirects, the provider's callback, the WSDL's address); None:
+    # http://127.0.0.1:<the port `api serve` listens on>. Never taken from a request's Host header.
+    public_base_url: str | None = None
 
 
 def hash_key(key: str) -> str:
@@ -115,7 +119,8 @@ def load_provider_settings(config_dir: Path) -> ProviderSettings:
     if not isinstance(raw, dict):
         raise ConfigError(file, entry, "-", "must be a mapping")
     reject_unknown_fields(file, entry, raw, {"provider", "hosted_page_url", "reconcile_after_seconds",
-                                             "hosted_session_minutes", "callback_tolerance_seconds", "failure_event"})
+                                             "hosted_session_minutes", "callback_tolerance_seconds", "failure_event",
+                                             "public_base_url"})
     provider = require_field(file, entry, raw, "provider", str)
     if provider not in PROVIDERS:
         raise ConfigError(file, entry, "provider", f"must be one of {', '.join(PROVIDERS)} (a real provider plugs "
@@ -123,6 +128,10 @@ def load_provider_settings(config_dir: Path) -> ProviderSettings:
     url = raw.get("hosted_page_url")
     if url is not None and (not isinstance(url, str) or not re.match(r"^https?://[^\s/]+", url)):
         raise ConfigError(file, entry, "hosted_page_url", f"must be an http(s) URL, got {url!r}")
+    public = raw.get("public_base_url")
+    if public is not None and not valid_base_url(public):
+        raise ConfigError(file, entry, "public_base_url", "must be an http(s) URL with a host and no query, "
+                                                          f"fragment, user or spaces, got {public!r}")
     numbers = {}
     for field, low, high in (("reconcile_after_seconds", 0, 86_400), ("hosted_session_minutes", 1, 1_440),
                              ("callback_tolerance_seconds", 10, 3_600)):
@@ -134,4 +143,17 @@ def load_provider_settings(config_dir: Path) -> ProviderSettings:
         raise ConfigError(file, entry, "failure_event", "the workflow event a failed one-off payment raises is "
                                                         "required")
     return ProviderSettings(provider, url, numbers["reconcile_after_seconds"], numbers["hosted_session_minutes"],
-                            numbers["callback_tolerance_seconds"], event)
+                            numbers["callback_tolerance_seconds"], event, public.rstrip("/") if public else None)
+
+
+def valid_base_url(url: object) -> bool:
+    """An absolute http(s) URL to put paths after: a host, perhaps a port and a path prefix, nothing else."""
+    if not isinstance(url, str) or not re.fullmatch(r"[\x21-\x7e]+", url):
+        return False
+    parts = urlsplit(url)
+    try:
+        parts.port  # noqa: B018  (raises on a port that is not a number)
+    except ValueError:
+        return False
+    return (parts.scheme in ("http", "https") and bool(parts.hostname) and not parts.query and not parts.fragment
+            and parts.username is None and "@" not in parts.netloc)

@@ -3,10 +3,10 @@
 
 from __future__ import annotations
 
+import secrets
 import subprocess
 import sys
 import time
-import uuid
 
 import orjson
 import pytest
@@ -19,7 +19,7 @@ SECRET = b"test-provider-secret"
 
 def hosted(http, account: str = "ACC00000002", amount: str = "40.00") -> dict:
     answer = http.post("/v1/payments", json={"account_number": account, "amount": amount, "method": "HOSTED_PAGE"},
-                       headers={"Idempotency-Key": uuid.uuid4().hex})
+                       headers={"Idempotency-Key": secrets.token_urlsafe(18)})
     assert answer.status_code == 201, answer.text
     payment = answer.json()
     assert payment["status"] == "AWAITING_CARD" and payment["redirect_url"] == answer.headers["Location"]

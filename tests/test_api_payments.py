@@ -3,8 +3,8 @@ carried to the sales ledger by the Ledger Monitor (the sensor and api_sync_job, 
 
 from __future__ import annotations
 
+import secrets
 import shutil
-import uuid
 
 import dagster as dg
 import pytest
@@ -37,7 +37,7 @@ def nothing_but_publishing(instance) -> bool:
 
 def pay(http, account: str = ACCOUNT, amount: str = "12.34", key: str | None = None, **extra):
     body = {"account_number": account, "amount": amount, "method": "CARD_ON_FILE", **extra}
-    return http.post("/v1/payments", json=body, headers={"Idempotency-Key": key or uuid.uuid4().hex})
+    return http.post("/v1/payments", json=body, headers={"Idempotency-Key": key or secrets.token_urlsafe(18)})
 
 
 def register(http, account: str, token: str):
@@ -173,7 +173,7 @@ def test_each_validation_error_is_a_problem_naming_the_field(api, change, field,
     with api.client() as http:
         register(http, ACCOUNT, "tok_valid_card")
         body = {"account_number": ACCOUNT, "amount": "12.34", "method": "CARD_ON_FILE", **change}
-        answer = http.post("/v1/payments", json=body, headers={"Idempotency-Key": uuid.uuid4().hex})
+        answer = http.post("/v1/payments", json=body, headers={"Idempotency-Key": secrets.token_urlsafe(18)})
     assert answer.status_code in (404, 422), answer.text
     assert answer.headers["content-type"] == "application/problem+json"
     problem = answer.json()

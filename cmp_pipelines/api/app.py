@@ -2,32 +2,20 @@
 
 from __future__ import annotations
 
-import logging
-
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cmp_pipelines.api import payments, problems, sandbox_pages, setup, soap
 from cmp_pipelines.api.context import ApiContext, log
-from cmp_pipelines.domain.cards import mask_pans_in
 from cmp_pipelines.one_off_config import load_api_clients, load_provider_settings
 from cmp_pipelines.resources.payment_provider import build_provider
 from cmp_pipelines.settings import paths
 from cmp_pipelines.store.api_store import ApiStore, ReadModel
 
 
-class MaskCardNumbers(logging.Filter):
-    """Access logs quote request paths: a card number typed into one is masked before it is written."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.args:
-            record.args = tuple(mask_pans_in(a) if isinstance(a, str) else a for a in record.args)
-        record.msg = mask_pans_in(record.msg) if isinstance(record.msg, str) else record.msg
-        return True
-
-
-def build_context() -> ApiContext:
+def build_context(port: int = 8000) -> ApiContext:
+    """`port`: the one `api serve` listens on, for the default public base URL http://127.0.0.1:<port>."""
     p = paths()
     settings = load_provider_settings(p.config_dir)
     clients = load_api_clients(p.config_dir, p.keys_dir)
@@ -37,7 +25,8 @@ def build_context() -> ApiContext:
     return ApiContext(store=ApiStore(background_checkpoint=True), read_model=ReadModel(),
                       provider=build_provider(settings.provider, server=True),
                       settings=settings, clients_by_hash={c.key_sha256: c for c in clients.values() if c.key_sha256},
-                      main_store=p.database)
+                      main_store=p.database,
+                      public_base_url=settings.public_base_url or f"http://127.0.0.1:{port}")
 
 
 def publish_if_free(wait_seconds: float = 2.0) -> bool:
@@ -56,7 +45,7 @@ def publish_if_free(wait_seconds: float = 2.0) -> bool:
         return False
 
 
-def create_app(ctx: ApiContext | None = None) -> FastAPI:
+def create_app(ctx: ApiContext | None = None, port: int = 8000) -> FastAPI:
     app = FastAPI(
         title="CMP one-off payments and account set-up",
         version="1.0.0",
@@ -65,7 +54,7 @@ def create_app(ctx: ApiContext | None = None) -> FastAPI:
                     "strings with two places. Errors are RFC 9457 problem details naming the field. SOAP: "
                     "`/soap/payment-setup?wsdl`.",
     )
-    app.state.cmp = ctx or build_context()
+    app.state.cmp = ctx or build_context(port)
     app.add_exception_handler(problems.Problem, problems.problem_handler)
     app.add_exception_handler(RequestValidationError, problems.validation_handler)
     app.add_exception_handler(StarletteHTTPException, problems.http_handler)

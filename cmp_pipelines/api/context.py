@@ -29,6 +29,9 @@ class ApiContext:
     clients_by_hash: dict[str, ApiClient]
     main_store: Path  # cmp.duckdb: opened only for set-up writes, with a short bounded wait
     setup_wait_seconds: float = 0.3
+    # The URL clients reach the API at: redirects, callbacks and the WSDL address are built from it, never from
+    # the request's Host header (which the client chooses: `Host: evil.example` must not become a redirect).
+    public_base_url: str = "http://127.0.0.1:8000"
 
     def now(self) -> datetime:
         return datetime.now(UTC)

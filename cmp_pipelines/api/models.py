@@ -17,7 +17,7 @@ CURRENCY = re.compile(r"^[A-Z]{3}$")
 def check_account(value: str) -> str:
     if find_pan(value):
         raise ValueError("looks like a card number; give the account number")
-    if not ACCOUNT.match(value):
+    if not ACCOUNT.fullmatch(value):
         raise ValueError("must be an account number: 3-20 upper-case letters or digits")
     return value
 
@@ -50,7 +50,7 @@ class CreatePayment(Strict):
     @field_validator("amount")
     @classmethod
     def _amount(cls, value: str) -> str:
-        if not AMOUNT_PATTERN.match(value):
+        if not AMOUNT_PATTERN.fullmatch(value):
             raise ValueError("must be a decimal string with exactly two decimal places, e.g. \"12.34\"")
         if value in ("0.00",):
             raise ValueError("must be more than 0.00")
@@ -59,7 +59,7 @@ class CreatePayment(Strict):
     @field_validator("currency")
     @classmethod
     def _currency(cls, value: str) -> str:
-        if not CURRENCY.match(value):
+        if not CURRENCY.fullmatch(value):
             raise ValueError("must be an ISO 4217 code of three upper-case letters")
         return value
 

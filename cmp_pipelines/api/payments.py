@@ -15,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from cmp_pipelines.api.context import ApiContext, Client, Ctx, log
 from cmp_pipelines.api.models import ACCOUNT, Balance, CreatePayment, Payment, PaymentList, check_account
 from cmp_pipelines.api.problems import Problem
+from cmp_pipelines.domain.cards import find_pan, mask_pans_in
 from cmp_pipelines.domain.money import format_minor, parse_amount
 from cmp_pipelines.one_off_config import ApiClient
 from cmp_pipelines.resources.payment_provider import SIGNATURE_HEADER, BadSignature, ProviderTimeout
@@ -131,7 +132,7 @@ INSERTED = ("payment_id", "client_id", "channel", "idempotency_key", "request_ha
             "amount_minor", "currency", "method", "reference", "status", "provider", "created_at", "updated_at")
 
 
-def _create(ctx: ApiContext, who: ApiClient, key: str, body: CreatePayment, request: Request) -> tuple[int, dict, dict]:
+def _create(ctx: ApiContext, who: ApiClient, key: str, body: CreatePayment) -> tuple[int, dict, dict]:
     row, target = _record(ctx, who, key, body)
     if target is None:
         return 200, payment_view(row, ctx), {"Idempotent-Replayed": "true"}
@@ -153,7 +154,7 @@ def _create(ctx: ApiContext, who: ApiClient, key: str, body: CreatePayment, requ
             else:
                 row = dict(_get(ctx, payment_id))
     else:
-        base_url = str(request.base_url).rstrip("/")
+        base_url = ctx.public_base_url  # never the request's Host header: a client could name any host there
         session = ctx.provider.start_hosted_payment(
             merchant_reference=payment_id, amount_minor=row["amount_minor"], currency=row["currency"],
             callback_url=f"{base_url}/v1/provider/callbacks",
@@ -177,7 +178,10 @@ async def create_payment(body: CreatePayment, idempotency_key: IdempotencyKey, r
     The context comes straight from the app rather than through a dependency: on the busiest route each
     dependency FastAPI solves is a measurable share of the request."""
     ctx: ApiContext = request.app.state.cmp
-    args = (ctx, who, idempotency_key, body, request)
+    if find_pan(idempotency_key):  # the key is stored with the payment: a card number must never become one
+        raise Problem(422, f"Idempotency-Key {mask_pans_in(idempotency_key)!r} contains a card number; use "
+                           "another random key", field="Idempotency-Key")
+    args = (ctx, who, idempotency_key, body)
     if ctx.provider.blocking:
         status, view, headers = await run_in_threadpool(_create, *args)
     else:
@@ -230,6 +234,11 @@ async def provider_callback(request: Request, ctx: Ctx,
     if not isinstance(payload, dict) or payload.get("status") not in ("SUCCEEDED", "DECLINED") \
             or not isinstance(payload.get("session_id"), str):
         raise Problem(400, "callback payload needs session_id and status SUCCEEDED or DECLINED", field="status")
+    # Stored with the payment: masked, never refused (a refused genuine outcome would be retried for ever, and a
+    # provider's numeric reference can pass the card-number test by chance)
+    for name in ("provider_reference", "reason_code", "last_four"):
+        if isinstance(payload.get(name), str):
+            payload[name] = mask_pans_in(payload[name])
     row = ctx.store.one("SELECT * FROM payments WHERE hosted_session = ?", [payload["session_id"]])
     if row is None:
         raise Problem(404, "no payment has this hosted session", field="session_id")

@@ -9,6 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from cmp_pipelines.api.redact import redact_target
 from cmp_pipelines.domain.cards import mask_pans_in
 
 MEDIA_TYPE = "application/problem+json"
@@ -29,7 +30,7 @@ class Problem(Exception):
 
 def problem_response(problem: Problem, request: Request) -> JSONResponse:
     body = {"type": f"/problems/{problem.slug}", "title": TITLES.get(problem.status, "Error"),
-            "status": problem.status, "detail": problem.detail, "instance": mask_pans_in(request.url.path)}
+            "status": problem.status, "detail": problem.detail, "instance": redact_target(request.url.path)}
     if problem.field:
         body["field"] = problem.field
     if problem.errors:
@@ -74,6 +75,6 @@ async def http_handler(request: Request, exc: StarletteHTTPException) -> JSONRes
 
 async def unexpected_handler(request: Request, exc: Exception) -> JSONResponse:
     logging.getLogger("cmp_pipelines.api").error("unexpected %s on %s %s: %s", type(exc).__name__, request.method,
-                                                 mask_pans_in(request.url.path), mask_pans_in(str(exc)))
+                                                 redact_target(request.url.path), mask_pans_in(str(exc)))
     return problem_response(Problem(500, "unexpected error; the request was not completed", slug="internal"),
                             request)

@@ -114,8 +114,8 @@ def fault(code: str, message: str, field: str | None = None) -> Response:
 
 
 @router.get(PATH)
-def wsdl(request: Request) -> Response:
-    location = str(request.base_url).rstrip("/") + PATH
+def wsdl(ctx: Ctx) -> Response:
+    location = ctx.public_base_url + PATH  # not the Host header: clients post where the WSDL says
     return Response(WSDL.format(tns=TNS, location=location), media_type="text/xml; charset=utf-8")
 
 

@@ -20,6 +20,13 @@ _RECORD_PROBLEMS = [
     ("shape_error IS NOT NULL", "INVALID_RECORD", "shape_error"),
     ("pan_field IS NOT NULL", "CARD_NUMBER_DETECTED",
      "pan_field || ' contains a card number (' || pan_masked || '); card numbers are never accepted'"),
+    # An id that is not even shaped like ours and holds a card number is not ours: say so before its shape
+    (f"transaction_pan IS NOT NULL AND NOT coalesce(regexp_full_match(transaction_id, '{TRANSACTION_RE}'), FALSE)",
+     "CARD_NUMBER_DETECTED",
+     "'transaction_id contains a card number (' || transaction_pan || '); card numbers are never accepted'"),
+    (f"account_pan IS NOT NULL AND NOT coalesce(regexp_full_match(account_number, '{ACCOUNT_RE}'), FALSE)",
+     "CARD_NUMBER_DETECTED",
+     "'account_number contains a card number (' || account_pan || '); card numbers are never accepted'"),
     (f"NOT coalesce(regexp_full_match(record_id, '{RECORD_ID_RE}'), FALSE)", "INVALID_RECORD",
      "'record_id ' || coalesce(q(record_id), 'null') || ' must be 1-64 characters of A-Z a-z 0-9 . _ -'"),
     ("id_count > 1", "DUPLICATE_RECORD_ID", "'record_id ' || q(record_id) || ' appears more than once in the file'"),
@@ -70,6 +77,17 @@ def first_problem(problems: list[tuple[str, str, str]], part: int) -> str:
 
 # $batch_id, $provider, $currency, $day; `raw` is the Arrow table of records with shape_error, pan_field,
 # pan_masked (card numbers in the non-id fields) and transaction_pan, account_pan (in the id fields).
+_PROBLEM = ("coalesce(problem, CASE WHEN known_code IS NULL THEN 'reason code ' || q(reason_code) || ' is not "
+            "configured in config/rejection_codes.yaml; the payment is reversed but not retried' END)")
+_TX_LEAK = "transaction_pan IS NOT NULL AND known_transaction IS NULL"
+_ACCOUNT_LEAK = "account_pan IS NOT NULL AND account_number IS DISTINCT FROM transaction_account"
+# The problem as stored: an id that holds a card number and is not ours is quoted masked, whatever the problem
+_MASKED_PROBLEM = f"""CASE WHEN {_TX_LEAK} AND {_ACCOUNT_LEAK}
+                 THEN replace(replace({_PROBLEM}, transaction_id, transaction_masked), account_number, account_masked)
+            WHEN {_TX_LEAK} THEN replace({_PROBLEM}, transaction_id, transaction_masked)
+            WHEN {_ACCOUNT_LEAK} THEN replace({_PROBLEM}, account_number, account_masked)
+            ELSE {_PROBLEM} END"""
+
 CLASSIFY_SQL = f"""
 INSERT INTO card_rejections
 WITH parsed AS (
@@ -112,18 +130,16 @@ classified AS (
     FROM matched
 )
 SELECT $batch_id, position, record_id,
-       CASE WHEN problem_code = 'CARD_NUMBER_DETECTED' THEN coalesce(transaction_masked, transaction_id)
-            ELSE transaction_id END,
-       CASE WHEN problem_code = 'CARD_NUMBER_DETECTED' THEN coalesce(account_masked, account_number)
-            ELSE account_number END,
+       -- an id holding a card number that is not ours is stored masked, whichever problem is reported first
+       CASE WHEN {_TX_LEAK} THEN transaction_masked ELSE transaction_id END,
+       CASE WHEN {_ACCOUNT_LEAK} THEN account_masked ELSE account_number END,
        amount_minor, reason_code, rejected_ts,
        {OUTCOME_SQL},
        CASE WHEN problem_code IS NULL THEN decline END,
        attempt,
        {RETRY_DUE_SQL},
        coalesce(problem_code, CASE WHEN known_code IS NULL THEN 'UNKNOWN_REASON_CODE' END),
-       coalesce(problem, CASE WHEN known_code IS NULL THEN 'reason code ' || q(reason_code)
-           || ' is not configured in config/rejection_codes.yaml; the payment is reversed but not retried' END)
+       {_MASKED_PROBLEM}
 FROM classified
 """
 

@@ -13,7 +13,7 @@ class MoneyError(ValueError):
 
 def parse_amount(text: str) -> int:
     """'12.34' -> 1234. Rejects signs, exponents and any precision other than two places."""
-    if not isinstance(text, str) or not AMOUNT_PATTERN.match(text):
+    if not isinstance(text, str) or not AMOUNT_PATTERN.fullmatch(text):
         raise MoneyError(f"amount {text!r} is not a decimal string with exactly two decimal places")
     units, cents = text.split(".")
     return int(units) * 100 + int(cents)

@@ -19,10 +19,11 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from cmp_pipelines.domain.cards import PAN_CANDIDATE_SQL, PAN_MIN_DIGITS, find_pan, mask_pan, mask_pans_in
+from cmp_pipelines.domain.cards import PAN_CANDIDATE_SQL, PAN_MIN_DIGITS, find_pan, mask_pan, mask_pans_in, scan_pans
 from cmp_pipelines.formats.errors import FileRejected
 from cmp_pipelines.formats.schemas import first_error, schema
 
+_TWO_PLACES = re.compile(r"-?(0|[1-9][0-9]{0,17})\.[0-9]{2}")
 _JSON_TYPE = {dict: "object", list: "array", str: "string", int: "number", float: "number", bool: "boolean"}
 
 
@@ -72,6 +73,15 @@ def validate_envelope(spec: RecordFileSpec, document: object) -> dict:
                 f"the file does not match the {spec.title} schema: header.{field}: "
                 f"{value!r} does not match {rule['pattern']!r}",
             )
+    # The header's strings are stored (file_id is the file's identity in the store and the acknowledgement)
+    # and quoted in messages: one holding a card number refuses the whole file.
+    # A control total matching its two-place pattern is arithmetic, checked against the records, not typed text.
+    for field, value in header.items():
+        amount = isinstance(value, str) and _TWO_PLACES.fullmatch(value)
+        pan = find_pan(value) if isinstance(value, str) and not amount else None
+        if pan:
+            raise FileRejected("CARD_NUMBER_DETECTED", f"header.{field} contains a card number ({mask_pan(pan)}); "
+                                                       "card numbers are never accepted")
     return header
 
 
@@ -213,11 +223,10 @@ def card_number_masks(column: pa.Array) -> dict[int, tuple[str, str]]:
         hits = pc.fill_null(pc.match_substring_regex(column, PAN_CANDIDATE_SQL), False)
         candidates = pc.indices_nonzero(hits).to_pylist()
     found = {}
-    for index in candidates:
-        value = column[index].as_py()
-        pan = find_pan(value)
-        if pan:
-            found[index] = (mask_pan(pan), mask_pans_in(value))
+    for index, value in zip(candidates, column.take(pa.array(candidates, pa.int64())).to_pylist(), strict=True):
+        hit = scan_pans(value)  # the exact check: every 13-19 digit window, Luhn (domain/cards.py)
+        if hit:
+            found[index] = (mask_pan(hit[0]), hit[1])
     return found
 
 

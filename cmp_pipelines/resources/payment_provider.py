@@ -19,6 +19,7 @@ import contextlib
 import hashlib
 import hmac
 import os
+import re
 import secrets
 import time
 from abc import ABC, abstractmethod
@@ -110,17 +111,33 @@ def sign(secret: bytes, body: bytes, timestamp: int | None = None) -> str:
     return f"t={timestamp},v1={digest}"
 
 
-def verify(secret: bytes, body: bytes, header: str | None, tolerance_seconds: int) -> None:
-    try:
-        parts = dict(item.split("=", 1) for item in (header or "").split(","))
-        timestamp, given = int(parts["t"]), parts["v1"]
-    except (ValueError, KeyError) as exc:
-        raise BadSignature(f"missing or malformed {SIGNATURE_HEADER} header") from exc
-    expected = sign(secret, body, timestamp).split("v1=", 1)[1]
-    if not hmac.compare_digest(expected, given):
+# Stripe's `Stripe-Signature` scheme (stripe-python `WebhookSignature`): HMAC-SHA256 of "<t>.<body>" as lower-case
+# hex, with the Unix time it was signed at. Held to its exact shape: one `t` of digits (no sign, no space, no
+# leading zero), one `v1` of 64 hex digits, nothing else. `int(" 123")` is 123 in Python, so splitting on "," and
+# "=" and trusting int() accepted `t= 123`; a header of any other shape is refused before any arithmetic.
+SIGNATURE_FORMAT = re.compile(r"t=(?P<t>0|[1-9][0-9]{0,11}),v1=(?P<v1>[0-9a-f]{64})")
+MAX_SIGNATURE_HEADER = 128  # "t=" + 12 digits + ",v1=" + 64: anything longer is not ours
+
+
+def verify(secret: bytes, body: bytes, header: str | None, tolerance_seconds: int, now: float | None = None) -> None:
+    """Refuse (BadSignature) a callback whose header is malformed, whose HMAC does not match the body (compared
+    in constant time), or whose timestamp is more than `tolerance_seconds` from now either way: too old is a
+    replay; too far ahead would stay "fresh" for ever after (stripe-python checks only the past)."""
+    if not header:
+        raise BadSignature(f"the {SIGNATURE_HEADER} header is missing")
+    match = SIGNATURE_FORMAT.fullmatch(header) if len(header) <= MAX_SIGNATURE_HEADER else None
+    if match is None:
+        raise BadSignature(f"malformed {SIGNATURE_HEADER} header: expected exactly t=<unix seconds>,v1=<64 "
+                           "lower-case hex digits>")
+    timestamp = int(match["t"])
+    expected = hmac.new(secret, f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(expected.encode(), match["v1"].encode()):
         raise BadSignature("signature does not match the body")
-    if abs(time.time() - timestamp) > tolerance_seconds:
+    age = (time.time() if now is None else now) - timestamp
+    if age > tolerance_seconds:
         raise BadSignature(f"signature timestamp is more than {tolerance_seconds} s old (replayed callback?)")
+    if age < -tolerance_seconds:
+        raise BadSignature(f"signature timestamp is more than {tolerance_seconds} s in the future")
 
 
 SANDBOX_SCHEMA = """

@@ -67,7 +67,7 @@ def nrp_document(
     sender: str, file_id: str, payments: list[dict], created_at: datetime, currency: str = "GBP"
 ) -> dict:
     total = sum((Decimal(p["amount"]) for p in payments
-                 if isinstance(p, dict) and TWO_PLACES.match(str(p.get("amount")))), Decimal("0.00"))
+                 if isinstance(p, dict) and TWO_PLACES.fullmatch(str(p.get("amount")))), Decimal("0.00"))
     return {
         "header": {"file_id": file_id, "sender": sender, "created_at": created_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
                    "currency": currency, "record_count": len(payments), "total_amount": f"{total:.2f}"},

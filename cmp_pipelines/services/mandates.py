@@ -35,7 +35,7 @@ def validate_bank_details(sort_code: str, bank_account: str, account_name: str) 
 
 
 def validate_reference(reference: str) -> str:
-    if not REFERENCE.match(reference or ""):
+    if not REFERENCE.fullmatch(reference or ""):
         raise SetupError("reference", "must be 6-18 characters of A-Z 0-9 space . / & -")
     if len(re.sub(r"[^A-Z0-9]", "", reference)) < 6:
         raise SetupError("reference", "needs at least 6 significant characters (letters or digits)")

@@ -54,7 +54,7 @@ def create_account(
     """A new account gets the payment term its payment type's default names (Payments module), provided the
     creating user's security level may use that default. Card and direct debit collection start once a card or
     mandate is registered."""
-    if not ACCOUNT_NUMBER.match(account_number or ""):
+    if not ACCOUNT_NUMBER.fullmatch(account_number or ""):
         raise SetupError("account_number", "must be 1-20 characters of A-Z 0-9")
     if not (name or "").strip() or len(name) > 100:
         raise SetupError("name", "must be 1-100 characters")
@@ -92,13 +92,13 @@ def validate_card(card_token: str, last_four: str | None, expiry: str | None, pr
     if find_pan(card_token) or (last_four and find_pan(last_four)):
         raise SetupError("card_token", f"{mask_pans_in(card_token)!r} looks like a card number; register the "
                                        "provider's token, never the card number")
-    if not TOKEN.match(card_token):
+    if not TOKEN.fullmatch(card_token):
         raise SetupError("card_token", "must be the provider's token: 6-64 letters, digits, '_' or '-'")
-    if last_four is not None and not LAST_FOUR.match(last_four):
+    if last_four is not None and not LAST_FOUR.fullmatch(last_four):
         raise SetupError("last_four", "must be exactly four digits")
     normalised = None
     if expiry is not None:
-        match = EXPIRY.match(expiry)
+        match = EXPIRY.fullmatch(expiry)
         if not match:
             raise SetupError("expiry", f"{expiry!r} is not a card expiry (MM/YY or YYYY-MM)")
         year = int(match["yyyy"]) if match["yyyy"] else 2000 + int(match["yy"])

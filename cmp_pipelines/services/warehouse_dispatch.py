@@ -42,7 +42,9 @@ from cmp_pipelines.store.connection import sql_literal, transaction
 FEED = "warehouse_dispatch"
 JOB = "Sales Order Dispatch job"
 ACCEPTED = "('DISPATCHED', 'LINE_ERROR')"
-FREE_TEXT = ("order_id", "line_number", "sku", "courier_reference", "error_reason", "row_problem")
+# Every string of a row but the device ids (an IMEI passes the card-number test: see device_card_numbers.py).
+FREE_TEXT = ("order_id", "line_number", "sku", "status", "courier_reference", "dispatched_at", "error_reason",
+             "row_problem")
 
 
 def billing_batch_id(load_batch_id: str) -> str:
