@@ -142,7 +142,7 @@ def test_nrp_file_killed_anywhere_is_posted_once_and_acknowledged(home):
         platform.drop("crash.json.enc", document(RECORDS))
 
     def finish():  # a new file still flows after the crash
-        platform.drop("after.json.enc", document(RECORDS[:1], file_id="PAYPOINT-AFTER"))
+        platform.drop("after.json.enc", document([payment("9", "ACC00000009", "3.00")], file_id="PAYPOINT-AFTER"))
         assert execute() == 0
         assert platform.read_ack("PAYPOINT", "crash")["header"]["record_count"] == 4
 
