@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import random
 import secrets
 import sqlite3
 
@@ -46,6 +47,19 @@ def test_an_idempotency_key_holding_a_card_number_is_refused_and_never_stored(ap
     assert "************" in problem["detail"]
     assert _payments(api) == 0
     assert_never_stored(platform, key)
+
+
+def test_uuid_idempotency_keys_are_never_refused_as_card_numbers():
+    import uuid
+
+    from cmp_pipelines.api.payments import holds_card_number
+    from cmp_pipelines.domain.cards import find_pan
+
+    keys = [str(uuid.UUID(int=random.Random(seed).getrandbits(128), version=4)) for seed in range(20_000)]
+    assert any(find_pan(key) for key in keys), "random UUIDs do hold Luhn-valid windows: the exemption matters"
+    assert not any(holds_card_number(key) for key in keys)
+    assert not holds_card_number(keys[0].upper())
+    assert holds_card_number("4111-1111-1111-1111-1229") and holds_card_number("key-4111111111111111")
 
 
 def _payments(api) -> int:
