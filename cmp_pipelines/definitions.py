@@ -161,6 +161,7 @@ def build_definitions(resources: dict | None = None) -> dg.Definitions:
                  ledger_monitor_sensor(api_sync_job), run_recovery_sensor(RECOVERABLE_JOBS)],
         schedules=[nrp_end_of_day_probes_schedule, card_payments_daily_schedule, auddis_daily_schedule,
                    dd_collections_daily_schedule, *HARDWARE_SCHEDULES],
+        executor=dg.in_process_executor,  # a step in another process would name itself as the run's process
         resources={
             "database": Database(),
             "file_store": LocalFileStore(),

@@ -5,6 +5,7 @@ The runs go into the persistent instance ($DAGSTER_HOME), so the UI lists them l
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -64,11 +65,13 @@ def run_pending_sensors(
                     if request.run_key and _already_requested(instance, request.run_key):
                         continue
                     job = repository.get_job(request.job_name or sensor.job_name)
-                    tags = {**(request.tags or {}), "dagster/sensor_name": sensor.name, **process_tags()}
+                    run_id = str(uuid.uuid4())
+                    tags = {**(request.tags or {}), "dagster/sensor_name": sensor.name, **process_tags(run_id)}
                     if request.run_key:
                         tags["dagster/run_key"] = request.run_key
                     run = job.execute_in_process(
                         instance=instance, partition_key=request.partition_key, tags=tags, raise_on_error=False,
+                        run_id=run_id,
                         run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
                     )
                     error = _run_error(run)
@@ -94,9 +97,10 @@ def run_partition(
     try:
         reap_dead_runs(instance)
         job = definitions.get_repository_def().get_job(job_name)
+        run_id = str(uuid.uuid4())
         run = job.execute_in_process(
-            instance=instance, partition_key=partition_key, raise_on_error=False,
-            tags={"cmp/trigger": "cli", **process_tags()},
+            instance=instance, partition_key=partition_key, raise_on_error=False, run_id=run_id,
+            tags={"cmp/trigger": "cli", **process_tags(run_id)},
             run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
         )
         return RunOutcome(job_name, partition_key, run.run_id, run.success, _run_error(run))

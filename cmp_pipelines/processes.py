@@ -1,7 +1,10 @@
-"""Which process owns a run or a scratch folder, told apart from a later process that reuses its pid."""
+"""Which process owns a run or a scratch folder, told apart from a later process that reuses its pid, and from a
+process of another boot or another PID namespace (a container sharing /dev/shm or the data volume), which this
+process cannot see and so never judges dead."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 from functools import cache
@@ -17,29 +20,35 @@ def _start_ticks(pid: int) -> str | None:
 
 
 @cache
+def namespace() -> str:
+    """This boot and PID namespace, in 8 hex digits: pids compare only within one."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as handle:
+            boot = handle.read().strip()
+        pid_ns = str(os.stat("/proc/self/ns/pid").st_ino)
+    except OSError:
+        boot, pid_ns = "", ""
+    return hashlib.sha256(f"{socket.gethostname()}/{boot}/{pid_ns}".encode()).hexdigest()[:8]
+
+
 def host() -> str:
-    return socket.gethostname()
+    return f"{socket.gethostname()}/{namespace()}"
 
 
 def token(pid: int | None = None) -> str:
-    """`<pid>-<start time>` of a live process (this one by default)."""
+    """`<pid>-<start time>-<namespace>` of a live process (this one by default)."""
     pid = os.getpid() if pid is None else pid
-    return f"{pid}-{_start_ticks(pid) or 0}"
+    return f"{pid}-{_start_ticks(pid) or 0}-{namespace()}"
 
 
 def alive(owner: str) -> bool:
-    """True while the process named by `token()` runs; a recycled pid has another start time."""
+    """False only when the process named by `token()` is known to be gone: same boot and PID namespace, and its
+    pid is free or now belongs to a process that started at another time. Anything else counts as alive."""
     try:
-        pid_text, start = owner.split("-", 1)
+        pid_text, start, space = owner.split("-", 2)
         pid = int(pid_text)
     except ValueError:
-        return False
-    if not os.path.exists("/proc/self/stat"):  # no procfs: the pid alone
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
+        return True
+    if space != namespace() or not os.path.exists("/proc/self/stat"):
         return True
     return _start_ticks(pid) == start

@@ -18,15 +18,17 @@ import dagster as dg
 
 from cmp_pipelines import processes
 
-PID_TAG, HOST_TAG = "cmp/process", "cmp/host"
+PID_TAG, HOST_TAG, PID_RUN_TAG = "cmp/process", "cmp/host", "cmp/process_run"
 RECOVERY_OF_TAG = "cmp/recovery_of"
 MAX_RECOVERIES = 3
 ALIVE = [dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED,
          dg.DagsterRunStatus.CANCELING]
 
 
-def process_tags() -> dict[str, str]:
-    return {PID_TAG: processes.token(), HOST_TAG: processes.host()}
+def process_tags(run_id: str) -> dict[str, str]:
+    """Which process executes `run_id`; the run id is part of it, so a re-execution that copies its parent's tags
+    never inherits the parent's (dead) process."""
+    return {PID_TAG: processes.token(), HOST_TAG: processes.host(), PID_RUN_TAG: run_id}
 
 
 def tag_run_process(instance: dg.DagsterInstance, run_id: str | None) -> None:
@@ -34,13 +36,14 @@ def tag_run_process(instance: dg.DagsterInstance, run_id: str | None) -> None:
     if not run_id:
         return
     run = instance.get_run_by_id(run_id)
-    if run is not None and run.tags.get(PID_TAG) != processes.token():
-        instance.add_run_tags(run_id, process_tags())
+    if run is not None and (run.tags.get(PID_TAG), run.tags.get(PID_RUN_TAG)) != (processes.token(), run_id):
+        instance.add_run_tags(run_id, process_tags(run_id))
 
 
 def _dead(run: dg.DagsterRun) -> bool:
     owner = run.tags.get(PID_TAG)
-    return bool(owner) and run.tags.get(HOST_TAG) == processes.host() and not processes.alive(owner)
+    return (bool(owner) and run.tags.get(PID_RUN_TAG) == run.run_id and run.tags.get(HOST_TAG) == processes.host()
+            and not processes.alive(owner))
 
 
 def reap_dead_runs(instance: dg.DagsterInstance) -> list[str]:
@@ -49,6 +52,9 @@ def reap_dead_runs(instance: dg.DagsterInstance) -> list[str]:
     for record in instance.get_run_records(filters=dg.RunsFilter(statuses=ALIVE), limit=500):
         run = record.dagster_run
         if _dead(run):
+            run = instance.get_run_by_id(run.run_id)  # a dead process writes nothing more: this read is final
+            if run is None or run.is_finished:
+                continue
             instance.report_engine_event(
                 f"The process that executed this run ({run.tags[PID_TAG].split('-')[0]}) is gone (killed or "
                 "crashed): the run is marked failed and its concurrency slots freed; its partition is run again "
@@ -82,9 +88,8 @@ def recovery_requests(
     instance: dg.DagsterInstance, job_names: list[str], limit: int = 200,
 ) -> tuple[list[dg.RunRequest], list[GaveUp]]:
     """One request per partition whose latest run died: run key `recover:<dead run id>`, so it is made once."""
-    failed = instance.get_run_records(
-        filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED]),
-        limit=limit,
+    failed = instance.get_run_records(  # not CANCELED: an operator's cancel is a decision, not a crash
+        filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE], job_name=None), limit=limit,
     )
     requests, gave_up, seen = [], [], set()
     for record in failed:
@@ -96,14 +101,16 @@ def recovery_requests(
         runs = instance.get_runs(
             filters=dg.RunsFilter(job_name=run.job_name, tags={"dagster/partition": partition}), limit=20,
         )
-        if not runs or runs[0].run_id != run.run_id or not _died(instance, run.run_id):
-            continue  # a later run exists, or a step failed and said why
+        if not runs or runs[0].run_id != run.run_id or any(not r.is_finished for r in runs) \
+                or not _died(instance, run.run_id):
+            continue  # a later or unfinished run exists, or a step failed and said why
         if sum(1 for r in runs if RECOVERY_OF_TAG in r.tags) >= MAX_RECOVERIES:
             gave_up.append(GaveUp(run.job_name, partition, run.run_id))
             continue
         requests.append(dg.RunRequest(
             run_key=f"recover:{run.run_id}", job_name=run.job_name, partition_key=partition,
-            tags={**{k: v for k, v in run.tags.items() if k.startswith("cmp/") and k not in (PID_TAG, HOST_TAG)},
+            tags={**{k: v for k, v in run.tags.items()
+                     if k.startswith("cmp/") and k not in (PID_TAG, HOST_TAG, PID_RUN_TAG)},
                   RECOVERY_OF_TAG: run.run_id},
         ))
     return requests, gave_up

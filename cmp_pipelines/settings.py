@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import shutil
+import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,28 +80,40 @@ SCRATCH_PREFIX = "cmp-scratch-"
 def scratch_dir() -> str:
     """This process's own folder for big intermediate files (a file's decrypted records for DuckDB, a document
     on its way to encryption). It is named after the process, so when a run is killed mid-step the next run
-    start (`sweep_scratch`) knows its owner is gone and removes the decrypted partner data it left."""
+    start (`sweep_scratch`) knows its owner is gone and removes the decrypted partner data it left. The folder
+    must be ours (the temp folders are shared): a folder or link someone else put under that name is refused."""
     from cmp_pipelines.processes import token
 
     folder = os.path.join(_scratch_base(), f"{SCRATCH_PREFIX}{token()}")
-    if not os.path.isdir(folder):
-        os.makedirs(folder, mode=0o700, exist_ok=True)
+    if folder not in _MADE:
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(folder, 0o700)
+        status = os.lstat(folder)
+        if not stat.S_ISDIR(status.st_mode) or status.st_uid != os.getuid() or stat.S_IMODE(status.st_mode) != 0o700:
+            raise PermissionError(f"scratch folder {folder} is not this user's private folder; refusing to use it")
+        _MADE.add(folder)
         atexit.register(shutil.rmtree, folder, True)
     return folder
 
 
+_MADE: set[str] = set()
+
+
 def sweep_scratch() -> list[str]:
-    """Remove the scratch folders of processes that are gone; returns what was removed."""
+    """Remove the scratch folders of processes that are gone (both possible places, whichever is in use now);
+    returns what was removed."""
     from cmp_pipelines.processes import alive
 
     removed = []
-    for base in {_scratch_base(), tempfile.gettempdir()}:
+    for base in {"/dev/shm", tempfile.gettempdir()}:
         try:
             entries = os.listdir(base)
         except OSError:
             continue
         for name in entries:
-            if name.startswith(SCRATCH_PREFIX) and not alive(name[len(SCRATCH_PREFIX):]):
-                shutil.rmtree(os.path.join(base, name), ignore_errors=True)
-                removed.append(os.path.join(base, name))
+            path = os.path.join(base, name)
+            if (name.startswith(SCRATCH_PREFIX) and not alive(name[len(SCRATCH_PREFIX):])
+                    and os.path.isdir(path) and not os.path.islink(path)):
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(path)
     return removed

@@ -274,3 +274,27 @@ def test_direct_debit_days_and_bacs_reports_killed_anywhere_finish_once(home):
     assert any(kind.startswith("DD_RETURN") or "REVERSAL" in kind for kind, _, _ in after_reports["postings"]), \
         after_reports["postings"]
     assert len(reports_killed) >= 6, reports_killed
+
+
+def test_only_a_provably_dead_process_of_this_boot_and_namespace_is_dead():
+    from cmp_pipelines import processes
+
+    child = FORK.Process(target=os._exit, args=(0,))
+    child.start()
+    owner = processes.token(child.pid)
+    child.join()
+    assert processes.alive(processes.token()) and not processes.alive(owner)
+    pid, start, _ = owner.split("-", 2)
+    assert processes.alive(f"{pid}-{start}-00000000"), "another namespace's process is never judged dead"
+    assert processes.alive("not-a-token") and processes.alive(f"{os.getpid()}-1-{processes.namespace()}") is False
+
+
+def test_a_scratch_folder_someone_else_prepared_is_refused(monkeypatch, tmp_path):
+    from cmp_pipelines import processes, settings
+
+    monkeypatch.setattr(settings, "_scratch_base", lambda: str(tmp_path))
+    monkeypatch.setattr(settings, "_MADE", set())
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / f"{SCRATCH_PREFIX}{processes.token()}").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(PermissionError, match="not this user's private folder"):
+        settings.scratch_dir()

@@ -30,6 +30,8 @@ class Database(dg.ConfigurableResource):
         return Path(self.path) if self.path else paths().database
 
     @contextmanager
-    def connection(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-        with connect(self.file(), read_only=read_only) as con:
+    def connection(self, read_only: bool = False, wait_seconds: float = 600.0) -> Iterator[duckdb.DuckDBPyConnection]:
+        """Waits (sleeping) while another process writes: a run the CLI executes does not pass the run queue, so a
+        step can find a daemon-launched run's step holding the store for as long as a big file takes."""
+        with connect(self.file(), read_only=read_only, wait_seconds=wait_seconds) as con:
             yield con

@@ -227,7 +227,7 @@ class LocalFileStore(FileStore):
             base = self.root() / folder
             for entry in base.rglob(".*.part") if base.is_dir() else []:
                 owner = entry.name.rsplit(".", 3)[-3] if entry.name.count(".") >= 3 else ""
-                if owner and not processes.alive(owner) and not entry.is_symlink():
+                if owner and not processes.alive(owner) and not entry.is_symlink() and entry.is_file():
                     entry.unlink(missing_ok=True)
                     removed.append(entry.relative_to(self.root()).as_posix())
         return removed

@@ -27,14 +27,17 @@ def run_recovery_sensor(jobs: list, interval_seconds: int = 30) -> dg.SensorDefi
     def _sensor(context: dg.SensorEvaluationContext, file_store: FileStore, database: Database) -> dg.SensorResult:
         for run_id in reap_dead_runs(context.instance):
             context.log.warning(f"run {run_id}: its process is gone; marked failed, slots freed")
-        for path in sweep_scratch():
-            context.log.warning(f"removed the scratch of a dead process: {path}")
-        if isinstance(file_store, LocalFileStore):
-            for path in file_store.sweep_parts():
-                context.log.warning(f"removed a half-written file of a dead process: {path}")
+        try:  # a sweep that fails (a permission, a file in use) must not stop recovery
+            for path in sweep_scratch():
+                context.log.warning(f"removed the scratch of a dead process: {path}")
+            if isinstance(file_store, LocalFileStore):
+                for path in file_store.sweep_parts():
+                    context.log.warning(f"removed a half-written file of a dead process: {path}")
+        except OSError as exc:
+            context.log.error(f"sweeping what dead processes left failed: {exc}")
         requests, gave_up = recovery_requests(context.instance, names)
         if gave_up:
-            with database.connection() as con:
+            with database.connection(wait_seconds=5) as con:
                 for item in gave_up:
                     detail = (f"{item.job_name} partition {item.partition_key}: runs keep dying (last {item.run_id}); "
                               "not retried again - look at the run's logs and re-execute it from the UI")
