@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -20,6 +22,22 @@ from cmp_pipelines.settings import paths
 
 KEYS = {"AGENTVIEW": "test-agent-key-0123456789abcdef", "SELFCARE_APP": "test-selfcare-key-0123456789abcdef",
         "IVR": "test-ivr-key-0123456789abcdef"}
+
+
+def serve_api(env: dict, port: int, start_seconds: float) -> subprocess.Popen:
+    """`cmp-pipelines api serve` in its own process, output captured, returned once /health answers."""
+    server = subprocess.Popen([sys.executable, "-m", "cmp_pipelines.cli", "api", "serve", "--port", str(port)],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + start_seconds
+    while True:
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
+            return server
+        except httpx.TransportError:
+            if server.poll() is not None or time.monotonic() >= deadline:
+                server.kill()
+                raise AssertionError("api serve did not start") from None
+            time.sleep(0.1)
 
 
 def free_port() -> int:

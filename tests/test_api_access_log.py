@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import logging
 import os
-import subprocess
-import sys
-import time
 from urllib.parse import quote
 
 import httpx
@@ -17,7 +14,7 @@ from click.testing import CliRunner
 from cmp_pipelines.api.redact import REDACTED, redact_target
 from cmp_pipelines.one_off_config import hash_key, write_key_hash
 from cmp_pipelines.settings import paths
-from tests.api_support import KEYS, free_port
+from tests.api_support import KEYS, free_port, serve_api
 
 CARD = "4111111111111111"
 CARD_FORMS = (CARD, "4111 1111 1111 1111", "4111-1111-1111-1111", "5555555555554444", "5555_5555_5555_4444",
@@ -50,17 +47,8 @@ def test_the_served_api_logs_no_key_or_card_number_sent_in_a_url(platform):
     write_key_hash(paths().keys_dir, "IVR", hash_key(KEYS["IVR"]))
     key = KEYS["IVR"]
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "cmp_pipelines.cli", "api", "serve", "--port", str(port)],
-                              env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    server = serve_api(dict(os.environ), port, 60)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
-                break
-            except httpx.TransportError:
-                assert server.poll() is None and time.monotonic() < deadline, "api serve did not start"
-                time.sleep(0.1)
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
             statuses = [
                 http.get(f"/v1/accounts/ACC00000001/balance?api_key={key}").status_code,  # key in the query

@@ -11,7 +11,6 @@ import re
 import secrets
 import subprocess
 import sys
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from cmp_pipelines.formats.encryption import PartnerKeyring
 from cmp_pipelines.one_off_config import hash_key, write_key_hash
 from cmp_pipelines.resources.payment_provider import SIGNATURE_HEADER, sign
 from cmp_pipelines.services.demo import nrp_document
-from tests.api_support import free_port
+from tests.api_support import free_port, serve_api
 
 PANS = ("4111111111111111", "5555555555554444", "378282246310005", "30569309025904", "6011111111111117")
 TYPED = [  # how the catalogue types them: beside dates, CVVs and expiries, behind every separator
@@ -175,17 +174,8 @@ def test_no_card_number_or_key_in_anything_written_after_the_demo_and_the_bad_in
     outputs.append(issued.stderr)
     keys = [AGENT_KEY, ivr_key]
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "cmp_pipelines.cli", "api", "serve", "--port", str(port)],
-                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    server = serve_api(env, port, 90)
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
-                break
-            except httpx.TransportError:
-                assert server.poll() is None and time.monotonic() < deadline, "api serve did not start"
-                time.sleep(0.2)
         statuses = _api_attacks(env, port, keys)
     finally:
         server.terminate()
