@@ -39,10 +39,10 @@ def prepare(data_dir: Path, workdir: Path) -> dict:
     script = f"""
 import os
 from datetime import UTC, datetime
-from cmp_pipelines.one_off_config import hash_key, write_key_hash
-from cmp_pipelines.services.one_off import publish_accounts
-from cmp_pipelines.settings import paths
-from cmp_pipelines.store.connection import connect
+from cmp_pipelines.core.config_payments import hash_key, write_key_hash
+from cmp_pipelines.defs.one_off.flow import publish_accounts
+from cmp_pipelines.core.settings import paths
+from cmp_pipelines.core.db.connection import connect
 write_key_hash(paths().keys_dir, "AGENTVIEW", hash_key({API_KEY!r}))
 with connect(paths().database) as con:
     con.execute("INSERT INTO payment_cards SELECT account_number, 'CARDPAY', 'tok_bench_' || account_number, "

@@ -56,8 +56,8 @@ def _env(workdir: Path) -> None:
 def setup(workdir: Path, mandates: int) -> None:
     """The two template stores and the bureau's keys."""
     _env(workdir)
-    from cmp_pipelines.formats.encryption import PartnerKeyring
-    from cmp_pipelines.store.connection import connect
+    from cmp_pipelines.core.crypto.keyring import PartnerKeyring
+    from cmp_pipelines.core.db.connection import connect
 
     PartnerKeyring(workdir / "keys").init_keys("BACSBUREAU")
     for kind in ("auddis", "collections"):
@@ -94,13 +94,13 @@ def setup(workdir: Path, mandates: int) -> None:
 
 def _flow(workdir: Path, kind: str) -> dict:
     _env(workdir)
-    from cmp_pipelines.configuration import load_direct_debit, load_partners
-    from cmp_pipelines.formats.encryption import PartnerKeyring
-    from cmp_pipelines.resources.file_store import LocalFileStore
-    from cmp_pipelines.services.auddis import AuddisExtract
-    from cmp_pipelines.services.dd_collections import DirectDebitCollections
-    from cmp_pipelines.settings import PROJECT_ROOT
-    from cmp_pipelines.store.connection import connect
+    from cmp_pipelines.core.config import load_direct_debit, load_partners
+    from cmp_pipelines.core.crypto.keyring import PartnerKeyring
+    from cmp_pipelines.core.db.connection import connect
+    from cmp_pipelines.core.settings import PROJECT_ROOT
+    from cmp_pipelines.defs.direct_debit.auddis import AuddisExtract
+    from cmp_pipelines.defs.direct_debit.collections import DirectDebitCollections
+    from cmp_pipelines.lib.resources.file_store import LocalFileStore
 
     config = load_direct_debit(PROJECT_ROOT / "config", load_partners(PROJECT_ROOT / "config"))
     files, keyring = LocalFileStore(base_dir=str(workdir / "data")), PartnerKeyring(workdir / "keys")

@@ -53,7 +53,7 @@ def _median(fn, repeat: int) -> float:
 
 
 def main() -> None:
-    from cmp_pipelines.formats.record_file import card_number_masks, with_shape_and_card_numbers
+    from cmp_pipelines.core.files.record_file import card_number_masks, with_shape_and_card_numbers
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--records", type=int, default=1_000_000)

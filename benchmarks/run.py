@@ -52,7 +52,7 @@ def _payments(records: int, accounts: int, seed: int, when: datetime) -> list[di
     """Vectorised draws, one comprehension: ~4 s for a million records instead of ~15 s with `random`."""
     import numpy as np
 
-    from cmp_pipelines.services.demo import METHODS
+    from cmp_pipelines.demo.data import METHODS
 
     rng = np.random.default_rng(seed)
     account = rng.integers(1, accounts + 1, records).tolist()
@@ -93,13 +93,13 @@ def phase_setup(args: argparse.Namespace) -> dict:
     _env(workdir, template)
     import orjson
 
-    from cmp_pipelines.configuration import load_partners, load_probes
-    from cmp_pipelines.formats.encryption import PartnerKeyring
-    from cmp_pipelines.services.demo import nrp_document, seed_accounts
-    from cmp_pipelines.services.non_recurring import partition_key, sha256_hex
-    from cmp_pipelines.services.reference import sync_reference_data
-    from cmp_pipelines.settings import paths
-    from cmp_pipelines.store.connection import connect
+    from cmp_pipelines.core.config import load_partners, load_probes
+    from cmp_pipelines.core.crypto.keyring import PartnerKeyring
+    from cmp_pipelines.core.db.connection import connect
+    from cmp_pipelines.core.reference import sync_reference_data
+    from cmp_pipelines.core.settings import paths
+    from cmp_pipelines.defs.nrp.flow import partition_key, sha256_hex
+    from cmp_pipelines.demo.data import nrp_document, seed_accounts
 
     now = datetime.now(UTC)
     started = time.perf_counter()
@@ -138,12 +138,12 @@ def phase_setup(args: argparse.Namespace) -> dict:
 def _open_flow(workdir: Path, data_dir: Path, wrap=None):
     """The flow object the assets build, over this phase's own copy of the store and inbound file."""
     _env(workdir, data_dir)
-    from cmp_pipelines.configuration import load_partners
-    from cmp_pipelines.formats.encryption import PartnerKeyring
-    from cmp_pipelines.resources.file_store import LocalFileStore
-    from cmp_pipelines.services.non_recurring import NonRecurringPayments
-    from cmp_pipelines.settings import paths
-    from cmp_pipelines.store.connection import connect
+    from cmp_pipelines.core.config import load_partners
+    from cmp_pipelines.core.crypto.keyring import PartnerKeyring
+    from cmp_pipelines.core.db.connection import connect
+    from cmp_pipelines.core.settings import paths
+    from cmp_pipelines.defs.nrp.flow import NonRecurringPayments
+    from cmp_pipelines.lib.resources.file_store import LocalFileStore
 
     @contextmanager
     def opened():
@@ -269,8 +269,9 @@ def phase_profile(args: argparse.Namespace) -> dict:
     _env(workdir, workdir / "profile")
     import duckdb
 
-    from cmp_pipelines.formats import encryption, nrp_file
-    from cmp_pipelines.services import non_recurring as nr
+    from cmp_pipelines.core.crypto import keyring as encryption
+    from cmp_pipelines.defs.nrp import file_format as nrp_file
+    from cmp_pipelines.defs.nrp import flow as nr
 
     spans = Spans()
 
@@ -309,11 +310,11 @@ def phase_profile(args: argparse.Namespace) -> dict:
 def phase_expectations(args: argparse.Namespace) -> dict:
     workdir, meta = Path(args.workdir), json.loads((Path(args.workdir) / "setup.json").read_text())
     _env(workdir, workdir / "flow")
-    from cmp_pipelines.checks.nrp_expectations import SUITE
-    from cmp_pipelines.services.expectations import load_suite, validate_frame
-    from cmp_pipelines.settings import paths
-    from cmp_pipelines.store.connection import connect
-    from cmp_pipelines.store.nrp_records import batch_frame
+    from cmp_pipelines.core.db.connection import connect
+    from cmp_pipelines.core.settings import paths
+    from cmp_pipelines.defs.nrp.defs import SUITE
+    from cmp_pipelines.defs.nrp.expectations import load_suite, validate_frame
+    from cmp_pipelines.defs.nrp.queries import batch_frame
 
     suite = load_suite(paths().expectations_dir, SUITE)
     started = time.perf_counter()
@@ -345,7 +346,7 @@ def phase_expectations(args: argparse.Namespace) -> dict:
 
 def _seed_card_store(con, accounts: int, seed: int) -> None:
     """Accounts paying by recurring card, one card each, one open invoice each due by CARD_DAY, its charge posted."""
-    from cmp_pipelines.store.connection import transaction
+    from cmp_pipelines.core.db.connection import transaction
 
     params = {"n": accounts, "seed": seed, "day": CARD_DAY}
     with transaction(con):
@@ -384,11 +385,11 @@ def _seed_card_store(con, accounts: int, seed: int) -> None:
 
 def _card_template(workdir: Path, name: str, accounts: int, seed: int) -> tuple[Path, float]:
     """A store with `accounts` due card payments, and the provider's keys (untimed)."""
-    from cmp_pipelines.configuration import load_partners, load_probes, load_rejection_codes
-    from cmp_pipelines.formats.encryption import PartnerKeyring
-    from cmp_pipelines.services.reference import sync_reference_data
-    from cmp_pipelines.settings import paths
-    from cmp_pipelines.store.connection import connect
+    from cmp_pipelines.core.config import load_partners, load_probes, load_rejection_codes
+    from cmp_pipelines.core.crypto.keyring import PartnerKeyring
+    from cmp_pipelines.core.db.connection import connect
+    from cmp_pipelines.core.reference import sync_reference_data
+    from cmp_pipelines.core.settings import paths
 
     data = workdir / name
     shutil.rmtree(data, ignore_errors=True)
@@ -412,11 +413,11 @@ def phase_card_setup(args: argparse.Namespace) -> dict:
 def _card_connection(workdir: Path, data_dir: Path, wrap=None):
     """Connection, file store, keyring and partners as the assets build them, over this phase's copy."""
     _env(workdir, data_dir)
-    from cmp_pipelines.configuration import load_partners
-    from cmp_pipelines.formats.encryption import PartnerKeyring
-    from cmp_pipelines.resources.file_store import LocalFileStore
-    from cmp_pipelines.settings import paths
-    from cmp_pipelines.store.connection import connect
+    from cmp_pipelines.core.config import load_partners
+    from cmp_pipelines.core.crypto.keyring import PartnerKeyring
+    from cmp_pipelines.core.db.connection import connect
+    from cmp_pipelines.core.settings import paths
+    from cmp_pipelines.lib.resources.file_store import LocalFileStore
 
     with connect(paths().database) as con:
         files = LocalFileStore(base_dir=str(data_dir))
@@ -427,7 +428,7 @@ def _card_connection(workdir: Path, data_dir: Path, wrap=None):
 
 def _card_steps(con, files, keyring, partners, lap) -> tuple:
     """The timed CARD path: exactly the calls the four CARD assets make for one business day."""
-    from cmp_pipelines.services.recurring_card import RecurringCardPayments
+    from cmp_pipelines.defs.card_payments.flow import RecurringCardPayments
 
     flow = RecurringCardPayments(con, files, keyring, partners, CARD_NOW)
     with lap("select_due"):
@@ -471,7 +472,7 @@ def phase_card_flow(args: argparse.Namespace) -> dict:
     data = workdir / "card_flow"
     started = time.perf_counter()
     with _card_connection(workdir, data) as (con, files, keyring, partners):
-        import cmp_pipelines.services.recurring_card  # noqa: F401 - imports are paid before the clock starts
+        import cmp_pipelines.defs.card_payments.flow  # noqa: F401 - imports are paid before the clock starts
 
         ready_s = time.perf_counter() - started
         rss_ready = peak_rss_mb()
@@ -503,9 +504,9 @@ def phase_rejections_setup(args: argparse.Namespace) -> dict:
     _env(workdir, workdir / "rejections_template")
     import orjson
 
-    from cmp_pipelines.domain.money import format_minor
-    from cmp_pipelines.formats.encryption import PartnerKeyring
-    from cmp_pipelines.services.intake import partition_key, sha256_hex
+    from cmp_pipelines.core.crypto.keyring import PartnerKeyring
+    from cmp_pipelines.core.intake import partition_key, sha256_hex
+    from cmp_pipelines.core.money import format_minor
 
     accounts = _rejection_accounts(args)
     data, seeded_s = _card_template(workdir, "rejections_template", accounts, args.seed)
@@ -553,9 +554,9 @@ def phase_rejections_setup(args: argparse.Namespace) -> dict:
 
 def _rejection_steps(con, files, keyring, partners, file_id: str, lap) -> tuple:
     """The timed rejections path: exactly the calls the four rejection assets make for one file."""
-    from cmp_pipelines.configuration import load_rejection_codes
-    from cmp_pipelines.services.card_rejections import CardRejections
-    from cmp_pipelines.settings import paths
+    from cmp_pipelines.core.config import load_rejection_codes
+    from cmp_pipelines.core.settings import paths
+    from cmp_pipelines.defs.card_rejections.flow import CardRejections
 
     codes = load_rejection_codes(paths().config_dir)
     flow = CardRejections(con, files, keyring, partners, codes, REJECTION_NOW)
@@ -582,7 +583,7 @@ def phase_rejections_flow(args: argparse.Namespace) -> dict:
     data = workdir / "rejections_flow"
     started = time.perf_counter()
     with _card_connection(workdir, data) as (con, files, keyring, partners):
-        import cmp_pipelines.services.card_rejections  # noqa: F401 - imports are paid before the clock starts
+        import cmp_pipelines.defs.card_rejections.flow  # noqa: F401 - imports are paid before the clock starts
         _preload_pandas()
 
         ready_s = time.perf_counter() - started
@@ -614,8 +615,11 @@ def phase_rejections_flow(args: argparse.Namespace) -> dict:
 
 def _instrumented_spans() -> Spans:
     """Timers around the inner calls of both card flows (what exists: a renamed internal just drops out)."""
-    from cmp_pipelines.formats import encryption, record_file
-    from cmp_pipelines.services import card_rejections, intake, recurring_card
+    from cmp_pipelines.core import intake
+    from cmp_pipelines.core.crypto import keyring as encryption
+    from cmp_pipelines.core.files import record_file
+    from cmp_pipelines.defs.card_payments import flow as recurring_card
+    from cmp_pipelines.defs.card_rejections import flow as card_rejections
 
     spans = Spans()
 

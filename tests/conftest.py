@@ -8,22 +8,22 @@ from pathlib import Path
 import orjson
 import pytest
 
-from cmp_pipelines.configuration import load_partners, load_probes, load_rejection_codes
-from cmp_pipelines.formats.encryption import PartnerKeyring
-from cmp_pipelines.resources.file_store import LocalFileStore
-from cmp_pipelines.services import demo
-from cmp_pipelines.services.card_rejections import CardRejections
-from cmp_pipelines.services.non_recurring import (
+from cmp_pipelines.core.config import load_partners, load_probes, load_rejection_codes
+from cmp_pipelines.core.crypto.keyring import PartnerKeyring
+from cmp_pipelines.core.db.connection import connect
+from cmp_pipelines.core.reference import sync_reference_data
+from cmp_pipelines.core.settings import PROJECT_ROOT
+from cmp_pipelines.defs.card_payments.flow import RecurringCardPayments
+from cmp_pipelines.defs.card_rejections.flow import CardRejections
+from cmp_pipelines.defs.nrp.flow import (
     FileQuarantined,
     NonRecurringPayments,
     partition_key,
     sha256_hex,
 )
-from cmp_pipelines.services.recurring_card import RecurringCardPayments
-from cmp_pipelines.services.reference import sync_reference_data
-from cmp_pipelines.settings import PROJECT_ROOT
-from cmp_pipelines.store.connection import connect
-from cmp_pipelines.store.nrp_records import outcomes
+from cmp_pipelines.defs.nrp.queries import outcomes
+from cmp_pipelines.demo import data as demo
+from cmp_pipelines.lib.resources.file_store import LocalFileStore
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 NOW = datetime.now(UTC).replace(microsecond=0)  # "today" probes compare with the real clock
@@ -183,5 +183,5 @@ def rejections_document(records: list, sender: str = "CARDPAY", file_id: str = "
            "rejections": records}
     doc["header"].update(header)
     return doc
-from tests.api_support import api, api_instance  # noqa: E402,F401 - fixtures of the HTTP API tests (issue 5)
-from tests.hardware_support import hardware  # noqa: E402, F401  (hardware orders fixture)
+from tests.support.api import api, api_instance  # noqa: E402,F401 - fixtures of the HTTP API tests (issue 5)
+from tests.support.hardware import hardware  # noqa: E402, F401  (hardware orders fixture)

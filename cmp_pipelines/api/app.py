@@ -8,10 +8,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cmp_pipelines.api import payments, problems, sandbox_pages, setup, soap
 from cmp_pipelines.api.context import ApiContext, log
-from cmp_pipelines.one_off_config import load_api_clients, load_provider_settings
-from cmp_pipelines.resources.payment_provider import build_provider
-from cmp_pipelines.settings import paths
-from cmp_pipelines.store.api_store import ApiStore, ReadModel
+from cmp_pipelines.core.config_payments import load_api_clients, load_provider_settings
+from cmp_pipelines.core.db.api_store import ApiStore, ReadModel
+from cmp_pipelines.core.payment_provider import build_provider
+from cmp_pipelines.core.settings import paths
 
 
 def build_context(port: int = 8000) -> ApiContext:
@@ -33,8 +33,8 @@ def publish_if_free(wait_seconds: float = 2.0) -> bool:
     """At start-up, refresh the read model when no pipeline run holds the main store."""
     from datetime import UTC, datetime
 
-    from cmp_pipelines.services.one_off import publish_accounts
-    from cmp_pipelines.store.connection import StoreBusyError, connect
+    from cmp_pipelines.core.db.connection import StoreBusyError, connect
+    from cmp_pipelines.defs.one_off.flow import publish_accounts
 
     try:
         with connect(paths().database, read_only=True, wait_seconds=wait_seconds) as con:

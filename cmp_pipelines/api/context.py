@@ -13,9 +13,9 @@ from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader
 
 from cmp_pipelines.api.problems import Problem
-from cmp_pipelines.one_off_config import ApiClient, ProviderSettings, hash_key
-from cmp_pipelines.resources.payment_provider import PaymentProvider
-from cmp_pipelines.store.api_store import ApiStore, ReadModel
+from cmp_pipelines.core.config_payments import ApiClient, ProviderSettings, hash_key
+from cmp_pipelines.core.db.api_store import ApiStore, ReadModel
+from cmp_pipelines.core.payment_provider import PaymentProvider
 
 log = logging.getLogger("cmp_pipelines.api")
 

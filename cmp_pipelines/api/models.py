@@ -7,8 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from cmp_pipelines.domain.cards import find_pan
-from cmp_pipelines.domain.money import AMOUNT_PATTERN
+from cmp_pipelines.core.cards import find_pan
+from cmp_pipelines.core.money import AMOUNT_PATTERN
 
 ACCOUNT = re.compile(r"^[A-Z0-9]{3,20}$")
 CURRENCY = re.compile(r"^[A-Z]{3}$")

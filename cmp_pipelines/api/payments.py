@@ -16,11 +16,11 @@ from starlette.concurrency import run_in_threadpool
 from cmp_pipelines.api.context import ApiContext, Client, Ctx, log
 from cmp_pipelines.api.models import ACCOUNT, Balance, CreatePayment, Payment, PaymentList, check_account
 from cmp_pipelines.api.problems import Problem
-from cmp_pipelines.domain.cards import find_pan, mask_pans_in
-from cmp_pipelines.domain.money import format_minor, parse_amount
-from cmp_pipelines.one_off_config import ApiClient
-from cmp_pipelines.resources.payment_provider import SIGNATURE_HEADER, BadSignature, ProviderTimeout
-from cmp_pipelines.services.one_off import finish
+from cmp_pipelines.core.cards import find_pan, mask_pans_in
+from cmp_pipelines.core.config_payments import ApiClient
+from cmp_pipelines.core.money import format_minor, parse_amount
+from cmp_pipelines.core.payment_provider import SIGNATURE_HEADER, BadSignature, ProviderTimeout
+from cmp_pipelines.defs.one_off.flow import finish
 
 router = APIRouter()
 PROBLEM = {"model": dict, "content": {"application/problem+json": {}}}

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cmp_pipelines.api.redact import redact_target
-from cmp_pipelines.domain.cards import mask_pans_in
+from cmp_pipelines.core.cards import mask_pans_in
 
 MEDIA_TYPE = "application/problem+json"
 TITLES = {400: "Bad request", 401: "Unauthorized", 403: "Forbidden", 404: "Not found", 405: "Method not allowed",

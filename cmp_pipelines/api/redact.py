@@ -15,7 +15,7 @@ import logging
 import re
 from urllib.parse import unquote
 
-from cmp_pipelines.domain.cards import find_pan, mask_pans_in
+from cmp_pipelines.core.cards import find_pan, mask_pans_in
 
 REDACTED = "[redacted]"
 _SHOWN_PARAMETERS = frozenset({"status", "limit", "wsdl"})

@@ -16,8 +16,8 @@ from starlette.concurrency import run_in_threadpool
 
 from cmp_pipelines.api.context import ApiContext, Ctx
 from cmp_pipelines.api.problems import Problem
-from cmp_pipelines.domain.money import format_minor
-from cmp_pipelines.resources.payment_provider import SIGNATURE_HEADER, SandboxProvider, UnknownSession
+from cmp_pipelines.core.money import format_minor
+from cmp_pipelines.core.payment_provider import SIGNATURE_HEADER, SandboxProvider, UnknownSession
 
 router = APIRouter(prefix="/sandbox-provider", include_in_schema=False)
 

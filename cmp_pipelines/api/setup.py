@@ -15,13 +15,13 @@ from cmp_pipelines.api.context import ApiContext, Client, Ctx
 from cmp_pipelines.api.models import CreateMandate, PaymentProfile, RegisterCard, SetPaymentType, SetupRequest
 from cmp_pipelines.api.payments import ERRORS, AccountPath, account, valid_account
 from cmp_pipelines.api.problems import Problem
-from cmp_pipelines.configuration import PAYMENT_TYPES, load_partners
-from cmp_pipelines.one_off_config import ApiClient
-from cmp_pipelines.services import mandates, payment_setup
-from cmp_pipelines.services.account_setup_requests import apply_request, record_overlay
-from cmp_pipelines.services.payment_setup import SetupError
-from cmp_pipelines.settings import paths
-from cmp_pipelines.store.connection import StoreBusyError, connect
+from cmp_pipelines.core import mandates, payment_setup
+from cmp_pipelines.core.config import PAYMENT_TYPES, load_partners
+from cmp_pipelines.core.config_payments import ApiClient
+from cmp_pipelines.core.db.connection import StoreBusyError, connect
+from cmp_pipelines.core.payment_setup import SetupError
+from cmp_pipelines.core.settings import paths
+from cmp_pipelines.core.setup_requests import apply_request, record_overlay
 
 router = APIRouter()
 _main_store = threading.Lock()  # one API thread at a time in cmp.duckdb, so waits stay bounded

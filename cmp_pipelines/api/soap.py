@@ -15,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from cmp_pipelines.api.context import Ctx, authenticate
 from cmp_pipelines.api.problems import Problem
 from cmp_pipelines.api.setup import submit
-from cmp_pipelines.domain.cards import mask_pans_in
+from cmp_pipelines.core.cards import mask_pans_in
 
 router = APIRouter(include_in_schema=False)
 TNS = "urn:cmp:payment-setup:v1"

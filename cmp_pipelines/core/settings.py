@@ -1,0 +1,119 @@
+"""Where the platform keeps its files; every path honours the environment so tests and CI stay isolated."""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import shutil
+import stat
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = PACKAGE_ROOT.parent
+
+
+@dataclass(frozen=True)
+class Paths:
+    data_dir: Path
+    keys_dir: Path
+    config_dir: Path
+    expectations_dir: Path
+
+    @property
+    def database(self) -> Path:
+        return self.data_dir / "cmp.duckdb"
+
+    @property
+    def inbound(self) -> Path:
+        return self.data_dir / "inbound"
+
+    @property
+    def outbound(self) -> Path:
+        return self.data_dir / "outbound"
+
+    @property
+    def archive(self) -> Path:
+        return self.data_dir / "archive"
+
+    @property
+    def quarantine(self) -> Path:
+        return self.data_dir / "quarantine"
+
+    @property
+    def dagster_home(self) -> Path:
+        return Path(os.environ.get("DAGSTER_HOME") or self.data_dir / "dagster_home")
+
+    def skeleton(self) -> list[Path]:
+        return [self.inbound, self.outbound, self.archive, self.quarantine, self.keys_dir]
+
+
+def paths() -> Paths:
+    """Resolve paths at call time (never at import) so `$CMP_DATA_DIR` set by a test or the CLI applies."""
+    data_dir = Path(os.environ.get("CMP_DATA_DIR") or PROJECT_ROOT / "data").resolve()
+    keys_dir = Path(os.environ.get("CMP_KEYS_DIR") or data_dir / "keys").resolve()
+    config_dir = Path(os.environ.get("CMP_CONFIG_DIR") or PROJECT_ROOT / "config").resolve()
+    expectations_dir = Path(os.environ.get("CMP_EXPECTATIONS_DIR") or PROJECT_ROOT / "expectations").resolve()
+    return Paths(data_dir, keys_dir, config_dir, expectations_dir)
+
+
+SCRATCH_MIN_FREE = 4 << 30  # a million-record file and its outputs fit several times over
+
+
+def _scratch_base() -> str:
+    """Memory-backed /dev/shm when it is writable with room to spare, else the system temp folder. A
+    container's default /dev/shm is 64 MB, which a large partner file would fill."""
+    folder = "/dev/shm"
+    try:
+        stats = os.statvfs(folder)
+    except OSError:
+        return tempfile.gettempdir()
+    roomy = stats.f_bavail * stats.f_frsize >= SCRATCH_MIN_FREE
+    return folder if roomy and os.access(folder, os.W_OK) else tempfile.gettempdir()
+
+
+SCRATCH_PREFIX = "cmp-scratch-"
+
+
+def scratch_dir() -> str:
+    """This process's own folder for big intermediate files (a file's decrypted records for DuckDB, a document
+    on its way to encryption). It is named after the process, so when a run is killed mid-step the next run
+    start (`sweep_scratch`) knows its owner is gone and removes the decrypted partner data it left. The folder
+    must be ours (the temp folders are shared): a folder or link someone else put under that name is refused."""
+    from cmp_pipelines.core.processes import token
+
+    folder = os.path.join(_scratch_base(), f"{SCRATCH_PREFIX}{token()}")
+    if folder not in _MADE:
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(folder, 0o700)
+        status = os.lstat(folder)
+        if not stat.S_ISDIR(status.st_mode) or status.st_uid != os.getuid() or stat.S_IMODE(status.st_mode) != 0o700:
+            raise PermissionError(f"scratch folder {folder} is not this user's private folder; refusing to use it")
+        _MADE.add(folder)
+        atexit.register(shutil.rmtree, folder, True)
+    return folder
+
+
+_MADE: set[str] = set()
+
+
+def sweep_scratch() -> list[str]:
+    """Remove the scratch folders of processes that are gone (both possible places, whichever is in use now);
+    returns what was removed."""
+    from cmp_pipelines.core.processes import alive
+
+    removed = []
+    for base in {"/dev/shm", tempfile.gettempdir()}:
+        try:
+            entries = os.listdir(base)
+        except OSError:
+            continue
+        for name in entries:
+            path = os.path.join(base, name)
+            if (name.startswith(SCRATCH_PREFIX) and not alive(name[len(SCRATCH_PREFIX):])
+                    and os.path.isdir(path) and not os.path.islink(path)):
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(path)
+    return removed

@@ -1,0 +1,343 @@
+"""Recurring Payments Rejections job (card): the provider's rejection file, handled record by configured code.
+
+Steps, each idempotent for a file:
+1. `load`: decrypt, validate, classify and match every record (batch RCRJ-<hash16>); bad records are
+   rejected with a reason, unknown transactions and unknown reason codes reported as job errors.
+2. `apply`: in ONE transaction, the reversal batch (RCRV-<hash16>) and its ledger postings, the
+   transactions' new status and retry date, account suspensions and payment-type reversions, workflow
+   events and customer communications. A re-run finds the batch APPLIED and does nothing.
+3. `write_posting_file`, `write_reports`: the reversal posting file for the sales ledger, the outcome
+   report for operations and the partner, and the customer communications file.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import duckdb
+import pyarrow as pa
+
+from cmp_pipelines.core.batch_outcomes import outcome_counts
+from cmp_pipelines.core.config import Partner, RejectionConfig
+from cmp_pipelines.core.crypto.keyring import PartnerKeyring
+from cmp_pipelines.core.db.connection import sql_literal, transaction
+from cmp_pipelines.core.files import record_file
+from cmp_pipelines.core.files.record_file import (
+    RecordFileSpec,
+    card_number_masks,
+    first_schema_violation,
+    with_shape_and_card_numbers,
+)
+from cmp_pipelines.core.files.record_scan import read_record_file
+from cmp_pipelines.core.files.store import FileStoreLike
+from cmp_pipelines.core.intake import Intake, Received, file_stem, sha256_hex
+from cmp_pipelines.core.ledger import (
+    posted_batch,
+    record_posting_batch,
+    write_communications,
+    write_posting_file,
+    write_records_file,
+)
+from cmp_pipelines.core.money import format_minor
+from cmp_pipelines.core.reference import sync_rejection_codes
+from cmp_pipelines.core.rejections import (
+    REVERSED_SQL,
+    cancel_retries_sql,
+    events_sql,
+    revert_payment_type_sql,
+    status_after_sql,
+    suspend_accounts_sql,
+)
+from cmp_pipelines.defs.card_rejections.rules import CLASSIFY_SQL, COMMUNICATION_SQL, UNCONFIGURED_EVENT
+
+FEED = "card_rejections"
+JOB = "Recurring Payments Rejections job (CARD)"
+REJECTION_FIELDS = (
+    "record_id", "transaction_id", "account_number", "amount", "reason_code", "reason_text", "rejected_at",
+)
+NON_ID_FIELDS = ("record_id", "amount", "reason_code", "reason_text", "rejected_at")
+REJECTION_FILE = RecordFileSpec("card_rejections", "card rejections", "rejections", REJECTION_FIELDS, "rejection")
+GUARD_SAMPLE = 200
+
+
+@dataclass
+class RejectionLoad:
+    file_id: str
+    batch_id: str
+    status: str  # LOADED now or ALREADY_LOADED
+    partner: str
+    record_count: int
+    outcomes: dict[str, int] = field(default_factory=dict)
+    problems: dict[str, int] = field(default_factory=dict)
+    reversed_count: int = 0
+    reversed_minor: int = 0
+
+
+@dataclass
+class ApplyResult:
+    batch_id: str  # the reversal batch
+    applied_now: bool
+    posting_count: int
+    net_minor: int
+    suspended_accounts: int
+    reverted_accounts: int
+    events: int
+    communications: int
+
+
+def with_id_card_numbers(table: pa.Table) -> pa.Table:
+    """Card numbers in the id fields, kept apart: the rules decide, once matched, whether the id is ours."""
+    for name in ("transaction_id", "account_number"):
+        found = card_number_masks(table.column(name).combine_chunks())
+        pans, masked = [None] * table.num_rows, [None] * table.num_rows
+        for index, (pan, text) in found.items():
+            pans[index], masked[index] = pan, text
+        prefix = name.split("_")[0]
+        table = table.append_column(f"{prefix}_pan", pa.array(pans, pa.string()))
+        table = table.append_column(f"{prefix}_masked", pa.array(masked, pa.string()))
+    return table
+
+
+def reversal_batch_id(load_batch_id: str) -> str:
+    return load_batch_id.replace("RCRJ-", "RCRV-")
+
+
+class CardRejections:
+    def __init__(
+        self, con: duckdb.DuckDBPyConnection, files: FileStoreLike, keyring: PartnerKeyring,
+        partners: dict[str, Partner], codes: RejectionConfig, now: datetime | None = None,
+    ):
+        self.con, self.files, self.keyring, self.codes = con, files, keyring, codes
+        self.now = now or datetime.now(UTC)
+        self.intake = Intake(con, files, keyring, partners, FEED, self.now)
+
+    # ---- load: validate, match, classify ---------------------------------------------------------------
+
+    def load(self, file_id: str) -> RejectionLoad:
+        status = self.intake.load(file_id, self._load_new)
+        return self._result(file_id, status)
+
+    def loaded(self, file_id: str) -> RejectionLoad:
+        return self._result(file_id, "ALREADY_LOADED")
+
+    def _load_new(self, received: Received) -> None:
+        plaintext = self.intake.decrypt(received)
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            digest = pool.submit(sha256_hex, plaintext)
+            read = read_record_file(REJECTION_FILE, plaintext, self.con)
+            content_sha = digest.result()
+        del plaintext
+        header = read.header
+        record_file.check_sender(header, received.partner)
+        record_file.check_control_totals(REJECTION_FILE, header, read.record_count,
+                                         read.table.column("amount").combine_chunks())
+        self.intake.refuse_duplicate(received, content_sha, header["file_id"])
+        table = with_id_card_numbers(with_shape_and_card_numbers(read.table, read.shape_errors, NON_ID_FIELDS))
+        batch_id = f"RCRJ-{content_sha[:16]}"
+        with transaction(self.con):
+            sync_rejection_codes(self.con, self.codes)  # the rules join what the YAML says now
+            self.con.register("raw", table)
+            try:
+                self.con.execute(CLASSIFY_SQL, {"batch_id": batch_id, "provider": received.partner,
+                                                "currency": header["currency"], "day": self.now.date()})
+            finally:
+                self.con.unregister("raw")
+            self._guard_schema_agreement(batch_id, table)
+            self.con.execute(
+                f"""
+                INSERT INTO batches (batch_id, kind, feed, partner, source_file_id, status, created_at,
+                                     record_count, total_minor, accepted_count, rejected_count)
+                SELECT ?, 'CARD_REJECTIONS', ?, ?, ?, 'LOADED', ?, count(*),
+                       coalesce(sum(amount_minor) FILTER (outcome IN ({REVERSED_SQL})), 0),
+                       count(*) FILTER (outcome IN ({REVERSED_SQL})), count(*) FILTER (outcome = 'REJECTED')
+                FROM card_rejections WHERE batch_id = ?
+                """,
+                [batch_id, FEED, received.partner, received.file_id, self.now, batch_id],
+            )
+            self.con.execute(
+                """
+                INSERT INTO job_errors (job, category, source_ref, detail, raised_at)
+                SELECT $feed, 'DATA', $file_id || '#' || position, problem_code || ': ' || problem, $now
+                FROM card_rejections WHERE batch_id = $batch_id AND problem_code = 'UNKNOWN_TRANSACTION'
+                UNION ALL  -- an unknown code is a configuration error whatever else is wrong with the record
+                SELECT $feed, 'CONFIGURATION', $file_id || '#' || position,
+                       'UNKNOWN_REASON_CODE: reason code ' || q(r.reason_code) || ' is not configured', $now
+                FROM card_rejections r
+                WHERE batch_id = $batch_id AND regexp_full_match(r.reason_code, '[A-Za-z0-9]{1,8}')
+                  AND r.reason_code NOT IN (SELECT code FROM config_rejection_codes)
+                """,
+                {"feed": FEED, "file_id": received.file_id, "now": self.now, "batch_id": batch_id},
+            )
+            self.intake.record_loaded(received, batch_id, content_sha, header["file_id"])
+
+    def _guard_schema_agreement(self, batch_id: str, table: pa.Table) -> None:
+        """The SQL rules must never accept what the JSON Schema rejects: spot-check handled records."""
+        positions = [p for (p,) in self.con.execute(
+            "SELECT position FROM card_rejections WHERE batch_id = ? AND outcome <> 'REJECTED' "
+            "ORDER BY position LIMIT ?", [batch_id, GUARD_SAMPLE]
+        ).fetchall()]
+        violation = first_schema_violation(REJECTION_FILE, table, positions)
+        if violation:
+            raise AssertionError(f"rejection {violation[0]} was handled but violates the schema: {violation[1]}")
+
+    def _result(self, file_id: str, status: str) -> RejectionLoad:
+        batch_id, partner, _ = self.intake.loaded_batch(file_id)
+        outcomes, problems = outcome_counts(self.con, "card_rejections", batch_id)
+        count, reversed_count, reversed_minor = self.con.execute(
+            "SELECT record_count, accepted_count, total_minor FROM batches WHERE batch_id = ?", [batch_id]
+        ).fetchone()
+        return RejectionLoad(file_id, batch_id, status, partner, count, outcomes, problems, reversed_count,
+                             reversed_minor)
+
+    # ---- apply: reversals, account actions, events, communications -----------------------------------
+
+    def apply(self, load: RejectionLoad) -> ApplyResult:
+        reversal = reversal_batch_id(load.batch_id)
+        params = {"batch_id": load.batch_id, "reversal": reversal, "now": self.now,
+                  "default_type": self.codes.default_payment_type}
+        with transaction(self.con):
+            status = self.con.execute("SELECT status FROM batches WHERE batch_id = ?", [load.batch_id]).fetchone()[0]
+            if status == "APPLIED":
+                return self.applied(load, applied_now=False)
+            self._recheck(load.batch_id)
+            self._require_original_postings(load.batch_id)
+            self._apply_statements(params)
+            record_posting_batch(self.con, batch_id=reversal, kind="CARD_REVERSAL", feed=FEED, now=self.now,
+                                 posted_before=0, partner=load.partner, source_file_id=load.file_id,
+                                 parent_batch_id=load.batch_id)
+            self.con.execute("UPDATE batches SET status = 'APPLIED', completed_at = ? WHERE batch_id = ?",
+                             [self.now, load.batch_id])
+        return self.applied(load, applied_now=True)
+
+    def _recheck(self, batch_id: str) -> None:
+        """Another file may have handled a transaction since this one was loaded: that one wins, nothing twice."""
+        self.con.execute(
+            f"""
+            UPDATE card_rejections r SET outcome = 'REJECTED', decline = NULL, retry_due_on = NULL,
+                problem_code = 'ALREADY_REJECTED',
+                problem = 'transaction ' || q(r.transaction_id) || ' was handled (' || t.status || ' by batch '
+                          || coalesce(t.rejection_batch_id, '?') || ') after this file was loaded; nothing done twice'
+            FROM card_transactions t
+            WHERE r.transaction_id = t.transaction_id AND r.batch_id = $batch_id AND r.outcome IN ({REVERSED_SQL})
+              AND t.status <> 'EXTRACTED'
+            """,
+            {"batch_id": batch_id},
+        )
+        self.con.execute(
+            f"""
+            UPDATE batches b SET accepted_count = s.n, total_minor = s.total, rejected_count = s.rejected
+            FROM (SELECT count(*) FILTER (outcome IN ({REVERSED_SQL})) AS n,
+                         coalesce(sum(amount_minor) FILTER (outcome IN ({REVERSED_SQL})), 0) AS total,
+                         count(*) FILTER (outcome = 'REJECTED') AS rejected
+                  FROM card_rejections WHERE batch_id = $batch_id) s
+            WHERE b.batch_id = $batch_id
+            """,
+            {"batch_id": batch_id},
+        )
+
+    def _require_original_postings(self, batch_id: str) -> None:
+        """A reversal before its payment is posted would count the money twice: wait for the posting batch."""
+        missing = self.con.execute(
+            f"""
+            SELECT t.transaction_id, t.business_date
+            FROM card_rejections r JOIN card_transactions t USING (transaction_id)
+            WHERE r.batch_id = ? AND r.outcome IN ({REVERSED_SQL})
+              AND NOT EXISTS (SELECT 1 FROM ledger_postings p WHERE p.idempotency_key = 'card:' || t.transaction_id
+                              || ':' || t.kind)
+            ORDER BY 1 LIMIT 1
+            """,
+            [batch_id],
+        ).fetchone()
+        if missing:
+            raise LookupError(
+                f"transaction {missing[0]} is not posted to the ledger yet: materialise card_payment_posting_batch "
+                f"for {missing[1]} first, then re-run this file's reversal"
+            )
+
+    def _apply_statements(self, params: dict) -> None:
+        run = self.con.execute
+        handled = f"r.batch_id = $batch_id AND r.outcome IN ({REVERSED_SQL})"
+        only_payments = ("EXISTS (SELECT 1 FROM card_transactions t WHERE t.transaction_id = r.transaction_id "
+                         "AND t.kind = 'PAYMENT')")
+        run(cancel_retries_sql("card_rejections", "RECURRING_CARD", only_payments), {"batch_id": params["batch_id"]})
+        run(
+            f"""
+            INSERT INTO ledger_postings (idempotency_key, account_number, invoice_number, kind, amount_minor,
+                                         currency, batch_id, source_ref, effective_at, posted_at)
+            SELECT 'card:' || t.transaction_id || ':REVERSAL', t.account_number, t.invoice_number, 'CARD_REVERSAL',
+                   CASE t.kind WHEN 'PAYMENT' THEN t.amount_minor ELSE -t.amount_minor END, t.currency, $reversal,
+                   t.transaction_id, coalesce(r.rejected_at, $now), $now
+            FROM card_rejections r JOIN card_transactions t USING (transaction_id)
+            WHERE {handled}
+            ON CONFLICT DO NOTHING
+            """,
+            {k: params[k] for k in ("batch_id", "reversal", "now")},
+        )
+        run(
+            f"""
+            UPDATE card_transactions t SET status = {status_after_sql('DECLINED_UNCONFIGURED')},
+                reason_code = r.reason_code, rejection_batch_id = r.batch_id, retry_due_on = r.retry_due_on
+            FROM card_rejections r WHERE r.transaction_id = t.transaction_id AND {handled}
+            """,
+            {"batch_id": params["batch_id"]},
+        )
+        run(suspend_accounts_sql("card_rejections"), {"batch_id": params["batch_id"]})
+        for statement in revert_payment_type_sql("card_rejections", "transaction_id", "RECURRING_CARD",
+                                                 "card decline"):
+            run(statement, {k: params[k] for k in ("batch_id", "default_type", "now") if f"${k}" in statement})
+        detail = ("', attempt ' || r.attempt || ', amount ' || minor_to_decimal(r.amount_minor) "
+                  "|| coalesce(', retry on ' || r.retry_due_on, '')")
+        run(events_sql("card_rejections", "transaction_id", UNCONFIGURED_EVENT, detail),
+            {k: params[k] for k in ("batch_id", "now")})
+        run(COMMUNICATION_SQL, {k: params[k] for k in ("batch_id", "now", "default_type")})
+
+    def applied(self, load: RejectionLoad, applied_now: bool = False) -> ApplyResult:
+        reversal = reversal_batch_id(load.batch_id)
+        posted = posted_batch(self.con, reversal, "card_reversal_batch")
+        suspended, reverted = self.con.execute(
+            "SELECT count(DISTINCT account_number) FILTER (outcome = 'RETRY_SCHEDULED'), "
+            "count(DISTINCT account_number) FILTER (outcome IN ('RETRIES_EXHAUSTED', 'HARD_DECLINE')) "
+            "FROM card_rejections WHERE batch_id = ?", [load.batch_id]
+        ).fetchone()
+        events = self.con.execute(
+            "SELECT count(*) FROM workflow_events e JOIN card_rejections r ON e.source_ref = r.transaction_id "
+            f"WHERE r.batch_id = ? AND r.outcome IN ({REVERSED_SQL})", [load.batch_id]
+        ).fetchone()[0]
+        communications = self.con.execute(
+            "SELECT count(*) FROM customer_communications WHERE batch_id = ?", [load.batch_id]
+        ).fetchone()[0]
+        return ApplyResult(reversal, applied_now, posted.posting_count, posted.total_minor, suspended, reverted, events,
+                           communications)
+
+    # ---- files: the reversal posting file, the outcome report, the communications --------------------
+
+    def write_posting_file(self, applied: ApplyResult) -> str:
+        return write_posting_file(self.con, self.files, applied.batch_id, f"{FEED}:{JOB}", self.now)[0]
+
+    def write_reports(self, load: RejectionLoad) -> tuple[str, str]:
+        file_name = self.con.execute(
+            "SELECT file_name FROM inbound_files WHERE file_id = ?", [load.file_id]
+        ).fetchone()[0]
+        stem = file_stem(file_name)
+        header = {
+            "file_id": load.file_id, "source_file_name": file_name, "provider": load.partner,
+            "batch_id": load.batch_id, "reversal_batch_id": reversal_batch_id(load.batch_id),
+            "processed_at": self.now.isoformat(), "record_count": load.record_count,
+            "reversed_count": load.reversed_count, "reversed_amount": format_minor(load.reversed_minor),
+            "rejected_count": load.outcomes.get("REJECTED", 0), "outcomes": load.outcomes,
+        }
+        report = write_records_file(
+            self.con, self.files, f"outbound/reports/{FEED}/{load.partner}/{stem}.outcomes.json", header,
+            "records",
+            f"""
+            SELECT position, record_id, transaction_id, account_number, minor_to_decimal(amount_minor) AS amount,
+                   reason_code, outcome, decline, attempt, retry_due_on::VARCHAR AS retry_due_on, problem_code,
+                   problem
+            FROM card_rejections WHERE batch_id = {sql_literal(load.batch_id)} ORDER BY position
+            """,
+        )
+        communications = write_communications(self.con, self.files, load.batch_id, self.now, "transaction_id")
+        self.con.execute("UPDATE batches SET output_path = ? WHERE batch_id = ?", [report, load.batch_id])
+        return report, communications

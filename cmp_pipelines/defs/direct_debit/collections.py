@@ -1,0 +1,168 @@
+"""The Recurring Payments job in DD mode: the day's debits as a Bacs Standard 18 file and their ledger postings.
+
+A business day is one selection (DDX-<yyyymmdd>), chosen once and frozen, so a re-run writes the same file and
+posts nothing more. Dates follow the Bacs cycle (domain/bacs_calendar.py): a run for a day that is not a Bacs
+working day is input on the next one (and says so); UHL1 carries the processing day; what is due and whose advance
+notice has run is judged on the entry day, when the money leaves the payer's account. The file goes to the bureau
+encrypted for it; the posting batch (DDP-<yyyymmdd>) takes the money off each invoice on the assumption the
+debits are paid; ARUDD reverses those that are returned.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+
+import duckdb
+
+from cmp_pipelines.core.config import DirectDebitConfig
+from cmp_pipelines.core.crypto.keyring import PartnerKeyring
+from cmp_pipelines.core.db.connection import transaction, unordered_inserts
+from cmp_pipelines.core.files.store import FileStoreLike
+from cmp_pipelines.core.ledger import (
+    PostResult,
+    posted_batch,
+    posting_count,
+    record_posting_batch,
+    write_posting_file,
+)
+from cmp_pipelines.defs.direct_debit.calendar import BacsCycle, cycle
+from cmp_pipelines.defs.direct_debit.collections_rules import (
+    DUE_ITEMS_SQL,
+    FINAL_CANCELLATIONS,
+    INSERT_COLLECTIONS_SQL,
+    INSERT_ITEMS_SQL,
+)
+from cmp_pipelines.defs.direct_debit.submission import write_submission
+
+FEED = "dd_collections"
+JOB = "Recurring Payments job (DD mode)"
+
+
+def collection_batch_id(day: date) -> str:
+    return f"DDX-{day:%Y%m%d}"
+
+
+def dd_posting_batch_id(day: date) -> str:
+    return f"DDP-{day:%Y%m%d}"
+
+
+@dataclass
+class CollectionBatch:
+    batch_id: str
+    business_date: date
+    status: str  # SELECTED now, or ALREADY_SELECTED by an earlier run
+    collection_count: int
+    total_minor: int
+    by_code: dict[str, int]
+    mandates_cancelled: int = 0
+
+    @property
+    def cycle(self) -> BacsCycle:
+        return cycle(self.business_date)
+
+
+class DirectDebitCollections:
+    def __init__(self, con: duckdb.DuckDBPyConnection, files: FileStoreLike, keyring: PartnerKeyring,
+                 config: DirectDebitConfig, now: datetime | None = None):
+        self.con, self.files, self.keyring, self.config = con, files, keyring, config
+        self.now = now or datetime.now(UTC)
+
+    def select(self, day: date) -> CollectionBatch:
+        batch_id = collection_batch_id(day)
+        with transaction(self.con):
+            if self.con.execute("SELECT 1 FROM batches WHERE batch_id = ?", [batch_id]).fetchone():
+                return self.selected(day)
+            dates = cycle(day)
+            params = {"day": dates.entry_day, "notice": self.config.advance_notice_days, "daystr": f"{day:%Y%m%d}"}
+            try:
+                with unordered_inserts(self.con):  # the file is ordered by collection_id, the postings by id
+                    self.con.execute(DUE_ITEMS_SQL, params)
+                    self.con.execute(INSERT_ITEMS_SQL)
+                    self.con.execute(INSERT_COLLECTIONS_SQL, {"batch_id": batch_id, "day": day,
+                                                              "processing": dates.processing_day})
+            finally:
+                self.con.execute("DROP TABLE IF EXISTS dd_due")
+            cancelled = self._cancel_after_final_collection(day)
+            self.con.execute(
+                "INSERT INTO batches (batch_id, kind, feed, partner, status, record_count, total_minor, "
+                "accepted_count, created_at) SELECT $batch_id, 'DD_COLLECTION', $feed, $bureau, 'SELECTED', "
+                "count(*), coalesce(sum(amount_minor), 0), $cancelled, $now FROM dd_collections "
+                "WHERE batch_id = $batch_id",
+                {"batch_id": batch_id, "feed": FEED, "bureau": self.config.bureau, "cancelled": cancelled,
+                 "now": self.now},
+            )
+        return self.selected(day, "SELECTED")
+
+    def _cancel_after_final_collection(self, day: date) -> int:
+        params = {"day": day, "now": self.now}
+        self.con.execute(
+            f"INSERT INTO mandate_history SELECT mandate_id, status, 'CANCELLED', "
+            f"'cancelled after its final collection (19) on ' || $day, $now FROM ({FINAL_CANCELLATIONS})", params)
+        return self.con.execute(
+            f"UPDATE mandates SET status = 'CANCELLED', pending_instruction = 'CANCEL', cancelled_on = $day, "
+            f"final_collection_requested = FALSE WHERE mandate_id IN (SELECT mandate_id FROM ({FINAL_CANCELLATIONS}))",
+            {"day": day},
+        ).fetchone()[0]
+
+    def selected(self, day: date, status: str = "ALREADY_SELECTED") -> CollectionBatch:
+        batch_id = collection_batch_id(day)
+        row = self.con.execute("SELECT accepted_count FROM batches WHERE batch_id = ?", [batch_id]).fetchone()
+        if row is None:
+            raise LookupError(f"no direct debit collection batch for {day}: materialise dd_collections_due first")
+        count, total = self.con.execute(
+            "SELECT count(*), coalesce(sum(amount_minor), 0) FROM dd_collections WHERE batch_id = ?", [batch_id]
+        ).fetchone()
+        by_code = dict(self.con.execute(
+            "SELECT transaction_code, count(*) FROM dd_collections WHERE batch_id = ? GROUP BY 1 ORDER BY 1",
+            [batch_id],
+        ).fetchall())
+        return CollectionBatch(batch_id, day, status, count, total, by_code, row[0])
+
+    def write_file(self, batch: CollectionBatch) -> str | None:
+        """The Standard 18 collection file, ending with its 99 contra; the records are built in SQL.
+
+        Nothing due, no file: Bacs has no use for a submission whose only record is a zero contra."""
+        if batch.collection_count == 0:
+            self.con.execute("UPDATE batches SET status = 'NOTHING_DUE', completed_at = ? WHERE batch_id = ?",
+                             [self.now, batch.batch_id])
+            return None
+        dates = batch.cycle
+        written = write_submission(self.con, self.files, self.keyring, self.config, dates.input_day,
+                                   dates.processing_day, table="dd_collections", batch_id=batch.batch_id,
+                                   order_by="collection_id", amount="amount_minor", with_contra=True,
+                                   folder="outbound/dd_collections")
+        path, count, total = written.path, written.record_count, written.total_minor
+        self.con.execute("UPDATE batches SET status = 'EXTRACTED', output_path = ?, completed_at = ?, "
+                         "record_count = ?, total_minor = ? WHERE batch_id = ?",
+                         [path, self.now, count, total, batch.batch_id])
+        return path
+
+    def post(self, batch: CollectionBatch) -> PostResult:
+        """One posting per invoice of each debit, so what is owed stays per invoice; idempotent per item."""
+        posting_batch = dd_posting_batch_id(batch.business_date)
+        with transaction(self.con), unordered_inserts(self.con):
+            before = posting_count(self.con, posting_batch)
+            self.con.execute(
+                """
+                INSERT INTO ledger_postings (idempotency_key, account_number, invoice_number, kind, amount_minor,
+                                             currency, batch_id, source_ref, effective_at, posted_at)
+                SELECT 'dd:' || c.collection_id || ':' || i.invoice_number || ':COLLECTION', c.account_number,
+                       i.invoice_number, 'DD_COLLECTION', -i.amount_minor, c.currency, $posting_batch,
+                       c.collection_id, $effective, $now
+                FROM dd_collections c JOIN dd_collection_items i USING (collection_id)
+                WHERE c.batch_id = $batch_id
+                ON CONFLICT DO NOTHING
+                """,
+                {"posting_batch": posting_batch, "batch_id": batch.batch_id, "now": self.now,
+                 "effective": datetime.combine(batch.business_date, datetime.min.time(), UTC)},
+            )
+            return record_posting_batch(self.con, batch_id=posting_batch, kind="DD_POSTING", feed=FEED,
+                                        now=self.now, posted_before=before, partner=self.config.bureau,
+                                        parent_batch_id=batch.batch_id)
+
+    def posted(self, batch: CollectionBatch) -> PostResult:
+        return posted_batch(self.con, dd_posting_batch_id(batch.business_date), "dd_collection_posting_batch")
+
+    def write_posting_file(self, posted: PostResult) -> str:
+        return write_posting_file(self.con, self.files, posted.batch_id, f"{FEED}:{JOB}", self.now)[0]

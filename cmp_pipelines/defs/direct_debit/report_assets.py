@@ -1,0 +1,184 @@
+"""The bureau's Bacs reports, one dynamic partition per file: ADDACS (mandate advices) and ARUDD (returned debits,
+the Recurring Payments Rejections job in DD mode)."""
+
+import dagster as dg
+
+from cmp_pipelines.core.config import (
+    load_direct_debit,
+    load_mandate_revision_codes,
+    load_partners,
+    load_rejection_codes,
+)
+from cmp_pipelines.core.intake import FileQuarantined
+from cmp_pipelines.core.money import format_minor
+from cmp_pipelines.core.settings import paths
+from cmp_pipelines.defs.direct_debit.addacs import AddacsReports, AdviceLoad
+from cmp_pipelines.defs.direct_debit.returns import DirectDebitReturns, ReturnsLoad
+from cmp_pipelines.lib.metadata import markdown_table, quarantine_failure
+from cmp_pipelines.lib.resources.cipher import PartnerCipher
+from cmp_pipelines.lib.resources.database import DB_POOL, Database
+from cmp_pipelines.lib.resources.file_store import FileStore
+
+ADDACS_GROUP = "direct_debit_addacs"
+ARUDD_GROUP = "direct_debit_returns"
+addacs_files_partitions = dg.DynamicPartitionsDefinition(name="addacs_files")
+arudd_files_partitions = dg.DynamicPartitionsDefinition(name="arudd_files")
+
+
+def _addacs(con, file_store: FileStore, cipher: PartnerCipher) -> AddacsReports:
+    config = paths().config_dir
+    partners = load_partners(config)
+    return AddacsReports(con, file_store, cipher.keyring(), partners, load_mandate_revision_codes(config),
+                         load_direct_debit(config, partners), load_rejection_codes(config).default_payment_type)
+
+
+def _returns(con, file_store: FileStore, cipher: PartnerCipher) -> DirectDebitReturns:
+    config = paths().config_dir
+    partners = load_partners(config)
+    return DirectDebitReturns(con, file_store, cipher.keyring(), partners, load_rejection_codes(config),
+                              load_direct_debit(config, partners))
+
+
+def _advice_metadata(load: AdviceLoad) -> dict:
+    return {"file_id": load.file_id, "batch_id": load.batch_id, "load_status": load.status,
+            "advice_count": dg.MetadataValue.int(load.advice_count), "outcomes": dg.MetadataValue.json(load.outcomes),
+            "problems": dg.MetadataValue.json(load.problems)}
+
+
+def _returns_metadata(load: ReturnsLoad) -> dict:
+    return {"file_id": load.file_id, "batch_id": load.batch_id, "load_status": load.status,
+            "item_count": dg.MetadataValue.int(load.item_count),
+            "reversed_count": dg.MetadataValue.int(load.reversed_count),
+            "reversed_amount": format_minor(load.reversed_minor), "outcomes": dg.MetadataValue.json(load.outcomes),
+            "problems": dg.MetadataValue.json(load.problems)}
+
+
+@dg.asset(
+    partitions_def=addacs_files_partitions,
+    pool=DB_POOL,
+    group_name=ADDACS_GROUP,
+    kinds={"duckdb", "xml"},
+    description=(
+        "CMP ADDACS daemon, load: the bank's mandate amendment and cancellation report (Bacs XML, ISO-8859-1) "
+        "decrypted, parsed and each advice matched to its mandate and classified by its configured mandate "
+        "revision code. Unknown references and codes are reported; bad reports quarantined."
+    ),
+)
+def addacs_advices(
+    context: dg.AssetExecutionContext, database: Database, file_store: FileStore, cipher: PartnerCipher
+) -> dg.MaterializeResult:
+    with database.connection() as con:
+        try:
+            load = _addacs(con, file_store, cipher).load(context.partition_key)
+        except FileQuarantined as quarantined:
+            raise quarantine_failure(quarantined) from quarantined
+        preview = con.execute(
+            "SELECT position, reference, reason_code, outcome, coalesce(problem_code, '') FROM addacs_advices "
+            "WHERE batch_id = ? ORDER BY position LIMIT 10", [load.batch_id]).fetchall()
+    metadata = _advice_metadata(load)
+    metadata["preview"] = dg.MetadataValue.md(markdown_table(["position", "reference", "code", "outcome", "problem"],
+                                                             preview))
+    return dg.MaterializeResult(metadata=metadata)
+
+
+@dg.asset(
+    partitions_def=addacs_files_partitions,
+    deps=[addacs_advices],
+    pool=DB_POOL,
+    group_name=ADDACS_GROUP,
+    kinds={"duckdb", "json"},
+    description=(
+        "In one transaction: each advice applied by its action (CANCEL: cancelled or failed, account to the "
+        "default payment type; AMEND: new bank details lodged again with 0N alone, or reinstated), with the "
+        "mandate history and the configured workflow event; then the outcome report for the bureau."
+    ),
+)
+def addacs_mandate_updates(
+    context: dg.AssetExecutionContext, database: Database, file_store: FileStore, cipher: PartnerCipher
+) -> dg.MaterializeResult:
+    with database.connection() as con:
+        flow = _addacs(con, file_store, cipher)
+        load = flow.apply(flow.loaded(context.partition_key))
+        report = flow.write_report(load)
+    metadata = _advice_metadata(load)
+    metadata["files_written"] = report
+    return dg.MaterializeResult(metadata=metadata)
+
+
+@dg.asset(
+    partitions_def=arudd_files_partitions,
+    pool=DB_POOL,
+    group_name=ARUDD_GROUP,
+    kinds={"duckdb", "xml"},
+    description=(
+        "Recurring Payments Rejections job (DD), load: the bank's ARUDD report of returned debits (Bacs XML, "
+        "ISO-8859-1), Totals checked, each item matched to its debit and its four-digit return code mapped to a "
+        "configured rejection code. Unknown debits and codes are reported; bad reports quarantined."
+    ),
+)
+def dd_returns_batch(
+    context: dg.AssetExecutionContext, database: Database, file_store: FileStore, cipher: PartnerCipher
+) -> dg.MaterializeResult:
+    with database.connection() as con:
+        try:
+            load = _returns(con, file_store, cipher).load(context.partition_key)
+        except FileQuarantined as quarantined:
+            raise quarantine_failure(quarantined) from quarantined
+        preview = con.execute(
+            "SELECT position, reference, return_code, reason_code, outcome, coalesce(problem_code, '') "
+            "FROM dd_returns WHERE batch_id = ? ORDER BY position LIMIT 10", [load.batch_id]).fetchall()
+    metadata = _returns_metadata(load)
+    metadata["preview"] = dg.MetadataValue.md(markdown_table(
+        ["position", "reference", "return code", "code", "outcome", "problem"], preview))
+    return dg.MaterializeResult(metadata=metadata)
+
+
+@dg.asset(
+    partitions_def=arudd_files_partitions,
+    deps=[dd_returns_batch],
+    pool=DB_POOL,
+    group_name=ARUDD_GROUP,
+    kinds={"duckdb"},
+    description=(
+        "In one transaction, by the rules shared with card declines: the reversal batch (one posting per invoice of "
+        "each returned debit), re-presentation (18) of soft returns with the account suspended until then, the "
+        "payment-type reversion of hard returns, workflow events and customer communications."
+    ),
+)
+def dd_reversal_batch(
+    context: dg.AssetExecutionContext, database: Database, file_store: FileStore, cipher: PartnerCipher
+) -> dg.MaterializeResult:
+    with database.connection() as con:
+        flow = _returns(con, file_store, cipher)
+        posted = flow.apply(flow.loaded(context.partition_key))
+    return dg.MaterializeResult(metadata={
+        "batch_id": posted.batch_id, "posting_count": dg.MetadataValue.int(posted.posting_count),
+        "net_amount": format_minor(posted.total_minor)})
+
+
+@dg.asset(
+    partitions_def=arudd_files_partitions,
+    deps=[dd_reversal_batch],
+    pool=DB_POOL,
+    group_name=ARUDD_GROUP,
+    kinds={"json"},
+    description=(
+        "The reversal batch for the sales ledger (outbound/ledger/ARV-<hash>.json), every item's outcome "
+        "(outbound/reports/arudd/<BUREAU>/<file>.outcomes.json) and the customer communications."
+    ),
+)
+def dd_return_reports(
+    context: dg.AssetExecutionContext, database: Database, file_store: FileStore, cipher: PartnerCipher
+) -> dg.MaterializeResult:
+    with database.connection() as con:
+        flow = _returns(con, file_store, cipher)
+        load = flow.loaded(context.partition_key)
+        posted = flow.reversal(load)
+        files = [flow.write_posting_file(posted), *flow.write_reports(load)]
+    metadata = _returns_metadata(load)
+    metadata["files_written"] = dg.MetadataValue.json(files)
+    return dg.MaterializeResult(metadata=metadata)
+
+
+ADDACS_ASSETS = [addacs_advices, addacs_mandate_updates]
+ARUDD_ASSETS = [dd_returns_batch, dd_reversal_batch, dd_return_reports]

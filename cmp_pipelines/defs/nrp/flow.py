@@ -1,0 +1,337 @@
+"""The non-recurring payments flow, step by step, free of Dagster so the CLI, benchmark and assets share it.
+
+Each step is idempotent: a step that already completed for a file returns what it recorded, so a
+re-run partition, a re-dropped file or a resumed run never posts twice.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import duckdb
+import orjson
+import pyarrow as pa
+
+from cmp_pipelines.core.config import DEFAULT_DUPLICATE_WINDOW_DAYS, Partner
+from cmp_pipelines.core.crypto.keyring import PartnerKeyring
+from cmp_pipelines.core.db.connection import sql_literal, transaction
+from cmp_pipelines.core.files.errors import FileRejected
+from cmp_pipelines.core.files.record_file import check_sender, first_schema_violation, with_shape_and_card_numbers
+from cmp_pipelines.core.files.record_scan import read_record_file
+from cmp_pipelines.core.files.store import FileStoreLike
+from cmp_pipelines.core.intake import (  # noqa: F401  (re-exported: the file identity every feed shares)
+    FileQuarantined,
+    Intake,
+    Received,
+    file_stem,
+    partition_key,
+    sha256_hex,
+)
+from cmp_pipelines.core.ledger import (
+    PostResult,
+    json_document,
+    posted_batch,
+    posting_count,
+    record_posting_batch,
+    write_posting_file,
+)
+from cmp_pipelines.core.money import format_minor
+from cmp_pipelines.defs.nrp import file_format as nrp_file
+from cmp_pipelines.defs.nrp.rules import CLASSIFY_AND_MATCH_SQL, HOLD_SUSPECTED_DUPLICATES_SQL
+
+FEED = "nrp"
+JOB = "Non Recurring Payment job"
+PAN_SCANNED_FIELDS = nrp_file.PAYMENT_FIELDS  # a card number in any field is rejected, and masked everywhere
+GUARD_SAMPLE = 200
+
+
+def ack_path(partner: str, file_name: str, kind: str) -> str:
+    """Where the partner finds our answer to `file_name`: its stem, then `.<kind>.json.enc`."""
+    return f"outbound/acknowledgements/{FEED}/{partner}/{file_stem(file_name)}.{kind}.json.enc"
+
+
+@dataclass
+class LoadResult:
+    file_id: str
+    batch_id: str
+    status: str  # LOADED now, or ALREADY_LOADED by an earlier run
+    partner: str
+    currency: str
+    record_count: int
+    accepted_count: int
+    rejected_count: int
+    accepted_minor: int
+    rejected_minor: int
+    allocations: dict[str, int] = field(default_factory=dict)
+    rejections: dict[str, int] = field(default_factory=dict)
+    archived_path: str | None = None
+    held_count: int = 0  # suspected duplicates of an earlier file: not posted until released
+    held_minor: int = 0
+
+
+@dataclass
+class ReleaseResult:
+    load_batch_id: str
+    released: int
+    posting_batch_id: str | None
+    posted_now: int
+    total_minor: int
+    posting_file: str | None
+
+
+class NonRecurringPayments:
+    def __init__(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        files: FileStoreLike,
+        keyring: PartnerKeyring,
+        partners: dict[str, Partner],
+        now: datetime | None = None,
+    ):
+        self.con, self.files, self.keyring, self.partners = con, files, keyring, partners
+        self.now = now or datetime.now(UTC)
+        self.intake = Intake(con, files, keyring, partners, FEED, self.now, self._acknowledge_rejection)
+
+    # ---- load ("Load Non Recurring Payments From Generic Format") -------------------------------
+
+    def load(self, file_id: str) -> LoadResult:
+        status = self.intake.load(file_id, self._load_new)
+        return self._load_result(file_id, status)
+
+    def _load_new(self, received: Received) -> None:
+        partner = received.partner
+        plaintext = self.intake.decrypt(received)
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            content_digest = pool.submit(sha256_hex, plaintext)  # hashlib releases the GIL: overlaps the read
+            read = read_record_file(nrp_file.NRP_FILE, plaintext, self.con)
+            content_sha = content_digest.result()
+        del plaintext
+        header = read.header
+        check_sender(header, partner)
+        nrp_file.check_control_totals(header, read.record_count, read.table.column("amount").combine_chunks())
+        self.intake.refuse_duplicate(received, content_sha, header["file_id"])
+        table = with_shape_and_card_numbers(read.table, read.shape_errors, PAN_SCANNED_FIELDS)
+        batch_id = f"NRPL-{content_sha[:16]}"
+        with transaction(self.con):
+            if self.con.execute("SELECT count(*) FROM nrp_records WHERE batch_id = ?", [batch_id]).fetchall()[0][0]:
+                raise AssertionError(f"load batch {batch_id} already holds records; a batch is written once")
+            self.con.register("raw", table)
+            try:
+                self.con.execute(
+                    CLASSIFY_AND_MATCH_SQL, {"batch_id": batch_id, "currency": header["currency"]}
+                )
+            finally:
+                self.con.unregister("raw")
+            self._guard_schema_agreement(batch_id, table)
+            self._hold_suspected_duplicates(batch_id, partner)
+            self.con.execute(
+                """
+                INSERT INTO batches (batch_id, kind, feed, partner, source_file_id, status, created_at,
+                                     record_count, total_minor, accepted_count, rejected_count)
+                SELECT ?, 'NRP_LOAD', ?, ?, ?, 'LOADED', ?, count(*),
+                       coalesce(sum(amount_minor) FILTER (outcome = 'ACCEPTED'), 0),
+                       count(*) FILTER (outcome = 'ACCEPTED'), count(*) FILTER (outcome = 'REJECTED')
+                FROM nrp_records WHERE batch_id = ?
+                """,
+                [batch_id, FEED, partner, received.file_id, self.now, batch_id],
+            )
+            self.intake.record_loaded(received, batch_id, content_sha, header["file_id"])
+
+    def _hold_suspected_duplicates(self, batch_id: str, partner: str) -> None:
+        known = self.partners.get(partner)
+        days = known.duplicate_window_days if known is not None else DEFAULT_DUPLICATE_WINDOW_DAYS
+        if days:
+            self.con.execute(HOLD_SUSPECTED_DUPLICATES_SQL, {
+                "batch_id": batch_id, "partner": partner, "since": self.now - timedelta(days=days)})
+
+    def _guard_schema_agreement(self, batch_id: str, table: pa.Table) -> None:
+        """The set-based rules must never accept what the JSON Schema rejects: spot-check accepted records."""
+        positions = [p for (p,) in self.con.execute(
+            "SELECT position FROM nrp_records WHERE batch_id = ? AND outcome = 'ACCEPTED' "
+            "AND reason_code IS DISTINCT FROM 'CARD_NUMBER_DETECTED' ORDER BY position LIMIT ?",
+            [batch_id, GUARD_SAMPLE],
+        ).fetchall()]
+        violation = first_schema_violation(nrp_file.NRP_FILE, table, positions)
+        if violation:
+            raise AssertionError(f"record {violation[0]} was accepted but violates the schema: {violation[1]}")
+
+    def loaded(self, file_id: str) -> LoadResult:
+        """The load batch an earlier step recorded for this file."""
+        return self._load_result(file_id, "ALREADY_LOADED")
+
+    def _load_result(self, file_id: str, status: str) -> LoadResult:
+        batch_id, partner, archived = self.intake.loaded_batch(file_id)
+        totals = self.con.execute(
+            """
+            SELECT any_value(currency), count(*),
+                   count(*) FILTER (outcome = 'ACCEPTED'), count(*) FILTER (outcome = 'REJECTED'),
+                   coalesce(sum(amount_minor) FILTER (outcome = 'ACCEPTED'), 0),
+                   coalesce(sum(amount_minor) FILTER (outcome = 'REJECTED'), 0),
+                   count(*) FILTER (outcome = 'HELD'), coalesce(sum(amount_minor) FILTER (outcome = 'HELD'), 0)
+            FROM nrp_records WHERE batch_id = ?
+            """,
+            [batch_id],
+        ).fetchone()
+        allocations = dict(self.con.execute(
+            "SELECT allocation, count(*) FROM nrp_records WHERE batch_id = ? AND allocation IS NOT NULL GROUP BY 1",
+            [batch_id],
+        ).fetchall())
+        rejections = dict(self.con.execute(
+            "SELECT reason_code, count(*) FROM nrp_records WHERE batch_id = ? AND outcome = 'REJECTED' GROUP BY 1",
+            [batch_id],
+        ).fetchall())
+        return LoadResult(
+            file_id, batch_id, status, partner, totals[0] or "GBP", totals[1], totals[2], totals[3], totals[4],
+            totals[5], allocations, rejections, archived, totals[6], totals[7],
+        )
+
+    # ---- Non Recurring Payment job: posting batch and ledger postings ------------------------------
+
+    def post(self, load: LoadResult) -> PostResult:
+        posting_batch = load.batch_id.replace("NRPL-", "NRPP-")
+        with transaction(self.con):
+            before = posting_count(self.con, posting_batch)
+            self._insert_postings(load.batch_id, posting_batch, load.partner)
+            posted = record_posting_batch(
+                self.con, batch_id=posting_batch, kind="NRP_POSTING", feed=FEED, now=self.now, posted_before=before,
+                partner=load.partner, source_file_id=load.file_id, parent_batch_id=load.batch_id,
+            )
+            self.con.execute(
+                "UPDATE batches SET status = 'POSTED' WHERE batch_id = ? AND status = 'LOADED'", [load.batch_id]
+            )
+        return posted
+
+    def _insert_postings(self, load_batch: str, posting_batch: str, partner: str, only_released: bool = False
+                         ) -> None:
+        """The ledger postings of a load batch's accepted records, under keys `nrp:<content sha>:<record id>:PAYMENT`
+        that the UNIQUE constraint makes idempotent: a posting, a re-run and a release never post a record twice."""
+        self.con.execute(
+            f"""
+            INSERT INTO ledger_postings (idempotency_key, account_number, invoice_number, kind, amount_minor,
+                                         currency, batch_id, source_ref, effective_at, posted_at)
+            SELECT $prefix || record_id || ':PAYMENT', ledger_account,
+                   CASE WHEN allocation = 'INVOICE' THEN invoice_number END, 'PAYMENT', -amount_minor,
+                   currency, $posting_batch, $partner || '/' || record_id, coalesce(payment_date, $now), $now
+            FROM nrp_records
+            WHERE batch_id = $load_batch AND outcome = 'ACCEPTED'
+                  {"AND reason_code = 'RELEASED'" if only_released else ""}
+            ON CONFLICT DO NOTHING
+            """,
+            {"prefix": f"nrp:{load_batch[5:]}:", "posting_batch": posting_batch, "partner": partner,
+             "now": self.now, "load_batch": load_batch},
+        )
+
+    # ---- operator: release records held as suspected duplicates ----------------------------------------
+
+    def release_held(self, load_batch: str, record_id: str | None = None) -> ReleaseResult:
+        """Post the records of `load_batch` held as suspected duplicates (or only `record_id`), through the same
+        posting code and keys as the flow, in a release posting batch of their own with its posting file. A
+        second release finds nothing held and posts nothing."""
+        row = self.con.execute(
+            "SELECT partner, source_file_id FROM batches WHERE batch_id = ? AND kind = 'NRP_LOAD'", [load_batch]
+        ).fetchone()
+        if row is None:
+            raise LookupError(f"{load_batch} is not a non-recurring payments load batch (NRPL-...)")
+        partner, file_id = row
+        only = "AND record_id = $record_id" if record_id is not None else ""
+        params = {"batch": load_batch, **({"record_id": record_id} if record_id is not None else {})}
+        if record_id is not None:
+            outcome = self.con.execute(
+                "SELECT outcome, reason_code FROM nrp_records WHERE batch_id = $batch AND record_id = $record_id",
+                params).fetchone()
+            if outcome is None:
+                raise LookupError(f"record {record_id!r} is not in batch {load_batch}")
+            if outcome[0] != "HELD" and outcome[1] != "RELEASED":
+                raise LookupError(f"record {record_id!r} of batch {load_batch} is {outcome[0]}, not held")
+        with transaction(self.con):
+            released, released_minor = self.con.execute(
+                f"SELECT count(*), coalesce(sum(amount_minor), 0) FROM nrp_records "
+                f"WHERE batch_id = $batch AND outcome = 'HELD' {only}", params).fetchone()
+            if not released:
+                return ReleaseResult(load_batch, 0, None, 0, 0, None)
+            self.con.execute(
+                f"""
+                UPDATE nrp_records SET outcome = 'ACCEPTED', reason_code = 'RELEASED',
+                       reason = 'held as a suspected duplicate; released by an operator at ' || $at
+                WHERE batch_id = $batch AND outcome = 'HELD' {only}
+                """, {**params, "at": self.now.isoformat(timespec="seconds")})
+            releases = self.con.execute(
+                "SELECT count(*) FROM batches WHERE parent_batch_id = ? AND kind = 'NRP_RELEASE'", [load_batch]
+            ).fetchone()[0]
+            posting_batch = f"{load_batch.replace('NRPL-', 'NRPR-')}-{releases + 1}"
+            self._insert_postings(load_batch, posting_batch, partner, only_released=True)
+            posted = record_posting_batch(
+                self.con, batch_id=posting_batch, kind="NRP_RELEASE", feed=FEED, now=self.now, posted_before=0,
+                partner=partner, source_file_id=file_id, parent_batch_id=load_batch,
+            )
+            self.con.execute(
+                "UPDATE batches SET accepted_count = accepted_count + ?, total_minor = total_minor + ? "
+                "WHERE batch_id = ?", [released, released_minor, load_batch])
+        path = self.write_posting_file(posted)
+        return ReleaseResult(load_batch, released, posting_batch, posted.posted_now, posted.total_minor, path)
+
+    def posted(self, load: LoadResult) -> PostResult:
+        return posted_batch(self.con, load.batch_id.replace("NRPL-", "NRPP-"), "nrp_posting_batch")
+
+    # ---- posting file for the external sales ledger ----------------------------------------------
+
+    def write_posting_file(self, posted: PostResult) -> str:
+        return write_posting_file(self.con, self.files, posted.batch_id, f"{FEED}:{JOB}", self.now)[0]
+
+    # ---- "Acknowledge Non Recurring Payments Receipt Of" -----------------------------------------
+
+    def acknowledge(self, load: LoadResult) -> str:
+        file_name = self.con.execute(
+            "SELECT file_name FROM inbound_files WHERE file_id = ?", [load.file_id]
+        ).fetchone()[0]
+        header = {
+            "file_id": load.file_id,
+            "source_file_name": file_name,
+            "recipient": load.partner,
+            "status": "PROCESSED",
+            "reason_code": None,
+            "reason": None,
+            "processed_at": self.now.isoformat(),
+            "record_count": load.record_count,
+            "accepted_count": load.accepted_count,
+            "rejected_count": load.rejected_count,
+            "accepted_amount": format_minor(load.accepted_minor),
+            "rejected_amount": format_minor(load.rejected_minor),
+            "held_count": load.held_count,
+            "held_amount": format_minor(load.held_minor),
+            "currency": load.currency,
+        }
+        with json_document(
+            self.con, header, "records",
+            f"""
+            SELECT position, record_id, outcome, allocation, minor_to_decimal(amount_minor) AS amount,
+                   reason_code, reason
+            FROM nrp_records WHERE batch_id = {sql_literal(load.batch_id)} ORDER BY position
+            """,
+        ) as document:
+            token = self.keyring.encrypt_parts(load.partner, [document])
+            path = self.files.write_parts(ack_path(load.partner, file_name, "ack"), token)
+        with transaction(self.con):
+            self.con.execute(
+                "UPDATE batches SET status = 'ACKNOWLEDGED', output_path = ?, completed_at = ? WHERE batch_id = ?",
+                [path, self.now, load.batch_id],
+            )
+        return path
+
+    def _acknowledge_rejection(self, partner: str, file_name: str, file_id: str, rejected: FileRejected) -> None:
+        """Tell the partner the whole file was refused, when we hold a key to tell them with."""
+        if not self.keyring.has_keys(partner):
+            return
+        header = {
+            "file_id": file_id, "source_file_name": file_name, "recipient": partner, "status": "REJECTED",
+            "reason_code": rejected.code, "reason": rejected.message, "processed_at": self.now.isoformat(),
+            "record_count": 0, "accepted_count": 0, "rejected_count": 0, "accepted_amount": "0.00",
+            "rejected_amount": "0.00", "held_count": 0, "held_amount": "0.00", "currency": None,
+        }
+        try:
+            token = self.keyring.encrypt(partner, orjson.dumps({"header": header, "records": []}))
+        except FileRejected:
+            return  # the partner's key file is unusable: the quarantine report says why
+        self.files.write_bytes(ack_path(partner, file_name, "rejected.ack"), token)

@@ -1,0 +1,57 @@
+"""The Ledger Monitor sensor: starts `api_sync_job` when the API store has work for the main store, or when
+the main store changed after the API's read model was published (another run posted, so balances moved).
+
+A tick reads only the API's SQLite files and the main store's file times, never `cmp.duckdb` itself: it never
+waits on a run that holds the store. The work happens in the job, which queues in pool `cmp_db`.
+"""
+
+from datetime import UTC, datetime
+
+import dagster as dg
+
+from cmp_pipelines.core.config_payments import load_provider_settings
+from cmp_pipelines.core.db.api_store import ApiStore, ReadModel, api_store_path
+from cmp_pipelines.core.settings import paths
+from cmp_pipelines.defs.one_off import flow as one_off
+
+
+def read_model_behind() -> str | None:
+    """The main store's last change time when it is newer than the read model; None when current or unused."""
+    published = ReadModel().published_at()
+    if published is None:
+        return None  # no API has published here: nothing to keep fresh
+    db = paths().database
+    changed = max((f.stat().st_mtime for f in (db, db.with_name(db.name + ".wal")) if f.exists()), default=0.0)
+    return f"{changed:.0f}" if changed > datetime.fromisoformat(published).timestamp() + 1 else None
+
+
+def work_key(now: datetime) -> str | None:
+    """A run key naming the work waiting in the API store, or None when there is none."""
+    behind = read_model_behind()
+    if not api_store_path().exists():
+        return f"ledger-monitor:publish:{behind}" if behind else None
+    store = ApiStore()
+    due, newest = one_off.due_count(store)
+    stale = len(one_off.stale(store, load_provider_settings(paths().config_dir), now))
+    queued = store.one("SELECT count(*), max(created_at) FROM setup_requests WHERE status = 'QUEUED'")
+    if not (due or stale or queued[0]):
+        return f"ledger-monitor:publish:{behind}" if behind else None
+    # the same work gets a new key every few minutes: a failed run, or an outcome the provider could not give
+    # yet, is tried again then, not on every tick
+    bucket = f"{now:%Y%m%d%H}{now.minute // 5:02d}"
+    return f"ledger-monitor:{due}:{newest}:{stale}:{queued[0]}:{queued[1]}:{bucket}"
+
+
+def ledger_monitor_sensor(job) -> dg.SensorDefinition:
+    @dg.sensor(name="ledger_monitor_sensor", job=job, minimum_interval_seconds=5,
+               default_status=dg.DefaultSensorStatus.RUNNING,
+               description="CMP Ledger Monitor: new final one-off payments, overdue provider outcomes or queued "
+                           "set-up requests in the API store, or a main store newer than the API's read model, "
+                           "start api_sync_job.")
+    def _sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+        key = work_key(datetime.now(UTC))
+        if key is None:
+            return dg.SensorResult(skip_reason="nothing waiting in the API store")
+        return dg.SensorResult(run_requests=[dg.RunRequest(run_key=key)])
+
+    return _sensor

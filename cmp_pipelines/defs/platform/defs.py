@@ -1,0 +1,7 @@
+"""Definitions every flow shares: entries the inbound sensors refuse, and their alert probe."""
+
+import dagster as dg
+
+from cmp_pipelines.defs.platform.inbound_refusals import inbound_probes, inbound_refusals_job, inbound_refused_entries
+
+defs = dg.Definitions(assets=[inbound_refused_entries], asset_checks=[inbound_probes], jobs=[inbound_refusals_job])

@@ -1,0 +1,57 @@
+"""Inbound-file sensors: one factory, one sensor per feed. A tick never raises on one bad file.
+
+A refused entry (symlink, FIFO, a name the store cannot keep) is logged and reported by one run of
+`inbound_refusals_job`, once per entry; it is never read, moved or followed.
+"""
+
+
+import dagster as dg
+
+from cmp_pipelines.core import inbound
+from cmp_pipelines.core.config import load_partners
+from cmp_pipelines.core.settings import paths
+from cmp_pipelines.defs.platform.inbound_refusals import ENTRY_TAG, FEED_TAG, REFUSED_TAG, inbound_refusals_job
+from cmp_pipelines.lib.resources.file_store import FileStore
+
+
+def inbound_file_sensor(
+    *, name: str, feed: str, job, partitions_def: dg.DynamicPartitionsDefinition,
+    description: str, interval_seconds: int = 10, per_tick: int = 20,
+) -> dg.SensorDefinition:
+    @dg.sensor(
+        name=name,
+        jobs=[job, inbound_refusals_job],
+        minimum_interval_seconds=interval_seconds,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=description,
+    )
+    def _sensor(context: dg.SensorEvaluationContext, file_store: FileStore) -> dg.SensorResult:
+        partners = load_partners(paths().config_dir)
+        pending, skipped, cursor = inbound.scan(file_store, feed, context.cursor, per_tick, partners=partners)
+        refusals = []
+        for item in skipped:
+            if item.report:
+                context.log.warning(f"refused {item.path}: {item.why}")
+                refusals.append(dg.RunRequest(
+                    job_name=inbound_refusals_job.name,
+                    run_key=f"refused:{feed}:{item.identity}",
+                    tags={FEED_TAG: feed, ENTRY_TAG: item.path, REFUSED_TAG: item.why},
+                ))
+            else:
+                context.log.info(f"not taken yet: {item.path}: {item.why}")
+        keys = sorted({p.partition_key for p in pending})
+        return dg.SensorResult(
+            run_requests=[
+                *(dg.RunRequest(
+                    job_name=job.name,
+                    run_key=p.run_key,
+                    partition_key=p.partition_key,
+                    tags={"cmp/feed": feed, "cmp/partner": p.partner, "cmp/inbound_file": p.path},
+                ) for p in pending),
+                *refusals,
+            ],
+            dynamic_partitions_requests=[partitions_def.build_add_request(keys)] if keys else [],
+            cursor=cursor,
+        )
+
+    return _sensor

@@ -1,0 +1,122 @@
+"""Runs that died (kill -9, a power cut, an OOM kill) are found, failed and their slots freed, and their
+partition is run again, once, so every batch is driven to the end exactly once.
+
+Dagster's code server fails a run whose worker process dies, but only for runs it launched itself and only while
+it lives; a run executed by the CLI, or one whose code server died with it, would stay STARTED for ever. So every
+run is tagged with the process that executes it (`tag_run_process`), and `reap_dead_runs` fails the runs whose
+process is gone. `recovery_requests` then asks for one new run of each partition whose latest run died without
+a step failure (a step that failed on bad input reported its reason and is not retried blindly). Every step is
+idempotent (inbound files are keyed by content, postings by idempotency key, documents are rewritten whole), so
+the new run finishes what the dead one left, without posting anything twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import dagster as dg
+
+from cmp_pipelines.core import processes
+
+PID_TAG, HOST_TAG, PID_RUN_TAG = "cmp/process", "cmp/host", "cmp/process_run"
+RECOVERY_OF_TAG = "cmp/recovery_of"
+MAX_RECOVERIES = 3
+ALIVE = [dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED,
+         dg.DagsterRunStatus.CANCELING]
+
+
+def process_tags(run_id: str) -> dict[str, str]:
+    """Which process executes `run_id`; the run id is part of it, so a re-execution that copies its parent's tags
+    never inherits the parent's (dead) process."""
+    return {PID_TAG: processes.token(), HOST_TAG: processes.host(), PID_RUN_TAG: run_id}
+
+
+def tag_run_process(instance: dg.DagsterInstance, run_id: str | None) -> None:
+    """Called at run start (the store resource's set-up): name the process executing this run."""
+    if not run_id:
+        return
+    run = instance.get_run_by_id(run_id)
+    if run is not None and (run.tags.get(PID_TAG), run.tags.get(PID_RUN_TAG)) != (processes.token(), run_id):
+        instance.add_run_tags(run_id, process_tags(run_id))
+
+
+def _dead(run: dg.DagsterRun) -> bool:
+    owner = run.tags.get(PID_TAG)
+    return (bool(owner) and run.tags.get(PID_RUN_TAG) == run.run_id and run.tags.get(HOST_TAG) == processes.host()
+            and not processes.alive(owner))
+
+
+def reap_dead_runs(instance: dg.DagsterInstance) -> list[str]:
+    """Fail the unfinished runs whose process is gone and free every slot a finished run still holds."""
+    reaped = []
+    for record in instance.get_run_records(filters=dg.RunsFilter(statuses=ALIVE), limit=500):
+        run = record.dagster_run
+        if _dead(run):
+            run = instance.get_run_by_id(run.run_id)  # a dead process writes nothing more: this read is final
+            if run is None or run.is_finished:
+                continue
+            instance.report_engine_event(
+                f"The process that executed this run ({run.tags[PID_TAG].split('-')[0]}) is gone (killed or "
+                "crashed): the run is marked failed and its concurrency slots freed; its partition is run again "
+                "by cmp_run_recovery_sensor.", run)
+            instance.report_run_failed(run)
+            reaped.append(run.run_id)
+    storage = instance.event_log_storage
+    if storage.supports_global_concurrency_limits:
+        holders = storage.get_concurrency_run_ids()
+        if holders:
+            for record in instance.get_run_records(filters=dg.RunsFilter(run_ids=list(holders)), limit=500):
+                if record.dagster_run.is_finished:
+                    storage.free_concurrency_slots_for_run(record.dagster_run.run_id)
+    return reaped
+
+
+@dataclass(frozen=True)
+class GaveUp:
+    job_name: str
+    partition_key: str
+    run_id: str
+
+
+def _died(instance: dg.DagsterInstance, run_id: str) -> bool:
+    """A run that ended without any step failing was stopped from outside (killed, crashed, reaped)."""
+    failures = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.STEP_FAILURE, limit=1)
+    return not failures.records
+
+
+def recovery_requests(
+    instance: dg.DagsterInstance, job_names: list[str], limit: int = 200,
+) -> tuple[list[dg.RunRequest], list[GaveUp]]:
+    """One request per partition whose latest run died: run key `recover:<dead run id>`, so it is made once."""
+    failed = instance.get_run_records(  # not CANCELED: an operator's cancel is a decision, not a crash
+        filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE], job_name=None), limit=limit,
+    )
+    requests, gave_up, seen = [], [], set()
+    for record in failed:
+        run = record.dagster_run
+        partition = run.tags.get("dagster/partition")
+        if run.job_name not in job_names or not partition or (run.job_name, partition) in seen:
+            continue
+        seen.add((run.job_name, partition))
+        runs = instance.get_runs(
+            filters=dg.RunsFilter(job_name=run.job_name, tags={"dagster/partition": partition}), limit=20,
+        )
+        if not runs or runs[0].run_id != run.run_id or any(not r.is_finished for r in runs) \
+                or not _died(instance, run.run_id):
+            continue  # a later or unfinished run exists, or a step failed and said why
+        if sum(1 for r in runs if RECOVERY_OF_TAG in r.tags) >= MAX_RECOVERIES:
+            gave_up.append(GaveUp(run.job_name, partition, run.run_id))
+            continue
+        requests.append(dg.RunRequest(
+            run_key=f"recover:{run.run_id}", job_name=run.job_name, partition_key=partition,
+            tags={**{k: v for k, v in run.tags.items()
+                     if k.startswith("cmp/") and k not in (PID_TAG, HOST_TAG, PID_RUN_TAG)},
+                  RECOVERY_OF_TAG: run.run_id},
+        ))
+    return requests, gave_up
+
+
+def recovered(instance: dg.DagsterInstance, run_ids: list[str]) -> bool:
+    """True when one of these (failed) runs already has a recovery run."""
+    return any(instance.get_runs(filters=dg.RunsFilter(tags={RECOVERY_OF_TAG: run_id}), limit=1)
+               for run_id in run_ids)

@@ -1,0 +1,281 @@
+"""File stores: the flows see relative paths; the local backend maps them to folders under the data dir."""
+
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+import shutil
+import stat
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+
+import dagster as dg
+
+from cmp_pipelines.core import processes
+from cmp_pipelines.core.crashpoints import crashpoint
+from cmp_pipelines.core.files.store import NotARegularFile, StoredFile, kind_of
+from cmp_pipelines.core.settings import paths
+
+
+class FileStore(dg.ConfigurableResource):
+    """Base class: another backend (SFTP, object storage) implements these operations (`write_from` has a
+    default built on `write_parts`)."""
+
+    def list_files(self, folder: str) -> list[StoredFile]:
+        raise NotImplementedError
+
+    def list_entries(self, folder: str) -> list[StoredFile]:
+        """Regular files and the entries refused beside them (kind other than "file"), so they are reported."""
+        return self.list_files(folder)
+
+    def read_bytes(self, path: str) -> bytes:
+        raise NotImplementedError
+
+    def write_bytes(self, path: str, data: bytes) -> str:
+        raise NotImplementedError
+
+    def write_parts(self, path: str, parts: Iterable[bytes | Path]) -> str:
+        """Write the concatenation of byte strings and local files, streaming, so big outputs are not copied."""
+        raise NotImplementedError
+
+    def write_from(self, path: str, produce: Callable[[Path], None]) -> str:
+        """Store the file `produce` writes at the local path it is given (e.g. DuckDB's COPY). This default
+        stages it in a temporary file; a local backend lets it write in place and saves the copy."""
+        handle, tmp = tempfile.mkstemp(suffix=".part")
+        os.close(handle)
+        try:
+            produce(Path(tmp))
+            return self.write_parts(path, [Path(tmp)])
+        finally:
+            os.unlink(tmp)
+
+    def exists(self, path: str) -> bool:
+        raise NotImplementedError
+
+    def move(self, source: str, destination: str) -> str:
+        raise NotImplementedError
+
+
+class LocalFileStore(FileStore):
+    """Folders under `base_dir` (default `$CMP_DATA_DIR`). Writes are atomic; moves never overwrite.
+
+    Partners write into inbound folders (SFTP can create symlinks), so the store never follows a link below its
+    root: folders are opened one by one with O_NOFOLLOW, files are read from a descriptor opened with O_NOFOLLOW
+    and checked with fstat, and a move renames the entry itself. A symlink, FIFO, socket or device is refused
+    with `NotARegularFile` and left where it is.
+    """
+
+    base_dir: str | None = None
+
+    def root(self) -> Path:
+        return Path(self.base_dir) if self.base_dir else paths().data_dir
+
+    def _abs(self, path: str) -> Path:
+        """The absolute path, with the last component unresolved: a link there is the entry, not its target."""
+        parts = _parts(path)
+        target = self.root().resolve().joinpath(*parts)
+        if target.parent.resolve() != target.parent:
+            raise ValueError(f"path {path!r} passes through a symbolic link below the file store; refused")
+        return target
+
+    @contextmanager
+    def _folder(self, parts: list[str], create: bool = False) -> Iterator[int]:
+        """A descriptor of the folder `parts` below the root, each step opened without following a link."""
+        fds = [os.open(self.root().resolve(), _DIR_FLAGS)]
+        try:
+            for index, name in enumerate(parts):
+                try:
+                    fds.append(os.open(name, _DIR_FLAGS, dir_fd=fds[-1]))
+                except FileNotFoundError:
+                    if not create:
+                        raise
+                    with suppress(FileExistsError):
+                        os.mkdir(name, dir_fd=fds[-1])
+                    fds.append(os.open(name, _DIR_FLAGS, dir_fd=fds[-1]))
+                except OSError as exc:
+                    if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+                        raise
+                    folder = "/".join(parts[: index + 1])
+                    raise NotARegularFile(folder, "symlink") from None
+            yield fds[-1]
+        finally:
+            for fd in reversed(fds):
+                os.close(fd)
+
+    def _entry(self, folder_fd: int, name: str, path: str) -> os.stat_result:
+        """The entry's own status (never its target's); NotARegularFile unless it is a regular file."""
+        status = os.stat(name, dir_fd=folder_fd, follow_symlinks=False)
+        if not stat.S_ISREG(status.st_mode):
+            raise NotARegularFile(path, kind_of(status.st_mode))
+        return status
+
+    def list_entries(self, folder: str) -> list[StoredFile]:
+        """Every entry below `folder` (regular files and what is refused), without following any link."""
+        found: list[StoredFile] = []
+        parts = _parts(folder)
+        try:
+            with self._folder(parts) as fd:
+                self._walk(fd, folder, found)
+        except FileNotFoundError:
+            return []
+        except NotARegularFile:  # the folder itself (or one above it) is a link: refused, never followed
+            return [StoredFile(folder, 0, 0, "symlink")]
+        return sorted(found, key=lambda f: f.path)
+
+    def _walk(self, folder_fd: int, prefix: str, found: list[StoredFile]) -> None:
+        with os.scandir(folder_fd) as entries:
+            for entry in entries:
+                path = f"{prefix}/{entry.name}"
+                try:
+                    status = entry.stat(follow_symlinks=False)
+                    if not stat.S_ISDIR(status.st_mode):
+                        if not (stat.S_ISREG(status.st_mode) and entry.name.startswith(".")):
+                            found.append(_stored(path, status))  # hidden regular files are our own staging files
+                        continue
+                    sub = os.open(entry.name, _DIR_FLAGS, dir_fd=folder_fd)
+                except FileNotFoundError:
+                    continue  # moved away (archived by a run) while we listed
+                except OSError as exc:
+                    if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+                        raise
+                    with suppress(FileNotFoundError):  # swapped for a link since the listing: refused like one
+                        found.append(_stored(path, os.stat(entry.name, dir_fd=folder_fd, follow_symlinks=False)))
+                    continue
+                try:
+                    self._walk(sub, path, found)
+                finally:
+                    os.close(sub)
+
+    def list_files(self, folder: str) -> list[StoredFile]:
+        return [entry for entry in self.list_entries(folder) if entry.kind == "file"]
+
+    def read_bytes(self, path: str) -> bytes:
+        parts = _parts(path)
+        with self._folder(parts[:-1]) as folder:
+            self._entry(folder, parts[-1], path)
+            try:
+                fd = os.open(parts[-1], _READ_FLAGS, dir_fd=folder)
+            except OSError as exc:
+                if exc.errno == errno.ELOOP:
+                    raise NotARegularFile(path, "symlink") from None
+                raise
+            with os.fdopen(fd, "rb") as handle:
+                mode = os.fstat(handle.fileno()).st_mode
+                if not stat.S_ISREG(mode):  # swapped since the check: the descriptor says what was opened
+                    raise NotARegularFile(path, kind_of(mode))
+                return handle.read()
+
+    def write_bytes(self, path: str, data: bytes) -> str:
+        return self.write_parts(path, [data])
+
+    def write_parts(self, path: str, parts: Iterable[bytes | Path]) -> str:
+        def produce(tmp: Path) -> None:
+            with open(tmp, "wb") as handle:
+                for part in parts:
+                    if isinstance(part, Path):
+                        with open(part, "rb") as source:
+                            shutil.copyfileobj(source, handle, 16 << 20)
+                    else:
+                        handle.write(part)
+
+        return self.write_from(path, produce)
+
+    def write_from(self, path: str, produce: Callable[[Path], None]) -> str:
+        """Written beside the target under a name of its own, made durable, renamed over it, and the rename made
+        durable too: a reader never sees half a file, and a crash never loses one the store has recorded.
+        The staging name falls back to a short one when the target's is long, so any name the folder can hold can
+        be written."""
+        target = self._abs(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        writer = f"{processes.token()}.{secrets.token_hex(6)}.part"  # one per writer, named
+        staged = f".{target.name}.{writer}"
+        tmp = target.with_name(staged if len(staged.encode("utf-8", "surrogateescape")) <= 255 else f".{writer}")
+        try:
+            produce(tmp)
+            with open(tmp, "rb+") as written:
+                os.fsync(written.fileno())
+            tmp.replace(target)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        folder = os.open(target.parent, os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
+        crashpoint(f"published {path}")
+        return path
+
+    def exists(self, path: str) -> bool:
+        """True for a regular file, False when nothing is there; NotARegularFile for anything else."""
+        parts = _parts(path)
+        try:
+            with self._folder(parts[:-1]) as folder:
+                self._entry(folder, parts[-1], path)
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        return True
+
+    def sweep_parts(self, folders: Iterable[str] = ("outbound", "quarantine")) -> list[str]:
+        """Remove the half-written files of writers that are gone (a run killed while writing a document):
+        each part file names its writer process, so a live writer's part is never touched."""
+        removed = []
+        for folder in folders:
+            base = self.root() / folder
+            for entry in base.rglob(".*.part") if base.is_dir() else []:
+                owner = entry.name.rsplit(".", 3)[-3] if entry.name.count(".") >= 3 else ""
+                if owner and not processes.alive(owner) and not entry.is_symlink() and entry.is_file():
+                    entry.unlink(missing_ok=True)
+                    removed.append(entry.relative_to(self.root()).as_posix())
+        return removed
+
+    def move(self, source: str, destination: str) -> str:
+        """Rename the entry itself (never a link's target), adding a numeric suffix when the destination exists,
+        so no file is ever overwritten. Only a regular file is moved; anything else stays where it is."""
+        src_parts, dest_parts = _parts(source), _parts(destination)
+        with self._folder(src_parts[:-1]) as src_folder:
+            self._entry(src_folder, src_parts[-1], source)
+            with self._folder(dest_parts[:-1], create=True) as dest_folder:
+                candidate, counter = dest_parts[-1], 1
+                while _present(candidate, dest_folder):
+                    candidate = f"{dest_parts[-1]}.{counter}"
+                    counter += 1
+                try:
+                    os.rename(src_parts[-1], candidate, src_dir_fd=src_folder, dst_dir_fd=dest_folder)
+                except OSError as exc:
+                    if exc.errno != errno.EXDEV:
+                        raise
+                    moved = "/".join([*dest_parts[:-1], candidate])
+                    self.write_bytes(moved, self.read_bytes(source))  # another file system: copy, then remove
+                    os.unlink(src_parts[-1], dir_fd=src_folder)
+                os.fsync(dest_folder)
+            os.fsync(src_folder)
+        crashpoint(f"moved {source}")
+        return "/".join([*dest_parts[:-1], candidate])
+
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # a FIFO must not block the open
+
+
+def _parts(path: str) -> list[str]:
+    parts = path.split("/")
+    if not path or path.startswith("/") or any(part in ("", ".", "..") for part in parts):
+        raise ValueError(f"path {path!r} escapes the file store")
+    return parts
+
+
+def _present(name: str, folder_fd: int) -> bool:
+    try:
+        os.stat(name, dir_fd=folder_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _stored(path: str, status: os.stat_result) -> StoredFile:
+    return StoredFile(path, status.st_size, max(status.st_mtime_ns, status.st_ctime_ns), kind_of(status.st_mode),
+                      status.st_ino)

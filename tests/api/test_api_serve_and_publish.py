@@ -1,0 +1,59 @@
+"""`cmp-pipelines api serve` as the real command in its own process; and the read model following the
+ledger after another flow posts (the Ledger Monitor sensor notices the main store changed)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import httpx
+
+from cmp_pipelines.core.config_payments import hash_key, write_key_hash
+from cmp_pipelines.core.money import format_minor, parse_amount
+from cmp_pipelines.core.settings import paths
+from tests.api.test_api_payments import monitor
+from tests.conftest import document, payment
+from tests.support.api import KEYS, free_port
+
+
+def test_the_serve_command_answers_on_loopback_with_openapi_and_wsdl(platform):
+    write_key_hash(paths().keys_dir, "IVR", hash_key(KEYS["IVR"]))
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "cmp_pipelines.cli", "api", "serve", "--port", str(port)],
+                              env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
+                break
+            except httpx.TransportError:
+                assert server.poll() is None and time.monotonic() < deadline, "api serve did not start"
+                time.sleep(0.1)
+        assert health.json()["read_model_published_at"]  # published from the free store at start-up
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"X-API-Key": KEYS["IVR"]}) as http:
+            assert "/v1/payments" in http.get("/openapi.json").json()["paths"]
+            assert "SetPaymentType" in http.get("/soap/payment-setup?wsdl").text
+            balance = http.get("/v1/accounts/ACC00000001/balance")
+            assert balance.status_code == 200
+            assert balance.json()["balance"] == format_minor(platform.balance("ACC00000001"))
+            assert http.get("/v1/accounts/4111111111111111/balance").status_code == 422
+    finally:
+        server.terminate()
+        output = server.communicate(timeout=30)[0]
+    assert "4111111111111111" not in output and KEYS["IVR"] not in output  # access log masks, never logs keys
+    assert "************1111" in output
+
+
+def test_balances_follow_an_nrp_posting_through_the_ledger_monitor(api, platform, api_instance):
+    with api.client() as http:
+        before = http.get("/v1/accounts/ACC00000001/balance").json()
+        platform.drop("PAYPOINT-20261121-001.json.enc", document([payment("1", "ACC00000001", "7.50")]))
+        monitor(api_instance)
+        monitor(api_instance)  # the sensor may tick before the NRP run in one pass: a second pass republishes
+        after = http.get("/v1/accounts/ACC00000001/balance").json()
+    assert after["as_of"] > before["as_of"]
+    assert after["balance"] == format_minor(platform.balance("ACC00000001"))
+    assert parse_amount(before["balance"]) - parse_amount(after["balance"]) == 750

@@ -1,0 +1,197 @@
+"""From an encrypted file in the inbound folder, through the sensor and the Dagster run, to the ledger."""
+
+from __future__ import annotations
+
+import dagster as dg
+import orjson
+import pytest
+
+from cmp_pipelines.definitions import build_definitions
+from cmp_pipelines.defs.nrp.defs import nrp_inbound_files_sensor
+from cmp_pipelines.lib.headless import run_pending_sensors
+from cmp_pipelines.lib.resources.file_store import LocalFileStore
+from tests.conftest import document, payment
+
+RECORDS = [
+    payment("1", "ACC00000001", "10.00", "INV000000011"),
+    payment("2", "ACC00000002", "5.50", None, payment_date=None, payment_method="CHEQUE"),
+    payment("3", "ACC00000003", "0.01", "INV000000031", payment_method="POSTAL_ORDER", reference="PP 5521"),
+    payment("4", "ACC99999999", "20.00"),
+    payment("5", "ACC00000002", "-1.00"),
+]
+
+
+@pytest.fixture
+def instance(tmp_path):
+    (tmp_path / "dagster_home").mkdir(exist_ok=True)
+    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster_home")) as test_instance:
+        yield test_instance
+
+
+def run_sensor(instance, definitions=None):
+    definitions = build_definitions() if definitions is None else definitions
+    return run_pending_sensors(definitions, instance, echo=lambda _: None)
+
+
+def test_file_to_ledger_and_acknowledgement(platform, instance):
+    charges = {a: platform.balance(a) for a in ("ACC00000001", "ACC00000002", "ACC00000003")}
+    platform.drop("PAYPOINT-20261121-001.json.enc", document(RECORDS))
+
+    outcomes = run_sensor(instance)
+
+    assert [o.success for o in outcomes] == [True]
+    assert platform.balance("ACC00000001") == charges["ACC00000001"] - 1000
+    assert platform.balance("ACC00000002") == charges["ACC00000002"] - 550
+    assert platform.balance("ACC00000003") == charges["ACC00000003"] - 1
+    assert platform.balance("SUSPENSE") == -2000
+    assert not platform.files.list_files("inbound/nrp")
+    assert platform.files.exists("archive/nrp/PAYPOINT/" + _today() + "/PAYPOINT-20261121-001.json.enc")
+
+    ack = platform.read_ack("PAYPOINT", "PAYPOINT-20261121-001")
+    assert ack["header"]["status"] == "PROCESSED"
+    assert (ack["header"]["accepted_count"], ack["header"]["rejected_count"]) == (4, 1)
+    assert ack["header"]["accepted_amount"] == "35.51"
+    assert [(r["record_id"], r["outcome"], r["allocation"], r["amount"]) for r in ack["records"]] == [
+        ("1", "ACCEPTED", "INVOICE", "10.00"),
+        ("2", "ACCEPTED", "ACCOUNT", "5.50"),
+        ("3", "ACCEPTED", "INVOICE", "0.01"),
+        ("4", "ACCEPTED", "SUSPENSE", "20.00"),
+        ("5", "REJECTED", None, None),
+    ]
+    assert ack["records"][4]["reason_code"] == "AMOUNT_NEGATIVE"
+
+    posting_files = platform.files.list_files("outbound/ledger")
+    assert len(posting_files) == 1
+    posting_file = orjson.loads(platform.files.read_bytes(posting_files[0].path))
+    assert posting_file["header"]["record_count"] == 4 and posting_file["header"]["total_amount"] == "-35.51"
+    assert sorted(p["amount"] for p in posting_file["postings"]) == ["-0.01", "-10.00", "-20.00", "-5.50"]
+
+    run = instance.get_run_by_id(outcomes[0].run_id)
+    assert run.tags["dagster/partition"] == outcomes[0].partition_key
+    checks = instance.event_log_storage.get_asset_check_execution_history(
+        dg.AssetCheckKey(dg.AssetKey("nrp_posting_batch"), "nrp_verification_no_payment_dates_within_threshold"),
+        limit=1,
+    )
+    assert checks, "the probes run as asset checks in the same run"
+
+
+def _today():
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC).strftime("%Y-%m-%d")
+
+
+def test_sensor_requests_one_run_per_file_and_keeps_a_high_water_mark(platform, instance):
+    platform.drop("a.json.enc", document(RECORDS[:1], file_id="A"))
+    platform.drop("b.json.enc", document(RECORDS[1:2], file_id="B"), partner="LOCKBOX", encrypt_for="LOCKBOX")
+    definitions = build_definitions()
+    context = dg.build_sensor_context(instance=instance, resources={"file_store": LocalFileStore()})
+    result = nrp_inbound_files_sensor(context)
+    assert sorted(r.partition_key.split("@")[0] for r in result.run_requests) == [
+        "LOCKBOX/b.json.enc", "PAYPOINT/a.json.enc"
+    ]
+    assert all(r.run_key.startswith(r.partition_key) for r in result.run_requests)
+    again = nrp_inbound_files_sensor(
+        dg.build_sensor_context(instance=instance, cursor=result.cursor, resources={"file_store": LocalFileStore()})
+    )
+    assert again.run_requests == [], "a file already requested is not requested again"
+    assert definitions.get_sensor_def("nrp_inbound_files_sensor").default_status == dg.DefaultSensorStatus.RUNNING
+
+
+def test_rerunning_a_partition_posts_nothing_twice(platform, instance):
+    platform.drop("rerun.json.enc", document(RECORDS))
+    [first] = run_sensor(instance)
+    balance = platform.balance("ACC00000001")
+    postings = platform.payment_postings()
+    job = build_definitions().resolve_job_def("non_recurring_payment_job")
+    result = job.execute_in_process(instance=instance, partition_key=first.partition_key)
+    assert result.success
+    assert platform.balance("ACC00000001") == balance
+    assert platform.payment_postings() == postings == 4
+    assert platform.read_ack("PAYPOINT", "rerun")["header"]["accepted_count"] == 4
+
+
+def test_redropping_a_processed_file_is_reported_as_duplicate(platform, instance):
+    doc = document(RECORDS)
+    platform.drop("one.json.enc", doc)
+    run_sensor(instance)
+    balance = platform.balance("ACC00000002")
+    platform.drop("one-again.json.enc", doc)
+    [outcome] = run_sensor(instance)
+    assert not outcome.success and "DUPLICATE_FILE" in outcome.error
+    assert platform.balance("ACC00000002") == balance
+    assert platform.files.exists("quarantine/nrp/PAYPOINT/one-again.json.enc.error.json")
+
+
+class AckFailsOnce(LocalFileStore):
+    """A disk that fails when the acknowledgement is written: the crash between posting and acknowledging."""
+
+    def write_bytes(self, path: str, data: bytes) -> str:
+        if "acknowledgements" in path:
+            raise OSError("injected failure: disk full while writing the acknowledgement")
+        return super().write_bytes(path, data)
+
+    def write_parts(self, path: str, parts) -> str:
+        if "acknowledgements" in path:
+            raise OSError("injected failure: disk full while writing the acknowledgement")
+        return super().write_parts(path, parts)
+
+
+def test_resume_after_failure_between_posting_and_acknowledgement(platform, instance):
+    charges = platform.balance("ACC00000001")
+    platform.drop("crash.json.enc", document(RECORDS))
+    [failed] = run_sensor(instance, build_definitions({"file_store": AckFailsOnce()}))
+    assert not failed.success and "injected failure" in failed.error
+    assert platform.balance("ACC00000001") == charges - 1000, "postings were committed before the crash"
+    assert not platform.files.list_files("outbound/acknowledgements")
+
+    job = build_definitions().resolve_job_def("non_recurring_payment_job")
+    assert job.execute_in_process(instance=instance, partition_key=failed.partition_key).success
+    assert platform.balance("ACC00000001") == charges - 1000
+    assert platform.payment_postings() == 4
+    assert platform.read_ack("PAYPOINT", "crash")["header"]["accepted_count"] == 4
+
+
+def test_quarantined_file_fails_its_run_with_the_reason_and_other_files_go_on(platform, instance):
+    platform.drop("bad.json.enc", b"not encrypted at all", raw=True)
+    platform.drop("good.json.enc", document(RECORDS[:1]))
+    outcomes = run_sensor(instance)
+    by_file = {o.partition_key.split("@")[0]: o for o in outcomes}
+    assert not by_file["PAYPOINT/bad.json.enc"].success
+    assert "NOT_ENCRYPTED" in by_file["PAYPOINT/bad.json.enc"].error
+    assert by_file["PAYPOINT/good.json.enc"].success
+    assert platform.payment_postings() == 1
+
+
+class InboundUnreadable(LocalFileStore):
+    """A share that fails while the run works (the sensor could still list and hash the file)."""
+
+    def exists(self, path: str) -> bool:
+        if path.startswith("inbound/"):
+            raise OSError("injected failure: the inbound share went away")
+        return super().exists(path)
+
+
+def test_a_run_that_failed_on_a_transient_error_is_retried_and_loses_nothing(platform, instance):
+    platform.drop("flaky.json.enc", document(RECORDS))
+    broken = build_definitions({"file_store": InboundUnreadable(base_dir=str(platform.root))})
+    [failed] = run_pending_sensors(broken, instance, echo=lambda _: None)
+    assert not failed.success and "the inbound share went away" in failed.error
+    assert platform.files.exists("inbound/nrp/PAYPOINT/flaky.json.enc"), "the file waits in the inbound folder"
+    [retried] = run_sensor(instance)
+    assert retried.success and retried.partition_key.startswith("PAYPOINT/flaky.json.enc@")
+    assert platform.payment_postings() == 4
+
+
+def test_sensor_requests_a_stuck_file_again_after_a_while(platform):
+    from cmp_pipelines.core.inbound import STALE_AFTER_SECONDS, scan
+
+    platform.drop("stuck.json.enc", document(RECORDS[:1]))
+    first, _, cursor = scan(platform.files, "nrp", None)
+    assert len(first) == 1
+    assert scan(platform.files, "nrp", cursor)[0] == []
+    changed = platform.files.list_files("inbound/nrp")[0].changed_ns
+    later = changed + (STALE_AFTER_SECONDS + 1) * 10**9
+    [again], _, same_cursor = scan(platform.files, "nrp", cursor, now_ns=later)
+    assert again.partition_key == first[0].partition_key and again.run_key != first[0].run_key
+    assert "#retry-" in again.run_key and same_cursor == cursor

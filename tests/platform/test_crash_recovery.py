@@ -1,0 +1,300 @@
+"""kill -9 at every point where a run makes work durable (before and after each commit, after each published
+file and each move), then the next `run-pending` as cron would start it: the ledger is exact to the penny, the
+file is archived once, the acknowledgement is published, no decrypted scratch is left and new files still flow.
+
+Runs execute in forked children (the parent has imported everything once), killed by `CMP_CRASHPOINT=N`.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import re
+import shutil
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+import dagster as dg
+import great_expectations  # noqa: F401  imported once here so each forked run does not pay for it
+import pytest
+
+from cmp_pipelines.core.settings import PROJECT_ROOT, SCRATCH_PREFIX
+from cmp_pipelines.definitions import build_definitions
+from cmp_pipelines.lib.headless import run_partition, run_pending_sensors
+from tests.conftest import document, payment
+
+FORK = multiprocessing.get_context("fork")
+RECORDS = [
+    payment("1", "ACC00000001", "10.00", "INV000000011"),
+    payment("2", "ACC00000002", "5.50", None, payment_date=None, payment_method="CHEQUE"),
+    payment("3", "ACC99999999", "20.00"),
+    payment("4", "ACC00000003", "-1.00"),
+]
+
+
+def _child(crash_at: int | None, log: str, job: str | None, partition: str | None) -> None:
+    os.environ["CMP_CRASHPOINT"] = "" if crash_at is None else str(crash_at)
+    os.environ["CMP_CRASHPOINT_LOG"] = log
+    with dg.DagsterInstance.get() as instance:
+        if job:
+            run_partition(job, partition, build_definitions(), instance)
+        else:
+            run_pending_sensors(build_definitions(), instance, echo=lambda _: None)
+
+
+def execute(crash_at: int | None = None, job: str | None = None, partition: str | None = None) -> int:
+    """One `run-pending` (or one job partition) in its own process; -9 when the crash point killed it."""
+    log = os.environ["CMP_DATA_DIR"] + "/crash.log"
+    child = FORK.Process(target=_child, args=(crash_at, log, job, partition))
+    child.start()
+    child.join(300)
+    assert child.exitcode is not None, "the run hung"
+    return child.exitcode
+
+
+@pytest.fixture
+def tmp_path():
+    """The platform on a memory-backed folder where there is one: these tests run a hundred runs, and every
+    commit of the store and of the Dagster instance is an fsync that a disk makes slow."""
+    base = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
+    folder = Path(tempfile.mkdtemp(prefix="cmp-crash-test-", dir=base))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def home(platform):
+    home = Path(os.environ["DAGSTER_HOME"])
+    home.mkdir(exist_ok=True)
+    shutil.copyfile(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
+    return platform
+
+
+def state(platform) -> dict:
+    """What must be the same however the run was interrupted."""
+    postings = platform.query(
+        "SELECT kind, count(*), sum(amount_minor) FROM ledger_postings WHERE kind <> 'INVOICE' GROUP BY 1 ORDER BY 1")
+    root = platform.root
+    files = [f"{p.relative_to(root).parts[0]}/{p.name}" for p in root.rglob("*")
+             if p.is_file() and p.relative_to(root).parts[0] not in ("dagster_home", "keys") and p.parent != root]
+    files = sorted(re.sub(r"^(outbound/)\d{8}T\d+-", r"\1<time>-", f) for f in files if not f.endswith("crash.log"))
+    return {"postings": postings, "files": files}
+
+
+def leftovers(platform) -> list[str]:
+    """Scratch files of dead processes and half-written files anywhere under the data dir."""
+    dead = []
+    for base in {"/dev/shm", tempfile.gettempdir()}:
+        for name in os.listdir(base) if os.path.isdir(base) else []:
+            if name.startswith(SCRATCH_PREFIX) and any(Path(base, name).iterdir()):
+                pid = int(name[len(SCRATCH_PREFIX):].split("-")[0])
+                if not Path(f"/proc/{pid}").exists():
+                    dead.append(name)
+    parts = [str(p) for p in platform.root.rglob("*.part")]
+    return dead + parts
+
+
+def unfinished_runs() -> list[str]:
+    with dg.DagsterInstance.get() as instance:
+        return [r.run_id for r in instance.get_runs(filters=dg.RunsFilter(statuses=[
+            dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.NOT_STARTED]))]
+
+
+def crash_everywhere(platform, prepare, run, finish) -> tuple[list[str], dict]:
+    """List the crash points an uninterrupted run passes; then, for each point where work became durable (after
+    every commit, publish and move, and before the first commit), on a fresh copy of the platform: kill the run
+    there, let the next run-pending recover, and compare with the uninterrupted outcome. Returns the kill points
+    and that outcome."""
+    root = platform.root
+    (root / "crash.log").unlink(missing_ok=True)
+    pristine = Path(tempfile.mkdtemp(dir=root.parent)) / "pristine"
+    shutil.copytree(root, pristine)
+    prepare()
+    assert run(0) == 0
+    expected = state(platform)
+    points = (root / "crash.log").read_text().splitlines()
+    first_before = next((p for p in points if p.split(" ", 1)[1] == "before commit"), None)
+    chosen = [p for p in points if p == first_before or p.split(" ", 1)[1] != "before commit"]
+    assert chosen, "the run passed no crash point"
+    for point in chosen:
+        shutil.rmtree(root)
+        shutil.copytree(pristine, root)
+        prepare()
+        assert run(int(point.split(" ", 1)[0])) == -9, f"not killed at {point}"
+        assert (root / "crash.log").read_text().strip() == point, "the run takes the same path every time"
+        assert execute() == 0  # the next run-pending: reaps the dead run, recovers its partition
+        now = state(platform)
+        assert now == expected, (f"after a kill at {point}: postings {now['postings']} vs {expected['postings']}; "
+                                 f"files gained {Counter(now['files']) - Counter(expected['files'])}, "
+                                 f"lost {Counter(expected['files']) - Counter(now['files'])}")
+        assert unfinished_runs() == [], f"after a kill at {point}"
+        assert leftovers(platform) == [], f"after a kill at {point}"
+    finish()  # after the last kill and its recovery, new work still flows
+    return chosen, expected
+
+
+@pytest.mark.slow
+def test_nrp_file_killed_anywhere_is_posted_once_and_acknowledged(home):
+    platform = home
+
+    def prepare():
+        platform.drop("crash.json.enc", document(RECORDS))
+
+    def finish():  # a new file still flows after the crash
+        platform.drop("after.json.enc", document([payment("9", "ACC00000009", "3.00")], file_id="PAYPOINT-AFTER"))
+        assert execute() == 0
+        assert platform.read_ack("PAYPOINT", "crash")["header"]["record_count"] == 4
+
+    killed_at, expected = crash_everywhere(platform, prepare, lambda n: execute(n), finish)
+    assert expected["postings"] == [("PAYMENT", 3, -3550)], "10.00 + 5.50 + 20.00 to suspense; -1.00 rejected"
+    assert "archive/crash.json.enc" in expected["files"] and "outbound/crash.ack.json.enc" in expected["files"]
+    assert any("moved inbound/nrp/PAYPOINT/crash.json.enc" in k for k in killed_at), killed_at
+    assert any("outbound/acknowledgements" in k for k in killed_at), killed_at
+    assert len(killed_at) >= 6, killed_at
+    assert platform.payment_postings() == 3 + 1, "3 postable records of the crashed file, 1 of the later one"
+
+
+def _on_card(platform, accounts: list[str], day) -> None:
+    from cmp_pipelines.core import payment_setup
+    from cmp_pipelines.core.config import load_partners
+    from tests.conftest import NOW
+
+    with platform.connect() as con:
+        for account in accounts:
+            payment_setup.set_payment_type(con, account, "RECURRING_CARD", partners=load_partners(
+                PROJECT_ROOT / "config"), now=NOW, cause="test", card_token=f"tok_crash_{account[-2:]}",
+                last_four="4242", expiry="2031-01")
+            con.execute("UPDATE invoices SET due_on = ? WHERE account_number = ?", [day, account])
+
+
+@pytest.mark.slow
+def test_card_day_killed_anywhere_posts_once_and_never_publishes_an_extract_before_its_postings(home):
+    from tests.conftest import NOW
+
+    platform, day = home, NOW.date()
+    _on_card(platform, ["ACC00000004", "ACC00000005"], day)
+    owed = platform.query("SELECT sum(amount_minor) FROM invoices WHERE account_number IN "
+                          "('ACC00000004', 'ACC00000005')")[0][0]
+    job = "recurring_payments_card_job"
+    extract = f"outbound/card_payments/CARDPAY/RCX-{day:%Y%m%d}-CARDPAY-GBP.json.enc"
+
+    def run(n):
+        code = execute(n, job=job, partition=day.isoformat())
+        if code == -9 and platform.files.exists(extract):  # published only once its postings are committed
+            assert platform.query("SELECT count(*) FROM ledger_postings WHERE kind = 'CARD_PAYMENT'") == \
+                platform.query("SELECT count(*) FROM card_transactions")
+        return code
+
+    def finish():
+        assert platform.balance("ACC00000004") == platform.balance("ACC00000005") == 0
+
+    killed_at, expected = crash_everywhere(platform, lambda: None, run, finish)
+    [(invoices,)] = platform.query("SELECT count(*) FROM invoices WHERE account_number IN "
+                                   "('ACC00000004', 'ACC00000005')")
+    assert expected["postings"] == [("CARD_PAYMENT", invoices, -owed)]
+    assert any(extract in k for k in killed_at) and len(killed_at) >= 4, killed_at
+
+
+@pytest.mark.slow
+def test_card_rejection_file_killed_anywhere_reverses_once(home):
+    from tests.conftest import NOW, rejection, rejections_document
+
+    platform, day = home, NOW.date()
+    _on_card(platform, ["ACC00000004"], day)
+    assert execute(job="recurring_payments_card_job", partition=day.isoformat()) == 0
+    [(transaction, amount, minor)] = platform.query(
+        "SELECT transaction_id, minor_to_decimal(amount_minor), amount_minor FROM card_transactions "
+        "WHERE account_number = 'ACC00000004' ORDER BY 1 LIMIT 1")
+
+    def prepare():
+        platform.drop_rejections("CARDPAY-REJ-1.json.enc", rejections_document(
+            [rejection("1", transaction, "ACC00000004", amount, "43")]))
+
+    def finish():
+        assert platform.balance("ACC00000004") == minor, "the declined payment is owed again, once"
+
+    killed_at, expected = crash_everywhere(platform, prepare, lambda n: execute(n), finish)
+    assert ("CARD_REVERSAL", 1, minor) in expected["postings"], expected
+    assert "archive/CARDPAY-REJ-1.json.enc" in expected["files"]
+    assert len(killed_at) >= 5, killed_at
+
+
+def test_a_killed_run_is_failed_and_its_slot_freed_so_other_runs_go_on(home):
+    from cmp_pipelines.lib.recovery import reap_dead_runs
+
+    platform = home
+    platform.drop("held.json.enc", document(RECORDS[:1]))
+    assert execute(1) == -9  # killed at its first crash point, inside the load
+    with dg.DagsterInstance.get() as instance:
+        [dead] = instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))
+        assert instance.get_concurrency_config().pool_config.pool_granularity.value == "run", \
+            "runs wait for the pool in the queue, never polling inside a step"
+        storage = instance.event_log_storage
+        storage.set_concurrency_slots("cmp_db", 1)
+        assert storage.claim_concurrency_slot("cmp_db", dead.run_id, "nrp_payments_batch").is_claimed
+        assert reap_dead_runs(instance) == [dead.run_id]
+        assert instance.get_run_by_id(dead.run_id).status == dg.DagsterRunStatus.FAILURE
+        assert storage.get_concurrency_run_ids() == set(), "the dead run's slot is free"
+        assert any("is gone (killed or crashed)" in (e.message or "") for e in instance.all_logs(dead.run_id))
+    platform.drop("next.json.enc", document(RECORDS[1:2], file_id="PAYPOINT-NEXT"))
+    assert execute() == 0
+    assert platform.files.list_files("inbound") == []
+    assert {f.path.rsplit("/", 1)[1] for f in platform.files.list_files("archive")} == {"held.json.enc",
+                                                                                        "next.json.enc"}
+
+
+@pytest.mark.slow
+def test_direct_debit_days_and_bacs_reports_killed_anywhere_finish_once(home):
+    from cmp_pipelines.demo import data as demo
+    from tests.conftest import NOW
+    from tests.support.direct_debit import BUREAU, SUN
+
+    platform, day = home, NOW.date().isoformat()
+    platform.keyring.init_keys(BUREAU)
+    with platform.connect() as con:
+        demo.seed_direct_debit_accounts(con, SUN, NOW, every=5, offset=1)
+
+    auddis_killed, auddis = crash_everywhere(
+        platform, lambda: None, lambda n: execute(n, job="auddis_extract_job", partition=day), lambda: None)
+    assert any(f.startswith("outbound/AUD-") for f in auddis["files"]) and len(auddis_killed) >= 2, auddis
+
+    collections_killed, collections = crash_everywhere(
+        platform, lambda: None, lambda n: execute(n, job="recurring_payments_dd_job", partition=day), lambda: None)
+    [(kind, count, total)] = [p for p in collections["postings"] if p[0] != "CARD_PAYMENT"]
+    owed = platform.query("SELECT sum(amount_minor) FROM invoices WHERE invoice_number LIKE 'INV%D'")[0][0]
+    assert (count, total) == (3, -owed), collections["postings"]
+    assert len(collections_killed) >= 4, collections_killed
+
+    def reports():
+        with platform.connect() as con:
+            demo.bacs_report_files(con, platform.files, platform.keyring, BUREAU, SUN, NOW)
+
+    reports_killed, after_reports = crash_everywhere(platform, reports, lambda n: execute(n), lambda: None)
+    assert any(kind.startswith("DD_RETURN") or "REVERSAL" in kind for kind, _, _ in after_reports["postings"]), \
+        after_reports["postings"]
+    assert len(reports_killed) >= 6, reports_killed
+
+
+def test_only_a_provably_dead_process_of_this_boot_and_namespace_is_dead():
+    from cmp_pipelines.core import processes
+
+    child = FORK.Process(target=os._exit, args=(0,))
+    child.start()
+    owner = processes.token(child.pid)
+    child.join()
+    assert processes.alive(processes.token()) and not processes.alive(owner)
+    pid, start, _ = owner.split("-", 2)
+    assert processes.alive(f"{pid}-{start}-00000000"), "another namespace's process is never judged dead"
+    assert processes.alive("not-a-token") and processes.alive(f"{os.getpid()}-1-{processes.namespace()}") is False
+
+
+def test_a_scratch_folder_someone_else_prepared_is_refused(monkeypatch, tmp_path):
+    from cmp_pipelines.core import processes, settings
+
+    monkeypatch.setattr(settings, "_scratch_base", lambda: str(tmp_path))
+    monkeypatch.setattr(settings, "_MADE", set())
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / f"{SCRATCH_PREFIX}{processes.token()}").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(PermissionError, match="not this user's private folder"):
+        settings.scratch_dir()

@@ -1,0 +1,132 @@
+"""Probes as asset checks; alerts over a real SMTP exchange on loopback; the SLA probe never e-mails."""
+
+from __future__ import annotations
+
+import email
+import socket
+
+import dagster as dg
+import pytest
+from aiosmtpd.controller import Controller
+
+from cmp_pipelines.core import probe_queries as probe_service
+from cmp_pipelines.core.config import load_probes
+from cmp_pipelines.core.settings import PROJECT_ROOT
+from cmp_pipelines.definitions import build_definitions
+from tests.conftest import NOW, document, payment
+
+
+class Inbox:
+    def __init__(self):
+        self.messages: list[tuple[list[str], email.message.Message]] = []
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd's hook name
+        self.messages.append((list(envelope.rcpt_tos), email.message_from_bytes(envelope.content)))
+        return "250 OK"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def smtp(monkeypatch):
+    inbox = Inbox()
+    port = free_port()
+    controller = Controller(inbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    monkeypatch.setenv("CMP_SMTP_HOST", "127.0.0.1")
+    monkeypatch.setenv("CMP_SMTP_PORT", str(port))
+    yield inbox
+    controller.stop()
+
+
+def run_probes(tmp_path):
+    (tmp_path / "dagster_home").mkdir(exist_ok=True)
+    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster_home")) as instance:
+        result = build_definitions().resolve_job_def("non_recurring_payment_probes_job").execute_in_process(
+            instance=instance
+        )
+    assert result.success
+    return {e.check_name: e for e in result.get_asset_check_evaluations()}
+
+
+def test_end_of_day_probes_alert_by_smtp_when_nothing_arrived(platform, smtp, tmp_path):
+    evaluations = run_probes(tmp_path)
+    assert len(evaluations) == 9, "the eight CMP probes and the suspected-duplicates probe (issue 18)"
+    assert evaluations["nrp_suspected_duplicates_held_within_threshold"].passed
+    load = evaluations["nrp_load_completed_within_threshold"]
+    assert not load.passed and load.severity == dg.AssetCheckSeverity.WARN
+    assert load.metadata["value"].value == 0 and load.metadata["threshold"].value == 0
+    assert load.metadata["cmp_probe"].value == "Non Recurring Payments Load Completed"
+    subjects = sorted(message["Subject"] for _, message in smtp.messages)
+    assert subjects == [
+        "[CMP ALERT] Non Recurring Payments Batch Completed",
+        "[CMP ALERT] Non Recurring Payments Load Completed",
+    ]
+    recipients = {message["Subject"]: rcpt for rcpt, message in smtp.messages}
+    assert recipients["[CMP ALERT] Non Recurring Payments Load Completed"] == [
+        "billing-ops@example.com", "payments-partners@example.com"
+    ]
+    body = next(m for _, m in smtp.messages if "Load Completed" in m["Subject"]).get_payload()
+    assert "value 0, threshold 0" in body
+
+
+def test_sla_probe_breach_is_recorded_without_email(platform, smtp, tmp_path):
+    platform.keyring.init_keys("ACME")
+    key = platform.drop("acme.json.enc", document([payment("1", "ACC00000001", "1.00")], sender="ACME"),
+                        partner="ACME")
+    platform.quarantine(key)
+    evaluations = run_probes(tmp_path)
+    sla = evaluations["nrp_batch_completed_sla_within_threshold"]
+    assert not sla.passed and sla.severity == dg.AssetCheckSeverity.ERROR
+    assert sla.metadata["value"].value == 1
+    assert not any("SLA" in message["Subject"] for _, message in smtp.messages)
+    with platform.connect() as con:
+        latest = {row[0]: row for row in probe_service.latest(con)}
+    assert latest["nrp_batch_completed_sla"][3:7] == (1, 0, True, False)
+
+
+def test_batch_probes_count_the_latest_batch(platform):
+    records = [payment("1", "ACC00000001", "1.00", "INV000000011"), payment("2", "ACC00000002", "2.00"),
+               payment("3", "ACC00000003", "3.00", payment_date=None)]
+    platform.process(platform.drop("probe.json.enc", document(records)))
+    platform.process(platform.drop("empty.json.enc", document([], file_id="EMPTY")))
+    with platform.connect() as con:
+        values = {o.probe.probe_id: o.value for o in probe_service.evaluate(
+            con, load_probes(PROJECT_ROOT / "config"), NOW)}
+    assert values["nrp_load_completed"] == 2
+    assert values["nrp_batch_completed"] == 2
+    assert values["nrp_verification_payments_supplied"] == 1
+    assert values["nrp_verification_normal"] == 3
+    # the most recent batch is the empty one
+    assert values["nrp_verification_invoice_allocation"] == 0
+
+
+def test_alert_without_smtp_writes_an_eml_file(platform, tmp_path):
+    run_probes(tmp_path)
+    alerts = sorted((tmp_path / "outbound" / "alerts").glob("*.eml"))
+    assert len(alerts) == 2
+    message = email.message_from_bytes(alerts[0].read_bytes())
+    assert message["Subject"].startswith("[CMP ALERT] Non Recurring Payments")
+    assert "billing-ops@example.com" in message["To"]
+
+
+def test_a_tripped_probe_alerts_once_a_day_not_on_every_run(platform, smtp, tmp_path):
+    run_probes(tmp_path)
+    assert len(smtp.messages) == 2
+    run_probes(tmp_path)
+    assert len(smtp.messages) == 2, "still tripped the same day: no second e-mail"
+
+
+def test_alert_is_kept_as_a_file_when_smtp_is_down(platform, tmp_path, monkeypatch):
+    monkeypatch.setenv("CMP_SMTP_HOST", "127.0.0.1")
+    monkeypatch.setenv("CMP_SMTP_PORT", str(free_port()))  # nothing listens there
+    evaluations = run_probes(tmp_path)
+    assert evaluations["nrp_load_completed_within_threshold"].metadata["notified"].value.startswith("file://")
+    alerts = sorted((tmp_path / "outbound" / "alerts").glob("*.eml"))
+    assert len(alerts) == 2
+    message = email.message_from_bytes(alerts[0].read_bytes())
+    assert message["X-CMP-Undelivered"].startswith("SMTP 127.0.0.1:")
