@@ -1,7 +1,7 @@
 """Posting batches: recording one, and the files written from the store by DuckDB's COPY (C speed).
 
 The posting file is what CMP's posting daemons send to the target sales ledger: one per posting batch,
-schema formats/schemas/ledger_posting_batch.schema.json.
+schema core/files/schemas/ledger_posting_batch.schema.json.
 """
 
 from __future__ import annotations

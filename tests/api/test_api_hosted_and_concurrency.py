@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import secrets
 import subprocess
 import sys
 import time
@@ -12,18 +11,7 @@ import orjson
 import pytest
 
 from cmp_pipelines.core.payment_provider import SIGNATURE_HEADER, sign
-from tests.api.test_api_payments import monitor
-
-SECRET = b"test-provider-secret"
-
-
-def hosted(http, account: str = "ACC00000002", amount: str = "40.00") -> dict:
-    answer = http.post("/v1/payments", json={"account_number": account, "amount": amount, "method": "HOSTED_PAGE"},
-                       headers={"Idempotency-Key": secrets.token_urlsafe(18)})
-    assert answer.status_code == 201, answer.text
-    payment = answer.json()
-    assert payment["status"] == "AWAITING_CARD" and payment["redirect_url"] == answer.headers["Location"]
-    return payment
+from tests.support.api import SECRET, hosted, monitor
 
 
 def callback(http, body: dict, secret: bytes = SECRET, timestamp: int | None = None, raw: bytes | None = None):
@@ -94,6 +82,7 @@ def test_bad_signatures_are_refused_and_change_nothing(api, platform):
 
 HOLDER = """
 import sys, time, duckdb
+
 con = duckdb.connect(sys.argv[1])
 con.execute("BEGIN TRANSACTION")
 con.execute("UPDATE accounts SET name = name WHERE account_number = 'ACC00000001'")

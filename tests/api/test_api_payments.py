@@ -15,16 +15,11 @@ from cmp_pipelines.core.money import format_minor
 from cmp_pipelines.core.settings import PROJECT_ROOT
 from cmp_pipelines.definitions import build_definitions
 from cmp_pipelines.lib.headless import run_pending_sensors
+from tests.support.api import ACCOUNT, monitor, pay, register
 
-ACCOUNT = "ACC00000003"
 CODES = load_rejection_codes(PROJECT_ROOT / "config").card_codes
 
 
-def monitor(instance) -> list:
-    """What the daemon does: the Ledger Monitor sensor ticks and its api_sync_job runs."""
-    runs = run_pending_sensors(build_definitions(), instance, echo=lambda _: None)
-    assert all(r.success for r in runs), [r.error for r in runs]
-    return runs
 
 
 def nothing_but_publishing(instance) -> bool:
@@ -35,15 +30,8 @@ def nothing_but_publishing(instance) -> bool:
     return all(key.startswith("ledger-monitor:publish:") for key in keys)
 
 
-def pay(http, account: str = ACCOUNT, amount: str = "12.34", key: str | None = None, **extra):
-    body = {"account_number": account, "amount": amount, "method": "CARD_ON_FILE", **extra}
-    return http.post("/v1/payments", json=body, headers={"Idempotency-Key": key or secrets.token_urlsafe(18)})
 
 
-def register(http, account: str, token: str):
-    answer = http.put(f"/v1/accounts/{account}/card", json={"card_token": token, "last_four": "4242"})
-    assert answer.status_code == 200, answer.text
-    return answer.json()
 
 
 def test_every_route_refuses_a_request_without_a_valid_key(api):

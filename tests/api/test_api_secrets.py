@@ -16,8 +16,7 @@ import pytest
 from cmp_pipelines.core.files.schemas import ecma_regex, first_error
 from cmp_pipelines.core.money import MoneyError, parse_amount
 from cmp_pipelines.core.payment_provider import SIGNATURE_HEADER, BadSignature, sign, verify
-from tests.api.test_api_hosted_and_concurrency import SECRET, hosted
-from tests.api.test_api_payments import ACCOUNT, pay, register
+from tests.support.api import ACCOUNT, SECRET, hosted, pay, register
 
 CARD_FORMS = ["4111111111111111", "4111 1111 1111 1111", "4111-1111-1111-1111", "5555555555554444",
               "5555 5555 5555 4444", "5555_5555_5555_4444", "378282246310005"]

@@ -13,9 +13,8 @@ import httpx
 from cmp_pipelines.core.config_payments import hash_key, write_key_hash
 from cmp_pipelines.core.money import format_minor, parse_amount
 from cmp_pipelines.core.settings import paths
-from tests.api.test_api_payments import monitor
-from tests.conftest import document, payment
-from tests.support.api import KEYS, free_port
+from tests.support.api import KEYS, free_port, monitor
+from tests.support.platform import document, payment
 
 
 def test_the_serve_command_answers_on_loopback_with_openapi_and_wsdl(platform):

@@ -109,7 +109,7 @@ def _everything_written(platform) -> str:
 
 @pytest.mark.parametrize("typed", ISSUE_EXAMPLES)
 def test_an_nrp_reference_holding_a_card_number_beside_other_digits_is_rejected_and_never_stored(platform, typed):
-    from tests.conftest import document, payment
+    from tests.support.platform import document, payment
 
     records = [payment("1", "ACC00000001", "10.00", reference=typed), payment("2", "ACC00000002", "3.00")]
     before = platform.balance("ACC00000002"), platform.balance("ACC00000001")
@@ -129,7 +129,7 @@ def test_an_nrp_reference_holding_a_card_number_beside_other_digits_is_rejected_
 
 def test_a_card_number_in_the_nrp_header_file_id_refuses_the_file_and_is_never_stored(platform):
     """file_id matches its pattern `[A-Za-z0-9._-]{1,64}`, so only the card-number check can refuse it."""
-    from tests.conftest import document, payment
+    from tests.support.platform import document, payment
 
     pan = "4111111111111111"
     doc = document([payment("1", "ACC00000001", "10.00")], file_id=f"PAYPOINT-{pan}")
@@ -145,7 +145,7 @@ def test_a_card_number_in_the_nrp_header_file_id_refuses_the_file_and_is_never_s
 
 
 def test_legitimate_references_with_dates_amounts_and_ids_are_accepted(platform):
-    from tests.conftest import document, payment
+    from tests.support.platform import document, payment
 
     references = ["paid 01.12.2026 order 123456789 20.00", "INV000000107 20.00 2026-11-20", "PP 5521",
                   "cheque 000123 of 2026-11-20", "REF-20261122010857"]
@@ -184,7 +184,7 @@ def test_warehouse_dispatch_rows_with_card_numbers_in_any_column_are_rejected_an
 def test_card_rejection_ids_holding_card_numbers_are_stored_masked_whatever_problem_comes_first(platform):
     """`4111111111111111-1229` as an account number failed the account pattern first, and that problem quoted it
     and kept it in clear (found by test_secrets_everywhere); a shape error likewise kept a card-number id."""
-    from tests.conftest import rejection, rejections_document
+    from tests.support.platform import rejection, rejections_document
 
     records = [rejection("1", "CTX-1", "4111111111111111-1229", "1.00", "05"),
                rejection("2", "5555 5555 5555 4444 123", "ACC00000001", "1.00", "05"),

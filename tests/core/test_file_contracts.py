@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from cmp_pipelines.core.files.schemas import first_error
-from tests.conftest import NOW, document, payment, rejection, rejections_document
+from tests.support.platform import NOW, document, payment, rejection, rejections_document
 
 SAMPLES = Path(__file__).parents[1] / "samples"
 

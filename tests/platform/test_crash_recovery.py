@@ -22,7 +22,7 @@ import pytest
 from cmp_pipelines.core.settings import PROJECT_ROOT, SCRATCH_PREFIX
 from cmp_pipelines.definitions import build_definitions
 from cmp_pipelines.lib.headless import run_partition, run_pending_sensors
-from tests.conftest import document, payment
+from tests.support.platform import document, payment
 
 FORK = multiprocessing.get_context("fork")
 RECORDS = [
@@ -158,7 +158,7 @@ def test_nrp_file_killed_anywhere_is_posted_once_and_acknowledged(home):
 def _on_card(platform, accounts: list[str], day) -> None:
     from cmp_pipelines.core import payment_setup
     from cmp_pipelines.core.config import load_partners
-    from tests.conftest import NOW
+    from tests.support.platform import NOW
 
     with platform.connect() as con:
         for account in accounts:
@@ -170,7 +170,7 @@ def _on_card(platform, accounts: list[str], day) -> None:
 
 @pytest.mark.slow
 def test_card_day_killed_anywhere_posts_once_and_never_publishes_an_extract_before_its_postings(home):
-    from tests.conftest import NOW
+    from tests.support.platform import NOW
 
     platform, day = home, NOW.date()
     _on_card(platform, ["ACC00000004", "ACC00000005"], day)
@@ -198,7 +198,7 @@ def test_card_day_killed_anywhere_posts_once_and_never_publishes_an_extract_befo
 
 @pytest.mark.slow
 def test_card_rejection_file_killed_anywhere_reverses_once(home):
-    from tests.conftest import NOW, rejection, rejections_document
+    from tests.support.platform import NOW, rejection, rejections_document
 
     platform, day = home, NOW.date()
     _on_card(platform, ["ACC00000004"], day)
@@ -247,8 +247,8 @@ def test_a_killed_run_is_failed_and_its_slot_freed_so_other_runs_go_on(home):
 @pytest.mark.slow
 def test_direct_debit_days_and_bacs_reports_killed_anywhere_finish_once(home):
     from cmp_pipelines.demo import data as demo
-    from tests.conftest import NOW
     from tests.support.direct_debit import BUREAU, SUN
+    from tests.support.platform import NOW
 
     platform, day = home, NOW.date().isoformat()
     platform.keyring.init_keys(BUREAU)

@@ -22,7 +22,7 @@ from cmp_pipelines.core.inbound import MAX_NAME_BYTES, scan
 from cmp_pipelines.definitions import build_definitions
 from cmp_pipelines.lib.headless import run_pending_sensors
 from cmp_pipelines.lib.resources.file_store import LocalFileStore
-from tests.conftest import document, payment
+from tests.support.platform import document, payment
 
 GOOD = [payment("1", "ACC00000001", "10.00", "INV000000011"), payment("2", "ACC00000002", "5.50")]
 

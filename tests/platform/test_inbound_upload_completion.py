@@ -17,7 +17,7 @@ from cmp_pipelines.core.inbound import scan
 from cmp_pipelines.core.settings import PROJECT_ROOT
 from cmp_pipelines.defs.nrp.defs import nrp_inbound_files_sensor
 from cmp_pipelines.lib.resources.file_store import LocalFileStore
-from tests.conftest import document, payment
+from tests.support.platform import document, payment
 
 SECOND = 1_000_000_000
 

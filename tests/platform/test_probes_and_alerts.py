@@ -13,7 +13,7 @@ from cmp_pipelines.core import probe_queries as probe_service
 from cmp_pipelines.core.config import load_probes
 from cmp_pipelines.core.settings import PROJECT_ROOT
 from cmp_pipelines.definitions import build_definitions
-from tests.conftest import NOW, document, payment
+from tests.support.platform import NOW, document, payment
 
 
 class Inbox:

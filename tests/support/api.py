@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import socket
 import subprocess
 import sys
@@ -18,7 +19,9 @@ import uvicorn
 from cmp_pipelines.api.app import create_app
 from cmp_pipelines.core.config_payments import hash_key, write_key_hash
 from cmp_pipelines.core.settings import paths
+from cmp_pipelines.definitions import build_definitions
 from cmp_pipelines.defs.one_off.flow import publish_accounts
+from cmp_pipelines.lib.headless import run_pending_sensors
 
 KEYS = {"AGENTVIEW": "test-agent-key-0123456789abcdef", "SELFCARE_APP": "test-selfcare-key-0123456789abcdef",
         "IVR": "test-ivr-key-0123456789abcdef"}
@@ -89,3 +92,37 @@ def api_instance(tmp_path):
     (tmp_path / "dagster_home").mkdir(exist_ok=True)
     with dg.instance_for_test(temp_dir=str(tmp_path / "dagster_home")) as test_instance:
         yield test_instance
+
+
+# Shared by the API test modules (payments, hosted page, secrets, serve-and-publish).
+ACCOUNT = "ACC00000003"
+
+
+def monitor(instance) -> list:
+    """What the daemon does: the Ledger Monitor sensor ticks and its api_sync_job runs."""
+    runs = run_pending_sensors(build_definitions(), instance, echo=lambda _: None)
+    assert all(r.success for r in runs), [r.error for r in runs]
+    return runs
+
+
+def pay(http, account: str = ACCOUNT, amount: str = "12.34", key: str | None = None, **extra):
+    body = {"account_number": account, "amount": amount, "method": "CARD_ON_FILE", **extra}
+    return http.post("/v1/payments", json=body, headers={"Idempotency-Key": key or secrets.token_urlsafe(18)})
+
+
+def register(http, account: str, token: str):
+    answer = http.put(f"/v1/accounts/{account}/card", json={"card_token": token, "last_four": "4242"})
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+SECRET = b"test-provider-secret"
+
+
+def hosted(http, account: str = "ACC00000002", amount: str = "40.00") -> dict:
+    answer = http.post("/v1/payments", json={"account_number": account, "amount": amount, "method": "HOSTED_PAGE"},
+                       headers={"Idempotency-Key": secrets.token_urlsafe(18)})
+    assert answer.status_code == 201, answer.text
+    payment = answer.json()
+    assert payment["status"] == "AWAITING_CARD" and payment["redirect_url"] == answer.headers["Location"]
+    return payment

@@ -30,7 +30,7 @@ from cmp_pipelines.defs.hardware_orders.sales_orders import (
     pending_generation,
     request_batch_id,
 )
-from tests.conftest import NOW, Platform
+from tests.support.platform import NOW, Platform
 
 CONFIG = PROJECT_ROOT / "config"
 HOME = Delivery("Jane Customer", "1 High Street", None, "Leeds", "LS1 4AP")

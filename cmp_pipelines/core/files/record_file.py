@@ -29,7 +29,7 @@ _JSON_TYPE = {dict: "object", list: "array", str: "string", int: "number", float
 
 @dataclass(frozen=True)
 class RecordFileSpec:
-    schema_name: str  # formats/schemas/<schema_name>.schema.json
+    schema_name: str  # core/files/schemas/<schema_name>.schema.json
     title: str  # how error messages name the format
     records_key: str  # the document's array of records
     fields: tuple[str, ...]  # every record holds exactly these, each a string or null

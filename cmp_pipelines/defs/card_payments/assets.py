@@ -77,7 +77,7 @@ def card_payments_due(
     kinds={"json"},
     description=(
         "The generic JSON card payment extract for the provider adapter (schema "
-        "formats/schemas/card_payment_extract.schema.json), one per provider and currency, encrypted for "
+        "core/files/schemas/card_payment_extract.schema.json), one per provider and currency, encrypted for "
         "the provider, in outbound/card_payments/<PROVIDER>/."
     ),
 )

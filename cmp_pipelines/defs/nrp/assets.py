@@ -113,7 +113,7 @@ def nrp_posting_batch(
     kinds={"json"},
     description=(
         "CMP posting daemon: formats the posting batch and writes it to outbound/ledger/ for the target "
-        "sales ledger (schema formats/schemas/ledger_posting_batch.schema.json)."
+        "sales ledger (schema core/files/schemas/ledger_posting_batch.schema.json)."
     ),
 )
 def nrp_ledger_posting_file(

@@ -10,7 +10,7 @@ import pytest
 from cmp_pipelines.core import payment_setup
 from cmp_pipelines.core.config import load_partners
 from cmp_pipelines.core.settings import PROJECT_ROOT
-from tests.conftest import NOW, rejection, rejections_document
+from tests.support.platform import NOW, rejection, rejections_document
 
 DAY = date(2026, 12, 15)
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import dagster as dg
-import pytest
 
 from cmp_pipelines.core import payment_setup
 from cmp_pipelines.core.config import load_partners
@@ -14,27 +13,8 @@ from cmp_pipelines.core.settings import PROJECT_ROOT
 from cmp_pipelines.definitions import build_definitions
 from cmp_pipelines.defs.card_payments.defs import card_payments_daily_schedule
 from cmp_pipelines.lib.headless import run_partition, run_pending_sensors
-from tests.conftest import NOW, rejection, rejections_document
-
-
-@pytest.fixture
-def instance(tmp_path):
-    (tmp_path / "dagster_home").mkdir(exist_ok=True)
-    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster_home")) as test_instance:
-        yield test_instance
-
-
-def materialization(instance, run_id: str, asset: str) -> dict:
-    records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION).records
-    [event] = [r.event_log_entry for r in records
-               if r.event_log_entry.dagster_event.asset_key == dg.AssetKey(asset)]
-    return {k: v.value for k, v in event.asset_materialization.metadata.items()}
-
-
-def check_results(instance, run_id: str) -> dict:
-    records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION).records
-    return {r.event_log_entry.dagster_event.event_specific_data.check_name:
-            r.event_log_entry.dagster_event.event_specific_data for r in records}
+from tests.support.dagster import check_results, materialization
+from tests.support.platform import NOW, rejection, rejections_document
 
 
 def test_the_schedule_runs_todays_partition():

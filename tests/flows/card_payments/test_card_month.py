@@ -11,7 +11,7 @@ import pytest
 from cmp_pipelines.core import payment_setup
 from cmp_pipelines.core.config import load_partners
 from cmp_pipelines.core.settings import PROJECT_ROOT
-from tests.conftest import document, payment, rejection, rejections_document
+from tests.support.platform import document, payment, rejection, rejections_document
 
 DEC = [date(2026, 12, d) for d in range(1, 32)]
 

@@ -15,7 +15,7 @@ from cmp_pipelines.cli import main
 from cmp_pipelines.core.config import ConfigError, load_partners, load_rejection_codes
 from cmp_pipelines.core.payment_setup import SetupError, approve_card_refund, set_payment_type
 from cmp_pipelines.core.settings import PROJECT_ROOT
-from tests.conftest import NOW
+from tests.support.platform import NOW
 
 PARTNERS = load_partners(PROJECT_ROOT / "config")
 

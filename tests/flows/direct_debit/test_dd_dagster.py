@@ -12,9 +12,9 @@ from cmp_pipelines.defs.direct_debit.calendar import cycle
 from cmp_pipelines.defs.direct_debit.defs import dd_collections_daily_schedule
 from cmp_pipelines.demo import data as demo
 from cmp_pipelines.lib.headless import run_partition, run_pending_sensors
-from tests.conftest import NOW
-from tests.flows.card_payments.test_card_dagster import check_results, instance, materialization  # noqa: F401 - fixture
+from tests.support.dagster import check_results, instance, materialization  # noqa: F401 - fixture
 from tests.support.direct_debit import BUREAU, SUN
+from tests.support.platform import NOW
 
 
 def test_the_dd_schedule_runs_todays_partition():

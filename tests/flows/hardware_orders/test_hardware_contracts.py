@@ -21,8 +21,8 @@ from cmp_pipelines.defs.hardware_orders.dispatch_csv import convert
 from cmp_pipelines.defs.hardware_orders.fraud_check import ExternalFraudCheck
 from cmp_pipelines.defs.hardware_orders.orders import Delivery
 from cmp_pipelines.defs.hardware_orders.warehouse import StockUnavailable, WarehouseStockApi
-from tests.conftest import NOW
 from tests.support.hardware import CONFIG
+from tests.support.platform import NOW
 
 SAMPLES = Path(__file__).parents[2] / "samples"
 

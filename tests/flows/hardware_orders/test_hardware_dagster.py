@@ -11,9 +11,9 @@ import pytest
 
 from cmp_pipelines.definitions import build_definitions
 from cmp_pipelines.lib.headless import run_partition, run_pending_sensors
-from tests.conftest import NOW
-from tests.flows.card_payments.test_card_dagster import check_results, materialization
+from tests.support.dagster import check_results, materialization
 from tests.support.hardware import answer, imei, shipped
+from tests.support.platform import NOW
 
 
 @pytest.fixture

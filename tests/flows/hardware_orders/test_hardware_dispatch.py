@@ -248,7 +248,7 @@ def test_card_numbers_are_never_stored(hardware):
 
 def test_pending_charges_go_on_the_next_invoice_once(hardware):
     from cmp_pipelines.defs.hardware_orders.orders import account_orders, invoice_pending_charges
-    from tests.conftest import NOW
+    from tests.support.platform import NOW
 
     account = "ACC00000020"
     first = hardware.order(account, [("PR-CASE-X1", 3)], billing="NEXT_INVOICE")

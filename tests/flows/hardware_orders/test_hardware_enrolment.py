@@ -9,8 +9,8 @@ from cmp_pipelines.core.files.schemas import first_error
 from cmp_pipelines.core.intake import FileQuarantined
 from cmp_pipelines.defs.hardware_orders.enrolment import request_enrolment, request_unenrolment
 from cmp_pipelines.defs.hardware_orders.orders import OrderError
-from tests.conftest import NOW
 from tests.support.hardware import answer, imei, shipped
+from tests.support.platform import NOW
 
 DAY = NOW.date()
 

@@ -27,8 +27,8 @@ from cmp_pipelines.defs.hardware_orders.orders import (
 from cmp_pipelines.defs.hardware_orders.rules import TRANSITIONS, TransitionRefused, require_transition
 from cmp_pipelines.defs.hardware_orders.stock_check import check_stock
 from cmp_pipelines.defs.hardware_orders.warehouse import StockFileWarehouse
-from tests.conftest import NOW
 from tests.support.hardware import CONFIG, HOME
+from tests.support.platform import NOW
 
 
 def test_an_order_is_created_new_takes_lines_and_is_generated(hardware):

@@ -10,7 +10,7 @@ from cmp_pipelines.core.files.schemas import first_error
 from cmp_pipelines.defs.hardware_orders.fraud_check import ExternalFraudCheck, FraudCheck, RuleBasedFraudCheck
 from cmp_pipelines.defs.hardware_orders.orders import Delivery
 from cmp_pipelines.defs.hardware_orders.sales_orders import SalesOrderRequests, unfinished_batches
-from tests.conftest import NOW
+from tests.support.platform import NOW
 
 
 def test_orders_go_to_their_warehouses_with_the_fraud_check_flag(hardware):

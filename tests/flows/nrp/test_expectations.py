@@ -8,7 +8,7 @@ from cmp_pipelines.core.settings import PROJECT_ROOT
 from cmp_pipelines.defs.nrp.defs import nrp_payments_meet_expectations
 from cmp_pipelines.defs.nrp.expectations import load_suite
 from cmp_pipelines.defs.nrp.queries import batch_frame
-from tests.conftest import document, payment
+from tests.support.platform import document, payment
 
 
 def evaluate(platform, key):

@@ -6,7 +6,7 @@ import orjson
 import pytest
 
 from cmp_pipelines.defs.nrp.flow import partition_key, sha256_hex
-from tests.conftest import NOW, document, payment
+from tests.support.platform import NOW, document, payment
 
 GOOD = [payment("1", "ACC00000001", "10.00", "INV000000011"), payment("2", "ACC00000002", "5.50")]
 

@@ -10,7 +10,7 @@ from cmp_pipelines.definitions import build_definitions
 from cmp_pipelines.defs.nrp.defs import nrp_inbound_files_sensor
 from cmp_pipelines.lib.headless import run_pending_sensors
 from cmp_pipelines.lib.resources.file_store import LocalFileStore
-from tests.conftest import document, payment
+from tests.support.platform import document, payment
 
 RECORDS = [
     payment("1", "ACC00000001", "10.00", "INV000000011"),

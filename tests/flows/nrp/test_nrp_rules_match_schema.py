@@ -7,7 +7,7 @@ import random
 
 from cmp_pipelines.core.files.schemas import first_error
 from cmp_pipelines.defs.nrp.queries import outcomes as outcomes_of
-from tests.conftest import document, payment
+from tests.support.platform import document, payment
 
 SCHEMA_CODES = {"SCHEMA_VIOLATION", "AMOUNT_NEGATIVE", "AMOUNT_PRECISION"}
 MISSING = object()

@@ -15,7 +15,7 @@ from cmp_pipelines.core.config import load_partners, load_probes
 from cmp_pipelines.core.probes import NRP_DUPLICATE_PROBES
 from cmp_pipelines.core.settings import PACKAGE_ROOT, PROJECT_ROOT
 from cmp_pipelines.defs.nrp.flow import NonRecurringPayments
-from tests.conftest import NOW, document, payment
+from tests.support.platform import NOW, document, payment
 
 FIRST = [
     payment("1", "ACC00000001", "10.00", "INV000000011"),
@@ -56,7 +56,7 @@ def test_a_resend_under_a_new_file_id_is_held_reported_and_released_once(platfor
     assert held[0]["reason"] == (
         f"record_id '1' with the same account and amount was already received in file 'PP-001' on {NOW:%Y-%m-%d}; "
         "held as a suspected duplicate until an operator releases it")
-    schema = json.loads((PACKAGE_ROOT / "formats/schemas/nrp_acknowledgement.schema.json").read_text())
+    schema = json.loads((PACKAGE_ROOT / "core/files/schemas/nrp_acknowledgement.schema.json").read_text())
     jsonschema.validate(ack, schema)
 
     with platform.connect() as con:

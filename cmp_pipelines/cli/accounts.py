@@ -1,0 +1,127 @@
+"""`accounts` (set-up, refunds, look-ups) and `nrp release-held` (suspected duplicates)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import click
+
+from cmp_pipelines.cli.common import _config, _connect, _fail, _load_config, _setup
+from cmp_pipelines.core.settings import paths
+
+
+@click.group()
+def nrp() -> None:
+    """Non-recurring payments: operator actions."""
+
+
+@nrp.command("release-held")
+@click.argument("batch")
+@click.option("--record", "record_id", default=None, help="Release only this record id (default: every held one).")
+def nrp_release_held(batch: str, record_id: str | None) -> None:
+    """Post the records of load batch BATCH (NRPL-...) held as suspected duplicates of an earlier file.
+
+    They are posted once, under the same ledger keys as the flow's postings, in a release posting batch with
+    its own posting file; releasing again posts nothing.
+    """
+    from cmp_pipelines.core.crypto.keyring import PartnerKeyring
+    from cmp_pipelines.core.money import format_minor
+    from cmp_pipelines.defs.nrp.flow import NonRecurringPayments
+    from cmp_pipelines.lib.resources.file_store import LocalFileStore
+
+    partners, _ = _config()
+    with _connect() as con:
+        flow = NonRecurringPayments(con, LocalFileStore(), PartnerKeyring(paths().keys_dir), partners)
+        try:
+            result = flow.release_held(batch, record_id)
+        except LookupError as exc:
+            _fail(str(exc.args[0]))
+    if not result.released:
+        click.echo(f"nothing held in {batch}" + (f" for record {record_id}" if record_id else "") + "; nothing posted")
+        return
+    click.echo(f"released {result.released} record(s) of {batch}: posted {result.posted_now} "
+               f"({format_minor(-result.total_minor)}) in {result.posting_batch_id}; "
+               f"posting file {result.posting_file}")
+
+
+@click.group()
+def accounts() -> None:
+    """Account look-ups and payment set-up."""
+
+
+@accounts.command("set-payment-type")
+@click.argument("account_number")
+@click.argument("payment_type", type=click.Choice(["MANUAL", "RECURRING_CARD", "DIRECT_DEBIT"]))
+@click.option("--card-token", help="The payment provider's card token (never a card number).")
+@click.option("--last-four", help="The card's last four digits.")
+@click.option("--expiry", help="The card's expiry, MM/YY or YYYY-MM.")
+@click.option("--provider", help="Card provider partner id (default: the only configured one).")
+def accounts_set_payment_type(account_number: str, payment_type: str, card_token: str | None,
+                              last_four: str | None, expiry: str | None, provider: str | None) -> None:
+    """Set how ACCOUNT_NUMBER pays; RECURRING_CARD needs a card token (now or registered before)."""
+    from cmp_pipelines.core.payment_setup import set_payment_type
+
+    profile = _setup(lambda con, partners: set_payment_type(
+        con, account_number, payment_type, partners=partners, now=datetime.now(UTC), cause="cli",
+        card_token=card_token, last_four=last_four, expiry=expiry, provider=provider))
+    click.echo(json.dumps(profile, indent=2))
+
+
+@accounts.command("approve-refund")
+@click.argument("account_number")
+@click.argument("amount")
+@click.option("--due", default=None, help="Pay on or after this day, YYYY-MM-DD (default: today).")
+@click.option("--reason", default=None, help="Why the refund was approved.")
+def accounts_approve_refund(account_number: str, amount: str, due: str | None, reason: str | None) -> None:
+    """Approve a card refund of AMOUNT (e.g. 12.50) to the card on file; the CARD-mode run pays it."""
+    from datetime import date as date_type
+
+    from cmp_pipelines.core.payment_setup import approve_card_refund
+
+    try:
+        due_on = date_type.fromisoformat(due) if due else None
+    except ValueError:
+        _fail(f"--due {due!r} is not a date (YYYY-MM-DD)")
+    refund_id = _setup(lambda con, _: approve_card_refund(con, account_number, amount, now=datetime.now(UTC),
+                                                          due_on=due_on, reason=reason))
+    click.echo(f"refund {refund_id} approved: {amount} to the card on file of {account_number}")
+
+
+@accounts.command("create")
+@click.argument("account_number")
+@click.option("--name", required=True, help="The customer's name.")
+@click.option("--payment-type", default="MANUAL", show_default=True,
+              type=click.Choice(["MANUAL", "RECURRING_CARD", "DIRECT_DEBIT"]))
+@click.option("--currency", default="GBP", show_default=True)
+@click.option("--security-level", default="ADMIN", show_default=True,
+              help="The creating user's security level (payment term defaults name who may use them).")
+def accounts_create(account_number: str, name: str, payment_type: str, currency: str, security_level: str) -> None:
+    """Create an account; its payment term is the default configured for its payment type."""
+    from cmp_pipelines.core.config import load_payment_terms
+    from cmp_pipelines.core.payment_setup import create_account
+
+    terms = _load_config(load_payment_terms)
+    view = _setup(lambda con, _: create_account(con, account_number, name, terms=terms, now=datetime.now(UTC),
+                                                payment_type=payment_type, currency=currency,
+                                                security_level=security_level))
+    click.echo(json.dumps(view, indent=2))
+
+
+@accounts.command("show")
+@click.argument("account_number")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def accounts_show(account_number: str, as_json: bool) -> None:
+    """The account, its balance (decimal) and its open invoices."""
+    from cmp_pipelines.core.accounts import account_view
+
+    with _connect(read_only=True) as con:
+        view = account_view(con, account_number)
+    if view is None:
+        _fail(f"account {account_number} not found")
+    if as_json:
+        click.echo(json.dumps(view, indent=2))
+        return
+    click.echo(f"{view['account_number']}  {view['name']}  balance {view['balance']} {view['currency']}")
+    for invoice in view["open_invoices"]:
+        click.echo(f"  {invoice['invoice_number']}  due {invoice['due_on']}  outstanding {invoice['outstanding']}")

@@ -1,0 +1,96 @@
+"""What every command group shares: configuration and store access, errors as CLI errors."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+
+import click
+
+from cmp_pipelines.core.settings import PROJECT_ROOT, paths
+
+
+def _fail(message: str) -> None:
+    raise click.ClickException(message)
+
+
+def _load_config(load, *args):
+    """`load(config_dir, *args)`; a configuration error becomes a CLI error."""
+    from cmp_pipelines.core.config import ConfigError
+
+    try:
+        return load(paths().config_dir, *args)
+    except ConfigError as exc:
+        _fail(f"configuration error: {exc}")
+
+
+def _config():
+    from cmp_pipelines.core.config import load_partners, load_probes
+
+    return _load_config(load_partners), _load_config(load_probes)
+
+
+def _connect(read_only: bool = False):
+    from cmp_pipelines.core.db.connection import StoreBusyError, connect
+
+    try:
+        return connect(paths().database, read_only=read_only, wait_seconds=30)
+    except StoreBusyError as exc:
+        _fail(str(exc))
+
+
+def _refusals_as_errors(action, config, refusal: type[ValueError]):
+    """Run `action(con, config)` in the store; a refusal (`refusal` with .field and .message) becomes a clear CLI
+    error naming the field."""
+    with _connect() as con:
+        try:
+            return action(con, config)
+        except refusal as exc:
+            _fail(f"{exc.field}: {exc.message}")
+
+
+def _dagster_home() -> Path:
+    home = paths().dagster_home
+    home.mkdir(parents=True, exist_ok=True)
+    source = PROJECT_ROOT / "dagster.yaml"
+    target = home / "dagster.yaml"
+    if source.exists() and (not target.exists() or target.read_bytes() != source.read_bytes()):
+        shutil.copyfile(source, target)
+    os.environ["DAGSTER_HOME"] = str(home)
+    return home
+
+
+def _business_day(day: str | None):
+    from datetime import date as date_type
+
+    try:
+        return date_type.fromisoformat(day) if day else datetime.now(UTC).date()
+    except ValueError:
+        _fail(f"--date {day!r} is not a date (YYYY-MM-DD)")
+
+
+_date_option = click.option("--date", "day", default=None, help="Business day YYYY-MM-DD (default: today, UTC).")
+
+
+def _dd_config():
+    from cmp_pipelines.core.config import load_direct_debit
+
+    partners, _ = _config()
+    return _load_config(load_direct_debit, partners)
+
+
+def _setup(action):
+    """Run a payment set-up function; its refusals become a clear CLI error naming the field."""
+    from cmp_pipelines.core.payment_setup import SetupError
+
+    partners, _ = _config()
+    return _refusals_as_errors(action, partners, SetupError)
+
+
+def _hardware():
+    from cmp_pipelines.defs.hardware_orders.config import load_hardware_orders
+
+    partners, _ = _config()
+    return _load_config(load_hardware_orders, partners)

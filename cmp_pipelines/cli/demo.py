@@ -1,0 +1,172 @@
+"""`demo`: sample accounts, invoices and partner files for `make run` and `make demo`."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import click
+
+from cmp_pipelines.cli.common import _config, _connect, _dagster_home, _dd_config, _fail, _hardware
+from cmp_pipelines.core.settings import paths
+
+
+@click.group()
+def demo() -> None:
+    """Deterministic demo data."""
+
+
+@demo.command("seed")
+@click.option("--accounts", default=1000, show_default=True, type=click.IntRange(1, 10_000_000))
+@click.option("--seed", default=42, show_default=True, type=int)
+def demo_seed(accounts: int, seed: int) -> None:
+    """Accounts ACC00000001..N, each with at least one open invoice (its charge posted to the ledger)."""
+    from cmp_pipelines.core.config import load_payment_terms
+    from cmp_pipelines.core.reference import sync_reference_data
+    from cmp_pipelines.demo import data as demo_data
+
+    partners, probes = _config()
+    manual_term = load_payment_terms(paths().config_dir).default_for("MANUAL")
+    with _connect() as con, click.progressbar(length=2, label="seeding accounts and invoices") as bar:
+        sync_reference_data(con, partners, probes)
+        bar.update(1)
+        invoices = demo_data.seed_accounts(con, accounts, seed, datetime.now(UTC))
+        if manual_term is not None:  # created as MANUAL: the MANUAL payment term default applies
+            con.execute("UPDATE accounts SET payment_term = ? WHERE payment_term IS NULL AND NOT is_suspense",
+                        [manual_term.code])
+        bar.update(1)
+    click.echo(f"{accounts} accounts, {invoices} invoices in total")
+
+
+@demo.command("files")
+@click.option("--seed", default=42, show_default=True, type=int)
+def demo_files(seed: int) -> None:
+    """Sample encrypted non-recurring payment files in data/inbound/nrp/ (one with bad records, one empty)."""
+    from cmp_pipelines.core.crypto.keyring import PartnerKeyring
+    from cmp_pipelines.demo import data as demo_data
+    from cmp_pipelines.lib.resources.file_store import LocalFileStore
+
+    with _connect() as con:
+        accounts = con.execute("SELECT count(*) FROM accounts WHERE NOT is_suspense").fetchone()[0]
+    if accounts < 2:
+        _fail("no demo accounts: run `cmp-pipelines demo seed` first")
+    with click.progressbar(length=4, label="writing sample files") as bar:
+        written = demo_data.demo_files(
+            LocalFileStore(), PartnerKeyring(paths().keys_dir), accounts, seed, progress=lambda _: bar.update(1)
+        )
+    for path in written:
+        click.echo(path)
+
+
+@demo.command("cards")
+def demo_cards() -> None:
+    """Every 10th demo account pays by recurring card (a token, never a card number), with an invoice due."""
+    from cmp_pipelines.core.payment_setup import card_providers
+    from cmp_pipelines.demo import data as demo_data
+
+    partners, _ = _config()
+    providers = card_providers(partners)
+    if not providers:
+        _fail("no card provider in config/partners.yaml (a partner with feed card_rejections)")
+    with _connect() as con:
+        count = demo_data.seed_card_accounts(con, providers[0], datetime.now(UTC))
+    click.echo(f"{count} accounts pay by recurring card through {providers[0]}")
+
+
+@demo.command("card-rejections")
+def demo_card_rejections() -> None:
+    """A sample provider rejection file for extracted card payments (soft, hard, unknown code)."""
+    from cmp_pipelines.core.crypto.keyring import PartnerKeyring
+    from cmp_pipelines.core.payment_setup import card_providers
+    from cmp_pipelines.demo import data as demo_data
+    from cmp_pipelines.lib.resources.file_store import LocalFileStore
+
+    partners, _ = _config()
+    provider = card_providers(partners)[0]
+    with _connect() as con:
+        path = demo_data.card_rejection_file(con, LocalFileStore(), PartnerKeyring(paths().keys_dir), provider,
+                                             datetime.now(UTC))
+    if path is None:
+        _fail("no extracted card payment to reject: run `cmp-pipelines run-card-payments` first")
+    click.echo(path)
+
+
+@demo.command("direct-debit")
+def demo_direct_debit() -> None:
+    """Every 10th demo account (numbers ending 5) pays by direct debit with an invoice due; a few mandates wait
+    for today's AUDDIS."""
+    from cmp_pipelines.demo import data as demo_data
+
+    config = _dd_config()
+    with _connect() as con:
+        active, pending = demo_data.seed_direct_debit_accounts(con, config.service_user_number, datetime.now(UTC))
+    click.echo(f"{active} active mandate(s) collecting by direct debit, {pending} waiting for the next AUDDIS")
+
+
+@demo.command("bacs-reports")
+def demo_bacs_reports() -> None:
+    """Sample ADDACS and ARUDD reports from the bureau for today's mandates and debits."""
+    from cmp_pipelines.core.crypto.keyring import PartnerKeyring
+    from cmp_pipelines.demo import data as demo_data
+    from cmp_pipelines.lib.resources.file_store import LocalFileStore
+
+    config = _dd_config()
+    with _connect() as con:
+        written = demo_data.bacs_report_files(con, LocalFileStore(), PartnerKeyring(paths().keys_dir), config.bureau,
+                                              config.service_user_number, datetime.now(UTC))
+    for path in written:
+        click.echo(f"wrote {path}")
+    if not written:
+        click.echo("nothing to report on: run `demo direct-debit` and `run-dd-collections` first")
+
+
+@demo.command("orders")
+def demo_orders() -> None:
+    """Stock files, four generated hardware orders sent by the Sales Order Request job (one fails its fraud
+    check), and one more order left for the sensor."""
+    from cmp_pipelines.defs.hardware_orders.sales_orders import pending_generation, request_batch_id
+    from cmp_pipelines.demo import hardware as demo_hardware
+
+    config = _hardware()
+    now = datetime.now(UTC)
+    for path in demo_hardware.write_stock_files(config, paths().data_dir / "stock"):
+        click.echo(path)
+    with _connect() as con:
+        if con.execute("SELECT count(*) FROM hw_orders").fetchone()[0]:
+            click.echo("demo orders exist already")
+            return
+        created = demo_hardware.create_orders(con, config, now)
+        up_to = pending_generation(con)
+    _dagster_home()
+    import dagster as dg
+
+    from cmp_pipelines.defs.hardware_orders.assets import sales_order_request_partitions
+    from cmp_pipelines.lib.headless import run_partition
+
+    with dg.DagsterInstance.get() as instance:  # what the sensor does: a partition for the batch, then its run
+        instance.add_dynamic_partitions(sales_order_request_partitions.name, [request_batch_id(up_to)])
+        outcome = run_partition("sales_order_request_job", request_batch_id(up_to), instance=instance)
+    if not outcome.success:
+        _fail(f"sales_order_request_job {request_batch_id(up_to)} failed: {outcome.error}")
+    with _connect() as con:
+        created += demo_hardware.create_orders(con, config, now, demo_hardware.ORDERS[2:3])
+        for order_id in created:
+            status = con.execute("SELECT status, coalesce(error_reason, '') FROM hw_orders WHERE order_id = ?",
+                                 [order_id]).fetchone()
+            click.echo(f"{order_id}: {status[0]} {status[1]}".rstrip())
+
+
+@demo.command("warehouse-dispatch")
+def demo_warehouse_dispatch() -> None:
+    """A response CSV per warehouse for the orders awaiting dispatch (a failed line, a unit still to come, a bad
+    IMEI), encrypted into data/inbound/warehouse_dispatch/<WAREHOUSE>/."""
+    from cmp_pipelines.core.crypto.keyring import PartnerKeyring
+    from cmp_pipelines.demo import hardware as demo_hardware
+    from cmp_pipelines.lib.resources.file_store import LocalFileStore
+
+    with _connect() as con:
+        written = demo_hardware.warehouse_response_files(con, LocalFileStore(), PartnerKeyring(paths().keys_dir),
+                                                         datetime.now(UTC))
+    if not written:
+        _fail("no order awaiting dispatch: run `cmp-pipelines demo orders` first")
+    for path in written:
+        click.echo(path)

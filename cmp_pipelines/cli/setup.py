@@ -1,0 +1,51 @@
+"""`init` and `keys`: a working data directory, its configuration checked, partner keys."""
+
+from __future__ import annotations
+
+import click
+
+from cmp_pipelines.cli.common import _config, _connect, _dagster_home
+from cmp_pipelines.core.settings import paths
+
+
+@click.command()
+def init() -> None:
+    """Create the data folders, migrate the store, load configuration and prepare the Dagster instance."""
+    from cmp_pipelines.core.reference import sync_reference_data
+
+    p = paths()
+    for folder in p.skeleton():
+        folder.mkdir(parents=True, exist_ok=True)
+    partners, probes = _config()
+    for partner in partners.values():
+        for feed in partner.feeds:
+            (p.inbound / feed / partner.partner_id).mkdir(parents=True, exist_ok=True)
+    with _connect() as con:
+        sync_reference_data(con, partners, probes)
+    home = _dagster_home()
+    import dagster as dg
+
+    with dg.DagsterInstance.get() as instance:
+        instance.event_log_storage.set_concurrency_slots("cmp_db", 1)
+    click.echo(f"store ready: {p.database}\ndagster instance: {home} (pool cmp_db limited to 1)")
+
+
+@click.group()
+def keys() -> None:
+    """Partner encryption keys ($CMP_KEYS_DIR/<partner>.keys, newest key first)."""
+
+
+@keys.command("init")
+@click.option("--partner", "partner_ids", multiple=True, help="Partner id (default: every configured partner).")
+@click.option("--rotate", is_flag=True, help="Add a new newest key, keeping the old ones for decryption.")
+def keys_init(partner_ids: tuple[str, ...], rotate: bool) -> None:
+    """Create demo keys for partners that have none (or rotate with --rotate). Keys are never printed."""
+    from cmp_pipelines.core.crypto.keyring import PartnerKeyring
+
+    partners, _ = _config()
+    keyring = PartnerKeyring(paths().keys_dir)
+    for partner in partner_ids or tuple(partners):
+        existed = keyring.has_keys(partner)
+        path = keyring.init_keys(partner, rotate=rotate)
+        state = "rotated" if rotate and existed else ("kept" if existed else "created")
+        click.echo(f"{partner}: {state} {path}")

@@ -1,0 +1,185 @@
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+import pytest
+
+from cmp_pipelines.core.config import load_partners, load_probes, load_rejection_codes
+from cmp_pipelines.core.crypto.keyring import PartnerKeyring
+from cmp_pipelines.core.db.connection import connect
+from cmp_pipelines.core.reference import sync_reference_data
+from cmp_pipelines.core.settings import PROJECT_ROOT
+from cmp_pipelines.defs.card_payments.flow import RecurringCardPayments
+from cmp_pipelines.defs.card_rejections.flow import CardRejections
+from cmp_pipelines.defs.nrp.flow import (
+    FileQuarantined,
+    NonRecurringPayments,
+    partition_key,
+    sha256_hex,
+)
+from cmp_pipelines.defs.nrp.queries import outcomes
+from cmp_pipelines.demo import data as demo
+from cmp_pipelines.lib.resources.file_store import LocalFileStore
+
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+NOW = datetime.now(UTC).replace(microsecond=0)  # "today" probes compare with the real clock
+
+
+def payment(record_id: str, account: str, amount: str, invoice: str | None = None, **extra) -> dict:
+    record = {
+        "record_id": record_id, "account_number": account, "invoice_number": invoice, "amount": amount,
+        "payment_date": "2026-11-20T14:03:00Z", "payment_method": "CASH", "reference": None,
+    }
+    record.update(extra)
+    return record
+
+
+@dataclass
+class Platform:
+    root: Path
+    files: LocalFileStore
+    keyring: PartnerKeyring
+
+    @property
+    def database(self) -> Path:
+        return self.root / "cmp.duckdb"
+
+    def connect(self):
+        return connect(self.database)
+
+    def drop(self, name: str, document: dict | bytes, partner: str = "PAYPOINT", encrypt_for: str | None = None,
+             raw: bool = False) -> str:
+        """Encrypt (unless raw) and place a file in inbound/nrp/<partner>/; returns its partition key."""
+        plaintext = document if isinstance(document, bytes) else orjson.dumps(document)
+        data = plaintext if raw else self.keyring.encrypt(encrypt_for or partner, plaintext)
+        path = self.files.write_bytes(f"inbound/nrp/{partner}/{name}", data)
+        return partition_key(partner, name, sha256_hex(self.files.read_bytes(path)))
+
+    def process(self, key: str):
+        """Run the four flow steps for one file, as the job does."""
+        with self.connect() as con:
+            flow = NonRecurringPayments(con, self.files, self.keyring, load_partners(PROJECT_ROOT / "config"), NOW)
+            load = flow.load(key)
+            posted = flow.post(load)
+            flow.write_posting_file(posted)
+            flow.acknowledge(load)
+            return load
+
+    def quarantine(self, key: str) -> FileQuarantined:
+        with pytest.raises(FileQuarantined) as caught:
+            self.process(key)
+        return caught.value
+
+    def balance(self, account: str) -> int:
+        with self.connect() as con:
+            return con.execute(
+                "SELECT coalesce(sum(amount_minor), 0) FROM ledger_postings WHERE account_number = ?", [account]
+            ).fetchone()[0]
+
+    def payment_postings(self) -> int:
+        with self.connect() as con:
+            return con.execute("SELECT count(*) FROM ledger_postings WHERE kind = 'PAYMENT'").fetchone()[0]
+
+    def invoice_amount(self, invoice: str) -> int:
+        with self.connect() as con:
+            return con.execute("SELECT amount_minor FROM invoices WHERE invoice_number = ?", [invoice]).fetchone()[0]
+
+    def read_ack(self, partner: str, name: str) -> dict:
+        path = f"outbound/acknowledgements/nrp/{partner}/{name}.ack.json.enc"
+        return orjson.loads(self.keyring.decrypt(partner, self.files.read_bytes(path)))
+
+    # ---- recurring card payments -------------------------------------------------------------------
+
+    def card_day(self, day, now: datetime | None = None):
+        """The CARD-mode job for one business day, as the daily partition runs it; returns the due batch."""
+        now = now or datetime(day.year, day.month, day.day, 2, 0, tzinfo=UTC)
+        with self.connect() as con:
+            flow = RecurringCardPayments(con, self.files, self.keyring, load_partners(PROJECT_ROOT / "config"), now)
+            due = flow.select_due(day)
+            flow.write_extracts(due)
+            flow.write_posting_file(flow.post(due))
+            return due
+
+    def read_extract(self, day, provider: str = "CARDPAY", currency: str = "GBP") -> dict:
+        path = f"outbound/card_payments/{provider}/RCX-{day:%Y%m%d}-{provider}-{currency}.json.enc"
+        return orjson.loads(self.keyring.decrypt(provider, self.files.read_bytes(path)))
+
+    def drop_rejections(self, name: str, document: dict | bytes, partner: str = "CARDPAY",
+                        encrypt_for: str | None = None, raw: bool = False) -> str:
+        plaintext = document if isinstance(document, bytes) else orjson.dumps(document)
+        data = plaintext if raw else self.keyring.encrypt(encrypt_for or partner, plaintext)
+        path = self.files.write_bytes(f"inbound/card_rejections/{partner}/{name}", data)
+        return partition_key(partner, name, sha256_hex(self.files.read_bytes(path)))
+
+    def process_rejections(self, key: str, now: datetime | None = None):
+        """The four Rejections job steps for one file; returns (load, applied)."""
+        config = PROJECT_ROOT / "config"
+        with self.connect() as con:
+            flow = CardRejections(con, self.files, self.keyring, load_partners(config), load_rejection_codes(config),
+                                  now or NOW)
+            load = flow.load(key)
+            applied = flow.apply(load)
+            flow.write_posting_file(applied)
+            flow.write_reports(load)
+            return load, applied
+
+    def quarantine_rejections(self, key: str) -> FileQuarantined:
+        with pytest.raises(FileQuarantined) as caught:
+            self.process_rejections(key)
+        return caught.value
+
+    def query(self, sql: str, params=None) -> list[tuple]:
+        with self.connect() as con:
+            return con.execute(sql, params or []).fetchall()
+
+    def records(self, key: str) -> dict[str, tuple]:
+        with self.connect() as con:
+            rows = outcomes(con, key)
+        return {row[1]: row[2:] for row in rows}
+
+
+@pytest.fixture
+def platform(tmp_path, monkeypatch) -> Platform:
+    monkeypatch.setenv("CMP_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("CMP_KEYS_DIR", str(tmp_path / "keys"))
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    monkeypatch.delenv("CMP_SMTP_HOST", raising=False)
+    keyring = PartnerKeyring(tmp_path / "keys")
+    keyring.init_keys("PAYPOINT")
+    keyring.init_keys("LOCKBOX")
+    keyring.init_keys("CARDPAY")
+    with connect(tmp_path / "cmp.duckdb") as con:
+        config = PROJECT_ROOT / "config"
+        sync_reference_data(con, load_partners(config), load_probes(config), load_rejection_codes(config))
+        demo.seed_accounts(con, 20, 1, NOW)
+    return Platform(tmp_path, LocalFileStore(base_dir=str(tmp_path)), keyring)
+
+
+def document(payments: list[dict], sender: str = "PAYPOINT", file_id: str = "PAYPOINT-20261121-001", **header):
+    doc = demo.nrp_document(sender, file_id, payments, NOW)
+    doc["header"].update(header)
+    return doc
+
+
+def rejection(record_id: str, transaction_id: str, account: str, amount: str, code: str,
+              rejected_at: str = "2026-12-01T09:00:00Z", **extra) -> dict:
+    record = {"record_id": record_id, "transaction_id": transaction_id, "account_number": account, "amount": amount,
+              "reason_code": code, "reason_text": None, "rejected_at": rejected_at}
+    record.update(extra)
+    return record
+
+
+def rejections_document(records: list, sender: str = "CARDPAY", file_id: str = "CARDPAY-REJ-001", **header):
+    from decimal import Decimal
+
+    total = sum((Decimal(r["amount"]) for r in records if isinstance(r, dict) and isinstance(r.get("amount"), str)
+                 and demo.TWO_PLACES.match(r["amount"])), Decimal("0.00"))
+    doc = {"header": {"file_id": file_id, "sender": sender, "created_at": NOW.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                      "currency": "GBP", "record_count": len(records), "total_amount": f"{total:.2f}"},
+           "rejections": records}
+    doc["header"].update(header)
+    return doc
