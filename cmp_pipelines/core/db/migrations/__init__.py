@@ -1,0 +1,54 @@
+"""Ordered schema migrations, one numbered .sql file each (NNNN_name.sql; the first line, a `--` comment, is
+its name). Append only: a shipped migration is never edited, so every store converges."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import duckdb
+
+FOLDER = Path(__file__).resolve().parent
+_FILE = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+
+
+def _load() -> list[tuple[int, str, str]]:
+    found = []
+    for path in sorted(FOLDER.glob("*.sql")):
+        match = _FILE.match(path.name)
+        if not match:
+            raise ValueError(f"migration file {path.name}: the name must be NNNN_lowercase_words.sql")
+        sql = path.read_text(encoding="utf-8")
+        first, _, _ = sql.partition("\n")
+        name = first[2:].strip() if first.startswith("--") else path.stem[5:].replace("_", " ")
+        found.append((int(match.group(1)), name, sql))
+    versions = [v for v, _, _ in found]
+    if versions != list(range(1, len(found) + 1)):
+        raise ValueError(f"migration files in {FOLDER} must be numbered 1..n without gaps; found {versions}")
+    return found
+
+
+MIGRATIONS: list[tuple[int, str, str]] = _load()
+
+
+def apply_migrations(con: duckdb.DuckDBPyConnection) -> list[int]:
+    """Apply what is missing, each migration in its own transaction; returns the versions applied now."""
+    con.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations ("
+        "version INTEGER PRIMARY KEY, name VARCHAR NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+    )
+    done = {row[0] for row in con.execute("SELECT version FROM schema_migrations").fetchall()}
+    applied = []
+    for version, name, sql in MIGRATIONS:
+        if version in done:
+            continue
+        con.execute("BEGIN TRANSACTION")
+        try:
+            con.execute(sql)
+            con.execute("INSERT INTO schema_migrations (version, name) VALUES (?, ?)", [version, name])
+            con.execute("COMMIT")
+        except Exception:
+            con.execute("ROLLBACK")
+            raise
+        applied.append(version)
+    return applied
