@@ -43,14 +43,15 @@ prepare: install
 	@if [ -z "$$(find $(CMP_DATA_DIR)/inbound/warehouse_dispatch -type f 2>/dev/null | head -1)" ] \
 		&& [ ! -d $(CMP_DATA_DIR)/archive/warehouse_dispatch ]; then $(BIN)/cmp-pipelines demo warehouse-dispatch; fi
 
-## make run: install, prepare demo data, start the Dagster UI and daemon on 127.0.0.1:3000
+## make run: install, prepare demo data, start the Dagster UI and daemon (`dg dev`) on 127.0.0.1:$(UI_PORT)
 ## and the HTTP API on 127.0.0.1:$(API_PORT) in the background (stopped with the UI)
 API_PORT ?= 8000
+UI_PORT ?= 3000
 run: prepare
 	$(BIN)/cmp-pipelines api keys init
 	$(BIN)/cmp-pipelines api serve --host 127.0.0.1 --port $(API_PORT) & api_pid=$$!; \
 	trap 'kill $$api_pid 2>/dev/null' EXIT; \
-	cd $(DAGSTER_HOME) && $(CURDIR)/$(BIN)/dagster dev -w $(CURDIR)/workspace.yaml -h 127.0.0.1 -p 3000
+	VIRTUAL_ENV=$(CURDIR)/$(VENV) $(BIN)/dg dev --host 127.0.0.1 --port $(UI_PORT)
 
 ## make demo: the same without the UI: process the sample files headless and print a summary
 demo: prepare
@@ -69,8 +70,11 @@ test-slow: install-dev
 bench: install-dev
 	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
 
+## make lint: ruff, the layer contracts of DESIGN.md §2 (import-linter) and `dg check defs`
 lint: install-dev
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
+	VIRTUAL_ENV=$(CURDIR)/$(VENV) $(BIN)/dg check defs
 
 clean-data:
 	rm -rf $(CMP_DATA_DIR)

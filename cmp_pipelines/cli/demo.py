@@ -137,14 +137,10 @@ def demo_orders() -> None:
         created = demo_hardware.create_orders(con, config, now)
         up_to = pending_generation(con)
     _dagster_home()
-    import dagster as dg
-
     from cmp_pipelines.defs.hardware_orders.assets import sales_order_request_partitions
-    from cmp_pipelines.lib.headless import run_partition
+    from cmp_pipelines.lib.instance import run_new_partition
 
-    with dg.DagsterInstance.get() as instance:  # what the sensor does: a partition for the batch, then its run
-        instance.add_dynamic_partitions(sales_order_request_partitions.name, [request_batch_id(up_to)])
-        outcome = run_partition("sales_order_request_job", request_batch_id(up_to), instance=instance)
+    outcome = run_new_partition(sales_order_request_partitions.name, request_batch_id(up_to), "sales_order_request_job")
     if not outcome.success:
         _fail(f"sales_order_request_job {request_batch_id(up_to)} failed: {outcome.error}")
     with _connect() as con:

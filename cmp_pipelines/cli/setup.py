@@ -23,10 +23,9 @@ def init() -> None:
     with _connect() as con:
         sync_reference_data(con, partners, probes)
     home = _dagster_home()
-    import dagster as dg
+    from cmp_pipelines.lib.instance import limit_store_pool
 
-    with dg.DagsterInstance.get() as instance:
-        instance.event_log_storage.set_concurrency_slots("cmp_db", 1)
+    limit_store_pool(1)
     click.echo(f"store ready: {p.database}\ndagster instance: {home} (pool cmp_db limited to 1)")
 
 

@@ -6,7 +6,7 @@ import duckdb
 
 from cmp_pipelines.core.config import MandateRevisionCode, Partner, ProbeConfig, RejectionConfig
 from cmp_pipelines.core.db.connection import transaction
-from cmp_pipelines.defs.nrp.rules import SUSPENSE_ACCOUNT
+from cmp_pipelines.core.rules import SUSPENSE_ACCOUNT
 
 
 def sync_reference_data(

@@ -11,6 +11,7 @@ from cmp_pipelines.defs.card_payments.assets import (
     card_payment_posting_batch,
 )
 from cmp_pipelines.lib.jobs import daily_schedule, group_job
+from cmp_pipelines.lib.metadata import flow_assets
 from cmp_pipelines.lib.probe_checks import probe_checks
 
 card_payment_probes = probe_checks(
@@ -31,7 +32,7 @@ card_payments_daily_schedule = daily_schedule(
 )
 
 defs = dg.Definitions(
-    assets=CARD_PAYMENT_ASSETS,
+    assets=flow_assets(CARD_PAYMENT_ASSETS, "card_payments"),
     asset_checks=[card_payment_probes],
     jobs=[card_payments_job],
     schedules=[card_payments_daily_schedule],

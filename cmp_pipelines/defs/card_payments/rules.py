@@ -13,15 +13,7 @@ A transaction id is `P<invoice>-<attempt>` or `R<refund>-<attempt>`, so the same
 selected twice and a retry is visibly the n-th attempt of its first transaction.
 """
 
-# What is still owed on each invoice: its amount plus every non-invoice posting against it (payments and card
-# payments are negative, reversals positive).
-OUTSTANDING_SQL = """
-    SELECT i.invoice_number, i.account_number, i.currency, i.issued_on, i.due_on,
-           i.amount_minor + coalesce(s.settled_minor, 0) AS outstanding_minor
-    FROM invoices i LEFT JOIN (SELECT invoice_number, sum(amount_minor) AS settled_minor FROM ledger_postings
-                               WHERE invoice_number IS NOT NULL AND kind <> 'INVOICE' GROUP BY 1) s
-         USING (invoice_number)
-"""
+from cmp_pipelines.core.rules import OUTSTANDING_SQL
 
 SELECT_DUE_SQL = f"""
 INSERT INTO card_transactions (transaction_id, batch_id, business_date, provider, kind, account_number,

@@ -11,6 +11,7 @@ from cmp_pipelines.defs.card_rejections.assets import (
 )
 from cmp_pipelines.lib.inbound_sensor import inbound_file_sensor
 from cmp_pipelines.lib.jobs import group_job
+from cmp_pipelines.lib.metadata import flow_assets
 from cmp_pipelines.lib.probe_checks import probe_checks
 
 card_rejection_probes = probe_checks(
@@ -34,7 +35,7 @@ card_rejections_sensor = inbound_file_sensor(
 )
 
 defs = dg.Definitions(
-    assets=CARD_REJECTION_ASSETS,
+    assets=flow_assets(CARD_REJECTION_ASSETS, "card_rejections"),
     asset_checks=[card_rejection_probes],
     jobs=[card_rejections_job],
     sensors=[card_rejections_sensor],

@@ -9,10 +9,9 @@ problem, and changes nothing.
 from __future__ import annotations
 
 from cmp_pipelines.core.rejections import OUTCOME_SQL, RETRY_DUE_SQL
-from cmp_pipelines.defs.nrp.rules import ACCOUNT_RE, AMOUNT_RE, DATETIME_RE, RECORD_ID_RE
+from cmp_pipelines.core.rules import ACCOUNT_RE, AMOUNT_RE, DATETIME_RE, REASON_CODE_RE, RECORD_ID_RE, first_problem
 
 TRANSACTION_RE = "[A-Za-z0-9._-]{1,80}"
-REASON_CODE_RE = "[A-Za-z0-9]{1,8}"
 UNCONFIGURED_EVENT = ("RECURRING_PAYMENT", "CARD_REJECTION_CODE_UNKNOWN")
 
 # Problems of the record itself, whatever we extracted: the first that applies is reported.
@@ -69,10 +68,6 @@ _MATCH_PROBLEMS = [
 ]
 
 
-def first_problem(problems: list[tuple[str, str, str]], part: int) -> str:
-    """SQL CASE over (condition, code, message expression) rules: the first that applies, its code (part 1) or
-    its message (part 2)."""
-    return "CASE " + " ".join(f"WHEN {p[0]} THEN {p[part] if part == 2 else repr(p[1])}" for p in problems) + " END"
 
 
 # $batch_id, $provider, $currency, $day; `raw` is the Arrow table of records with shape_error, pan_field,

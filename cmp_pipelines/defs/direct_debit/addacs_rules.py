@@ -13,7 +13,7 @@ Anything else is REJECTED with its problem and changes nothing.
 
 from __future__ import annotations
 
-from cmp_pipelines.defs.card_rejections.rules import REASON_CODE_RE, first_problem
+from cmp_pipelines.core.rules import REASON_CODE_RE, first_problem
 
 REFERENCE_RE = "[A-Z0-9 ./&-]{1,18}"
 ADVICE_OUTCOMES = ("MANDATE_CANCELLED", "MANDATE_FAILED", "MANDATE_AMENDED", "MANDATE_REINSTATED")

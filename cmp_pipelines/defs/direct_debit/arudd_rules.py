@@ -13,9 +13,8 @@ ADDACS amendment or an operator; an unmapped returnCode HOLDs it too, never leav
 from __future__ import annotations
 
 from cmp_pipelines.core.rejections import OUTCOME_SQL, RETRY_DUE_SQL
-from cmp_pipelines.defs.card_rejections.rules import first_problem
+from cmp_pipelines.core.rules import AMOUNT_RE, first_problem
 from cmp_pipelines.defs.direct_debit.addacs_rules import REFERENCE_RE
-from cmp_pipelines.defs.nrp.rules import AMOUNT_RE
 
 UNCONFIGURED_EVENT = ("RECURRING_PAYMENT", "DD_RETURN_CODE_UNKNOWN")
 

@@ -13,7 +13,7 @@ A debit's invoices are its items, so postings, reversals and what is still owed 
 
 from __future__ import annotations
 
-from cmp_pipelines.defs.card_payments.rules import OUTSTANDING_SQL
+from cmp_pipelines.core.rules import OUTSTANDING_SQL
 
 # Fills temp table dd_due: one row per invoice to collect, with its debit (collection_id, first_collection_id,
 # attempt, transaction_code) and the mandate's bank details; $day, $notice (days), $daystr (yyyymmdd).

@@ -25,6 +25,7 @@ from cmp_pipelines.defs.direct_debit.report_assets import (
 )
 from cmp_pipelines.lib.inbound_sensor import inbound_file_sensor
 from cmp_pipelines.lib.jobs import daily_schedule, group_job
+from cmp_pipelines.lib.metadata import flow_assets
 from cmp_pipelines.lib.probe_checks import probe_checks
 
 auddis_probes = probe_checks(
@@ -89,7 +90,7 @@ arudd_sensor = inbound_file_sensor(
 )
 
 defs = dg.Definitions(
-    assets=[*DIRECT_DEBIT_ASSETS, *DD_COLLECTION_ASSETS, *ADDACS_ASSETS, *ARUDD_ASSETS],
+    assets=flow_assets([*DIRECT_DEBIT_ASSETS, *DD_COLLECTION_ASSETS, *ADDACS_ASSETS, *ARUDD_ASSETS], "direct_debit"),
     asset_checks=[auddis_probes, dd_collection_probes, addacs_probes, arudd_probes],
     jobs=[auddis_job, dd_collections_job, addacs_job, arudd_job],
     sensors=[addacs_sensor, arudd_sensor],

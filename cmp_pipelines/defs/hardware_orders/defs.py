@@ -24,6 +24,7 @@ from cmp_pipelines.defs.hardware_orders.sensors import sales_order_request_senso
 from cmp_pipelines.defs.hardware_orders.warehouse import StockFileWarehouse
 from cmp_pipelines.lib.inbound_sensor import inbound_file_sensor
 from cmp_pipelines.lib.jobs import daily_schedule, end_of_day_schedule, group_job, probes_job
+from cmp_pipelines.lib.metadata import flow_assets
 from cmp_pipelines.lib.probe_checks import probe_checks
 
 sales_order_request_probes = probe_checks(
@@ -110,7 +111,7 @@ HARDWARE_RESOURCES = {
 }
 
 defs = dg.Definitions(
-    assets=HARDWARE_ORDER_ASSETS,
+    assets=flow_assets(HARDWARE_ORDER_ASSETS, "hardware_orders"),
     asset_checks=HARDWARE_PROBE_CHECKS,
     jobs=HARDWARE_JOBS,
     sensors=HARDWARE_SENSORS,

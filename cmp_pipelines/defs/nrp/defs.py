@@ -11,6 +11,7 @@ from cmp_pipelines.defs.nrp.expectations import load_suite, validate_frame
 from cmp_pipelines.defs.nrp.queries import batch_frame
 from cmp_pipelines.lib.inbound_sensor import inbound_file_sensor
 from cmp_pipelines.lib.jobs import end_of_day_schedule, group_job, probes_job
+from cmp_pipelines.lib.metadata import flow_assets
 from cmp_pipelines.lib.probe_checks import probe_checks
 from cmp_pipelines.lib.resources.database import DB_POOL, Database
 
@@ -92,7 +93,7 @@ nrp_inbound_files_sensor = inbound_file_sensor(
 )
 
 defs = dg.Definitions(
-    assets=NRP_ASSETS,
+    assets=flow_assets(NRP_ASSETS, "nrp"),
     asset_checks=[nrp_probes, nrp_duplicate_probes, nrp_payments_meet_expectations],
     jobs=[nrp_job, nrp_probes_job],
     sensors=[nrp_inbound_files_sensor],

@@ -7,13 +7,9 @@ Matching: the invoice when one is given and belongs to the account, else the acc
 
 from __future__ import annotations
 
-PAYMENT_METHODS = ("CASH", "CHEQUE", "POSTAL_ORDER", "BANK_TRANSFER")
-SUSPENSE_ACCOUNT = "SUSPENSE"
-DATETIME_RE = r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?(Z|[+-][0-9]{2}:[0-9]{2})"
-AMOUNT_RE = r"(0|[1-9][0-9]{0,11})\.[0-9]{2}"
+from cmp_pipelines.core.rules import ACCOUNT_RE, AMOUNT_RE, DATETIME_RE, RECORD_ID_RE, SUSPENSE_ACCOUNT
 
-RECORD_ID_RE = "[A-Za-z0-9._-]{1,64}"
-ACCOUNT_RE = "[A-Z0-9]{1,20}"
+PAYMENT_METHODS = ("CASH", "CHEQUE", "POSTAL_ORDER", "BANK_TRANSFER")
 INVOICE_RE = "[A-Z0-9-]{1,30}"
 
 _METHODS_SQL = ", ".join(f"'{m}'" for m in PAYMENT_METHODS)

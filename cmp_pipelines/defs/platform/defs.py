@@ -3,5 +3,9 @@
 import dagster as dg
 
 from cmp_pipelines.defs.platform.inbound_refusals import inbound_probes, inbound_refusals_job, inbound_refused_entries
+from cmp_pipelines.lib.metadata import flow_assets
 
-defs = dg.Definitions(assets=[inbound_refused_entries], asset_checks=[inbound_probes], jobs=[inbound_refusals_job])
+defs = dg.Definitions(
+    assets=flow_assets([inbound_refused_entries], "platform"), asset_checks=[inbound_probes],
+    jobs=[inbound_refusals_job],
+)
