@@ -48,8 +48,9 @@ def keys_init(partner_ids: tuple[str, ...], rotate: bool) -> None:
     partners, _ = _config()
     unknown = [partner for partner in partner_ids if partner not in partners]
     if unknown:
-        _fail(f"partner {', '.join(unknown)} is not configured; configured partners: {', '.join(partners)} "
-              f"(config/partners.yaml)")
+        _fail(f"{'partner' if len(unknown) == 1 else 'partners'} {', '.join(unknown)} "
+              f"{'is' if len(unknown) == 1 else 'are'} not configured; configured partners (partners.yaml): "
+              f"{', '.join(partners)}")
     keyring = PartnerKeyring(paths().keys_dir)
     for partner in partner_ids or tuple(partners):
         existed = keyring.has_keys(partner)
