@@ -283,7 +283,6 @@ class ConfigFile(Generic[M, T]):
     model: type[M]
     build: Callable[[M, Problems, dict | None], T]
     sections: dict[str, Entries | Keyed | str] = dataclass_field(default_factory=dict)
-    needs_partners: bool = False
 
     def run(self, config_dir: Path, partners: dict | None = None) -> tuple[T | None, list[ConfigError]]:
         file = config_dir / self.name
@@ -773,7 +772,7 @@ def _build_direct_debit(parsed: DirectDebitFile, problems: Problems,
 
 
 DIRECT_DEBIT_FILE = register(ConfigFile("direct_debit.yaml", DirectDebitFile, _build_direct_debit,
-                                        {"direct_debit": SECTION}, needs_partners=True))
+                                        {"direct_debit": SECTION}))
 
 
 def load_direct_debit(config_dir: Path, partners: dict[str, Partner] | None = None) -> DirectDebitConfig:

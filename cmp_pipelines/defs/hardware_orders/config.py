@@ -172,7 +172,7 @@ def _build(parsed: HardwareOrdersFile, problems: Problems, partners: dict[str, P
 HARDWARE_ORDERS_FILE = register(ConfigFile(
     FILE_NAME, HardwareOrdersFile, _build,
     {"warehouses": Entries("warehouse"), "manufacturers": Entries("manufacturer"), "catalogue": Entries("sku"),
-     "fraud_deny_list": SECTION}, needs_partners=True))
+     "fraud_deny_list": SECTION}))
 
 
 def load_hardware_orders(config_dir: Path, partners: dict[str, Partner] | None = None) -> HardwareConfig:
