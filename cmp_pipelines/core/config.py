@@ -261,12 +261,33 @@ class Problems:
         self.found.append((loc, why))
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML keeps the last of two equal keys without a word; here the second one is an error, as a misspelt key is."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, str | int):
+                continue
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} appears twice in one mapping",
+                                                        key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def read_yaml(file: Path) -> dict:
     """The file's top-level mapping; a missing file, bad YAML or another shape is a ConfigError."""
     if not file.exists():
         raise ConfigError(file, "-", "-", "file not found")
     try:
-        document = yaml.safe_load(file.read_text(encoding="utf-8"))
+        document = yaml.load(file.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        what = "; ".join(part for part in (exc.context, exc.problem) if part)
+        raise ConfigError(file, "-", "-", f"not valid YAML{where}: {what}") from exc
     except yaml.YAMLError as exc:
         raise ConfigError(file, "-", "-", f"not valid YAML: {exc}") from exc
     if not isinstance(document, dict):

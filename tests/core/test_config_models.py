@@ -200,7 +200,9 @@ def test_a_file_that_is_not_a_mapping_or_not_yaml_or_missing(config):
     (config / "direct_debit.yaml").unlink()
     assert [str(e) for e in PROBES_FILE.check(config)] == [
         f"{config / 'probes.yaml'}: the file must be a mapping of settings, as the shipped file is"]
-    assert str(PAYMENT_TERMS_FILE.check(config)[0]).startswith(f"{config / 'payment_terms.yaml'}: not valid YAML: ")
+    assert [str(e) for e in PAYMENT_TERMS_FILE.check(config)] == [
+        f"{config / 'payment_terms.yaml'}: not valid YAML at line 2, column 1: while parsing a flow sequence; "
+        "expected ',' or ']', but got '<stream end>'"]
     with pytest.raises(ConfigError, match="direct_debit.yaml: file not found$"):
         load_direct_debit(config)
 
@@ -209,3 +211,11 @@ def test_the_top_level_keys_are_checked_too(config):
     (config / "partners.yaml").write_text("partner:\n  - {partner_id: PAYPOINT, feeds: [nrp]}\n")
     assert [f"{e.path}: {e.why}" for e in PARTNERS_FILE.check(config)] == [
         "partners: is required", "partner: unknown field; allowed: partners"]
+
+
+def test_a_key_written_twice_is_an_error_not_a_silent_override(config):
+    text = (config / "direct_debit.yaml").read_text()
+    (config / "direct_debit.yaml").write_text(text + "  activation_days: 3\n")
+    assert [str(e) for e in DIRECT_DEBIT_FILE.check(config)] == [
+        f"{config / 'direct_debit.yaml'}: not valid YAML at line {text.count(chr(10)) + 1}, column 3: "
+        "key 'activation_days' appears twice in one mapping"]
