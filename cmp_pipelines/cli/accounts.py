@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import click
 
-from cmp_pipelines.cli.common import _config, _connect, _fail, _load_config, _setup
+from cmp_pipelines.cli.common import _config, _connect, _fail, _load_config, _not_found, _setup
 from cmp_pipelines.core.settings import paths
 
 
@@ -118,7 +118,7 @@ def accounts_show(account_number: str, as_json: bool) -> None:
     with _connect(read_only=True) as con:
         view = account_view(con, account_number)
     if view is None:
-        _fail(f"account {account_number} not found")
+        _not_found("account", account_number)
     if as_json:
         click.echo(json.dumps(view, indent=2))
         return

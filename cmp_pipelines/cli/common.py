@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,6 +15,18 @@ from cmp_pipelines.core.settings import PROJECT_ROOT, paths
 
 def _fail(message: str) -> None:
     raise click.ClickException(message)
+
+
+def _not_found(kind: str, ident: str) -> None:
+    """The one wording every command uses for a missing account, mandate, order...: `account ACC1 not found`.
+    A card number typed in place of an id is masked."""
+    from cmp_pipelines.core.cards import mask_pans_in
+
+    _fail(f"{kind} {mask_pans_in(ident) or ident} not found")
+
+
+# How the set-up and order services word a missing record (the API answers it as a 404 with this detail).
+_DOES_NOT_EXIST = re.compile(r"(?P<kind>[a-z][a-z ]*?) '(?P<ident>[^']*)' does not exist")
 
 
 def _load_config(load, *args):
@@ -48,6 +61,9 @@ def _refusals_as_errors(action, config, refusal: type[ValueError]):
         try:
             return action(con, config)
         except refusal as exc:
+            missing = _DOES_NOT_EXIST.fullmatch(exc.message) if getattr(exc, "status", None) == 404 else None
+            if missing:
+                _not_found(missing["kind"], missing["ident"])
             _fail(f"{exc.field}: {exc.message}")
 
 

@@ -8,6 +8,7 @@ import click
 
 from cmp_pipelines.cli.accounts import accounts, nrp
 from cmp_pipelines.cli.api import api
+from cmp_pipelines.cli.config import config
 from cmp_pipelines.cli.demo import demo
 from cmp_pipelines.cli.files import bacs, files
 from cmp_pipelines.cli.mandates import mandates
@@ -32,6 +33,7 @@ def main() -> None:
 
 
 main.add_command(init)
+main.add_command(config)
 main.add_command(keys)
 main.add_command(demo)
 main.add_command(files)

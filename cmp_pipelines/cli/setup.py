@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import click
 
-from cmp_pipelines.cli.common import _config, _connect, _dagster_home
+from cmp_pipelines.cli.common import _config, _connect, _dagster_home, _fail
+from cmp_pipelines.cli.config import require_valid_config
 from cmp_pipelines.core.settings import paths
 
 
 @click.command()
 def init() -> None:
-    """Create the data folders, migrate the store, load configuration and prepare the Dagster instance."""
+    """Check every configuration file, create the data folders, migrate the store, load configuration and prepare
+    the Dagster instance. Nothing is created while a configuration file has an error."""
     from cmp_pipelines.core.reference import sync_reference_data
 
+    require_valid_config()
     p = paths()
     for folder in p.skeleton():
         folder.mkdir(parents=True, exist_ok=True)
@@ -42,6 +45,11 @@ def keys_init(partner_ids: tuple[str, ...], rotate: bool) -> None:
     from cmp_pipelines.core.crypto.keyring import PartnerKeyring
 
     partners, _ = _config()
+    unknown = [partner for partner in partner_ids if partner not in partners]
+    if unknown:
+        _fail(f"{'partner' if len(unknown) == 1 else 'partners'} {', '.join(unknown)} "
+              f"{'is' if len(unknown) == 1 else 'are'} not configured; configured partners (partners.yaml): "
+              f"{', '.join(partners)}")
     keyring = PartnerKeyring(paths().keys_dir)
     for partner in partner_ids or tuple(partners):
         existed = keyring.has_keys(partner)

@@ -1,13 +1,26 @@
-"""Business configuration from `config/*.yaml`, validated on load: every error names file, entry and field."""
+"""Business configuration: one typed model per file in `config/`, validated on load.
+
+Every file has a pydantic model (`<Name>File`, its list items `<Name>Entry`, its single nested mappings
+`<Name>Section`), strict and with `extra="forbid"`, so a misspelt key or a number where a string belongs is an error
+rather than a silent default. Rules that span entries or files (duplicates, references) run once the model holds.
+Every error names the file, the path of the field inside it and why (`.../partners.yaml: partners[2].feeds[0]:
+unknown feed 'cash'; ...`). Loaders return the frozen dataclasses the flows use, and raise the first error;
+`check_config_dir` lists every error of every registered file, for `init` and `config validate`.
+"""
 
 from __future__ import annotations
 
 import re
+import types
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from pathlib import Path
+from typing import Annotated, Any, Generic, Literal, NoReturn, TypeVar, Union, get_args, get_origin
 
 import yaml
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
 
 from cmp_pipelines.core.probes import PROBES_BY_ID
 
@@ -20,15 +33,340 @@ EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
 class ConfigError(ValueError):
-    def __init__(self, file: Path, entry: str, field: str, why: str):
-        super().__init__(f"{file}: entry {entry!r}: field {field!r}: {why}")
-        self.file, self.entry, self.field, self.why = file, entry, field, why
+    """One mistake in one file. `entry` (the entry's id, e.g. a partner id) and `field` (inside the entry) are
+    what the loaders have always reported; `path` is the field's place in the file (`partners[2].feeds`)."""
+
+    def __init__(self, file: Path, entry: str, field: str, why: str, path: str | None = None):
+        if path is None:
+            path = ".".join(part for part in (entry, field) if part != "-")
+        super().__init__(f"{file}: {path}: {why}" if path else f"{file}: {why}")
+        self.file, self.entry, self.field, self.why, self.path = file, entry, field, why, path
 
 
 DEFAULT_SETTLE_SECONDS = 5  # a file unchanged this long is complete, for a partner that does not rename uploads
 DEFAULT_UPLOAD_SUFFIXES = (".part", ".tmp")
 DEFAULT_DUPLICATE_WINDOW_DAYS = 30
 UPLOAD_SUFFIX = re.compile(r"^\.[A-Za-z0-9_~-]{1,15}$")
+
+
+# ---- the machinery every file model shares -------------------------------------------------------------------
+
+
+class FileModel(BaseModel):
+    """Strict: YAML's `5` is not the string "5", `'5'` is not an integer, and an unknown key is an error."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+def fail(why: str, field: str | None = None) -> NoReturn:
+    """A validation error with our own wording; `field` places a rule of a whole entry on one of its fields."""
+    raise PydanticCustomError("config", "{why}", {"why": why, **({"field": field} if field else {})})
+
+
+def between(low: int, high: int) -> AfterValidator:
+    return AfterValidator(lambda v: v if low <= v <= high else fail(f"must be between {low} and {high}, got {v}"))
+
+
+def matches(pattern: re.Pattern | str, why: str | Callable[[str], str]) -> AfterValidator:
+    """A string matching `pattern`; `why` is the message (or makes it from the value)."""
+    compiled = re.compile(pattern) if isinstance(pattern, str) else pattern
+
+    def check(value: str) -> str:
+        if compiled.fullmatch(value) is None:
+            fail(why(value) if callable(why) else why)
+        return value
+
+    return AfterValidator(check)
+
+
+def text(low: int, high: int, *, show_length: bool = False) -> AfterValidator:
+    def check(value: str) -> str:
+        if not value.strip() or len(value) > high:
+            fail(f"must be {low}-{high} characters" + (f", got {len(value)}" if show_length else ""))
+        return value
+
+    return AfterValidator(check)
+
+
+def non_empty(why: str) -> AfterValidator:
+    return AfterValidator(lambda v: v if v else fail(why))
+
+
+def quoted(hint: str = "") -> BeforeValidator:
+    """YAML reads `05` as the number 5: a code must be quoted, and the message says so."""
+
+    def check(value: object) -> object:
+        if isinstance(value, int) and not isinstance(value, bool):
+            fail(f"must be a quoted string (YAML reads {value!r} as a number{hint})")
+        return value
+
+    return BeforeValidator(check)
+
+
+def _choice_message(choices: tuple[str, ...], value: object) -> str:
+    listed = " or ".join(choices) if len(choices) == 2 else f"one of {', '.join(choices)}"
+    return f"must be {listed}, got {value!r}"
+
+
+def one_of(*choices: str, why: Callable[[object], str] | None = None) -> Any:
+    """A string among `choices`, typed as the Literal of them."""
+
+    def check(value: object) -> object:
+        if value not in choices:
+            fail(why(value) if why else _choice_message(choices, value))
+        return value
+
+    return Annotated[Literal[choices], BeforeValidator(check)]
+
+
+Identifier = Annotated[str, matches(IDENTIFIER, lambda v: f"must be an upper-case identifier, got {v!r}")]
+Email = Annotated[str, matches(EMAIL, lambda v: f"{v!r} is not an e-mail address")]
+PaymentType = one_of(*PAYMENT_TYPES)
+
+
+def _exactly_type_and_code(value: object) -> object:
+    if not isinstance(value, dict) or set(value) != {"type", "code"}:
+        fail("must be a mapping with exactly 'type' and 'code'")
+    return value
+
+
+class WorkflowEventEntry(FileModel):
+    """`{type, code}`: the workflow event an outcome raises."""
+
+    type: Identifier
+    code: Identifier
+
+    _exact = model_validator(mode="before")(_exactly_type_and_code)
+
+    def event(self) -> WorkflowEvent:
+        return WorkflowEvent(self.type, self.code)
+
+
+def required_event(why: str) -> Any:
+    """A workflow event that must be there: `null` says why it is needed rather than 'must be a mapping'."""
+    return Annotated[WorkflowEventEntry, BeforeValidator(lambda v: fail(why) if v is None else v)]
+
+
+@dataclass(frozen=True)
+class Entries:
+    """A list of entries, each named in errors by its `id_field` (`label` formats it), else by its index."""
+
+    id_field: str
+    label: str = "{id}"
+
+
+@dataclass(frozen=True)
+class Keyed:
+    """A mapping of id to entry, each named in errors by its id."""
+
+    label: str = "{id}"
+
+
+SECTION = "section"  # a single mapping, named in errors by its key
+
+
+def _path(loc: tuple) -> str:
+    return "".join(f"[{p}]" if isinstance(p, int) else (f".{p}" if i else str(p)) for i, p in enumerate(loc))
+
+
+def locate(document: object, sections: dict[str, Entries | Keyed | str], loc: tuple) -> tuple[str, str, str]:
+    """(entry, field, path) of the place `loc` in a file: entry as the loaders name it, field inside the entry."""
+    if not loc:
+        return "-", "-", ""
+    top, kind = loc[0], sections.get(str(loc[0]))
+
+    def names(parts: Iterable) -> str:
+        return ".".join(p for p in parts if isinstance(p, str)) or "-"
+
+    if kind is None:
+        return "-", names(loc), _path(loc)
+    if kind == SECTION:
+        return str(top), names(loc[1:]), _path(loc)
+    if len(loc) == 1:
+        return "-", str(top), _path(loc)
+    if isinstance(kind, Keyed):
+        return kind.label.format(id=loc[1]), names(loc[2:]), _path(loc)
+    items = document.get(top) if isinstance(document, dict) else None
+    index = loc[1]
+    item = items[index] if isinstance(items, list) and isinstance(index, int) and index < len(items) else None
+    ident = item.get(kind.id_field) if isinstance(item, dict) else None
+    entry = kind.label.format(id=ident) if isinstance(ident, str) else f"{top}[{index}]"
+    return entry, names(loc[2:]), _path(loc)
+
+
+def _strip(annotation: Any) -> Any:
+    while True:
+        origin = get_origin(annotation)
+        if origin is Annotated:
+            annotation = get_args(annotation)[0]
+        elif origin in (Union, types.UnionType):
+            annotation = next(a for a in get_args(annotation) if a is not type(None))
+        else:
+            return annotation
+
+
+def _is_model(annotation: Any) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
+
+def fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
+    """The fields of the model found at `loc` inside `model`: what an unknown key could have been."""
+    node: Any = model
+    for part in loc:
+        node = _strip(node)
+        if _is_model(node):
+            if part not in node.model_fields:
+                return []
+            node = node.model_fields[part].annotation
+        elif get_origin(node) in (list, tuple, dict):
+            node = get_args(node)[1] if get_origin(node) is dict else get_args(node)[0]
+        else:
+            return []
+    node = _strip(node)
+    return sorted(node.model_fields) if _is_model(node) else []
+
+
+def _why(error: dict, model: type[BaseModel]) -> str:
+    kind, value = error["type"], error.get("input")
+    if kind == "config":
+        return error["ctx"]["why"]
+    if kind == "missing":
+        return "is required"
+    if kind == "extra_forbidden":
+        return f"unknown field; allowed: {', '.join(fields_at(model, error['loc'][:-1]))}"
+    if kind in ("int_type", "int_parsing", "int_from_float"):
+        return f"must be an integer, got {value!r}"
+    if kind == "string_type":
+        return f"must be a string, got {value!r}"
+    if kind in ("list_type", "tuple_type"):
+        return f"must be a list, got {value!r}"
+    if kind in ("dict_type", "model_type", "model_attributes_type"):
+        return f"must be a mapping, got {value!r}"
+    if kind == "bool_type":
+        return f"must be true or false, got {value!r}"
+    return str(error["msg"])
+
+
+M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
+
+
+class Problems:
+    """Mistakes found by the rules that span entries or files, each at its place in the file."""
+
+    def __init__(self) -> None:
+        self.found: list[tuple[tuple, str]] = []
+
+    def add(self, loc: tuple, why: str) -> None:
+        self.found.append((loc, why))
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML keeps the last of two equal keys without a word; here the second one is an error, as a misspelt key is."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, str | int):
+                continue
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} appears twice in one mapping",
+                                                        key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def read_yaml(file: Path) -> dict:
+    """The file's top-level mapping; a missing file, bad YAML or another shape is a ConfigError."""
+    if not file.exists():
+        raise ConfigError(file, "-", "-", "file not found")
+    try:
+        document = yaml.load(file.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        what = "; ".join(part for part in (exc.context, exc.problem) if part)
+        raise ConfigError(file, "-", "-", f"not valid YAML{where}: {what}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(file, "-", "-", f"not valid YAML: {exc}") from exc
+    if not isinstance(document, dict):
+        raise ConfigError(file, "-", "-", "the file must be a mapping of settings, as the shipped file is")
+    return document
+
+
+@dataclass(frozen=True)
+class ConfigFile(Generic[M, T]):
+    """One file of `config/`: its model, how errors name its entries, and `build`, which turns the validated
+    model into what the flows use and reports the rules that span entries (and `partners.yaml`, when given)."""
+
+    name: str
+    model: type[M]
+    build: Callable[[M, Problems, dict | None], T]
+    sections: dict[str, Entries | Keyed | str] = dataclass_field(default_factory=dict)
+
+    def run(self, config_dir: Path, partners: dict | None = None) -> tuple[T | None, list[ConfigError]]:
+        file = config_dir / self.name
+        try:
+            document = read_yaml(file)
+        except ConfigError as exc:
+            return None, [exc]
+        try:
+            parsed = self.model.model_validate(document)
+        except ValidationError as exc:
+            return None, [self._error(file, document, _at(e), _why(e, self.model)) for e in exc.errors()]
+        problems = Problems()
+        value = self.build(parsed, problems, partners)
+        if problems.found:
+            return None, [self._error(file, document, loc, why) for loc, why in problems.found]
+        return value, []
+
+    def _error(self, file: Path, document: dict, loc: tuple, why: str) -> ConfigError:
+        entry, field, path = locate(document, self.sections, loc)
+        return ConfigError(file, entry, field, why, path)
+
+    def load(self, config_dir: Path, partners: dict | None = None) -> T:
+        value, errors = self.run(config_dir, partners)
+        if errors:
+            raise errors[0]
+        return value  # type: ignore[return-value]
+
+    def check(self, config_dir: Path, partners: dict | None = None) -> list[ConfigError]:
+        return self.run(config_dir, partners)[1]
+
+
+def _at(error: dict) -> tuple:
+    """The error's place; a rule of a whole entry names the field it is about."""
+    extra = (error["ctx"]["field"],) if error["type"] == "config" and "field" in error.get("ctx", {}) else ()
+    return tuple(error["loc"]) + extra
+
+
+CONFIG_FILES: dict[str, ConfigFile] = {}
+
+
+def register(config_file: ConfigFile) -> ConfigFile:
+    """Put a file on the list `init` and `config validate` check; flows register their own files."""
+    CONFIG_FILES[config_file.name] = config_file
+    return config_file
+
+
+def check_config_dir(config_dir: Path, files: Iterable[ConfigFile] | None = None) -> list[ConfigError]:
+    """Every error of every registered file (partners.yaml first: the others refer to it), and every YAML file
+    that no model reads (a misnamed file would otherwise be ignored while its defaults apply)."""
+    import cmp_pipelines.core.config_payments  # noqa: F401  (registers api_clients.yaml, payment_provider.yaml)
+
+    known = {f.name: f for f in (files if files is not None else CONFIG_FILES.values())}
+    partners, errors = PARTNERS_FILE.run(config_dir)
+    for name in sorted(set(known) - {PARTNERS_FILE.name}):
+        errors += known[name].check(config_dir, partners)
+    for file in sorted(config_dir.glob("*.y*ml")):
+        if file.name not in known:
+            errors.append(ConfigError(file, "-", "-", "no configuration model reads this file; known files: "
+                                                      f"{', '.join(sorted(known))}"))
+    return errors
+
+
+# ---- partners.yaml -------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -46,6 +384,57 @@ class Partner:
     duplicate_window_days: int = DEFAULT_DUPLICATE_WINDOW_DAYS
 
 
+Feed = Annotated[str, AfterValidator(
+    lambda v: v if v in FEEDS else fail(f"unknown feed {v!r}; known feeds: {', '.join(FEEDS)}"))]
+UploadSuffix = Annotated[str, matches(UPLOAD_SUFFIX, lambda v: f"{v!r} must be a dot and 1-15 of A-Z a-z 0-9 _ ~ -, "
+                                                               "e.g. .part")]
+
+
+class PartnerEntry(FileModel):
+    partner_id: Annotated[str, matches(PARTNER_ID, "must be 2-32 of A-Z, 0-9, _ starting with a letter")]
+    name: str = ""
+    feeds: list[Feed]
+    upload_completion: one_of("settle", "rename") = "settle"
+    settle_seconds: Annotated[int, between(0, 3600)] = DEFAULT_SETTLE_SECONDS
+    upload_suffixes: Annotated[list[UploadSuffix], non_empty("must name at least one suffix, e.g. [.part]")] = \
+        list(DEFAULT_UPLOAD_SUFFIXES)
+    duplicate_window_days: Annotated[int, between(0, 400)] = DEFAULT_DUPLICATE_WINDOW_DAYS
+
+    @model_validator(mode="after")
+    def _one_completion_convention(self) -> PartnerEntry:
+        if self.upload_completion == "settle" and "upload_suffixes" in self.model_fields_set:
+            fail("only a partner with upload_completion rename has upload suffixes", "upload_suffixes")
+        if self.upload_completion == "rename" and "settle_seconds" in self.model_fields_set:
+            fail("a partner that renames finished uploads does not wait for them to settle; remove this field",
+                 "settle_seconds")
+        return self
+
+
+class PartnersFile(FileModel):
+    partners: list[PartnerEntry]
+
+
+def _build_partners(parsed: PartnersFile, problems: Problems, _: object) -> dict[str, Partner]:
+    partners: dict[str, Partner] = {}
+    for index, p in enumerate(parsed.partners):
+        if p.partner_id in partners:
+            problems.add(("partners", index, "partner_id"), "is defined twice")
+        partners[p.partner_id] = Partner(p.partner_id, p.name or p.partner_id, tuple(p.feeds), p.upload_completion,
+                                         p.settle_seconds, tuple(p.upload_suffixes), p.duplicate_window_days)
+    return partners
+
+
+PARTNERS_FILE = register(ConfigFile("partners.yaml", PartnersFile, _build_partners,
+                                    {"partners": Entries("partner_id")}))
+
+
+def load_partners(config_dir: Path) -> dict[str, Partner]:
+    return PARTNERS_FILE.load(config_dir)
+
+
+# ---- probes.yaml ---------------------------------------------------------------------------------------------
+
+
 @dataclass(frozen=True)
 class ProbeConfig:
     probe_id: str
@@ -54,147 +443,40 @@ class ProbeConfig:
     recipients: tuple[str, ...]
 
 
-def _load(file: Path, top: str) -> object:
-    return read_document(file, top)[top]
+class ProbeEntry(FileModel):
+    threshold: Annotated[int, AfterValidator(lambda v: v if v >= 0 else fail(f"must be zero or more, got {v}"))]
+    window_hours: Annotated[int, between(1, 24 * 31)]
+    recipients: list[Email] = []
 
 
-def read_document(file: Path, top: str) -> dict:
-    """The whole YAML mapping, read once, holding at least the `top` key."""
-    if not file.exists():
-        raise ConfigError(file, "-", "-", "file not found")
-    try:
-        document = yaml.safe_load(file.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError(file, "-", "-", f"not valid YAML: {exc}") from exc
-    if not isinstance(document, dict) or top not in document:
-        raise ConfigError(file, "-", top, f"the file must be a mapping with a top-level {top!r} key")
-    return document
+class ProbesFile(FileModel):
+    probes: dict[str, ProbeEntry]
 
 
-def require_field(file: Path, entry: str, raw: dict, field: str, kind: type) -> object:
-    """`raw[field]`, which must be present and of type `kind` (an int is never a bool)."""
-    if field not in raw:
-        raise ConfigError(file, entry, field, "is required")
-    value = raw[field]
-    if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
-        raise ConfigError(file, entry, field, f"must be an integer, got {value!r}")
-    if kind is not int and not isinstance(value, kind):
-        raise ConfigError(file, entry, field, f"must be a {kind.__name__}, got {value!r}")
-    return value
+def _build_probes(parsed: ProbesFile, problems: Problems, _: object) -> dict[str, ProbeConfig]:
+    for probe_id in parsed.probes:
+        if probe_id not in PROBES_BY_ID:
+            problems.add(("probes", probe_id), f"unknown probe; known probes: {', '.join(sorted(PROBES_BY_ID))}")
+    for probe_id, entry in parsed.probes.items():
+        kind = PROBES_BY_ID[probe_id].kind if probe_id in PROBES_BY_ID else None
+        if kind == "alert" and not entry.recipients:
+            problems.add(("probes", probe_id, "recipients"), "an alert probe needs at least one recipient")
+        if kind == "sla" and entry.recipients:
+            problems.add(("probes", probe_id, "recipients"), "an SLA probe never notifies; remove its recipients")
+    for probe_id in sorted(set(PROBES_BY_ID) - set(parsed.probes)):
+        problems.add(("probes", probe_id), "probe is not configured (every probe needs a threshold)")
+    return {probe_id: ProbeConfig(probe_id, e.threshold, e.window_hours, tuple(e.recipients))
+            for probe_id, e in parsed.probes.items()}
 
 
-def reject_unknown_fields(file: Path, entry: str, raw: dict, allowed: set[str]) -> None:
-    """A ConfigError for the first field of `raw` not in `allowed`."""
-    for field in raw:
-        if field not in allowed:
-            raise ConfigError(file, entry, str(field), f"unknown field; allowed: {', '.join(sorted(allowed))}")
-
-
-def load_partners(config_dir: Path) -> dict[str, Partner]:
-    file = config_dir / "partners.yaml"
-    entries = _load(file, "partners")
-    if not isinstance(entries, list):
-        raise ConfigError(file, "-", "partners", "must be a list of partner entries")
-    partners: dict[str, Partner] = {}
-    for index, raw in enumerate(entries):
-        entry = f"partners[{index}]"
-        if not isinstance(raw, dict):
-            raise ConfigError(file, entry, "-", "must be a mapping")
-        if isinstance(raw.get("partner_id"), str):
-            entry = raw["partner_id"]
-        reject_unknown_fields(file, entry, raw, {"partner_id", "name", "feeds", "upload_completion",
-                                                 "settle_seconds", "upload_suffixes", "duplicate_window_days"})
-        partner_id = require_field(file, entry, raw, "partner_id", str)
-        if not PARTNER_ID.match(partner_id):
-            raise ConfigError(file, entry, "partner_id", "must be 2-32 of A-Z, 0-9, _ starting with a letter")
-        if partner_id in partners:
-            raise ConfigError(file, entry, "partner_id", "is defined twice")
-        feeds = require_field(file, entry, raw, "feeds", list)
-        for feed in feeds:
-            if feed not in FEEDS:
-                raise ConfigError(file, entry, "feeds", f"unknown feed {feed!r}; known feeds: {', '.join(FEEDS)}")
-        name = raw.get("name", partner_id)
-        if not isinstance(name, str):
-            raise ConfigError(file, entry, "name", f"must be a string, got {name!r}")
-        partners[partner_id] = Partner(partner_id, name, tuple(feeds), *_upload_completion(file, entry, raw),
-                                       _duplicate_window(file, entry, raw))
-    return partners
-
-
-def _upload_completion(file: Path, entry: str, raw: dict) -> tuple[str, int, tuple[str, ...]]:
-    """(upload_completion, settle_seconds, upload_suffixes) of a partner entry, each checked."""
-    mode = raw.get("upload_completion", "settle")
-    if mode not in ("settle", "rename"):
-        raise ConfigError(file, entry, "upload_completion", f"must be settle or rename, got {mode!r}")
-    settle, suffixes = DEFAULT_SETTLE_SECONDS, DEFAULT_UPLOAD_SUFFIXES
-    if mode == "settle":
-        if "upload_suffixes" in raw:
-            raise ConfigError(file, entry, "upload_suffixes", "only a partner with upload_completion rename has "
-                                                              "upload suffixes")
-        if "settle_seconds" in raw:
-            settle = require_field(file, entry, raw, "settle_seconds", int)
-            if not 0 <= settle <= 3600:
-                raise ConfigError(file, entry, "settle_seconds", f"must be between 0 and 3600, got {settle}")
-    else:
-        if "settle_seconds" in raw:
-            raise ConfigError(file, entry, "settle_seconds", "a partner that renames finished uploads does not "
-                                                             "wait for them to settle; remove this field")
-        if "upload_suffixes" in raw:
-            listed = require_field(file, entry, raw, "upload_suffixes", list)
-            if not listed:
-                raise ConfigError(file, entry, "upload_suffixes", "must name at least one suffix, e.g. [.part]")
-            for suffix in listed:
-                if not isinstance(suffix, str) or not UPLOAD_SUFFIX.match(suffix):
-                    raise ConfigError(file, entry, "upload_suffixes",
-                                      f"{suffix!r} must be a dot and 1-15 of A-Z a-z 0-9 _ ~ -, e.g. .part")
-            suffixes = tuple(listed)
-    return mode, settle, suffixes
-
-
-def _duplicate_window(file: Path, entry: str, raw: dict) -> int:
-    if "duplicate_window_days" not in raw:
-        return DEFAULT_DUPLICATE_WINDOW_DAYS
-    days = require_field(file, entry, raw, "duplicate_window_days", int)
-    if not 0 <= days <= 400:
-        raise ConfigError(file, entry, "duplicate_window_days", f"must be between 0 and 400, got {days}")
-    return days
+PROBES_FILE = register(ConfigFile("probes.yaml", ProbesFile, _build_probes, {"probes": Keyed()}))
 
 
 def load_probes(config_dir: Path) -> dict[str, ProbeConfig]:
-    file = config_dir / "probes.yaml"
-    entries = _load(file, "probes")
-    if not isinstance(entries, dict):
-        raise ConfigError(file, "-", "probes", "must be a mapping of probe id to settings")
-    probes: dict[str, ProbeConfig] = {}
-    for probe_id, raw in entries.items():
-        entry = str(probe_id)
-        if probe_id not in PROBES_BY_ID:
-            raise ConfigError(file, entry, "-", f"unknown probe; known probes: {', '.join(sorted(PROBES_BY_ID))}")
-        if not isinstance(raw, dict):
-            raise ConfigError(file, entry, "-", "must be a mapping")
-        reject_unknown_fields(file, entry, raw, {"threshold", "window_hours", "recipients"})
-        threshold = require_field(file, entry, raw, "threshold", int)
-        if threshold < 0:
-            raise ConfigError(file, entry, "threshold", f"must be zero or more, got {threshold}")
-        window_hours = require_field(file, entry, raw, "window_hours", int)
-        if not 1 <= window_hours <= 24 * 31:
-            raise ConfigError(file, entry, "window_hours", f"must be between 1 and 744, got {window_hours}")
-        recipients = raw.get("recipients", [])
-        if not isinstance(recipients, list):
-            raise ConfigError(file, entry, "recipients", "must be a list of e-mail addresses")
-        for address in recipients:
-            if not isinstance(address, str) or not EMAIL.match(address):
-                raise ConfigError(file, entry, "recipients", f"{address!r} is not an e-mail address")
-        kind = PROBES_BY_ID[probe_id].kind
-        if kind == "alert" and not recipients:
-            raise ConfigError(file, entry, "recipients", "an alert probe needs at least one recipient")
-        if kind == "sla" and recipients:
-            raise ConfigError(file, entry, "recipients", "an SLA probe never notifies; remove its recipients")
-        probes[probe_id] = ProbeConfig(probe_id, threshold, window_hours, tuple(recipients))
-    missing = sorted(set(PROBES_BY_ID) - set(probes))
-    if missing:
-        raise ConfigError(file, missing[0], "-", "probe is not configured (every probe needs a threshold)")
-    return probes
+    return PROBES_FILE.load(config_dir)
+
+
+# ---- rejection_codes.yaml ------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -235,143 +517,103 @@ class RejectionConfig:
         return {code: c for code, c in self.codes.items() if code not in direct_debit}
 
 
-def read_workflow_event(file: Path, entry: str, raw: dict, field: str) -> WorkflowEvent | None:
-    """The optional `{type, code}` workflow event in `raw[field]`, or None when absent."""
-    value = raw.get(field)
-    if value is None:
-        return None
-    if not isinstance(value, dict) or set(value) != {"type", "code"}:
-        raise ConfigError(file, entry, field, "must be a mapping with exactly 'type' and 'code'")
-    for part in ("type", "code"):
-        if not isinstance(value[part], str) or not IDENTIFIER.match(value[part]):
-            raise ConfigError(file, entry, f"{field}.{part}", f"must be an upper-case identifier, got {value[part]!r}")
-    return WorkflowEvent(value["type"], value["code"])
-
-
-def load_rejection_codes(config_dir: Path) -> RejectionConfig:
-    file = config_dir / "rejection_codes.yaml"
-    document = read_document(file, "rejection_codes")
-    entries = document["rejection_codes"]
-    reject_unknown_fields(file, "-", document, {"rejection_codes", "default_payment_type", "bacs_return_codes",
-                                                "arudd_mandate_actions"})
-    default_type = document.get("default_payment_type", "MANUAL")
-    if default_type not in PAYMENT_TYPES:
-        raise ConfigError(file, "-", "default_payment_type", f"must be one of {', '.join(PAYMENT_TYPES)}")
-    if default_type != "MANUAL":
-        raise ConfigError(file, "-", "default_payment_type",
-                          "a declined account reverts to MANUAL (card and direct debit need the customer's consent)")
-    if not isinstance(entries, list):
-        raise ConfigError(file, "-", "rejection_codes", "must be a list of rejection code entries")
-    codes: dict[str, RejectionCode] = {}
-    fields = {"code", "description", "reason_type", "reason_code", "decline", "retries", "suspension_days",
-              "retry_event", "cancellation_event", "refund_event"}
-    for index, raw in enumerate(entries):
-        entry = f"rejection_codes[{index}]"
-        if not isinstance(raw, dict):
-            raise ConfigError(file, entry, "-", "must be a mapping")
-        if isinstance(raw.get("code"), str):
-            entry = raw["code"]
-        reject_unknown_fields(file, entry, raw, fields)
-        code = raw.get("code")
-        if isinstance(code, int) and not isinstance(code, bool):
-            raise ConfigError(file, entry, "code", f"must be a quoted string (YAML reads {code!r} as a number; "
-                                                   "write code: '05' to keep a leading zero)")
-        code = require_field(file, entry, raw, "code", str)
-        if not CODE.match(code):
-            raise ConfigError(file, entry, "code", "must be 1-8 letters or digits")
-        if code in codes:
-            raise ConfigError(file, entry, "code", "is defined twice; codes are unique")
-        description = require_field(file, entry, raw, "description", str)
-        if not description.strip() or len(description) > 60:
-            raise ConfigError(file, entry, "description", "must be 1-60 characters")
-        for field in ("reason_type", "reason_code"):
-            if not IDENTIFIER.match(require_field(file, entry, raw, field, str)):
-                raise ConfigError(file, entry, field, f"must be an upper-case identifier, got {raw[field]!r}")
-        decline = require_field(file, entry, raw, "decline", str)
-        if decline not in ("SOFT", "HARD"):
-            raise ConfigError(file, entry, "decline", f"must be SOFT or HARD, got {decline!r}")
-        retry_event = read_workflow_event(file, entry, raw, "retry_event")
-        cancellation_event = read_workflow_event(file, entry, raw, "cancellation_event")
-        refund_event = read_workflow_event(file, entry, raw, "refund_event")
-        if decline == "SOFT":
-            retries = require_field(file, entry, raw, "retries", int)
-            if not 0 <= retries <= 10:
-                raise ConfigError(file, entry, "retries", f"must be between 0 and 10, got {retries}")
-            suspension_days = require_field(file, entry, raw, "suspension_days", int)
-            if not 0 <= suspension_days <= 90:
-                raise ConfigError(file, entry, "suspension_days", f"must be between 0 and 90, got {suspension_days}")
-            if retry_event is None:
-                raise ConfigError(file, entry, "retry_event", "a soft decline needs the workflow event it raises")
-            if cancellation_event is None:
-                raise ConfigError(file, entry, "cancellation_event",
-                                  "a soft decline needs the event raised when its retries run out")
-            if refund_event is not None:
-                raise ConfigError(file, entry, "refund_event", "only a hard decline raises a refund event")
-        else:
-            for field in ("retries", "suspension_days", "retry_event", "cancellation_event"):
-                if field in raw:
-                    raise ConfigError(file, entry, field, "a hard decline is never retried; remove this field")
-            if refund_event is None:
-                raise ConfigError(file, entry, "refund_event", "a hard decline needs the refund event it raises")
-            retries = suspension_days = 0
-        codes[code] = RejectionCode(code, description, raw["reason_type"], raw["reason_code"], decline, retries,
-                                    suspension_days, retry_event, cancellation_event, refund_event)
-    return_codes = _bacs_return_codes(file, document.get("bacs_return_codes", []), codes)
-    return RejectionConfig(default_type, codes, return_codes,
-                           _mandate_actions(file, document.get("arudd_mandate_actions", {}), codes, return_codes))
-
-
 MANDATE_ACTIONS = ("KEEP", "CANCEL", "HOLD")
 
 
-def _mandate_actions(file: Path, raw: object, codes: dict[str, RejectionCode],
-                     return_codes: dict[str, str]) -> dict[str, str]:
-    """What a return does to its mandate, per ARUDD rejection code; every code a return code maps to has one."""
-    if not isinstance(raw, dict):
-        raise ConfigError(file, "-", "arudd_mandate_actions", "must be a mapping of rejection code to KEEP, CANCEL "
-                                                              "or HOLD")
-    for code, action in raw.items():
+class RejectionCodeEntry(FileModel):
+    code: Annotated[str, quoted("; write code: '05' to keep a leading zero"), matches(CODE, "must be 1-8 letters or "
+                                                                                            "digits")]
+    description: Annotated[str, text(1, 60)]
+    reason_type: Identifier
+    reason_code: Identifier
+    decline: one_of("SOFT", "HARD")
+    retries: Annotated[int, between(0, 10)] | None = None
+    suspension_days: Annotated[int, between(0, 90)] | None = None
+    retry_event: WorkflowEventEntry | None = None
+    cancellation_event: WorkflowEventEntry | None = None
+    refund_event: WorkflowEventEntry | None = None
+
+    @model_validator(mode="after")
+    def _soft_or_hard(self) -> RejectionCodeEntry:
+        if self.decline == "SOFT":
+            for field in ("retries", "suspension_days"):
+                if getattr(self, field) is None:
+                    fail("is required", field)
+            if self.retry_event is None:
+                fail("a soft decline needs the workflow event it raises", "retry_event")
+            if self.cancellation_event is None:
+                fail("a soft decline needs the event raised when its retries run out", "cancellation_event")
+            if self.refund_event is not None:
+                fail("only a hard decline raises a refund event", "refund_event")
+        else:
+            for field in ("retries", "suspension_days", "retry_event", "cancellation_event"):
+                if field in self.model_fields_set:
+                    fail("a hard decline is never retried; remove this field", field)
+            if self.refund_event is None:
+                fail("a hard decline needs the refund event it raises", "refund_event")
+        return self
+
+
+class BacsReturnCodeEntry(FileModel):
+    return_code: Annotated[str, quoted(" and drops leading zeros"),
+                           matches(r"[0-9]{4}", lambda v: f"must be four digits, got {v!r}")]
+    rejection_code: str
+
+
+def _reverts_to_manual(value: str) -> str:
+    if value != "MANUAL":
+        fail("a declined account reverts to MANUAL (card and direct debit need the customer's consent)")
+    return value
+
+
+class RejectionCodesFile(FileModel):
+    default_payment_type: Annotated[PaymentType, AfterValidator(_reverts_to_manual)] = "MANUAL"
+    rejection_codes: list[RejectionCodeEntry]
+    bacs_return_codes: list[BacsReturnCodeEntry] = []
+    arudd_mandate_actions: dict[str, one_of(*MANDATE_ACTIONS)] = {}
+
+
+def _event(entry: WorkflowEventEntry | None) -> WorkflowEvent | None:
+    return entry.event() if entry else None
+
+
+def _build_rejection_codes(parsed: RejectionCodesFile, problems: Problems, _: object) -> RejectionConfig:
+    codes: dict[str, RejectionCode] = {}
+    for index, c in enumerate(parsed.rejection_codes):
+        if c.code in codes:
+            problems.add(("rejection_codes", index, "code"), "is defined twice; codes are unique")
+        codes[c.code] = RejectionCode(c.code, c.description, c.reason_type, c.reason_code, c.decline, c.retries or 0,
+                                      c.suspension_days or 0, _event(c.retry_event), _event(c.cancellation_event),
+                                      _event(c.refund_event))
+    return_codes: dict[str, str] = {}
+    for index, r in enumerate(parsed.bacs_return_codes):
+        if r.return_code in return_codes:
+            problems.add(("bacs_return_codes", index, "return_code"),
+                         "is mapped twice; each return code maps to one code")
+        if r.rejection_code not in codes:
+            problems.add(("bacs_return_codes", index, "rejection_code"),
+                         f"{r.rejection_code!r} is not one of the rejection_codes above")
+        elif r.rejection_code not in parsed.arudd_mandate_actions:
+            problems.add(("bacs_return_codes", index, "rejection_code"),
+                         f"{r.rejection_code!r} has no entry in arudd_mandate_actions (KEEP, CANCEL or HOLD)")
+        return_codes.setdefault(r.return_code, r.rejection_code)
+    for code in parsed.arudd_mandate_actions:
         if code not in codes:
-            raise ConfigError(file, f"arudd_mandate_actions[{code}]", "-", "is not one of the rejection_codes above")
-        if action not in MANDATE_ACTIONS:
-            raise ConfigError(file, f"arudd_mandate_actions[{code}]", "-",
-                              f"must be one of {', '.join(MANDATE_ACTIONS)}, got {action!r}")
-    for return_code, code in return_codes.items():
-        if code not in raw:
-            raise ConfigError(file, f"bacs_return_codes[{return_code}]", "rejection_code",
-                              f"{code!r} has no entry in arudd_mandate_actions (KEEP, CANCEL or HOLD)")
-    return dict(raw)
+            problems.add(("arudd_mandate_actions", code), "is not one of the rejection_codes above")
+    return RejectionConfig(parsed.default_payment_type, codes, return_codes, dict(parsed.arudd_mandate_actions))
 
 
-def _bacs_return_codes(file: Path, entries: object, codes: dict[str, RejectionCode]) -> dict[str, str]:
-    """ARUDD reports carry a four-digit returnCode; each maps to one configured rejection code."""
-    if not isinstance(entries, list):
-        raise ConfigError(file, "-", "bacs_return_codes", "must be a list of {return_code, rejection_code} entries")
-    mapping: dict[str, str] = {}
-    for index, raw in enumerate(entries):
-        entry = f"bacs_return_codes[{index}]"
-        if not isinstance(raw, dict):
-            raise ConfigError(file, entry, "-", "must be a mapping")
-        if isinstance(raw.get("return_code"), str):
-            entry = f"bacs_return_codes[{raw['return_code']}]"
-        reject_unknown_fields(file, entry, raw, {"return_code", "rejection_code"})
-        value = raw.get("return_code")
-        if isinstance(value, int) and not isinstance(value, bool):
-            raise ConfigError(file, entry, "return_code", f"must be a quoted string (YAML reads {value!r} as a "
-                                                          "number and drops leading zeros)")
-        value = require_field(file, entry, raw, "return_code", str)
-        if not re.fullmatch(r"[0-9]{4}", value):
-            raise ConfigError(file, entry, "return_code", f"must be four digits, got {value!r}")
-        if value in mapping:
-            raise ConfigError(file, entry, "return_code", "is mapped twice; each return code maps to one code")
-        target = require_field(file, entry, raw, "rejection_code", str)
-        if target not in codes:
-            raise ConfigError(file, entry, "rejection_code", f"{target!r} is not one of the rejection_codes above")
-        mapping[value] = target
-    return mapping
+REJECTION_CODES_FILE = register(ConfigFile(
+    "rejection_codes.yaml", RejectionCodesFile, _build_rejection_codes,
+    {"rejection_codes": Entries("code"), "bacs_return_codes": Entries("return_code", "bacs_return_codes[{id}]"),
+     "arudd_mandate_actions": Keyed("arudd_mandate_actions[{id}]")}))
 
 
-# ---- Payments module: payment terms, payment term defaults, mandate revision codes --------------------------
+def load_rejection_codes(config_dir: Path) -> RejectionConfig:
+    return REJECTION_CODES_FILE.load(config_dir)
+
+
+# ---- payment_terms.yaml (Payments module: payment terms and their defaults) ------------------------------------
 
 TERM_CODE = re.compile(r"^[A-Z0-9]{1,3}$")
 SECURITY_LEVEL = re.compile(r"^[A-Z][A-Z0-9_]{0,29}$")
@@ -404,71 +646,55 @@ class PaymentTermsConfig:
         return None
 
 
-def _entries(file: Path, document: dict, key: str) -> list:
-    entries = document.get(key)
-    if not isinstance(entries, list):
-        raise ConfigError(file, "-", key, f"must be a list of {key.replace('_', ' ')} entries")
-    return entries
+TermCode = Annotated[str, quoted(), matches(TERM_CODE, "must be 1-3 upper-case letters or digits")]
+SecurityLevel = Annotated[str, matches(SECURITY_LEVEL, lambda v: f"{v!r} is not a security level name")]
 
 
-def _entry_name(raw: object, key: str, index: int) -> str:
-    if isinstance(raw, dict) and isinstance(raw.get("code"), str):
-        return raw["code"]
-    return f"{key}[{index}]"
+class PaymentTermEntry(FileModel):
+    code: TermCode
+    description: Annotated[str, text(1, 30, show_length=True)]
+    days_to_pay: Annotated[int, between(0, 365)]
 
 
-def _code(file: Path, entry: str, raw: dict, pattern: re.Pattern, rule: str) -> str:
-    value = raw.get("code")
-    if isinstance(value, int) and not isinstance(value, bool):
-        raise ConfigError(file, entry, "code", f"must be a quoted string (YAML reads {value!r} as a number)")
-    value = require_field(file, entry, raw, "code", str)
-    if not pattern.match(value):
-        raise ConfigError(file, entry, "code", rule)
-    return value
+class PaymentTermDefaultEntry(FileModel):
+    code: TermCode
+    payment_type: PaymentType
+    security_levels: Annotated[list[SecurityLevel], non_empty("at least one security level must have access")]
+
+
+class PaymentTermsFile(FileModel):
+    payment_terms: list[PaymentTermEntry]
+    payment_term_defaults: list[PaymentTermDefaultEntry]
+
+
+def _build_payment_terms(parsed: PaymentTermsFile, problems: Problems, _: object) -> PaymentTermsConfig:
+    terms: dict[str, PaymentTerm] = {}
+    for index, t in enumerate(parsed.payment_terms):
+        if t.code in terms:
+            problems.add(("payment_terms", index, "code"), "is defined twice; payment term codes are unique")
+        terms[t.code] = PaymentTerm(t.code, t.description, t.days_to_pay)
+    defaults: dict[str, PaymentTermDefault] = {}
+    for index, d in enumerate(parsed.payment_term_defaults):
+        if d.code not in terms:
+            problems.add(("payment_term_defaults", index, "code"),
+                         f"is not a payment term; known: {', '.join(sorted(terms))}")
+        if any(other.payment_type == d.payment_type for other in defaults.values()):
+            problems.add(("payment_term_defaults", index, "payment_type"),
+                         f"{d.payment_type} already has a default payment term")
+        defaults[f"{d.code}/{d.payment_type}"] = PaymentTermDefault(d.code, d.payment_type, tuple(d.security_levels))
+    return PaymentTermsConfig(terms, defaults)
+
+
+PAYMENT_TERMS_FILE = register(ConfigFile(
+    "payment_terms.yaml", PaymentTermsFile, _build_payment_terms,
+    {"payment_terms": Entries("code"), "payment_term_defaults": Entries("code")}))
 
 
 def load_payment_terms(config_dir: Path) -> PaymentTermsConfig:
-    file = config_dir / "payment_terms.yaml"
-    document = read_document(file, "payment_terms")
-    reject_unknown_fields(file, "-", document, {"payment_terms", "payment_term_defaults"})
-    terms: dict[str, PaymentTerm] = {}
-    for index, raw in enumerate(_entries(file, document, "payment_terms")):
-        entry = _entry_name(raw, "payment_terms", index)
-        if not isinstance(raw, dict):
-            raise ConfigError(file, entry, "-", "must be a mapping")
-        reject_unknown_fields(file, entry, raw, {"code", "description", "days_to_pay"})
-        code = _code(file, entry, raw, TERM_CODE, "must be 1-3 upper-case letters or digits")
-        if code in terms:
-            raise ConfigError(file, entry, "code", "is defined twice; payment term codes are unique")
-        description = require_field(file, entry, raw, "description", str)
-        if not description.strip() or len(description) > 30:
-            raise ConfigError(file, entry, "description", f"must be 1-30 characters, got {len(description)}")
-        days = require_field(file, entry, raw, "days_to_pay", int)
-        if not 0 <= days <= 365:
-            raise ConfigError(file, entry, "days_to_pay", f"must be between 0 and 365, got {days}")
-        terms[code] = PaymentTerm(code, description, days)
-    defaults: dict[str, PaymentTermDefault] = {}
-    for index, raw in enumerate(_entries(file, document, "payment_term_defaults")):
-        entry = _entry_name(raw, "payment_term_defaults", index)
-        if not isinstance(raw, dict):
-            raise ConfigError(file, entry, "-", "must be a mapping")
-        reject_unknown_fields(file, entry, raw, {"code", "payment_type", "security_levels"})
-        code = _code(file, entry, raw, TERM_CODE, "must be 1-3 upper-case letters or digits")
-        if code not in terms:
-            raise ConfigError(file, entry, "code", f"is not a payment term; known: {', '.join(sorted(terms))}")
-        payment_type = require_field(file, entry, raw, "payment_type", str)
-        if payment_type not in PAYMENT_TYPES:
-            raise ConfigError(file, entry, "payment_type", f"must be one of {', '.join(PAYMENT_TYPES)}")
-        if any(d.payment_type == payment_type for d in defaults.values()):
-            raise ConfigError(file, entry, "payment_type", f"{payment_type} already has a default payment term")
-        levels = require_field(file, entry, raw, "security_levels", list)
-        if not levels:
-            raise ConfigError(file, entry, "security_levels", "at least one security level must have access")
-        for level in levels:
-            if not isinstance(level, str) or not SECURITY_LEVEL.match(level):
-                raise ConfigError(file, entry, "security_levels", f"{level!r} is not a security level name")
-        defaults[f"{code}/{payment_type}"] = PaymentTermDefault(code, payment_type, tuple(levels))
-    return PaymentTermsConfig(terms, defaults)
+    return PAYMENT_TERMS_FILE.load(config_dir)
+
+
+# ---- mandate_revision_codes.yaml -----------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -483,34 +709,39 @@ class MandateRevisionCode:
     event: WorkflowEvent
 
 
-def load_mandate_revision_codes(config_dir: Path) -> dict[str, MandateRevisionCode]:
-    file = config_dir / "mandate_revision_codes.yaml"
-    entries = _load(file, "mandate_revision_codes")
-    if not isinstance(entries, list):
-        raise ConfigError(file, "-", "mandate_revision_codes", "must be a list of mandate revision code entries")
+class MandateRevisionCodeEntry(FileModel):
+    code: Annotated[str, quoted(), matches(CODE, "must be 1-8 letters or digits")]
+    name: Annotated[str, text(1, 60)]
+    action: one_of("AMEND", "CANCEL")
+    reason_type: Identifier
+    reason_code: Identifier
+    event: required_event("the workflow event that handles the revision is required")
+
+
+class MandateRevisionCodesFile(FileModel):
+    mandate_revision_codes: list[MandateRevisionCodeEntry]
+
+
+def _build_mandate_revision_codes(parsed: MandateRevisionCodesFile, problems: Problems,
+                                  _: object) -> dict[str, MandateRevisionCode]:
     codes: dict[str, MandateRevisionCode] = {}
-    for index, raw in enumerate(entries):
-        entry = _entry_name(raw, "mandate_revision_codes", index)
-        if not isinstance(raw, dict):
-            raise ConfigError(file, entry, "-", "must be a mapping")
-        reject_unknown_fields(file, entry, raw, {"code", "name", "action", "reason_type", "reason_code", "event"})
-        code = _code(file, entry, raw, CODE, "must be 1-8 letters or digits")
-        if code in codes:
-            raise ConfigError(file, entry, "code", "is defined twice; codes are unique")
-        name = require_field(file, entry, raw, "name", str)
-        if not name.strip() or len(name) > 60:
-            raise ConfigError(file, entry, "name", "must be 1-60 characters")
-        action = require_field(file, entry, raw, "action", str)
-        if action not in ("AMEND", "CANCEL"):
-            raise ConfigError(file, entry, "action", f"must be AMEND or CANCEL, got {action!r}")
-        for field in ("reason_type", "reason_code"):
-            if not IDENTIFIER.match(require_field(file, entry, raw, field, str)):
-                raise ConfigError(file, entry, field, f"must be an upper-case identifier, got {raw[field]!r}")
-        event = read_workflow_event(file, entry, raw, "event")
-        if event is None:
-            raise ConfigError(file, entry, "event", "the workflow event that handles the revision is required")
-        codes[code] = MandateRevisionCode(code, name, action, raw["reason_type"], raw["reason_code"], event)
+    for index, c in enumerate(parsed.mandate_revision_codes):
+        if c.code in codes:
+            problems.add(("mandate_revision_codes", index, "code"), "is defined twice; codes are unique")
+        codes[c.code] = MandateRevisionCode(c.code, c.name, c.action, c.reason_type, c.reason_code, c.event.event())
     return codes
+
+
+MANDATE_REVISION_CODES_FILE = register(ConfigFile(
+    "mandate_revision_codes.yaml", MandateRevisionCodesFile, _build_mandate_revision_codes,
+    {"mandate_revision_codes": Entries("code")}))
+
+
+def load_mandate_revision_codes(config_dir: Path) -> dict[str, MandateRevisionCode]:
+    return MANDATE_REVISION_CODES_FILE.load(config_dir)
+
+
+# ---- direct_debit.yaml ---------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -526,30 +757,45 @@ class DirectDebitConfig:
     advance_notice_days: int
 
 
+def digits(width: int) -> Any:
+    """Bank numbers keep their leading zeros only as quoted strings."""
+
+    def check(value: object) -> object:
+        if not isinstance(value, str) or re.fullmatch(f"[0-9]{{{width}}}", value) is None:
+            fail(f"must be {width} digits in quotes, got {value!r}")
+        return value
+
+    return Annotated[str, BeforeValidator(check)]
+
+
+class DirectDebitSection(FileModel):
+    service_user_number: digits(6)
+    service_user_name: Annotated[str, matches(r"[A-Z0-9 ./&-]{1,18}", "must be 1-18 characters of A-Z 0-9 space "
+                                                                      ". / & -")]
+    originating_sort_code: digits(6)
+    originating_account: digits(8)
+    bureau: str
+    activation_days: Annotated[int, between(0, 30)]
+    advance_notice_days: Annotated[int, between(0, 30)]
+
+
+class DirectDebitFile(FileModel):
+    direct_debit: DirectDebitSection
+
+
+def _build_direct_debit(parsed: DirectDebitFile, problems: Problems,
+                        partners: dict[str, Partner] | None) -> DirectDebitConfig:
+    d = parsed.direct_debit
+    if partners is not None and (d.bureau not in partners or "addacs" not in partners[d.bureau].feeds):
+        problems.add(("direct_debit", "bureau"), f"{d.bureau!r} is not a partner with feed 'addacs' in partners.yaml")
+    return DirectDebitConfig(d.service_user_number, d.service_user_name, d.originating_sort_code,
+                             d.originating_account, d.bureau, d.activation_days, d.advance_notice_days)
+
+
+DIRECT_DEBIT_FILE = register(ConfigFile("direct_debit.yaml", DirectDebitFile, _build_direct_debit,
+                                        {"direct_debit": SECTION}))
+
+
 def load_direct_debit(config_dir: Path, partners: dict[str, Partner] | None = None) -> DirectDebitConfig:
-    file = config_dir / "direct_debit.yaml"
-    raw = _load(file, "direct_debit")
-    entry = "direct_debit"
-    if not isinstance(raw, dict):
-        raise ConfigError(file, entry, "-", "must be a mapping")
-    fields = {"service_user_number": (6, "digits"), "originating_sort_code": (6, "digits"),
-              "originating_account": (8, "digits")}
-    reject_unknown_fields(file, entry, raw,
-                          {*fields, "service_user_name", "bureau", "activation_days", "advance_notice_days"})
-    for field, (width, _) in fields.items():
-        value = raw.get(field)
-        if not isinstance(value, str) or len(value) != width or not value.isdigit():
-            raise ConfigError(file, entry, field, f"must be {width} digits in quotes, got {value!r}")
-    name = require_field(file, entry, raw, "service_user_name", str)
-    if not re.fullmatch(r"[A-Z0-9 ./&-]{1,18}", name):
-        raise ConfigError(file, entry, "service_user_name", "must be 1-18 characters of A-Z 0-9 space . / & -")
-    bureau = require_field(file, entry, raw, "bureau", str)
-    if partners is not None and (bureau not in partners or "addacs" not in partners[bureau].feeds):
-        raise ConfigError(file, entry, "bureau", f"{bureau!r} is not a partner with feed 'addacs' in partners.yaml")
-    days = {}
-    for field, limit in (("activation_days", 30), ("advance_notice_days", 30)):
-        days[field] = require_field(file, entry, raw, field, int)
-        if not 0 <= days[field] <= limit:
-            raise ConfigError(file, entry, field, f"must be between 0 and {limit}, got {days[field]}")
-    return DirectDebitConfig(raw["service_user_number"], name, raw["originating_sort_code"],
-                             raw["originating_account"], bureau, days["activation_days"], days["advance_notice_days"])
+    """`partners` (from partners.yaml), when given, must hold the bureau with its ADDACS feed."""
+    return DIRECT_DEBIT_FILE.load(config_dir, partners)

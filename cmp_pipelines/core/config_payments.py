@@ -1,8 +1,8 @@
 """Configuration of the HTTP API and the payment provider (`config/api_clients.yaml`, `config/payment_provider.yaml`).
 
-Validated like the Payments module files: every error names file, entry and field. API keys are never in
-configuration: a client carries the SHA-256 of its key, here or in `$CMP_KEYS_DIR/api_clients.sha256` (written by
-`cmp-pipelines api keys init`, which shows each new key once).
+Typed models like every other file (see core/config.py): every error names file, field path and why. API keys are
+never in configuration: a client carries the SHA-256 of its key, here or in `$CMP_KEYS_DIR/api_clients.sha256`
+(written by `cmp-pipelines api keys init`, which shows each new key once).
 """
 
 from __future__ import annotations
@@ -11,16 +11,25 @@ import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 from urllib.parse import urlsplit
+
+from pydantic import AfterValidator, BeforeValidator
 
 from cmp_pipelines.core.config import (
     PARTNER_ID,
-    ConfigError,
+    ConfigFile,
+    Entries,
+    FileModel,
+    Problems,
     WorkflowEvent,
-    read_document,
-    read_workflow_event,
-    reject_unknown_fields,
-    require_field,
+    between,
+    fail,
+    matches,
+    non_empty,
+    one_of,
+    register,
+    required_event,
 )
 
 CHANNELS = ("AGENT", "SELFCARE", "IVR")
@@ -55,38 +64,44 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def load_api_clients(config_dir: Path, keys_dir: Path | None = None) -> dict[str, ApiClient]:
-    file = config_dir / "api_clients.yaml"
-    document = read_document(file, "api_clients")
-    reject_unknown_fields(file, "-", document, {"api_clients"})
-    entries = document["api_clients"]
-    if not isinstance(entries, list) or not entries:
-        raise ConfigError(file, "-", "api_clients", "must be a non-empty list of client entries")
-    issued = read_key_hashes(keys_dir) if keys_dir else {}
+def _key_hash(value: object) -> object:
+    """Never echoes the value: someone may have pasted the key itself."""
+    if value is not None and (not isinstance(value, str) or not SHA256_HEX.match(value)):
+        fail("must be 64 lower-case hex digits: the SHA-256 of the key, never the key itself")
+    return value
+
+
+class ApiClientEntry(FileModel):
+    client_id: Annotated[str, matches(PARTNER_ID, "must be 2-32 of A-Z, 0-9, _ starting with a letter")]
+    name: Annotated[str, AfterValidator(lambda v: v if v.strip() else fail(f"must be a non-empty string, got {v!r}"))] \
+        | None = None
+    channel: one_of(*CHANNELS)
+    key_sha256: Annotated[str | None, BeforeValidator(_key_hash)] = None
+
+
+class ApiClientsFile(FileModel):
+    api_clients: Annotated[list[ApiClientEntry], non_empty("must be a non-empty list of client entries")]
+
+
+def _build_api_clients(parsed: ApiClientsFile, problems: Problems, _: object) -> dict[str, ApiClient]:
     clients: dict[str, ApiClient] = {}
-    for index, raw in enumerate(entries):
-        entry = raw["client_id"] if isinstance(raw, dict) and isinstance(raw.get("client_id"), str) \
-            else f"api_clients[{index}]"
-        if not isinstance(raw, dict):
-            raise ConfigError(file, entry, "-", "must be a mapping")
-        reject_unknown_fields(file, entry, raw, {"client_id", "name", "channel", "key_sha256"})
-        client_id = require_field(file, entry, raw, "client_id", str)
-        if not PARTNER_ID.match(client_id):
-            raise ConfigError(file, entry, "client_id", "must be 2-32 of A-Z, 0-9, _ starting with a letter")
-        if client_id in clients:
-            raise ConfigError(file, entry, "client_id", "is defined twice")
-        channel = require_field(file, entry, raw, "channel", str)
-        if channel not in CHANNELS:
-            raise ConfigError(file, entry, "channel", f"must be one of {', '.join(CHANNELS)}, got {channel!r}")
-        name = raw.get("name", client_id)
-        if not isinstance(name, str) or not name.strip():
-            raise ConfigError(file, entry, "name", f"must be a non-empty string, got {name!r}")
-        key_hash = raw.get("key_sha256")
-        if key_hash is not None and (not isinstance(key_hash, str) or not SHA256_HEX.match(key_hash)):
-            raise ConfigError(file, entry, "key_sha256", "must be 64 lower-case hex digits: the SHA-256 of the key, "
-                                                         "never the key itself")
-        clients[client_id] = ApiClient(client_id, name, channel, key_hash or issued.get(client_id))
+    for index, c in enumerate(parsed.api_clients):
+        if c.client_id in clients:
+            problems.add(("api_clients", index, "client_id"), "is defined twice")
+        clients[c.client_id] = ApiClient(c.client_id, c.name or c.client_id, c.channel, c.key_sha256)
     return clients
+
+
+API_CLIENTS_FILE = register(ConfigFile("api_clients.yaml", ApiClientsFile, _build_api_clients,
+                                       {"api_clients": Entries("client_id")}))
+
+
+def load_api_clients(config_dir: Path, keys_dir: Path | None = None) -> dict[str, ApiClient]:
+    """The configured clients; one without a hash in the file takes the one `api keys init` issued, if any."""
+    clients = API_CLIENTS_FILE.load(config_dir)
+    issued = read_key_hashes(keys_dir) if keys_dir else {}
+    return {cid: c if c.key_sha256 else ApiClient(c.client_id, c.name, c.channel, issued.get(cid))
+            for cid, c in clients.items()}
 
 
 def read_key_hashes(keys_dir: Path) -> dict[str, str]:
@@ -112,38 +127,46 @@ def write_key_hash(keys_dir: Path, client_id: str, key_hash: str) -> Path:
     return path
 
 
+def _http_url(value: str) -> str:
+    if not re.match(r"^https?://[^\s/]+", value):
+        fail(f"must be an http(s) URL, got {value!r}")
+    return value
+
+
+def _base_url(value: object) -> object:
+    if value is not None and not valid_base_url(value):
+        fail(f"must be an http(s) URL with a host and no query, fragment, user or spaces, got {value!r}")
+    return value
+
+
+class PaymentProviderSection(FileModel):
+    provider: one_of(*PROVIDERS, why=lambda v: f"must be one of {', '.join(PROVIDERS)} (a real provider plugs in as a "
+                                               f"PaymentProvider subclass), got {v!r}")
+    hosted_page_url: Annotated[str, AfterValidator(_http_url)] | None = None
+    public_base_url: Annotated[str | None, BeforeValidator(_base_url)] = None
+    reconcile_after_seconds: Annotated[int, between(0, 86_400)]
+    hosted_session_minutes: Annotated[int, between(1, 1_440)]
+    callback_tolerance_seconds: Annotated[int, between(10, 3_600)]
+    failure_event: required_event("the workflow event a failed one-off payment raises is required")
+
+
+class PaymentProviderFile(FileModel):
+    payment_provider: PaymentProviderSection
+
+
+def _build_provider(parsed: PaymentProviderFile, problems: Problems, _: object) -> ProviderSettings:
+    p = parsed.payment_provider
+    return ProviderSettings(p.provider, p.hosted_page_url, p.reconcile_after_seconds, p.hosted_session_minutes,
+                            p.callback_tolerance_seconds, p.failure_event.event(),
+                            p.public_base_url.rstrip("/") if p.public_base_url else None)
+
+
+PAYMENT_PROVIDER_FILE = register(ConfigFile("payment_provider.yaml", PaymentProviderFile, _build_provider,
+                                            {"payment_provider": "section"}))
+
+
 def load_provider_settings(config_dir: Path) -> ProviderSettings:
-    file = config_dir / "payment_provider.yaml"
-    raw = read_document(file, "payment_provider")["payment_provider"]
-    entry = "payment_provider"
-    if not isinstance(raw, dict):
-        raise ConfigError(file, entry, "-", "must be a mapping")
-    reject_unknown_fields(file, entry, raw, {"provider", "hosted_page_url", "reconcile_after_seconds",
-                                             "hosted_session_minutes", "callback_tolerance_seconds", "failure_event",
-                                             "public_base_url"})
-    provider = require_field(file, entry, raw, "provider", str)
-    if provider not in PROVIDERS:
-        raise ConfigError(file, entry, "provider", f"must be one of {', '.join(PROVIDERS)} (a real provider plugs "
-                                                   f"in as a PaymentProvider subclass), got {provider!r}")
-    url = raw.get("hosted_page_url")
-    if url is not None and (not isinstance(url, str) or not re.match(r"^https?://[^\s/]+", url)):
-        raise ConfigError(file, entry, "hosted_page_url", f"must be an http(s) URL, got {url!r}")
-    public = raw.get("public_base_url")
-    if public is not None and not valid_base_url(public):
-        raise ConfigError(file, entry, "public_base_url", "must be an http(s) URL with a host and no query, "
-                                                          f"fragment, user or spaces, got {public!r}")
-    numbers = {}
-    for field, low, high in (("reconcile_after_seconds", 0, 86_400), ("hosted_session_minutes", 1, 1_440),
-                             ("callback_tolerance_seconds", 10, 3_600)):
-        numbers[field] = require_field(file, entry, raw, field, int)
-        if not low <= numbers[field] <= high:
-            raise ConfigError(file, entry, field, f"must be between {low} and {high}, got {numbers[field]}")
-    event = read_workflow_event(file, entry, raw, "failure_event")
-    if event is None:
-        raise ConfigError(file, entry, "failure_event", "the workflow event a failed one-off payment raises is "
-                                                        "required")
-    return ProviderSettings(provider, url, numbers["reconcile_after_seconds"], numbers["hosted_session_minutes"],
-                            numbers["callback_tolerance_seconds"], event, public.rstrip("/") if public else None)
+    return PAYMENT_PROVIDER_FILE.load(config_dir)
 
 
 def valid_base_url(url: object) -> bool:

@@ -1,13 +1,33 @@
 """Hardware orders configuration (`config/hardware_orders.yaml`): catalogue, warehouses, device manufacturers,
-the fraud-check deny list and when an order counts as stuck. Every error names file, entry and field."""
+the fraud-check deny list and when an order counts as stuck.
+
+A typed model like every file of config/ (core/config.py), registered there so that `init` and `config validate`
+check it; it stays with its flow because core must not import the flow's rules (product types, postcodes)."""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
-from cmp_pipelines.core.config import ConfigError, Partner, read_document, reject_unknown_fields, require_field
+from pydantic import AfterValidator, BeforeValidator
+
+from cmp_pipelines.core.config import (
+    SECTION,
+    ConfigFile,
+    Entries,
+    FileModel,
+    Partner,
+    Problems,
+    between,
+    fail,
+    matches,
+    non_empty,
+    one_of,
+    register,
+    text,
+)
 from cmp_pipelines.core.money import MoneyError, parse_amount
 from cmp_pipelines.defs.hardware_orders.checks_rules import normalise_postcode, uk_postcode_valid
 from cmp_pipelines.defs.hardware_orders.rules import PRODUCT_TYPES
@@ -52,109 +72,109 @@ class HardwareConfig:
     stuck_order_days: int
 
 
-def _partner_list(file: Path, document: dict, key: str, id_field: str, feed: str,
-                  partners: dict[str, Partner] | None) -> dict[str, tuple[str, str]]:
-    entries = document.get(key)
-    if not isinstance(entries, list) or not entries:
-        raise ConfigError(file, "-", key, f"must be a non-empty list of {key} entries")
-    found: dict[str, tuple[str, str]] = {}
-    for index, raw in enumerate(entries):
-        entry = raw[id_field] if isinstance(raw, dict) and isinstance(raw.get(id_field), str) else f"{key}[{index}]"
-        if not isinstance(raw, dict):
-            raise ConfigError(file, entry, "-", "must be a mapping")
-        reject_unknown_fields(file, entry, raw, {id_field, "name"})
-        ident = require_field(file, entry, raw, id_field, str)
-        if ident in found:
-            raise ConfigError(file, entry, id_field, "is defined twice")
+def _quoted_price(value: object) -> object:
+    if not isinstance(value, str):
+        fail(f"must be a quoted decimal string like '499.00', got {value!r}")
+    try:
+        parse_amount(value)
+    except MoneyError as exc:
+        fail(str(exc))
+    return value
+
+
+def _name(value: str) -> str:
+    return value if value.strip() else fail(f"must be a non-empty string, got {value!r}")
+
+
+Name = Annotated[str, AfterValidator(_name)]
+
+
+class WarehouseEntry(FileModel):
+    warehouse: str
+    name: Name | None = None
+
+
+class ManufacturerEntry(FileModel):
+    manufacturer: str
+    name: Name | None = None
+
+
+class ProductEntry(FileModel):
+    sku: Annotated[str, matches(SKU, "must be 2-32 of A-Z, 0-9 and '-', starting with a letter or digit")]
+    type: one_of(*PRODUCT_TYPES)
+    description: Annotated[str, text(1, 80)]
+    price: Annotated[str, BeforeValidator(_quoted_price)]
+    currency: Annotated[str, matches(CURRENCY, lambda v: f"must be an ISO 4217 code like GBP, got {v!r}")] = "GBP"
+    warehouse: str
+    manufacturer: str | None = None
+
+
+def _postcode(value: str) -> str:
+    return value if uk_postcode_valid(value) else fail(f"{value!r} is not a UK postcode")
+
+
+NonEmpty = Annotated[str, AfterValidator(lambda v: v if v.strip() else fail("must be a list of non-empty strings"))]
+
+
+class FraudDenyListSection(FileModel):
+    names: list[NonEmpty] = []
+    postcodes: list[Annotated[NonEmpty, AfterValidator(_postcode)]] = []
+
+
+class HardwareOrdersFile(FileModel):
+    stuck_order_days: Annotated[int, between(1, 90)]
+    warehouses: Annotated[list[WarehouseEntry], non_empty("must be a non-empty list of warehouses entries")]
+    manufacturers: Annotated[list[ManufacturerEntry], non_empty("must be a non-empty list of manufacturers entries")]
+    catalogue: Annotated[list[ProductEntry], non_empty("must be a non-empty list of products")]
+    fraud_deny_list: FraudDenyListSection = FraudDenyListSection()
+
+
+def _partners_with_feed(key: str, idents: list[str], feed: str, problems: Problems,
+                        partners: dict[str, Partner] | None) -> None:
+    seen: set[str] = set()
+    id_field = key[:-1]
+    for index, ident in enumerate(idents):
+        if ident in seen:
+            problems.add((key, index, id_field), "is defined twice")
+        seen.add(ident)
         if partners is not None and (ident not in partners or feed not in partners[ident].feeds):
-            raise ConfigError(file, entry, id_field,
-                              f"{ident!r} is not a partner with feed {feed!r} in partners.yaml (its files need keys)")
-        name = raw.get("name", ident)
-        if not isinstance(name, str) or not name.strip():
-            raise ConfigError(file, entry, "name", f"must be a non-empty string, got {name!r}")
-        found[ident] = (ident, name)
-    return found
+            problems.add((key, index, id_field),
+                         f"{ident!r} is not a partner with feed {feed!r} in partners.yaml (its files need keys)")
 
 
-def _catalogue(file: Path, document: dict, warehouses: dict, manufacturers: dict) -> dict[str, Product]:
-    entries = document.get("catalogue")
-    if not isinstance(entries, list) or not entries:
-        raise ConfigError(file, "-", "catalogue", "must be a non-empty list of products")
+def _build(parsed: HardwareOrdersFile, problems: Problems, partners: dict[str, Partner] | None) -> HardwareConfig:
+    _partners_with_feed("warehouses", [w.warehouse for w in parsed.warehouses], WAREHOUSE_FEED, problems, partners)
+    _partners_with_feed("manufacturers", [m.manufacturer for m in parsed.manufacturers], MANUFACTURER_FEED, problems,
+                        partners)
+    warehouses = {w.warehouse: Warehouse(w.warehouse, w.name or w.warehouse) for w in parsed.warehouses}
+    manufacturers = {m.manufacturer: Manufacturer(m.manufacturer, m.name or m.manufacturer)
+                     for m in parsed.manufacturers}
     products: dict[str, Product] = {}
-    fields = {"sku", "type", "description", "price", "currency", "warehouse", "manufacturer"}
-    for index, raw in enumerate(entries):
-        entry = raw["sku"] if isinstance(raw, dict) and isinstance(raw.get("sku"), str) else f"catalogue[{index}]"
-        if not isinstance(raw, dict):
-            raise ConfigError(file, entry, "-", "must be a mapping")
-        reject_unknown_fields(file, entry, raw, fields)
-        sku = require_field(file, entry, raw, "sku", str)
-        if not SKU.match(sku):
-            raise ConfigError(file, entry, "sku", "must be 2-32 of A-Z, 0-9 and '-', starting with a letter or digit")
-        if sku in products:
-            raise ConfigError(file, entry, "sku", "is defined twice; SKUs are unique")
-        product_type = require_field(file, entry, raw, "type", str)
-        if product_type not in PRODUCT_TYPES:
-            raise ConfigError(file, entry, "type", f"must be one of {', '.join(PRODUCT_TYPES)}, got {product_type!r}")
-        description = require_field(file, entry, raw, "description", str)
-        if not description.strip() or len(description) > 80:
-            raise ConfigError(file, entry, "description", "must be 1-80 characters")
-        price = raw.get("price")
-        if not isinstance(price, str):
-            raise ConfigError(file, entry, "price", f"must be a quoted decimal string like '499.00', got {price!r}")
-        try:
-            price_minor = parse_amount(price)
-        except MoneyError as exc:
-            raise ConfigError(file, entry, "price", str(exc)) from exc
-        currency = raw.get("currency", "GBP")
-        if not isinstance(currency, str) or not CURRENCY.match(currency):
-            raise ConfigError(file, entry, "currency", f"must be an ISO 4217 code like GBP, got {currency!r}")
-        warehouse = require_field(file, entry, raw, "warehouse", str)
-        if warehouse not in warehouses:
-            raise ConfigError(file, entry, "warehouse", f"{warehouse!r} is not a configured warehouse; known: "
-                                                        f"{', '.join(sorted(warehouses))}")
-        manufacturer = raw.get("manufacturer")
-        if product_type == "HANDSET":
-            if not isinstance(manufacturer, str) or manufacturer not in manufacturers:
-                raise ConfigError(file, entry, "manufacturer", f"a handset needs a configured manufacturer (who "
-                                                               f"enrols it); known: {', '.join(sorted(manufacturers))}")
-        elif manufacturer is not None:
-            raise ConfigError(file, entry, "manufacturer", "only a handset is enrolled with its manufacturer")
-        products[sku] = Product(sku, product_type, description, price_minor, currency, warehouse, manufacturer)
-    return products
+    for index, p in enumerate(parsed.catalogue):
+        if p.sku in products:
+            problems.add(("catalogue", index, "sku"), "is defined twice; SKUs are unique")
+        if p.warehouse not in warehouses:
+            problems.add(("catalogue", index, "warehouse"), f"{p.warehouse!r} is not a configured warehouse; known: "
+                                                            f"{', '.join(sorted(warehouses))}")
+        if p.type == "HANDSET" and p.manufacturer not in manufacturers:
+            problems.add(("catalogue", index, "manufacturer"), "a handset needs a configured manufacturer (who enrols "
+                                                               f"it); known: {', '.join(sorted(manufacturers))}")
+        if p.type != "HANDSET" and p.manufacturer is not None:
+            problems.add(("catalogue", index, "manufacturer"), "only a handset is enrolled with its manufacturer")
+        products[p.sku] = Product(p.sku, p.type, p.description, parse_amount(p.price), p.currency, p.warehouse,
+                                  p.manufacturer)
+    deny = parsed.fraud_deny_list
+    return HardwareConfig(products, warehouses, manufacturers,
+                          tuple(" ".join(n.upper().split()) for n in deny.names),
+                          tuple(normalise_postcode(p) or "" for p in deny.postcodes), parsed.stuck_order_days)
 
 
-def _deny_list(file: Path, document: dict) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    raw = document.get("fraud_deny_list", {})
-    entry = "fraud_deny_list"
-    if not isinstance(raw, dict):
-        raise ConfigError(file, entry, "-", "must be a mapping with 'names' and 'postcodes'")
-    reject_unknown_fields(file, entry, raw, {"names", "postcodes"})
-    names = raw.get("names", [])
-    postcodes = raw.get("postcodes", [])
-    for field, values in (("names", names), ("postcodes", postcodes)):
-        if not isinstance(values, list) or not all(isinstance(v, str) and v.strip() for v in values):
-            raise ConfigError(file, entry, field, "must be a list of non-empty strings")
-    for postcode in postcodes:
-        if not uk_postcode_valid(postcode):
-            raise ConfigError(file, entry, "postcodes", f"{postcode!r} is not a UK postcode")
-    return (tuple(" ".join(n.upper().split()) for n in names),
-            tuple(normalise_postcode(p) or "" for p in postcodes))
+HARDWARE_ORDERS_FILE = register(ConfigFile(
+    FILE_NAME, HardwareOrdersFile, _build,
+    {"warehouses": Entries("warehouse"), "manufacturers": Entries("manufacturer"), "catalogue": Entries("sku"),
+     "fraud_deny_list": SECTION}))
 
 
 def load_hardware_orders(config_dir: Path, partners: dict[str, Partner] | None = None) -> HardwareConfig:
     """`partners` (from partners.yaml), when given, must hold every warehouse and manufacturer with its feed."""
-    file = config_dir / FILE_NAME
-    document = read_document(file, "catalogue")
-    reject_unknown_fields(file, "-", document,
-                          {"catalogue", "warehouses", "manufacturers", "fraud_deny_list", "stuck_order_days"})
-    warehouses = {k: Warehouse(*v) for k, v in
-                  _partner_list(file, document, "warehouses", "warehouse", WAREHOUSE_FEED, partners).items()}
-    manufacturers = {k: Manufacturer(*v) for k, v in
-                     _partner_list(file, document, "manufacturers", "manufacturer", MANUFACTURER_FEED,
-                                   partners).items()}
-    catalogue = _catalogue(file, document, warehouses, manufacturers)
-    deny_names, deny_postcodes = _deny_list(file, document)
-    stuck = require_field(file, "-", document, "stuck_order_days", int)
-    if not 1 <= stuck <= 90:
-        raise ConfigError(file, "-", "stuck_order_days", f"must be between 1 and 90, got {stuck}")
-    return HardwareConfig(catalogue, warehouses, manufacturers, deny_names, deny_postcodes, stuck)
+    return HARDWARE_ORDERS_FILE.load(config_dir, partners)
