@@ -168,7 +168,7 @@ def _floor(workdir: Path, kind: str) -> dict:
             "|| '-' || reference || ':' || invoice_number || ':COLLECTION', account_number, invoice_number, "
             "'DD_COLLECTION', -amount_minor, 'GBP', 'FLOOR', reference, $now, $now FROM due",
             {"now": NOW, "day": DAY})
-        con.execute(  # the same posting file as services/ledger_file.write_posting_file (header aside)
+        con.execute(  # the same posting file as core/ledger.write_posting_file (header aside)
             "COPY (SELECT idempotency_key, account_number, invoice_number, kind, "
             "CAST(CAST(amount_minor AS DECIMAL(18, 0)) / 100 AS DECIMAL(18, 2))::VARCHAR AS amount, currency, "
             "strftime(effective_at AT TIME ZONE 'UTC', '%Y-%m-%dT%H:%M:%SZ') AS effective_at "

@@ -1,4 +1,4 @@
-"""What the hardware order probes count; `services/probes.py` evaluates them with the other CMP probes.
+"""What the hardware order probes count; `core/probe_queries.py` evaluates them with the other CMP probes.
 
 Each query may use $day_start (UTC midnight today), $window_start and $now."""
 

@@ -224,7 +224,7 @@ def card_number_masks(column: pa.Array) -> dict[int, tuple[str, str]]:
         candidates = pc.indices_nonzero(hits).to_pylist()
     found = {}
     for index, value in zip(candidates, column.take(pa.array(candidates, pa.int64())).to_pylist(), strict=True):
-        hit = scan_pans(value)  # the exact check: every 13-19 digit window, Luhn (domain/cards.py)
+        hit = scan_pans(value)  # the exact check: every 13-19 digit window, Luhn (core/cards.py)
         if hit:
             found[index] = (mask_pan(hit[0]), hit[1])
     return found

@@ -42,7 +42,7 @@ _PROBLEMS = [
      "'an amendment gives both payer-new-sort-code and payer-new-account-number, or neither'"),
 ]
 
-# $batch_id, $sun; `raw` is the report's advices (formats/bacs_xml.read_addacs).
+# $batch_id, $sun; `raw` is the report's advices (defs/direct_debit/bacs_xml.read_addacs).
 CLASSIFY_SQL = f"""
 INSERT INTO addacs_advices
 WITH parsed AS (

@@ -78,7 +78,7 @@ class Submission:
     originating_account: str
     processing_date: date  # the day Bacs processes the file (UHL1), a Bacs working day
     work_code: str = "1 DAILY"  # '1 DAILY' or '4 MULTI', for AUDDIS and collections alike
-    volume_serial: str = "000001"  # unique per service user and day (services/bacs_submission.allocate_serial)
+    volume_serial: str = "000001"  # unique per service user and day (defs/direct_debit/submission.allocate_serial)
     file_number: int = 1  # UHL1 38-40: the submission's number on its day
     created_on: date | None = None  # HDR1 creation date (the input day); the processing date when not given
 
