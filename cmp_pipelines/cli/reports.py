@@ -58,7 +58,7 @@ def summary() -> None:
     with _connect(read_only=True) as con:
         text, rows = platform_summary(con), latest(con)
     # The probe section is drawn here, with the same labelled columns as `probes`.
-    click.echo(text.rsplit("\nProbes:", 1)[0])
+    click.echo(text)
     click.echo("Probes:")
     for line in probe_table(rows, indent="  ") if rows else ["  (none yet)"]:
         click.echo(line)

@@ -70,9 +70,4 @@ def platform_summary(con: duckdb.DuckDBPyConnection) -> str:
     ).fetchall()
     lines.append(f"Quarantined files: {len(quarantined)}")
     lines += [f"  {p}/{name}: {code} - {error}" for p, name, code, error in quarantined]
-    from cmp_pipelines.core.probe_queries import latest
-
-    probes = latest(con)
-    lines.append("Probes:")
-    lines += [f"  {'TRIPPED' if r[5] else 'OK':8} {r[3]:>8} / {r[4]:<6} {r[1]}" for r in probes] or ["  (none yet)"]
     return "\n".join(lines)

@@ -1,7 +1,7 @@
 """The record rules of the non-recurring payments file and the matching rule, as one set-based SQL pass.
 
 The payment rules mirror `core/files/schemas/nrp_payments.schema.json` (`$defs/payment`) and add the
-business rules the schema cannot express; `tests/test_nrp_rules_match_schema.py` holds them to the schema.
+business rules the schema cannot express; `tests/flows/nrp/test_nrp_rules_match_schema.py` holds them to the schema.
 Matching: the invoice when one is given and belongs to the account, else the account, else suspense.
 """
 
