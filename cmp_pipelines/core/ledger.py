@@ -79,9 +79,9 @@ def is_posted(con: duckdb.DuckDBPyConnection, source: str, *parts: str) -> bool:
 
 
 def is_posted_sql(source: str, *parts: str) -> str:
-    """`is_posted` as an SQL condition over a relation's columns (see `posting_key_sql`)."""
-    return (f"EXISTS (SELECT 1 FROM ledger_postings posted "
-            f"WHERE posted.idempotency_key = {posting_key_sql(source, *parts)})")
+    """`is_posted` as an SQL condition over a relation's columns (see `posting_key_sql`); the key is built in
+    the caller's scope, never bound to the ledger's own columns of the same name."""
+    return f"({posting_key_sql(source, *parts)}) IN (SELECT idempotency_key FROM ledger_postings)"
 
 
 def first_unposted(con: duckdb.DuckDBPyConnection, staged_sql: str, columns: str, *, source: str,
@@ -93,7 +93,7 @@ def first_unposted(con: duckdb.DuckDBPyConnection, staged_sql: str, columns: str
     return con.execute(sql, used_params(sql, params)).fetchone()
 
 
-# ---- posting: the only INSERT into ledger_postings -------------------------------------------------------------
+# ---- posting: the only writes to the ledger table --------------------------------------------------------------
 
 _COLUMNS = ("idempotency_key, account_number, invoice_number, kind, amount_minor, currency, batch_id, source_ref, "
             "effective_at, posted_at")
@@ -135,12 +135,14 @@ def reverse(con: duckdb.DuckDBPyConnection, staged_sql: str, *, source: str, ref
     invoice, currency and source reference, so a reversal can never disagree with what it reverses. The staged
     relation yields the columns `refs` and `event` read, and effective_at. Rows whose original is not posted are
     skipped: check `first_unposted` first. Written in the order of the originals. Returns the rows posted now."""
-    original = posting_key_sql(source, *refs, event)
     sql = f"""
         INSERT INTO ledger_postings ({_COLUMNS})
-        SELECT {posting_key_sql(source, *refs, lit(REVERSAL))}, p.account_number, p.invoice_number, {lit(kind)},
-               -p.amount_minor, p.currency, {lit(batch_id)}, p.source_ref, staged.effective_at, $ledger_posted_at
-        FROM ({staged_sql}) staged JOIN ledger_postings p ON p.idempotency_key = {original}
+        SELECT k.reversal_key, p.account_number, p.invoice_number, {lit(kind)}, -p.amount_minor, p.currency,
+               {lit(batch_id)}, p.source_ref, k.effective_at, $ledger_posted_at
+        FROM (SELECT {posting_key_sql(source, *refs, event)} AS original_key,
+                     {posting_key_sql(source, *refs, lit(REVERSAL))} AS reversal_key, effective_at
+              FROM ({staged_sql}) staged) k
+        JOIN ledger_postings p ON p.idempotency_key = k.original_key
         ORDER BY p.posting_id
         ON CONFLICT DO NOTHING
     """
