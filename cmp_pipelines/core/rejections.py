@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 
 import duckdb
 
@@ -176,7 +176,7 @@ def reversal(con: duckdb.DuckDBPyConnection, t: RejectionTables, load_batch: str
 
 
 def apply(con: duckdb.DuckDBPyConnection, t: RejectionTables, *, load_batch: str, partner: str, file_id: str,
-          now: datetime, default_type: str, day: object, after: Sequence[str] = (),
+          now: datetime, default_type: str, day: date, after: Sequence[str] = (),
           recheck_after: Sequence[str] = ()) -> PostResult | None:
     """Handle a loaded rejection file once, in ONE transaction the caller opens; None when it was applied
     before. `recheck_after` runs after the re-check (before anything is posted), `after` last."""

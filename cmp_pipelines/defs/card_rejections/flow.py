@@ -3,9 +3,10 @@
 Steps, each idempotent for a file:
 1. `load`: decrypt, validate, classify and match every record (batch RCRJ-<hash16>); bad records are
    rejected with a reason, unknown transactions and unknown reason codes reported as job errors.
-2. `apply`: in ONE transaction, the reversal batch (RCRV-<hash16>) and its ledger postings, the
-   transactions' new status and retry date, account suspensions and payment-type reversions, workflow
-   events and customer communications. A re-run finds the batch APPLIED and does nothing.
+2. `apply` (the rejections engine shared with direct debits, core/rejections.py): in ONE transaction, the
+   reversal batch (RCRV-<hash16>) and its ledger postings, the transactions' new status and retry date,
+   account suspensions and payment-type reversions, workflow events and customer communications. A re-run
+   finds the batch APPLIED and does nothing.
 3. `write_posting_file`, `write_reports`: the reversal posting file for the sales ledger, the outcome
    report for operations and the partner, and the customer communications file.
 """

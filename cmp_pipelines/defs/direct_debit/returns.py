@@ -1,6 +1,6 @@
 """Recurring Payments Rejections job (direct debit): the bank's ARUDD report of returned debits.
 
-The same job as for card declines, with the same rules (domain/rejection_outcomes.py), over Bacs XML:
+The same job as for card declines, run by the same engine (core/rejections.py), over Bacs XML:
 1. `load`: decrypt, parse (ISO-8859-1), check the Totals and the service user, classify every returned item
    (batch ARJ-<hash16>); unknown debits and unmapped return codes are reported as job errors.
 2. `apply`: in ONE transaction, the reversal batch (ARV-<hash16>) with one posting per invoice of each returned
