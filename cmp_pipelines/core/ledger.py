@@ -81,7 +81,7 @@ def is_posted(con: duckdb.DuckDBPyConnection, source: str, *parts: str) -> bool:
 def is_posted_sql(source: str, *parts: str) -> str:
     """`is_posted` as an SQL condition over a relation's columns (see `posting_key_sql`); the key is built in
     the caller's scope, never bound to the ledger's own columns of the same name."""
-    return f"({posting_key_sql(source, *parts)}) IN (SELECT idempotency_key FROM ledger_postings)"
+    return f"(({posting_key_sql(source, *parts)}) IN (SELECT idempotency_key FROM ledger_postings))"
 
 
 def first_unposted(con: duckdb.DuckDBPyConnection, staged_sql: str, columns: str, *, source: str,
