@@ -1,4 +1,12 @@
-"""Posting batches: recording one, and the files written from the store by DuckDB's COPY (C speed).
+"""The sales ledger's only writer: postings and reversals under one idempotency key builder, the batch-id
+registry and the parent relation between batches, posting batches and the files written from them.
+
+Every posting goes through `post` or `reverse`: one set-based INSERT ... SELECT from a relation the caller
+stages, idempotent by the UNIQUE idempotency key (ON CONFLICT DO NOTHING), so a re-run, a re-dropped file or a
+resumed crash never posts twice. The key is `<source>:<ref>...:<event>`, the formats every store already holds
+(`nrp:<sha16>:<record id>:PAYMENT`, `card:<transaction>:PAYMENT|REFUND|REVERSAL`,
+`dd:<collection>:<invoice>:COLLECTION|REVERSAL`, `one_off:<payment>:PAYMENT`, `hw:<order>:CHARGE`,
+`invoice:<invoice>:CHARGE`). tests/core/test_ledger.py proves no other module inserts into the ledger.
 
 The posting file is what CMP's posting daemons send to the target sales ledger: one per posting batch,
 schema core/files/schemas/ledger_posting_batch.schema.json.
@@ -6,6 +14,8 @@ schema core/files/schemas/ledger_posting_batch.schema.json.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,6 +28,176 @@ from cmp_pipelines.core.db.connection import sql_literal
 from cmp_pipelines.core.files.store import FileStoreLike
 from cmp_pipelines.core.files.text_copy import copy_lines, staged
 from cmp_pipelines.core.money import format_minor
+
+# ---- the idempotency key -------------------------------------------------------------------------------------
+
+KEY_SOURCES = ("nrp", "card", "dd", "one_off", "hw", "invoice")
+REVERSAL = "REVERSAL"
+_QUOTED = re.compile(r"'(?:[^']|'')*'")
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
+
+
+def _source(source: str) -> str:
+    if source not in KEY_SOURCES:
+        raise ValueError(f"ledger key source {source!r} is not one of {', '.join(KEY_SOURCES)}")
+    return source
+
+
+def posting_key(source: str, *parts: str) -> str:
+    """`<source>:<part>:...`, the last part the posting's event (PAYMENT, REFUND, CHARGE, REVERSAL, ...)."""
+    if not parts or not all(isinstance(p, str) and p for p in parts):
+        raise ValueError(f"a ledger key needs non-empty parts ending with its event, got {parts!r}")
+    return ":".join((_source(source), *parts))
+
+
+def lit(value: str) -> str:
+    """A constant key part (or event) for `posting_key_sql`."""
+    return sql_literal(value)
+
+
+def posting_key_sql(source: str, *parts: str) -> str:
+    """The same key as `posting_key`, as SQL over a relation's columns: `parts` are SQL expressions (constants
+    through `lit`). Adjacent constants are folded, so a million-row insert concatenates no more than it must;
+    a NULL part makes the key NULL, which the NOT NULL constraint refuses rather than posting a partial key."""
+    if not parts:
+        raise ValueError("a ledger key needs at least its event")
+    pieces = [lit(_source(source))]
+    for part in parts:
+        pieces += [lit(":"), part if _QUOTED.fullmatch(part) or _NAME.fullmatch(part) else f"({part})"]
+    folded: list[str] = []
+    for piece in pieces:
+        if folded and _QUOTED.fullmatch(piece) and _QUOTED.fullmatch(folded[-1]):
+            folded[-1] = lit(folded[-1][1:-1].replace("''", "'") + piece[1:-1].replace("''", "'"))
+        else:
+            folded.append(piece)
+    return " || ".join(folded)
+
+
+def is_posted(con: duckdb.DuckDBPyConnection, source: str, *parts: str) -> bool:
+    return con.execute("SELECT count(*) FROM ledger_postings WHERE idempotency_key = ?",
+                       [posting_key(source, *parts)]).fetchone()[0] > 0
+
+
+def is_posted_sql(source: str, *parts: str) -> str:
+    """`is_posted` as an SQL condition over a relation's columns (see `posting_key_sql`); the key is built in
+    the caller's scope, never bound to the ledger's own columns of the same name."""
+    return f"(({posting_key_sql(source, *parts)}) IN (SELECT idempotency_key FROM ledger_postings))"
+
+
+def first_unposted(con: duckdb.DuckDBPyConnection, staged_sql: str, columns: str, *, source: str,
+                   key: Sequence[str], params: dict | None = None, order_by: str = "1") -> tuple | None:
+    """The first row of `staged_sql` (its `columns`) whose posting `source:key` is not in the ledger: what a
+    reversal must wait for, checked the same way for every feed."""
+    sql = (f"SELECT {columns} FROM ({staged_sql}) staged WHERE NOT {is_posted_sql(source, *key)} "
+           f"ORDER BY {order_by} LIMIT 1")
+    return con.execute(sql, used_params(sql, params)).fetchone()
+
+
+# ---- posting: the only writes to the ledger table --------------------------------------------------------------
+
+_COLUMNS = ("idempotency_key, account_number, invoice_number, kind, amount_minor, currency, batch_id, source_ref, "
+            "effective_at, posted_at")
+
+
+def used_params(sql: str, params: dict | None) -> dict:
+    """The named parameters `sql` uses: DuckDB refuses one a statement does not use."""
+    return {k: v for k, v in (params or {}).items() if re.search(rf"\${re.escape(k)}\b", sql)}
+
+
+def post(con: duckdb.DuckDBPyConnection, staged_sql: str, *, source: str, key: Sequence[str],
+         batch_id: str | None, now: datetime | None, params: dict | None = None, order_by: str | None = None
+         ) -> int:
+    """Post every row of the caller's staged relation (a SELECT over its own tables, read once by one INSERT):
+    it yields account_number, invoice_number, kind, amount_minor (signed: payments negative), currency,
+    source_ref, effective_at, the columns `key` reads, and batch_id when `batch_id` is None. A row whose key
+    is already posted changes nothing. `now` is posted_at (None: the transaction's time). Returns the rows
+    posted now."""
+    batch = "staged.batch_id" if batch_id is None else lit(batch_id)
+    posted_at = "now()" if now is None else "$ledger_posted_at"
+    sql = f"""
+        INSERT INTO ledger_postings ({_COLUMNS})
+        SELECT {posting_key_sql(source, *key)}, account_number, invoice_number, kind, amount_minor, currency,
+               {batch}, source_ref, effective_at, {posted_at}
+        FROM ({staged_sql}) staged
+        {f"ORDER BY {order_by}" if order_by else ""}
+        ON CONFLICT DO NOTHING
+    """
+    bound = used_params(staged_sql, params)
+    if now is not None:
+        bound["ledger_posted_at"] = now
+    return con.execute(sql, bound).fetchone()[0]
+
+
+def reverse(con: duckdb.DuckDBPyConnection, staged_sql: str, *, source: str, refs: Sequence[str], event: str,
+            kind: str, batch_id: str, now: datetime, params: dict | None = None) -> int:
+    """Reverse postings already in the ledger: for each row of the staged relation, the posting under
+    `source:refs:event` again with its amount negated, as `kind`, under `source:refs:REVERSAL`: the same account,
+    invoice, currency and source reference, so a reversal can never disagree with what it reverses. The staged
+    relation yields the columns `refs` and `event` read, and effective_at. Rows whose original is not posted are
+    skipped: check `first_unposted` first. Written in the order of the originals. Returns the rows posted now."""
+    sql = f"""
+        INSERT INTO ledger_postings ({_COLUMNS})
+        SELECT k.reversal_key, p.account_number, p.invoice_number, {lit(kind)}, -p.amount_minor, p.currency,
+               {lit(batch_id)}, p.source_ref, k.effective_at, $ledger_posted_at
+        FROM (SELECT {posting_key_sql(source, *refs, event)} AS original_key,
+                     {posting_key_sql(source, *refs, lit(REVERSAL))} AS reversal_key, effective_at
+              FROM ({staged_sql}) staged) k
+        JOIN ledger_postings p ON p.idempotency_key = k.original_key
+        ORDER BY p.posting_id
+        ON CONFLICT DO NOTHING
+    """
+    return con.execute(sql, {**used_params(staged_sql, params), "ledger_posted_at": now}).fetchone()[0]
+
+
+# ---- the batch-id registry and the parent relation -----------------------------------------------------------
+
+# batches.kind -> the prefix of its ids, `<prefix>-<stem>`: the stem is the content hash or the business day of
+# the batch that started it, shared by its children (a load batch's posting batch, a rejections batch's reversal).
+BATCH_PREFIXES = {
+    "NRP_LOAD": "NRPL", "NRP_POSTING": "NRPP", "NRP_RELEASE": "NRPR",
+    "CARD_EXTRACT": "RCX", "CARD_POSTING": "RCP", "CARD_REJECTIONS": "RCRJ", "CARD_REVERSAL": "RCRV",
+    "DD_COLLECTION": "DDX", "DD_POSTING": "DDP", "DD_RETURNS": "ARJ", "DD_REVERSAL": "ARV",
+    "WAREHOUSE_DISPATCH": "WHD", "HARDWARE_CHARGE": "HWB", "ONE_OFF_POSTING": "OOP", "INVOICES": "INVOICES",
+}
+
+
+def batch_id_of(kind: str, stem: str) -> str:
+    """A new batch's id: `<prefix of kind>-<stem>`."""
+    if kind not in BATCH_PREFIXES:
+        raise ValueError(f"batch kind {kind!r} is not registered in core.ledger.BATCH_PREFIXES")
+    if not stem:
+        raise ValueError(f"a {kind} batch id needs a stem")
+    return f"{BATCH_PREFIXES[kind]}-{stem}"
+
+
+def batch_stem(kind: str, batch: str) -> str:
+    """What follows the registered prefix of `kind` in `batch`: the content hash or day its children share."""
+    prefix = BATCH_PREFIXES.get(kind)
+    if prefix is None or not batch.startswith(f"{prefix}-"):
+        raise ValueError(f"batch {batch} is not a {kind} batch ({prefix or 'unregistered'}-...)")
+    return batch[len(prefix) + 1:]
+
+
+def child_batch_id(con: duckdb.DuckDBPyConnection, parent: str, kind: str, *, numbered: bool = False) -> str:
+    """The batch of `kind` that `parent` started: the one the batches relation records (parent_batch_id), else a
+    new id sharing the parent's stem. `numbered` children (releases) are many: the next is `<id>-<n + 1>`."""
+    row = con.execute("SELECT kind FROM batches WHERE batch_id = ?", [parent]).fetchone()
+    if row is None:
+        raise LookupError(f"batch {parent} does not exist")
+    children = [b for (b,) in con.execute(
+        "SELECT batch_id FROM batches WHERE parent_batch_id = ? AND kind = ? ORDER BY created_at, batch_id",
+        [parent, kind]).fetchall()]
+    if children and not numbered:
+        return children[0]
+    child = batch_id_of(kind, batch_stem(row[0], parent))
+    return f"{child}-{len(children) + 1}" if numbered else child
+
+
+def parent_batch_id(con: duckdb.DuckDBPyConnection, child: str) -> str:
+    row = con.execute("SELECT parent_batch_id FROM batches WHERE batch_id = ?", [child]).fetchone()
+    if row is None or row[0] is None:
+        raise LookupError(f"batch {child} has no parent batch")
+    return row[0]
 
 
 @dataclass

@@ -48,9 +48,10 @@ PROBE_SQL = {
         "AND completed_at >= $day_start",
     "card_extract_totals_mismatch": """
         SELECT count(*) FROM batches x
+        LEFT JOIN batches p ON p.parent_batch_id = x.batch_id AND p.kind = 'CARD_POSTING'
         LEFT JOIN (SELECT batch_id, count(*) AS n, sum(abs(amount_minor)) AS gross FROM ledger_postings
                    WHERE kind IN ('CARD_PAYMENT', 'CARD_REFUND') GROUP BY 1) l
-          ON l.batch_id = replace(x.batch_id, 'RCX-', 'RCP-')
+          ON l.batch_id = p.batch_id
         WHERE x.kind = 'CARD_EXTRACT' AND x.status = 'EXTRACTED' AND x.completed_at >= $day_start
           AND (x.record_count <> coalesce(l.n, 0) OR x.total_minor <> coalesce(l.gross, 0))
     """,
@@ -68,9 +69,10 @@ PROBE_SQL = {
         "AND completed_at >= $day_start",
     "dd_collection_totals_mismatch": """
         SELECT count(*) FROM batches x
+        LEFT JOIN batches p ON p.parent_batch_id = x.batch_id AND p.kind = 'DD_POSTING'
         LEFT JOIN (SELECT batch_id, count(DISTINCT source_ref) AS n, -sum(amount_minor) AS total
                    FROM ledger_postings WHERE kind = 'DD_COLLECTION' GROUP BY 1) l
-          ON l.batch_id = replace(x.batch_id, 'DDX-', 'DDP-')
+          ON l.batch_id = p.batch_id
         WHERE x.kind = 'DD_COLLECTION' AND x.status = 'EXTRACTED' AND x.completed_at >= $day_start
           AND (x.record_count <> coalesce(l.n, 0) OR x.total_minor <> coalesce(l.total, 0))
     """,

@@ -9,9 +9,31 @@ declined card payments and returned direct debits (the Recurring Payments Reject
 - unknown code: UNCONFIGURED_CODE, a configuration error: reversed (the money was not taken), never retried.
 Every fragment reads a rejection table with batch_id, position, account_number, reason_code, outcome, attempt
 and retry_due_on; `rejections` names it and `payment` the column naming the rejected payment.
+
+`apply` is the one engine both jobs run, parameterised by their tables (`RejectionTables`): the reversal of
+the rejected payments' postings (through core.ledger, checked "already posted" the same way), the payments'
+new status and retry date, suspensions, payment-type reversions, events and communications, in ONE
+transaction with the reversal batch. File parsing and anything only one job does (ARUDD's mandate actions)
+stay in the flows and come in as `after` statements.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+
+import duckdb
+
+from cmp_pipelines.core.ledger import (
+    PostResult,
+    child_batch_id,
+    first_unposted,
+    posted_batch,
+    record_posting_batch,
+    reverse,
+    used_params,
+)
 
 REVERSED_OUTCOMES = ("RETRY_SCHEDULED", "RETRIES_EXHAUSTED", "RETRY_CANCELLED", "HARD_DECLINE", "UNCONFIGURED_CODE")
 REVERSED_SQL = ", ".join(f"'{o}'" for o in REVERSED_OUTCOMES)
@@ -95,3 +117,107 @@ def events_sql(rejections: str, payment: str, unconfigured_event: tuple[str, str
         WHERE r.batch_id = $batch_id AND r.outcome IN ({REVERSED_SQL}) AND e.event_code IS NOT NULL
         ORDER BY r.position
     """
+
+
+@dataclass(frozen=True)
+class RejectionTables:
+    """What differs between the card and the direct-debit rejections jobs: tables, names and wording."""
+
+    feed: str
+    load_kind: str  # batches.kind of a loaded rejection file (CARD_REJECTIONS, DD_RETURNS)
+    reversal_kind: str  # batches.kind of its reversal batch, and the reversal postings' kind
+    reversal_asset: str  # what to materialise when the reversal batch is missing
+    rejections: str  # card_rejections, dd_returns
+    payments: str  # card_transactions, dd_collections
+    payment: str  # the column both share naming the rejected payment
+    payment_type: str  # the payment type a rejection can revert (RECURRING_CARD, DIRECT_DEBIT)
+    revert_cause: str
+    unconfigured_status: str  # the payment's status when its rejection code is not configured
+    unconfigured_event: tuple[str, str]
+    event_detail: str  # SQL over `r`, appended to each event's detail
+    already_handled: tuple[str, str]  # problem code and SQL message (over r and p) for a payment handled since
+    ledger_source: str  # the payments' ledger key source (card, dd)
+    reversal_sql: str  # SELECT over `r` (the handled rejections, $batch_id) joined to the payments: the ledger
+    #                    key's `ledger_refs` and `ledger_event` columns, effective_at, payment and business_date
+    ledger_refs: Sequence[str]
+    ledger_event: str
+    unposted_message: str  # {payment} {day}: a reversal that must wait for its payment's posting batch
+    communication_sql: str
+    retryable: str = "TRUE"  # SQL over `r`: which rejections may be retried at all
+
+    @property
+    def handled(self) -> str:
+        return f"r.batch_id = $batch_id AND r.outcome IN ({REVERSED_SQL})"
+
+
+def record_loaded(con: duckdb.DuckDBPyConnection, t: RejectionTables, batch_id: str, partner: str, file_id: str,
+                  now: datetime) -> None:
+    """The batch row of a classified rejection file: its reversed (handled) count and amount, its rejects."""
+    con.execute(
+        f"""
+        INSERT INTO batches (batch_id, kind, feed, partner, source_file_id, status, created_at,
+                             record_count, total_minor, accepted_count, rejected_count)
+        SELECT ?, ?, ?, ?, ?, 'LOADED', ?, count(*),
+               coalesce(sum(amount_minor) FILTER (outcome IN ({REVERSED_SQL})), 0),
+               count(*) FILTER (outcome IN ({REVERSED_SQL})), count(*) FILTER (outcome = 'REJECTED')
+        FROM {t.rejections} WHERE batch_id = ?
+        """,
+        [batch_id, t.load_kind, t.feed, partner, file_id, now, batch_id],
+    )
+
+
+def reversal_batch_id(con: duckdb.DuckDBPyConnection, t: RejectionTables, load_batch: str) -> str:
+    return child_batch_id(con, load_batch, t.reversal_kind)
+
+
+def reversal(con: duckdb.DuckDBPyConnection, t: RejectionTables, load_batch: str) -> PostResult:
+    """The reversal batch an earlier `apply` recorded."""
+    return posted_batch(con, reversal_batch_id(con, t, load_batch), t.reversal_asset)
+
+
+def apply(con: duckdb.DuckDBPyConnection, t: RejectionTables, *, load_batch: str, partner: str, file_id: str,
+          now: datetime, default_type: str, day: date, after: Sequence[str] = (),
+          recheck_after: Sequence[str] = ()) -> PostResult | None:
+    """Handle a loaded rejection file once, in ONE transaction the caller opens; None when it was applied
+    before. `recheck_after` runs after the re-check (before anything is posted), `after` last."""
+    status = con.execute("SELECT status FROM batches WHERE batch_id = ?", [load_batch]).fetchone()[0]
+    if status == "APPLIED":
+        return None
+    params = {"batch_id": load_batch, "now": now, "default_type": default_type, "day": day,
+              "reversal": reversal_batch_id(con, t, load_batch)}
+
+    def run(sql: str) -> None:
+        con.execute(sql, used_params(sql, params))
+
+    run(f"""
+        UPDATE {t.rejections} r SET outcome = 'REJECTED', decline = NULL, retry_due_on = NULL,
+            problem_code = '{t.already_handled[0]}', problem = {t.already_handled[1]}
+        FROM {t.payments} p
+        WHERE r.{t.payment} = p.{t.payment} AND {t.handled} AND p.status <> 'EXTRACTED'
+    """)
+    for statement in recheck_after:
+        run(statement)
+    missing = first_unposted(con, t.reversal_sql, "payment, business_date", source=t.ledger_source,
+                             key=(*t.ledger_refs, t.ledger_event), params=params)
+    if missing:
+        raise LookupError(t.unposted_message.format(payment=missing[0], day=missing[1]))
+    run(cancel_retries_sql(t.rejections, t.payment_type, t.retryable))
+    reverse(con, t.reversal_sql, source=t.ledger_source, refs=t.ledger_refs, event=t.ledger_event,
+            kind=t.reversal_kind, batch_id=params["reversal"], now=now, params=params)
+    run(f"""
+        UPDATE {t.payments} p SET status = {status_after_sql(t.unconfigured_status)},
+            reason_code = r.reason_code, rejection_batch_id = r.batch_id, retry_due_on = r.retry_due_on
+        FROM {t.rejections} r WHERE r.{t.payment} = p.{t.payment} AND {t.handled}
+    """)
+    run(suspend_accounts_sql(t.rejections))
+    for statement in revert_payment_type_sql(t.rejections, t.payment, t.payment_type, t.revert_cause):
+        run(statement)
+    run(events_sql(t.rejections, t.payment, t.unconfigured_event, t.event_detail))
+    run(t.communication_sql)
+    for statement in after:
+        run(statement)
+    posted = record_posting_batch(con, batch_id=params["reversal"], kind=t.reversal_kind, feed=t.feed, now=now,
+                                  posted_before=0, partner=partner, source_file_id=file_id,
+                                  parent_batch_id=load_batch)
+    con.execute("UPDATE batches SET status = 'APPLIED', completed_at = ? WHERE batch_id = ?", [now, load_batch])
+    return posted

@@ -18,8 +18,6 @@ from cmp_pipelines.core.mandates import create_mandate
 from cmp_pipelines.core.payment_setup import SetupError, payment_profile, register_card, set_payment_type
 from cmp_pipelines.core.settings import paths
 
-KINDS = ("PAYMENT_TYPE", "CARD", "MANDATE")
-
 
 def apply_request(con: duckdb.DuckDBPyConnection, kind: str, account_number: str, body: dict, *, now: datetime,
                   cause: str) -> dict:

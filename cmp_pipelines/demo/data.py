@@ -12,8 +12,9 @@ import duckdb
 import orjson
 
 from cmp_pipelines.core.crypto.keyring import PartnerKeyring
-from cmp_pipelines.core.db.connection import transaction
+from cmp_pipelines.core.db.connection import sql_literal, transaction
 from cmp_pipelines.core.files.store import FileStoreLike
+from cmp_pipelines.core.ledger import BATCH_PREFIXES, lit, post
 from cmp_pipelines.core.money import format_minor
 
 METHODS = ("CASH", "CHEQUE", "POSTAL_ORDER", "BANK_TRANSFER")
@@ -50,17 +51,22 @@ def seed_accounts(con: duckdb.DuckDBPyConnection, accounts: int, seed: int, toda
             """,
             params,
         )
-        con.execute(
-            """
-            INSERT INTO ledger_postings (idempotency_key, account_number, invoice_number, kind, amount_minor,
-                                         currency, batch_id, source_ref, effective_at)
-            SELECT 'invoice:' || invoice_number || ':CHARGE', account_number, invoice_number, 'INVOICE',
-                   amount_minor, currency, 'INVOICES-' || strftime(issued_on, '%Y%m%d'), invoice_number, issued_on
-            FROM invoices
-            ON CONFLICT DO NOTHING
-            """
-        )
+        post_invoice_charges(con, "")
     return con.execute("SELECT count(*) FROM invoices").fetchone()[0]
+
+
+def post_invoice_charges(con: duckdb.DuckDBPyConnection, where: str = "") -> int:
+    """Each invoice's charge, once, in the day's invoicing batch (INVOICES-<issued yyyymmdd>)."""
+    return post(
+        con,
+        f"""
+        SELECT invoice_number, account_number, 'INVOICE' AS kind, amount_minor, currency,
+               {sql_literal(BATCH_PREFIXES["INVOICES"] + "-")} || strftime(issued_on, '%Y%m%d') AS batch_id,
+               invoice_number AS source_ref, issued_on AS effective_at
+        FROM invoices {where}
+        """,
+        source="invoice", key=("invoice_number", lit("CHARGE")), batch_id=None, now=None,
+    )
 
 
 def nrp_document(
@@ -170,16 +176,7 @@ def seed_card_accounts(con: duckdb.DuckDBPyConnection, provider: str, today: dat
             """,
             {k: params[k] for k in ("issued", "due")},
         )
-        con.execute(
-            """
-            INSERT INTO ledger_postings (idempotency_key, account_number, invoice_number, kind, amount_minor,
-                                         currency, batch_id, source_ref, effective_at)
-            SELECT 'invoice:' || invoice_number || ':CHARGE', account_number, invoice_number, 'INVOICE',
-                   amount_minor, currency, 'INVOICES-' || strftime(issued_on, '%Y%m%d'), invoice_number, issued_on
-            FROM invoices WHERE account_number IN (SELECT account_number FROM payment_cards)
-            ON CONFLICT DO NOTHING
-            """
-        )
+        post_invoice_charges(con, "WHERE account_number IN (SELECT account_number FROM payment_cards)")
         first = con.execute("SELECT min(account_number) FROM payment_cards").fetchone()[0]
         if first and not con.execute("SELECT count(*) FROM card_refunds").fetchone()[0]:
             con.execute("INSERT INTO card_refunds VALUES (?, ?, 1250, 'GBP', ?, 'demo: goodwill credit', ?)",
@@ -261,16 +258,7 @@ def seed_direct_debit_accounts(con: duckdb.DuckDBPyConnection, service_user_numb
             """,
             {k: params[k] for k in ("issued", "due")},
         )
-        con.execute(
-            """
-            INSERT INTO ledger_postings (idempotency_key, account_number, invoice_number, kind, amount_minor,
-                                         currency, batch_id, source_ref, effective_at)
-            SELECT 'invoice:' || invoice_number || ':CHARGE', account_number, invoice_number, 'INVOICE', amount_minor,
-                   currency, 'INVOICES-' || strftime(issued_on, '%Y%m%d'), invoice_number, issued_on
-            FROM invoices WHERE invoice_number LIKE 'INV%D'
-            ON CONFLICT DO NOTHING
-            """
-        )
+        post_invoice_charges(con, "WHERE invoice_number LIKE 'INV%D'")
         return con.execute("SELECT count(*) FILTER (status = 'ACTIVE'), count(*) FILTER (status = "
                            "'PENDING_SUBMISSION') FROM mandates").fetchone()
 

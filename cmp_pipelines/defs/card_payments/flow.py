@@ -22,7 +22,9 @@ from cmp_pipelines.core.db.connection import sql_literal, transaction
 from cmp_pipelines.core.files.store import FileStoreLike
 from cmp_pipelines.core.ledger import (
     PostResult,
+    batch_id_of,
     json_document,
+    post,
     posted_batch,
     posting_count,
     record_posting_batch,
@@ -34,19 +36,14 @@ from cmp_pipelines.defs.card_payments.rules import CLOSE_UNNEEDED_RETRIES_SQL, S
 
 FEED = "card_payments"
 JOB = "Recurring Payments job (CARD mode)"
-POSTING_KIND = {"PAYMENT": "CARD_PAYMENT", "REFUND": "CARD_REFUND"}
 
 
 def extract_batch_id(day: date) -> str:
-    return f"RCX-{day:%Y%m%d}"
+    return batch_id_of("CARD_EXTRACT", f"{day:%Y%m%d}")
 
 
 def posting_batch_id(day: date) -> str:
-    return f"RCP-{day:%Y%m%d}"
-
-
-def card_posting_key(transaction_id: str, kind: str) -> str:
-    return f"card:{transaction_id}:{kind}"
+    return batch_id_of("CARD_POSTING", f"{day:%Y%m%d}")
 
 
 @dataclass
@@ -191,19 +188,18 @@ class RecurringCardPayments:
         posting_batch = posting_batch_id(due.business_date)
         with transaction(self.con):
             before = posting_count(self.con, posting_batch)
-            self.con.execute(
+            post(
+                self.con,
                 """
-                INSERT INTO ledger_postings (idempotency_key, account_number, invoice_number, kind, amount_minor,
-                                             currency, batch_id, source_ref, effective_at, posted_at)
-                SELECT 'card:' || transaction_id || ':' || kind, account_number, invoice_number,
-                       CASE kind WHEN 'PAYMENT' THEN 'CARD_PAYMENT' ELSE 'CARD_REFUND' END,
-                       CASE kind WHEN 'PAYMENT' THEN -amount_minor ELSE amount_minor END,
-                       currency, $posting_batch, transaction_id, $effective, $now
+                SELECT transaction_id, kind AS event, account_number, invoice_number,
+                       CASE kind WHEN 'PAYMENT' THEN 'CARD_PAYMENT' ELSE 'CARD_REFUND' END AS kind,
+                       CASE kind WHEN 'PAYMENT' THEN -amount_minor ELSE amount_minor END AS amount_minor,
+                       currency, transaction_id AS source_ref, $effective AS effective_at
                 FROM card_transactions WHERE batch_id = $extract_batch
-                ON CONFLICT DO NOTHING
                 """,
-                {"posting_batch": posting_batch, "extract_batch": due.batch_id, "now": self.now,
-                 "effective": datetime.combine(due.business_date, datetime.min.time(), UTC)},
+                source="card", key=("transaction_id", "event"), batch_id=posting_batch, now=self.now,
+                params={"extract_batch": due.batch_id,
+                        "effective": datetime.combine(due.business_date, datetime.min.time(), UTC)},
             )
             return record_posting_batch(self.con, batch_id=posting_batch, kind="CARD_POSTING", feed=FEED,
                                         now=self.now, posted_before=before, parent_batch_id=due.batch_id)

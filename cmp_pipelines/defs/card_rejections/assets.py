@@ -81,12 +81,13 @@ def card_reversal_batch(
 ) -> dg.MaterializeResult:
     with database.connection() as con:
         flow = _flow(con, file_store, cipher)
-        applied = flow.apply(flow.loaded(context.partition_key))
+        load = flow.loaded(context.partition_key)
+        applied = flow.apply(load)
         events = con.execute(
             "SELECT event_type || '/' || event_code, count(*) FROM workflow_events e "
             "JOIN card_transactions t ON t.transaction_id = e.source_ref "
             "WHERE t.rejection_batch_id = ? GROUP BY 1 ORDER BY 1",
-            [applied.batch_id.replace("RCRV-", "RCRJ-")],
+            [load.batch_id],
         ).fetchall()
     return dg.MaterializeResult(metadata={
         "batch_id": applied.batch_id,

@@ -3,9 +3,10 @@
 Steps, each idempotent for a file:
 1. `load`: decrypt, validate, classify and match every record (batch RCRJ-<hash16>); bad records are
    rejected with a reason, unknown transactions and unknown reason codes reported as job errors.
-2. `apply`: in ONE transaction, the reversal batch (RCRV-<hash16>) and its ledger postings, the
-   transactions' new status and retry date, account suspensions and payment-type reversions, workflow
-   events and customer communications. A re-run finds the batch APPLIED and does nothing.
+2. `apply` (the rejections engine shared with direct debits, core/rejections.py): in ONE transaction, the
+   reversal batch (RCRV-<hash16>) and its ledger postings, the transactions' new status and retry date,
+   account suspensions and payment-type reversions, workflow events and customer communications. A re-run
+   finds the batch APPLIED and does nothing.
 3. `write_posting_file`, `write_reports`: the reversal posting file for the sales ledger, the outcome
    report for operations and the partner, and the customer communications file.
 """
@@ -19,6 +20,7 @@ from datetime import UTC, datetime
 import duckdb
 import pyarrow as pa
 
+from cmp_pipelines.core import rejections as engine
 from cmp_pipelines.core.batch_outcomes import outcome_counts
 from cmp_pipelines.core.config import Partner, RejectionConfig
 from cmp_pipelines.core.crypto.keyring import PartnerKeyring
@@ -33,23 +35,10 @@ from cmp_pipelines.core.files.record_file import (
 from cmp_pipelines.core.files.record_scan import read_record_file
 from cmp_pipelines.core.files.store import FileStoreLike
 from cmp_pipelines.core.intake import Intake, Received, file_stem, sha256_hex
-from cmp_pipelines.core.ledger import (
-    posted_batch,
-    record_posting_batch,
-    write_communications,
-    write_posting_file,
-    write_records_file,
-)
+from cmp_pipelines.core.ledger import batch_id_of, write_communications, write_posting_file, write_records_file
 from cmp_pipelines.core.money import format_minor
 from cmp_pipelines.core.reference import sync_rejection_codes
-from cmp_pipelines.core.rejections import (
-    REVERSED_SQL,
-    cancel_retries_sql,
-    events_sql,
-    revert_payment_type_sql,
-    status_after_sql,
-    suspend_accounts_sql,
-)
+from cmp_pipelines.core.rejections import REVERSED_SQL, RejectionTables
 from cmp_pipelines.defs.card_rejections.rules import CLASSIFY_SQL, COMMUNICATION_SQL, UNCONFIGURED_EVENT
 
 FEED = "card_rejections"
@@ -60,6 +49,40 @@ REJECTION_FIELDS = (
 NON_ID_FIELDS = ("record_id", "amount", "reason_code", "reason_text", "rejected_at")
 REJECTION_FILE = RecordFileSpec("card_rejections", "card rejections", "rejections", REJECTION_FIELDS, "rejection")
 GUARD_SAMPLE = 200
+# A payment another file handled since this one loaded is no longer reversed here: the batch counts follow.
+RECOUNT_SQL = f"""
+    UPDATE batches b SET accepted_count = s.n, total_minor = s.total, rejected_count = s.rejected
+    FROM (SELECT count(*) FILTER (outcome IN ({REVERSED_SQL})) AS n,
+                 coalesce(sum(amount_minor) FILTER (outcome IN ({REVERSED_SQL})), 0) AS total,
+                 count(*) FILTER (outcome = 'REJECTED') AS rejected
+          FROM card_rejections WHERE batch_id = $batch_id) s
+    WHERE b.batch_id = $batch_id
+"""
+TABLES = RejectionTables(
+    feed=FEED, load_kind="CARD_REJECTIONS", reversal_kind="CARD_REVERSAL", reversal_asset="card_reversal_batch",
+    rejections="card_rejections", payments="card_transactions", payment="transaction_id",
+    payment_type="RECURRING_CARD", revert_cause="card decline", unconfigured_status="DECLINED_UNCONFIGURED",
+    unconfigured_event=UNCONFIGURED_EVENT,
+    event_detail=("', attempt ' || r.attempt || ', amount ' || minor_to_decimal(r.amount_minor) "
+                  "|| coalesce(', retry on ' || r.retry_due_on, '')"),
+    already_handled=("ALREADY_REJECTED",
+                     "'transaction ' || q(r.transaction_id) || ' was handled (' || p.status || ' by batch ' "
+                     "|| coalesce(p.rejection_batch_id, '?') || ') after this file was loaded; nothing done twice'"),
+    ledger_source="card",
+    reversal_sql=f"""
+        SELECT t.transaction_id, t.kind AS event, coalesce(r.rejected_at, $now) AS effective_at,
+               t.transaction_id AS payment, t.business_date
+        FROM card_rejections r JOIN card_transactions t USING (transaction_id)
+        WHERE r.batch_id = $batch_id AND r.outcome IN ({REVERSED_SQL})
+    """,
+    ledger_refs=("transaction_id",), ledger_event="event",
+    unposted_message=("transaction {payment} is not posted to the ledger yet: materialise card_payment_posting_batch "
+                      "for {day} first, then re-run this file's reversal"),
+    communication_sql=COMMUNICATION_SQL,
+    # a failed refund is not retried as a payment would be
+    retryable=("EXISTS (SELECT 1 FROM card_transactions t WHERE t.transaction_id = r.transaction_id "
+               "AND t.kind = 'PAYMENT')"),
+)
 
 
 @dataclass
@@ -100,10 +123,6 @@ def with_id_card_numbers(table: pa.Table) -> pa.Table:
     return table
 
 
-def reversal_batch_id(load_batch_id: str) -> str:
-    return load_batch_id.replace("RCRJ-", "RCRV-")
-
-
 class CardRejections:
     def __init__(
         self, con: duckdb.DuckDBPyConnection, files: FileStoreLike, keyring: PartnerKeyring,
@@ -135,7 +154,7 @@ class CardRejections:
                                          read.table.column("amount").combine_chunks())
         self.intake.refuse_duplicate(received, content_sha, header["file_id"])
         table = with_id_card_numbers(with_shape_and_card_numbers(read.table, read.shape_errors, NON_ID_FIELDS))
-        batch_id = f"RCRJ-{content_sha[:16]}"
+        batch_id = batch_id_of("CARD_REJECTIONS", content_sha[:16])
         with transaction(self.con):
             sync_rejection_codes(self.con, self.codes)  # the rules join what the YAML says now
             self.con.register("raw", table)
@@ -145,17 +164,7 @@ class CardRejections:
             finally:
                 self.con.unregister("raw")
             self._guard_schema_agreement(batch_id, table)
-            self.con.execute(
-                f"""
-                INSERT INTO batches (batch_id, kind, feed, partner, source_file_id, status, created_at,
-                                     record_count, total_minor, accepted_count, rejected_count)
-                SELECT ?, 'CARD_REJECTIONS', ?, ?, ?, 'LOADED', ?, count(*),
-                       coalesce(sum(amount_minor) FILTER (outcome IN ({REVERSED_SQL})), 0),
-                       count(*) FILTER (outcome IN ({REVERSED_SQL})), count(*) FILTER (outcome = 'REJECTED')
-                FROM card_rejections WHERE batch_id = ?
-                """,
-                [batch_id, FEED, received.partner, received.file_id, self.now, batch_id],
-            )
+            engine.record_loaded(self.con, TABLES, batch_id, received.partner, received.file_id, self.now)
             self.con.execute(
                 """
                 INSERT INTO job_errors (job, category, source_ref, detail, raised_at)
@@ -194,108 +203,14 @@ class CardRejections:
     # ---- apply: reversals, account actions, events, communications -----------------------------------
 
     def apply(self, load: RejectionLoad) -> ApplyResult:
-        reversal = reversal_batch_id(load.batch_id)
-        params = {"batch_id": load.batch_id, "reversal": reversal, "now": self.now,
-                  "default_type": self.codes.default_payment_type}
         with transaction(self.con):
-            status = self.con.execute("SELECT status FROM batches WHERE batch_id = ?", [load.batch_id]).fetchone()[0]
-            if status == "APPLIED":
-                return self.applied(load, applied_now=False)
-            self._recheck(load.batch_id)
-            self._require_original_postings(load.batch_id)
-            self._apply_statements(params)
-            record_posting_batch(self.con, batch_id=reversal, kind="CARD_REVERSAL", feed=FEED, now=self.now,
-                                 posted_before=0, partner=load.partner, source_file_id=load.file_id,
-                                 parent_batch_id=load.batch_id)
-            self.con.execute("UPDATE batches SET status = 'APPLIED', completed_at = ? WHERE batch_id = ?",
-                             [self.now, load.batch_id])
-        return self.applied(load, applied_now=True)
-
-    def _recheck(self, batch_id: str) -> None:
-        """Another file may have handled a transaction since this one was loaded: that one wins, nothing twice."""
-        self.con.execute(
-            f"""
-            UPDATE card_rejections r SET outcome = 'REJECTED', decline = NULL, retry_due_on = NULL,
-                problem_code = 'ALREADY_REJECTED',
-                problem = 'transaction ' || q(r.transaction_id) || ' was handled (' || t.status || ' by batch '
-                          || coalesce(t.rejection_batch_id, '?') || ') after this file was loaded; nothing done twice'
-            FROM card_transactions t
-            WHERE r.transaction_id = t.transaction_id AND r.batch_id = $batch_id AND r.outcome IN ({REVERSED_SQL})
-              AND t.status <> 'EXTRACTED'
-            """,
-            {"batch_id": batch_id},
-        )
-        self.con.execute(
-            f"""
-            UPDATE batches b SET accepted_count = s.n, total_minor = s.total, rejected_count = s.rejected
-            FROM (SELECT count(*) FILTER (outcome IN ({REVERSED_SQL})) AS n,
-                         coalesce(sum(amount_minor) FILTER (outcome IN ({REVERSED_SQL})), 0) AS total,
-                         count(*) FILTER (outcome = 'REJECTED') AS rejected
-                  FROM card_rejections WHERE batch_id = $batch_id) s
-            WHERE b.batch_id = $batch_id
-            """,
-            {"batch_id": batch_id},
-        )
-
-    def _require_original_postings(self, batch_id: str) -> None:
-        """A reversal before its payment is posted would count the money twice: wait for the posting batch."""
-        missing = self.con.execute(
-            f"""
-            SELECT t.transaction_id, t.business_date
-            FROM card_rejections r JOIN card_transactions t USING (transaction_id)
-            WHERE r.batch_id = ? AND r.outcome IN ({REVERSED_SQL})
-              AND NOT EXISTS (SELECT 1 FROM ledger_postings p WHERE p.idempotency_key = 'card:' || t.transaction_id
-                              || ':' || t.kind)
-            ORDER BY 1 LIMIT 1
-            """,
-            [batch_id],
-        ).fetchone()
-        if missing:
-            raise LookupError(
-                f"transaction {missing[0]} is not posted to the ledger yet: materialise card_payment_posting_batch "
-                f"for {missing[1]} first, then re-run this file's reversal"
-            )
-
-    def _apply_statements(self, params: dict) -> None:
-        run = self.con.execute
-        handled = f"r.batch_id = $batch_id AND r.outcome IN ({REVERSED_SQL})"
-        only_payments = ("EXISTS (SELECT 1 FROM card_transactions t WHERE t.transaction_id = r.transaction_id "
-                         "AND t.kind = 'PAYMENT')")
-        run(cancel_retries_sql("card_rejections", "RECURRING_CARD", only_payments), {"batch_id": params["batch_id"]})
-        run(
-            f"""
-            INSERT INTO ledger_postings (idempotency_key, account_number, invoice_number, kind, amount_minor,
-                                         currency, batch_id, source_ref, effective_at, posted_at)
-            SELECT 'card:' || t.transaction_id || ':REVERSAL', t.account_number, t.invoice_number, 'CARD_REVERSAL',
-                   CASE t.kind WHEN 'PAYMENT' THEN t.amount_minor ELSE -t.amount_minor END, t.currency, $reversal,
-                   t.transaction_id, coalesce(r.rejected_at, $now), $now
-            FROM card_rejections r JOIN card_transactions t USING (transaction_id)
-            WHERE {handled}
-            ON CONFLICT DO NOTHING
-            """,
-            {k: params[k] for k in ("batch_id", "reversal", "now")},
-        )
-        run(
-            f"""
-            UPDATE card_transactions t SET status = {status_after_sql('DECLINED_UNCONFIGURED')},
-                reason_code = r.reason_code, rejection_batch_id = r.batch_id, retry_due_on = r.retry_due_on
-            FROM card_rejections r WHERE r.transaction_id = t.transaction_id AND {handled}
-            """,
-            {"batch_id": params["batch_id"]},
-        )
-        run(suspend_accounts_sql("card_rejections"), {"batch_id": params["batch_id"]})
-        for statement in revert_payment_type_sql("card_rejections", "transaction_id", "RECURRING_CARD",
-                                                 "card decline"):
-            run(statement, {k: params[k] for k in ("batch_id", "default_type", "now") if f"${k}" in statement})
-        detail = ("', attempt ' || r.attempt || ', amount ' || minor_to_decimal(r.amount_minor) "
-                  "|| coalesce(', retry on ' || r.retry_due_on, '')")
-        run(events_sql("card_rejections", "transaction_id", UNCONFIGURED_EVENT, detail),
-            {k: params[k] for k in ("batch_id", "now")})
-        run(COMMUNICATION_SQL, {k: params[k] for k in ("batch_id", "now", "default_type")})
+            posted = engine.apply(self.con, TABLES, load_batch=load.batch_id, partner=load.partner,
+                                  file_id=load.file_id, now=self.now, day=self.now.date(),
+                                  default_type=self.codes.default_payment_type, recheck_after=[RECOUNT_SQL])
+        return self.applied(load, applied_now=posted is not None)
 
     def applied(self, load: RejectionLoad, applied_now: bool = False) -> ApplyResult:
-        reversal = reversal_batch_id(load.batch_id)
-        posted = posted_batch(self.con, reversal, "card_reversal_batch")
+        posted = engine.reversal(self.con, TABLES, load.batch_id)
         suspended, reverted = self.con.execute(
             "SELECT count(DISTINCT account_number) FILTER (outcome = 'RETRY_SCHEDULED'), "
             "count(DISTINCT account_number) FILTER (outcome IN ('RETRIES_EXHAUSTED', 'HARD_DECLINE')) "
@@ -308,8 +223,8 @@ class CardRejections:
         communications = self.con.execute(
             "SELECT count(*) FROM customer_communications WHERE batch_id = ?", [load.batch_id]
         ).fetchone()[0]
-        return ApplyResult(reversal, applied_now, posted.posting_count, posted.total_minor, suspended, reverted, events,
-                           communications)
+        return ApplyResult(posted.batch_id, applied_now, posted.posting_count, posted.total_minor, suspended,
+                           reverted, events, communications)
 
     # ---- files: the reversal posting file, the outcome report, the communications --------------------
 
@@ -323,7 +238,7 @@ class CardRejections:
         stem = file_stem(file_name)
         header = {
             "file_id": load.file_id, "source_file_name": file_name, "provider": load.partner,
-            "batch_id": load.batch_id, "reversal_batch_id": reversal_batch_id(load.batch_id),
+            "batch_id": load.batch_id, "reversal_batch_id": engine.reversal_batch_id(self.con, TABLES, load.batch_id),
             "processed_at": self.now.isoformat(), "record_count": load.record_count,
             "reversed_count": load.reversed_count, "reversed_amount": format_minor(load.reversed_minor),
             "rejected_count": load.outcomes.get("REJECTED", 0), "outcomes": load.outcomes,

@@ -2,7 +2,7 @@
 
 A record is first checked (shape, fields, card numbers), then matched to the transaction we extracted
 for this provider. A matched rejection is handled by its reason code (config/rejection_codes.yaml) with the
-rules shared with returned direct debits (domain/rejection_outcomes.py). Anything else is REJECTED with the
+rules shared with returned direct debits (core/rejections.py). Anything else is REJECTED with the
 problem, and changes nothing.
 """
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 from cmp_pipelines.core.rules import REASON_CODE_RE, first_problem
 
 REFERENCE_RE = "[A-Z0-9 ./&-]{1,18}"
-ADVICE_OUTCOMES = ("MANDATE_CANCELLED", "MANDATE_FAILED", "MANDATE_AMENDED", "MANDATE_REINSTATED")
 
 _PROBLEMS = [
     (f"NOT coalesce(regexp_full_match(reference, '{REFERENCE_RE}'), FALSE)", "INVALID_RECORD",

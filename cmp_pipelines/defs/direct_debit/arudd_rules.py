@@ -3,7 +3,7 @@
 A returned item is checked, matched to the debit we collected (mandate reference, original processing date and
 transaction code; the amount must agree), and its four-digit returnCode mapped to a rejection code
 (config/rejection_codes.yaml `bacs_return_codes`). It is then handled by the rules shared with card declines
-(domain/rejection_outcomes.py): reason 0 (refer to payer) is soft and re-presented once with `18`.
+(core/rejections.py): reason 0 (refer to payer) is soft and re-presented once with `18`.
 
 Each return also acts on its mandate (`arudd_mandate_actions`): CANCEL (instruction cancelled, no instruction,
 account closed, ...) cancels it and collection stops; HOLD (account transferred, ...) stops collection until the
@@ -46,7 +46,7 @@ _MATCH_PROBLEMS = [
      "|| coalesce(previous_batch, '?') || '); nothing done twice'"),
 ]
 
-# $batch_id, $day; `raw` is the report's returned items (formats/bacs_xml.read_arudd).
+# $batch_id, $day; `raw` is the report's returned items (bacs_xml.read_arudd).
 CLASSIFY_SQL = f"""
 INSERT INTO dd_returns
 WITH parsed AS (

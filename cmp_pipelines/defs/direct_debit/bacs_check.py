@@ -18,8 +18,6 @@ import duckdb
 _DIGITS = re.compile(r"[0-9]+", re.ASCII)
 _BACS = re.compile(r"[A-Z0-9 ./&-]*", re.ASCII)
 _JULIAN = re.compile(r" ([0-9]{2})([0-9]{3})", re.ASCII)
-DEBITS = ("01", "17", "18", "19")
-INSTRUCTIONS = ("0N", "0C", "0S")
 LIMIT_PER_RULE = 20  # records reported per data-record rule: a broken writer is named, not echoed a million times
 
 

@@ -21,6 +21,9 @@ from cmp_pipelines.core.db.connection import transaction, unordered_inserts
 from cmp_pipelines.core.files.store import FileStoreLike
 from cmp_pipelines.core.ledger import (
     PostResult,
+    batch_id_of,
+    lit,
+    post,
     posted_batch,
     posting_count,
     record_posting_batch,
@@ -40,11 +43,11 @@ JOB = "Recurring Payments job (DD mode)"
 
 
 def collection_batch_id(day: date) -> str:
-    return f"DDX-{day:%Y%m%d}"
+    return batch_id_of("DD_COLLECTION", f"{day:%Y%m%d}")
 
 
 def dd_posting_batch_id(day: date) -> str:
-    return f"DDP-{day:%Y%m%d}"
+    return batch_id_of("DD_POSTING", f"{day:%Y%m%d}")
 
 
 @dataclass
@@ -143,19 +146,18 @@ class DirectDebitCollections:
         posting_batch = dd_posting_batch_id(batch.business_date)
         with transaction(self.con), unordered_inserts(self.con):
             before = posting_count(self.con, posting_batch)
-            self.con.execute(
+            post(
+                self.con,
                 """
-                INSERT INTO ledger_postings (idempotency_key, account_number, invoice_number, kind, amount_minor,
-                                             currency, batch_id, source_ref, effective_at, posted_at)
-                SELECT 'dd:' || c.collection_id || ':' || i.invoice_number || ':COLLECTION', c.account_number,
-                       i.invoice_number, 'DD_COLLECTION', -i.amount_minor, c.currency, $posting_batch,
-                       c.collection_id, $effective, $now
+                SELECT c.collection_id, c.account_number, i.invoice_number, 'DD_COLLECTION' AS kind,
+                       -i.amount_minor AS amount_minor, c.currency, c.collection_id AS source_ref,
+                       $effective AS effective_at
                 FROM dd_collections c JOIN dd_collection_items i USING (collection_id)
                 WHERE c.batch_id = $batch_id
-                ON CONFLICT DO NOTHING
                 """,
-                {"posting_batch": posting_batch, "batch_id": batch.batch_id, "now": self.now,
-                 "effective": datetime.combine(batch.business_date, datetime.min.time(), UTC)},
+                source="dd", key=("collection_id", "invoice_number", lit("COLLECTION")), batch_id=posting_batch,
+                now=self.now, params={"batch_id": batch.batch_id,
+                                      "effective": datetime.combine(batch.business_date, datetime.min.time(), UTC)},
             )
             return record_posting_batch(self.con, batch_id=posting_batch, kind="DD_POSTING", feed=FEED,
                                         now=self.now, posted_before=before, partner=self.config.bureau,

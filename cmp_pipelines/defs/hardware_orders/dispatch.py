@@ -25,6 +25,11 @@ from cmp_pipelines.core.db.connection import sql_literal, transaction
 from cmp_pipelines.core.files.store import FileStoreLike
 from cmp_pipelines.core.intake import Intake, Received, file_stem, sha256_hex
 from cmp_pipelines.core.ledger import (
+    batch_id_of,
+    child_batch_id,
+    is_posted_sql,
+    lit,
+    post,
     posted_batch,
     record_posting_batch,
     write_posting_file,
@@ -45,10 +50,6 @@ ACCEPTED = "('DISPATCHED', 'LINE_ERROR')"
 # Every string of a row but the device ids (an IMEI passes the card-number test: see device_card_numbers.py).
 FREE_TEXT = ("order_id", "line_number", "sku", "status", "courier_reference", "dispatched_at", "error_reason",
              "row_problem")
-
-
-def billing_batch_id(load_batch_id: str) -> str:
-    return load_batch_id.replace("WHD-", "HWB-")
 
 
 @dataclass
@@ -98,7 +99,7 @@ class WarehouseDispatch:
                                            ("imei", "serial_number"))
         content_sha = sha256_hex(plaintext)
         self.intake.refuse_duplicate(received, content_sha, file_stem(received.file_name))
-        batch_id = f"WHD-{content_sha[:16]}"
+        batch_id = batch_id_of("WAREHOUSE_DISPATCH", content_sha[:16])
         code, message = first_broken(FORMAT_RULES)
         with transaction(self.con):
             self.con.register("converted", records)
@@ -167,7 +168,7 @@ class WarehouseDispatch:
 
     def apply(self, load: DispatchLoad) -> DispatchResult:
         params = {"batch": load.batch_id, "warehouse": load.warehouse, "now": self.now,
-                  "billing": billing_batch_id(load.batch_id)}
+                  "billing": child_batch_id(self.con, load.batch_id, "HARDWARE_CHARGE")}
         with transaction(self.con):
             status = self.con.execute("SELECT status FROM batches WHERE batch_id = ?", [load.batch_id]).fetchone()[0]
             if status == "APPLIED":
@@ -317,18 +318,16 @@ class WarehouseDispatch:
         """Each settled order, once, for the units dispatched: a ledger charge or a pending charge, never both."""
         settled = "SELECT s.order_id, s.dispatched_minor, o.account_number, o.currency, o.billing " \
                   "FROM hw_settling s JOIN hw_orders o USING (order_id) WHERE s.dispatched_minor > 0"
-        self.con.execute(
+        post(
+            self.con,
             f"""
-            INSERT INTO ledger_postings (idempotency_key, account_number, invoice_number, kind, amount_minor,
-                                         currency, batch_id, source_ref, effective_at, posted_at)
-            SELECT 'hw:' || order_id || ':CHARGE', account_number, NULL, 'HARDWARE_CHARGE', dispatched_minor,
-                   currency, $billing, order_id, $now, $now
+            SELECT order_id, account_number, NULL AS invoice_number, 'HARDWARE_CHARGE' AS kind,
+                   dispatched_minor AS amount_minor, currency, order_id AS source_ref, $now AS effective_at
             FROM ({settled}) b
             WHERE billing = 'IMMEDIATE' AND order_id NOT IN (SELECT order_id FROM hw_pending_charges)
-            ORDER BY order_id
-            ON CONFLICT DO NOTHING
             """,
-            {"billing": params["billing"], "now": self.now},
+            source="hw", key=("order_id", lit("CHARGE")), batch_id=params["billing"], now=self.now,
+            params={"now": self.now}, order_by="order_id",
         )
         self.con.execute(
             f"""
@@ -337,8 +336,7 @@ class WarehouseDispatch:
             SELECT order_id, account_number, dispatched_minor, currency, 'Hardware order ' || order_id, $batch, $now
             FROM ({settled}) b
             WHERE billing = 'NEXT_INVOICE'
-              AND NOT EXISTS (SELECT 1 FROM ledger_postings p WHERE p.idempotency_key = 'hw:' || b.order_id
-                              || ':CHARGE')
+              AND NOT {is_posted_sql("hw", "b.order_id", lit("CHARGE"))}
             ORDER BY order_id
             ON CONFLICT DO NOTHING
             """,
@@ -347,7 +345,7 @@ class WarehouseDispatch:
         self.con.execute("DROP TABLE hw_settling")
 
     def applied(self, load: DispatchLoad, applied_now: bool = False) -> DispatchResult:
-        billing = billing_batch_id(load.batch_id)
+        billing = child_batch_id(self.con, load.batch_id, "HARDWARE_CHARGE")
         posted = posted_batch(self.con, billing, "sales_order_dispatch")
         completed, failed = self.con.execute(
             """

@@ -7,8 +7,6 @@ ENROL_PENDING / UNENROL_PENDING wait for the next Device Enrolment Request batch
 from __future__ import annotations
 
 NOT_REQUESTED = "NOT_REQUESTED"
-DEVICE_STATUSES = (NOT_REQUESTED, "ENROL_PENDING", "ENROL_REQUESTED", "ENROLLED", "ENROL_FAILED",
-                   "UNENROL_PENDING", "UNENROL_REQUESTED", "UNENROLLED", "UNENROL_FAILED")
 
 # What an agent may ask for, from which statuses (a handset only; the order need not have asked at first).
 ENROL_FROM = ("NOT_REQUESTED", "ENROL_FAILED", "UNENROLLED")

@@ -31,7 +31,12 @@ from cmp_pipelines.core.intake import (  # noqa: F401  (re-exported: the file id
 )
 from cmp_pipelines.core.ledger import (
     PostResult,
+    batch_id_of,
+    batch_stem,
+    child_batch_id,
     json_document,
+    lit,
+    post,
     posted_batch,
     posting_count,
     record_posting_batch,
@@ -113,19 +118,19 @@ class NonRecurringPayments:
         nrp_file.check_control_totals(header, read.record_count, read.table.column("amount").combine_chunks())
         self.intake.refuse_duplicate(received, content_sha, header["file_id"])
         table = with_shape_and_card_numbers(read.table, read.shape_errors, PAN_SCANNED_FIELDS)
-        batch_id = f"NRPL-{content_sha[:16]}"
+        load_batch = batch_id_of("NRP_LOAD", content_sha[:16])
         with transaction(self.con):
-            if self.con.execute("SELECT count(*) FROM nrp_records WHERE batch_id = ?", [batch_id]).fetchall()[0][0]:
-                raise AssertionError(f"load batch {batch_id} already holds records; a batch is written once")
+            if self.con.execute("SELECT count(*) FROM nrp_records WHERE batch_id = ?", [load_batch]).fetchall()[0][0]:
+                raise AssertionError(f"load batch {load_batch} already holds records; a batch is written once")
             self.con.register("raw", table)
             try:
                 self.con.execute(
-                    CLASSIFY_AND_MATCH_SQL, {"batch_id": batch_id, "currency": header["currency"]}
+                    CLASSIFY_AND_MATCH_SQL, {"batch_id": load_batch, "currency": header["currency"]}
                 )
             finally:
                 self.con.unregister("raw")
-            self._guard_schema_agreement(batch_id, table)
-            self._hold_suspected_duplicates(batch_id, partner)
+            self._guard_schema_agreement(load_batch, table)
+            self._hold_suspected_duplicates(load_batch, partner)
             self.con.execute(
                 """
                 INSERT INTO batches (batch_id, kind, feed, partner, source_file_id, status, created_at,
@@ -135,9 +140,9 @@ class NonRecurringPayments:
                        count(*) FILTER (outcome = 'ACCEPTED'), count(*) FILTER (outcome = 'REJECTED')
                 FROM nrp_records WHERE batch_id = ?
                 """,
-                [batch_id, FEED, partner, received.file_id, self.now, batch_id],
+                [load_batch, FEED, partner, received.file_id, self.now, load_batch],
             )
-            self.intake.record_loaded(received, batch_id, content_sha, header["file_id"])
+            self.intake.record_loaded(received, load_batch, content_sha, header["file_id"])
 
     def _hold_suspected_duplicates(self, batch_id: str, partner: str) -> None:
         known = self.partners.get(partner)
@@ -190,8 +195,8 @@ class NonRecurringPayments:
     # ---- Non Recurring Payment job: posting batch and ledger postings ------------------------------
 
     def post(self, load: LoadResult) -> PostResult:
-        posting_batch = load.batch_id.replace("NRPL-", "NRPP-")
         with transaction(self.con):
+            posting_batch = child_batch_id(self.con, load.batch_id, "NRP_POSTING")
             before = posting_count(self.con, posting_batch)
             self._insert_postings(load.batch_id, posting_batch, load.partner)
             posted = record_posting_batch(
@@ -207,20 +212,20 @@ class NonRecurringPayments:
                          ) -> None:
         """The ledger postings of a load batch's accepted records, under keys `nrp:<content sha>:<record id>:PAYMENT`
         that the UNIQUE constraint makes idempotent: a posting, a re-run and a release never post a record twice."""
-        self.con.execute(
+        post(
+            self.con,
             f"""
-            INSERT INTO ledger_postings (idempotency_key, account_number, invoice_number, kind, amount_minor,
-                                         currency, batch_id, source_ref, effective_at, posted_at)
-            SELECT $prefix || record_id || ':PAYMENT', ledger_account,
-                   CASE WHEN allocation = 'INVOICE' THEN invoice_number END, 'PAYMENT', -amount_minor,
-                   currency, $posting_batch, $partner || '/' || record_id, coalesce(payment_date, $now), $now
+            SELECT record_id, ledger_account AS account_number,
+                   CASE WHEN allocation = 'INVOICE' THEN invoice_number END AS invoice_number, 'PAYMENT' AS kind,
+                   -amount_minor AS amount_minor, currency, $partner || '/' || record_id AS source_ref,
+                   coalesce(payment_date, $now) AS effective_at
             FROM nrp_records
             WHERE batch_id = $load_batch AND outcome = 'ACCEPTED'
                   {"AND reason_code = 'RELEASED'" if only_released else ""}
-            ON CONFLICT DO NOTHING
             """,
-            {"prefix": f"nrp:{load_batch[5:]}:", "posting_batch": posting_batch, "partner": partner,
-             "now": self.now, "load_batch": load_batch},
+            source="nrp", key=(lit(batch_stem("NRP_LOAD", load_batch)), "record_id", lit("PAYMENT")),
+            batch_id=posting_batch, now=self.now,
+            params={"partner": partner, "now": self.now, "load_batch": load_batch},
         )
 
     # ---- operator: release records held as suspected duplicates ----------------------------------------
@@ -257,10 +262,7 @@ class NonRecurringPayments:
                        reason = 'held as a suspected duplicate; released by an operator at ' || $at
                 WHERE batch_id = $batch AND outcome = 'HELD' {only}
                 """, {**params, "at": self.now.isoformat(timespec="seconds")})
-            releases = self.con.execute(
-                "SELECT count(*) FROM batches WHERE parent_batch_id = ? AND kind = 'NRP_RELEASE'", [load_batch]
-            ).fetchone()[0]
-            posting_batch = f"{load_batch.replace('NRPL-', 'NRPR-')}-{releases + 1}"
+            posting_batch = child_batch_id(self.con, load_batch, "NRP_RELEASE", numbered=True)
             self._insert_postings(load_batch, posting_batch, partner, only_released=True)
             posted = record_posting_batch(
                 self.con, batch_id=posting_batch, kind="NRP_RELEASE", feed=FEED, now=self.now, posted_before=0,
@@ -273,7 +275,7 @@ class NonRecurringPayments:
         return ReleaseResult(load_batch, released, posting_batch, posted.posted_now, posted.total_minor, path)
 
     def posted(self, load: LoadResult) -> PostResult:
-        return posted_batch(self.con, load.batch_id.replace("NRPL-", "NRPP-"), "nrp_posting_batch")
+        return posted_batch(self.con, child_batch_id(self.con, load.batch_id, "NRP_POSTING"), "nrp_posting_batch")
 
     # ---- posting file for the external sales ledger ----------------------------------------------
 

@@ -19,7 +19,7 @@ from cmp_pipelines.core.config_payments import ProviderSettings
 from cmp_pipelines.core.db.api_store import FINAL, ApiStore, publish_read_model
 from cmp_pipelines.core.db.connection import transaction
 from cmp_pipelines.core.files.store import FileStoreLike
-from cmp_pipelines.core.ledger import posting_count, record_posting_batch, write_posting_file
+from cmp_pipelines.core.ledger import batch_id_of, lit, post, posting_count, record_posting_batch, write_posting_file
 from cmp_pipelines.core.payment_provider import PaymentProvider, ProviderTimeout
 
 FEED = "one_off"
@@ -122,7 +122,7 @@ def post_to_ledger(con: duckdb.DuckDBPyConnection, api: ApiStore, files: FileSto
     incoming = _due(api, limit)
     if incoming.num_rows == 0:
         return MonitorResult(None, 0, 0, 0, 0, None)
-    batch_id = f"OOP-{now:%Y%m%d%H%M%S%f}"
+    batch_id = batch_id_of("ONE_OFF_POSTING", f"{now:%Y%m%d%H%M%S%f}")
     con.register("incoming_one_off", incoming)
     try:
         with transaction(con):
@@ -143,16 +143,15 @@ def post_to_ledger(con: duckdb.DuckDBPyConnection, api: ApiStore, files: FileSto
                 """,
                 {"batch": batch_id, "now": now},
             )
-            con.execute(
+            post(
+                con,
                 """
-                INSERT INTO ledger_postings (idempotency_key, account_number, invoice_number, kind, amount_minor,
-                                             currency, batch_id, source_ref, effective_at, posted_at)
-                SELECT 'one_off:' || payment_id || ':PAYMENT', account_number, NULL, 'PAYMENT', -amount_minor,
-                       currency, $batch, payment_id, completed_at::TIMESTAMPTZ, $now
+                SELECT payment_id, account_number, NULL AS invoice_number, 'PAYMENT' AS kind,
+                       -amount_minor AS amount_minor, currency, payment_id AS source_ref,
+                       completed_at::TIMESTAMPTZ AS effective_at
                 FROM new_one_off WHERE status = 'SUCCEEDED'
-                ON CONFLICT DO NOTHING
                 """,
-                {"batch": batch_id, "now": now},
+                source="one_off", key=("payment_id", lit("PAYMENT")), batch_id=batch_id, now=now,
             )
             con.execute(
                 """
