@@ -1,7 +1,7 @@
 """The Recurring Payments job in DD mode: the day's debits as a Bacs Standard 18 file and their ledger postings.
 
 A business day is one selection (DDX-<yyyymmdd>), chosen once and frozen, so a re-run writes the same file and
-posts nothing more. Dates follow the Bacs cycle (domain/bacs_calendar.py): a run for a day that is not a Bacs
+posts nothing more. Dates follow the Bacs cycle (defs/direct_debit/calendar.py): a run for a day that is not a Bacs
 working day is input on the next one (and says so); UHL1 carries the processing day; what is due and whose advance
 notice has run is judged on the entry day, when the money leaves the payer's account. The file goes to the bureau
 encrypted for it; the posting batch (DDP-<yyyymmdd>) takes the money off each invoice on the assumption the

@@ -2,7 +2,7 @@
 bills what was dispatched.
 
 Steps, each idempotent for a file:
-1. `load`: decrypt, convert the warehouse CSV with the adaptor (formats/warehouse_dispatch_csv.py), judge each
+1. `load`: decrypt, convert the warehouse CSV with the adaptor (defs/hardware_orders/dispatch_csv.py), judge each
    record alone (batch WHD-<hash16>); a file that cannot be read is quarantined, a bad record rejected.
    `write_converted` writes the adaptor's JSON batch (schema warehouse_dispatch_batch.schema.json).
 2. `apply`: in ONE transaction, match every record to its order line, record the dispatched devices, move each
