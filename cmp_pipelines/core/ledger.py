@@ -245,7 +245,7 @@ def posting_count(con: duckdb.DuckDBPyConnection, batch_id: str) -> int:
 
 
 def write_json_document(con: duckdb.DuckDBPyConnection, target: Path, header: dict, key: str, query: str) -> None:
-    """`{"header": ..., key: [rows]}` written whole by DuckDB (`store.text_copy`): each row is `to_json` of the
+    """`{"header": ..., key: [rows]}` written whole by DuckDB (`core.files.text_copy`): each row is `to_json` of the
     query's columns, the envelope is the prefix and suffix."""
     copy_lines(con, target, f"SELECT to_json(r)::VARCHAR FROM ({query}) r",
                prefix='{"header":' + orjson.dumps(header).decode() + ',"' + key + '":[', suffix="]}", separator=",")
@@ -253,7 +253,7 @@ def write_json_document(con: duckdb.DuckDBPyConnection, target: Path, header: di
 
 def json_document(con: duckdb.DuckDBPyConnection, header: dict, key: str, query: str
                   ) -> AbstractContextManager[Path]:
-    """The finished document in a scratch file, for callers that encrypt it (`store.text_copy.staged`)."""
+    """The finished document in a scratch file, for callers that encrypt it (`core.files.text_copy.staged`)."""
     return staged(lambda target: write_json_document(con, target, header, key, query))
 
 

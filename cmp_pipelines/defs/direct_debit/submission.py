@@ -2,7 +2,7 @@
 
 AUDDIS (no money, no contra) and the day's collections (debits balanced by a 99 contra) differ only in their
 table, order, amount and contra, so both are written here: records built in SQL and written by DuckDB
-(`store.text_copy`), checked by the independent checker (`formats.bacs_check`), then encrypted as a stream.
+(`core.files.text_copy`), checked by the independent checker (`bacs_check`), then encrypted as a stream.
 A submission that fails the check is never published: the run fails with every reason.
 
 Each submission takes a serial from the register (`bacs_submissions`): VOL1 serials never repeat for a service
