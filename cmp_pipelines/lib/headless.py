@@ -81,11 +81,10 @@ class RunOutcome:
 
 
 def location_origin() -> ManagedGrpcPythonEnvCodeLocationOrigin:
-    """The origin `dagster-daemon`/`dg dev` give the location when they load workspace.yaml from the project."""
+    """The origin `dagster-daemon` and `dg dev` give the location when they read the project's workspace.yaml
+    (equal to it, a test checks), so runs and sensor state made here are the ones they make."""
     return ManagedGrpcPythonEnvCodeLocationOrigin(
-        LoadableTargetOrigin(executable_path=sys.executable, module_name=MODULE_NAME,
-                             working_directory=str(PROJECT_ROOT)),
-        location_name=LOCATION_NAME,
+        LoadableTargetOrigin(module_name=MODULE_NAME, working_directory="."), location_name=LOCATION_NAME,
     )
 
 
