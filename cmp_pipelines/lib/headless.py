@@ -80,6 +80,15 @@ class RunOutcome:
     error: str | None
 
 
+class Outcomes(list):
+    """The runs launched, in order; `errors` names the ticks that failed (a sensor that raised is recorded as a
+    failed tick, its cursor kept, and the other sensors still tick, as under the daemon)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.errors: list[str] = []
+
+
 def location_origin() -> ManagedGrpcPythonEnvCodeLocationOrigin:
     """The origin `dagster-daemon` and `dg dev` give the location when they read the project's workspace.yaml
     (equal to it, a test checks), so runs and sensor state made here are the ones they make."""
@@ -225,9 +234,9 @@ def _tick(workspace: _Workspace, sensor) -> tuple[list[str], list[str]]:
                     steps = _resume_tick(workspace, context, tick, sensor, None)
                 else:
                     steps = _evaluate_sensor(workspace, context, sensor, state, None)
-                errors += [error.to_string() for error in steps if error is not None]
+                errors += [_innermost(error) for error in steps if error is not None]
     except Exception:  # the launch context has marked the tick failed, its cursor kept, as the daemon's is
-        errors.append(serializable_error_info_from_exc_info(sys.exc_info()).to_string())
+        errors.append(_innermost(serializable_error_info_from_exc_info(sys.exc_info())))
     return (list(context.tick.run_ids) if context else []), errors
 
 
@@ -236,10 +245,10 @@ def run_pending_sensors(
     instance: dg.DagsterInstance | None = None,
     max_ticks: int = 100,
     echo: Callable[[str], None] = print,
-) -> list[RunOutcome]:
+) -> Outcomes:
     """Tick every running sensor until it asks for nothing new (at most `max_ticks` ticks each); the outcome of
     every run launched, in order."""
-    outcomes: list[RunOutcome] = []
+    outcomes = Outcomes()
     with _headless(definitions, instance) as workspace:
         location = workspace.location()
         states = {s.selector_id: s for s in workspace.instance.all_instigator_state(
@@ -251,7 +260,8 @@ def run_pending_sensors(
                 for _ in range(max_ticks):
                     run_ids, errors = _tick(workspace, sensor)
                     for error in errors:
-                        echo(f"ERROR  {sensor.name}: {error.strip().splitlines()[0]}")
+                        outcomes.errors.append(f"{sensor.name}: {error}")
+                        echo(f"ERROR  {outcomes.errors[-1]}")
                     for run_id in run_ids:
                         outcome = _outcome(workspace.instance, sensor.name, run_id)
                         outcomes.append(outcome)
@@ -290,6 +300,13 @@ def run_partition(
         )
         instance.submit_run(run.run_id, workspace.create_request_context())
         return _outcome(instance, job_name, run.run_id)
+
+
+def _innermost(error) -> str:
+    """The root cause's first line (the sensor's own exception, not Dagster's wrapper)."""
+    while error.cause is not None:
+        error = error.cause
+    return (error.message.strip().splitlines() or [error.cls_name or "error"])[0]
 
 
 def _outcome(instance: dg.DagsterInstance, name: str, run_id: str) -> RunOutcome:

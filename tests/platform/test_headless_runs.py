@@ -20,6 +20,7 @@ import duckdb
 import orjson
 import pytest
 from click.testing import CliRunner
+from dagster._core.instance.ref import InstanceRef
 from dagster._core.storage.tags import REPOSITORY_LABEL_TAG
 from dagster._core.workspace.load_target import WorkspaceFileTarget
 
@@ -27,6 +28,7 @@ from cmp_pipelines.cli import main
 from cmp_pipelines.core.settings import PROJECT_ROOT
 from cmp_pipelines.definitions import build_definitions
 from cmp_pipelines.lib.headless import LOCATION_NAME, MODULE_NAME, location_origin, run_pending_sensors
+from cmp_pipelines.lib.resources.file_store import LocalFileStore
 from tests.support.platform import document, payment
 
 NRP_SENSOR = "nrp_inbound_files_sensor"
@@ -78,6 +80,26 @@ def test_a_sensor_stopped_in_the_ui_is_left_alone(platform, instance):
     instance.update_instigator_state(state.with_status(InstigatorStatus.RUNNING))
     [run] = run_pending_sensors(build_definitions(), instance, echo=lambda _: None)
     assert run.success and platform.payment_postings() == 1
+
+
+class RejectionsShareDown(LocalFileStore):
+    def list_entries(self, prefix: str):
+        if prefix.startswith("inbound/card_rejections"):
+            raise OSError("injected: the rejections share is unreachable")
+        return super().list_entries(prefix)
+
+
+def test_a_sensor_that_raises_fails_its_tick_and_the_others_still_run(platform, instance):
+    from dagster._core.scheduler.instigation import TickStatus
+
+    platform.drop("fine.json.enc", document([payment("1", "ACC00000001", "10.00")]))
+    broken = build_definitions({"file_store": RejectionsShareDown(base_dir=str(platform.root))})
+    outcomes = run_pending_sensors(broken, instance, echo=lambda _: None)
+    assert [(o.sensor, o.success) for o in outcomes] == [(NRP_SENSOR, True)]
+    assert outcomes.errors == ["card_rejection_files_sensor: OSError: injected: the rejections share is unreachable"]
+    state = _sensor_state(instance, "card_rejection_files_sensor")
+    [tick] = instance.get_ticks(state.instigator_origin_id, state.selector_id)
+    assert tick.status == TickStatus.FAILURE and "rejections share is unreachable" in tick.error.to_string()
 
 
 def test_cli_runs_are_on_their_jobs_page_tied_to_the_code_location(platform):
@@ -169,7 +191,7 @@ def test_the_same_file_drops_give_the_same_runs_under_run_pending_and_under_the_
              [("three.json.enc", good[2]), ("one-again.json.enc", good[0])]]  # a new file and a duplicate
     try:
         with dg.DagsterInstance.get() as headless, \
-                dg.DagsterInstance.from_ref(dg.InstanceRef.from_dir(str(twin / "dagster_home"))) as daemon_side:
+                dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(twin / "dagster_home"))) as daemon_side:
             for step in steps:
                 for name, content in step:
                     drop(name, content)
