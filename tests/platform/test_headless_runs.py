@@ -205,7 +205,10 @@ def test_the_same_file_drops_give_the_same_runs_under_run_pending_and_under_the_
             assert [r[1:] for r in expected if r[0] == NRP_SENSOR] == [
                 ("non_recurring_payment_job", p, f"{p}#<changed_ns>", s) for p, s in sorted(
                     (r[2], r[4]) for r in expected if r[0] == NRP_SENSOR)]
-            assert sorted(r[4] for r in expected) == ["FAILURE", *["SUCCESS"] * 4]
+            assert {r[2].split("@")[0]: r[4] for r in expected} == {  # bad and duplicate files are quarantined
+                "PAYPOINT/one.json.enc": "SUCCESS", "PAYPOINT/two.json.enc": "SUCCESS",
+                "PAYPOINT/three.json.enc": "SUCCESS", "PAYPOINT/bad.json.enc": "FAILURE",
+                "PAYPOINT/one-again.json.enc": "FAILURE"}
     finally:
         os.killpg(daemon.pid, signal.SIGTERM)
         try:
