@@ -208,9 +208,9 @@ def _headless(definitions: dg.Definitions | None, instance: dg.DagsterInstance |
             instance.dispose()
 
 
-def _tick(workspace: _Workspace, sensor) -> tuple[list[str], list[str]]:
+def _tick(workspace: _Workspace, sensor) -> tuple[list[str], list[str], bool]:
     """One tick of one sensor as the daemon's `_process_tick_generator` makes it, minus its minimum-interval
-    check: (the run ids it launched, the errors it met)."""
+    check: (the run ids it launched, the errors it met, whether it only finished a tick cut short)."""
     instance = workspace.instance
     now = get_current_datetime()
     state = instance.get_instigator_state(sensor.get_remote_origin_id(), sensor.selector_id)
@@ -223,21 +223,22 @@ def _tick(workspace: _Workspace, sensor) -> tuple[list[str], list[str]]:
         instance.add_instigator_state(state)
     mark_sensor_state_for_tick(instance, sensor, state, now)
     errors: list[str] = []
-    context = None
+    context, resumed = None, False
     try:
         tick = _get_evaluation_tick(instance, sensor, _sensor_instigator_data(state), now.timestamp(), _LOG)
         retention = instance.get_tick_retention_settings(InstigatorType.SENSOR)
         with SensorLaunchContext(sensor, tick, instance, _LOG, retention) as context:
             context.add_log_key(context.log_key)
             with partition_loading_context(dynamic_partitions_store=instance):
-                if tick.unsubmitted_run_ids_with_requests:  # a tick cut short (this command killed): finish it
+                resumed = bool(tick.unsubmitted_run_ids_with_requests)
+                if resumed:  # a tick cut short (this command was killed): finish it, as the daemon does
                     steps = _resume_tick(workspace, context, tick, sensor, None)
                 else:
                     steps = _evaluate_sensor(workspace, context, sensor, state, None)
                 errors += [_innermost(error) for error in steps if error is not None]
     except Exception:  # the launch context has marked the tick failed, its cursor kept, as the daemon's is
         errors.append(_innermost(serializable_error_info_from_exc_info(sys.exc_info())))
-    return (list(context.tick.run_ids) if context else []), errors
+    return (list(context.tick.run_ids) if context else []), errors, resumed
 
 
 def run_pending_sensors(
@@ -258,7 +259,7 @@ def run_pending_sensors(
                 if not sensor.get_current_instigator_state(states.get(sensor.selector_id)).is_running:
                     continue  # stopped in the UI: the daemon leaves it alone too
                 for _ in range(max_ticks):
-                    run_ids, errors = _tick(workspace, sensor)
+                    run_ids, errors, resumed = _tick(workspace, sensor)
                     for error in errors:
                         outcomes.errors.append(f"{sensor.name}: {error}")
                         echo(f"ERROR  {outcomes.errors[-1]}")
@@ -267,7 +268,7 @@ def run_pending_sensors(
                         outcomes.append(outcome)
                         echo(f"{'ok    ' if outcome.success else 'FAILED'} {sensor.name} {outcome.partition_key}"
                              + (f"\n       {outcome.error}" if outcome.error else ""))
-                    if not run_ids:
+                    if not run_ids and not resumed:  # after a resumed tick, the sensor itself is asked
                         break
     return outcomes
 
