@@ -10,11 +10,12 @@ from cmp_pipelines.cli.common import _business_day, _connect, _dagster_home, _da
 
 
 @click.command("run-pending")
-@click.option("--max-ticks", default=100, show_default=True, help="Stop after this many sensor evaluations.")
+@click.option("--max-ticks", default=100, show_default=True, help="At most this many ticks per sensor.")
 def run_pending(max_ticks: int) -> None:
-    """Evaluate every sensor once against the persistent instance and execute the runs it requests.
+    """Tick every running sensor as the daemon does and execute the runs it asks for, here.
 
-    The runs are recorded in the same Dagster instance as the UI's, so they show there too.
+    Cursors and ticks are kept in the Dagster instance (the UI's), so a run key is launched once, whether by this
+    command or by the daemon; the runs show in the UI under their job. Exits 1 when a sensor's tick failed.
     """
     _dagster_home()
     from cmp_pipelines.lib.headless import run_pending_sensors
@@ -22,11 +23,13 @@ def run_pending(max_ticks: int) -> None:
     outcomes = run_pending_sensors(max_ticks=max_ticks, echo=click.echo)
     failed = [o for o in outcomes if not o.success]
     click.echo(f"{len(outcomes)} run(s), {len(failed)} failed")
+    if outcomes.errors:
+        _fail(f"{len(outcomes.errors)} sensor tick(s) failed; see the sensors' ticks in the UI")
 
 
 def _run_day(job_name: str, day: str | None, batch_prefix: str, what: str) -> None:
-    """One daily partition of a job, executed here and recorded in the instance, then the batch it made
-    (`<batch_prefix>-YYYYMMDD`)."""
+    """One daily partition of a job, created as its schedule's tick would create it (tied to the code location,
+    so the UI shows it on the job's page), executed here; then the batch it made (`<batch_prefix>-YYYYMMDD`)."""
     business_day = _business_day(day)
     batch_id = f"{batch_prefix}-{business_day:%Y%m%d}"
     if business_day > datetime.now(UTC).date():

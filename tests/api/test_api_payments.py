@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import secrets
 import shutil
+from datetime import datetime, timedelta
 
 import dagster as dg
 import pytest
@@ -217,8 +218,15 @@ def test_a_timeout_stays_pending_until_reconciliation_asks_the_provider(api, pla
     assert platform.payment_postings() == 1
 
 
+class _FiveMinutesLater(datetime):
+    @classmethod
+    def now(cls, tz=None):
+        return datetime.now(tz) + timedelta(minutes=5)
+
+
 def test_a_crash_after_posting_resumes_without_posting_twice(api, platform, api_instance, monkeypatch):
     from cmp_pipelines.defs.one_off import flow as one_off
+    from cmp_pipelines.defs.one_off import sensors
 
     with api.client() as http:
         register(http, ACCOUNT, "tok_crash_card")
@@ -226,12 +234,15 @@ def test_a_crash_after_posting_resumes_without_posting_twice(api, platform, api_
     before = platform.balance(ACCOUNT)
     real = one_off.write_posting_file
     monkeypatch.setattr(one_off, "write_posting_file", lambda *a, **k: (_ for _ in ()).throw(OSError("disk gone")))
-    crashed = run_pending_sensors(build_definitions(), api_instance, max_ticks=3, echo=lambda _: None)
-    assert crashed and all(not r.success and "disk gone" in r.error for r in crashed)  # retried, failing each time
-    assert platform.balance(ACCOUNT) == before - 808  # the first run's ledger transaction had committed, once
+    [crashed] = run_pending_sensors(build_definitions(), api_instance, max_ticks=3, echo=lambda _: None)
+    assert not crashed.success and "disk gone" in crashed.error
+    assert platform.balance(ACCOUNT) == before - 808  # the run's ledger transaction had committed, once
 
     monkeypatch.setattr(one_off, "write_posting_file", real)
-    monitor(api_instance)
+    assert monitor(api_instance) == []  # as under the daemon: the failed run's key is spent...
+    monkeypatch.setattr(sensors, "datetime", _FiveMinutesLater)
+    [retried] = monitor(api_instance)  # ...and the same work gets a new key in the next 5-minute bucket
+    assert retried.run_id != crashed.run_id
 
     assert platform.balance(ACCOUNT) == before - 808
     [(batch, output)] = platform.query("SELECT batch_id, output_path FROM batches WHERE feed = 'one_off'")

@@ -5,10 +5,12 @@ from __future__ import annotations
 import dagster as dg
 import orjson
 import pytest
+from dagster._core.definitions.reconstruct import ReconstructableRepository
 
+from cmp_pipelines.core.settings import PROJECT_ROOT
 from cmp_pipelines.definitions import build_definitions
 from cmp_pipelines.defs.nrp.defs import nrp_inbound_files_sensor
-from cmp_pipelines.lib.headless import run_pending_sensors
+from cmp_pipelines.lib.headless import MODULE_NAME, run_pending_sensors
 from cmp_pipelines.lib.resources.file_store import LocalFileStore
 from tests.support.platform import document, payment
 
@@ -172,15 +174,26 @@ class InboundUnreadable(LocalFileStore):
         return super().exists(path)
 
 
-def test_a_run_that_failed_on_a_transient_error_is_retried_and_loses_nothing(platform, instance):
+def test_a_run_that_failed_on_a_transient_error_is_not_relaunched_and_a_reexecution_loses_nothing(platform, instance):
+    """As under the daemon: the failed run's key is spent (the next run-pending asks for nothing), the file waits in
+    the inbound folder, and the operator's re-execution of the failed run (the UI's "Re-execute from failure")
+    posts it once. (The sensor itself asks again for a file left 15 minutes, test_sensor_requests_a_stuck_file...)"""
     platform.drop("flaky.json.enc", document(RECORDS))
     broken = build_definitions({"file_store": InboundUnreadable(base_dir=str(platform.root))})
     [failed] = run_pending_sensors(broken, instance, echo=lambda _: None)
     assert not failed.success and "the inbound share went away" in failed.error
     assert platform.files.exists("inbound/nrp/PAYPOINT/flaky.json.enc"), "the file waits in the inbound folder"
-    [retried] = run_sensor(instance)
-    assert retried.success and retried.partition_key.startswith("PAYPOINT/flaky.json.enc@")
+    assert run_sensor(instance) == [], "a run key is launched once, even when its run failed"
+    assert platform.payment_postings() == 0
+
+    job = ReconstructableRepository.for_module(MODULE_NAME, "defs", str(PROJECT_ROOT)).get_reconstructable_job(
+        instance.get_run_by_id(failed.run_id).job_name)
+    with dg.execute_job(job, instance, tags={"dagster/partition": failed.partition_key},  # the UI copies them
+                        reexecution_options=dg.ReexecutionOptions.from_failure(failed.run_id, instance)) as again:
+        assert again.success and again.dagster_run.tags["dagster/partition"] == failed.partition_key
     assert platform.payment_postings() == 4
+    assert not platform.files.exists("inbound/nrp/PAYPOINT/flaky.json.enc")
+    assert run_sensor(instance) == []
 
 
 def test_sensor_requests_a_stuck_file_again_after_a_while(platform):
