@@ -7,20 +7,12 @@ from __future__ import annotations
 from datetime import timedelta
 
 import dagster as dg
-import pytest
 
 from cmp_pipelines.definitions import build_definitions
 from cmp_pipelines.lib.headless import run_partition, run_pending_sensors
 from tests.support.dagster import check_results, materialization
 from tests.support.hardware import answer, imei, shipped
 from tests.support.platform import NOW
-
-
-@pytest.fixture
-def instance(tmp_path):
-    (tmp_path / "dagster_home").mkdir(exist_ok=True)
-    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster_home")) as test_instance:
-        yield test_instance
 
 
 def quiet(_: str) -> None:

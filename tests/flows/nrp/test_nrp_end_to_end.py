@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dagster as dg
 import orjson
-import pytest
 
 from cmp_pipelines.definitions import build_definitions
 from cmp_pipelines.defs.nrp.defs import nrp_inbound_files_sensor
@@ -19,13 +18,6 @@ RECORDS = [
     payment("4", "ACC99999999", "20.00"),
     payment("5", "ACC00000002", "-1.00"),
 ]
-
-
-@pytest.fixture
-def instance(tmp_path):
-    (tmp_path / "dagster_home").mkdir(exist_ok=True)
-    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster_home")) as test_instance:
-        yield test_instance
 
 
 def run_sensor(instance, definitions=None):
