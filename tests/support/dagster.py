@@ -46,3 +46,14 @@ def check_results(instance, run_id: str) -> dict:
     records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION).records
     return {r.event_log_entry.dagster_event.event_specific_data.check_name:
             r.event_log_entry.dagster_event.event_specific_data for r in records}
+
+
+def real_resources(platform) -> dict:
+    """The code location's own resources pointed at a test platform's store, files and keys: no stand-ins."""
+    from cmp_pipelines.lib.resources.cipher import PartnerCipher
+    from cmp_pipelines.lib.resources.database import Database
+    from cmp_pipelines.lib.resources.file_store import LocalFileStore
+
+    return {"database": Database(path=str(platform.database)),
+            "file_store": LocalFileStore(base_dir=str(platform.root)),
+            "cipher": PartnerCipher(keys_dir=str(platform.root / "keys"))}
