@@ -4,3 +4,9 @@ from tests.support.api import api, api_instance  # noqa: F401
 from tests.support.dagster import dagster_home_template, instance  # noqa: F401
 from tests.support.hardware import hardware  # noqa: F401
 from tests.support.platform import platform, platform_template  # noqa: F401
+
+
+def pytest_collection_modifyitems(items):
+    """Slow tests first: pytest-xdist hands tests out in collection order, so a sweep of minutes drawn last would
+    keep one worker busy alone while the other has finished."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
