@@ -7,6 +7,6 @@ from tests.support.platform import platform, platform_template  # noqa: F401
 
 
 def pytest_collection_modifyitems(items):
-    """Slow tests first: pytest-xdist hands tests out in collection order, so a sweep of minutes drawn last would
-    keep one worker busy alone while the other has finished."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    """Slow tests first, then end-to-end ones: pytest-xdist hands tests out in collection order, so a test of
+    minutes drawn last would keep one worker busy alone while the other has finished."""
+    items.sort(key=lambda item: (item.get_closest_marker("slow") is None, item.get_closest_marker("e2e") is None))

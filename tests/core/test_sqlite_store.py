@@ -6,6 +6,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from cmp_pipelines.core.db.sqlite import LocalSqlite
 
 SCHEMA = "CREATE TABLE t (id TEXT PRIMARY KEY, body TEXT NOT NULL)"
@@ -38,6 +40,7 @@ for i in range(int(sys.argv[3])):
 """
 
 
+@pytest.mark.e2e  # real writer processes
 def test_writers_in_two_processes_queue_and_lose_nothing(tmp_path):
     path = tmp_path / "s.sqlite"
     store = LocalSqlite(path, SCHEMA)

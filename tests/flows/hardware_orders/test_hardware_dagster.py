@@ -7,12 +7,16 @@ from __future__ import annotations
 from datetime import timedelta
 
 import dagster as dg
+import pytest
 
 from cmp_pipelines.definitions import build_definitions
 from cmp_pipelines.lib.headless import run_partition, run_pending_sensors
 from tests.support.dagster import check_results, materialization
 from tests.support.hardware import answer, imei, shipped
 from tests.support.platform import NOW
+
+# Whole runs through Dagster (sensors, jobs, run-pending): left out of `make test-fast`.
+pytestmark = pytest.mark.e2e
 
 
 def quiet(_: str) -> None:

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import dagster as dg
 import orjson
+import pytest
 
 from cmp_pipelines.definitions import build_definitions
 from cmp_pipelines.defs.nrp.defs import nrp_inbound_files_sensor
 from cmp_pipelines.lib.headless import run_pending_sensors
 from cmp_pipelines.lib.resources.file_store import LocalFileStore
 from tests.support.platform import document, payment
+
+# Whole runs through Dagster (sensors, jobs, run-pending): left out of `make test-fast`.
+pytestmark = pytest.mark.e2e
 
 RECORDS = [
     payment("1", "ACC00000001", "10.00", "INV000000011"),
