@@ -16,6 +16,9 @@ from cmp_pipelines.core.settings import PROJECT_ROOT
 from cmp_pipelines.lib.resources.file_store import LocalFileStore
 from tests.support.platform import Platform, document, payment, rejection, rejections_document
 
+# One worker takes the whole module (`--dist loadgroup`), so the month is simulated once, not once per worker.
+pytestmark = pytest.mark.xdist_group("card_month")
+
 DEC = [date(2026, 12, d) for d in range(1, 32)]
 
 
