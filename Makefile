@@ -7,7 +7,7 @@ export CMP_DATA_DIR ?= $(CURDIR)/data
 export DAGSTER_HOME ?= $(CMP_DATA_DIR)/dagster_home
 DEMO_ACCOUNTS ?= 1000
 
-.PHONY: run test test-slow demo bench lint install install-dev prepare clean-data
+.PHONY: run test test-fast test-slow demo bench lint install install-dev prepare clean-data
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -58,13 +58,23 @@ demo: prepare
 	$(BIN)/cmp-pipelines run-pending
 	$(BIN)/cmp-pipelines summary
 
-## make test: install dev dependencies and run the suite; the slow end-to-end tests (kill -9 at every crash
-## point, the whole demo grepped for secrets: about 10 minutes more) are `make test-slow`, which CI also runs
+## make test: install dev dependencies and run the WHOLE suite (what CI runs), slow end-to-end tests included,
+## spread over $(TEST_WORKERS) processes by pytest-xdist (each crash-point sweep is split into shards so both
+## workers share it; tests marked with one xdist_group share a worker and its module fixture)
+## make test-fast: the core and flow unit tests only (no slow, no e2e: no real processes or servers), for the
+## edit-test loop
+## make test-slow: only the slow end-to-end tests (kill -9 at every crash point, the whole demo grepped for
+## secrets)
+TEST_WORKERS ?= 2
+PYTEST_ARGS ?=
 test: install-dev
-	$(BIN)/pytest -m "not slow"
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+
+test-fast: install-dev
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup tests/core tests/flows -m "not slow and not e2e" $(PYTEST_ARGS)
 
 test-slow: install-dev
-	$(BIN)/pytest -m slow
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup -m slow $(PYTEST_ARGS)
 
 ## make bench: the performance harness (figures and ratios, never assertions)
 bench: install-dev

@@ -96,6 +96,7 @@ def test_key_rotation_keeps_old_files_readable(cli_env, tmp_path):
     assert (tmp_path / "old.txt").read_text() == "before rotation"
 
 
+@pytest.mark.e2e  # the demo in real processes
 def test_headless_demo_run_pending_in_a_real_process(cli_env):
     day = datetime.now(UTC).date()
     env = {**os.environ, "CMP_DATA_DIR": str(cli_env / "data"),

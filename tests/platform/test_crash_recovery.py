@@ -101,11 +101,17 @@ def unfinished_runs() -> list[str]:
             dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.NOT_STARTED]))]
 
 
-def crash_everywhere(platform, prepare, run, finish) -> tuple[list[str], dict]:
+# Each sweep is split into this many tests, each killing at every SHARDS-th point (after its own uninterrupted
+# run), so that pytest-xdist spreads one sweep over the workers instead of one worker taking all of it.
+SHARDS = 2
+shards = pytest.mark.parametrize("shard", range(SHARDS), ids=[f"shard{i + 1}of{SHARDS}" for i in range(SHARDS)])
+
+
+def crash_everywhere(platform, prepare, run, finish, shard: int = 0) -> tuple[list[str], dict]:
     """List the crash points an uninterrupted run passes; then, for each point where work became durable (after
-    every commit, publish and move, and before the first commit), on a fresh copy of the platform: kill the run
-    there, let the next run-pending recover, and compare with the uninterrupted outcome. Returns the kill points
-    and that outcome."""
+    every commit, publish and move, and before the first commit) that falls to this shard, on a fresh copy of the
+    platform: kill the run there, let the next run-pending recover, and compare with the uninterrupted outcome.
+    Returns every kill point of the sweep (all shards) and that outcome."""
     root = platform.root
     (root / "crash.log").unlink(missing_ok=True)
     pristine = Path(tempfile.mkdtemp(dir=root.parent)) / "pristine"
@@ -117,7 +123,7 @@ def crash_everywhere(platform, prepare, run, finish) -> tuple[list[str], dict]:
     first_before = next((p for p in points if p.split(" ", 1)[1] == "before commit"), None)
     chosen = [p for p in points if p == first_before or p.split(" ", 1)[1] != "before commit"]
     assert chosen, "the run passed no crash point"
-    for point in chosen:
+    for point in chosen[shard::SHARDS]:
         shutil.rmtree(root)
         shutil.copytree(pristine, root)
         prepare()
@@ -135,7 +141,8 @@ def crash_everywhere(platform, prepare, run, finish) -> tuple[list[str], dict]:
 
 
 @pytest.mark.slow
-def test_nrp_file_killed_anywhere_is_posted_once_and_acknowledged(home):
+@shards
+def test_nrp_file_killed_anywhere_is_posted_once_and_acknowledged(home, shard):
     platform = home
 
     def prepare():
@@ -146,7 +153,7 @@ def test_nrp_file_killed_anywhere_is_posted_once_and_acknowledged(home):
         assert execute() == 0
         assert platform.read_ack("PAYPOINT", "crash")["header"]["record_count"] == 4
 
-    killed_at, expected = crash_everywhere(platform, prepare, lambda n: execute(n), finish)
+    killed_at, expected = crash_everywhere(platform, prepare, lambda n: execute(n), finish, shard)
     assert expected["postings"] == [("PAYMENT", 3, -3550)], "10.00 + 5.50 + 20.00 to suspense; -1.00 rejected"
     assert "archive/crash.json.enc" in expected["files"] and "outbound/crash.ack.json.enc" in expected["files"]
     assert any("moved inbound/nrp/PAYPOINT/crash.json.enc" in k for k in killed_at), killed_at
@@ -169,7 +176,8 @@ def _on_card(platform, accounts: list[str], day) -> None:
 
 
 @pytest.mark.slow
-def test_card_day_killed_anywhere_posts_once_and_never_publishes_an_extract_before_its_postings(home):
+@shards
+def test_card_day_killed_anywhere_posts_once_and_never_publishes_an_extract_before_its_postings(home, shard):
     from tests.support.platform import NOW
 
     platform, day = home, NOW.date()
@@ -189,7 +197,7 @@ def test_card_day_killed_anywhere_posts_once_and_never_publishes_an_extract_befo
     def finish():
         assert platform.balance("ACC00000004") == platform.balance("ACC00000005") == 0
 
-    killed_at, expected = crash_everywhere(platform, lambda: None, run, finish)
+    killed_at, expected = crash_everywhere(platform, lambda: None, run, finish, shard)
     [(invoices,)] = platform.query("SELECT count(*) FROM invoices WHERE account_number IN "
                                    "('ACC00000004', 'ACC00000005')")
     assert expected["postings"] == [("CARD_PAYMENT", invoices, -owed)]
@@ -197,7 +205,8 @@ def test_card_day_killed_anywhere_posts_once_and_never_publishes_an_extract_befo
 
 
 @pytest.mark.slow
-def test_card_rejection_file_killed_anywhere_reverses_once(home):
+@shards
+def test_card_rejection_file_killed_anywhere_reverses_once(home, shard):
     from tests.support.platform import NOW, rejection, rejections_document
 
     platform, day = home, NOW.date()
@@ -214,7 +223,7 @@ def test_card_rejection_file_killed_anywhere_reverses_once(home):
     def finish():
         assert platform.balance("ACC00000004") == minor, "the declined payment is owed again, once"
 
-    killed_at, expected = crash_everywhere(platform, prepare, lambda n: execute(n), finish)
+    killed_at, expected = crash_everywhere(platform, prepare, lambda n: execute(n), finish, shard)
     assert ("CARD_REVERSAL", 1, minor) in expected["postings"], expected
     assert "archive/CARDPAY-REJ-1.json.enc" in expected["files"]
     assert len(killed_at) >= 5, killed_at
@@ -245,7 +254,8 @@ def test_a_killed_run_is_failed_and_its_slot_freed_so_other_runs_go_on(home):
 
 
 @pytest.mark.slow
-def test_direct_debit_days_and_bacs_reports_killed_anywhere_finish_once(home):
+@shards
+def test_direct_debit_days_and_bacs_reports_killed_anywhere_finish_once(home, shard):
     from cmp_pipelines.demo import data as demo
     from tests.support.direct_debit import BUREAU, SUN
     from tests.support.platform import NOW
@@ -256,11 +266,13 @@ def test_direct_debit_days_and_bacs_reports_killed_anywhere_finish_once(home):
         demo.seed_direct_debit_accounts(con, SUN, NOW, every=5, offset=1)
 
     auddis_killed, auddis = crash_everywhere(
-        platform, lambda: None, lambda n: execute(n, job="auddis_extract_job", partition=day), lambda: None)
+        platform, lambda: None, lambda n: execute(n, job="auddis_extract_job", partition=day), lambda: None,
+        shard)
     assert any(f.startswith("outbound/AUD-") for f in auddis["files"]) and len(auddis_killed) >= 2, auddis
 
     collections_killed, collections = crash_everywhere(
-        platform, lambda: None, lambda n: execute(n, job="recurring_payments_dd_job", partition=day), lambda: None)
+        platform, lambda: None, lambda n: execute(n, job="recurring_payments_dd_job", partition=day), lambda: None,
+        shard)
     [(kind, count, total)] = [p for p in collections["postings"] if p[0] != "CARD_PAYMENT"]
     owed = platform.query("SELECT sum(amount_minor) FROM invoices WHERE invoice_number LIKE 'INV%D'")[0][0]
     assert (count, total) == (3, -owed), collections["postings"]
@@ -270,7 +282,7 @@ def test_direct_debit_days_and_bacs_reports_killed_anywhere_finish_once(home):
         with platform.connect() as con:
             demo.bacs_report_files(con, platform.files, platform.keyring, BUREAU, SUN, NOW)
 
-    reports_killed, after_reports = crash_everywhere(platform, reports, lambda n: execute(n), lambda: None)
+    reports_killed, after_reports = crash_everywhere(platform, reports, lambda n: execute(n), lambda: None, shard)
     assert any(kind.startswith("DD_RETURN") or "REVERSAL" in kind for kind, _, _ in after_reports["postings"]), \
         after_reports["postings"]
     assert len(reports_killed) >= 6, reports_killed

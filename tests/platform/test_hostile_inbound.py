@@ -12,7 +12,6 @@ import os
 import socket
 from pathlib import Path
 
-import dagster as dg
 import orjson
 import pytest
 from click.testing import CliRunner
@@ -25,13 +24,6 @@ from cmp_pipelines.lib.resources.file_store import LocalFileStore
 from tests.support.platform import document, payment
 
 GOOD = [payment("1", "ACC00000001", "10.00", "INV000000011"), payment("2", "ACC00000002", "5.50")]
-
-
-@pytest.fixture
-def instance(tmp_path):
-    (tmp_path / "dagster_home").mkdir(exist_ok=True)
-    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster_home")) as test_instance:
-        yield test_instance
 
 
 def run_pending(instance):

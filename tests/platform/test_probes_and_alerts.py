@@ -43,18 +43,16 @@ def smtp(monkeypatch):
     controller.stop()
 
 
-def run_probes(tmp_path):
-    (tmp_path / "dagster_home").mkdir(exist_ok=True)
-    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster_home")) as instance:
-        result = build_definitions().resolve_job_def("non_recurring_payment_probes_job").execute_in_process(
-            instance=instance
-        )
+def run_probes(instance):
+    result = build_definitions().resolve_job_def("non_recurring_payment_probes_job").execute_in_process(
+        instance=instance
+    )
     assert result.success
     return {e.check_name: e for e in result.get_asset_check_evaluations()}
 
 
-def test_end_of_day_probes_alert_by_smtp_when_nothing_arrived(platform, smtp, tmp_path):
-    evaluations = run_probes(tmp_path)
+def test_end_of_day_probes_alert_by_smtp_when_nothing_arrived(platform, smtp, tmp_path, instance):
+    evaluations = run_probes(instance)
     assert len(evaluations) == 9, "the eight CMP probes and the suspected-duplicates probe (issue 18)"
     assert evaluations["nrp_suspected_duplicates_held_within_threshold"].passed
     load = evaluations["nrp_load_completed_within_threshold"]
@@ -74,12 +72,12 @@ def test_end_of_day_probes_alert_by_smtp_when_nothing_arrived(platform, smtp, tm
     assert "value 0, threshold 0" in body
 
 
-def test_sla_probe_breach_is_recorded_without_email(platform, smtp, tmp_path):
+def test_sla_probe_breach_is_recorded_without_email(platform, smtp, tmp_path, instance):
     platform.keyring.init_keys("ACME")
     key = platform.drop("acme.json.enc", document([payment("1", "ACC00000001", "1.00")], sender="ACME"),
                         partner="ACME")
     platform.quarantine(key)
-    evaluations = run_probes(tmp_path)
+    evaluations = run_probes(instance)
     sla = evaluations["nrp_batch_completed_sla_within_threshold"]
     assert not sla.passed and sla.severity == dg.AssetCheckSeverity.ERROR
     assert sla.metadata["value"].value == 1
@@ -105,8 +103,8 @@ def test_batch_probes_count_the_latest_batch(platform):
     assert values["nrp_verification_invoice_allocation"] == 0
 
 
-def test_alert_without_smtp_writes_an_eml_file(platform, tmp_path):
-    run_probes(tmp_path)
+def test_alert_without_smtp_writes_an_eml_file(platform, tmp_path, instance):
+    run_probes(instance)
     alerts = sorted((tmp_path / "outbound" / "alerts").glob("*.eml"))
     assert len(alerts) == 2
     message = email.message_from_bytes(alerts[0].read_bytes())
@@ -114,17 +112,17 @@ def test_alert_without_smtp_writes_an_eml_file(platform, tmp_path):
     assert "billing-ops@example.com" in message["To"]
 
 
-def test_a_tripped_probe_alerts_once_a_day_not_on_every_run(platform, smtp, tmp_path):
-    run_probes(tmp_path)
+def test_a_tripped_probe_alerts_once_a_day_not_on_every_run(platform, smtp, tmp_path, instance):
+    run_probes(instance)
     assert len(smtp.messages) == 2
-    run_probes(tmp_path)
+    run_probes(instance)
     assert len(smtp.messages) == 2, "still tripped the same day: no second e-mail"
 
 
-def test_alert_is_kept_as_a_file_when_smtp_is_down(platform, tmp_path, monkeypatch):
+def test_alert_is_kept_as_a_file_when_smtp_is_down(platform, tmp_path, monkeypatch, instance):
     monkeypatch.setenv("CMP_SMTP_HOST", "127.0.0.1")
     monkeypatch.setenv("CMP_SMTP_PORT", str(free_port()))  # nothing listens there
-    evaluations = run_probes(tmp_path)
+    evaluations = run_probes(instance)
     assert evaluations["nrp_load_completed_within_threshold"].metadata["notified"].value.startswith("file://")
     alerts = sorted((tmp_path / "outbound" / "alerts").glob("*.eml"))
     assert len(alerts) == 2

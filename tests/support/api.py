@@ -11,7 +11,6 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import dagster as dg
 import httpx
 import pytest
 import uvicorn
@@ -87,11 +86,9 @@ def api(platform, monkeypatch):
 
 
 @pytest.fixture
-def api_instance(tmp_path):
+def api_instance(instance):
     """A Dagster instance for the Ledger Monitor's headless runs."""
-    (tmp_path / "dagster_home").mkdir(exist_ok=True)
-    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster_home")) as test_instance:
-        yield test_instance
+    return instance
 
 
 # Shared by the API test modules (payments, hosted page, secrets, serve-and-publish).

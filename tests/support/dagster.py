@@ -2,15 +2,37 @@
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
 import dagster as dg
 import pytest
 
 
+@pytest.fixture(scope="session")
+def dagster_home_template(tmp_path_factory) -> Path:
+    """A test instance's folder with its SQLite storages created, once per test process: creating them (the
+    schema of the run, event-log index and schedule databases) costs seconds, copying them milliseconds."""
+    home = tmp_path_factory.mktemp("dagster-home-template")
+    with dg.instance_for_test(temp_dir=str(home)):
+        pass
+    return home
+
+
+@contextmanager
+def fresh_instance(home: Path, template: Path) -> Iterator[dg.DagsterInstance]:
+    """A fresh test instance in `home` (the folder DAGSTER_HOME names), from a copy of the template."""
+    shutil.copytree(template, home, dirs_exist_ok=True)
+    with dg.instance_for_test(temp_dir=str(home)) as instance:
+        yield instance
+
+
 @pytest.fixture
-def instance(tmp_path):
-    (tmp_path / "dagster_home").mkdir(exist_ok=True)
-    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster_home")) as test_instance:
-        yield test_instance
+def instance(tmp_path, dagster_home_template):
+    with fresh_instance(tmp_path / "dagster_home", dagster_home_template) as created:
+        yield created
 
 
 def materialization(instance, run_id: str, asset: str) -> dict:
@@ -24,3 +46,14 @@ def check_results(instance, run_id: str) -> dict:
     records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION).records
     return {r.event_log_entry.dagster_event.event_specific_data.check_name:
             r.event_log_entry.dagster_event.event_specific_data for r in records}
+
+
+def real_resources(platform) -> dict:
+    """The code location's own resources pointed at a test platform's store, files and keys: no stand-ins."""
+    from cmp_pipelines.lib.resources.cipher import PartnerCipher
+    from cmp_pipelines.lib.resources.database import Database
+    from cmp_pipelines.lib.resources.file_store import LocalFileStore
+
+    return {"database": Database(path=str(platform.database)),
+            "file_store": LocalFileStore(base_dir=str(platform.root)),
+            "cipher": PartnerCipher(keys_dir=str(platform.root / "keys"))}

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -142,21 +143,29 @@ class Platform:
         return {row[1]: row[2:] for row in rows}
 
 
+@pytest.fixture(scope="session")
+def platform_template(tmp_path_factory) -> Path:
+    """The migrated, seeded store and the partner keys, built once per test process: migrating and seeding a
+    DuckDB file costs a second or more a test, copying the finished file a few milliseconds."""
+    root = tmp_path_factory.mktemp("platform-template")
+    keyring = PartnerKeyring(root / "keys")
+    for partner in ("PAYPOINT", "LOCKBOX", "CARDPAY"):
+        keyring.init_keys(partner)
+    with connect(root / "cmp.duckdb") as con:
+        config = PROJECT_ROOT / "config"
+        sync_reference_data(con, load_partners(config), load_probes(config), load_rejection_codes(config))
+        demo.seed_accounts(con, 20, 1, NOW)
+    return root
+
+
 @pytest.fixture
-def platform(tmp_path, monkeypatch) -> Platform:
+def platform(tmp_path, monkeypatch, platform_template) -> Platform:
     monkeypatch.setenv("CMP_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("CMP_KEYS_DIR", str(tmp_path / "keys"))
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
     monkeypatch.delenv("CMP_SMTP_HOST", raising=False)
-    keyring = PartnerKeyring(tmp_path / "keys")
-    keyring.init_keys("PAYPOINT")
-    keyring.init_keys("LOCKBOX")
-    keyring.init_keys("CARDPAY")
-    with connect(tmp_path / "cmp.duckdb") as con:
-        config = PROJECT_ROOT / "config"
-        sync_reference_data(con, load_partners(config), load_probes(config), load_rejection_codes(config))
-        demo.seed_accounts(con, 20, 1, NOW)
-    return Platform(tmp_path, LocalFileStore(base_dir=str(tmp_path)), keyring)
+    shutil.copytree(platform_template, tmp_path, dirs_exist_ok=True)
+    return Platform(tmp_path, LocalFileStore(base_dir=str(tmp_path)), PartnerKeyring(tmp_path / "keys"))
 
 
 def document(payments: list[dict], sender: str = "PAYPOINT", file_id: str = "PAYPOINT-20261121-001", **header):

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import dagster as dg
+import pytest
 
 from cmp_pipelines.core import payment_setup
 from cmp_pipelines.core.config import load_partners
@@ -15,6 +16,9 @@ from cmp_pipelines.defs.card_payments.defs import card_payments_daily_schedule
 from cmp_pipelines.lib.headless import run_partition, run_pending_sensors
 from tests.support.dagster import check_results, materialization
 from tests.support.platform import NOW, rejection, rejections_document
+
+# Whole runs through Dagster (sensors, jobs, run-pending): left out of `make test-fast`.
+pytestmark = pytest.mark.e2e
 
 
 def test_the_schedule_runs_todays_partition():

@@ -4,14 +4,20 @@ to the penny, with payment types, suspensions, events and communications."""
 
 from __future__ import annotations
 
+import shutil
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
 from cmp_pipelines.core import payment_setup
 from cmp_pipelines.core.config import load_partners
+from cmp_pipelines.core.crypto.keyring import PartnerKeyring
 from cmp_pipelines.core.settings import PROJECT_ROOT
-from tests.support.platform import document, payment, rejection, rejections_document
+from cmp_pipelines.lib.resources.file_store import LocalFileStore
+from tests.support.platform import Platform, document, payment, rejection, rejections_document
+
+# One worker takes the whole module (`--dist loadgroup`), so the month is simulated once, not once per worker.
+pytestmark = pytest.mark.xdist_group("card_month")
 
 DEC = [date(2026, 12, d) for d in range(1, 32)]
 
@@ -44,8 +50,29 @@ def extract_ids(platform, day) -> list[str]:
         return []
 
 
+@pytest.fixture(scope="module")
+def month_template(tmp_path_factory, platform_template):
+    """The month simulated once per module (a minute of runs), its data folder copied per test: every test reads
+    the same month, and the one that re-runs a day does so on its own copy."""
+    root = tmp_path_factory.mktemp("card-month")
+    shutil.copytree(platform_template, root, dirs_exist_ok=True)
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("CMP_DATA_DIR", str(root))
+        env.setenv("CMP_KEYS_DIR", str(root / "keys"))
+        env.setenv("DAGSTER_HOME", str(root / "dagster_home"))
+        env.delenv("CMP_SMTP_HOST", raising=False)
+        facts = simulate_month(Platform(root, LocalFileStore(base_dir=str(root)), PartnerKeyring(root / "keys")))
+    return root, facts
+
+
 @pytest.fixture
-def month(platform):
+def month(platform, month_template):
+    root, facts = month_template
+    shutil.copytree(root, platform.root, dirs_exist_ok=True)
+    return facts
+
+
+def simulate_month(platform) -> dict:
     a = add_customer(platform, 101, [("INVA1", 10000, DEC[2])])
     b = add_customer(platform, 102, [("INVB1", 5000, DEC[4]), ("INVB2", 2000, DEC[7])])
     c = add_customer(platform, 103, [("INVC1", 3000, DEC[1])])

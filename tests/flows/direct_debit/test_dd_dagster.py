@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import dagster as dg
+import pytest
 
 from cmp_pipelines.definitions import build_definitions
 from cmp_pipelines.defs.direct_debit.calendar import cycle
@@ -15,6 +16,9 @@ from cmp_pipelines.lib.headless import run_partition, run_pending_sensors
 from tests.support.dagster import check_results, instance, materialization  # noqa: F401 - fixture
 from tests.support.direct_debit import BUREAU, SUN
 from tests.support.platform import NOW
+
+# Whole runs through Dagster (sensors, jobs, run-pending): left out of `make test-fast`.
+pytestmark = pytest.mark.e2e
 
 
 def test_the_dd_schedule_runs_todays_partition():

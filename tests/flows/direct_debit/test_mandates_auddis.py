@@ -144,6 +144,7 @@ def test_sql_records_equal_the_python_writer(dd):
     assert [r.destination_name for r in parsed.records] == ["RENEE OBRIEN-SMITH", "STRASSE 7/8"]
 
 
+@pytest.mark.e2e  # a whole job run from the CLI
 def test_cli_mandate_then_auddis_through_dagster(dd, tmp_path):
     import json
 

@@ -54,6 +54,7 @@ def test_an_order_from_the_command_line(cli, tmp_path):
     assert [(h["to"], h["cause"]) for h in history] == [("NEW", "cli"), ("AWAITING_GENERATION", "cli")]
 
 
+@pytest.mark.e2e  # whole job runs from the CLI
 def test_demo_orders_are_sent_and_a_response_file_follows(cli, tmp_path):
     output = cli("demo", "orders")
     assert "HO00000004: ERROR FRAUD_CHECK_FAILED: DENIED_NAME" in output

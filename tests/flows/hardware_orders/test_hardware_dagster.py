@@ -15,12 +15,8 @@ from tests.support.dagster import check_results, materialization
 from tests.support.hardware import answer, imei, shipped
 from tests.support.platform import NOW
 
-
-@pytest.fixture
-def instance(tmp_path):
-    (tmp_path / "dagster_home").mkdir(exist_ok=True)
-    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster_home")) as test_instance:
-        yield test_instance
+# Whole runs through Dagster (sensors, jobs, run-pending): left out of `make test-fast`.
+pytestmark = pytest.mark.e2e
 
 
 def quiet(_: str) -> None:

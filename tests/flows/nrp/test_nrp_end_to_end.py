@@ -14,6 +14,9 @@ from cmp_pipelines.lib.headless import MODULE_NAME, run_pending_sensors
 from cmp_pipelines.lib.resources.file_store import LocalFileStore
 from tests.support.platform import document, payment
 
+# Whole runs through Dagster (sensors, jobs, run-pending): left out of `make test-fast`.
+pytestmark = pytest.mark.e2e
+
 RECORDS = [
     payment("1", "ACC00000001", "10.00", "INV000000011"),
     payment("2", "ACC00000002", "5.50", None, payment_date=None, payment_method="CHEQUE"),
@@ -21,13 +24,6 @@ RECORDS = [
     payment("4", "ACC99999999", "20.00"),
     payment("5", "ACC00000002", "-1.00"),
 ]
-
-
-@pytest.fixture
-def instance(tmp_path):
-    (tmp_path / "dagster_home").mkdir(exist_ok=True)
-    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster_home")) as test_instance:
-        yield test_instance
 
 
 def run_sensor(instance, definitions=None):
