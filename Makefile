@@ -59,8 +59,7 @@ demo: prepare
 	$(BIN)/cmp-pipelines summary
 
 ## make test: install dev dependencies and run the WHOLE suite (what CI runs), slow end-to-end tests included,
-## spread over $(TEST_WORKERS) processes by pytest-xdist (each crash-point sweep is split into shards so both
-## workers share it; tests marked with one xdist_group share a worker and its module fixture)
+## spread over $(TEST_WORKERS) processes by pytest-xdist (each crash-point sweep is split into shards)
 ## make test-fast: the core and flow unit tests only (no slow, no e2e: no real processes or servers), for the
 ## edit-test loop
 ## make test-slow: only the slow end-to-end tests (kill -9 at every crash point, the whole demo grepped for
@@ -68,13 +67,13 @@ demo: prepare
 TEST_WORKERS ?= 2
 PYTEST_ARGS ?=
 test: install-dev
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist load $(PYTEST_ARGS)
 
 test-fast: install-dev
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup tests/core tests/flows -m "not slow and not e2e" $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist load tests/core tests/flows -m "not slow and not e2e" $(PYTEST_ARGS)
 
 test-slow: install-dev
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup -m slow $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist load -m slow $(PYTEST_ARGS)
 
 ## make bench: the performance harness (figures and ratios, never assertions)
 bench: install-dev
