@@ -82,7 +82,7 @@ bench: install-dev
 ## make lint: ruff, the layer contracts of DESIGN.md §2 (import-linter) and `dg check defs`
 lint: install-dev
 	$(BIN)/ruff check .
-	$(BIN)/lint-imports
+	$(BIN)/lint-imports --no-cache
 	VIRTUAL_ENV=$(CURDIR)/$(VENV) $(BIN)/dg check defs
 
 clean-data:

@@ -10,7 +10,7 @@ import dagster as dg
 from cmp_pipelines.core import inbound
 from cmp_pipelines.core.config import load_partners
 from cmp_pipelines.core.settings import paths
-from cmp_pipelines.defs.platform.inbound_refusals import ENTRY_TAG, FEED_TAG, REFUSED_TAG, inbound_refusals_job
+from cmp_pipelines.lib.inbound_refusals import ENTRY_TAG, FEED_TAG, REFUSED_TAG, inbound_refusals_job
 from cmp_pipelines.lib.resources.file_store import FileStore
 
 

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from cmp_pipelines.defs.platform.inbound_refusals import inbound_probes, inbound_refusals_job, inbound_refused_entries
+from cmp_pipelines.lib.inbound_refusals import inbound_probes, inbound_refusals_job, inbound_refused_entries
 from cmp_pipelines.lib.metadata import flow_assets
 
 defs = dg.Definitions(
