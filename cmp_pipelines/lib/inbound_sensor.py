@@ -16,7 +16,7 @@ from cmp_pipelines.lib.resources.file_store import FileStore
 
 def inbound_file_sensor(
     *, name: str, feed: str, job, partitions_def: dg.DynamicPartitionsDefinition,
-    description: str, interval_seconds: int = 10, per_tick: int = 20,
+    description: str, interval_seconds: int = 5, per_tick: int = 20,
 ) -> dg.SensorDefinition:
     @dg.sensor(
         name=name,

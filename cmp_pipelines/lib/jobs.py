@@ -4,6 +4,13 @@ Every job runs with the in-process executor; every schedule starts RUNNING."""
 
 import dagster as dg
 
+# Step order inside a run (the executor runs ready steps by `dagster/priority`, highest first): checks report on
+# what the assets did and nothing downstream waits for them, so every asset of a run, the acknowledgement and
+# the posting file included, is done before the probes (AFTER_ASSETS) and the data-quality suites
+# (LAST: slowest, and only a WARN) start.
+AFTER_ASSETS = {"dagster/priority": "-1"}
+LAST = {"dagster/priority": "-2"}
+
 
 def group_job(name: str, group: str, partitions_def: dg.PartitionsDefinition, description: str):
     """The job that materialises one asset group, one partition a run."""

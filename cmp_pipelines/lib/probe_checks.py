@@ -7,6 +7,7 @@ from cmp_pipelines.core import probe_queries as probe_service
 from cmp_pipelines.core.config import load_probes
 from cmp_pipelines.core.probes import ProbeDefinition
 from cmp_pipelines.core.settings import paths
+from cmp_pipelines.lib.jobs import AFTER_ASSETS
 from cmp_pipelines.lib.resources.database import DB_POOL, Database
 from cmp_pipelines.lib.resources.notifier import Notifier
 
@@ -28,7 +29,7 @@ def probe_checks(
         for probe in probes
     ]
 
-    @dg.multi_asset_check(specs=specs, pool=DB_POOL, can_subset=False, name=name)
+    @dg.multi_asset_check(specs=specs, pool=DB_POOL, can_subset=False, name=name, op_tags=AFTER_ASSETS)
     def _checks(context: dg.AssetCheckExecutionContext, database: Database, notifier: Notifier):
         """Evaluate every probe, record it, and e-mail the recipients of each tripped alert probe."""
         configs = load_probes(paths().config_dir)

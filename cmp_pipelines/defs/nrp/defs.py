@@ -10,7 +10,7 @@ from cmp_pipelines.defs.nrp.assets import GROUP, NRP_ASSETS, nrp_files_partition
 from cmp_pipelines.defs.nrp.expectations import load_suite, validate_frame
 from cmp_pipelines.defs.nrp.queries import batch_frame
 from cmp_pipelines.lib.inbound_sensor import inbound_file_sensor
-from cmp_pipelines.lib.jobs import end_of_day_schedule, group_job, probes_job
+from cmp_pipelines.lib.jobs import LAST, end_of_day_schedule, group_job, probes_job
 from cmp_pipelines.lib.metadata import flow_assets
 from cmp_pipelines.lib.probe_checks import probe_checks
 from cmp_pipelines.lib.resources.database import DB_POOL, Database
@@ -38,6 +38,7 @@ SUITE = "nrp_payments"
     name="nrp_payments_meet_expectations",
     pool=DB_POOL,
     blocking=False,
+    op_tags=LAST,  # after the acknowledgement: nothing waits for the suite
     description=f"Great Expectations suite expectations/{SUITE}.json over every record of the load batch.",
 )
 def nrp_payments_meet_expectations(context: dg.AssetCheckExecutionContext, database: Database):

@@ -9,8 +9,10 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
+if TYPE_CHECKING:  # imported by the run that validates, not by every process loading the definitions
+    import pandas as pd
 
 
 @dataclass
