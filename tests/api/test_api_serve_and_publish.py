@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 
 import httpx
 
@@ -56,3 +57,22 @@ def test_balances_follow_an_nrp_posting_through_the_ledger_monitor(api, platform
     assert after["as_of"] > before["as_of"]
     assert after["balance"] == format_minor(platform.balance("ACC00000001"))
     assert parse_amount(before["balance"]) - parse_amount(after["balance"]) == 750
+
+
+def test_the_monitor_republishes_once_the_queue_has_drained_not_after_every_run(api, platform, api_instance):
+    """A backlog of partner files ends with one republish (issue 16): while another run is queued or under way the
+    sensor asks for nothing; once it ends, one run key names the store's latest change."""
+    import dagster as dg
+
+    from cmp_pipelines.defs.one_off.sensors import work_key
+
+    with api.client() as http:
+        assert http.get("/v1/accounts/ACC00000001/balance").status_code == 200  # the read model is published
+    stale = time.time() + 60
+    os.utime(paths().database, (stale, stale))  # another run changed the store after the publish
+    running = api_instance.add_run(dg.DagsterRun(job_name="non_recurring_payment_job", run_id="started-1",
+                                                status=dg.DagsterRunStatus.STARTED))
+    now = datetime.now(UTC)
+    assert work_key(now, api_instance) is None
+    api_instance.report_run_failed(running)  # the run under way has ended
+    assert work_key(now, api_instance) == f"ledger-monitor:publish:{stale:.0f}"

@@ -3,6 +3,10 @@ the main store changed after the API's read model was published (another run pos
 
 A tick reads only the API's SQLite files and the main store's file times, never `cmp.duckdb` itself: it never
 waits on a run that holds the store. The work happens in the job, which queues in pool `cmp_db`.
+
+A republish alone waits until no other run is queued or under way: a backlog of partner files ends with one
+publish, not one `api_sync_job` run after each file (issue 16), and balances are never published half-way
+through a queue that is about to move them again.
 """
 
 from datetime import UTC, datetime
@@ -25,9 +29,21 @@ def read_model_behind() -> str | None:
     return f"{changed:.0f}" if changed > datetime.fromisoformat(published).timestamp() + 1 else None
 
 
-def work_key(now: datetime) -> str | None:
+_UNDER_WAY = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
+              dg.DagsterRunStatus.STARTED]
+
+
+def runs_under_way(instance: dg.DagsterInstance | None) -> int:
+    if instance is None:
+        return 0
+    return instance.get_runs_count(dg.RunsFilter(statuses=_UNDER_WAY))
+
+
+def work_key(now: datetime, instance: dg.DagsterInstance | None = None) -> str | None:
     """A run key naming the work waiting in the API store, or None when there is none."""
     behind = read_model_behind()
+    if behind and runs_under_way(instance):
+        behind = None  # publish once the queue has drained
     if not api_store_path().exists():
         return f"ledger-monitor:publish:{behind}" if behind else None
     store = ApiStore()
@@ -49,7 +65,7 @@ def ledger_monitor_sensor(job) -> dg.SensorDefinition:
                            "set-up requests in the API store, or a main store newer than the API's read model, "
                            "start api_sync_job.")
     def _sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
-        key = work_key(datetime.now(UTC))
+        key = work_key(datetime.now(UTC), context.instance)
         if key is None:
             return dg.SensorResult(skip_reason="nothing waiting in the API store")
         return dg.SensorResult(run_requests=[dg.RunRequest(run_key=key)])
