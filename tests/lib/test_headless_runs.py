@@ -198,9 +198,10 @@ def test_the_same_file_drops_give_the_same_runs_under_run_pending_and_under_the_
                 run_pending_sensors(build_definitions(), headless, echo=lambda _: None)
                 assert run_pending_sensors(build_definitions(), headless, echo=lambda _: None) == []
                 expected = _runs(headless)
-                # the daemon: its sensors tick every 10 s, its runs are queued (pool cmp_db) and launched each in
-                # a process by its code server; 25 s of quiet covers two ticks that must ask for nothing more
-                _settled(daemon_side, len(expected), quiet=25, deadline=time.monotonic() + 420)
+                # the daemon: its inbound sensors tick every 5 s, its runs are queued (pool cmp_db, dequeued every
+                # second) and launched each in a process by its code server; 12 s of quiet covers two ticks that
+                # must ask for nothing more
+                _settled(daemon_side, len(expected), quiet=12, deadline=time.monotonic() + 420)
                 assert _runs(daemon_side) == expected, (twin.parent / "daemon.log").read_text()[-3000:]
             assert [r[1:] for r in expected if r[0] == NRP_SENSOR] == [
                 ("non_recurring_payment_job", p, f"{p}#<changed_ns>", s) for p, s in sorted(
