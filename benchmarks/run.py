@@ -893,14 +893,14 @@ def _orchestrated_section(args: argparse.Namespace, workdir: Path, meta: dict, f
         small_run["ack_s"] / t["small_s"])
     row("    a run's fixed cost (launch -> first step)", f"{fixed:.2f} s")
     print()
-    print(f"  {'timeline, seconds':<44} {'1M file':>10} {'3 records':>10}")
+    print(f"  {'timeline, seconds':<44} {f'{n:,} rec.':>12} {'3 records':>10}")
     for key, label in (("pickup_s", "drop -> run created (sensor)"), ("queue_s", "created -> launched (queue)"),
                        ("start_s", "launched -> run start (process, imports)"),
                        ("setup_s", "run start -> first step (resources)"), ("ack_s", "drop -> acknowledgement"),
                        ("run_s", "launched -> run end (checks included)"), ("done_s", "drop -> run end")):
-        print(f"    {label:<42} {big[key]:>10.2f} {small_run[key]:>10.2f}")
+        print(f"    {label:<42} {big[key]:>12.2f} {small_run[key]:>10.2f}")
     print()
-    print(f"  {'step (1M file)':<50} {'in the run':>12} {'bench phase':>12} {'ratio':>8} {'target':>8}")
+    print(f"  {f'step ({n:,} records)':<50} {'in the run':>12} {'bench phase':>12} {'ratio':>8} {'target':>8}")
     for step, seconds in big["steps"].items():
         phase = RUN_STEPS.get(step)
         bench = flow["steps"].get(phase) if phase else None
