@@ -82,19 +82,19 @@ def test_a_sensor_stopped_in_the_ui_is_left_alone(platform, instance):
     assert run.success and platform.payment_postings() == 1
 
 
-class RejectionsShareDown(LocalFileStore):
-    def list_entries(self, prefix: str):
-        if prefix.startswith("inbound/card_rejections"):
-            raise OSError("injected: the rejections share is unreachable")
-        return super().list_entries(prefix)
-
-
-def test_a_sensor_that_raises_fails_its_tick_and_the_others_still_run(platform, instance):
+def test_a_sensor_that_raises_fails_its_tick_and_the_others_still_run(platform, instance, monkeypatch):
     from dagster._core.scheduler.instigation import TickStatus
 
+    listed = LocalFileStore.list_entries
+
+    def share_down(self, prefix: str):  # the inbound sensors list the local store directly (no resources)
+        if prefix.startswith("inbound/card_rejections"):
+            raise OSError("injected: the rejections share is unreachable")
+        return listed(self, prefix)
+
+    monkeypatch.setattr(LocalFileStore, "list_entries", share_down)
     platform.drop("fine.json.enc", document([payment("1", "ACC00000001", "10.00")]))
-    broken = build_definitions({"file_store": RejectionsShareDown(base_dir=str(platform.root))})
-    outcomes = run_pending_sensors(broken, instance, echo=lambda _: None)
+    outcomes = run_pending_sensors(build_definitions(), instance, echo=lambda _: None)
     assert [(o.sensor, o.success) for o in outcomes] == [(NRP_SENSOR, True)]
     assert outcomes.errors == ["card_rejection_files_sensor: OSError: injected: the rejections share is unreachable"]
     state = _sensor_state(instance, "card_rejection_files_sensor")

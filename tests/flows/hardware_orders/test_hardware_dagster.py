@@ -106,8 +106,8 @@ def test_the_request_sensor_asks_again_for_orders_a_failed_run_left(hardware):
     hardware.order("ACC00000007", [("PR-CASE-X1", 1)])
 
     def tick():
-        context = dg.build_sensor_context(resources={"database": Database()})
-        return [(r.partition_key, r.run_key) for r in sensor(context).run_requests or []]
+        with dg.build_sensor_context(resources={"database": Database()}) as context:  # as the daemon enters it
+            return [(r.partition_key, r.run_key) for r in sensor(context).run_requests or []]
 
     assert tick() == [("SOR-00000001", "SOR-00000001")]
     hardware.platform.query("UPDATE hw_orders SET generated_at = generated_at - INTERVAL 1 HOUR")
