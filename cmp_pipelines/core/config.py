@@ -298,6 +298,11 @@ def read_yaml(file: Path) -> dict:
 _LOADED: dict[tuple, object] = {}
 
 
+def _copy(value):
+    """The cached value's container copied (its items are frozen), so a caller's change stays its own."""
+    return dict(value) if isinstance(value, dict) else list(value) if isinstance(value, list) else value
+
+
 @dataclass(frozen=True)
 class ConfigFile(Generic[M, T]):
     """One file of `config/`: its model, how errors name its entries, and `build`, which turns the validated
@@ -329,23 +334,23 @@ class ConfigFile(Generic[M, T]):
         return ConfigError(file, entry, field, why, path)
 
     def load(self, config_dir: Path, partners: dict | None = None) -> T:
-        """Validated once per version of the file in a process: a run's steps and a sensor's ticks read the same
-        file many times (~50 ms of YAML and validation each, issue 16); an edited file is read again."""
+        """Validated once per content of the file in a process: a run's steps and a sensor's ticks read the same
+        file many times (~50 ms of YAML and validation each, issue 16). Keyed by the bytes, not the file time (two
+        writes within a clock tick keep it); a caller gets its own copy of a mapping or list to change."""
         key = None
         if partners is None:
             try:
-                stat = (config_dir / self.name).stat()
-                key = (self.name, str(config_dir), stat.st_ino, stat.st_mtime_ns, stat.st_size)
+                key = (self.name, str(config_dir), (config_dir / self.name).read_bytes())
             except OSError:
                 key = None
             if key is not None and key in _LOADED:
-                return _LOADED[key]
+                return _copy(_LOADED[key])
         value, errors = self.run(config_dir, partners)
         if errors:
             raise errors[0]
         if key is not None:
             _LOADED[key] = value
-        return value  # type: ignore[return-value]
+        return _copy(value)  # type: ignore[return-value]
 
     def check(self, config_dir: Path, partners: dict | None = None) -> list[ConfigError]:
         return self.run(config_dir, partners)[1]

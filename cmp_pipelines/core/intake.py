@@ -160,6 +160,28 @@ class Intake:
              received.cipher_sha, content_sha, len(received.ciphertext), batch_id, self.now, header_file_id],
         )
 
+    def record_problems(self, received: Received, table: str, batch_id: str, configuration: str, data: str,
+                        masked: list[str]) -> None:
+        """Into job_errors, inside the batch's transaction: each record of `table` whose problem_code is
+        `configuration` (a code our configuration lacks) or `data` (a reference we do not hold), and each place a
+        card number was found and stored masked."""
+        self.con.execute(
+            f"""
+            INSERT INTO job_errors (job, category, source_ref, detail, raised_at)
+            SELECT $feed, CASE problem_code WHEN $configuration THEN 'CONFIGURATION' ELSE 'DATA' END,
+                   $file_id || '#' || position, problem_code || ': ' || problem, $now
+            FROM {table}
+            WHERE batch_id = $batch_id AND problem_code IN ($configuration, $data)
+            """,  # noqa: S608 - the table is one of ours, never input
+            {"feed": self.feed, "file_id": received.file_id, "now": self.now, "batch_id": batch_id,
+             "configuration": configuration, "data": data},
+        )
+        if masked:
+            self.con.executemany(
+                "INSERT INTO job_errors (job, category, source_ref, detail, raised_at) VALUES (?, 'DATA', ?, ?, ?)",
+                [[self.feed, received.file_id, f"CARD_NUMBER_MASKED: {where} carried a card number; stored masked",
+                  self.now] for where in masked])
+
     def loaded_batch(self, file_id: str) -> tuple[str, str, str | None]:
         """(batch id, partner, archived path) of a loaded file; names the quarantine when it was refused."""
         row = self.con.execute(

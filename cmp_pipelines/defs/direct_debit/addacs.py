@@ -84,21 +84,8 @@ class AddacsReports:
                 "FROM addacs_advices WHERE batch_id = ?",
                 [batch_id, FEED, received.partner, received.file_id, self.now, batch_id],
             )
-            self.con.execute(
-                """
-                INSERT INTO job_errors (job, category, source_ref, detail, raised_at)
-                SELECT $feed, CASE problem_code WHEN 'UNKNOWN_CODE' THEN 'CONFIGURATION' ELSE 'DATA' END,
-                       $file_id || '#' || position, problem_code || ': ' || problem, $now
-                FROM addacs_advices
-                WHERE batch_id = $batch_id AND problem_code IN ('UNKNOWN_CODE', 'UNKNOWN_REFERENCE')
-                """,
-                {"feed": FEED, "file_id": received.file_id, "now": self.now, "batch_id": batch_id},
-            )
-            if report.masked:  # a card number in the bank's free text: stored masked, and said so
-                self.con.executemany(
-                    "INSERT INTO job_errors (job, category, source_ref, detail, raised_at) VALUES (?, 'DATA', ?, ?, ?)",
-                    [[FEED, received.file_id, f"CARD_NUMBER_MASKED: {where} carried a card number; stored masked",
-                      self.now] for where in report.masked])
+            self.intake.record_problems(received, "addacs_advices", batch_id, configuration="UNKNOWN_CODE",
+                                        data="UNKNOWN_REFERENCE", masked=report.masked)
             self.intake.record_loaded(received, batch_id, content_sha, report.report_id)
 
     def apply(self, load: AdviceLoad) -> AdviceLoad:

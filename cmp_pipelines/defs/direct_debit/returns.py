@@ -112,21 +112,8 @@ class DirectDebitReturns:
             finally:
                 self.con.unregister("raw")
             engine.record_loaded(self.con, TABLES, batch_id, received.partner, received.file_id, self.now)
-            self.con.execute(
-                """
-                INSERT INTO job_errors (job, category, source_ref, detail, raised_at)
-                SELECT $feed, CASE problem_code WHEN 'UNKNOWN_RETURN_CODE' THEN 'CONFIGURATION' ELSE 'DATA' END,
-                       $file_id || '#' || position, problem_code || ': ' || problem, $now
-                FROM dd_returns
-                WHERE batch_id = $batch_id AND problem_code IN ('UNKNOWN_REFERENCE', 'UNKNOWN_RETURN_CODE')
-                """,
-                {"feed": FEED, "file_id": received.file_id, "now": self.now, "batch_id": batch_id},
-            )
-            if report.masked:  # a card number in the bank's free text: stored masked, and said so
-                self.con.executemany(
-                    "INSERT INTO job_errors (job, category, source_ref, detail, raised_at) VALUES (?, 'DATA', ?, ?, ?)",
-                    [[FEED, received.file_id, f"CARD_NUMBER_MASKED: {where} carried a card number; stored masked",
-                      self.now] for where in report.masked])
+            self.intake.record_problems(received, "dd_returns", batch_id, configuration="UNKNOWN_RETURN_CODE",
+                                        data="UNKNOWN_REFERENCE", masked=report.masked)
             self.intake.record_loaded(received, batch_id, content_sha, report.report_id)
 
     def _result(self, file_id: str, status: str) -> ReturnsLoad:
