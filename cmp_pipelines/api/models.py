@@ -99,9 +99,30 @@ class Payment(BaseModel):
         description="For a failure the Ledger Monitor has recorded: the workflow event it raised (nothing posted).")
 
 
-class PaymentList(BaseModel):
+class HistoryRow(BaseModel):
+    payment_ref: str = Field(description="The flow's own id: NRP batch:record, card transaction, refund, direct-debit "
+                                         "collection, rejection batch:position, one-off payment id.")
+    date: str = Field(description="YYYY-MM-DD: paid, extracted, collected, rejected or due (an approved refund).")
+    source: Literal["NRP", "CARD", "DIRECT_DEBIT", "ONE_OFF"]
+    method: str | None
+    kind: Literal["PAYMENT", "REFUND", "REVERSAL", "RETURN"]
+    amount: str | None = Field(description="Positive decimal string; null for a record rejected for its amount.")
+    currency: str | None
+    status: str
+    reason_code: str | None
+    reason: str | None
+    invoice_number: str | None
+    reference: str | None
+    batch_id: str | None
+
+
+class PaymentHistory(BaseModel):
     account_number: str
-    payments: list[Payment]
+    total: int = Field(description="Rows matching the filters, on every page.")
+    limit: int
+    offset: int
+    next_offset: int | None = Field(description="The offset of the next page; null on the last one.")
+    payments: list[HistoryRow]
 
 
 class Balance(BaseModel):

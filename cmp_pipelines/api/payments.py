@@ -7,14 +7,14 @@ import json
 import re
 import secrets
 import sqlite3
-from typing import Annotated, Literal
+from typing import Annotated
 
 import orjson
-from fastapi import APIRouter, Header, Path, Query, Request, Response
+from fastapi import APIRouter, Header, Path, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from cmp_pipelines.api.context import ApiContext, Client, Ctx, log
-from cmp_pipelines.api.models import ACCOUNT, Balance, CreatePayment, Payment, PaymentList, check_account
+from cmp_pipelines.api.models import ACCOUNT, Balance, CreatePayment, Payment, check_account
 from cmp_pipelines.api.problems import Problem
 from cmp_pipelines.core.cards import find_pan, mask_pans_in
 from cmp_pipelines.core.config_payments import ApiClient
@@ -204,19 +204,6 @@ async def create_payment(body: CreatePayment, idempotency_key: IdempotencyKey, r
 def get_payment(payment_id: Annotated[str, Path(max_length=64)], who: Client,
                 ctx: Ctx) -> dict:
     return payment_view(_get(ctx, payment_id), ctx)
-
-
-@router.get("/v1/accounts/{account_number}/payments", response_model=PaymentList, tags=["payments"],
-            responses=ERRORS, summary="An account's one-off payments with their status, newest first")
-def list_payments(account_number: AccountPath, who: Client, ctx: Ctx,
-                  status: Literal["AWAITING_CARD", "PENDING", "SUCCEEDED", "DECLINED", "FAILED"] | None = None,
-                  limit: Annotated[int, Query(ge=1, le=500)] = 100) -> dict:
-    number = valid_account(account_number)
-    account(ctx, number)
-    rows = ctx.store.query(
-        "SELECT * FROM payments WHERE account_number = ? AND (? IS NULL OR status = ?) "
-        "ORDER BY created_at DESC, payment_id DESC LIMIT ?", [number, status, status, limit])
-    return {"account_number": number, "payments": [payment_view(r, ctx) for r in rows]}
 
 
 @router.get("/v1/accounts/{account_number}/balance", response_model=Balance, tags=["accounts"], responses=ERRORS,

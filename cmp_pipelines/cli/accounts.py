@@ -125,3 +125,54 @@ def accounts_show(account_number: str, as_json: bool) -> None:
     click.echo(f"{view['account_number']}  {view['name']}  balance {view['balance']} {view['currency']}")
     for invoice in view["open_invoices"]:
         click.echo(f"  {invoice['invoice_number']}  due {invoice['due_on']}  outstanding {invoice['outstanding']}")
+
+
+def _day(option: str, value: str | None):
+    from datetime import date as date_type
+
+    try:
+        return date_type.fromisoformat(value) if value else None
+    except ValueError:
+        _fail(f"{option} {value!r} is not a date (YYYY-MM-DD)")
+
+
+@accounts.command("payments")
+@click.argument("account_number")
+@click.option("--method", default=None, help="CASH, CHEQUE, POSTAL_ORDER, BANK_TRANSFER, RECURRING_CARD, DIRECT_DEBIT, "
+                                             "CARD_ON_FILE or HOSTED_PAGE.")
+@click.option("--status", default=None, help="Only rows with this status (e.g. ACCEPTED, REJECTED, HARD_DECLINE).")
+@click.option("--kind", default=None, help="PAYMENT, REFUND, REVERSAL or RETURN.")
+@click.option("--from", "date_from", default=None, help="From this day, YYYY-MM-DD (inclusive).")
+@click.option("--to", "date_to", default=None, help="To this day, YYYY-MM-DD (inclusive).")
+@click.option("--limit", default=50, show_default=True, help="Rows per page (1-500).")
+@click.option("--offset", default=0, show_default=True, help="Rows to skip (the previous page's next offset).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def accounts_payments(account_number: str, method: str | None, status: str | None, kind: str | None,
+                      date_from: str | None, date_to: str | None, limit: int, offset: int, as_json: bool) -> None:
+    """The account's payments across every flow (NRP, card, direct debit, one-off; refunds, reversals, returns),
+    newest first, with status and reason: the Payments screen."""
+    from cmp_pipelines.core.payment_history import HistoryFilter, HistoryFilterError, account_history
+
+    flt = HistoryFilter(method=method, status=status, kind=kind, date_from=_day("--from", date_from),
+                        date_to=_day("--to", date_to), limit=limit, offset=offset)
+    try:
+        flt.check()
+    except HistoryFilterError as exc:
+        _fail(f"--{exc.field}: {exc.message}")
+    with _connect(read_only=True) as con:
+        history = account_history(con, account_number, flt)
+    if history is None:
+        _not_found("account", account_number)
+    if as_json:
+        click.echo(json.dumps(history.as_dict(), indent=2))
+        return
+    header = ("DATE", "SOURCE", "METHOD", "KIND", "AMOUNT", "STATUS", "REASON", "INVOICE", "REFERENCE")
+    lines = [header] + [(r["date"], r["source"], r["method"] or "", r["kind"], r["amount"] or "-", r["status"],
+                         " ".join(x for x in (r["reason_code"], r["reason"] and f"({r['reason']})") if x),
+                         r["invoice_number"] or "", r["reference"] or r["payment_ref"]) for r in history.rows]
+    widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
+    for line in lines:
+        click.echo("  ".join(str(v).ljust(w) for v, w in zip(line, widths, strict=True)).rstrip())
+    shown = f"{history.offset + 1}-{history.offset + len(history.rows)}" if history.rows else "none"
+    more = f"; next page: --offset {history.next_offset}" if history.next_offset is not None else ""
+    click.echo(f"{account_number}: {shown} of {history.total} payment(s){more}")

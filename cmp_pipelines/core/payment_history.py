@@ -20,6 +20,7 @@ from pathlib import Path
 import duckdb
 
 from cmp_pipelines.core.money import format_minor
+from cmp_pipelines.core.settings import paths
 
 SOURCES = ("NRP", "CARD", "DIRECT_DEBIT", "ONE_OFF")
 METHODS = ("CASH", "CHEQUE", "POSTAL_ORDER", "BANK_TRANSFER", "RECURRING_CARD", "DIRECT_DEBIT", "CARD_ON_FILE",
@@ -128,6 +129,11 @@ class HistoryPage:
                 "offset": self.offset, "next_offset": self.next_offset, "payments": self.rows}
 
 
+_WHERE = """account_number = $account AND ($method IS NULL OR method = $method)
+          AND ($status IS NULL OR status = $status) AND ($kind IS NULL OR kind = $kind)
+          AND ($from IS NULL OR date >= $from) AND ($to IS NULL OR date <= $to)"""
+
+
 def page(con: duckdb.DuckDBPyConnection, relation: str, account_number: str, flt: HistoryFilter,
          params: dict | None = None) -> HistoryPage:
     """One page of `relation` (the history SQL, or the API's published copy) for an account, newest first."""
@@ -136,10 +142,7 @@ def page(con: duckdb.DuckDBPyConnection, relation: str, account_number: str, flt
         f"""
         SELECT {', '.join(c for c in COLUMNS if c not in ('date', 'amount_minor'))}, date::VARCHAR AS date,
                amount_minor, count(*) OVER () AS total
-        FROM ({relation}) h
-        WHERE account_number = $account AND ($method IS NULL OR method = $method)
-          AND ($status IS NULL OR status = $status) AND ($kind IS NULL OR kind = $kind)
-          AND ($from IS NULL OR date >= $from) AND ($to IS NULL OR date <= $to)
+        FROM ({relation}) h WHERE {_WHERE}
         ORDER BY h.date DESC, source, payment_ref DESC
         LIMIT $limit OFFSET $offset
         """,
@@ -157,9 +160,7 @@ def _count(con, relation: str, account_number: str, flt: HistoryFilter, params: 
     if flt.offset == 0:
         return 0
     return con.execute(
-        f"""SELECT count(*) FROM ({relation}) h WHERE account_number = $account
-            AND ($method IS NULL OR method = $method) AND ($status IS NULL OR status = $status)
-            AND ($kind IS NULL OR kind = $kind) AND ($from IS NULL OR date >= $from) AND ($to IS NULL OR date <= $to)""",
+        f"SELECT count(*) FROM ({relation}) h WHERE {_WHERE}",
         {**(params or {}), "account": account_number, "method": flt.method, "status": flt.status, "kind": flt.kind,
          "from": flt.date_from, "to": flt.date_to}).fetchone()[0]
 
@@ -178,6 +179,11 @@ def account_history(con: duckdb.DuckDBPyConnection, account_number: str, flt: Hi
                        [account_number]).fetchone():
         return None
     return page(con, HISTORY_SQL, account_number, flt)
+
+
+def published_history_path() -> Path:
+    """Beside the API's read model: what `publish_history` writes and the API reads."""
+    return paths().data_dir / "api_payment_history.parquet"
 
 
 def publish_history(con: duckdb.DuckDBPyConnection, path: Path, *, without_one_off: bool = True) -> int:
