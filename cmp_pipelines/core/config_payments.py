@@ -18,6 +18,7 @@ from pydantic import AfterValidator, BeforeValidator
 
 from cmp_pipelines.core.config import (
     PARTNER_ID,
+    SECURITY_LEVEL,
     ConfigFile,
     Entries,
     FileModel,
@@ -44,6 +45,7 @@ class ApiClient:
     name: str
     channel: str
     key_sha256: str | None
+    security_level: str | None = None  # config/security.yaml's; None: no guarded set-up call is allowed
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,8 @@ class ApiClientEntry(FileModel):
         | None = None
     channel: one_of(*CHANNELS)
     key_sha256: Annotated[str | None, BeforeValidator(_key_hash)] = None
+    security_level: Annotated[str, matches(SECURITY_LEVEL, lambda v: f"{v!r} is not a security level name")] \
+        | None = None
 
 
 class ApiClientsFile(FileModel):
@@ -88,7 +92,8 @@ def _build_api_clients(parsed: ApiClientsFile, problems: Problems, _: object) ->
     for index, c in enumerate(parsed.api_clients):
         if c.client_id in clients:
             problems.add(("api_clients", index, "client_id"), "is defined twice")
-        clients[c.client_id] = ApiClient(c.client_id, c.name or c.client_id, c.channel, c.key_sha256)
+        clients[c.client_id] = ApiClient(c.client_id, c.name or c.client_id, c.channel, c.key_sha256,
+                                          c.security_level)
     return clients
 
 
@@ -100,7 +105,7 @@ def load_api_clients(config_dir: Path, keys_dir: Path | None = None) -> dict[str
     """The configured clients; one without a hash in the file takes the one `api keys init` issued, if any."""
     clients = API_CLIENTS_FILE.load(config_dir)
     issued = read_key_hashes(keys_dir) if keys_dir else {}
-    return {cid: c if c.key_sha256 else ApiClient(c.client_id, c.name, c.channel, issued.get(cid))
+    return {cid: c if c.key_sha256 else ApiClient(c.client_id, c.name, c.channel, issued.get(cid), c.security_level)
             for cid, c in clients.items()}
 
 

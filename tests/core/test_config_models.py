@@ -134,7 +134,7 @@ CASES = [
     ("api_clients.yaml", put("api_clients", 1, "name", 5), "SELFCARE_APP", "name", "api_clients[1].name",
      "must be a string, got 5"),
     ("api_clients.yaml", put("api_clients", 2, "key", "cmp_the-key-itself"), "IVR", "key", "api_clients[2].key",
-     "unknown field; allowed: channel, client_id, key_sha256, name"),
+     "unknown field; allowed: channel, client_id, key_sha256, name, security_level"),
     ("api_clients.yaml", put("api_clients", 2, "channel", "PHONE"), "IVR", "channel", "api_clients[2].channel",
      "must be one of AGENT, SELFCARE, IVR, got 'PHONE'"),
     # payment_provider.yaml
