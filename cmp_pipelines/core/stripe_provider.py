@@ -120,11 +120,11 @@ class StripeProvider(PaymentProvider):
                              callback_url: str, page_base_url: str) -> HostedSession:
         """Stripe Checkout; its outcome comes as the `checkout.session.*` webhook (configured at Stripe, so
         `callback_url` and `page_base_url`, the sandbox's, are not used)."""
+        price = {"currency": currency.lower(), "unit_amount": amount_minor, "product_data": {"name": "Account payment"}}
         try:
             session = self.client.v1.checkout.sessions.create(
                 {"mode": "payment", "client_reference_id": merchant_reference,
-                 "line_items": [{"quantity": 1, "price_data": {"currency": currency.lower(), "unit_amount": amount_minor,
-                                                               "product_data": {"name": "Account payment"}}}],
+                 "line_items": [{"quantity": 1, "price_data": price}],
                  "success_url": self.settings.success_url, "cancel_url": self.settings.cancel_url,
                  "metadata": {"merchant_reference": merchant_reference},
                  "payment_intent_data": {"metadata": {"merchant_reference": merchant_reference}}},
