@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ import stripe
 
 from cmp_pipelines.core.db.sqlite import LocalSqlite
 from cmp_pipelines.core.payment_provider import (
+    ActionRequired,
     BadSignature,
     HostedSession,
     PaymentProvider,
@@ -35,14 +37,6 @@ REFERENCE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # our payment ids: safe inside
 STATE_SCHEMA = """
 CREATE TABLE webhook_events (event_id TEXT PRIMARY KEY, received_at TEXT NOT NULL)
 """
-
-
-class ActionRequired(Exception):
-    """The card needs its holder (SCA): send them to `session.redirect_url` (Stripe Checkout)."""
-
-    def __init__(self, session: HostedSession, provider_reference: str | None):
-        super().__init__("the card needs the customer's authentication")
-        self.session, self.provider_reference = session, provider_reference
 
 
 @dataclass(frozen=True)
@@ -173,6 +167,41 @@ class StripeProvider(PaymentProvider):
                   "checkout.session.async_payment_succeeded": "SUCCEEDED",
                   "checkout.session.async_payment_failed": "DECLINED",
                   "checkout.session.expired": "DECLINED"}.get(event.type)
+        if status is None:  # another event type (Stripe sends what the endpoint subscribes to): nothing to move
+            return {"ignored": True, "event_type": event.type}
         return {"session_id": session.get("id"), "status": status, "provider_reference": session.get("payment_intent"),
                 "reason_code": self.settings.default_decline_code if status == "DECLINED" else None,
                 "last_four": None}
+
+
+def _secret(name: str, keys_dir: Path) -> str:
+    """$CMP_<NAME>, else the file <name> in the keys folder; never in configuration, never logged."""
+    value = os.environ.get(f"CMP_{name.upper()}")
+    path = keys_dir / name
+    if not value and path.exists():
+        value = path.read_text().strip()
+    if not value:
+        raise ValueError(f"the Stripe provider needs $CMP_{name.upper()} (or {path})")
+    return value
+
+
+def stripe_from_config(config_dir: Path, keys_dir: Path) -> StripeProvider:
+    """The provider config/payment_provider.yaml describes; every decline code it maps must be a configured card
+    rejection code."""
+    from cmp_pipelines.core.config import load_rejection_codes
+    from cmp_pipelines.core.config_payments import load_provider_settings
+    from cmp_pipelines.core.settings import paths
+
+    section = load_provider_settings(config_dir).stripe
+    if section is None:
+        raise ValueError("config/payment_provider.yaml has no stripe section")
+    reasons = {code: c.description for code, c in load_rejection_codes(config_dir).card_codes.items()}
+    unknown = sorted({section.default_decline_code, *section.decline_codes.values()} - set(reasons))
+    if unknown:
+        raise ValueError(f"config/payment_provider.yaml stripe maps to {', '.join(unknown)}, not card rejection codes "
+                         "of config/rejection_codes.yaml")
+    settings = StripeSettings(_secret("stripe_secret_key", keys_dir), _secret("stripe_webhook_secret", keys_dir),
+                              dict(section.decline_codes), section.default_decline_code, section.success_url,
+                              section.cancel_url, os.environ.get("CMP_STRIPE_API_BASE"),
+                              float(section.timeout_seconds))
+    return StripeProvider(settings, reasons, paths().data_dir / "stripe_provider.sqlite")
