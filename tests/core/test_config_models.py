@@ -144,7 +144,7 @@ CASES = [
      "hosted_session_minutes", "payment_provider.hosted_session_minutes", "must be an integer, got '30'"),
     ("payment_provider.yaml", put("payment_provider", "timeout_seconds", 5), "payment_provider", "timeout_seconds",
      "payment_provider.timeout_seconds", "unknown field; allowed: callback_tolerance_seconds, failure_event, "
-     "hosted_page_url, hosted_session_minutes, provider, public_base_url, reconcile_after_seconds"),
+     "hosted_page_url, hosted_session_minutes, provider, public_base_url, reconcile_after_seconds, stripe"),
     ("payment_provider.yaml", put("payment_provider", "failure_event", {"type": "ONE_OFF_PAYMENT"}), "payment_provider",
      "failure_event", "payment_provider.failure_event", "must be a mapping with exactly 'type' and 'code'"),
 ]
