@@ -138,3 +138,35 @@ def test_webhooks_are_verified_by_signature_age_and_taken_once(stripe_api):
     with pytest.raises(BadSignature, match="header is missing"):
         provider.verify_callback(other, None, 300)
     assert provider.verify_callback(other, signed(other), 300)["session_id"] == "cs_test_3"  # refusals took nothing
+
+
+def test_stripe_is_chosen_in_configuration_with_its_keys_from_the_environment(tmp_path, monkeypatch):
+    import shutil
+
+    import yaml
+
+    from cmp_pipelines.core.config import ConfigError
+    from cmp_pipelines.core.config_payments import load_provider_settings
+    from cmp_pipelines.core.stripe_provider import stripe_from_config
+
+    config = tmp_path / "config"
+    shutil.copytree(PROJECT_ROOT / "config", config)
+    monkeypatch.setenv("CMP_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("CMP_STRIPE_SECRET_KEY", raising=False)
+    monkeypatch.delenv("CMP_STRIPE_WEBHOOK_SECRET", raising=False)
+    assert load_provider_settings(config).provider == "SANDBOX"  # the default
+    with pytest.raises(ValueError, match=r"needs \$CMP_STRIPE_SECRET_KEY"):
+        stripe_from_config(config, tmp_path / "keys")
+    monkeypatch.setenv("CMP_STRIPE_SECRET_KEY", "sk_test_cfg")
+    monkeypatch.setenv("CMP_STRIPE_WEBHOOK_SECRET", "whsec_cfg")
+    assert stripe_from_config(config, tmp_path / "keys").settings.decline_codes["insufficient_funds"] == "51"
+    document = yaml.safe_load((config / "payment_provider.yaml").read_text())
+    document["payment_provider"]["stripe"]["decline_codes"]["lost_card"] = "99"
+    (config / "payment_provider.yaml").write_text(yaml.safe_dump(document))
+    with pytest.raises(ValueError, match="stripe maps to 99, not card rejection codes"):
+        stripe_from_config(config, tmp_path / "keys")
+    document["payment_provider"]["provider"] = "STRIPE"
+    del document["payment_provider"]["stripe"]
+    (config / "payment_provider.yaml").write_text(yaml.safe_dump(document))
+    with pytest.raises(ConfigError, match="is required when the provider is STRIPE"):
+        load_provider_settings(config)
