@@ -1,5 +1,11 @@
 """The one root conftest: it only registers the shared fixtures, which live in tests/support/."""
 
+import os
+
+# Set-up commands need an operator identity (config/operators.yaml); tests act as the demo administrator unless
+# they set another (tests/cli/test_operator_security.py)
+os.environ.setdefault("CMP_OPERATOR", "demo.admin")
+
 from tests.support.api import api, api_instance  # noqa: F401
 from tests.support.dagster import dagster_home_template, instance  # noqa: F401
 from tests.support.hardware import hardware  # noqa: F401

@@ -6,11 +6,12 @@ from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from cmp_pipelines.api import payments, problems, sandbox_pages, setup, soap
+from cmp_pipelines.api import history, payments, problems, sandbox_pages, setup, soap
 from cmp_pipelines.api.context import ApiContext, log
 from cmp_pipelines.core.config_payments import load_api_clients, load_provider_settings
 from cmp_pipelines.core.db.api_store import ApiStore, ReadModel
 from cmp_pipelines.core.payment_provider import build_provider
+from cmp_pipelines.core.security import load_security
 from cmp_pipelines.core.settings import paths
 
 
@@ -25,7 +26,7 @@ def build_context(port: int = 8000) -> ApiContext:
     return ApiContext(store=ApiStore(background_checkpoint=True), read_model=ReadModel(),
                       provider=build_provider(settings.provider, server=True),
                       settings=settings, clients_by_hash={c.key_sha256: c for c in clients.values() if c.key_sha256},
-                      main_store=p.database,
+                      main_store=p.database, security=load_security(p.config_dir),
                       public_base_url=settings.public_base_url or f"http://127.0.0.1:{port}")
 
 
@@ -60,6 +61,7 @@ def create_app(ctx: ApiContext | None = None, port: int = 8000) -> FastAPI:
     app.add_exception_handler(StarletteHTTPException, problems.http_handler)
     app.add_exception_handler(Exception, problems.unexpected_handler)
     app.include_router(payments.router)
+    app.include_router(history.router)
     app.include_router(setup.router)
     app.include_router(soap.router)
     app.include_router(sandbox_pages.router)

@@ -16,6 +16,7 @@ from cmp_pipelines.api.problems import Problem
 from cmp_pipelines.core.config_payments import ApiClient, ProviderSettings, hash_key
 from cmp_pipelines.core.db.api_store import ApiStore, ReadModel
 from cmp_pipelines.core.payment_provider import PaymentProvider
+from cmp_pipelines.core.security import Refused, SecurityConfig, load_security
 
 log = logging.getLogger("cmp_pipelines.api")
 
@@ -32,9 +33,21 @@ class ApiContext:
     # The URL clients reach the API at: redirects, callbacks and the WSDL address are built from it, never from
     # the request's Host header (which the client chooses: `Host: evil.example` must not become a redirect).
     public_base_url: str = "http://127.0.0.1:8000"
+    security: SecurityConfig | None = None  # config/security.yaml; None: read when first needed
 
     def now(self) -> datetime:
         return datetime.now(UTC)
+
+    def authorize(self, who: ApiClient, operation: str) -> None:
+        """403 naming the rule unless the client's configured security level may run `operation`."""
+        if self.security is None:
+            from cmp_pipelines.core.settings import paths
+
+            self.security = load_security(paths().config_dir)
+        try:
+            self.security.authorize(f"API client {who.client_id}", who.security_level, operation)
+        except Refused as exc:
+            raise Problem(403, exc.message, field="X-API-Key", slug="forbidden") from None
 
 
 async def context(request: Request) -> ApiContext:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import date
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -99,9 +100,30 @@ class Payment(BaseModel):
         description="For a failure the Ledger Monitor has recorded: the workflow event it raised (nothing posted).")
 
 
-class PaymentList(BaseModel):
+class HistoryRow(BaseModel):
+    payment_ref: str = Field(description="The flow's own id: NRP batch:record, card transaction, refund, direct-debit "
+                                         "collection, rejection batch:position, one-off payment id.")
+    date: str = Field(description="YYYY-MM-DD: paid, extracted, collected, rejected or due (an approved refund).")
+    source: Literal["NRP", "CARD", "DIRECT_DEBIT", "ONE_OFF"]
+    method: str | None
+    kind: Literal["PAYMENT", "REFUND", "REVERSAL", "RETURN"]
+    amount: str | None = Field(description="Positive decimal string; null for a record rejected for its amount.")
+    currency: str | None
+    status: str
+    reason_code: str | None
+    reason: str | None
+    invoice_number: str | None
+    reference: str | None
+    batch_id: str | None
+
+
+class PaymentHistory(BaseModel):
     account_number: str
-    payments: list[Payment]
+    total: int = Field(description="Rows matching the filters, on every page.")
+    limit: int
+    offset: int
+    next_offset: int | None = Field(description="The offset of the next page; null on the last one.")
+    payments: list[HistoryRow]
 
 
 class Balance(BaseModel):
@@ -138,6 +160,25 @@ class CreateMandate(Strict):
     _pan = field_validator("account_name", "reference")(_no_pan)
 
 
+class ApproveRefund(Strict):
+    amount: str = Field(description="Decimal string with exactly two places, more than 0.00.", examples=["12.50"],
+                        json_schema_extra={"pattern": AMOUNT_PATTERN.pattern})
+    due_on: date | None = Field(None, description="Pay on or after this day (default: today).")
+    reason: str | None = Field(None, max_length=100, description="Why the refund was approved.")
+
+    _reason = field_validator("reason")(_no_pan)
+
+
+class CardRefund(BaseModel):
+    refund_id: str
+    account_number: str
+    amount: str
+    currency: str
+    due_on: str
+    reason: str | None
+    approved_by: str = Field(description="The API client that approved it.")
+
+
 class Card(BaseModel):
     provider: str
     card_token: str
@@ -154,7 +195,7 @@ class PaymentProfile(BaseModel):
 
 class SetupRequest(BaseModel):
     request_id: str
-    kind: Literal["PAYMENT_TYPE", "CARD", "MANDATE"]
+    kind: Literal["PAYMENT_TYPE", "CARD", "MANDATE", "REFUND"]
     account_number: str
     status: Literal["QUEUED", "APPLIED", "FAILED"] = Field(
         description="QUEUED: a pipeline run holds the store; the next api_sync_job run applies it.")

@@ -7,19 +7,19 @@ import json
 import re
 import secrets
 import sqlite3
-from typing import Annotated, Literal
+from typing import Annotated
 
 import orjson
-from fastapi import APIRouter, Header, Path, Query, Request, Response
+from fastapi import APIRouter, Header, Path, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from cmp_pipelines.api.context import ApiContext, Client, Ctx, log
-from cmp_pipelines.api.models import ACCOUNT, Balance, CreatePayment, Payment, PaymentList, check_account
+from cmp_pipelines.api.models import ACCOUNT, Balance, CreatePayment, Payment, check_account
 from cmp_pipelines.api.problems import Problem
 from cmp_pipelines.core.cards import find_pan, mask_pans_in
 from cmp_pipelines.core.config_payments import ApiClient
 from cmp_pipelines.core.money import format_minor, parse_amount
-from cmp_pipelines.core.payment_provider import SIGNATURE_HEADER, BadSignature, ProviderTimeout
+from cmp_pipelines.core.payment_provider import SIGNATURE_HEADER, ActionRequired, BadSignature, ProviderTimeout
 from cmp_pipelines.defs.one_off.flow import finish
 
 router = APIRouter()
@@ -144,6 +144,15 @@ def _create(ctx: ApiContext, who: ApiClient, key: str, body: CreatePayment) -> t
                                           amount_minor=row["amount_minor"], currency=row["currency"])
         except ProviderTimeout:
             log.warning("payment %s: provider timed out; left PENDING for reconciliation", payment_id)
+        except ActionRequired as action:  # SCA: the customer finishes it on the provider's page, like HOSTED_PAGE
+            with ctx.store.write() as con:
+                con.execute("UPDATE payments SET status = 'AWAITING_CARD', hosted_session = ?, redirect_url = ?, "
+                            "provider_reference = ? WHERE payment_id = ? AND status = 'PENDING'",
+                            [action.session.session_id, action.session.redirect_url, action.provider_reference,
+                             payment_id])
+            row.update(status="AWAITING_CARD", redirect_url=action.session.redirect_url,
+                       provider_reference=action.provider_reference)
+            headers["Location"] = action.session.redirect_url
         else:
             now = ctx.now()
             if finish(ctx.store, payment_id, ("PENDING",), outcome.status, now, reason_code=outcome.reason_code,
@@ -206,19 +215,6 @@ def get_payment(payment_id: Annotated[str, Path(max_length=64)], who: Client,
     return payment_view(_get(ctx, payment_id), ctx)
 
 
-@router.get("/v1/accounts/{account_number}/payments", response_model=PaymentList, tags=["payments"],
-            responses=ERRORS, summary="An account's one-off payments with their status, newest first")
-def list_payments(account_number: AccountPath, who: Client, ctx: Ctx,
-                  status: Literal["AWAITING_CARD", "PENDING", "SUCCEEDED", "DECLINED", "FAILED"] | None = None,
-                  limit: Annotated[int, Query(ge=1, le=500)] = 100) -> dict:
-    number = valid_account(account_number)
-    account(ctx, number)
-    rows = ctx.store.query(
-        "SELECT * FROM payments WHERE account_number = ? AND (? IS NULL OR status = ?) "
-        "ORDER BY created_at DESC, payment_id DESC LIMIT ?", [number, status, status, limit])
-    return {"account_number": number, "payments": [payment_view(r, ctx) for r in rows]}
-
-
 @router.get("/v1/accounts/{account_number}/balance", response_model=Balance, tags=["accounts"], responses=ERRORS,
             summary="The account's sales-ledger balance")
 def get_balance(account_number: AccountPath, who: Client,
@@ -237,10 +233,15 @@ def get_balance(account_number: AccountPath, who: Client,
 async def provider_callback(request: Request, ctx: Ctx,
                             signature: Annotated[str | None, Header(alias=SIGNATURE_HEADER)] = None) -> dict:
     body = await request.body()
+    header = getattr(ctx.provider, "signature_header", SIGNATURE_HEADER)  # Stripe signs with Stripe-Signature
+    if header != SIGNATURE_HEADER:
+        signature = request.headers.get(header)
     try:
         payload = ctx.provider.verify_callback(body, signature, ctx.settings.callback_tolerance_seconds)
     except BadSignature as exc:
-        raise Problem(401, f"callback refused: {exc}", field=SIGNATURE_HEADER, slug="bad-signature") from None
+        raise Problem(401, f"callback refused: {exc}", field=header, slug="bad-signature") from None
+    if isinstance(payload, dict) and payload.get("ignored"):  # a provider event that moves no payment
+        return {"payment_id": None, "status": "IGNORED"}
     if not isinstance(payload, dict) or payload.get("status") not in ("SUCCEEDED", "DECLINED") \
             or not isinstance(payload.get("session_id"), str):
         raise Problem(400, "callback payload needs session_id and status SUCCEEDED or DECLINED", field="status")

@@ -12,7 +12,15 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from cmp_pipelines.api.context import ApiContext, Client, Ctx
-from cmp_pipelines.api.models import CreateMandate, PaymentProfile, RegisterCard, SetPaymentType, SetupRequest
+from cmp_pipelines.api.models import (
+    ApproveRefund,
+    CardRefund,
+    CreateMandate,
+    PaymentProfile,
+    RegisterCard,
+    SetPaymentType,
+    SetupRequest,
+)
 from cmp_pipelines.api.payments import ERRORS, AccountPath, account, valid_account
 from cmp_pipelines.api.problems import Problem
 from cmp_pipelines.core import mandates, payment_setup
@@ -24,6 +32,8 @@ from cmp_pipelines.core.settings import paths
 from cmp_pipelines.core.setup_requests import apply_request, record_overlay
 
 router = APIRouter()
+OPERATIONS = {"PAYMENT_TYPE": "SET_PAYMENT_TYPE", "CARD": "REGISTER_CARD", "MANDATE": "CREATE_MANDATE",
+              "REFUND": "APPROVE_REFUND"}  # config/security.yaml's rule for each kind of set-up request
 _main_store = threading.Lock()  # one API thread at a time in cmp.duckdb, so waits stay bounded
 QUEUED = {202: {"model": SetupRequest, "description": "A pipeline run holds the store: queued, see Location."}}
 
@@ -42,6 +52,8 @@ def prevalidate(kind: str, body: dict, today: date) -> None:
                                         body.get("provider"), load_partners(paths().config_dir), today)
         elif kind == "CARD" or body.get("last_four") or body.get("expiry") or body.get("provider"):
             raise SetupError("card_token", "the provider's card token is required with card details")
+    elif kind == "REFUND":
+        payment_setup.validate_refund(body.get("amount"), body.get("due_on"), body.get("reason"))
     elif kind == "MANDATE":
         mandates.validate_bank_details(body.get("sort_code"), body.get("bank_account"), body.get("account_name"))
         if body.get("reference") is not None:
@@ -50,7 +62,12 @@ def prevalidate(kind: str, body: dict, today: date) -> None:
 
 def submit(ctx: ApiContext, who: ApiClient, kind: str, account_number: str, body: dict,
            applied_status: int = 200) -> tuple[int, dict, dict]:
-    """(HTTP status, body, headers): applied now, or queued when the main store stays busy past the short wait."""
+    """(HTTP status, body, headers): applied now, or queued when the main store stays busy past the short wait.
+
+    The client's configured security level is checked first: a refused client learns nothing about the account."""
+    ctx.authorize(who, OPERATIONS[kind])
+    if kind == "PAYMENT_TYPE" and body.get("card_token") is not None:
+        ctx.authorize(who, "REGISTER_CARD")
     number = valid_account(account_number)
     account(ctx, number)
     now = ctx.now()
@@ -118,6 +135,15 @@ def put_card(account_number: AccountPath, body: RegisterCard, who: Client,
 def post_mandate(account_number: AccountPath, body: CreateMandate, who: Client,
                  ctx: Ctx) -> JSONResponse:
     return _respond(submit(ctx, who, "MANDATE", account_number, body.model_dump(), applied_status=201))
+
+
+@router.post("/v1/accounts/{account_number}/card-refunds", response_model=CardRefund, status_code=201,
+             tags=["accounts"], responses={**QUEUED, **ERRORS, 403: ERRORS[401]},
+             summary="Approve a refund to the card on file (the CARD-mode run pays it); needs a client whose "
+                     "security level may APPROVE_REFUND")
+def post_card_refund(account_number: AccountPath, body: ApproveRefund, who: Client, ctx: Ctx) -> JSONResponse:
+    fields = {**body.model_dump(mode="json"), "approved_by": f"API client {who.client_id}"}
+    return _respond(submit(ctx, who, "REFUND", account_number, fields, applied_status=201))
 
 
 @router.get("/v1/setup-requests/{request_id}", response_model=SetupRequest, tags=["accounts"], responses=ERRORS,

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import click
 
 from cmp_pipelines.cli.common import _config, _connect, _fail, _load_config, _not_found, _setup
+from cmp_pipelines.cli.identity import Forbidden, authorized
 from cmp_pipelines.core.settings import paths
 
 
@@ -59,11 +60,16 @@ def accounts() -> None:
 @click.option("--provider", help="Card provider partner id (default: the only configured one).")
 def accounts_set_payment_type(account_number: str, payment_type: str, card_token: str | None,
                               last_four: str | None, expiry: str | None, provider: str | None) -> None:
-    """Set how ACCOUNT_NUMBER pays; RECURRING_CARD needs a card token (now or registered before)."""
+    """Set how ACCOUNT_NUMBER pays; RECURRING_CARD needs a card token (now or registered before).
+
+    Registering a card needs REGISTER_CARD too. The operator is $CMP_OPERATOR (config/operators.yaml)."""
     from cmp_pipelines.core.payment_setup import set_payment_type
 
+    operator, _ = authorized("SET_PAYMENT_TYPE")
+    if card_token is not None:
+        authorized("REGISTER_CARD")
     profile = _setup(lambda con, partners: set_payment_type(
-        con, account_number, payment_type, partners=partners, now=datetime.now(UTC), cause="cli",
+        con, account_number, payment_type, partners=partners, now=datetime.now(UTC), cause=f"cli {operator}",
         card_token=card_token, last_four=last_four, expiry=expiry, provider=provider))
     click.echo(json.dumps(profile, indent=2))
 
@@ -74,18 +80,21 @@ def accounts_set_payment_type(account_number: str, payment_type: str, card_token
 @click.option("--due", default=None, help="Pay on or after this day, YYYY-MM-DD (default: today).")
 @click.option("--reason", default=None, help="Why the refund was approved.")
 def accounts_approve_refund(account_number: str, amount: str, due: str | None, reason: str | None) -> None:
-    """Approve a card refund of AMOUNT (e.g. 12.50) to the card on file; the CARD-mode run pays it."""
+    """Approve a card refund of AMOUNT (e.g. 12.50) to the card on file; the CARD-mode run pays it.
+
+    Needs an operator ($CMP_OPERATOR) whose level may APPROVE_REFUND (config/security.yaml)."""
     from datetime import date as date_type
 
     from cmp_pipelines.core.payment_setup import approve_card_refund
 
+    operator, _ = authorized("APPROVE_REFUND")
     try:
         due_on = date_type.fromisoformat(due) if due else None
     except ValueError:
         _fail(f"--due {due!r} is not a date (YYYY-MM-DD)")
     refund_id = _setup(lambda con, _: approve_card_refund(con, account_number, amount, now=datetime.now(UTC),
                                                           due_on=due_on, reason=reason))
-    click.echo(f"refund {refund_id} approved: {amount} to the card on file of {account_number}")
+    click.echo(f"refund {refund_id} approved by {operator}: {amount} to the card on file of {account_number}")
 
 
 @accounts.command("create")
@@ -94,14 +103,21 @@ def accounts_approve_refund(account_number: str, amount: str, due: str | None, r
 @click.option("--payment-type", default="MANUAL", show_default=True,
               type=click.Choice(["MANUAL", "RECURRING_CARD", "DIRECT_DEBIT"]))
 @click.option("--currency", default="GBP", show_default=True)
-@click.option("--security-level", default="ADMIN", show_default=True,
-              help="The creating user's security level (payment term defaults name who may use them).")
-def accounts_create(account_number: str, name: str, payment_type: str, currency: str, security_level: str) -> None:
-    """Create an account; its payment term is the default configured for its payment type."""
+def accounts_create(account_number: str, name: str, payment_type: str, currency: str) -> None:
+    """Create an account; its payment term is the default configured for its payment type.
+
+    The operator ($CMP_OPERATOR) must be allowed to CREATE_ACCOUNT, and its security level must be one the payment
+    term default names (config/payment_terms.yaml); there is no flag to claim a level."""
     from cmp_pipelines.core.config import load_payment_terms
-    from cmp_pipelines.core.payment_setup import create_account
+    from cmp_pipelines.core.payment_setup import SetupError, create_account, term_default_allows
+
+    operator, security_level = authorized("CREATE_ACCOUNT")
 
     terms = _load_config(load_payment_terms)
+    try:
+        term_default_allows(terms, payment_type, security_level)
+    except SetupError as exc:
+        raise Forbidden(f"refused: operator {operator} {exc.message}") from None
     view = _setup(lambda con, _: create_account(con, account_number, name, terms=terms, now=datetime.now(UTC),
                                                 payment_type=payment_type, currency=currency,
                                                 security_level=security_level))
@@ -125,3 +141,54 @@ def accounts_show(account_number: str, as_json: bool) -> None:
     click.echo(f"{view['account_number']}  {view['name']}  balance {view['balance']} {view['currency']}")
     for invoice in view["open_invoices"]:
         click.echo(f"  {invoice['invoice_number']}  due {invoice['due_on']}  outstanding {invoice['outstanding']}")
+
+
+def _day(option: str, value: str | None):
+    from datetime import date as date_type
+
+    try:
+        return date_type.fromisoformat(value) if value else None
+    except ValueError:
+        _fail(f"{option} {value!r} is not a date (YYYY-MM-DD)")
+
+
+@accounts.command("payments")
+@click.argument("account_number")
+@click.option("--method", default=None, help="CASH, CHEQUE, POSTAL_ORDER, BANK_TRANSFER, RECURRING_CARD, DIRECT_DEBIT, "
+                                             "CARD_ON_FILE or HOSTED_PAGE.")
+@click.option("--status", default=None, help="Only rows with this status (e.g. ACCEPTED, REJECTED, HARD_DECLINE).")
+@click.option("--kind", default=None, help="PAYMENT, REFUND, REVERSAL or RETURN.")
+@click.option("--from", "date_from", default=None, help="From this day, YYYY-MM-DD (inclusive).")
+@click.option("--to", "date_to", default=None, help="To this day, YYYY-MM-DD (inclusive).")
+@click.option("--limit", default=50, show_default=True, help="Rows per page (1-500).")
+@click.option("--offset", default=0, show_default=True, help="Rows to skip (the previous page's next offset).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def accounts_payments(account_number: str, method: str | None, status: str | None, kind: str | None,
+                      date_from: str | None, date_to: str | None, limit: int, offset: int, as_json: bool) -> None:
+    """The account's payments across every flow (NRP, card, direct debit, one-off; refunds, reversals, returns),
+    newest first, with status and reason: the Payments screen."""
+    from cmp_pipelines.core.payment_history import HistoryFilter, HistoryFilterError, account_history
+
+    flt = HistoryFilter(method=method, status=status, kind=kind, date_from=_day("--from", date_from),
+                        date_to=_day("--to", date_to), limit=limit, offset=offset)
+    try:
+        flt.check()
+    except HistoryFilterError as exc:
+        _fail(f"--{exc.field}: {exc.message}")
+    with _connect(read_only=True) as con:
+        history = account_history(con, account_number, flt)
+    if history is None:
+        _not_found("account", account_number)
+    if as_json:
+        click.echo(json.dumps(history.as_dict(), indent=2))
+        return
+    header = ("DATE", "SOURCE", "METHOD", "KIND", "AMOUNT", "STATUS", "REASON", "INVOICE", "REFERENCE")
+    lines = [header] + [(r["date"], r["source"], r["method"] or "", r["kind"], r["amount"] or "-", r["status"],
+                         " ".join(x for x in (r["reason_code"], r["reason"] and f"({r['reason']})") if x),
+                         r["invoice_number"] or "", r["reference"] or r["payment_ref"]) for r in history.rows]
+    widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
+    for line in lines:
+        click.echo("  ".join(str(v).ljust(w) for v, w in zip(line, widths, strict=True)).rstrip())
+    shown = f"{history.offset + 1}-{history.offset + len(history.rows)}" if history.rows else "none"
+    more = f"; next page: --offset {history.next_offset}" if history.next_offset is not None else ""
+    click.echo(f"{account_number}: {shown} of {history.total} payment(s){more}")

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import click
 
 from cmp_pipelines.cli.common import _connect, _dd_config, _setup
+from cmp_pipelines.cli.identity import authorized
 
 
 @click.group()
@@ -26,6 +27,7 @@ def mandates_create(account_number: str, sort_code: str, bank_account: str, acco
     """Register a mandate for ACCOUNT_NUMBER; it goes to Bacs on the next AUDDIS as 0N."""
     from cmp_pipelines.core.mandates import create_mandate
 
+    authorized("CREATE_MANDATE")
     config = _dd_config()
     view = _setup(lambda con, _: create_mandate(con, account_number, sort_code=sort_code, bank_account=bank_account,
                                                 account_name=account_name, config=config, now=datetime.now(UTC),
@@ -42,8 +44,10 @@ def mandates_amend(mandate_id: str, sort_code: str, bank_account: str, account_n
     """New bank details for MANDATE_ID; sent as 0C (old details) then 0N (new) on the next AUDDIS."""
     from cmp_pipelines.core.mandates import amend_mandate
 
+    operator, _ = authorized("CHANGE_MANDATE")
     view = _setup(lambda con, _: amend_mandate(con, mandate_id, sort_code=sort_code, bank_account=bank_account,
-                                               account_name=account_name, now=datetime.now(UTC), cause="cli"))
+                                               account_name=account_name, now=datetime.now(UTC),
+                                               cause=f"cli {operator}"))
     click.echo(json.dumps(view, indent=2))
 
 
@@ -55,7 +59,8 @@ def mandates_cancel(mandate_id: str, after_final_collection: bool) -> None:
     """Cancel MANDATE_ID; the bank is told with 0C on the next AUDDIS if it knew of it."""
     from cmp_pipelines.core.mandates import cancel_mandate
 
-    view = _setup(lambda con, _: cancel_mandate(con, mandate_id, now=datetime.now(UTC), cause="cli",
+    operator, _ = authorized("CHANGE_MANDATE")
+    view = _setup(lambda con, _: cancel_mandate(con, mandate_id, now=datetime.now(UTC), cause=f"cli {operator}",
                                                 after_final_collection=after_final_collection))
     click.echo(json.dumps(view, indent=2))
 
@@ -67,7 +72,9 @@ def mandates_resume(mandate_id: str, reason: str) -> None:
     """Collect again under MANDATE_ID, held by an ARUDD return (`mandates held` lists them)."""
     from cmp_pipelines.core.mandates import resume_mandate
 
-    view = _setup(lambda con, _: resume_mandate(con, mandate_id, now=datetime.now(UTC), cause=reason))
+    operator, _ = authorized("CHANGE_MANDATE")
+    view = _setup(lambda con, _: resume_mandate(con, mandate_id, now=datetime.now(UTC),
+                                                cause=f"{reason} (operator {operator})"))
     click.echo(json.dumps(view, indent=2))
 
 
@@ -88,5 +95,6 @@ def mandates_convert(mandate_id: str) -> None:
     """Lodge an active paper mandate electronically: 0S on the next AUDDIS."""
     from cmp_pipelines.core.mandates import convert_mandate
 
+    authorized("CHANGE_MANDATE")
     view = _setup(lambda con, _: convert_mandate(con, mandate_id, now=datetime.now(UTC)))
     click.echo(json.dumps(view, indent=2))

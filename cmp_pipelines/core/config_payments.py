@@ -18,6 +18,7 @@ from pydantic import AfterValidator, BeforeValidator
 
 from cmp_pipelines.core.config import (
     PARTNER_ID,
+    SECURITY_LEVEL,
     ConfigFile,
     Entries,
     FileModel,
@@ -33,7 +34,7 @@ from cmp_pipelines.core.config import (
 )
 
 CHANNELS = ("AGENT", "SELFCARE", "IVR")
-PROVIDERS = ("SANDBOX",)
+PROVIDERS = ("SANDBOX", "STRIPE")
 SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 KEY_HASH_FILE = "api_clients.sha256"
 
@@ -44,6 +45,7 @@ class ApiClient:
     name: str
     channel: str
     key_sha256: str | None
+    security_level: str | None = None  # config/security.yaml's; None: no guarded set-up call is allowed
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,7 @@ class ProviderSettings:
     # Where clients reach this API (hosted-page redirects, the provider's callback, the WSDL's address); None:
     # http://127.0.0.1:<the port `api serve` listens on>. Never taken from a request's Host header.
     public_base_url: str | None = None
+    stripe: StripeSection | None = None  # used when provider is STRIPE
 
 
 def hash_key(key: str) -> str:
@@ -77,6 +80,8 @@ class ApiClientEntry(FileModel):
         | None = None
     channel: one_of(*CHANNELS)
     key_sha256: Annotated[str | None, BeforeValidator(_key_hash)] = None
+    security_level: Annotated[str, matches(SECURITY_LEVEL, lambda v: f"{v!r} is not a security level name")] \
+        | None = None
 
 
 class ApiClientsFile(FileModel):
@@ -88,7 +93,8 @@ def _build_api_clients(parsed: ApiClientsFile, problems: Problems, _: object) ->
     for index, c in enumerate(parsed.api_clients):
         if c.client_id in clients:
             problems.add(("api_clients", index, "client_id"), "is defined twice")
-        clients[c.client_id] = ApiClient(c.client_id, c.name or c.client_id, c.channel, c.key_sha256)
+        clients[c.client_id] = ApiClient(c.client_id, c.name or c.client_id, c.channel, c.key_sha256,
+                                          c.security_level)
     return clients
 
 
@@ -100,7 +106,7 @@ def load_api_clients(config_dir: Path, keys_dir: Path | None = None) -> dict[str
     """The configured clients; one without a hash in the file takes the one `api keys init` issued, if any."""
     clients = API_CLIENTS_FILE.load(config_dir)
     issued = read_key_hashes(keys_dir) if keys_dir else {}
-    return {cid: c if c.key_sha256 else ApiClient(c.client_id, c.name, c.channel, issued.get(cid))
+    return {cid: c if c.key_sha256 else ApiClient(c.client_id, c.name, c.channel, issued.get(cid), c.security_level)
             for cid, c in clients.items()}
 
 
@@ -139,6 +145,17 @@ def _base_url(value: object) -> object:
     return value
 
 
+class StripeSection(FileModel):
+    """Stripe's keys are never here: $CMP_STRIPE_SECRET_KEY and $CMP_STRIPE_WEBHOOK_SECRET (or files of those names,
+    lower-case, in $CMP_KEYS_DIR)."""
+
+    success_url: Annotated[str, AfterValidator(_http_url)]
+    cancel_url: Annotated[str, AfterValidator(_http_url)]
+    decline_codes: dict[str, Annotated[str, matches(r"^[A-Za-z0-9]{1,8}$", "must be a rejection code")]]
+    default_decline_code: Annotated[str, matches(r"^[A-Za-z0-9]{1,8}$", "must be a rejection code")]
+    timeout_seconds: Annotated[int, between(1, 120)] = 10
+
+
 class PaymentProviderSection(FileModel):
     provider: one_of(*PROVIDERS, why=lambda v: f"must be one of {', '.join(PROVIDERS)} (a real provider plugs in as a "
                                                f"PaymentProvider subclass), got {v!r}")
@@ -148,6 +165,7 @@ class PaymentProviderSection(FileModel):
     hosted_session_minutes: Annotated[int, between(1, 1_440)]
     callback_tolerance_seconds: Annotated[int, between(10, 3_600)]
     failure_event: required_event("the workflow event a failed one-off payment raises is required")
+    stripe: StripeSection | None = None
 
 
 class PaymentProviderFile(FileModel):
@@ -156,9 +174,11 @@ class PaymentProviderFile(FileModel):
 
 def _build_provider(parsed: PaymentProviderFile, problems: Problems, _: object) -> ProviderSettings:
     p = parsed.payment_provider
+    if p.provider == "STRIPE" and p.stripe is None:
+        problems.add(("payment_provider", "stripe"), "is required when the provider is STRIPE")
     return ProviderSettings(p.provider, p.hosted_page_url, p.reconcile_after_seconds, p.hosted_session_minutes,
                             p.callback_tolerance_seconds, p.failure_event.event(),
-                            p.public_base_url.rstrip("/") if p.public_base_url else None)
+                            p.public_base_url.rstrip("/") if p.public_base_url else None, p.stripe)
 
 
 PAYMENT_PROVIDER_FILE = register(ConfigFile("payment_provider.yaml", PaymentProviderFile, _build_provider,

@@ -65,6 +65,15 @@ class HostedSession:
     redirect_url: str
 
 
+class ActionRequired(Exception):
+    """A card charge that needs its holder (SCA): send them to `session.redirect_url`; the outcome comes back as
+    a signed callback, as for a hosted page."""
+
+    def __init__(self, session: HostedSession, provider_reference: str | None):
+        super().__init__("the card needs the customer's authentication")
+        self.session, self.provider_reference = session, provider_reference
+
+
 class PaymentProvider(ABC):
     """What one-off payments need of a card provider; a real provider implements these over its API."""
 
@@ -250,4 +259,8 @@ def build_provider(kind: str = "SANDBOX", server: bool = False) -> PaymentProvid
     """`server`: for the long-lived API process (see LocalSqlite's background checkpoint)."""
     if kind == "SANDBOX":
         return SandboxProvider(server=server)
+    if kind == "STRIPE":
+        from cmp_pipelines.core.stripe_provider import stripe_from_config
+
+        return stripe_from_config(paths().config_dir, paths().keys_dir)
     raise ValueError(f"unknown payment provider {kind!r}")

@@ -47,9 +47,19 @@ def card_providers(partners: dict[str, Partner]) -> list[str]:
 ACCOUNT_NUMBER = re.compile(r"^[A-Z0-9]{1,20}$")
 
 
+def term_default_allows(terms: PaymentTermsConfig, payment_type: str, security_level: str):
+    """The payment term default of `payment_type` (None when none is configured), if `security_level` may use it."""
+    default = next((d for d in terms.defaults.values() if d.payment_type == payment_type), None)
+    if default is not None and security_level not in default.security_levels:
+        raise SetupError("security_level", f"security level {security_level!r} may not use the {payment_type} "
+                                           f"payment term default {default.code!r} (allowed: "
+                                           f"{', '.join(default.security_levels)})", status=403)
+    return default
+
+
 def create_account(
     con: duckdb.DuckDBPyConnection, account_number: str, name: str, *, terms: PaymentTermsConfig, now: datetime,
-    payment_type: str = "MANUAL", currency: str = "GBP", security_level: str = "ADMIN",
+    security_level: str, payment_type: str = "MANUAL", currency: str = "GBP",
 ) -> dict:
     """A new account gets the payment term its payment type's default names (Payments module), provided the
     creating user's security level may use that default. Card and direct debit collection start once a card or
@@ -63,11 +73,7 @@ def create_account(
     if payment_type not in PAYMENT_TYPES:
         raise SetupError("payment_type", f"{payment_type!r} is not a payment type; use one of "
                                          f"{', '.join(PAYMENT_TYPES)}")
-    default = next((d for d in terms.defaults.values() if d.payment_type == payment_type), None)
-    if default is not None and security_level not in default.security_levels:
-        raise SetupError("security_level", f"security level {security_level!r} may not use the {payment_type} "
-                                           f"payment term default {default.code!r} (allowed: "
-                                           f"{', '.join(default.security_levels)})", status=403)
+    default = term_default_allows(terms, payment_type, security_level)
     with transaction(con):
         if con.execute("SELECT 1 FROM accounts WHERE account_number = ?", [account_number]).fetchone():
             raise SetupError("account_number", f"account {account_number} already exists", status=409)
@@ -183,18 +189,33 @@ def payment_profile(con: duckdb.DuckDBPyConnection, account_number: str) -> dict
             "suspended_until": row[1], "card": card}
 
 
-def approve_card_refund(
-    con: duckdb.DuckDBPyConnection, account_number: str, amount: str, *, now: datetime, due_on: date | None = None,
-    reason: str | None = None,
-) -> str:
-    """An approved refund to the card on file, paid by the CARD-mode extract on or after `due_on`."""
-    require_account(con, account_number)
+def validate_refund(amount: object, due_on: object = None, reason: object = None) -> int:
+    """The refund's amount in minor units, or a SetupError: no database, so the API checks it before queueing."""
+    if not isinstance(amount, str):
+        raise SetupError("amount", "is required: a decimal string with two places, e.g. \"12.50\"")
     try:
         amount_minor = parse_amount(amount)
     except (ValueError, TypeError) as exc:
         raise SetupError("amount", f"{amount!r} is not an amount with two decimal places") from exc
     if amount_minor <= 0:
         raise SetupError("amount", "a refund must be more than 0.00")
+    if due_on is not None and not isinstance(due_on, date):
+        try:
+            date.fromisoformat(str(due_on))
+        except ValueError:
+            raise SetupError("due_on", f"{due_on!r} is not a date (YYYY-MM-DD)") from None
+    if reason is not None and find_pan(str(reason)):
+        raise SetupError("reason", "looks like a card number; card numbers are never accepted here")
+    return amount_minor
+
+
+def approve_card_refund(
+    con: duckdb.DuckDBPyConnection, account_number: str, amount: str, *, now: datetime, due_on: date | None = None,
+    reason: str | None = None,
+) -> str:
+    """An approved refund to the card on file, paid by the CARD-mode extract on or after `due_on`."""
+    require_account(con, account_number)
+    amount_minor = validate_refund(amount, due_on, reason)
     if not con.execute("SELECT count(*) FROM payment_cards WHERE account_number = ?", [account_number]).fetchone()[0]:
         raise SetupError("account_number", f"account {account_number} has no card on file to refund to")
     with transaction(con):
@@ -206,3 +227,9 @@ def approve_card_refund(
                     [refund_id, account_number, amount_minor, currency, due_on or now.date(),
                      mask_pans_in(reason), now])
     return refund_id
+
+
+def refund_view(con: duckdb.DuckDBPyConnection, refund_id: str) -> dict:
+    row = con.execute("SELECT refund_id, account_number, minor_to_decimal(amount_minor), currency, due_on::VARCHAR, "
+                      "reason FROM card_refunds WHERE refund_id = ?", [refund_id]).fetchone()
+    return dict(zip(("refund_id", "account_number", "amount", "currency", "due_on", "reason"), row, strict=True))

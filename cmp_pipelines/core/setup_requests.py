@@ -8,14 +8,21 @@ it, the request is queued in the API store (the client gets 202 and a status res
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import date, datetime
 
 import duckdb
 
 from cmp_pipelines.core.config import load_direct_debit, load_partners
 from cmp_pipelines.core.db.api_store import ApiStore
 from cmp_pipelines.core.mandates import create_mandate
-from cmp_pipelines.core.payment_setup import SetupError, payment_profile, register_card, set_payment_type
+from cmp_pipelines.core.payment_setup import (
+    SetupError,
+    approve_card_refund,
+    payment_profile,
+    refund_view,
+    register_card,
+    set_payment_type,
+)
 from cmp_pipelines.core.settings import paths
 
 
@@ -35,6 +42,11 @@ def apply_request(con: duckdb.DuckDBPyConnection, kind: str, account_number: str
         return create_mandate(con, account_number, sort_code=body["sort_code"], bank_account=body["bank_account"],
                               account_name=body["account_name"], reference=body.get("reference"),
                               config=load_direct_debit(config_dir, partners), now=now)
+    if kind == "REFUND":
+        due_on = date.fromisoformat(body["due_on"]) if body.get("due_on") else None
+        refund_id = approve_card_refund(con, account_number, body["amount"], now=now, due_on=due_on,
+                                        reason=body.get("reason"))
+        return {**refund_view(con, refund_id), "approved_by": body.get("approved_by")}
     raise ValueError(f"unknown set-up request kind {kind!r}")
 
 

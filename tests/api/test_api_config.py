@@ -73,7 +73,7 @@ def test_a_hash_in_config_or_issued_by_the_cli_authenticates(config, tmp_path, m
 
 
 @pytest.mark.parametrize(("change", "field", "why"), [
-    ("provider: STRIPE", "provider", "SANDBOX"),
+    ("provider: ADYEN", "provider", "SANDBOX, STRIPE"),
     ("hosted_page_url: ftp://x", "hosted_page_url", "http(s) URL"),
     ("reconcile_after_seconds: -1", "reconcile_after_seconds", "between 0 and 86400"),
     ("hosted_session_minutes: 0", "hosted_session_minutes", "between 1 and 1440"),

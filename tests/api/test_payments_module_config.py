@@ -113,14 +113,16 @@ def test_new_accounts_get_their_payment_types_default_term(platform):
     terms, now = load_payment_terms(CONFIG), datetime.now(UTC)
     with platform.connect() as con:
         manual = create_account(con, "ACCNEW001", "New Customer", terms=terms, now=now, security_level="AGENT")
-        card = create_account(con, "ACCNEW002", "Card Customer", terms=terms, now=now, payment_type="RECURRING_CARD")
+        card = create_account(con, "ACCNEW002", "Card Customer", terms=terms, now=now, payment_type="RECURRING_CARD",
+                              security_level="AGENT")
         with pytest.raises(SetupError) as refused:
             create_account(con, "ACCNEW003", "DD Customer", terms=terms, now=now, payment_type="DIRECT_DEBIT",
                            security_level="AGENT")
         with pytest.raises(SetupError, match="already exists"):
-            create_account(con, "ACCNEW001", "Again", terms=terms, now=now)
+            create_account(con, "ACCNEW001", "Again", terms=terms, now=now, security_level="AGENT")
         with pytest.raises(SetupError, match="ISO 4217"):
-            create_account(con, "ACCNEW004", "Euro", terms=terms, now=now, currency="euro")
+            create_account(con, "ACCNEW004", "Euro", terms=terms, now=now, currency="euro",
+                           security_level="AGENT")
         dd = create_account(con, "ACCNEW003", "DD Customer", terms=terms, now=now, payment_type="DIRECT_DEBIT",
                             security_level="SUPERVISOR")
     assert (manual["payment_term"], card["payment_term"], dd["payment_term"]) == ("D14", "D7", "D14")

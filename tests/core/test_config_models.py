@@ -134,7 +134,7 @@ CASES = [
     ("api_clients.yaml", put("api_clients", 1, "name", 5), "SELFCARE_APP", "name", "api_clients[1].name",
      "must be a string, got 5"),
     ("api_clients.yaml", put("api_clients", 2, "key", "cmp_the-key-itself"), "IVR", "key", "api_clients[2].key",
-     "unknown field; allowed: channel, client_id, key_sha256, name"),
+     "unknown field; allowed: channel, client_id, key_sha256, name, security_level"),
     ("api_clients.yaml", put("api_clients", 2, "channel", "PHONE"), "IVR", "channel", "api_clients[2].channel",
      "must be one of AGENT, SELFCARE, IVR, got 'PHONE'"),
     # payment_provider.yaml
@@ -144,7 +144,7 @@ CASES = [
      "hosted_session_minutes", "payment_provider.hosted_session_minutes", "must be an integer, got '30'"),
     ("payment_provider.yaml", put("payment_provider", "timeout_seconds", 5), "payment_provider", "timeout_seconds",
      "payment_provider.timeout_seconds", "unknown field; allowed: callback_tolerance_seconds, failure_event, "
-     "hosted_page_url, hosted_session_minutes, provider, public_base_url, reconcile_after_seconds"),
+     "hosted_page_url, hosted_session_minutes, provider, public_base_url, reconcile_after_seconds, stripe"),
     ("payment_provider.yaml", put("payment_provider", "failure_event", {"type": "ONE_OFF_PAYMENT"}), "payment_provider",
      "failure_event", "payment_provider.failure_event", "must be a mapping with exactly 'type' and 'code'"),
 ]

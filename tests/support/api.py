@@ -23,7 +23,7 @@ from cmp_pipelines.defs.one_off.flow import publish_accounts
 from cmp_pipelines.lib.headless import run_pending_sensors
 
 KEYS = {"AGENTVIEW": "test-agent-key-0123456789abcdef", "SELFCARE_APP": "test-selfcare-key-0123456789abcdef",
-        "IVR": "test-ivr-key-0123456789abcdef"}
+        "IVR": "test-ivr-key-0123456789abcdef", "BACKOFFICE": "test-backoffice-key-0123456789abcdef"}
 
 
 def serve_api(env: dict, port: int, start_seconds: float) -> subprocess.Popen:

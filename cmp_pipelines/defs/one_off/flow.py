@@ -20,6 +20,7 @@ from cmp_pipelines.core.db.api_store import FINAL, ApiStore, publish_read_model
 from cmp_pipelines.core.db.connection import transaction
 from cmp_pipelines.core.files.store import FileStoreLike
 from cmp_pipelines.core.ledger import batch_id_of, lit, post, posting_count, record_posting_batch, write_posting_file
+from cmp_pipelines.core.payment_history import publish_history, published_history_path
 from cmp_pipelines.core.payment_provider import PaymentProvider, ProviderTimeout
 
 FEED = "one_off"
@@ -194,7 +195,8 @@ def unwritten_posting_files(con: duckdb.DuckDBPyConnection) -> list[str]:
 
 
 def publish_accounts(con: duckdb.DuckDBPyConnection, now: datetime) -> int:
-    """The API's read model from the main store: accounts with payment type, card on file and ledger balance."""
+    """The API's read model from the main store: accounts with payment type, card on file and ledger balance; the
+    payment history beside it."""
     rows = con.execute(
         """
         WITH balances AS (SELECT account_number, sum(amount_minor) AS balance FROM ledger_postings GROUP BY 1)
@@ -204,4 +206,5 @@ def publish_accounts(con: duckdb.DuckDBPyConnection, now: datetime) -> int:
         WHERE NOT a.is_suspense
         """
     ).fetchall()
+    publish_history(con, published_history_path())  # first: the read model's time then covers the history too
     return publish_read_model(rows, now.isoformat(), "cmp.duckdb")

@@ -1,0 +1,222 @@
+"""A local HTTP server answering as Stripe's API does, for the Stripe adapter's tests (never the network).
+
+Objects are Stripe's own published examples (tests/fixtures/stripe_fixtures_subset.json, copied from
+stripe/openapi's fixtures3.json) with only their existing fields changed, so a response never carries a field
+Stripe's objects do not have. Every request is checked against the parameters Stripe's own library declares for
+that call (the TypedDicts `stripe.params` generates from Stripe's OpenAPI specification): an unknown or missing
+parameter fails the test. Behaviour by payment method, as Stripe's test cards: `pm_card_visa` succeeds,
+`pm_card_chargeDeclined<Reason>` declines with that decline code, `pm_card_authenticationRequired` needs SCA
+(402 authentication_required), `pm_card_threeDSecureRequired` is left `requires_action`, `pm_timeout` answers after
+the client gave up, `pm_server_error` is a 500.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+import re
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit
+
+from stripe.params import PaymentIntentCreateParams, PaymentIntentSearchParams, RefundCreateParams
+from stripe.params.checkout import SessionCreateParams
+
+FIXTURES = json.loads((Path(__file__).parents[1] / "fixtures" / "stripe_fixtures_subset.json").read_text())["resources"]
+OPTIONS = {"api_key", "stripe_version", "stripe_account", "stripe_context", "max_network_retries", "idempotency_key",
+           "content_type", "headers"}  # RequestOptions, which the params TypedDicts also carry
+PARAMS = {("POST", "/v1/payment_intents"): PaymentIntentCreateParams,
+          ("GET", "/v1/payment_intents/search"): PaymentIntentSearchParams,
+          ("POST", "/v1/checkout/sessions"): SessionCreateParams,
+          ("POST", "/v1/refunds"): RefundCreateParams}
+DECLINES = {"InsufficientFunds": "insufficient_funds", "LostCard": "lost_card", "StolenCard": "stolen_card",
+            "ExpiredCard": "expired_card", "": "generic_decline"}
+
+
+def stripe_object(kind: str, **changes) -> dict:
+    """Stripe's example object with `changes`, which may only touch fields it has."""
+    obj = copy.deepcopy(FIXTURES[kind])
+    unknown = set(changes) - set(obj)
+    assert not unknown, f"{kind} has no field {sorted(unknown)} in Stripe's published objects"
+    obj.update(changes)
+    return obj
+
+
+def nested(pairs: list[tuple[str, str]]) -> dict:
+    """Stripe's form encoding (`a[b][0][c]=v`) back to nested dicts and lists."""
+    out: dict = {}
+    for key, value in pairs:
+        parts = re.findall(r"[^\[\]]+", key)
+        node = out
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return _lists(out)
+
+
+def _lists(node):
+    if isinstance(node, dict):
+        if node and all(k.isdigit() for k in node):
+            return [_lists(node[k]) for k in sorted(node, key=int)]
+        return {k: _lists(v) for k, v in node.items()}
+    return node
+
+
+def check_params(method: str, path: str, params: dict) -> None:
+    """What Stripe's library declares for the call: no unknown top-level parameter, every required one present,
+    and one level down for the dict-valued ones it declares as TypedDicts."""
+    declared = PARAMS[(method, path)]
+    _check(declared, params, path)
+
+
+def _check(declared, params: dict, where: str) -> None:
+    annotations = declared.__annotations__
+    allowed = set(annotations) - OPTIONS
+    unknown = set(params) - allowed
+    assert not unknown, f"{where}: {sorted(unknown)} are not parameters Stripe documents"
+    missing = (set(getattr(declared, "__required_keys__", ())) - OPTIONS) - set(params)
+    assert not missing, f"{where}: required {sorted(missing)} missing"
+    for name, value in params.items():
+        inner = _typed_dict(declared, annotations[name])
+        if inner is not None and isinstance(value, dict):
+            _check(inner, value, f"{where}[{name}]")
+        elif inner is not None and isinstance(value, list):
+            for item in value:
+                if isinstance(item, dict):
+                    _check(inner, item, f"{where}[{name}][]")
+
+
+def _typed_dict(declared, annotation):
+    """The TypedDict an annotation names (they are strings: the library's modules use postponed annotations)."""
+    text = annotation if isinstance(annotation, str) else getattr(annotation, "__forward_arg__", repr(annotation))
+    module = sys.modules[declared.__module__]
+    for name in re.findall(r"[A-Za-z_][A-Za-z0-9_]*", text):
+        candidate = getattr(module, name, None)
+        if isinstance(candidate, type) and hasattr(candidate, "__total__"):  # typing_extensions TypedDicts too
+            return candidate
+    return None
+
+
+@dataclass
+class StripeStub:
+    url: str = ""
+    requests: list[dict] = field(default_factory=list)
+    intents: dict[str, dict] = field(default_factory=dict)  # by id
+    replies: dict[str, tuple[int, dict]] = field(default_factory=dict)  # by idempotency key
+    counter: itertools.count = field(default_factory=lambda: itertools.count(1))
+
+    def answer(self, method: str, path: str, params: dict, headers: dict) -> tuple[int, dict, float]:
+        check_params(method, path, params)
+        key = headers.get("idempotency-key")
+        if method == "POST":
+            assert key, f"{path}: a POST without an Idempotency-Key"
+            if key in self.replies:
+                return (*self.replies[key], 0.0)
+        status, body, delay = self._route(method, path, params)
+        if method == "POST" and status < 500:
+            self.replies[key] = (status, body)
+        return status, body, delay
+
+    def _route(self, method: str, path: str, params: dict) -> tuple[int, dict, float]:
+        n = next(self.counter)
+        if path == "/v1/payment_intents":
+            method_id = params["payment_method"]
+            intent = stripe_object(
+                "payment_intent", id=f"pi_stub{n:06d}", amount=int(params["amount"]), currency=params["currency"],
+                customer=params["customer"], payment_method=method_id, metadata=params.get("metadata", {}),
+                status="succeeded", amount_received=int(params["amount"]), last_payment_error=None,
+                client_secret=f"pi_stub{n:06d}_secret_x", canceled_at=None, next_action=None)
+            if method_id == "pm_server_error":
+                return 500, {"error": {"type": "api_error", "message": "An unknown error occurred"}}, 0.0
+            self.intents[intent["id"]] = intent
+            if method_id == "pm_timeout":
+                return 200, intent, 3.0
+            if method_id == "pm_card_threeDSecureRequired":
+                intent.update(status="requires_action", amount_received=0,
+                              next_action={"type": "use_stripe_sdk", "use_stripe_sdk": {}})
+                return 200, intent, 0.0
+            reason = method_id.removeprefix("pm_card_chargeDeclined") if method_id.startswith(
+                "pm_card_chargeDeclined") else None
+            if method_id == "pm_card_authenticationRequired":
+                code, decline = "authentication_required", "authentication_required"
+            elif reason is not None:
+                code, decline = "card_declined", DECLINES[reason]
+            else:
+                return 200, intent, 0.0
+            error = {"type": "card_error", "code": code, "decline_code": decline, "message": "Your card was declined.",
+                     "payment_method": {"id": method_id, "object": "payment_method"}}
+            intent.update(status="requires_payment_method", amount_received=0, last_payment_error=error)
+            return 402, {"error": {**error, "payment_intent": intent}}, 0.0
+        if path == "/v1/payment_intents/search":
+            reference = re.fullmatch(r"metadata\['merchant_reference'\]:'([^']*)'", params["query"])[1]
+            data = [i for i in self.intents.values() if i["metadata"].get("merchant_reference") == reference]
+            return 200, {"object": "search_result", "data": data, "has_more": False, "next_page": None,
+                         "url": "/v1/payment_intents/search"}, 0.0
+        if path == "/v1/checkout/sessions":
+            [item] = params["line_items"]
+            session = stripe_object(
+                "checkout.session", id=f"cs_test_stub{n:06d}", url=f"https://checkout.stripe.com/c/pay/cs_test_stub{n:06d}",
+                mode=params["mode"], client_reference_id=params.get("client_reference_id"),
+                metadata=params.get("metadata", {}), amount_total=int(item["price_data"]["unit_amount"]),
+                amount_subtotal=int(item["price_data"]["unit_amount"]), currency=item["price_data"]["currency"],
+                success_url=params["success_url"], cancel_url=params["cancel_url"], status="open",
+                payment_status="unpaid", payment_intent=None)
+            return 200, session, 0.0
+        if path == "/v1/refunds":
+            intent = self.intents.get(params["payment_intent"])
+            if intent is None:
+                return 400, {"error": {"type": "invalid_request_error", "code": "resource_missing",
+                                       "param": "payment_intent", "message": "No such payment_intent"}}, 0.0
+            refund = stripe_object("refund", id=f"re_stub{n:06d}", amount=int(params["amount"]),
+                                   currency=intent["currency"], payment_intent=intent["id"],
+                                   metadata=params.get("metadata", {}), status="succeeded")
+            return 200, refund, 0.0
+        return 404, {"error": {"type": "invalid_request_error", "message": f"Unrecognized request URL ({path})"}}, 0.0
+
+
+def serve_stub() -> tuple[StripeStub, ThreadingHTTPServer]:
+    stub = StripeStub()
+
+    class Handler(BaseHTTPRequestHandler):
+        def _handle(self, method: str) -> None:
+            target = urlsplit(self.path)
+            length = int(self.headers.get("Content-Length") or 0)
+            raw = self.rfile.read(length).decode() if length else target.query
+            params = nested(parse_qsl(raw, keep_blank_values=True))
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            stub.requests.append({"method": method, "path": target.path, "params": params, "headers": headers})
+            try:
+                status, body, delay = stub.answer(method, target.path, params, headers)
+            except AssertionError as exc:  # a request Stripe would not accept: the test sees it
+                status, body, delay = 400, {"error": {"type": "invalid_request_error", "message": str(exc)}}, 0.0
+                stub.requests[-1]["invalid"] = str(exc)
+            time.sleep(delay)
+            data = json.dumps(body).encode()
+            try:
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.send_header("Request-Id", f"req_stub{len(stub.requests)}")
+                self.end_headers()
+                self.wfile.write(data)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client timed out first
+
+        def do_POST(self):  # noqa: N802
+            self._handle("POST")
+
+        def do_GET(self):  # noqa: N802
+            self._handle("GET")
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    stub.url = f"http://127.0.0.1:{server.server_address[1]}"
+    return stub, server
