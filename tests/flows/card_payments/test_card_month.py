@@ -16,12 +16,9 @@ from cmp_pipelines.core.settings import PROJECT_ROOT
 from cmp_pipelines.lib.resources.file_store import LocalFileStore
 from tests.support.platform import Platform, document, payment, rejection, rejections_document
 
-# A month of the card flows, day by day (one module-wide scenario, ~8 s on the idle machine): in `make test`,
-# left out of `make test-fast`.
-pytestmark = pytest.mark.slow
-
+# A month of the card flows, day by day (one module-wide scenario): in `make test`, left out of `make test-fast`.
 # One worker takes the whole module (`--dist loadgroup`), so the month is simulated once, not once per worker.
-pytestmark = pytest.mark.xdist_group("card_month")
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("card_month")]
 
 DEC = [date(2026, 12, d) for d in range(1, 32)]
 
