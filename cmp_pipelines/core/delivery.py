@@ -94,11 +94,18 @@ def enqueue(con: duckdb.DuckDBPyConnection, files: FileStoreLike, kind: str, pat
     partner = partner or default_partner(kind, path)
     sha, size = _digest_in_store(files, path)
     now = now or datetime.now(UTC)
+    name = PurePosixPath(path).name
+    # a partition run again rewrites its document (a new created_at): the version not yet sent replaces the old
+    con.execute(
+        "UPDATE delivery_register SET sha256 = ?, size_bytes = ?, local_path = ?, updated_at = ? "
+        "WHERE partner = ? AND remote_name = ? AND status IN ('PENDING', 'FAILED') AND claimed_by IS NULL "
+        "AND sha256 <> ?", [sha, size, path, now, partner, name, sha],
+    )
     con.execute(
         "INSERT INTO delivery_register (delivery_id, document_kind, partner, local_path, remote_name, sha256, "
         "size_bytes, reference, status, attempts, next_attempt_at, created_at, updated_at) "
         "VALUES (nextval('delivery_register_seq'), ?, ?, ?, ?, ?, ?, ?, 'PENDING', 0, ?, ?, ?) ON CONFLICT DO NOTHING",
-        [kind, partner, path, PurePosixPath(path).name, sha, size, reference, now, now, now],
+        [kind, partner, path, name, sha, size, reference, now, now, now],
     )
 
 
