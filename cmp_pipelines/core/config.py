@@ -517,12 +517,14 @@ class ProbeConfig:
     threshold: int
     window_hours: int
     recipients: tuple[str, ...]
+    older_than_minutes: int | None = None  # for the probes counting what has waited too long
 
 
 class ProbeEntry(FileModel):
     threshold: Annotated[int, AfterValidator(lambda v: v if v >= 0 else fail(f"must be zero or more, got {v}"))]
     window_hours: Annotated[int, between(1, 24 * 31)]
     recipients: list[Email] = []
+    older_than_minutes: Annotated[int, between(1, 60 * 24 * 14)] | None = None
 
 
 class ProbesFile(FileModel):
@@ -539,9 +541,14 @@ def _build_probes(parsed: ProbesFile, problems: Problems, _: object) -> dict[str
             problems.add(("probes", probe_id, "recipients"), "an alert probe needs at least one recipient")
         if kind == "sla" and entry.recipients:
             problems.add(("probes", probe_id, "recipients"), "an SLA probe never notifies; remove its recipients")
+        needs_age = PROBES_BY_ID[probe_id].needs_age if probe_id in PROBES_BY_ID else False
+        if needs_age and entry.older_than_minutes is None:
+            problems.add(("probes", probe_id, "older_than_minutes"), "is required: the probe counts what is older")
+        if not needs_age and entry.older_than_minutes is not None:
+            problems.add(("probes", probe_id, "older_than_minutes"), "this probe has no age; remove the field")
     for probe_id in sorted(set(PROBES_BY_ID) - set(parsed.probes)):
         problems.add(("probes", probe_id), "probe is not configured (every probe needs a threshold)")
-    return {probe_id: ProbeConfig(probe_id, e.threshold, e.window_hours, tuple(e.recipients))
+    return {probe_id: ProbeConfig(probe_id, e.threshold, e.window_hours, tuple(e.recipients), e.older_than_minutes)
             for probe_id, e in parsed.probes.items()}
 
 

@@ -31,6 +31,9 @@ DOCUMENT_KINDS = (
     "LEDGER_POSTING", "NRP_ACKNOWLEDGEMENT", "AUDDIS", "DD_COLLECTION", "CARD_EXTRACT", "SALES_ORDER_REQUEST",
     "ENROLMENT_REQUEST",
 )
+# The kinds whose partner answers with a receipt (item 3 of issue 17): the sales ledger accepts a posting file,
+# the Bacs bureau reports on a submission. Only these wait for CONFIRMED.
+RECEIPTED_KINDS = ("LEDGER_POSTING", "AUDDIS", "DD_COLLECTION")
 # Who receives each kind when the caller does not say: the ledger's files go to the sales ledger; the others are
 # addressed to the partner their folder names (outbound/<kind>/<PARTNER>/...).
 SALES_LEDGER = "SALES_LEDGER"
