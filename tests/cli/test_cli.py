@@ -19,6 +19,7 @@ COMMANDS = [
     ["summary"], ["run-card-payments"], ["demo", "cards"], ["demo", "card-rejections"],
     ["accounts", "set-payment-type"], ["accounts", "approve-refund"], ["run-auddis"], ["mandates"],
     ["mandates", "create"], ["mandates", "amend"], ["mandates", "cancel"], ["nrp"], ["nrp", "release-held"],
+    ["deliveries"], ["deliveries", "list"], ["deliveries", "retry"],
 ]
 
 
