@@ -264,6 +264,19 @@ def retry(con: duckdb.DuckDBPyConnection, delivery_ids: list[int] | None, now: d
     return len(rows)
 
 
+def reject(con: duckdb.DuckDBPyConnection, partner: str, reference: str, why: str, now: datetime) -> int:
+    """The partner refused the document: FAILED with its reason and no automatic resend (the same bytes would be
+    refused again); `deliveries retry` sends it once corrected."""
+    rows = con.execute(
+        "UPDATE delivery_register SET status = 'FAILED', last_error = $why, confirmation = $why, "
+        "attempts = greatest(attempts, $max), updated_at = $now "
+        "WHERE partner = $partner AND status IN ('SENT', 'FAILED', 'PENDING') "
+        "AND (reference = $ref OR remote_name = $ref) RETURNING delivery_id",
+        {"why": why[:2000], "max": MAX_ATTEMPTS, "now": now, "partner": partner, "ref": reference},
+    ).fetchall()
+    return len(rows)
+
+
 def confirm(con: duckdb.DuckDBPyConnection, partner: str, reference: str, note: str, now: datetime) -> int:
     """A partner's receipt: its SENT (or FAILED after all: the partner has it) documents named `reference` (the
     document's id or file name) become CONFIRMED. Returns how many rows it confirmed."""

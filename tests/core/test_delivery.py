@@ -16,7 +16,6 @@ from cmp_pipelines.core.config import LocalTransport, Partner, SftpTransport
 from cmp_pipelines.core.db.connection import connect
 from cmp_pipelines.core.transports import deliver_pending, pickup_inbound
 from cmp_pipelines.lib.resources.file_store import LocalFileStore
-from tests.support.sftp import sftp_server  # noqa: F401
 
 T0 = datetime(2026, 12, 2, 6, 0, tzinfo=UTC)
 

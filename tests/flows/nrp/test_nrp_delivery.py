@@ -13,7 +13,6 @@ from cmp_pipelines.core.settings import PROJECT_ROOT
 from cmp_pipelines.definitions import build_definitions
 from cmp_pipelines.lib.headless import run_pending_sensors
 from tests.support.platform import document, payment
-from tests.support.sftp import sftp_server  # noqa: F401
 
 pytestmark = pytest.mark.e2e
 
