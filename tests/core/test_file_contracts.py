@@ -65,6 +65,8 @@ def test_card_files_match_their_schemas(platform):
     due = platform.card_day(day)
     extract = platform.read_extract(day)
     assert first_error("card_payment_extract", extract) is None
+    assert platform.query("SELECT partner, remote_name FROM delivery_register WHERE document_kind = 'CARD_EXTRACT'") \
+        == [("CARDPAY", f"RCX-{day:%Y%m%d}-CARDPAY-GBP.json.enc")]
     assert {t["type"] for t in extract["transactions"]} == {"PAYMENT", "REFUND"}
     posting = orjson.loads(platform.files.read_bytes(f"outbound/ledger/{due.batch_id.replace('RCX', 'RCP')}.json"))
     assert first_error("ledger_posting_batch", posting) is None

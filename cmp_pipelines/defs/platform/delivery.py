@@ -11,6 +11,7 @@ document that failed asks again only once its backoff is over. The run sends thr
 from datetime import UTC, datetime
 
 import dagster as dg
+import duckdb
 
 from cmp_pipelines.core import delivery
 from cmp_pipelines.core.config import SftpTransport, load_partners
@@ -116,6 +117,8 @@ def delivery_sensor(context: dg.SensorEvaluationContext, database: Database) -> 
             state = delivery.due_state(con, datetime.now(UTC))
     except StoreBusyError:
         return dg.SkipReason("the store is busy (a run is writing); asking again next tick")
+    except duckdb.CatalogException:
+        return dg.SkipReason("the store has no delivery register yet (migrated by `cmp-pipelines init` or any run)")
     if state is None:
         return dg.SkipReason("nothing to deliver")
     return dg.SensorResult(run_requests=[dg.RunRequest(run_key=f"deliver:{state}")])
