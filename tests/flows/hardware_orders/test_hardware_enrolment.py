@@ -60,7 +60,8 @@ def test_enrolment_round_trip_per_manufacturer(dispatched):
         "SELECT partner, count(*) FROM delivery_register WHERE document_kind = 'ENROLMENT_REQUEST' GROUP BY 1 "
         "ORDER BY 1") == [("ACME_MOBILE", 1), ("ORBIT_DEVICES", 1)]  # registered for delivery once each
     assert hardware.platform.query("SELECT DISTINCT partner FROM delivery_register "
-                                   "WHERE document_kind = 'SALES_ORDER_REQUEST'") == [("WH_NORTH",)]
+                                   "WHERE document_kind = 'SALES_ORDER_REQUEST' ORDER BY 1") == [
+        ("WH_NORTH",), ("WH_SOUTH",)]
 
 
 def test_unenrolment_round_trip_and_the_agent_requests(dispatched):
