@@ -14,7 +14,8 @@ from cmp_pipelines.definitions import build_definitions
 from cmp_pipelines.lib.headless import run_pending_sensors
 from tests.support.platform import document, payment
 
-pytestmark = pytest.mark.e2e
+# Whole run-pending passes (every sensor, the NRP job with its expectation suite): about 45 s each on 2 busy cores.
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
 def sftp_config(tmp_path, server, partners: dict[str, str]) -> None:
@@ -60,3 +61,29 @@ def test_nrp_file_ends_with_its_acknowledgement_and_posting_file_on_the_sftp_ser
     probes = dict(platform.query("SELECT probe_id, tripped FROM probe_results WHERE probe_id LIKE 'deliveries_%' "
                                  "ORDER BY evaluated_at"))
     assert probes == {"deliveries_undelivered": False, "deliveries_unconfirmed": False}
+
+
+def test_nrp_file_picked_up_from_the_partners_sftp_folder_is_loaded_once(platform, instance, tmp_path,
+                                                                        sftp_server, monkeypatch):
+    sftp_config(tmp_path, sftp_server, {"PAYPOINT": "to-paypoint"})
+    partners_file = tmp_path / "config/partners.yaml"
+    document_ = yaml.safe_load(partners_file.read_text())
+    [paypoint] = [p for p in document_["partners"] if p["partner_id"] == "PAYPOINT"]
+    paypoint["transport"]["pickup"] = [{"feed": "nrp", "remote_folder": "from-paypoint"}]
+    partners_file.write_text(yaml.safe_dump(document_))
+    monkeypatch.setenv("CMP_CONFIG_DIR", str(tmp_path / "config"))
+    (sftp_server.root / "from-paypoint").mkdir()
+    data = platform.keyring.encrypt("PAYPOINT", orjson.dumps(document([payment("1", "ACC00000002", "7.25")])))
+    (sftp_server.root / "from-paypoint/PAYPOINT-20261121-001.json.enc").write_bytes(data)
+    balance = platform.balance("ACC00000002")
+
+    definitions = build_definitions()
+    for _ in range(3):
+        run_pending_sensors(definitions, instance, echo=lambda _: None)
+    assert platform.balance("ACC00000002") == balance - 725
+    assert sftp_server.files("from-paypoint") == {}  # removed remotely once safely here
+    assert platform.query("SELECT feed, remote_path, local_path, removed_at IS NOT NULL FROM sftp_pickups") == [
+        ("nrp", "from-paypoint/PAYPOINT-20261121-001.json.enc", "inbound/nrp/PAYPOINT/PAYPOINT-20261121-001.json.enc",
+         True)]
+    assert platform.query("SELECT count(*) FROM inbound_files WHERE feed = 'nrp' AND status = 'LOADED'") == [(1,)]
+    assert list(sftp_server.files("to-paypoint")) == ["PAYPOINT-20261121-001.ack.json.enc"]
