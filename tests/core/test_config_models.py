@@ -102,7 +102,7 @@ CASES = [
      "must be an integer, got '500'"),
     ("probes.yaml", put("probes", "card_rejection_rate", "recipient", ["a@b.example"]), "card_rejection_rate",
      "recipient", "probes.card_rejection_rate.recipient",
-     "unknown field; allowed: recipients, threshold, window_hours"),
+     "unknown field; allowed: older_than_minutes, recipients, threshold, window_hours"),
     ("probes.yaml", put("probes", "nrp_verification_normal", "window_hours", 0), "nrp_verification_normal",
      "window_hours", "probes.nrp_verification_normal.window_hours", "must be between 1 and 744, got 0"),
     # rejection_codes.yaml
