@@ -111,7 +111,8 @@ def test_keys_init_refuses_a_partner_that_is_not_configured(env):
     result = cli("keys", "init", "--partner", "PAYPOINT", "--partner", "PAYPONT")
     assert result.exit_code == 1
     assert result.stderr == ("Error: partner PAYPONT is not configured; configured partners (partners.yaml): PAYPOINT, "
-                             "LOCKBOX, CARDPAY, BACSBUREAU, WH_NORTH, WH_SOUTH, ACME_MOBILE, ORBIT_DEVICES, SALES_LEDGER\n")
+                             "LOCKBOX, CARDPAY, BACSBUREAU, WH_NORTH, WH_SOUTH, ACME_MOBILE, ORBIT_DEVICES, "
+                             "SALES_LEDGER\n")
     assert not (env / "data" / "keys" / "PAYPOINT.keys").exists(), "no key is made for the configured one either"
     two = cli("keys", "init", "--partner", "X1", "--partner", "X2")
     assert two.stderr.startswith("Error: partners X1, X2 are not configured; ")
