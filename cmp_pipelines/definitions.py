@@ -13,13 +13,14 @@ from cmp_pipelines.defs.nrp import defs as nrp
 from cmp_pipelines.defs.one_off import defs as one_off
 from cmp_pipelines.defs.platform import defs as platform
 from cmp_pipelines.defs.platform.recovery_sensor import run_recovery_sensor
+from cmp_pipelines.defs.receipts import defs as receipts
 from cmp_pipelines.lib.resources.cipher import PartnerCipher
 from cmp_pipelines.lib.resources.database import Database
 from cmp_pipelines.lib.resources.file_store import LocalFileStore
 from cmp_pipelines.lib.resources.notifier import Notifier
 from cmp_pipelines.lib.resources.payment_provider import PaymentProviderResource
 
-FLOWS = [platform, nrp, card_payments, card_rejections, direct_debit, one_off, hardware_orders]
+FLOWS = [platform, nrp, card_payments, card_rejections, direct_debit, one_off, hardware_orders, receipts]
 
 # A killed run of a partitioned job is re-run once its process is known dead; unpartitioned jobs (probes, API
 # sync) simply run again on their next tick.

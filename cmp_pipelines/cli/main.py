@@ -9,6 +9,7 @@ import click
 from cmp_pipelines.cli.accounts import accounts, nrp
 from cmp_pipelines.cli.api import api
 from cmp_pipelines.cli.config import config
+from cmp_pipelines.cli.deliveries import deliveries
 from cmp_pipelines.cli.demo import demo
 from cmp_pipelines.cli.files import bacs, files
 from cmp_pipelines.cli.mandates import mandates
@@ -50,6 +51,7 @@ main.add_command(probes)
 main.add_command(summary)
 main.add_command(orders)
 main.add_command(api)
+main.add_command(deliveries)
 
 
 if __name__ == "__main__":

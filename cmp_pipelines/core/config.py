@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import Annotated, Any, Generic, Literal, NoReturn, TypeVar, Union, get_args, get_origin
 
 import yaml
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
 from cmp_pipelines.core.probes import PROBES_BY_ID
 
-FEEDS = ("nrp", "card_rejections", "addacs", "arudd", "warehouse_dispatch", "device_enrolment")
+FEEDS = ("nrp", "card_rejections", "addacs", "arudd", "warehouse_dispatch", "device_enrolment", "delivery_receipts")
 PAYMENT_TYPES = ("MANUAL", "RECURRING_CARD", "DIRECT_DEBIT")
 CODE = re.compile(r"^[A-Za-z0-9]{1,8}$")
 IDENTIFIER = re.compile(r"^[A-Z][A-Z0-9_]{0,39}$")
@@ -404,12 +404,82 @@ class Partner:
     # NRP records repeating a record id (same account and amount) of this partner's files loaded within this
     # many days are held as suspected duplicates; 0 turns the check off.
     duplicate_window_days: int = DEFAULT_DUPLICATE_WINDOW_DAYS
+    # How outbound documents reach the partner and, for SFTP, where its inbound files are picked up (issue 17).
+    transport: LocalTransport | SftpTransport | None = None
+
+    def delivery_transport(self) -> LocalTransport | SftpTransport:
+        """The configured transport; a partner without one gets a local folder, `delivered/<partner>`."""
+        return self.transport or LocalTransport(type="local", folder=f"delivered/{self.partner_id}")
 
 
 Feed = Annotated[str, AfterValidator(
     lambda v: v if v in FEEDS else fail(f"unknown feed {v!r}; known feeds: {', '.join(FEEDS)}"))]
 UploadSuffix = Annotated[str, matches(UPLOAD_SUFFIX, lambda v: f"{v!r} must be a dot and 1-15 of A-Z a-z 0-9 _ ~ -, "
                                                                "e.g. .part")]
+
+
+HOST_KEY = re.compile(r"^(?:\S+ )?(?:ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(?:256|384|521)|ssh-ed448) "
+                      r"[A-Za-z0-9+/]+={0,3}(?: .*)?$")
+SAFE_RELATIVE = re.compile(r"^(?!/)(?!.*(?:^|/)\.\.(?:/|$))[A-Za-z0-9_./~-]+$")
+
+
+def _a_path_not_a_key(value: str) -> str:
+    if "PRIVATE KEY" in value or "\n" in value:
+        fail("must be the path of the key file, never the key itself (keys stay out of config and logs)")
+    return value
+
+
+class LocalTransport(FileModel):
+    """A folder (relative to the data dir, or absolute): `make run`'s default, and a mounted share in production."""
+
+    type: Literal["local"]
+    folder: Annotated[str, text(1, 400)]
+
+
+class SftpPickup(FileModel):
+    """A remote folder the partner drops files into for one of its inbound feeds."""
+
+    feed: Feed
+    remote_folder: Annotated[str, text(1, 400)]
+    # delete: remove the remote file once it is safely in our inbound folder; move: rename it into
+    # processed_folder (relative to remote_folder) for partners that keep their own copy
+    after_download: one_of("delete", "move") = "delete"
+    processed_folder: Annotated[str, matches(SAFE_RELATIVE, "must be a relative folder name, e.g. processed")] = \
+        "processed"
+
+
+class SftpTransport(FileModel):
+    """SFTP with a pinned host key: `host_key` (an OpenSSH public key or known_hosts line) or `known_hosts_file`;
+    an unknown or changed key is refused, never accepted. `key_file` is a path (relative to $CMP_KEYS_DIR)."""
+
+    type: Literal["sftp"]
+    host: Annotated[str, text(1, 253)]
+    port: Annotated[int, between(1, 65535)] = 22
+    user: Annotated[str, text(1, 64)]
+    key_file: Annotated[str, text(1, 400), AfterValidator(_a_path_not_a_key)]
+    host_key: Annotated[str, matches(HOST_KEY, "must be an OpenSSH public key ('ssh-ed25519 AAAA...') or a "
+                                               "known_hosts line")] | None = None
+    known_hosts_file: Annotated[str, text(1, 400)] | None = None
+    remote_folder: Annotated[str, text(1, 400)] = "."
+    connect_timeout_seconds: Annotated[int, between(1, 300)] = 20
+    pickup: list[SftpPickup] = []
+
+    @model_validator(mode="after")
+    def _pinned(self) -> SftpTransport:
+        if (self.host_key is None) == (self.known_hosts_file is None):
+            fail("give exactly one of host_key or known_hosts_file: the server's key is pinned, never accepted "
+                 "on first sight", "host_key")
+        return self
+
+
+def _transport_type(value: object) -> object:
+    if isinstance(value, dict) and value.get("type") not in ("local", "sftp"):
+        fail(f"type must be local or sftp, got {value.get('type')!r}")
+    return value
+
+
+Transport = Annotated[Union[LocalTransport, SftpTransport],  # noqa: UP007 (pydantic's discriminated union)
+                      Field(discriminator="type"), BeforeValidator(_transport_type)]
 
 
 class PartnerEntry(FileModel):
@@ -421,9 +491,14 @@ class PartnerEntry(FileModel):
     upload_suffixes: Annotated[list[UploadSuffix], non_empty("must name at least one suffix, e.g. [.part]")] = \
         list(DEFAULT_UPLOAD_SUFFIXES)
     duplicate_window_days: Annotated[int, between(0, 400)] = DEFAULT_DUPLICATE_WINDOW_DAYS
+    transport: Transport | None = None
 
     @model_validator(mode="after")
     def _one_completion_convention(self) -> PartnerEntry:
+        if isinstance(self.transport, SftpTransport):
+            for pickup in self.transport.pickup:
+                if pickup.feed not in self.feeds:
+                    fail(f"picks up feed {pickup.feed!r}, which is not one of the partner's feeds", "transport")
         if self.upload_completion == "settle" and "upload_suffixes" in self.model_fields_set:
             fail("only a partner with upload_completion rename has upload suffixes", "upload_suffixes")
         if self.upload_completion == "rename" and "settle_seconds" in self.model_fields_set:
@@ -442,7 +517,8 @@ def _build_partners(parsed: PartnersFile, problems: Problems, _: object) -> dict
         if p.partner_id in partners:
             problems.add(("partners", index, "partner_id"), "is defined twice")
         partners[p.partner_id] = Partner(p.partner_id, p.name or p.partner_id, tuple(p.feeds), p.upload_completion,
-                                         p.settle_seconds, tuple(p.upload_suffixes), p.duplicate_window_days)
+                                         p.settle_seconds, tuple(p.upload_suffixes), p.duplicate_window_days,
+                                         p.transport)
     return partners
 
 
@@ -463,12 +539,14 @@ class ProbeConfig:
     threshold: int
     window_hours: int
     recipients: tuple[str, ...]
+    older_than_minutes: int | None = None  # for the probes counting what has waited too long
 
 
 class ProbeEntry(FileModel):
     threshold: Annotated[int, AfterValidator(lambda v: v if v >= 0 else fail(f"must be zero or more, got {v}"))]
     window_hours: Annotated[int, between(1, 24 * 31)]
     recipients: list[Email] = []
+    older_than_minutes: Annotated[int, between(1, 60 * 24 * 14)] | None = None
 
 
 class ProbesFile(FileModel):
@@ -485,9 +563,14 @@ def _build_probes(parsed: ProbesFile, problems: Problems, _: object) -> dict[str
             problems.add(("probes", probe_id, "recipients"), "an alert probe needs at least one recipient")
         if kind == "sla" and entry.recipients:
             problems.add(("probes", probe_id, "recipients"), "an SLA probe never notifies; remove its recipients")
+        needs_age = PROBES_BY_ID[probe_id].needs_age if probe_id in PROBES_BY_ID else False
+        if needs_age and entry.older_than_minutes is None:
+            problems.add(("probes", probe_id, "older_than_minutes"), "is required: the probe counts what is older")
+        if not needs_age and entry.older_than_minutes is not None:
+            problems.add(("probes", probe_id, "older_than_minutes"), "this probe has no age; remove the field")
     for probe_id in sorted(set(PROBES_BY_ID) - set(parsed.probes)):
         problems.add(("probes", probe_id), "probe is not configured (every probe needs a threshold)")
-    return {probe_id: ProbeConfig(probe_id, e.threshold, e.window_hours, tuple(e.recipients))
+    return {probe_id: ProbeConfig(probe_id, e.threshold, e.window_hours, tuple(e.recipients), e.older_than_minutes)
             for probe_id, e in parsed.probes.items()}
 
 

@@ -25,6 +25,7 @@ import duckdb
 import orjson
 
 from cmp_pipelines.core.db.connection import sql_literal
+from cmp_pipelines.core.delivery import enqueue
 from cmp_pipelines.core.files.store import FileStoreLike
 from cmp_pipelines.core.files.text_copy import copy_lines, staged
 from cmp_pipelines.core.money import format_minor
@@ -297,4 +298,5 @@ def write_posting_file(
         """,
     )
     con.execute("UPDATE batches SET output_path = ? WHERE batch_id = ?", [path, batch_id])
+    enqueue(con, files, "LEDGER_POSTING", path, reference=batch_id, now=now)
     return path, count, total

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import duckdb
 
 from cmp_pipelines.core.config import ProbeConfig
+from cmp_pipelines.core.delivery import RECEIPTED_KINDS
 from cmp_pipelines.core.probe_queries_hardware import HARDWARE_PROBE_SQL
 from cmp_pipelines.core.probes import NRP_PROBES, ProbeDefinition
 from cmp_pipelines.core.rejections import REVERSED_SQL
@@ -93,6 +94,11 @@ PROBE_SQL = {
     "card_rejections_completed_sla":
         "SELECT count(*) FROM job_errors WHERE job = 'card_rejections' AND category = 'CONFIGURATION' "
         "AND raised_at >= $day_start",
+    "deliveries_undelivered":
+        "SELECT count(*) FROM delivery_register WHERE status IN ('PENDING', 'FAILED') AND created_at < $older_than",
+    "deliveries_unconfirmed":
+        f"SELECT count(*) FROM delivery_register WHERE status = 'SENT' AND sent_at < $older_than "
+        f"AND document_kind IN ({', '.join(repr(k) for k in RECEIPTED_KINDS)})",
 }
 
 PROBE_SQL.update(HARDWARE_PROBE_SQL)
@@ -127,7 +133,8 @@ def evaluate(
         config = configs[probe.probe_id]
         window_start = now - timedelta(hours=config.window_hours)
         sql = PROBE_SQL[probe.probe_id]
-        values = {"day_start": day_start, "window_start": window_start, "now": now}
+        values = {"day_start": day_start, "window_start": window_start, "now": now,
+                  "older_than": now - timedelta(minutes=config.older_than_minutes or 0)}
         params = {k: v for k, v in values.items() if f"${k}" in sql}
         value = int(con.execute(sql, params).fetchone()[0])
         outcomes.append(ProbeOutcome(probe, config, value, probe.tripped(value, config.threshold), now))

@@ -12,6 +12,7 @@ class ProbeDefinition:
     kind: str  # "alert" notifies recipients; "sla" is recorded only
     trips_when: str  # "above": value > threshold; "at_or_below": value <= threshold (e.g. nothing ran)
     description: str
+    needs_age: bool = False  # its query counts what is older than the configured older_than_minutes
 
     def tripped(self, value: int, threshold: int) -> bool:
         return value > threshold if self.trips_when == "above" else value <= threshold
@@ -158,5 +159,25 @@ HARDWARE_PROBES: tuple[ProbeDefinition, ...] = (
     ),
 )
 
-ALL_PROBES = NRP_PROBES + NRP_DUPLICATE_PROBES + INBOUND_PROBES + CARD_PROBES + DD_PROBES + HARDWARE_PROBES
+DELIVERY_PROBES: tuple[ProbeDefinition, ...] = (
+    ProbeDefinition(
+        "deliveries_undelivered",
+        "Outbound Documents Undelivered",
+        "alert", "above",
+        "Outbound documents (posting files, acknowledgements, submissions, extracts, requests) still not delivered "
+        "to their partner (PENDING or FAILED) more than older_than_minutes after they were published.",
+        needs_age=True,
+    ),
+    ProbeDefinition(
+        "deliveries_unconfirmed",
+        "Outbound Documents Sent But Unconfirmed",
+        "alert", "above",
+        "Documents whose partner answers with a receipt (posting files: the sales ledger's acceptance; Bacs "
+        "submissions: the bureau's submission report) sent more than older_than_minutes ago and not confirmed.",
+        needs_age=True,
+    ),
+)
+
+ALL_PROBES = (NRP_PROBES + NRP_DUPLICATE_PROBES + INBOUND_PROBES + CARD_PROBES + DD_PROBES + HARDWARE_PROBES
+              + DELIVERY_PROBES)
 PROBES_BY_ID = {probe.probe_id: probe for probe in ALL_PROBES}

@@ -19,6 +19,7 @@ COMMANDS = [
     ["summary"], ["run-card-payments"], ["demo", "cards"], ["demo", "card-rejections"],
     ["accounts", "set-payment-type"], ["accounts", "approve-refund"], ["run-auddis"], ["mandates"],
     ["mandates", "create"], ["mandates", "amend"], ["mandates", "cancel"], ["nrp"], ["nrp", "release-held"],
+    ["deliveries"], ["deliveries", "list"], ["deliveries", "retry"],
 ]
 
 
@@ -107,14 +108,24 @@ def test_headless_demo_run_pending_in_a_real_process(cli_env):
     result = subprocess.run([*exe, "run-pending"], env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "4 run(s), 0 failed" in result.stdout
+    # the documents those runs published go out at the delivery sensor's next tick, once
     again = subprocess.run([*exe, "run-pending"], env=env, capture_output=True, text=True, timeout=300)
-    assert "0 run(s), 0 failed" in again.stdout
+    assert again.stdout.splitlines() == ["ok     delivery_sensor None", "1 run(s), 0 failed"]
+    delivered = sorted(p.relative_to(cli_env / "data" / "delivered").as_posix()
+                       for p in (cli_env / "data" / "delivered").rglob("*") if p.is_file())
+    assert [d for d in delivered if d.startswith("PAYPOINT/")] == [
+        f"PAYPOINT/PAYPOINT-{day:%Y%m%d}-00{n}.ack.json.enc" for n in (1, 2, 3)]
+    assert len([d for d in delivered if d.startswith("SALES_LEDGER/NRPP-")]) == 4
+    third = subprocess.run([*exe, "run-pending"], env=env, capture_output=True, text=True, timeout=300)
+    assert "0 run(s), 0 failed" in third.stdout
     summary = subprocess.run([*exe, "summary"], env=env, capture_output=True, text=True, check=True).stdout
     assert "NRP_LOAD         ACKNOWLEDGED      4 batch(es)" in summary
     assert "Quarantined files: 0" in summary
     probes = json.loads(subprocess.run([*exe, "probes", "--json"], env=env, capture_output=True, text=True,
                                        check=True).stdout)
-    assert len(probes) == 9  # the eight CMP NRP probes and nrp_suspected_duplicates_held
+    assert len(probes) == 11  # the eight CMP NRP probes, nrp_suspected_duplicates_held and the two delivery probes
+    assert {(p["probe"], p["value"]) for p in probes if p["probe"].startswith("deliveries_")} == {
+        ("deliveries_undelivered", 0), ("deliveries_unconfirmed", 0)}
     by_id = {p["probe"]: p for p in probes}
     if datetime.now(UTC).date() == day:  # "today" probes restart at midnight UTC
         assert by_id["nrp_load_completed"]["value"] == 4 and by_id["nrp_load_completed"]["status"] == "OK"

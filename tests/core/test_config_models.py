@@ -65,17 +65,35 @@ def test_the_shipped_files_pass(file):
     assert FILES[file].check(PROJECT_ROOT / "config", SHIPPED_PARTNERS) == []
 
 
+SFTP = {"type": "sftp", "host": "sftp.bureau.example", "user": "cmp", "key_file": "ssh/bureau_ed25519",
+        "host_key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl",
+        "remote_folder": "/inbound/cmp"}
+
 CASES = [
     # partners.yaml
     ("partners.yaml", drop("partners", 2, "feeds"), "CARDPAY", "feeds", "partners[2].feeds", "is required"),
     ("partners.yaml", put("partners", 1, "duplicate_window_days", "30"), "LOCKBOX", "duplicate_window_days",
      "partners[1].duplicate_window_days", "must be an integer, got '30'"),
     ("partners.yaml", put("partners", 0, "feed", ["nrp"]), "PAYPOINT", "feed", "partners[0].feed",
-     "unknown field; allowed: duplicate_window_days, feeds, name, partner_id, settle_seconds, upload_completion, "
-     "upload_suffixes"),
+     "unknown field; allowed: duplicate_window_days, feeds, name, partner_id, settle_seconds, transport, "
+     "upload_completion, upload_suffixes"),
     ("partners.yaml", put("partners", 2, "feeds", ["card_rejection"]), "CARDPAY", "feeds", "partners[2].feeds[0]",
      "unknown feed 'card_rejection'; known feeds: nrp, card_rejections, addacs, arudd, warehouse_dispatch, "
-     "device_enrolment"),
+     "device_enrolment, delivery_receipts"),
+    ("partners.yaml", put("partners", 3, "transport", {**SFTP, "key_file": "-----BEGIN OPENSSH PRIVATE KEY-----"}),
+     "BACSBUREAU", "transport.sftp.key_file", "partners[3].transport.sftp.key_file",
+     "must be the path of the key file, never the key itself (keys stay out of config and logs)"),
+    ("partners.yaml", put("partners", 3, "transport", {k: v for k, v in SFTP.items() if k != "host_key"}),
+     "BACSBUREAU", "transport.sftp.host_key", "partners[3].transport.sftp.host_key",
+     "give exactly one of host_key or known_hosts_file: the server's key is pinned, never accepted on first sight"),
+    ("partners.yaml", put("partners", 3, "transport", {**SFTP, "host_key": "yes"}), "BACSBUREAU",
+     "transport.sftp.host_key", "partners[3].transport.sftp.host_key",
+     "must be an OpenSSH public key ('ssh-ed25519 AAAA...') or a known_hosts line"),
+    ("partners.yaml", put("partners", 3, "transport", {"type": "ftp", "folder": "x"}), "BACSBUREAU",
+     "transport", "partners[3].transport", "type must be local or sftp, got 'ftp'"),
+    ("partners.yaml", put("partners", 3, "transport", {**SFTP, "pickup": [{"feed": "nrp", "remote_folder": "o"}]}),
+     "BACSBUREAU", "transport", "partners[3].transport",
+     "picks up feed 'nrp', which is not one of the partner's feeds"),
     # probes.yaml
     ("probes.yaml", drop("probes", "nrp_batch_completed", "window_hours"), "nrp_batch_completed", "window_hours",
      "probes.nrp_batch_completed.window_hours", "is required"),
@@ -84,7 +102,7 @@ CASES = [
      "must be an integer, got '500'"),
     ("probes.yaml", put("probes", "card_rejection_rate", "recipient", ["a@b.example"]), "card_rejection_rate",
      "recipient", "probes.card_rejection_rate.recipient",
-     "unknown field; allowed: recipients, threshold, window_hours"),
+     "unknown field; allowed: older_than_minutes, recipients, threshold, window_hours"),
     ("probes.yaml", put("probes", "nrp_verification_normal", "window_hours", 0), "nrp_verification_normal",
      "window_hours", "probes.nrp_verification_normal.window_hours", "must be between 1 and 744, got 0"),
     # rejection_codes.yaml

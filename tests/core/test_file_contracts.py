@@ -26,6 +26,7 @@ def test_written_files_match_their_schemas(platform):
     load = platform.process(platform.drop("contract.json.enc", document(records)))
     ack = platform.read_ack("PAYPOINT", "contract")
     assert first_error("nrp_acknowledgement", ack) is None
+    assert ack["header"]["partner_file_id"] == "PAYPOINT-20261121-001"  # the partner's own id, echoed
     [posting_file] = platform.files.list_files("outbound/ledger")
     postings = orjson.loads(platform.files.read_bytes(posting_file.path))
     assert first_error("ledger_posting_batch", postings) is None
@@ -38,6 +39,14 @@ def test_rejection_acknowledgement_matches_the_schema(platform):
     ack = platform.read_ack("PAYPOINT", "late.rejected")
     assert first_error("nrp_acknowledgement", ack) is None
     assert ack["header"]["reason_code"] == "CONTROL_TOTALS"
+    assert ack["header"]["partner_file_id"] == "PAYPOINT-20261121-001"  # refused after its header was read
+
+
+def test_a_file_refused_before_its_header_is_read_is_acknowledged_without_a_partner_file_id(platform):
+    platform.quarantine(platform.drop("garbled.json.enc", b"not json at all"))
+    ack = platform.read_ack("PAYPOINT", "garbled.rejected")
+    assert first_error("nrp_acknowledgement", ack) is None
+    assert (ack["header"]["status"], ack["header"]["partner_file_id"]) == ("REJECTED", None)
 
 
 def test_card_files_match_their_schemas(platform):
@@ -56,6 +65,8 @@ def test_card_files_match_their_schemas(platform):
     due = platform.card_day(day)
     extract = platform.read_extract(day)
     assert first_error("card_payment_extract", extract) is None
+    assert platform.query("SELECT partner, remote_name FROM delivery_register WHERE document_kind = 'CARD_EXTRACT'") \
+        == [("CARDPAY", f"RCX-{day:%Y%m%d}-CARDPAY-GBP.json.enc")]
     assert {t["type"] for t in extract["transactions"]} == {"PAYMENT", "REFUND"}
     posting = orjson.loads(platform.files.read_bytes(f"outbound/ledger/{due.batch_id.replace('RCX', 'RCP')}.json"))
     assert first_error("ledger_posting_batch", posting) is None
@@ -66,6 +77,7 @@ def test_card_files_match_their_schemas(platform):
     platform.process_rejections(platform.drop_rejections("contract.json.enc", doc))
     report = orjson.loads(platform.files.read_bytes("outbound/reports/card_rejections/CARDPAY/contract.outcomes.json"))
     assert first_error("card_rejection_outcomes", report) is None
+    assert report["header"]["partner_file_id"] == "CARDPAY-REJ-001"
     [reversal] = [f.path for f in platform.files.list_files("outbound/ledger") if "RCRV-" in f.path]
     assert first_error("ledger_posting_batch", orjson.loads(platform.files.read_bytes(reversal))) is None
 

@@ -21,6 +21,7 @@ from cmp_pipelines.core.settings import paths
 from cmp_pipelines.definitions import build_definitions
 from cmp_pipelines.defs.one_off.flow import publish_accounts
 from cmp_pipelines.lib.headless import run_pending_sensors
+from tests.support.dagster import flow_runs
 
 KEYS = {"AGENTVIEW": "test-agent-key-0123456789abcdef", "SELFCARE_APP": "test-selfcare-key-0123456789abcdef",
         "IVR": "test-ivr-key-0123456789abcdef", "BACKOFFICE": "test-backoffice-key-0123456789abcdef"}
@@ -97,7 +98,7 @@ ACCOUNT = "ACC00000003"
 
 def monitor(instance) -> list:
     """What the daemon does: the Ledger Monitor sensor ticks and its api_sync_job runs."""
-    runs = run_pending_sensors(build_definitions(), instance, echo=lambda _: None)
+    runs = flow_runs(run_pending_sensors(build_definitions(), instance, echo=lambda _: None))
     assert all(r.success for r in runs), [r.error for r in runs]
     return runs
 

@@ -19,6 +19,7 @@ import duckdb
 from cmp_pipelines.core.config import Partner
 from cmp_pipelines.core.crypto.keyring import PartnerKeyring
 from cmp_pipelines.core.db.connection import sql_literal, transaction
+from cmp_pipelines.core.delivery import enqueue
 from cmp_pipelines.core.files.store import FileStoreLike
 from cmp_pipelines.core.ledger import (
     PostResult,
@@ -173,6 +174,7 @@ class RecurringCardPayments:
             ) as document:
                 token = self.keyring.encrypt_parts(provider, [document])
                 path = self.files.write_parts(f"outbound/card_payments/{provider}/{file_id}.json.enc", token)
+            enqueue(self.con, self.files, "CARD_EXTRACT", path, partner=provider, reference=file_id, now=self.now)
             written.append(ExtractFile(provider, currency, path, count, total))
         self.con.execute(
             "UPDATE batches SET status = 'EXTRACTED', output_path = ?, completed_at = ?, record_count = ?, "

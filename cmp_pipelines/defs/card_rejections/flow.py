@@ -232,12 +232,13 @@ class CardRejections:
         return write_posting_file(self.con, self.files, applied.batch_id, f"{FEED}:{JOB}", self.now)[0]
 
     def write_reports(self, load: RejectionLoad) -> tuple[str, str]:
-        file_name = self.con.execute(
-            "SELECT file_name FROM inbound_files WHERE file_id = ?", [load.file_id]
-        ).fetchone()[0]
+        file_name, partner_file_id = self.con.execute(
+            "SELECT file_name, header_file_id FROM inbound_files WHERE file_id = ?", [load.file_id]
+        ).fetchone()
         stem = file_stem(file_name)
         header = {
-            "file_id": load.file_id, "source_file_name": file_name, "provider": load.partner,
+            "file_id": load.file_id, "partner_file_id": partner_file_id, "source_file_name": file_name,
+            "provider": load.partner,
             "batch_id": load.batch_id, "reversal_batch_id": engine.reversal_batch_id(self.con, TABLES, load.batch_id),
             "processed_at": self.now.isoformat(), "record_count": load.record_count,
             "reversed_count": load.reversed_count, "reversed_amount": format_minor(load.reversed_minor),

@@ -20,6 +20,7 @@ import duckdb
 from cmp_pipelines.core.config import DirectDebitConfig
 from cmp_pipelines.core.crypto.keyring import PartnerKeyring
 from cmp_pipelines.core.db.connection import sql_literal
+from cmp_pipelines.core.delivery import enqueue
 from cmp_pipelines.core.files.store import FileStoreLike
 from cmp_pipelines.core.files.text_copy import copy_lines, staged
 from cmp_pipelines.defs.direct_debit import standard18 as std18
@@ -104,4 +105,6 @@ def write_submission(con: duckdb.DuckDBPyConnection, files: FileStoreLike, keyri
     with staged(lambda target: copy_lines(con, target, rows, prefix=head, suffix=tail, separator="\n")) as text:
         check_submission_file(text)
         path = files.write_parts(f"{folder}/{c.bureau}/{batch_id}.std18.enc", keyring.encrypt_parts(c.bureau, [text]))
+    enqueue(con, files, "AUDDIS" if folder == "outbound/auddis" else "DD_COLLECTION", path, partner=c.bureau,
+            reference=batch_id)
     return SubmissionFile(path, count, total, serial, file_number)

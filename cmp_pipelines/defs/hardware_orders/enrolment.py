@@ -19,6 +19,7 @@ import duckdb
 from cmp_pipelines.core.config import Partner
 from cmp_pipelines.core.crypto.keyring import PartnerKeyring
 from cmp_pipelines.core.db.connection import sql_literal, transaction
+from cmp_pipelines.core.delivery import enqueue
 from cmp_pipelines.core.files import record_file
 from cmp_pipelines.core.files.errors import FileRejected
 from cmp_pipelines.core.files.record_file import RecordFileSpec
@@ -194,6 +195,9 @@ class EnrolmentRequests:
                 """,
             ) as document:
                 sent.append(self.channel.send_batch(self.files, self.keyring, manufacturer, file_id, [document]))
+            if sent[-1].startswith("outbound/"):  # dropped as a file (not posted to an API): transmitted from here
+                enqueue(self.con, self.files, "ENROLMENT_REQUEST", sent[-1], partner=manufacturer, reference=file_id,
+                        now=self.now)
         self.con.execute("UPDATE batches SET status = 'SENT', completed_at = ?, output_path = ? WHERE batch_id = ?",
                          [self.now, ", ".join(sent) or None, batch.batch_id])
         return sent

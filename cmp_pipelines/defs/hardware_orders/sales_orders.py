@@ -20,6 +20,7 @@ import pyarrow as pa
 
 from cmp_pipelines.core.crypto.keyring import PartnerKeyring
 from cmp_pipelines.core.db.connection import sql_literal, transaction
+from cmp_pipelines.core.delivery import enqueue
 from cmp_pipelines.core.files.store import FileStoreLike
 from cmp_pipelines.core.ledger import json_document
 from cmp_pipelines.defs.hardware_orders.config import HardwareConfig
@@ -206,6 +207,8 @@ class SalesOrderRequests:
             with json_document(self.con, header, "orders", _request_rows_sql(sendable, warehouse, currency)) as doc:
                 token = self.keyring.encrypt_parts(warehouse, [doc])
                 paths.append(self.files.write_parts(f"outbound/sales_orders/{warehouse}/{file_id}.json.enc", token))
+            enqueue(self.con, self.files, "SALES_ORDER_REQUEST", paths[-1], partner=warehouse, reference=file_id,
+                    now=self.now)
         with transaction(self.con):
             if batch.status != "SENT":
                 move_orders(

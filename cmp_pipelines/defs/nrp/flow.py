@@ -17,6 +17,7 @@ import pyarrow as pa
 from cmp_pipelines.core.config import DEFAULT_DUPLICATE_WINDOW_DAYS, Partner
 from cmp_pipelines.core.crypto.keyring import PartnerKeyring
 from cmp_pipelines.core.db.connection import sql_literal, transaction
+from cmp_pipelines.core.delivery import enqueue
 from cmp_pipelines.core.files.errors import FileRejected
 from cmp_pipelines.core.files.record_file import check_sender, first_schema_violation, with_shape_and_card_numbers
 from cmp_pipelines.core.files.record_scan import read_record_file
@@ -107,6 +108,7 @@ class NonRecurringPayments:
 
     def _load_new(self, received: Received) -> None:
         partner = received.partner
+        self._partner_file_id = None
         plaintext = self.intake.decrypt(received)
         with ThreadPoolExecutor(max_workers=1) as pool:
             content_digest = pool.submit(sha256_hex, plaintext)  # hashlib releases the GIL: overlaps the read
@@ -114,6 +116,7 @@ class NonRecurringPayments:
             content_sha = content_digest.result()
         del plaintext
         header = read.header
+        self._partner_file_id = header.get("file_id")  # echoed by a rejection's acknowledgement
         check_sender(header, partner)
         nrp_file.check_control_totals(header, read.record_count, read.table.column("amount").combine_chunks())
         self.intake.refuse_duplicate(received, content_sha, header["file_id"])
@@ -285,11 +288,12 @@ class NonRecurringPayments:
     # ---- "Acknowledge Non Recurring Payments Receipt Of" -----------------------------------------
 
     def acknowledge(self, load: LoadResult) -> str:
-        file_name = self.con.execute(
-            "SELECT file_name FROM inbound_files WHERE file_id = ?", [load.file_id]
-        ).fetchone()[0]
+        file_name, partner_file_id = self.con.execute(
+            "SELECT file_name, header_file_id FROM inbound_files WHERE file_id = ?", [load.file_id]
+        ).fetchone()
         header = {
             "file_id": load.file_id,
+            "partner_file_id": partner_file_id,  # the partner's own id, from its file's header: what it matches on
             "source_file_name": file_name,
             "recipient": load.partner,
             "status": "PROCESSED",
@@ -316,6 +320,8 @@ class NonRecurringPayments:
             token = self.keyring.encrypt_parts(load.partner, [document])
             path = self.files.write_parts(ack_path(load.partner, file_name, "ack"), token)
         with transaction(self.con):
+            enqueue(self.con, self.files, "NRP_ACKNOWLEDGEMENT", path, partner=load.partner,
+                    reference=file_name, now=self.now)
             self.con.execute(
                 "UPDATE batches SET status = 'ACKNOWLEDGED', output_path = ?, completed_at = ? WHERE batch_id = ?",
                 [path, self.now, load.batch_id],
@@ -327,7 +333,8 @@ class NonRecurringPayments:
         if not self.keyring.has_keys(partner):
             return
         header = {
-            "file_id": file_id, "source_file_name": file_name, "recipient": partner, "status": "REJECTED",
+            "file_id": file_id, "partner_file_id": getattr(self, "_partner_file_id", None),
+            "source_file_name": file_name, "recipient": partner, "status": "REJECTED",
             "reason_code": rejected.code, "reason": rejected.message, "processed_at": self.now.isoformat(),
             "record_count": 0, "accepted_count": 0, "rejected_count": 0, "accepted_amount": "0.00",
             "rejected_amount": "0.00", "held_count": 0, "held_amount": "0.00", "currency": None,
@@ -336,4 +343,5 @@ class NonRecurringPayments:
             token = self.keyring.encrypt(partner, orjson.dumps({"header": header, "records": []}))
         except FileRejected:
             return  # the partner's key file is unusable: the quarantine report says why
-        self.files.write_bytes(ack_path(partner, file_name, "rejected.ack"), token)
+        path = self.files.write_bytes(ack_path(partner, file_name, "rejected.ack"), token)
+        enqueue(self.con, self.files, "NRP_ACKNOWLEDGEMENT", path, partner=partner, reference=file_name, now=self.now)

@@ -58,6 +58,16 @@ def test_first_collection_waits_for_due_date_and_advance_notice_then_posts_to_th
     assert parsed_later.submission.processing_date == date(2026, 12, 24)
     assert debits(parsed_later)[0] == ("17", "CMPDD0001", 1000, "201575", "87654321")
     assert dd.balance("ACCDD0001") == 0
+    # every submission and posting file is registered for delivery, once, to the bureau and the sales ledger
+    assert dd.query("SELECT document_kind, partner, remote_name, status FROM delivery_register "
+                    "WHERE document_kind IN ('DD_COLLECTION', 'LEDGER_POSTING') ORDER BY delivery_id") == [
+        ("LEDGER_POSTING", "SALES_LEDGER", "DDP-20261216.json", "PENDING"),  # no debit that day: an empty batch
+        ("DD_COLLECTION", BUREAU, "DDX-20261217.std18.enc", "PENDING"),
+        ("LEDGER_POSTING", "SALES_LEDGER", "DDP-20261217.json", "PENDING"),
+        ("DD_COLLECTION", BUREAU, "DDX-20261223.std18.enc", "PENDING"),
+        ("LEDGER_POSTING", "SALES_LEDGER", "DDP-20261223.json", "PENDING"),
+    ]
+    assert {k for (k,) in dd.query("SELECT DISTINCT document_kind FROM delivery_register")} >= {"AUDDIS"}
 
 
 def test_rerunning_a_collection_day_writes_the_same_file_and_posts_nothing(dd):

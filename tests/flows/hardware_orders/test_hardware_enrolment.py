@@ -56,6 +56,12 @@ def test_enrolment_round_trip_per_manufacturer(dispatched):
         ("DEVICE_ENROLMENT", "ENROLMENT_FAILED", "ACC00000001", imei(2),
          f"enrolment of {imei(2)} failed at ACME_MOBILE: device not in the reseller's allocation")]
     assert hardware.enrolment_day(DAY).enrol_count == 3  # the day's batch is frozen: nothing re-sent
+    assert hardware.platform.query(
+        "SELECT partner, count(*) FROM delivery_register WHERE document_kind = 'ENROLMENT_REQUEST' GROUP BY 1 "
+        "ORDER BY 1") == [("ACME_MOBILE", 1), ("ORBIT_DEVICES", 1)]  # registered for delivery once each
+    assert hardware.platform.query("SELECT DISTINCT partner FROM delivery_register "
+                                   "WHERE document_kind = 'SALES_ORDER_REQUEST' ORDER BY 1") == [
+        ("WH_NORTH",), ("WH_SOUTH",)]
 
 
 def test_unenrolment_round_trip_and_the_agent_requests(dispatched):
