@@ -96,7 +96,10 @@ def accounts_approve_refund(account_number: str, amount: str, due: str | None, r
 @click.option("--currency", default="GBP", show_default=True)
 @click.option("--security-level", default="ADMIN", show_default=True,
               help="The creating user's security level (payment term defaults name who may use them).")
-def accounts_create(account_number: str, name: str, payment_type: str, currency: str, security_level: str) -> None:
+@click.option("--email", default=None, help="Where customer communications are e-mailed.")
+@click.option("--phone", default=None, help="A phone number for SMS (optional; SMS is not sent yet).")
+def accounts_create(account_number: str, name: str, payment_type: str, currency: str, security_level: str,
+                    email: str | None, phone: str | None) -> None:
     """Create an account; its payment term is the default configured for its payment type."""
     from cmp_pipelines.core.config import load_payment_terms
     from cmp_pipelines.core.payment_setup import create_account
@@ -104,8 +107,8 @@ def accounts_create(account_number: str, name: str, payment_type: str, currency:
     terms = _load_config(load_payment_terms)
     view = _setup(lambda con, _: create_account(con, account_number, name, terms=terms, now=datetime.now(UTC),
                                                 payment_type=payment_type, currency=currency,
-                                                security_level=security_level))
-    click.echo(json.dumps(view, indent=2))
+                                                security_level=security_level, email=email, phone=phone))
+    click.echo(json.dumps({**view, "email": email, "phone": phone}, indent=2))
 
 
 @accounts.command("show")

@@ -20,7 +20,8 @@ def queue_quarantine_alerts(con: duckdb.DuckDBPyConnection, recipients: AlertRec
                f.quarantined_path, f.received_at
         FROM inbound_files f
         WHERE f.status = 'QUARANTINED'
-          AND NOT EXISTS (SELECT 1 FROM email_outbox o WHERE o.kind = 'ALERT' AND o.source_ref = 'quarantine:' || f.file_id)
+          AND NOT EXISTS (SELECT 1 FROM email_outbox o
+                          WHERE o.kind = 'ALERT' AND o.source_ref = 'quarantine:' || f.file_id)
         ORDER BY f.received_at, f.file_id
         """
     ).fetchall()
