@@ -123,10 +123,15 @@ class _ActionsFile(ConfigFile):
         file = config_dir / self.name
         document = read_yaml(file)
         templates = Templates(config_dir / "templates")
+        names = set(templates.names())
+        checked: dict[str, list[str]] = {}
         found = []
         for index, entry in enumerate(document.get("actions", [])):
             if isinstance(entry, dict) and entry.get("action") == "communication":
-                for why in templates.problems(entry["template"]):
+                name = entry["template"]
+                if name not in checked:
+                    checked[name] = templates.problems(name, names)
+                for why in checked[name]:
                     found.append(self._error(file, document, ("actions", index, "template"), why))
         return (None, found) if found else (value, [])
 

@@ -42,10 +42,11 @@ class Templates:
         return sorted(p.name[: -len(SUBJECT)] for p in self.folder.glob(f"*{SUBJECT}")
                       if (self.folder / (p.name[: -len(SUBJECT)] + TEXT)).is_file())
 
-    def problems(self, name: str) -> list[str]:
+    def problems(self, name: str, names: set[str] | None = None) -> list[str]:
         """Why template `name` cannot be used (missing file, Jinja2 syntax error); empty when it can."""
-        if name not in self.names():
-            known = ", ".join(self.names()) or "none"
+        names = set(self.names()) if names is None else names
+        if name not in names:
+            known = ", ".join(sorted(names)) or "none"
             return [f"unknown template {name!r}: {self.folder} needs {name}{SUBJECT} and {name}{TEXT} "
                     f"(known templates: {known})"]
         found = []

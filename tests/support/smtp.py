@@ -53,12 +53,12 @@ def text_of(message: Message) -> str:
     """The text/plain part of a message (single part or multipart/alternative)."""
     if message.is_multipart():
         part = next(p for p in message.walk() if p.get_content_type() == "text/plain")
-        return part.get_payload(decode=True).decode()
-    return message.get_payload(decode=True).decode()
+        return part.get_payload(decode=True).decode().replace("\r\n", "\n")
+    return message.get_payload(decode=True).decode().replace("\r\n", "\n")
 
 
 def html_of(message: Message) -> str | None:
     if not message.is_multipart():
         return None
     part = next((p for p in message.walk() if p.get_content_type() == "text/html"), None)
-    return part.get_payload(decode=True).decode() if part else None
+    return part.get_payload(decode=True).decode().replace("\r\n", "\n") if part else None
