@@ -21,7 +21,7 @@ from cmp_pipelines.core.settings import PROJECT_ROOT
 from cmp_pipelines.core.templates import Templates
 from tests.flows.card_payments.test_card_month import add_customer, extract_ids
 from tests.support.platform import rejection, rejections_document
-from tests.support.smtp import html_of, smtp_server, text_of  # noqa: F401
+from tests.support.smtp import html_of, text_of
 
 CONFIG = PROJECT_ROOT / "config"
 T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
