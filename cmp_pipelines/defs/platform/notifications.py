@@ -76,9 +76,16 @@ def workflow_dispatch_sensor(context: dg.SensorEvaluationContext, database: Data
     return dg.RunRequest(tags={"cmp/waiting": str(waiting)})
 
 
+def _innermost(error) -> str:
+    """The error a step raised, not Dagster's 'Error occurred while executing op' wrapper around it."""
+    while error.cause is not None:
+        error = error.cause
+    return error.message.strip()
+
+
 def failure_text(context: dg.RunFailureSensorContext) -> str:
-    steps = [e.step_key + ": " + (e.event_specific_data.error.message.strip() if e.event_specific_data
-                                  and e.event_specific_data.error else (e.message or ""))
+    steps = [f"{e.step_key}: " + (_innermost(e.event_specific_data.error) if e.event_specific_data
+                                  and e.event_specific_data.error else (e.message or "failed"))
              for e in context.get_step_failure_events()]
     text = "\n".join(steps) if steps else (context.failure_event.message or "the run failed")
     return mask_pans_in(text)
