@@ -46,7 +46,8 @@ def test_the_catcher_keeps_alerts_and_communications_and_messages_lists_them(pla
     listed = runner.invoke(main, ["messages", "list"], catch_exceptions=False)
     assert listed.exit_code == 0
     [line] = listed.output.splitlines()
-    assert line.startswith("   1  ") and "customer7@example.com" in line and line.endswith("A problem with your order ORD-7")
+    assert line.startswith("   1  ") and "customer7@example.com" in line
+    assert line.endswith("A problem with your order ORD-7")
     shown = runner.invoke(main, ["messages", "show", "1"], catch_exceptions=False)
     assert "Subject: A problem with your order ORD-7" in shown.output
     assert "Dear Demo customer 7," in shown.output and "your order ORD-7" in shown.output
