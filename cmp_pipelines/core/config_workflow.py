@@ -1,5 +1,5 @@
-"""What happens after a workflow event (`config/workflow_actions.yaml`), who gets operational alerts
-(`config/alerts.yaml`) and the advance notice of collections. Typed models like every file of `config/`; a
+"""What happens after a workflow event (`config/workflow_actions.yaml`) and who gets operational alerts
+(`config/alerts.yaml`). Typed models like every file of `config/`; a
 communication names a template of `config/templates/` and an unknown or broken template is an error on `init`.
 """
 
@@ -50,7 +50,6 @@ class WorkflowActions:
     actions: dict[tuple[str, str], WorkflowAction]
     max_attempts: int
     retry_minutes: int
-    notice_days: dict[str, int]  # advance notice before a collection, per payment type
 
     def action_for(self, event_type: str, event_code: str) -> WorkflowAction | None:
         return self.actions.get((event_type, event_code)) or self.actions.get((event_type, WILDCARD))
@@ -89,15 +88,9 @@ class ActionEntry(FileModel):
         return self.template or self.url or self.queue
 
 
-class NoticeSection(FileModel):
-    RECURRING_CARD: Annotated[int, between(0, 30)]
-    DIRECT_DEBIT: Annotated[int, between(0, 30)]
-
-
 class WorkflowActionsFile(FileModel):
     max_attempts: Annotated[int, between(1, 20)] = 5
     retry_minutes: Annotated[int, between(1, 1440)] = 5
-    advance_notice_days: NoticeSection
     actions: Annotated[list[ActionEntry], non_empty("needs at least one action")]
 
 
@@ -108,9 +101,7 @@ def _build_actions(parsed: WorkflowActionsFile, problems: Problems, _: object) -
         if key in actions:
             problems.add(("actions", index, "event_code"), f"{a.event_type}/{a.event_code} has two actions")
         actions[key] = WorkflowAction(a.event_type, a.event_code, a.action.upper(), a.target())
-    return WorkflowActions(actions, parsed.max_attempts, parsed.retry_minutes,
-                           {"RECURRING_CARD": parsed.advance_notice_days.RECURRING_CARD,
-                            "DIRECT_DEBIT": parsed.advance_notice_days.DIRECT_DEBIT})
+    return WorkflowActions(actions, parsed.max_attempts, parsed.retry_minutes)
 
 
 class _ActionsFile(ConfigFile):

@@ -112,7 +112,7 @@ def test_an_unknown_template_is_a_clear_configuration_error(tmp_path):
               if "workflow_actions.yaml" in str(e)]
     assert len(errors) == 2
     assert "actions[0].template: unknown template 'card_payment_retyr'" in errors[0]
-    assert "known templates: advance_notice, card_payment_cancelled" in errors[0]
+    assert "known templates: card_payment_cancelled, card_payment_declined" in errors[0]
     assert "template enrolment_failed.body.txt line 1: unexpected '}'" in errors[1]
 
 

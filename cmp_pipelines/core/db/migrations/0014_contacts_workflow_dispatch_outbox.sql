@@ -1,4 +1,4 @@
--- customer contact details, the workflow dispatch register, the e-mail outbox, operator tasks, advance notices
+-- customer contact details, the workflow dispatch register, the e-mail outbox, operator tasks
 ALTER TABLE accounts ADD COLUMN email VARCHAR;
 ALTER TABLE accounts ADD COLUMN phone VARCHAR;
 -- one row per workflow event: the action it was given and whether that action is done (exactly once)
