@@ -1,5 +1,6 @@
 """One pass of the dispatcher, shared by the Dagster job and `cmp-pipelines events dispatch`: alerts for newly
-quarantined files, the workflow actions due, then every e-mail due (new ones and retries)."""
+quarantined files and spooled failed runs, the workflow actions due, then every e-mail due (new ones and
+retries)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ from cmp_pipelines.core.templates import Templates
 
 def run_dispatcher(con: duckdb.DuckDBPyConnection, config_dir: Path, smtp: outbox.SmtpSettings,
                    now: datetime) -> dict:
-    quarantined = alerts.queue_quarantine_alerts(con, load_alerts(config_dir), now)
+    recipients = load_alerts(config_dir)
+    quarantined = alerts.queue_quarantine_alerts(con, recipients, now)
+    failed_runs = alerts.queue_spooled_run_failures(con, recipients, now)
     report = workflow.dispatch(con, load_workflow_actions(config_dir), Templates(config_dir / "templates"), now)
     delivery = outbox.deliver(con, smtp, now)
     return {
@@ -25,6 +28,7 @@ def run_dispatcher(con: duckdb.DuckDBPyConnection, config_dir: Path, smtp: outbo
         "actions_retrying": report.retrying,
         "actions_failed": report.failed,
         "quarantine_alerts_queued": len(quarantined),
+        "run_failure_alerts_queued": len(failed_runs),
         "messages_sent": len(delivery.sent),
         "messages_retrying": len(delivery.retrying),
         "messages_failed": len(delivery.failed),

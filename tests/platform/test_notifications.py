@@ -9,14 +9,18 @@ import pytest
 from click.testing import CliRunner
 
 from cmp_pipelines.cli.main import main
+from cmp_pipelines.core import alerts
+from cmp_pipelines.core.dispatcher import run_dispatcher
+from cmp_pipelines.core.outbox import SmtpSettings
+from cmp_pipelines.core.settings import PROJECT_ROOT
 from cmp_pipelines.definitions import build_definitions
 from cmp_pipelines.defs.platform.notifications import run_failure_alert_sensor, workflow_dispatch_sensor
 from cmp_pipelines.lib.resources.database import Database
-from cmp_pipelines.lib.resources.notifier import Notifier
-from tests.support.platform import document, payment
+from tests.support.platform import NOW, document, payment
 from tests.support.smtp import text_of
 
 PAN = "4111111111111111"
+CONFIG = PROJECT_ROOT / "config"
 
 
 @dg.op
@@ -33,7 +37,6 @@ def failure_context(instance, platform, result):
     return dg.build_run_status_sensor_context(
         sensor_name="run_failure_alert_sensor", dagster_event=result.get_run_failure_event(),
         dagster_instance=instance, dagster_run=result.dagster_run,
-        resources={"database": Database(path=str(platform.database)), "notifier": Notifier()},
     ).for_run_failure()
 
 
@@ -43,12 +46,19 @@ def test_a_failed_run_alerts_its_feeds_recipients_once(platform, smtp_server, in
     context = failure_context(instance, platform, result)
     run_failure_alert_sensor(context)
     run_failure_alert_sensor(context)  # the sensor sees the same failure again: one alert
+    assert smtp_server.messages == [], "the sensor only spools: it never waits on the store"
+    [spooled] = alerts.spooled_failures()
+    assert PAN not in spooled.read_text()
+    with platform.connect() as con:
+        assert run_dispatcher(con, CONFIG, SmtpSettings.from_env(), NOW)["run_failure_alerts_queued"] == 1
+        assert alerts.spooled_failures() == []
+        assert run_dispatcher(con, CONFIG, SmtpSettings.from_env(), NOW)["messages_sent"] == 0
     [(recipients, message)] = smtp_server.messages
     assert recipients == ["billing-ops@example.com", "direct-debit@example.com"]
     assert message["Subject"] == "[CMP ALERT] run failed: arudd_like_job"
     assert message["Message-ID"] == f"<cmp-alert-run-failure-{result.run_id}@cmp-pipelines.local>"
     body = text_of(message)
-    assert f"Run {result.run_id} of job arudd_like_job failed." in body
+    assert f"Run {result.run_id} of job arudd_like_job failed at 20" in body
     assert "explode: RuntimeError: the provider answered garbage for card ************1111" in body
     assert PAN not in body
     assert platform.query("SELECT status, source_ref FROM email_outbox") == [("SENT", f"run:{result.run_id}")]
@@ -128,15 +138,10 @@ def test_events_cli_lists_shows_retries_and_dispatches(platform, smtp_server, cl
 
 
 def test_account_events_over_the_api(api, platform):
-    from cmp_pipelines.core.dispatcher import run_dispatcher
-    from cmp_pipelines.core.outbox import SmtpSettings
-    from cmp_pipelines.core.settings import PROJECT_ROOT
-    from tests.support.platform import NOW
-
     with platform.connect() as con:
         con.execute("INSERT INTO workflow_events (event_type, event_code, account_number, source_ref, detail) VALUES "
                     "('HARDWARE_ORDER', 'FRAUD_CHECK_FAILED', 'ACC00000005', 'ORD-5', 'fraud check failed')")
-        run_dispatcher(con, PROJECT_ROOT / "config", SmtpSettings(None), NOW)
+        run_dispatcher(con, CONFIG, SmtpSettings(None), NOW)
     api.publish()
     with api.client() as client:
         answer = client.get("/v1/accounts/ACC00000005/events")

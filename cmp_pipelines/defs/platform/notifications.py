@@ -10,9 +10,8 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
-from cmp_pipelines.core import alerts, outbox
+from cmp_pipelines.core import alerts
 from cmp_pipelines.core.cards import mask_pans_in
-from cmp_pipelines.core.config_workflow import load_alerts
 from cmp_pipelines.core.db.connection import StoreBusyError, connect
 from cmp_pipelines.core.dispatcher import run_dispatcher
 from cmp_pipelines.core.settings import paths
@@ -65,7 +64,7 @@ def workflow_dispatch_sensor(context: dg.SensorEvaluationContext, database: Data
     if not database.file().exists():
         return dg.SkipReason("no store yet (cmp-pipelines init)")
     try:
-        waiting = pending_work(database, datetime.now(UTC))
+        waiting = pending_work(database, datetime.now(UTC)) + len(alerts.spooled_failures())
     except StoreBusyError:
         return dg.SkipReason("the store is busy; looking again at the next tick")
     if not waiting:
@@ -93,19 +92,15 @@ def failure_text(context: dg.RunFailureSensorContext) -> str:
 
 @dg.run_failure_sensor(name="run_failure_alert_sensor", default_status=dg.DefaultSensorStatus.RUNNING,
                        minimum_interval_seconds=30,
-                       description="E-mails the feed's alert recipients (config/alerts.yaml) when a run fails; a "
-                                   "quarantined file is alerted by the dispatcher instead, with its reason.")
-def run_failure_alert_sensor(context: dg.RunFailureSensorContext, database: Database, notifier: Notifier):
+                       description="Spools an alert to the feed's recipients (config/alerts.yaml) when a run fails; "
+                                   "the dispatcher sends it. A quarantined file is alerted by the dispatcher "
+                                   "instead, with its reason.")
+def run_failure_alert_sensor(context: dg.RunFailureSensorContext):
     run = context.dagster_run
     text = failure_text(context)
     if QUARANTINE_PREFIX in text:
         return dg.SkipReason(f"run {run.run_id} failed on a quarantined file: the quarantine alert covers it")
-    now = datetime.now(UTC)
-    with database.connection(wait_seconds=120) as con:
-        mid, new = alerts.queue_run_failure_alert(
-            con, load_alerts(paths().config_dir), run_id=run.run_id, job_name=run.job_name,
-            feed=run.tags.get("cmp/feed"), partition=run.tags.get("dagster/partition"), error=text, now=now)
-        if new:
-            outbox.deliver(con, notifier.smtp(), now, only=[mid])
-    context.log.info(f"run {run.run_id} failed: alert {mid} {'queued' if new else 'already queued'}")
+    path = alerts.spool_run_failure(run_id=run.run_id, job_name=run.job_name, feed=run.tags.get("cmp/feed"),
+                                    partition=run.tags.get("dagster/partition"), error=text, now=datetime.now(UTC))
+    context.log.info(f"run {run.run_id} failed: alert spooled at {path} for the dispatcher")
     return None
