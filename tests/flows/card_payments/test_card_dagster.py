@@ -14,7 +14,7 @@ from cmp_pipelines.core.settings import PROJECT_ROOT
 from cmp_pipelines.definitions import build_definitions
 from cmp_pipelines.defs.card_payments.defs import card_payments_daily_schedule
 from cmp_pipelines.lib.headless import run_partition, run_pending_sensors
-from tests.support.dagster import check_results, materialization
+from tests.support.dagster import check_results, flow_runs, materialization
 from tests.support.platform import NOW, rejection, rejections_document
 
 # Whole runs through Dagster (sensors, jobs, run-pending): left out of `make test-fast`.
@@ -53,7 +53,7 @@ def test_card_day_then_rejection_file_through_dagster(platform, instance):
         "WHERE account_number = 'ACC00000004' ORDER BY 1 LIMIT 1")
     platform.drop_rejections("CARDPAY-REJ-1.json.enc", rejections_document(
         [rejection("1", transaction, "ACC00000004", amount, "43")]))
-    [run] = run_pending_sensors(definitions, instance, echo=lambda _: None)
+    [run] = flow_runs(run_pending_sensors(definitions, instance, echo=lambda _: None))
 
     assert run.success, run.error
     assert platform.balance("ACC00000004") == platform.query(
@@ -66,12 +66,12 @@ def test_card_day_then_rejection_file_through_dagster(platform, instance):
     assert platform.files.exists(f"outbound/ledger/{applied['batch_id']}.json")
     assert not platform.files.list_files("inbound/card_rejections")
     assert owed > 0
-    assert run_pending_sensors(definitions, instance, echo=lambda _: None) == []
+    assert flow_runs(run_pending_sensors(definitions, instance, echo=lambda _: None)) == []
 
 
 def test_a_quarantined_rejection_file_fails_its_run_with_the_reason(platform, instance):
     platform.drop_rejections("bad.json.enc", b"not json at all")
-    [run] = run_pending_sensors(build_definitions(), instance, echo=lambda _: None)
+    [run] = flow_runs(run_pending_sensors(build_definitions(), instance, echo=lambda _: None))
     assert not run.success
     assert run.error.startswith("File quarantined (NOT_JSON)")
     assert platform.files.exists("quarantine/card_rejections/CARDPAY/bad.json.enc.error.json")

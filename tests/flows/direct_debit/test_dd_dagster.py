@@ -13,7 +13,7 @@ from cmp_pipelines.defs.direct_debit.calendar import cycle
 from cmp_pipelines.defs.direct_debit.defs import dd_collections_daily_schedule
 from cmp_pipelines.demo import data as demo
 from cmp_pipelines.lib.headless import run_partition, run_pending_sensors
-from tests.support.dagster import check_results, instance, materialization  # noqa: F401 - fixture
+from tests.support.dagster import check_results, flow_runs, instance, materialization  # noqa: F401 - fixture
 from tests.support.direct_debit import BUREAU, SUN
 from tests.support.platform import NOW
 
@@ -68,7 +68,7 @@ def test_direct_debit_day_and_bureau_reports_through_dagster(platform, instance)
     with platform.connect() as con:
         written = demo.bacs_report_files(con, platform.files, platform.keyring, BUREAU, SUN, NOW)
     assert len(written) == 2
-    runs = run_pending_sensors(definitions, instance, echo=lambda _: None)
+    runs = flow_runs(run_pending_sensors(definitions, instance, echo=lambda _: None))
     assert len(runs) == 2 and all(run.success for run in runs), [run.error for run in runs]
     by_job = {instance.get_run_by_id(run.run_id).job_name: run for run in runs}
 

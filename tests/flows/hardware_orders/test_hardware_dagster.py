@@ -11,7 +11,7 @@ import pytest
 
 from cmp_pipelines.definitions import build_definitions
 from cmp_pipelines.lib.headless import run_partition, run_pending_sensors
-from tests.support.dagster import check_results, materialization
+from tests.support.dagster import check_results, flow_runs, materialization
 from tests.support.hardware import answer, imei, shipped
 from tests.support.platform import NOW
 
@@ -28,7 +28,7 @@ def test_an_order_through_request_dispatch_and_enrolment(hardware, instance):
     order_id = hardware.order("ACC00000004", [("HS-ACME-X1", 1), ("PR-CASE-X1", 1)], enrolment=True)
     refused = hardware.order("ACC00000005", [("PR-CASE-X1", 1)], delivery=hardware_delivery_without_postcode())
 
-    [request] = run_pending_sensors(definitions, instance, echo=quiet)
+    [request] = flow_runs(run_pending_sensors(definitions, instance, echo=quiet))
 
     assert request.success, request.error
     assert request.partition_key == "SOR-00000002"
@@ -38,12 +38,12 @@ def test_an_order_through_request_dispatch_and_enrolment(hardware, instance):
     assert files["files_written"] == ["outbound/sales_orders/WH_NORTH/SOR-00000002-WH_NORTH-GBP.json.enc"]
     assert check_results(instance, request.run_id)["hw_fraud_check_failures_today_within_threshold"].passed
     assert (hardware.status(order_id), hardware.status(refused)) == ("AWAITING_DISPATCH", "ERROR")
-    assert run_pending_sensors(definitions, instance, echo=quiet) == []
+    assert flow_runs(run_pending_sensors(definitions, instance, echo=quiet)) == []
 
     before = hardware.platform.balance("ACC00000004")
     hardware.drop_dispatch("WH_NORTH", "north-1.csv.enc", [shipped(order_id, 1, "HS-ACME-X1", imei(7)),
                                                            shipped(order_id, 2, "PR-CASE-X1", "CASE-7")])
-    [dispatch] = run_pending_sensors(definitions, instance, echo=quiet)
+    [dispatch] = flow_runs(run_pending_sensors(definitions, instance, echo=quiet))
 
     assert dispatch.success, dispatch.error
     loaded = materialization(instance, dispatch.run_id, "warehouse_dispatch_batch")
@@ -62,7 +62,7 @@ def test_an_order_through_request_dispatch_and_enrolment(hardware, instance):
     [request_record] = hardware.read_enrolment("ACME_MOBILE", selected["batch_id"])["requests"]
     hardware.drop_response("ACME_MOBILE", "acme-1.json.enc", [
         answer("1", request_record["request_id"], imei(7), "FAILED", "IMEI not registered")])
-    [response] = run_pending_sensors(definitions, instance, echo=quiet)
+    [response] = flow_runs(run_pending_sensors(definitions, instance, echo=quiet))
 
     assert response.success, response.error
     assert materialization(instance, response.run_id, "device_enrolment_response_batch")["outcomes"] == {"FAILED": 1}
@@ -74,7 +74,7 @@ def test_an_order_through_request_dispatch_and_enrolment(hardware, instance):
 
 def test_a_quarantined_warehouse_file_fails_its_run_with_the_reason(hardware, instance):
     hardware.drop_dispatch("WH_SOUTH", "garbled.csv.enc", b"ORDER_REF;LINE_NO\n1;2\n")
-    [run] = run_pending_sensors(build_definitions(), instance, echo=quiet)
+    [run] = flow_runs(run_pending_sensors(build_definitions(), instance, echo=quiet))
     assert not run.success
     assert run.error.startswith("File quarantined (CSV_HEADER)")
     assert hardware.platform.files.exists("quarantine/warehouse_dispatch/WH_SOUTH/garbled.csv.enc.error.json")
