@@ -17,6 +17,7 @@ from cmp_pipelines.core.settings import PROJECT_ROOT
 from cmp_pipelines.definitions import build_definitions
 from cmp_pipelines.lib.headless import run_pending_sensors
 from tests.support.api import ACCOUNT, monitor, pay, register
+from tests.support.dagster import flow_runs
 
 CODES = load_rejection_codes(PROJECT_ROOT / "config").card_codes
 
@@ -234,7 +235,7 @@ def test_a_crash_after_posting_resumes_without_posting_twice(api, platform, api_
     before = platform.balance(ACCOUNT)
     real = one_off.write_posting_file
     monkeypatch.setattr(one_off, "write_posting_file", lambda *a, **k: (_ for _ in ()).throw(OSError("disk gone")))
-    [crashed] = run_pending_sensors(build_definitions(), api_instance, max_ticks=3, echo=lambda _: None)
+    [crashed] = flow_runs(run_pending_sensors(build_definitions(), api_instance, max_ticks=3, echo=lambda _: None))
     assert not crashed.success and "disk gone" in crashed.error
     assert platform.balance(ACCOUNT) == before - 808  # the run's ledger transaction had committed, once
 

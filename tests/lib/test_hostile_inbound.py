@@ -21,13 +21,14 @@ from cmp_pipelines.core.inbound import MAX_NAME_BYTES, scan
 from cmp_pipelines.definitions import build_definitions
 from cmp_pipelines.lib.headless import run_pending_sensors
 from cmp_pipelines.lib.resources.file_store import LocalFileStore
+from tests.support.dagster import flow_runs
 from tests.support.platform import document, payment
 
 GOOD = [payment("1", "ACC00000001", "10.00", "INV000000011"), payment("2", "ACC00000002", "5.50")]
 
 
 def run_pending(instance):
-    return run_pending_sensors(build_definitions(), instance, echo=lambda _: None)
+    return flow_runs(run_pending_sensors(build_definitions(), instance, echo=lambda _: None))
 
 
 def sha(path: Path) -> str:

@@ -12,6 +12,7 @@ from cmp_pipelines.definitions import build_definitions
 from cmp_pipelines.defs.nrp.defs import nrp_inbound_files_sensor
 from cmp_pipelines.lib.headless import MODULE_NAME, run_pending_sensors
 from cmp_pipelines.lib.resources.file_store import LocalFileStore
+from tests.support.dagster import flow_runs
 from tests.support.platform import document, payment
 
 # Whole runs through Dagster (sensors, jobs, run-pending): left out of `make test-fast`.
@@ -28,7 +29,7 @@ RECORDS = [
 
 def run_sensor(instance, definitions=None):
     definitions = build_definitions() if definitions is None else definitions
-    return run_pending_sensors(definitions, instance, echo=lambda _: None)
+    return flow_runs(run_pending_sensors(definitions, instance, echo=lambda _: None))
 
 
 def test_file_to_ledger_and_acknowledgement(platform, instance):
@@ -176,7 +177,7 @@ def test_a_run_that_failed_on_a_transient_error_is_not_relaunched_and_a_reexecut
     posts it once. (The sensor itself asks again for a file left 15 minutes, test_sensor_requests_a_stuck_file...)"""
     platform.drop("flaky.json.enc", document(RECORDS))
     broken = build_definitions({"file_store": InboundUnreadable(base_dir=str(platform.root))})
-    [failed] = run_pending_sensors(broken, instance, echo=lambda _: None)
+    [failed] = flow_runs(run_pending_sensors(broken, instance, echo=lambda _: None))
     assert not failed.success and "the inbound share went away" in failed.error
     assert platform.files.exists("inbound/nrp/PAYPOINT/flaky.json.enc"), "the file waits in the inbound folder"
     assert run_sensor(instance) == [], "a run key is launched once, even when its run failed"
