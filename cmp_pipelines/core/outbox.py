@@ -12,6 +12,7 @@ Without an SMTP host (`CMP_SMTP_HOST` unset) a message is written as an `.eml` f
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import smtplib
@@ -35,6 +36,8 @@ KINDS = ("ALERT", "COMMUNICATION")
 def message_id(kind: str, key: str) -> str:
     """A Message-ID derived from what the message is about (an event id, a probe and time, a run id)."""
     safe = re.sub(r"[^A-Za-z0-9._-]+", "-", key).strip("-")
+    if len(safe) > 64:  # a partner's long file name: keep the id short, and still one per key
+        safe = f"{safe[:40]}-{hashlib.sha256(key.encode()).hexdigest()[:20]}"
     return f"<cmp-{kind.lower()}-{safe}@{DOMAIN}>"
 
 
@@ -115,7 +118,7 @@ def _write_eml(row: tuple, message: EmailMessage, now: datetime) -> str:
     folder = _folder(row[1])
     folder.mkdir(parents=True, exist_ok=True)
     slug = re.sub(r"[^a-z0-9]+", "-", row[3].lower()).strip("-")[:50]
-    name = re.sub(r"[^A-Za-z0-9.-]+", "_", row[0].strip("<>"))
+    name = hashlib.sha256(row[0].encode()).hexdigest()[:16]  # the same message, the same file
     path = folder / f"{row[7].astimezone(UTC):%Y%m%dT%H%M%S}-{slug}-{name}.eml"
     tmp = path.with_name(path.name + ".part")
     tmp.write_bytes(bytes(message))

@@ -247,3 +247,17 @@ def test_webhook_retried_until_accepted_and_operator_task_opened_once(platform, 
         "event_id": hook, "event_type": "HARDWARE_ORDER", "event_code": "ORDER_DISPATCH_ERROR",
         "account_number": "ACC00000003", "source_ref": "ORD-9", "detail": "failed", "raised_at": None}
     assert tasks == [(task, "FRAUD_REVIEW", "ACC00000004", "HARDWARE_ORDER/FRAUD_CHECK_FAILED: fraud")]
+
+
+def test_a_long_partner_file_name_keeps_message_ids_and_eml_names_short(platform):
+    """Found by the hostile-inbound test: a 250-character file name made the .eml name too long to write."""
+    key = "quarantine-PAYPOINT/" + "Q" * 250 + ".json.enc"
+    with platform.connect() as con:
+        mid, new = outbox.enqueue(con, kind="ALERT", key=key, recipients=["ops@example.com"], subject="s " * 60,
+                                  body_text="b", now=T0)
+        assert new and len(mid) < 100
+        assert outbox.enqueue(con, kind="ALERT", key=key, recipients=["ops@example.com"], subject="s", body_text="b",
+                              now=T0) == (mid, False)
+        assert outbox.deliver(con, outbox.SmtpSettings(None), T0).sent == {mid: "file"}
+    [eml] = (platform.root / "outbound" / "alerts").glob("*.eml")
+    assert len(eml.name) < 100 and f"Message-ID: {mid}" in eml.read_text()
