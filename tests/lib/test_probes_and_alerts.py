@@ -146,8 +146,11 @@ def test_alert_is_queued_not_notified_when_smtp_is_down_and_sent_once_later(plat
     try:
         with platform.connect() as con:
             settings = outbox.SmtpSettings.from_env()
-            assert outbox.deliver(con, settings, NOW).sent == {}, "not due yet: the backoff holds it"
-            later = NOW + timedelta(minutes=2)
+            from datetime import UTC, datetime
+
+            queued_at = con.execute("SELECT max(created_at) FROM email_outbox").fetchone()[0]
+            assert outbox.deliver(con, settings, queued_at).sent == {}, "not due yet: the backoff holds it"
+            later = max(queued_at, datetime.now(UTC)) + timedelta(minutes=2)
             assert len(outbox.deliver(con, settings, later).sent) == 2
             assert outbox.deliver(con, settings, later + timedelta(hours=2)).sent == {}
     finally:
