@@ -44,13 +44,17 @@ prepare: install
 		&& [ ! -d $(CMP_DATA_DIR)/archive/warehouse_dispatch ]; then $(BIN)/cmp-pipelines demo warehouse-dispatch; fi
 
 ## make run: install, prepare demo data, start the Dagster UI and daemon (`dg dev`) on 127.0.0.1:$(UI_PORT)
-## and the HTTP API on 127.0.0.1:$(API_PORT) in the background (stopped with the UI)
+## and the HTTP API on 127.0.0.1:$(API_PORT) in the background (stopped with the UI), and a local SMTP catcher on
+## 127.0.0.1:$(SMTP_PORT) that keeps every alert and customer e-mail in data/mailbox (`cmp-pipelines messages list`)
 API_PORT ?= 8000
 UI_PORT ?= 3000
+SMTP_PORT ?= 2525
 run: prepare
 	$(BIN)/cmp-pipelines api keys init
+	$(BIN)/cmp-pipelines smtp-catcher --host 127.0.0.1 --port $(SMTP_PORT) & smtp_pid=$$!; \
 	$(BIN)/cmp-pipelines api serve --host 127.0.0.1 --port $(API_PORT) & api_pid=$$!; \
-	trap 'kill $$api_pid 2>/dev/null' EXIT; \
+	trap 'kill $$api_pid $$smtp_pid 2>/dev/null' EXIT; \
+	CMP_SMTP_HOST=127.0.0.1 CMP_SMTP_PORT=$(SMTP_PORT) \
 	VIRTUAL_ENV=$(CURDIR)/$(VENV) $(BIN)/dg dev --host 127.0.0.1 --port $(UI_PORT)
 
 ## make demo: the same without the UI: process the sample files headless and print a summary

@@ -11,6 +11,7 @@ from tests.support.dagster import dagster_home_template, instance  # noqa: F401
 from tests.support.hardware import hardware  # noqa: F401
 from tests.support.platform import platform, platform_template  # noqa: F401
 from tests.support.sftp import sftp_server  # noqa: F401
+from tests.support.smtp import smtp_server  # noqa: F401
 
 
 def pytest_collection_modifyitems(items):

@@ -103,7 +103,10 @@ def accounts_approve_refund(account_number: str, amount: str, due: str | None, r
 @click.option("--payment-type", default="MANUAL", show_default=True,
               type=click.Choice(["MANUAL", "RECURRING_CARD", "DIRECT_DEBIT"]))
 @click.option("--currency", default="GBP", show_default=True)
-def accounts_create(account_number: str, name: str, payment_type: str, currency: str) -> None:
+@click.option("--email", default=None, help="Where customer communications are e-mailed.")
+@click.option("--phone", default=None, help="A phone number for SMS (optional; SMS is not sent yet).")
+def accounts_create(account_number: str, name: str, payment_type: str, currency: str, email: str | None,
+                    phone: str | None) -> None:
     """Create an account; its payment term is the default configured for its payment type.
 
     The operator ($CMP_OPERATOR) must be allowed to CREATE_ACCOUNT, and its security level must be one the payment
@@ -120,8 +123,8 @@ def accounts_create(account_number: str, name: str, payment_type: str, currency:
         raise Forbidden(f"refused: operator {operator} {exc.message}") from None
     view = _setup(lambda con, _: create_account(con, account_number, name, terms=terms, now=datetime.now(UTC),
                                                 payment_type=payment_type, currency=currency,
-                                                security_level=security_level))
-    click.echo(json.dumps(view, indent=2))
+                                                security_level=security_level, email=email, phone=phone))
+    click.echo(json.dumps({**view, "email": email, "phone": phone}, indent=2))
 
 
 @accounts.command("show")

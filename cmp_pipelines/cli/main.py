@@ -8,6 +8,7 @@ import click
 
 from cmp_pipelines.cli.accounts import accounts, nrp
 from cmp_pipelines.cli.api import api
+from cmp_pipelines.cli.communications import events, messages, smtp_catcher
 from cmp_pipelines.cli.config import config
 from cmp_pipelines.cli.deliveries import deliveries
 from cmp_pipelines.cli.demo import demo
@@ -52,6 +53,9 @@ main.add_command(summary)
 main.add_command(orders)
 main.add_command(api)
 main.add_command(deliveries)
+main.add_command(events)
+main.add_command(messages)
+main.add_command(smtp_catcher)
 
 
 if __name__ == "__main__":

@@ -375,6 +375,7 @@ def check_config_dir(config_dir: Path, files: Iterable[ConfigFile] | None = None
     """Every error of every registered file (partners.yaml first: the others refer to it), and every YAML file
     that no model reads (a misnamed file would otherwise be ignored while its defaults apply)."""
     import cmp_pipelines.core.config_payments  # noqa: F401  (registers api_clients.yaml, payment_provider.yaml)
+    import cmp_pipelines.core.config_workflow  # noqa: F401  (registers workflow_actions.yaml, alerts.yaml)
     import cmp_pipelines.core.security  # noqa: F401  (registers security.yaml, operators.yaml)
 
     known = {f.name: f for f in (files if files is not None else CONFIG_FILES.values())}

@@ -60,6 +60,7 @@ def term_default_allows(terms: PaymentTermsConfig, payment_type: str, security_l
 def create_account(
     con: duckdb.DuckDBPyConnection, account_number: str, name: str, *, terms: PaymentTermsConfig, now: datetime,
     security_level: str, payment_type: str = "MANUAL", currency: str = "GBP",
+    email: str | None = None, phone: str | None = None,
 ) -> dict:
     """A new account gets the payment term its payment type's default names (Payments module), provided the
     creating user's security level may use that default. Card and direct debit collection start once a card or
@@ -73,14 +74,27 @@ def create_account(
     if payment_type not in PAYMENT_TYPES:
         raise SetupError("payment_type", f"{payment_type!r} is not a payment type; use one of "
                                          f"{', '.join(PAYMENT_TYPES)}")
+    check_contact(email, phone)
     default = term_default_allows(terms, payment_type, security_level)
     with transaction(con):
         if con.execute("SELECT 1 FROM accounts WHERE account_number = ?", [account_number]).fetchone():
             raise SetupError("account_number", f"account {account_number} already exists", status=409)
-        con.execute("INSERT INTO accounts (account_number, name, currency, payment_type, payment_term, created_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    [account_number, name.strip(), currency, payment_type, default and default.code, now])
+        con.execute("INSERT INTO accounts (account_number, name, currency, payment_type, payment_term, created_at, "
+                    "email, phone) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    [account_number, name.strip(), currency, payment_type, default and default.code, now, email, phone])
     return payment_profile(con, account_number)
+
+
+CONTACT_EMAIL = re.compile(r"[^@\s]{1,64}@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+")
+CONTACT_PHONE = re.compile(r"\+?[0-9]{7,15}")
+
+
+def check_contact(email: str | None, phone: str | None) -> None:
+    """Communications go to this address (and, later, phone); a malformed one would only fail at sending."""
+    if email is not None and (len(email) > 254 or not CONTACT_EMAIL.fullmatch(email)):
+        raise SetupError("email", f"{email!r} is not an e-mail address")
+    if phone is not None and not CONTACT_PHONE.fullmatch(phone):
+        raise SetupError("phone", f"{phone!r} is not a phone number (7-15 digits, an optional leading +)")
 
 
 def require_account(con: duckdb.DuckDBPyConnection, account_number: str) -> tuple[str, str]:

@@ -159,9 +159,11 @@ def already_alerted_today(con: duckdb.DuckDBPyConnection, outcome: ProbeOutcome)
     ).fetchone()
     if row is None or not row[0]:
         return False
+    # an alert the mail server has not accepted yet is queued in the outbox and retried: it counts as sent
     return bool(con.execute(
-        "SELECT count(*) FROM probe_results WHERE probe_id = ? AND notified AND evaluated_at >= ?",
-        [outcome.probe.probe_id, day_start],
+        "SELECT (SELECT count(*) FROM probe_results WHERE probe_id = $probe AND notified AND evaluated_at >= $day) "
+        "+ (SELECT count(*) FROM email_outbox WHERE kind = 'ALERT' AND source_ref = $probe AND created_at >= $day)",
+        {"probe": outcome.probe.probe_id, "day": day_start},
     ).fetchone()[0])
 
 

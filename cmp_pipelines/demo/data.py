@@ -35,8 +35,9 @@ def seed_accounts(con: duckdb.DuckDBPyConnection, accounts: int, seed: int, toda
               "due": today.date() + timedelta(days=10)}
     with transaction(con):
         con.execute(
-            "INSERT INTO accounts (account_number, name, currency) "
-            "SELECT 'ACC' || lpad(i::VARCHAR, 8, '0'), 'Demo customer ' || i, 'GBP' FROM range(1, $n + 1) t(i) "
+            "INSERT INTO accounts (account_number, name, currency, email) "
+            "SELECT 'ACC' || lpad(i::VARCHAR, 8, '0'), 'Demo customer ' || i, 'GBP', "
+            "'customer' || i || '@example.com' FROM range(1, $n + 1) t(i) "
             "ON CONFLICT DO NOTHING",
             {"n": accounts},
         )

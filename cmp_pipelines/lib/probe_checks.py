@@ -41,13 +41,18 @@ def probe_checks(
                     and outcome.probe.kind == "alert"
                     and not probe_service.already_alerted_today(con, outcome)
                 ):
-                    delivered = notifier.send(
-                        list(outcome.config.recipients),
-                        f"[CMP ALERT] {outcome.probe.name}",
-                        outcome.summary + "\n\nRaised by cmp-pipelines asset check "
+                    mid, where = notifier.alert(
+                        con,
+                        key=f"{outcome.probe.probe_id}-{outcome.evaluated_at:%Y%m%dT%H%M%S%f}",
+                        recipients=list(outcome.config.recipients),
+                        subject=f"[CMP ALERT] {outcome.probe.name}",
+                        body=outcome.summary + "\n\nRaised by cmp-pipelines asset check "
                         f"{check_name(outcome.probe.probe_id)}.\n",
+                        now=outcome.evaluated_at,
+                        source_ref=outcome.probe.probe_id,
                     )
-                probe_service.record(con, outcome, notified=bool(delivered))
+                    delivered = where or f"queued {mid}: the mail server did not accept it yet (retried)"
+                probe_service.record(con, outcome, notified=bool(delivered) and not delivered.startswith("queued"))
                 yield dg.AssetCheckResult(
                     check_name=check_name(outcome.probe.probe_id),
                     asset_key=target[outcome.probe.probe_id],

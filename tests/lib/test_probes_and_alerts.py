@@ -119,12 +119,41 @@ def test_a_tripped_probe_alerts_once_a_day_not_on_every_run(platform, smtp, tmp_
     assert len(smtp.messages) == 2, "still tripped the same day: no second e-mail"
 
 
-def test_alert_is_kept_as_a_file_when_smtp_is_down(platform, tmp_path, monkeypatch, instance):
+def test_alert_is_queued_not_notified_when_smtp_is_down_and_sent_once_later(platform, monkeypatch, instance):
+    """Issue 17: an SMTP failure was recorded as notified and never retried."""
+    from datetime import timedelta
+
+    from cmp_pipelines.core import outbox
+    from tests.support.smtp import Inbox
+
+    port = free_port()
     monkeypatch.setenv("CMP_SMTP_HOST", "127.0.0.1")
-    monkeypatch.setenv("CMP_SMTP_PORT", str(free_port()))  # nothing listens there
+    monkeypatch.setenv("CMP_SMTP_PORT", str(port))  # nothing listens there yet
     evaluations = run_probes(instance)
-    assert evaluations["nrp_load_completed_within_threshold"].metadata["notified"].value.startswith("file://")
-    alerts = sorted((tmp_path / "outbound" / "alerts").glob("*.eml"))
-    assert len(alerts) == 2
-    message = email.message_from_bytes(alerts[0].read_bytes())
-    assert message["X-CMP-Undelivered"].startswith("SMTP 127.0.0.1:")
+    notified = evaluations["nrp_load_completed_within_threshold"].metadata["notified"].value
+    assert notified.startswith("queued <cmp-alert-nrp_load_completed-") and "(retried)" in notified
+    assert not (platform.root / "outbound" / "alerts").exists(), "no .eml stands in for an undelivered alert"
+    with platform.connect() as con:
+        latest = {row[0]: row for row in probe_service.latest(con)}
+        assert latest["nrp_load_completed"][5:7] == (True, False), "tripped, NOT notified"
+        queued = con.execute("SELECT status, attempts, last_error FROM email_outbox ORDER BY message_id").fetchall()
+    assert [(s, a) for s, a, _ in queued] == [("PENDING", 1), ("PENDING", 1)]
+    assert queued[0][2].startswith(f"cannot reach smtp://127.0.0.1:{port}: ConnectionRefusedError")
+    run_probes(instance)  # still tripped today: the queued alert counts, no second one
+    inbox = Inbox()
+    controller = Controller(inbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        with platform.connect() as con:
+            settings = outbox.SmtpSettings.from_env()
+            from datetime import UTC, datetime
+
+            queued_at = con.execute("SELECT max(created_at) FROM email_outbox").fetchone()[0]
+            assert outbox.deliver(con, settings, queued_at).sent == {}, "not due yet: the backoff holds it"
+            later = max(queued_at, datetime.now(UTC)) + timedelta(minutes=2)
+            assert len(outbox.deliver(con, settings, later).sent) == 2
+            assert outbox.deliver(con, settings, later + timedelta(hours=2)).sent == {}
+    finally:
+        controller.stop()
+    assert sorted(m["Subject"] for _, m in inbox.messages) == [
+        "[CMP ALERT] Non Recurring Payments Batch Completed", "[CMP ALERT] Non Recurring Payments Load Completed"]

@@ -84,8 +84,27 @@ CREATE TABLE accounts (
     last_four TEXT,
     expiry TEXT
 );
-CREATE TABLE meta (published_at TEXT NOT NULL, source TEXT NOT NULL)
+CREATE TABLE meta (published_at TEXT NOT NULL, source TEXT NOT NULL);
+CREATE TABLE events (
+    event_id INTEGER PRIMARY KEY,
+    account_number TEXT NOT NULL,
+    event_type TEXT NOT NULL,
+    event_code TEXT NOT NULL,
+    source_ref TEXT,
+    detail TEXT,
+    raised_at TEXT NOT NULL,
+    action TEXT,
+    target TEXT,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    result TEXT,
+    last_error TEXT
+);
+CREATE INDEX events_account ON events (account_number, event_id)
 """
+
+EVENT_COLUMNS = ("event_id", "account_number", "event_type", "event_code", "source_ref", "detail", "raised_at",
+                 "action", "target", "status", "attempts", "result", "last_error")
 
 
 def api_store_path() -> Path:
@@ -131,13 +150,24 @@ class ReadModel:
         return con.execute("SELECT *, (SELECT published_at FROM meta) AS published_at FROM accounts "
                            "WHERE account_number = ?", [account_number]).fetchone()
 
+    def events(self, account_number: str, status: str | None, limit: int) -> list[sqlite3.Row]:
+        con = self._connection()
+        if con is None:
+            return []
+        try:
+            return con.execute("SELECT * FROM events WHERE account_number = ? AND (? IS NULL OR status = ?) "
+                               "ORDER BY event_id DESC LIMIT ?", [account_number, status, status, limit]).fetchall()
+        except sqlite3.OperationalError:  # a snapshot published before events were
+            return []
+
     def published_at(self) -> str | None:
         con = self._connection()
         row = con.execute("SELECT published_at FROM meta").fetchone() if con else None
         return row[0] if row else None
 
 
-def publish_read_model(rows: list[tuple], published_at: str, source: str, path: Path | None = None) -> int:
+def publish_read_model(rows: list[tuple], published_at: str, source: str, path: Path | None = None,
+                       events: list[tuple] = ()) -> int:
     """Write the snapshot to a new file and swap it in: readers never wait and never see half a snapshot."""
     path = path or read_model_path()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -148,6 +178,7 @@ def publish_read_model(rows: list[tuple], published_at: str, source: str, path: 
         con.executescript(READ_MODEL_SCHEMA)
         con.executemany("INSERT INTO accounts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
         con.execute("INSERT INTO meta VALUES (?, ?)", [published_at, source])
+        con.executemany(f"INSERT INTO events VALUES ({', '.join('?' * len(EVENT_COLUMNS))})", events)
         con.commit()
     finally:
         con.close()

@@ -10,7 +10,7 @@ from cmp_pipelines.defs.card_payments.assets import (
     card_payment_extract,
     card_payment_posting_batch,
 )
-from cmp_pipelines.lib.jobs import daily_schedule, group_job
+from cmp_pipelines.lib.jobs import daily_schedule, end_of_day_schedule, group_job, probes_job
 from cmp_pipelines.lib.metadata import flow_assets
 from cmp_pipelines.lib.probe_checks import probe_checks
 
@@ -31,9 +31,19 @@ card_payments_daily_schedule = daily_schedule(
     description="Daily at 02:00 UTC: what is due by today goes to the card provider.",
 )
 
+card_payment_probes_job = probes_job(
+    "recurring_payments_card_probes_job", [card_payment_probes],
+    "Evaluates the card extract probes (produced today, totals) without materialising anything.",
+)
+
+card_payment_probes_schedule = end_of_day_schedule(
+    "recurring_payments_card_probes_schedule", card_payment_probes_job, "0 6 * * *",
+    "06:00 UTC, after the 02:00 extract: 'Card Extract Produced' alerts even when the job never ran.",
+)
+
 defs = dg.Definitions(
     assets=flow_assets(CARD_PAYMENT_ASSETS, "card_payments"),
     asset_checks=[card_payment_probes],
-    jobs=[card_payments_job],
-    schedules=[card_payments_daily_schedule],
+    jobs=[card_payments_job, card_payment_probes_job],
+    schedules=[card_payments_daily_schedule, card_payment_probes_schedule],
 )

@@ -41,6 +41,8 @@ FROM pending
 """
 
 
+MANDATE_SETUP_EVENT = ("DIRECT_DEBIT", "MANDATE_SETUP_CONFIRMED")
+
 # A cancelled mandate stays cancelled (its 0C is sent); a converted paper mandate (0S) stays active.
 _AFTER = ("CASE WHEN status = 'CANCELLED' THEN 'CANCELLED' WHEN pending_instruction = 'CONVERT' THEN status "
           "ELSE 'SUBMITTED' END")
@@ -84,6 +86,17 @@ class AuddisExtract:
                 FROM mandates WHERE pending_instruction IS NOT NULL
                 """,
                 {"batch_id": batch_id, "now": self.now},
+            )
+            # the customer's confirmation of a new instruction (with the Direct Debit Guarantee) goes out as the
+            # instruction goes to the bank: a workflow event the dispatcher turns into the configured communication
+            self.con.execute(
+                """
+                INSERT INTO workflow_events (event_type, event_code, account_number, source_ref, detail, raised_at)
+                SELECT $type, $code, account_number, mandate_id,
+                       'new Direct Debit Instruction ' || reference || ' lodged with the bank in ' || $batch_id, $now
+                FROM mandates WHERE pending_instruction = 'NEW' ORDER BY mandate_id
+                """,
+                {"type": MANDATE_SETUP_EVENT[0], "code": MANDATE_SETUP_EVENT[1], "batch_id": batch_id, "now": self.now},
             )
             self.con.execute(
                 f"""

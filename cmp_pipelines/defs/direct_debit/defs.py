@@ -24,7 +24,7 @@ from cmp_pipelines.defs.direct_debit.report_assets import (
     dd_returns_batch,
 )
 from cmp_pipelines.lib.inbound_sensor import inbound_file_sensor
-from cmp_pipelines.lib.jobs import daily_schedule, group_job
+from cmp_pipelines.lib.jobs import daily_schedule, end_of_day_schedule, group_job, probes_job
 from cmp_pipelines.lib.metadata import flow_assets
 from cmp_pipelines.lib.probe_checks import probe_checks
 
@@ -89,10 +89,21 @@ arudd_sensor = inbound_file_sensor(
     description="CMP rejections daemon (direct debit): watches data/inbound/arudd/<BUREAU>/.",
 )
 
+direct_debit_probes_job = probes_job(
+    "direct_debit_probes_job", [auddis_probes, dd_collection_probes],
+    "Evaluates the AUDDIS 'file produced today' and collection totals probes without materialising anything.",
+)
+
+direct_debit_probes_schedule = end_of_day_schedule(
+    "direct_debit_probes_schedule", direct_debit_probes_job, "0 6 * * *",
+    "06:00 UTC, after the 01:30 AUDDIS and 02:15 collection runs: 'AUDDIS File Produced' alerts even when the "
+    "job never ran.",
+)
+
 defs = dg.Definitions(
     assets=flow_assets([*DIRECT_DEBIT_ASSETS, *DD_COLLECTION_ASSETS, *ADDACS_ASSETS, *ARUDD_ASSETS], "direct_debit"),
     asset_checks=[auddis_probes, dd_collection_probes, addacs_probes, arudd_probes],
-    jobs=[auddis_job, dd_collections_job, addacs_job, arudd_job],
+    jobs=[auddis_job, dd_collections_job, addacs_job, arudd_job, direct_debit_probes_job],
     sensors=[addacs_sensor, arudd_sensor],
-    schedules=[auddis_daily_schedule, dd_collections_daily_schedule],
+    schedules=[auddis_daily_schedule, dd_collections_daily_schedule, direct_debit_probes_schedule],
 )

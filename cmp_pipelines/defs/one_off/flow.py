@@ -207,4 +207,13 @@ def publish_accounts(con: duckdb.DuckDBPyConnection, now: datetime) -> int:
         """
     ).fetchall()
     publish_history(con, published_history_path())  # first: the read model's time then covers the history too
-    return publish_read_model(rows, now.isoformat(), "cmp.duckdb")
+    events = con.execute(
+        """
+        SELECT e.event_id, e.account_number, e.event_type, e.event_code, e.source_ref, e.detail,
+               strftime(e.raised_at AT TIME ZONE 'UTC', '%Y-%m-%dT%H:%M:%SZ'), d.action, d.target,
+               coalesce(d.status, 'NEW'), coalesce(d.attempts, 0), d.result, d.last_error
+        FROM workflow_events e LEFT JOIN workflow_dispatch d USING (event_id)
+        WHERE e.account_number IS NOT NULL
+        """
+    ).fetchall()
+    return publish_read_model(rows, now.isoformat(), "cmp.duckdb", events=events)

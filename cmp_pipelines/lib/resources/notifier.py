@@ -1,60 +1,36 @@
-"""Alert notifier: SMTP when `CMP_SMTP_HOST` is set, otherwise `.eml` files under `outbound/alerts/`."""
+"""Alert notifier: every alert goes through the e-mail outbox (`cmp_pipelines.core.outbox`), SMTP when
+`CMP_SMTP_HOST` is set, otherwise `.eml` files under `outbound/alerts/`. A refused send stays queued and is retried
+by the workflow dispatcher; it is never reported as notified."""
 
 from __future__ import annotations
 
-import os
-import re
-import smtplib
-from datetime import UTC, datetime
-from email.message import EmailMessage
-from email.utils import format_datetime, make_msgid
-from pathlib import Path
+from datetime import datetime
 
 import dagster as dg
+import duckdb
 
-from cmp_pipelines.core.settings import paths
+from cmp_pipelines.core import outbox
+from cmp_pipelines.core.outbox import SmtpSettings
 
 
 class Notifier(dg.ConfigurableResource):
     smtp_host: str | None = None
     smtp_port: int | None = None
     sender: str | None = None
-    alerts_dir: str | None = None
 
-    def _host(self) -> str | None:
-        return self.smtp_host or os.environ.get("CMP_SMTP_HOST") or None
+    def smtp(self) -> SmtpSettings:
+        return SmtpSettings.from_env(self.smtp_host, self.smtp_port, self.sender)
 
-    def compose(self, recipients: list[str], subject: str, body: str) -> EmailMessage:
-        message = EmailMessage()
-        message["From"] = self.sender or os.environ.get("CMP_SMTP_FROM", "cmp-pipelines@localhost")
-        message["To"] = ", ".join(recipients)
-        message["Subject"] = subject
-        message["Date"] = format_datetime(datetime.now(UTC))
-        message["Message-ID"] = make_msgid(domain="cmp-pipelines.local")
-        message.set_content(body)
-        return message
+    def alert(self, con: duckdb.DuckDBPyConnection, *, key: str, recipients: list[str] | tuple[str, ...],
+              subject: str, body: str, now: datetime, source_ref: str | None = None) -> tuple[str, str | None]:
+        """Queue the alert and try it at once; returns (message id, where it went or None while queued)."""
+        mid, _ = outbox.enqueue(con, kind="ALERT", key=key, recipients=recipients, subject=subject, body_text=body,
+                                now=now, source_ref=source_ref)
+        delivery = outbox.deliver(con, self.smtp(), now, only=[mid])
+        where = delivery.sent.get(mid)
+        if where == "file":
+            where = con.execute("SELECT delivered_to FROM email_outbox WHERE message_id = ?", [mid]).fetchone()[0]
+        return mid, where
 
-    def send(self, recipients: list[str], subject: str, body: str) -> str:
-        """Deliver the alert; returns where it went (an SMTP host or the .eml path)."""
-        message = self.compose(recipients, subject, body)
-        host = self._host()
-        if host:
-            port = self.smtp_port or int(os.environ.get("CMP_SMTP_PORT", "25"))
-            try:
-                with smtplib.SMTP(host, port, timeout=10) as smtp:
-                    if os.environ.get("CMP_SMTP_STARTTLS") == "1":
-                        smtp.starttls()
-                    user = os.environ.get("CMP_SMTP_USER")
-                    if user:
-                        smtp.login(user, os.environ.get("CMP_SMTP_PASSWORD", ""))
-                    smtp.send_message(message)
-                return f"smtp://{host}:{port}"
-            except (OSError, smtplib.SMTPException) as exc:
-                # Never lose an alert: keep it as a file, and say why in its headers.
-                message["X-CMP-Undelivered"] = f"SMTP {host}:{port} failed: {type(exc).__name__}"
-        folder = Path(self.alerts_dir) if self.alerts_dir else paths().outbound / "alerts"
-        folder.mkdir(parents=True, exist_ok=True)
-        slug = re.sub(r"[^a-z0-9]+", "-", subject.lower()).strip("-")[:60]
-        path = folder / f"{datetime.now(UTC):%Y%m%dT%H%M%S%f}-{slug}.eml"
-        path.write_bytes(bytes(message))
-        return f"file://{path}"
+    def deliver_due(self, con: duckdb.DuckDBPyConnection, now: datetime) -> outbox.Delivery:
+        return outbox.deliver(con, self.smtp(), now)

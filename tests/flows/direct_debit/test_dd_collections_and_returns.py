@@ -105,7 +105,7 @@ def test_soft_return_is_represented_once_with_18_then_reverts_to_manual(dd):
     assert dd.balance("ACCDD0001") == 4567
     assert dd.query("SELECT payment_type FROM accounts WHERE account_number = 'ACCDD0001'") == [("MANUAL",)]
     events = dd.query("SELECT event_code FROM workflow_events WHERE account_number = 'ACCDD0001' ORDER BY raised_at")
-    assert events == [("DD_REPRESENTATION",), ("DD_PAYMENT_CANCELLED",)]
+    assert events == [("MANDATE_SETUP_CONFIRMED",), ("DD_REPRESENTATION",), ("DD_PAYMENT_CANCELLED",)]
     assert collection_day(dd, date(2027, 1, 5))[0].collection_count == 0
 
 
@@ -123,7 +123,7 @@ def test_hard_return_reverses_every_invoice_of_the_debit_and_reverts_to_manual(d
                     "ORDER BY 1") == [("INVDD0001", 4567), ("INVDD0004", 1234)]
     assert dd.balance("ACCDD0001") == 5801
     assert dd.query("SELECT payment_type FROM accounts WHERE account_number = 'ACCDD0001'") == [("MANUAL",)]
-    assert dd.query("SELECT event_code, source_ref FROM workflow_events") == [
+    assert dd.query("SELECT event_code, source_ref FROM workflow_events WHERE event_type = 'RECURRING_PAYMENT'") == [
         ("DD_HARD_RETURN", "DD20261217-CMPDD0001")]
     [(template, body)] = dd.query("SELECT template, body FROM customer_communications")
     assert template == "DD_PAYMENT_RETURNED" and "58.01 GBP collected on 2026-12-17" in body

@@ -1,0 +1,35 @@
+"""One pass of the dispatcher, shared by the Dagster job and `cmp-pipelines events dispatch`: alerts for newly
+quarantined files and spooled failed runs, the workflow actions due, then every e-mail due (new ones and
+retries)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+import duckdb
+
+from cmp_pipelines.core import alerts, outbox, workflow
+from cmp_pipelines.core.config_workflow import load_alerts, load_workflow_actions
+from cmp_pipelines.core.templates import Templates
+
+
+def run_dispatcher(con: duckdb.DuckDBPyConnection, config_dir: Path, smtp: outbox.SmtpSettings,
+                   now: datetime) -> dict:
+    recipients = load_alerts(config_dir)
+    quarantined = alerts.queue_quarantine_alerts(con, recipients, now)
+    failed_runs = alerts.queue_spooled_run_failures(con, recipients, now)
+    report = workflow.dispatch(con, load_workflow_actions(config_dir), Templates(config_dir / "templates"), now)
+    delivery = outbox.deliver(con, smtp, now)
+    return {
+        "events_registered": report.registered,
+        "actions_done": report.done,
+        "communications_skipped_no_email": report.skipped,
+        "actions_retrying": report.retrying,
+        "actions_failed": report.failed,
+        "quarantine_alerts_queued": len(quarantined),
+        "run_failure_alerts_queued": len(failed_runs),
+        "messages_sent": len(delivery.sent),
+        "messages_retrying": len(delivery.retrying),
+        "messages_failed": len(delivery.failed),
+    }
