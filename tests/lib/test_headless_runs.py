@@ -29,7 +29,7 @@ from cmp_pipelines.core.settings import PROJECT_ROOT
 from cmp_pipelines.definitions import build_definitions
 from cmp_pipelines.lib.headless import LOCATION_NAME, MODULE_NAME, location_origin, run_pending_sensors
 from cmp_pipelines.lib.resources.file_store import LocalFileStore
-from tests.support.dagster import flow_runs
+from tests.support.dagster import SERVICE_SENSORS, flow_runs
 from tests.support.platform import document, payment
 
 NRP_SENSOR = "nrp_inbound_files_sensor"
@@ -133,11 +133,13 @@ def test_cli_runs_are_on_their_jobs_page_tied_to_the_code_location(platform):
 
 def _runs(instance: dg.DagsterInstance) -> list[tuple]:
     """What must be equal: sensor, job, partition, run key (its file-change time, which differs between two
-    copies of a file, replaced) and status."""
+    copies of a file, replaced) and status. The delivery and dispatch sensors' runs are left out: each takes
+    whatever is due when it ticks, so how many there are depends on timing, not on the files."""
     return sorted(
         (run.tags.get("dagster/sensor_name"), run.job_name, run.tags.get("dagster/partition"),
          re.sub(r"#\d+", "#<changed_ns>", run.tags.get("dagster/run_key", "")), run.status.value)
-        for run in instance.get_runs() if "dagster/sensor_name" in run.tags)
+        for run in instance.get_runs()
+        if "dagster/sensor_name" in run.tags and run.tags["dagster/sensor_name"] not in SERVICE_SENSORS)
 
 
 def _postings(root: Path) -> list[tuple]:
@@ -175,6 +177,9 @@ def test_the_same_file_drops_give_the_same_runs_under_run_pending_and_under_the_
                          f"      working_directory: {PROJECT_ROOT}\n      location_name: {LOCATION_NAME}\n")
     env = {**os.environ, "CMP_DATA_DIR": str(twin), "CMP_KEYS_DIR": str(twin / "keys"),
            "DAGSTER_HOME": str(twin / "dagster_home"), "GX_ANALYTICS_ENABLED": "false"}
+    # the twin's instance storage exists before the daemon and this test open it at once (each would create its
+    # SQLite schema, and the loser of that race fails on alembic_version)
+    dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(twin / "dagster_home"))).dispose()
     log = (twin.parent / "daemon.log").open("wb")
     daemon = subprocess.Popen([str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w", str(workspace)],
                               env=env, cwd=str(twin.parent), stdout=log, stderr=subprocess.STDOUT,
@@ -207,7 +212,7 @@ def test_the_same_file_drops_give_the_same_runs_under_run_pending_and_under_the_
             assert [r[1:] for r in expected if r[0] == NRP_SENSOR] == [
                 ("non_recurring_payment_job", p, f"{p}#<changed_ns>", s) for p, s in sorted(
                     (r[2], r[4]) for r in expected if r[0] == NRP_SENSOR)]
-            assert {r[2].split("@")[0]: r[4] for r in expected} == {  # bad and duplicate files are quarantined
+            assert {r[2].split("@")[0]: r[4] for r in expected if r[0] == NRP_SENSOR} == {  # quarantined
                 "PAYPOINT/one.json.enc": "SUCCESS", "PAYPOINT/two.json.enc": "SUCCESS",
                 "PAYPOINT/three.json.enc": "SUCCESS", "PAYPOINT/bad.json.enc": "FAILURE",
                 "PAYPOINT/one-again.json.enc": "FAILURE"}

@@ -94,13 +94,13 @@ def test_a_quarantined_file_alerts_once_and_its_failed_run_does_not_alert_twice(
 
 
 def test_the_dispatch_sensor_asks_for_a_run_only_when_work_waits(platform, instance):
-    context = dg.build_sensor_context(instance=instance,
-                                      resources={"database": Database(path=str(platform.database))})
-    assert workflow_dispatch_sensor(context).skip_message == "nothing to dispatch"
-    with platform.connect() as con:
-        con.execute("INSERT INTO workflow_events (event_type, event_code, account_number, source_ref, detail) "
-                    "VALUES ('DEVICE_ENROLMENT', 'ENROLMENT_FAILED', 'ACC00000001', 'DEV-1', 'refused')")
-    request = workflow_dispatch_sensor(context)
+    with dg.build_sensor_context(instance=instance,  # entered, as the daemon enters it (the resource tears down)
+                                 resources={"database": Database(path=str(platform.database))}) as context:
+        assert workflow_dispatch_sensor(context).skip_message == "nothing to dispatch"
+        with platform.connect() as con:
+            con.execute("INSERT INTO workflow_events (event_type, event_code, account_number, source_ref, detail) "
+                        "VALUES ('DEVICE_ENROLMENT', 'ENROLMENT_FAILED', 'ACC00000001', 'DEV-1', 'refused')")
+        request = workflow_dispatch_sensor(context)
     assert isinstance(request, dg.RunRequest) and request.tags["cmp/waiting"] == "1"
 
 
