@@ -17,6 +17,7 @@ from cmp_pipelines.core.config_payments import load_provider_settings
 from cmp_pipelines.core.db.api_store import ApiStore, ReadModel, api_store_path
 from cmp_pipelines.core.settings import paths
 from cmp_pipelines.defs.one_off import flow as one_off
+from cmp_pipelines.lib.inbound_sensor import PICKUP_SECONDS
 
 
 def read_model_behind() -> str | None:
@@ -59,7 +60,7 @@ def work_key(now: datetime, instance: dg.DagsterInstance | None = None) -> str |
 
 
 def ledger_monitor_sensor(job) -> dg.SensorDefinition:
-    @dg.sensor(name="ledger_monitor_sensor", job=job, minimum_interval_seconds=5,
+    @dg.sensor(name="ledger_monitor_sensor", job=job, minimum_interval_seconds=PICKUP_SECONDS,
                default_status=dg.DefaultSensorStatus.RUNNING,
                description="CMP Ledger Monitor: new final one-off payments, overdue provider outcomes or queued "
                            "set-up requests in the API store, or a main store newer than the API's read model, "
