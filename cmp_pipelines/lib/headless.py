@@ -62,7 +62,7 @@ from dagster._time import get_current_datetime, get_current_timestamp
 from dagster._utils.error import serializable_error_info_from_exc_info
 
 from cmp_pipelines.core.settings import PROJECT_ROOT
-from cmp_pipelines.lib.recovery import process_tags, reap_dead_runs
+from cmp_pipelines.lib.recovery import RECOVERY_SENSOR, process_tags, reap_dead_runs
 
 # The code location as workspace.yaml and pyproject's [tool.dagster] name it (a test keeps the three in step).
 LOCATION_NAME = "cmp_pipelines"
@@ -255,7 +255,8 @@ def run_pending_sensors(
         states = {s.selector_id: s for s in workspace.instance.all_instigator_state(
             instigator_type=InstigatorType.SENSOR)}
         for repository in location.get_repositories().values():
-            for sensor in sorted(repository.get_sensors(), key=lambda s: s.name):
+            # recovery first: an interrupted partition is finished before newer files (lib/recovery.py)
+            for sensor in sorted(repository.get_sensors(), key=lambda s: (s.name != RECOVERY_SENSOR, s.name)):
                 if not sensor.get_current_instigator_state(states.get(sensor.selector_id)).is_running:
                     continue  # stopped in the UI: the daemon leaves it alone too
                 for _ in range(max_ticks):

@@ -21,6 +21,11 @@ from cmp_pipelines.core import processes
 PID_TAG, HOST_TAG, PID_RUN_TAG = "cmp/process", "cmp/host", "cmp/process_run"
 RECOVERY_OF_TAG = "cmp/recovery_of"
 MAX_RECOVERIES = 3
+RECOVERY_SENSOR = "cmp_run_recovery_sensor"
+# An interrupted partition is finished before newer work: the run queue dequeues by `dagster/priority`, highest
+# first. Outcomes can depend on order (an ADDACS amendment applied before or after the same day's ARUDD cancels
+# the mandate), so a recovered run goes where the killed one was, ahead of files that arrived after it.
+RECOVERY_PRIORITY = {"dagster/priority": "1"}
 ALIVE = [dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED,
          dg.DagsterRunStatus.CANCELING]
 
@@ -58,7 +63,7 @@ def reap_dead_runs(instance: dg.DagsterInstance) -> list[str]:
             instance.report_engine_event(
                 f"The process that executed this run ({run.tags[PID_TAG].split('-')[0]}) is gone (killed or "
                 "crashed): the run is marked failed and its concurrency slots freed; its partition is run again "
-                "by cmp_run_recovery_sensor.", run)
+                f"by {RECOVERY_SENSOR}.", run)
             instance.report_run_failed(run)
             reaped.append(run.run_id)
     storage = instance.event_log_storage
@@ -111,7 +116,7 @@ def recovery_requests(
             run_key=f"recover:{run.run_id}", job_name=run.job_name, partition_key=partition,
             tags={**{k: v for k, v in run.tags.items()
                      if k.startswith("cmp/") and k not in (PID_TAG, HOST_TAG, PID_RUN_TAG)},
-                  RECOVERY_OF_TAG: run.run_id},
+                  RECOVERY_OF_TAG: run.run_id, **RECOVERY_PRIORITY},
         ))
     return requests, gave_up
 

@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 import dagster as dg
 
 from cmp_pipelines.core.settings import sweep_scratch
-from cmp_pipelines.lib.recovery import reap_dead_runs, recovery_requests
+from cmp_pipelines.lib.recovery import RECOVERY_SENSOR, reap_dead_runs, recovery_requests
 from cmp_pipelines.lib.resources.database import Database
 from cmp_pipelines.lib.resources.file_store import FileStore, LocalFileStore
 
@@ -14,7 +14,7 @@ def run_recovery_sensor(jobs: list, interval_seconds: int = 30) -> dg.SensorDefi
     names = [job.name for job in jobs]
 
     @dg.sensor(
-        name="cmp_run_recovery_sensor",
+        name=RECOVERY_SENSOR,
         jobs=jobs,
         minimum_interval_seconds=interval_seconds,
         default_status=dg.DefaultSensorStatus.RUNNING,
