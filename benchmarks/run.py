@@ -311,15 +311,14 @@ def phase_expectations(args: argparse.Namespace) -> dict:
     workdir, meta = Path(args.workdir), json.loads((Path(args.workdir) / "setup.json").read_text())
     _env(workdir, workdir / "flow")
     from cmp_pipelines.core.db.connection import connect
+    from cmp_pipelines.core.expectations import load_suite, records_frame, validate_frame
     from cmp_pipelines.core.settings import paths
-    from cmp_pipelines.defs.nrp.defs import SUITE
-    from cmp_pipelines.defs.nrp.expectations import load_suite, validate_frame
-    from cmp_pipelines.defs.nrp.queries import batch_frame
+    from cmp_pipelines.defs.nrp.queries import NRP_SUITE
 
-    suite = load_suite(paths().expectations_dir, SUITE)
+    suite = load_suite(paths().expectations_dir, NRP_SUITE.suite)
     started = time.perf_counter()
     with connect(paths().database, read_only=True) as con:
-        frame = batch_frame(con, meta["file_id"])
+        frame = records_frame(con, NRP_SUITE, meta["file_id"])
     query_s = time.perf_counter() - started
     rss_frame = peak_rss_mb()
     started = time.perf_counter()

@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from cmp_pipelines.core.expectations import RecordsSuite
 from cmp_pipelines.core.probes import PROBES_BY_ID
 from cmp_pipelines.defs.card_rejections.assets import (
     CARD_REJECTION_ASSETS,
@@ -9,6 +10,7 @@ from cmp_pipelines.defs.card_rejections.assets import (
     card_rejection_files_partitions,
     card_rejections_batch,
 )
+from cmp_pipelines.lib.expectation_check import expectation_check
 from cmp_pipelines.lib.inbound_sensor import inbound_file_sensor
 from cmp_pipelines.lib.jobs import group_job
 from cmp_pipelines.lib.metadata import flow_assets
@@ -20,6 +22,11 @@ card_rejection_probes = probe_checks(
     {"card_rejection_rate": card_rejections_batch.key,
      "card_rejections_completed_sla": card_rejections_batch.key},
 )
+
+card_rejections_meet_expectations = expectation_check(
+    asset=card_rejections_batch, name="card_rejections_meet_expectations", feed="card rejections",
+    spec=RecordsSuite("card_rejections", "card_rejections",
+                      ("record_id", "transaction_id", "account_number", "amount_minor", "reason_code")))
 
 card_rejections_job = group_job(
     "recurring_payments_rejections_card_job", GROUP, card_rejection_files_partitions,
@@ -36,7 +43,7 @@ card_rejections_sensor = inbound_file_sensor(
 
 defs = dg.Definitions(
     assets=flow_assets(CARD_REJECTION_ASSETS, "card_rejections"),
-    asset_checks=[card_rejection_probes],
+    asset_checks=[card_rejection_probes, card_rejections_meet_expectations],
     jobs=[card_rejections_job],
     sensors=[card_rejections_sensor],
 )

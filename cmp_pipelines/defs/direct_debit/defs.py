@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from cmp_pipelines.core.expectations import RecordsSuite
 from cmp_pipelines.core.probes import PROBES_BY_ID
 from cmp_pipelines.defs.direct_debit.assets import (
     COLLECTIONS_GROUP,
@@ -23,6 +24,7 @@ from cmp_pipelines.defs.direct_debit.report_assets import (
     arudd_files_partitions,
     dd_returns_batch,
 )
+from cmp_pipelines.lib.expectation_check import expectation_check
 from cmp_pipelines.lib.inbound_sensor import inbound_file_sensor
 from cmp_pipelines.lib.jobs import daily_schedule, end_of_day_schedule, group_job, probes_job
 from cmp_pipelines.lib.metadata import flow_assets
@@ -42,6 +44,18 @@ addacs_probes = probe_checks(
 arudd_probes = probe_checks(
     "arudd_probes", (PROBES_BY_ID["arudd_return_rate"], PROBES_BY_ID["arudd_unmapped_return_codes"]),
     {"arudd_return_rate": dd_returns_batch.key, "arudd_unmapped_return_codes": dd_returns_batch.key})
+
+addacs_advices_meet_expectations = expectation_check(
+    asset=addacs_advices, name="addacs_advices_meet_expectations", feed="ADDACS",
+    spec=RecordsSuite("addacs_advices", "addacs_advices",
+                      ("reference", "reason_code", "effective_date", "new_sort_code", "new_account_number",
+                       "mandate_id")))
+
+arudd_returns_meet_expectations = expectation_check(
+    asset=dd_returns_batch, name="arudd_returns_meet_expectations", feed="ARUDD",
+    spec=RecordsSuite("arudd_returns", "dd_returns",
+                      ("reference", "transaction_code", "return_code", "amount_minor", "currency",
+                       "original_processing_date", "collection_id")))
 
 auddis_job = group_job(
     "auddis_extract_job", GROUP, auddis_days_partitions,
@@ -102,7 +116,8 @@ direct_debit_probes_schedule = end_of_day_schedule(
 
 defs = dg.Definitions(
     assets=flow_assets([*DIRECT_DEBIT_ASSETS, *DD_COLLECTION_ASSETS, *ADDACS_ASSETS, *ARUDD_ASSETS], "direct_debit"),
-    asset_checks=[auddis_probes, dd_collection_probes, addacs_probes, arudd_probes],
+    asset_checks=[auddis_probes, dd_collection_probes, addacs_probes, arudd_probes, addacs_advices_meet_expectations,
+                  arudd_returns_meet_expectations],
     jobs=[auddis_job, dd_collections_job, addacs_job, arudd_job, direct_debit_probes_job],
     sensors=[addacs_sensor, arudd_sensor],
     schedules=[auddis_daily_schedule, dd_collections_daily_schedule, direct_debit_probes_schedule],

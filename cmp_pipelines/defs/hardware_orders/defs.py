@@ -3,6 +3,7 @@ jobs, sensors, schedules and the resources only this flow uses."""
 
 import dagster as dg
 
+from cmp_pipelines.core.expectations import RecordsSuite
 from cmp_pipelines.core.probes import PROBES_BY_ID
 from cmp_pipelines.defs.hardware_orders.assets import (
     DISPATCH_GROUP,
@@ -16,12 +17,14 @@ from cmp_pipelines.defs.hardware_orders.assets import (
     sales_order_dispatch,
     sales_order_request_batch,
     sales_order_request_partitions,
+    warehouse_dispatch_batch,
     warehouse_dispatch_files_partitions,
 )
 from cmp_pipelines.defs.hardware_orders.fraud_check import RuleBasedFraudCheck
 from cmp_pipelines.defs.hardware_orders.manufacturer import FileDropManufacturer
 from cmp_pipelines.defs.hardware_orders.sensors import sales_order_request_sensor
 from cmp_pipelines.defs.hardware_orders.warehouse import StockFileWarehouse
+from cmp_pipelines.lib.expectation_check import expectation_check
 from cmp_pipelines.lib.inbound_sensor import inbound_file_sensor
 from cmp_pipelines.lib.jobs import daily_schedule, end_of_day_schedule, group_job, probes_job
 from cmp_pipelines.lib.metadata import flow_assets
@@ -46,6 +49,19 @@ device_enrolment_probes = probe_checks(
 )
 
 HARDWARE_PROBE_CHECKS = [sales_order_request_probes, sales_order_dispatch_probes, device_enrolment_probes]
+
+warehouse_dispatch_meets_expectations = expectation_check(
+    asset=warehouse_dispatch_batch, name="warehouse_dispatch_meets_expectations", feed="warehouse dispatch",
+    spec=RecordsSuite("warehouse_dispatch", "hw_dispatch_records",
+                      ("order_id", "sku", "status", "imei", "courier_reference")))
+
+device_enrolment_responses_meet_expectations = expectation_check(
+    asset=device_enrolment_response_batch, name="device_enrolment_responses_meet_expectations",
+    feed="device enrolment response",
+    spec=RecordsSuite("device_enrolment_responses", "hw_enrolment_responses",
+                      ("record_id", "request_id", "device_id", "result")))
+
+HARDWARE_EXPECTATION_CHECKS = [warehouse_dispatch_meets_expectations, device_enrolment_responses_meet_expectations]
 
 sales_order_request_job = group_job(
     "sales_order_request_job", REQUEST_GROUP, sales_order_request_partitions,
@@ -112,7 +128,7 @@ HARDWARE_RESOURCES = {
 
 defs = dg.Definitions(
     assets=flow_assets(HARDWARE_ORDER_ASSETS, "hardware_orders"),
-    asset_checks=HARDWARE_PROBE_CHECKS,
+    asset_checks=[*HARDWARE_PROBE_CHECKS, *HARDWARE_EXPECTATION_CHECKS],
     jobs=HARDWARE_JOBS,
     sensors=HARDWARE_SENSORS,
     schedules=HARDWARE_SCHEDULES,

@@ -1,19 +1,15 @@
 """The non-recurring payments flow in Dagster: assets, checks, job, sensor and schedule."""
 
-import time
-
 import dagster as dg
 
 from cmp_pipelines.core.probes import NRP_DUPLICATE_PROBES, NRP_PROBES
-from cmp_pipelines.core.settings import paths
 from cmp_pipelines.defs.nrp.assets import GROUP, NRP_ASSETS, nrp_files_partitions, nrp_payments_batch, nrp_posting_batch
-from cmp_pipelines.defs.nrp.expectations import load_suite, validate_frame
-from cmp_pipelines.defs.nrp.queries import batch_frame
+from cmp_pipelines.defs.nrp.queries import NRP_SUITE
+from cmp_pipelines.lib.expectation_check import expectation_check
 from cmp_pipelines.lib.inbound_sensor import inbound_file_sensor
-from cmp_pipelines.lib.jobs import LAST, end_of_day_schedule, group_job, probes_job
+from cmp_pipelines.lib.jobs import end_of_day_schedule, group_job, probes_job
 from cmp_pipelines.lib.metadata import flow_assets
 from cmp_pipelines.lib.probe_checks import probe_checks
-from cmp_pipelines.lib.resources.database import DB_POOL, Database
 
 _LOAD_PROBES = {"nrp_load_completed", "nrp_verification_payments_supplied"}
 
@@ -30,44 +26,8 @@ nrp_duplicate_probes = probe_checks(
     "nrp_duplicate_probes", NRP_DUPLICATE_PROBES, {p.probe_id: nrp_posting_batch.key for p in NRP_DUPLICATE_PROBES}
 )
 
-SUITE = "nrp_payments"
-
-
-@dg.asset_check(
-    asset=nrp_payments_batch,
-    name="nrp_payments_meet_expectations",
-    pool=DB_POOL,
-    blocking=False,
-    op_tags=LAST,  # after the acknowledgement: nothing waits for the suite
-    description=f"Great Expectations suite expectations/{SUITE}.json over every record of the load batch.",
-)
-def nrp_payments_meet_expectations(context: dg.AssetCheckExecutionContext, database: Database):
-    partition = context.run.tags.get("dagster/partition")
-    if not partition:
-        return dg.AssetCheckResult(passed=True, description="no partition in this run; nothing to validate")
-    suite = load_suite(paths().expectations_dir, SUITE)
-    with database.connection() as con:
-        frame = batch_frame(con, partition)
-    started = time.perf_counter()
-    outcomes = validate_frame(frame, suite)
-    elapsed = time.perf_counter() - started
-    failed = [o for o in outcomes if not o.success]
-    rows = ["| expectation | column | success | unexpected |", "|---|---|---|---|"] + [
-        f"| {o.expectation} | {o.column or ''} | {'yes' if o.success else 'NO'} | {o.unexpected_count or 0} |"
-        for o in outcomes
-    ]
-    return dg.AssetCheckResult(
-        passed=not failed,
-        severity=dg.AssetCheckSeverity.WARN,
-        description=f"{len(outcomes) - len(failed)} of {len(outcomes)} expectations met over {len(frame)} records",
-        metadata={
-            "suite": SUITE,
-            "records": dg.MetadataValue.int(len(frame)),
-            "failed_expectations": dg.MetadataValue.int(len(failed)),
-            "seconds": dg.MetadataValue.float(round(elapsed, 3)),
-            "results": dg.MetadataValue.md("\n".join(rows)),
-        },
-    )
+nrp_payments_meet_expectations = expectation_check(
+    asset=nrp_payments_batch, name="nrp_payments_meet_expectations", spec=NRP_SUITE, feed="non-recurring payments")
 
 
 nrp_job = group_job(

@@ -63,6 +63,9 @@ def test_card_day_then_rejection_file_through_dagster(platform, instance):
     assert (applied["posting_count"], applied["accounts_reverted_to_default"], applied["workflow_events"]) == (1, 1, 1)
     checks = check_results(instance, run.run_id)
     assert checks["card_rejections_completed_sla_within_threshold"].passed
+    suite = checks["card_rejections_meet_expectations"]
+    assert suite.passed and suite.metadata["records"].value == 1, suite.description
+    assert suite.description == "8 of 8 expectations met over 1 records"
     assert platform.files.exists(f"outbound/ledger/{applied['batch_id']}.json")
     assert not platform.files.list_files("inbound/card_rejections")
     assert owed > 0

@@ -77,6 +77,10 @@ def test_direct_debit_day_and_bureau_reports_through_dagster(platform, instance)
     assert updates["outcomes"] == {"MANDATE_AMENDED": 1, "MANDATE_CANCELLED": 1, "REJECTED": 1}
     unknown = check_results(instance, addacs.run_id)["addacs_unknown_references_within_threshold"]
     assert not unknown.passed and unknown.metadata["value"].value == 1
+    suite = check_results(instance, addacs.run_id)["addacs_advices_meet_expectations"]  # the same advice, seen by GX
+    assert not suite.passed and suite.severity == dg.AssetCheckSeverity.WARN
+    assert suite.description == ("6 of 7 expectations met over 3 records: "
+                                 "expect_column_values_to_not_be_null(mandate_id)"), suite.description
 
     arudd = by_job["recurring_payments_rejections_dd_job"]
     returns = materialization(instance, arudd.run_id, "dd_returns_batch")
@@ -84,5 +88,7 @@ def test_direct_debit_day_and_bureau_reports_through_dagster(platform, instance)
     rate = check_results(instance, arudd.run_id)["arudd_return_rate_within_threshold"]
     assert rate.metadata["value"].value == 66  # 2 of the 3 debits returned
     assert check_results(instance, arudd.run_id)["arudd_unmapped_return_codes_within_threshold"].passed
+    suite = check_results(instance, arudd.run_id)["arudd_returns_meet_expectations"]
+    assert suite.passed and suite.metadata["records"].value == 2, suite.description
     reports = materialization(instance, arudd.run_id, "dd_return_reports")
     assert any(path.startswith(f"outbound/reports/arudd/{BUREAU}/") for path in reports["files_written"])

@@ -53,6 +53,8 @@ def test_an_order_through_request_dispatch_and_enrolment(hardware, instance):
     assert (applied["orders_completed"], applied["ledger_charges"], applied["ledger_amount"]) == (1, 1, "518.99")
     assert hardware.platform.balance("ACC00000004") - before == 51899
     assert check_results(instance, dispatch.run_id)["hw_orders_stuck_awaiting_dispatch_within_threshold"].passed
+    suite = check_results(instance, dispatch.run_id)["warehouse_dispatch_meets_expectations"]
+    assert suite.passed and suite.metadata["records"].value == 2, suite.description
     assert hardware.status(order_id) == "COMPLETE"
 
     enrol = run_partition("device_enrolment_request_job", NOW.date().isoformat(), definitions, instance)
@@ -68,6 +70,8 @@ def test_an_order_through_request_dispatch_and_enrolment(hardware, instance):
     assert materialization(instance, response.run_id, "device_enrolment_response_batch")["outcomes"] == {"FAILED": 1}
     check = check_results(instance, response.run_id)["hw_enrolment_failures_latest_response_within_threshold"]
     assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
+    suite = check_results(instance, response.run_id)["device_enrolment_responses_meet_expectations"]
+    assert suite.passed and suite.metadata["records"].value == 1, suite.description  # a failure is valid data
     assert hardware.platform.files.list_files("outbound/alerts")  # the alert went to its recipients
     assert hardware.device(imei(7)) == ("ENROL_FAILED", "IMEI not registered")
 

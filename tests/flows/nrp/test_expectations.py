@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import dagster as dg
 
+from cmp_pipelines.core.expectations import load_suite, records_frame
 from cmp_pipelines.core.settings import PROJECT_ROOT
 from cmp_pipelines.defs.nrp.defs import nrp_payments_meet_expectations
-from cmp_pipelines.defs.nrp.expectations import load_suite
-from cmp_pipelines.defs.nrp.queries import batch_frame
+from cmp_pipelines.defs.nrp.queries import NRP_SUITE
 from tests.support.platform import document, payment
 
 
 def evaluate(platform, key):
-    from cmp_pipelines.defs.nrp.expectations import validate_frame
+    from cmp_pipelines.core.expectations import validate_frame
 
     suite = load_suite(PROJECT_ROOT / "expectations", "nrp_payments")
     with platform.connect() as con:
-        frame = batch_frame(con, key)
+        frame = records_frame(con, NRP_SUITE, key)
     return {(o.expectation, o.column): o for o in validate_frame(frame, suite)}
 
 
