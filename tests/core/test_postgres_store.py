@@ -69,7 +69,8 @@ def test_a_malformed_url_is_named_without_the_password():
 
 def test_no_setting_no_postgres(monkeypatch):
     monkeypatch.delenv(DATABASE_URL_SETTING, raising=False)
-    with pytest.raises(PostgresStoreError, match="^CMP_DATABASE_URL is not set: the store is the embedded DuckDB file$"):
+    with pytest.raises(PostgresStoreError,
+                       match="^CMP_DATABASE_URL is not set: the store is the embedded DuckDB file$"):
         connect()
 
 
