@@ -11,6 +11,7 @@ prints {"posted": n}. Under CMP_CRASHPOINT=1 it is killed just before that commi
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from datetime import UTC, datetime
@@ -33,6 +34,7 @@ def main(url: str, first: int, last: int, order: str, batch_id: str, start_file:
                TIMESTAMPTZ '2026-12-01 09:00:00+00' AS effective_at
         FROM range({first}, {last}) t(i)
     """)
+    Path(f"{start_file}.ready.{os.getpid()}").touch()
     deadline = time.monotonic() + 60
     while not Path(start_file).exists() and time.monotonic() < deadline:
         time.sleep(0.005)

@@ -100,7 +100,9 @@ def _workers(url: str, tmp_path: Path, specs: list[tuple[int, int, str, str]], e
                                str(start)], cwd=PROJECT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               env={**os.environ, **(env or {})})
              for a, b, order, batch in specs]
-    time.sleep(1.0)  # every worker has staged its rows and waits for the start
+    deadline = time.monotonic() + 120  # every worker has staged its rows and waits for the start
+    while len(list(tmp_path.glob("start.ready.*"))) < len(procs) and time.monotonic() < deadline:
+        time.sleep(0.02)
     start.touch()
     return [(p, *p.communicate(timeout=240)) for p in procs]
 
@@ -133,7 +135,8 @@ def test_a_writer_killed_before_its_commit_leaves_nothing_and_blocks_no_one(pg_s
     with psycopg.connect(pg_store) as con:
         assert con.execute("SELECT (SELECT count(*) FROM ledger_postings), (SELECT count(*) FROM batches)"
                            ).fetchone() == (0, 0)
-    (tmp_path / "start").unlink()
+    for path in tmp_path.glob("start*"):
+        path.unlink()
     [(proc, out, err)] = _workers(pg_store, tmp_path, [(0, 20_000, "ASC", "NRPP-k")])
     assert proc.returncode == 0, err
     count, total, _ = _expected([(0, 20_000)])

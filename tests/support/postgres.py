@@ -31,11 +31,12 @@ TEMPLATE = "cmp_migrated_template"
 
 
 def find_bindir() -> Path | None:
-    """Where initdb and pg_ctl are: $CMP_PG_BINDIR, `pg_config --bindir`, Debian's /usr/lib/postgresql/<newest>/bin,
-    then PATH."""
-    candidates = []
+    """Where initdb and pg_ctl are: $CMP_PG_BINDIR alone when set (an explicit choice is not second-guessed), else
+    `pg_config --bindir`, Debian's /usr/lib/postgresql/<newest>/bin, /usr/local, then PATH."""
     if os.environ.get("CMP_PG_BINDIR"):
-        candidates.append(os.environ["CMP_PG_BINDIR"])
+        folder = Path(os.environ["CMP_PG_BINDIR"])
+        return folder if (folder / "initdb").is_file() and (folder / "pg_ctl").is_file() else None
+    candidates = []
     if shutil.which("pg_config"):
         with contextlib.suppress(OSError, subprocess.CalledProcessError):
             candidates.append(subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True,
