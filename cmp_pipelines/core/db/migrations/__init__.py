@@ -2,7 +2,9 @@
 its name). Append only: a shipped migration is never edited, so every store converges.
 
 One sequence serves both stores: PostgreSQL applies the same files, except where a twin
-`NNNN_name.postgres.sql` stands beside one because the two dialects really differ there (core/db/migrate.py)."""
+`NNNN_name.postgres.sql` stands beside one because the two dialects really differ there (core/db/migrate.py).
+A new migration is written in SQL both accept; tests/core/test_postgres_migrations.py (`make test-pg`) proves both
+stores end with the same tables, columns, types and keys, and a twin is added only when it cannot be."""
 
 from __future__ import annotations
 
