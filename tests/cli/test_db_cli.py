@@ -66,3 +66,31 @@ def test_a_wrong_scheme_is_a_clear_error(monkeypatch):
     assert result.exit_code == 1
     assert result.output == ("Error: CMP_DATABASE_URL must be a postgresql:// URL (or unset for the embedded DuckDB "
                              "file); got sqlite:///tmp/x.db\n")
+
+
+def test_init_puts_the_dagster_instance_in_the_same_postgres(tmp_path, monkeypatch, pg_url):
+    """dagster-postgres: run, event log and schedule storage in the store's PostgreSQL; the URL is referenced by
+    its variable, so the instance file holds no password."""
+    import psycopg
+
+    from cmp_pipelines.core.settings import PROJECT_ROOT
+
+    home = tmp_path / "data" / "dagster_home"
+    monkeypatch.setenv("CMP_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    monkeypatch.setenv("CMP_DATABASE_URL", pg_url)
+    done = CliRunner().invoke(main, ["init"], catch_exceptions=False)
+    assert done.exit_code == 0, done.output
+    written = (home / "dagster.yaml").read_text()
+    assert written == (PROJECT_ROOT / "dagster.yaml").read_text() + (
+        "\n# CMP_DATABASE_URL is set: the instance's run, event log and schedule storage are in that PostgreSQL "
+        "database\nstorage:\n  postgres:\n    postgres_url:\n      env: CMP_DATABASE_URL\n")
+    with psycopg.connect(pg_url) as con:
+        tables = {t for (t,) in con.execute("SELECT table_name FROM information_schema.tables "
+                                            "WHERE table_schema = 'public'").fetchall()}
+        assert {"runs", "event_logs", "jobs", "job_ticks", "concurrency_limits"} <= tables
+        assert con.execute("SELECT concurrency_key, \"limit\" FROM concurrency_limits").fetchall() == [("cmp_db", 1)]
+
+    monkeypatch.delenv("CMP_DATABASE_URL")  # unset again: the embedded instance, the project's file as it is
+    assert CliRunner().invoke(main, ["init"], catch_exceptions=False).exit_code == 0
+    assert (home / "dagster.yaml").read_bytes() == (PROJECT_ROOT / "dagster.yaml").read_bytes()
