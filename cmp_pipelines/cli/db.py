@@ -19,12 +19,16 @@ def _store():
 
 def _store_errors(action):
     """`action()`, with a store that cannot be reached or is misnamed as a CLI error (no traceback, no password)."""
+    import duckdb
+
     from cmp_pipelines.core.db.postgres import PostgresStoreError
 
     try:
         return action()
     except PostgresStoreError as exc:
         _fail(str(exc))
+    except duckdb.IOException as exc:  # the embedded file held by a running pipeline, or unreadable
+        _fail(f"the embedded store cannot be opened: {exc}")
 
 
 @click.group()
