@@ -7,7 +7,7 @@ export CMP_DATA_DIR ?= $(CURDIR)/data
 export DAGSTER_HOME ?= $(CMP_DATA_DIR)/dagster_home
 DEMO_ACCOUNTS ?= 1000
 
-.PHONY: run test test-fast test-slow demo bench lint install install-dev prepare clean-data
+.PHONY: run test test-fast test-slow test-pg demo bench lint install install-dev prepare clean-data
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -78,6 +78,11 @@ test-fast: install-dev
 
 test-slow: install-dev
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist load -m slow $(PYTEST_ARGS)
+
+## make test-pg: the tests on a real PostgreSQL server the session starts itself (initdb + pg_ctl on a free loopback
+## port, tests/support/postgres.py); here a missing server binary fails the run instead of skipping the tests
+test-pg: install-dev
+	CMP_REQUIRE_POSTGRES=1 $(BIN)/pytest -n $(TEST_WORKERS) --dist load -m postgres $(PYTEST_ARGS)
 
 ## make bench: the performance harness (figures and ratios, never assertions)
 bench: install-dev

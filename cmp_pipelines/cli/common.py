@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -67,13 +66,34 @@ def _refusals_as_errors(action, config, refusal: type[ValueError]):
             _fail(f"{exc.field}: {exc.message}")
 
 
+# With CMP_DATABASE_URL set, the Dagster instance (runs, event log, schedules) lives in the same PostgreSQL server
+# (dagster-postgres). The URL is referenced, never written: the file holds no password.
+POSTGRES_INSTANCE_STORAGE = b"""
+# CMP_DATABASE_URL is set: the instance's run, event log and schedule storage are in that PostgreSQL database
+storage:
+  postgres:
+    postgres_url:
+      env: CMP_DATABASE_URL
+"""
+
+
 def _dagster_home() -> Path:
+    """$DAGSTER_HOME with the project's dagster.yaml, plus the PostgreSQL storage block when the store is
+    PostgreSQL; rewritten whenever it differs from what the settings call for."""
+    from cmp_pipelines.core.settings import StoreSettingError, store
+
     home = paths().dagster_home
     home.mkdir(parents=True, exist_ok=True)
     source = PROJECT_ROOT / "dagster.yaml"
     target = home / "dagster.yaml"
-    if source.exists() and (not target.exists() or target.read_bytes() != source.read_bytes()):
-        shutil.copyfile(source, target)
+    if source.exists():
+        try:
+            on_postgres = store().backend == "postgres"
+        except StoreSettingError as exc:
+            _fail(str(exc))
+        wanted = source.read_bytes() + (POSTGRES_INSTANCE_STORAGE if on_postgres else b"")
+        if not target.exists() or target.read_bytes() != wanted:
+            target.write_bytes(wanted)
     os.environ["DAGSTER_HOME"] = str(home)
     return home
 

@@ -10,6 +10,7 @@ from cmp_pipelines.cli.accounts import accounts, nrp
 from cmp_pipelines.cli.api import api
 from cmp_pipelines.cli.communications import events, messages, smtp_catcher
 from cmp_pipelines.cli.config import config
+from cmp_pipelines.cli.db import db
 from cmp_pipelines.cli.deliveries import deliveries
 from cmp_pipelines.cli.demo import demo
 from cmp_pipelines.cli.files import bacs, files
@@ -36,6 +37,7 @@ def main() -> None:
 
 main.add_command(init)
 main.add_command(config)
+main.add_command(db)
 main.add_command(keys)
 main.add_command(demo)
 main.add_command(files)

@@ -8,6 +8,9 @@ resumed crash never posts twice. The key is `<source>:<ref>...:<event>`, the for
 `dd:<collection>:<invoice>:COLLECTION|REVERSAL`, `one_off:<payment>:PAYMENT`, `hw:<order>:CHARGE`,
 `invoice:<invoice>:CHARGE`). tests/core/test_ledger.py proves no other module inserts into the ledger.
 
+With PostgreSQL as the store (CMP_DATABASE_URL), `post_to_postgres` posts the same rows, computed the same way in
+DuckDB, into PostgreSQL's ledger under the same UNIQUE key (tests/core/test_ledger_postgres.py).
+
 The posting file is what CMP's posting daemons send to the target sales ledger: one per posting batch,
 schema core/files/schemas/ledger_posting_batch.schema.json.
 """
@@ -127,6 +130,79 @@ def post(con: duckdb.DuckDBPyConnection, staged_sql: str, *, source: str, key: S
     if now is not None:
         bound["ledger_posted_at"] = now
     return con.execute(sql, bound).fetchone()[0]
+
+
+# ---- posting on PostgreSQL (CMP_DATABASE_URL, issue 19) -------------------------------------------------------
+
+# The staging table each PostgreSQL posting fills: the posting rows as DuckDB computed them, plus `ord`, their
+# place in the caller's order. Dropped at commit; recreated by each post.
+_PG_STAGE = """
+    CREATE TEMP TABLE ledger_stage (
+        ord BIGINT NOT NULL, idempotency_key VARCHAR, account_number VARCHAR, invoice_number VARCHAR,
+        kind VARCHAR, amount_minor BIGINT, currency VARCHAR, batch_id VARCHAR, source_ref VARCHAR,
+        effective_at TIMESTAMPTZ, posted_at TIMESTAMPTZ
+    ) ON COMMIT DROP
+"""
+
+
+def post_to_postgres(con: duckdb.DuckDBPyConnection, pg, staged_sql: str, *, source: str, key: Sequence[str],
+                     batch_id: str | None, now: datetime | None, params: dict | None = None,
+                     order_by: str | None = None) -> int:
+    """`post` with PostgreSQL holding the ledger: the rows are computed set-based in DuckDB exactly as `post`
+    computes them (the caller's staged relation, the same key), pushed as Arrow into a temporary table on `pg` (an
+    ADBC connection, core/db/transfer.py) and inserted ON CONFLICT DO NOTHING on the UNIQUE idempotency key, all in
+    `pg`'s open transaction, which the caller commits with its batch's status change (`commit_postgres`).
+
+    Under concurrency: a writer inserting a key another uncommitted transaction holds waits for it, then skips the
+    key once that one commits (or inserts it if that one rolls back), so no key is ever posted twice. Rows are
+    inserted in idempotency-key order, the same for every writer, so two writers sharing keys always meet them in
+    one order and cannot deadlock; posting ids are still drawn in the caller's order (`order_by`) first, so the
+    ledger reads in the same order as on DuckDB. `now` is posted_at (None: PostgreSQL's transaction time).
+    Returns the rows posted now."""
+    from cmp_pipelines.core.db.transfer import arrow_batches, ingest_adbc
+
+    batch = "staged.batch_id" if batch_id is None else lit(batch_id)
+    posted_at = "NULL::TIMESTAMPTZ" if now is None else "$ledger_posted_at::TIMESTAMPTZ"
+    sql = f"""
+        SELECT row_number() OVER ({f"ORDER BY {order_by}" if order_by else ""})::BIGINT AS ord,
+               ({posting_key_sql(source, *key)})::VARCHAR AS idempotency_key,
+               account_number::VARCHAR AS account_number, invoice_number::VARCHAR AS invoice_number,
+               kind::VARCHAR AS kind, amount_minor::BIGINT AS amount_minor, currency::VARCHAR AS currency,
+               ({batch})::VARCHAR AS batch_id, source_ref::VARCHAR AS source_ref,
+               effective_at::TIMESTAMPTZ AS effective_at, {posted_at} AS posted_at
+        FROM ({staged_sql}) staged
+    """
+    bound = used_params(staged_sql, params)
+    if now is not None:
+        bound["ledger_posted_at"] = now
+    with pg.cursor() as cur:
+        cur.execute("DROP TABLE IF EXISTS pg_temp.ledger_stage")  # one post earlier in the same transaction
+        cur.execute(_PG_STAGE)
+        ingest_adbc(cur, "ledger_stage", arrow_batches(con, sql, bound), temporary=True)
+        cur.execute(f"""
+            WITH numbered AS (
+                SELECT nextval('ledger_posting_seq') AS posting_id, s.*
+                FROM (SELECT * FROM ledger_stage ORDER BY ord) s
+            ), inserted AS (
+                INSERT INTO ledger_postings (posting_id, {_COLUMNS})
+                SELECT posting_id, idempotency_key, account_number, invoice_number, kind, amount_minor, currency,
+                       batch_id, source_ref, effective_at, coalesce(posted_at, now())
+                FROM numbered ORDER BY idempotency_key
+                ON CONFLICT (idempotency_key) DO NOTHING
+                RETURNING 1
+            )
+            SELECT count(*) FROM inserted
+        """)
+        return int(cur.fetchone()[0])
+
+
+def commit_postgres(pg) -> None:
+    """Commit a PostgreSQL batch's transaction between the same crash points as the embedded store's."""
+    from cmp_pipelines.core.crashpoints import crashpoint
+
+    crashpoint("before commit")
+    pg.commit()
+    crashpoint("after commit")
 
 
 def reverse(con: duckdb.DuckDBPyConnection, staged_sql: str, *, source: str, refs: Sequence[str], event: str,

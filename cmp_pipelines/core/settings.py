@@ -117,3 +117,56 @@ def sweep_scratch() -> list[str]:
                 shutil.rmtree(path, ignore_errors=True)
                 removed.append(path)
     return removed
+
+
+# ---- which store holds what persists -------------------------------------------------------------------------
+
+DATABASE_URL_SETTING = "CMP_DATABASE_URL"
+POSTGRES_SCHEMES = ("postgresql", "postgres")
+
+
+class StoreSettingError(ValueError):
+    pass
+
+
+def redact_url(url: str) -> str:
+    """The URL with its password replaced, so a setting can be named in a message or a log line."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return "<unparseable URL>"
+    if password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+@dataclass(frozen=True)
+class Store:
+    """Where the system of record lives: the embedded DuckDB file (unset `CMP_DATABASE_URL`) or PostgreSQL."""
+
+    backend: str  # "duckdb" or "postgres"
+    path: Path | None = None
+    url: str | None = None
+
+    def __str__(self) -> str:
+        return str(self.path) if self.backend == "duckdb" else redact_url(self.url or "")
+
+
+def store() -> Store:
+    """Read at call time, like `paths()`. A set but malformed setting is refused here, naming the setting and
+    never echoing a password."""
+    url = (os.environ.get(DATABASE_URL_SETTING) or "").strip()
+    if not url:
+        return Store("duckdb", path=paths().database)
+    scheme, sep, _ = url.partition("://")
+    if not sep or scheme.lower() not in POSTGRES_SCHEMES:
+        raise StoreSettingError(
+            f"{DATABASE_URL_SETTING} must be a postgresql:// URL (or unset for the embedded DuckDB file); "
+            f"got {redact_url(url) if sep else 'a value without a scheme'}"
+        )
+    return Store("postgres", url=url)

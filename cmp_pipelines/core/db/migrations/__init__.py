@@ -1,5 +1,10 @@
 """Ordered schema migrations, one numbered .sql file each (NNNN_name.sql; the first line, a `--` comment, is
-its name). Append only: a shipped migration is never edited, so every store converges."""
+its name). Append only: a shipped migration is never edited, so every store converges.
+
+One sequence serves both stores: PostgreSQL applies the same files, except where a twin
+`NNNN_name.postgres.sql` stands beside one because the two dialects really differ there (core/db/migrate.py).
+A new migration is written in SQL both accept; tests/core/test_postgres_migrations.py (`make test-pg`) proves both
+stores end with the same tables, columns, types and keys, and a twin is added only when it cannot be."""
 
 from __future__ import annotations
 
@@ -10,11 +15,12 @@ import duckdb
 
 FOLDER = Path(__file__).resolve().parent
 _FILE = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+POSTGRES_SUFFIX = ".postgres.sql"
 
 
 def _load() -> list[tuple[int, str, str]]:
     found = []
-    for path in sorted(FOLDER.glob("*.sql")):
+    for path in sorted(p for p in FOLDER.glob("*.sql") if not p.name.endswith(POSTGRES_SUFFIX)):
         match = _FILE.match(path.name)
         if not match:
             raise ValueError(f"migration file {path.name}: the name must be NNNN_lowercase_words.sql")
