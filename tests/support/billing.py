@@ -99,7 +99,9 @@ class Billing:
 
     def ledger(self, account: str, kind: str | None = None) -> int:
         sql = "SELECT coalesce(sum(amount_minor), 0) FROM ledger_postings WHERE account_number = ?"
-        return self.platform.query(sql + (" AND kind = ?" if kind else ""), [account, kind] if kind else [account])[0][0]
+        if kind:
+            return self.platform.query(sql + " AND kind = ?", [account, kind])[0][0]
+        return self.platform.query(sql, [account])[0][0]
 
 
 @pytest.fixture

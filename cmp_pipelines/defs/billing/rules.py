@@ -73,7 +73,8 @@ _RULES = [
              "'amount ' || q(amount) || ' has ' || length(split_part(amount, '.', 2)) "
              "|| ' decimal places; exactly 2 are required'"),
     _problem("SCHEMA_VIOLATION",
-             r"shape_ok AND NOT amount_ok AND NOT regexp_full_match(amount, '-[0-9]+(\.[0-9]+)?|[0-9]+(\.[0-9]?|\.[0-9]{3,})?')",
+             r"shape_ok AND NOT amount_ok AND NOT regexp_full_match(amount, "
+             r"'-[0-9]+(\.[0-9]+)?|[0-9]+(\.[0-9]?|\.[0-9]{3,})?')",
              "'amount ' || q(amount) || ' is not a decimal string such as 12.34 "
              "(no sign, no leading zeros, at most 12 digits before the point)'"),
     _problem("SCHEMA_VIOLATION", "shape_ok AND record_type = 'INVOICE' AND issue_date IS NULL",
@@ -95,7 +96,8 @@ _RULES = [
     _problem("INVOICE_EXISTS", "record_type = 'INVOICE' AND issued_before IS NOT NULL",
              "'invoice_number ' || q(invoice_number) || ' was already issued (to account ' || issued_before "
              "|| '); an invoice is issued once'"),
-    _problem("RESERVED_ACCOUNT", f"record_type = 'ACCOUNT' AND (known_suspense OR account_number = '{SUSPENSE_ACCOUNT}')",
+    _problem("RESERVED_ACCOUNT",
+             f"record_type = 'ACCOUNT' AND (known_suspense OR account_number = '{SUSPENSE_ACCOUNT}')",
              "'account ' || q(account_number) || ' is the suspense account; the billing system cannot change it'"),
     _problem("CURRENCY_MISMATCH", "record_type = 'ACCOUNT' AND known_currency <> $currency",
              "'the file currency ' || $currency || ' differs from the currency ' || known_currency || ' of account '"

@@ -52,8 +52,8 @@ def test_a_billing_run_creates_and_changes_accounts_and_issues_invoices_due_afte
     assert billing.ledger("ACC00000001") == before["ACC00000001"] + 1
     assert billing.ledger("ACC00000002") == before["ACC00000002"] + 750
     postings = billing.platform.query(
-        "SELECT idempotency_key, kind, amount_minor, batch_id FROM ledger_postings WHERE invoice_number LIKE 'INV-BR-%' "
-        "ORDER BY posting_id")
+        "SELECT idempotency_key, kind, amount_minor, batch_id FROM ledger_postings "
+        "WHERE invoice_number LIKE 'INV-BR-%' ORDER BY posting_id")
     assert [p[:3] for p in postings] == [
         ("invoice:INV-BR-0001:CHARGE", "INVOICE", 1234), ("invoice:INV-BR-0002:CHARGE", "INVOICE", 10000),
         ("invoice:INV-BR-0003:CHARGE", "INVOICE", 1), ("invoice:INV-BR-0004:CHARGE", "INVOICE", 750)]
@@ -200,7 +200,8 @@ def test_an_account_in_another_currency_is_not_changed_or_invoiced(billing):
 
 @pytest.mark.parametrize(("header", "code", "message"), [
     ({"record_count": 3}, "CONTROL_TOTALS", "header record_count is 3 but the file holds 2 record records"),
-    ({"total_amount": "12.35"}, "CONTROL_TOTALS", "header total_amount is 12.35 but the record amounts add up to 12.34"),
+    ({"total_amount": "12.35"}, "CONTROL_TOTALS",
+     "header total_amount is 12.35 but the record amounts add up to 12.34"),
     ({"invoice_count": 2}, "CONTROL_TOTALS", "header invoice_count is 2 but the file holds 1 INVOICE records"),
     ({"account_count": 0}, "CONTROL_TOTALS", "header account_count is 0 but the file holds 1 ACCOUNT records"),
     ({"sender": "PAYPOINT"}, "SENDER_MISMATCH", "header sender 'PAYPOINT' does not match the partner folder 'BILLSYS'"),
