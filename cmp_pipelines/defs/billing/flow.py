@@ -31,13 +31,12 @@ from cmp_pipelines.core.files.record_file import (
 from cmp_pipelines.core.files.record_scan import read_record_file
 from cmp_pipelines.core.files.store import FileStoreLike
 from cmp_pipelines.core.intake import FileQuarantined, Intake, Received, file_stem, sha256_hex
+from cmp_pipelines.core.invoicing import attach_pending_charges_sql, post_attached_charges, post_invoices
 from cmp_pipelines.core.ledger import (
     PostResult,
     batch_id_of,
     child_batch_id,
     json_document,
-    lit,
-    post,
     posted_batch,
     posting_count,
     record_posting_batch,
@@ -196,15 +195,9 @@ class BillingRun:
             posting_batch = child_batch_id(self.con, load.batch_id, "BILLING_POSTING")
             before = posting_count(self.con, posting_batch)
             params = {"load_batch": load.batch_id, "now": self.now}
-            post(self.con, f"""
-                SELECT invoice_number, account_number, 'INVOICE' AS kind, amount_minor, currency,
-                       invoice_number AS source_ref, CAST(issue_date AS TIMESTAMPTZ) AS effective_at
-                FROM ({rules.ISSUED_SQL}) issued ORDER BY position
-                """, source="invoice", key=("invoice_number", lit("CHARGE")), batch_id=posting_batch, now=self.now,
-                params=params)
-            self.con.execute(rules.ATTACH_PENDING_CHARGES_SQL, params)
-            post(self.con, rules.ATTACHED_CHARGES_SQL, source="hw", key=("order_id", lit("CHARGE")),
-                 batch_id=posting_batch, now=self.now, params=params, order_by="order_id")
+            post_invoices(self.con, rules.ISSUED_SQL, batch_id=posting_batch, now=self.now, params=params)
+            self.con.execute(attach_pending_charges_sql(rules.ISSUED_SQL), params)
+            post_attached_charges(self.con, rules.ISSUED_SQL, batch_id=posting_batch, now=self.now, params=params)
             posted = record_posting_batch(
                 self.con, batch_id=posting_batch, kind="BILLING_POSTING", feed=FEED, now=self.now,
                 posted_before=before, partner=load.partner, source_file_id=load.file_id,

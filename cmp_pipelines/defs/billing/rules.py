@@ -1,5 +1,5 @@
-"""The billing run file's record rules, the account changes, the due dates and the next-invoice charges, as
-set-based SQL over the decrypted file's columns (registered as `raw`) and the store.
+"""The billing run file's record rules, the account changes and the due dates, as set-based SQL over the
+decrypted file's columns (registered as `raw`) and the store.
 
 The record rules mirror `core/files/schemas/billing_run.schema.json` (`$defs/record`) and add what a schema cannot
 say (a repeated id, an invoice already issued, an account in another currency); every problem of a record is
@@ -207,26 +207,4 @@ ORDER BY position
 ISSUED_SQL = """
 SELECT invoice_number, account_number, issue_date, currency, amount_minor, position
 FROM billing_records WHERE batch_id = $load_batch AND record_type = 'INVOICE' AND outcome = 'ACCEPTED'
-"""
-
-# Hardware orders billed "on the next invoice of their regular billing cycle" (seed: hardware-orders): each
-# pending charge not yet invoiced is attached to the first invoice (by issue date, then file order) this run issued
-# to its account in the same currency. `invoice_number IS NULL` makes it once: a later run finds it attached.
-ATTACH_PENDING_CHARGES_SQL = f"""
-UPDATE hw_pending_charges AS h
-SET invoice_number = n.invoice_number, invoiced_at = $now
-FROM (
-    SELECT account_number, currency, first(invoice_number ORDER BY issue_date, position) AS invoice_number
-    FROM ({ISSUED_SQL}) issued GROUP BY ALL
-) AS n
-WHERE h.invoice_number IS NULL AND h.account_number = n.account_number AND h.currency = n.currency
-  AND h.created_at <= $now
-"""
-
-# The attached charges as ledger postings against their invoice, under the hardware flow's own key
-# (hw:<order>:CHARGE), the key an immediate charge would have had: an order is charged once whichever way.
-ATTACHED_CHARGES_SQL = f"""
-SELECT h.order_id, h.account_number, h.invoice_number, 'HARDWARE_CHARGE' AS kind, h.amount_minor, h.currency,
-       h.order_id AS source_ref, CAST(i.issue_date AS TIMESTAMPTZ) AS effective_at
-FROM hw_pending_charges h JOIN ({ISSUED_SQL}) i USING (invoice_number)
 """

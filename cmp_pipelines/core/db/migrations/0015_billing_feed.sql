@@ -20,3 +20,12 @@ CREATE TABLE billing_records (
     reason VARCHAR,
     PRIMARY KEY (batch_id, position)
 );
+-- the billing API's invoices by the client's Idempotency-Key: the same key and body replay, another body is refused
+CREATE TABLE invoice_requests (
+    client_id VARCHAR NOT NULL,
+    idempotency_key VARCHAR NOT NULL,
+    request_hash VARCHAR NOT NULL,
+    invoice_number VARCHAR NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (client_id, idempotency_key)
+);
