@@ -39,8 +39,8 @@ def test_account_calls_are_refused_with_the_rule_or_the_field(api):
     office = api.client("BACKOFFICE")
     term = office.put(f"/v1/accounts/{NEW}", json={"name": "X", "payment_term": "Z9"})
     assert term.status_code == 422 and term.json()["field"] == "payment_term"
-    assert term.json()["detail"] == "payment_term: 'Z9' is not a payment term of the Payments module (known: D14, D30, " \
-                                    "D7, IMM)"
+    assert term.json()["detail"] == ("payment_term: 'Z9' is not a payment term of the Payments module "
+                                     "(known: D14, D30, D7, IMM)")
     email = office.put(f"/v1/accounts/{NEW}", json={"name": "X", "email": "nope"})
     assert (email.status_code, email.json()["field"]) == (422, "email")
     currency = office.put("/v1/accounts/ACC00000001", json={"name": "X", "currency": "EUR"})
@@ -97,7 +97,8 @@ def test_invoice_calls_are_refused_with_the_rule_or_the_field(api):
     day = _invoice(office, issue_date="2026-02-30")
     assert (day.status_code, day.json()["field"]) == (422, "issue_date")
     unknown = _invoice(office, account="ACC99999999")
-    assert unknown.status_code == 404 and unknown.json()["detail"] == "account_number: account ACC99999999 does not exist"
+    assert unknown.status_code == 404
+    assert unknown.json()["detail"] == "account_number: account ACC99999999 does not exist"
     no_key = office.post("/v1/accounts/ACC00000005/invoices",
                          json={"invoice_number": "INV-X", "amount": "1.00", "issue_date": "2026-12-01"})
     assert no_key.status_code == 422
