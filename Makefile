@@ -42,6 +42,8 @@ prepare: install
 	$(BIN)/cmp-pipelines demo orders
 	@if [ -z "$$(find $(CMP_DATA_DIR)/inbound/warehouse_dispatch -type f 2>/dev/null | head -1)" ] \
 		&& [ ! -d $(CMP_DATA_DIR)/archive/warehouse_dispatch ]; then $(BIN)/cmp-pipelines demo warehouse-dispatch; fi
+	@if [ -z "$$(find $(CMP_DATA_DIR)/inbound/billing -type f 2>/dev/null | head -1)" ] \
+		&& [ ! -d $(CMP_DATA_DIR)/archive/billing ]; then $(BIN)/cmp-pipelines demo billing-run; fi
 
 ## make run: install, prepare demo data, start the Dagster UI and daemon (`dg dev`) on 127.0.0.1:$(UI_PORT)
 ## and the HTTP API on 127.0.0.1:$(API_PORT) in the background (stopped with the UI), and a local SMTP catcher on

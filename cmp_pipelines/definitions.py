@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from cmp_pipelines.defs.billing import defs as billing
 from cmp_pipelines.defs.card_payments import defs as card_payments
 from cmp_pipelines.defs.card_rejections import defs as card_rejections
 from cmp_pipelines.defs.direct_debit import defs as direct_debit
@@ -20,7 +21,7 @@ from cmp_pipelines.lib.resources.file_store import LocalFileStore
 from cmp_pipelines.lib.resources.notifier import Notifier
 from cmp_pipelines.lib.resources.payment_provider import PaymentProviderResource
 
-FLOWS = [platform, nrp, card_payments, card_rejections, direct_debit, one_off, hardware_orders, receipts]
+FLOWS = [platform, nrp, card_payments, card_rejections, direct_debit, one_off, hardware_orders, receipts, billing]
 
 # A killed run of a partitioned job is re-run once its process is known dead; unpartitioned jobs (probes, API
 # sync) simply run again on their next tick.

@@ -6,7 +6,7 @@ from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from cmp_pipelines.api import events, history, payments, problems, sandbox_pages, setup, soap
+from cmp_pipelines.api import billing, events, history, payments, problems, sandbox_pages, setup, soap
 from cmp_pipelines.api.context import ApiContext, log
 from cmp_pipelines.core.config_payments import load_api_clients, load_provider_settings
 from cmp_pipelines.core.db.api_store import ApiStore, ReadModel
@@ -64,6 +64,7 @@ def create_app(ctx: ApiContext | None = None, port: int = 8000) -> FastAPI:
     app.include_router(history.router)
     app.include_router(events.router)
     app.include_router(setup.router)
+    app.include_router(billing.router)
     app.include_router(soap.router)
     app.include_router(sandbox_pages.router)
 

@@ -131,7 +131,7 @@ def accounts_create(account_number: str, name: str, payment_type: str, currency:
 @click.argument("account_number")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def accounts_show(account_number: str, as_json: bool) -> None:
-    """The account, its balance (decimal) and its open invoices."""
+    """The account, its balance (decimal), its open invoices and the charges waiting for its next invoice."""
     from cmp_pipelines.core.accounts import account_view
 
     with _connect(read_only=True) as con:
@@ -144,6 +144,8 @@ def accounts_show(account_number: str, as_json: bool) -> None:
     click.echo(f"{view['account_number']}  {view['name']}  balance {view['balance']} {view['currency']}")
     for invoice in view["open_invoices"]:
         click.echo(f"  {invoice['invoice_number']}  due {invoice['due_on']}  outstanding {invoice['outstanding']}")
+    for charge in view["pending_charges"]:
+        click.echo(f"  pending on the next invoice: {charge['description']}  {charge['amount']} {charge['currency']}")
 
 
 def _day(option: str, value: str | None):

@@ -166,3 +166,14 @@ def demo_warehouse_dispatch() -> None:
         _fail("no order awaiting dispatch: run `cmp-pipelines demo orders` first")
     for path in written:
         click.echo(path)
+
+
+@demo.command("billing-run")
+def demo_billing_run() -> None:
+    """A sample billing run file from the billing system (new and changed accounts, the day's invoices, three bad
+    records), encrypted into data/inbound/billing/BILLSYS/."""
+    from cmp_pipelines.core.crypto.keyring import PartnerKeyring
+    from cmp_pipelines.demo import billing as demo_billing
+    from cmp_pipelines.lib.resources.file_store import LocalFileStore
+
+    click.echo(demo_billing.demo_billing_run(LocalFileStore(), PartnerKeyring(paths().keys_dir)))

@@ -34,6 +34,13 @@ def account_view(con: duckdb.DuckDBPyConnection, account_number: str) -> dict | 
         """,
         {"account": account_number},
     ).fetchall()
+    # Hardware orders billed "on the next invoice" (seed: hardware-orders) wait here until the billing feed's next
+    # invoice for the account takes them; the customer owes them, but not yet on any invoice.
+    pending = con.execute(
+        "SELECT order_id, description, minor_to_decimal(amount_minor), currency, created_at FROM hw_pending_charges "
+        "WHERE account_number = ? AND invoice_number IS NULL ORDER BY created_at, order_id",
+        [account_number],
+    ).fetchall()
     card = con.execute(
         "SELECT provider, card_token, last_four, expiry FROM payment_cards WHERE account_number = ?", [account_number]
     ).fetchone()
@@ -50,6 +57,10 @@ def account_view(con: duckdb.DuckDBPyConnection, account_number: str) -> dict | 
         "open_invoices": [
             {"invoice_number": i[0], "issued_on": i[1], "due_on": i[2], "amount": i[3], "outstanding": i[4]}
             for i in invoices
+        ],
+        "pending_charges": [
+            {"order_id": p[0], "description": p[1], "amount": p[2], "currency": p[3], "since": p[4].isoformat()}
+            for p in pending
         ],
     }
 

@@ -24,7 +24,8 @@ from pydantic_core import PydanticCustomError
 
 from cmp_pipelines.core.probes import PROBES_BY_ID
 
-FEEDS = ("nrp", "card_rejections", "addacs", "arudd", "warehouse_dispatch", "device_enrolment", "delivery_receipts")
+FEEDS = ("nrp", "card_rejections", "addacs", "arudd", "warehouse_dispatch", "device_enrolment", "delivery_receipts",
+         "billing")
 PAYMENT_TYPES = ("MANUAL", "RECURRING_CARD", "DIRECT_DEBIT")
 CODE = re.compile(r"^[A-Za-z0-9]{1,8}$")
 IDENTIFIER = re.compile(r"^[A-Z][A-Z0-9_]{0,39}$")

@@ -29,7 +29,7 @@ log = logging.getLogger("cmp_pipelines.delivery")
 STATUSES = ("PENDING", "SENT", "FAILED", "CONFIRMED")
 DOCUMENT_KINDS = (
     "LEDGER_POSTING", "NRP_ACKNOWLEDGEMENT", "AUDDIS", "DD_COLLECTION", "CARD_EXTRACT", "SALES_ORDER_REQUEST",
-    "ENROLMENT_REQUEST",
+    "ENROLMENT_REQUEST", "BILLING_ACKNOWLEDGEMENT",
 )
 # The kinds whose partner answers with a receipt (item 3 of issue 17): the sales ledger accepts a posting file,
 # the Bacs bureau reports on a submission. Only these wait for CONFIRMED.

@@ -67,7 +67,7 @@ def test_config_validate_lists_every_error_and_never_opens_the_store(env):
     assert result.stderr.splitlines() == [
         f"{config}: 6 configuration error(s) in 5 file(s)",
         "  partners.yaml: partners[2].feeds[0]: unknown feed 'card_rejection'; known feeds: nrp, card_rejections, "
-        "addacs, arudd, warehouse_dispatch, device_enrolment, delivery_receipts",
+        "addacs, arudd, warehouse_dispatch, device_enrolment, delivery_receipts, billing",
         "  hardware_orders.yaml: catalogue[2].price: must be a quoted decimal string like '499.00', got 19.99",
         "  payment_terms.yaml: payment_terms[1].days_to_pay: must be an integer, got '7'",
         "  probes.yaml: probes.nrp_verification_normal.window_hours: must be between 1 and 744, got 0",
@@ -113,7 +113,7 @@ def test_keys_init_refuses_a_partner_that_is_not_configured(env):
     assert result.exit_code == 1
     assert result.stderr == ("Error: partner PAYPONT is not configured; configured partners (partners.yaml): PAYPOINT, "
                              "LOCKBOX, CARDPAY, BACSBUREAU, WH_NORTH, WH_SOUTH, ACME_MOBILE, ORBIT_DEVICES, "
-                             "SALES_LEDGER\n")
+                             "SALES_LEDGER, BILLSYS\n")
     assert not (env / "data" / "keys" / "PAYPOINT.keys").exists(), "no key is made for the configured one either"
     two = cli("keys", "init", "--partner", "X1", "--partner", "X2")
     assert two.stderr.startswith("Error: partners X1, X2 are not configured; ")

@@ -79,7 +79,7 @@ CASES = [
      "upload_completion, upload_suffixes"),
     ("partners.yaml", put("partners", 2, "feeds", ["card_rejection"]), "CARDPAY", "feeds", "partners[2].feeds[0]",
      "unknown feed 'card_rejection'; known feeds: nrp, card_rejections, addacs, arudd, warehouse_dispatch, "
-     "device_enrolment, delivery_receipts"),
+     "device_enrolment, delivery_receipts, billing"),
     ("partners.yaml", put("partners", 3, "transport", {**SFTP, "key_file": "-----BEGIN OPENSSH PRIVATE KEY-----"}),
      "BACSBUREAU", "transport.sftp.key_file", "partners[3].transport.sftp.key_file",
      "must be the path of the key file, never the key itself (keys stay out of config and logs)"),

@@ -48,7 +48,8 @@ def test_shipped_configuration_is_valid():
 
     assert set(load_probes(PROJECT_ROOT / "config")) == {probe.probe_id for probe in ALL_PROBES}
     assert set(load_partners(PROJECT_ROOT / "config")) == {"PAYPOINT", "LOCKBOX", "CARDPAY", "BACSBUREAU", "WH_NORTH",
-                                                           "WH_SOUTH", "ACME_MOBILE", "ORBIT_DEVICES", "SALES_LEDGER"}
+                                                           "WH_SOUTH", "ACME_MOBILE", "ORBIT_DEVICES", "SALES_LEDGER",
+                                                           "BILLSYS"}
 
 
 @pytest.mark.parametrize(

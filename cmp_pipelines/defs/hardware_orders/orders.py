@@ -202,9 +202,10 @@ def order_view(con: duckdb.DuckDBPyConnection, order_id: str) -> dict:
     billed = con.execute(
         """
         SELECT 'LEDGER_CHARGE', minor_to_decimal(amount_minor) FROM ledger_postings
-        WHERE idempotency_key = 'hw:' || $order || ':CHARGE'
-        UNION ALL
-        SELECT 'PENDING_CHARGE', minor_to_decimal(amount_minor) FROM hw_pending_charges WHERE order_id = $order
+        WHERE idempotency_key = 'hw:' || $order || ':CHARGE' AND invoice_number IS NULL
+        UNION ALL  -- a next-invoice charge: pending, then on the invoice the billing feed attached it to
+        SELECT CASE WHEN invoice_number IS NULL THEN 'PENDING_CHARGE' ELSE 'INVOICED ' || invoice_number END,
+               minor_to_decimal(amount_minor) FROM hw_pending_charges WHERE order_id = $order
         """,
         {"order": order_id},
     ).fetchall()
