@@ -8,6 +8,7 @@ import pytest
 
 from cmp_pipelines.core.expectations import RecordsSuite, load_suite, records_frame, validate_frame
 from cmp_pipelines.core.settings import PROJECT_ROOT
+from cmp_pipelines.defs.billing.defs import billing_run_meets_expectations
 from cmp_pipelines.defs.card_rejections.defs import card_rejections_meet_expectations
 from cmp_pipelines.defs.direct_debit.defs import addacs_advices_meet_expectations, arudd_returns_meet_expectations
 from cmp_pipelines.defs.hardware_orders.defs import (
@@ -18,6 +19,16 @@ from cmp_pipelines.defs.nrp.defs import nrp_payments_meet_expectations
 
 # suite -> (its records table's columns with SQL types, a clean record, [(column, bad value, expectation failed)])
 CASES = {
+    "billing_run": (
+        {"record_id": "VARCHAR", "record_type": "VARCHAR", "account_number": "VARCHAR", "email": "VARCHAR",
+         "invoice_number": "VARCHAR", "amount_minor": "BIGINT"},
+        {"record_id": "1", "record_type": "INVOICE", "account_number": "ACC90000001", "email": "a@example.com",
+         "invoice_number": "BIL-1", "amount_minor": 12000},
+        [("record_type", "CREDIT_NOTE", "expect_column_values_to_be_in_set"),
+         ("email", "not-an-address", "expect_column_values_to_match_regex"),
+         ("invoice_number", "BIL-1", "expect_column_values_to_be_unique"),
+         ("amount_minor", 0, "expect_column_values_to_be_between")],
+    ),
     "card_rejections": (
         {"record_id": "VARCHAR", "transaction_id": "VARCHAR", "account_number": "VARCHAR", "amount_minor": "BIGINT",
          "reason_code": "VARCHAR"},
@@ -68,7 +79,8 @@ CASES = {
 
 def _spec(suite: str) -> RecordsSuite:
     columns = tuple(CASES[suite][0])
-    table = {"card_rejections": "card_rejections", "addacs_advices": "addacs_advices", "arudd_returns": "dd_returns",
+    table = {"billing_run": "billing_records",
+             "card_rejections": "card_rejections", "addacs_advices": "addacs_advices", "arudd_returns": "dd_returns",
              "warehouse_dispatch": "hw_dispatch_records", "device_enrolment_responses": "hw_enrolment_responses"}
     return RecordsSuite(suite, table[suite], columns)
 
@@ -92,7 +104,7 @@ def _validate(suite: str, records: list[dict]) -> dict:
 
 
 def _unique(record: dict, n: int) -> dict:
-    return {k: (f"{v}-{n}" if isinstance(v, str) and k in ("record_id", "transaction_id", "request_id") else v)
+    return {k: (f"{v}-{n}" if isinstance(v, str) and k in ("record_id", "transaction_id", "request_id", "invoice_number") else v)
             for k, v in record.items()}
 
 
@@ -111,11 +123,12 @@ def test_a_clean_batch_meets_the_suite_and_each_bad_value_fails_its_expectation(
 
 
 def test_every_inbound_feed_has_a_suite_check_on_its_load_asset():
-    checks = [nrp_payments_meet_expectations, card_rejections_meet_expectations, addacs_advices_meet_expectations,
+    checks = [billing_run_meets_expectations,
+              nrp_payments_meet_expectations, card_rejections_meet_expectations, addacs_advices_meet_expectations,
               arudd_returns_meet_expectations, warehouse_dispatch_meets_expectations,
               device_enrolment_responses_meet_expectations]
     assert {next(iter(c.check_keys)).asset_key.path[-1] for c in checks} == {
-        "nrp_payments_batch", "card_rejections_batch", "addacs_advices", "dd_returns_batch",
+        "billing_run_batch", "nrp_payments_batch", "card_rejections_batch", "addacs_advices", "dd_returns_batch",
         "warehouse_dispatch_batch", "device_enrolment_response_batch"}
     for suite in CASES:
         assert load_suite(PROJECT_ROOT / "expectations", suite)["expectations"]

@@ -5,7 +5,8 @@ Each test gets a database of its own: `pg_url` an empty one, `pg_store` a copy (
 one the session migrated once, which takes milliseconds where migrating would take a second.
 
 Tests that need it are marked `postgres`. With no server binary on this machine they skip, saying why; under
-`CMP_REQUIRE_POSTGRES=1` (`make test-pg`, and `.ci/run` around `make test`) they fail instead, so CI can never pass by skipping them.
+`CMP_REQUIRE_POSTGRES=1` (`make test-pg`, and `.ci/run` around `make test`) they fail instead, so CI can
+never pass by skipping them.
 PostgreSQL refuses to run as root: as root the server runs as the `postgres` user (Debian's package creates it)
 or `nobody`, in a folder made for it under the system temp folder.
 """

@@ -2,10 +2,17 @@
 
 import dagster as dg
 
-from cmp_pipelines.defs.billing.assets import BILLING_ASSETS, GROUP, billing_files_partitions
+from cmp_pipelines.core.expectations import RecordsSuite
+from cmp_pipelines.defs.billing.assets import BILLING_ASSETS, GROUP, billing_files_partitions, billing_run_batch
+from cmp_pipelines.lib.expectation_check import expectation_check
 from cmp_pipelines.lib.inbound_sensor import inbound_file_sensor
 from cmp_pipelines.lib.jobs import group_job
 from cmp_pipelines.lib.metadata import flow_assets
+
+billing_run_meets_expectations = expectation_check(
+    asset=billing_run_batch, name="billing_run_meets_expectations", feed="billing run",
+    spec=RecordsSuite("billing_run", "billing_records",
+                      ("record_id", "record_type", "account_number", "email", "invoice_number", "amount_minor")))
 
 billing_run_job = group_job(
     "billing_run_job", GROUP, billing_files_partitions,
@@ -23,6 +30,7 @@ billing_inbound_files_sensor = inbound_file_sensor(
 
 defs = dg.Definitions(
     assets=flow_assets(BILLING_ASSETS, "billing"),
+    asset_checks=[billing_run_meets_expectations],
     jobs=[billing_run_job],
     sensors=[billing_inbound_files_sensor],
 )

@@ -11,7 +11,7 @@ from cmp_pipelines.defs.billing.defs import billing_inbound_files_sensor
 from cmp_pipelines.lib.headless import run_pending_sensors
 from cmp_pipelines.lib.resources.file_store import LocalFileStore
 from tests.support.billing import PARTNER, account, billing_document, invoice
-from tests.support.dagster import flow_runs, materialization
+from tests.support.dagster import check_results, flow_runs, materialization
 from tests.support.hardware import shipped
 
 pytestmark = pytest.mark.e2e
@@ -56,6 +56,8 @@ def test_a_billing_file_through_the_sensor_and_its_run(billing, hardware, instan
     assert (load["accounts_created"], load["invoices_issued"], load["invoiced_amount"]) == (1, 2, "42.50 GBP")
     assert load["rejections_by_reason"] == {"SCHEMA_VIOLATION": 1}
     assert "| 4 | 4 | INVOICE | REJECTED |" in load["preview"]
+    suite = check_results(instance, run.run_id)["billing_run_meets_expectations"]  # the unparsable amount is null
+    assert suite.passed and suite.metadata["records"].value == 4, suite.description
     posted = materialization(instance, run.run_id, "billing_posting_batch")
     assert (posted["posting_count"], posted["posted_now"], posted["total_amount"]) == (3, 3, "102.50 GBP")
     assert (posted["hardware_charges_invoiced"], posted["hardware_charges_amount"]) == (1, "60.00 GBP")
