@@ -104,8 +104,8 @@ def _validate(suite: str, records: list[dict]) -> dict:
 
 
 def _unique(record: dict, n: int) -> dict:
-    return {k: (f"{v}-{n}" if isinstance(v, str) and k in ("record_id", "transaction_id", "request_id", "invoice_number") else v)
-            for k, v in record.items()}
+    ids = ("record_id", "transaction_id", "request_id", "invoice_number")
+    return {k: (f"{v}-{n}" if isinstance(v, str) and k in ids else v) for k, v in record.items()}
 
 
 @pytest.mark.parametrize("suite", sorted(CASES))

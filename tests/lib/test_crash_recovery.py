@@ -2,156 +2,29 @@
 file and each move), then the next `run-pending` as cron would start it: the ledger is exact to the penny, the
 file is archived once, the acknowledgement is published, no decrypted scratch is left and new files still flow.
 
-Runs execute in forked children (the parent has imported everything once), killed by `CMP_CRASHPOINT=N`.
+The sweep itself is tests/support/crash.py.
 """
 
 from __future__ import annotations
 
-import multiprocessing
 import os
-import re
-import shutil
-import tempfile
-from collections import Counter
-from pathlib import Path
 
 import dagster as dg
-import great_expectations  # noqa: F401  imported once here so each forked run does not pay for it
 import pytest
 
 from cmp_pipelines.core.settings import PROJECT_ROOT, SCRATCH_PREFIX
-from cmp_pipelines.definitions import build_definitions
-from cmp_pipelines.lib.headless import run_partition, run_pending_sensors
+from tests.support import crash
+from tests.support.crash import FORK, crash_everywhere, execute, shards
 from tests.support.platform import document, payment
 
-FORK = multiprocessing.get_context("fork")
+home, tmp_path = crash.home, crash.tmp_path  # the sweep's fixtures: the platform with dagster.yaml, on /dev/shm
+
 RECORDS = [
     payment("1", "ACC00000001", "10.00", "INV000000011"),
     payment("2", "ACC00000002", "5.50", None, payment_date=None, payment_method="CHEQUE"),
     payment("3", "ACC99999999", "20.00"),
     payment("4", "ACC00000003", "-1.00"),
 ]
-
-
-def _child(crash_at: int | None, log: str, job: str | None, partition: str | None) -> None:
-    os.environ["CMP_CRASHPOINT"] = "" if crash_at is None else str(crash_at)
-    os.environ["CMP_CRASHPOINT_LOG"] = log
-    with dg.DagsterInstance.get() as instance:
-        if job:
-            run_partition(job, partition, build_definitions(), instance)
-        else:
-            run_pending_sensors(build_definitions(), instance, echo=lambda _: None)
-
-
-def execute(crash_at: int | None = None, job: str | None = None, partition: str | None = None) -> int:
-    """One `run-pending` (or one job partition) in its own process; -9 when the crash point killed it."""
-    log = os.environ["CMP_DATA_DIR"] + "/crash.log"
-    child = FORK.Process(target=_child, args=(crash_at, log, job, partition))
-    child.start()
-    child.join(300)
-    assert child.exitcode is not None, "the run hung"
-    return child.exitcode
-
-
-@pytest.fixture
-def tmp_path():
-    """The platform on a memory-backed folder where there is one: these tests run a hundred runs, and every
-    commit of the store and of the Dagster instance is an fsync that a disk makes slow."""
-    base = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
-    folder = Path(tempfile.mkdtemp(prefix="cmp-crash-test-", dir=base))
-    yield folder
-    shutil.rmtree(folder, ignore_errors=True)
-
-
-@pytest.fixture
-def home(platform):
-    home = Path(os.environ["DAGSTER_HOME"])
-    home.mkdir(exist_ok=True)
-    shutil.copyfile(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
-    return platform
-
-
-def state(platform) -> dict:
-    """What must be the same however the run was interrupted (a killed run is a failed run: the alert saying so is
-    the one file an interrupted day adds, by design)."""
-    postings = platform.query(
-        "SELECT kind, count(*), sum(amount_minor) FROM ledger_postings WHERE kind <> 'INVOICE' GROUP BY 1 ORDER BY 1")
-    root = platform.root
-    files = [f"{p.relative_to(root).parts[0]}/{p.name}" for p in root.rglob("*")
-             if p.is_file() and p.relative_to(root).parts[0] not in ("dagster_home", "keys") and p.parent != root]
-    files = sorted(re.sub(r"-[0-9a-f]{16}\.eml$", "-<id>.eml", re.sub(r"^(outbound/)\d{8}T\d+-", r"\1<time>-", f))
-                   for f in files if not f.endswith("crash.log") and "-cmp-alert-run-failed-" not in f)
-    return {"postings": postings, "files": files}
-
-
-def settled(platform) -> dict:
-    """The state once further run-pendings change nothing: documents are delivered and events dispatched by the
-    run-pending after the one that published or raised them (issue 17)."""
-    now = state(platform)
-    for _ in range(4):
-        assert execute() == 0
-        now, before = state(platform), now
-        if now == before:
-            break
-    return now
-
-
-def leftovers(platform) -> list[str]:
-    """Scratch files of dead processes and half-written files anywhere under the data dir."""
-    dead = []
-    for base in {"/dev/shm", tempfile.gettempdir()}:
-        for name in os.listdir(base) if os.path.isdir(base) else []:
-            if name.startswith(SCRATCH_PREFIX) and any(Path(base, name).iterdir()):
-                pid = int(name[len(SCRATCH_PREFIX):].split("-")[0])
-                if not Path(f"/proc/{pid}").exists():
-                    dead.append(name)
-    parts = [str(p) for p in platform.root.rglob("*.part")]
-    return dead + parts
-
-
-def unfinished_runs() -> list[str]:
-    with dg.DagsterInstance.get() as instance:
-        return [r.run_id for r in instance.get_runs(filters=dg.RunsFilter(statuses=[
-            dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.NOT_STARTED]))]
-
-
-# Each sweep is split into this many tests, each killing at every SHARDS-th point (after its own uninterrupted
-# run), so that pytest-xdist spreads one sweep over the workers instead of one worker taking all of it.
-SHARDS = 2
-shards = pytest.mark.parametrize("shard", range(SHARDS), ids=[f"shard{i + 1}of{SHARDS}" for i in range(SHARDS)])
-
-
-def crash_everywhere(platform, prepare, run, finish, shard: int = 0) -> tuple[list[str], dict]:
-    """List the crash points an uninterrupted run passes; then, for each point where work became durable (after
-    every commit, publish and move, and before the first commit) that falls to this shard, on a fresh copy of the
-    platform: kill the run there, let the next run-pending recover, and compare with the uninterrupted outcome.
-    Returns every kill point of the sweep (all shards) and that outcome."""
-    root = platform.root
-    (root / "crash.log").unlink(missing_ok=True)
-    pristine = Path(tempfile.mkdtemp(dir=root.parent)) / "pristine"
-    shutil.copytree(root, pristine)
-    prepare()
-    assert run(0) == 0
-    expected = settled(platform)
-    points = (root / "crash.log").read_text().splitlines()
-    first_before = next((p for p in points if p.split(" ", 1)[1] == "before commit"), None)
-    chosen = [p for p in points if p == first_before or p.split(" ", 1)[1] != "before commit"]
-    assert chosen, "the run passed no crash point"
-    for point in chosen[shard::SHARDS]:
-        shutil.rmtree(root)
-        shutil.copytree(pristine, root)
-        prepare()
-        assert run(int(point.split(" ", 1)[0])) == -9, f"not killed at {point}"
-        assert (root / "crash.log").read_text().strip() == point, "the run takes the same path every time"
-        assert execute() == 0  # the next run-pending: reaps the dead run, recovers its partition
-        now = settled(platform)
-        assert now == expected, (f"after a kill at {point}: postings {now['postings']} vs {expected['postings']}; "
-                                 f"files gained {Counter(now['files']) - Counter(expected['files'])}, "
-                                 f"lost {Counter(expected['files']) - Counter(now['files'])}")
-        assert unfinished_runs() == [], f"after a kill at {point}"
-        assert leftovers(platform) == [], f"after a kill at {point}"
-    finish()  # after the last kill and its recovery, new work still flows
-    return chosen, expected
 
 
 @pytest.mark.slow

@@ -1,21 +1,24 @@
 """A billing run killed (kill -9) at every point where its work becomes durable, then recovered by the next
 run-pending: the invoices and the next-invoice hardware charge are posted exactly once, as in an uninterrupted run.
-Reuses the crash sweep of tests/lib/test_crash_recovery.py (forked runs, CMP_CRASHPOINT)."""
+Uses the crash sweep of tests/support/crash.py (forked runs, CMP_CRASHPOINT)."""
 
 from __future__ import annotations
 
 import pytest
 
-from tests.lib.test_crash_recovery import crash_everywhere, execute, home, shards, tmp_path  # noqa: F401  (fixtures: the sweep's folder and instance)
+from tests.support import crash
 from tests.support.billing import billing_document, invoice
+from tests.support.crash import crash_everywhere, execute, shards
 from tests.support.hardware import shipped
+
+home, tmp_path = crash.home, crash.tmp_path  # the sweep's fixtures: the platform with dagster.yaml, on /dev/shm
 
 ACCOUNT = "ACC00000020"
 
 
 @pytest.mark.slow
 @shards
-def test_a_billing_run_killed_anywhere_invoices_each_charge_once(home, hardware, billing, shard):  # noqa: F811
+def test_a_billing_run_killed_anywhere_invoices_each_charge_once(home, hardware, billing, shard):
     order = hardware.order(ACCOUNT, [("LC-MDM-12M", 1)], billing="NEXT_INVOICE")
     hardware.request()
     hardware.dispatch(hardware.drop_dispatch("WH_NORTH", "n.csv.enc", [shipped(order, 1, "LC-MDM-12M", "L-1")]))
