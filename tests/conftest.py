@@ -6,6 +6,10 @@ import os
 # they set another (tests/cli/test_operator_security.py)
 os.environ.setdefault("CMP_OPERATOR", "demo.admin")
 
+from tests.support.speed import share_alembic_scripts  # noqa: E402
+
+share_alembic_scripts()  # before any instance opens: every test and forked run reads Dagster's schema head once
+
 from tests.support.api import api, api_instance  # noqa: F401
 from tests.support.dagster import dagster_home_template, instance  # noqa: F401
 from tests.support.hardware import hardware  # noqa: F401
