@@ -71,13 +71,13 @@ demo: prepare
 TEST_WORKERS ?= 2
 PYTEST_ARGS ?=
 test: install-dev
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist load $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 test-fast: install-dev
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist load tests/core tests/flows -m "not slow and not e2e" $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist worksteal tests/core tests/flows -m "not slow and not e2e" $(PYTEST_ARGS)
 
 test-slow: install-dev
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist load -m slow $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist worksteal -m slow $(PYTEST_ARGS)
 
 ## make bench: the performance harness (figures and ratios, never assertions)
 bench: install-dev
