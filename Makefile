@@ -73,13 +73,13 @@ demo: prepare
 TEST_WORKERS ?= 2
 PYTEST_ARGS ?=
 test: install-dev
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist load $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 test-fast: install-dev
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist load tests/core tests/flows -m "not slow and not e2e" $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist worksteal tests/core tests/flows -m "not slow and not e2e" $(PYTEST_ARGS)
 
 test-slow: install-dev
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist load -m slow $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist worksteal -m slow $(PYTEST_ARGS)
 
 ## make test-pg: the tests on a real PostgreSQL server the session starts itself (initdb + pg_ctl on a free loopback
 ## port, tests/support/postgres.py); here a missing server binary fails the run instead of skipping the tests
