@@ -241,18 +241,3 @@ def account_orders(con: duckdb.DuckDBPyConnection, account_number: str) -> list[
     ).fetchall()
     return [{"order_id": r[0], "status": r[1], "billing": r[2], "total_amount": r[3], "created_at": r[4].isoformat()}
             for r in rows]
-
-
-def invoice_pending_charges(con: duckdb.DuckDBPyConnection, account_number: str, invoice_number: str, *,
-                            now: datetime) -> tuple[int, list[str]]:
-    """What the billing cycle calls when it raises the account's next invoice: every pending hardware charge not
-    yet invoiced is attached to `invoice_number` (whose own ledger posting carries the amount), once.
-
-    Returns (total minor units, order ids) attached now; a second call for the same charges attaches nothing."""
-    with transaction(con):
-        rows = con.execute(
-            "UPDATE hw_pending_charges SET invoice_number = ?, invoiced_at = ? "
-            "WHERE account_number = ? AND invoice_number IS NULL RETURNING order_id, amount_minor",
-            [invoice_number, now, account_number],
-        ).fetchall()
-    return sum(r[1] for r in rows), sorted(r[0] for r in rows)

@@ -244,21 +244,3 @@ def test_card_numbers_are_never_stored(hardware):
     converted = hardware.platform.files.read_bytes("converted/warehouse_dispatch/WH_NORTH/pan.csv.json")
     for secret in (b"4111111111111111", imei(60).encode(), b"5500005555555559"):
         assert secret not in converted
-
-
-def test_pending_charges_go_on_the_next_invoice_once(hardware):
-    from cmp_pipelines.defs.hardware_orders.orders import account_orders, invoice_pending_charges
-    from tests.support.platform import NOW
-
-    account = "ACC00000020"
-    first = hardware.order(account, [("PR-CASE-X1", 3)], billing="NEXT_INVOICE")
-    second = hardware.order(account, [("LC-MDM-12M", 1)], billing="NEXT_INVOICE")
-    hardware.request()
-    hardware.dispatch(hardware.drop_dispatch("WH_NORTH", "n.csv.enc", [
-        *(shipped(first, 1, "PR-CASE-X1", f"C-{i}") for i in range(3)), shipped(second, 1, "LC-MDM-12M", "L-1")]))
-    with hardware.platform.connect() as con:
-        assert invoice_pending_charges(con, account, "INV-NEXT-1", now=NOW) == (3 * 1999 + 6000, sorted([first,
-                                                                                                        second]))
-        assert invoice_pending_charges(con, account, "INV-NEXT-2", now=NOW) == (0, [])
-        assert [o["status"] for o in account_orders(con, account)] == ["COMPLETE", "COMPLETE"]
-    assert hardware.hardware_charges(account) == 0  # the invoice's own posting carries the amount
