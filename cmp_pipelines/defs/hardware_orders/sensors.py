@@ -25,7 +25,8 @@ def sales_order_request_sensor(*, job, partitions_def: dg.DynamicPartitionsDefin
             "a batch SOR-<n> and sent; orders or a batch left by a failed run are asked for again, at most hourly."
         ),
     )
-    def _sensor(context: dg.SensorEvaluationContext, database: Database):
+    def _sensor(context: dg.SensorEvaluationContext):
+        database = Database()  # not a declared resource: that would open an instance every tick (lib/inbound_sensor)
         now = datetime.now(UTC)
         try:
             with connect(database.file(), read_only=True, wait_seconds=2) as con:

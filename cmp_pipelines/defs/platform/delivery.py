@@ -109,7 +109,8 @@ sftp_pickup_job = dg.define_asset_job(
     description="Requests a delivery run when the register holds documents due to be sent (new, or a retry whose "
                 "backoff is over); the run key names them, so one state is asked for once.",
 )
-def delivery_sensor(context: dg.SensorEvaluationContext, database: Database) -> dg.SensorResult | dg.SkipReason:
+def delivery_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
+    database = Database()  # not a declared resource: that would open an instance on every tick (lib/inbound_sensor)
     if not database.file().exists():
         return dg.SkipReason("no store yet")
     try:

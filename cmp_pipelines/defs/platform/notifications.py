@@ -60,7 +60,8 @@ def pending_work(database: Database, now: datetime) -> int:
            default_status=dg.DefaultSensorStatus.RUNNING,
            description="Starts workflow_dispatch_job when events, e-mails or quarantine alerts are waiting and no "
                        "dispatcher run is queued or running.")
-def workflow_dispatch_sensor(context: dg.SensorEvaluationContext, database: Database):
+def workflow_dispatch_sensor(context: dg.SensorEvaluationContext):
+    database = Database()  # not a declared resource: that would open an instance on every tick (lib/inbound_sensor)
     if not database.file().exists():
         return dg.SkipReason("no store yet (cmp-pipelines init)")
     try:

@@ -7,7 +7,7 @@ import dagster as dg
 from cmp_pipelines.core.settings import sweep_scratch
 from cmp_pipelines.lib.recovery import RECOVERY_SENSOR, reap_dead_runs, recovery_requests
 from cmp_pipelines.lib.resources.database import Database
-from cmp_pipelines.lib.resources.file_store import FileStore, LocalFileStore
+from cmp_pipelines.lib.resources.file_store import LocalFileStore
 
 
 def run_recovery_sensor(jobs: list, interval_seconds: int = 30) -> dg.SensorDefinition:
@@ -24,15 +24,16 @@ def run_recovery_sensor(jobs: list, interval_seconds: int = 30) -> dg.SensorDefi
             "3 times), so a batch whose steps did not all finish is driven to the end exactly once."
         ),
     )
-    def _sensor(context: dg.SensorEvaluationContext, file_store: FileStore, database: Database) -> dg.SensorResult:
+    def _sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+        # not declared resources: those would open an instance on every tick (lib/inbound_sensor)
+        database = Database()
         for run_id in reap_dead_runs(context.instance):
             context.log.warning(f"run {run_id}: its process is gone; marked failed, slots freed")
         try:  # a sweep that fails (a permission, a file in use) must not stop recovery
             for path in sweep_scratch():
                 context.log.warning(f"removed the scratch of a dead process: {path}")
-            if isinstance(file_store, LocalFileStore):
-                for path in file_store.sweep_parts():
-                    context.log.warning(f"removed a half-written file of a dead process: {path}")
+            for path in LocalFileStore().sweep_parts():
+                context.log.warning(f"removed a half-written file of a dead process: {path}")
         except OSError as exc:
             context.log.error(f"sweeping what dead processes left failed: {exc}")
         requests, gave_up = recovery_requests(context.instance, names)
