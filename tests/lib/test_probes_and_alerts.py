@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import email
-import socket
 
 import dagster as dg
 import pytest
@@ -14,33 +13,13 @@ from cmp_pipelines.core.config import load_probes
 from cmp_pipelines.core.settings import PROJECT_ROOT
 from cmp_pipelines.definitions import build_definitions
 from tests.support.platform import NOW, document, payment
-
-
-class Inbox:
-    def __init__(self):
-        self.messages: list[tuple[list[str], email.message.Message]] = []
-
-    async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd's hook name
-        self.messages.append((list(envelope.rcpt_tos), email.message_from_bytes(envelope.content)))
-        return "250 OK"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.support.smtp import free_port
 
 
 @pytest.fixture
-def smtp(monkeypatch):
-    inbox = Inbox()
-    port = free_port()
-    controller = Controller(inbox, hostname="127.0.0.1", port=port)
-    controller.start()
-    monkeypatch.setenv("CMP_SMTP_HOST", "127.0.0.1")
-    monkeypatch.setenv("CMP_SMTP_PORT", str(port))
-    yield inbox
-    controller.stop()
+def smtp(smtp_server):
+    """The shared loopback SMTP server (tests/support/smtp.py) under the name these tests use."""
+    return smtp_server
 
 
 def run_probes(instance):
