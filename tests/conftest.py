@@ -36,6 +36,9 @@ def pytest_configure(config):
     inherit it (basetemp/popen-gwN)."""
     if config.option.basetemp or hasattr(config, "workerinput") or not os.access("/dev/shm", os.W_OK):
         return
+    shm = os.statvfs("/dev/shm")
+    if shm.f_bavail * shm.f_frsize < 2 * 1024**3:  # a container's small /dev/shm (64 MB by default) would fill up
+        return
     config.option.basetemp = tempfile.mkdtemp(prefix="cmp-tests-", dir="/dev/shm")
     config._cmp_shm_basetemp = config.option.basetemp
 
