@@ -2,9 +2,9 @@
 
 Objects are Stripe's own published examples (tests/fixtures/stripe_fixtures_subset.json, copied from
 stripe/openapi's fixtures3.json) with only their existing fields changed, so a response never carries a field
-Stripe's objects do not have. Every request is checked against the parameters Stripe's own library declares for
-that call (the TypedDicts `stripe.params` generates from Stripe's OpenAPI specification): an unknown or missing
-parameter fails the test. Behaviour by payment method, as Stripe's test cards: `pm_card_visa` succeeds,
+Stripe's objects do not have. Every request and every answer is validated against Stripe's published OpenAPI
+specification (tests/support/stripe_openapi.py): an unknown, missing or mistyped parameter, or an answer Stripe's
+schema does not allow, is recorded as `invalid` (the request is answered 400) and fails the test. Behaviour by payment method, as Stripe's test cards: `pm_card_visa` succeeds,
 `pm_card_chargeDeclined<Reason>` declines with that decline code, `pm_card_authenticationRequired` needs SCA
 (402 authentication_required), `pm_card_threeDSecureRequired` is left `requires_action`, `pm_timeout` answers after
 the client gave up, `pm_server_error` is a 500.
@@ -16,7 +16,6 @@ import copy
 import itertools
 import json
 import re
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -24,16 +23,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
-from stripe.params import PaymentIntentCreateParams, PaymentIntentSearchParams, RefundCreateParams
-from stripe.params.checkout import SessionCreateParams
+from tests.support.stripe_openapi import check_request, check_response
 
 FIXTURES = json.loads((Path(__file__).parents[1] / "fixtures" / "stripe_fixtures_subset.json").read_text())["resources"]
-OPTIONS = {"api_key", "stripe_version", "stripe_account", "stripe_context", "max_network_retries", "idempotency_key",
-           "content_type", "headers"}  # RequestOptions, which the params TypedDicts also carry
-PARAMS = {("POST", "/v1/payment_intents"): PaymentIntentCreateParams,
-          ("GET", "/v1/payment_intents/search"): PaymentIntentSearchParams,
-          ("POST", "/v1/checkout/sessions"): SessionCreateParams,
-          ("POST", "/v1/refunds"): RefundCreateParams}
 DECLINES = {"InsufficientFunds": "insufficient_funds", "LostCard": "lost_card", "StolenCard": "stolen_card",
             "ExpiredCard": "expired_card", "": "generic_decline"}
 
@@ -67,41 +59,6 @@ def _lists(node):
     return node
 
 
-def check_params(method: str, path: str, params: dict) -> None:
-    """What Stripe's library declares for the call: no unknown top-level parameter, every required one present,
-    and one level down for the dict-valued ones it declares as TypedDicts."""
-    declared = PARAMS[(method, path)]
-    _check(declared, params, path)
-
-
-def _check(declared, params: dict, where: str) -> None:
-    annotations = declared.__annotations__
-    allowed = set(annotations) - OPTIONS
-    unknown = set(params) - allowed
-    assert not unknown, f"{where}: {sorted(unknown)} are not parameters Stripe documents"
-    missing = (set(getattr(declared, "__required_keys__", ())) - OPTIONS) - set(params)
-    assert not missing, f"{where}: required {sorted(missing)} missing"
-    for name, value in params.items():
-        inner = _typed_dict(declared, annotations[name])
-        if inner is not None and isinstance(value, dict):
-            _check(inner, value, f"{where}[{name}]")
-        elif inner is not None and isinstance(value, list):
-            for item in value:
-                if isinstance(item, dict):
-                    _check(inner, item, f"{where}[{name}][]")
-
-
-def _typed_dict(declared, annotation):
-    """The TypedDict an annotation names (they are strings: the library's modules use postponed annotations)."""
-    text = annotation if isinstance(annotation, str) else getattr(annotation, "__forward_arg__", repr(annotation))
-    module = sys.modules[declared.__module__]
-    for name in re.findall(r"[A-Za-z_][A-Za-z0-9_]*", text):
-        candidate = getattr(module, name, None)
-        if isinstance(candidate, type) and hasattr(candidate, "__total__"):  # typing_extensions TypedDicts too
-            return candidate
-    return None
-
-
 @dataclass
 class StripeStub:
     url: str = ""
@@ -111,13 +68,15 @@ class StripeStub:
     counter: itertools.count = field(default_factory=lambda: itertools.count(1))
 
     def answer(self, method: str, path: str, params: dict, headers: dict) -> tuple[int, dict, float]:
-        check_params(method, path, params)
+        """Stripe's answer; the request and the answer both held to Stripe's specification (SpecViolation)."""
+        check_request(method, path, params)
         key = headers.get("idempotency-key")
         if method == "POST":
             assert key, f"{path}: a POST without an Idempotency-Key"
             if key in self.replies:
                 return (*self.replies[key], 0.0)
         status, body, delay = self._route(method, path, params)
+        check_response(method, path, status, body)
         if method == "POST" and status < 500:
             self.replies[key] = (status, body)
         return status, body, delay
@@ -149,7 +108,7 @@ class StripeStub:
             else:
                 return 200, intent, 0.0
             error = {"type": "card_error", "code": code, "decline_code": decline, "message": "Your card was declined.",
-                     "payment_method": {"id": method_id, "object": "payment_method"}}
+                     "payment_method": stripe_object("payment_method", id=method_id, customer=params["customer"])}
             intent.update(status="requires_payment_method", amount_received=0, last_payment_error=error)
             return 402, {"error": {**error, "payment_intent": intent}}, 0.0
         if path == "/v1/payment_intents/search":
@@ -192,7 +151,7 @@ def serve_stub() -> tuple[StripeStub, ThreadingHTTPServer]:
             stub.requests.append({"method": method, "path": target.path, "params": params, "headers": headers})
             try:
                 status, body, delay = stub.answer(method, target.path, params, headers)
-            except AssertionError as exc:  # a request Stripe would not accept: the test sees it
+            except AssertionError as exc:  # a request Stripe would not accept, an answer it would not give
                 status, body, delay = 400, {"error": {"type": "invalid_request_error", "message": str(exc)}}, 0.0
                 stub.requests[-1]["invalid"] = str(exc)
             time.sleep(delay)
