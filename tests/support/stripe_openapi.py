@@ -7,7 +7,7 @@ published example objects carry `null` in nullable enums. jsonschema then valida
 
 Stripe takes form-encoded parameters (`a[b][0][c]=v`, every value a string): each is turned into the type its
 schema names (integer, number, boolean; each `anyOf` branch tried in turn), as Stripe's server reads it, before
-validation, so an unknown or missing parameter, a wrong type or enum value is caught. A response is validated
+validation, so an unknown (at any depth) or missing parameter, a wrong type or enum value is caught. A response is validated
 against the operation's schema for its status (`200`, else `default`: Stripe's error object).
 """
 
@@ -49,7 +49,25 @@ def json_schema(node, names: bool = False):
     return out
 
 
+def closed(schema):
+    """Stripe refuses a parameter it does not know at any depth ("Received unknown parameter: a[b]"), while its
+    specification declares `additionalProperties: false` only at the top: a request's objects are closed here."""
+    if isinstance(schema, list):
+        return [closed(v) for v in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: ({n: closed(v) for n, v in schema[k].items()} if k == "properties" else closed(v))
+           for k, v in schema.items()}
+    if "properties" in schema and "additionalProperties" not in schema:
+        out["additionalProperties"] = False
+    return out
+
+
 ROOT = {"components": json_schema(SPEC["components"]), "paths": json_schema(SPEC["paths"], names=True)}
+for _item in ROOT["paths"].values():
+    for _op in _item.values():
+        for _media in _op.get("requestBody", {}).get("content", {}).values():
+            _media["schema"] = closed(_media["schema"])
 
 
 def _pointer(*parts: str) -> str:
