@@ -81,7 +81,10 @@ class StripeProvider(PaymentProvider):
 
     # ---- PaymentProvider ---------------------------------------------------------------------------------
 
-    def charge(self, *, merchant_reference: str, card_token: str, amount_minor: int, currency: str) -> ProviderOutcome:
+    def charge(self, *, merchant_reference: str, card_token: str, amount_minor: int, currency: str,
+               holder_present: bool = True) -> ProviderOutcome:
+        """`holder_present=False` (a recurring batch: nobody to send to Checkout): a card that needs its holder is
+        declined with the code `decline_codes` maps `authentication_required` to."""
         card = CARD_ON_FILE.fullmatch(card_token)
         if card is None:
             return ProviderOutcome("DECLINED", "", self.settings.default_decline_code,
@@ -94,6 +97,8 @@ class StripeProvider(PaymentProvider):
                 {"idempotency_key": f"charge-{merchant_reference}"})
         except stripe.CardError as exc:
             intent = (exc.json_body or {}).get("error", {}).get("payment_intent") or {}
+            if exc.code == "authentication_required" and not holder_present:
+                return self._declined(intent.get("id") or "", "authentication_required")
             if exc.code == "authentication_required":
                 raise ActionRequired(self.start_hosted_payment(
                     merchant_reference=merchant_reference, amount_minor=amount_minor, currency=currency,
@@ -101,6 +106,8 @@ class StripeProvider(PaymentProvider):
             return self._declined(intent.get("id") or "", getattr(exc.error, "decline_code", None))
         except (stripe.APIConnectionError, stripe.APIError, stripe.RateLimitError) as exc:
             raise ProviderTimeout(f"stripe: {type(exc).__name__}") from None
+        if intent.status == "requires_action" and not holder_present:
+            return self._declined(intent.id, "authentication_required")
         if intent.status == "requires_action":
             raise ActionRequired(self.start_hosted_payment(
                 merchant_reference=merchant_reference, amount_minor=amount_minor, currency=currency,

@@ -7,7 +7,8 @@ specification (tests/support/stripe_openapi.py): an unknown, missing or mistyped
 schema does not allow, is recorded as `invalid` (the request is answered 400) and fails the test. Behaviour by payment method, as Stripe's test cards: `pm_card_visa` succeeds,
 `pm_card_chargeDeclined<Reason>` declines with that decline code, `pm_card_authenticationRequired` needs SCA
 (402 authentication_required), `pm_card_threeDSecureRequired` is left `requires_action`, `pm_timeout` answers after
-the client gave up, `pm_server_error` is a 500.
+the client gave up, `pm_server_error` is a 500, `pm_card_unavailableOnce` a 503 the first time a key is used (then
+it succeeds).
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ class StripeStub:
     intents: dict[str, dict] = field(default_factory=dict)  # by id
     replies: dict[str, tuple[int, dict]] = field(default_factory=dict)  # by idempotency key
     counter: itertools.count = field(default_factory=lambda: itertools.count(1))
+    unavailable: set[str] = field(default_factory=set)  # idempotency keys answered 503 once
 
     def answer(self, method: str, path: str, params: dict, headers: dict) -> tuple[int, dict, float]:
         """Stripe's answer; the request and the answer both held to Stripe's specification (SpecViolation)."""
@@ -75,7 +77,11 @@ class StripeStub:
             assert key, f"{path}: a POST without an Idempotency-Key"
             if key in self.replies:
                 return (*self.replies[key], 0.0)
-        status, body, delay = self._route(method, path, params)
+        if params.get("payment_method") == "pm_card_unavailableOnce" and key not in self.unavailable:
+            self.unavailable.add(key)  # Stripe saves no result for a request it did not start: a retry runs anew
+            status, body, delay = 503, {"error": {"type": "api_error", "message": "Service unavailable"}}, 0.0
+        else:
+            status, body, delay = self._route(method, path, params)
         check_response(method, path, status, body)
         if method == "POST" and status < 500:
             self.replies[key] = (status, body)
