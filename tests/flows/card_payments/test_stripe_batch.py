@@ -48,20 +48,20 @@ def load_payment_config():
     return load_provider_settings(PROJECT_ROOT / "config").stripe
 
 
-def card_day(platform) -> tuple[str, dict[str, int]]:
+def card_day(platform, cards: dict = CARDS) -> tuple[str, dict[str, int]]:
     """The accounts of CARDS on recurring card (Stripe customer and payment method), their invoices due today,
     the day's CARD extract written; returns the extract's path and what each account owed."""
     day = NOW.date()
     partners = load_partners(PROJECT_ROOT / "config")
     with platform.connect() as con:
-        for n, (account, (method, _, _)) in enumerate(CARDS.items()):
+        for n, (account, (method, _, _)) in enumerate(cards.items()):
             payment_setup.set_payment_type(con, account, "RECURRING_CARD", partners=partners, now=NOW, cause="test",
                                            card_token=f"cus_Batch{n}-{method}", last_four="4242", expiry="2031-01")
-        con.execute(f"UPDATE invoices SET due_on = ? WHERE account_number IN ({', '.join('?' * len(CARDS))})",
-                    [day, *CARDS])
+        con.execute(f"UPDATE invoices SET due_on = ? WHERE account_number IN ({', '.join('?' * len(cards))})",
+                    [day, *cards])
         owed = dict(con.execute(
             "SELECT account_number, sum(amount_minor) FROM invoices WHERE account_number IN "
-            f"({', '.join('?' * len(CARDS))}) GROUP BY 1", list(CARDS)).fetchall())
+            f"({', '.join('?' * len(cards))}) GROUP BY 1", list(cards)).fetchall())
     platform.card_day(day)
     return f"outbound/card_payments/CARDPAY/RCX-{day:%Y%m%d}-CARDPAY-GBP.json.enc", owed
 
@@ -138,3 +138,28 @@ def test_a_tampered_extract_is_refused_with_the_reason_and_charges_nothing(platf
     with pytest.raises(ExtractError, match=r"transactions\.0\.amount: 12\.5 is not of type 'string'"):
         run_stripe_batch(platform.files, platform.keyring, extract_path, provider, partner="CARDPAY", now=NOW)
     assert stub.requests == []
+
+
+def test_the_command_charges_an_extract_and_says_where_the_rejection_file_is(platform, stripe_api, monkeypatch):
+    from click.testing import CliRunner
+
+    from cmp_pipelines.cli.main import main
+
+    _, stub = stripe_api
+    cards = {a: CARDS[a] for a in ("ACC00000001", "ACC00000003")}
+    extract_path, owed = card_day(platform, cards)
+    monkeypatch.setenv("CMP_STRIPE_SECRET_KEY", "sk_test_cli")
+    monkeypatch.setenv("CMP_STRIPE_WEBHOOK_SECRET", "whsec_cli")
+    monkeypatch.setenv("CMP_STRIPE_API_BASE", stub.url)
+    answer = CliRunner().invoke(main, ["files", "stripe-batch", extract_path, "--partner", "CARDPAY"])
+    assert answer.exit_code == 0, answer.output
+    lines = answer.output.splitlines()
+    extract = orjson.loads(platform.keyring.decrypt("CARDPAY", platform.files.read_bytes(extract_path)))
+    per = {a: sum(1 for t in extract["transactions"] if t["account_number"] == a) for a in cards}
+    assert lines[0] == f"{extract['header']['file_id']}: {per['ACC00000003']} declined, {per['ACC00000001']} succeeded"
+    assert lines[1].startswith("rejection file: ") and "inbound/card_rejections/CARDPAY/RCX-" in lines[1]
+    document = orjson.loads(platform.keyring.decrypt("CARDPAY", platform.files.read_bytes(lines[1].split(": ")[1])))
+    assert {r["account_number"] for r in document["rejections"]} == {"ACC00000003"}
+    assert document["header"]["total_amount"] == f"{owed['ACC00000003'] / 100:.2f}"
+    missing = CliRunner().invoke(main, ["files", "stripe-batch", "outbound/card_payments/CARDPAY/none.json.enc"])
+    assert missing.exit_code != 0 and "none.json.enc" in missing.output
