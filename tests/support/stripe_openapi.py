@@ -7,8 +7,8 @@ published example objects carry `null` in nullable enums. jsonschema then valida
 
 Stripe takes form-encoded parameters (`a[b][0][c]=v`, every value a string): each is turned into the type its
 schema names (integer, number, boolean; each `anyOf` branch tried in turn), as Stripe's server reads it, before
-validation, so an unknown (at any depth) or missing parameter, a wrong type or enum value is caught. A response is validated
-against the operation's schema for its status (`200`, else `default`: Stripe's error object).
+validation, so an unknown (at any depth) or missing parameter, a wrong type or enum value is caught. A response
+is validated against the operation's schema for its status (`200`, else `default`: Stripe's error object).
 """
 
 from __future__ import annotations

@@ -4,11 +4,13 @@ Objects are Stripe's own published examples (tests/fixtures/stripe_fixtures_subs
 stripe/openapi's fixtures3.json) with only their existing fields changed, so a response never carries a field
 Stripe's objects do not have. Every request and every answer is validated against Stripe's published OpenAPI
 specification (tests/support/stripe_openapi.py): an unknown, missing or mistyped parameter, or an answer Stripe's
-schema does not allow, is recorded as `invalid` (the request is answered 400) and fails the test. Behaviour by payment method, as Stripe's test cards: `pm_card_visa` succeeds,
-`pm_card_chargeDeclined<Reason>` declines with that decline code, `pm_card_authenticationRequired` needs SCA
-(402 authentication_required), `pm_card_threeDSecureRequired` is left `requires_action`, `pm_timeout` answers after
-the client gave up, `pm_server_error` is a 500, `pm_card_unavailableOnce` a 503 the first time a key is used (then
-it succeeds).
+schema does not allow, is recorded as `invalid` (the request is answered 400) and fails the test.
+
+Behaviour by payment method, as Stripe's test cards: `pm_card_visa` succeeds, `pm_card_chargeDeclined<Reason>`
+declines with that decline code, `pm_card_authenticationRequired` needs SCA (402 authentication_required),
+`pm_card_threeDSecureRequired` is left `requires_action`, `pm_timeout` answers after the client gave up,
+`pm_server_error` is a 500, `pm_card_unavailableOnce` a 503 the first time a key is used (then it succeeds).
+A POST's answer is kept by its Idempotency-Key (but a 5xx), as Stripe does.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import json
 import re
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -185,3 +189,17 @@ def serve_stub() -> tuple[StripeStub, ThreadingHTTPServer]:
     threading.Thread(target=server.serve_forever, daemon=True).start()
     stub.url = f"http://127.0.0.1:{server.server_address[1]}"
     return stub, server
+
+
+@contextmanager
+def running_stub() -> Iterator[StripeStub]:
+    """The stub on a free loopback port for one test; afterwards, any request or answer that broke Stripe's
+    specification fails the test, even one the code under test swallowed."""
+    stub, server = serve_stub()
+    try:
+        yield stub
+    finally:
+        server.shutdown()
+        server.server_close()
+    invalid = [r["invalid"] for r in stub.requests if "invalid" in r]
+    assert not invalid, invalid

@@ -15,7 +15,7 @@ from cmp_pipelines.core.stripe_batch import ExtractError, run_stripe_batch
 from cmp_pipelines.core.stripe_provider import StripeProvider, StripeSettings
 from cmp_pipelines.defs.nrp.flow import partition_key, sha256_hex
 from tests.support.platform import NOW
-from tests.support.stripe_stub import serve_stub
+from tests.support.stripe_stub import running_stub
 
 CARDS = {  # account -> Stripe test payment method, and what the batch must make of it
     "ACC00000001": ("pm_card_visa", "SUCCEEDED", None),
@@ -31,15 +31,17 @@ CARDS = {  # account -> Stripe test payment method, and what the batch must make
 
 @pytest.fixture
 def stripe_api(tmp_path):
-    stub, server = serve_stub()
+    with running_stub() as stub:
+        yield provider_for(stub, tmp_path), stub
+
+
+def provider_for(stub, tmp_path) -> StripeProvider:
     config = load_payment_config()
     settings = StripeSettings(api_key="sk_test_batch", webhook_secret="whsec_batch", decline_codes=config.decline_codes,
                               default_decline_code=config.default_decline_code, success_url="https://x.test/ok",
                               cancel_url="https://x.test/no", api_base=stub.url, timeout_seconds=1.0)
     reasons = {code: c.description for code, c in load_rejection_codes(PROJECT_ROOT / "config").card_codes.items()}
-    yield StripeProvider(settings, reasons, tmp_path / "stripe_state.sqlite"), stub
-    server.shutdown()
-    assert not [r for r in stub.requests if "invalid" in r], [r["invalid"] for r in stub.requests if "invalid" in r]
+    return StripeProvider(settings, reasons, tmp_path / "stripe_state.sqlite")
 
 
 def load_payment_config():
