@@ -13,8 +13,8 @@ extract record), and writes the declines back as a card rejection file in OUR fo
   it with the same keys.
 - A card that needs SCA cannot be completed in a batch: it is declined with the code `authentication_required`
   maps to (config/payment_provider.yaml).
-- REFUND records: Stripe refunds a PaymentIntent, which the generic extract does not name; they are reported as
-  NOT_SENT for an operator (nothing is rejected, so the refund's ledger posting stands).
+- A REFUND refunds the customer's newest succeeded PaymentIntent that covers it (StripeProvider.refund_card_on_file,
+  key `refund-<transaction id>`); none, or Stripe refusing, is a rejection like a decline.
 The report (`outbound/reports/stripe_batch/<file id>.json`) lists every record's outcome.
 """
 
@@ -76,20 +76,21 @@ def charge_extract(document: dict, provider: StripeProvider, *, now: datetime | 
     result = BatchResult(document["header"]["file_id"])
     for record in document["transactions"]:
         reference = record["transaction_id"]
-        if record["type"] != "PAYMENT":
-            result.outcomes[reference] = "NOT_SENT"
-            continue
+        amount = parse_amount(record["amount"])
         outcome = None
         for attempt in range(attempts):
             try:
-                outcome = provider.charge(merchant_reference=reference, card_token=record["card_token"],
-                                          amount_minor=parse_amount(record["amount"]), currency=record["currency"],
-                                          holder_present=False)
+                if record["type"] == "PAYMENT":
+                    outcome = provider.charge(merchant_reference=reference, card_token=record["card_token"],
+                                              amount_minor=amount, currency=record["currency"], holder_present=False)
+                else:
+                    outcome = provider.refund_card_on_file(refund_reference=reference, card_token=record["card_token"],
+                                                           amount_minor=amount, currency=record["currency"])
                 break
             except ProviderTimeout:
                 if attempt + 1 < attempts:
                     sleep(backoff_seconds * 2 ** attempt)
-        if outcome is None:
+        if outcome is None and record["type"] == "PAYMENT":
             try:
                 outcome = provider.lookup(reference)
             except ProviderTimeout:

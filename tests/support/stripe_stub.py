@@ -72,6 +72,7 @@ class StripeStub:
     replies: dict[str, tuple[int, dict]] = field(default_factory=dict)  # by idempotency key
     counter: itertools.count = field(default_factory=lambda: itertools.count(1))
     unavailable: set[str] = field(default_factory=set)  # idempotency keys answered 503 once
+    refunded: dict[str, int] = field(default_factory=dict)  # minor units refunded, by PaymentIntent id
 
     def answer(self, method: str, path: str, params: dict, headers: dict) -> tuple[int, dict, float]:
         """Stripe's answer; the request and the answer both held to Stripe's specification (SpecViolation)."""
@@ -93,7 +94,7 @@ class StripeStub:
 
     def _route(self, method: str, path: str, params: dict) -> tuple[int, dict, float]:
         n = next(self.counter)
-        if path == "/v1/payment_intents":
+        if path == "/v1/payment_intents" and method == "POST":
             method_id = params["payment_method"]
             intent = stripe_object(
                 "payment_intent", id=f"pi_stub{n:06d}", amount=int(params["amount"]), currency=params["currency"],
@@ -121,6 +122,10 @@ class StripeStub:
                      "payment_method": stripe_object("payment_method", id=method_id, customer=params["customer"])}
             intent.update(status="requires_payment_method", amount_received=0, last_payment_error=error)
             return 402, {"error": {**error, "payment_intent": intent}}, 0.0
+        if path == "/v1/payment_intents" and method == "GET":  # newest first, as Stripe lists
+            data = [i for i in reversed(self.intents.values()) if i["customer"] == params.get("customer")]
+            return 200, {"object": "list", "data": data[:int(params.get("limit", 10))], "has_more": False,
+                         "url": "/v1/payment_intents"}, 0.0
         if path == "/v1/payment_intents/search":
             reference = re.fullmatch(r"metadata\['merchant_reference'\]:'([^']*)'", params["query"])[1]
             data = [i for i in self.intents.values() if i["metadata"].get("merchant_reference") == reference]
@@ -141,6 +146,12 @@ class StripeStub:
             if intent is None:
                 return 400, {"error": {"type": "invalid_request_error", "code": "resource_missing",
                                        "param": "payment_intent", "message": "No such payment_intent"}}, 0.0
+            left = intent["amount_received"] - self.refunded.get(intent["id"], 0)
+            if int(params["amount"]) > left:
+                return 400, {"error": {"type": "invalid_request_error", "param": "amount",
+                                       "message": f"Refund amount is greater than unrefunded amount on charge "
+                                                  f"({left})"}}, 0.0
+            self.refunded[intent["id"]] = self.refunded.get(intent["id"], 0) + int(params["amount"])
             refund = stripe_object("refund", id=f"re_stub{n:06d}", amount=int(params["amount"]),
                                    currency=intent["currency"], payment_intent=intent["id"],
                                    metadata=params.get("metadata", {}), status="succeeded")

@@ -5,6 +5,8 @@ unchanged: the ledger exact to the penny."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import orjson
 import pytest
 
@@ -165,3 +167,36 @@ def test_the_command_charges_an_extract_and_says_where_the_rejection_file_is(pla
     assert document["header"]["total_amount"] == f"{owed['ACC00000003'] / 100:.2f}"
     missing = CliRunner().invoke(main, ["files", "stripe-batch", "outbound/card_payments/CARDPAY/none.json.enc"])
     assert missing.exit_code != 0 and "none.json.enc" in missing.output
+
+
+def test_refunds_go_back_to_the_customers_payment_and_an_impossible_one_is_rejected(platform, stripe_api):
+    provider, stub = stripe_api
+    cards = {"ACC00000001": CARDS["ACC00000001"]}
+    first_extract, owed = card_day(platform, cards)
+    run_stripe_batch(platform.files, platform.keyring, first_extract, provider, partner="CARDPAY", now=NOW,
+                     sleep=lambda _: None)
+    assert platform.balance("ACC00000001") == 0
+    day = NOW.date() + timedelta(days=1)
+    with platform.connect() as con:  # a goodwill credit, and one larger than anything the customer paid
+        for refund_id, amount in (("RFB-1", 500), ("RFB-2", owed["ACC00000001"] + 1)):
+            con.execute("INSERT INTO card_refunds VALUES (?, 'ACC00000001', ?, 'GBP', ?, 'test', ?)",
+                        [refund_id, amount, day, NOW])
+    platform.card_day(day)
+    extract_path = f"outbound/card_payments/CARDPAY/RCX-{day:%Y%m%d}-CARDPAY-GBP.json.enc"
+    assert platform.balance("ACC00000001") == 500 + owed["ACC00000001"] + 1  # refunds posted as if made
+
+    result = run_stripe_batch(platform.files, platform.keyring, extract_path, provider, partner="CARDPAY", now=NOW,
+                              sleep=lambda _: None)
+
+    assert result.outcomes == {"RRFB-1-1": "SUCCEEDED", "RRFB-2-1": "DECLINED"}
+    [refund] = [r for r in stub.requests if r["path"] == "/v1/refunds"]
+    assert refund["headers"]["idempotency-key"] == "refund-RRFB-1-1" and refund["params"]["amount"] == "500"
+    assert stub.refunded == {next(iter(stub.intents)): 500}
+    [rejected] = result.rejections
+    assert (rejected["transaction_id"], rejected["reason_code"]) == ("RRFB-2-1", "57")
+    assert rejected["reason_text"] == f"no payment of at least {owed['ACC00000001'] + 1} GBP at Stripe to refund"
+    name = result.rejection_path.rsplit("/", 1)[1]
+    load, applied = platform.process_rejections(
+        partition_key("CARDPAY", name, sha256_hex(platform.files.read_bytes(result.rejection_path))))
+    assert applied.posting_count == 1
+    assert platform.balance("ACC00000001") == 500  # the refund not made is reversed; the one made stands
