@@ -200,3 +200,18 @@ def test_refunds_go_back_to_the_customers_payment_and_an_impossible_one_is_rejec
         partition_key("CARDPAY", name, sha256_hex(platform.files.read_bytes(result.rejection_path))))
     assert applied.posting_count == 1
     assert platform.balance("ACC00000001") == 500  # the refund not made is reversed; the one made stands
+
+
+def test_when_the_retries_run_out_stripe_is_asked_and_the_unknown_stays_unresolved(platform, stripe_api):
+    provider, stub = stripe_api
+    extract_path, owed = card_day(platform, {a: CARDS[a] for a in ("ACC00000006", "ACC00000008")})
+    result = run_stripe_batch(platform.files, platform.keyring, extract_path, provider, partner="CARDPAY", now=NOW,
+                              attempts=1, sleep=lambda _: None)
+    at_stripe = {i["metadata"]["merchant_reference"] for i in stub.intents.values()}
+    timed_out = {t for t in result.outcomes if t in at_stripe}
+    assert timed_out and {result.outcomes[t] for t in timed_out} == {"SUCCEEDED"}  # found by the search
+    assert {o for t, o in result.outcomes.items() if t not in timed_out} == {"UNRESOLVED"}
+    searches = [r for r in stub.requests if r["path"] == "/v1/payment_intents/search"]
+    assert len(searches) == len(result.outcomes)
+    assert result.rejection_path is None and result.rejections == []  # nothing unknown is ever rejected
+    assert all(platform.balance(a) == 0 for a in owed)  # so every payment stays posted as taken
