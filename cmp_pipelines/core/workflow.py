@@ -87,8 +87,8 @@ ORDER BY d.event_id
 """
 
 _CONTEXT = ("event_id", "action", "target", "attempts", "event_type", "event_code", "account_number", "source_ref",
-            "detail", "raised_at", "reason_type", "reason_code", "new_payment_type", "customer_name", "email", "amount", "currency", "invoice_number", "retry_on",
-            "mandate_reference", "service_user_number")
+            "detail", "raised_at", "reason_type", "reason_code", "new_payment_type", "customer_name", "email", "amount",
+            "currency", "invoice_number", "retry_on", "mandate_reference", "service_user_number")
 
 
 def context(row: dict) -> dict:
@@ -199,7 +199,8 @@ def retry(con: duckdb.DuckDBPyConnection, actions: WorkflowActions, event_ids: l
 
 
 EVENT_COLUMNS = ("event_id", "event_type", "event_code", "account_number", "source_ref", "detail", "reason_type",
-                 "reason_code", "new_payment_type", "raised_at", "action", "target", "status", "attempts", "last_error", "result", "updated_at")
+                 "reason_code", "new_payment_type", "raised_at", "action", "target", "status", "attempts", "last_error",
+                 "result", "updated_at")
 
 
 def events(con: duckdb.DuckDBPyConnection, *, account: str | None = None, status: str | None = None,
@@ -208,8 +209,8 @@ def events(con: duckdb.DuckDBPyConnection, *, account: str | None = None, status
     rows = con.execute(
         """
         SELECT e.event_id, e.event_type, e.event_code, e.account_number, e.source_ref, e.detail, e.reason_type,
-               e.reason_code, e.new_payment_type, e.raised_at, d.action, d.target, coalesce(d.status, 'NEW'), coalesce(d.attempts, 0), d.last_error, d.result,
-               d.updated_at
+               e.reason_code, e.new_payment_type, e.raised_at, d.action, d.target, coalesce(d.status, 'NEW'),
+               coalesce(d.attempts, 0), d.last_error, d.result, d.updated_at
         FROM workflow_events e LEFT JOIN workflow_dispatch d USING (event_id)
         WHERE ($account IS NULL OR e.account_number = $account)
           AND ($status IS NULL OR coalesce(d.status, 'NEW') = $status)

@@ -99,7 +99,8 @@ def card_reversal_batch(
         "accounts_reverted_to_default": dg.MetadataValue.int(applied.reverted_accounts),
         "workflow_events": dg.MetadataValue.int(applied.events),
         "customer_communications": dg.MetadataValue.int(applied.communications),
-        "events_by_type": dg.MetadataValue.md(markdown_table(["event", "reason", "account now pays by", "count"], events)),
+        "events_by_type": dg.MetadataValue.md(markdown_table(["event", "reason", "account now pays by", "count"],
+                                                             events)),
     })
 
 
