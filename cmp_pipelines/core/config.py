@@ -610,7 +610,7 @@ class RejectionCode:
 
 @dataclass(frozen=True)
 class RejectionConfig:
-    default_payment_type: str  # what a hard decline reverts an account to
+    default_payment_type: str  # what a hard decline reverts an account to, where it can (core/rejections.py)
     codes: dict[str, RejectionCode]
     bacs_return_codes: dict[str, str] = dataclass_field(default_factory=dict)  # ARUDD four-digit returnCode -> code
     # what a return under each ARUDD rejection code does to its mandate: KEEP, CANCEL (collection stops) or HOLD
@@ -667,14 +667,9 @@ class BacsReturnCodeEntry(FileModel):
     rejection_code: str
 
 
-def _reverts_to_manual(value: str) -> str:
-    if value != "MANUAL":
-        fail("a declined account reverts to MANUAL (card and direct debit need the customer's consent)")
-    return value
-
-
 class RejectionCodesFile(FileModel):
-    default_payment_type: Annotated[PaymentType, AfterValidator(_reverts_to_manual)] = "MANUAL"
+    # any payment type; where the account cannot pay that way the engine falls back to MANUAL (core/rejections.py)
+    default_payment_type: PaymentType = "MANUAL"
     rejection_codes: list[RejectionCodeEntry]
     bacs_return_codes: list[BacsReturnCodeEntry] = []
     arudd_mandate_actions: dict[str, one_of(*MANDATE_ACTIONS)] = {}
