@@ -29,7 +29,7 @@ from cmp_pipelines.core.config import (
 
 OPERATOR_ENV = "CMP_OPERATOR"
 OPERATIONS = ("CREATE_ACCOUNT", "SET_PAYMENT_TYPE", "REGISTER_CARD", "CREATE_MANDATE", "CHANGE_MANDATE",
-              "APPROVE_REFUND", "UPDATE_ACCOUNT", "ISSUE_INVOICE")
+              "APPROVE_REFUND", "UPDATE_ACCOUNT", "ISSUE_INVOICE", "VIEW_CONFIG", "EDIT_CONFIG")
 OPERATOR_NAME = re.compile(r"^[a-z][a-z0-9._-]{1,63}$")
 
 Level = Annotated[str, matches(SECURITY_LEVEL, lambda v: f"{v!r} is not a security level name (A-Z, 0-9, _)")]
