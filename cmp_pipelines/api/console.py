@@ -122,7 +122,8 @@ def _page(request: Request, template: str, status: int = 200, session: dict | No
 def _denied(request: Request, denied: Denied) -> Response:
     if denied.status == 401 and request.method == "GET":
         return RedirectResponse(f"/console/login?next={quote(request.url.path)}", status_code=303, headers=HEADERS)
-    return _page(request, "denied.html", denied.status, message=denied.message)
+    heading = {401: "Sign in first", 403: "Refused", 404: "Not found"}.get(denied.status, "Refused")
+    return _page(request, "denied.html", denied.status, heading=heading, message=denied.message)
 
 
 async def _form(request: Request, session: dict | None = None, login_sid: str | None = None) -> dict[str, list[str]]:

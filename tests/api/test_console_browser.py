@@ -5,6 +5,7 @@ is absent, unless CMP_REQUIRE_BROWSER=1 (CI), where that is a failure."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -13,7 +14,6 @@ import pytest
 
 from cmp_pipelines.core.config import load_mandate_revision_codes, load_payment_terms
 from tests.support.api import KEYS
-from tests.support.console import console  # noqa: F401
 
 CHROMIUM = next((p for p in ("/usr/bin/chromium", shutil.which("chromium") or "") if p and Path(p).exists()), None)
 DRIVER = next((p for p in ("/usr/bin/chromedriver", shutil.which("chromedriver") or "") if p and Path(p).exists()),
@@ -35,6 +35,7 @@ def browser():
     for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                      "--no-first-run", "--disable-extensions"):
         options.add_argument(argument)
+    options.set_capability("goog:loggingPrefs", {"performance": "ALL"})  # every request the pages make
     driver = webdriver.Chrome(service=Service(executable_path=DRIVER), options=options)
     driver.set_page_load_timeout(30)
     yield driver
@@ -42,15 +43,16 @@ def browser():
 
 
 def click(driver, by: str, value: str) -> None:
-    """Click what loads a new page, and return once that page has replaced this one (a click does not wait)."""
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions
+    """Click what loads a new page, and return once that page has replaced this one (a click does not wait). The old
+    page is marked first; the mark is gone when the new document is there (an element reference to the old page
+    can fail in more ways than `stale` while chromium swaps documents)."""
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    old = driver.find_element(By.TAG_NAME, "html")
+    driver.execute_script("document.documentElement.dataset.leaving = '1'")
     driver.find_element(by, value).click()
-    WebDriverWait(driver, 60).until(expected_conditions.staleness_of(old))
-    WebDriverWait(driver, 60).until(lambda d: d.execute_script("return document.readyState") == "complete")
+    WebDriverWait(driver, 60, ignored_exceptions=(WebDriverException,)).until(lambda d: d.execute_script(
+        "return document.readyState === 'complete' && !document.documentElement.dataset.leaving"))
 
 
 def sign_in(driver, base_url: str, client_id: str, target: str = "/console/") -> None:
@@ -65,7 +67,7 @@ def sign_in(driver, base_url: str, client_id: str, target: str = "/console/") ->
 
 def test_console_in_chromium(console, browser):
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import Select
+    from selenium.webdriver.support.ui import Select, WebDriverWait
 
     api, config_dir = console
     base, driver = api.base_url, browser
@@ -116,6 +118,17 @@ def test_console_in_chromium(console, browser):
         (config_dir / "payment_terms.yaml").read_text()
     assert "# Payment term defaults: the payment term a new account gets" in \
         (config_dir / "payment_terms.yaml").read_text()
+
+    driver.get_log("performance")  # drop what came before
+    driver.get(base + "/docs")  # Swagger UI 5 from the package's files renders the OpenAPI 3.1 document
+    WebDriverWait(driver, 60).until(lambda d: d.find_elements(By.CSS_SELECTOR, ".swagger-ui .info .title"))
+    assert driver.find_element(By.CSS_SELECTOR, ".swagger-ui .info .title").text.startswith(
+        "CMP one-off payments and account set-up")
+    assert driver.find_elements(By.CSS_SELECTOR, ".opblock")  # the operations are listed
+    requested = {json.loads(e["message"])["message"]["params"]["request"]["url"]
+                 for e in driver.get_log("performance") if '"Network.requestWillBeSent"' in e["message"]}
+    assert base + "/docs-assets/swagger-ui-bundle.js" in requested and base + "/openapi.json" in requested
+    assert [url for url in requested if not url.startswith(base + "/") and not url.startswith("data:")] == []
 
     driver.get(base + "/console/changes")
     assert len(driver.find_elements(By.CSS_SELECTOR, "#changes tr")) == 1 + 2

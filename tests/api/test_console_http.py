@@ -9,7 +9,8 @@ import re
 import httpx
 
 from cmp_pipelines.core.config import load_payment_terms, load_rejection_codes
-from tests.support.console import console, csrf, etag, signed_in  # noqa: F401
+from tests.support.api import KEYS
+from tests.support.console import csrf, etag, signed_in
 
 RULE = "API client AGENTVIEW (security level AGENT) may not EDIT_CONFIG: config/security.yaml allows SUPERVISOR, ADMIN"
 
@@ -17,13 +18,14 @@ RULE = "API client AGENTVIEW (security level AGENT) may not EDIT_CONFIG: config/
 def test_sign_in_levels_and_csrf(console):
     api, _ = console
     with httpx.Client(base_url=api.base_url, timeout=10) as anonymous:
-        assert anonymous.get("/console/payment-terms").headers["location"] == "/console/login?next=/console/payment-terms"
+        redirected = anonymous.get("/console/payment-terms")
+        assert redirected.headers["location"] == "/console/login?next=/console/payment-terms"
         page = anonymous.get("/console/login")
         bad = anonymous.post("/console/login", data={"csrf": csrf(page.text), "api_key": "not-a-key"})
         assert bad.status_code == 401 and "the API key is not valid" in bad.text
         forged = anonymous.post("/console/login", data={"csrf": "0" * 64, "api_key": "x"})
         assert forged.status_code == 403 and "security token is missing or stale" in forged.text
-        with_key_header = anonymous.get("/console/payment-terms", headers={"X-API-Key": "test-agent-key-0123456789abcdef"})
+        with_key_header = anonymous.get("/console/payment-terms", headers={"X-API-Key": KEYS["AGENTVIEW"]})
         assert with_key_header.status_code == 303  # the console takes a signed-in session, not a key per request
 
     with signed_in(api.base_url, "SELFCARE_APP") as customer:
@@ -42,6 +44,26 @@ def test_sign_in_levels_and_csrf(console):
         posted = agent.post("/console/payment-terms/new", data={"csrf": token, "code": "D60",
                                                                  "description": "x", "days_to_pay": "60"})
         assert posted.status_code == 403 and RULE in posted.text
+        missing = agent.get("/console/rejection-codes/ZZ")
+        assert missing.status_code == 404 and "Recurring payment rejection codes: no entry &#39;ZZ&#39;" in missing.text
+        assert agent.get("/console/currencies").status_code == 404
+        signed_out = agent.post("/console/logout", data={"csrf": token})
+        assert (signed_out.status_code, signed_out.headers["location"]) == (303, "/console/login")
+        assert agent.get("/console/payment-terms").status_code == 303  # the cookie is gone
+
+
+def test_a_form_without_its_session_token_changes_nothing(console):
+    api, config_dir = console
+    shipped = (config_dir / "payment_terms.yaml").read_text()
+    with signed_in(api.base_url, "BACKOFFICE") as backoffice:
+        form = backoffice.get("/console/payment-terms/D7/edit").text
+        with signed_in(api.base_url, "BACKOFFICE") as other_session:
+            other = other_session.get("/console/payment-terms/D7/edit").text
+        body = {"etag": etag(form), "code": "D7", "description": "Forged", "days_to_pay": "1"}
+        for token in ("", csrf(other)):  # none, or another session's
+            forged = backoffice.post("/console/payment-terms/D7/edit", data={**body, "csrf": token})
+            assert forged.status_code == 403 and "security token is missing or stale" in forged.text
+    assert (config_dir / "payment_terms.yaml").read_text() == shipped
 
 
 def test_add_validate_edit_audit_and_conflict(console):
@@ -132,3 +154,4 @@ def test_docs_are_served_offline(console):
             assert answer.status_code == 200 and len(answer.content) > 1000, asset
         bundle = http.get("/docs-assets/swagger-ui-bundle.js").text
     assert "SwaggerUIBundle" in bundle
+    assert '"validatorUrl": "none"' in docs  # Swagger UI's default would fetch a badge from validator.swagger.io

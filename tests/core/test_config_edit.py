@@ -52,8 +52,8 @@ def test_refused_changes_write_nothing(config_dir, audit):
     with pytest.raises(config_edit.Rejected) as bad:
         config_edit.save(config_dir, audit, terms, config_edit.entry_from_form(terms, {
             "code": ["0"], "description": [""], "days_to_pay": ["400"]}), actor="a", security_level=None)
-    assert bad.value.fields == {"description": "must be 1-30 characters, got 0", "days_to_pay": "must be between 0 and 365, "
-                                                                                          "got 400"}
+    assert bad.value.fields == {"description": "must be 1-30 characters, got 0",
+                                "days_to_pay": "must be between 0 and 365, got 400"}
     # The model's rule of a whole entry, placed on its field.
     codes = SCREENS["rejection-codes"]
     before = config_edit.find(config_dir, codes, "51")
