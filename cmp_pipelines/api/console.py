@@ -321,6 +321,9 @@ async def _save(request: Request, slug: str, entry_id: str | None) -> Response:
     except (config_edit.EditImpossible, ConfigError) as exc:
         return _page(request, shown.pop("page"), 409, entry=entry, errors={}, other=[str(exc)], etag=expected,
                      **shown)
+    except OSError as exc:  # a read-only or full configuration folder: say so, keep what was typed
+        return _page(request, shown.pop("page"), 503, entry=entry, errors={}, etag=expected, **shown,
+                     other=[f"config/{screen.file} could not be written ({exc.strerror or exc}); nothing was saved"])
     return RedirectResponse(f"/console/{slug}/{quote(str(saved.entry[screen.key]))}?saved={saved.change_id}",
                             status_code=303, headers=HEADERS)
 

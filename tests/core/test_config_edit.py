@@ -74,3 +74,32 @@ def test_entry_text_quotes_what_a_flow_mapping_needs():
              "event": {"type": "X", "code": "Y"}}
     assert config_edit.entry_text(entry, 4) == ('{code: "05", description: \'a, b: c # d\', days: 7, '
                                                'levels: [AGENT, ADMIN], event: {type: X, code: Y}}')
+
+
+def test_two_saves_of_one_version_at_once_one_wins(config_dir, audit, tmp_path):
+    """Both read the same version; the write lock makes check-and-write one step, so the second is a Conflict."""
+    import threading
+
+    screen = SCREENS["mandate-revision-codes"]
+    before = config_edit.find(config_dir, screen, "B")
+    outcomes, start = [], threading.Barrier(2)
+
+    def edit(name: str) -> None:
+        other = config_edit.ConfigAudit(tmp_path / "audit.sqlite")  # its own connection, as another worker has
+        start.wait()
+        try:
+            config_edit.save(config_dir, other, screen, {**before, "name": name}, actor=name, security_level=None,
+                             entry_id="B", expected_etag=config_edit.etag(before))
+            outcomes.append(("saved", name))
+        except config_edit.Conflict:
+            outcomes.append(("conflict", name))
+
+    threads = [threading.Thread(target=edit, args=(n,)) for n in ("Account closed (first)", "Account closed (2nd)")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(kind for kind, _ in outcomes) == ["conflict", "saved"]
+    [winner] = [name for kind, name in outcomes if kind == "saved"]
+    assert config_edit.find(config_dir, screen, "B")["name"] == winner
+    assert [(c["actor"], c["after"]["name"]) for c in audit.changes()] == [(winner, winner)]
