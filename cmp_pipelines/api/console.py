@@ -144,8 +144,16 @@ def _screen(slug: str) -> config_edit.Screen:
 
 
 def _choices(request: Request, screen: config_edit.Screen) -> dict[str, tuple[str, ...]]:
-    levels = _ctx(request).security.levels
-    return {f.name: (levels if f.kind == "multi" else f.choices) for f in screen.fields}
+    """Security levels from security.yaml; a reference to another screen's entries offers those (the loaders still
+    judge what is posted)."""
+    levels, choices = _ctx(request).security.levels, {}
+    for f in screen.fields:
+        if f.choices_from:
+            other = config_edit.SCREENS[f.choices_from]
+            choices[f.name] = tuple(str(e.get(other.key)) for e in config_edit.entries(paths().config_dir, other))
+        else:
+            choices[f.name] = levels if f.kind == "multi" else f.choices
+    return choices
 
 
 def _safe_next(target: str | None) -> str:

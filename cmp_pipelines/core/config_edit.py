@@ -53,6 +53,7 @@ class Field:
     choices: tuple[str, ...] = ()
     optional: bool = False
     help: str = ""
+    choices_from: str | None = None  # a choice among the entries of another screen (a default's payment term)
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,7 @@ SCREENS: dict[str, Screen] = {s.slug: s for s in (
     Screen("payment-term-defaults", "Payment term defaults", PAYMENT_TERMS_FILE, "payment_term_defaults",
            "payment_type", (
         Field("payment_type", "Payment type", "choice", PAYMENT_TYPES, help="one default per payment type"),
-        Field("code", "Payment term", help="the code of a payment term"),
+        Field("code", "Payment term", "choice", choices_from="payment-terms", help="one of the payment terms"),
         Field("security_levels", "Security levels", "multi", help="the levels that may use this default"),
     )),
     Screen("rejection-codes", "Recurring payment rejection codes", REJECTION_CODES_FILE, "rejection_codes", "code", (

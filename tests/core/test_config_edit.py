@@ -103,3 +103,13 @@ def test_two_saves_of_one_version_at_once_one_wins(config_dir, audit, tmp_path):
     [winner] = [name for kind, name in outcomes if kind == "saved"]
     assert config_edit.find(config_dir, screen, "B")["name"] == winner
     assert [(c["actor"], c["after"]["name"]) for c in audit.changes()] == [(winner, winner)]
+
+
+def test_a_default_names_only_configured_security_levels(config_dir, audit):
+    screen = SCREENS["payment-term-defaults"]
+    before = config_edit.find(config_dir, screen, "MANUAL")
+    with pytest.raises(config_edit.Rejected) as typo:
+        config_edit.save(config_dir, audit, screen, {**before, "security_levels": ["AGENT", "SUPERVSIOR"]}, actor="a",
+                         security_level=None, entry_id="MANUAL", expected_etag=config_edit.etag(before))
+    assert typo.value.fields == {"security_levels": "'SUPERVSIOR' is not one of security.yaml's security_levels "
+                                                    "(CUSTOMER, AGENT, SUPERVISOR, ADMIN)"}
