@@ -3,9 +3,10 @@ terms, payment term defaults, rejection codes and mandate revision codes (core/c
 
 Sign-in is the API's own identity: a client's API key, once, on the sign-in form; the browser then holds a signed,
 HttpOnly, SameSite=Strict session cookie naming the client (and the first characters of its key's hash, so rotating
-the key ends the session). Every page checks the client's configured security level: VIEW_CONFIG to look,
-EDIT_CONFIG to change (config/security.yaml); a refusal is 403 naming the rule. Every form carries a CSRF token
-bound to the session. Jinja2 autoescapes everything; no script runs on these pages (CSP `default-src 'self'`).
+the key ends the session) whose session must also be open in the audit store (signing out closes it). Every page
+checks the client's configured security level: VIEW_CONFIG to look, EDIT_CONFIG to change (config/security.yaml);
+a refusal is 403 naming the rule. Every form carries a CSRF token bound to the session. Jinja2 autoescapes
+everything; no script runs on these pages (CSP `default-src 'self'`).
 """
 
 from __future__ import annotations
@@ -97,7 +98,8 @@ def _ctx(request: Request) -> ApiContext:
 
 def _client(request: Request) -> tuple[ApiClient, dict]:
     session = _unsign(request.cookies.get(COOKIE))
-    if not session or session.get("exp", 0) < time.time():
+    if not session or session.get("exp", 0) < time.time() or not _audit().session_open(session.get("sid", ""),
+                                                                                      session.get("client", "")):
         raise Denied(401, "sign in with your API key")
     for client in _ctx(request).clients_by_hash.values():
         if client.client_id == session.get("client") and (client.key_sha256 or "")[:16] == session.get("key"):
@@ -188,6 +190,7 @@ async def login(request: Request) -> Response:
         return response
     session = {"sid": secrets.token_urlsafe(16), "client": client.client_id, "key": (client.key_sha256 or "")[:16],
                "exp": int(time.time()) + SESSION_SECONDS}
+    _audit().open_session(session["sid"], client.client_id, session["exp"])
     response = RedirectResponse(target, status_code=303, headers=HEADERS)
     response.set_cookie(COOKIE, _sign(session), max_age=SESSION_SECONDS, httponly=True, samesite="strict",
                         path="/console", secure=_ctx(request).public_base_url.startswith("https://"))
@@ -202,6 +205,7 @@ async def logout(request: Request) -> Response:
         await _form(request, session)
     except Denied as denied:
         return _denied(request, denied)
+    _audit().close_session(session["sid"])
     response = RedirectResponse("/console/login", status_code=303, headers=HEADERS)
     response.delete_cookie(COOKIE, path="/console")
     return response

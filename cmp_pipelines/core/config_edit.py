@@ -227,7 +227,13 @@ CREATE TABLE config_changes (
     after_json TEXT NOT NULL,
     file_sha256 TEXT NOT NULL
 );
-CREATE INDEX config_changes_entry ON config_changes (file, section, entry_id, change_id)
+CREATE INDEX config_changes_entry ON config_changes (file, section, entry_id, change_id);
+CREATE TABLE console_sessions (
+    sid_sha256 TEXT PRIMARY KEY,
+    client_id TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    expires_at INTEGER NOT NULL
+)
 """
 
 
@@ -237,6 +243,24 @@ class ConfigAudit(LocalSqlite):
 
     def __init__(self, path: Path):
         super().__init__(path, AUDIT_SCHEMA)
+
+    # Console sign-ins: the cookie is signed, and its session must also still be here, so signing out ends it even
+    # for a copy of the cookie. Only a hash of the session id is kept.
+    def open_session(self, sid: str, client_id: str, expires_at: int) -> None:
+        with self.write() as con:
+            con.execute("DELETE FROM console_sessions WHERE expires_at < ?", [int(datetime.now(UTC).timestamp())])
+            con.execute("INSERT INTO console_sessions VALUES (?, ?, ?, ?)",
+                        [hashlib.sha256(sid.encode()).hexdigest(), client_id,
+                         datetime.now(UTC).isoformat(timespec="seconds"), expires_at])
+
+    def session_open(self, sid: str, client_id: str) -> bool:
+        row = self.connection().execute(
+            "SELECT expires_at FROM console_sessions WHERE sid_sha256 = ? AND client_id = ?",
+            [hashlib.sha256(sid.encode()).hexdigest(), client_id]).fetchone()
+        return row is not None and row[0] >= datetime.now(UTC).timestamp()
+
+    def close_session(self, sid: str) -> None:
+        self.write_one("DELETE FROM console_sessions WHERE sid_sha256 = ?", [hashlib.sha256(sid.encode()).hexdigest()])
 
     def changes(self, file: str | None = None, section: str | None = None, entry_id: str | None = None,
                 limit: int = 200) -> list[dict]:

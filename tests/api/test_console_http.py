@@ -47,9 +47,12 @@ def test_sign_in_levels_and_csrf(console):
         missing = agent.get("/console/rejection-codes/ZZ")
         assert missing.status_code == 404 and "Recurring payment rejection codes: no entry &#39;ZZ&#39;" in missing.text
         assert agent.get("/console/currencies").status_code == 404
+        cookie = agent.cookies["cmp_console"]
         signed_out = agent.post("/console/logout", data={"csrf": token})
         assert (signed_out.status_code, signed_out.headers["location"]) == (303, "/console/login")
         assert agent.get("/console/payment-terms").status_code == 303  # the cookie is gone
+    with httpx.Client(base_url=api.base_url, timeout=10, cookies={"cmp_console": cookie}) as copied:
+        assert copied.get("/console/payment-terms").status_code == 303  # and a copy of it no longer opens anything
 
 
 def test_a_form_without_its_session_token_changes_nothing(console):
