@@ -383,6 +383,8 @@ def check_config_dir(config_dir: Path, files: Iterable[ConfigFile] | None = None
     partners, errors = PARTNERS_FILE.run(config_dir)
     for name in sorted(set(known) - {PARTNERS_FILE.name}):
         errors += known[name].check(config_dir, partners)
+    if files is None:
+        errors += cmp_pipelines.core.security.unknown_payment_term_levels(config_dir)
     for file in sorted(config_dir.glob("*.y*ml")):
         if file.name not in known:
             errors.append(ConfigError(file, "-", "-", "no configuration model reads this file; known files: "
