@@ -80,20 +80,34 @@ def _flow(workdir: Path, kind: str) -> dict:
     config = load_direct_debit(PROJECT_ROOT / "config", load_partners(PROJECT_ROOT / "config"))
     files, keyring = LocalFileStore(base_dir=str(workdir / "data")), PartnerKeyring(workdir / "keys")
     with connect(workdir / "run.duckdb") as con:
-        started = time.perf_counter()
+        steps: dict[str, float] = {}
+        clock = started = time.perf_counter()
+
+        def lap(name: str) -> None:
+            nonlocal clock
+            steps[name] = time.perf_counter() - clock
+            clock = time.perf_counter()
+
         if kind == "auddis":
             extract = AuddisExtract(con, files, keyring, config, NOW)
             batch = extract.select(DAY)
+            lap("select")
             path = extract.write_file(batch)
+            lap("write_file")
             count, total = batch.record_count, 0
         else:
             flow = DirectDebitCollections(con, files, keyring, config, NOW)
             batch = flow.select(DAY)
+            lap("select")
             path = flow.write_file(batch)
-            flow.write_posting_file(flow.post(batch))
+            lap("write_file")
+            posted = flow.post(batch)
+            lap("post")
+            flow.write_posting_file(posted)
+            lap("write_posting_file")
             count, total = batch.collection_count, batch.total_minor
         seconds = time.perf_counter() - started
-    return {"seconds": seconds, "records": count, "total_minor": total, "bytes": os.path.getsize(
+    return {"seconds": seconds, "steps": steps, "records": count, "total_minor": total, "bytes": os.path.getsize(
         workdir / "data" / path), "rss_mb": _peak_mb()}
 
 
@@ -173,6 +187,11 @@ JOBS = {  # kind: job, the published Standard 18 file (a glob under data/, {day}
 }
 
 
+RUN_STEPS = {"auddis_instructions_batch": "select", "auddis_file": "write_file", "dd_collections_due": "select",
+             "dd_collection_file": "write_file", "dd_collection_posting_batch": "post",
+             "dd_collection_ledger_posting_file": "write_posting_file"}
+
+
 def _orchestrated_day() -> date:
     """The latest Bacs working day up to today: a daemon's run takes a partition that exists (daily partitions
     end today), and a working day is processed as itself (no move to the next one)."""
@@ -203,7 +222,7 @@ def _orchestrated_setup(workdir: Path, mandates: int) -> dict:
     return {"day": day.isoformat(), "seeded_s": time.perf_counter() - started}
 
 
-def _orchestrated(workdir: Path, args: argparse.Namespace, results: dict[str, tuple[float, float]]) -> None:
+def _orchestrated(workdir: Path, args: argparse.Namespace, results: dict[str, tuple]) -> None:
     """Each job as its schedule starts it: a run of the day's partition created on the daemon's instance and queued
     by `dagster job launch` (orchestrated.Session.launch), timed to the published Standard 18 file and the run's
     end; then a run of the partition a week earlier, with nothing left to select, for the run's fixed cost."""
@@ -235,12 +254,12 @@ def _orchestrated(workdir: Path, args: argparse.Namespace, results: dict[str, tu
             if kind == "collections":
                 _verify("orchestrated collections: DD collection postings", args.mandates, posted)
             shutil.rmtree(root, ignore_errors=True)
-        flow_s, floor_s = results.get(kind, (0.0, None))
+        flow_s, floor_s, steps = results[kind]
         orchestrated.report(
             f"{'AUDDIS' if kind == 'auddis' else 'DD collections'} orchestrated: {job} for partition {day} (store "
             f"seeded for that day, untimed) created and queued on a dagster-daemon's instance, launched in its own "
             f"process; median of {len(runs)}", "published Standard 18 file", args.mandates, runs, empties,
-            flow_s, floor_s, empty_label=f"empty run {empty_day}")
+            flow_s, floor_s, steps, RUN_STEPS, f"empty run {empty_day}")
 
 
 def _timed(workdir: Path, kind: str, mode: str) -> dict:
@@ -283,7 +302,7 @@ def main() -> None:
         setup(workdir, args.mandates)
         print(f"direct debit: {args.mandates:,} mandates seeded in {time.perf_counter() - started:.1f} s",
               flush=True)
-        results: dict[str, tuple[float, float]] = {}
+        results: dict[str, tuple] = {}
         for kind in ("auddis", "collections"):
             flows, floors = [], []
             for _ in range(max(1, args.repeat)):  # interleaved, so drift in the machine hits both alike
@@ -293,7 +312,7 @@ def main() -> None:
                 _verify(f"{kind} records", args.mandates, run["records"])
             flow = sorted(flows, key=lambda f: f["seconds"])[len(flows) // 2]
             floor = sorted(floors, key=lambda f: f["seconds"])[len(floors) // 2]
-            results[kind] = (flow["seconds"], floor["seconds"])
+            results[kind] = (flow["seconds"], floor["seconds"], flow["steps"])
             if (flow["records"], flow["total_minor"]) != (floor["records"], floor["total_minor"]):
                 print(f"  WARNING: {kind} flow and floor disagree: {flow} vs {floor}")
             ratio = flow["seconds"] / floor["seconds"]
