@@ -174,6 +174,11 @@ def phase_flow(args: argparse.Namespace) -> dict:
         ack_path = flow.acknowledge(load)
         t4 = time.perf_counter()
         ledger_rows = con.execute("SELECT count(*) FROM ledger_postings").fetchone()[0]
+        _verify("NRP records loaded", args.records, load.record_count)
+        _verify("NRP posting batch in the ledger", posted.posting_count, con.execute(
+            "SELECT count(*) FROM ledger_postings p JOIN batches b USING (batch_id) WHERE b.kind = 'NRP_POSTING'"
+        ).fetchone()[0])
+        _verify("NRP postings made (none would mean nothing was posted)", 1, int(posted.posting_count > 0))
     data = workdir / "flow"
     return {
         "imports_and_connect_s": ready_s,
@@ -844,6 +849,20 @@ def _small_file(workdir: Path) -> Path:
     return path
 
 
+def _verify_orchestrated_nrp(root: Path, run: dict, records: int, postings: int | None) -> None:
+    """The orchestrated NRP run loaded every record and posted what the function-level flow posts."""
+    counts = _store_counts(root / "data" / "cmp.duckdb", {
+        "records": ("SELECT count(*) FROM nrp_records", []),
+        "postings": ("SELECT count(*) FROM ledger_postings p JOIN batches b USING (batch_id) "
+                     "WHERE b.kind = 'NRP_POSTING'", []),
+    })
+    _verify(f"orchestrated NRP run status ({records:,} records)", 1, int(run["status"] == "SUCCESS"))
+    _verify(f"orchestrated NRP records loaded ({records:,} records)", records, counts["records"])
+    if postings is not None:
+        _verify("orchestrated NRP postings", postings, counts["postings"])
+    shutil.rmtree(root, ignore_errors=True)
+
+
 def _orchestrated_section(args: argparse.Namespace, workdir: Path, meta: dict, flows: list[dict],
                           floors: list[dict]) -> None:
     sys.path.insert(0, str(HERE))
@@ -856,6 +875,8 @@ def _orchestrated_section(args: argparse.Namespace, workdir: Path, meta: dict, f
         for name, file in (("small", small), ("big", workdir / meta["file_name"])):
             print(f"  orchestrated {name} file, run {index + 1} ...", file=sys.stderr, flush=True)
             runs[name].append(measure(workdir / f"orchestrated-{name}", store, keys, file))
+            _verify_orchestrated_nrp(workdir / f"orchestrated-{name}", runs[name][-1], 3 if name == "small" else
+                                     args.records, None if name == "small" else _median(flows)["postings"])
     big = sorted(runs["big"], key=lambda r: r["ack_s"])[(len(runs["big"]) - 1) // 2]
     small_run = sorted(runs["small"], key=lambda r: r["ack_s"])[(len(runs["small"]) - 1) // 2]
     flow = _median(flows)
