@@ -1,7 +1,10 @@
 """The orchestrated path, as a user meets it (issue 16): an encrypted file dropped into the partner's inbound
 folder, picked up by the sensor of a real `dagster-daemon`, its run queued, launched by the daemon's run launcher
-through the code server in a process of its own, until the acknowledgement is published. Prints nothing itself;
-`benchmarks/run.py` calls `measure` and reports the figures beside the function-level phases.
+through the code server in a process of its own, until the acknowledgement is published. Scheduled jobs (CARD
+extract, AUDDIS, DD collections) have no file to drop: `Session.launch` creates a run of a day's partition on the
+daemon's instance and submits it to its queue with `dagster job launch`, as a schedule tick's run is queued.
+`daemon` starts a daemon over a fresh copy of a store; `measure` (NRP), `Session.drop` and `Session.launch` time
+one run each; `report` prints a section beside the function-level phases and the floor (run.py, direct_debit.py).
 
 The timeline is read back from the instance (run record, event log), so every phase of the wait is named:
   pickup   drop -> the sensor created the run (sensor interval + tick)
@@ -9,7 +12,7 @@ The timeline is read back from the instance (run record, event log), so every ph
   start    launched -> RUN_START (process spawn, imports, definitions, instance) = the run's fixed cost, with
   setup    RUN_START -> first step (resources)
   steps    each step's STEP_START -> STEP_SUCCESS/FAILURE
-  ack      drop -> the acknowledgement file exists (the headline), and drop -> run finished
+  ack      drop (or run created) -> the published file exists (the headline), and -> run finished
 """
 
 from __future__ import annotations
