@@ -147,8 +147,8 @@ def dd_collection_notices(
     kinds={"duckdb"},
     description=(
         "Recurring Payments job (DD mode), selection: one debit per active mandate of a direct-debit account for "
-        "its invoices due whose advance notice was sent in time (01 first, 17 regular, 19 final), plus soft-returned debits "
-        "due for re-presentation (18). Chosen once per day and frozen."
+        "its invoices due whose advance notice was sent in time (01 first, 17 regular, 19 final), plus "
+        "soft-returned debits due for re-presentation (18). Chosen once per day and frozen."
     ),
 )
 def dd_collections_due(
