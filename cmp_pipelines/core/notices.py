@@ -98,7 +98,8 @@ def raise_notices(con: duckdb.DuckDBPyConnection, payment_type: str, day: date, 
         )
         planned = [d for (d,) in con.execute("SELECT DISTINCT planned FROM notice_candidates").fetchall()]
         con.execute("CREATE OR REPLACE TEMP TABLE notice_dates (planned DATE, collection_on DATE)")
-        con.executemany("INSERT INTO notice_dates VALUES (?, ?)", [[d, snap(d) if snap else d] for d in planned])
+        if planned:
+            con.executemany("INSERT INTO notice_dates VALUES (?, ?)", [[d, snap(d) if snap else d] for d in planned])
         con.execute(
             """
             INSERT INTO collection_notices (notice_id, payment_type, account_number, invoice_number, mandate_id,
