@@ -111,7 +111,7 @@ def context(row: dict) -> dict:
                   "source_ref": row["source_ref"], "detail": row["detail"],
                   "raised_on": row["raised_at"].date().isoformat()},
         "payment": {"amount": row["amount"], "currency": row["currency"], "invoice_number": row["invoice_number"],
-                    "retry_on": row["retry_on"], "collect_on": row["collect_on"], "type": row["payment_type"]},
+                    "retry_on": row["retry_on"], "collect_on": row.get("collect_on"), "type": row.get("payment_type")},
         "mandate": {"reference": row["mandate_reference"], "service_user_number": row["service_user_number"]},
     }
 

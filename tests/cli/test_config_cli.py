@@ -14,7 +14,8 @@ from click.testing import CliRunner
 from cmp_pipelines.cli import main
 from cmp_pipelines.core.settings import PROJECT_ROOT
 
-KNOWN = ("alerts.yaml, api_clients.yaml, direct_debit.yaml, hardware_orders.yaml, mandate_revision_codes.yaml, "
+KNOWN = ("alerts.yaml, api_clients.yaml, card_payments.yaml, direct_debit.yaml, hardware_orders.yaml, "
+         "mandate_revision_codes.yaml, "
          "operators.yaml, partners.yaml, payment_provider.yaml, payment_terms.yaml, probes.yaml, rejection_codes.yaml, "
          "security.yaml, workflow_actions.yaml")
 

@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import orjson
 import pytest
 
-from cmp_pipelines.core import outbox, workflow
+from cmp_pipelines.core import notices, outbox, workflow
 from cmp_pipelines.core.config import check_config_dir, load_mandate_revision_codes, load_rejection_codes
 from cmp_pipelines.core.config_payments import load_provider_settings
 from cmp_pipelines.core.config_workflow import load_workflow_actions
@@ -65,7 +65,7 @@ def test_every_event_the_flows_raise_has_an_action_and_its_template_renders():
     )
 
     raised = {CARD_UNKNOWN, DD_UNKNOWN, MANDATE_SETUP_EVENT, ENROLMENT_FAILED_EVENT, FRAUD_FAILED_EVENT,
-              ORDER_ERROR_EVENT}
+              ORDER_ERROR_EVENT, *((notices.EVENT_TYPE, code) for _, code in notices.KINDS.values())}
     for code in load_rejection_codes(CONFIG).codes.values():
         raised |= {(e.event_type, e.event_code) for e in (code.retry_event, code.cancellation_event,
                                                           code.refund_event) if e}
@@ -76,7 +76,7 @@ def test_every_event_the_flows_raise_has_an_action_and_its_template_renders():
     templates = Templates(CONFIG / "templates")
     missing = sorted(f"{t}/{c}" for t, c in raised if actions.action_for(t, c) is None)
     assert missing == []
-    assert len(raised) == 18
+    assert len(raised) == 20
     for event_type, code in raised:
         action = actions.action_for(event_type, code)
         if action.action == "COMMUNICATION":
