@@ -72,7 +72,7 @@ def collected(platform) -> dict[str, tuple]:
                           "WHERE kind = 'PAYMENT' AND attempt = 1")
     dd = platform.query("SELECT i.invoice_number, 'DIRECT_DEBIT', c.business_date, i.amount_minor "
                         "FROM dd_collection_items i JOIN dd_collections c USING (collection_id) WHERE c.attempt = 1")
-    return {invoice: rest for invoice, *rest in card + dd}
+    return {invoice: tuple(rest) for invoice, *rest in card + dd}
 
 
 def notice_rows(platform) -> dict[str, tuple]:
