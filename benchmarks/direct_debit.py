@@ -89,6 +89,9 @@ def setup(workdir: Path, mandates: int) -> None:
                     "currency, batch_id, source_ref, effective_at) SELECT 'invoice:' || invoice_number || ':CHARGE', "
                     "account_number, invoice_number, 'INVOICE', amount_minor, currency, 'INVOICES', invoice_number, "
                     "issued_on FROM invoices")
+                from cmp_pipelines.demo.data import seed_sent_notices
+
+                seed_sent_notices(con, "DIRECT_DEBIT", "TRUE")  # notices sent on issue: every invoice collectable
             con.execute("CHECKPOINT")
 
 
