@@ -51,7 +51,7 @@ def test_every_shipped_yaml_file_has_a_registered_model():
 
 def test_config_validate_passes_the_shipped_files(env):
     result = cli("config", "validate")
-    assert (result.exit_code, result.stdout) == (0, f"{env / 'config'}: 13 configuration files valid ({KNOWN})\n")
+    assert (result.exit_code, result.stdout) == (0, f"{env / 'config'}: 14 configuration files valid ({KNOWN})\n")
     assert not (env / "data").exists()
 
 
