@@ -85,3 +85,32 @@ def bacs_check(file: Path, partner: str | None) -> None:
         _fail(f"{file}: {len(problems)} problem(s); a bureau would refuse this submission")
     records = max(text.count("\n") - 7, 0)
     click.echo(f"{file}: conforms to Standard 18 ({records} data record(s))")
+
+
+@files.command("stripe-batch")
+@click.argument("extract")
+@click.option("--partner", default="CARDPAY", show_default=True,
+              help="The card provider partner: whose keys decrypt the extract and encrypt the rejection file.")
+@click.option("--attempts", default=3, show_default=True, help="Tries per record on a timeout or a 5xx (same key).")
+def files_stripe_batch(extract: str, partner: str, attempts: int) -> None:
+    """Charge a recurring card extract (EXTRACT: its path under the data folder, e.g.
+    outbound/card_payments/CARDPAY/RCX-20261202-CARDPAY-GBP.json.enc) at Stripe and write the declines as a card
+    rejection file in inbound/card_rejections/<partner>/ (README "Stripe")."""
+    from cmp_pipelines.core.crypto.keyring import PartnerKeyring
+    from cmp_pipelines.core.files.errors import FileRejected
+    from cmp_pipelines.core.stripe_batch import ExtractError, run_stripe_batch
+    from cmp_pipelines.core.stripe_provider import stripe_from_config
+    from cmp_pipelines.lib.resources.file_store import LocalFileStore
+
+    try:
+        provider = stripe_from_config(paths().config_dir, paths().keys_dir)
+        result = run_stripe_batch(LocalFileStore(), PartnerKeyring(paths().keys_dir), extract, provider,
+                                  partner=partner, attempts=attempts)
+    except FileRejected as exc:
+        _fail(f"{extract}: {exc.message}")
+    except (ExtractError, ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    counts = ", ".join(f"{result.count(o)} {o.lower()}" for o in sorted(set(result.outcomes.values())))
+    click.echo(f"{result.file_id}: {counts or 'no records'}")
+    click.echo(f"rejection file: {result.rejection_path or '(none: nothing declined)'}")
+    click.echo(f"report: {result.report_path}")

@@ -383,6 +383,8 @@ def check_config_dir(config_dir: Path, files: Iterable[ConfigFile] | None = None
     partners, errors = PARTNERS_FILE.run(config_dir)
     for name in sorted(set(known) - {PARTNERS_FILE.name}):
         errors += known[name].check(config_dir, partners)
+    if files is None:
+        errors += cmp_pipelines.core.security.unknown_payment_term_levels(config_dir)
     for file in sorted(config_dir.glob("*.y*ml")):
         if file.name not in known:
             errors.append(ConfigError(file, "-", "-", "no configuration model reads this file; known files: "
@@ -610,7 +612,7 @@ class RejectionCode:
 
 @dataclass(frozen=True)
 class RejectionConfig:
-    default_payment_type: str  # what a hard decline reverts an account to
+    default_payment_type: str  # what a hard decline reverts an account to, where it can (core/rejections.py)
     codes: dict[str, RejectionCode]
     bacs_return_codes: dict[str, str] = dataclass_field(default_factory=dict)  # ARUDD four-digit returnCode -> code
     # what a return under each ARUDD rejection code does to its mandate: KEEP, CANCEL (collection stops) or HOLD
@@ -667,14 +669,9 @@ class BacsReturnCodeEntry(FileModel):
     rejection_code: str
 
 
-def _reverts_to_manual(value: str) -> str:
-    if value != "MANUAL":
-        fail("a declined account reverts to MANUAL (card and direct debit need the customer's consent)")
-    return value
-
-
 class RejectionCodesFile(FileModel):
-    default_payment_type: Annotated[PaymentType, AfterValidator(_reverts_to_manual)] = "MANUAL"
+    # any payment type; where the account cannot pay that way the engine falls back to MANUAL (core/rejections.py)
+    default_payment_type: PaymentType = "MANUAL"
     rejection_codes: list[RejectionCodeEntry]
     bacs_return_codes: list[BacsReturnCodeEntry] = []
     arudd_mandate_actions: dict[str, one_of(*MANDATE_ACTIONS)] = {}

@@ -81,7 +81,10 @@ class StripeProvider(PaymentProvider):
 
     # ---- PaymentProvider ---------------------------------------------------------------------------------
 
-    def charge(self, *, merchant_reference: str, card_token: str, amount_minor: int, currency: str) -> ProviderOutcome:
+    def charge(self, *, merchant_reference: str, card_token: str, amount_minor: int, currency: str,
+               holder_present: bool = True) -> ProviderOutcome:
+        """`holder_present=False` (a recurring batch: nobody to send to Checkout): a card that needs its holder is
+        declined with the code `decline_codes` maps `authentication_required` to."""
         card = CARD_ON_FILE.fullmatch(card_token)
         if card is None:
             return ProviderOutcome("DECLINED", "", self.settings.default_decline_code,
@@ -94,6 +97,8 @@ class StripeProvider(PaymentProvider):
                 {"idempotency_key": f"charge-{merchant_reference}"})
         except stripe.CardError as exc:
             intent = (exc.json_body or {}).get("error", {}).get("payment_intent") or {}
+            if exc.code == "authentication_required" and not holder_present:
+                return self._declined(intent.get("id") or "", "authentication_required")
             if exc.code == "authentication_required":
                 raise ActionRequired(self.start_hosted_payment(
                     merchant_reference=merchant_reference, amount_minor=amount_minor, currency=currency,
@@ -101,6 +106,8 @@ class StripeProvider(PaymentProvider):
             return self._declined(intent.get("id") or "", getattr(exc.error, "decline_code", None))
         except (stripe.APIConnectionError, stripe.APIError, stripe.RateLimitError) as exc:
             raise ProviderTimeout(f"stripe: {type(exc).__name__}") from None
+        if intent.status == "requires_action" and not holder_present:
+            return self._declined(intent.id, "authentication_required")
         if intent.status == "requires_action":
             raise ActionRequired(self.start_hosted_payment(
                 merchant_reference=merchant_reference, amount_minor=amount_minor, currency=currency,
@@ -147,6 +154,32 @@ class StripeProvider(PaymentProvider):
         except (stripe.APIConnectionError, stripe.APIError, stripe.RateLimitError) as exc:
             raise ProviderTimeout(f"stripe: {type(exc).__name__}") from None
         return refund.id
+
+    def refund_card_on_file(self, *, refund_reference: str, card_token: str, amount_minor: int,
+                            currency: str) -> ProviderOutcome:
+        """A refund the recurring extract asks for. Stripe refunds a PaymentIntent, which the generic extract does
+        not name: the customer's newest succeeded one in the currency that covers the amount (the list API, which
+        reads its own writes; search may lag). None, or Stripe refusing the refund: DECLINED with the code
+        `transaction_not_allowed` maps to. The refund's idempotency key is `refund-<refund reference>`."""
+        card = CARD_ON_FILE.fullmatch(card_token)
+        refused = self.settings.decline_codes.get("transaction_not_allowed", self.settings.default_decline_code)
+        if card is None:
+            return ProviderOutcome("DECLINED", "", refused, "the card token is not a Stripe customer and payment "
+                                                            "method (cus_...-pm_...)")
+        try:
+            page = self.client.v1.payment_intents.list({"customer": card["customer"], "limit": 100})
+        except (stripe.APIConnectionError, stripe.APIError, stripe.RateLimitError) as exc:
+            raise ProviderTimeout(f"stripe: {type(exc).__name__}") from None
+        paid = [i for i in page.data if i.status == "succeeded" and i.currency == currency.lower()
+                and i.amount_received >= amount_minor]
+        if not paid:
+            return ProviderOutcome("DECLINED", "", refused, f"no payment of at least {amount_minor} {currency} "
+                                                            "at Stripe to refund")
+        try:
+            return ProviderOutcome("SUCCEEDED", self.refund(provider_reference=paid[0].id, amount_minor=amount_minor,
+                                                            refund_reference=refund_reference))
+        except stripe.InvalidRequestError as exc:
+            return ProviderOutcome("DECLINED", paid[0].id, refused, f"Stripe refused the refund: {exc.user_message}")
 
     def verify_callback(self, body: bytes, signature: str | None, tolerance_seconds: int) -> dict:
         """The webhook as the callback the API understands: {session_id, status, provider_reference, reason_code}."""

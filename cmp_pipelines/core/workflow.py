@@ -83,7 +83,7 @@ notice AS (SELECT notice_id, payment_type, amount_minor, currency, invoice_numbe
            FROM collection_notices
            WHERE notice_id IN (SELECT e.source_ref FROM workflow_events e JOIN due USING (event_id)))
 SELECT d.event_id, d.action, d.target, d.attempts, e.event_type, e.event_code, e.account_number, e.source_ref,
-       e.detail, e.raised_at, a.name, a.email,
+       e.detail, e.raised_at, e.reason_type, e.reason_code, e.new_payment_type, a.name, a.email,
        minor_to_decimal(coalesce(c.amount_minor, b.amount_minor, n.amount_minor)),
        coalesce(c.currency, b.currency, n.currency, a.currency), coalesce(c.invoice_number, n.invoice_number),
        coalesce(c.retry_due_on, b.retry_due_on)::VARCHAR, m.reference, m.service_user_number,
@@ -98,20 +98,25 @@ ORDER BY d.event_id
 """
 
 _CONTEXT = ("event_id", "action", "target", "attempts", "event_type", "event_code", "account_number", "source_ref",
-            "detail", "raised_at", "customer_name", "email", "amount", "currency", "invoice_number", "retry_on",
-            "mandate_reference", "service_user_number", "collect_on", "payment_type")
+            "detail", "raised_at", "reason_type", "reason_code", "new_payment_type", "customer_name", "email", "amount",
+            "currency", "invoice_number", "retry_on", "mandate_reference", "service_user_number", "collect_on",
+            "payment_type")
 
 
 def context(row: dict) -> dict:
-    """What a template sees: `account`, `event` and, when the event is about one, `payment` (an advance notice:
-    `collect_on` and `type`) and `mandate`."""
+    """What a template sees: `account`, `event` and, when the event is about one, `payment` and `mandate`.
+    `event.reason_type`/`event.reason_code` are the configured reason of the rejection or mandate revision code;
+    `payment.new_type` is the payment type the event moved the account to (None when it did not move it); an
+    advance notice adds `payment.collect_on` and `payment.type` (RECURRING_CARD or DIRECT_DEBIT)."""
     return {
         "account": {"number": row["account_number"], "name": row["customer_name"], "email": row["email"]},
         "event": {"id": row["event_id"], "type": row["event_type"], "code": row["event_code"],
-                  "source_ref": row["source_ref"], "detail": row["detail"],
+                  "source_ref": row["source_ref"], "detail": row["detail"], "reason_type": row["reason_type"],
+                  "reason_code": row["reason_code"],
                   "raised_on": row["raised_at"].date().isoformat()},
         "payment": {"amount": row["amount"], "currency": row["currency"], "invoice_number": row["invoice_number"],
-                    "retry_on": row["retry_on"], "collect_on": row.get("collect_on"), "type": row.get("payment_type")},
+                    "retry_on": row["retry_on"], "new_type": row["new_payment_type"],
+                    "collect_on": row.get("collect_on"), "type": row.get("payment_type")},
         "mandate": {"reference": row["mandate_reference"], "service_user_number": row["service_user_number"]},
     }
 
@@ -161,7 +166,8 @@ def dispatch(con: duckdb.DuckDBPyConnection, actions: WorkflowActions, templates
         elif action == "WEBHOOK":
             payload = {"event_id": event_id, "event_type": row["event_type"], "event_code": row["event_code"],
                        "account_number": row["account_number"], "source_ref": row["source_ref"],
-                       "detail": row["detail"], "raised_at": row["raised_at"].isoformat()}
+                       "detail": row["detail"], "reason_type": row["reason_type"], "reason_code": row["reason_code"],
+                       "new_payment_type": row["new_payment_type"], "raised_at": row["raised_at"].isoformat()}
             try:
                 response = post(row["target"], json=payload, timeout=WEBHOOK_TIMEOUT,
                                 headers={"Idempotency-Key": f"cmp-event-{event_id}"})
@@ -208,8 +214,9 @@ def retry(con: duckdb.DuckDBPyConnection, actions: WorkflowActions, event_ids: l
     return changed
 
 
-EVENT_COLUMNS = ("event_id", "event_type", "event_code", "account_number", "source_ref", "detail", "raised_at",
-                 "action", "target", "status", "attempts", "last_error", "result", "updated_at")
+EVENT_COLUMNS = ("event_id", "event_type", "event_code", "account_number", "source_ref", "detail", "reason_type",
+                 "reason_code", "new_payment_type", "raised_at", "action", "target", "status", "attempts", "last_error",
+                 "result", "updated_at")
 
 
 def events(con: duckdb.DuckDBPyConnection, *, account: str | None = None, status: str | None = None,
@@ -217,9 +224,9 @@ def events(con: duckdb.DuckDBPyConnection, *, account: str | None = None, status
     """Events with their dispatch state (status NEW: not registered by a dispatcher yet)."""
     rows = con.execute(
         """
-        SELECT e.event_id, e.event_type, e.event_code, e.account_number, e.source_ref, e.detail, e.raised_at,
-               d.action, d.target, coalesce(d.status, 'NEW'), coalesce(d.attempts, 0), d.last_error, d.result,
-               d.updated_at
+        SELECT e.event_id, e.event_type, e.event_code, e.account_number, e.source_ref, e.detail, e.reason_type,
+               e.reason_code, e.new_payment_type, e.raised_at, d.action, d.target, coalesce(d.status, 'NEW'),
+               coalesce(d.attempts, 0), d.last_error, d.result, d.updated_at
         FROM workflow_events e LEFT JOIN workflow_dispatch d USING (event_id)
         WHERE ($account IS NULL OR e.account_number = $account)
           AND ($status IS NULL OR coalesce(d.status, 'NEW') = $status)

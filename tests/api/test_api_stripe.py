@@ -7,18 +7,15 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import threading
 import time
 
 import pytest
-import uvicorn
 import yaml
 
-from cmp_pipelines.api.app import create_app
-from cmp_pipelines.core.config_payments import hash_key, write_key_hash
-from cmp_pipelines.core.settings import PROJECT_ROOT, paths
-from tests.support.api import KEYS, Api, free_port, pay, register
-from tests.support.stripe_stub import FIXTURES, serve_stub, stripe_object
+from cmp_pipelines.core.settings import PROJECT_ROOT
+from tests.support.api import pay, register, running_api
+from tests.support.stripe_openapi import check_object
+from tests.support.stripe_stub import FIXTURES, running_stub, stripe_object
 
 SECRET = "whsec_api_test_0123456789"
 ACCOUNT = "ACC00000007"
@@ -26,7 +23,6 @@ ACCOUNT = "ACC00000007"
 
 @pytest.fixture
 def stripe_api(platform, monkeypatch, tmp_path):
-    stub, stub_server = serve_stub()
     config = tmp_path / "config"
     config.mkdir()
     for f in (PROJECT_ROOT / "config").glob("*.yaml"):
@@ -37,33 +33,18 @@ def stripe_api(platform, monkeypatch, tmp_path):
     monkeypatch.setenv("CMP_CONFIG_DIR", str(config))
     monkeypatch.setenv("CMP_STRIPE_SECRET_KEY", "sk_test_api")
     monkeypatch.setenv("CMP_STRIPE_WEBHOOK_SECRET", SECRET)
-    monkeypatch.setenv("CMP_STRIPE_API_BASE", stub.url)
-    for client_id, key in KEYS.items():
-        write_key_hash(paths().keys_dir, client_id, hash_key(key))
-    api = Api("", platform)
-    api.publish()
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(port=port), host="127.0.0.1", port=port, log_level="warning",
-                                           access_log=False))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "the API server did not start"
-        time.sleep(0.02)
-    api.base_url = f"http://127.0.0.1:{port}"
-    yield api, stub
-    server.should_exit = True
-    thread.join(timeout=10)
-    stub_server.shutdown()
-    assert not [r for r in stub.requests if "invalid" in r]
+    with running_stub() as stub:
+        monkeypatch.setenv("CMP_STRIPE_API_BASE", stub.url)
+        with running_api(platform) as api:
+            yield api, stub
 
 
 def webhook(event_id: str, session_id: str, intent: str) -> tuple[bytes, dict]:
     session = stripe_object("checkout.session", id=session_id, payment_status="paid", status="complete",
                             payment_intent=intent)
-    body = json.dumps({**FIXTURES["event"], "id": event_id, "type": "checkout.session.completed",
-                       "data": {"object": session}}).encode()
+    event = {**FIXTURES["event"], "id": event_id, "type": "checkout.session.completed", "data": {"object": session}}
+    check_object("event", event)  # what Stripe sends, by its specification
+    body = json.dumps(event).encode()
     at = int(time.time())
     digest = hmac.new(SECRET.encode(), f"{at}.".encode() + body, hashlib.sha256).hexdigest()
     return body, {"Stripe-Signature": f"t={at},v1={digest}", "Content-Type": "application/json"}

@@ -95,7 +95,7 @@ def test_init_refuses_a_broken_payment_terms_file_and_creates_nothing(env):
     (lambda d: d["catalogue"][3].pop("price"), "catalogue[3].price", "is required"),
     (lambda d: d.update(stuck_order_days="5"), "stuck_order_days", "must be an integer, got '5'"),
     (lambda d: d["warehouses"][0].update(site="Leeds"), "warehouses[0].site",
-     "unknown field; allowed: name, warehouse"),
+     "unknown field; allowed: fraud_check, name, stock_check, warehouse"),
     (lambda d: d["catalogue"][1].update(price="329.9"), "catalogue[1].price",
      "amount '329.9' is not a decimal string with exactly two decimal places"),
     (lambda d: d["manufacturers"].append({"manufacturer": "WH_SOUTH"}), "manufacturers[2].manufacturer",

@@ -80,17 +80,20 @@ def test_every_event_the_flows_raise_has_an_action_and_its_template_renders():
     for event_type, code in raised:
         action = actions.action_for(event_type, code)
         if action.action == "COMMUNICATION":
-            row = {"event_id": 1, "event_type": event_type, "event_code": code, "account_number": "ACC1",
-                   "source_ref": "REF1", "detail": "d", "raised_at": T0, "customer_name": "Pat", "email": "p@x.org",
-                   "amount": "12.34", "currency": "GBP", "invoice_number": "INV1", "retry_on": "2026-12-04",
-                   "mandate_reference": "CMP-ACC1", "service_user_number": "123456"}
-            rendered = templates.render(action.target, workflow.context(row))
-            assert rendered.subject and "Dear Pat," in rendered.text, action.target
+            for new_type in (None, "MANUAL", "RECURRING_CARD", "DIRECT_DEBIT"):  # what the event moved it to
+                row = {"event_id": 1, "event_type": event_type, "event_code": code, "account_number": "ACC1",
+                       "source_ref": "REF1", "detail": "d", "raised_at": T0, "reason_type": "CARD_DECLINE",
+                       "reason_code": "LOST_CARD", "new_payment_type": new_type, "customer_name": "Pat",
+                       "email": "p@x.org", "amount": "12.34", "currency": "GBP", "invoice_number": "INV1",
+                       "retry_on": "2026-12-04", "mandate_reference": "CMP-ACC1", "service_user_number": "123456"}
+                rendered = templates.render(action.target, workflow.context(row))
+                assert rendered.subject and "Dear Pat," in rendered.text, action.target
 
 
 def test_mandate_confirmation_carries_the_direct_debit_guarantee():
     row = {"event_id": 7, "event_type": "DIRECT_DEBIT", "event_code": "MANDATE_SETUP_CONFIRMED",
-           "account_number": "ACC1", "source_ref": "MND-1", "detail": "", "raised_at": T0, "customer_name": "Pat",
+           "account_number": "ACC1", "source_ref": "MND-1", "detail": "", "raised_at": T0, "reason_type": None,
+           "reason_code": None, "new_payment_type": None, "customer_name": "Pat",
            "email": "p@x.org", "amount": None, "currency": None, "invoice_number": None, "retry_on": None,
            "mandate_reference": "CMP-ACC1", "service_user_number": "123456"}
     rendered = Templates(CONFIG / "templates").render("mandate_confirmation", workflow.context(row))
@@ -248,7 +251,8 @@ def test_webhook_retried_until_accepted_and_operator_task_opened_once(platform, 
     assert [key for key, _ in Hook.received] == [f"cmp-event-{hook}", f"cmp-event-{hook}"]
     assert Hook.received[-1][1] | {"raised_at": None} == {
         "event_id": hook, "event_type": "HARDWARE_ORDER", "event_code": "ORDER_DISPATCH_ERROR",
-        "account_number": "ACC00000003", "source_ref": "ORD-9", "detail": "failed", "raised_at": None}
+        "account_number": "ACC00000003", "source_ref": "ORD-9", "detail": "failed", "reason_type": None,
+        "reason_code": None, "new_payment_type": None, "raised_at": None}
     assert tasks == [(task, "FRAUD_REVIEW", "ACC00000004", "HARDWARE_ORDER/FRAUD_CHECK_FAILED: fraud")]
 
 

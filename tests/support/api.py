@@ -8,6 +8,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -63,9 +65,10 @@ class Api:
             publish_accounts(con, datetime.now(UTC))
 
 
-@pytest.fixture
-def api(platform, monkeypatch):
-    monkeypatch.setenv("CMP_PROVIDER_SECRET", "test-provider-secret")
+@contextmanager
+def running_api(platform) -> Iterator[Api]:
+    """The API app under uvicorn on a free loopback port, over the `platform` store with the test clients' keys and
+    the read model published; the app reads its configuration and provider from the environment set before."""
     for client_id, key in KEYS.items():
         write_key_hash(paths().keys_dir, client_id, hash_key(key))
     server_api = Api("", platform)
@@ -81,9 +84,18 @@ def api(platform, monkeypatch):
             raise RuntimeError("the API server did not start")
         time.sleep(0.02)
     server_api.base_url = f"http://127.0.0.1:{port}"
-    yield server_api
-    server.should_exit = True
-    thread.join(timeout=10)
+    try:
+        yield server_api
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture
+def api(platform, monkeypatch):
+    monkeypatch.setenv("CMP_PROVIDER_SECRET", "test-provider-secret")
+    with running_api(platform) as server_api:
+        yield server_api
 
 
 @pytest.fixture

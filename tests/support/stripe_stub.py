@@ -2,12 +2,15 @@
 
 Objects are Stripe's own published examples (tests/fixtures/stripe_fixtures_subset.json, copied from
 stripe/openapi's fixtures3.json) with only their existing fields changed, so a response never carries a field
-Stripe's objects do not have. Every request is checked against the parameters Stripe's own library declares for
-that call (the TypedDicts `stripe.params` generates from Stripe's OpenAPI specification): an unknown or missing
-parameter fails the test. Behaviour by payment method, as Stripe's test cards: `pm_card_visa` succeeds,
-`pm_card_chargeDeclined<Reason>` declines with that decline code, `pm_card_authenticationRequired` needs SCA
-(402 authentication_required), `pm_card_threeDSecureRequired` is left `requires_action`, `pm_timeout` answers after
-the client gave up, `pm_server_error` is a 500.
+Stripe's objects do not have. Every request and every answer is validated against Stripe's published OpenAPI
+specification (tests/support/stripe_openapi.py): an unknown, missing or mistyped parameter, or an answer Stripe's
+schema does not allow, is recorded as `invalid` (the request is answered 400) and fails the test.
+
+Behaviour by payment method, as Stripe's test cards: `pm_card_visa` succeeds, `pm_card_chargeDeclined<Reason>`
+declines with that decline code, `pm_card_authenticationRequired` needs SCA (402 authentication_required),
+`pm_card_threeDSecureRequired` is left `requires_action`, `pm_timeout` answers after the client gave up,
+`pm_server_error` is a 500, `pm_card_unavailableOnce` a 503 the first time a key is used (then it succeeds).
+A POST's answer is kept by its Idempotency-Key (but a 5xx), as Stripe does.
 """
 
 from __future__ import annotations
@@ -16,24 +19,18 @@ import copy
 import itertools
 import json
 import re
-import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
-from stripe.params import PaymentIntentCreateParams, PaymentIntentSearchParams, RefundCreateParams
-from stripe.params.checkout import SessionCreateParams
+from tests.support.stripe_openapi import check_request, check_response
 
 FIXTURES = json.loads((Path(__file__).parents[1] / "fixtures" / "stripe_fixtures_subset.json").read_text())["resources"]
-OPTIONS = {"api_key", "stripe_version", "stripe_account", "stripe_context", "max_network_retries", "idempotency_key",
-           "content_type", "headers"}  # RequestOptions, which the params TypedDicts also carry
-PARAMS = {("POST", "/v1/payment_intents"): PaymentIntentCreateParams,
-          ("GET", "/v1/payment_intents/search"): PaymentIntentSearchParams,
-          ("POST", "/v1/checkout/sessions"): SessionCreateParams,
-          ("POST", "/v1/refunds"): RefundCreateParams}
 DECLINES = {"InsufficientFunds": "insufficient_funds", "LostCard": "lost_card", "StolenCard": "stolen_card",
             "ExpiredCard": "expired_card", "": "generic_decline"}
 
@@ -67,41 +64,6 @@ def _lists(node):
     return node
 
 
-def check_params(method: str, path: str, params: dict) -> None:
-    """What Stripe's library declares for the call: no unknown top-level parameter, every required one present,
-    and one level down for the dict-valued ones it declares as TypedDicts."""
-    declared = PARAMS[(method, path)]
-    _check(declared, params, path)
-
-
-def _check(declared, params: dict, where: str) -> None:
-    annotations = declared.__annotations__
-    allowed = set(annotations) - OPTIONS
-    unknown = set(params) - allowed
-    assert not unknown, f"{where}: {sorted(unknown)} are not parameters Stripe documents"
-    missing = (set(getattr(declared, "__required_keys__", ())) - OPTIONS) - set(params)
-    assert not missing, f"{where}: required {sorted(missing)} missing"
-    for name, value in params.items():
-        inner = _typed_dict(declared, annotations[name])
-        if inner is not None and isinstance(value, dict):
-            _check(inner, value, f"{where}[{name}]")
-        elif inner is not None and isinstance(value, list):
-            for item in value:
-                if isinstance(item, dict):
-                    _check(inner, item, f"{where}[{name}][]")
-
-
-def _typed_dict(declared, annotation):
-    """The TypedDict an annotation names (they are strings: the library's modules use postponed annotations)."""
-    text = annotation if isinstance(annotation, str) else getattr(annotation, "__forward_arg__", repr(annotation))
-    module = sys.modules[declared.__module__]
-    for name in re.findall(r"[A-Za-z_][A-Za-z0-9_]*", text):
-        candidate = getattr(module, name, None)
-        if isinstance(candidate, type) and hasattr(candidate, "__total__"):  # typing_extensions TypedDicts too
-            return candidate
-    return None
-
-
 @dataclass
 class StripeStub:
     url: str = ""
@@ -109,22 +71,30 @@ class StripeStub:
     intents: dict[str, dict] = field(default_factory=dict)  # by id
     replies: dict[str, tuple[int, dict]] = field(default_factory=dict)  # by idempotency key
     counter: itertools.count = field(default_factory=lambda: itertools.count(1))
+    unavailable: set[str] = field(default_factory=set)  # idempotency keys answered 503 once
+    refunded: dict[str, int] = field(default_factory=dict)  # minor units refunded, by PaymentIntent id
 
     def answer(self, method: str, path: str, params: dict, headers: dict) -> tuple[int, dict, float]:
-        check_params(method, path, params)
+        """Stripe's answer; the request and the answer both held to Stripe's specification (SpecViolation)."""
+        check_request(method, path, params)
         key = headers.get("idempotency-key")
         if method == "POST":
             assert key, f"{path}: a POST without an Idempotency-Key"
             if key in self.replies:
                 return (*self.replies[key], 0.0)
-        status, body, delay = self._route(method, path, params)
+        if params.get("payment_method") == "pm_card_unavailableOnce" and key not in self.unavailable:
+            self.unavailable.add(key)  # Stripe saves no result for a request it did not start: a retry runs anew
+            status, body, delay = 503, {"error": {"type": "api_error", "message": "Service unavailable"}}, 0.0
+        else:
+            status, body, delay = self._route(method, path, params)
+        check_response(method, path, status, body)
         if method == "POST" and status < 500:
             self.replies[key] = (status, body)
         return status, body, delay
 
     def _route(self, method: str, path: str, params: dict) -> tuple[int, dict, float]:
         n = next(self.counter)
-        if path == "/v1/payment_intents":
+        if path == "/v1/payment_intents" and method == "POST":
             method_id = params["payment_method"]
             intent = stripe_object(
                 "payment_intent", id=f"pi_stub{n:06d}", amount=int(params["amount"]), currency=params["currency"],
@@ -149,9 +119,13 @@ class StripeStub:
             else:
                 return 200, intent, 0.0
             error = {"type": "card_error", "code": code, "decline_code": decline, "message": "Your card was declined.",
-                     "payment_method": {"id": method_id, "object": "payment_method"}}
+                     "payment_method": stripe_object("payment_method", id=method_id, customer=params["customer"])}
             intent.update(status="requires_payment_method", amount_received=0, last_payment_error=error)
             return 402, {"error": {**error, "payment_intent": intent}}, 0.0
+        if path == "/v1/payment_intents" and method == "GET":  # newest first, as Stripe lists
+            data = [i for i in reversed(self.intents.values()) if i["customer"] == params.get("customer")]
+            return 200, {"object": "list", "data": data[:int(params.get("limit", 10))], "has_more": False,
+                         "url": "/v1/payment_intents"}, 0.0
         if path == "/v1/payment_intents/search":
             reference = re.fullmatch(r"metadata\['merchant_reference'\]:'([^']*)'", params["query"])[1]
             data = [i for i in self.intents.values() if i["metadata"].get("merchant_reference") == reference]
@@ -172,6 +146,12 @@ class StripeStub:
             if intent is None:
                 return 400, {"error": {"type": "invalid_request_error", "code": "resource_missing",
                                        "param": "payment_intent", "message": "No such payment_intent"}}, 0.0
+            left = intent["amount_received"] - self.refunded.get(intent["id"], 0)
+            if int(params["amount"]) > left:
+                return 400, {"error": {"type": "invalid_request_error", "param": "amount",
+                                       "message": f"Refund amount is greater than unrefunded amount on charge "
+                                                  f"({left})"}}, 0.0
+            self.refunded[intent["id"]] = self.refunded.get(intent["id"], 0) + int(params["amount"])
             refund = stripe_object("refund", id=f"re_stub{n:06d}", amount=int(params["amount"]),
                                    currency=intent["currency"], payment_intent=intent["id"],
                                    metadata=params.get("metadata", {}), status="succeeded")
@@ -192,7 +172,7 @@ def serve_stub() -> tuple[StripeStub, ThreadingHTTPServer]:
             stub.requests.append({"method": method, "path": target.path, "params": params, "headers": headers})
             try:
                 status, body, delay = stub.answer(method, target.path, params, headers)
-            except AssertionError as exc:  # a request Stripe would not accept: the test sees it
+            except AssertionError as exc:  # a request Stripe would not accept, an answer it would not give
                 status, body, delay = 400, {"error": {"type": "invalid_request_error", "message": str(exc)}}, 0.0
                 stub.requests[-1]["invalid"] = str(exc)
             time.sleep(delay)
@@ -220,3 +200,17 @@ def serve_stub() -> tuple[StripeStub, ThreadingHTTPServer]:
     threading.Thread(target=server.serve_forever, daemon=True).start()
     stub.url = f"http://127.0.0.1:{server.server_address[1]}"
     return stub, server
+
+
+@contextmanager
+def running_stub() -> Iterator[StripeStub]:
+    """The stub on a free loopback port for one test; afterwards, any request or answer that broke Stripe's
+    specification fails the test, even one the code under test swallowed."""
+    stub, server = serve_stub()
+    try:
+        yield stub
+    finally:
+        server.shutdown()
+        server.server_close()
+    invalid = [r["invalid"] for r in stub.requests if "invalid" in r]
+    assert not invalid, invalid
