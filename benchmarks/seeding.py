@@ -15,36 +15,22 @@ from datetime import UTC, date, datetime, time, timedelta
 
 CARD_PROVIDER = "CARDPAY"
 DD_BUREAU = "BACSBUREAU"
-NOTICE_LEAD_DAYS = 30  # notices raised and sent this long before the day: beyond any configured notice period
 
 
 def _has_table(con, name: str) -> bool:
     return con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [name]).fetchone()[0] > 0
 
 
-def _sent_notices(con, payment_type: str, day: date, mandates: bool) -> int:
-    """=== ADVANCE NOTICE === One SENT notice per open invoice of the seeded accounts of `payment_type`, sent
-    NOTICE_LEAD_DAYS before `day`, for the invoice's full amount and collectable from its due date; only if the
-    store has a `collection_notices` table (migration 0016). Returns the notices inserted (0 without the table)."""
+def _sent_notices(con, payment_type: str) -> int:
+    """=== ADVANCE NOTICE === The demo's notice history for every seeded invoice of `payment_type` (sent the day the
+    invoice was issued, dated its due date: demo.data.seed_sent_notices), so the day's run may collect it; only if
+    the store has a `collection_notices` table (migration 0016). Returns the notices inserted."""
     if not _has_table(con, "collection_notices"):
         return 0
-    sent = datetime.combine(day - timedelta(days=NOTICE_LEAD_DAYS), time(9, 0), UTC)
-    prefix = "AN-CARD-" if payment_type == "RECURRING_CARD" else "AN-DD-"
-    mandate = "(SELECT min(m.mandate_id) FROM mandates m WHERE m.account_number = i.account_number)" \
-        if mandates else "NULL"
-    return con.execute(
-        f"""
-        INSERT INTO collection_notices (notice_id, payment_type, account_number, invoice_number, mandate_id,
-                                        amount_minor, currency, collection_on, raised_on, event_id, status, sent_at,
-                                        created_at)
-        SELECT '{prefix}' || i.invoice_number, $type, i.account_number, i.invoice_number, {mandate}, i.amount_minor,
-               i.currency, least(i.due_on, $day), $raised, NULL, 'SENT', $sent, $sent
-        FROM invoices i JOIN accounts a USING (account_number)
-        WHERE a.payment_type = $type
-        ON CONFLICT DO NOTHING
-        """,
-        {"type": payment_type, "day": day, "raised": sent.date(), "sent": sent},
-    ).fetchone()[0]
+    from cmp_pipelines.demo.data import seed_sent_notices
+
+    return seed_sent_notices(con, payment_type, "account_number IN (SELECT account_number FROM accounts "
+                                                f"WHERE payment_type = '{payment_type}')")
 
 
 def seed_card_store(con, accounts: int, seed: int, day: date) -> dict:
@@ -84,7 +70,7 @@ def seed_card_store(con, accounts: int, seed: int, day: date) -> dict:
             FROM invoices
             """
         )
-        notices = _sent_notices(con, "RECURRING_CARD", day, mandates=False)
+        notices = _sent_notices(con, "RECURRING_CARD")
     con.execute("CHECKPOINT")
     return {"due": accounts, "notices": notices}
 
@@ -123,6 +109,6 @@ def seed_dd_store(con, mandates: int, kind: str, day: date) -> dict:
             "currency, batch_id, source_ref, effective_at) SELECT 'invoice:' || invoice_number || ':CHARGE', "
             "account_number, invoice_number, 'INVOICE', amount_minor, currency, 'INVOICES', invoice_number, "
             "issued_on FROM invoices")
-        notices = _sent_notices(con, "DIRECT_DEBIT", day, mandates=True)
+        notices = _sent_notices(con, "DIRECT_DEBIT")
     con.execute("CHECKPOINT")
     return {"due": mandates, "notices": notices}

@@ -903,3 +903,32 @@ DIRECT_DEBIT_FILE = register(ConfigFile("direct_debit.yaml", DirectDebitFile, _b
 def load_direct_debit(config_dir: Path, partners: dict[str, Partner] | None = None) -> DirectDebitConfig:
     """`partners` (from partners.yaml), when given, must hold the bureau with its ADDACS feed."""
     return DIRECT_DEBIT_FILE.load(config_dir, partners)
+
+
+# ---- card_payments.yaml --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CardPaymentsConfig:
+    """Recurring card payments: the customer is told the amount and date this many calendar days before the card
+    is charged (the seed's condition for recurring card payments)."""
+
+    advance_notice_days: int
+
+
+class CardPaymentsSection(FileModel):
+    advance_notice_days: Annotated[int, between(0, 30)]
+
+
+class CardPaymentsFile(FileModel):
+    card_payments: CardPaymentsSection
+
+
+CARD_PAYMENTS_FILE = register(ConfigFile(
+    "card_payments.yaml", CardPaymentsFile,
+    lambda parsed, problems, partners: CardPaymentsConfig(parsed.card_payments.advance_notice_days),
+    {"card_payments": SECTION}))
+
+
+def load_card_payments(config_dir: Path) -> CardPaymentsConfig:
+    return CARD_PAYMENTS_FILE.load(config_dir)

@@ -14,7 +14,8 @@ from click.testing import CliRunner
 from cmp_pipelines.cli import main
 from cmp_pipelines.core.settings import PROJECT_ROOT
 
-KNOWN = ("alerts.yaml, api_clients.yaml, direct_debit.yaml, hardware_orders.yaml, mandate_revision_codes.yaml, "
+KNOWN = ("alerts.yaml, api_clients.yaml, card_payments.yaml, direct_debit.yaml, hardware_orders.yaml, "
+         "mandate_revision_codes.yaml, "
          "operators.yaml, partners.yaml, payment_provider.yaml, payment_terms.yaml, probes.yaml, rejection_codes.yaml, "
          "security.yaml, workflow_actions.yaml")
 
@@ -50,7 +51,7 @@ def test_every_shipped_yaml_file_has_a_registered_model():
 
 def test_config_validate_passes_the_shipped_files(env):
     result = cli("config", "validate")
-    assert (result.exit_code, result.stdout) == (0, f"{env / 'config'}: 13 configuration files valid ({KNOWN})\n")
+    assert (result.exit_code, result.stdout) == (0, f"{env / 'config'}: 14 configuration files valid ({KNOWN})\n")
     assert not (env / "data").exists()
 
 

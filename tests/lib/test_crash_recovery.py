@@ -52,6 +52,7 @@ def test_nrp_file_killed_anywhere_is_posted_once_and_acknowledged(home, shard):
 def _on_card(platform, accounts: list[str], day) -> None:
     from cmp_pipelines.core import payment_setup
     from cmp_pipelines.core.config import load_partners
+    from tests.support.notices import give_notices
     from tests.support.platform import NOW
 
     with platform.connect() as con:
@@ -60,6 +61,7 @@ def _on_card(platform, accounts: list[str], day) -> None:
                 PROJECT_ROOT / "config"), now=NOW, cause="test", card_token=f"tok_crash_{account[-2:]}",
                 last_four="4242", expiry="2031-01")
             con.execute("UPDATE invoices SET due_on = ? WHERE account_number = ?", [day, account])
+    give_notices(platform, "RECURRING_CARD", day)  # sent when the invoices were issued, weeks before
 
 
 @pytest.mark.slow
