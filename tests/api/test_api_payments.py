@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import secrets
 import shutil
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import pytest
@@ -219,10 +219,20 @@ def test_a_timeout_stays_pending_until_reconciliation_asks_the_provider(api, pla
     assert platform.payment_postings() == 1
 
 
-class _FiveMinutesLater(datetime):
+class _SensorClock(datetime):
+    """The Ledger Monitor's clock, held still from the test's start: its run key changes every 5 minutes, and a
+    slow machine must not cross that boundary in the middle of the test."""
+
+    at = datetime.now(UTC)
+    shift = timedelta(0)
+
     @classmethod
     def now(cls, tz=None):
-        return datetime.now(tz) + timedelta(minutes=5)
+        return (_SensorClock.at + cls.shift).astimezone(tz)
+
+
+class _FiveMinutesLater(_SensorClock):
+    shift = timedelta(minutes=5)
 
 
 def test_a_crash_after_posting_resumes_without_posting_twice(api, platform, api_instance, monkeypatch):
@@ -233,6 +243,8 @@ def test_a_crash_after_posting_resumes_without_posting_twice(api, platform, api_
         register(http, ACCOUNT, "tok_crash_card")
         paid = pay(http, amount="8.08").json()
     before = platform.balance(ACCOUNT)
+    monkeypatch.setattr(_SensorClock, "at", datetime.now(UTC))
+    monkeypatch.setattr(sensors, "datetime", _SensorClock)
     real = one_off.write_posting_file
     monkeypatch.setattr(one_off, "write_posting_file", lambda *a, **k: (_ for _ in ()).throw(OSError("disk gone")))
     [crashed] = flow_runs(run_pending_sensors(build_definitions(), api_instance, max_ticks=3, echo=lambda _: None))
