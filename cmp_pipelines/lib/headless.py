@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import weakref
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -97,6 +98,18 @@ def location_origin() -> ManagedGrpcPythonEnvCodeLocationOrigin:
     )
 
 
+_SNAPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def repository_snap(repository: dg.RepositoryDefinition) -> RepositorySnap:
+    """The repository's snapshot, made once per definitions object (~1 s of CPU for this code location): a
+    process that runs pending work more than once with the same Definitions (the tests, forked runs) pays once."""
+    snap = _SNAPS.get(repository)
+    if snap is None:
+        snap = _SNAPS[repository] = RepositorySnap.from_def(repository)
+    return snap
+
+
 class _Location(InProcessCodeLocation):
     """The code location loaded in this process from a Definitions object (the module's, or a test's with swapped
     resources), under the workspace's origin: remote jobs, sensors and runs name `cmp_pipelines` and the module."""
@@ -113,7 +126,7 @@ class _Location(InProcessCodeLocation):
         )
         self._repository_code_pointer_dict = {repository.name: pointer}
         self._repositories = {repository.name: RemoteRepository(
-            RepositorySnap.from_def(repository),
+            repository_snap(repository),
             RepositoryHandle.from_location(repository_name=repository.name, code_location=self),
             auto_materialize_use_sensors=instance.auto_materialize_use_sensors,
         )}
