@@ -56,40 +56,15 @@ def _env(workdir: Path) -> None:
 def setup(workdir: Path, mandates: int) -> None:
     """The two template stores and the bureau's keys."""
     _env(workdir)
+    from seeding import seed_dd_store
+
     from cmp_pipelines.core.crypto.keyring import PartnerKeyring
     from cmp_pipelines.core.db.connection import connect
 
     PartnerKeyring(workdir / "keys").init_keys("BACSBUREAU")
     for kind in ("auddis", "collections"):
         with connect(workdir / f"{kind}.duckdb") as con:
-            active = kind == "collections"
-            con.execute(
-                "INSERT INTO accounts (account_number, name, payment_type) SELECT 'ACC' || lpad(i::VARCHAR, 8, '0'), "
-                "'Customer ' || i, $type FROM range(1, $n + 1) t(i)", {"n": mandates,
-                                                                       "type": "DIRECT_DEBIT" if active else "MANUAL"})
-            con.execute(
-                """
-                INSERT INTO mandates (mandate_id, account_number, service_user_number, reference, sort_code,
-                    bank_account, account_name, status, pending_instruction, submitted_on, activated_on, created_at)
-                SELECT 'DDI-123456-CMP' || account_number, account_number, '123456', 'CMP' || account_number,
-                       lpad((200000 + i % 700000)::VARCHAR, 6, '0'), lpad((i * 7919 % 100000000)::VARCHAR, 8, '0'),
-                       'Payer Renée ' || i, $status, $pending, $lodged, $active_on, $now
-                FROM (SELECT account_number, right(account_number, 8)::BIGINT AS i FROM accounts)
-                """,
-                {"status": "ACTIVE" if active else "PENDING_SUBMISSION", "pending": None if active else "NEW",
-                 "lodged": date(2026, 10, 1) if active else None, "active_on": date(2026, 10, 11) if active else None,
-                 "now": NOW},
-            )
-            if active:
-                con.execute(
-                    "INSERT INTO invoices SELECT 'INV' || right(account_number, 8) || '1', account_number, "
-                    "DATE '2026-11-01', DATE '2026-12-01', 1000 + hash(account_number) % 9000, 'GBP' FROM accounts")
-                con.execute(
-                    "INSERT INTO ledger_postings (idempotency_key, account_number, invoice_number, kind, amount_minor, "
-                    "currency, batch_id, source_ref, effective_at) SELECT 'invoice:' || invoice_number || ':CHARGE', "
-                    "account_number, invoice_number, 'INVOICE', amount_minor, currency, 'INVOICES', invoice_number, "
-                    "issued_on FROM invoices")
-            con.execute("CHECKPOINT")
+            seed_dd_store(con, mandates, kind, DAY)
 
 
 def _flow(workdir: Path, kind: str) -> dict:
@@ -105,20 +80,34 @@ def _flow(workdir: Path, kind: str) -> dict:
     config = load_direct_debit(PROJECT_ROOT / "config", load_partners(PROJECT_ROOT / "config"))
     files, keyring = LocalFileStore(base_dir=str(workdir / "data")), PartnerKeyring(workdir / "keys")
     with connect(workdir / "run.duckdb") as con:
-        started = time.perf_counter()
+        steps: dict[str, float] = {}
+        clock = started = time.perf_counter()
+
+        def lap(name: str) -> None:
+            nonlocal clock
+            steps[name] = time.perf_counter() - clock
+            clock = time.perf_counter()
+
         if kind == "auddis":
             extract = AuddisExtract(con, files, keyring, config, NOW)
             batch = extract.select(DAY)
+            lap("select")
             path = extract.write_file(batch)
+            lap("write_file")
             count, total = batch.record_count, 0
         else:
             flow = DirectDebitCollections(con, files, keyring, config, NOW)
             batch = flow.select(DAY)
+            lap("select")
             path = flow.write_file(batch)
-            flow.write_posting_file(flow.post(batch))
+            lap("write_file")
+            posted = flow.post(batch)
+            lap("post")
+            flow.write_posting_file(posted)
+            lap("write_posting_file")
             count, total = batch.collection_count, batch.total_minor
         seconds = time.perf_counter() - started
-    return {"seconds": seconds, "records": count, "total_minor": total, "bytes": os.path.getsize(
+    return {"seconds": seconds, "steps": steps, "records": count, "total_minor": total, "bytes": os.path.getsize(
         workdir / "data" / path), "rss_mb": _peak_mb()}
 
 
@@ -182,6 +171,97 @@ def _floor(workdir: Path, kind: str) -> dict:
             "bytes": os.path.getsize(out / "file.std18.enc"), "rss_mb": _peak_mb()}
 
 
+def _verify(what: str, expected: int, actual: int) -> None:
+    """A run that did not do the whole work has no figure worth printing: stop the harness, loudly."""
+    if actual != expected:
+        raise SystemExit(f"benchmark verification failed: {what} is {actual:,}, expected {expected:,}")
+
+
+# ---- orchestrated: each job's run of a business day through a real dagster-daemon (orchestrated.py) ----------
+
+JOBS = {  # kind: job, the published Standard 18 file (a glob under data/, {day} = yyyymmdd), batch counted
+    "auddis": ("auddis_extract_job", "outbound/auddis/BACSBUREAU/AUD-{day}*.std18.enc",
+               "SELECT count(*) FROM auddis_instructions WHERE batch_id = ?", "AUD-{day}"),
+    "collections": ("recurring_payments_dd_job", "outbound/dd_collections/BACSBUREAU/DDX-{day}*.std18.enc",
+                    "SELECT count(*) FROM dd_collections WHERE batch_id = ?", "DDX-{day}"),
+}
+
+
+RUN_STEPS = {"auddis_instructions_batch": "select", "auddis_file": "write_file", "dd_collections_due": "select",
+             "dd_collection_file": "write_file", "dd_collection_posting_batch": "post",
+             "dd_collection_ledger_posting_file": "write_posting_file"}
+
+
+def _orchestrated_day() -> date:
+    """The latest Bacs working day up to today: a daemon's run takes a partition that exists (daily partitions
+    end today), and a working day is processed as itself (no move to the next one)."""
+    from cmp_pipelines.defs.direct_debit.calendar import is_working_day
+
+    day = datetime.now(UTC).date()
+    while not is_working_day(day):
+        day = date.fromordinal(day.toordinal() - 1)
+    return day
+
+
+def _orchestrated_setup(workdir: Path, mandates: int) -> dict:
+    """The two stores again, seeded for the orchestrated day, with the reference data `cmp-pipelines init` loads."""
+    _env(workdir)
+    from seeding import seed_dd_store
+
+    from cmp_pipelines.core.config import load_partners, load_probes, load_rejection_codes
+    from cmp_pipelines.core.db.connection import connect
+    from cmp_pipelines.core.reference import sync_reference_data
+    from cmp_pipelines.core.settings import PROJECT_ROOT
+
+    day, config = _orchestrated_day(), PROJECT_ROOT / "config"
+    started = time.perf_counter()
+    for kind in JOBS:
+        with connect(workdir / f"orch-{kind}.duckdb") as con:
+            sync_reference_data(con, load_partners(config), load_probes(config), load_rejection_codes(config))
+            seed_dd_store(con, mandates, kind, day)
+    return {"day": day.isoformat(), "seeded_s": time.perf_counter() - started}
+
+
+def _orchestrated(workdir: Path, args: argparse.Namespace, results: dict[str, tuple]) -> None:
+    """Each job as its schedule starts it: a run of the day's partition created on the daemon's instance and queued
+    by `dagster job launch` (orchestrated.Session.launch), timed to the published Standard 18 file and the run's
+    end; then a run of the partition a week earlier, with nothing left to select, for the run's fixed cost."""
+    import duckdb
+    import orchestrated
+
+    result = workdir / "orch_setup.json"
+    subprocess.run([sys.executable, __file__, "--phase", "orch_setup", "--mandates", str(args.mandates),
+                    "--workdir", str(workdir), "--result", str(result)], check=True)
+    meta = json.loads(result.read_text())
+    day = date.fromisoformat(meta["day"])
+    empty_day = date.fromordinal(day.toordinal() - 7)
+    for kind, (job, published, count_sql, batch) in JOBS.items():
+        runs, empties = [], []
+        for index in range(max(1, args.repeat)):
+            print(f"  orchestrated {kind}, run {index + 1} ...", file=sys.stderr, flush=True)
+            root = workdir / f"orchestrated-{kind}"
+            with orchestrated.daemon(root, workdir / f"orch-{kind}.duckdb", workdir / "keys") as session:
+                runs.append(session.launch(job, day.isoformat(), published.format(day=f"{day:%Y%m%d}")))
+                empties.append(session.launch(job, empty_day.isoformat(), None))
+            with duckdb.connect(str(root / "data" / "cmp.duckdb"), read_only=True) as con:
+                selected = con.execute(count_sql, [batch.format(day=f"{day:%Y%m%d}")]).fetchone()[0]
+                empty = con.execute(count_sql, [batch.format(day=f"{empty_day:%Y%m%d}")]).fetchone()[0]
+                posted = con.execute("SELECT count(*) FROM ledger_postings WHERE kind = 'DD_COLLECTION'").fetchone()[0]
+            _verify(f"orchestrated {kind} run status", 1, int(runs[-1]["status"] == "SUCCESS"))
+            _verify(f"orchestrated empty {kind} run status", 1, int(empties[-1]["status"] == "SUCCESS"))
+            _verify(f"orchestrated {kind}: records of the day's batch", args.mandates, selected)
+            _verify(f"orchestrated {kind}: records of the empty run's batch", 0, empty)
+            if kind == "collections":
+                _verify("orchestrated collections: DD collection postings", args.mandates, posted)
+            shutil.rmtree(root, ignore_errors=True)
+        flow_s, floor_s, steps = results[kind]
+        orchestrated.report(
+            f"{'AUDDIS' if kind == 'auddis' else 'DD collections'} orchestrated: {job} for partition {day} (store "
+            f"seeded for that day, untimed) created and queued on a dagster-daemon's instance, launched in its own "
+            f"process; median of {len(runs)}", "published Standard 18 file", args.mandates, runs, empties,
+            flow_s, floor_s, steps, RUN_STEPS, f"empty run {empty_day}")
+
+
 def _timed(workdir: Path, kind: str, mode: str) -> dict:
     run = workdir / f"{mode}-{kind}"
     shutil.rmtree(run, ignore_errors=True)
@@ -202,10 +282,15 @@ def main() -> None:
     parser.add_argument("--mandates", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--workdir")
-    parser.add_argument("--phase", choices=["flow", "floor"], help=argparse.SUPPRESS)
+    parser.add_argument("--orchestrated", action="store_true",
+                        help="also run both jobs through a real dagster-daemon (benchmarks/orchestrated.py)")
+    parser.add_argument("--phase", choices=["flow", "floor", "orch_setup"], help=argparse.SUPPRESS)
     parser.add_argument("--kind", choices=["auddis", "collections"], help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.phase == "orch_setup":
+        Path(args.result).write_text(json.dumps(_orchestrated_setup(Path(args.workdir), args.mandates)))
+        return
     if args.phase:
         figures = (_flow if args.phase == "flow" else _floor)(Path(args.workdir), args.kind)
         Path(args.result).write_text(json.dumps(figures))
@@ -217,13 +302,17 @@ def main() -> None:
         setup(workdir, args.mandates)
         print(f"direct debit: {args.mandates:,} mandates seeded in {time.perf_counter() - started:.1f} s",
               flush=True)
+        results: dict[str, tuple] = {}
         for kind in ("auddis", "collections"):
             flows, floors = [], []
             for _ in range(max(1, args.repeat)):  # interleaved, so drift in the machine hits both alike
                 flows.append(_timed(workdir, kind, "flow"))
                 floors.append(_timed(workdir, kind, "floor"))
+            for run in flows + floors:
+                _verify(f"{kind} records", args.mandates, run["records"])
             flow = sorted(flows, key=lambda f: f["seconds"])[len(flows) // 2]
             floor = sorted(floors, key=lambda f: f["seconds"])[len(floors) // 2]
+            results[kind] = (flow["seconds"], floor["seconds"], flow["steps"])
             if (flow["records"], flow["total_minor"]) != (floor["records"], floor["total_minor"]):
                 print(f"  WARNING: {kind} flow and floor disagree: {flow} vs {floor}")
             ratio = flow["seconds"] / floor["seconds"]
@@ -232,6 +321,8 @@ def main() -> None:
                   f"ratio {ratio:4.2f}x (target <= {TARGET_RATIO}x {'ok' if ratio <= TARGET_RATIO else 'MISSED'})  "
                   f"peak RSS {flow['rss_mb']:,.0f} MB (floor {floor['rss_mb']:,.0f} MB)  "
                   f"runs {', '.join(format(f['seconds'], '.2f') for f in flows)} s", flush=True)
+        if args.orchestrated:
+            _orchestrated(workdir, args, results)
     finally:
         if not args.workdir:
             shutil.rmtree(workdir, ignore_errors=True)

@@ -1,7 +1,10 @@
 """The orchestrated path, as a user meets it (issue 16): an encrypted file dropped into the partner's inbound
 folder, picked up by the sensor of a real `dagster-daemon`, its run queued, launched by the daemon's run launcher
-through the code server in a process of its own, until the acknowledgement is published. Prints nothing itself;
-`benchmarks/run.py` calls `measure` and reports the figures beside the function-level phases.
+through the code server in a process of its own, until the acknowledgement is published. Scheduled jobs (CARD
+extract, AUDDIS, DD collections) have no file to drop: `Session.launch` creates a run of a day's partition on the
+daemon's instance and submits it to its queue with `dagster job launch`, as a schedule tick's run is queued.
+`daemon` starts a daemon over a fresh copy of a store; `measure` (NRP), `Session.drop` and `Session.launch` time
+one run each; `report` prints a section beside the function-level phases and the floor (run.py, direct_debit.py).
 
 The timeline is read back from the instance (run record, event log), so every phase of the wait is named:
   pickup   drop -> the sensor created the run (sensor interval + tick)
@@ -9,17 +12,20 @@ The timeline is read back from the instance (run record, event log), so every ph
   start    launched -> RUN_START (process spawn, imports, definitions, instance) = the run's fixed cost, with
   setup    RUN_START -> first step (resources)
   steps    each step's STEP_START -> STEP_SUCCESS/FAILURE
-  ack      drop -> the acknowledgement file exists (the headline), and drop -> run finished
+  ack      drop (or run created) -> the published file exists (the headline), and -> run finished
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
+import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -55,21 +61,37 @@ def _wait(predicate, deadline: float, what: str, poll: float = 0.05):
     raise TimeoutError(f"timed out waiting for {what}")
 
 
-def measure(root: Path, store: Path, keys: Path, file: Path, partner: str = "PAYPOINT", feed: str = "nrp",
-            timeout: float = 600) -> dict:
-    """One drop of `file` through a daemon of its own; the timeline in seconds from the drop."""
-    env = prepare(root, store, keys)
-    log = (root / "daemon.log").open("wb")
-    daemon = subprocess.Popen([str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w",
-                               str(root / "workspace.yaml")], env=env, cwd=str(root), stdout=log,
-                              stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        sensor = f"{feed}_inbound_files_sensor"
-        deadline = time.monotonic() + timeout
-        # the daemon is ready when the feed's sensor has ticked once (its code server loaded the definitions)
-        _wait(lambda: sensor in (root / "daemon.log").read_text(errors="replace"), deadline, "the first sensor tick",
-              poll=0.2)
-        inbound = root / "data" / "inbound" / feed / partner
+class Session:
+    """A running `dagster-daemon` over a fresh data folder: drop files into it or submit runs to its queue."""
+
+    def __init__(self, root: Path, env: dict[str, str], deadline: float):
+        self.root, self.env, self.deadline = root, env, deadline
+        self.data = root / "data"
+        self.home = Path(env["DAGSTER_HOME"])
+        self._instance = None
+
+    @property
+    def instance(self):
+        """The daemon's instance, opened once (an open costs ~0.1-0.5 s of CPU: not to be paid every poll)."""
+        if self._instance is None:
+            import dagster as dg
+            from dagster._core.instance.ref import InstanceRef
+
+            self._instance = dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(self.home)))
+        return self._instance
+
+    def close(self) -> None:
+        if self._instance is not None:
+            self._instance.dispose()
+            self._instance = None
+
+    def _published(self, pattern: str):
+        return next((p for p in self.data.glob(pattern) if not p.name.endswith(".part")), None)
+
+    def drop(self, file: Path, feed: str, partner: str, published: str, job: str) -> dict:
+        """The partner's upload of `file` (as `.part`, then renamed); the timeline in seconds from the rename to
+        the published file (`published`, a glob under data/) and to the end of the sensor's run of `job`."""
+        inbound = self.data / "inbound" / feed / partner
         inbound.mkdir(parents=True, exist_ok=True)
         partial = inbound / (file.name + ".part")
         shutil.copyfile(file, partial)
@@ -77,57 +99,200 @@ def measure(root: Path, store: Path, keys: Path, file: Path, partner: str = "PAY
         dropped = time.time()
         partial.rename(inbound / file.name)  # the partner's completion convention (upload_completion: rename)
         started = time.monotonic()
-        acks = root / "data" / "outbound" / "acknowledgements" / feed / partner
-        ack = _wait(lambda: next(iter(acks.glob("*.ack.*")), None) if acks.exists() else None, deadline,
-                    "the acknowledgement")
+
+        def run():
+            return [r for r in _records(self.instance, job) if r.create_timestamp.timestamp() >= dropped - 1
+                    and "dagster/sensor_name" in r.dagster_run.tags]
+        out = self._until_published(published, lambda: _ended(run()))
         ack_s = time.monotonic() - started
-        return {"ack_s": ack_s, "ack_bytes": ack.stat().st_size,
-                **_timeline(Path(env["DAGSTER_HOME"]), dropped, deadline)}
-    finally:
-        os.killpg(daemon.pid, signal.SIGTERM)
+        timeline = _timeline(self.instance, run, dropped, self.deadline)
+        if out is None:
+            raise RuntimeError(f"the run of {job} for {file.name} ended {timeline['status']} without {published} "
+                               f"(see {self.root / 'daemon.log'})")
+        return {"ack_s": ack_s, "ack_bytes": out.stat().st_size, **timeline}
+
+    def _until_published(self, pattern: str, ended) -> Path | None:
+        """The published file as soon as it exists (polled every 50 ms), or None once `ended()` (asked every
+        second) says the run is over without it."""
+        last = time.monotonic()
+        while time.monotonic() < self.deadline:
+            found = self._published(pattern)
+            if found:
+                return found
+            if time.monotonic() - last >= 1.0:
+                last = time.monotonic()
+                if ended():
+                    return self._published(pattern)
+            time.sleep(0.05)
+        raise TimeoutError(f"timed out waiting for the published {pattern}")
+
+    def launch(self, job: str, partition: str, published: str | None) -> dict:
+        """A run of `job` for `partition` created on the daemon's instance and submitted to its run queue by
+        `dagster job launch` (a process of its own, as the scheduler's tick is not this harness); timed from the
+        run's creation to the published file (`published`, a glob under data/) and to the run's end."""
+        run_id = str(uuid.uuid4())
+        command = [str(Path(sys.executable).parent / "dagster"), "job", "launch", "-w",
+                   str(self.root / "workspace.yaml"), "-j", job, "--run-id", run_id,
+                   "--tags", json.dumps({"dagster/partition": partition, "cmp/trigger": "bench"})]
+        launcher = subprocess.Popen(command, env=self.env, cwd=str(self.root), stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT)
+        out, seen = None, None
+        if published:
+            out = self._until_published(published, lambda: launcher.poll() not in (None, 0) or _ended(
+                _records(self.instance, None, run_id)))
+            seen = time.time()
+        output = launcher.communicate(timeout=max(1.0, self.deadline - time.monotonic()))[0]
+        if launcher.returncode != 0:
+            raise RuntimeError(f"dagster job launch {job} {partition} failed: {output.decode(errors='replace')}")
+        timeline = _timeline(self.instance, lambda: _records(self.instance, None, run_id), None, self.deadline)
+        if published and out is None:
+            raise RuntimeError(f"the run of {job} for {partition} ended {timeline['status']} without {published} "
+                               f"(run {run_id}; see {self.root / 'daemon.log'})")
+        if published:
+            timeline |= {"ack_s": seen - timeline["created"], "ack_bytes": out.stat().st_size}
+        return timeline
+
+
+@contextmanager
+def daemon(root: Path, store: Path, keys: Path, timeout: float = 900, ready_sensor: str = "nrp_inbound_files_sensor"):
+    """A fresh data folder with a copy of `store`, and a `dagster-daemon run` over it until the block ends."""
+    env = prepare(root, store, keys)
+    log = (root / "daemon.log").open("wb")
+    process = subprocess.Popen([str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w",
+                                str(root / "workspace.yaml")], env=env, cwd=str(root), stdout=log,
+                               stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + timeout
+        # the daemon is ready when a sensor has ticked once (its code server loaded the definitions)
+        _wait(lambda: ready_sensor in (root / "daemon.log").read_text(errors="replace"), deadline,
+              "the first sensor tick", poll=0.2)
+        session = Session(root, env, deadline)
         try:
-            daemon.wait(60)
+            yield session
+        finally:
+            session.close()
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(60)
         except subprocess.TimeoutExpired:
-            os.killpg(daemon.pid, signal.SIGKILL)
-            daemon.wait(10)
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(10)
         log.close()
 
 
-def _timeline(home: Path, dropped: float, deadline: float) -> dict:
+def measure(root: Path, store: Path, keys: Path, file: Path, partner: str = "PAYPOINT", feed: str = "nrp",
+            timeout: float = 600) -> dict:
+    """One drop of an NRP file through a daemon of its own; the timeline in seconds from the drop."""
+    with daemon(root, store, keys, timeout, f"{feed}_inbound_files_sensor") as session:
+        return session.drop(file, feed, partner, f"outbound/acknowledgements/{feed}/{partner}/*.ack.*",
+                            "non_recurring_payment_job")
+
+
+def _records(instance, job: str | None, run_id: str | None = None):
     import dagster as dg
-    from dagster._core.instance.ref import InstanceRef
 
-    with dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home))) as instance:
-        def finished_run():
-            runs = [r for r in instance.get_run_records() if "dagster/sensor_name" in r.dagster_run.tags]
-            return runs[0] if runs and runs[0].dagster_run.is_finished else None
+    if run_id:
+        return next(iter(instance.get_run_records(dg.RunsFilter(run_ids=[run_id]))), None)
+    return instance.get_run_records(dg.RunsFilter(job_name=job))
 
-        record = _wait(finished_run, deadline, "the run to finish", poll=0.2)
-        run = record.dagster_run
-        events = {}
-        steps: dict[str, list[float]] = {}
-        for entry in instance.all_logs(run.run_id):
-            event = entry.dagster_event
-            if event is None:
-                continue
-            kind = event.event_type_value
-            events.setdefault(kind, entry.timestamp)
-            if event.step_key and kind in ("STEP_START", "STEP_SUCCESS", "STEP_FAILURE"):
-                steps.setdefault(event.step_key, []).append(entry.timestamp)
-        kinds = dg.DagsterEventType
-        created = record.create_timestamp.timestamp()
-        run_start = events[kinds.RUN_START.value]
-        launched = events.get(kinds.RUN_STARTING.value, run_start)
-        first_step = min(times[0] for times in steps.values())
-        end = events.get(kinds.RUN_SUCCESS.value) or events.get(kinds.RUN_FAILURE.value) or max(
-            t for times in steps.values() for t in times)
-        return {
-            "status": run.status.value,
-            "pickup_s": created - dropped,
-            "queue_s": launched - created,
-            "start_s": run_start - launched,
-            "setup_s": first_step - run_start,
-            "steps": {key: times[-1] - times[0] for key, times in steps.items()},
-            "run_s": end - launched,
-            "done_s": end - dropped,
-        }
+
+def _ended(found) -> bool:
+    record = (found[0] if found else None) if isinstance(found, list) else found
+    return record is not None and record.dagster_run.is_finished
+
+
+def _timeline(instance, find, origin: float | None, deadline: float) -> dict:
+    """The run `find()` returns (a record, or a list of them, newest first), once finished: its timeline in seconds
+    (pickup from `origin` when given, queue, process start, resources, each step, run end)."""
+    import dagster as dg
+
+    def finished_run():
+        found = find()
+        record = (found[0] if found else None) if isinstance(found, list) else found
+        return record if record is not None and record.dagster_run.is_finished else None
+
+    record = _wait(finished_run, deadline, "the run to finish", poll=0.2)
+    run = record.dagster_run
+    events = {}
+    steps: dict[str, list[float]] = {}
+    for entry in instance.all_logs(run.run_id):
+        event = entry.dagster_event
+        if event is None:
+            continue
+        kind = event.event_type_value
+        events.setdefault(kind, entry.timestamp)
+        if event.step_key and kind in ("STEP_START", "STEP_SUCCESS", "STEP_FAILURE"):
+            steps.setdefault(event.step_key, []).append(entry.timestamp)
+    kinds = dg.DagsterEventType
+    created = record.create_timestamp.timestamp()
+    run_start = events[kinds.RUN_START.value]
+    launched = events.get(kinds.RUN_STARTING.value, run_start)
+    first_step = min(times[0] for times in steps.values())
+    end = events.get(kinds.RUN_SUCCESS.value) or events.get(kinds.RUN_FAILURE.value) or max(
+        t for times in steps.values() for t in times)
+    return {
+        "run_id": run.run_id,
+        "status": run.status.value,
+        "created": created,
+        "pickup_s": created - origin if origin is not None else 0.0,
+        "queue_s": launched - created,
+        "start_s": run_start - launched,
+        "setup_s": first_step - run_start,
+        "steps": {key: times[-1] - times[0] for key, times in steps.items()},
+        "run_s": end - launched,
+        "done_s": end - (origin if origin is not None else created),
+    }
+
+
+FLOOR_RATIO = 1.6  # issue 16: orchestrated, at most 1.6 x the floor's time plus a run's fixed cost
+
+
+def median(runs: list[dict], key: str = "ack_s") -> dict:
+    return sorted(runs, key=lambda run: run[key])[(len(runs) - 1) // 2]
+
+
+def report(title: str, what: str, records: int, runs: list[dict], empties: list[dict], flow_s: float,
+           floor_s: float | None, bench_steps: dict[str, float] | None = None,
+           step_phases: dict[str, str] | None = None, empty_label: str = "empty run") -> None:
+    """One orchestrated section, as the NRP one: the published file's time against 1.6 x floor + a run's fixed cost
+    (launch -> first step of `empties`, a run of the same job with nothing or almost nothing to do), the timeline
+    of the median run beside the empty one, and each step beside its function-level phase."""
+    big, empty = median(runs), median(empties, "done_s")
+    fixed = empty["start_s"] + empty["setup_s"]
+    print()
+    print(title)
+    print(f"  timed runs (s to {what}): {records:,} records "
+          + " ".join(f"{run['ack_s']:.1f}" for run in runs) + f"; {empty_label} "
+          + " ".join(f"{run['done_s']:.1f}" for run in empties) + " (to run end)")
+    header = f"  {'figure':<50} {'value':>14} {'target':>14} {'value/target':>13}"
+    print(header)
+    print("  " + "-" * (len(header) - 2))
+
+    def row(label: str, value: str, target: str = "", ratio: float | None = None) -> None:
+        print(f"  {label:<50} {value:>14} {target:>14} {'' if ratio is None else f'{ratio:.2f}':>13}")
+
+    row(f"{records:,} records: -> {what}", f"{big['ack_s']:.2f} s")
+    row("    records/s", f"{records / big['ack_s']:,.0f}")
+    row("    function-level flow (median)", f"{flow_s:.2f} s")
+    if floor_s:
+        bound = FLOOR_RATIO * floor_s + fixed
+        row(f"    vs {FLOOR_RATIO} x floor ({floor_s:.2f} s) + fixed cost", f"{big['ack_s']:.2f} s",
+            f"<= {bound:.2f} s", big["ack_s"] / bound)
+    row("    a run's fixed cost (launch -> first step)", f"{fixed:.2f} s", f"({empty_label})")
+    print()
+    print(f"  {'timeline, seconds':<44} {f'{records:,} rec.':>12} {empty_label:>12}")
+    keys = (("pickup_s", "drop -> run created (sensor)"),) if any(run["pickup_s"] for run in runs) else ()
+    for key, label in (*keys, ("queue_s", "created -> launched (queue)"),
+                       ("start_s", "launched -> run start (process, imports)"),
+                       ("setup_s", "run start -> first step (resources)"), ("ack_s", f"-> {what}"),
+                       ("run_s", "launched -> run end (checks included)"), ("done_s", "-> run end")):
+        cell = f"{empty[key]:>12.2f}" if key in empty else f"{'':>12}"
+        print(f"    {label:<42} {big[key]:>12.2f} {cell}")
+    print()
+    print(f"  {f'step ({records:,} records)':<50} {'in the run':>12} {'bench phase':>12} {'ratio':>8}")
+    for step, seconds in big["steps"].items():
+        phase = (step_phases or {}).get(step)
+        bench = (bench_steps or {}).get(phase) if phase else None
+        ratio = f"{seconds / bench:.2f}" if bench else ""
+        print(f"    {step:<48} {seconds:>10.2f} s {f'{bench:.2f} s' if bench else '':>12} {ratio:>8}")

@@ -174,6 +174,11 @@ def phase_flow(args: argparse.Namespace) -> dict:
         ack_path = flow.acknowledge(load)
         t4 = time.perf_counter()
         ledger_rows = con.execute("SELECT count(*) FROM ledger_postings").fetchone()[0]
+        _verify("NRP records loaded", args.records, load.record_count)
+        _verify("NRP posting batch in the ledger", posted.posting_count, con.execute(
+            "SELECT count(*) FROM ledger_postings p JOIN batches b USING (batch_id) WHERE b.kind = 'NRP_POSTING'"
+        ).fetchone()[0])
+        _verify("NRP postings made (none would mean nothing was posted)", 1, int(posted.posting_count > 0))
     data = workdir / "flow"
     return {
         "imports_and_connect_s": ready_s,
@@ -343,47 +348,10 @@ def phase_expectations(args: argparse.Namespace) -> dict:
 # ---- card phases: the CARD extract for a day, and a provider's rejection file ---------------------------
 
 
-def _seed_card_store(con, accounts: int, seed: int) -> None:
-    """Accounts paying by recurring card, one card each, one open invoice each due by CARD_DAY, its charge posted."""
-    from cmp_pipelines.core.db.connection import transaction
+def _card_template(workdir: Path, name: str, accounts: int, seed: int, day: date = CARD_DAY) -> tuple[Path, float]:
+    """A store with `accounts` due card payments by `day` (seeding.seed_card_store), and the provider's keys."""
+    from seeding import seed_card_store
 
-    params = {"n": accounts, "seed": seed, "day": CARD_DAY}
-    with transaction(con):
-        con.execute(
-            "INSERT INTO accounts (account_number, name, currency, payment_type) "
-            "SELECT 'ACC' || lpad(i::VARCHAR, 8, '0'), 'Card customer ' || i, 'GBP', 'RECURRING_CARD' "
-            "FROM range(1, $n + 1) t(i)",
-            {"n": accounts},
-        )
-        con.execute(
-            "INSERT INTO payment_cards (account_number, provider, card_token, last_four, expiry, registered_at) "
-            f"SELECT 'ACC' || lpad(i::VARCHAR, 8, '0'), '{CARD_PROVIDER}', 'tok_' || lpad(i::VARCHAR, 8, '0'), "
-            "'4242', '2029-01', TIMESTAMPTZ '2026-01-15 12:00:00+00' FROM range(1, $n + 1) t(i)",
-            {"n": accounts},
-        )
-        con.execute(
-            """
-            INSERT INTO invoices (invoice_number, account_number, issued_on, due_on, amount_minor, currency)
-            SELECT 'INV' || lpad(i::VARCHAR, 8, '0') || '1', 'ACC' || lpad(i::VARCHAR, 8, '0'), $day - 20,
-                   $day - (i % 7)::INTEGER, 1000 + ((i * 7919 + 15485863 + $seed * 104729) % 9000), 'GBP'
-            FROM range(1, $n + 1) t(i)
-            """,
-            params,
-        )
-        con.execute(
-            """
-            INSERT INTO ledger_postings (idempotency_key, account_number, invoice_number, kind, amount_minor,
-                                         currency, batch_id, source_ref, effective_at)
-            SELECT 'invoice:' || invoice_number || ':CHARGE', account_number, invoice_number, 'INVOICE',
-                   amount_minor, currency, 'INVOICES-' || strftime(issued_on, '%Y%m%d'), invoice_number, issued_on
-            FROM invoices
-            """
-        )
-    con.execute("CHECKPOINT")
-
-
-def _card_template(workdir: Path, name: str, accounts: int, seed: int) -> tuple[Path, float]:
-    """A store with `accounts` due card payments, and the provider's keys (untimed)."""
     from cmp_pipelines.core.config import load_partners, load_probes, load_rejection_codes
     from cmp_pipelines.core.crypto.keyring import PartnerKeyring
     from cmp_pipelines.core.db.connection import connect
@@ -396,7 +364,7 @@ def _card_template(workdir: Path, name: str, accounts: int, seed: int) -> tuple[
     config = paths().config_dir
     with connect(data / "cmp.duckdb") as con:
         sync_reference_data(con, load_partners(config), load_probes(config), load_rejection_codes(config))
-        _seed_card_store(con, accounts, seed)
+        seed_card_store(con, accounts, seed, day)
     PartnerKeyring(workdir / "keys").init_keys(CARD_PROVIDER)
     return data, time.perf_counter() - started
 
@@ -406,6 +374,20 @@ def phase_card_setup(args: argparse.Namespace) -> dict:
     _env(workdir, workdir / "card_template")
     data, seeded_s = _card_template(workdir, "card_template", args.card_accounts, args.seed)
     return {"store_bytes": (data / "cmp.duckdb").stat().st_size, "seeded_s": seeded_s}
+
+
+def _orchestrated_day() -> date:
+    """A daemon's run takes a partition that exists: daily partitions end today (UTC)."""
+    return datetime.now(UTC).date()
+
+
+def phase_orch_card_setup(args: argparse.Namespace) -> dict:
+    """The CARD store of the orchestrated section: the same seeding, for today (CARD_DAY is in the future)."""
+    workdir = Path(args.workdir)
+    _env(workdir, workdir / "orch_card_template")
+    day = _orchestrated_day()
+    data, seeded_s = _card_template(workdir, "orch_card_template", args.card_accounts, args.seed, day)
+    return {"day": day.isoformat(), "seeded_s": seeded_s}
 
 
 @contextmanager
@@ -501,11 +483,7 @@ def phase_rejections_setup(args: argparse.Namespace) -> dict:
     """A smaller card store, its extract run (untimed) and the provider's rejection of `args.rejections` of it."""
     workdir = Path(args.workdir)
     _env(workdir, workdir / "rejections_template")
-    import orjson
-
-    from cmp_pipelines.core.crypto.keyring import PartnerKeyring
     from cmp_pipelines.core.intake import partition_key, sha256_hex
-    from cmp_pipelines.core.money import format_minor
 
     accounts = _rejection_accounts(args)
     data, seeded_s = _card_template(workdir, "rejections_template", accounts, args.seed)
@@ -522,9 +500,41 @@ def phase_rejections_setup(args: argparse.Namespace) -> dict:
             """,
             [f"RCX-{CARD_DAY:%Y%m%d}", args.rejections],
         ).fetchall()
+        spare = con.execute(  # the orchestrated section's small file: three of the transactions left alone
+            """
+            SELECT transaction_id, account_number, amount_minor FROM (
+                SELECT *, row_number() OVER (ORDER BY transaction_id) AS rn FROM card_transactions
+                WHERE batch_id = ?)
+            WHERE rn % 6 = 0 ORDER BY transaction_id LIMIT 3
+            """,
+            [f"RCX-{CARD_DAY:%Y%m%d}"],
+        ).fetchall()
         con.execute("CHECKPOINT")
     _verify("card transactions available to reject", args.rejections, len(rows))
-    file_id = f"{CARD_PROVIDER}-REJ-BENCH-{args.rejections}-{args.seed}"
+    _verify("card transactions left for the small rejection file", 3, len(spare))
+    file_name, plaintext_bytes = _rejection_file(
+        workdir, f"{CARD_PROVIDER}-REJ-BENCH-{args.rejections}-{args.seed}", rows)
+    _rejection_file(workdir, f"{CARD_PROVIDER}-REJ-SMALL-3", spare)
+    ciphertext = (workdir / file_name).read_bytes()
+    return {
+        "file_name": file_name,
+        "small_file_name": f"{CARD_PROVIDER}-REJ-SMALL-3.json.enc",
+        "file_id": partition_key(CARD_PROVIDER, file_name, sha256_hex(ciphertext)),
+        "accounts": accounts,
+        "plaintext_bytes": plaintext_bytes,
+        "ciphertext_bytes": len(ciphertext),
+        "seeded_s": seeded_s,
+        "generated_s": time.perf_counter() - started,
+    }
+
+
+def _rejection_file(workdir: Path, file_id: str, rows: list[tuple]) -> tuple[str, int]:
+    """CARDPAY's encrypted rejection file for `rows` (transaction, account, amount), reason codes in turn."""
+    import orjson
+
+    from cmp_pipelines.core.crypto.keyring import PartnerKeyring
+    from cmp_pipelines.core.money import format_minor
+
     records = [
         {"record_id": f"R{k}", "transaction_id": transaction, "account_number": account,
          "amount": format_minor(minor), "reason_code": REASON_CODES[k % len(REASON_CODES)], "reason_text": None,
@@ -537,18 +547,9 @@ def phase_rejections_setup(args: argparse.Namespace) -> dict:
         "rejections": records,
     }
     plaintext = orjson.dumps(document)
-    ciphertext = PartnerKeyring(workdir / "keys").encrypt(CARD_PROVIDER, plaintext)
     file_name = f"{file_id}.json.enc"
-    (workdir / file_name).write_bytes(ciphertext)
-    return {
-        "file_name": file_name,
-        "file_id": partition_key(CARD_PROVIDER, file_name, sha256_hex(ciphertext)),
-        "accounts": accounts,
-        "plaintext_bytes": len(plaintext),
-        "ciphertext_bytes": len(ciphertext),
-        "seeded_s": seeded_s,
-        "generated_s": time.perf_counter() - started,
-    }
+    (workdir / file_name).write_bytes(PartnerKeyring(workdir / "keys").encrypt(CARD_PROVIDER, plaintext))
+    return file_name, len(plaintext)
 
 
 def _rejection_steps(con, files, keyring, partners, file_id: str, lap) -> tuple:
@@ -681,7 +682,7 @@ PHASES = {
     "setup": phase_setup, "flow": phase_flow, "profile": phase_profile, "expectations": phase_expectations,
     "card_setup": phase_card_setup, "card_flow": phase_card_flow, "card_profile": phase_card_profile,
     "rejections_setup": phase_rejections_setup, "rejections_flow": phase_rejections_flow,
-    "rejections_profile": phase_rejections_profile,
+    "rejections_profile": phase_rejections_profile, "orch_card_setup": phase_orch_card_setup,
 }
 
 
@@ -848,6 +849,20 @@ def _small_file(workdir: Path) -> Path:
     return path
 
 
+def _verify_orchestrated_nrp(root: Path, run: dict, records: int, postings: int | None) -> None:
+    """The orchestrated NRP run loaded every record and posted what the function-level flow posts."""
+    counts = _store_counts(root / "data" / "cmp.duckdb", {
+        "records": ("SELECT count(*) FROM nrp_records", []),
+        "postings": ("SELECT count(*) FROM ledger_postings p JOIN batches b USING (batch_id) "
+                     "WHERE b.kind = 'NRP_POSTING'", []),
+    })
+    _verify(f"orchestrated NRP run status ({records:,} records)", 1, int(run["status"] == "SUCCESS"))
+    _verify(f"orchestrated NRP records loaded ({records:,} records)", records, counts["records"])
+    if postings is not None:
+        _verify("orchestrated NRP postings", postings, counts["postings"])
+    shutil.rmtree(root, ignore_errors=True)
+
+
 def _orchestrated_section(args: argparse.Namespace, workdir: Path, meta: dict, flows: list[dict],
                           floors: list[dict]) -> None:
     sys.path.insert(0, str(HERE))
@@ -860,6 +875,8 @@ def _orchestrated_section(args: argparse.Namespace, workdir: Path, meta: dict, f
         for name, file in (("small", small), ("big", workdir / meta["file_name"])):
             print(f"  orchestrated {name} file, run {index + 1} ...", file=sys.stderr, flush=True)
             runs[name].append(measure(workdir / f"orchestrated-{name}", store, keys, file))
+            _verify_orchestrated_nrp(workdir / f"orchestrated-{name}", runs[name][-1], 3 if name == "small" else
+                                     args.records, None if name == "small" else _median(flows)["postings"])
     big = sorted(runs["big"], key=lambda r: r["ack_s"])[(len(runs["big"]) - 1) // 2]
     small_run = sorted(runs["small"], key=lambda r: r["ack_s"])[(len(runs["small"]) - 1) // 2]
     flow = _median(flows)
@@ -953,6 +970,8 @@ def _card_section(args: argparse.Namespace, workdir: Path) -> None:
         "(e) select_due -> extract -> post -> posting file", TARGETS["card_s"], flows, floors, profile,
         ("records", "postings", "extract_bytes", "posting_file_bytes"),
     )
+    if "orchestrated" not in args.skip:
+        _orchestrated_card(args, workdir, flows, floors)
 
 
 def _rejections_section(args: argparse.Namespace, workdir: Path) -> None:
@@ -990,6 +1009,98 @@ def _rejections_section(args: argparse.Namespace, workdir: Path) -> None:
         "(g) load -> apply -> posting file -> reports", TARGETS["rejections_s"], flows, floors, profile,
         ("records", "postings", "posting_file_bytes", "report_bytes", "communications_bytes"), full_floors,
     )
+    if "orchestrated" not in args.skip:
+        _orchestrated_rejections(args, workdir, meta, flows, floors)
+
+
+CARD_RUN_STEPS = {"card_payments_due": "select_due", "card_payment_extract": "write_extracts",
+                  "card_payment_posting_batch": "post", "card_payment_ledger_posting_file": "write_posting_file"}
+REJECTION_RUN_STEPS = {"card_rejections_batch": "load", "card_reversal_batch": "apply",
+                       "card_reversal_ledger_posting_file": "write_posting_file",
+                       "card_rejection_reports": "write_reports"}
+
+
+def _store_counts(store: Path, queries: dict[str, tuple[str, list]]) -> dict[str, int]:
+    """Counts read back from an orchestrated run's store once its daemon has stopped (read-only)."""
+    import duckdb
+
+    with duckdb.connect(str(store), read_only=True) as con:
+        return {name: con.execute(sql, params).fetchone()[0] for name, (sql, params) in queries.items()}
+
+
+def _orchestrated_card(args: argparse.Namespace, workdir: Path, flows: list[dict], floors: list[dict]) -> None:
+    """The CARD job as its 02:00 schedule starts it, through a real daemon: a run of today's partition created and
+    queued by `dagster job launch` (see orchestrated.Session.launch), timed to the published extract; then a run
+    of the partition a week earlier, which has nothing left to select, for the run's fixed cost."""
+    sys.path.insert(0, str(HERE))
+    import orchestrated
+
+    meta = _phase(args, "orch_card_setup")
+    day = date.fromisoformat(meta["day"])
+    empty_day = date.fromordinal(day.toordinal() - 7)
+    store, n = workdir / "orch_card_template" / "cmp.duckdb", args.card_accounts
+    runs, empties = [], []
+    for index in range(max(1, args.repeat)):
+        print(f"  orchestrated CARD extract, run {index + 1} ...", file=sys.stderr, flush=True)
+        root = workdir / "orchestrated-card"
+        with orchestrated.daemon(root, store, workdir / "keys") as session:
+            runs.append(session.launch("recurring_payments_card_job", day.isoformat(),
+                                       f"outbound/card_payments/{CARD_PROVIDER}/RCX-{day:%Y%m%d}-*.json.enc"))
+            empties.append(session.launch("recurring_payments_card_job", empty_day.isoformat(), None))
+        counts = _store_counts(root / "data" / "cmp.duckdb", {
+            "extracted": ("SELECT count(*) FROM card_transactions WHERE batch_id = ?", [f"RCX-{day:%Y%m%d}"]),
+            "postings": ("SELECT count(*) FROM ledger_postings WHERE kind = 'CARD_PAYMENT'", []),
+            "empty": ("SELECT count(*) FROM card_transactions WHERE batch_id = ?", [f"RCX-{empty_day:%Y%m%d}"]),
+        })
+        _verify("orchestrated CARD run status", 1, int(runs[-1]["status"] == "SUCCESS"))
+        _verify("orchestrated empty CARD run status", 1, int(empties[-1]["status"] == "SUCCESS"))
+        _verify("orchestrated CARD extract: card transactions", n, counts["extracted"])
+        _verify("orchestrated CARD extract: card payment postings", n, counts["postings"])
+        _verify("orchestrated empty CARD run: card transactions", 0, counts["empty"])
+        shutil.rmtree(root, ignore_errors=True)
+    shutil.rmtree(workdir / "orch_card_template", ignore_errors=True)
+    flow = _median(flows)
+    orchestrated.report(
+        f"CARD extract orchestrated: recurring_payments_card_job for partition {day} (store seeded for that day, "
+        f"untimed {meta['seeded_s']:.1f} s) created and queued on a dagster-daemon's instance, launched in its own "
+        f"process; median of {len(runs)}", "published extract", n, runs, empties, flow["total_s"],
+        _median(floors)["total_s"] if floors else None, flow["steps"], CARD_RUN_STEPS,
+        f"empty run {empty_day}")
+
+
+def _orchestrated_rejections(args: argparse.Namespace, workdir: Path, meta: dict, flows: list[dict],
+                             floors: list[dict]) -> None:
+    """The rejection file dropped into inbound/card_rejections/CARDPAY/ of a real daemon (sensor, queue, launcher),
+    after a 3-record file for the run's fixed cost; timed to the published outcome report."""
+    sys.path.insert(0, str(HERE))
+    import orchestrated
+
+    store, n = workdir / "rejections_template" / "cmp.duckdb", args.rejections
+    runs, smalls = [], []
+    folder = f"outbound/reports/card_rejections/{CARD_PROVIDER}"
+    for index in range(max(1, args.repeat)):
+        print(f"  orchestrated card rejections, run {index + 1} ...", file=sys.stderr, flush=True)
+        root = workdir / "orchestrated-rejections"
+        with orchestrated.daemon(root, store, workdir / "keys", ready_sensor="card_rejection_files_sensor") as session:
+            for name, into in ((meta["small_file_name"], smalls), (meta["file_name"], runs)):
+                stem = name.removesuffix(".json.enc")
+                into.append(session.drop(workdir / name, "card_rejections", CARD_PROVIDER,
+                                         f"{folder}/{stem}.outcomes.json", "recurring_payments_rejections_card_job"))
+        counts = _store_counts(root / "data" / "cmp.duckdb", {
+            "reversals": ("SELECT count(*) FROM ledger_postings WHERE kind = 'CARD_REVERSAL'", []),
+            "rejections": ("SELECT count(*) FROM card_rejections", []),
+        })
+        _verify("orchestrated rejections run status", 1, int(runs[-1]["status"] == "SUCCESS"))
+        _verify("orchestrated 3-record rejections run status", 1, int(smalls[-1]["status"] == "SUCCESS"))
+        _verify("orchestrated rejections: records loaded", n + 3, counts["rejections"])
+        _verify("orchestrated rejections: reversal postings", n + 3, counts["reversals"])
+        shutil.rmtree(root, ignore_errors=True)
+    flow = _median(flows)
+    orchestrated.report(
+        f"Card rejections orchestrated: the {n:,}-record file dropped into data/inbound/card_rejections/"
+        f"{CARD_PROVIDER}/ of a dagster-daemon (sensor, queue, own process), after a 3-record file; median of "
+        f"{len(runs)}", "published outcome report", n, runs, smalls, flow["total_s"],
+        _median(floors)["total_s"] if floors else None, flow["steps"], REJECTION_RUN_STEPS, "3 records")
 
 
 def _section_report(
@@ -1164,7 +1275,8 @@ def main() -> None:
             _rejections_section(args, workdir)
         if "dd" not in args.skip:  # benchmarks/direct_debit.py: AUDDIS and collection files against their floors
             subprocess.run([sys.executable, str(HERE / "direct_debit.py"), "--mandates", str(args.dd_mandates),
-                            "--repeat", str(max(1, args.repeat)), "--workdir", str(workdir / "dd")], check=True)
+                            "--repeat", str(max(1, args.repeat)), "--workdir", str(workdir / "dd"),
+                            *([] if "orchestrated" in args.skip else ["--orchestrated"])], check=True)
         if "api" not in args.skip:
             _api_section(args, workdir)
     finally:

@@ -11,6 +11,7 @@ os.environ.setdefault("CMP_OPERATOR", "demo.admin")
 
 from tests.support.api import api, api_instance  # noqa: F401
 from tests.support.billing import billing  # noqa: F401
+from tests.support.console import console  # noqa: F401
 from tests.support.dagster import dagster_home_template, instance  # noqa: F401
 from tests.support.hardware import hardware  # noqa: F401
 from tests.support.platform import platform, platform_template  # noqa: F401

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
+from pydantic import Field
 
 from cmp_pipelines.api.context import Client, Ctx
 from cmp_pipelines.api.models import Strict
@@ -21,6 +22,10 @@ class Event(Strict):
     event_code: str
     source_ref: str | None
     detail: str | None
+    reason_type: str | None = Field(None, description="The reason type of the rejection or mandate revision code "
+                                                      "that raised the event (Payments module).")
+    reason_code: str | None = Field(None, description="That code's reason code.")
+    new_payment_type: str | None = Field(None, description="The payment type the event moved the account to.")
     raised_at: str
     action: str | None
     target: str | None
@@ -44,4 +49,5 @@ def list_events(account_number: AccountPath, who: Client, ctx: Ctx, status: Stat
     target = account(ctx, number)
     rows = ctx.read_model.events(number, status, limit)
     return {"account_number": number, "as_of": target["published_at"],
-            "events": [{k: r[k] for k in Event.model_fields} for r in rows]}
+            # a snapshot published before a column existed answers None for it
+            "events": [{k: row.get(k) for k in Event.model_fields} for row in map(dict, rows)]}

@@ -187,10 +187,20 @@ def accounts_payments(account_number: str, method: str | None, status: str | Non
     if as_json:
         click.echo(json.dumps(history.as_dict(), indent=2))
         return
+    from cmp_pipelines.core.config import load_rejection_codes
+
+    codes = _load_config(load_rejection_codes).codes
+
+    def reason(r: dict) -> str:
+        """The code, its description and, for a card or direct-debit rejection code, its configured reason."""
+        code = codes.get(r["reason_code"]) if r["source"] in ("CARD", "DIRECT_DEBIT") else None
+        return " ".join(x for x in (r["reason_code"], r["reason"] and f"({r['reason']})",
+                                    code and f"{code.reason_type}/{code.reason_code}") if x)
+
     header = ("DATE", "SOURCE", "METHOD", "KIND", "AMOUNT", "STATUS", "REASON", "INVOICE", "REFERENCE")
     lines = [header] + [(r["date"], r["source"], r["method"] or "", r["kind"], r["amount"] or "-", r["status"],
-                         " ".join(x for x in (r["reason_code"], r["reason"] and f"({r['reason']})") if x),
-                         r["invoice_number"] or "", r["reference"] or r["payment_ref"]) for r in history.rows]
+                         reason(r), r["invoice_number"] or "", r["reference"] or r["payment_ref"])
+                        for r in history.rows]
     widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
     for line in lines:
         click.echo("  ".join(str(v).ljust(w) for v, w in zip(line, widths, strict=True)).rstrip())

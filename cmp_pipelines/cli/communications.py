@@ -46,11 +46,14 @@ def events_list(account: str | None, status: str | None, limit: int, as_json: bo
         click.echo("no workflow events" + (f" for {account}" if account else "") + (f" with status {status}"
                                                                                     if status else ""))
         return
-    click.echo(f"{'ID':>6}  {'STATUS':<7}  {'RAISED (UTC)':<19}  {'ACCOUNT':<12}  {'EVENT':<44}  ACTION")
+    click.echo(f"{'ID':>6}  {'STATUS':<7}  {'RAISED (UTC)':<19}  {'ACCOUNT':<12}  {'EVENT':<44}  "
+               f"{'REASON':<36}  ACTION")
     for r in rows:
         action = f"{r['action'] or '-'}" + (f" {r['target']}" if r["target"] else "")
+        reason = f"{r['reason_type']}/{r['reason_code']}" if r["reason_type"] else "-"
         click.echo(f"{r['event_id']:>6}  {r['status']:<7}  {_when(r['raised_at']):<19}  "
-                   f"{r['account_number'] or '-':<12}  {r['event_type'] + '/' + r['event_code']:<44}  {action}")
+                   f"{r['account_number'] or '-':<12}  {r['event_type'] + '/' + r['event_code']:<44}  "
+                   f"{reason:<36}  {action}")
 
 
 @events.command("show")
@@ -71,6 +74,8 @@ def events_show(event_id: int) -> None:
     r = rows[0]
     for label, key in (("event", "event_id"), ("type", "event_type"), ("code", "event_code"),
                        ("account", "account_number"), ("source", "source_ref"), ("detail", "detail"),
+                       ("reason type", "reason_type"), ("reason code", "reason_code"),
+                       ("now pays by", "new_payment_type"),
                        ("raised at", "raised_at"), ("action", "action"), ("target", "target"),
                        ("status", "status"), ("attempts", "attempts"), ("result", "result"),
                        ("last error", "last_error"), ("updated at", "updated_at")):

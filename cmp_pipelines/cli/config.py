@@ -51,3 +51,33 @@ def validate() -> None:
             click.echo(line, err=True)
         raise click.exceptions.Exit(1)
     click.echo(f"{config_dir}: {len(CONFIG_FILES)} configuration files valid ({', '.join(sorted(CONFIG_FILES))})")
+
+
+@config.command("changes")
+@click.option("--file", "file_name", help="Only this file, e.g. payment_terms.yaml.")
+@click.option("--entry", help="Only this entry (a code, or a default's payment type).")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON document: every change with before and after.")
+def changes(file_name: str | None, entry: str | None, limit: int, as_json: bool) -> None:
+    """Changes made through the Business Configuration console, newest first: who, when, what, before and after
+    ($CMP_DATA_DIR/config_audit.sqlite)."""
+    import json
+
+    from cmp_pipelines.core.config_edit import ConfigAudit, audit_path
+
+    path = audit_path(paths().data_dir)
+    rows = ConfigAudit(path).changes(file_name, None, entry, limit) if path.exists() else []
+    if as_json:
+        keep = ("change_id", "changed_at", "actor", "security_level", "file", "section", "entry_id", "action",
+                "changed_fields", "before", "after", "file_sha256")
+        click.echo(json.dumps({"changes": [{k: r[k] for k in keep} for r in rows]}, indent=2, ensure_ascii=False))
+        return
+    if not rows:
+        click.echo("no changes made through the console")
+        return
+    for r in rows:
+        fields = ", ".join(f"{k}: {json.dumps((r['before'] or {}).get(k))} -> {json.dumps(r['after'].get(k))}"
+                           for k in r["changed_fields"])
+        level = f" ({r['security_level']})" if r["security_level"] else ""
+        click.echo(f"#{r['change_id']} {r['changed_at']} {r['actor']}{level} {r['action']} {r['file']} "
+                   f"{r['section']}[{r['entry_id']}]: {fields}")

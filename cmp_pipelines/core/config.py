@@ -383,6 +383,8 @@ def check_config_dir(config_dir: Path, files: Iterable[ConfigFile] | None = None
     partners, errors = PARTNERS_FILE.run(config_dir)
     for name in sorted(set(known) - {PARTNERS_FILE.name}):
         errors += known[name].check(config_dir, partners)
+    if files is None:
+        errors += cmp_pipelines.core.security.unknown_payment_term_levels(config_dir)
     for file in sorted(config_dir.glob("*.y*ml")):
         if file.name not in known:
             errors.append(ConfigError(file, "-", "-", "no configuration model reads this file; known files: "
@@ -610,7 +612,7 @@ class RejectionCode:
 
 @dataclass(frozen=True)
 class RejectionConfig:
-    default_payment_type: str  # what a hard decline reverts an account to
+    default_payment_type: str  # what a hard decline reverts an account to, where it can (core/rejections.py)
     codes: dict[str, RejectionCode]
     bacs_return_codes: dict[str, str] = dataclass_field(default_factory=dict)  # ARUDD four-digit returnCode -> code
     # what a return under each ARUDD rejection code does to its mandate: KEEP, CANCEL (collection stops) or HOLD
@@ -667,14 +669,9 @@ class BacsReturnCodeEntry(FileModel):
     rejection_code: str
 
 
-def _reverts_to_manual(value: str) -> str:
-    if value != "MANUAL":
-        fail("a declined account reverts to MANUAL (card and direct debit need the customer's consent)")
-    return value
-
-
 class RejectionCodesFile(FileModel):
-    default_payment_type: Annotated[PaymentType, AfterValidator(_reverts_to_manual)] = "MANUAL"
+    # any payment type; where the account cannot pay that way the engine falls back to MANUAL (core/rejections.py)
+    default_payment_type: PaymentType = "MANUAL"
     rejection_codes: list[RejectionCodeEntry]
     bacs_return_codes: list[BacsReturnCodeEntry] = []
     arudd_mandate_actions: dict[str, one_of(*MANDATE_ACTIONS)] = {}
@@ -906,3 +903,32 @@ DIRECT_DEBIT_FILE = register(ConfigFile("direct_debit.yaml", DirectDebitFile, _b
 def load_direct_debit(config_dir: Path, partners: dict[str, Partner] | None = None) -> DirectDebitConfig:
     """`partners` (from partners.yaml), when given, must hold the bureau with its ADDACS feed."""
     return DIRECT_DEBIT_FILE.load(config_dir, partners)
+
+
+# ---- card_payments.yaml --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CardPaymentsConfig:
+    """Recurring card payments: the customer is told the amount and date this many calendar days before the card
+    is charged (the seed's condition for recurring card payments)."""
+
+    advance_notice_days: int
+
+
+class CardPaymentsSection(FileModel):
+    advance_notice_days: Annotated[int, between(0, 30)]
+
+
+class CardPaymentsFile(FileModel):
+    card_payments: CardPaymentsSection
+
+
+CARD_PAYMENTS_FILE = register(ConfigFile(
+    "card_payments.yaml", CardPaymentsFile,
+    lambda parsed, problems, partners: CardPaymentsConfig(parsed.card_payments.advance_notice_days),
+    {"card_payments": SECTION}))
+
+
+def load_card_payments(config_dir: Path) -> CardPaymentsConfig:
+    return CARD_PAYMENTS_FILE.load(config_dir)

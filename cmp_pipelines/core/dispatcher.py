@@ -1,6 +1,6 @@
 """One pass of the dispatcher, shared by the Dagster job and `cmp-pipelines events dispatch`: alerts for newly
 quarantined files and spooled failed runs, the workflow actions due, then every e-mail due (new ones and
-retries)."""
+retries), then the advance notices whose message has left are marked SENT."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import duckdb
 
-from cmp_pipelines.core import alerts, outbox, workflow
+from cmp_pipelines.core import alerts, notices, outbox, workflow
 from cmp_pipelines.core.config_workflow import load_alerts, load_workflow_actions
 from cmp_pipelines.core.templates import Templates
 
@@ -21,6 +21,7 @@ def run_dispatcher(con: duckdb.DuckDBPyConnection, config_dir: Path, smtp: outbo
     failed_runs = alerts.queue_spooled_run_failures(con, recipients, now)
     report = workflow.dispatch(con, load_workflow_actions(config_dir), Templates(config_dir / "templates"), now)
     delivery = outbox.deliver(con, smtp, now)
+    notices_sent = notices.refresh_sent(con)  # a notice counts from the moment its message left
     return {
         "events_registered": report.registered,
         "actions_done": report.done,
@@ -32,4 +33,5 @@ def run_dispatcher(con: duckdb.DuckDBPyConnection, config_dir: Path, smtp: outbo
         "messages_sent": len(delivery.sent),
         "messages_retrying": len(delivery.retrying),
         "messages_failed": len(delivery.failed),
+        "advance_notices_sent": notices_sent,
     }

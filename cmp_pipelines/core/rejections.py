@@ -5,7 +5,9 @@ declined card payments and returned direct debits (the Recurring Payments Reject
   the payment retried then (a card payment on the extract, a direct debit re-presented with `18`);
 - SOFT on its last attempt: RETRIES_EXHAUSTED, treated as a hard decline, cancellation event;
 - SOFT with retries left on an account leaving the payment method in the same file: RETRY_CANCELLED;
-- HARD: HARD_DECLINE, the payment type reverts to the configured default, refund event;
+- HARD: HARD_DECLINE, the payment type reverts to the configured default where the account can pay that way
+  (a card on file for RECURRING_CARD, an active mandate for DIRECT_DEBIT, never the type that just failed), else
+  to MANUAL with the reason in the history, the event and the report; refund event;
 - unknown code: UNCONFIGURED_CODE, a configuration error: reversed (the money was not taken), never retried.
 Every fragment reads a rejection table with batch_id, position, account_number, reason_code, outcome, attempt
 and retry_due_on; `rejections` names it and `payment` the column naming the rejected payment.
@@ -79,23 +81,67 @@ def suspend_accounts_sql(rejections: str) -> str:
     """
 
 
-def revert_payment_type_sql(rejections: str, payment: str, payment_type: str, cause: str) -> tuple[str, str]:
-    """Hard declines (and exhausted retries) put the account back on $default_type, with the history row first."""
+FALLBACK_TYPE = "MANUAL"
+# A card is usable when it is on file and has not expired by $month ('YYYY-MM'); expiry is MM/YY or YYYY-MM, and
+# an unknown expiry counts as usable (the provider decides). A mandate is usable when it is ACTIVE.
+USABLE_CARD_SQL = """EXISTS (SELECT 1 FROM payment_cards pc WHERE pc.account_number = {account}
+    AND (pc.expiry IS NULL OR CASE WHEN pc.expiry LIKE '__/__' THEN '20' || substr(pc.expiry, 4, 2) || '-'
+                                                                      || substr(pc.expiry, 1, 2)
+                                   ELSE pc.expiry END >= $month))"""
+ACTIVE_MANDATE_SQL = """EXISTS (SELECT 1 FROM mandates md WHERE md.account_number = {account}
+    AND md.status = 'ACTIVE')"""
+
+
+def reverted_type_sql(failed_type: str, account: str = "a.account_number") -> tuple[str, str]:
+    """(new type, note) SQL for an account leaving `failed_type` after a hard decline: the configured
+    $default_type when the account can pay that way, else MANUAL, the note saying why. The default is never the
+    type that just failed (a declined card is not asked again, a returned debit not re-collected by default)."""
+    card, mandate = USABLE_CARD_SQL.format(account=account), ACTIVE_MANDATE_SQL.format(account=account)
+    fallback = f"""CASE WHEN $default_type = '{failed_type}'
+                THEN 'the default ' || $default_type || ' is the payment type that just failed'
+            WHEN $default_type = 'RECURRING_CARD' AND NOT {card}
+                THEN 'the default RECURRING_CARD needs a card on file that has not expired; the account has none'
+            WHEN $default_type = 'DIRECT_DEBIT' AND NOT {mandate}
+                THEN 'the default DIRECT_DEBIT needs an active mandate; the account has none' END"""
+    return f"CASE WHEN ({fallback}) IS NULL THEN $default_type ELSE '{FALLBACK_TYPE}' END", fallback
+
+
+def revert_payment_type_sql(rejections: str, payment: str, payment_type: str, cause: str) -> tuple[str, ...]:
+    """Hard declines (and exhausted retries) move the account off `payment_type`, to $default_type where it can
+    pay that way (else MANUAL, `reverted_type_sql`), with the history row first; every reverting rejection then
+    names the type its account pays by now (`new_payment_type`) for the events, communications and reports."""
+    new_type, note = reverted_type_sql(payment_type)
+    decide = f"""
+        UPDATE {rejections} r SET new_payment_type = t.new_type, payment_type_note = t.note
+        FROM (SELECT a.account_number, {new_type} AS new_type, {note} AS note FROM accounts a
+              WHERE a.payment_type = '{payment_type}' AND a.account_number IN
+                    (SELECT account_number FROM {rejections} WHERE batch_id = $batch_id
+                     AND outcome IN ({REVERTING_SQL}))) t
+        WHERE r.batch_id = $batch_id AND r.outcome IN ({REVERTING_SQL}) AND r.account_number = t.account_number
+    """
     reverting = f"""
-        SELECT account_number, string_agg(reason_code || ' on ' || {payment}, ', ' ORDER BY position) AS why
-        FROM {rejections} WHERE batch_id = $batch_id AND outcome IN ({REVERTING_SQL}) GROUP BY 1
+        SELECT account_number, any_value(new_payment_type) AS new_type, any_value(payment_type_note) AS note,
+               string_agg(reason_code || ' on ' || {payment}, ', ' ORDER BY position) AS why
+        FROM {rejections} WHERE batch_id = $batch_id AND outcome IN ({REVERTING_SQL})
+          AND new_payment_type IS NOT NULL GROUP BY 1
     """
     history = f"""
         INSERT INTO payment_type_changes (account_number, old_type, new_type, cause, changed_at)
-        SELECT a.account_number, a.payment_type, $default_type, '{cause} ' || v.why, $now
+        SELECT a.account_number, a.payment_type, v.new_type,
+               '{cause} ' || v.why || coalesce('; not ' || $default_type || ': ' || v.note, ''), $now
         FROM accounts a JOIN ({reverting}) v USING (account_number)
         WHERE a.payment_type = '{payment_type}'
     """
     update = f"""
-        UPDATE accounts a SET payment_type = $default_type
+        UPDATE accounts a SET payment_type = v.new_type
         FROM ({reverting}) v WHERE a.account_number = v.account_number AND a.payment_type = '{payment_type}'
     """
-    return history, update
+    unchanged = f"""
+        UPDATE {rejections} r SET new_payment_type = a.payment_type FROM accounts a
+        WHERE r.batch_id = $batch_id AND r.outcome IN ({REVERTING_SQL}) AND r.new_payment_type IS NULL
+          AND a.account_number = r.account_number
+    """
+    return decide, history, update, unchanged
 
 
 def events_sql(rejections: str, payment: str, unconfigured_event: tuple[str, str], detail: str) -> str:
@@ -108,9 +154,14 @@ def events_sql(rejections: str, payment: str, unconfigured_event: tuple[str, str
                                   ELSE '{fallback}' END"""
 
     return f"""
-        INSERT INTO workflow_events (event_type, event_code, account_number, source_ref, detail, raised_at)
+        INSERT INTO workflow_events (event_type, event_code, account_number, source_ref, detail, raised_at,
+                                     reason_type, reason_code, new_payment_type)
         SELECT e.event_type, e.event_code, r.account_number, r.{payment},
-               r.outcome || ': reason ' || r.reason_code || coalesce(' (' || k.description || ')', '') || {detail}, $now
+               r.outcome || ': reason ' || r.reason_code || coalesce(' (' || k.description || ', ' || k.reason_type
+               || '/' || k.reason_code || ')', '') || {detail}
+               || coalesce(', account now pays by ' || r.new_payment_type, '')
+               || coalesce(' (not ' || $default_type || ': ' || r.payment_type_note || ')', ''), $now,
+               k.reason_type, k.reason_code, r.new_payment_type
         FROM {rejections} r LEFT JOIN config_rejection_codes k ON k.code = r.reason_code,
         LATERAL (SELECT {pick('type', unconfigured_event[0])} AS event_type,
                         {pick('code', unconfigured_event[1])} AS event_code) e
@@ -184,7 +235,7 @@ def apply(con: duckdb.DuckDBPyConnection, t: RejectionTables, *, load_batch: str
     if status == "APPLIED":
         return None
     params = {"batch_id": load_batch, "now": now, "default_type": default_type, "day": day,
-              "reversal": reversal_batch_id(con, t, load_batch)}
+              "month": day.strftime("%Y-%m"), "reversal": reversal_batch_id(con, t, load_batch)}
 
     def run(sql: str) -> None:
         con.execute(sql, used_params(sql, params))

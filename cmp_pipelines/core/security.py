@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Annotated
 
 from cmp_pipelines.core.config import (
+    PAYMENT_TERMS_FILE,
     SECURITY_LEVEL,
+    ConfigError,
     ConfigFile,
     Entries,
     FileModel,
@@ -24,12 +26,13 @@ from cmp_pipelines.core.config import (
     Problems,
     matches,
     non_empty,
+    read_yaml,
     register,
 )
 
 OPERATOR_ENV = "CMP_OPERATOR"
 OPERATIONS = ("CREATE_ACCOUNT", "SET_PAYMENT_TYPE", "REGISTER_CARD", "CREATE_MANDATE", "CHANGE_MANDATE",
-              "APPROVE_REFUND", "UPDATE_ACCOUNT", "ISSUE_INVOICE")
+              "APPROVE_REFUND", "UPDATE_ACCOUNT", "ISSUE_INVOICE", "VIEW_CONFIG", "EDIT_CONFIG")
 OPERATOR_NAME = re.compile(r"^[a-z][a-z0-9._-]{1,63}$")
 
 Level = Annotated[str, matches(SECURITY_LEVEL, lambda v: f"{v!r} is not a security level name (A-Z, 0-9, _)")]
@@ -123,3 +126,27 @@ def authorize_operator(config_dir: Path, operation: str) -> tuple[str, str]:
     name, level = operator_identity(config_dir)
     load_security(config_dir).authorize(f"operator {name}", level, operation)
     return name, level
+
+
+def unknown_payment_term_levels(config_dir: Path) -> list[ConfigError]:
+    """Payment term defaults name levels of security.yaml: a misspelt one would silently let nobody at that level use
+    the default. A rule across two files, so `check_config_dir` (config validate, init, the console) runs it."""
+    security, errors = SECURITY_FILE.run(config_dir)
+    file = config_dir / PAYMENT_TERMS_FILE.name
+    try:
+        document = read_yaml(file)
+    except ConfigError:
+        return []
+    if errors or security is None:
+        return []
+    found = []
+    for index, default in enumerate(document.get("payment_term_defaults") or []):
+        levels = default.get("security_levels") if isinstance(default, dict) else None
+        for level in levels if isinstance(levels, list) else []:
+            if isinstance(level, str) and SECURITY_LEVEL.fullmatch(level) and level not in security.levels:
+                code = default.get("code")
+                found.append(ConfigError(file, code if isinstance(code, str) else f"payment_term_defaults[{index}]",
+                                         "security_levels", f"{level!r} is not one of security.yaml's security_levels "
+                                                            f"({', '.join(security.levels)})",
+                                         f"payment_term_defaults[{index}].security_levels"))
+    return found

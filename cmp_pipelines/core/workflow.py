@@ -38,8 +38,10 @@ class DispatchReport:
         self.done[action] = self.done.get(action, 0) + 1
 
 
-def register_events(con: duckdb.DuckDBPyConnection, actions: WorkflowActions, now: datetime) -> int:
-    """Give every event not yet known its action (set-based: a day's events are one statement)."""
+def register_events(con: duckdb.DuckDBPyConnection, actions: WorkflowActions, now: datetime,
+                    event_types: list[str] | None = None) -> int:
+    """Give every event not yet known (of `event_types`, if given) its action (set-based: a day's events are one
+    statement)."""
     con.execute("CREATE OR REPLACE TEMP TABLE wf_rules (event_type VARCHAR, event_code VARCHAR, action VARCHAR, "
                 "target VARCHAR)")
     con.executemany("INSERT INTO wf_rules VALUES (?, ?, ?, ?)",
@@ -60,46 +62,61 @@ def register_events(con: duckdb.DuckDBPyConnection, actions: WorkflowActions, no
         LEFT JOIN wf_rules x ON x.event_type = e.event_type AND x.event_code = e.event_code
         LEFT JOIN wf_rules w ON w.event_type = e.event_type AND w.event_code = '*'
         WHERE NOT EXISTS (SELECT 1 FROM workflow_dispatch d WHERE d.event_id = e.event_id)
+          AND ($types IS NULL OR list_contains($types, e.event_type))
         """,
-        {"now": now},
+        {"now": now, "types": event_types},
     ).fetchone()[0]
 
 
 _DUE = """
 WITH due AS (SELECT * FROM workflow_dispatch WHERE status = 'PENDING' AND next_attempt_at <= $now
+               AND ($types IS NULL OR event_id IN (SELECT event_id FROM workflow_events
+                                                   WHERE list_contains($types, event_type)))
              ORDER BY event_id LIMIT $limit),
 card AS (SELECT transaction_id, amount_minor, currency, invoice_number, due_on, retry_due_on FROM card_transactions
          WHERE transaction_id IN (SELECT e.source_ref FROM workflow_events e JOIN due USING (event_id))),
 debit AS (SELECT collection_id, any_value(amount_minor) AS amount_minor, any_value(currency) AS currency,
                  any_value(mandate_id) AS mandate_id, max(retry_due_on) AS retry_due_on
           FROM dd_collections
-          WHERE collection_id IN (SELECT e.source_ref FROM workflow_events e JOIN due USING (event_id)) GROUP BY 1)
+          WHERE collection_id IN (SELECT e.source_ref FROM workflow_events e JOIN due USING (event_id)) GROUP BY 1),
+notice AS (SELECT notice_id, payment_type, amount_minor, currency, invoice_number, mandate_id, collection_on
+           FROM collection_notices
+           WHERE notice_id IN (SELECT e.source_ref FROM workflow_events e JOIN due USING (event_id)))
 SELECT d.event_id, d.action, d.target, d.attempts, e.event_type, e.event_code, e.account_number, e.source_ref,
-       e.detail, e.raised_at, a.name, a.email,
-       minor_to_decimal(coalesce(c.amount_minor, b.amount_minor)), coalesce(c.currency, b.currency, a.currency),
-       c.invoice_number, coalesce(c.retry_due_on, b.retry_due_on)::VARCHAR, m.reference, m.service_user_number
+       e.detail, e.raised_at, e.reason_type, e.reason_code, e.new_payment_type, a.name, a.email,
+       minor_to_decimal(coalesce(c.amount_minor, b.amount_minor, n.amount_minor)),
+       coalesce(c.currency, b.currency, n.currency, a.currency), coalesce(c.invoice_number, n.invoice_number),
+       coalesce(c.retry_due_on, b.retry_due_on)::VARCHAR, m.reference, m.service_user_number,
+       n.collection_on::VARCHAR, n.payment_type
 FROM due d JOIN workflow_events e USING (event_id)
 LEFT JOIN accounts a ON a.account_number = e.account_number
 LEFT JOIN card c ON c.transaction_id = e.source_ref
 LEFT JOIN debit b ON b.collection_id = e.source_ref
-LEFT JOIN mandates m ON m.mandate_id = coalesce(b.mandate_id, e.source_ref)
+LEFT JOIN notice n ON n.notice_id = e.source_ref AND e.event_type = 'ADVANCE_NOTICE'
+LEFT JOIN mandates m ON m.mandate_id = coalesce(b.mandate_id, n.mandate_id, e.source_ref)
 ORDER BY d.event_id
 """
 
 _CONTEXT = ("event_id", "action", "target", "attempts", "event_type", "event_code", "account_number", "source_ref",
-            "detail", "raised_at", "customer_name", "email", "amount", "currency", "invoice_number", "retry_on",
-            "mandate_reference", "service_user_number")
+            "detail", "raised_at", "reason_type", "reason_code", "new_payment_type", "customer_name", "email", "amount",
+            "currency", "invoice_number", "retry_on", "mandate_reference", "service_user_number", "collect_on",
+            "payment_type")
 
 
 def context(row: dict) -> dict:
-    """What a template sees: `account`, `event` and, when the event is about one, `payment` and `mandate`."""
+    """What a template sees: `account`, `event` and, when the event is about one, `payment` and `mandate`.
+    `event.reason_type`/`event.reason_code` are the configured reason of the rejection or mandate revision code;
+    `payment.new_type` is the payment type the event moved the account to (None when it did not move it); an
+    advance notice adds `payment.collect_on` and `payment.type` (RECURRING_CARD or DIRECT_DEBIT)."""
     return {
         "account": {"number": row["account_number"], "name": row["customer_name"], "email": row["email"]},
         "event": {"id": row["event_id"], "type": row["event_type"], "code": row["event_code"],
-                  "source_ref": row["source_ref"], "detail": row["detail"],
+                  "source_ref": row["source_ref"], "detail": row["detail"], "reason_type": row["reason_type"],
+                  "reason_code": row["reason_code"],
                   "raised_on": row["raised_at"].date().isoformat()},
         "payment": {"amount": row["amount"], "currency": row["currency"], "invoice_number": row["invoice_number"],
-                    "retry_on": row["retry_on"]},
+                    "retry_on": row["retry_on"], "new_type": row["new_payment_type"],
+                    "collect_on": row.get("collect_on"), "type": row.get("payment_type")},
         "mandate": {"reference": row["mandate_reference"], "service_user_number": row["service_user_number"]},
     }
 
@@ -122,11 +139,13 @@ def _failed(con, row: dict, why: str, actions: WorkflowActions, now: datetime, r
 
 
 def dispatch(con: duckdb.DuckDBPyConnection, actions: WorkflowActions, templates: Templates, now: datetime, *,
-             limit: int = 1000, post: Callable[..., httpx.Response] = httpx.post) -> DispatchReport:
-    """Register new events, then carry out the actions due now."""
-    report = DispatchReport(registered=register_events(con, actions, now))
+             limit: int = 1000, post: Callable[..., httpx.Response] = httpx.post,
+             event_types: list[str] | None = None) -> DispatchReport:
+    """Register new events, then carry out the actions due now (only of `event_types`, if given: e.g. the advance
+    notices alone)."""
+    report = DispatchReport(registered=register_events(con, actions, now, event_types))
     rows = [dict(zip(_CONTEXT, r, strict=True))
-            for r in con.execute(_DUE, {"now": now, "limit": limit}).fetchall()]
+            for r in con.execute(_DUE, {"now": now, "limit": limit, "types": event_types}).fetchall()]
     for row in rows:
         action, event_id = row["action"], row["event_id"]
         if action == "COMMUNICATION":
@@ -147,7 +166,8 @@ def dispatch(con: duckdb.DuckDBPyConnection, actions: WorkflowActions, templates
         elif action == "WEBHOOK":
             payload = {"event_id": event_id, "event_type": row["event_type"], "event_code": row["event_code"],
                        "account_number": row["account_number"], "source_ref": row["source_ref"],
-                       "detail": row["detail"], "raised_at": row["raised_at"].isoformat()}
+                       "detail": row["detail"], "reason_type": row["reason_type"], "reason_code": row["reason_code"],
+                       "new_payment_type": row["new_payment_type"], "raised_at": row["raised_at"].isoformat()}
             try:
                 response = post(row["target"], json=payload, timeout=WEBHOOK_TIMEOUT,
                                 headers={"Idempotency-Key": f"cmp-event-{event_id}"})
@@ -194,8 +214,9 @@ def retry(con: duckdb.DuckDBPyConnection, actions: WorkflowActions, event_ids: l
     return changed
 
 
-EVENT_COLUMNS = ("event_id", "event_type", "event_code", "account_number", "source_ref", "detail", "raised_at",
-                 "action", "target", "status", "attempts", "last_error", "result", "updated_at")
+EVENT_COLUMNS = ("event_id", "event_type", "event_code", "account_number", "source_ref", "detail", "reason_type",
+                 "reason_code", "new_payment_type", "raised_at", "action", "target", "status", "attempts", "last_error",
+                 "result", "updated_at")
 
 
 def events(con: duckdb.DuckDBPyConnection, *, account: str | None = None, status: str | None = None,
@@ -203,9 +224,9 @@ def events(con: duckdb.DuckDBPyConnection, *, account: str | None = None, status
     """Events with their dispatch state (status NEW: not registered by a dispatcher yet)."""
     rows = con.execute(
         """
-        SELECT e.event_id, e.event_type, e.event_code, e.account_number, e.source_ref, e.detail, e.raised_at,
-               d.action, d.target, coalesce(d.status, 'NEW'), coalesce(d.attempts, 0), d.last_error, d.result,
-               d.updated_at
+        SELECT e.event_id, e.event_type, e.event_code, e.account_number, e.source_ref, e.detail, e.reason_type,
+               e.reason_code, e.new_payment_type, e.raised_at, d.action, d.target, coalesce(d.status, 'NEW'),
+               coalesce(d.attempts, 0), d.last_error, d.result, d.updated_at
         FROM workflow_events e LEFT JOIN workflow_dispatch d USING (event_id)
         WHERE ($account IS NULL OR e.account_number = $account)
           AND ($status IS NULL OR coalesce(d.status, 'NEW') = $status)

@@ -16,6 +16,7 @@ from cmp_pipelines.core.db.connection import sql_literal, transaction
 from cmp_pipelines.core.files.store import FileStoreLike
 from cmp_pipelines.core.ledger import BATCH_PREFIXES, lit, post
 from cmp_pipelines.core.money import format_minor
+from cmp_pipelines.core.notices import KINDS
 
 METHODS = ("CASH", "CHEQUE", "POSTAL_ORDER", "BANK_TRANSFER")
 TWO_PLACES = re.compile(r"^-?[0-9]+\.[0-9]{2}$")
@@ -178,6 +179,7 @@ def seed_card_accounts(con: duckdb.DuckDBPyConnection, provider: str, today: dat
             {k: params[k] for k in ("issued", "due")},
         )
         post_invoice_charges(con, "WHERE account_number IN (SELECT account_number FROM payment_cards)")
+        seed_sent_notices(con, "RECURRING_CARD", "account_number IN (SELECT account_number FROM payment_cards)")
         first = con.execute("SELECT min(account_number) FROM payment_cards").fetchone()[0]
         if first and not con.execute("SELECT count(*) FROM card_refunds").fetchone()[0]:
             con.execute("INSERT INTO card_refunds VALUES (?, ?, 1250, 'GBP', ?, 'demo: goodwill credit', ?)",
@@ -208,6 +210,22 @@ def card_rejection_file(
                 "rejections": records}
     return files.write_bytes(f"inbound/card_rejections/{provider}/{file_id}.json.enc",
                              keyring.encrypt(provider, orjson.dumps(document)))
+
+
+def seed_sent_notices(con: duckdb.DuckDBPyConnection, payment_type: str, where: str) -> int:
+    """The demo's history: each invoice `where` selects had its advance notice sent the day it was issued, dated
+    its due date, so today's run may collect it (core/notices.py). No workflow event: the message is history."""
+    prefix = KINDS[payment_type][0]
+    return con.execute(
+        f"""
+        INSERT INTO collection_notices (notice_id, payment_type, account_number, invoice_number, mandate_id,
+            amount_minor, currency, collection_on, raised_on, status, sent_at, created_at)
+        SELECT 'AN-{prefix}-' || invoice_number, {sql_literal(payment_type)}, account_number, invoice_number,
+               (SELECT min(m.mandate_id) FROM mandates m WHERE m.account_number = i.account_number), amount_minor,
+               currency, due_on, issued_on, 'SENT', issued_on + INTERVAL 9 HOUR, issued_on + INTERVAL 9 HOUR
+        FROM invoices i WHERE {where} ON CONFLICT DO NOTHING
+        """
+    ).fetchone()[0]
 
 
 def seed_direct_debit_accounts(con: duckdb.DuckDBPyConnection, service_user_number: str, today: datetime,
@@ -260,6 +278,7 @@ def seed_direct_debit_accounts(con: duckdb.DuckDBPyConnection, service_user_numb
             {k: params[k] for k in ("issued", "due")},
         )
         post_invoice_charges(con, "WHERE invoice_number LIKE 'INV%D'")
+        seed_sent_notices(con, "DIRECT_DEBIT", "invoice_number LIKE 'INV%D'")
         return con.execute("SELECT count(*) FILTER (status = 'ACTIVE'), count(*) FILTER (status = "
                            "'PENDING_SUBMISSION') FROM mandates").fetchone()
 

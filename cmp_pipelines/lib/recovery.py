@@ -13,6 +13,7 @@ the new run finishes what the dead one left, without posting anything twice.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
@@ -90,17 +91,20 @@ def _died(instance: dg.DagsterInstance, run_id: str) -> bool:
 
 
 def recovery_requests(
-    instance: dg.DagsterInstance, job_names: list[str], limit: int = 200,
+    instance: dg.DagsterInstance, job_names: list[str] | None, limit: int = 200,
+    updated_after: datetime | None = None,
 ) -> tuple[list[dg.RunRequest], list[GaveUp]]:
-    """One request per partition whose latest run died: run key `recover:<dead run id>`, so it is made once."""
+    """One request per partition whose latest run died: run key `recover:<dead run id>`, so it is made once.
+    `job_names` None: every partitioned job (all of them are recoverable, see definitions.RECOVERABLE_JOBS)."""
     failed = instance.get_run_records(  # not CANCELED: an operator's cancel is a decision, not a crash
-        filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE], job_name=None), limit=limit,
+        filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE], updated_after=updated_after), limit=limit,
     )
     requests, gave_up, seen = [], [], set()
     for record in failed:
         run = record.dagster_run
         partition = run.tags.get("dagster/partition")
-        if run.job_name not in job_names or not partition or (run.job_name, partition) in seen:
+        if (job_names is not None and run.job_name not in job_names) or not partition \
+                or (run.job_name, partition) in seen:
             continue
         seen.add((run.job_name, partition))
         runs = instance.get_runs(
@@ -125,3 +129,22 @@ def recovered(instance: dg.DagsterInstance, run_ids: list[str]) -> bool:
     """True when one of these (failed) runs already has a recovery run."""
     return any(instance.get_runs(filters=dg.RunsFilter(tags={RECOVERY_OF_TAG: run_id}), limit=1)
                for run_id in run_ids)
+
+
+# How long new files wait for a dead run whose recovery has not been asked for (the recovery sensor ticks every
+# 30 s); past it they go on, so a stopped recovery sensor delays files, never stalls them.
+HOLD_FOR = timedelta(minutes=2)
+
+
+def awaiting_recovery(instance: dg.DagsterInstance) -> str | None:
+    """A partitioned run that died and whose partition is not re-run yet: newer files wait for it.
+
+    The recovery run's priority orders the queue, but the daemon can launch a new file's run in the seconds
+    before the recovery sensor notices the death; outcomes can depend on order (an ADDACS amendment before or
+    after the same day's ARUDD cancels the mandate), so the inbound sensors hold new work until then."""
+    for record in instance.get_run_records(filters=dg.RunsFilter(statuses=ALIVE), limit=100):
+        run = record.dagster_run
+        if run.tags.get("dagster/partition") and _dead(run):
+            return run.run_id
+    requests, _ = recovery_requests(instance, None, limit=20, updated_after=datetime.now(UTC) - HOLD_FOR)
+    return requests[0].tags[RECOVERY_OF_TAG] if requests else None

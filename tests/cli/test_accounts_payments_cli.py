@@ -25,9 +25,10 @@ def test_the_payments_screen_lists_every_flow_with_status_and_reason(platform):
     assert lines[1].split() == ["2027-01-05", "CARD", "RECURRING_CARD", "REFUND", "2.25", "APPROVED", "(overcharge)",
                                 "RFACCHIST01-002"]
     assert lines[2].split() == ["2026-12-21", "DIRECT_DEBIT", "DIRECT_DEBIT", "RETURN", "120.00", "RETRY_SCHEDULED",
-                                "ARUDD0", "(Refer", "to", "payer)", "DD20261217-CMPHIST01"]
+                                "ARUDD0", "(Refer", "to", "payer)", "DD_RETURN/REFER_TO_PAYER",
+                                "DD20261217-CMPHIST01"]
     assert lines[4].split() == ["2026-11-26", "CARD", "RECURRING_CARD", "REVERSAL", "80.00", "HARD_DECLINE", "04",
-                                "(Pick", "up", "card)", "INVH0001", "PINVH0001-1"]
+                                "(Pick", "up", "card)", "CARD_DECLINE/PICK_UP_CARD", "INVH0001", "PINVH0001-1"]
     assert lines[-1] == f"{ACCOUNT}: 1-4 of 8 payment(s); next page: --offset 4"
 
 

@@ -14,7 +14,8 @@ from click.testing import CliRunner
 from cmp_pipelines.cli import main
 from cmp_pipelines.core.settings import PROJECT_ROOT
 
-KNOWN = ("alerts.yaml, api_clients.yaml, direct_debit.yaml, hardware_orders.yaml, mandate_revision_codes.yaml, "
+KNOWN = ("alerts.yaml, api_clients.yaml, card_payments.yaml, direct_debit.yaml, hardware_orders.yaml, "
+         "mandate_revision_codes.yaml, "
          "operators.yaml, partners.yaml, payment_provider.yaml, payment_terms.yaml, probes.yaml, rejection_codes.yaml, "
          "security.yaml, workflow_actions.yaml")
 
@@ -50,7 +51,7 @@ def test_every_shipped_yaml_file_has_a_registered_model():
 
 def test_config_validate_passes_the_shipped_files(env):
     result = cli("config", "validate")
-    assert (result.exit_code, result.stdout) == (0, f"{env / 'config'}: 13 configuration files valid ({KNOWN})\n")
+    assert (result.exit_code, result.stdout) == (0, f"{env / 'config'}: 14 configuration files valid ({KNOWN})\n")
     assert not (env / "data").exists()
 
 
@@ -94,7 +95,7 @@ def test_init_refuses_a_broken_payment_terms_file_and_creates_nothing(env):
     (lambda d: d["catalogue"][3].pop("price"), "catalogue[3].price", "is required"),
     (lambda d: d.update(stuck_order_days="5"), "stuck_order_days", "must be an integer, got '5'"),
     (lambda d: d["warehouses"][0].update(site="Leeds"), "warehouses[0].site",
-     "unknown field; allowed: name, warehouse"),
+     "unknown field; allowed: fraud_check, name, stock_check, warehouse"),
     (lambda d: d["catalogue"][1].update(price="329.9"), "catalogue[1].price",
      "amount '329.9' is not a decimal string with exactly two decimal places"),
     (lambda d: d["manufacturers"].append({"manufacturer": "WH_SOUTH"}), "manufacturers[2].manufacturer",

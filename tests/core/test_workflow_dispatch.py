@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import orjson
 import pytest
 
-from cmp_pipelines.core import outbox, workflow
+from cmp_pipelines.core import notices, outbox, workflow
 from cmp_pipelines.core.config import check_config_dir, load_mandate_revision_codes, load_rejection_codes
 from cmp_pipelines.core.config_payments import load_provider_settings
 from cmp_pipelines.core.config_workflow import load_workflow_actions
@@ -65,7 +65,7 @@ def test_every_event_the_flows_raise_has_an_action_and_its_template_renders():
     )
 
     raised = {CARD_UNKNOWN, DD_UNKNOWN, MANDATE_SETUP_EVENT, ENROLMENT_FAILED_EVENT, FRAUD_FAILED_EVENT,
-              ORDER_ERROR_EVENT}
+              ORDER_ERROR_EVENT, *((notices.EVENT_TYPE, code) for _, code in notices.KINDS.values())}
     for code in load_rejection_codes(CONFIG).codes.values():
         raised |= {(e.event_type, e.event_code) for e in (code.retry_event, code.cancellation_event,
                                                           code.refund_event) if e}
@@ -76,21 +76,24 @@ def test_every_event_the_flows_raise_has_an_action_and_its_template_renders():
     templates = Templates(CONFIG / "templates")
     missing = sorted(f"{t}/{c}" for t, c in raised if actions.action_for(t, c) is None)
     assert missing == []
-    assert len(raised) == 18
+    assert len(raised) == 20
     for event_type, code in raised:
         action = actions.action_for(event_type, code)
         if action.action == "COMMUNICATION":
-            row = {"event_id": 1, "event_type": event_type, "event_code": code, "account_number": "ACC1",
-                   "source_ref": "REF1", "detail": "d", "raised_at": T0, "customer_name": "Pat", "email": "p@x.org",
-                   "amount": "12.34", "currency": "GBP", "invoice_number": "INV1", "retry_on": "2026-12-04",
-                   "mandate_reference": "CMP-ACC1", "service_user_number": "123456"}
-            rendered = templates.render(action.target, workflow.context(row))
-            assert rendered.subject and "Dear Pat," in rendered.text, action.target
+            for new_type in (None, "MANUAL", "RECURRING_CARD", "DIRECT_DEBIT"):  # what the event moved it to
+                row = {"event_id": 1, "event_type": event_type, "event_code": code, "account_number": "ACC1",
+                       "source_ref": "REF1", "detail": "d", "raised_at": T0, "reason_type": "CARD_DECLINE",
+                       "reason_code": "LOST_CARD", "new_payment_type": new_type, "customer_name": "Pat",
+                       "email": "p@x.org", "amount": "12.34", "currency": "GBP", "invoice_number": "INV1",
+                       "retry_on": "2026-12-04", "mandate_reference": "CMP-ACC1", "service_user_number": "123456"}
+                rendered = templates.render(action.target, workflow.context(row))
+                assert rendered.subject and "Dear Pat," in rendered.text, action.target
 
 
 def test_mandate_confirmation_carries_the_direct_debit_guarantee():
     row = {"event_id": 7, "event_type": "DIRECT_DEBIT", "event_code": "MANDATE_SETUP_CONFIRMED",
-           "account_number": "ACC1", "source_ref": "MND-1", "detail": "", "raised_at": T0, "customer_name": "Pat",
+           "account_number": "ACC1", "source_ref": "MND-1", "detail": "", "raised_at": T0, "reason_type": None,
+           "reason_code": None, "new_payment_type": None, "customer_name": "Pat",
            "email": "p@x.org", "amount": None, "currency": None, "invoice_number": None, "retry_on": None,
            "mandate_reference": "CMP-ACC1", "service_user_number": "123456"}
     rendered = Templates(CONFIG / "templates").render("mandate_confirmation", workflow.context(row))
@@ -112,12 +115,15 @@ def test_an_unknown_template_is_a_clear_configuration_error(tmp_path):
               if "workflow_actions.yaml" in str(e)]
     assert len(errors) == 2
     assert "actions[0].template: unknown template 'card_payment_retyr'" in errors[0]
-    assert "known templates: card_payment_cancelled, card_payment_declined" in errors[0]
+    assert "known templates: advance_notice, card_payment_cancelled, card_payment_declined" in errors[0]
     assert "template enrolment_failed.body.txt line 1: unexpected '}'" in errors[1]
 
 
 def test_card_decline_communication_arrives_once_with_recipient_subject_and_body(platform, smtp_server):
     account, transaction, event_id = soft_decline(platform)
+    assert [m["Subject"] for _, m in smtp_server.messages] == [
+        "Card payment advance notice: 25.00 GBP on 2026-12-01"], "the payment's notice went days before it"
+    smtp_server.messages.clear()
     summary = dispatch(platform)
     assert summary["actions_done"] == {"COMMUNICATION": 1} and summary["messages_sent"] == 1
     [(recipients, message)] = smtp_server.messages
@@ -143,7 +149,7 @@ def test_card_decline_communication_arrives_once_with_recipient_subject_and_body
     assert again["actions_done"] == {"COMMUNICATION": 1} and again["messages_sent"] == 0
     assert len(smtp_server.messages) == 1
     assert platform.query("SELECT count(*), min(status) FROM email_outbox WHERE kind = 'COMMUNICATION'") == [
-        (1, "SENT")]
+        (2, "SENT")], "the advance notice and the decline, once each"
 
 
 @pytest.mark.parametrize("refusal", ["451 4.3.0 Mailbox temporarily unavailable", "550 5.1.1 No such user"])
@@ -245,7 +251,8 @@ def test_webhook_retried_until_accepted_and_operator_task_opened_once(platform, 
     assert [key for key, _ in Hook.received] == [f"cmp-event-{hook}", f"cmp-event-{hook}"]
     assert Hook.received[-1][1] | {"raised_at": None} == {
         "event_id": hook, "event_type": "HARDWARE_ORDER", "event_code": "ORDER_DISPATCH_ERROR",
-        "account_number": "ACC00000003", "source_ref": "ORD-9", "detail": "failed", "raised_at": None}
+        "account_number": "ACC00000003", "source_ref": "ORD-9", "detail": "failed", "reason_type": None,
+        "reason_code": None, "new_payment_type": None, "raised_at": None}
     assert tasks == [(task, "FRAUD_REVIEW", "ACC00000004", "HARDWARE_ORDER/FRAUD_CHECK_FAILED: fraud")]
 
 

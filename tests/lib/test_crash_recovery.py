@@ -52,6 +52,7 @@ def test_nrp_file_killed_anywhere_is_posted_once_and_acknowledged(home, shard):
 def _on_card(platform, accounts: list[str], day) -> None:
     from cmp_pipelines.core import payment_setup
     from cmp_pipelines.core.config import load_partners
+    from tests.support.notices import give_notices
     from tests.support.platform import NOW
 
     with platform.connect() as con:
@@ -60,6 +61,7 @@ def _on_card(platform, accounts: list[str], day) -> None:
                 PROJECT_ROOT / "config"), now=NOW, cause="test", card_token=f"tok_crash_{account[-2:]}",
                 last_four="4242", expiry="2031-01")
             con.execute("UPDATE invoices SET due_on = ? WHERE account_number = ?", [day, account])
+    give_notices(platform, "RECURRING_CARD", day)  # sent when the invoices were issued, weeks before
 
 
 @pytest.mark.slow
@@ -198,6 +200,35 @@ def test_an_interrupted_partition_is_finished_before_files_that_arrived_after_it
     assert order == [(held, dg.DagsterRunStatus.FAILURE, False), (held, dg.DagsterRunStatus.SUCCESS, True),
                      (later, dg.DagsterRunStatus.SUCCESS, False)], order
     assert recovery.tags["dagster/priority"] == "1", "the daemon's queue dequeues it ahead of newer runs"
+
+
+def test_new_files_wait_while_a_dead_run_awaits_its_recovery_run(home):
+    """Under the daemon the recovery sensor notices a death within its 30 s interval; an inbound sensor ticking in
+    that window must not launch newer work ahead of the interrupted partition."""
+    from cmp_pipelines.definitions import defs
+    from cmp_pipelines.lib.recovery import awaiting_recovery, reap_dead_runs
+    from tests.support.direct_debit import BUREAU, addacs, drop_report
+
+    platform = home
+    platform.keyring.init_keys(BUREAU)
+    unknown = {"reference": "UNKNOWNREF01", "payer-name": "Nobody", "reason-code": "B", "effective-date": "2026-12-20"}
+    drop_report(platform, "addacs", "ADDACS-1.xml.enc", addacs([unknown], "000001"))
+    assert execute(1) == -9  # killed inside its load: the run is still STARTED, its process gone
+    drop_report(platform, "addacs", "ADDACS-2.xml.enc", addacs([unknown], "000002"))
+    sensor = defs.get_sensor_def("addacs_files_sensor")
+    with dg.DagsterInstance.get() as instance:
+        [dead] = instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))
+        held = sensor(dg.build_sensor_context(instance=instance))
+        assert isinstance(held, dg.SkipReason) and dead.run_id in held.skip_message, held
+        assert reap_dead_runs(instance) == [dead.run_id]  # failed, but no recovery run asked for yet: still held
+        assert awaiting_recovery(instance) == dead.run_id
+        assert isinstance(sensor(dg.build_sensor_context(instance=instance)), dg.SkipReason)
+    assert execute() == 0  # the recovery sensor asks for the re-run; then the new file goes
+    with dg.DagsterInstance.get() as instance:
+        assert awaiting_recovery(instance) is None
+        statuses = sorted(r.status.value for r in instance.get_runs())
+    assert statuses == ["FAILURE", "SUCCESS", "SUCCESS"], statuses
+    assert len(platform.files.list_files("archive")) == 2
 
 
 def test_only_a_provably_dead_process_of_this_boot_and_namespace_is_dead():

@@ -141,6 +141,10 @@ def test_account_events_over_the_api(api, platform):
     with platform.connect() as con:
         con.execute("INSERT INTO workflow_events (event_type, event_code, account_number, source_ref, detail) VALUES "
                     "('HARDWARE_ORDER', 'FRAUD_CHECK_FAILED', 'ACC00000005', 'ORD-5', 'fraud check failed')")
+        con.execute("INSERT INTO workflow_events (event_type, event_code, account_number, source_ref, detail, "
+                    "reason_type, reason_code, new_payment_type) VALUES ('RECURRING_PAYMENT', "
+                    "'CARD_HARD_DECLINE_REFUND', 'ACC00000007', 'TX-7', 'HARD_DECLINE: reason 41', 'CARD_DECLINE', "
+                    "'LOST_CARD', 'DIRECT_DEBIT')")
         run_dispatcher(con, CONFIG, SmtpSettings(None), NOW)
     api.publish()
     with api.client() as client:
@@ -152,6 +156,11 @@ def test_account_events_over_the_api(api, platform):
                 event["target"], event["result"]) == ("HARDWARE_ORDER", "FRAUD_CHECK_FAILED", "ORD-5", "DONE",
                                                       "OPERATOR_TASK", "FRAUD_REVIEW",
                                                       "operator task opened in queue FRAUD_REVIEW")
+        assert (event["reason_type"], event["reason_code"], event["new_payment_type"]) == (None, None, None)
+        [declined] = client.get("/v1/accounts/ACC00000007/events").json()["events"]
+        assert (declined["event_code"], declined["reason_type"], declined["reason_code"],
+                declined["new_payment_type"]) == ("CARD_HARD_DECLINE_REFUND", "CARD_DECLINE", "LOST_CARD",
+                                                  "DIRECT_DEBIT")
         assert client.get("/v1/accounts/ACC00000006/events").json()["events"] == []
         assert client.get("/v1/accounts/ACC00000005/events", params={"status": "FAILED"}).json()["events"] == []
         missing = client.get("/v1/accounts/ACC99999999/events")

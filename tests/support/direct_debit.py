@@ -22,6 +22,7 @@ from cmp_pipelines.defs.direct_debit.addacs import AddacsReports
 from cmp_pipelines.defs.direct_debit.auddis import AuddisExtract
 from cmp_pipelines.defs.direct_debit.collections import DirectDebitCollections
 from cmp_pipelines.defs.direct_debit.returns import DirectDebitReturns
+from tests.support.notices import give_notices
 
 CONFIG_DIR = PROJECT_ROOT / "config"
 PARTNERS = load_partners(CONFIG_DIR)
@@ -36,8 +37,8 @@ def at(day: date, hour: int = 3) -> datetime:
 
 def add_invoice(platform, account: str, invoice: str, amount_minor: int, issued: date, due: date) -> None:
     with platform.connect() as con:
-        con.execute("INSERT INTO accounts (account_number, name) VALUES (?, ?) ON CONFLICT DO NOTHING",
-                    [account, f"Customer {account}"])
+        con.execute("INSERT INTO accounts (account_number, name, email) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+                    [account, f"Customer {account}", f"{account.lower()}@example.com"])
         con.execute("INSERT INTO invoices VALUES (?, ?, ?, ?, ?, 'GBP')", [invoice, account, issued, due, amount_minor])
         con.execute(
             "INSERT INTO ledger_postings (idempotency_key, account_number, invoice_number, kind, amount_minor, "
@@ -68,8 +69,11 @@ def active_dd_accounts(platform, references: dict[str, str], day: date) -> None:
     auddis_day(platform, day + timedelta(days=DD_CONFIG.activation_days))
 
 
-def collection_day(platform, day: date):
-    """The DD-mode job for one business day; returns (batch, parsed Standard 18 file, posting result)."""
+def collection_day(platform, day: date, notices: bool = True):
+    """The DD-mode job for one business day; returns (batch, parsed Standard 18 file, posting result). First
+    (unless `notices` is False) the advance notices every invoice issued by then would have had."""
+    if notices:
+        give_notices(platform, "DIRECT_DEBIT", day)
     with platform.connect() as con:
         flow = DirectDebitCollections(con, platform.files, platform.keyring, DD_CONFIG, at(day, 2))
         batch = flow.select(day)

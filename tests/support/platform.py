@@ -95,9 +95,14 @@ class Platform:
 
     # ---- recurring card payments -------------------------------------------------------------------
 
-    def card_day(self, day, now: datetime | None = None):
-        """The CARD-mode job for one business day, as the daily partition runs it; returns the due batch."""
+    def card_day(self, day, now: datetime | None = None, notices: bool = True):
+        """The CARD-mode job for one business day, as the daily partition runs it; returns the due batch. First
+        (unless `notices` is False) the advance notices every invoice issued by then would have had."""
+        from tests.support.notices import give_notices
+
         now = now or datetime(day.year, day.month, day.day, 2, 0, tzinfo=UTC)
+        if notices:
+            give_notices(self, "RECURRING_CARD", day)
         with self.connect() as con:
             flow = RecurringCardPayments(con, self.files, self.keyring, load_partners(PROJECT_ROOT / "config"), now)
             due = flow.select_due(day)

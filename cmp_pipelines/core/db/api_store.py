@@ -98,13 +98,17 @@ CREATE TABLE events (
     status TEXT NOT NULL,
     attempts INTEGER NOT NULL,
     result TEXT,
-    last_error TEXT
+    last_error TEXT,
+    reason_type TEXT,
+    reason_code TEXT,
+    new_payment_type TEXT
 );
 CREATE INDEX events_account ON events (account_number, event_id)
 """
 
 EVENT_COLUMNS = ("event_id", "account_number", "event_type", "event_code", "source_ref", "detail", "raised_at",
-                 "action", "target", "status", "attempts", "result", "last_error")
+                 "action", "target", "status", "attempts", "result", "last_error", "reason_type", "reason_code",
+                 "new_payment_type")
 
 
 def api_store_path() -> Path:

@@ -42,6 +42,43 @@ def _due_metadata(due: DueBatch) -> dict:
     }
 
 
+def _waiting_metadata(waiting) -> dict:
+    return {
+        "awaiting_notice": dg.MetadataValue.int(waiting.count),
+        "awaiting_notice_amount": format_minor(waiting.total_minor),
+        "awaiting_notice_detail": dg.MetadataValue.json(
+            {"no_notice": waiting.no_notice, "notice_not_sent": waiting.not_sent,
+             "notice_too_recent": waiting.too_recent}),
+    }
+
+
+@dg.asset(
+    partitions_def=card_payment_days_partitions,
+    pool=DB_POOL,
+    group_name=GROUP,
+    kinds={"duckdb"},
+    description=(
+        "Advance notice of card collections: one ADVANCE_NOTICE/CARD_COLLECTION workflow event per open invoice of "
+        "a card-paying account (once per invoice), dated at least advance_notice_days (config/card_payments.yaml) "
+        "ahead; the dispatcher e-mails it (template advance_notice) and the extract takes an invoice only once its "
+        "notice was sent that long before."
+    ),
+)
+def card_payment_notices(
+    context: dg.AssetExecutionContext, database: Database, file_store: FileStore, cipher: PartnerCipher
+) -> dg.MaterializeResult:
+    with database.connection() as con:
+        flow = _flow(con, file_store, cipher)
+        raised = flow.raise_notices(_day(context))
+        waiting = flow.waiting(_day(context))
+    return dg.MaterializeResult(metadata={
+        "notices_raised": dg.MetadataValue.int(raised.count),
+        "notices_amount": format_minor(raised.total_minor),
+        "advance_notice_days": dg.MetadataValue.int(flow.config.advance_notice_days),
+        **_waiting_metadata(waiting),
+    })
+
+
 @dg.asset(
     partitions_def=card_payment_days_partitions,
     pool=DB_POOL,
@@ -57,13 +94,15 @@ def card_payments_due(
     context: dg.AssetExecutionContext, database: Database, file_store: FileStore, cipher: PartnerCipher
 ) -> dg.MaterializeResult:
     with database.connection() as con:
-        due = _flow(con, file_store, cipher).select_due(_day(context))
+        flow = _flow(con, file_store, cipher)
+        due = flow.select_due(_day(context))
+        waiting = flow.waiting(_day(context))
         preview = con.execute(
             "SELECT transaction_id, kind, account_number, coalesce(invoice_number, refund_id), "
             "minor_to_decimal(amount_minor), attempt FROM card_transactions WHERE batch_id = ? "
             "ORDER BY transaction_id LIMIT 10", [due.batch_id]
         ).fetchall()
-    metadata = _due_metadata(due)
+    metadata = {**_due_metadata(due), **_waiting_metadata(waiting)}
     metadata["preview"] = dg.MetadataValue.md(markdown_table(
         ["transaction", "type", "account", "invoice/refund", "amount", "attempt"], preview))
     return dg.MaterializeResult(metadata=metadata)
@@ -146,5 +185,5 @@ def card_payment_ledger_posting_file(
     })
 
 
-CARD_PAYMENT_ASSETS = [card_payments_due, card_payment_extract, card_payment_posting_batch,
+CARD_PAYMENT_ASSETS = [card_payment_notices, card_payments_due, card_payment_extract, card_payment_posting_batch,
                        card_payment_ledger_posting_file]

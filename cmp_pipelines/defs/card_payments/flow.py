@@ -1,6 +1,8 @@
 """Recurring Payments job in CARD mode: the day's due payments and refunds, the provider extract, the postings.
 
 Steps, each idempotent for a business day:
+0. `raise_notices`: the advance notice of every invoice it will collect (core/notices.py), at least
+   `advance_notice_days` (config/card_payments.yaml) before the card is charged; a payment waits for its notice.
 1. `select_due`: the day's transactions are chosen once and frozen (batch RCX-<yyyymmdd>); a re-run
    finds them instead of choosing again, so the day's extract is always the same.
 2. `write_extracts`: one generic JSON extract per provider and currency, encrypted for the provider.
@@ -12,11 +14,12 @@ Steps, each idempotent for a business day:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import duckdb
 
-from cmp_pipelines.core.config import Partner
+from cmp_pipelines.core import notices
+from cmp_pipelines.core.config import CardPaymentsConfig, Partner, load_card_payments
 from cmp_pipelines.core.crypto.keyring import PartnerKeyring
 from cmp_pipelines.core.db.connection import sql_literal, transaction
 from cmp_pipelines.core.delivery import enqueue
@@ -33,7 +36,8 @@ from cmp_pipelines.core.ledger import (
 )
 from cmp_pipelines.core.money import format_minor
 from cmp_pipelines.core.payment_setup import card_providers
-from cmp_pipelines.defs.card_payments.rules import CLOSE_UNNEEDED_RETRIES_SQL, SELECT_DUE_SQL
+from cmp_pipelines.core.settings import paths
+from cmp_pipelines.defs.card_payments.rules import CLOSE_UNNEEDED_RETRIES_SQL, COLLECTED_SQL, SELECT_DUE_SQL
 
 FEED = "card_payments"
 JOB = "Recurring Payments job (CARD mode)"
@@ -76,10 +80,25 @@ class ExtractFile:
 class RecurringCardPayments:
     def __init__(
         self, con: duckdb.DuckDBPyConnection, files: FileStoreLike, keyring: PartnerKeyring,
-        partners: dict[str, Partner], now: datetime | None = None,
+        partners: dict[str, Partner], now: datetime | None = None, config: CardPaymentsConfig | None = None,
     ):
         self.con, self.files, self.keyring, self.partners = con, files, keyring, partners
         self.now = now or datetime.now(UTC)
+        self.config = config or load_card_payments(paths().config_dir)
+
+    # ---- advance notice ------------------------------------------------------------------------------
+
+    def raise_notices(self, day: date) -> notices.Raised:
+        """Notices raised on `day` give a date at least the notice period away (or the due date, if later)."""
+        return notices.raise_notices(self.con, "RECURRING_CARD", day,
+                                     day + timedelta(days=self.config.advance_notice_days), self.now)
+
+    def notice_cutoff(self, day: date) -> datetime:
+        return notices.cutoff(day - timedelta(days=self.config.advance_notice_days))
+
+    def waiting(self, day: date) -> notices.Waiting:
+        """Invoices due by `day` that wait for their advance notice (none raised, not sent, or sent too late)."""
+        return notices.waiting(self.con, "RECURRING_CARD", day, self.notice_cutoff(day), COLLECTED_SQL)
 
     def select_due(self, day: date) -> DueBatch:
         batch_id = extract_batch_id(day)
@@ -87,7 +106,9 @@ class RecurringCardPayments:
             exists = self.con.execute("SELECT 1 FROM batches WHERE batch_id = ?", [batch_id]).fetchone()
             if not exists:
                 providers = card_providers(self.partners)
-                params = {"day": day, "batch_id": batch_id, "providers": providers}
+                params = {"day": day, "batch_id": batch_id, "providers": providers,
+                          "notice_cutoff": self.notice_cutoff(day)}
+                notices.refresh_sent(self.con)
                 self._report_unconfigured_providers(providers)
                 self.con.execute(CLOSE_UNNEEDED_RETRIES_SQL, {"day": day})
                 self.con.execute(SELECT_DUE_SQL, params)

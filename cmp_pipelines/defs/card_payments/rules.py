@@ -2,7 +2,8 @@
 
 Due on $day:
 - new payments: the outstanding amount of every open invoice due by $day, on accounts paying by
-  recurring card with a card on file and not suspended, for invoices never extracted before;
+  recurring card with a card on file and not suspended, for invoices never extracted before, whose advance
+  notice was sent before $notice_cutoff and dated by $day (core/notices.py), never more than the notice said;
 - retries: soft-declined payments whose retry date has come, on accounts still paying by card and no
   longer suspended, for what is still outstanding (never more than the declined amount);
 - refunds: approved card refunds due by $day never extracted, and soft-declined refunds due a retry, never to
@@ -13,6 +14,7 @@ A transaction id is `P<invoice>-<attempt>` or `R<refund>-<attempt>`, so the same
 selected twice and a retry is visibly the n-th attempt of its first transaction.
 """
 
+from cmp_pipelines.core.notices import collectable_sql
 from cmp_pipelines.core.rules import OUTSTANDING_SQL
 
 SELECT_DUE_SQL = f"""
@@ -29,11 +31,12 @@ dead_cards AS (  -- a hard-declined card (lost, stolen, expired...) is never sen
     UNION SELECT card_token FROM payment_cards WHERE NOT list_contains($providers, provider)
 ),
 outstanding AS ({OUTSTANDING_SQL}),
+noticed AS ({collectable_sql("RECURRING_CARD")}),
 new_payments AS (
     SELECT 'P' || o.invoice_number || '-1' AS transaction_id, c.provider, 'PAYMENT' AS kind, o.account_number,
-           o.invoice_number, NULL AS refund_id, o.outstanding_minor AS amount_minor, o.currency, c.card_token,
-           1 AS attempt, 'P' || o.invoice_number || '-1' AS first_transaction_id, o.due_on
-    FROM outstanding o JOIN cards c USING (account_number)
+           o.invoice_number, NULL AS refund_id, least(o.outstanding_minor, n.notice_minor) AS amount_minor,
+           o.currency, c.card_token, 1 AS attempt, 'P' || o.invoice_number || '-1' AS first_transaction_id, o.due_on
+    FROM outstanding o JOIN cards c USING (account_number) JOIN noticed n USING (invoice_number)
     WHERE o.due_on <= $day AND o.outstanding_minor > 0
       AND NOT EXISTS (SELECT 1 FROM card_transactions t WHERE t.invoice_number = o.invoice_number)
 ),
@@ -79,3 +82,6 @@ WHERE t.status = 'SOFT_DECLINED' AND t.retry_due_on <= $day AND t.kind = 'PAYMEN
   AND ((SELECT o.outstanding_minor FROM ({OUTSTANDING_SQL}) o WHERE o.invoice_number = t.invoice_number) <= 0
        OR t.account_number IN (SELECT account_number FROM accounts WHERE payment_type <> 'RECURRING_CARD'))
 """
+
+# Invoices the card flow has taken (an invoice waiting for its notice is one not among them).
+COLLECTED_SQL = "SELECT invoice_number FROM card_transactions WHERE invoice_number IS NOT NULL"

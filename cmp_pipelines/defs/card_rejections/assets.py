@@ -84,9 +84,10 @@ def card_reversal_batch(
         load = flow.loaded(context.partition_key)
         applied = flow.apply(load)
         events = con.execute(
-            "SELECT event_type || '/' || event_code, count(*) FROM workflow_events e "
+            "SELECT e.event_type || '/' || e.event_code, coalesce(e.reason_type || '/' || e.reason_code, '-'), "
+            "coalesce(e.new_payment_type, '-'), count(*) FROM workflow_events e "
             "JOIN card_transactions t ON t.transaction_id = e.source_ref "
-            "WHERE t.rejection_batch_id = ? GROUP BY 1 ORDER BY 1",
+            "WHERE t.rejection_batch_id = ? GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
             [load.batch_id],
         ).fetchall()
     return dg.MaterializeResult(metadata={
@@ -98,7 +99,8 @@ def card_reversal_batch(
         "accounts_reverted_to_default": dg.MetadataValue.int(applied.reverted_accounts),
         "workflow_events": dg.MetadataValue.int(applied.events),
         "customer_communications": dg.MetadataValue.int(applied.communications),
-        "events_by_type": dg.MetadataValue.md(markdown_table(["event", "count"], events)),
+        "events_by_type": dg.MetadataValue.md(markdown_table(["event", "reason", "account now pays by", "count"],
+                                                             events)),
     })
 
 

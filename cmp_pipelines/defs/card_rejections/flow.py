@@ -248,10 +248,12 @@ class CardRejections:
             self.con, self.files, f"outbound/reports/{FEED}/{load.partner}/{stem}.outcomes.json", header,
             "records",
             f"""
-            SELECT position, record_id, transaction_id, account_number, minor_to_decimal(amount_minor) AS amount,
-                   reason_code, outcome, decline, attempt, retry_due_on::VARCHAR AS retry_due_on, problem_code,
-                   problem
-            FROM card_rejections WHERE batch_id = {sql_literal(load.batch_id)} ORDER BY position
+            SELECT r.position, r.record_id, r.transaction_id, r.account_number,
+                   minor_to_decimal(r.amount_minor) AS amount, r.reason_code, k.reason_type, k.reason_code AS reason,
+                   r.outcome, r.decline, r.attempt, r.retry_due_on::VARCHAR AS retry_due_on, r.new_payment_type,
+                   r.payment_type_note, r.problem_code, r.problem
+            FROM card_rejections r LEFT JOIN config_rejection_codes k ON k.code = r.reason_code
+            WHERE r.batch_id = {sql_literal(load.batch_id)} ORDER BY r.position
             """,
         )
         communications = write_communications(self.con, self.files, load.batch_id, self.now, "transaction_id")

@@ -134,7 +134,8 @@ SELECT $batch_id, position, record_id,
        attempt,
        {RETRY_DUE_SQL},
        coalesce(problem_code, CASE WHEN known_code IS NULL THEN 'UNKNOWN_REASON_CODE' END),
-       {_MASKED_PROBLEM}
+       {_MASKED_PROBLEM},
+       NULL, NULL  -- new_payment_type, payment_type_note: set by the rejections engine when it reverts
 FROM classified
 """
 
@@ -163,7 +164,9 @@ SELECT $batch_id, r.account_number,
                 || CASE WHEN r.outcome = 'RETRY_CANCELLED' THEN '. Your account no longer pays by recurring card, '
                         || 'so it will not be retried: please pay the invoice another way.'
                         ELSE '. Your recurring card payment is cancelled and your account now pays by '
-                        || lower(replace($default_type, '_', ' ')) || ' payment: please pay the invoice another way.'
+                        || lower(replace(r.new_payment_type, '_', ' ')) || ' payment'
+                        || CASE WHEN r.new_payment_type = 'MANUAL' THEN ': please pay the invoice another way.'
+                                ELSE ': the amount will be collected that way.' END
                    END
        END,
        $now

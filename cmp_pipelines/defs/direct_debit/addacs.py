@@ -90,7 +90,7 @@ class AddacsReports:
 
     def apply(self, load: AdviceLoad) -> AdviceLoad:
         params = {"batch_id": load.batch_id, "day": self.now.date(), "now": self.now,
-                  "default_type": self.default_payment_type}
+                  "default_type": self.default_payment_type, "month": self.now.strftime("%Y-%m")}
         with transaction(self.con):
             status = self.con.execute("SELECT status FROM batches WHERE batch_id = ?", [load.batch_id]).fetchone()[0]
             if status == "APPLIED":
@@ -118,9 +118,11 @@ class AddacsReports:
             self.con, self.files, f"outbound/reports/{FEED}/{load.partner}/{file_stem(file_name)}.outcomes.json",
             header, "advices",
             f"""
-            SELECT position, reference, reason_code, mandate_id, account_number, action, outcome,
-                   new_sort_code, new_account_number, effective_date::VARCHAR AS effective_date, problem_code, problem
-            FROM addacs_advices WHERE batch_id = {sql_literal(load.batch_id)} ORDER BY position
+            SELECT a.position, a.reference, a.reason_code, k.reason_type, k.reason_code AS reason, a.mandate_id,
+                   a.account_number, a.action, a.outcome, a.new_sort_code, a.new_account_number,
+                   a.effective_date::VARCHAR AS effective_date, a.problem_code, a.problem
+            FROM addacs_advices a LEFT JOIN config_mandate_revision_codes k ON k.code = a.reason_code
+            WHERE a.batch_id = {sql_literal(load.batch_id)} ORDER BY a.position
             """,
         )
         self.con.execute("UPDATE batches SET output_path = ? WHERE batch_id = ?", [path, load.batch_id])

@@ -13,6 +13,7 @@ Anything else is REJECTED with its problem and changes nothing.
 
 from __future__ import annotations
 
+from cmp_pipelines.core.rejections import reverted_type_sql
 from cmp_pipelines.core.rules import REASON_CODE_RE, first_problem
 
 REFERENCE_RE = "[A-Z0-9 ./&-]{1,18}"
@@ -69,7 +70,10 @@ SELECT $batch_id, position, reference, payer_name, payer_sort_code, payer_accoun
 FROM checked
 """
 
-# Each statement takes $batch_id, $day, $now, $default_type; they run in this order in one transaction.
+_NEW_TYPE, _NOTE = reverted_type_sql("DIRECT_DEBIT", "c.account_number")
+
+# Each statement takes $batch_id, $day, $now, $default_type (and $month, the business month 'YYYY-MM'); they run
+# in this order in one transaction.
 APPLY_SQL = [
     # history first, while the mandates still hold their old status
     """
@@ -101,34 +105,44 @@ APPLY_SQL = [
     WHERE a.mandate_id = m.mandate_id AND a.batch_id = $batch_id
       AND a.outcome IN ('MANDATE_AMENDED', 'MANDATE_REINSTATED')
     """,
-    """
+    # a cancelled mandate moves a DIRECT_DEBIT account to the configured default where it can pay that way (never
+    # DIRECT_DEBIT itself: MANUAL then, core/rejections.reverted_type_sql); a reinstated one moves it back when
+    # the last change of its payment type took it off DIRECT_DEBIT and nothing changed it since
+    f"""
     INSERT INTO payment_type_changes (account_number, old_type, new_type, cause, changed_at)
-    SELECT DISTINCT a.account_number, 'DIRECT_DEBIT', $default_type, 'ADDACS ' || a.reason_code || ': mandate '
-           || a.mandate_id || ' ' || lower(replace(a.outcome, 'MANDATE_', '')), $now
+    SELECT DISTINCT a.account_number, 'DIRECT_DEBIT', {_NEW_TYPE}, 'ADDACS ' || a.reason_code || ': mandate '
+           || a.mandate_id || ' ' || lower(replace(a.outcome, 'MANDATE_', ''))
+           || coalesce('; not ' || $default_type || ': ' || {_NOTE}, ''), $now
     FROM addacs_advices a JOIN accounts c USING (account_number)
     WHERE a.batch_id = $batch_id AND a.outcome IN ('MANDATE_CANCELLED', 'MANDATE_FAILED')
       AND c.payment_type = 'DIRECT_DEBIT'
     UNION ALL
-    SELECT DISTINCT a.account_number, $default_type, 'DIRECT_DEBIT', 'ADDACS ' || a.reason_code || ': mandate '
+    SELECT DISTINCT a.account_number, c.payment_type, 'DIRECT_DEBIT', 'ADDACS ' || a.reason_code || ': mandate '
            || a.mandate_id || ' reinstated', $now
     FROM addacs_advices a JOIN accounts c USING (account_number)
-    WHERE a.batch_id = $batch_id AND a.outcome = 'MANDATE_REINSTATED' AND c.payment_type = $default_type
+    WHERE a.batch_id = $batch_id AND a.outcome = 'MANDATE_REINSTATED' AND c.payment_type <> 'DIRECT_DEBIT'
+      AND (SELECT h.old_type = 'DIRECT_DEBIT' AND h.new_type = c.payment_type FROM payment_type_changes h
+           WHERE h.account_number = c.account_number ORDER BY h.changed_at DESC LIMIT 1)
     """,
     """
-    UPDATE accounts c SET payment_type = CASE a.outcome WHEN 'MANDATE_REINSTATED' THEN 'DIRECT_DEBIT'
-                                                        ELSE $default_type END
-    FROM addacs_advices a
-    WHERE a.account_number = c.account_number AND a.batch_id = $batch_id
-      AND ((a.outcome IN ('MANDATE_CANCELLED', 'MANDATE_FAILED') AND c.payment_type = 'DIRECT_DEBIT')
-           OR (a.outcome = 'MANDATE_REINSTATED' AND c.payment_type = $default_type))
+    UPDATE accounts c SET payment_type = h.new_type
+    FROM (SELECT DISTINCT ON (account_number) account_number, old_type, new_type FROM payment_type_changes
+          WHERE changed_at = $now AND cause LIKE 'ADDACS %'
+            AND account_number IN (SELECT account_number FROM addacs_advices WHERE batch_id = $batch_id)
+          ORDER BY account_number, new_type = 'DIRECT_DEBIT') h
+    WHERE h.account_number = c.account_number AND c.payment_type = h.old_type
     """,
     """
-    INSERT INTO workflow_events (event_type, event_code, account_number, source_ref, detail, raised_at)
+    INSERT INTO workflow_events (event_type, event_code, account_number, source_ref, detail, raised_at,
+                                 reason_type, reason_code, new_payment_type)
     SELECT k.event_type, k.event_code, a.account_number, a.mandate_id,
            a.outcome || ': ADDACS ' || a.reason_code || ' (' || k.name || ', ' || k.reason_type || '/' || k.reason_code
            || ')' || coalesce(', new bank details ' || a.new_sort_code || ' ' || a.new_account_number, '')
-           || coalesce(', effective ' || a.effective_date, ''), $now
+           || coalesce(', effective ' || a.effective_date, ''), $now,
+           k.reason_type, k.reason_code,
+           CASE WHEN a.outcome IN ('MANDATE_CANCELLED', 'MANDATE_FAILED', 'MANDATE_REINSTATED') THEN c.payment_type END
     FROM addacs_advices a JOIN config_mandate_revision_codes k ON k.code = a.reason_code
+    LEFT JOIN accounts c ON c.account_number = a.account_number
     WHERE a.batch_id = $batch_id AND a.outcome <> 'REJECTED'
     ORDER BY a.position
     """,

@@ -101,7 +101,8 @@ SELECT $batch_id, position, reference, transaction_code, return_code, return_des
            || 'bacs_return_codes; the debit is reversed but not re-presented, and mandate reference '
            || reference || ' is held (no collection) until an operator maps the code and runs '
            || '`cmp-pipelines mandates resume` or `cancel`' END),
-       CASE WHEN problem_code IS NULL THEN coalesce(mandate_action, 'HOLD') END
+       CASE WHEN problem_code IS NULL THEN coalesce(mandate_action, 'HOLD') END,
+       NULL, NULL  -- new_payment_type, payment_type_note: set by the rejections engine when it reverts
 FROM coded
 """
 
@@ -145,8 +146,9 @@ SELECT $batch_id, r.account_number,
        || CASE r.outcome
               WHEN 'RETRY_SCHEDULED' THEN 'We will collect it again on or after ' || r.retry_due_on || '.'
               WHEN 'RETRY_CANCELLED' THEN 'Your account no longer pays by direct debit: please pay another way.'
-              ELSE 'Your account now pays by ' || lower(replace($default_type, '_', ' '))
-                   || ' payment: please pay the amount another way.' END,
+              ELSE 'Your account now pays by ' || lower(replace(r.new_payment_type, '_', ' ')) || ' payment'
+                   || CASE WHEN r.new_payment_type = 'MANUAL' THEN ': please pay the amount another way.'
+                           ELSE ': the amount will be collected that way.' END END,
        $now
 FROM dd_returns r
 JOIN dd_collections c USING (collection_id)

@@ -101,6 +101,45 @@ def _collection_metadata(batch: CollectionBatch) -> dict:
             "mandates_cancelled_after_final_collection": dg.MetadataValue.int(batch.mandates_cancelled)}
 
 
+def _waiting_metadata(waiting) -> dict:
+    return {
+        "awaiting_notice": dg.MetadataValue.int(waiting.count),
+        "awaiting_notice_amount": format_minor(waiting.total_minor),
+        "awaiting_notice_detail": dg.MetadataValue.json(
+            {"no_notice": waiting.no_notice, "notice_not_sent": waiting.not_sent,
+             "notice_too_recent": waiting.too_recent}),
+    }
+
+
+@dg.asset(
+    partitions_def=dd_collection_days_partitions,
+    pool=DB_POOL,
+    group_name=COLLECTIONS_GROUP,
+    kinds={"duckdb"},
+    description=(
+        "Advance notice of direct debits: one ADVANCE_NOTICE/DD_COLLECTION workflow event per open GBP invoice of a "
+        "direct-debit account with a mandate (once per invoice), dated at least advance_notice_days Bacs working "
+        "days ahead (config/direct_debit.yaml); the dispatcher e-mails it (template advance_notice, with the "
+        "mandate reference, service user number and the Guarantee) and a debit takes an invoice only once its "
+        "notice was sent that long before its entry day."
+    ),
+)
+def dd_collection_notices(
+    context: dg.AssetExecutionContext, database: Database, file_store: FileStore, cipher: PartnerCipher
+) -> dg.MaterializeResult:
+    day = date.fromisoformat(context.partition_key)
+    with database.connection() as con:
+        flow = _collections(con, file_store, cipher)
+        raised = flow.raise_notices(day)
+        waiting = flow.waiting(day)
+    return dg.MaterializeResult(metadata={
+        "notices_raised": dg.MetadataValue.int(raised.count),
+        "notices_amount": format_minor(raised.total_minor),
+        "advance_notice_working_days": dg.MetadataValue.int(flow.config.advance_notice_days),
+        **_waiting_metadata(waiting),
+    })
+
+
 @dg.asset(
     partitions_def=dd_collection_days_partitions,
     pool=DB_POOL,
@@ -108,19 +147,21 @@ def _collection_metadata(batch: CollectionBatch) -> dict:
     kinds={"duckdb"},
     description=(
         "Recurring Payments job (DD mode), selection: one debit per active mandate of a direct-debit account for "
-        "its invoices due whose advance notice has run (01 first, 17 regular, 19 final), plus soft-returned debits "
-        "due for re-presentation (18). Chosen once per day and frozen."
+        "its invoices due whose advance notice was sent in time (01 first, 17 regular, 19 final), plus "
+        "soft-returned debits due for re-presentation (18). Chosen once per day and frozen."
     ),
 )
 def dd_collections_due(
     context: dg.AssetExecutionContext, database: Database, file_store: FileStore, cipher: PartnerCipher
 ) -> dg.MaterializeResult:
     with database.connection() as con:
-        batch = _collections(con, file_store, cipher).select(date.fromisoformat(context.partition_key))
+        flow = _collections(con, file_store, cipher)
+        batch = flow.select(date.fromisoformat(context.partition_key))
+        waiting = flow.waiting(batch.business_date)
         preview = con.execute(
             "SELECT collection_id, transaction_code, reference, minor_to_decimal(amount_minor) FROM dd_collections "
             "WHERE batch_id = ? ORDER BY collection_id LIMIT 10", [batch.batch_id]).fetchall()
-    metadata = {**_collection_metadata(batch), **_cycle_metadata(batch.business_date)}
+    metadata = {**_collection_metadata(batch), **_cycle_metadata(batch.business_date), **_waiting_metadata(waiting)}
     metadata["preview"] = dg.MetadataValue.md(markdown_table(["debit", "code", "reference", "amount"], preview))
     return dg.MaterializeResult(metadata=metadata)
 
@@ -187,5 +228,5 @@ def dd_collection_ledger_posting_file(
 
 
 DIRECT_DEBIT_ASSETS = [auddis_instructions_batch, auddis_file]
-DD_COLLECTION_ASSETS = [dd_collections_due, dd_collection_file, dd_collection_posting_batch,
+DD_COLLECTION_ASSETS = [dd_collection_notices, dd_collections_due, dd_collection_file, dd_collection_posting_batch,
                         dd_collection_ledger_posting_file]

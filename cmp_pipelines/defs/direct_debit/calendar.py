@@ -42,6 +42,15 @@ def add_working_days(day: date, count: int) -> date:
     return day
 
 
+def latest_notice_day(collection: date, notice_working_days: int) -> date:
+    """The last day a notice may leave for a debit on `collection`: `notice_working_days` working days before it
+    (a notice on a weekend or holiday counts from the next working day)."""
+    day = collection
+    while add_working_days(day, notice_working_days) > collection:
+        day -= timedelta(days=1)
+    return day
+
+
 def why_not_working(day: date) -> str:
     return bank_holiday_name(day) or ("a Saturday" if day.weekday() == 5 else "a Sunday")
 

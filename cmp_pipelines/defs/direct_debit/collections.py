@@ -3,7 +3,9 @@
 A business day is one selection (DDX-<yyyymmdd>), chosen once and frozen, so a re-run writes the same file and
 posts nothing more. Dates follow the Bacs cycle (defs/direct_debit/calendar.py): a run for a day that is not a Bacs
 working day is input on the next one (and says so); UHL1 carries the processing day; what is due and whose advance
-notice has run is judged on the entry day, when the money leaves the payer's account. The file goes to the bureau
+notice has run is judged on the entry day, when the money leaves the payer's account. The advance notice
+(`raise_notices`, core/notices.py) must have been sent `advance_notice_days` Bacs working days before the entry day
+(the Direct Debit Guarantee's "normally 10 working days"); an invoice without one waits. The file goes to the bureau
 encrypted for it; the posting batch (DDP-<yyyymmdd>) takes the money off each invoice on the assumption the
 debits are paid; ARUDD reverses those that are returned.
 """
@@ -15,6 +17,7 @@ from datetime import UTC, date, datetime
 
 import duckdb
 
+from cmp_pipelines.core import notices
 from cmp_pipelines.core.config import DirectDebitConfig
 from cmp_pipelines.core.crypto.keyring import PartnerKeyring
 from cmp_pipelines.core.db.connection import transaction, unordered_inserts
@@ -29,8 +32,15 @@ from cmp_pipelines.core.ledger import (
     record_posting_batch,
     write_posting_file,
 )
-from cmp_pipelines.defs.direct_debit.calendar import BacsCycle, cycle
+from cmp_pipelines.defs.direct_debit.calendar import (
+    BacsCycle,
+    add_working_days,
+    cycle,
+    latest_notice_day,
+    next_working_day,
+)
 from cmp_pipelines.defs.direct_debit.collections_rules import (
+    COLLECTED_SQL,
     DUE_ITEMS_SQL,
     FINAL_CANCELLATIONS,
     INSERT_COLLECTIONS_SQL,
@@ -71,13 +81,31 @@ class DirectDebitCollections:
         self.con, self.files, self.keyring, self.config = con, files, keyring, config
         self.now = now or datetime.now(UTC)
 
+    # ---- advance notice ------------------------------------------------------------------------------
+
+    def raise_notices(self, day: date) -> notices.Raised:
+        """Notices raised on `day` give an entry day at least the notice period of working days away (and no
+        earlier than the entry day of `day`'s own cycle), moved to a working day."""
+        earliest = max(add_working_days(day, self.config.advance_notice_days), cycle(day).entry_day)
+        return notices.raise_notices(self.con, "DIRECT_DEBIT", day, earliest, self.now, snap=next_working_day)
+
+    def notice_cutoff(self, day: date) -> datetime:
+        """For the run of `day`: notices sent by the end of this instant's day count (judged on the entry day)."""
+        return notices.cutoff(latest_notice_day(cycle(day).entry_day, self.config.advance_notice_days))
+
+    def waiting(self, day: date) -> notices.Waiting:
+        """Invoices due by `day`'s entry day that wait for their advance notice."""
+        return notices.waiting(self.con, "DIRECT_DEBIT", cycle(day).entry_day, self.notice_cutoff(day),
+                               COLLECTED_SQL)
+
     def select(self, day: date) -> CollectionBatch:
         batch_id = collection_batch_id(day)
         with transaction(self.con):
             if self.con.execute("SELECT 1 FROM batches WHERE batch_id = ?", [batch_id]).fetchone():
                 return self.selected(day)
             dates = cycle(day)
-            params = {"day": dates.entry_day, "notice": self.config.advance_notice_days, "daystr": f"{day:%Y%m%d}"}
+            params = {"day": dates.entry_day, "notice_cutoff": self.notice_cutoff(day), "daystr": f"{day:%Y%m%d}"}
+            notices.refresh_sent(self.con)
             try:
                 with unordered_inserts(self.con):  # the file is ordered by collection_id, the postings by id
                     self.con.execute(DUE_ITEMS_SQL, params)

@@ -2,8 +2,9 @@
 
 Due on $day (the entry day of the Bacs cycle: the money leaves the payer's account), per ACTIVE mandate of an
 account paying by direct debit and not suspended:
-- new debits: the outstanding amount of every GBP invoice due by $day whose advance notice has run
-  (issued at least $notice days ago), never collected before, summed into ONE debit per mandate (the payer's
+- new debits: the outstanding amount of every GBP invoice due by $day whose advance notice was sent before
+  $notice_cutoff and is dated by $day (core/notices.py; never more than the notice said), never collected before,
+  summed into ONE debit per mandate (the payer's
   bank sees one debit under the mandate reference). `01` when the mandate has never been collected, `19` when
   the mandate is to be cancelled after this collection, `17` otherwise;
 - re-presentations: soft-returned debits whose retry date has come, `18`, for what is still outstanding on
@@ -13,6 +14,7 @@ A debit's invoices are its items, so postings, reversals and what is still owed 
 
 from __future__ import annotations
 
+from cmp_pipelines.core.notices import collectable_sql
 from cmp_pipelines.core.rules import OUTSTANDING_SQL
 
 # Fills temp table dd_due: one row per invoice to collect, with its debit (collection_id, first_collection_id,
@@ -26,6 +28,7 @@ WITH dd AS (
     WHERE a.payment_type = 'DIRECT_DEBIT' AND m.status = 'ACTIVE' AND coalesce(a.suspended_until, $day) <= $day
 ),
 outstanding AS ({OUTSTANDING_SQL}),
+noticed AS ({collectable_sql("DIRECT_DEBIT")}),
 new_items AS (
     SELECT 'DD' || $daystr || '-' || replace(dd.reference, ' ', '_') AS collection_id,
            'DD' || $daystr || '-' || replace(dd.reference, ' ', '_') AS first_collection_id, 1 AS attempt,
@@ -33,10 +36,10 @@ new_items AS (
            CASE WHEN dd.final_collection_requested THEN '19'
                 WHEN EXISTS (SELECT 1 FROM dd_collections c WHERE c.mandate_id = dd.mandate_id) THEN '17'
                 ELSE '01' END AS transaction_code,
-           o.invoice_number, o.outstanding_minor AS amount_minor, dd.account_number, dd.reference, dd.sort_code,
-           dd.bank_account, dd.account_name
-    FROM outstanding o JOIN dd USING (account_number)
-    WHERE o.due_on <= $day AND o.issued_on + $notice::INTEGER <= $day AND o.outstanding_minor > 0
+           o.invoice_number, least(o.outstanding_minor, n.notice_minor) AS amount_minor, dd.account_number,
+           dd.reference, dd.sort_code, dd.bank_account, dd.account_name
+    FROM outstanding o JOIN dd USING (account_number) JOIN noticed n USING (invoice_number)
+    WHERE o.due_on <= $day AND o.outstanding_minor > 0
       AND o.currency = 'GBP'
       AND NOT EXISTS (SELECT 1 FROM dd_collection_items i WHERE i.invoice_number = o.invoice_number)
 ),
@@ -78,3 +81,6 @@ SELECT m.mandate_id, m.status FROM mandates m
 WHERE m.final_collection_requested AND m.status NOT IN ('CANCELLED', 'FAILED')
   AND m.account_number NOT IN (SELECT account_number FROM accounts WHERE coalesce(suspended_until, $day) > $day)
 """
+
+# Invoices the DD flow has taken (an invoice waiting for its notice is one not among them).
+COLLECTED_SQL = "SELECT invoice_number FROM dd_collection_items"

@@ -100,8 +100,11 @@ def addacs_mandate_updates(
         flow = _addacs(con, file_store, cipher)
         load = flow.apply(flow.loaded(context.partition_key))
         report = flow.write_report(load)
+        by_reason = _by_reason(con, "addacs_advices", "config_mandate_revision_codes", load.batch_id)
     metadata = _advice_metadata(load)
     metadata["files_written"] = report
+    metadata["advices_by_reason"] = dg.MetadataValue.md(markdown_table(
+        ["outcome", "code", "reason", "count"], by_reason))
     return dg.MaterializeResult(metadata=metadata)
 
 
@@ -125,11 +128,13 @@ def dd_returns_batch(
         except FileQuarantined as quarantined:
             raise quarantine_failure(quarantined) from quarantined
         preview = con.execute(
-            "SELECT position, reference, return_code, reason_code, outcome, coalesce(problem_code, '') "
-            "FROM dd_returns WHERE batch_id = ? ORDER BY position LIMIT 10", [load.batch_id]).fetchall()
+            "SELECT r.position, r.reference, r.return_code, r.reason_code, "
+            "coalesce(k.reason_type || '/' || k.reason_code, '-'), r.outcome, coalesce(r.problem_code, '') "
+            "FROM dd_returns r LEFT JOIN config_rejection_codes k ON k.code = r.reason_code "
+            "WHERE r.batch_id = ? ORDER BY r.position LIMIT 10", [load.batch_id]).fetchall()
     metadata = _returns_metadata(load)
     metadata["preview"] = dg.MetadataValue.md(markdown_table(
-        ["position", "reference", "return code", "code", "outcome", "problem"], preview))
+        ["position", "reference", "return code", "code", "reason", "outcome", "problem"], preview))
     return dg.MaterializeResult(metadata=metadata)
 
 
@@ -150,10 +155,24 @@ def dd_reversal_batch(
 ) -> dg.MaterializeResult:
     with database.connection() as con:
         flow = _returns(con, file_store, cipher)
-        posted = flow.apply(flow.loaded(context.partition_key))
+        load = flow.loaded(context.partition_key)
+        posted = flow.apply(load)
+        by_reason = _by_reason(con, "dd_returns", "config_rejection_codes", load.batch_id)
     return dg.MaterializeResult(metadata={
         "batch_id": posted.batch_id, "posting_count": dg.MetadataValue.int(posted.posting_count),
-        "net_amount": format_minor(posted.total_minor)})
+        "net_amount": format_minor(posted.total_minor),
+        "outcomes_by_reason": dg.MetadataValue.md(markdown_table(
+            ["outcome", "code", "reason", "account now pays by", "count"], by_reason))})
+
+
+def _by_reason(con, table: str, codes: str, batch_id: str) -> list[tuple]:
+    """Outcomes by code with the code's configured reason type/code (and, for returns, the payment type a
+    reversion gave the account)."""
+    new_type = ", coalesce(r.new_payment_type, '-')" if table == "dd_returns" else ""
+    return con.execute(
+        f"SELECT r.outcome, r.reason_code, coalesce(k.reason_type || '/' || k.reason_code, '-'){new_type}, "
+        f"count(*) FROM {table} r LEFT JOIN {codes} k ON k.code = r.reason_code WHERE r.batch_id = ? "
+        "GROUP BY ALL ORDER BY ALL", [batch_id]).fetchall()
 
 
 @dg.asset(

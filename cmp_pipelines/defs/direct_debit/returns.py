@@ -153,10 +153,12 @@ class DirectDebitReturns:
             self.con, self.files, f"outbound/reports/{FEED}/{load.partner}/{file_stem(file_name)}.outcomes.json",
             header, "returns",
             f"""
-            SELECT position, reference, transaction_code, return_code, return_description, collection_id,
-                   account_number, minor_to_decimal(amount_minor) AS amount, reason_code, outcome, decline, attempt,
-                   retry_due_on::VARCHAR AS represent_on, problem_code, problem
-            FROM dd_returns WHERE batch_id = {sql_literal(load.batch_id)} ORDER BY position
+            SELECT r.position, r.reference, r.transaction_code, r.return_code, r.return_description, r.collection_id,
+                   r.account_number, minor_to_decimal(r.amount_minor) AS amount, r.reason_code, k.reason_type,
+                   k.reason_code AS reason, r.outcome, r.decline, r.attempt, r.retry_due_on::VARCHAR AS represent_on,
+                   r.new_payment_type, r.payment_type_note, r.problem_code, r.problem
+            FROM dd_returns r LEFT JOIN config_rejection_codes k ON k.code = r.reason_code
+            WHERE r.batch_id = {sql_literal(load.batch_id)} ORDER BY r.position
             """,
         )
         communications = write_communications(self.con, self.files, load.batch_id, self.now, "collection_id")

@@ -236,7 +236,8 @@ def sales_order_dispatch_files(
 
 def _enrolment(con, file_store: FileStore, cipher: PartnerCipher,
                device_manufacturer: DeviceManufacturer) -> EnrolmentRequests:
-    return EnrolmentRequests(con, file_store, cipher.keyring(), device_manufacturer, datetime.now(UTC))
+    return EnrolmentRequests(con, file_store, cipher.keyring(), device_manufacturer, datetime.now(UTC),
+                             config=_config()[1])
 
 
 @dg.asset(

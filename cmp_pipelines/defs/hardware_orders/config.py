@@ -50,16 +50,40 @@ class Product:
     manufacturer: str | None  # handsets: who enrols the device
 
 
+# The adaptors a warehouse (stock_check, fraud_check) or manufacturer (enrolment) can name, and their settings:
+# {kind: {adaptor: {setting: (type, required)}}}. defs/hardware_orders/adaptors.py maps each name to its
+# implementation (a Dagster resource, which this module must not import: the API and demo read this file);
+# tests/flows/hardware_orders/test_hardware_adaptors.py holds the two in step.
+ADAPTOR_SETTINGS: dict[str, dict[str, dict[str, tuple[type | tuple[type, ...], bool]]]] = {
+    "stock_check": {"stock_file": {"stock_dir": (str, False)},
+                    "http": {"base_url": (str, True), "timeout_seconds": ((int, float), False)}},
+    "fraud_check": {"rules": {}, "http": {"url": (str, True), "timeout_seconds": ((int, float), False)}},
+    "enrolment": {"file_drop": {}, "http": {"url": (str, True), "timeout_seconds": ((int, float), False)}},
+}
+
+
+@dataclass(frozen=True)
+class AdaptorChoice:
+    """An adaptor named in the configuration and its settings (defs/hardware_orders/adaptors.py builds it)."""
+
+    kind: str  # stock_check, fraud_check, enrolment
+    name: str
+    settings: tuple[tuple[str, str | int | float | bool], ...] = ()
+
+
 @dataclass(frozen=True)
 class Warehouse:
     warehouse: str
     name: str
+    stock_check: AdaptorChoice | None = None  # None: the warehouse_stock resource (built-in: the stock file)
+    fraud_check: AdaptorChoice | None = None  # None: the fraud_check resource (built-in: the CMP rules)
 
 
 @dataclass(frozen=True)
 class Manufacturer:
     manufacturer: str
     name: str
+    enrolment: AdaptorChoice | None = None  # None: the device_manufacturer resource (built-in: the file drop)
 
 
 @dataclass(frozen=True)
@@ -89,14 +113,28 @@ def _name(value: str) -> str:
 Name = Annotated[str, AfterValidator(_name)]
 
 
+Setting = str | int | float | bool
+
+
+class AdaptorEntry(FileModel):
+    """`{adaptor: NAME, settings: {...}}`: which implementation serves this warehouse or manufacturer
+    (defs/hardware_orders/adaptors.py lists them)."""
+
+    adaptor: Annotated[str, AfterValidator(_name)]
+    settings: dict[str, Setting] = {}
+
+
 class WarehouseEntry(FileModel):
     warehouse: str
     name: Name | None = None
+    stock_check: AdaptorEntry | None = None
+    fraud_check: AdaptorEntry | None = None
 
 
 class ManufacturerEntry(FileModel):
     manufacturer: str
     name: Name | None = None
+    enrolment: AdaptorEntry | None = None
 
 
 class ProductEntry(FileModel):
@@ -142,13 +180,41 @@ def _partners_with_feed(key: str, idents: list[str], feed: str, problems: Proble
                          f"{ident!r} is not a partner with feed {feed!r} in partners.yaml (its files need keys)")
 
 
+def _adaptor(at: tuple, kind: str, entry: AdaptorEntry | None, problems: Problems) -> AdaptorChoice | None:
+    """The configured adaptor, checked against ADAPTOR_SETTINGS: an unknown name, an unknown or missing setting
+    or a setting of the wrong type is an error at `init` / `config validate`, not at the first order."""
+    if entry is None:
+        return None
+    known = ADAPTOR_SETTINGS[kind]
+    if entry.adaptor not in known:
+        problems.add((*at, kind, "adaptor"), f"unknown {kind} adaptor {entry.adaptor!r}; known: "
+                                             f"{', '.join(sorted(known))}")
+        return None
+    fields = known[entry.adaptor]
+    allowed = f"; the {entry.adaptor} {kind} adaptor's settings: {', '.join(sorted(fields)) or 'none'}"
+    for name, value in entry.settings.items():
+        if name not in fields:
+            problems.add((*at, kind, "settings", name), "is not a setting of this adaptor" + allowed)
+        elif isinstance(value, bool) or not isinstance(value, fields[name][0]):
+            what = "a number" if fields[name][0] == (int, float) else "a string"
+            problems.add((*at, kind, "settings", name), f"must be {what}, got {value!r}")
+    for name, (_, required) in sorted(fields.items()):
+        if required and name not in entry.settings:
+            problems.add((*at, kind, "settings", name), "is required" + allowed)
+    return AdaptorChoice(kind, entry.adaptor, tuple(sorted(entry.settings.items())))
+
+
 def _build(parsed: HardwareOrdersFile, problems: Problems, partners: dict[str, Partner] | None) -> HardwareConfig:
     _partners_with_feed("warehouses", [w.warehouse for w in parsed.warehouses], WAREHOUSE_FEED, problems, partners)
     _partners_with_feed("manufacturers", [m.manufacturer for m in parsed.manufacturers], MANUFACTURER_FEED, problems,
                         partners)
-    warehouses = {w.warehouse: Warehouse(w.warehouse, w.name or w.warehouse) for w in parsed.warehouses}
-    manufacturers = {m.manufacturer: Manufacturer(m.manufacturer, m.name or m.manufacturer)
-                     for m in parsed.manufacturers}
+    warehouses = {w.warehouse: Warehouse(w.warehouse, w.name or w.warehouse,
+                                         _adaptor(("warehouses", i), "stock_check", w.stock_check, problems),
+                                         _adaptor(("warehouses", i), "fraud_check", w.fraud_check, problems))
+                  for i, w in enumerate(parsed.warehouses)}
+    manufacturers = {m.manufacturer: Manufacturer(m.manufacturer, m.name or m.manufacturer,
+                                                  _adaptor(("manufacturers", i), "enrolment", m.enrolment, problems))
+                     for i, m in enumerate(parsed.manufacturers)}
     products: dict[str, Product] = {}
     for index, p in enumerate(parsed.catalogue):
         if p.sku in products:

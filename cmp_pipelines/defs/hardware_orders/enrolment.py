@@ -27,6 +27,8 @@ from cmp_pipelines.core.files.record_scan import read_record_file
 from cmp_pipelines.core.files.store import FileStoreLike
 from cmp_pipelines.core.intake import Intake, Received, file_stem, sha256_hex
 from cmp_pipelines.core.ledger import json_document, write_records_file
+from cmp_pipelines.defs.hardware_orders.adaptors import chosen
+from cmp_pipelines.defs.hardware_orders.config import HardwareConfig
 from cmp_pipelines.defs.hardware_orders.device_card_numbers import with_card_numbers_masked
 from cmp_pipelines.defs.hardware_orders.dispatch_rules import first_broken
 from cmp_pipelines.defs.hardware_orders.enrolment_rules import (
@@ -118,9 +120,11 @@ def request_batch_id(day: date) -> str:
 
 class EnrolmentRequests:
     def __init__(self, con: duckdb.DuckDBPyConnection, files: FileStoreLike, keyring: PartnerKeyring,
-                 channel: ManufacturerChannel, now: datetime | None = None):
+                 channel: ManufacturerChannel, now: datetime | None = None, config: HardwareConfig | None = None):
+        """`channel` reaches a manufacturer whose `enrolment` adaptor `config` does not set."""
         self.con, self.files, self.keyring, self.channel = con, files, keyring, channel
         self.now = now or datetime.now(UTC)
+        self.config = config
 
     def select(self, day: date) -> EnrolmentBatch:
         batch_id = request_batch_id(day)
@@ -169,6 +173,10 @@ class EnrolmentRequests:
         ).fetchall())
         return EnrolmentBatch(batch_id, day, row[0], counts[0], counts[1], by_manufacturer)
 
+    def _channel(self, manufacturer: str) -> ManufacturerChannel:
+        known = self.config.manufacturers.get(manufacturer) if self.config else None
+        return chosen(known.enrolment if known else None, self.channel)
+
     def send(self, batch: EnrolmentBatch) -> list[str]:
         """One batch per manufacturer, the same content on a re-run."""
         created = self.con.execute("SELECT created_at FROM batches WHERE batch_id = ?",
@@ -194,7 +202,8 @@ class EnrolmentRequests:
                 ORDER BY split_part(r.request_id, '-', 3)::INTEGER
                 """,
             ) as document:
-                sent.append(self.channel.send_batch(self.files, self.keyring, manufacturer, file_id, [document]))
+                sent.append(self._channel(manufacturer).send_batch(self.files, self.keyring, manufacturer, file_id,
+                                                                   [document]))
             if sent[-1].startswith("outbound/"):  # dropped as a file (not posted to an API): transmitted from here
                 enqueue(self.con, self.files, "ENROLMENT_REQUEST", sent[-1], partner=manufacturer, reference=file_id,
                         now=self.now)

@@ -23,7 +23,9 @@ from cmp_pipelines.core.db.connection import sql_literal, transaction
 from cmp_pipelines.core.delivery import enqueue
 from cmp_pipelines.core.files.store import FileStoreLike
 from cmp_pipelines.core.ledger import json_document
+from cmp_pipelines.defs.hardware_orders.adaptors import chosen
 from cmp_pipelines.defs.hardware_orders.config import HardwareConfig
+from cmp_pipelines.defs.hardware_orders.fraud_check import VERDICTS
 from cmp_pipelines.defs.hardware_orders.orders import sync_hardware_reference
 from cmp_pipelines.defs.hardware_orders.rules import AWAITING_DISPATCH, ERROR, FRAUD_FAILED_EVENT
 from cmp_pipelines.defs.hardware_orders.transitions import move_orders
@@ -119,19 +121,46 @@ class SalesOrderRequests:
             )
         return self.batch(batch_id)
 
+    def _assess(self, batch_id: str) -> pa.Table | None:
+        """Each warehouse's fraud_check adaptor (the fraud_check resource where none is configured) judges the
+        deliveries of the orders it ships: an order shipped by warehouses with different adaptors is judged by
+        each and passes only if every one passes it (the failures' reasons joined)."""
+        warehouses = [w for (w,) in self.con.execute(
+            "SELECT DISTINCT l.warehouse FROM hw_request_orders r JOIN hw_orders o USING (order_id) "
+            "JOIN hw_order_lines l USING (order_id) WHERE r.batch_id = ? AND o.fraud_check ORDER BY 1",
+            [batch_id]).fetchall()]
+        by_adaptor: dict[object, list[str]] = {}
+        for warehouse in warehouses:
+            known = self.config.warehouses.get(warehouse)
+            by_adaptor.setdefault(known.fraud_check if known else None, []).append(warehouse)
+        parts = []
+        for choice, served in by_adaptor.items():
+            with self.con.cursor() as cursor:  # its own result stream: Arrow straight from the relation
+                deliveries = cursor.sql(
+                    """
+                    SELECT o.order_id, o.delivery_name, o.address_line1, o.address_line2, o.town, o.postcode
+                    FROM hw_request_orders r JOIN hw_orders o USING (order_id)
+                    WHERE r.batch_id = $batch AND o.fraud_check AND o.order_id IN
+                          (SELECT order_id FROM hw_order_lines WHERE list_contains($served, warehouse))
+                    ORDER BY o.order_id
+                    """,
+                    params={"batch": batch_id, "served": served},
+                ).to_arrow_table()
+            parts.append(chosen(choice, self.fraud).assess(deliveries, self.config).cast(VERDICTS))
+        if not parts:
+            return None
+        if len(parts) == 1:
+            return parts[0]
+        with duckdb.connect() as con:
+            con.register("verdicts", pa.concat_tables(parts))
+            return con.sql("SELECT order_id, bool_and(passed) AS passed, string_agg(reason, '; ' ORDER BY reason) "
+                           "FILTER (NOT passed) AS reason FROM verdicts GROUP BY order_id ORDER BY order_id"
+                           ).to_arrow_table().cast(VERDICTS)
+
     def check_fraud(self, batch: RequestBatch) -> RequestBatch:
         if batch.status != "CLAIMED":
             return batch
-        with self.con.cursor() as cursor:  # its own result stream: Arrow straight from the relation
-            deliveries = cursor.sql(
-                """
-                SELECT o.order_id, o.delivery_name, o.address_line1, o.address_line2, o.town, o.postcode
-                FROM hw_request_orders r JOIN hw_orders o USING (order_id)
-                WHERE r.batch_id = $batch AND o.fraud_check ORDER BY o.order_id
-                """,
-                params={"batch": batch.batch_id},
-            ).to_arrow_table()
-        verdicts = self.fraud.assess(deliveries, self.config) if deliveries.num_rows else None
+        verdicts = self._assess(batch.batch_id)
         params = {"batch": batch.batch_id, "now": self.now}
         with transaction(self.con):
             if verdicts is not None:

@@ -20,7 +20,9 @@ def check_stock(
 ) -> list[dict]:
     """One row per SKU asked (or per order line): warehouse, units wanted, units available, in stock or not.
 
-    A warehouse that cannot answer is reported as such (`available` None) rather than guessed."""
+    A warehouse that cannot answer is reported as such (`available` None) rather than guessed. Each warehouse is
+    asked through its configured stock_check adaptor, `source` where none is configured."""
+    from cmp_pipelines.defs.hardware_orders.adaptors import chosen
     from cmp_pipelines.defs.hardware_orders.warehouse import StockUnavailable
 
     wanted: dict[str, int] = {}
@@ -45,7 +47,8 @@ def check_stock(
     rows = []
     for warehouse, warehouse_skus in sorted(by_warehouse.items()):
         try:
-            levels, problem = source.stock_levels(warehouse, warehouse_skus), None
+            adaptor = chosen(config.warehouses[warehouse].stock_check, source)
+            levels, problem = adaptor.stock_levels(warehouse, warehouse_skus), None
         except StockUnavailable as exc:
             levels, problem = None, str(exc)
         for sku in sorted(warehouse_skus):

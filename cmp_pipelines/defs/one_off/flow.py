@@ -211,7 +211,8 @@ def publish_accounts(con: duckdb.DuckDBPyConnection, now: datetime) -> int:
         """
         SELECT e.event_id, e.account_number, e.event_type, e.event_code, e.source_ref, e.detail,
                strftime(e.raised_at AT TIME ZONE 'UTC', '%Y-%m-%dT%H:%M:%SZ'), d.action, d.target,
-               coalesce(d.status, 'NEW'), coalesce(d.attempts, 0), d.result, d.last_error
+               coalesce(d.status, 'NEW'), coalesce(d.attempts, 0), d.result, d.last_error, e.reason_type,
+               e.reason_code, e.new_payment_type
         FROM workflow_events e LEFT JOIN workflow_dispatch d USING (event_id)
         WHERE e.account_number IS NOT NULL
         """

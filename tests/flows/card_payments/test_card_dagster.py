@@ -15,6 +15,7 @@ from cmp_pipelines.definitions import build_definitions
 from cmp_pipelines.defs.card_payments.defs import card_payments_daily_schedule
 from cmp_pipelines.lib.headless import run_partition, run_pending_sensors
 from tests.support.dagster import check_results, flow_runs, materialization
+from tests.support.notices import give_notices
 from tests.support.platform import NOW, rejection, rejections_document
 
 # Whole runs through Dagster (sensors, jobs, run-pending): left out of `make test-fast`.
@@ -35,6 +36,7 @@ def test_card_day_then_rejection_file_through_dagster(platform, instance):
                                        card_token="tok_dagster_4", last_four="0004", expiry="2031-01")
         con.execute("UPDATE invoices SET due_on = ? WHERE account_number = 'ACC00000004'", [day])
         owed = con.execute("SELECT sum(amount_minor) FROM invoices WHERE account_number = 'ACC00000004'").fetchone()[0]
+    give_notices(platform, "RECURRING_CARD", day)  # sent when the invoices were issued, weeks ago
     definitions = build_definitions()
 
     outcome = run_partition("recurring_payments_card_job", day.isoformat(), definitions, instance)

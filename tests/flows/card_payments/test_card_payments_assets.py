@@ -11,6 +11,7 @@ from cmp_pipelines.core.money import format_minor
 from cmp_pipelines.core.settings import PROJECT_ROOT
 from cmp_pipelines.defs.card_payments.assets import card_payments_due
 from tests.support.dagster import real_resources
+from tests.support.notices import give_notices
 from tests.support.platform import NOW
 
 
@@ -24,6 +25,7 @@ def test_the_due_asset_selects_the_days_card_payments_and_reports_their_total(pl
     [(invoices, owed)] = platform.query(
         "SELECT count(*), sum(amount_minor) FROM invoices WHERE account_number = 'ACC00000004'")
 
+    give_notices(platform, "RECURRING_CARD", day)  # sent when the invoices were issued, weeks ago
     result = dg.materialize([card_payments_due], partition_key=day.isoformat(), instance=instance,
                             resources=real_resources(platform))
 
@@ -37,4 +39,4 @@ def test_the_due_asset_selects_the_days_card_payments_and_reports_their_total(pl
                           [meta["batch_id"]]) == [(invoices, owed)]
     assert platform.query("SELECT count(*) FROM ledger_postings WHERE kind = 'CARD_PAYMENT'") == [(0,)], \
         "selection posts nothing: that is card_payment_posting_batch"
-    assert not platform.files.list_files("outbound"), "nor does it publish the extract"
+    assert not platform.files.list_files("outbound/card_payments"), "nor does it publish the extract"

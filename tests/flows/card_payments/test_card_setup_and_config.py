@@ -152,8 +152,6 @@ def _drop(index, field):
     (_set(0, "description", ""), "05", "description", "1-60 characters"),
     (_set(0, "reason_code", "not ok"), "05", "reason_code", "upper-case identifier"),
     (_set(0, "colour", "red"), "05", "colour", "unknown field"),
-    (lambda d: d.update(default_payment_type="RECURRING_CARD"), "-", "default_payment_type", "reverts to MANUAL"),
-    (lambda d: d.update(default_payment_type="DIRECT_DEBIT"), "-", "default_payment_type", "reverts to MANUAL"),
     (_drop(6, "refund_event"), "04", "refund_event", "needs the refund event"),
     (lambda d: d.update(default_payment_type="CASH"), "-", "default_payment_type", "must be one of"),
 ])

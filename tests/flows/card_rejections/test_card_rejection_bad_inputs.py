@@ -10,9 +10,11 @@ import pytest
 from cmp_pipelines.core import payment_setup
 from cmp_pipelines.core.config import load_partners
 from cmp_pipelines.core.settings import PROJECT_ROOT
+from tests.support.notices import give_notices
 from tests.support.platform import NOW, rejection, rejections_document
 
 DAY = date(2026, 12, 15)
+REJECTION_EVENTS = "SELECT {} FROM workflow_events WHERE event_type <> 'ADVANCE_NOTICE'"  # notices come before
 
 
 @pytest.fixture
@@ -112,7 +114,7 @@ def test_duplicate_file_reverses_nothing_twice(platform, extracted):
     assert_quarantined(platform, platform.drop_rejections("three.json.enc", resent), "DUPLICATE_FILE",
                        "header file_id 'CARDPAY-REJ-001'")
     assert platform.balance(a) == balance
-    assert platform.query("SELECT count(*) FROM workflow_events")[0][0] == 1
+    assert platform.query(REJECTION_EVENTS.format("count(*)"))[0][0] == 1
 
 
 def test_rerunning_the_partition_does_nothing_twice(platform, extracted):
@@ -122,7 +124,7 @@ def test_rerunning_the_partition_does_nothing_twice(platform, extracted):
     load, applied = platform.process_rejections(key)
     assert load.status == "ALREADY_LOADED" and not applied.applied_now
     assert reversals(platform) == 1
-    assert platform.query("SELECT count(*) FROM workflow_events")[0][0] == 1
+    assert platform.query(REJECTION_EVENTS.format("count(*)"))[0][0] == 1
     assert platform.query("SELECT count(*) FROM payment_type_changes WHERE new_type = 'MANUAL'")[0][0] == 1
 
 
@@ -197,7 +199,7 @@ def test_unknown_reason_code_is_reversed_reported_and_counts_toward_the_sla(plat
     assert platform.balance(a) == balance + parse_amount(m), "the money was not taken: the payment is reversed"
     assert platform.query("SELECT status, retry_due_on FROM card_transactions WHERE transaction_id = ?", [t]) \
         == [("DECLINED_UNCONFIGURED", None)]
-    assert platform.query("SELECT event_code FROM workflow_events") == [("CARD_REJECTION_CODE_UNKNOWN",)]
+    assert platform.query(REJECTION_EVENTS.format("event_code")) == [("CARD_REJECTION_CODE_UNKNOWN",)]
     assert platform.query("SELECT category FROM job_errors WHERE job = 'card_rejections'") == [("CONFIGURATION",)]
     from cmp_pipelines.core import probe_queries as probe_service
     from cmp_pipelines.core.config import load_probes
@@ -228,7 +230,7 @@ def test_two_files_loaded_before_either_is_applied_handle_a_transaction_once(pla
         flow.apply(l1)
         second = flow.apply(l2)
     assert second.posting_count == 0 and reversals(platform) == 1
-    assert platform.query("SELECT event_code FROM workflow_events") == [("CARD_SOFT_DECLINE",)]
+    assert platform.query(REJECTION_EVENTS.format("event_code")) == [("CARD_SOFT_DECLINE",)]
     assert platform.query("SELECT payment_type FROM accounts WHERE account_number = ?", [a]) == [("RECURRING_CARD",)]
     [(outcome, code, problem)] = outcomes(platform, l2).values()
     assert (outcome, code) == ("REJECTED", "ALREADY_REJECTED") and "after this file was loaded" in problem
@@ -241,6 +243,8 @@ def test_a_rejection_before_its_payment_is_posted_waits_for_the_posting(platform
     with platform.connect() as con:
         payment_setup.set_payment_type(con, "ACC00000001", "RECURRING_CARD", partners=load_partners(
             PROJECT_ROOT / "config"), now=NOW, cause="t", card_token="tok_early")
+    give_notices(platform, "RECURRING_CARD", DAY)
+    with platform.connect() as con:
         flow = RecurringCardPayments(con, platform.files, platform.keyring, load_partners(PROJECT_ROOT / "config"),
                                      NOW)
         due = flow.select_due(DAY)

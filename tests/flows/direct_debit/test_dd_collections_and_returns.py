@@ -8,6 +8,7 @@ from datetime import date, timedelta
 import pytest
 
 from cmp_pipelines.core.mandates import cancel_mandate, mandate_view
+from cmp_pipelines.defs.direct_debit.collections import DirectDebitCollections
 from tests.support.direct_debit import (
     BUREAU,
     DD_CONFIG,
@@ -39,7 +40,9 @@ def debits(parsed) -> list[tuple]:
 
 
 def test_first_collection_waits_for_due_date_and_advance_notice_then_posts_to_the_penny(dd):
-    add_invoice(dd, "ACCDD0001", "INVDD0002", 1000, date(2026, 12, 15), date(2026, 12, 16))  # notice runs to 12-25
+    # its advance notice leaves on the 15th: 10 Bacs working days later is Thu 31 (Christmas, Boxing Day's Monday
+    # substitute and the weekend do not count)
+    add_invoice(dd, "ACCDD0001", "INVDD0002", 1000, date(2026, 12, 15), date(2026, 12, 16))
     # Wed 16: processed Thu 17, the money leaves on Fri 18, before the invoice is due (19th): nothing yet
     early, parsed_early, _ = collection_day(dd, date(2026, 12, 16))
     assert early.collection_count == 0 and parsed_early is None  # nothing due: no file for Bacs
@@ -53,9 +56,17 @@ def test_first_collection_waits_for_due_date_and_advance_notice_then_posts_to_th
     assert parsed.submission.processing_date == date(2026, 12, 18) and parsed.submission.work_code == "1 DAILY"
     assert (posted.posting_count, posted.total_minor) == (1, -4567)
     assert dd.balance("ACCDD0001") == 1000
-    # Wed 23: processed Thu 24, entry Tue 29 (Christmas and the Boxing Day substitute skipped): notice has run
-    later, parsed_later, _ = collection_day(dd, date(2026, 12, 23))
-    assert parsed_later.submission.processing_date == date(2026, 12, 24)
+    # Wed 23: processed Thu 24, entry Tue 29 (Christmas and the Boxing Day substitute skipped): 8 working days
+    # after the notice, too soon: the invoice waits, counted, not lost
+    held, parsed_held, _ = collection_day(dd, date(2026, 12, 23))
+    assert held.collection_count == 0 and parsed_held is None
+    with dd.connect() as con:
+        flow = DirectDebitCollections(con, dd.files, dd.keyring, DD_CONFIG)
+        waiting = flow.waiting(date(2026, 12, 23))
+    assert (waiting.count, waiting.total_minor, waiting.too_recent) == (1, 1000, 1)
+    # Tue 29: processed Wed 30, entry Thu 31, the notice's date: collected
+    later, parsed_later, _ = collection_day(dd, date(2026, 12, 29))
+    assert parsed_later.submission.processing_date == date(2026, 12, 30)
     assert debits(parsed_later)[0] == ("17", "CMPDD0001", 1000, "201575", "87654321")
     assert dd.balance("ACCDD0001") == 0
     # every submission and posting file is registered for delivery, once, to the bureau and the sales ledger
@@ -64,8 +75,9 @@ def test_first_collection_waits_for_due_date_and_advance_notice_then_posts_to_th
         ("LEDGER_POSTING", "SALES_LEDGER", "DDP-20261216.json", "PENDING"),  # no debit that day: an empty batch
         ("DD_COLLECTION", BUREAU, "DDX-20261217.std18.enc", "PENDING"),
         ("LEDGER_POSTING", "SALES_LEDGER", "DDP-20261217.json", "PENDING"),
-        ("DD_COLLECTION", BUREAU, "DDX-20261223.std18.enc", "PENDING"),
         ("LEDGER_POSTING", "SALES_LEDGER", "DDP-20261223.json", "PENDING"),
+        ("DD_COLLECTION", BUREAU, "DDX-20261229.std18.enc", "PENDING"),
+        ("LEDGER_POSTING", "SALES_LEDGER", "DDP-20261229.json", "PENDING"),
     ]
     assert {k for (k,) in dd.query("SELECT DISTINCT document_kind FROM delivery_register")} >= {"AUDDIS"}
 
@@ -104,7 +116,8 @@ def test_soft_return_is_represented_once_with_18_then_reverts_to_manual(dd):
     assert load.outcomes == {"RETRIES_EXHAUSTED": 1}
     assert dd.balance("ACCDD0001") == 4567
     assert dd.query("SELECT payment_type FROM accounts WHERE account_number = 'ACCDD0001'") == [("MANUAL",)]
-    events = dd.query("SELECT event_code FROM workflow_events WHERE account_number = 'ACCDD0001' ORDER BY raised_at")
+    events = dd.query("SELECT event_code FROM workflow_events WHERE account_number = 'ACCDD0001' "
+                      "AND event_type <> 'ADVANCE_NOTICE' ORDER BY raised_at")
     assert events == [("MANDATE_SETUP_CONFIRMED",), ("DD_REPRESENTATION",), ("DD_PAYMENT_CANCELLED",)]
     assert collection_day(dd, date(2027, 1, 5))[0].collection_count == 0
 

@@ -24,6 +24,7 @@ from tests.support.direct_debit import (
     drop_report,
     returned,
 )
+from tests.support.notices import give_notices
 
 D0 = date(2026, 12, 1)
 DAY = date(2026, 12, 17)
@@ -45,6 +46,7 @@ def returns_flow(con, dd, day: date) -> DirectDebitReturns:
 
 
 def test_a_return_waits_for_its_posting_then_reverses_it_once(dd):
+    give_notices(dd, "DIRECT_DEBIT", DAY)
     with dd.connect() as con:
         collections = DirectDebitCollections(con, dd.files, dd.keyring, DD_CONFIG, at(DAY, 2))
         batch = collections.select(DAY)
