@@ -66,8 +66,8 @@ demo: prepare
 
 ## make test: install dev dependencies and run the WHOLE suite (what CI runs), slow end-to-end tests included,
 ## spread over $(TEST_WORKERS) processes by pytest-xdist (each crash-point sweep is split into shards)
-## make test-fast: the core and flow unit tests only (no slow, no e2e: no real processes or servers), for the
-## edit-test loop
+## make test-fast: the core and flow unit tests only (no slow, no e2e, no postgres: no real processes or servers),
+## for the edit-test loop
 ## make test-slow: only the slow end-to-end tests (kill -9 at every crash point, the whole demo grepped for
 ## secrets)
 TEST_WORKERS ?= 2
@@ -76,7 +76,7 @@ test: install-dev
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 test-fast: install-dev
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist worksteal tests/core tests/flows -m "not slow and not e2e" $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist worksteal tests/core tests/flows -m "not slow and not e2e and not postgres" $(PYTEST_ARGS)
 
 test-slow: install-dev
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist worksteal -m slow $(PYTEST_ARGS)

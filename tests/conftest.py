@@ -18,9 +18,10 @@ from tests.support.platform import platform, platform_template  # noqa: F401
 from tests.support.postgres import pg_store, pg_template, pg_url, postgres_server  # noqa: F401
 from tests.support.sftp import sftp_server  # noqa: F401
 from tests.support.smtp import smtp_server  # noqa: F401
-from tests.support.speed import share_alembic_scripts
+from tests.support.speed import share_alembic_scripts, share_sqlite_engines
 
 share_alembic_scripts()  # before any instance opens: every test and forked run reads Dagster's schema head once
+share_sqlite_engines()  # one SQLAlchemy engine (and its compiled-statement cache) per Dagster SQLite file
 
 
 def pytest_collection_modifyitems(items):

@@ -26,7 +26,7 @@ from dagster._core.workspace.load_target import WorkspaceFileTarget
 
 from cmp_pipelines.cli import main
 from cmp_pipelines.core.settings import PROJECT_ROOT
-from cmp_pipelines.definitions import build_definitions
+from cmp_pipelines.definitions import defs
 from cmp_pipelines.lib.headless import LOCATION_NAME, MODULE_NAME, location_origin, run_pending_sensors
 from cmp_pipelines.lib.resources.file_store import LocalFileStore
 from tests.support.dagster import SERVICE_SENSORS, flow_runs
@@ -50,7 +50,7 @@ def test_the_location_is_the_one_workspace_yaml_and_pyproject_name():
 
 def test_the_cursor_persists_in_the_instance_and_a_run_key_is_launched_once(platform, instance):
     platform.drop("first.json.enc", document([payment("1", "ACC00000001", "10.00")]))
-    [first] = flow_runs(run_pending_sensors(build_definitions(), instance, echo=lambda _: None))
+    [first] = flow_runs(run_pending_sensors(defs, instance, echo=lambda _: None))
     assert first.success
     run = instance.get_run_by_id(first.run_id)
     cursor = _sensor_state(instance, NRP_SENSOR).instigator_data.cursor
@@ -62,24 +62,24 @@ def test_the_cursor_persists_in_the_instance_and_a_run_key_is_launched_once(plat
 
     # a later file: the sensor starts from the stored cursor; a third call finds nothing new and launches nothing
     platform.drop("second.json.enc", document([payment("1", "ACC00000002", "5.00")], file_id="PAYPOINT-2"))
-    [second] = flow_runs(run_pending_sensors(build_definitions(), instance, echo=lambda _: None))
+    [second] = flow_runs(run_pending_sensors(defs, instance, echo=lambda _: None))
     assert second.success and second.partition_key.startswith("PAYPOINT/second.json.enc@")
     assert orjson.loads(_sensor_state(instance, NRP_SENSOR).instigator_data.cursor)["path"] == \
         "inbound/nrp/PAYPOINT/second.json.enc"
-    assert flow_runs(run_pending_sensors(build_definitions(), instance, echo=lambda _: None)) == []
+    assert flow_runs(run_pending_sensors(defs, instance, echo=lambda _: None)) == []
     assert platform.payment_postings() == 2
 
 
 def test_a_sensor_stopped_in_the_ui_is_left_alone(platform, instance):
     from dagster._core.scheduler.instigation import InstigatorStatus
 
-    flow_runs(run_pending_sensors(build_definitions(), instance, echo=lambda _: None))
+    flow_runs(run_pending_sensors(defs, instance, echo=lambda _: None))
     state = _sensor_state(instance, NRP_SENSOR)
     instance.update_instigator_state(state.with_status(InstigatorStatus.STOPPED))
     platform.drop("waiting.json.enc", document([payment("1", "ACC00000001", "10.00")]))
-    assert flow_runs(run_pending_sensors(build_definitions(), instance, echo=lambda _: None)) == []
+    assert flow_runs(run_pending_sensors(defs, instance, echo=lambda _: None)) == []
     instance.update_instigator_state(state.with_status(InstigatorStatus.RUNNING))
-    [run] = flow_runs(run_pending_sensors(build_definitions(), instance, echo=lambda _: None))
+    [run] = flow_runs(run_pending_sensors(defs, instance, echo=lambda _: None))
     assert run.success and platform.payment_postings() == 1
 
 
@@ -95,7 +95,7 @@ def test_a_sensor_that_raises_fails_its_tick_and_the_others_still_run(platform, 
 
     monkeypatch.setattr(LocalFileStore, "list_entries", share_down)
     platform.drop("fine.json.enc", document([payment("1", "ACC00000001", "10.00")]))
-    outcomes = flow_runs(run_pending_sensors(build_definitions(), instance, echo=lambda _: None))
+    outcomes = flow_runs(run_pending_sensors(defs, instance, echo=lambda _: None))
     assert [(o.sensor, o.success) for o in outcomes] == [(NRP_SENSOR, True)]
     assert outcomes.errors == ["card_rejection_files_sensor: OSError: injected: the rejections share is unreachable"]
     state = _sensor_state(instance, "card_rejection_files_sensor")
@@ -201,8 +201,8 @@ def test_the_same_file_drops_give_the_same_runs_under_run_pending_and_under_the_
             for step in steps:
                 for name, content in step:
                     drop(name, content)
-                flow_runs(run_pending_sensors(build_definitions(), headless, echo=lambda _: None))
-                assert flow_runs(run_pending_sensors(build_definitions(), headless, echo=lambda _: None)) == []
+                flow_runs(run_pending_sensors(defs, headless, echo=lambda _: None))
+                assert flow_runs(run_pending_sensors(defs, headless, echo=lambda _: None)) == []
                 expected = _runs(headless)
                 # the daemon: its inbound sensors tick every 5 s, its runs are queued (pool cmp_db, dequeued every
                 # second) and launched each in a process by its code server; 12 s of quiet covers two ticks that

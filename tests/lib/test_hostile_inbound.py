@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 from cmp_pipelines.core.files.store import NotARegularFile
 from cmp_pipelines.core.inbound import MAX_NAME_BYTES, scan
-from cmp_pipelines.definitions import build_definitions
+from cmp_pipelines.definitions import defs
 from cmp_pipelines.lib.headless import run_pending_sensors
 from cmp_pipelines.lib.resources.file_store import LocalFileStore
 from tests.support.dagster import flow_runs
@@ -28,7 +28,7 @@ GOOD = [payment("1", "ACC00000001", "10.00", "INV000000011"), payment("2", "ACC0
 
 
 def run_pending(instance):
-    return flow_runs(run_pending_sensors(build_definitions(), instance, echo=lambda _: None))
+    return flow_runs(run_pending_sensors(defs, instance, echo=lambda _: None))
 
 
 def sha(path: Path) -> str:

@@ -20,7 +20,7 @@ import uvicorn
 from cmp_pipelines.api.app import create_app
 from cmp_pipelines.core.config_payments import hash_key, write_key_hash
 from cmp_pipelines.core.settings import paths
-from cmp_pipelines.definitions import build_definitions
+from cmp_pipelines.definitions import defs
 from cmp_pipelines.defs.one_off.flow import publish_accounts
 from cmp_pipelines.lib.headless import run_pending_sensors
 from tests.support.dagster import flow_runs
@@ -110,7 +110,7 @@ ACCOUNT = "ACC00000003"
 
 def monitor(instance) -> list:
     """What the daemon does: the Ledger Monitor sensor ticks and its api_sync_job runs."""
-    runs = flow_runs(run_pending_sensors(build_definitions(), instance, echo=lambda _: None))
+    runs = flow_runs(run_pending_sensors(defs, instance, echo=lambda _: None))
     assert all(r.success for r in runs), [r.error for r in runs]
     return runs
 

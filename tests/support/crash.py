@@ -22,25 +22,37 @@ import pytest
 
 from cmp_pipelines.core.settings import PROJECT_ROOT, SCRATCH_PREFIX
 from cmp_pipelines.definitions import build_definitions
-from cmp_pipelines.lib.headless import run_partition, run_pending_sensors
+from cmp_pipelines.lib.headless import repository_snap, run_partition, run_pending_sensors
 
 FORK = multiprocessing.get_context("fork")
+_DEFINITIONS: list[dg.Definitions] = []
 
 
-def _child(crash_at: int | None, log: str, job: str | None, partition: str | None) -> None:
+def _definitions() -> dg.Definitions:
+    """The code location built once in the parent, with its repository snapshot (~1 s of CPU), which every forked
+    run inherits, as a code server keeps one Definitions for every run it serves."""
+    if not _DEFINITIONS:
+        definitions = build_definitions()
+        repository_snap(definitions.get_repository_def())
+        _DEFINITIONS.append(definitions)
+    return _DEFINITIONS[0]
+
+
+def _child(definitions: dg.Definitions, crash_at: int | None, log: str, job: str | None,
+           partition: str | None) -> None:
     os.environ["CMP_CRASHPOINT"] = "" if crash_at is None else str(crash_at)
     os.environ["CMP_CRASHPOINT_LOG"] = log
     with dg.DagsterInstance.get() as instance:
         if job:
-            run_partition(job, partition, build_definitions(), instance)
+            run_partition(job, partition, definitions, instance)
         else:
-            run_pending_sensors(build_definitions(), instance, echo=lambda _: None)
+            run_pending_sensors(definitions, instance, echo=lambda _: None)
 
 
 def execute(crash_at: int | None = None, job: str | None = None, partition: str | None = None) -> int:
     """One `run-pending` (or one job partition) in its own process; -9 when the crash point killed it."""
     log = os.environ["CMP_DATA_DIR"] + "/crash.log"
-    child = FORK.Process(target=_child, args=(crash_at, log, job, partition))
+    child = FORK.Process(target=_child, args=(_definitions(), crash_at, log, job, partition))
     child.start()
     child.join(300)
     assert child.exitcode is not None, "the run hung"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dagster as dg
 import pytest
 
-from cmp_pipelines.definitions import build_definitions
+from cmp_pipelines.definitions import build_definitions, defs
 from cmp_pipelines.defs.billing.defs import billing_inbound_files_sensor
 from cmp_pipelines.lib.headless import run_pending_sensors
 from cmp_pipelines.lib.resources.file_store import LocalFileStore
@@ -25,7 +25,7 @@ RECORDS = [
 
 
 def run_pending(instance, definitions=None):
-    definitions = build_definitions() if definitions is None else definitions
+    definitions = defs if definitions is None else definitions
     return flow_runs(run_pending_sensors(definitions, instance, echo=lambda _: None))
 
 

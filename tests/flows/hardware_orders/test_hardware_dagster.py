@@ -9,7 +9,7 @@ from datetime import timedelta
 import dagster as dg
 import pytest
 
-from cmp_pipelines.definitions import build_definitions
+from cmp_pipelines.definitions import build_definitions, defs
 from cmp_pipelines.lib.headless import run_partition, run_pending_sensors
 from tests.support.dagster import check_results, flow_runs, materialization
 from tests.support.hardware import answer, imei, shipped
@@ -78,7 +78,7 @@ def test_an_order_through_request_dispatch_and_enrolment(hardware, instance):
 
 def test_a_quarantined_warehouse_file_fails_its_run_with_the_reason(hardware, instance):
     hardware.drop_dispatch("WH_SOUTH", "garbled.csv.enc", b"ORDER_REF;LINE_NO\n1;2\n")
-    [run] = flow_runs(run_pending_sensors(build_definitions(), instance, echo=quiet))
+    [run] = flow_runs(run_pending_sensors(defs, instance, echo=quiet))
     assert not run.success
     assert run.error.startswith("File quarantined (CSV_HEADER)")
     assert hardware.platform.files.exists("quarantine/warehouse_dispatch/WH_SOUTH/garbled.csv.enc.error.json")

@@ -8,7 +8,7 @@ import pytest
 from dagster._core.definitions.reconstruct import ReconstructableRepository
 
 from cmp_pipelines.core.settings import PROJECT_ROOT
-from cmp_pipelines.definitions import build_definitions
+from cmp_pipelines.definitions import build_definitions, defs
 from cmp_pipelines.defs.nrp.defs import nrp_inbound_files_sensor
 from cmp_pipelines.lib.headless import MODULE_NAME, run_pending_sensors
 from cmp_pipelines.lib.resources.file_store import LocalFileStore
@@ -28,7 +28,7 @@ RECORDS = [
 
 
 def run_sensor(instance, definitions=None):
-    definitions = build_definitions() if definitions is None else definitions
+    definitions = defs if definitions is None else definitions
     return flow_runs(run_pending_sensors(definitions, instance, echo=lambda _: None))
 
 
