@@ -56,6 +56,12 @@ PROBE_SQL = {
         WHERE x.kind = 'CARD_EXTRACT' AND x.status = 'EXTRACTED' AND x.completed_at >= $day_start
           AND (x.record_count <> coalesce(l.n, 0) OR x.total_minor <> coalesce(l.gross, 0))
     """,
+    "card_advance_notices_unsent":
+        "SELECT count(*) FROM collection_notices WHERE payment_type = 'RECURRING_CARD' AND status <> 'SENT' "
+        "AND created_at < $older_than",
+    "dd_advance_notices_unsent":
+        "SELECT count(*) FROM collection_notices WHERE payment_type = 'DIRECT_DEBIT' AND status <> 'SENT' "
+        "AND created_at < $older_than",
     "card_rejection_rate": f"""
         WITH latest AS (SELECT batch_id FROM batches WHERE kind = 'CARD_REJECTIONS'
                         ORDER BY created_at DESC, rowid DESC LIMIT 1),

@@ -101,6 +101,14 @@ CARD_PROBES: tuple[ProbeDefinition, ...] = (
         "Percent of the extracted transactions rejected by the latest rejection file.",
     ),
     ProbeDefinition(
+        "card_advance_notices_unsent",
+        "Recurring Card Payments Advance Notices Not Sent",
+        "alert", "above",
+        "Advance notices of card collections raised more than older_than_minutes ago and still not sent (no e-mail "
+        "address, or the dispatcher failing): their invoices wait, uncollected, until the notice goes.",
+        needs_age=True,
+    ),
+    ProbeDefinition(
         "card_rejections_completed_sla",
         "Recurring Payments Rejections Completed SLA",
         "sla", "above", "CMP configuration errors (e.g. unknown reason codes) met by the Rejections job today.",
@@ -120,6 +128,14 @@ DD_PROBES: tuple[ProbeDefinition, ...] = (
         "alert", "above",
         "Collection files written today whose Standard 18 control totals (count, value) differ from their "
         "ledger posting batch.",
+    ),
+    ProbeDefinition(
+        "dd_advance_notices_unsent",
+        "Direct Debit Advance Notices Not Sent",
+        "alert", "above",
+        "Advance notices of direct-debit collections raised more than older_than_minutes ago and still not sent (no "
+        "e-mail address, or the dispatcher failing): their invoices wait, uncollected, until the notice goes.",
+        needs_age=True,
     ),
     ProbeDefinition(
         "addacs_unknown_references",

@@ -224,6 +224,20 @@ def test_an_invoice_issued_too_late_for_its_due_date_is_collected_on_the_first_d
     assert_never_early(platform)
 
 
+def unsent_probe(platform, day: date) -> tuple[int, bool]:
+    """The 'Advance Notices Not Sent' alert probe as configured in config/probes.yaml, evaluated at 23:00 on `day`."""
+    from datetime import UTC, datetime, time
+
+    from cmp_pipelines.core import probe_queries
+    from cmp_pipelines.core.config import load_probes
+    from cmp_pipelines.core.probes import PROBES_BY_ID
+
+    with platform.connect() as con:
+        [outcome] = probe_queries.evaluate(con, load_probes(CONFIG_DIR), datetime.combine(day, time(23), UTC),
+                                           probes=(PROBES_BY_ID["card_advance_notices_unsent"],))
+    return outcome.value, outcome.tripped
+
+
 def test_without_a_sent_notice_nothing_is_collected_and_the_wait_is_counted(platform):
     """The notice raised, the dispatcher never run: weeks later the card invoice still waits, reported."""
     accounts(platform, ["ACCNT0001"], {})
@@ -235,7 +249,9 @@ def test_without_a_sent_notice_nothing_is_collected_and_the_wait_is_counted(plat
         waiting = RecurringCardPayments(con, platform.files, platform.keyring, PARTNERS).waiting(DEC[19])
     assert (waiting.count, waiting.total_minor, waiting.no_notice, waiting.not_sent) == (1, 5000, 0, 1)
     assert platform.balance("ACCNT0001") == 5000
+    assert unsent_probe(platform, DEC[19]) == (1, True), "the alert probe names the notice that did not go"
     dispatcher(platform, DEC[20])  # sent on the 21st: collectable 7 days later, on the 28th
+    assert unsent_probe(platform, DEC[20]) == (0, False)
     for day in DEC[20:]:
         jobs(platform, day)
     assert collected(platform) == {"INVK1": ("RECURRING_CARD", DEC[27], 5000)}

@@ -8,6 +8,7 @@ from cmp_pipelines.defs.card_payments.assets import (
     GROUP,
     card_payment_days_partitions,
     card_payment_extract,
+    card_payment_notices,
     card_payment_posting_batch,
 )
 from cmp_pipelines.lib.jobs import daily_schedule, end_of_day_schedule, group_job, probes_job
@@ -16,9 +17,11 @@ from cmp_pipelines.lib.probe_checks import probe_checks
 
 card_payment_probes = probe_checks(
     "card_payment_probes",
-    (PROBES_BY_ID["card_extract_produced"], PROBES_BY_ID["card_extract_totals_mismatch"]),
+    (PROBES_BY_ID["card_extract_produced"], PROBES_BY_ID["card_extract_totals_mismatch"],
+     PROBES_BY_ID["card_advance_notices_unsent"]),
     {"card_extract_produced": card_payment_extract.key,
-     "card_extract_totals_mismatch": card_payment_posting_batch.key},
+     "card_extract_totals_mismatch": card_payment_posting_batch.key,
+     "card_advance_notices_unsent": card_payment_notices.key},
 )
 
 card_payments_job = group_job(
@@ -33,7 +36,7 @@ card_payments_daily_schedule = daily_schedule(
 
 card_payment_probes_job = probes_job(
     "recurring_payments_card_probes_job", [card_payment_probes],
-    "Evaluates the card extract probes (produced today, totals) without materialising anything.",
+    "Evaluates the card extract probes (produced today, totals, notices not sent) without materialising anything.",
 )
 
 card_payment_probes_schedule = end_of_day_schedule(

@@ -12,6 +12,7 @@ from cmp_pipelines.defs.direct_debit.assets import (
     auddis_days_partitions,
     auddis_file,
     dd_collection_days_partitions,
+    dd_collection_notices,
     dd_collection_posting_batch,
 )
 from cmp_pipelines.defs.direct_debit.report_assets import (
@@ -34,8 +35,9 @@ auddis_probes = probe_checks(
     "auddis_probes", (PROBES_BY_ID["auddis_file_produced"],), {"auddis_file_produced": auddis_file.key})
 
 dd_collection_probes = probe_checks(
-    "dd_collection_probes", (PROBES_BY_ID["dd_collection_totals_mismatch"],),
-    {"dd_collection_totals_mismatch": dd_collection_posting_batch.key})
+    "dd_collection_probes", (PROBES_BY_ID["dd_collection_totals_mismatch"], PROBES_BY_ID["dd_advance_notices_unsent"]),
+    {"dd_collection_totals_mismatch": dd_collection_posting_batch.key,
+     "dd_advance_notices_unsent": dd_collection_notices.key})
 
 addacs_probes = probe_checks(
     "addacs_probes", (PROBES_BY_ID["addacs_unknown_references"],),
