@@ -4,6 +4,8 @@ import warnings
 
 import dagster as dg
 
+from cmp_pipelines.core.money import format_minor
+
 
 def markdown_table(columns: list[str], rows: list[tuple]) -> str:
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
@@ -19,6 +21,17 @@ def quarantine_failure(quarantined) -> dg.Failure:
                   "quarantined_file": quarantined.quarantined_path},
         allow_retries=False,
     )
+
+
+def awaiting_notice_metadata(waiting) -> dict:
+    """Invoices due that wait for their advance notice (core/notices.Waiting), as the card and DD steps show them."""
+    return {
+        "awaiting_notice": dg.MetadataValue.int(waiting.count),
+        "awaiting_notice_amount": format_minor(waiting.total_minor),
+        "awaiting_notice_detail": dg.MetadataValue.json(
+            {"no_notice": waiting.no_notice, "notice_not_sent": waiting.not_sent,
+             "notice_too_recent": waiting.too_recent}),
+    }
 
 
 OWNER = "team:billing-operations"  # the users who answer for every flow's assets in the UI

@@ -8,7 +8,7 @@ from cmp_pipelines.core.config import load_partners
 from cmp_pipelines.core.money import format_minor
 from cmp_pipelines.core.settings import paths
 from cmp_pipelines.defs.card_payments.flow import DueBatch, RecurringCardPayments
-from cmp_pipelines.lib.metadata import markdown_table
+from cmp_pipelines.lib.metadata import awaiting_notice_metadata, markdown_table
 from cmp_pipelines.lib.resources.cipher import PartnerCipher
 from cmp_pipelines.lib.resources.database import DB_POOL, Database
 from cmp_pipelines.lib.resources.file_store import FileStore
@@ -42,16 +42,6 @@ def _due_metadata(due: DueBatch) -> dict:
     }
 
 
-def _waiting_metadata(waiting) -> dict:
-    return {
-        "awaiting_notice": dg.MetadataValue.int(waiting.count),
-        "awaiting_notice_amount": format_minor(waiting.total_minor),
-        "awaiting_notice_detail": dg.MetadataValue.json(
-            {"no_notice": waiting.no_notice, "notice_not_sent": waiting.not_sent,
-             "notice_too_recent": waiting.too_recent}),
-    }
-
-
 @dg.asset(
     partitions_def=card_payment_days_partitions,
     pool=DB_POOL,
@@ -75,7 +65,7 @@ def card_payment_notices(
         "notices_raised": dg.MetadataValue.int(raised.count),
         "notices_amount": format_minor(raised.total_minor),
         "advance_notice_days": dg.MetadataValue.int(flow.config.advance_notice_days),
-        **_waiting_metadata(waiting),
+        **awaiting_notice_metadata(waiting),
     })
 
 
@@ -102,7 +92,7 @@ def card_payments_due(
             "minor_to_decimal(amount_minor), attempt FROM card_transactions WHERE batch_id = ? "
             "ORDER BY transaction_id LIMIT 10", [due.batch_id]
         ).fetchall()
-    metadata = {**_due_metadata(due), **_waiting_metadata(waiting)}
+    metadata = {**_due_metadata(due), **awaiting_notice_metadata(waiting)}
     metadata["preview"] = dg.MetadataValue.md(markdown_table(
         ["transaction", "type", "account", "invoice/refund", "amount", "attempt"], preview))
     return dg.MaterializeResult(metadata=metadata)

@@ -11,7 +11,7 @@ from cmp_pipelines.core.settings import paths
 from cmp_pipelines.defs.direct_debit.auddis import AuddisExtract
 from cmp_pipelines.defs.direct_debit.calendar import cycle
 from cmp_pipelines.defs.direct_debit.collections import CollectionBatch, DirectDebitCollections
-from cmp_pipelines.lib.metadata import markdown_table
+from cmp_pipelines.lib.metadata import awaiting_notice_metadata, markdown_table
 from cmp_pipelines.lib.resources.cipher import PartnerCipher
 from cmp_pipelines.lib.resources.database import DB_POOL, Database
 from cmp_pipelines.lib.resources.file_store import FileStore
@@ -101,16 +101,6 @@ def _collection_metadata(batch: CollectionBatch) -> dict:
             "mandates_cancelled_after_final_collection": dg.MetadataValue.int(batch.mandates_cancelled)}
 
 
-def _waiting_metadata(waiting) -> dict:
-    return {
-        "awaiting_notice": dg.MetadataValue.int(waiting.count),
-        "awaiting_notice_amount": format_minor(waiting.total_minor),
-        "awaiting_notice_detail": dg.MetadataValue.json(
-            {"no_notice": waiting.no_notice, "notice_not_sent": waiting.not_sent,
-             "notice_too_recent": waiting.too_recent}),
-    }
-
-
 @dg.asset(
     partitions_def=dd_collection_days_partitions,
     pool=DB_POOL,
@@ -136,7 +126,7 @@ def dd_collection_notices(
         "notices_raised": dg.MetadataValue.int(raised.count),
         "notices_amount": format_minor(raised.total_minor),
         "advance_notice_working_days": dg.MetadataValue.int(flow.config.advance_notice_days),
-        **_waiting_metadata(waiting),
+        **awaiting_notice_metadata(waiting),
     })
 
 
@@ -161,7 +151,8 @@ def dd_collections_due(
         preview = con.execute(
             "SELECT collection_id, transaction_code, reference, minor_to_decimal(amount_minor) FROM dd_collections "
             "WHERE batch_id = ? ORDER BY collection_id LIMIT 10", [batch.batch_id]).fetchall()
-    metadata = {**_collection_metadata(batch), **_cycle_metadata(batch.business_date), **_waiting_metadata(waiting)}
+    metadata = {**_collection_metadata(batch), **_cycle_metadata(batch.business_date),
+                **awaiting_notice_metadata(waiting)}
     metadata["preview"] = dg.MetadataValue.md(markdown_table(["debit", "code", "reference", "amount"], preview))
     return dg.MaterializeResult(metadata=metadata)
 
