@@ -266,15 +266,21 @@ def new_form(request: Request, slug: str) -> Response:
                  choices=_choices(request, screen), adding=True)
 
 
+def _entry(request: Request, slug: str, entry_id: str, operation: str):
+    """The signed-in session, the screen and its entry, for a caller allowed `operation`; Denied (401/403/404)."""
+    client, session = _client(request)
+    _allow(request, client, operation)
+    screen = _screen(slug)
+    entry = config_edit.find(paths().config_dir, screen, entry_id)
+    if entry is None:
+        raise Denied(404, f"{screen.title}: no entry {entry_id!r} in {screen.file}")
+    return session, screen, entry
+
+
 @router.get("/{slug}/{entry_id}")
 def view_entry(request: Request, slug: str, entry_id: str, saved: int | None = None) -> Response:
     try:
-        client, session = _client(request)
-        _allow(request, client, "VIEW_CONFIG")
-        screen = _screen(slug)
-        entry = config_edit.find(paths().config_dir, screen, entry_id)
-        if entry is None:
-            raise Denied(404, f"{screen.title}: no entry {entry_id!r} in {screen.file}")
+        session, screen, entry = _entry(request, slug, entry_id, "VIEW_CONFIG")
     except Denied as denied:
         return _denied(request, denied)
     response = _page(request, "view.html", session=session, screen=screen, entry=entry, saved=saved,
@@ -286,12 +292,7 @@ def view_entry(request: Request, slug: str, entry_id: str, saved: int | None = N
 @router.get("/{slug}/{entry_id}/edit")
 def edit_form(request: Request, slug: str, entry_id: str) -> Response:
     try:
-        client, session = _client(request)
-        _allow(request, client, "EDIT_CONFIG")
-        screen = _screen(slug)
-        entry = config_edit.find(paths().config_dir, screen, entry_id)
-        if entry is None:
-            raise Denied(404, f"{screen.title}: no entry {entry_id!r} in {screen.file}")
+        session, screen, entry = _entry(request, slug, entry_id, "EDIT_CONFIG")
     except Denied as denied:
         return _denied(request, denied)
     return _page(request, "form.html", session=session, screen=screen, entry=entry, errors={}, other=[],
