@@ -3,8 +3,14 @@ configuration, and helpers that run each job's steps as its assets do."""
 
 from __future__ import annotations
 
+import json
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from urllib.parse import parse_qs, urlparse
 
 import orjson
 import pytest
@@ -178,3 +184,42 @@ def hardware(platform) -> Hardware:
     for partner in PARTNERS:
         platform.keyring.init_keys(partner)
     return Hardware(platform, load_hardware_orders(CONFIG, load_partners(CONFIG)))
+
+
+def gotham_verdicts(deliveries: list[dict]) -> dict:
+    """An external fraud service's answer: every delivery to Gotham is high risk."""
+    return {"verdicts": [{"order_id": d["order_id"], "passed": d["town"] != "Gotham",
+                          "reason": "SCORE: high risk" if d["town"] == "Gotham" else None} for d in deliveries]}
+
+
+@contextmanager
+def json_service(answer: Callable[[str, str, dict, object, object], object]) -> Iterator[str]:
+    """A loopback HTTP service standing in for a partner's JSON API (warehouse stock, fraud, enrolment):
+    `answer(method, path, query, headers, body)` gives the JSON it answers with (200). Yields the base URL."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def _serve(self, method: str, body: object) -> None:
+            url = urlparse(self.path)
+            data = json.dumps(answer(method, url.path, parse_qs(url.query), self.headers, body)).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self):  # noqa: N802
+            self._serve("GET", None)
+
+        def do_POST(self):  # noqa: N802
+            self._serve("POST", json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()

@@ -6,11 +6,7 @@ enrolment API gets its batch posted there."""
 
 from __future__ import annotations
 
-import json
 import shutil
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
-from urllib.parse import parse_qs, urlparse
 
 import pytest
 import yaml
@@ -26,7 +22,7 @@ from cmp_pipelines.defs.hardware_orders.fraud_check import RuleBasedFraudCheck
 from cmp_pipelines.defs.hardware_orders.manufacturer import FileDropManufacturer
 from cmp_pipelines.defs.hardware_orders.orders import Delivery
 from cmp_pipelines.defs.hardware_orders.sales_orders import SalesOrderRequests, pending_generation, request_batch_id
-from tests.support.hardware import imei, shipped
+from tests.support.hardware import gotham_verdicts, imei, json_service, shipped
 from tests.support.platform import NOW
 
 GOTHAM = Delivery("Bruce Wayne", "1 Manor Lane", None, "Gotham", "GT1 1AA")
@@ -60,39 +56,18 @@ def service():
     """A loopback HTTP service answering as a warehouse stock API, a fraud service and an enrolment API."""
     seen: dict[str, list] = {"stock": [], "fraud": [], "enrolment": []}
 
-    class Handler(BaseHTTPRequestHandler):
-        def _answer(self, body: object) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def do_GET(self):  # noqa: N802
-            query = parse_qs(urlparse(self.path).query)
+    def answer(method, path, query, headers, body):
+        if method == "GET":
             seen["stock"].append(query)
-            self._answer({sku: 7 for sku in query.get("sku", [])})
+            return {sku: 7 for sku in query.get("sku", [])}
+        if path == "/enrol":
+            seen["enrolment"].append((headers["Idempotency-Key"], body))
+            return {"received": body["header"]["record_count"]}
+        seen["fraud"].append(body["deliveries"])
+        return gotham_verdicts(body["deliveries"])
 
-        def do_POST(self):  # noqa: N802
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            if self.path == "/enrol":
-                seen["enrolment"].append((self.headers["Idempotency-Key"], body))
-                self._answer({"received": body["header"]["record_count"]})
-                return
-            seen["fraud"].append(body["deliveries"])
-            self._answer({"verdicts": [{"order_id": d["order_id"], "passed": d["town"] != "Gotham",
-                                        "reason": "SCORE: high risk" if d["town"] == "Gotham" else None}
-                                       for d in body["deliveries"]]})
-
-        def log_message(self, *args):
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", seen
-    server.shutdown()
+    with json_service(answer) as url:
+        yield url, seen
 
 
 def test_the_registry_and_the_validated_settings_agree():

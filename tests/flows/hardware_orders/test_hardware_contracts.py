@@ -3,11 +3,7 @@ batch), the live warehouse and external fraud-check interfaces against a local H
 
 from __future__ import annotations
 
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
-from urllib.parse import parse_qs, urlparse
 
 import orjson
 import pyarrow as pa
@@ -21,7 +17,7 @@ from cmp_pipelines.defs.hardware_orders.dispatch_csv import convert
 from cmp_pipelines.defs.hardware_orders.fraud_check import ExternalFraudCheck
 from cmp_pipelines.defs.hardware_orders.orders import Delivery
 from cmp_pipelines.defs.hardware_orders.warehouse import StockUnavailable, WarehouseStockApi
-from tests.support.hardware import CONFIG
+from tests.support.hardware import CONFIG, gotham_verdicts, json_service
 from tests.support.platform import NOW
 
 SAMPLES = Path(__file__).parents[2] / "samples"
@@ -43,35 +39,15 @@ def service():
     """A local HTTP service standing in for a live warehouse API and an external fraud service."""
     seen: list = []
 
-    class Handler(BaseHTTPRequestHandler):
-        def _answer(self, body: object, status: int = 200) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def do_GET(self):  # noqa: N802
-            query = parse_qs(urlparse(self.path).query)
+    def answer(method, path, query, headers, body):
+        if method == "GET":
             seen.append(query)
-            self._answer({sku: 3 for sku in query.get("sku", []) if sku != "PR-CASE-X1"})
+            return {sku: 3 for sku in query.get("sku", []) if sku != "PR-CASE-X1"}
+        seen.append(body["deliveries"])
+        return gotham_verdicts(body["deliveries"])
 
-        def do_POST(self):  # noqa: N802
-            deliveries = json.loads(self.rfile.read(int(self.headers["Content-Length"])))["deliveries"]
-            seen.append(deliveries)
-            self._answer({"verdicts": [{"order_id": d["order_id"], "passed": d["town"] != "Gotham",
-                                        "reason": "SCORE: high risk" if d["town"] == "Gotham" else None}
-                                       for d in deliveries]})
-
-        def log_message(self, *args):
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", seen
-    server.shutdown()
+    with json_service(answer) as url:
+        yield url, seen
 
 
 def test_a_live_warehouse_api_answers_the_stock_check(service, hardware):
