@@ -217,8 +217,7 @@ async def logout(request: Request) -> Response:
 @router.get("/")
 def home(request: Request) -> Response:
     try:
-        client, session = _client(request)
-        _allow(request, client, "VIEW_CONFIG")
+        session = _signed_in(request, "VIEW_CONFIG")
     except Denied as denied:
         return _denied(request, denied)
     counts = {s.slug: len(config_edit.entries(paths().config_dir, s)) for s in config_edit.SCREENS.values()}
@@ -235,8 +234,7 @@ def stylesheet() -> Response:
 @router.get("/changes")
 def changes(request: Request) -> Response:
     try:
-        client, session = _client(request)
-        _allow(request, client, "VIEW_CONFIG")
+        session = _signed_in(request, "VIEW_CONFIG")
     except Denied as denied:
         return _denied(request, denied)
     return _page(request, "changes.html", session=session, changes=_audit().changes(limit=500))
@@ -245,8 +243,7 @@ def changes(request: Request) -> Response:
 @router.get("/{slug}")
 def list_entries(request: Request, slug: str) -> Response:
     try:
-        client, session = _client(request)
-        _allow(request, client, "VIEW_CONFIG")
+        session = _signed_in(request, "VIEW_CONFIG")
         screen = _screen(slug)
     except Denied as denied:
         return _denied(request, denied)
@@ -257,8 +254,7 @@ def list_entries(request: Request, slug: str) -> Response:
 @router.get("/{slug}/new")
 def new_form(request: Request, slug: str) -> Response:
     try:
-        client, session = _client(request)
-        _allow(request, client, "EDIT_CONFIG")
+        session = _signed_in(request, "EDIT_CONFIG")
         screen = _screen(slug)
     except Denied as denied:
         return _denied(request, denied)
@@ -266,10 +262,16 @@ def new_form(request: Request, slug: str) -> Response:
                  choices=_choices(request, screen), adding=True)
 
 
-def _entry(request: Request, slug: str, entry_id: str, operation: str):
-    """The signed-in session, the screen and its entry, for a caller allowed `operation`; Denied (401/403/404)."""
+def _signed_in(request: Request, operation: str):
+    """The session of a signed-in client allowed `operation` (config/security.yaml); Denied (401/403) otherwise."""
     client, session = _client(request)
     _allow(request, client, operation)
+    return session
+
+
+def _entry(request: Request, slug: str, entry_id: str, operation: str):
+    """The signed-in session, the screen and its entry, for a caller allowed `operation`; Denied (401/403/404)."""
+    session = _signed_in(request, operation)
     screen = _screen(slug)
     entry = config_edit.find(paths().config_dir, screen, entry_id)
     if entry is None:
