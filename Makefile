@@ -73,7 +73,7 @@ demo: prepare
 TEST_WORKERS ?= 2
 PYTEST_ARGS ?=
 test: install-dev
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist worksteal -m "not postgres" $(PYTEST_ARGS)
 
 test-fast: install-dev
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist worksteal tests/core tests/flows -m "not slow and not e2e and not postgres" $(PYTEST_ARGS)

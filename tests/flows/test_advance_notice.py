@@ -195,6 +195,7 @@ def test_duplicate_dispatcher_runs_send_each_notice_once(platform, smtp_server):
     assert smtp_server.subjects() == ["Card payment advance notice: 50.00 GBP on 2026-12-08"]
 
 
+@pytest.mark.slow  # weeks simulated day by day: every daily job and dispatcher run
 def test_an_invoice_issued_too_late_for_its_due_date_is_collected_on_the_first_day_allowed(platform, smtp_server):
     platform.keyring.init_keys(BUREAU)
     accounts(platform, ["ACCNT0001"], {"ACCNT0003": "CMPNT0003"})
@@ -238,6 +239,7 @@ def unsent_probe(platform, day: date) -> tuple[int, bool]:
     return outcome.value, outcome.tripped
 
 
+@pytest.mark.slow  # weeks simulated day by day: every daily job and dispatcher run
 def test_without_a_sent_notice_nothing_is_collected_and_the_wait_is_counted(platform):
     """The notice raised, the dispatcher never run: weeks later the card invoice still waits, reported."""
     accounts(platform, ["ACCNT0001"], {})

@@ -17,7 +17,6 @@ from collections import Counter
 from pathlib import Path
 
 import dagster as dg
-import great_expectations  # noqa: F401  imported once here so each forked run does not pay for it
 import pytest
 
 from cmp_pipelines.core.settings import PROJECT_ROOT, SCRATCH_PREFIX
@@ -32,6 +31,8 @@ def _definitions() -> dg.Definitions:
     """The code location built once in the parent, with its repository snapshot (~1 s of CPU), which every forked
     run inherits, as a code server keeps one Definitions for every run it serves."""
     if not _DEFINITIONS:
+        import great_expectations  # noqa: F401  imported once in the parent so each forked run does not pay for it;
+        # here, not at module import, so collecting the suite (every xdist worker) does not pay 3 s for it either
         definitions = build_definitions()
         repository_snap(definitions.get_repository_def())
         _DEFINITIONS.append(definitions)
