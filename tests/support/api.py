@@ -15,15 +15,13 @@ from datetime import UTC, datetime
 
 import httpx
 import pytest
-import uvicorn
 
-from cmp_pipelines.api.app import create_app
 from cmp_pipelines.core.config_payments import hash_key, write_key_hash
 from cmp_pipelines.core.settings import paths
-from cmp_pipelines.definitions import defs
-from cmp_pipelines.defs.one_off.flow import publish_accounts
-from cmp_pipelines.lib.headless import run_pending_sensors
 from tests.support.dagster import flow_runs
+
+# The API app (FastAPI, uvicorn) and the code location are imported where used, not here: the root conftest
+# imports this module, and every test process (each xdist worker, the controller) would pay for them at collection.
 
 KEYS = {"AGENTVIEW": "test-agent-key-0123456789abcdef", "SELFCARE_APP": "test-selfcare-key-0123456789abcdef",
         "IVR": "test-ivr-key-0123456789abcdef", "BACKOFFICE": "test-backoffice-key-0123456789abcdef"}
@@ -61,6 +59,8 @@ class Api:
         return httpx.Client(base_url=self.base_url, headers=headers, timeout=10)
 
     def publish(self) -> None:
+        from cmp_pipelines.defs.one_off.flow import publish_accounts
+
         with self.platform.connect() as con:
             publish_accounts(con, datetime.now(UTC))
 
@@ -69,6 +69,10 @@ class Api:
 def running_api(platform) -> Iterator[Api]:
     """The API app under uvicorn on a free loopback port, over the `platform` store with the test clients' keys and
     the read model published; the app reads its configuration and provider from the environment set before."""
+    import uvicorn
+
+    from cmp_pipelines.api.app import create_app
+
     for client_id, key in KEYS.items():
         write_key_hash(paths().keys_dir, client_id, hash_key(key))
     server_api = Api("", platform)
@@ -110,6 +114,9 @@ ACCOUNT = "ACC00000003"
 
 def monitor(instance) -> list:
     """What the daemon does: the Ledger Monitor sensor ticks and its api_sync_job runs."""
+    from cmp_pipelines.definitions import defs
+    from cmp_pipelines.lib.headless import run_pending_sensors
+
     runs = flow_runs(run_pending_sensors(defs, instance, echo=lambda _: None))
     assert all(r.success for r in runs), [r.error for r in runs]
     return runs

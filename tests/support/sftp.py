@@ -13,7 +13,6 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import asyncssh
 import pytest
 
 
@@ -41,6 +40,8 @@ class SftpServer:
 
 
 def _factory(state: SftpServer):
+    import asyncssh  # here, not at import: the root conftest imports this module in every test process
+
     class Server(asyncssh.SFTPServer):
         def __init__(self, chan):
             super().__init__(chan, chroot=str(state.root).encode())
@@ -91,6 +92,8 @@ class _Loop:
 
 
 def start_server(tmp: Path) -> tuple[SftpServer, _Loop, object]:
+    import asyncssh
+
     root = tmp / "sftp-root"
     (root / "upload").mkdir(parents=True)
     host_key = asyncssh.generate_private_key("ssh-ed25519")
