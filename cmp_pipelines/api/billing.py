@@ -12,11 +12,12 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from pydantic import Field, field_validator
 
+from cmp_pipelines.api.backends import _main_store
 from cmp_pipelines.api.context import Client, Ctx
 from cmp_pipelines.api.models import CURRENCY, Strict, _no_pan
 from cmp_pipelines.api.payments import ERRORS, AccountPath, IdempotencyKey, holds_card_number, valid_account
 from cmp_pipelines.api.problems import Problem
-from cmp_pipelines.api.setup import _main_store, _problem
+from cmp_pipelines.api.setup import _problem
 from cmp_pipelines.core.cards import mask_pans_in
 from cmp_pipelines.core.config import load_payment_terms
 from cmp_pipelines.core.db.connection import StoreBusyError, connect

@@ -1,0 +1,242 @@
+"""The API's main scenarios on both backends, the same test body for each: the embedded store (api.sqlite, the read
+model, cmp.duckdb) and PostgreSQL (`CMP_DATABASE_URL`: everything in the store, tests/support/postgres.py's real
+server, the platform's seeded store moved there with `db copy`). A real uvicorn server, httpx clients, and the
+Ledger Monitor's sensor and api_sync_job run headless; ledger figures are read from the backend's own store.
+
+Then PostgreSQL only: set-up applied at once in one transaction (a refused one leaves nothing), and 50 concurrent
+clients with deliberate duplicate keys (zero 5xx, one payment per key, the ledger exact after the monitor)."""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from collections import Counter
+from dataclasses import dataclass
+
+import httpx
+import psycopg
+import pytest
+
+from cmp_pipelines.core.db.api_postgres import pg_sql
+from cmp_pipelines.core.db.api_store import ApiStore
+from cmp_pipelines.core.db.copy_store import copy_to_postgres
+from tests.api.test_api_hosted_and_concurrency import callback
+from tests.support.api import ACCOUNT, Api, hosted, monitor, pay, register, running_api
+
+
+@dataclass
+class Backend:
+    name: str
+    platform: object
+    url: str | None
+    api: Api
+
+    def query(self, sql: str, params=()) -> list[tuple]:
+        """The main store: cmp.duckdb, or PostgreSQL."""
+        if self.url is None:
+            return self.platform.query(sql, list(params))
+        with psycopg.connect(self.url) as con:
+            return con.execute(pg_sql(sql), list(params) or None).fetchall()
+
+    def payments(self, sql: str, params=()) -> list[tuple]:
+        """The API's payment records; `{payments}` names their table."""
+        if self.url is None:
+            return [tuple(r) for r in ApiStore().query(sql.format(payments="payments"), params)]
+        return self.query(sql.format(payments="api_payments"), params)
+
+    def balance(self, account: str) -> int:
+        return self.query("SELECT coalesce(sum(amount_minor), 0) FROM ledger_postings WHERE account_number = ?",
+                          [account])[0][0]
+
+
+@pytest.fixture(params=["embedded", pytest.param("postgres", marks=pytest.mark.postgres)])
+def backend(request, platform, monkeypatch, api_instance):
+    url = None
+    if request.param == "postgres":
+        url = request.getfixturevalue("pg_store")
+        assert copy_to_postgres(platform.database, url, replace=True).committed
+        monkeypatch.setenv("CMP_DATABASE_URL", url)
+    monkeypatch.setenv("CMP_PROVIDER_SECRET", "test-provider-secret")
+    with running_api(platform) as server_api:
+        yield Backend(request.param, platform, url, server_api)
+
+
+def test_create_replay_conflict_balance_history_and_the_monitor_posting_once(backend, api_instance):
+    with backend.api.client("IVR") as http:
+        register(http, ACCOUNT, "tok_ivr_success_3")
+        before = backend.balance(ACCOUNT)
+        key = secrets.token_urlsafe(18)
+        first = pay(http, amount="12.34", key=key, reference="phone payment")
+        assert first.status_code == 201, first.text
+        payment = first.json()
+        assert (payment["status"], payment["channel"], payment["amount"], payment["ledger"]) == \
+            ("SUCCEEDED", "IVR", "12.34", {"state": "DUE", "batch_id": None})
+
+        replay = pay(http, amount="12.34", key=key, reference="phone payment")
+        assert (replay.status_code, replay.headers.get("Idempotent-Replayed")) == (200, "true")
+        assert replay.json()["payment_id"] == payment["payment_id"]
+        conflict = pay(http, amount="12.35", key=key, reference="phone payment")
+        assert conflict.status_code == 409
+        assert conflict.json()["detail"] == (f"Idempotency-Key was already used by payment {payment['payment_id']} "
+                                             "with a different body; use a new key for a new payment")
+        assert backend.payments("SELECT count(*) FROM {payments}") == [(1,)]
+
+        balance = http.get(f"/v1/accounts/{ACCOUNT}/balance").json()
+        assert (balance["awaiting_ledger"], balance["currency"]) == ("12.34", "GBP")
+        history = http.get(f"/v1/accounts/{ACCOUNT}/payments", params={"method": "CARD_ON_FILE"}).json()
+        assert [(p["payment_ref"], p["amount"], p["status"]) for p in history["payments"]] == \
+            [(payment["payment_id"], "12.34", "SUCCEEDED")]
+
+        monitor(api_instance)
+        assert backend.balance(ACCOUNT) == before - 1234
+        status = http.get(f"/v1/payments/{payment['payment_id']}").json()
+        assert status["ledger"]["state"] == "RECORDED" and status["ledger"]["batch_id"]
+        assert backend.query("SELECT channel, status, batch_id FROM one_off_payments") == \
+            [("IVR", "SUCCEEDED", status["ledger"]["batch_id"])]
+        assert backend.query("SELECT idempotency_key, amount_minor, source_ref FROM ledger_postings "
+                             "WHERE batch_id = ?", [status["ledger"]["batch_id"]]) == \
+            [(f"one_off:{payment['payment_id']}:PAYMENT", -1234, payment["payment_id"])]
+        assert backend.query("SELECT kind, record_count, total_minor FROM batches WHERE batch_id = ?",
+                             [status["ledger"]["batch_id"]]) == [("ONE_OFF_POSTING", 1, -1234)]
+        assert http.get(f"/v1/accounts/{ACCOUNT}/balance").json()["awaiting_ledger"] == "0.00"
+
+        monitor(api_instance)  # nothing new: posts nothing twice
+        assert backend.balance(ACCOUNT) == before - 1234
+        assert backend.query("SELECT count(*) FROM ledger_postings WHERE source_ref = ?",
+                             [payment["payment_id"]]) == [(1,)]
+
+
+def test_a_hosted_payment_finished_by_the_signed_callback_is_posted_exactly_once(backend, api_instance):
+    before = backend.balance("ACC00000002")
+    with backend.api.client("AGENTVIEW") as http:
+        payment = hosted(http, amount="40.00")
+        session = payment["redirect_url"].rsplit("/", 1)[1]
+        body = {"session_id": session, "status": "SUCCEEDED", "provider_reference": "SBX-CB-1", "last_four": "4242"}
+        answer = callback(http, body)
+        assert answer.json() == {"payment_id": payment["payment_id"], "status": "SUCCEEDED"}
+        assert callback(http, body).json()["status"] == "SUCCEEDED"  # the provider's retry changes nothing
+        declined = callback(http, {**body, "status": "DECLINED", "reason_code": "05"})
+        assert declined.status_code == 409
+        monitor(api_instance)
+        monitor(api_instance)
+    assert backend.balance("ACC00000002") == before - 4000
+    assert backend.query("SELECT count(*), sum(amount_minor) FROM ledger_postings WHERE source_ref = ?",
+                         [payment["payment_id"]]) == [(1, -4000)]
+    assert backend.payments("SELECT status, ledger_state, last_four FROM {payments}") == \
+        [("SUCCEEDED", "RECORDED", "4242")]
+
+
+def test_a_declined_payment_raises_the_event_and_posts_nothing(backend, api_instance):
+    with backend.api.client("SELFCARE_APP") as http:
+        register(http, ACCOUNT, "tok_decline_43")
+        answer = pay(http, amount="9.99")
+        assert (answer.status_code, answer.json()["status"], answer.json()["reason_code"]) == (201, "DECLINED", "43")
+    monitor(api_instance)
+    assert backend.query("SELECT count(*) FROM ledger_postings WHERE kind = 'PAYMENT'") == [(0,)]
+    assert backend.query("SELECT source_ref, event_code, detail FROM workflow_events") == \
+        [(answer.json()["payment_id"], "CARD_PAYMENT_FAILED",
+          "one-off payment DECLINED: reason 43 (Stolen card), amount 9.99, channel SELFCARE; nothing posted")]
+
+
+def test_set_up_requests_are_applied_at_once(backend):
+    with backend.api.client("AGENTVIEW") as http:
+        card = http.put(f"/v1/accounts/{ACCOUNT}/card", json={"card_token": "tok_abc123", "last_four": "1111"})
+        assert card.status_code == 200, card.text
+        typed = http.put(f"/v1/accounts/{ACCOUNT}/payment-type", json={"payment_type": "RECURRING_CARD"})
+        assert (typed.status_code, typed.json()["payment_type"]) == (200, "RECURRING_CARD")
+        mandate = http.post("/v1/accounts/ACC00000004/mandates",
+                            json={"sort_code": "12-34-56", "bank_account": "12345678", "account_name": "A Customer"})
+        assert (mandate.status_code, mandate.json()["status"]) == (201, "PENDING_SUBMISSION"), mandate.text
+        again = http.post("/v1/accounts/ACC00000004/mandates",
+                          json={"sort_code": "12-34-56", "bank_account": "12345678", "account_name": "A Customer"})
+        assert again.status_code == 409 and "already has mandate" in again.json()["detail"]
+    assert backend.query("SELECT payment_type FROM accounts WHERE account_number = ?", [ACCOUNT]) == \
+        [("RECURRING_CARD",)]
+    assert backend.query("SELECT card_token, last_four FROM payment_cards WHERE account_number = ?", [ACCOUNT]) == \
+        [("tok_abc123", "1111")]
+    assert backend.query("SELECT status FROM mandates WHERE account_number = 'ACC00000004'") == \
+        [("PENDING_SUBMISSION",)]
+
+
+@pytest.fixture
+def pg_backend(platform, monkeypatch, api_instance, pg_store):
+    assert copy_to_postgres(platform.database, pg_store, replace=True).committed
+    monkeypatch.setenv("CMP_DATABASE_URL", pg_store)
+    monkeypatch.setenv("CMP_PROVIDER_SECRET", "test-provider-secret")
+    with running_api(platform) as server_api:
+        yield Backend("postgres", platform, pg_store, server_api)
+
+
+@pytest.mark.postgres
+def test_postgres_set_up_is_one_transaction_recorded_as_applied(pg_backend):
+    (old_type,), = pg_backend.query("SELECT payment_type FROM accounts WHERE account_number = 'ACC00000005'")
+    with pg_backend.api.client("AGENTVIEW") as http:
+        # a card with RECURRING_CARD is applied together; a refused request (direct debit without a mandate)
+        # leaves the account as it was and records nothing
+        refused = http.put("/v1/accounts/ACC00000005/payment-type", json={"payment_type": "DIRECT_DEBIT"})
+        assert (refused.status_code, refused.json()["detail"]) == \
+            (422, "payment_type: direct debit needs a live mandate: create one for the account first")
+        applied = http.put("/v1/accounts/ACC00000005/payment-type",
+                           json={"payment_type": "RECURRING_CARD", "card_token": "tok_pg_card", "last_four": "4242"})
+        assert applied.status_code == 200, applied.text
+        assert applied.json()["card"]["card_token"] == "tok_pg_card"
+        assert http.get("/health").json()["read_model_published_at"]
+    assert pg_backend.query("SELECT kind, status, client_id, account_number FROM api_setup_requests") == \
+        [("PAYMENT_TYPE", "APPLIED", "AGENTVIEW", "ACC00000005")]
+    assert pg_backend.query("SELECT old_type, new_type, cause FROM payment_type_changes WHERE account_number = ?",
+                            ["ACC00000005"]) == [(old_type, "RECURRING_CARD", "api agent")]
+    assert not (pg_backend.platform.root / "api.sqlite").exists()  # no SQLite store on PostgreSQL
+
+
+@pytest.mark.postgres
+def test_fifty_concurrent_clients_with_duplicate_keys_on_postgres(pg_backend, api_instance):
+    """50 threads with their own httpx client start together; every thread sends 4 payments, 2 of them with a
+    key another thread sends at the same moment (same body): zero 5xx, one payment per key, both twins answered
+    with it, and after the Ledger Monitor the ledger holds exactly the unique payments' sum."""
+    accounts = [f"ACC{n:08d}" for n in range(1, 21)]
+    with pg_backend.api.client("IVR") as http:
+        for account in accounts:
+            register(http, account, "tok_ivr_success_3")
+    before = {a: pg_backend.balance(a) for a in accounts}
+    shared = [f"shared-{secrets.token_hex(6)}-{n}" for n in range(50)]  # thread t sends shared[t], shared[t+1]
+    plan = []
+    for t in range(50):
+        own = [(f"own-{t}-{j}-{secrets.token_hex(4)}", accounts[(t + j) % 20], f"{1 + t}.{j:02d}") for j in range(2)]
+        twins = [(shared[(t + k) % 50], accounts[(t + k) % 50 % 20], f"{100 + (t + k) % 50}.01") for k in range(2)]
+        plan.append(own + twins)
+    start = threading.Barrier(50)
+    answers: list[list[tuple]] = [[] for _ in range(50)]
+
+    def client(t: int) -> None:
+        with httpx.Client(base_url=pg_backend.api.base_url, headers={"X-API-Key": "test-ivr-key-0123456789abcdef"},
+                          timeout=60) as c:
+            start.wait()
+            for key, account, amount in plan[t]:
+                r = pay(c, account=account, amount=amount, key=key)
+                answers[t].append((key, r.status_code, r.json().get("payment_id"), account, amount))
+
+    threads = [threading.Thread(target=client, args=(t,)) for t in range(50)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+
+    flat = [a for per in answers for a in per]
+    assert len(flat) == 200
+    assert all(code < 500 for _, code, _, _, _ in flat), Counter(code for _, code, _, _, _ in flat)
+    by_key: dict[str, set] = {}
+    for key, _, payment_id, _, _ in flat:
+        by_key.setdefault(key, set()).add(payment_id)
+    assert len(by_key) == 150 and all(len(ids) == 1 for ids in by_key.values())
+    assert Counter(code for _, code, _, _, _ in flat) == Counter({201: 150, 200: 50})
+    rows = pg_backend.query("SELECT idempotency_key, count(*) FROM api_payments GROUP BY 1")
+    assert len(rows) == 150 and {n for _, n in rows} == {1}
+
+    monitor(api_instance)
+    expected: dict[str, int] = Counter()
+    for account, amount in {key: (account, amount) for key, _, _, account, amount in flat}.values():
+        expected[account] += int(amount.replace(".", ""))
+    assert {a: before[a] - pg_backend.balance(a) for a in accounts} == {a: expected.get(a, 0) for a in accounts}
+    assert pg_backend.query("SELECT count(*), count(DISTINCT idempotency_key) FROM ledger_postings "
+                            "WHERE kind = 'PAYMENT'") == [(150, 150)]
+    assert pg_backend.query("SELECT count(*) FROM api_payments WHERE ledger_state <> 'RECORDED'") == [(0,)]
