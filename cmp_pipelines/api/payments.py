@@ -235,6 +235,12 @@ async def provider_callback(request: Request, ctx: Ctx,
     for name in ("provider_reference", "reason_code", "last_four"):
         if isinstance(payload.get(name), str):
             payload[name] = mask_pans_in(payload[name])
+    if ctx.store.blocking:  # PostgreSQL: the statements wait on the network, so off the event loop
+        return await run_in_threadpool(_finish_hosted, ctx, payload)
+    return _finish_hosted(ctx, payload)
+
+
+def _finish_hosted(ctx: ApiContext, payload: dict) -> dict:
     row = ctx.store.payment_by_session(payload["session_id"])
     if row is None:
         raise Problem(404, "no payment has this hosted session", field="session_id")

@@ -190,28 +190,27 @@ def test_postgres_set_up_is_one_transaction_recorded_as_applied(pg_backend):
 
 @pytest.mark.postgres
 def test_fifty_concurrent_clients_with_duplicate_keys_on_postgres(pg_backend, api_instance):
-    """50 threads with their own httpx client start together; every thread sends 4 payments, 2 of them with a
-    key another thread sends at the same moment (same body): zero 5xx, one payment per key, both twins answered
-    with it, and after the Ledger Monitor the ledger holds exactly the unique payments' sum."""
+    """50 threads with their own httpx client send 4 payments each in 4 rounds, every round started together (a
+    barrier); in rounds 2 and 4 threads 2k and 2k+1 send the same key and body at the same moment: zero 5xx, one
+    payment per key, both twins answered with it, and after the Ledger Monitor the ledger holds exactly the
+    unique payments' sum."""
     accounts = [f"ACC{n:08d}" for n in range(1, 21)]
     with pg_backend.api.client("IVR") as http:
         for account in accounts:
             register(http, account, "tok_ivr_success_3")
     before = {a: pg_backend.balance(a) for a in accounts}
-    shared = [f"shared-{secrets.token_hex(6)}-{n}" for n in range(50)]  # thread t sends shared[t], shared[t+1]
-    plan = []
-    for t in range(50):
-        own = [(f"own-{t}-{j}-{secrets.token_hex(4)}", accounts[(t + j) % 20], f"{1 + t}.{j:02d}") for j in range(2)]
-        twins = [(shared[(t + k) % 50], accounts[(t + k) % 50 % 20], f"{100 + (t + k) % 50}.01") for k in range(2)]
-        plan.append(own + twins)
-    start = threading.Barrier(50)
+    run = secrets.token_hex(4)
+    plan = [[(f"own-{run}-{t}-{j}", accounts[(t + j) % 20], f"{1 + t}.{j:02d}") if j % 2 == 0 else
+             (f"twin-{run}-{t // 2}-{j}", accounts[(t // 2 + j) % 20], f"{100 + t // 2}.{j:02d}") for j in range(4)]
+            for t in range(50)]
+    rounds = threading.Barrier(50)
     answers: list[list[tuple]] = [[] for _ in range(50)]
 
     def client(t: int) -> None:
         with httpx.Client(base_url=pg_backend.api.base_url, headers={"X-API-Key": "test-ivr-key-0123456789abcdef"},
                           timeout=60) as c:
-            start.wait()
             for key, account, amount in plan[t]:
+                rounds.wait()
                 r = pay(c, account=account, amount=amount, key=key)
                 answers[t].append((key, r.status_code, r.json().get("payment_id"), account, amount))
 
@@ -240,3 +239,25 @@ def test_fifty_concurrent_clients_with_duplicate_keys_on_postgres(pg_backend, ap
     assert pg_backend.query("SELECT count(*), count(DISTINCT idempotency_key) FROM ledger_postings "
                             "WHERE kind = 'PAYMENT'") == [(150, 150)]
     assert pg_backend.query("SELECT count(*) FROM api_payments WHERE ledger_state <> 'RECORDED'") == [(0,)]
+
+
+def test_the_billing_system_creates_and_changes_an_account(backend):
+    with backend.api.client("BACKOFFICE") as office:
+        created = office.put("/v1/accounts/ACC00000961", json={"name": "Ada Lovelace", "email": "ada@example.com",
+                                                               "payment_term": "D7"})
+        assert created.status_code == 201, created.text
+        changed = office.put("/v1/accounts/ACC00000961", json={"name": "Ada King"})
+        assert (changed.status_code, changed.json()["name"], changed.json()["payment_term"]) == (200, "Ada King", "D7")
+    assert backend.query("SELECT name, payment_term, email FROM accounts WHERE account_number = 'ACC00000961'") == \
+        [("Ada King", "D7", "ada@example.com")]
+
+
+@pytest.mark.postgres
+def test_issuing_an_invoice_through_the_api_is_refused_on_postgres_not_written_elsewhere(pg_backend):
+    with pg_backend.api.client("BACKOFFICE") as office:
+        answer = office.post("/v1/accounts/ACC00000002/invoices", headers={"Idempotency-Key": "inv-1"},
+                             json={"invoice_number": "BIL-1", "amount": "45.00", "issue_date": "2026-12-01"})
+    assert answer.status_code == 501
+    assert answer.json()["detail"] == ("issuing an invoice through the API is not available on the PostgreSQL "
+                                       "store yet; use the billing run file")
+    assert pg_backend.query("SELECT count(*) FROM invoices WHERE invoice_number = 'BIL-1'") == [(0,)]
