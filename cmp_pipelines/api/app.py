@@ -27,7 +27,7 @@ def build_context(port: int = 8000) -> ApiContext:
     return ApiContext(backend=build_backend(p.database),
                       provider=build_provider(settings.provider, server=True),
                       settings=settings, clients_by_hash={c.key_sha256: c for c in clients.values() if c.key_sha256},
-                      main_store=p.database, security=load_security(p.config_dir),
+                      security=load_security(p.config_dir),
                       public_base_url=settings.public_base_url or f"http://127.0.0.1:{port}")
 
 

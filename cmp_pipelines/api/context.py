@@ -6,7 +6,6 @@ import hmac
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -27,8 +26,6 @@ class ApiContext:
     provider: PaymentProvider
     settings: ProviderSettings
     clients_by_hash: dict[str, ApiClient]
-    main_store: Path  # cmp.duckdb: opened only for set-up writes, with a short bounded wait
-    setup_wait_seconds: float = 0.3
     # The URL clients reach the API at: redirects, callbacks and the WSDL address are built from it, never from
     # the request's Host header (which the client chooses: `Host: evil.example` must not become a redirect).
     public_base_url: str = "http://127.0.0.1:8000"

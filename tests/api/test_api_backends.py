@@ -136,6 +136,11 @@ def test_a_declined_payment_raises_the_event_and_posts_nothing(backend, api_inst
     assert backend.query("SELECT source_ref, event_code, detail FROM workflow_events") == \
         [(answer.json()["payment_id"], "CARD_PAYMENT_FAILED",
           "one-off payment DECLINED: reason 43 (Stolen card), amount 9.99, channel SELFCARE; nothing posted")]
+    with backend.api.client("AGENTVIEW") as http:
+        events = http.get(f"/v1/accounts/{ACCOUNT}/events", params={"status": "NEW"}).json()["events"]
+        assert [(e["event_code"], e["source_ref"], e["status"]) for e in events] == \
+            [("CARD_PAYMENT_FAILED", answer.json()["payment_id"], "NEW")]
+        assert http.get(f"/v1/accounts/{ACCOUNT}/events", params={"status": "DONE"}).json()["events"] == []
 
 
 def test_set_up_requests_are_applied_at_once(backend):
@@ -261,3 +266,125 @@ def test_issuing_an_invoice_through_the_api_is_refused_on_postgres_not_written_e
     assert answer.json()["detail"] == ("issuing an invoice through the API is not available on the PostgreSQL "
                                        "store yet; use the billing run file")
     assert pg_backend.query("SELECT count(*) FROM invoices WHERE invoice_number = 'BIL-1'") == [(0,)]
+
+
+def _due_payments(url: str, succeeded: int, declined: int) -> int:
+    """Final payments straight into the PostgreSQL store's api_payments, as the API leaves them; their sum."""
+    from datetime import UTC, datetime
+
+    from cmp_pipelines.api.payments import INSERTED
+    from cmp_pipelines.core.db.api_postgres import PostgresApiStore
+
+    store = PostgresApiStore(url, pool_size=2)
+    now = datetime.now(UTC).isoformat()
+    total = 0
+    try:
+        for n in range(succeeded + declined):
+            amount = 100 + n
+            row = {"payment_id": f"PAY-T-{n:04d}", "client_id": "IVR", "channel": "IVR", "idempotency_key": f"k{n}",
+                   "request_hash": "h", "account_number": f"ACC{n % 20 + 1:08d}", "amount_minor": amount,
+                   "currency": "GBP", "method": "CARD_ON_FILE", "reference": None, "status": "PENDING",
+                   "provider": "SANDBOX", "created_at": now, "updated_at": now}
+            assert store.insert_payment(row, INSERTED)
+            ok = n < succeeded
+            assert store.finish(row["payment_id"], ("PENDING",), "SUCCEEDED" if ok else "DECLINED", now,
+                                reason_code=None if ok else "05", reason=None, provider_reference=f"SBX-{n}",
+                                last_four="4242")
+            total += amount if ok else 0
+    finally:
+        store.close()
+    return total
+
+
+@pytest.mark.postgres
+def test_two_ledger_monitors_at_once_post_every_payment_exactly_once(platform, pg_store):
+    from datetime import UTC, datetime, timedelta
+
+    from cmp_pipelines.core.config_payments import load_provider_settings
+    from cmp_pipelines.core.settings import PROJECT_ROOT
+    from cmp_pipelines.defs.one_off.flow import post_to_ledger_postgres
+
+    assert copy_to_postgres(platform.database, pg_store, replace=True).committed
+    total = _due_payments(pg_store, succeeded=40, declined=6)
+    settings = load_provider_settings(PROJECT_ROOT / "config")
+    start, results = threading.Barrier(2), [None, None]
+    now = datetime.now(UTC)
+
+    def monitor_run(i: int) -> None:
+        start.wait()
+        results[i] = post_to_ledger_postgres(pg_store, settings, now + timedelta(microseconds=i))
+
+    threads = [threading.Thread(target=monitor_run, args=(i,)) for i in range(2)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert sorted(r.posted_now for r in results) == [0, 40]  # one took them all; the other waited, found none
+    assert sorted(r.events_now for r in results) == [0, 6]
+    with psycopg.connect(pg_store) as con:
+        assert con.execute("SELECT count(*), count(DISTINCT idempotency_key), sum(amount_minor) FROM ledger_postings "
+                           "WHERE kind = 'PAYMENT'").fetchone() == (40, 40, -total)
+        assert con.execute("SELECT count(*), sum(record_count), sum(total_minor) FROM batches "
+                           "WHERE kind = 'ONE_OFF_POSTING'").fetchone() == (1, 40, -total)
+        assert con.execute("SELECT count(*) FROM workflow_events WHERE event_code = 'CARD_PAYMENT_FAILED'"
+                           ).fetchone() == (6,)
+        assert con.execute("SELECT ledger_state, count(*) FROM api_payments GROUP BY 1").fetchall() == \
+            [("RECORDED", 46)]
+        assert con.execute("SELECT count(*) FROM one_off_payments").fetchone() == (46,)
+
+
+@pytest.mark.postgres
+def test_a_ledger_monitor_killed_before_commit_leaves_nothing_and_the_next_posts_it_all(platform, pg_store):
+    import os
+    import subprocess
+    import sys
+
+    assert copy_to_postgres(platform.database, pg_store, replace=True).committed
+    total = _due_payments(pg_store, succeeded=5, declined=1)
+    script = ("from datetime import UTC, datetime; from cmp_pipelines.core.config_payments import "
+              "load_provider_settings; from cmp_pipelines.core.settings import PROJECT_ROOT; "
+              "from cmp_pipelines.defs.one_off.flow import post_to_ledger_postgres; import sys; "
+              "r = post_to_ledger_postgres(sys.argv[1], load_provider_settings(PROJECT_ROOT / 'config'), "
+              "datetime.now(UTC)); print(r.posted_now, r.events_now)")
+    counted = ("ledger_postings", "one_off_payments", "batches", "workflow_events", "job_runs")
+
+    def counts() -> dict:
+        with psycopg.connect(pg_store) as con:
+            return {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in counted} | \
+                {"due": con.execute("SELECT count(*) FROM api_payments WHERE ledger_state = 'DUE'").fetchone()[0]}
+
+    before = counts()
+    assert before["due"] == 6
+    killed = subprocess.run([sys.executable, "-c", script, pg_store], capture_output=True, text=True,
+                            env={**os.environ, "CMP_CRASHPOINT": "1"})  # the first point: just before COMMIT
+    assert killed.returncode == -9, killed.stderr
+    assert counts() == before  # nothing of the killed transaction; and its row locks went with it:
+    done = subprocess.run([sys.executable, "-c", script, pg_store], capture_output=True, text=True,
+                          env={k: v for k, v in os.environ.items() if k != "CMP_CRASHPOINT"})
+    assert (done.returncode, done.stdout.split()) == (0, ["5", "1"]), done.stderr
+    with psycopg.connect(pg_store) as con:
+        assert con.execute("SELECT count(*), sum(amount_minor) FROM ledger_postings WHERE kind = 'PAYMENT'"
+                           ).fetchone() == (5, -total)
+
+
+@pytest.mark.postgres
+def test_on_postgres_the_history_of_every_flow_is_the_main_stores_own(platform, monkeypatch, api_instance, pg_store):
+    """An account that paid every way through the real flows (on the embedded store), moved to PostgreSQL with
+    `db copy`: the API there answers its history exactly as the history query answers on the embedded store."""
+    from cmp_pipelines.core.payment_history import HistoryFilter, account_history
+    from tests.support.history import ACCOUNT as HIST
+    from tests.support.history import every_kind_of_payment
+
+    every_kind_of_payment(platform)
+    with platform.connect() as con:
+        expected = account_history(con, HIST, HistoryFilter(limit=500)).as_dict()
+    assert expected["total"] >= 7
+    assert copy_to_postgres(platform.database, pg_store, replace=True).committed
+    monkeypatch.setenv("CMP_DATABASE_URL", pg_store)
+    monkeypatch.setenv("CMP_PROVIDER_SECRET", "test-provider-secret")
+    with running_api(platform) as server_api, server_api.client("AGENTVIEW") as http:
+        answer = http.get(f"/v1/accounts/{HIST}/payments", params={"limit": 500})
+        assert answer.status_code == 200, answer.text
+        assert answer.json() == expected
+        declined = http.get(f"/v1/accounts/{HIST}/payments", params={"status": "REJECTED", "limit": 500}).json()
+        assert declined["payments"] == [p for p in expected["payments"] if p["status"] == "REJECTED"] != []

@@ -246,6 +246,9 @@ class ApiBackend(Protocol):
 
     def on_main_store(self, work: Callable[[Any], Any]) -> Any: ...  # StoreBusyError when it cannot now
 
+    def apply_setup(self, kind: str, account_number: str, body: dict, *, now, cause: str, client_id: str,
+                    channel: str, request_id: str) -> dict | None: ...  # None: queue it (embedded store only)
+
 
 class ApiStore(PaymentRecords, LocalSqlite):
     def __init__(self, path: Path | None = None, background_checkpoint: bool = False):

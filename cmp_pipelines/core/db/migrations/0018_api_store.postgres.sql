@@ -1,5 +1,6 @@
 -- the API's own records in the main schema (issue 19): on PostgreSQL the API writes these directly; the embedded
--- default keeps its SQLite api store, and these stay empty there (db copy carries them either way)
+-- default keeps its SQLite api store, and these stay empty there (db copy carries them either way). The
+-- PostgreSQL twin adds the indexes the API's reads need there (DuckDB needs none for empty tables)
 CREATE TABLE api_payments (
     payment_id VARCHAR PRIMARY KEY,
     client_id VARCHAR NOT NULL,
@@ -26,8 +27,6 @@ CREATE TABLE api_payments (
     ledger_batch_id VARCHAR,
     UNIQUE (client_id, idempotency_key)     -- the idempotency key: decides between concurrent duplicates
 );
-CREATE INDEX api_payments_account ON api_payments (account_number, created_at);
-CREATE INDEX api_payments_ledger ON api_payments (ledger_state, status);
 CREATE TABLE api_setup_requests (
     request_id VARCHAR PRIMARY KEY,
     client_id VARCHAR NOT NULL,
@@ -41,8 +40,14 @@ CREATE TABLE api_setup_requests (
     created_at TIMESTAMPTZ NOT NULL,
     applied_at TIMESTAMPTZ
 );
+-- PostgreSQL only: what the API looks up per request (its payments by account, the monitor's due payments, an
+-- account's balance and events), so a request reads a few rows, not a table of millions
+CREATE INDEX api_payments_account ON api_payments (account_number, created_at);
+CREATE INDEX api_payments_ledger ON api_payments (ledger_state, status);
 CREATE INDEX api_setup_requests_status ON api_setup_requests (status, created_at);
--- PostgreSQL only: the money formatter the embedded store defines as a DuckDB macro on every connection
+CREATE INDEX ledger_postings_account ON ledger_postings (account_number);
+CREATE INDEX workflow_events_account ON workflow_events (account_number);
+-- and the money formatter the embedded store defines as a DuckDB macro on every connection
 -- (core/db/connection.SQL_MACROS), for the set-up services' SQL the API runs here
 CREATE OR REPLACE FUNCTION minor_to_decimal(a BIGINT) RETURNS TEXT LANGUAGE SQL IMMUTABLE AS $$
     SELECT CASE WHEN a IS NULL THEN NULL

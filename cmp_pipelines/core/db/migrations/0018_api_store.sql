@@ -1,5 +1,6 @@
 -- the API's own records in the main schema (issue 19): on PostgreSQL the API writes these directly; the embedded
--- default keeps its SQLite api store, and these stay empty there (db copy carries them either way)
+-- default keeps its SQLite api store, and these stay empty there (db copy carries them either way). The
+-- PostgreSQL twin adds the indexes the API's reads need there (DuckDB needs none for empty tables)
 CREATE TABLE api_payments (
     payment_id VARCHAR PRIMARY KEY,
     client_id VARCHAR NOT NULL,
@@ -26,8 +27,6 @@ CREATE TABLE api_payments (
     ledger_batch_id VARCHAR,
     UNIQUE (client_id, idempotency_key)     -- the idempotency key: decides between concurrent duplicates
 );
-CREATE INDEX api_payments_account ON api_payments (account_number, created_at);
-CREATE INDEX api_payments_ledger ON api_payments (ledger_state, status);
 CREATE TABLE api_setup_requests (
     request_id VARCHAR PRIMARY KEY,
     client_id VARCHAR NOT NULL,
@@ -41,4 +40,3 @@ CREATE TABLE api_setup_requests (
     created_at TIMESTAMPTZ NOT NULL,
     applied_at TIMESTAMPTZ
 );
-CREATE INDEX api_setup_requests_status ON api_setup_requests (status, created_at);
