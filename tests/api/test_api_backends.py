@@ -388,3 +388,46 @@ def test_on_postgres_the_history_of_every_flow_is_the_main_stores_own(platform, 
         assert answer.json() == expected
         declined = http.get(f"/v1/accounts/{HIST}/payments", params={"status": "REJECTED", "limit": 500}).json()
         assert declined["payments"] == [p for p in expected["payments"] if p["status"] == "REJECTED"] != []
+
+
+@pytest.mark.postgres
+def test_api_serve_on_postgres_keeps_no_file_of_its_own_and_ignores_a_held_duckdb(platform, pg_store, tmp_path):
+    """`cmp-pipelines api serve --workers 2` with CMP_DATABASE_URL: while another process holds cmp.duckdb for
+    writing (what made the embedded API queue set-up with 202), set-up is applied at once (200) and payments are
+    taken; the data folder gets no api.sqlite and no read model."""
+    import os
+    import subprocess
+    import sys
+
+    from cmp_pipelines.core.config_payments import hash_key, write_key_hash
+    from cmp_pipelines.core.settings import paths
+    from tests.support.api import KEYS, free_port, serve_api
+
+    assert copy_to_postgres(platform.database, pg_store, replace=True).committed
+    write_key_hash(paths().keys_dir, "AGENTVIEW", hash_key(KEYS["AGENTVIEW"]))
+    holder = subprocess.Popen([sys.executable, "-c", "import duckdb, sys; con = duckdb.connect(sys.argv[1]); "
+                               "print('held', flush=True); sys.stdin.read()", str(platform.database)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    port = free_port()
+    env = {**os.environ, "CMP_DATABASE_URL": pg_store, "CMP_PROVIDER_SECRET": "test-provider-secret"}
+    server = serve_api(env, port, 60, "--workers", "2")
+    try:
+        base = f"http://127.0.0.1:{port}"
+        with httpx.Client(base_url=base, headers={"X-API-Key": KEYS["AGENTVIEW"]}, timeout=30) as http:
+            card = http.put(f"/v1/accounts/{ACCOUNT}/card", json={"card_token": "tok_served_1", "last_four": "4242"})
+            assert card.status_code == 200, card.text
+            paid = pay(http, amount="3.21")
+            assert (paid.status_code, paid.json()["status"]) == (201, "SUCCEEDED"), paid.text
+            assert http.get(f"/v1/payments/{paid.json()['payment_id']}").json()["amount"] == "3.21"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        holder.stdin.close()
+        holder.wait(timeout=30)
+    assert not [p.name for p in platform.root.glob("api*.sqlite*")]
+    with psycopg.connect(pg_store) as con:
+        assert con.execute("SELECT card_token FROM payment_cards WHERE account_number = %s", [ACCOUNT]).fetchone() == \
+            ("tok_served_1",)
+        assert con.execute("SELECT amount_minor, status, ledger_state FROM api_payments").fetchall() == \
+            [(321, "SUCCEEDED", "DUE")]
