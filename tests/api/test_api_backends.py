@@ -155,6 +155,15 @@ def test_set_up_requests_are_applied_at_once(backend):
         again = http.post("/v1/accounts/ACC00000004/mandates",
                           json={"sort_code": "12-34-56", "bank_account": "12345678", "account_name": "A Customer"})
         assert again.status_code == 409 and "already has mandate" in again.json()["detail"]
+    with backend.api.client("BACKOFFICE") as office:
+        refund = office.post(f"/v1/accounts/{ACCOUNT}/card-refunds",
+                             json={"amount": "12.50", "due_on": "2026-12-03", "reason": "double charge"})
+        assert refund.status_code == 201, refund.text
+        assert refund.json() == {"refund_id": f"RF{ACCOUNT}-001", "account_number": ACCOUNT, "amount": "12.50",
+                                 "currency": "GBP", "due_on": "2026-12-03", "reason": "double charge",
+                                 "approved_by": "API client BACKOFFICE"}
+    assert backend.query("SELECT refund_id, amount_minor, reason FROM card_refunds") == \
+        [(f"RF{ACCOUNT}-001", 1250, "double charge")]
     assert backend.query("SELECT payment_type FROM accounts WHERE account_number = ?", [ACCOUNT]) == \
         [("RECURRING_CARD",)]
     assert backend.query("SELECT card_token, last_four FROM payment_cards WHERE account_number = ?", [ACCOUNT]) == \
