@@ -440,3 +440,27 @@ def test_api_serve_on_postgres_keeps_no_file_of_its_own_and_ignores_a_held_duckd
             ("tok_served_1",)
         assert con.execute("SELECT amount_minor, status, ledger_state FROM api_payments").fetchall() == \
             [(321, "SUCCEEDED", "DUE")]
+
+
+def test_reconciliation_settles_timed_out_payments_and_the_monitor_posts_the_success(backend, api_instance,
+                                                                                     tmp_path, monkeypatch):
+    from tests.api.test_api_payments import _config_with
+
+    outcomes = {}
+    with backend.api.client() as http:
+        for account, token in (("ACC00000005", "tok_timeout"), ("ACC00000006", "tok_timeout_decline_51"),
+                               ("ACC00000007", "tok_timeout_lost")):
+            register(http, account, token)
+            answer = pay(http, account=account, amount="20.00")
+            assert (answer.status_code, answer.json()["status"]) == (201, "PENDING")
+            outcomes[account] = answer.json()["payment_id"]
+        before = backend.balance("ACC00000005")
+        _config_with(tmp_path, monkeypatch, reconcile_after_seconds=0)
+        monitor(api_instance)
+        status = {a: http.get(f"/v1/payments/{p}").json() for a, p in outcomes.items()}
+    assert {a: (s["status"], s["reason_code"], s["ledger"]["state"]) for a, s in status.items()} == {
+        "ACC00000005": ("SUCCEEDED", None, "RECORDED"), "ACC00000006": ("DECLINED", "51", "RECORDED"),
+        "ACC00000007": ("FAILED", "NOT_RECEIVED", "RECORDED")}
+    assert backend.balance("ACC00000005") == before - 2000
+    assert sorted(r[0] for r in backend.query("SELECT source_ref FROM workflow_events")) == \
+        sorted([outcomes["ACC00000006"], outcomes["ACC00000007"]])
