@@ -51,8 +51,9 @@ ISO_ROWS: RowFactory = _iso_dict_row
 class DuckLike:
     """A psycopg connection inside an open transaction, as the set-up services (written for a DuckDB connection)
     use one: `execute(sql, [params])` with `?` placeholders, tuples back; their `transaction(con)` blocks become
-    savepoints of the caller's transaction (BEGIN/COMMIT/ROLLBACK are mapped), so a refusal rolls back only its
-    block and everything commits together."""
+    savepoints of the caller's transaction (BEGIN/COMMIT/ROLLBACK are mapped; the services never nest them), so
+    everything commits together with the caller's own writes, and a refusal (SetupError), raised on through the
+    caller's transaction, rolls all of it back."""
 
     _MAP = {"BEGIN TRANSACTION": "SAVEPOINT setup_block", "COMMIT": "RELEASE SAVEPOINT setup_block",
             "ROLLBACK": "ROLLBACK TO SAVEPOINT setup_block"}
