@@ -3,8 +3,10 @@ model, cmp.duckdb) and PostgreSQL (`CMP_DATABASE_URL`: everything in the store, 
 server, the platform's seeded store moved there with `db copy`). A real uvicorn server, httpx clients, and the
 Ledger Monitor's sensor and api_sync_job run headless; ledger figures are read from the backend's own store.
 
-Then PostgreSQL only: set-up applied at once in one transaction (a refused one leaves nothing), and 50 concurrent
-clients with deliberate duplicate keys (zero 5xx, one payment per key, the ledger exact after the monitor)."""
+Then PostgreSQL only: set-up recorded APPLIED in one transaction (a refused one leaves nothing); 50 concurrent
+clients with twin keys racing in the same round (zero 5xx, one payment per key, the ledger exact after the
+monitor); two Ledger Monitors at once and one killed before COMMIT (each payment posted once); the history of every
+flow equal to the embedded query's; `api serve --workers 2` while another process holds cmp.duckdb."""
 
 from __future__ import annotations
 
@@ -399,6 +401,7 @@ def test_on_postgres_the_history_of_every_flow_is_the_main_stores_own(platform, 
         assert declined["payments"] == [p for p in expected["payments"] if p["status"] == "REJECTED"] != []
 
 
+@pytest.mark.slow  # a real `api serve` with two worker processes: ~11 s under load
 @pytest.mark.postgres
 def test_api_serve_on_postgres_keeps_no_file_of_its_own_and_ignores_a_held_duckdb(platform, pg_store, tmp_path):
     """`cmp-pipelines api serve --workers 2` with CMP_DATABASE_URL: while another process holds cmp.duckdb for
