@@ -11,6 +11,7 @@ from cmp_pipelines.api import billing, console, events, history, payments, probl
 from cmp_pipelines.api.backends import build_backend
 from cmp_pipelines.api.context import ApiContext, log
 from cmp_pipelines.core.config_payments import load_api_clients, load_provider_settings
+from cmp_pipelines.core.db.connection import StoreBusyError
 from cmp_pipelines.core.payment_provider import build_provider
 from cmp_pipelines.core.security import load_security
 from cmp_pipelines.core.settings import paths
@@ -68,6 +69,7 @@ def create_app(ctx: ApiContext | None = None, port: int = 8000) -> FastAPI:
     app.add_exception_handler(problems.Problem, problems.problem_handler)
     app.add_exception_handler(RequestValidationError, problems.validation_handler)
     app.add_exception_handler(StarletteHTTPException, problems.http_handler)
+    app.add_exception_handler(StoreBusyError, problems.busy_handler)
     app.add_exception_handler(Exception, problems.unexpected_handler)
     app.include_router(payments.router)
     app.include_router(history.router)

@@ -467,3 +467,32 @@ def test_reconciliation_settles_timed_out_payments_and_the_monitor_posts_the_suc
     assert backend.balance("ACC00000005") == before - 2000
     assert sorted(r[0] for r in backend.query("SELECT source_ref FROM workflow_events")) == \
         sorted([outcomes["ACC00000006"], outcomes["ACC00000007"]])
+
+
+@pytest.mark.postgres
+def test_a_pool_with_every_connection_in_use_says_so_and_the_api_answers_503(pg_store, monkeypatch):
+    from cmp_pipelines.api.problems import busy_handler
+    from cmp_pipelines.core.db.api_postgres import PostgresApiStore
+    from cmp_pipelines.core.db.connection import StoreBusyError
+    from cmp_pipelines.core.settings import StoreSettingError, api_pool_size
+
+    store = PostgresApiStore(pg_store, pool_size=1, timeout=0.2)
+    try:
+        with store._connection(), pytest.raises(StoreBusyError) as busy:  # the only connection, held
+            store.payment("PAY-1")
+        assert str(busy.value) == ("all 1 connections to the PostgreSQL store are in use (CMP_API_DB_POOL_SIZE); "
+                                   "retry shortly")
+        assert store.payment("PAY-1") is None  # released: served again
+    finally:
+        store.close()
+    import asyncio
+
+    from starlette.requests import Request
+
+    answer = asyncio.run(busy_handler(Request({"type": "http", "method": "GET", "path": "/v1/payments/PAY-1",
+                                               "headers": []}), busy.value))
+    assert (answer.status_code, answer.headers["Retry-After"]) == (503, "1")
+    monkeypatch.setenv("CMP_API_DB_POOL_SIZE", "0")
+    with pytest.raises(StoreSettingError, match="CMP_API_DB_POOL_SIZE must be a whole number of connections "
+                                                "from 1 to 1000; got '0'"):
+        api_pool_size()

@@ -20,11 +20,12 @@ from typing import Any
 
 import duckdb
 from psycopg.rows import RowFactory
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from cmp_pipelines.core.db.api_store import PaymentRecords, one_off_history
+from cmp_pipelines.core.db.connection import StoreBusyError
 from cmp_pipelines.core.db.postgres import PostgresStoreError, _scrub, database_url
-from cmp_pipelines.core.settings import DATABASE_URL_SETTING, api_pool_size, redact_url
+from cmp_pipelines.core.settings import API_POOL_SETTING, DATABASE_URL_SETTING, api_pool_size, redact_url
 
 
 @functools.lru_cache(maxsize=512)
@@ -97,25 +98,39 @@ class PostgresApiStore(PaymentRecords):
     def close(self) -> None:
         self.pool.close()
 
+    @contextmanager
+    def _connection(self):
+        """A pooled connection; StoreBusyError (the API answers 503 with Retry-After) when every connection stays
+        in use past the pool's timeout, rather than an unexplained 500."""
+        try:
+            con = self.pool.getconn()
+        except PoolTimeout:
+            raise StoreBusyError(f"all {self.pool.max_size} connections to the PostgreSQL store are in use "
+                                 f"({API_POOL_SETTING}); retry shortly") from None
+        try:
+            yield con
+        finally:
+            self.pool.putconn(con)  # the pool rolls back whatever a failed request left open
+
     # --- the generic statements PaymentRecords and the Ledger Monitor use (`?` parameters, dict rows) ---
 
     def one(self, sql: str, params: list | tuple = ()) -> dict | None:
-        with self.pool.connection() as con, con.cursor(row_factory=ISO_ROWS) as cur:
+        with self._connection() as con, con.cursor(row_factory=ISO_ROWS) as cur:
             return cur.execute(pg_sql(sql), params or None).fetchone()
 
     def query(self, sql: str, params: list | tuple = ()) -> list[dict]:
-        with self.pool.connection() as con, con.cursor(row_factory=ISO_ROWS) as cur:
+        with self._connection() as con, con.cursor(row_factory=ISO_ROWS) as cur:
             return cur.execute(pg_sql(sql), params or None).fetchall()
 
     def write_one(self, sql: str, params: list | tuple = ()) -> int:
         """One statement, its own transaction (autocommit): rows changed."""
-        with self.pool.connection() as con:
+        with self._connection() as con:
             return con.execute(pg_sql(sql), params or None).rowcount
 
     @contextmanager
     def write(self):
         """One transaction; yields a connection taking `?` parameters (`DuckLike`)."""
-        with self.pool.connection() as con, con.transaction():
+        with self._connection() as con, con.transaction():
             yield DuckLike(con)
 
     # --- the reads (ApiBackend) ---
@@ -175,7 +190,7 @@ class PostgresApiStore(PaymentRecords):
 
     def on_main_store(self, work: Callable[[Any], Any]) -> Any:
         """`work(con)` in one PostgreSQL transaction; never busy: row locks, not a file lock, keep writers apart."""
-        with self.pool.connection() as con, con.transaction():
+        with self._connection() as con, con.transaction():
             return work(DuckLike(con))
 
     def apply_setup(self, kind: str, account_number: str, body: dict, *, now: datetime, cause: str,
@@ -184,7 +199,7 @@ class PostgresApiStore(PaymentRecords):
         (`api_setup_requests`, APPLIED) in one transaction; a SetupError rolls all of it back."""
         from cmp_pipelines.core.setup_requests import apply_request
 
-        with self.pool.connection() as con, con.transaction():
+        with self._connection() as con, con.transaction():
             con.execute("SELECT 1 FROM accounts WHERE account_number = %s FOR UPDATE", [account_number])
             result = apply_request(DuckLike(con), kind, account_number, body, now=now, cause=cause)
             con.execute(f"INSERT INTO {self.SETUP_REQUESTS} (request_id, client_id, channel, kind, account_number, "
