@@ -8,9 +8,10 @@ from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cmp_pipelines.api import billing, console, events, history, payments, problems, sandbox_pages, setup, soap
+from cmp_pipelines.api.backends import build_backend
 from cmp_pipelines.api.context import ApiContext, log
 from cmp_pipelines.core.config_payments import load_api_clients, load_provider_settings
-from cmp_pipelines.core.db.api_store import ApiStore, ReadModel
+from cmp_pipelines.core.db.connection import StoreBusyError
 from cmp_pipelines.core.payment_provider import build_provider
 from cmp_pipelines.core.security import load_security
 from cmp_pipelines.core.settings import paths
@@ -24,19 +25,24 @@ def build_context(port: int = 8000) -> ApiContext:
     missing = [c.client_id for c in clients.values() if not c.key_sha256]
     if missing:
         log.warning("API clients without a key (run `cmp-pipelines api keys init`): %s", ", ".join(missing))
-    return ApiContext(store=ApiStore(background_checkpoint=True), read_model=ReadModel(),
+    return ApiContext(backend=build_backend(p.database),
                       provider=build_provider(settings.provider, server=True),
                       settings=settings, clients_by_hash={c.key_sha256: c for c in clients.values() if c.key_sha256},
-                      main_store=p.database, security=load_security(p.config_dir),
+                      security=load_security(p.config_dir),
                       public_base_url=settings.public_base_url or f"http://127.0.0.1:{port}")
 
 
 def publish_if_free(wait_seconds: float = 2.0) -> bool:
-    """At start-up, refresh the read model when no pipeline run holds the main store."""
+    """At start-up, refresh the read model when no pipeline run holds the main store (embedded store only: on
+    PostgreSQL the API reads the store itself)."""
     from datetime import UTC, datetime
 
     from cmp_pipelines.core.db.connection import StoreBusyError, connect
+    from cmp_pipelines.core.settings import store
     from cmp_pipelines.defs.one_off.flow import publish_accounts
+
+    if store().backend == "postgres":
+        return False
 
     try:
         with connect(paths().database, read_only=True, wait_seconds=wait_seconds) as con:
@@ -63,6 +69,7 @@ def create_app(ctx: ApiContext | None = None, port: int = 8000) -> FastAPI:
     app.add_exception_handler(problems.Problem, problems.problem_handler)
     app.add_exception_handler(RequestValidationError, problems.validation_handler)
     app.add_exception_handler(StarletteHTTPException, problems.http_handler)
+    app.add_exception_handler(StoreBusyError, problems.busy_handler)
     app.add_exception_handler(Exception, problems.unexpected_handler)
     app.include_router(payments.router)
     app.include_router(history.router)
@@ -73,8 +80,9 @@ def create_app(ctx: ApiContext | None = None, port: int = 8000) -> FastAPI:
     app.include_router(sandbox_pages.router)
     app.include_router(console.router)
 
-    @app.get("/health", tags=["service"], summary="Liveness, and when the read model was published")
+    @app.get("/health", tags=["service"], summary="Liveness, and when the read model was published (on PostgreSQL: "
+                                                  "the store's time, as the API reads it directly)")
     def health() -> dict:
-        return {"status": "ok", "read_model_published_at": app.state.cmp.read_model.published_at()}
+        return {"status": "ok", "read_model_published_at": app.state.cmp.backend.published_at()}
 
     return app

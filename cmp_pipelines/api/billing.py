@@ -16,13 +16,13 @@ from cmp_pipelines.api.context import Client, Ctx
 from cmp_pipelines.api.models import CURRENCY, Strict, _no_pan
 from cmp_pipelines.api.payments import ERRORS, AccountPath, IdempotencyKey, holds_card_number, valid_account
 from cmp_pipelines.api.problems import Problem
-from cmp_pipelines.api.setup import _main_store, _problem
+from cmp_pipelines.api.setup import _problem
 from cmp_pipelines.core.cards import mask_pans_in
 from cmp_pipelines.core.config import load_payment_terms
-from cmp_pipelines.core.db.connection import StoreBusyError, connect
+from cmp_pipelines.core.db.connection import StoreBusyError
 from cmp_pipelines.core.invoicing import issue_invoice, put_account
 from cmp_pipelines.core.payment_setup import SetupError
-from cmp_pipelines.core.settings import paths
+from cmp_pipelines.core.settings import paths, store
 
 router = APIRouter()
 RETRY_SECONDS = "2"
@@ -48,16 +48,15 @@ class IssueInvoice(Strict):
                             examples=["2026-12-01"])
 
 
-def _write(ctx, work):
-    """Run `work(con)` on the main store, or refuse with 503 when a pipeline run keeps it past the short wait."""
+def _write(ctx, work, *, postgres: bool = True):
+    """Run `work(con)` on the main store through the backend (embedded: cmp.duckdb, refused with 503 when a
+    pipeline run keeps it past the short wait; PostgreSQL: one transaction). `postgres=False`: the work is not
+    built for PostgreSQL yet and is refused there with 501 rather than written to the embedded file."""
+    if not postgres and store().backend == "postgres":
+        raise Problem(501, "issuing an invoice through the API is not available on the PostgreSQL store yet; use "
+                           "the billing run file", slug="not-implemented")
     try:
-        if not _main_store.acquire(timeout=ctx.setup_wait_seconds):
-            raise StoreBusyError("another API request holds the store")
-        try:
-            with connect(ctx.main_store, wait_seconds=ctx.setup_wait_seconds) as con:
-                return work(con)
-        finally:
-            _main_store.release()
+        return ctx.backend.on_main_store(work)
     except StoreBusyError:
         raise Problem(503, "a pipeline run holds the store; retry shortly (an invoice with the same "
                            "Idempotency-Key)", slug="store-busy", headers={"Retry-After": RETRY_SECONDS}) from None
@@ -97,6 +96,6 @@ def post_invoice(account_number: AccountPath, body: IssueInvoice, idempotency_ke
     terms = load_payment_terms(paths().config_dir)
     replayed, view = _write(ctx, lambda con: issue_invoice(
         con, number, body.model_dump(), terms=terms, client_id=who.client_id, idempotency_key=idempotency_key,
-        now=ctx.now()))
+        now=ctx.now()), postgres=False)  # it posts to the ledger with DuckDB's `post`
     return JSONResponse(view, status_code=200 if replayed else 201,
                         headers={"Idempotent-Replayed": "true"} if replayed else {})

@@ -1,4 +1,4 @@
-"""What every request handler shares: configuration, the API store, the read model, the provider."""
+"""What every request handler shares: configuration, the backend (embedded or PostgreSQL), the provider."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import hmac
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -14,7 +13,7 @@ from fastapi.security import APIKeyHeader
 
 from cmp_pipelines.api.problems import Problem
 from cmp_pipelines.core.config_payments import ApiClient, ProviderSettings, hash_key
-from cmp_pipelines.core.db.api_store import ApiStore, ReadModel
+from cmp_pipelines.core.db.api_store import ApiBackend, PaymentRecords
 from cmp_pipelines.core.payment_provider import PaymentProvider
 from cmp_pipelines.core.security import Refused, SecurityConfig, load_security
 
@@ -23,17 +22,18 @@ log = logging.getLogger("cmp_pipelines.api")
 
 @dataclass
 class ApiContext:
-    store: ApiStore
-    read_model: ReadModel
+    backend: ApiBackend  # where payments are kept and accounts read (api/backends.py)
     provider: PaymentProvider
     settings: ProviderSettings
     clients_by_hash: dict[str, ApiClient]
-    main_store: Path  # cmp.duckdb: opened only for set-up writes, with a short bounded wait
-    setup_wait_seconds: float = 0.3
     # The URL clients reach the API at: redirects, callbacks and the WSDL address are built from it, never from
     # the request's Host header (which the client chooses: `Host: evil.example` must not become a redirect).
     public_base_url: str = "http://127.0.0.1:8000"
     security: SecurityConfig | None = None  # config/security.yaml; None: read when first needed
+
+    @property
+    def store(self) -> PaymentRecords:
+        return self.backend.store
 
     def now(self) -> datetime:
         return datetime.now(UTC)

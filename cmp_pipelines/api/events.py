@@ -1,5 +1,5 @@
 """An account's workflow events and what was done about each (communication, webhook, operator task), from the
-published read model: the API never waits on the pipeline store."""
+published read model (embedded store: the API never waits on the pipeline store) or PostgreSQL itself."""
 
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ def list_events(account_number: AccountPath, who: Client, ctx: Ctx, status: Stat
                 limit: Annotated[int, Query(ge=1, le=500)] = 100) -> dict:
     number = valid_account(account_number)
     target = account(ctx, number)
-    rows = ctx.read_model.events(number, status, limit)
+    rows = ctx.backend.events(number, status, limit)
     return {"account_number": number, "as_of": target["published_at"],
             # a snapshot published before a column existed answers None for it
-            "events": [{k: row.get(k) for k in Event.model_fields} for row in map(dict, rows)]}
+            "events": [{k: row.get(k) for k in Event.model_fields} for row in rows]}

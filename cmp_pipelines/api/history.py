@@ -1,8 +1,9 @@
 """`GET /v1/accounts/{acc}/payments`: the account's history across every flow (the seed's Payments screen).
 
-Read from the Parquet copy the Ledger Monitor publishes with the read model (never cmp.duckdb on a request),
-with this API's own one-off payments laid over it: they are fresher than the main store's copy (a payment
-awaiting its card, or not yet taken by the Ledger Monitor, is shown with its current status).
+Embedded store: read from the Parquet copy the Ledger Monitor publishes with the read model (never cmp.duckdb on a
+request); PostgreSQL: from the store's tables. Either way this API's own one-off payments are laid over it: they
+are fresher than the main store's copy (a payment awaiting its card, or not yet taken by the Ledger Monitor, is
+shown with its current status).
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 from datetime import date
 from typing import Annotated, Literal
 
-import duckdb
 import pyarrow as pa
 from fastapi import APIRouter, Query
 
@@ -25,8 +25,6 @@ from cmp_pipelines.core.payment_history import (
     STATUSES,
     HistoryFilter,
     HistoryFilterError,
-    page,
-    published_history_path,
 )
 
 router = APIRouter()
@@ -39,31 +37,8 @@ _SCHEMA = pa.schema([(c, pa.int64() if c == "amount_minor" else pa.date32() if c
                      for c in COLUMNS])
 
 
-def _one_off_rows(ctx: ApiContext, number: str) -> pa.Table:
-    rows = ctx.store.query(
-        "SELECT payment_id, created_at, completed_at, method, amount_minor, currency, status, reason_code, reason, "
-        "reference, ledger_batch_id FROM payments WHERE account_number = ?", [number])
-    return pa.Table.from_pylist([
-        {"payment_ref": r["payment_id"], "account_number": number,
-         "date": date.fromisoformat((r["completed_at"] or r["created_at"])[:10]), "source": "ONE_OFF",
-         "method": r["method"], "kind": "PAYMENT", "amount_minor": r["amount_minor"], "currency": r["currency"],
-         "status": r["status"], "reason_code": r["reason_code"], "reason": r["reason"], "invoice_number": None,
-         "reference": r["reference"], "batch_id": r["ledger_batch_id"]} for r in rows], schema=_SCHEMA)
-
-
 def account_payments(ctx: ApiContext, number: str, flt: HistoryFilter) -> dict:
-    one_off = _one_off_rows(ctx, number)
-    published = published_history_path()
-    con = duckdb.connect()  # in memory: this request's own engine over the published file
-    try:
-        con.register("api_one_off", one_off)
-        if published.exists():
-            relation = ("SELECT * FROM read_parquet($path) WHERE source <> 'ONE_OFF' "
-                        "UNION ALL BY NAME SELECT * FROM api_one_off")
-            return page(con, relation, number, flt, {"path": str(published)}).as_dict()
-        return page(con, "SELECT * FROM api_one_off", number, flt).as_dict()
-    finally:
-        con.close()
+    return ctx.backend.history(number, flt)
 
 
 @router.get("/v1/accounts/{account_number}/payments", response_model=PaymentHistory, tags=["payments"],

@@ -42,18 +42,14 @@ def valid_account(value: str) -> str:
 
 
 def account(ctx: ApiContext, number: str) -> dict:
-    """The published account, with the API's own set-up changes made since the publish laid over it."""
-    row = ctx.read_model.account(number)
-    if row is None:
-        if ctx.read_model.published_at() is None:
+    """The account as the backend has it (embedded: the published read model with the API's own set-up changes
+    laid over it; PostgreSQL: the store now)."""
+    view = ctx.backend.account(number)
+    if view is None:
+        if ctx.backend.published_at() is None:
             raise Problem(503, "account data has not been published to the API yet; run `cmp-pipelines api "
                                "publish` or wait for the next api_sync_job run", slug="not-ready")
         raise Problem(404, f"account {number} does not exist", field="account_number")
-    view = dict(row)
-    overlay = ctx.store.one("SELECT * FROM account_overlay WHERE account_number = ?", [number])
-    if overlay is not None and overlay["applied_at"] > (row["published_at"] or ""):
-        view.update(payment_type=overlay["payment_type"], card_provider=overlay["card_provider"],
-                    card_token=overlay["card_token"], last_four=overlay["last_four"], expiry=overlay["expiry"])
     return view
 
 
@@ -73,8 +69,8 @@ def payment_view(row: sqlite3.Row | dict, ctx: ApiContext) -> dict:
     }
 
 
-def _get(ctx: ApiContext, payment_id: str) -> sqlite3.Row:
-    row = ctx.store.one("SELECT * FROM payments WHERE payment_id = ?", [payment_id])
+def _get(ctx: ApiContext, payment_id: str) -> sqlite3.Row | dict:
+    row = ctx.store.payment(payment_id)
     if row is None:
         raise Problem(404, f"payment {payment_id} does not exist", field="payment_id")
     return row
@@ -100,8 +96,7 @@ def _record(ctx: ApiContext, who: ApiClient, key: str, body: CreatePayment) -> t
     Only a new key is checked against the account, so a replay answers as the first call did. Twin requests
     racing with one new key meet at the UNIQUE (client, key) insert: the loser replays the winner's payment."""
     digest = hashlib.sha256(json.dumps(body.model_dump(), sort_keys=True).encode()).hexdigest()
-    existing = ctx.store.one("SELECT * FROM payments WHERE client_id = ? AND idempotency_key = ?",
-                             [who.client_id, key])
+    existing = ctx.store.payment_by_key(who.client_id, key)
     if existing is None:
         target = _validate_target(ctx, body)
         now = ctx.now()
@@ -115,13 +110,9 @@ def _record(ctx: ApiContext, who: ApiClient, key: str, body: CreatePayment) -> t
             "reason_code": None, "reason": None, "provider_reference": None, "redirect_url": None,
             "last_four": None, "completed_at": None, "ledger_state": "WAITING", "ledger_batch_id": None,
         }
-        if ctx.store.write_one(
-            f"INSERT INTO payments ({', '.join(INSERTED)}) VALUES ({', '.join('?' * len(INSERTED))}) "
-            "ON CONFLICT (client_id, idempotency_key) DO NOTHING", [row[c] for c in INSERTED],
-        ):
+        if ctx.store.insert_payment(row, INSERTED):
             return row, target
-        existing = ctx.store.one("SELECT * FROM payments WHERE client_id = ? AND idempotency_key = ?",
-                                 [who.client_id, key])
+        existing = ctx.store.payment_by_key(who.client_id, key)
     if existing["request_hash"] != digest:
         raise Problem(409, f"Idempotency-Key was already used by payment {existing['payment_id']} with a "
                            "different body; use a new key for a new payment", field="Idempotency-Key",
@@ -145,11 +136,8 @@ def _create(ctx: ApiContext, who: ApiClient, key: str, body: CreatePayment) -> t
         except ProviderTimeout:
             log.warning("payment %s: provider timed out; left PENDING for reconciliation", payment_id)
         except ActionRequired as action:  # SCA: the customer finishes it on the provider's page, like HOSTED_PAGE
-            with ctx.store.write() as con:
-                con.execute("UPDATE payments SET status = 'AWAITING_CARD', hosted_session = ?, redirect_url = ?, "
-                            "provider_reference = ? WHERE payment_id = ? AND status = 'PENDING'",
-                            [action.session.session_id, action.session.redirect_url, action.provider_reference,
-                             payment_id])
+            ctx.store.action_required(payment_id, action.session.session_id, action.session.redirect_url,
+                                      action.provider_reference)
             row.update(status="AWAITING_CARD", redirect_url=action.session.redirect_url,
                        provider_reference=action.provider_reference)
             headers["Location"] = action.session.redirect_url
@@ -169,9 +157,7 @@ def _create(ctx: ApiContext, who: ApiClient, key: str, body: CreatePayment) -> t
             merchant_reference=payment_id, amount_minor=row["amount_minor"], currency=row["currency"],
             callback_url=f"{base_url}/v1/provider/callbacks",
             page_base_url=ctx.settings.hosted_page_url or f"{base_url}/sandbox-provider")
-        with ctx.store.write() as con:
-            con.execute("UPDATE payments SET hosted_session = ?, redirect_url = ? WHERE payment_id = ?",
-                        [session.session_id, session.redirect_url, payment_id])
+        ctx.store.set_hosted(payment_id, session.session_id, session.redirect_url)
         row.update(redirect_url=session.redirect_url)
         headers["Location"] = session.redirect_url
     return 201, payment_view(row, ctx), headers
@@ -201,7 +187,7 @@ async def create_payment(body: CreatePayment, idempotency_key: IdempotencyKey, r
         raise Problem(422, f"Idempotency-Key {mask_pans_in(idempotency_key)!r} contains a card number; use "
                            "another random key", field="Idempotency-Key")
     args = (ctx, who, idempotency_key, body)
-    if ctx.provider.blocking:
+    if ctx.provider.blocking or ctx.store.blocking:  # PostgreSQL: each statement waits on the network
         status, view, headers = await run_in_threadpool(_create, *args)
     else:
         status, view, headers = _create(*args)
@@ -221,8 +207,7 @@ def get_balance(account_number: AccountPath, who: Client,
                 ctx: Ctx) -> dict:
     number = valid_account(account_number)
     target = account(ctx, number)
-    waiting = ctx.store.one("SELECT coalesce(sum(amount_minor), 0) FROM payments WHERE account_number = ? "
-                            "AND status = 'SUCCEEDED' AND ledger_state = 'DUE'", [number])[0]
+    waiting = ctx.store.awaiting_ledger(number)
     return {"account_number": number, "currency": target["currency"], "balance": format_minor(target["balance_minor"]),
             "as_of": target["published_at"], "awaiting_ledger": format_minor(waiting)}
 
@@ -250,7 +235,13 @@ async def provider_callback(request: Request, ctx: Ctx,
     for name in ("provider_reference", "reason_code", "last_four"):
         if isinstance(payload.get(name), str):
             payload[name] = mask_pans_in(payload[name])
-    row = ctx.store.one("SELECT * FROM payments WHERE hosted_session = ?", [payload["session_id"]])
+    if ctx.store.blocking:  # PostgreSQL: the statements wait on the network, so off the event loop
+        return await run_in_threadpool(_finish_hosted, ctx, payload)
+    return _finish_hosted(ctx, payload)
+
+
+def _finish_hosted(ctx: ApiContext, payload: dict) -> dict:
+    row = ctx.store.payment_by_session(payload["session_id"])
     if row is None:
         raise Problem(404, "no payment has this hosted session", field="session_id")
     code = payload.get("reason_code") if payload["status"] == "DECLINED" else None

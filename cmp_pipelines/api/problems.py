@@ -73,6 +73,11 @@ async def http_handler(request: Request, exc: StarletteHTTPException) -> JSONRes
                             request)
 
 
+async def busy_handler(request: Request, exc: Exception) -> JSONResponse:
+    """The store cannot take the request now (PostgreSQL: every pooled connection in use): retry, nothing done."""
+    return problem_response(Problem(503, str(exc), slug="store-busy", headers={"Retry-After": "1"}), request)
+
+
 async def unexpected_handler(request: Request, exc: Exception) -> JSONResponse:
     logging.getLogger("cmp_pipelines.api").error("unexpected %s on %s %s: %s", type(exc).__name__, request.method,
                                                  redact_target(request.url.path), mask_pans_in(str(exc)))

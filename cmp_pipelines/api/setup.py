@@ -1,11 +1,11 @@
-"""Account set-up over REST: payment type, card token, mandate. Applied at once when the main store is free,
-else queued (202 + a status resource) for the next `api_sync_job` run: a pipeline run never fails a request."""
+"""Account set-up over REST: payment type, card token, mandate. On PostgreSQL always applied at once (one
+transaction); on the embedded store applied at once when cmp.duckdb is free, else queued (202 + a status
+resource) for the next `api_sync_job` run: a pipeline run never fails a request."""
 
 from __future__ import annotations
 
 import json
 import secrets
-import threading
 from datetime import date
 
 from fastapi import APIRouter
@@ -26,15 +26,12 @@ from cmp_pipelines.api.problems import Problem
 from cmp_pipelines.core import mandates, payment_setup
 from cmp_pipelines.core.config import PAYMENT_TYPES, load_partners
 from cmp_pipelines.core.config_payments import ApiClient
-from cmp_pipelines.core.db.connection import StoreBusyError, connect
 from cmp_pipelines.core.payment_setup import SetupError
 from cmp_pipelines.core.settings import paths
-from cmp_pipelines.core.setup_requests import apply_request, record_overlay
 
 router = APIRouter()
 OPERATIONS = {"PAYMENT_TYPE": "SET_PAYMENT_TYPE", "CARD": "REGISTER_CARD", "MANDATE": "CREATE_MANDATE",
               "REFUND": "APPROVE_REFUND"}  # config/security.yaml's rule for each kind of set-up request
-_main_store = threading.Lock()  # one API thread at a time in cmp.duckdb, so waits stay bounded
 QUEUED = {202: {"model": SetupRequest, "description": "A pipeline run holds the store: queued, see Location."}}
 
 
@@ -62,7 +59,8 @@ def prevalidate(kind: str, body: dict, today: date) -> None:
 
 def submit(ctx: ApiContext, who: ApiClient, kind: str, account_number: str, body: dict,
            applied_status: int = 200) -> tuple[int, dict, dict]:
-    """(HTTP status, body, headers): applied now, or queued when the main store stays busy past the short wait.
+    """(HTTP status, body, headers): applied now, or queued when the backend cannot apply it now (embedded store
+    only: a pipeline run holds cmp.duckdb past the short wait).
 
     The client's configured security level is checked first: a refused client learns nothing about the account."""
     ctx.authorize(who, OPERATIONS[kind])
@@ -75,34 +73,21 @@ def submit(ctx: ApiContext, who: ApiClient, kind: str, account_number: str, body
         prevalidate(kind, body, now.date())
     except SetupError as exc:
         raise _problem(exc) from None
-    behind = ctx.store.one("SELECT count(*) FROM setup_requests WHERE account_number = ? AND status = 'QUEUED'",
-                           [number])[0]
-    if not behind:  # applying now would overtake a queued request for the same account
-        try:
-            if not _main_store.acquire(timeout=ctx.setup_wait_seconds):
-                raise StoreBusyError("another API request holds the store")
-            try:
-                with connect(ctx.main_store, wait_seconds=ctx.setup_wait_seconds) as con:
-                    result = apply_request(con, kind, number, body, now=now, cause=f"api {who.channel.lower()}")
-            finally:
-                _main_store.release()
-        except StoreBusyError:
-            pass
-        except SetupError as exc:
-            raise _problem(exc) from None
-        else:
-            record_overlay(ctx.store, kind, result, now)
-            return applied_status, result, {}
     request_id = f"SR-{now:%Y%m%d}-{secrets.token_hex(6).upper()}"
-    with ctx.store.write() as con:
-        con.execute("INSERT INTO setup_requests (request_id, client_id, channel, kind, account_number, body, status, "
-                    "created_at) VALUES (?, ?, ?, ?, ?, ?, 'QUEUED', ?)",
-                    [request_id, who.client_id, who.channel, kind, number, json.dumps(body), now.isoformat()])
+    try:
+        result = ctx.backend.apply_setup(kind, number, body, now=now, cause=f"api {who.channel.lower()}",
+                                         client_id=who.client_id, channel=who.channel, request_id=request_id)
+    except SetupError as exc:
+        raise _problem(exc) from None
+    if result is not None:
+        return applied_status, result, {}
+    ctx.store.queue_setup_request(request_id, who.client_id, who.channel, kind, number, json.dumps(body),
+                                  now.isoformat())
     return 202, request_view(ctx, request_id), {"Location": f"/v1/setup-requests/{request_id}"}
 
 
 def request_view(ctx: ApiContext, request_id: str) -> dict:
-    row = ctx.store.one("SELECT * FROM setup_requests WHERE request_id = ?", [request_id])
+    row = ctx.store.setup_request(request_id)
     if row is None:
         raise Problem(404, f"set-up request {request_id} does not exist", field="request_id")
     return {"request_id": row["request_id"], "kind": row["kind"], "account_number": row["account_number"],

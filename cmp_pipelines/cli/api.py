@@ -60,8 +60,12 @@ def keys_init(client_ids: tuple[str, ...], rotate: bool) -> None:
 def publish() -> None:
     """Publish accounts, cards and balances from the main store to the API's read model now."""
     from cmp_pipelines.core.db.connection import StoreBusyError, connect
+    from cmp_pipelines.core.settings import store
     from cmp_pipelines.defs.one_off.flow import publish_accounts
 
+    if store().backend == "postgres":
+        click.echo("nothing to publish: on the PostgreSQL store the API reads accounts and balances directly")
+        return
     try:
         with connect(paths().database, read_only=True, wait_seconds=30) as con:
             count = publish_accounts(con, datetime.now(UTC))

@@ -170,3 +170,15 @@ def store() -> Store:
             f"got {redact_url(url) if sep else 'a value without a scheme'}"
         )
     return Store("postgres", url=url)
+
+
+API_POOL_SETTING = "CMP_API_DB_POOL_SIZE"
+
+
+def api_pool_size() -> int:
+    """Connections each API process keeps to the PostgreSQL store (default 10): a request holds one for a statement
+    or a set-up transaction, so this bounds the requests that touch the store at once, not those served."""
+    raw = (os.environ.get(API_POOL_SETTING) or "10").strip()
+    if not raw.isdigit() or not 1 <= int(raw) <= 1000:
+        raise StoreSettingError(f"{API_POOL_SETTING} must be a whole number of connections from 1 to 1000; got {raw!r}")
+    return int(raw)

@@ -27,9 +27,9 @@ KEYS = {"AGENTVIEW": "test-agent-key-0123456789abcdef", "SELFCARE_APP": "test-se
         "IVR": "test-ivr-key-0123456789abcdef", "BACKOFFICE": "test-backoffice-key-0123456789abcdef"}
 
 
-def serve_api(env: dict, port: int, start_seconds: float) -> subprocess.Popen:
-    """`cmp-pipelines api serve` in its own process, output captured, returned once /health answers."""
-    server = subprocess.Popen([sys.executable, "-m", "cmp_pipelines.cli", "api", "serve", "--port", str(port)],
+def serve_api(env: dict, port: int, start_seconds: float, *args: str) -> subprocess.Popen:
+    """`cmp-pipelines api serve [args]` in its own process, output captured, returned once /health answers."""
+    server = subprocess.Popen([sys.executable, "-m", "cmp_pipelines.cli", "api", "serve", "--port", str(port), *args],
                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + start_seconds
     while True:

@@ -16,7 +16,7 @@ import duckdb
 import pyarrow as pa
 
 from cmp_pipelines.core.config_payments import ProviderSettings
-from cmp_pipelines.core.db.api_store import FINAL, ApiStore, publish_read_model
+from cmp_pipelines.core.db.api_store import FINAL, ApiStore, PaymentRecords, publish_read_model
 from cmp_pipelines.core.db.connection import transaction
 from cmp_pipelines.core.files.store import FileStoreLike
 from cmp_pipelines.core.ledger import batch_id_of, lit, post, posting_count, record_posting_batch, write_posting_file
@@ -45,33 +45,21 @@ class MonitorResult:
     posting_file: str | None
 
 
-def finish(api: ApiStore, payment_id: str, from_status: tuple[str, ...], status: str, now: datetime, *,
+def finish(api: PaymentRecords, payment_id: str, from_status: tuple[str, ...], status: str, now: datetime, *,
            reason_code: str | None = None, reason: str | None = None, provider_reference: str | None = None,
            last_four: str | None = None) -> bool:
     """Move a payment to a final status once: only from `from_status`, so a late callback changes nothing."""
-    marks = ",".join("?" * len(from_status))
-    return api.write_one(
-        f"UPDATE payments SET status = ?, reason_code = ?, reason = ?, "
-        f"provider_reference = coalesce(?, provider_reference), last_four = coalesce(?, last_four), "
-        f"updated_at = ?, completed_at = ?, ledger_state = 'DUE' "
-        f"WHERE payment_id = ? AND status IN ({marks})",
-        [status, reason_code, reason, provider_reference, last_four, now.isoformat(), now.isoformat(),
-         payment_id, *from_status],
-    ) == 1
+    return api.finish(payment_id, from_status, status, now.isoformat(), reason_code=reason_code, reason=reason,
+                      provider_reference=provider_reference, last_four=last_four)
 
 
-def stale(api: ApiStore, settings: ProviderSettings, now: datetime) -> list:
+def stale(api: PaymentRecords, settings: ProviderSettings, now: datetime) -> list:
     """Payments whose outcome is overdue: provider timed out (PENDING), or a hosted page left unfinished."""
-    pending_before = (now - timedelta(seconds=settings.reconcile_after_seconds)).isoformat()
-    hosted_before = (now - timedelta(minutes=settings.hosted_session_minutes)).isoformat()
-    return api.query(
-        "SELECT payment_id, status FROM payments WHERE (status = 'PENDING' AND updated_at <= ?) "
-        "OR (status = 'AWAITING_CARD' AND created_at <= ?) ORDER BY created_at LIMIT 10000",
-        [pending_before, hosted_before],
-    )
+    return api.stale((now - timedelta(seconds=settings.reconcile_after_seconds)).isoformat(),
+                     (now - timedelta(minutes=settings.hosted_session_minutes)).isoformat())
 
 
-def reconcile(api: ApiStore, provider: PaymentProvider, settings: ProviderSettings, now: datetime) -> Reconciled:
+def reconcile(api: PaymentRecords, provider: PaymentProvider, settings: ProviderSettings, now: datetime) -> Reconciled:
     """Ask the provider what became of each overdue payment; what it never received has FAILED."""
     result = Reconciled(0, 0, 0, 0)
     for row in stale(api, settings, now):
@@ -91,16 +79,15 @@ def reconcile(api: ApiStore, provider: PaymentProvider, settings: ProviderSettin
             done = finish(api, row["payment_id"], ("PENDING",), "FAILED", now, reason_code="NOT_RECEIVED",
                           reason="the provider has no record of the payment (its request timed out)")
         if done:
-            status = api.one("SELECT status FROM payments WHERE payment_id = ?", [row["payment_id"]])["status"]
+            status = api.payment(row["payment_id"])["status"]
             key = {"SUCCEEDED": "succeeded", "DECLINED": "declined"}.get(status, "failed")
             setattr(result, key, getattr(result, key) + 1)
     return result
 
 
-def due_count(api: ApiStore) -> tuple[int, str | None]:
+def due_count(api: PaymentRecords) -> tuple[int, str | None]:
     """How many final payments wait for the ledger, and the newest one's update stamp (a sensor run key)."""
-    row = api.one("SELECT count(*), max(updated_at) FROM payments WHERE ledger_state = 'DUE'")
-    return row[0], row[1]
+    return api.due_count()
 
 
 def _due(api: ApiStore, limit: int) -> pa.Table:
@@ -218,3 +205,86 @@ def publish_accounts(con: duckdb.DuckDBPyConnection, now: datetime) -> int:
         """
     ).fetchall()
     return publish_read_model(rows, now.isoformat(), "cmp.duckdb", events=events)
+
+
+def post_to_ledger_postgres(url: str, settings: ProviderSettings, now: datetime,
+                            limit: int = BATCH_LIMIT) -> MonitorResult:
+    """The Ledger Monitor on PostgreSQL, where the API's payments are a table of the store: one transaction locks
+    the final payments not yet recorded (FOR UPDATE, in payment order, so a second monitor waits, then finds them
+    RECORDED), records each in one_off_payments, posts the successes through `post_to_postgres` (the same key
+    `one_off:<payment>:PAYMENT`: never twice), raises each failure's workflow event, writes the batch row and
+    marks the payments RECORDED with their batch. A crash before COMMIT leaves all of it undone, to be redone.
+    No posting file yet on PostgreSQL (the file writer reads the ledger from DuckDB)."""
+    from cmp_pipelines.core.db.connection import SQL_MACROS, sql_literal
+    from cmp_pipelines.core.db.transfer import adbc_connection, ingest_adbc
+    from cmp_pipelines.core.ledger import commit_postgres, post_to_postgres
+
+    batch_id = batch_id_of("ONE_OFF_POSTING", f"{now:%Y%m%d%H%M%S%f}")
+    at = f"{sql_literal(now.isoformat())}::TIMESTAMPTZ"
+    finals = ", ".join(sql_literal(s) for s in FINAL)
+    duck = duckdb.connect()
+    duck.execute(SQL_MACROS)
+    try:
+        with adbc_connection(url) as pg, pg.cursor() as cur:
+            cur.execute(
+                "SELECT payment_id, account_number, amount_minor, currency, channel, client_id, method, status, "
+                "reason_code, reason, provider, provider_reference, created_at, completed_at FROM api_payments "
+                f"WHERE ledger_state = 'DUE' AND status IN ({finals}) ORDER BY payment_id LIMIT {int(limit)} "
+                "FOR UPDATE")
+            incoming = cur.fetch_arrow_table()
+            if incoming.num_rows == 0:
+                pg.rollback()
+                return MonitorResult(None, 0, 0, 0, 0, None)
+            cur.execute("CREATE TEMP TABLE one_off_locked (payment_id VARCHAR PRIMARY KEY) ON COMMIT DROP")
+            ingest_adbc(cur, "one_off_locked", incoming.select(["payment_id"]), temporary=True)
+            cur.execute(
+                "CREATE TEMP TABLE one_off_due ON COMMIT DROP AS SELECT p.* FROM api_payments p "
+                "JOIN one_off_locked USING (payment_id) "
+                "WHERE NOT EXISTS (SELECT 1 FROM one_off_payments o WHERE o.payment_id = p.payment_id)")
+            cur.execute(
+                "INSERT INTO one_off_payments SELECT payment_id, account_number, amount_minor, currency, channel, "
+                "client_id, method, status, reason_code, provider, provider_reference, created_at, completed_at, "
+                f"{sql_literal(batch_id)}, {at} FROM one_off_due")
+            duck.register("incoming_one_off", incoming)
+            posted_now = post_to_postgres(
+                duck, pg,
+                """
+                SELECT payment_id, account_number, NULL AS invoice_number, 'PAYMENT' AS kind,
+                       -amount_minor AS amount_minor, currency, payment_id AS source_ref,
+                       completed_at::TIMESTAMPTZ AS effective_at
+                FROM incoming_one_off WHERE status = 'SUCCEEDED'
+                """,
+                source="one_off", key=("payment_id", lit("PAYMENT")), batch_id=batch_id, now=now,
+                order_by="effective_at, payment_id")
+            cur.execute(
+                "WITH raised AS (INSERT INTO workflow_events (event_type, event_code, account_number, source_ref, "
+                "detail, raised_at) "
+                f"SELECT {sql_literal(settings.failure_event.event_type)}, "
+                f"{sql_literal(settings.failure_event.event_code)}, account_number, payment_id, "
+                "'one-off payment ' || status || coalesce(': reason ' || reason_code, '') "
+                "|| coalesce(' (' || reason || ')', '') || ', amount ' || minor_to_decimal(amount_minor) "
+                f"|| ', channel ' || channel || '; nothing posted', {at} "
+                "FROM one_off_due WHERE status <> 'SUCCEEDED' ORDER BY completed_at, payment_id RETURNING 1) "
+                "SELECT count(*) FROM raised")
+            events = int(cur.fetchone()[0])
+            cur.execute("SELECT count(*), coalesce(sum(amount_minor), 0)::BIGINT FROM ledger_postings "
+                        f"WHERE batch_id = {sql_literal(batch_id)}")
+            count, total = cur.fetchone()
+            cur.execute("SELECT count(*) FROM one_off_due")
+            fresh = int(cur.fetchone()[0])
+            if fresh:  # a batch row only for what this run recorded: a re-run finds nothing new, writes no batch
+                cur.execute(
+                    "INSERT INTO batches (batch_id, kind, feed, status, record_count, total_minor, accepted_count, "
+                    f"created_at, completed_at) VALUES ({sql_literal(batch_id)}, 'ONE_OFF_POSTING', "
+                    f"{sql_literal(FEED)}, 'POSTED', {int(count)}, {int(total)}, {int(count)}, {at}, {at})")
+                cur.execute(f"INSERT INTO job_runs (job, batch_id, started_at) VALUES ({sql_literal(FEED)}, "
+                            f"{sql_literal(batch_id)}, {at})")
+            cur.execute(
+                "UPDATE api_payments a SET ledger_state = 'RECORDED', ledger_batch_id = o.batch_id "
+                "FROM one_off_payments o WHERE o.payment_id = a.payment_id AND a.ledger_state = 'DUE' "
+                "AND a.payment_id IN (SELECT payment_id FROM one_off_locked)")
+            commit_postgres(pg)
+    finally:
+        duck.close()
+    return MonitorResult(batch_id if fresh else None, incoming.num_rows, posted_now, int(total) if fresh else 0,
+                         events, None)

@@ -14,15 +14,15 @@ from datetime import UTC, datetime
 import dagster as dg
 
 from cmp_pipelines.core.config_payments import load_provider_settings
-from cmp_pipelines.core.db.api_store import ApiStore, ReadModel, api_store_path
-from cmp_pipelines.core.settings import paths
+from cmp_pipelines.core.db.api_store import ReadModel, api_store_path, open_api_store
+from cmp_pipelines.core.settings import paths, store
 from cmp_pipelines.defs.one_off import flow as one_off
 from cmp_pipelines.lib.inbound_sensor import PICKUP_SECONDS
 
 
 def read_model_behind() -> str | None:
     """The main store's last change time when it is newer than the read model; None when current or unused."""
-    published = ReadModel().published_at()
+    published = None if store().backend == "postgres" else ReadModel().published_at()
     if published is None:
         return None  # no API has published here: nothing to keep fresh
     db = paths().database
@@ -41,16 +41,20 @@ def runs_under_way(instance: dg.DagsterInstance | None) -> int:
 
 
 def work_key(now: datetime, instance: dg.DagsterInstance | None = None) -> str | None:
-    """A run key naming the work waiting in the API store, or None when there is none."""
+    """A run key naming the work waiting in the API's records, or None when there is none. On PostgreSQL there is
+    no read model to keep fresh and nothing is ever queued: only final payments and overdue outcomes count."""
     behind = read_model_behind()
     if behind and runs_under_way(instance):
         behind = None  # publish once the queue has drained
-    if not api_store_path().exists():
+    if store().backend != "postgres" and not api_store_path().exists():
         return f"ledger-monitor:publish:{behind}" if behind else None
-    store = ApiStore()
-    due, newest = one_off.due_count(store)
-    stale = len(one_off.stale(store, load_provider_settings(paths().config_dir), now))
-    queued = store.one("SELECT count(*), max(created_at) FROM setup_requests WHERE status = 'QUEUED'")
+    api = open_api_store(pool_size=1)
+    try:
+        due, newest = one_off.due_count(api)
+        stale = len(one_off.stale(api, load_provider_settings(paths().config_dir), now))
+        queued = api.queued()
+    finally:
+        api.close()
     if not (due or stale or queued[0]):
         return f"ledger-monitor:publish:{behind}" if behind else None
     # the same work gets a new key every few minutes: a failed run, or an outcome the provider could not give
