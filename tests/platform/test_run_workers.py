@@ -16,11 +16,12 @@ import pytest
 from dagster._core.instance.ref import InstanceRef
 
 from cmp_pipelines.lib.headless import LOCATION_NAME, MODULE_NAME
-from cmp_pipelines.lib.recovery import PID_TAG
+from cmp_pipelines.lib.recovery import HEARTBEAT_TAG, HOST_TAG, LEASE_SETTING, PID_TAG, RECOVERY_OF_TAG
 from cmp_pipelines.lib.run_workers import BROKER_SETTING
 from tests.support.platform import document, payment
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.postgres]  # postgres: runs in make test-pg, beside its servers
+# marked postgres: they run in `make test-pg`, which CI calls with its servers installed
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.postgres]
 
 BIN = Path(sys.executable).parent
 NRP_JOB = "non_recurring_payment_job"
@@ -112,3 +113,69 @@ def test_each_partner_file_is_run_once_by_one_of_two_celery_workers(platform, re
     assert {orjson.loads(platform.keyring.decrypt("PAYPOINT", (platform.root / "outbound/acknowledgements/nrp/PAYPOINT"
                                                                / a).read_bytes()))["header"]["status"] for a in acks} \
         == {"PROCESSED"}
+
+
+def _as_host(hostname: str, args: list[str]) -> list[str]:
+    """`args` in a UTS namespace of its own named `hostname`: to this machine's processes it is another machine, so
+    its runs are judged by their heartbeat, never by a process lookup."""
+    return ["unshare", "--uts", "--fork", "sh", "-c", f'hostname {hostname} && exec "$@"', "sh", *args]
+
+
+def test_a_worker_machine_lost_mid_run_has_its_file_finished_by_another_worker_once(platform, redis_url, tmp_path):
+    if subprocess.run(["unshare", "--uts", "true"], capture_output=True).returncode != 0:
+        pytest.fail("this test needs `unshare --uts` (root, util-linux) to give each worker a host name of its own")
+    home = tmp_path / "dagster_home"
+    env = {**os.environ, "CMP_DATA_DIR": str(platform.root), "CMP_KEYS_DIR": str(platform.root / "keys"),
+           "DAGSTER_HOME": str(home), BROKER_SETTING: redis_url, "GX_ANALYTICS_ENABLED": "false",
+           LEASE_SETTING: "12"}
+    assert subprocess.run([str(BIN / "cmp-pipelines"), "init"], env=env, capture_output=True).returncode == 0
+    workspace = tmp_path / "workspace.yaml"
+    workspace.write_text(f"load_from:\n  - python_module:\n      module_name: {MODULE_NAME}\n"
+                         f"      working_directory: {Path(__file__).resolve().parents[2]}\n"
+                         f"      location_name: {LOCATION_NAME}\n")
+    records = [payment(str(n), f"ACC000000{n % 20 + 1:02d}", "1.00") for n in range(1, 100_001)]
+    processes = []
+    try:
+        (tmp_path / "w1").mkdir()
+        lost = _start(_as_host("cmp-worker-1", [str(BIN / "cmp-pipelines"), "worker", "--name", "w1@test"]), env,
+                      tmp_path / "w1", tmp_path / "w1.log")
+        processes.append(lost)
+        processes.append(_start([str(BIN / "dagster-daemon"), "run", "-w", str(workspace)], env, tmp_path,
+                                tmp_path / "daemon.log"))
+        platform.drop("PAYPOINT-BIG.json.enc", document(records, file_id="PAYPOINT-CELERY-BIG"))
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:  # the run has started on the first worker's machine: that machine dies
+            runs = _nrp_runs(home)
+            if runs and PID_TAG in runs[0].tags:
+                break
+            time.sleep(0.1)
+        assert runs and PID_TAG in runs[0].tags and not runs[0].is_finished, \
+            (tmp_path / "w1.log").read_text(errors="replace")[-3000:]
+        first = runs[0]
+        assert first.tags[HOST_TAG].startswith("cmp-worker-1/") and HEARTBEAT_TAG in first.tags
+        os.killpg(lost.pid, signal.SIGKILL)
+        lost.wait(10)
+        (tmp_path / "w2").mkdir()
+        processes.append(_start(_as_host("cmp-worker-2", [str(BIN / "cmp-pipelines"), "worker", "--name",
+                                                          "w2@test"]), env, tmp_path / "w2", tmp_path / "w2.log"))
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            runs = _nrp_runs(home)
+            if len(runs) >= 2 and all(r.is_finished for r in runs):
+                break
+            time.sleep(2)
+        logs = "\n".join((tmp_path / f).read_text(errors="replace")[-2000:] for f in ("daemon.log", "w2.log"))
+        by_id = {r.run_id: r for r in runs}
+        assert by_id[first.run_id].status == dg.DagsterRunStatus.FAILURE, logs
+        [again] = [r for r in runs if r.run_id != first.run_id]
+        assert again.status == dg.DagsterRunStatus.SUCCESS and again.tags[RECOVERY_OF_TAG] == first.run_id, logs
+        assert again.tags[HOST_TAG].startswith("cmp-worker-2/")
+    finally:
+        for process in processes:
+            _stop(process)
+    assert platform.payment_postings() == 100_000  # every record once, whatever the lost run had committed
+    with platform.connect() as con:
+        assert con.execute("SELECT sum(amount_minor) FROM ledger_postings WHERE kind = 'PAYMENT'").fetchone()[0] \
+            == -100_000 * 100
+    assert [p.name for p in (platform.root / "outbound/acknowledgements/nrp/PAYPOINT").iterdir()] \
+        == ["PAYPOINT-BIG.ack.json.enc"]
