@@ -81,6 +81,7 @@ def _dagster_home() -> Path:
     """$DAGSTER_HOME with the project's dagster.yaml, plus the PostgreSQL storage block when the store is
     PostgreSQL; rewritten whenever it differs from what the settings call for."""
     from cmp_pipelines.core.settings import StoreSettingError, store
+    from cmp_pipelines.lib import run_workers
 
     home = paths().dagster_home
     home.mkdir(parents=True, exist_ok=True)
@@ -92,6 +93,8 @@ def _dagster_home() -> Path:
         except StoreSettingError as exc:
             _fail(str(exc))
         wanted = source.read_bytes() + (POSTGRES_INSTANCE_STORAGE if on_postgres else b"")
+        if run_workers.broker_url():
+            wanted += run_workers.RUN_LAUNCHER_BLOCK.encode()
         if not target.exists() or target.read_bytes() != wanted:
             target.write_bytes(wanted)
     os.environ["DAGSTER_HOME"] = str(home)

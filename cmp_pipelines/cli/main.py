@@ -25,6 +25,7 @@ from cmp_pipelines.cli.runs import (
     run_pending,
 )
 from cmp_pipelines.cli.setup import init, keys
+from cmp_pipelines.cli.workers import worker
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -58,6 +59,7 @@ main.add_command(deliveries)
 main.add_command(events)
 main.add_command(messages)
 main.add_command(smtp_catcher)
+main.add_command(worker)
 
 
 if __name__ == "__main__":

@@ -8,10 +8,17 @@ process is gone. `recovery_requests` then asks for one new run of each partition
 a step failure (a step that failed on bad input reported its reason and is not retried blindly). Every step is
 idempotent (inbound files are keyed by content, postings by idempotency key, documents are rewritten whole), so
 the new run finishes what the dead one left, without posting anything twice.
+
+A run executed on another machine (a Celery run worker, lib/run_workers) cannot have its process looked up from
+here: such a run carries a heartbeat (`cmp/heartbeat`, renewed by its process every lease / 6) and is judged dead
+when the heartbeat is older than the lease (`CMP_RUN_LEASE_SECONDS`, default 120). A worker machine lost
+mid-run is then handled as a local kill is: the run is failed and its partition goes to another worker.
 """
 
 from __future__ import annotations
 
+import os
+import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -20,6 +27,8 @@ import dagster as dg
 from cmp_pipelines.core import processes
 
 PID_TAG, HOST_TAG, PID_RUN_TAG = "cmp/process", "cmp/host", "cmp/process_run"
+HEARTBEAT_TAG = "cmp/heartbeat"
+LEASE_SETTING = "CMP_RUN_LEASE_SECONDS"
 RECOVERY_OF_TAG = "cmp/recovery_of"
 MAX_RECOVERIES = 3
 RECOVERY_SENSOR = "cmp_run_recovery_sensor"
@@ -37,19 +46,61 @@ def process_tags(run_id: str) -> dict[str, str]:
     return {PID_TAG: processes.token(), HOST_TAG: processes.host(), PID_RUN_TAG: run_id}
 
 
+def lease() -> timedelta:
+    """How long a run on another machine may go without a heartbeat before it is judged dead."""
+    raw = os.environ.get(LEASE_SETTING) or "120"
+    try:
+        seconds = float(raw)
+    except ValueError:
+        raise ValueError(f"{LEASE_SETTING} must be a number of seconds, got {raw!r}") from None
+    if seconds < 6:
+        raise ValueError(f"{LEASE_SETTING} must be at least 6 seconds, got {raw!r}")
+    return timedelta(seconds=seconds)
+
+
+def _heartbeat(instance: dg.DagsterInstance, run_id: str, every: float) -> None:
+    """Renew the run's heartbeat until it finishes (the worker's pool process lives on after it) or the instance
+    goes away with the process."""
+    stop = threading.Event()
+    while not stop.wait(every):
+        try:
+            run = instance.get_run_by_id(run_id)
+            if run is None or run.is_finished:
+                return
+            instance.add_run_tags(run_id, {HEARTBEAT_TAG: datetime.now(UTC).isoformat(timespec="seconds")})
+        except Exception:  # noqa: BLE001 - the instance is closing with the run's process: nothing to renew
+            return
+
+
 def tag_run_process(instance: dg.DagsterInstance, run_id: str | None) -> None:
-    """Called at run start (the store resource's set-up): name the process executing this run."""
+    """Called at run start (the store resource's set-up): name the process executing this run; on a run worker,
+    start its heartbeat."""
     if not run_id:
         return
+    from cmp_pipelines.lib.run_workers import broker_url
+
     run = instance.get_run_by_id(run_id)
     if run is not None and (run.tags.get(PID_TAG), run.tags.get(PID_RUN_TAG)) != (processes.token(), run_id):
-        instance.add_run_tags(run_id, process_tags(run_id))
+        tags = process_tags(run_id)
+        remote = broker_url() is not None
+        if remote:
+            tags[HEARTBEAT_TAG] = datetime.now(UTC).isoformat(timespec="seconds")
+        instance.add_run_tags(run_id, tags)
+        if remote:
+            threading.Thread(target=_heartbeat, args=(instance, run_id, lease().total_seconds() / 6),
+                             name=f"cmp-heartbeat-{run_id[:8]}", daemon=True).start()
 
 
 def _dead(run: dg.DagsterRun) -> bool:
+    """This machine's run: its process is gone. Another machine's: its heartbeat is older than the lease (no
+    heartbeat: it cannot be judged from here, so it is alive)."""
     owner = run.tags.get(PID_TAG)
-    return (bool(owner) and run.tags.get(PID_RUN_TAG) == run.run_id and run.tags.get(HOST_TAG) == processes.host()
-            and not processes.alive(owner))
+    if not owner or run.tags.get(PID_RUN_TAG) != run.run_id:
+        return False
+    if run.tags.get(HOST_TAG) == processes.host():
+        return not processes.alive(owner)
+    beat = run.tags.get(HEARTBEAT_TAG)
+    return bool(beat) and datetime.now(UTC) - datetime.fromisoformat(beat) > lease()
 
 
 def reap_dead_runs(instance: dg.DagsterInstance) -> list[str]:
@@ -61,8 +112,10 @@ def reap_dead_runs(instance: dg.DagsterInstance) -> list[str]:
             run = instance.get_run_by_id(run.run_id)  # a dead process writes nothing more: this read is final
             if run is None or run.is_finished:
                 continue
+            where = ("" if run.tags.get(HOST_TAG) == processes.host()
+                     else f" on {run.tags.get(HOST_TAG, '?').split('/')[0]}, silent for more than {lease()},")
             instance.report_engine_event(
-                f"The process that executed this run ({run.tags[PID_TAG].split('-')[0]}) is gone (killed or "
+                f"The process that executed this run ({run.tags[PID_TAG].split('-')[0]}){where} is gone (killed or "
                 "crashed): the run is marked failed and its concurrency slots freed; its partition is run again "
                 f"by {RECOVERY_SENSOR}.", run)
             instance.report_run_failed(run)
@@ -119,7 +172,7 @@ def recovery_requests(
         requests.append(dg.RunRequest(
             run_key=f"recover:{run.run_id}", job_name=run.job_name, partition_key=partition,
             tags={**{k: v for k, v in run.tags.items()
-                     if k.startswith("cmp/") and k not in (PID_TAG, HOST_TAG, PID_RUN_TAG)},
+                     if k.startswith("cmp/") and k not in (PID_TAG, HOST_TAG, PID_RUN_TAG, HEARTBEAT_TAG)},
                   RECOVERY_OF_TAG: run.run_id, **RECOVERY_PRIORITY},
         ))
     return requests, gave_up

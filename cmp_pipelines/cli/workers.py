@@ -1,0 +1,29 @@
+"""`worker`: a Celery run worker for the daemon's runs (issue 20, lib/run_workers)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+
+import click
+
+from cmp_pipelines.cli.common import _dagster_home, _fail
+
+
+@click.command()
+@click.option("--concurrency", default=1, show_default=True, type=click.IntRange(1, 64),
+              help="Runs this worker executes at once (one process each).")
+@click.option("--name", default=None, help="Worker name (default: cmp@<host>-<pid>), shown on each run it executes.")
+def worker(concurrency: int, name: str | None) -> None:
+    """Execute the daemon's runs on this machine: takes runs from the broker named by CMP_CELERY_BROKER_URL, each in
+    its own process, with the Dagster instance and the store this machine's settings name."""
+    from cmp_pipelines.lib.run_workers import BROKER_SETTING, QUEUE, broker_url
+
+    if broker_url() is None:
+        _fail(f"{BROKER_SETTING} is not set: a worker takes its runs from that broker (e.g. redis://host:6379/0)")
+    _dagster_home()  # the instance's dagster.yaml, as init writes it, so a run reports where the daemon reads
+    name = name or f"cmp@{socket.gethostname()}-{os.getpid()}"
+    os.execv(sys.executable, [sys.executable, "-m", "celery", "-A", "cmp_pipelines.lib.run_workers", "worker",
+                              "--queues", QUEUE, "--concurrency", str(concurrency), "--hostname", name,
+                              "--pool", "prefork", "--without-gossip", "--without-mingle", "--loglevel", "INFO"])
