@@ -164,15 +164,19 @@ def scan(
     seen: dict[str, list[int]] = {}
     held = False  # a file not yet complete: the mark stays before it
 
+    # A store whose change times are coarse or can lag the moment a file shows (S3: whole seconds, and a
+    # multipart upload is dated when it began) says so; files that recent are remembered, not passed by the mark.
+    settled_before = now_ns - getattr(files, "listing_lag_ns", 0)
+
     def passed(stored: StoredFile) -> None:
-        if held:
+        if held or stored.changed_ns > settled_before:
             state.taken[stored.path] = stored.changed_ns
         else:
             state.mark = (stored.changed_ns, stored.path)
 
     for stored in [*fresh, *stale[: max(0, limit - counted)]]:
         if state.taken.get(stored.path) == stored.changed_ns:  # taken on an earlier tick beyond a held mark
-            if not held:
+            if not held and stored.changed_ns <= settled_before:
                 state.mark = (stored.changed_ns, stored.path)
             continue
         is_retry = (stored.changed_ns, stored.path) <= state.mark

@@ -58,6 +58,25 @@ class FileStore(dg.ConfigurableResource):
     def move(self, source: str, destination: str) -> str:
         raise NotImplementedError
 
+    def claim(self, path: str, owner: str) -> str:
+        """Write `owner` at `path` unless a claim is already there; returns the claim's owner either way, so of
+        two claimers racing for one path exactly one reads back its own name."""
+        raise NotImplementedError
+
+
+FILES_URL_SETTING = "CMP_FILES_URL"
+
+
+def configured_file_store() -> FileStore:
+    """The store `CMP_FILES_URL` names: unset, the local data folder; `s3://bucket/prefix`, the object store."""
+    url = (os.environ.get(FILES_URL_SETTING) or "").strip()
+    if not url:
+        return LocalFileStore()
+    from cmp_pipelines.lib.resources.s3_store import S3FileStore, parse_files_url
+
+    parse_files_url(url)  # a malformed setting is refused here, by name
+    return S3FileStore(url=url)
+
 
 class LocalFileStore(FileStore):
     """Folders under `base_dir` (default `$CMP_DATA_DIR`). Writes are atomic; moves never overwrite.
@@ -255,6 +274,22 @@ class LocalFileStore(FileStore):
             os.fsync(src_folder)
         crashpoint(f"moved {source}")
         return "/".join([*dest_parts[:-1], candidate])
+
+    def claim(self, path: str, owner: str) -> str:
+        """O_CREAT|O_EXCL: the file system lets exactly one creator make the file."""
+        parts = _parts(path)
+        with self._folder(parts[:-1], create=True) as folder:
+            try:
+                fd = os.open(parts[-1], os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o640,
+                             dir_fd=folder)
+            except FileExistsError:
+                return self.read_bytes(path).decode()
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(owner.encode())
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.fsync(folder)
+        return owner
 
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
