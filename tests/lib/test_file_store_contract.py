@@ -66,7 +66,8 @@ def test_archive_and_quarantine_moves_never_overwrite(store):
         "archive/nrp/PAYPOINT/2026-12-02/b.enc"
     assert store.list_files("inbound") == []
     assert [f.path for f in store.list_files("quarantine")] == [
-        "quarantine/nrp/PAYPOINT/a.enc", "quarantine/nrp/PAYPOINT/a.enc.1", "quarantine/nrp/PAYPOINT/a.enc.1.error.json"]
+        "quarantine/nrp/PAYPOINT/a.enc", "quarantine/nrp/PAYPOINT/a.enc.1",
+        "quarantine/nrp/PAYPOINT/a.enc.1.error.json"]
     assert store.read_bytes("archive/nrp/PAYPOINT/2026-12-02/b.enc") == b"second"
     with pytest.raises(FileNotFoundError):  # moved away already: as a second mover finds it
         store.move("inbound/nrp/PAYPOINT/b.enc", "archive/nrp/PAYPOINT/2026-12-02/b.enc")

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import errno
+import io
 import os
 import secrets
 import shutil
 import stat
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, closing, contextmanager, suppress
 from pathlib import Path
+from typing import BinaryIO
 
 import dagster as dg
 
@@ -58,6 +60,10 @@ class FileStore(dg.ConfigurableResource):
     def move(self, source: str, destination: str) -> str:
         raise NotImplementedError
 
+    def open_read(self, path: str) -> AbstractContextManager[BinaryIO]:
+        """A reader of the document at `path` (streamed where the backend can)."""
+        return closing(io.BytesIO(self.read_bytes(path)))
+
     def claim(self, path: str, owner: str) -> str:
         """Write `owner` at `path` unless a claim is already there; returns the claim's owner either way, so of
         two claimers racing for one path exactly one reads back its own name."""
@@ -76,6 +82,19 @@ def configured_file_store() -> FileStore:
 
     parse_files_url(url)  # a malformed setting is refused here, by name
     return S3FileStore(url=url)
+
+
+def object_store() -> FileStore | None:
+    """The configured store when it is not the local data folder: transports (delivery, SFTP pickup) then read
+    and write documents through it instead of the data folder."""
+    store = configured_file_store()
+    return None if isinstance(store, LocalFileStore) else store
+
+
+def document_source():
+    """How a transport opens a published document: None (the data folder) or the object store's reader."""
+    store = object_store()
+    return None if store is None else store.open_read
 
 
 class LocalFileStore(FileStore):

@@ -25,6 +25,7 @@ import os
 import tempfile
 import threading
 from collections.abc import Callable, Iterable
+from contextlib import closing, suppress
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -146,6 +147,15 @@ class S3FileStore(FileStore):
         except Exception as exc:  # noqa: BLE001
             raise self._fail("read", path, exc) from None
 
+    def open_read(self, path: str):
+        """The object's body, streamed (a transport copies it in chunks, never whole into memory)."""
+        bucket, key = self._where()[0], self._key(path)
+        try:
+            body = self._client().get_object(Bucket=bucket, Key=key)["Body"]
+        except Exception as exc:  # noqa: BLE001
+            raise self._fail("read", path, exc) from None
+        return closing(body)
+
     def exists(self, path: str) -> bool:
         bucket, key = self._where()[0], self._key(path)
         try:
@@ -228,10 +238,8 @@ class S3FileStore(FileStore):
             client.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=upload,
                                              MultipartUpload={"Parts": done}, IfNoneMatch="*")
         except Exception as exc:  # noqa: BLE001
-            try:
+            with suppress(Exception):  # else the bucket's lifecycle rule removes what is left
                 client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload)
-            except Exception:  # noqa: BLE001, S110 - the bucket's lifecycle rule removes what is left
-                pass
             if _status(exc) == 412 or _code(exc) in ("PreconditionFailed", "ConditionalRequestConflict"):
                 return False
             raise self._fail("write", path, exc) from None
