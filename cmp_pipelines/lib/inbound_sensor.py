@@ -12,10 +12,11 @@ its minimum interval ago; a tick starts a moment after its loop does, so an inte
 other loop: a dropped file waited 5 s on average and up to 10 s (8.6 s drop -> run measured by the orchestrated
 bench). `PICKUP_SECONDS` below the loop period makes every loop tick: the same 5 s cadence the design intends.
 
-Files are claimed before their run is asked for (`claims/<feed>/<hash of the run key>`, written only if absent):
-when two sensors see one file - two deployments, or a second daemon, on one bucket - exactly one asks for its
-run. One sensor on one Dagster instance never asks twice anyway (run keys); behind both, the store's intake row
-(`inbound_files`, one per file id, written in the batch's transaction) keeps a second run from loading it again.
+On a store that several machines share (the object store), a file is claimed before its run is asked for
+(`claims/<feed>/<hash of the run key>`, written only if absent): when two sensors see one file - two deployments,
+or a second daemon, on one bucket - exactly one asks for its run. One sensor on one Dagster instance never asks
+twice anyway (run keys); behind both, the store's intake row (`inbound_files`, one per file id, written in the
+batch's transaction) keeps a second run from loading it again.
 
 While a run that died awaits its recovery run, new files wait (`lib/recovery.awaiting_recovery`): an interrupted
 partition is finished before work that arrived after it.
@@ -57,7 +58,8 @@ def inbound_file_sensor(
         file_store = configured_file_store()
         partners = load_partners(paths().config_dir)
         pending, skipped, cursor = inbound.scan(file_store, feed, context.cursor, per_tick, partners=partners)
-        pending = claimed(file_store, feed, pending, _owner(context.instance), context.log)
+        if file_store.shared:
+            pending = claimed(file_store, feed, pending, _owner(context.instance), context.log)
         refusals = []
         for item in skipped:
             if item.report:

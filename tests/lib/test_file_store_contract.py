@@ -181,3 +181,20 @@ def test_the_sensor_scan_keeps_files_of_the_same_second_in_its_cursor(s3_bucket)
     settled = later + store.listing_lag_ns
     none, _, cursor = inbound.scan(store, "nrp", cursor, now_ns=settled)
     assert none == [] and inbound.read_cursor(cursor) == max((c, p) for p, c in listed.items())
+
+
+def test_a_conflicting_concurrent_write_is_tried_again(s3_bucket):
+    """S3 answers 409 ConditionalRequestConflict when another conditional write of the key is in flight and asks
+    the caller to retry (moto never does, so botocore's Stubber plays the server's answers here)."""
+    from botocore.stub import Stubber
+
+    store = S3FileStore(url=s3_bucket.url)
+    with Stubber(store._client()) as server:
+        server.add_client_error("put_object", "ConditionalRequestConflict", http_status_code=409)
+        server.add_response("put_object", {"ETag": '"x"'})
+        assert store.claim("claims/nrp/k", "worker-1") == "worker-1"
+        for _ in range(5):
+            server.add_client_error("put_object", "ConditionalRequestConflict", http_status_code=409)
+        with pytest.raises(OSError, match=r"object store write of claims/nrp/j failed: ConditionalRequestConflict"):
+            store.claim("claims/nrp/j", "worker-1")
+        server.assert_no_pending_responses()

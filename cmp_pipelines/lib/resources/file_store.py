@@ -26,6 +26,11 @@ class FileStore(dg.ConfigurableResource):
     """Base class: another backend (SFTP, object storage) implements these operations (`write_from` has a
     default built on `write_parts`)."""
 
+    @property
+    def shared(self) -> bool:
+        """True when other machines see the same files (then sensors claim a file before asking for its run)."""
+        return False
+
     def list_files(self, folder: str) -> list[StoredFile]:
         raise NotImplementedError
 

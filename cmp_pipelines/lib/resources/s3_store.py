@@ -24,6 +24,7 @@ import errno
 import os
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterable
 from contextlib import closing, suppress
 from pathlib import Path
@@ -35,7 +36,8 @@ from cmp_pipelines.lib.resources.file_store import FileStore, _parts
 
 ENDPOINT_SETTING = "CMP_S3_ENDPOINT_URL"
 LISTING_LAG_SECONDS = 300
-PART_BYTES = 64 << 20  # multipart part size; documents up to this size are one PUT
+PART_BYTES = 64 << 20
+CONFLICT_RETRIES = 5  # multipart part size; documents up to this size are one PUT
 
 
 class ObjectStoreError(OSError):
@@ -82,12 +84,30 @@ def _status(exc: Exception) -> int:
     return int((getattr(exc, "response", None) or {}).get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
 
 
+def _precondition_failed(exc: Exception) -> bool:
+    """412: the key is already there (If-None-Match: *)."""
+    return _status(exc) == 412 or _code(exc) == "PreconditionFailed"
+
+
+def _conflict(exc: Exception) -> bool:
+    """409: another conditional write of the key was in flight; S3 asks the caller to try again."""
+    return _status(exc) == 409 or _code(exc) == "ConditionalRequestConflict"
+
+
+class _Conflict(Exception):
+    pass
+
+
 class S3FileStore(FileStore):
     """Files as objects under `s3://bucket/prefix`: the same operations and guarantees as `LocalFileStore`."""
 
     url: str
     endpoint_url: str | None = None
     part_bytes: int = PART_BYTES
+
+    @property
+    def shared(self) -> bool:
+        return True
 
     @property
     def listing_lag_ns(self) -> int:
@@ -205,13 +225,20 @@ class S3FileStore(FileStore):
     def _put(self, path: str, data: bytes | object) -> bool:
         """One conditional PUT: True when written, False when the key was already there (412)."""
         bucket, key = self._where()[0], self._key(path)
-        try:
-            self._client().put_object(Bucket=bucket, Key=key, Body=data, IfNoneMatch="*")
-        except Exception as exc:  # noqa: BLE001
-            if _status(exc) == 412 or _code(exc) in ("PreconditionFailed", "ConditionalRequestConflict"):
-                return False
-            raise self._fail("write", path, exc) from None
-        return True
+        for attempt in range(CONFLICT_RETRIES):
+            if attempt and hasattr(data, "seek"):
+                data.seek(0)
+            try:
+                self._client().put_object(Bucket=bucket, Key=key, Body=data, IfNoneMatch="*")
+            except Exception as exc:  # noqa: BLE001
+                if _precondition_failed(exc):
+                    return False
+                if _conflict(exc) and attempt + 1 < CONFLICT_RETRIES:
+                    time.sleep(0.05 * 2 ** attempt)  # S3's answer to a concurrent conditional write: try again
+                    continue
+                raise self._fail("write", path, exc) from None
+            return True
+        raise AssertionError("unreachable")
 
     def _upload(self, path: str, local: Path) -> bool:
         """A file up to `part_bytes` is one PUT; a bigger one a multipart upload whose completion is the
@@ -220,6 +247,14 @@ class S3FileStore(FileStore):
         if size <= self.part_bytes:
             with open(local, "rb") as body:
                 return self._put(path, body)
+        for attempt in range(CONFLICT_RETRIES):
+            try:
+                return self._multipart(path, local)
+            except _Conflict:
+                time.sleep(0.05 * 2 ** attempt)  # S3: a 409 on completion means upload again from the start
+        raise ObjectStoreError(errno.EIO, f"object store write of {path} failed: ConditionalRequestConflict")
+
+    def _multipart(self, path: str, local: Path) -> bool:
         bucket, _ = self._where()
         client, key = self._client(), self._key(path)
         try:
@@ -240,8 +275,10 @@ class S3FileStore(FileStore):
         except Exception as exc:  # noqa: BLE001
             with suppress(Exception):  # else the bucket's lifecycle rule removes what is left
                 client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload)
-            if _status(exc) == 412 or _code(exc) in ("PreconditionFailed", "ConditionalRequestConflict"):
+            if _precondition_failed(exc):
                 return False
+            if _conflict(exc):
+                raise _Conflict() from None
             raise self._fail("write", path, exc) from None
         return True
 
