@@ -131,14 +131,23 @@ def test_a_big_document_is_one_multipart_upload_completed_conditionally(s3_bucke
     assert store.read_bytes("archive/big.json") == big.read_bytes() and not store.exists("outbound/ledger/big.json")
 
 
-def test_a_folder_marker_is_listed_as_refused_and_files_beside_it_flow(s3_bucket):
+def test_folder_markers_are_left_out_and_keys_no_path_can_name_are_refused(s3_bucket):
     store = S3FileStore(url=s3_bucket.url)
-    s3_bucket.client().put_object(Bucket=s3_bucket.name, Key="cmp/inbound/nrp/PAYPOINT/", Body=b"")
+    client = s3_bucket.client()
+    client.put_object(Bucket=s3_bucket.name, Key="cmp/inbound/nrp/PAYPOINT/", Body=b"")  # a console's "folder"
+    client.put_object(Bucket=s3_bucket.name, Key="cmp/inbound/nrp/PAYPOINT/..", Body=b"planted")
     store.write_bytes("inbound/nrp/PAYPOINT/a.enc", b"a")
     entries = store.list_entries("inbound/nrp")
-    assert [(e.path, e.kind) for e in entries] == [("inbound/nrp/PAYPOINT", "folder"), ("inbound/nrp/PAYPOINT/a.enc",
-                                                                                        "file")]
+    assert [(e.path, e.kind) for e in entries] == [
+        ("inbound/nrp/PAYPOINT/..", "key no path can name (`..`, `.` or an empty segment)"),
+        ("inbound/nrp/PAYPOINT/a.enc", "file")]
     assert [f.path for f in store.list_files("inbound/nrp")] == ["inbound/nrp/PAYPOINT/a.enc"]
+    pending, skipped, _ = inbound.scan(store, "nrp", None)
+    assert [p.path for p in pending] == ["inbound/nrp/PAYPOINT/a.enc"]
+    assert [(s.path, s.report) for s in skipped] == [("inbound/nrp/PAYPOINT/..", True)]
+    assert "never read, followed or moved; left where it is" in skipped[0].why
+    assert s3_bucket.keys("cmp/inbound/nrp/PAYPOINT/") == [
+        "cmp/inbound/nrp/PAYPOINT/", "cmp/inbound/nrp/PAYPOINT/..", "cmp/inbound/nrp/PAYPOINT/a.enc"]
 
 
 def test_errors_name_the_operation_and_path_never_the_credentials(s3_bucket, monkeypatch):

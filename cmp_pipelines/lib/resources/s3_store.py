@@ -98,6 +98,17 @@ class _Conflict(Exception):
     pass
 
 
+UNSAFE_KEY = "key no path can name (`..`, `.` or an empty segment)"
+
+
+def _kind(path: str) -> str:
+    try:
+        _parts(path)
+    except ValueError:
+        return UNSAFE_KEY
+    return "file"
+
+
 class S3FileStore(FileStore):
     """Files as objects under `s3://bucket/prefix`: the same operations and guarantees as `LocalFileStore`."""
 
@@ -141,8 +152,9 @@ class S3FileStore(FileStore):
     # ---- reading ----------------------------------------------------------------------------------------
 
     def list_entries(self, folder: str) -> list[StoredFile]:
-        """Every object below `folder`, by ListObjectsV2 pages of 1000. A key ending in `/` (a console's "folder"
-        marker) is listed as a folder and refused like one."""
+        """Every object below `folder`, by ListObjectsV2 pages of 1000. A key ending in `/` is a console's empty
+        "folder" marker, not a file: left out. A key no path can name (`..`, `.` or empty segments) is listed as
+        refused, so the sensor reports it once and leaves it."""
         bucket, _ = self._where()
         found: list[StoredFile] = []
         paginator, prefix = self._client().get_paginator("list_objects_v2"), self._key(folder) + "/"
@@ -150,9 +162,10 @@ class S3FileStore(FileStore):
             for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
                 for item in page.get("Contents", []):
                     path = self._path(item["Key"])
-                    kind = "folder" if path.endswith("/") else "file"
+                    if path.endswith("/"):
+                        continue
                     changed = int(item["LastModified"].timestamp() * 1_000_000) * 1000
-                    found.append(StoredFile(path.rstrip("/"), int(item["Size"]), changed, kind))
+                    found.append(StoredFile(path, int(item["Size"]), changed, _kind(path)))
         except Exception as exc:  # noqa: BLE001 - botocore raises several unrelated types; all become OSError
             raise self._fail("listing", folder, exc) from None
         return sorted(found, key=lambda f: f.path)
