@@ -207,3 +207,25 @@ def test_a_conflicting_concurrent_write_is_tried_again(s3_bucket):
         with pytest.raises(OSError, match=r"object store write of claims/nrp/j failed: ConditionalRequestConflict"):
             store.claim("claims/nrp/j", "worker-1")
         server.assert_no_pending_responses()
+
+
+def test_an_upload_that_fails_part_way_leaves_no_object_and_no_parts(s3_bucket, tmp_path):
+    """The connection drops while the second of three parts is sent: nothing appears under the key (S3 shows a
+    multipart object only once completed) and the upload is aborted, so no part is kept or billed."""
+    store = S3FileStore(url=s3_bucket.url, part_bytes=5 << 20)
+    client, sent = store._client(), []
+
+    def drop_the_second_part(params, **_):
+        sent.append(params["PartNumber"])
+        if params["PartNumber"] == 2:
+            raise ConnectionResetError("injected: connection reset while sending part 2")
+
+    client.meta.events.register("provide-client-params.s3.UploadPart", drop_the_second_part)
+    try:
+        with pytest.raises(OSError, match="object store write of outbound/ledger/big.json failed"):
+            store.write_from("outbound/ledger/big.json", lambda target: target.write_bytes(b"p" * (11 << 20)))
+    finally:
+        client.meta.events.unregister("provide-client-params.s3.UploadPart", drop_the_second_part)
+    assert sent == [1, 2]
+    assert not store.exists("outbound/ledger/big.json") and s3_bucket.keys() == []
+    assert s3_bucket.client().list_multipart_uploads(Bucket=s3_bucket.name).get("Uploads", []) == []
