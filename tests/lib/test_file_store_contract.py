@@ -4,6 +4,7 @@ refusals of paths that escape the store, and claims that exactly one claimer win
 
 from __future__ import annotations
 
+import json
 import threading
 from pathlib import Path
 
@@ -181,6 +182,8 @@ def test_the_sensor_scan_keeps_files_of_the_same_second_in_its_cursor(s3_bucket)
     store.write_bytes("inbound/nrp/PAYPOINT/b.json.enc", b"b")
     first, _, cursor = inbound.scan(store, "nrp", None)
     assert [p.file_name for p in first] == ["b.json.enc"]
+    assert inbound.read_cursor(cursor) == (0, ""), "the mark stays behind a file newer than the lag"
+    assert list(json.loads(cursor)["taken"]) == ["inbound/nrp/PAYPOINT/b.json.enc"], "it is remembered instead"
     store.write_bytes("inbound/nrp/PAYPOINT/a.json.enc", b"a")
     listed = {f.path: f.changed_ns for f in store.list_files("inbound/nrp")}
     later = max(listed.values()) + 1  # the moment both exist, within the lag
