@@ -67,6 +67,15 @@ def test_a_partner_file_in_the_bucket_is_posted_archived_and_acknowledged_in_the
     assert not (platform.root / "inbound").exists() and not (platform.root / "outbound").exists(), \
         "nothing was written to the local data folder"
 
+    # the partition run again (an operator's re-execution): nothing posted twice, the published acknowledgement
+    # kept byte for byte (a rewrite would differ: every encryption has a fresh IV)
+    ack_path = "outbound/acknowledgements/nrp/PAYPOINT/PAYPOINT-20261121-001.ack.json.enc"
+    published = platform.files.read_bytes(ack_path)
+    job = build_definitions().resolve_job_def("non_recurring_payment_job")
+    assert job.execute_in_process(instance=instance, partition_key=outcomes[0].partition_key).success
+    assert platform.balance("ACC00000001") == charges["ACC00000001"] - 1000 and platform.payment_postings() == 4
+    assert platform.files.read_bytes(ack_path) == published
+
 
 def test_eight_files_seen_by_two_sensors_at_once_are_each_processed_exactly_once(
         in_bucket, s3_bucket, instance, tmp_path, dagster_home_template):
