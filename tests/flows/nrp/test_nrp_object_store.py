@@ -77,7 +77,7 @@ def test_a_partner_file_in_the_bucket_is_posted_archived_and_acknowledged_in_the
     assert platform.files.read_bytes(ack_path) == published
 
 
-@pytest.mark.slow  # 16 runs (8 files, two instances' sensor passes): ~20 s on the 2-core machine
+@pytest.mark.slow  # eight runs across two Dagster instances: ~20 s on the 2-core machine
 def test_eight_files_seen_by_two_sensors_at_once_are_each_processed_exactly_once(
         in_bucket, s3_bucket, instance, tmp_path, dagster_home_template):
     """Two deployments (two Dagster instances) on one bucket and one store: their sensors tick at the same moment
