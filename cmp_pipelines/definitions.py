@@ -17,7 +17,7 @@ from cmp_pipelines.defs.platform.recovery_sensor import run_recovery_sensor
 from cmp_pipelines.defs.receipts import defs as receipts
 from cmp_pipelines.lib.resources.cipher import PartnerCipher
 from cmp_pipelines.lib.resources.database import Database
-from cmp_pipelines.lib.resources.file_store import LocalFileStore
+from cmp_pipelines.lib.resources.file_store import configured_file_store
 from cmp_pipelines.lib.resources.notifier import Notifier
 from cmp_pipelines.lib.resources.payment_provider import PaymentProviderResource
 
@@ -40,7 +40,7 @@ def build_definitions(resources: dict | None = None) -> dg.Definitions:
         executor=dg.in_process_executor,  # a step in another process would name itself as the run's process
         resources={
             "database": Database(),
-            "file_store": LocalFileStore(),
+            "file_store": configured_file_store(),  # CMP_FILES_URL: local folder or object store
             "cipher": PartnerCipher(),
             "notifier": Notifier(),
             "payment_provider": PaymentProviderResource(),

@@ -17,6 +17,7 @@ from tests.support.hardware import hardware  # noqa: F401
 from tests.support.platform import platform, platform_template  # noqa: F401
 from tests.support.postgres import pg_store, pg_template, pg_url, postgres_server  # noqa: F401
 from tests.support.redis import redis_url  # noqa: F401
+from tests.support.s3 import s3_bucket, s3_server  # noqa: F401
 from tests.support.sftp import sftp_server  # noqa: F401
 from tests.support.smtp import smtp_server  # noqa: F401
 from tests.support.speed import share_alembic_scripts, share_sqlite_engines

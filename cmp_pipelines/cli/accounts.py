@@ -29,11 +29,11 @@ def nrp_release_held(batch: str, record_id: str | None) -> None:
     from cmp_pipelines.core.crypto.keyring import PartnerKeyring
     from cmp_pipelines.core.money import format_minor
     from cmp_pipelines.defs.nrp.flow import NonRecurringPayments
-    from cmp_pipelines.lib.resources.file_store import LocalFileStore
+    from cmp_pipelines.lib.resources.file_store import configured_file_store
 
     partners, _ = _config()
     with _connect() as con:
-        flow = NonRecurringPayments(con, LocalFileStore(), PartnerKeyring(paths().keys_dir), partners)
+        flow = NonRecurringPayments(con, configured_file_store(), PartnerKeyring(paths().keys_dir), partners)
         try:
             result = flow.release_held(batch, record_id)
         except LookupError as exc:

@@ -43,7 +43,7 @@ def demo_files(seed: int) -> None:
     """Sample encrypted non-recurring payment files in data/inbound/nrp/ (one with bad records, one empty)."""
     from cmp_pipelines.core.crypto.keyring import PartnerKeyring
     from cmp_pipelines.demo import data as demo_data
-    from cmp_pipelines.lib.resources.file_store import LocalFileStore
+    from cmp_pipelines.lib.resources.file_store import configured_file_store
 
     with _connect() as con:
         accounts = con.execute("SELECT count(*) FROM accounts WHERE NOT is_suspense").fetchone()[0]
@@ -51,7 +51,7 @@ def demo_files(seed: int) -> None:
         _fail("no demo accounts: run `cmp-pipelines demo seed` first")
     with click.progressbar(length=4, label="writing sample files") as bar:
         written = demo_data.demo_files(
-            LocalFileStore(), PartnerKeyring(paths().keys_dir), accounts, seed, progress=lambda _: bar.update(1)
+            configured_file_store(), PartnerKeyring(paths().keys_dir), accounts, seed, progress=lambda _: bar.update(1)
         )
     for path in written:
         click.echo(path)
@@ -78,12 +78,12 @@ def demo_card_rejections() -> None:
     from cmp_pipelines.core.crypto.keyring import PartnerKeyring
     from cmp_pipelines.core.payment_setup import card_providers
     from cmp_pipelines.demo import data as demo_data
-    from cmp_pipelines.lib.resources.file_store import LocalFileStore
+    from cmp_pipelines.lib.resources.file_store import configured_file_store
 
     partners, _ = _config()
     provider = card_providers(partners)[0]
     with _connect() as con:
-        path = demo_data.card_rejection_file(con, LocalFileStore(), PartnerKeyring(paths().keys_dir), provider,
+        path = demo_data.card_rejection_file(con, configured_file_store(), PartnerKeyring(paths().keys_dir), provider,
                                              datetime.now(UTC))
     if path is None:
         _fail("no extracted card payment to reject: run `cmp-pipelines run-card-payments` first")
@@ -107,12 +107,12 @@ def demo_bacs_reports() -> None:
     """Sample ADDACS and ARUDD reports from the bureau for today's mandates and debits."""
     from cmp_pipelines.core.crypto.keyring import PartnerKeyring
     from cmp_pipelines.demo import data as demo_data
-    from cmp_pipelines.lib.resources.file_store import LocalFileStore
+    from cmp_pipelines.lib.resources.file_store import configured_file_store
 
     config = _dd_config()
     with _connect() as con:
-        written = demo_data.bacs_report_files(con, LocalFileStore(), PartnerKeyring(paths().keys_dir), config.bureau,
-                                              config.service_user_number, datetime.now(UTC))
+        written = demo_data.bacs_report_files(con, configured_file_store(), PartnerKeyring(paths().keys_dir),
+                                              config.bureau, config.service_user_number, datetime.now(UTC))
     for path in written:
         click.echo(f"wrote {path}")
     if not written:
@@ -157,10 +157,10 @@ def demo_warehouse_dispatch() -> None:
     IMEI), encrypted into data/inbound/warehouse_dispatch/<WAREHOUSE>/."""
     from cmp_pipelines.core.crypto.keyring import PartnerKeyring
     from cmp_pipelines.demo import hardware as demo_hardware
-    from cmp_pipelines.lib.resources.file_store import LocalFileStore
+    from cmp_pipelines.lib.resources.file_store import configured_file_store
 
     with _connect() as con:
-        written = demo_hardware.warehouse_response_files(con, LocalFileStore(), PartnerKeyring(paths().keys_dir),
+        written = demo_hardware.warehouse_response_files(con, configured_file_store(), PartnerKeyring(paths().keys_dir),
                                                          datetime.now(UTC))
     if not written:
         _fail("no order awaiting dispatch: run `cmp-pipelines demo orders` first")
@@ -174,6 +174,6 @@ def demo_billing_run() -> None:
     records), encrypted into data/inbound/billing/BILLSYS/."""
     from cmp_pipelines.core.crypto.keyring import PartnerKeyring
     from cmp_pipelines.demo import billing as demo_billing
-    from cmp_pipelines.lib.resources.file_store import LocalFileStore
+    from cmp_pipelines.lib.resources.file_store import configured_file_store
 
-    click.echo(demo_billing.demo_billing_run(LocalFileStore(), PartnerKeyring(paths().keys_dir)))
+    click.echo(demo_billing.demo_billing_run(configured_file_store(), PartnerKeyring(paths().keys_dir)))

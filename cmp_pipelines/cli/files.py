@@ -100,11 +100,11 @@ def files_stripe_batch(extract: str, partner: str, attempts: int) -> None:
     from cmp_pipelines.core.files.errors import FileRejected
     from cmp_pipelines.core.stripe_batch import ExtractError, run_stripe_batch
     from cmp_pipelines.core.stripe_provider import stripe_from_config
-    from cmp_pipelines.lib.resources.file_store import LocalFileStore
+    from cmp_pipelines.lib.resources.file_store import configured_file_store
 
     try:
         provider = stripe_from_config(paths().config_dir, paths().keys_dir)
-        result = run_stripe_batch(LocalFileStore(), PartnerKeyring(paths().keys_dir), extract, provider,
+        result = run_stripe_batch(configured_file_store(), PartnerKeyring(paths().keys_dir), extract, provider,
                                   partner=partner, attempts=attempts)
     except FileRejected as exc:
         _fail(f"{extract}: {exc.message}")

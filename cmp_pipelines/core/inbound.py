@@ -164,15 +164,23 @@ def scan(
     seen: dict[str, list[int]] = {}
     held = False  # a file not yet complete: the mark stays before it
 
+    # A store whose change times are coarse or can lag the moment a file shows (S3: whole seconds, and a
+    # multipart upload is dated when it began) says so; files that recent are remembered, not passed by the mark.
+    lag_ns = getattr(files, "listing_lag_ns", 0)  # 0 for the local folder: its change times are exact
+    settled_before = now_ns - lag_ns if lag_ns else None
+
+    def recent(stored: StoredFile) -> bool:
+        return settled_before is not None and stored.changed_ns > settled_before
+
     def passed(stored: StoredFile) -> None:
-        if held:
+        if held or recent(stored):
             state.taken[stored.path] = stored.changed_ns
         else:
             state.mark = (stored.changed_ns, stored.path)
 
     for stored in [*fresh, *stale[: max(0, limit - counted)]]:
         if state.taken.get(stored.path) == stored.changed_ns:  # taken on an earlier tick beyond a held mark
-            if not held:
+            if not held and not recent(stored):
                 state.mark = (stored.changed_ns, stored.path)
             continue
         is_retry = (stored.changed_ns, stored.path) <= state.mark

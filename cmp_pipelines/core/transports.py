@@ -16,15 +16,19 @@ import os
 import posixpath
 import secrets
 import shutil
+import tempfile
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import BinaryIO
 
 import duckdb
 
 from cmp_pipelines.core.config import LocalTransport, Partner, SftpPickup, SftpTransport
 from cmp_pipelines.core.delivery import Connect, Delivery, DeliveryReport, DeliveryResult, deliver_due, file_digest
+from cmp_pipelines.core.files.store import FileStoreLike
 
 PART_SUFFIX = ".part"
 CHUNK = 256 * 1024
@@ -32,6 +36,13 @@ CHUNK = 256 * 1024
 
 class TransportError(RuntimeError):
     """A transfer failed; the message is safe to log and store (no key material)."""
+
+
+Source = Callable[[str], AbstractContextManager[BinaryIO]]  # opens a published document by its store path
+
+
+def local_source(data_dir: Path) -> Source:
+    return lambda local_path: open(data_dir / local_path, "rb")
 
 
 # ---- local folder ----------------------------------------------------------------------------------------------
@@ -42,8 +53,10 @@ def local_folder(transport: LocalTransport, data_dir: Path) -> Path:
     return folder if folder.is_absolute() else data_dir / folder
 
 
-def send_local(transport: LocalTransport, data_dir: Path, items: list[Delivery]) -> list[DeliveryResult]:
+def send_local(transport: LocalTransport, data_dir: Path, items: list[Delivery],
+               source: Source | None = None) -> list[DeliveryResult]:
     folder = local_folder(transport, data_dir)
+    opened = source or local_source(data_dir)
     results = []
     for item in items:
         try:
@@ -54,7 +67,7 @@ def send_local(transport: LocalTransport, data_dir: Path, items: list[Delivery])
                 continue
             tmp = folder / f".{item.remote_name}.{secrets.token_hex(6)}{PART_SUFFIX}"
             try:
-                with open(data_dir / item.local_path, "rb") as source, open(tmp, "wb") as out:
+                with opened(item.local_path) as source, open(tmp, "wb") as out:
                     shutil.copyfileobj(source, out, 16 << 20)
                     out.flush()
                     os.fsync(out.fileno())
@@ -168,7 +181,7 @@ async def _exists(sftp, path: str):
         return None
 
 
-async def _upload(sftp, data_dir: Path, folder: str, item: Delivery, transport: SftpTransport) -> DeliveryResult:
+async def _upload(sftp, opened: Source, folder: str, item: Delivery, transport: SftpTransport) -> DeliveryResult:
     final = posixpath.join(folder, item.remote_name)
     where = f"sftp://{transport.host}{'' if folder.startswith('/') else '/'}{folder}"
     attrs = await _exists(sftp, final)
@@ -178,7 +191,7 @@ async def _upload(sftp, data_dir: Path, folder: str, item: Delivery, transport: 
         return _already_there(item, "-", attrs.size or 0, where)
     part = final + PART_SUFFIX
     async with sftp.open(part, "wb") as out:
-        with open(data_dir / item.local_path, "rb") as source:
+        with opened(item.local_path) as source:
             offset = 0
             while chunk := source.read(CHUNK):
                 await out.write(chunk, offset)
@@ -196,7 +209,7 @@ async def _upload(sftp, data_dir: Path, folder: str, item: Delivery, transport: 
     return DeliveryResult(item.delivery_id, True, f"uploaded to {where}/{item.remote_name}")
 
 
-async def _send_sftp(transport: SftpTransport, keys_dir: Path, data_dir: Path,
+async def _send_sftp(transport: SftpTransport, keys_dir: Path, opened: Source,
                      items: list[Delivery]) -> list[DeliveryResult]:
     import asyncssh
 
@@ -205,7 +218,7 @@ async def _send_sftp(transport: SftpTransport, keys_dir: Path, data_dir: Path,
     async with asyncssh.connect(**options) as conn, conn.start_sftp_client() as sftp:
         for item in items:
             try:
-                results.append(await _upload(sftp, data_dir, transport.remote_folder, item, transport))
+                results.append(await _upload(sftp, opened, transport.remote_folder, item, transport))
             except (asyncssh.SFTPError, OSError, TransportError) as exc:
                 results.append(DeliveryResult(item.delivery_id, False, _describe(exc, transport)))
                 if isinstance(exc, ConnectionError | asyncssh.SFTPConnectionLost):
@@ -213,9 +226,10 @@ async def _send_sftp(transport: SftpTransport, keys_dir: Path, data_dir: Path,
     return results
 
 
-def send_sftp(transport: SftpTransport, keys_dir: Path, data_dir: Path, items: list[Delivery]) -> list[DeliveryResult]:
+def send_sftp(transport: SftpTransport, keys_dir: Path, data_dir: Path, items: list[Delivery],
+              source: Source | None = None) -> list[DeliveryResult]:
     try:
-        results = asyncio.run(_send_sftp(transport, keys_dir, data_dir, items))
+        results = asyncio.run(_send_sftp(transport, keys_dir, source or local_source(data_dir), items))
     except Exception as exc:  # noqa: BLE001 (connecting failed: every document fails with the same reason)
         why = _describe(exc, transport)
         return [DeliveryResult(i.delivery_id, False, why) for i in items]
@@ -225,10 +239,10 @@ def send_sftp(transport: SftpTransport, keys_dir: Path, data_dir: Path, items: l
 
 
 def send(transport: LocalTransport | SftpTransport, data_dir: Path, keys_dir: Path,
-         items: list[Delivery]) -> list[DeliveryResult]:
+         items: list[Delivery], source: Source | None = None) -> list[DeliveryResult]:
     if isinstance(transport, SftpTransport):
-        return send_sftp(transport, keys_dir, data_dir, items)
-    return send_local(transport, data_dir, items)
+        return send_sftp(transport, keys_dir, data_dir, items, source)
+    return send_local(transport, data_dir, items, source)
 
 
 # ---- SFTP pickup -----------------------------------------------------------------------------------------------
@@ -257,7 +271,8 @@ Record = Callable[[str, RemoteFile, str, str], None]  # (feed, file, local path,
 
 
 async def _pickup(transport: SftpTransport, keys_dir: Path, data_dir: Path, partner: str, seen: Seen,
-                  record: Record, removed: Callable[[str, RemoteFile], None]) -> list[PickupOutcome]:
+                  record: Record, removed: Callable[[str, RemoteFile], None],
+                  store: FileStoreLike | None = None) -> list[PickupOutcome]:
     import asyncssh
 
     options = _connect_options(transport, keys_dir)
@@ -272,7 +287,8 @@ async def _pickup(transport: SftpTransport, keys_dir: Path, data_dir: Path, part
                 remote = RemoteFile(posixpath.join(pickup.remote_folder, name), name, entry.attrs.size or 0,
                                     int(entry.attrs.mtime or 0))
                 try:
-                    outcomes.append(await _take(sftp, pickup, remote, data_dir, partner, seen, record, removed))
+                    outcomes.append(await _take(sftp, pickup, remote, data_dir, partner, seen, record, removed,
+                                                store))
                 except (asyncssh.SFTPError, OSError) as exc:
                     outcomes.append(PickupOutcome(pickup.feed, remote.path, None, "", False,
                                                   _describe(exc, transport)))
@@ -280,13 +296,18 @@ async def _pickup(transport: SftpTransport, keys_dir: Path, data_dir: Path, part
 
 
 async def _take(sftp, pickup: SftpPickup, remote: RemoteFile, data_dir: Path, partner: str, seen: Seen,
-                record: Record, removed: Callable[[str, RemoteFile], None]) -> PickupOutcome:
+                record: Record, removed: Callable[[str, RemoteFile], None],
+                store: FileStoreLike | None = None) -> PickupOutcome:
     """Download under a hidden temporary name, rename into the inbound folder, record it, then remove (or move)
     the remote file. A crash before the record downloads it again next time (the inbound flow refuses a second
-    copy by its checksum); a crash after it only finishes the removal."""
+    copy by its checksum); a crash after it only finishes the removal. With an object store (`store`), the
+    download is staged in a local temporary file and published into the store's inbound prefix whole."""
     sha = seen(pickup.feed, remote)
     local_rel = None
-    if sha is None:
+    if sha is None and store is not None:
+        sha, local_rel = await _take_into(sftp, remote, store, f"inbound/{pickup.feed}/{partner}")
+        record(pickup.feed, remote, local_rel, sha)
+    elif sha is None:
         folder = data_dir / "inbound" / pickup.feed / partner
         folder.mkdir(parents=True, exist_ok=True)
         target = folder / remote.name
@@ -322,30 +343,47 @@ async def _take(sftp, pickup: SftpPickup, remote: RemoteFile, data_dir: Path, pa
     return PickupOutcome(pickup.feed, remote.path, local_rel, sha, True)
 
 
+async def _take_into(sftp, remote: RemoteFile, store: FileStoreLike, folder: str) -> tuple[str, str]:
+    target = f"{folder}/{remote.name}"
+    if store.exists(target):
+        target = f"{folder}/{Path(remote.name).stem}.{remote.mtime}{''.join(Path(remote.name).suffixes[-1:])}"
+    digest = hashlib.sha256()
+    with tempfile.NamedTemporaryFile(suffix=PART_SUFFIX) as out:
+        async with sftp.open(remote.path, "rb") as source:
+            while chunk := await source.read(CHUNK):
+                out.write(chunk)
+                digest.update(chunk)
+        out.flush()
+        store.write_parts(target, [Path(out.name)])
+    return digest.hexdigest(), target
+
+
 def pickup(transport: SftpTransport, keys_dir: Path, data_dir: Path, partner: str, seen: Seen, record: Record,
-           removed: Callable[[str, RemoteFile], None]) -> list[PickupOutcome]:
-    """Every file waiting in the partner's pickup folders, into data/inbound/<feed>/<partner>/."""
+           removed: Callable[[str, RemoteFile], None], store: FileStoreLike | None = None) -> list[PickupOutcome]:
+    """Every file waiting in the partner's pickup folders, into inbound/<feed>/<partner>/ of the data folder (or
+    of `store`, an object store)."""
     try:
-        return asyncio.run(_pickup(transport, keys_dir, data_dir, partner, seen, record, removed))
+        return asyncio.run(_pickup(transport, keys_dir, data_dir, partner, seen, record, removed, store))
     except Exception as exc:  # noqa: BLE001 (an unreachable partner is reported, the others are polled)
         return [PickupOutcome("-", "-", None, "", False, _describe(exc, transport))]
 
 
 def deliver_pending(connect: Connect, partners: dict[str, Partner], data_dir: Path, keys_dir: Path,
-                    **options) -> DeliveryReport:
-    """The deliverer: every due document through its partner's configured transport (`delivery.deliver_due`)."""
+                    source: Source | None = None, **options) -> DeliveryReport:
+    """The deliverer: every due document through its partner's configured transport (`delivery.deliver_due`).
+    `source` opens a published document by its store path (the object store's); default the data folder."""
 
     def transport_of(partner: str) -> LocalTransport | SftpTransport:
         if partner not in partners:
             raise TransportError(f"partner {partner} is not in partners.yaml; nothing to send it through")
         return partners[partner].delivery_transport()
 
-    return deliver_due(connect, lambda partner, items: send(transport_of(partner), data_dir, keys_dir, items),
+    return deliver_due(connect, lambda partner, items: send(transport_of(partner), data_dir, keys_dir, items, source),
                        lambda partner: transport_of(partner).type, **options)
 
 
 def pickup_inbound(con: duckdb.DuckDBPyConnection, partner: Partner, data_dir: Path, keys_dir: Path,
-                   now: datetime) -> list[PickupOutcome]:
+                   now: datetime, store: FileStoreLike | None = None) -> list[PickupOutcome]:
     """Poll the partner's SFTP pickup folders; `sftp_pickups` remembers each file taken (by remote path, size and
     time), so a file whose remote removal failed is removed next time, never downloaded twice."""
     transport = partner.transport
@@ -367,4 +405,4 @@ def pickup_inbound(con: duckdb.DuckDBPyConnection, partner: Partner, data_dir: P
         con.execute(f"UPDATE sftp_pickups SET removed_at = ? WHERE {key}",
                     [now, partner.partner_id, feed, remote.path, remote.size, remote.mtime])
 
-    return pickup(transport, keys_dir, data_dir, partner.partner_id, seen, record, removed)
+    return pickup(transport, keys_dir, data_dir, partner.partner_id, seen, record, removed, store)

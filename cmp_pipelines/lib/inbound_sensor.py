@@ -12,10 +12,20 @@ its minimum interval ago; a tick starts a moment after its loop does, so an inte
 other loop: a dropped file waited 5 s on average and up to 10 s (8.6 s drop -> run measured by the orchestrated
 bench). `PICKUP_SECONDS` below the loop period makes every loop tick: the same 5 s cadence the design intends.
 
+On a store that several machines share (the object store), a file is claimed before its run is asked for
+(`claims/<feed>/<hash of the run key>`, written only if absent): when two sensors see one file - two deployments,
+or a second daemon, on one bucket - exactly one asks for its run. One sensor on one Dagster instance never asks
+twice anyway (run keys); behind both, the store's intake row (`inbound_files`, one per file id, written in the
+batch's transaction) keeps a second run from loading it again.
+
 While a run that died awaits its recovery run, new files wait (`lib/recovery.awaiting_recovery`): an interrupted
 partition is finished before work that arrived after it.
 """
 
+
+import hashlib
+import os
+import socket
 
 import dagster as dg
 
@@ -24,7 +34,7 @@ from cmp_pipelines.core.config import load_partners
 from cmp_pipelines.core.settings import paths
 from cmp_pipelines.lib.inbound_refusals import ENTRY_TAG, FEED_TAG, REFUSED_TAG, inbound_refusals_job
 from cmp_pipelines.lib.recovery import awaiting_recovery
-from cmp_pipelines.lib.resources.file_store import LocalFileStore
+from cmp_pipelines.lib.resources.file_store import FileStore, configured_file_store
 
 PICKUP_SECONDS = 2  # below the daemon's 5 s loop, so every loop ticks (see above)
 
@@ -45,9 +55,11 @@ def inbound_file_sensor(
         if dead:
             return dg.SkipReason(f"run {dead} was interrupted and its partition is run again first; new files "
                                  "wait for it")
-        file_store = LocalFileStore()
+        file_store = configured_file_store()
         partners = load_partners(paths().config_dir)
         pending, skipped, cursor = inbound.scan(file_store, feed, context.cursor, per_tick, partners=partners)
+        if file_store.shared:
+            pending = claimed(file_store, feed, pending, _owner(context.instance), context.log)
         refusals = []
         for item in skipped:
             if item.report:
@@ -75,3 +87,23 @@ def inbound_file_sensor(
         )
 
     return _sensor
+
+
+def _owner(instance: dg.DagsterInstance) -> str:
+    """Who claims: this Dagster instance on this machine (its DAGSTER_HOME), the same on every tick."""
+    home = instance.root_directory if instance.is_persistent else os.environ.get("DAGSTER_HOME", "ephemeral")
+    return f"{socket.gethostname()}:{home}"
+
+
+def claimed(file_store: FileStore, feed: str, pending: list, owner: str, log=None) -> list:
+    """The pending files this owner holds the claim of (claimed now, or on an earlier tick that did not finish);
+    the others were claimed by another sensor, which asks for their runs."""
+    mine = []
+    for item in pending:
+        digest = hashlib.sha256(item.run_key.encode("utf-8", "surrogateescape")).hexdigest()
+        holder = file_store.claim(f"claims/{feed}/{digest}", owner)
+        if holder == owner:
+            mine.append(item)
+        elif log is not None:
+            log.info(f"{inbound.display_path(item.path)} is claimed by another sensor; its run is asked for there")
+    return mine

@@ -1,13 +1,15 @@
-"""What the flows need of a file store; any backend (local folders, object storage) provides this."""
+"""What the flows need of a file store; any backend (local folders, object storage: `CMP_FILES_URL`) provides
+this. The contract both implementations pass is tests/lib/test_file_store_contract.py."""
 
 from __future__ import annotations
 
 import errno
 import stat
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 
 @dataclass(frozen=True)
@@ -62,3 +64,5 @@ class FileStoreLike(Protocol):
     def write_from(self, path: str, produce: Callable[[Path], None]) -> str: ...
     def exists(self, path: str) -> bool: ...
     def move(self, source: str, destination: str) -> str: ...
+    def open_read(self, path: str) -> AbstractContextManager[BinaryIO]: ...
+    def claim(self, path: str, owner: str) -> str: ...  # the claim's owner: `owner` only for the one claimer

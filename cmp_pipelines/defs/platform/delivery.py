@@ -22,6 +22,7 @@ from cmp_pipelines.core.transports import deliver_pending, pickup_inbound
 from cmp_pipelines.lib.metadata import markdown_table
 from cmp_pipelines.lib.probe_checks import probe_checks
 from cmp_pipelines.lib.resources.database import DB_POOL, Database
+from cmp_pipelines.lib.resources.file_store import document_source, object_store
 
 GROUP = "delivery"
 DELIVERY_INTERVAL_SECONDS = 30
@@ -42,7 +43,8 @@ PICKUP_INTERVAL_SECONDS = 60
 def delivered_documents(context: dg.AssetExecutionContext, database: Database) -> dg.MaterializeResult:
     p = paths()
     partners = load_partners(p.config_dir)
-    report = deliver_pending(lambda: database.connection(wait_seconds=60), partners, p.data_dir, p.keys_dir)
+    report = deliver_pending(lambda: database.connection(wait_seconds=60), partners, p.data_dir, p.keys_dir,
+                             source=document_source())
     for item, why in report.failed:
         context.log.warning(f"{item.document_kind} {item.remote_name} to {item.partner}: {why}")
     rows = [(d.partner, d.remote_name, "SENT", "") for d in report.sent]
@@ -70,7 +72,8 @@ def sftp_picked_up_files(context: dg.AssetExecutionContext, database: Database) 
     rows, failures = [], 0
     with database.connection() as con:
         for partner in partners.values():
-            for outcome in pickup_inbound(con, partner, p.data_dir, p.keys_dir, datetime.now(UTC)):
+            for outcome in pickup_inbound(con, partner, p.data_dir, p.keys_dir, datetime.now(UTC),
+                                          store=object_store()):
                 if outcome.error:
                     failures += 1
                     context.log.warning(f"{partner.partner_id} pickup {outcome.remote_path}: {outcome.error}")

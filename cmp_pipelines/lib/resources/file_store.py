@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import errno
+import io
 import os
 import secrets
 import shutil
 import stat
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, closing, contextmanager, suppress
 from pathlib import Path
+from typing import BinaryIO
 
 import dagster as dg
 
@@ -23,6 +25,11 @@ from cmp_pipelines.core.settings import paths
 class FileStore(dg.ConfigurableResource):
     """Base class: another backend (SFTP, object storage) implements these operations (`write_from` has a
     default built on `write_parts`)."""
+
+    @property
+    def shared(self) -> bool:
+        """True when other machines see the same files (then sensors claim a file before asking for its run)."""
+        return False
 
     def list_files(self, folder: str) -> list[StoredFile]:
         raise NotImplementedError
@@ -57,6 +64,42 @@ class FileStore(dg.ConfigurableResource):
 
     def move(self, source: str, destination: str) -> str:
         raise NotImplementedError
+
+    def open_read(self, path: str) -> AbstractContextManager[BinaryIO]:
+        """A reader of the document at `path` (streamed where the backend can)."""
+        return closing(io.BytesIO(self.read_bytes(path)))
+
+    def claim(self, path: str, owner: str) -> str:
+        """Write `owner` at `path` unless a claim is already there; returns the claim's owner either way, so of
+        two claimers racing for one path exactly one reads back its own name."""
+        raise NotImplementedError
+
+
+FILES_URL_SETTING = "CMP_FILES_URL"
+
+
+def configured_file_store() -> FileStore:
+    """The store `CMP_FILES_URL` names: unset, the local data folder; `s3://bucket/prefix`, the object store."""
+    url = (os.environ.get(FILES_URL_SETTING) or "").strip()
+    if not url:
+        return LocalFileStore()
+    from cmp_pipelines.lib.resources.s3_store import S3FileStore, parse_files_url
+
+    parse_files_url(url)  # a malformed setting is refused here, by name
+    return S3FileStore(url=url)
+
+
+def object_store() -> FileStore | None:
+    """The configured store when it is not the local data folder: transports (delivery, SFTP pickup) then read
+    and write documents through it instead of the data folder."""
+    store = configured_file_store()
+    return None if isinstance(store, LocalFileStore) else store
+
+
+def document_source():
+    """How a transport opens a published document: None (the data folder) or the object store's reader."""
+    store = object_store()
+    return None if store is None else store.open_read
 
 
 class LocalFileStore(FileStore):
@@ -255,6 +298,22 @@ class LocalFileStore(FileStore):
             os.fsync(src_folder)
         crashpoint(f"moved {source}")
         return "/".join([*dest_parts[:-1], candidate])
+
+    def claim(self, path: str, owner: str) -> str:
+        """O_CREAT|O_EXCL: the file system lets exactly one creator make the file."""
+        parts = _parts(path)
+        with self._folder(parts[:-1], create=True) as folder:
+            try:
+                fd = os.open(parts[-1], os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o640,
+                             dir_fd=folder)
+            except FileExistsError:
+                return self.read_bytes(path).decode()
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(owner.encode())
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.fsync(folder)
+        return owner
 
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
