@@ -1,0 +1,59 @@
+"""The NRP flow with PostgreSQL as the system of record (issue 19, phase 2): the same outcomes on both stores."""
+
+from __future__ import annotations
+
+import orjson
+
+from tests.support.pg_platform import any_platform, pg_platform  # noqa: F401
+from tests.support.platform import document, payment
+
+RECORDS = [
+    payment("1", "ACC00000001", "10.00", "INV000000011"),
+    payment("2", "ACC00000002", "5.50", None, payment_date=None, payment_method="CHEQUE"),
+    payment("3", "ACC00000003", "0.01", "INV000000031", payment_method="POSTAL_ORDER", reference="PP 5521"),
+    payment("4", "ACC99999999", "20.00"),
+    payment("5", "ACC00000002", "-1.00"),
+]
+
+
+def test_a_file_posts_to_the_penny_acknowledges_and_posts_nothing_twice(any_platform):
+    platform = any_platform
+    before = {a: platform.balance(a) for a in ("ACC00000001", "ACC00000002", "ACC00000003", "SUSPENSE")}
+    key = platform.drop("PAYPOINT-20261121-001.json.enc", document(RECORDS))
+
+    load = platform.process(key)
+
+    assert (load.status, load.accepted_count, load.rejected_count, load.accepted_minor) == ("LOADED", 4, 1, 3551)
+    assert load.allocations == {"INVOICE": 2, "ACCOUNT": 1, "SUSPENSE": 1}
+    changes = {a: platform.balance(a) - before[a] for a in before}
+    assert changes == {"ACC00000001": -1000, "ACC00000002": -550, "ACC00000003": -1, "SUSPENSE": -2000}
+    ack = platform.read_ack("PAYPOINT", "PAYPOINT-20261121-001")
+    assert ack["header"]["status"] == "PROCESSED" and ack["header"]["accepted_amount"] == "35.51"
+    assert [(r["record_id"], r["outcome"], r["allocation"], r["amount"], r["reason_code"]) for r in ack["records"]] == [
+        ("1", "ACCEPTED", "INVOICE", "10.00", None),
+        ("2", "ACCEPTED", "ACCOUNT", "5.50", None),
+        ("3", "ACCEPTED", "INVOICE", "0.01", None),
+        ("4", "ACCEPTED", "SUSPENSE", "20.00", "UNKNOWN_ACCOUNT"),
+        ("5", "REJECTED", None, None, "AMOUNT_NEGATIVE"),
+    ]
+    [posting_file] = platform.files.list_files("outbound/ledger")
+    postings = orjson.loads(platform.files.read_bytes(posting_file.path))
+    assert postings["header"]["record_count"] == 4 and postings["header"]["total_amount"] == "-35.51"
+    assert sorted((p["idempotency_key"].split(":")[2], p["account_number"], p["amount"]) for p in postings["postings"]) == [
+        ("1", "ACC00000001", "-10.00"), ("2", "ACC00000002", "-5.50"), ("3", "ACC00000003", "-0.01"),
+        ("4", "SUSPENSE", "-20.00")]
+    assert platform.query("SELECT kind, status, record_count, total_minor FROM batches ORDER BY kind") == [
+        ("NRP_LOAD", "ACKNOWLEDGED", 5, 3551), ("NRP_POSTING", "POSTED", 4, -3551)]
+    assert platform.query("SELECT status, archived_path IS NOT NULL FROM inbound_files") == [("LOADED", True)]
+    assert sorted(platform.query("SELECT document_kind, partner, status FROM delivery_register")) == [
+        ("LEDGER_POSTING", "SALES_LEDGER", "PENDING"), ("NRP_ACKNOWLEDGEMENT", "PAYPOINT", "PENDING")]
+
+    # the run again (a re-run partition) and the same file dropped again: nothing posted twice
+    assert platform.process(key).status == "ALREADY_LOADED"
+    again = platform.drop("PAYPOINT-20261121-001-again.json.enc", document(RECORDS))
+    quarantined = platform.quarantine(again)
+    assert quarantined.code == "DUPLICATE_FILE"
+    assert platform.payment_postings() == 4
+    assert {a: platform.balance(a) - before[a] for a in before} == changes
+    assert platform.query("SELECT status, error_code FROM inbound_files ORDER BY status") == [
+        ("LOADED", None), ("QUARANTINED", "DUPLICATE_FILE")]

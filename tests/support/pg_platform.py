@@ -1,0 +1,58 @@
+"""The NRP test platform with PostgreSQL as the store (CMP_DATABASE_URL): the same seeded store the `platform`
+fixture copies, moved into a database of the test's own by `db copy`; the flow runs on a scratch DuckDB linked to
+it (core/db/mirror.py) and every read below asks PostgreSQL, the system of record."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from cmp_pipelines.core.config import load_partners
+from cmp_pipelines.core.db.copy_store import copy_to_postgres
+from cmp_pipelines.core.db.mirror import mirrored
+from cmp_pipelines.core.settings import PROJECT_ROOT
+from cmp_pipelines.defs.nrp.flow import NonRecurringPayments
+from tests.support.platform import NOW, Platform
+
+
+class PgPlatform(Platform):
+    url: str = ""
+
+    def process(self, key: str):
+        with mirrored(self.url) as mirror:
+            flow = NonRecurringPayments(mirror.con, self.files, self.keyring, load_partners(PROJECT_ROOT / "config"),
+                                        NOW, mirror)
+            load = flow.load(key)
+            posted = flow.post(load)
+            flow.write_posting_file(posted)
+            flow.acknowledge(load)
+            return load
+
+    def query(self, sql: str, params=None) -> list[tuple]:
+        with psycopg.connect(self.url) as con:
+            return con.execute(sql.replace("?", "%s"), params or []).fetchall()
+
+    def balance(self, account: str) -> int:
+        return self.query("SELECT coalesce(sum(amount_minor), 0) FROM ledger_postings WHERE account_number = ?",
+                          [account])[0][0]
+
+    def payment_postings(self) -> int:
+        return self.query("SELECT count(*) FROM ledger_postings WHERE kind = 'PAYMENT'")[0][0]
+
+
+@pytest.fixture
+def pg_platform(platform, pg_url, monkeypatch) -> PgPlatform:
+    """`platform` with its seeded store copied into PostgreSQL and CMP_DATABASE_URL naming it; the DuckDB file is
+    removed so nothing can read it by mistake."""
+    copy_to_postgres(platform.database, pg_url)
+    platform.database.unlink()
+    monkeypatch.setenv("CMP_DATABASE_URL", pg_url)
+    moved = PgPlatform(platform.root, platform.files, platform.keyring)
+    moved.url = pg_url
+    return moved
+
+
+@pytest.fixture(params=["duckdb", pytest.param("postgres", marks=pytest.mark.postgres)])
+def any_platform(request) -> Platform:
+    """The same test body on both stores."""
+    return request.getfixturevalue("platform" if request.param == "duckdb" else "pg_platform")
