@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import duckdb
 import orjson
+import pytest
 
 from tests.support.pg_platform import any_platform, pg_platform  # noqa: F401
 from tests.support.platform import document, payment
@@ -57,3 +59,29 @@ def test_a_file_posts_to_the_penny_acknowledges_and_posts_nothing_twice(any_plat
     assert {a: platform.balance(a) - before[a] for a in before} == changes
     assert platform.query("SELECT status, error_code FROM inbound_files ORDER BY status") == [
         ("LOADED", None), ("QUARANTINED", "DUPLICATE_FILE")]
+
+
+@pytest.mark.e2e
+@pytest.mark.postgres
+def test_the_nrp_job_under_dagster_keeps_postgres_as_the_system_of_record(pg_platform, instance):
+    from cmp_pipelines.definitions import defs
+    from cmp_pipelines.lib.headless import run_pending_sensors
+    from tests.support.dagster import flow_runs
+
+    before = {a: pg_platform.balance(a) for a in ("ACC00000001", "ACC00000002", "ACC00000003", "SUSPENSE")}
+    pg_platform.drop("PAYPOINT-20261121-001.json.enc", document(RECORDS))
+
+    outcomes = flow_runs(run_pending_sensors(defs, instance, echo=lambda _: None))
+
+    assert [o.success for o in outcomes] == [True]
+    assert {a: pg_platform.balance(a) - before[a] for a in before} == {
+        "ACC00000001": -1000, "ACC00000002": -550, "ACC00000003": -1, "SUSPENSE": -2000}
+    assert pg_platform.query("SELECT kind, status FROM batches ORDER BY kind") == [
+        ("NRP_LOAD", "ACKNOWLEDGED"), ("NRP_POSTING", "POSTED")]
+    embedded = pg_platform.root / "cmp.duckdb"  # other sensors of the code location may open it: it stays empty
+    if embedded.exists():
+        with duckdb.connect(str(embedded), read_only=True) as con:
+            assert con.execute("SELECT (SELECT count(*) FROM batches), (SELECT count(*) FROM ledger_postings)"
+                               ).fetchall() == [(0, 0)]
+    ack = pg_platform.read_ack("PAYPOINT", "PAYPOINT-20261121-001")
+    assert (ack["header"]["accepted_count"], ack["header"]["rejected_count"]) == (4, 1)
