@@ -193,9 +193,13 @@ class NonRecurringPayments:
 
     def _pull_window(self, batch_id: str, partner: str, since: datetime) -> None:
         """On PostgreSQL: the partner's earlier load batches in the duplicate window, their intake rows and only
-        those of their records that share a record id with this batch's accepted ones."""
+        those of their records that share a record id with this batch's accepted ones, under the partner's
+        advisory lock (taken before the file identity locks of `push_loaded`: one order, no deadlock), held to the
+        load's commit so a resend arriving at the same moment is held, not posted twice."""
         if self.mirror is None:
             return
+        # two files of one partner at once serialise from here to their commit: each sees the other's records
+        self.mirror.lock(f"{FEED}:window:{partner}")
         window = ("SELECT batch_id FROM batches WHERE kind = 'NRP_LOAD' AND partner = $1 AND batch_id <> $2 "
                   "AND created_at >= $3")
         if not self.mirror.pull("batches", f"batch_id IN ({window})", [partner, batch_id, since], key=["batch_id"]):
