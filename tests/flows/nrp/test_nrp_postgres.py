@@ -6,7 +6,6 @@ import duckdb
 import orjson
 import pytest
 
-from tests.support.pg_platform import any_platform, pg_platform  # noqa: F401
 from tests.support.platform import document, payment
 
 RECORDS = [
@@ -41,7 +40,8 @@ def test_a_file_posts_to_the_penny_acknowledges_and_posts_nothing_twice(any_plat
     [posting_file] = platform.files.list_files("outbound/ledger")
     postings = orjson.loads(platform.files.read_bytes(posting_file.path))
     assert postings["header"]["record_count"] == 4 and postings["header"]["total_amount"] == "-35.51"
-    assert sorted((p["idempotency_key"].split(":")[2], p["account_number"], p["amount"]) for p in postings["postings"]) == [
+    assert sorted((p["idempotency_key"].split(":")[2], p["account_number"], p["amount"])
+                  for p in postings["postings"]) == [
         ("1", "ACC00000001", "-10.00"), ("2", "ACC00000002", "-5.50"), ("3", "ACC00000003", "-0.01"),
         ("4", "SUSPENSE", "-20.00")]
     assert platform.query("SELECT kind, status, record_count, total_minor FROM batches ORDER BY kind") == [
