@@ -127,6 +127,21 @@ class Mirror:
         updates = ", ".join(f'"{c}" = excluded."{c}"' for c in columns if c not in key)
         return self.push(table, where, params, conflict=f"({', '.join(key)}) DO UPDATE SET {updates}")
 
+    def push_update(self, table: str, key: Sequence[str], columns: Sequence[str], where: str,
+                    params: dict | None = None) -> int:
+        """Set `columns` of PostgreSQL's rows from the scratch rows matching `where`, joined on `key` (for tables
+        without a primary key to upsert on, such as nrp_records)."""
+        stage = f"update_{table}"
+        self.settle()
+        reader = arrow_batches(self.con, f"SELECT * FROM {table} WHERE {where}", params)  # noqa: S608
+        with self.pg.cursor() as cur:
+            cur.execute(f"DROP TABLE IF EXISTS pg_temp.{stage}")
+            cur.execute(f"CREATE TEMP TABLE {stage} (LIKE {table}) ON COMMIT DROP")
+            ingest_adbc(cur, stage, reader, temporary=True)
+            cur.execute(f"UPDATE {table} t SET {', '.join(f'{c} = s.{c}' for c in columns)} FROM {stage} s "
+                        f"WHERE {' AND '.join(f't.{k} = s.{k}' for k in key)}")
+            return cur.rowcount
+
     def push_deliveries(self, now) -> None:
         """The documents the step registered for delivery (core/delivery.enqueue, rows stamped `now`), registered
         in PostgreSQL the way `enqueue` does it there: a newer version replaces one not yet sent, the same one

@@ -332,9 +332,18 @@ class NonRecurringPayments:
         """Post the records of `load_batch` held as suspected duplicates (or only `record_id`), through the same
         posting code and keys as the flow, in a release posting batch of their own with its posting file. A
         second release finds nothing held and posts nothing."""
-        if self.mirror is not None:
-            raise NotImplementedError("releasing held records on the PostgreSQL store is not built yet (issue 19): "
-                                      "release them on the embedded store's flow or wait for that phase")
+        try:
+            return self._release_held(load_batch, record_id)
+        finally:
+            if self.mirror is not None:
+                self.mirror.rollback()  # nothing left open (the release lock) when it returned without posting
+
+    def _release_held(self, load_batch: str, record_id: str | None) -> ReleaseResult:
+        if self.mirror is not None:  # two operators releasing one batch at once: one after the other
+            self.mirror.lock(f"{FEED}:release:{load_batch}")
+            self.mirror.pull("batches", "batch_id = $1 OR parent_batch_id = $1", [load_batch], key=["batch_id"])
+            self.mirror.pull("nrp_records", "batch_id = $1 AND (outcome = 'HELD' OR reason_code = 'RELEASED')",
+                             [load_batch], key=["batch_id", "position"])
         row = self.con.execute(
             "SELECT partner, source_file_id FROM batches WHERE batch_id = ? AND kind = 'NRP_LOAD'", [load_batch]
         ).fetchone()
@@ -365,6 +374,7 @@ class NonRecurringPayments:
                 """, {**params, "at": self.now.isoformat(timespec="seconds")})
             posting_batch = child_batch_id(self.con, load_batch, "NRP_RELEASE", numbered=True)
             self._insert_postings(load_batch, posting_batch, partner, only_released=True)
+            self._pull_postings(posting_batch)
             posted = record_posting_batch(
                 self.con, batch_id=posting_batch, kind="NRP_RELEASE", feed=FEED, now=self.now, posted_before=0,
                 partner=partner, source_file_id=file_id, parent_batch_id=load_batch,
@@ -372,6 +382,14 @@ class NonRecurringPayments:
             self.con.execute(
                 "UPDATE batches SET accepted_count = accepted_count + ?, total_minor = total_minor + ? "
                 "WHERE batch_id = ?", [released, released_minor, load_batch])
+            if self.mirror is not None:
+                self.mirror.push_update("nrp_records", ["batch_id", "position"], ["outcome", "reason_code", "reason"],
+                                        f"batch_id = $batch AND reason_code = 'RELEASED' {only}", params)
+                self.mirror.upsert("batches", ["batch_id"], "batch_id IN ($posting, $batch)",
+                                   {"posting": posting_batch, "batch": load_batch})
+                self.mirror.push("job_runs", "batch_id = $posting AND started_at = $now",
+                                 {"posting": posting_batch, "now": self.now})
+                self.mirror.commit()
         path = self.write_posting_file(posted)
         return ReleaseResult(load_batch, released, posting_batch, posted.posted_now, posted.total_minor, path)
 

@@ -85,3 +85,37 @@ def test_the_nrp_job_under_dagster_keeps_postgres_as_the_system_of_record(pg_pla
                                ).fetchall() == [(0, 0)]
     ack = pg_platform.read_ack("PAYPOINT", "PAYPOINT-20261121-001")
     assert (ack["header"]["accepted_count"], ack["header"]["rejected_count"]) == (4, 1)
+
+
+def test_a_resend_is_held_then_released_once_through_the_cli(any_platform):
+    """The duplicate window reads the partner's earlier records from the store of record; the operator's release
+    (CLI) posts the held records once, whichever the store."""
+    from click.testing import CliRunner
+
+    from cmp_pipelines.cli import main
+
+    platform = any_platform
+    first = RECORDS[:4]
+    platform.process(platform.drop("first.json.enc", document(first, file_id="PP-001")))
+    paid = platform.query("SELECT coalesce(sum(amount_minor), 0) FROM ledger_postings WHERE kind = 'PAYMENT'")[0][0]
+    assert paid == -3551
+    resent = [*first, payment("9", "ACC00000003", "7.25")]
+    load = platform.process(platform.drop("resent.json.enc", document(resent, file_id="PP-002")))
+    assert (load.accepted_count, load.held_count, load.held_minor) == (1, 4, 3551)
+    assert platform.query("SELECT sum(amount_minor) FROM ledger_postings WHERE kind = 'PAYMENT'")[0][0] == -3551 - 725
+
+    one = CliRunner().invoke(main, ["nrp", "release-held", load.batch_id, "--record", "2"], catch_exceptions=False)
+    assert one.exit_code == 0, one.output
+    assert f"released 1 record(s) of {load.batch_id}: posted 1 (5.50)" in one.output
+    rest = CliRunner().invoke(main, ["nrp", "release-held", load.batch_id], catch_exceptions=False)
+    assert "released 3 record(s)" in rest.output and "posted 3 (30.01)" in rest.output
+    again = CliRunner().invoke(main, ["nrp", "release-held", load.batch_id], catch_exceptions=False)
+    assert again.output == f"nothing held in {load.batch_id}; nothing posted\n"
+    assert platform.query("SELECT sum(amount_minor) FROM ledger_postings WHERE kind = 'PAYMENT'")[0][0] == (
+        -3551 - 725 - 3551), "released once, to the penny"
+    assert platform.query("SELECT outcome, reason_code, count(*) FROM nrp_records WHERE batch_id = ? "
+                          "GROUP BY 1, 2 ORDER BY 1, 2", [load.batch_id]) == [
+        ("ACCEPTED", "RELEASED", 4), ("ACCEPTED", None, 1)]
+    assert platform.query("SELECT accepted_count, total_minor FROM batches WHERE batch_id = ?", [load.batch_id]) == [
+        (5, 725 + 3551)]
+    assert len(platform.query("SELECT batch_id FROM batches WHERE kind = 'NRP_RELEASE'")) == 2
