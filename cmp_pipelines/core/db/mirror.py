@@ -66,9 +66,19 @@ class Mirror:
 
     def query(self, sql: str, params: Sequence | None = None) -> pa.Table:
         """A PostgreSQL query's rows as Arrow ($1, $2 ... parameters)."""
-        with self.pg.cursor() as cur:
+        with self.guarded(), self.pg.cursor() as cur:
             cur.execute(sql, list(params) if params else None)
             return cur.fetch_arrow_table()
+
+    @contextmanager
+    def guarded(self) -> Iterator[None]:
+        """A failed statement aborts PostgreSQL's transaction: roll it back at once, so the run's next step (which
+        shares this connection) starts clean instead of on "current transaction is aborted"."""
+        try:
+            yield
+        except Exception:
+            self.rollback()
+            raise
 
     def pull(self, table: str, where: str, params: Sequence | None = None, *, key: Sequence[str] = ()) -> int:
         """Copy PostgreSQL's rows of `table` matching `where` into the scratch table of the same name. Rows the
@@ -94,7 +104,7 @@ class Mirror:
     def stage_keys(self, name: str, sql: str, params: dict | None = None) -> int:
         """A scratch query's distinct values (one column `k`) into a PostgreSQL temp table `name`, to pull by."""
         self.settle()
-        with self.pg.cursor() as cur:
+        with self.guarded(), self.pg.cursor() as cur:
             cur.execute(f"DROP TABLE IF EXISTS pg_temp.{name}")
             cur.execute(f"CREATE TEMP TABLE {name} (k VARCHAR PRIMARY KEY) ON COMMIT DROP")
             return ingest_adbc(cur, name, arrow_batches(
@@ -111,7 +121,7 @@ class Mirror:
         self.settle()
         reader = arrow_batches(self.con, f"SELECT * FROM {table} WHERE {where}", params)  # noqa: S608
         columns = ", ".join(f'"{f.name}"' for f in reader.schema)
-        with self.pg.cursor() as cur:
+        with self.guarded(), self.pg.cursor() as cur:
             cur.execute(f"DROP TABLE IF EXISTS pg_temp.{stage}")
             cur.execute(f"CREATE TEMP TABLE {stage} (LIKE {table}) ON COMMIT DROP")
             ingest_adbc(cur, stage, reader, temporary=True)
@@ -134,7 +144,7 @@ class Mirror:
         stage = f"update_{table}"
         self.settle()
         reader = arrow_batches(self.con, f"SELECT * FROM {table} WHERE {where}", params)  # noqa: S608
-        with self.pg.cursor() as cur:
+        with self.guarded(), self.pg.cursor() as cur:
             cur.execute(f"DROP TABLE IF EXISTS pg_temp.{stage}")
             cur.execute(f"CREATE TEMP TABLE {stage} (LIKE {table}) ON COMMIT DROP")
             ingest_adbc(cur, stage, reader, temporary=True)
@@ -150,7 +160,7 @@ class Mirror:
         self.settle()
         reader = arrow_batches(self.con, "SELECT * FROM delivery_register WHERE updated_at = $now", {"now": now})
         columns = ", ".join(f'"{f.name}"' for f in reader.schema if f.name != "delivery_id")
-        with self.pg.cursor() as cur:
+        with self.guarded(), self.pg.cursor() as cur:
             cur.execute(f"DROP TABLE IF EXISTS pg_temp.{stage}")
             cur.execute(f"CREATE TEMP TABLE {stage} (LIKE delivery_register) ON COMMIT DROP")
             ingest_adbc(cur, stage, reader, temporary=True)
@@ -164,7 +174,7 @@ class Mirror:
                         f"SELECT nextval('delivery_register_seq'), {columns} FROM {stage} ON CONFLICT DO NOTHING")
 
     def execute(self, sql: str, params: Sequence | None = None) -> None:
-        with self.pg.cursor() as cur:
+        with self.guarded(), self.pg.cursor() as cur:
             cur.execute(sql, list(params) if params else None)
 
     def lock(self, *identities: str) -> None:
