@@ -119,3 +119,17 @@ def test_a_resend_is_held_then_released_once_through_the_cli(any_platform):
     assert platform.query("SELECT accepted_count, total_minor FROM batches WHERE batch_id = ?", [load.batch_id]) == [
         (5, 725 + 3551)]
     assert len(platform.query("SELECT batch_id FROM batches WHERE kind = 'NRP_RELEASE'")) == 2
+
+
+@pytest.mark.postgres
+def test_a_flow_not_yet_on_postgres_is_refused_rather_than_left_writing_into_a_scratch(pg_platform):
+    from cmp_pipelines.lib.resources.database import Database
+
+    database = Database()
+    assert database.on_postgres()
+    with pytest.raises(RuntimeError, match="only the non-recurring payments flow runs on it so far"), \
+            database.connection():
+        pass
+    with database.flow_store() as (con, mirror):  # the NRP flow's way in: a scratch linked to PostgreSQL
+        assert mirror is not None and mirror.con is con
+        assert con.execute("SELECT count(*) FROM accounts").fetchall() == [(0,)]  # nothing until a step pulls
