@@ -150,3 +150,49 @@ def test_a_run_killed_at_any_commit_leaves_nothing_half_written_and_a_rerun_comp
             "WHERE kind = 'PAYMENT'")[0]
         assert (posted, distinct, ledger_total) == (count, count, total), point
         assert pg_platform.query("SELECT count(*) FROM batches WHERE status = 'ACKNOWLEDGED'") == [(n + 1,)], point
+
+
+@pytest.mark.slow
+def test_a_partners_two_files_serialise_at_the_window_while_another_partner_runs_on(pg_platform, tmp_path):
+    """Deterministic, no timing: the test holds PAYPOINT's window lock. LOCKBOX's file goes through meanwhile (the
+    partners never wait for each other); both PAYPOINT files are decrypted, parsed and matched at once and wait at
+    the lock (seen in pg_locks); released, they commit one after the other, so the resend is held exactly once."""
+    import psycopg
+
+    from cmp_pipelines.core.db.mirror import advisory_key
+
+    files = _files()
+    keys = dict(zip(files, _drop_all(pg_platform, files), strict=True))
+    paypoint = [keys[("PAYPOINT", "PAYPOINT-20261201-001")], keys[("PAYPOINT", "PAYPOINT-20261202-002")]]
+    lockbox = keys[("LOCKBOX", "LOCKBOX-20261201-001")]
+    with psycopg.connect(pg_platform.url, autocommit=True) as holder:
+        holder.execute("SELECT pg_advisory_lock(%s)", [advisory_key("nrp:window:PAYPOINT")])
+        start = tmp_path / "start"
+        start.touch()
+        spawn = [sys.executable, "-m", "tests.flows.nrp.pg_nrp_worker", pg_platform.url, str(pg_platform.root)]
+        waiting = [subprocess.Popen([*spawn, key, str(start)], cwd=PROJECT, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True) for key in paypoint]
+        out, err = subprocess.Popen([*spawn, lockbox, str(start)], cwd=PROJECT, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True).communicate(timeout=300)
+        assert json.loads(out)["status"] == "LOADED", err  # another partner is not held up by PAYPOINT's lock
+        deadline = time.monotonic() + 300
+        blocked = 0
+        while blocked < 2 and time.monotonic() < deadline and all(p.poll() is None for p in waiting):
+            blocked = holder.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+                                     ).fetchone()[0]
+            time.sleep(0.05)
+        assert blocked == 2, "both PAYPOINT files must reach the window lock together, parsed in parallel"
+        assert pg_platform.query("SELECT count(*) FROM batches WHERE partner = 'PAYPOINT'") == [(0,)]
+        holder.execute("SELECT pg_advisory_unlock(%s)", [advisory_key("nrp:window:PAYPOINT")])
+    outcomes = []
+    for proc in waiting:
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+        outcomes.append(json.loads(out))
+    assert sorted(o["held"] for o in outcomes) == [0, REPEATED]
+    count, total, changes = _expected(files)
+    posted, distinct, ledger_total = pg_platform.query(
+        "SELECT count(*), count(DISTINCT idempotency_key), sum(amount_minor) FROM ledger_postings "
+        "WHERE kind = 'PAYMENT'")[0]
+    assert (posted, distinct, ledger_total) == (count - RECORDS, count - RECORDS, total - sum(
+        -int(r["amount"].replace(".", "")) for r in files[("LOCKBOX", "LOCKBOX-20261202-002")]))
