@@ -190,6 +190,9 @@ class Intake:
                 raise FileRejected(
                     "DUPLICATE_FILE", f"the same content or file id was loaded from {earlier[0]['file_id']} as "
                                       f"batch {earlier[0]['batch_id']} while this file was read; nothing posted")
+            for table in tables:  # a batch is written once (its records have no key to refuse a second copy)
+                if mirror.query(f"SELECT 1 FROM {table} WHERE batch_id = $1 LIMIT 1", [batch_id]).num_rows:  # noqa: S608
+                    raise AssertionError(f"load batch {batch_id} already holds records; a batch is written once")
             mirror.push("batches", "batch_id = $batch_id", {"batch_id": batch_id})
             for table, where in tables.items():
                 mirror.push(table, where, {"batch_id": batch_id})

@@ -18,6 +18,9 @@ from tests.support.platform import NOW, Platform
 class PgPlatform(Platform):
     url: str = ""
 
+    def connect(self):
+        raise AssertionError("this test reads the embedded DuckDB file directly; on PostgreSQL ask `query`")
+
     def process(self, key: str):
         with mirrored(self.url) as mirror:
             flow = NonRecurringPayments(mirror.con, self.files, self.keyring, load_partners(PROJECT_ROOT / "config"),
@@ -36,20 +39,35 @@ class PgPlatform(Platform):
         return self.query("SELECT coalesce(sum(amount_minor), 0) FROM ledger_postings WHERE account_number = ?",
                           [account])[0][0]
 
+    def records(self, key: str) -> dict[str, tuple]:
+        rows = self.query(
+            "SELECT r.position, r.record_id, r.outcome, r.allocation, r.reason_code, r.reason, r.ledger_account "
+            "FROM nrp_records r JOIN inbound_files f ON f.batch_id = r.batch_id WHERE f.file_id = ? "
+            "ORDER BY position", [key])
+        return {row[1]: row[2:] for row in rows}
+
+    def execute(self, sql: str, params=None) -> None:
+        with psycopg.connect(self.url) as con:
+            con.execute(sql.replace("?", "%s"), params or [])
+
     def payment_postings(self) -> int:
         return self.query("SELECT count(*) FROM ledger_postings WHERE kind = 'PAYMENT'")[0][0]
 
 
+def moved_to_postgres(platform: Platform, url: str, monkeypatch) -> PgPlatform:
+    """`platform` with its seeded store copied into PostgreSQL at `url` and CMP_DATABASE_URL naming it; the DuckDB
+    file is removed so nothing can read it by mistake."""
+    copy_to_postgres(platform.database, url)
+    platform.database.unlink()
+    monkeypatch.setenv("CMP_DATABASE_URL", url)
+    moved = PgPlatform(platform.root, platform.files, platform.keyring)
+    moved.url = url
+    return moved
+
+
 @pytest.fixture
 def pg_platform(platform, pg_url, monkeypatch) -> PgPlatform:
-    """`platform` with its seeded store copied into PostgreSQL and CMP_DATABASE_URL naming it; the DuckDB file is
-    removed so nothing can read it by mistake."""
-    copy_to_postgres(platform.database, pg_url)
-    platform.database.unlink()
-    monkeypatch.setenv("CMP_DATABASE_URL", pg_url)
-    moved = PgPlatform(platform.root, platform.files, platform.keyring)
-    moved.url = pg_url
-    return moved
+    return moved_to_postgres(platform, pg_url, monkeypatch)
 
 
 @pytest.fixture(params=["duckdb", pytest.param("postgres", marks=pytest.mark.postgres)])
