@@ -13,8 +13,10 @@ The pattern every flow follows (issue 19, phase 2; the NRP flow first):
    through `core.ledger.post_to_postgres`) into PostgreSQL in ONE transaction, committed just before the scratch
    transaction commits. A failure or a kill before that COMMIT leaves PostgreSQL untouched.
 4. Exactly-once is PostgreSQL's UNIQUE keys (ledger idempotency key, batch id, file id). Where two runs at once
-   must not both decide from the same state (two files of the same content, the same partner's file id), the push
-   takes transaction-level advisory locks on those identities and checks again in PostgreSQL under them.
+   must not both decide from the same state (two files of the same content, the same partner's file id, one
+   partner's duplicate window), the step takes transaction-level advisory locks (`lock`: sorted keys, one order)
+   on those identities and checks again in PostgreSQL under them. No lock is held while a file is decrypted,
+   parsed or matched.
 
 The transaction is the ADBC connection's own (not autocommit): pulls and pushes of a step share it, and
 `commit` ends it between the same crash points as the embedded store's commits.
@@ -81,9 +83,9 @@ class Mirror:
             raise
 
     def pull(self, table: str, where: str, params: Sequence | None = None, *, key: Sequence[str] = ()) -> int:
-        """Copy PostgreSQL's rows of `table` matching `where` into the scratch table of the same name. Rows the
-        scratch holds under the same `key` columns are replaced first (with no key, every scratch row matching
-        the pulled ones on all columns is left and the pulled rows are added only when the scratch has none)."""
+        """Copy PostgreSQL's rows of `table` matching `where` into the scratch table of the same name; returns how
+        many. Rows the scratch holds under the same `key` columns are replaced; with no key the rows are added (the
+        caller pulls a table without a key only when the scratch holds none of those rows)."""
         rows = self.query(f"SELECT * FROM {table} WHERE {where}", params)  # noqa: S608 - our tables, never input
         return self.load(table, rows, key=key)
 
