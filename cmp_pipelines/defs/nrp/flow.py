@@ -287,7 +287,7 @@ class NonRecurringPayments:
             self._pull_postings(posting_batch)
             before = posting_count(self.con, posting_batch)
             self._insert_postings(load.batch_id, posting_batch, load.partner)
-            self._pull_postings(posting_batch)  # PostgreSQL's rows of the batch, this transaction's included
+            self._pull_postings(posting_batch)  # the scratch holds what PostgreSQL holds for the batch (counts)
             posted = record_posting_batch(
                 self.con, batch_id=posting_batch, kind="NRP_POSTING", feed=FEED, now=self.now, posted_before=before,
                 partner=load.partner, source_file_id=load.file_id, parent_batch_id=load.batch_id,
@@ -309,7 +309,16 @@ class NonRecurringPayments:
         mirror = self.mirror
         if mirror is not None:
             mirror.settle()
-        writer = post if mirror is None else lambda con, sql, **kw: post_to_postgres(con, mirror.pg, sql, **kw)
+
+        def both(con, sql, **kw) -> int:
+            """PostgreSQL's ledger, then the same rows in the scratch, where the batch row's totals and the posting
+            file read them (cheaper than pulling a million rows back; `_pull_postings` after it checks the counts
+            agree, and pulls PostgreSQL's rows when they do not)."""
+            posted = post_to_postgres(con, mirror.pg, sql, **kw)
+            post(con, sql, **kw)
+            return posted
+
+        writer = post if mirror is None else both
         writer(
             self.con,
             f"""
