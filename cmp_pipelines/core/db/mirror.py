@@ -117,18 +117,20 @@ class Mirror:
 
     def push(self, table: str, where: str, params: dict | None = None, *, conflict: str = "") -> int:
         """Insert the scratch rows of `table` matching `where` into PostgreSQL's `table` inside the open
-        transaction, through a temp table of the same shape (Arrow, binary COPY). `conflict` is the ON CONFLICT
-        clause, e.g. `(file_id) DO UPDATE SET ...` (see `upsert`); none lets a duplicate key fail the push."""
+        transaction (Arrow, binary COPY). `conflict` is the ON CONFLICT clause, e.g. `(file_id) DO UPDATE SET ...`
+        (see `upsert`), applied from a temp table of the same shape; with none the rows are copied straight in and a
+        duplicate key fails the push."""
         stage = f"push_{table}"
         self.settle()
         reader = arrow_batches(self.con, f"SELECT * FROM {table} WHERE {where}", params)  # noqa: S608
         columns = ", ".join(f'"{f.name}"' for f in reader.schema)
         with self.guarded(), self.pg.cursor() as cur:
+            if not conflict:  # straight in by binary COPY (the driver names the columns): one copy of the rows, not two
+                return ingest_adbc(cur, table, reader)
             cur.execute(f"DROP TABLE IF EXISTS pg_temp.{stage}")
             cur.execute(f"CREATE TEMP TABLE {stage} (LIKE {table}) ON COMMIT DROP")
             ingest_adbc(cur, stage, reader, temporary=True)
-            cur.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {stage} "
-                        f"{'ON CONFLICT ' + conflict if conflict else ''}")
+            cur.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {stage} ON CONFLICT {conflict}")
             return cur.rowcount
 
     def upsert(self, table: str, key: Sequence[str], where: str, params: dict | None = None) -> int:
