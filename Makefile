@@ -88,7 +88,7 @@ test-pg: install-dev
 
 ## make bench: the performance harness (figures and ratios, never assertions)
 bench: install-dev
-	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
+	$(BIN)/python benchmarks/run.py $(if $(BENCH_STORE),--store $(BENCH_STORE)) $(BENCH_ARGS)
 
 ## make lint: ruff, the layer contracts of DESIGN.md §2 (import-linter) and `dg check defs`
 lint: install-dev

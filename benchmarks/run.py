@@ -1230,6 +1230,9 @@ def main() -> None:
     parser.add_argument("--api-workers", type=int, default=1, help="API: uvicorn worker processes (default 1)")
     parser.add_argument("--api-seconds", type=float, default=15.0,
                         help="API: seconds of load measured alone (default 15)")
+    parser.add_argument("--store", choices=["duckdb", "postgres"], default=os.environ.get("BENCH_STORE") or "duckdb",
+                        help="postgres: also the NRP flow on PostgreSQL against DuckDB, and two partners' files at "
+                             "once (benchmarks/pg_nrp.py, its own server; default $BENCH_STORE or duckdb)")
     parser.add_argument("--phase", choices=sorted(PHASES), help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -1269,6 +1272,11 @@ def main() -> None:
             _report(args, meta, flows, check, profile, floors)
             if "orchestrated" not in args.skip:
                 _orchestrated_section(args, workdir, meta, flows, floors)
+            if args.store == "postgres":
+                subprocess.run([sys.executable, str(HERE / "pg_nrp.py"), "--records", str(args.records),
+                                "--accounts", str(args.accounts), "--seed", str(args.seed),
+                                "--repeat", str(max(1, args.repeat)), "--workdir", str(workdir / "postgres")],
+                               check=True)
         if "card" not in args.skip:
             _card_section(args, workdir)
         if "rejections" not in args.skip:

@@ -28,12 +28,21 @@ def nrp_release_held(batch: str, record_id: str | None) -> None:
     """
     from cmp_pipelines.core.crypto.keyring import PartnerKeyring
     from cmp_pipelines.core.money import format_minor
+    from cmp_pipelines.core.settings import store
     from cmp_pipelines.defs.nrp.flow import NonRecurringPayments
     from cmp_pipelines.lib.resources.file_store import configured_file_store
 
     partners, _ = _config()
-    with _connect() as con:
-        flow = NonRecurringPayments(con, configured_file_store(), PartnerKeyring(paths().keys_dir), partners)
+    if store().backend == "postgres":
+        from cmp_pipelines.core.db.mirror import mirrored
+
+        opened = mirrored()
+    else:
+        opened = _connect()
+    with opened as opened_store:
+        con, mirror = (opened_store.con, opened_store) if store().backend == "postgres" else (opened_store, None)
+        flow = NonRecurringPayments(con, configured_file_store(), PartnerKeyring(paths().keys_dir), partners,
+                                    mirror=mirror)
         try:
             result = flow.release_held(batch, record_id)
         except LookupError as exc:

@@ -78,9 +78,10 @@ storage:
 
 
 def _dagster_home() -> Path:
-    """$DAGSTER_HOME with the project's dagster.yaml, plus the PostgreSQL storage block when the store is
-    PostgreSQL; rewritten whenever it differs from what the settings call for."""
-    from cmp_pipelines.core.settings import StoreSettingError, store
+    """$DAGSTER_HOME with the project's dagster.yaml, plus the PostgreSQL storage block and the `cmp_db` pool's
+    limit (CMP_DB_POOL_LIMIT, default 4) when the store is PostgreSQL; rewritten whenever it differs from what the
+    settings call for."""
+    from cmp_pipelines.core.settings import StoreSettingError, store, store_pool_limit
     from cmp_pipelines.lib import run_workers
 
     home = paths().dagster_home
@@ -90,9 +91,12 @@ def _dagster_home() -> Path:
     if source.exists():
         try:
             on_postgres = store().backend == "postgres"
+            limit = store_pool_limit()
         except StoreSettingError as exc:
             _fail(str(exc))
         wanted = source.read_bytes() + (POSTGRES_INSTANCE_STORAGE if on_postgres else b"")
+        if limit != 1:
+            wanted = wanted.replace(b"    default_limit: 1\n", f"    default_limit: {limit}\n".encode(), 1)
         if run_workers.broker_url():
             wanted += run_workers.RUN_LAUNCHER_BLOCK.encode()
         if not target.exists() or target.read_bytes() != wanted:

@@ -26,10 +26,12 @@ def init() -> None:
     with _connect() as con:
         sync_reference_data(con, partners, probes)
     home = _dagster_home()
+    from cmp_pipelines.core.settings import store, store_pool_limit
     from cmp_pipelines.lib.instance import limit_store_pool
 
-    limit_store_pool(1)
-    click.echo(f"store ready: {p.database}\ndagster instance: {home} (pool cmp_db limited to 1)")
+    limit = store_pool_limit()
+    limit_store_pool(limit)
+    click.echo(f"store ready: {store()}\ndagster instance: {home} (pool cmp_db limited to {limit})")
 
 
 @click.group()

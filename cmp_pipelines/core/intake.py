@@ -3,6 +3,10 @@ quarantine with a reason. Each feed supplies only how to read and load its own c
 
 A file is identified by its partition key (partner, name and the bytes' hash), so a re-dropped file, a
 re-run partition or a resumed run finds what an earlier run recorded instead of loading twice.
+
+On PostgreSQL (a `Mirror`, core/db/mirror.py) `con` is the run's scratch DuckDB: the intake pulls the file's row
+and the duplicate candidates before deciding, and pushes its quarantine and archive records; the feed pushes the
+load itself, in the transaction that stores its batch (`push_loaded`).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import orjson
 from cmp_pipelines.core.config import Partner
 from cmp_pipelines.core.crypto.keyring import PartnerKeyring
 from cmp_pipelines.core.db.connection import transaction
+from cmp_pipelines.core.db.mirror import Mirror
 from cmp_pipelines.core.files.errors import FileRejected
 from cmp_pipelines.core.files.store import FileStoreLike
 
@@ -70,9 +75,10 @@ class Intake:
         feed: str,
         now: datetime,
         tell_partner: Callable[[str, str, str, FileRejected], None] | None = None,
+        mirror: Mirror | None = None,
     ):
         self.con, self.files, self.keyring, self.partners = con, files, keyring, partners
-        self.feed, self.now, self.tell_partner = feed, now, tell_partner
+        self.feed, self.now, self.tell_partner, self.mirror = feed, now, tell_partner, mirror
 
     def load(self, file_id: str, load_new: Callable[[Received], None]) -> str:
         """LOADED when `load_new` loaded the file now, ALREADY_LOADED when an earlier run did.
@@ -82,6 +88,7 @@ class Intake:
         """
         partner, file_name, short_sha = parse_partition_key(file_id)
         inbound = f"inbound/{self.feed}/{partner}/{file_name}"
+        self.pull_file(file_id)
         row = self.con.execute(
             "SELECT status, batch_id, archived_path, error_code, error FROM inbound_files WHERE file_id = ?",
             [file_id],
@@ -127,6 +134,10 @@ class Intake:
 
     def refuse_duplicate(self, received: Received, content_sha: str, header_file_id: str) -> None:
         """The same content, or the partner's own file id, loaded before: nothing is loaded twice."""
+        if self.mirror is not None:
+            self.mirror.pull("inbound_files", "feed = $1 AND status = 'LOADED' AND (content_sha256 = $2 OR "
+                             "(partner = $3 AND header_file_id = $4))",
+                             [self.feed, content_sha, received.partner, header_file_id], key=["file_id"])
         duplicate = self.con.execute(
             "SELECT file_id, batch_id FROM inbound_files WHERE feed = ? AND content_sha256 = ? AND status = 'LOADED'",
             [self.feed, content_sha],
@@ -160,6 +171,38 @@ class Intake:
              received.cipher_sha, content_sha, len(received.ciphertext), batch_id, self.now, header_file_id],
         )
 
+    def push_loaded(self, received: Received, content_sha: str, header_file_id: str, batch_id: str,
+                    tables: dict[str, str]) -> None:
+        """On PostgreSQL, inside the transaction that stores the batch: under advisory locks on the content and the
+        partner's file id (two runs of the same file at once serialise here), check again in PostgreSQL that
+        neither was loaded meanwhile, then push `tables` (name -> the batch's rows, as a condition on
+        `$batch_id`), the batch row and this file's row, and commit. A duplicate found now is a FileRejected."""
+        mirror = self.mirror
+        if mirror is None:
+            return
+        with mirror.transaction():
+            mirror.lock(f"{self.feed}:content:{content_sha}", f"{self.feed}:file:{received.partner}:{header_file_id}")
+            earlier = mirror.query(
+                "SELECT file_id, batch_id FROM inbound_files WHERE feed = $1 AND status = 'LOADED' AND file_id <> $2 "
+                "AND (content_sha256 = $3 OR (partner = $4 AND header_file_id = $5)) LIMIT 1",
+                [self.feed, received.file_id, content_sha, received.partner, header_file_id]).to_pylist()
+            if earlier:
+                raise FileRejected(
+                    "DUPLICATE_FILE", f"the same content or file id was loaded from {earlier[0]['file_id']} as "
+                                      f"batch {earlier[0]['batch_id']} while this file was read; nothing posted")
+            for table in tables:  # a batch is written once (its records have no key to refuse a second copy)
+                if mirror.query(f"SELECT 1 FROM {table} WHERE batch_id = $1 LIMIT 1", [batch_id]).num_rows:  # noqa: S608
+                    raise AssertionError(f"load batch {batch_id} already holds records; a batch is written once")
+            mirror.push("batches", "batch_id = $batch_id", {"batch_id": batch_id})
+            for table, where in tables.items():
+                mirror.push(table, where, {"batch_id": batch_id})
+            mirror.upsert("inbound_files", ["file_id"], "file_id = $file_id", {"file_id": received.file_id})
+
+    def pull_file(self, file_id: str) -> None:
+        """On PostgreSQL: this file's intake row into the scratch (what every step asks first)."""
+        if self.mirror is not None:
+            self.mirror.pull("inbound_files", "file_id = $1", [file_id], key=["file_id"])
+
     def record_problems(self, received: Received, table: str, batch_id: str, configuration: str, data: str,
                         masked: list[str]) -> None:
         """Into job_errors, inside the batch's transaction: each record of `table` whose problem_code is
@@ -184,6 +227,7 @@ class Intake:
 
     def loaded_batch(self, file_id: str) -> tuple[str, str, str | None]:
         """(batch id, partner, archived path) of a loaded file; names the quarantine when it was refused."""
+        self.pull_file(file_id)
         row = self.con.execute(
             "SELECT batch_id, partner, archived_path, status, error_code, error FROM inbound_files "
             "WHERE file_id = ?", [file_id]
@@ -202,6 +246,9 @@ class Intake:
             "UPDATE inbound_files SET archived_path = ?, completed_at = ? WHERE file_id = ?",
             [destination, self.now, received.file_id],
         )
+        if self.mirror is not None:
+            with self.mirror.transaction():
+                self.mirror.upsert("inbound_files", ["file_id"], "file_id = $file_id", {"file_id": received.file_id})
 
     def quarantine(self, received: Received, rejected: FileRejected, record: bool = True) -> None:
         """Move the file aside with a `.error.json` saying why, tell the partner, and raise FileQuarantined."""
@@ -246,4 +293,12 @@ class Intake:
                     "VALUES (?, 'CONFIGURATION', ?, ?, ?)",
                     [self.feed, received.file_id, f"{rejected.code}: {rejected.message}", self.now],
                 )
+            if self.mirror is not None:
+                with self.mirror.transaction():
+                    if record:
+                        self.mirror.upsert("inbound_files", ["file_id"], "file_id = $file_id",
+                                           {"file_id": received.file_id})
+                    self.mirror.push("job_errors", "job = $feed AND source_ref = $file_id AND raised_at = $now",
+                                     {"feed": self.feed, "file_id": received.file_id, "now": self.now})
+                    self.mirror.push_deliveries(self.now)
         raise FileQuarantined(received.file_id, rejected.code, rejected.message, destination)

@@ -182,3 +182,23 @@ def api_pool_size() -> int:
     if not raw.isdigit() or not 1 <= int(raw) <= 1000:
         raise StoreSettingError(f"{API_POOL_SETTING} must be a whole number of connections from 1 to 1000; got {raw!r}")
     return int(raw)
+
+
+POOL_LIMIT_SETTING = "CMP_DB_POOL_LIMIT"
+DEFAULT_POSTGRES_POOL_LIMIT = 4
+
+
+def store_pool_limit() -> int:
+    """Slots of the `cmp_db` pool: 1 on the embedded store (DuckDB admits one writing process), on PostgreSQL
+    `CMP_DB_POOL_LIMIT` (default 4: runs in parallel, each one PostgreSQL transaction per step)."""
+    raw = (os.environ.get(POOL_LIMIT_SETTING) or "").strip()
+    on_postgres = store().backend == "postgres"
+    if not raw:
+        return DEFAULT_POSTGRES_POOL_LIMIT if on_postgres else 1
+    if not raw.isdigit() or int(raw) < 1:
+        raise StoreSettingError(f"{POOL_LIMIT_SETTING} must be a whole number of runs, 1 or more; got {raw!r}")
+    if not on_postgres and int(raw) != 1:
+        raise StoreSettingError(
+            f"{POOL_LIMIT_SETTING}={raw} needs {DATABASE_URL_SETTING}: the embedded DuckDB store admits one writing "
+            "process, so its pool stays 1")
+    return int(raw)

@@ -8,7 +8,8 @@ from cmp_pipelines.lib.resources.database import DB_POOL
 
 
 def limit_store_pool(limit: int = 1) -> None:
-    """One writer at a time on the embedded store: the pool every store step joins gets `limit` slots."""
+    """The pool every store step joins gets `limit` slots: 1 on the embedded store (one writer at a time), the
+    setting's number on PostgreSQL (core/settings `store_pool_limit`)."""
     with dg.DagsterInstance.get() as instance:
         instance.event_log_storage.set_concurrency_slots(DB_POOL, limit)
 

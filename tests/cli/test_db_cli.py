@@ -82,15 +82,49 @@ def test_init_puts_the_dagster_instance_in_the_same_postgres(tmp_path, monkeypat
     done = CliRunner().invoke(main, ["init"], catch_exceptions=False)
     assert done.exit_code == 0, done.output
     written = (home / "dagster.yaml").read_text()
-    assert written == (PROJECT_ROOT / "dagster.yaml").read_text() + (
+    assert written == (PROJECT_ROOT / "dagster.yaml").read_text().replace(
+        "    default_limit: 1\n", "    default_limit: 4\n") + (
         "\n# CMP_DATABASE_URL is set: the instance's run, event log and schedule storage are in that PostgreSQL "
         "database\nstorage:\n  postgres:\n    postgres_url:\n      env: CMP_DATABASE_URL\n")
     with psycopg.connect(pg_url) as con:
         tables = {t for (t,) in con.execute("SELECT table_name FROM information_schema.tables "
                                             "WHERE table_schema = 'public'").fetchall()}
         assert {"runs", "event_logs", "jobs", "job_ticks", "concurrency_limits"} <= tables
-        assert con.execute("SELECT concurrency_key, \"limit\" FROM concurrency_limits").fetchall() == [("cmp_db", 1)]
+        assert con.execute("SELECT concurrency_key, \"limit\" FROM concurrency_limits").fetchall() == [("cmp_db", 4)]
 
     monkeypatch.delenv("CMP_DATABASE_URL")  # unset again: the embedded instance, the project's file as it is
     assert CliRunner().invoke(main, ["init"], catch_exceptions=False).exit_code == 0
     assert (home / "dagster.yaml").read_bytes() == (PROJECT_ROOT / "dagster.yaml").read_bytes()
+
+
+def test_init_sets_the_pool_limit_from_the_setting_on_postgres_and_keeps_one_on_duckdb(tmp_path, monkeypatch, pg_url):
+    """Several runs at once on PostgreSQL (CMP_DB_POOL_LIMIT, default 4); one writer on the embedded store, where a
+    larger value is refused rather than ignored."""
+    import psycopg
+
+    home = tmp_path / "data" / "dagster_home"
+    monkeypatch.setenv("CMP_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    monkeypatch.setenv("CMP_DATABASE_URL", pg_url)
+    monkeypatch.setenv("CMP_DB_POOL_LIMIT", "6")
+    done = CliRunner().invoke(main, ["init"], catch_exceptions=False)
+    assert done.exit_code == 0, done.output
+    assert "pool cmp_db limited to 6" in done.output
+    assert "    default_limit: 6\n" in (home / "dagster.yaml").read_text()
+    with psycopg.connect(pg_url) as con:
+        assert con.execute("SELECT concurrency_key, \"limit\" FROM concurrency_limits").fetchall() == [("cmp_db", 6)]
+
+    monkeypatch.setenv("CMP_DB_POOL_LIMIT", "0")
+    refused = CliRunner().invoke(main, ["init"])
+    assert refused.exit_code == 1
+    assert "CMP_DB_POOL_LIMIT must be a whole number of runs, 1 or more; got '0'" in refused.output
+
+    monkeypatch.delenv("CMP_DATABASE_URL")
+    monkeypatch.setenv("CMP_DB_POOL_LIMIT", "4")
+    refused = CliRunner().invoke(main, ["init"])
+    assert refused.exit_code == 1
+    assert "CMP_DB_POOL_LIMIT=4 needs CMP_DATABASE_URL" in refused.output
+    monkeypatch.delenv("CMP_DB_POOL_LIMIT")
+    done = CliRunner().invoke(main, ["init"], catch_exceptions=False)
+    assert done.exit_code == 0 and "pool cmp_db limited to 1" in done.output
+    assert "    default_limit: 1\n" in (home / "dagster.yaml").read_text()

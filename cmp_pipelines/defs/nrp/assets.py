@@ -16,8 +16,8 @@ GROUP = "non_recurring_payments"
 nrp_files_partitions = dg.DynamicPartitionsDefinition(name="nrp_files")
 
 
-def open_flow(con, file_store: FileStore, cipher: PartnerCipher) -> NonRecurringPayments:
-    return NonRecurringPayments(con, file_store, cipher.keyring(), load_partners(paths().config_dir))
+def open_flow(con, file_store: FileStore, cipher: PartnerCipher, mirror=None) -> NonRecurringPayments:
+    return NonRecurringPayments(con, file_store, cipher.keyring(), load_partners(paths().config_dir), mirror=mirror)
 
 
 def _load_metadata(load: LoadResult) -> dict:
@@ -50,8 +50,8 @@ def _load_metadata(load: LoadResult) -> dict:
 def nrp_payments_batch(
     context: dg.AssetExecutionContext, database: Database, file_store: FileStore, cipher: PartnerCipher
 ) -> dg.MaterializeResult:
-    with database.connection() as con:
-        flow = open_flow(con, file_store, cipher)
+    with database.flow_store() as (con, mirror):
+        flow = open_flow(con, file_store, cipher, mirror)
         try:
             load = flow.load(context.partition_key)
         except FileQuarantined as quarantined:
@@ -84,8 +84,8 @@ def nrp_payments_batch(
 def nrp_posting_batch(
     context: dg.AssetExecutionContext, database: Database, file_store: FileStore, cipher: PartnerCipher
 ) -> dg.MaterializeResult:
-    with database.connection() as con:
-        flow = open_flow(con, file_store, cipher)
+    with database.flow_store() as (con, mirror):
+        flow = open_flow(con, file_store, cipher, mirror)
         load = flow.loaded(context.partition_key)
         posted = flow.post(load)
         by_account = con.execute(
@@ -119,8 +119,8 @@ def nrp_posting_batch(
 def nrp_ledger_posting_file(
     context: dg.AssetExecutionContext, database: Database, file_store: FileStore, cipher: PartnerCipher
 ) -> dg.MaterializeResult:
-    with database.connection() as con:
-        flow = open_flow(con, file_store, cipher)
+    with database.flow_store() as (con, mirror):
+        flow = open_flow(con, file_store, cipher, mirror)
         posted = flow.posted(flow.loaded(context.partition_key))
         path = flow.write_posting_file(posted)
     return dg.MaterializeResult(metadata={
@@ -145,8 +145,8 @@ def nrp_ledger_posting_file(
 def nrp_acknowledgement(
     context: dg.AssetExecutionContext, database: Database, file_store: FileStore, cipher: PartnerCipher
 ) -> dg.MaterializeResult:
-    with database.connection() as con:
-        flow = open_flow(con, file_store, cipher)
+    with database.flow_store() as (con, mirror):
+        flow = open_flow(con, file_store, cipher, mirror)
         load = flow.loaded(context.partition_key)
         path = flow.acknowledge(load)
     metadata = _load_metadata(load)

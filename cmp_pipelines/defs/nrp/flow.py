@@ -2,11 +2,21 @@
 
 Each step is idempotent: a step that already completed for a file returns what it recorded, so a
 re-run partition, a re-dropped file or a resumed run never posts twice.
+
+On PostgreSQL (`mirror`, core/db/mirror.py, the pattern every flow follows) `con` is the run's scratch DuckDB and
+the SQL below runs unchanged on it. Each step pulls what its rules read and pushes what it wrote in one
+PostgreSQL transaction: the load pulls the file's intake row, the accounts and invoices the file names and the
+duplicate window's matching records, and pushes its batch, records and intake row under advisory locks on the
+content and the partner's file id; the posting pulls its load batch and posts through `post_to_postgres` (UNIQUE
+keys in key order: exactly once and no deadlock between runs sharing accounts) with its batch rows; the posting
+file and the acknowledgement push their batch row and delivery registrations. No lock is held while a file is
+decrypted, parsed or matched: two partners' files run those in parallel and meet only at the short pushes.
 """
 
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -17,6 +27,7 @@ import pyarrow as pa
 from cmp_pipelines.core.config import DEFAULT_DUPLICATE_WINDOW_DAYS, Partner
 from cmp_pipelines.core.crypto.keyring import PartnerKeyring
 from cmp_pipelines.core.db.connection import sql_literal, transaction
+from cmp_pipelines.core.db.mirror import Mirror
 from cmp_pipelines.core.delivery import enqueue
 from cmp_pipelines.core.files.errors import FileRejected
 from cmp_pipelines.core.files.record_file import check_sender, first_schema_violation, with_shape_and_card_numbers
@@ -38,6 +49,7 @@ from cmp_pipelines.core.ledger import (
     json_document,
     lit,
     post,
+    post_to_postgres,
     posted_batch,
     posting_count,
     record_posting_batch,
@@ -95,10 +107,16 @@ class NonRecurringPayments:
         keyring: PartnerKeyring,
         partners: dict[str, Partner],
         now: datetime | None = None,
+        mirror: Mirror | None = None,
     ):
         self.con, self.files, self.keyring, self.partners = con, files, keyring, partners
         self.now = now or datetime.now(UTC)
-        self.intake = Intake(con, files, keyring, partners, FEED, self.now, self._acknowledge_rejection)
+        self.mirror = mirror
+        self.intake = Intake(con, files, keyring, partners, FEED, self.now, self._acknowledge_rejection, mirror)
+
+    def _pushed(self):
+        """The PostgreSQL transaction of a step's writes (nothing on the embedded store)."""
+        return self.mirror.transaction() if self.mirror is not None else nullcontext()
 
     # ---- load ("Load Non Recurring Payments From Generic Format") -------------------------------
 
@@ -122,6 +140,7 @@ class NonRecurringPayments:
         self.intake.refuse_duplicate(received, content_sha, header["file_id"])
         table = with_shape_and_card_numbers(read.table, read.shape_errors, PAN_SCANNED_FIELDS)
         load_batch = batch_id_of("NRP_LOAD", content_sha[:16])
+        self._pull_named(table)
         with transaction(self.con):
             if self.con.execute("SELECT count(*) FROM nrp_records WHERE batch_id = ?", [load_batch]).fetchall()[0][0]:
                 raise AssertionError(f"load batch {load_batch} already holds records; a batch is written once")
@@ -146,13 +165,77 @@ class NonRecurringPayments:
                 [load_batch, FEED, partner, received.file_id, self.now, load_batch],
             )
             self.intake.record_loaded(received, load_batch, content_sha, header["file_id"])
+            self.intake.push_loaded(received, content_sha, header["file_id"], load_batch,
+                                    {"nrp_records": "batch_id = $batch_id"})
+
+    def _pull_named(self, table: pa.Table) -> None:
+        """On PostgreSQL: the accounts (and the suspense account) and the invoices the file names, which the
+        matching rule reads; the names cross once, as a temp table PostgreSQL joins on its keys."""
+        if self.mirror is None:
+            return
+        self.con.register("named", table)
+        try:
+            self.mirror.stage_keys("named_accounts", "SELECT account_number AS k FROM named")
+            self.mirror.stage_keys("named_invoices", "SELECT invoice_number AS k FROM named")
+        finally:
+            self.con.unregister("named")
+        self.mirror.pull("accounts", "account_number IN (SELECT k FROM named_accounts) OR is_suspense",
+                         key=["account_number"])
+        self.mirror.pull("invoices", "invoice_number IN (SELECT k FROM named_invoices)", key=["invoice_number"])
 
     def _hold_suspected_duplicates(self, batch_id: str, partner: str) -> None:
         known = self.partners.get(partner)
         days = known.duplicate_window_days if known is not None else DEFAULT_DUPLICATE_WINDOW_DAYS
         if days:
+            self._pull_window(batch_id, partner, self.now - timedelta(days=days))
             self.con.execute(HOLD_SUSPECTED_DUPLICATES_SQL, {
                 "batch_id": batch_id, "partner": partner, "since": self.now - timedelta(days=days)})
+
+    def _pull_window(self, batch_id: str, partner: str, since: datetime) -> None:
+        """On PostgreSQL: the partner's earlier load batches in the duplicate window, their intake rows and only
+        those of their records that share a record id with this batch's accepted ones, under the partner's
+        advisory lock (taken before the file identity locks of `push_loaded`: one order, no deadlock), held to the
+        load's commit so a resend arriving at the same moment is held, not posted twice."""
+        if self.mirror is None:
+            return
+        # two files of one partner at once serialise from here to their commit: each sees the other's records
+        self.mirror.lock(f"{FEED}:window:{partner}")
+        window = ("SELECT batch_id FROM batches WHERE kind = 'NRP_LOAD' AND partner = $1 AND batch_id <> $2 "
+                  "AND created_at >= $3")
+        if not self.mirror.pull("batches", f"batch_id IN ({window})", [partner, batch_id, since], key=["batch_id"]):
+            return
+        self.mirror.pull("inbound_files", f"batch_id IN ({window})", [partner, batch_id, since], key=["file_id"])
+        self.mirror.stage_keys("window_ids", "SELECT record_id AS k FROM nrp_records "
+                               "WHERE batch_id = $batch_id AND outcome = 'ACCEPTED'", {"batch_id": batch_id})
+        self.mirror.pull("nrp_records", f"batch_id IN ({window}) AND outcome IN ('ACCEPTED', 'HELD') "
+                         "AND record_id IN (SELECT k FROM window_ids)", [partner, batch_id, since],
+                         key=["batch_id", "position"])
+
+    def _pull_load(self, file_id: str) -> None:
+        """On PostgreSQL, at the start of every later step: the load batch and its children (posting, releases),
+        and the batch's records unless this run's scratch holds them already (written once, never changed by the
+        job)."""
+        if self.mirror is None:
+            return
+        self.intake.pull_file(file_id)
+        rows = self.con.execute("SELECT batch_id FROM inbound_files WHERE file_id = ? AND status = 'LOADED'",
+                                [file_id]).fetchall()
+        if not rows:
+            return
+        row = rows[0]
+        self.mirror.pull("batches", "batch_id = $1 OR parent_batch_id = $1", [row[0]], key=["batch_id"])
+        if not self.con.execute("SELECT count(*) FROM nrp_records WHERE batch_id = ?", [row[0]]).fetchall()[0][0]:
+            self.mirror.pull("nrp_records", "batch_id = $1", [row[0]])
+
+    def _pull_postings(self, batch_id: str) -> None:
+        """On PostgreSQL: a posting batch's ledger rows, unless the scratch holds all of them already."""
+        if self.mirror is None:
+            return
+        have = self.con.execute("SELECT count(*) FROM ledger_postings WHERE batch_id = ?", [batch_id]).fetchall()[0][0]
+        want = self.mirror.query("SELECT count(*) AS n FROM ledger_postings WHERE batch_id = $1", [batch_id])
+        if have != want.column("n")[0].as_py():
+            self.con.execute("DELETE FROM ledger_postings WHERE batch_id = ?", [batch_id])
+            self.mirror.pull("ledger_postings", "batch_id = $1", [batch_id])
 
     def _guard_schema_agreement(self, batch_id: str, table: pa.Table) -> None:
         """The set-based rules must never accept what the JSON Schema rejects: spot-check accepted records."""
@@ -170,6 +253,7 @@ class NonRecurringPayments:
         return self._load_result(file_id, "ALREADY_LOADED")
 
     def _load_result(self, file_id: str, status: str) -> LoadResult:
+        self._pull_load(file_id)
         batch_id, partner, archived = self.intake.loaded_batch(file_id)
         totals = self.con.execute(
             """
@@ -198,10 +282,12 @@ class NonRecurringPayments:
     # ---- Non Recurring Payment job: posting batch and ledger postings ------------------------------
 
     def post(self, load: LoadResult) -> PostResult:
-        with transaction(self.con):
+        with transaction(self.con), self._pushed():
             posting_batch = child_batch_id(self.con, load.batch_id, "NRP_POSTING")
+            self._pull_postings(posting_batch)
             before = posting_count(self.con, posting_batch)
             self._insert_postings(load.batch_id, posting_batch, load.partner)
+            self._pull_postings(posting_batch)  # the scratch holds what PostgreSQL holds for the batch (counts)
             posted = record_posting_batch(
                 self.con, batch_id=posting_batch, kind="NRP_POSTING", feed=FEED, now=self.now, posted_before=before,
                 partner=load.partner, source_file_id=load.file_id, parent_batch_id=load.batch_id,
@@ -209,13 +295,31 @@ class NonRecurringPayments:
             self.con.execute(
                 "UPDATE batches SET status = 'POSTED' WHERE batch_id = ? AND status = 'LOADED'", [load.batch_id]
             )
+            if self.mirror is not None:
+                self.mirror.upsert("batches", ["batch_id"], "batch_id IN ($posting, $load)",
+                                   {"posting": posting_batch, "load": load.batch_id})
+                self.mirror.push("job_runs", "batch_id = $batch AND started_at = $now",
+                                 {"batch": posting_batch, "now": self.now})
         return posted
 
     def _insert_postings(self, load_batch: str, posting_batch: str, partner: str, only_released: bool = False
                          ) -> None:
         """The ledger postings of a load batch's accepted records, under keys `nrp:<content sha>:<record id>:PAYMENT`
         that the UNIQUE constraint makes idempotent: a posting, a re-run and a release never post a record twice."""
-        post(
+        mirror = self.mirror
+        if mirror is not None:
+            mirror.settle()
+
+        def both(con, sql, **kw) -> int:
+            """PostgreSQL's ledger, then the same rows in the scratch, where the batch row's totals and the posting
+            file read them (cheaper than pulling a million rows back; `_pull_postings` after it checks the counts
+            agree, and pulls PostgreSQL's rows when they do not)."""
+            posted = post_to_postgres(con, mirror.pg, sql, **kw)
+            post(con, sql, **kw)
+            return posted
+
+        writer = post if mirror is None else both
+        writer(
             self.con,
             f"""
             SELECT record_id, ledger_account AS account_number,
@@ -237,6 +341,18 @@ class NonRecurringPayments:
         """Post the records of `load_batch` held as suspected duplicates (or only `record_id`), through the same
         posting code and keys as the flow, in a release posting batch of their own with its posting file. A
         second release finds nothing held and posts nothing."""
+        try:
+            return self._release_held(load_batch, record_id)
+        finally:
+            if self.mirror is not None:
+                self.mirror.rollback()  # nothing left open (the release lock) when it returned without posting
+
+    def _release_held(self, load_batch: str, record_id: str | None) -> ReleaseResult:
+        if self.mirror is not None:  # two operators releasing one batch at once: one after the other
+            self.mirror.lock(f"{FEED}:release:{load_batch}")
+            self.mirror.pull("batches", "batch_id = $1 OR parent_batch_id = $1", [load_batch], key=["batch_id"])
+            self.mirror.pull("nrp_records", "batch_id = $1 AND (outcome = 'HELD' OR reason_code = 'RELEASED')",
+                             [load_batch], key=["batch_id", "position"])
         row = self.con.execute(
             "SELECT partner, source_file_id FROM batches WHERE batch_id = ? AND kind = 'NRP_LOAD'", [load_batch]
         ).fetchone()
@@ -267,6 +383,7 @@ class NonRecurringPayments:
                 """, {**params, "at": self.now.isoformat(timespec="seconds")})
             posting_batch = child_batch_id(self.con, load_batch, "NRP_RELEASE", numbered=True)
             self._insert_postings(load_batch, posting_batch, partner, only_released=True)
+            self._pull_postings(posting_batch)
             posted = record_posting_batch(
                 self.con, batch_id=posting_batch, kind="NRP_RELEASE", feed=FEED, now=self.now, posted_before=0,
                 partner=partner, source_file_id=file_id, parent_batch_id=load_batch,
@@ -274,6 +391,14 @@ class NonRecurringPayments:
             self.con.execute(
                 "UPDATE batches SET accepted_count = accepted_count + ?, total_minor = total_minor + ? "
                 "WHERE batch_id = ?", [released, released_minor, load_batch])
+            if self.mirror is not None:
+                self.mirror.push_update("nrp_records", ["batch_id", "position"], ["outcome", "reason_code", "reason"],
+                                        f"batch_id = $batch AND reason_code = 'RELEASED' {only}", params)
+                self.mirror.upsert("batches", ["batch_id"], "batch_id IN ($posting, $batch)",
+                                   {"posting": posting_batch, "batch": load_batch})
+                self.mirror.push("job_runs", "batch_id = $posting AND started_at = $now",
+                                 {"posting": posting_batch, "now": self.now})
+                self.mirror.commit()
         path = self.write_posting_file(posted)
         return ReleaseResult(load_batch, released, posting_batch, posted.posted_now, posted.total_minor, path)
 
@@ -283,7 +408,13 @@ class NonRecurringPayments:
     # ---- posting file for the external sales ledger ----------------------------------------------
 
     def write_posting_file(self, posted: PostResult) -> str:
-        return write_posting_file(self.con, self.files, posted.batch_id, f"{FEED}:{JOB}", self.now)[0]
+        self._pull_postings(posted.batch_id)
+        path = write_posting_file(self.con, self.files, posted.batch_id, f"{FEED}:{JOB}", self.now)[0]
+        if self.mirror is not None:
+            with self.mirror.transaction():
+                self.mirror.upsert("batches", ["batch_id"], "batch_id = $batch", {"batch": posted.batch_id})
+                self.mirror.push_deliveries(self.now)
+        return path
 
     # ---- "Acknowledge Non Recurring Payments Receipt Of" -----------------------------------------
 
@@ -319,13 +450,16 @@ class NonRecurringPayments:
         ) as document:
             token = self.keyring.encrypt_parts(load.partner, [document])
             path = self.files.write_parts(ack_path(load.partner, file_name, "ack"), token)
-        with transaction(self.con):
+        with transaction(self.con), self._pushed():
             enqueue(self.con, self.files, "NRP_ACKNOWLEDGEMENT", path, partner=load.partner,
                     reference=file_name, now=self.now)
             self.con.execute(
                 "UPDATE batches SET status = 'ACKNOWLEDGED', output_path = ?, completed_at = ? WHERE batch_id = ?",
                 [path, self.now, load.batch_id],
             )
+            if self.mirror is not None:
+                self.mirror.upsert("batches", ["batch_id"], "batch_id = $batch", {"batch": load.batch_id})
+                self.mirror.push_deliveries(self.now)
         return path
 
     def _acknowledge_rejection(self, partner: str, file_name: str, file_id: str, rejected: FileRejected) -> None:

@@ -1,4 +1,10 @@
-"""The DuckDB store resource. Every asset or check that writes through it declares pool `cmp_db`."""
+"""The store resource. Every asset or check that writes through it declares pool `cmp_db`.
+
+With CMP_DATABASE_URL set, PostgreSQL is the system of record and a run works on a scratch DuckDB linked to it
+(core/db/mirror.py): `flow_store()` yields that scratch with its `Mirror`; `connection()` then yields the same
+scratch, so a check in the run reads what the run pulled and wrote (the probes' 'today' counts and their results
+are not yet PostgreSQL's: left for the next phase). A flow not yet on PostgreSQL is refused with a clear error
+rather than left writing into a scratch nobody keeps."""
 
 from __future__ import annotations
 
@@ -11,7 +17,8 @@ import duckdb
 from pydantic import PrivateAttr
 
 from cmp_pipelines.core.db.connection import connect
-from cmp_pipelines.core.settings import paths, sweep_scratch
+from cmp_pipelines.core.db.mirror import Mirror, mirrored
+from cmp_pipelines.core.settings import paths, store, sweep_scratch
 from cmp_pipelines.lib.recovery import tag_run_process
 
 DB_POOL = "cmp_db"
@@ -26,6 +33,7 @@ class Database(dg.ConfigurableResource):
     path: str | None = None
     _run: ExitStack | None = PrivateAttr(default=None)
     _con: duckdb.DuckDBPyConnection | None = PrivateAttr(default=None)
+    _mirror: Mirror | None = PrivateAttr(default=None)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         """At run start: name this process on the run (so a kill is detected) and remove what killed runs left
@@ -37,16 +45,42 @@ class Database(dg.ConfigurableResource):
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         if self._run is not None:
-            self._con = None
+            self._con, self._mirror = None, None
             self._run.close()  # closes the run's connection: DuckDB checkpoints once, after the last step
 
     def file(self) -> Path:
         return Path(self.path) if self.path else paths().database
 
+    def on_postgres(self) -> bool:
+        return self.path is None and store().backend == "postgres"
+
+    @contextmanager
+    def flow_store(self) -> Iterator[tuple[duckdb.DuckDBPyConnection, Mirror | None]]:
+        """What a flow step runs on: the DuckDB store and no mirror, or (on PostgreSQL) the run's scratch DuckDB and
+        its link to PostgreSQL, one per run (a step of the same run finds the rows earlier steps left in it)."""
+        if not self.on_postgres():
+            with self.connection() as con:
+                yield con, None
+            return
+        if self._run is None:
+            with mirrored() as mirror:
+                yield mirror.con, mirror
+            return
+        if self._mirror is None:
+            self._mirror = self._run.enter_context(mirrored())
+        yield self._mirror.con, self._mirror
+
     @contextmanager
     def connection(self, read_only: bool = False, wait_seconds: float = 600.0) -> Iterator[duckdb.DuckDBPyConnection]:
         """Waits (sleeping) while another process writes: a run the CLI executes does not pass the run queue, so a
         step can find a daemon-launched run's step holding the store for as long as a big file takes."""
+        if self.on_postgres():
+            if self._mirror is None:
+                raise RuntimeError(
+                    "CMP_DATABASE_URL names a PostgreSQL store, and only the non-recurring payments flow runs on it "
+                    "so far (issue 19); this step needs the embedded store: unset CMP_DATABASE_URL to run it")
+            yield self._mirror.con  # a check after the flow's steps in the same run: what the run pulled and wrote
+            return
         if self._run is None:
             with connect(self.file(), read_only=read_only, wait_seconds=wait_seconds) as con:
                 yield con

@@ -6,7 +6,17 @@ import orjson
 import pytest
 
 from cmp_pipelines.defs.nrp.flow import partition_key, sha256_hex
+from tests.support.pg_platform import moved_to_postgres
 from tests.support.platform import NOW, document, payment
+
+
+@pytest.fixture(params=["duckdb", pytest.param("postgres", marks=pytest.mark.postgres)])
+def platform(request, platform, monkeypatch):
+    """Every bad input on both stores: the same outcome whether DuckDB or PostgreSQL is the system of record."""
+    if request.param == "duckdb":
+        return platform
+    return moved_to_postgres(platform, request.getfixturevalue("pg_url"), monkeypatch)
+
 
 GOOD = [payment("1", "ACC00000001", "10.00", "INV000000011"), payment("2", "ACC00000002", "5.50")]
 
@@ -108,8 +118,7 @@ def test_unknown_partner_folder_is_a_configuration_error(platform):
     key = platform.drop("acme.json.enc", document(GOOD, sender="ACME"), partner="ACME")
     _, report = assert_quarantined(platform, key, "UNKNOWN_PARTNER", "config/partners.yaml")
     assert report["configuration_error"] is True
-    with platform.connect() as con:
-        errors = con.execute("SELECT job, category, source_ref FROM job_errors").fetchall()
+    errors = platform.query("SELECT job, category, source_ref FROM job_errors")
     assert errors == [("nrp", "CONFIGURATION", key)]
 
 
@@ -221,8 +230,7 @@ def test_card_number_in_reference_is_rejected_and_never_written(platform):
     outcome, _, code, reason, _ = platform.records(key)["1"]
     assert (outcome, code) == ("REJECTED", "CARD_NUMBER_DETECTED")
     assert "************1111" in reason
-    with platform.connect() as con:
-        stored = con.execute("SELECT reference FROM nrp_records WHERE record_id = '1'").fetchone()[0]
+    [(stored,)] = platform.query("SELECT reference FROM nrp_records WHERE record_id = '1'")
     assert stored == "paid with ************1111"
     ack_text = orjson.dumps(platform.read_ack("PAYPOINT", "pan")).decode()
     assert pan not in ack_text and "4111 1111" not in ack_text
@@ -247,8 +255,7 @@ def test_invoice_of_another_account_is_allocated_to_the_account(platform):
     platform.process(key)
     outcome, allocation, code, reason, ledger = platform.records(key)["1"]
     assert (outcome, allocation, code, ledger) == ("ACCEPTED", "ACCOUNT", "INVOICE_OF_ANOTHER_ACCOUNT", "ACC00000001")
-    with platform.connect() as con:
-        invoice = con.execute("SELECT invoice_number FROM ledger_postings WHERE kind = 'PAYMENT'").fetchone()[0]
+    [(invoice,)] = platform.query("SELECT invoice_number FROM ledger_postings WHERE kind = 'PAYMENT'")
     assert invoice is None, "the payment must not be allocated to another account's invoice"
 
 
@@ -297,8 +304,7 @@ def test_card_number_in_any_field_never_reaches_store_or_ack(platform, change):
     platform.process(key)
     outcome, _, code, reason, _ = platform.records(key)["1"]
     assert outcome == "REJECTED" and "************1111" in reason
-    with platform.connect() as con:
-        dump = str(con.execute("SELECT * FROM nrp_records").fetchall())
+    dump = str(platform.query("SELECT * FROM nrp_records"))
     assert pan not in dump and "4111  1111" not in dump and "4111.1111" not in dump
     ack = orjson.dumps(platform.read_ack("PAYPOINT", "pan-any")).decode()
     assert pan not in ack
@@ -347,13 +353,16 @@ def test_a_load_batch_that_already_holds_records_is_refused_and_nothing_is_poste
     """nrp_records has no primary key (migration v10): the load checks in its transaction that its batch is new."""
     plaintext = orjson.dumps(document([payment("1", "ACC00000001", "10.00")]))
     batch_id = f"NRPL-{sha256_hex(plaintext)[:16]}"
-    with platform.connect() as con:
-        con.execute("INSERT INTO nrp_records (batch_id, position, outcome) VALUES (?, 1, 'ACCEPTED')", [batch_id])
+    stray = "INSERT INTO nrp_records (batch_id, position, outcome) VALUES (?, 1, 'ACCEPTED')"
+    if hasattr(platform, "execute"):  # the PostgreSQL store
+        platform.execute(stray, [batch_id])
+    else:
+        with platform.connect() as con:
+            con.execute(stray, [batch_id])
     balance = platform.balance("ACC00000001")
     key = platform.drop("stray.json.enc", plaintext)
     with pytest.raises(AssertionError, match=f"load batch {batch_id} already holds records"):
         platform.process(key)
     assert platform.balance("ACC00000001") == balance
-    with platform.connect() as con:
-        assert con.execute("SELECT count(*) FROM nrp_records WHERE batch_id = ?", [batch_id]).fetchall() == [(1,)]
+    assert platform.query("SELECT count(*) FROM nrp_records WHERE batch_id = ?", [batch_id]) == [(1,)]
     assert platform.files.exists("inbound/nrp/PAYPOINT/stray.json.enc"), "the file waits, unharmed, for a re-run"

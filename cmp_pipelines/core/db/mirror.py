@@ -1,0 +1,216 @@
+"""A batch run on PostgreSQL (CMP_DATABASE_URL): PostgreSQL stays the system of record, DuckDB the engine.
+
+The pattern every flow follows (issue 19, phase 2; the NRP flow first):
+
+1. The run works in a *scratch* DuckDB: in memory, built by the same migrations as both stores, so the flow's
+   DuckDB SQL runs unchanged on tables of the same names and types.
+2. Each step *pulls* from PostgreSQL, as Arrow through ADBC, only the rows its rules read: the file's intake row,
+   the accounts and invoices the file names, the duplicate window's earlier records, the batch rows of its load.
+   A pull replaces what the scratch held under the same key, so a scratch kept for a whole run (the in-process
+   executor runs every step of a run on one scratch) never reads a stale row, and a resumed run in a new
+   process pulls what it needs again.
+3. The step runs its DuckDB SQL, then *pushes* what it wrote (its batch's rows, the intake row, its postings
+   through `core.ledger.post_to_postgres`) into PostgreSQL in ONE transaction, committed just before the scratch
+   transaction commits. A failure or a kill before that COMMIT leaves PostgreSQL untouched.
+4. Exactly-once is PostgreSQL's UNIQUE keys (ledger idempotency key, batch id, file id). Where two runs at once
+   must not both decide from the same state (two files of the same content, the same partner's file id, one
+   partner's duplicate window), the step takes transaction-level advisory locks (`lock`: sorted keys, one order)
+   on those identities and checks again in PostgreSQL under them. No lock is held while a file is decrypted,
+   parsed or matched.
+
+The transaction is the ADBC connection's own (not autocommit): pulls and pushes of a step share it, and
+`commit` ends it between the same crash points as the embedded store's commits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import duckdb
+import pyarrow as pa
+
+from cmp_pipelines.core.db.connection import SQL_MACROS
+from cmp_pipelines.core.db.migrations import apply_migrations
+from cmp_pipelines.core.db.transfer import arrow_batches, ingest_adbc
+
+
+@contextmanager
+def scratch_duckdb() -> Iterator[duckdb.DuckDBPyConnection]:
+    """An in-memory DuckDB with the store's schema and macros: where a run on PostgreSQL does its SQL."""
+    con = duckdb.connect()
+    try:
+        apply_migrations(con)
+        con.execute(SQL_MACROS)
+        yield con
+    finally:
+        con.close()
+
+
+def advisory_key(text: str) -> int:
+    """A signed 64-bit advisory-lock key for an identity (a content hash, a partner's file id)."""
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big", signed=True)
+
+
+class Mirror:
+    """One step's link between its scratch DuckDB (`con`) and PostgreSQL (`pg`, an ADBC connection)."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, pg):
+        self.con, self.pg = con, pg
+
+    def settle(self) -> None:
+        """Finish a result the flow left half-read (`fetchone`): DuckDB 2 refuses new work on the connection
+        until it is, and the scratch must stay one connection (it holds the step's open transaction)."""
+        self.con.complete()
+
+    # ---- reading what the rules read ---------------------------------------------------------------------
+
+    def query(self, sql: str, params: Sequence | None = None) -> pa.Table:
+        """A PostgreSQL query's rows as Arrow ($1, $2 ... parameters)."""
+        with self.guarded(), self.pg.cursor() as cur:
+            cur.execute(sql, list(params) if params else None)
+            return cur.fetch_arrow_table()
+
+    @contextmanager
+    def guarded(self) -> Iterator[None]:
+        """A failed statement aborts PostgreSQL's transaction: roll it back at once, so the run's next step (which
+        shares this connection) starts clean instead of on "current transaction is aborted"."""
+        try:
+            yield
+        except Exception:
+            self.rollback()
+            raise
+
+    def pull(self, table: str, where: str, params: Sequence | None = None, *, key: Sequence[str] = ()) -> int:
+        """Copy PostgreSQL's rows of `table` matching `where` into the scratch table of the same name; returns how
+        many. Rows the scratch holds under the same `key` columns are replaced; with no key the rows are added (the
+        caller pulls a table without a key only when the scratch holds none of those rows)."""
+        rows = self.query(f"SELECT * FROM {table} WHERE {where}", params)  # noqa: S608 - our tables, never input
+        return self.load(table, rows, key=key)
+
+    def load(self, table: str, rows: pa.Table, *, key: Sequence[str] = ()) -> int:
+        if rows.num_rows == 0:
+            return 0
+        self.settle()
+        self.con.register("pulled_rows", rows)
+        try:
+            if key:
+                match = " AND ".join(f"t.{k} = p.{k}" for k in key)
+                self.con.execute(f"DELETE FROM {table} t WHERE EXISTS (SELECT 1 FROM pulled_rows p WHERE {match})")
+            self.con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM pulled_rows")
+        finally:
+            self.con.unregister("pulled_rows")
+        return rows.num_rows
+
+    def stage_keys(self, name: str, sql: str, params: dict | None = None) -> int:
+        """A scratch query's distinct values (one column `k`) into a PostgreSQL temp table `name`, to pull by."""
+        self.settle()
+        with self.guarded(), self.pg.cursor() as cur:
+            cur.execute(f"DROP TABLE IF EXISTS pg_temp.{name}")
+            cur.execute(f"CREATE TEMP TABLE {name} (k VARCHAR PRIMARY KEY) ON COMMIT DROP")
+            return ingest_adbc(cur, name, arrow_batches(
+                self.con, f"SELECT DISTINCT k::VARCHAR AS k FROM ({sql}) WHERE k IS NOT NULL", params),
+                temporary=True)
+
+    # ---- writing what the step wrote ---------------------------------------------------------------------
+
+    def push(self, table: str, where: str, params: dict | None = None, *, conflict: str = "") -> int:
+        """Insert the scratch rows of `table` matching `where` into PostgreSQL's `table` inside the open
+        transaction (Arrow, binary COPY). `conflict` is the ON CONFLICT clause, e.g. `(file_id) DO UPDATE SET ...`
+        (see `upsert`), applied from a temp table of the same shape; with none the rows are copied straight in and a
+        duplicate key fails the push."""
+        stage = f"push_{table}"
+        self.settle()
+        reader = arrow_batches(self.con, f"SELECT * FROM {table} WHERE {where}", params)  # noqa: S608
+        columns = ", ".join(f'"{f.name}"' for f in reader.schema)
+        with self.guarded(), self.pg.cursor() as cur:
+            if not conflict:  # straight in by binary COPY (the driver names the columns): one copy of the rows, not two
+                return ingest_adbc(cur, table, reader)
+            cur.execute(f"DROP TABLE IF EXISTS pg_temp.{stage}")
+            cur.execute(f"CREATE TEMP TABLE {stage} (LIKE {table}) ON COMMIT DROP")
+            ingest_adbc(cur, stage, reader, temporary=True)
+            cur.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {stage} ON CONFLICT {conflict}")
+            return cur.rowcount
+
+    def upsert(self, table: str, key: Sequence[str], where: str, params: dict | None = None) -> int:
+        """`push` where the scratch row replaces PostgreSQL's row of the same key (a status change, a path)."""
+        columns = [name for (name,) in self.con.execute(
+            "SELECT column_name FROM duckdb_columns() WHERE table_name = ? ORDER BY column_index", [table]
+        ).fetchall()]
+        updates = ", ".join(f'"{c}" = excluded."{c}"' for c in columns if c not in key)
+        return self.push(table, where, params, conflict=f"({', '.join(key)}) DO UPDATE SET {updates}")
+
+    def push_update(self, table: str, key: Sequence[str], columns: Sequence[str], where: str,
+                    params: dict | None = None) -> int:
+        """Set `columns` of PostgreSQL's rows from the scratch rows matching `where`, joined on `key` (for tables
+        without a primary key to upsert on, such as nrp_records)."""
+        stage = f"update_{table}"
+        self.settle()
+        reader = arrow_batches(self.con, f"SELECT * FROM {table} WHERE {where}", params)  # noqa: S608
+        with self.guarded(), self.pg.cursor() as cur:
+            cur.execute(f"DROP TABLE IF EXISTS pg_temp.{stage}")
+            cur.execute(f"CREATE TEMP TABLE {stage} (LIKE {table}) ON COMMIT DROP")
+            ingest_adbc(cur, stage, reader, temporary=True)
+            cur.execute(f"UPDATE {table} t SET {', '.join(f'{c} = s.{c}' for c in columns)} FROM {stage} s "
+                        f"WHERE {' AND '.join(f't.{k} = s.{k}' for k in key)}")
+            return cur.rowcount
+
+    def push_deliveries(self, now) -> None:
+        """The documents the step registered for delivery (core/delivery.enqueue, rows stamped `now`), registered
+        in PostgreSQL the way `enqueue` does it there: a newer version replaces one not yet sent, the same one
+        again changes nothing, and the id is drawn from PostgreSQL's own sequence."""
+        stage = "push_delivery_register"
+        self.settle()
+        reader = arrow_batches(self.con, "SELECT * FROM delivery_register WHERE updated_at = $now", {"now": now})
+        columns = ", ".join(f'"{f.name}"' for f in reader.schema if f.name != "delivery_id")
+        with self.guarded(), self.pg.cursor() as cur:
+            cur.execute(f"DROP TABLE IF EXISTS pg_temp.{stage}")
+            cur.execute(f"CREATE TEMP TABLE {stage} (LIKE delivery_register) ON COMMIT DROP")
+            ingest_adbc(cur, stage, reader, temporary=True)
+            cur.execute(f"""
+                UPDATE delivery_register d SET sha256 = s.sha256, size_bytes = s.size_bytes,
+                       local_path = s.local_path, updated_at = s.updated_at
+                FROM {stage} s
+                WHERE d.partner = s.partner AND d.remote_name = s.remote_name AND d.status IN ('PENDING', 'FAILED')
+                  AND d.claimed_by IS NULL AND d.sha256 <> s.sha256""")
+            cur.execute(f"INSERT INTO delivery_register (delivery_id, {columns}) "
+                        f"SELECT nextval('delivery_register_seq'), {columns} FROM {stage} ON CONFLICT DO NOTHING")
+
+    def execute(self, sql: str, params: Sequence | None = None) -> None:
+        with self.guarded(), self.pg.cursor() as cur:
+            cur.execute(sql, list(params) if params else None)
+
+    def lock(self, *identities: str) -> None:
+        """Transaction-level advisory locks on `identities`, taken in one global order (sorted keys) so two
+        runs locking overlapping sets never deadlock; released by COMMIT or ROLLBACK."""
+        for key in sorted({advisory_key(i) for i in identities}):
+            self.execute("SELECT pg_advisory_xact_lock($1)", [key])
+
+    def commit(self) -> None:
+        from cmp_pipelines.core.ledger import commit_postgres
+
+        commit_postgres(self.pg)
+
+    def rollback(self) -> None:
+        self.pg.rollback()
+
+    @contextmanager
+    def transaction(self) -> Iterator[Mirror]:
+        """Pushes inside it are one PostgreSQL transaction: committed at the end, rolled back on any error."""
+        try:
+            yield self
+        except BaseException:
+            self.rollback()
+            raise
+        self.commit()
+
+
+@contextmanager
+def mirrored(url: str | None = None) -> Iterator[Mirror]:
+    """A scratch DuckDB linked to the PostgreSQL store (`url`, else CMP_DATABASE_URL); whatever was not committed
+    when it closes is rolled back."""
+    from cmp_pipelines.core.db.transfer import adbc_connection
+
+    with scratch_duckdb() as con, adbc_connection(url) as pg:
+        yield Mirror(con, pg)

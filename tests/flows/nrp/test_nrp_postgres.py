@@ -1,0 +1,135 @@
+"""The NRP flow with PostgreSQL as the system of record (issue 19, phase 2): the same outcomes on both stores."""
+
+from __future__ import annotations
+
+import duckdb
+import orjson
+import pytest
+
+from tests.support.platform import document, payment
+
+RECORDS = [
+    payment("1", "ACC00000001", "10.00", "INV000000011"),
+    payment("2", "ACC00000002", "5.50", None, payment_date=None, payment_method="CHEQUE"),
+    payment("3", "ACC00000003", "0.01", "INV000000031", payment_method="POSTAL_ORDER", reference="PP 5521"),
+    payment("4", "ACC99999999", "20.00"),
+    payment("5", "ACC00000002", "-1.00"),
+]
+
+
+def test_a_file_posts_to_the_penny_acknowledges_and_posts_nothing_twice(any_platform):
+    platform = any_platform
+    before = {a: platform.balance(a) for a in ("ACC00000001", "ACC00000002", "ACC00000003", "SUSPENSE")}
+    key = platform.drop("PAYPOINT-20261121-001.json.enc", document(RECORDS))
+
+    load = platform.process(key)
+
+    assert (load.status, load.accepted_count, load.rejected_count, load.accepted_minor) == ("LOADED", 4, 1, 3551)
+    assert load.allocations == {"INVOICE": 2, "ACCOUNT": 1, "SUSPENSE": 1}
+    changes = {a: platform.balance(a) - before[a] for a in before}
+    assert changes == {"ACC00000001": -1000, "ACC00000002": -550, "ACC00000003": -1, "SUSPENSE": -2000}
+    ack = platform.read_ack("PAYPOINT", "PAYPOINT-20261121-001")
+    assert ack["header"]["status"] == "PROCESSED" and ack["header"]["accepted_amount"] == "35.51"
+    assert [(r["record_id"], r["outcome"], r["allocation"], r["amount"], r["reason_code"]) for r in ack["records"]] == [
+        ("1", "ACCEPTED", "INVOICE", "10.00", None),
+        ("2", "ACCEPTED", "ACCOUNT", "5.50", None),
+        ("3", "ACCEPTED", "INVOICE", "0.01", None),
+        ("4", "ACCEPTED", "SUSPENSE", "20.00", "UNKNOWN_ACCOUNT"),
+        ("5", "REJECTED", None, None, "AMOUNT_NEGATIVE"),
+    ]
+    [posting_file] = platform.files.list_files("outbound/ledger")
+    postings = orjson.loads(platform.files.read_bytes(posting_file.path))
+    assert postings["header"]["record_count"] == 4 and postings["header"]["total_amount"] == "-35.51"
+    assert sorted((p["idempotency_key"].split(":")[2], p["account_number"], p["amount"])
+                  for p in postings["postings"]) == [
+        ("1", "ACC00000001", "-10.00"), ("2", "ACC00000002", "-5.50"), ("3", "ACC00000003", "-0.01"),
+        ("4", "SUSPENSE", "-20.00")]
+    assert platform.query("SELECT kind, status, record_count, total_minor FROM batches ORDER BY kind") == [
+        ("NRP_LOAD", "ACKNOWLEDGED", 5, 3551), ("NRP_POSTING", "POSTED", 4, -3551)]
+    assert platform.query("SELECT status, archived_path IS NOT NULL FROM inbound_files") == [("LOADED", True)]
+    assert sorted(platform.query("SELECT document_kind, partner, status FROM delivery_register")) == [
+        ("LEDGER_POSTING", "SALES_LEDGER", "PENDING"), ("NRP_ACKNOWLEDGEMENT", "PAYPOINT", "PENDING")]
+
+    # the run again (a re-run partition) and the same file dropped again: nothing posted twice
+    assert platform.process(key).status == "ALREADY_LOADED"
+    again = platform.drop("PAYPOINT-20261121-001-again.json.enc", document(RECORDS))
+    quarantined = platform.quarantine(again)
+    assert quarantined.code == "DUPLICATE_FILE"
+    assert platform.payment_postings() == 4
+    assert {a: platform.balance(a) - before[a] for a in before} == changes
+    assert platform.query("SELECT status, error_code FROM inbound_files ORDER BY status") == [
+        ("LOADED", None), ("QUARANTINED", "DUPLICATE_FILE")]
+
+
+@pytest.mark.e2e
+@pytest.mark.postgres
+def test_the_nrp_job_under_dagster_keeps_postgres_as_the_system_of_record(pg_platform, instance):
+    from cmp_pipelines.definitions import defs
+    from cmp_pipelines.lib.headless import run_pending_sensors
+    from tests.support.dagster import flow_runs
+
+    before = {a: pg_platform.balance(a) for a in ("ACC00000001", "ACC00000002", "ACC00000003", "SUSPENSE")}
+    pg_platform.drop("PAYPOINT-20261121-001.json.enc", document(RECORDS))
+
+    outcomes = flow_runs(run_pending_sensors(defs, instance, echo=lambda _: None))
+
+    assert [o.success for o in outcomes] == [True]
+    assert {a: pg_platform.balance(a) - before[a] for a in before} == {
+        "ACC00000001": -1000, "ACC00000002": -550, "ACC00000003": -1, "SUSPENSE": -2000}
+    assert pg_platform.query("SELECT kind, status FROM batches ORDER BY kind") == [
+        ("NRP_LOAD", "ACKNOWLEDGED"), ("NRP_POSTING", "POSTED")]
+    embedded = pg_platform.root / "cmp.duckdb"  # other sensors of the code location may open it: it stays empty
+    if embedded.exists():
+        with duckdb.connect(str(embedded), read_only=True) as con:
+            assert con.execute("SELECT (SELECT count(*) FROM batches), (SELECT count(*) FROM ledger_postings)"
+                               ).fetchall() == [(0, 0)]
+    ack = pg_platform.read_ack("PAYPOINT", "PAYPOINT-20261121-001")
+    assert (ack["header"]["accepted_count"], ack["header"]["rejected_count"]) == (4, 1)
+
+
+def test_a_resend_is_held_then_released_once_through_the_cli(any_platform):
+    """The duplicate window reads the partner's earlier records from the store of record; the operator's release
+    (CLI) posts the held records once, whichever the store."""
+    from click.testing import CliRunner
+
+    from cmp_pipelines.cli import main
+
+    platform = any_platform
+    first = RECORDS[:4]
+    platform.process(platform.drop("first.json.enc", document(first, file_id="PP-001")))
+    paid = platform.query("SELECT coalesce(sum(amount_minor), 0) FROM ledger_postings WHERE kind = 'PAYMENT'")[0][0]
+    assert paid == -3551
+    resent = [*first, payment("9", "ACC00000003", "7.25")]
+    load = platform.process(platform.drop("resent.json.enc", document(resent, file_id="PP-002")))
+    assert (load.accepted_count, load.held_count, load.held_minor) == (1, 4, 3551)
+    assert platform.query("SELECT sum(amount_minor) FROM ledger_postings WHERE kind = 'PAYMENT'")[0][0] == -3551 - 725
+
+    one = CliRunner().invoke(main, ["nrp", "release-held", load.batch_id, "--record", "2"], catch_exceptions=False)
+    assert one.exit_code == 0, one.output
+    assert f"released 1 record(s) of {load.batch_id}: posted 1 (5.50)" in one.output
+    rest = CliRunner().invoke(main, ["nrp", "release-held", load.batch_id], catch_exceptions=False)
+    assert "released 3 record(s)" in rest.output and "posted 3 (30.01)" in rest.output
+    again = CliRunner().invoke(main, ["nrp", "release-held", load.batch_id], catch_exceptions=False)
+    assert again.output == f"nothing held in {load.batch_id}; nothing posted\n"
+    assert platform.query("SELECT sum(amount_minor) FROM ledger_postings WHERE kind = 'PAYMENT'")[0][0] == (
+        -3551 - 725 - 3551), "released once, to the penny"
+    assert platform.query("SELECT outcome, reason_code, count(*) FROM nrp_records WHERE batch_id = ? "
+                          "GROUP BY 1, 2 ORDER BY 1, 2", [load.batch_id]) == [
+        ("ACCEPTED", "RELEASED", 4), ("ACCEPTED", None, 1)]
+    assert platform.query("SELECT accepted_count, total_minor FROM batches WHERE batch_id = ?", [load.batch_id]) == [
+        (5, 725 + 3551)]
+    assert len(platform.query("SELECT batch_id FROM batches WHERE kind = 'NRP_RELEASE'")) == 2
+
+
+@pytest.mark.postgres
+def test_a_flow_not_yet_on_postgres_is_refused_rather_than_left_writing_into_a_scratch(pg_platform):
+    from cmp_pipelines.lib.resources.database import Database
+
+    database = Database()
+    assert database.on_postgres()
+    with pytest.raises(RuntimeError, match="only the non-recurring payments flow runs on it so far"), \
+            database.connection():
+        pass
+    with database.flow_store() as (con, mirror):  # the NRP flow's way in: a scratch linked to PostgreSQL
+        assert mirror is not None and mirror.con is con
+        assert con.execute("SELECT count(*) FROM accounts").fetchall() == [(0,)]  # nothing until a step pulls
