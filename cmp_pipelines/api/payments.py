@@ -7,6 +7,7 @@ import json
 import re
 import secrets
 import sqlite3
+from datetime import datetime
 from typing import Annotated
 
 import orjson
@@ -90,6 +91,12 @@ def _validate_target(ctx: ApiContext, body: CreatePayment) -> dict:
     return target
 
 
+def payment_id(now: datetime) -> str:
+    """`PAY-<date>-P<12 hex>`: the letter keeps the date's digits and the random ones from forming one run that a
+    card-number scan could read as a Luhn-valid number and mask in a message (1 id in ~10 did before)."""
+    return f"PAY-{now:%Y%m%d}-P{secrets.token_hex(6).upper()}"
+
+
 def _record(ctx: ApiContext, who: ApiClient, key: str, body: CreatePayment) -> tuple[dict, dict | None]:
     """(payment row, account) for a new payment; (existing row, None) for a replay; 409 for another body.
 
@@ -101,7 +108,7 @@ def _record(ctx: ApiContext, who: ApiClient, key: str, body: CreatePayment) -> t
         target = _validate_target(ctx, body)
         now = ctx.now()
         row = {
-            "payment_id": f"PAY-{now:%Y%m%d}-{secrets.token_hex(6).upper()}", "client_id": who.client_id,
+            "payment_id": payment_id(now), "client_id": who.client_id,
             "channel": who.channel, "idempotency_key": key, "request_hash": digest,
             "account_number": body.account_number, "amount_minor": parse_amount(body.amount),
             "currency": body.currency, "method": body.method, "reference": body.reference,

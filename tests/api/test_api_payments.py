@@ -282,3 +282,16 @@ def test_twin_requests_racing_with_one_key_make_one_payment(api, platform, api_i
     assert len({a.json()["payment_id"] for a in answers}) == 1
     monitor(api_instance)
     assert platform.balance(ACCOUNT) == before - 250
+
+
+def test_no_payment_id_reads_as_a_card_number_in_a_message():
+    """A payment id is echoed in messages that are scanned for card numbers (409 on a reused key). With the date's
+    digits next to random hex digits, about 1 id in 100 formed a Luhn-valid run and came back masked."""
+    from datetime import UTC, datetime
+
+    from cmp_pipelines.api.payments import payment_id
+    from cmp_pipelines.core.cards import mask_pans_in
+
+    ids = {payment_id(datetime(2026, 12, 2, tzinfo=UTC)) for _ in range(20_000)}
+    assert len(ids) == 20_000 and all(i.startswith("PAY-20261202-P") and len(i) == 26 for i in ids)
+    assert [i for i in ids if mask_pans_in(f"used by payment {i} with") != f"used by payment {i} with"] == []
