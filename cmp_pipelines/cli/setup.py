@@ -23,15 +23,47 @@ def init() -> None:
     for partner in partners.values():
         for feed in partner.feeds:
             (p.inbound / feed / partner.partner_id).mkdir(parents=True, exist_ok=True)
-    with _connect() as con:
-        sync_reference_data(con, partners, probes)
+    if _store().backend == "postgres":
+        _sync_postgres(partners, probes)
+    else:
+        with _connect() as con:
+            sync_reference_data(con, partners, probes)
     home = _dagster_home()
-    from cmp_pipelines.core.settings import store, store_pool_limit
+    from cmp_pipelines.core.settings import store_pool_limit
     from cmp_pipelines.lib.instance import limit_store_pool
 
     limit = store_pool_limit()
     limit_store_pool(limit)
-    click.echo(f"store ready: {store()}\ndagster instance: {home} (pool cmp_db limited to {limit})")
+    click.echo(f"store ready: {_store()}\ndagster instance: {home} (pool cmp_db limited to {limit})")
+
+
+def _store():
+    from cmp_pipelines.core.settings import StoreSettingError, store
+
+    try:
+        return store()
+    except StoreSettingError as exc:
+        _fail(str(exc))
+
+
+def _sync_postgres(partners, probes) -> None:
+    """On PostgreSQL: migrate it and load the configuration's reference rows into it in one transaction, computed
+    by the same `sync_reference_data` in a scratch DuckDB (core/db/mirror). No DuckDB file is created."""
+    from cmp_pipelines.core.db.migrate import migrate
+    from cmp_pipelines.core.db.mirror import mirrored
+    from cmp_pipelines.core.db.postgres import PostgresStoreError
+    from cmp_pipelines.core.reference import sync_reference_data
+
+    try:
+        migrate(_store())
+        with mirrored() as mirror, mirror.transaction():
+            sync_reference_data(mirror.con, partners, probes)
+            for table in ("partners", "config_probes"):
+                mirror.execute(f"DELETE FROM {table}")  # noqa: S608 - our table names
+                mirror.push(table, "true")
+            mirror.push("accounts", "is_suspense", conflict="(account_number) DO NOTHING")
+    except PostgresStoreError as exc:
+        _fail(str(exc))
 
 
 @click.group()

@@ -128,3 +128,25 @@ def test_init_sets_the_pool_limit_from_the_setting_on_postgres_and_keeps_one_on_
     done = CliRunner().invoke(main, ["init"], catch_exceptions=False)
     assert done.exit_code == 0 and "pool cmp_db limited to 1" in done.output
     assert "    default_limit: 1\n" in (home / "dagster.yaml").read_text()
+
+
+@pytest.mark.postgres
+def test_init_on_postgres_migrates_it_and_loads_the_configuration_there_with_no_duckdb_file(tmp_path, monkeypatch,
+                                                                                             pg_url):
+    """A worker or daemon machine of a PostgreSQL deployment keeps no store of its own: init writes the partners,
+    the probes' configuration and the suspense account into PostgreSQL, twice without duplicating anything."""
+    import psycopg
+
+    monkeypatch.setenv("CMP_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "data" / "dagster_home"))
+    monkeypatch.setenv("CMP_DATABASE_URL", pg_url)
+    for _ in range(2):
+        done = CliRunner().invoke(main, ["init"], catch_exceptions=False)
+        assert done.exit_code == 0, done.output
+    assert not list((tmp_path / "data").rglob("*.duckdb"))
+    with psycopg.connect(pg_url) as con:
+        partners = con.execute("SELECT partner_id, feed FROM partners ORDER BY 1, 2").fetchall()
+        probes = con.execute("SELECT count(*) FROM config_probes").fetchone()[0]
+        suspense = con.execute("SELECT account_number FROM accounts WHERE is_suspense").fetchall()
+    assert ("PAYPOINT", "nrp") in partners and len(partners) == len(set(partners))
+    assert probes > 0 and suspense == [("SUSPENSE",)]
