@@ -1,9 +1,11 @@
 """Runs on Celery workers (issue 20): the real daemon hands each run to one of two `cmp-pipelines worker` processes
-through a real Redis broker on loopback; every partner file is run once, by a worker, and the ledger is exact."""
+through a real Redis broker on loopback. The machines share only PostgreSQL (store and Dagster instance), the S3
+bucket (moto on loopback) and the broker; every partner file is run once, by a worker, and the ledger is exact."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -11,14 +13,14 @@ import time
 from pathlib import Path
 
 import dagster as dg
-import orjson
 import pytest
 from dagster._core.instance.ref import InstanceRef
 
 from cmp_pipelines.lib.headless import LOCATION_NAME, MODULE_NAME
 from cmp_pipelines.lib.recovery import HEARTBEAT_TAG, HOST_TAG, LEASE_SETTING, PID_TAG, RECOVERY_OF_TAG
+from cmp_pipelines.lib.resources.s3_store import S3FileStore
 from cmp_pipelines.lib.run_workers import BROKER_SETTING
-from tests.support.platform import document, payment
+from tests.support.platform import Platform, document, payment
 
 # marked postgres: they run in `make test-pg`, which CI calls with its servers installed
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.postgres]
@@ -51,20 +53,44 @@ def _children(pid: int) -> set[int]:
     return found
 
 
+def _failures(home: Path, runs: list[dg.DagsterRun]) -> str:
+    """What the failed runs' event logs say, for an assertion's message."""
+    with dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home))) as instance:
+        return "\n".join(f"{r.run_id[:8]} {r.status.value}: " + " | ".join(
+            (e.message or "") + (str(e.dagster_event.event_specific_data)[:600] if e.dagster_event else "")
+            for e in instance.all_logs(r.run_id)
+            if e.dagster_event and e.dagster_event.event_type_value in ("STEP_FAILURE", "PIPELINE_FAILURE",
+                                                                        "ENGINE_EVENT", "RUN_FAILURE"))[-2500:]
+            for r in runs if r.status != dg.DagsterRunStatus.SUCCESS)
+
+
 def _nrp_runs(home: Path) -> list[dg.DagsterRun]:
     with dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home))) as instance:
         return [r for r in instance.get_runs() if r.job_name == NRP_JOB]
 
 
-def test_each_partner_file_is_run_once_by_one_of_two_celery_workers(platform, redis_url, tmp_path):
-    home = tmp_path / "dagster_home"
-    env = {**os.environ, "CMP_DATA_DIR": str(platform.root), "CMP_KEYS_DIR": str(platform.root / "keys"),
-           "DAGSTER_HOME": str(home), BROKER_SETTING: redis_url, "GX_ANALYTICS_ENABLED": "false"}
-    init = subprocess.run([str(BIN / "cmp-pipelines"), "init"], env=env, capture_output=True, text=True)
+def _machine(tmp_path: Path, name: str, platform, env: dict) -> dict:
+    """One machine's environment: a data folder of its own (scratch, dagster.yaml) and its own copy of the partner
+    keys (a mounted secret); what it shares with the others is PostgreSQL, the bucket and the broker."""
+    root = tmp_path / name
+    shutil.copytree(platform.root / "keys", root / "keys")
+    return {**env, "CMP_DATA_DIR": str(root / "data"), "CMP_KEYS_DIR": str(root / "keys"),
+            "DAGSTER_HOME": str(root / "data" / "dagster_home")}
+
+
+def test_partner_files_in_a_bucket_are_run_once_each_by_two_workers_sharing_only_postgres(
+        pg_platform, s3_bucket, redis_url, tmp_path, monkeypatch):
+    monkeypatch.setenv("CMP_FILES_URL", s3_bucket.url)
+    platform = Platform(pg_platform.root, S3FileStore(url=s3_bucket.url), pg_platform.keyring)
+    env = {**os.environ, BROKER_SETTING: redis_url, "GX_ANALYTICS_ENABLED": "false"}
+    daemon_env = _machine(tmp_path, "daemon", pg_platform, env)
+    init = subprocess.run([str(BIN / "cmp-pipelines"), "init"], env=daemon_env, capture_output=True, text=True)
     assert init.returncode == 0, init.stderr
+    home = Path(daemon_env["DAGSTER_HOME"])
     written = (home / "dagster.yaml").read_text()
     assert "class: CeleryRunLauncher" in written and f"env: {BROKER_SETTING}" in written
-    assert redis_url not in written  # the URL is referenced by name, never written
+    assert "postgres_url" in written and "default_limit: 4" in written  # the instance in PostgreSQL, runs in parallel
+    assert redis_url not in written and pg_platform.url not in written  # referenced by name, never written
     workspace = tmp_path / "workspace.yaml"
     workspace.write_text(f"load_from:\n  - python_module:\n      module_name: {MODULE_NAME}\n"
                          f"      working_directory: {Path(__file__).resolve().parents[2]}\n"
@@ -73,14 +99,14 @@ def test_each_partner_file_is_run_once_by_one_of_two_celery_workers(platform, re
     try:
         workers = []
         for name in ("w1", "w2"):
-            folder = tmp_path / name  # each worker its own working folder
-            folder.mkdir()
-            workers.append(_start([str(BIN / "cmp-pipelines"), "worker", "--name", f"{name}@test"], env, folder,
-                                  tmp_path / f"{name}.log"))
+            worker_env = _machine(tmp_path, name, pg_platform, env)
+            workers.append(_start([str(BIN / "cmp-pipelines"), "worker", "--name", f"{name}@test"], worker_env,
+                                  tmp_path / name, tmp_path / f"{name}.log"))
         processes += workers
-        processes.append(_start([str(BIN / "dagster-daemon"), "run", "-w", str(workspace)], env, tmp_path,
+        processes.append(_start([str(BIN / "dagster-daemon"), "run", "-w", str(workspace)], daemon_env, tmp_path,
                                 tmp_path / "daemon.log"))
         amounts = {f"ACC000000{n:02d}": f"{n}.{n:02d}" for n in range(1, 9)}
+        before = {account: pg_platform.balance(account) for account in amounts}
         for n, (account, amount) in enumerate(amounts.items(), 1):
             platform.drop(f"PAYPOINT-{n}.json.enc", document([payment("1", account, amount)],
                                                              file_id=f"PAYPOINT-CELERY-{n}"))
@@ -91,7 +117,8 @@ def test_each_partner_file_is_run_once_by_one_of_two_celery_workers(platform, re
                 break
             time.sleep(2)
         logs = "\n".join((tmp_path / f).read_text(errors="replace")[-2000:] for f in ("daemon.log", "w1.log", "w2.log"))
-        assert len(runs) == 8 and all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs), logs
+        assert len(runs) == 8 and all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs), \
+            _failures(home, runs) + logs
         # each run went through the broker and was executed in a pool process of one of the two workers
         pools = [_children(w.pid) for w in workers]
         executed_by = []
@@ -103,16 +130,17 @@ def test_each_partner_file_is_run_once_by_one_of_two_celery_workers(platform, re
     finally:
         for process in processes:
             _stop(process)
-    assert platform.payment_postings() == 8
-    total = sum(int(a.replace(".", "")) for a in amounts.values())
-    with platform.connect() as con:
-        assert con.execute("SELECT sum(amount_minor) FROM ledger_postings WHERE kind = 'PAYMENT'"
-                           ).fetchone()[0] == -total
-    acks = sorted(p.name for p in (platform.root / "outbound/acknowledgements/nrp/PAYPOINT").iterdir())
-    assert acks == sorted(f"PAYPOINT-{n}.ack.json.enc" for n in range(1, 9))
-    assert {orjson.loads(platform.keyring.decrypt("PAYPOINT", (platform.root / "outbound/acknowledgements/nrp/PAYPOINT"
-                                                               / a).read_bytes()))["header"]["status"] for a in acks} \
-        == {"PROCESSED"}
+    assert pg_platform.payment_postings() == 8
+    for account, amount in amounts.items():
+        assert pg_platform.balance(account) == before[account] - int(amount.replace(".", ""))
+    assert s3_bucket.keys("cmp/outbound/acknowledgements/nrp/PAYPOINT/") == sorted(
+        f"cmp/outbound/acknowledgements/nrp/PAYPOINT/PAYPOINT-{n}.ack.json.enc" for n in range(1, 9))
+    assert {platform.read_ack("PAYPOINT", f"PAYPOINT-{n}")["header"]["status"] for n in range(1, 9)} == {"PROCESSED"}
+    assert s3_bucket.keys("cmp/inbound/") == []  # every file archived
+    for name in ("daemon", "w1", "w2"):  # no machine kept a partner file or a document on its own disk
+        assert not list((tmp_path / name / "data").rglob("*.json.enc"))
+    for name in ("w1", "w2"):  # nor a store: the runs' writes are all in PostgreSQL (the daemon's service sensors
+        assert not list((tmp_path / name / "data").rglob("*.duckdb"))  # still open a DuckDB file: issue 19, left)
 
 
 def _as_host(hostname: str, args: list[str]) -> list[str]:
