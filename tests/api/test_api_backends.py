@@ -22,8 +22,7 @@ import pytest
 from cmp_pipelines.core.db.api_postgres import pg_sql
 from cmp_pipelines.core.db.api_store import ApiStore
 from cmp_pipelines.core.db.copy_store import copy_to_postgres
-from tests.api.test_api_hosted_and_concurrency import callback
-from tests.support.api import ACCOUNT, Api, hosted, monitor, pay, register, running_api
+from tests.support.api import ACCOUNT, Api, callback, hosted, monitor, pay, provider_config_with, register, running_api
 
 
 @dataclass
@@ -447,8 +446,6 @@ def test_api_serve_on_postgres_keeps_no_file_of_its_own_and_ignores_a_held_duckd
 
 def test_reconciliation_settles_timed_out_payments_and_the_monitor_posts_the_success(backend, api_instance,
                                                                                      tmp_path, monkeypatch):
-    from tests.api.test_api_payments import _config_with
-
     outcomes = {}
     with backend.api.client() as http:
         for account, token in (("ACC00000005", "tok_timeout"), ("ACC00000006", "tok_timeout_decline_51"),
@@ -458,7 +455,7 @@ def test_reconciliation_settles_timed_out_payments_and_the_monitor_posts_the_suc
             assert (answer.status_code, answer.json()["status"]) == (201, "PENDING")
             outcomes[account] = answer.json()["payment_id"]
         before = backend.balance("ACC00000005")
-        _config_with(tmp_path, monkeypatch, reconcile_after_seconds=0)
+        provider_config_with(tmp_path, monkeypatch, reconcile_after_seconds=0)
         monitor(api_instance)
         status = {a: http.get(f"/v1/payments/{p}").json() for a, p in outcomes.items()}
     assert {a: (s["status"], s["reason_code"], s["ledger"]["state"]) for a, s in status.items()} == {

@@ -10,14 +10,8 @@ import time
 import orjson
 import pytest
 
-from cmp_pipelines.core.payment_provider import SIGNATURE_HEADER, sign
-from tests.support.api import SECRET, hosted, monitor
-
-
-def callback(http, body: dict, secret: bytes = SECRET, timestamp: int | None = None, raw: bytes | None = None):
-    data = orjson.dumps(body)
-    return http.post("/v1/provider/callbacks", content=raw or data,
-                     headers={SIGNATURE_HEADER: sign(secret, data, timestamp), "Content-Type": "application/json"})
+from cmp_pipelines.core.payment_provider import SIGNATURE_HEADER
+from tests.support.api import callback, hosted, monitor
 
 
 def test_hosted_page_then_the_signed_callback_completes_the_payment(api, platform, api_instance):

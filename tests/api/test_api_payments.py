@@ -4,19 +4,17 @@ carried to the sales ledger by the Ledger Monitor (the sensor and api_sync_job, 
 from __future__ import annotations
 
 import secrets
-import shutil
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import pytest
-import yaml
 
 from cmp_pipelines.core.config import load_rejection_codes
 from cmp_pipelines.core.money import format_minor
 from cmp_pipelines.core.settings import PROJECT_ROOT
 from cmp_pipelines.definitions import build_definitions
 from cmp_pipelines.lib.headless import run_pending_sensors
-from tests.support.api import ACCOUNT, monitor, pay, register
+from tests.support.api import ACCOUNT, monitor, pay, provider_config_with, register
 from tests.support.dagster import flow_runs
 
 CODES = load_rejection_codes(PROJECT_ROOT / "config").card_codes
@@ -182,15 +180,6 @@ def test_missing_fields_and_bad_json_are_problems_too(api):
         assert answer.status_code == 422 and answer.json()["field"] == "body"
 
 
-def _config_with(tmp_path, monkeypatch, **settings) -> None:
-    config = tmp_path / "config"
-    shutil.copytree(PROJECT_ROOT / "config", config)
-    document = yaml.safe_load((config / "payment_provider.yaml").read_text())
-    document["payment_provider"].update(settings)
-    (config / "payment_provider.yaml").write_text(yaml.safe_dump(document))
-    monkeypatch.setenv("CMP_CONFIG_DIR", str(config))
-
-
 def test_a_timeout_stays_pending_until_reconciliation_asks_the_provider(api, platform, api_instance, tmp_path,
                                                                          monkeypatch):
     outcomes = {}
@@ -204,7 +193,7 @@ def test_a_timeout_stays_pending_until_reconciliation_asks_the_provider(api, pla
         before = platform.balance("ACC00000005")
         assert nothing_but_publishing(api_instance)  # not overdue yet (reconcile_after_seconds: 30)
 
-        _config_with(tmp_path, monkeypatch, reconcile_after_seconds=0)
+        provider_config_with(tmp_path, monkeypatch, reconcile_after_seconds=0)
         monitor(api_instance)
 
         status = {a: http.get(f"/v1/payments/{p}").json() for a, p in outcomes.items()}

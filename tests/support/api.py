@@ -143,3 +143,31 @@ def hosted(http, account: str = "ACC00000002", amount: str = "40.00") -> dict:
     payment = answer.json()
     assert payment["status"] == "AWAITING_CARD" and payment["redirect_url"] == answer.headers["Location"]
     return payment
+
+
+def callback(http, body: dict, secret: bytes = SECRET, timestamp: int | None = None, raw: bytes | None = None):
+    """The provider's signed callback as the provider sends it."""
+    import orjson
+
+    from cmp_pipelines.core.payment_provider import SIGNATURE_HEADER, sign
+
+    data = orjson.dumps(body)
+    return http.post("/v1/provider/callbacks", content=raw or data,
+                     headers={SIGNATURE_HEADER: sign(secret, data, timestamp), "Content-Type": "application/json"})
+
+
+def provider_config_with(tmp_path, monkeypatch, **settings) -> None:
+    """A copy of the project's configuration with `settings` changed in payment_provider.yaml, in force for the
+    test (CMP_CONFIG_DIR)."""
+    import shutil
+
+    import yaml
+
+    from cmp_pipelines.core.settings import PROJECT_ROOT
+
+    config = tmp_path / "config"
+    shutil.copytree(PROJECT_ROOT / "config", config)
+    document = yaml.safe_load((config / "payment_provider.yaml").read_text())
+    document["payment_provider"].update(settings)
+    (config / "payment_provider.yaml").write_text(yaml.safe_dump(document))
+    monkeypatch.setenv("CMP_CONFIG_DIR", str(config))
