@@ -19,8 +19,7 @@ from cmp_pipelines.core.config_workflow import load_workflow_actions
 from cmp_pipelines.core.dispatcher import run_dispatcher
 from cmp_pipelines.core.settings import PROJECT_ROOT
 from cmp_pipelines.core.templates import Templates
-from tests.flows.card_payments.test_card_month import add_customer, extract_ids
-from tests.support.platform import rejection, rejections_document
+from tests.support.platform import add_customer, extract_ids, rejection, rejections_document
 from tests.support.smtp import html_of, text_of
 
 CONFIG = PROJECT_ROOT / "config"

@@ -3,12 +3,13 @@ from __future__ import annotations
 import os
 import shutil
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import orjson
 import pytest
 
+from cmp_pipelines.core import payment_setup
 from cmp_pipelines.core.config import load_partners, load_probes, load_rejection_codes
 from cmp_pipelines.core.crypto.keyring import PartnerKeyring
 from cmp_pipelines.core.db.connection import connect
@@ -197,3 +198,36 @@ def rejections_document(records: list, sender: str = "CARDPAY", file_id: str = "
            "rejections": records}
     doc["header"].update(header)
     return doc
+
+
+# ---- card customers (the card month and the workflow dispatch tests) --------------------------------------------
+
+def add_customer(platform, number: int, invoices: list[tuple[str, int, date]], card: bool = True) -> str:
+    """An account with invoices charged to its ledger and (unless `card` is False) a recurring card on file."""
+    account = f"ACC{number:08d}"
+    with platform.connect() as con:
+        con.execute("INSERT INTO accounts (account_number, name, email) VALUES (?, ?, ?)",
+                    [account, f"Customer {number}", f"customer{number}@example.com"])
+        for invoice, amount, due in invoices:
+            con.execute("INSERT INTO invoices VALUES (?, ?, ?, ?, ?, 'GBP')",
+                        [invoice, account, due - timedelta(days=14), due, amount])
+            con.execute(
+                "INSERT INTO ledger_postings (idempotency_key, account_number, invoice_number, kind, amount_minor, "
+                "currency, batch_id, source_ref, effective_at) VALUES (?, ?, ?, 'INVOICE', ?, 'GBP', 'INV', ?, ?)",
+                [f"invoice:{invoice}:CHARGE", account, invoice, amount, invoice, due - timedelta(days=14)],
+            )
+        if card:
+            payment_setup.set_payment_type(
+                con, account, "RECURRING_CARD", partners=load_partners(PROJECT_ROOT / "config"),
+                now=datetime(2026, 11, 30, tzinfo=UTC), cause="customer set up recurring card",
+                card_token=f"tok_{number}", last_four="4242", expiry="2029-01",
+            )
+    return account
+
+
+def extract_ids(platform, day) -> list[str]:
+    """The transaction ids of the day's CARD extract (none when no extract was written)."""
+    try:
+        return [t["transaction_id"] for t in platform.read_extract(day)["transactions"]]
+    except FileNotFoundError:
+        return []

@@ -5,51 +5,28 @@ to the penny, with payment types, suspensions, events and communications."""
 from __future__ import annotations
 
 import shutil
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 
 import pytest
 
 from cmp_pipelines.core import payment_setup
-from cmp_pipelines.core.config import load_partners
 from cmp_pipelines.core.crypto.keyring import PartnerKeyring
-from cmp_pipelines.core.settings import PROJECT_ROOT
 from cmp_pipelines.lib.resources.file_store import LocalFileStore
-from tests.support.platform import Platform, document, payment, rejection, rejections_document
+from tests.support.platform import (
+    Platform,
+    add_customer,
+    document,
+    extract_ids,
+    payment,
+    rejection,
+    rejections_document,
+)
 
 # A month of the card flows, day by day (one module-wide scenario): in `make test`, left out of `make test-fast`.
 # One worker takes the whole module (`--dist loadgroup`), so the month is simulated once, not once per worker.
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("card_month")]
 
 DEC = [date(2026, 12, d) for d in range(1, 32)]
-
-
-def add_customer(platform, number: int, invoices: list[tuple[str, int, date]], card: bool = True) -> str:
-    account = f"ACC{number:08d}"
-    with platform.connect() as con:
-        con.execute("INSERT INTO accounts (account_number, name, email) VALUES (?, ?, ?)",
-                    [account, f"Customer {number}", f"customer{number}@example.com"])
-        for invoice, amount, due in invoices:
-            con.execute("INSERT INTO invoices VALUES (?, ?, ?, ?, ?, 'GBP')",
-                        [invoice, account, due - timedelta(days=14), due, amount])
-            con.execute(
-                "INSERT INTO ledger_postings (idempotency_key, account_number, invoice_number, kind, amount_minor, "
-                "currency, batch_id, source_ref, effective_at) VALUES (?, ?, ?, 'INVOICE', ?, 'GBP', 'INV', ?, ?)",
-                [f"invoice:{invoice}:CHARGE", account, invoice, amount, invoice, due - timedelta(days=14)],
-            )
-        if card:
-            payment_setup.set_payment_type(
-                con, account, "RECURRING_CARD", partners=load_partners(PROJECT_ROOT / "config"),
-                now=datetime(2026, 11, 30, tzinfo=UTC), cause="customer set up recurring card",
-                card_token=f"tok_{number}", last_four="4242", expiry="2029-01",
-            )
-    return account
-
-
-def extract_ids(platform, day) -> list[str]:
-    try:
-        return [t["transaction_id"] for t in platform.read_extract(day)["transactions"]]
-    except FileNotFoundError:
-        return []
 
 
 @pytest.fixture(scope="module")
