@@ -174,6 +174,17 @@ def platform(tmp_path, monkeypatch, platform_template) -> Platform:
     return Platform(tmp_path, LocalFileStore(base_dir=str(tmp_path)), PartnerKeyring(tmp_path / "keys"))
 
 
+# Five records covering an invoice match, a cheque without a date, a postal order with a reference, an unknown
+# account (suspense) and a negative amount (rejected): the NRP end-to-end, object-store and PostgreSQL tests' file.
+SAMPLE_RECORDS = [
+    payment("1", "ACC00000001", "10.00", "INV000000011"),
+    payment("2", "ACC00000002", "5.50", None, payment_date=None, payment_method="CHEQUE"),
+    payment("3", "ACC00000003", "0.01", "INV000000031", payment_method="POSTAL_ORDER", reference="PP 5521"),
+    payment("4", "ACC99999999", "20.00"),
+    payment("5", "ACC00000002", "-1.00"),
+]
+
+
 def document(payments: list[dict], sender: str = "PAYPOINT", file_id: str = "PAYPOINT-20261121-001", **header):
     doc = demo.nrp_document(sender, file_id, payments, NOW)
     doc["header"].update(header)

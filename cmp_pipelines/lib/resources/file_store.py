@@ -216,13 +216,7 @@ class LocalFileStore(FileStore):
 
     def write_parts(self, path: str, parts: Iterable[bytes | Path]) -> str:
         def produce(tmp: Path) -> None:
-            with open(tmp, "wb") as handle:
-                for part in parts:
-                    if isinstance(part, Path):
-                        with open(part, "rb") as source:
-                            shutil.copyfileobj(source, handle, 16 << 20)
-                    else:
-                        handle.write(part)
+            write_parts_to(tmp, parts)
 
         return self.write_from(path, produce)
 
@@ -318,6 +312,18 @@ class LocalFileStore(FileStore):
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # a FIFO must not block the open
+
+
+def write_parts_to(target: Path, parts: Iterable[bytes | Path]) -> None:
+    """`parts` (bytes, or local files of any size, streamed) one after the other into the file `target`: the
+    staging both stores publish from."""
+    with open(target, "wb") as handle:
+        for part in parts:
+            if isinstance(part, Path):
+                with open(part, "rb") as source:
+                    shutil.copyfileobj(source, handle, 16 << 20)
+            else:
+                handle.write(part)
 
 
 def _parts(path: str) -> list[str]:

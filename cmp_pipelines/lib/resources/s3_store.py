@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 
 from cmp_pipelines.core.crashpoints import crashpoint
 from cmp_pipelines.core.files.store import StoredFile
-from cmp_pipelines.lib.resources.file_store import FileStore, _parts
+from cmp_pipelines.lib.resources.file_store import FileStore, _parts, write_parts_to
 
 ENDPOINT_SETTING = "CMP_S3_ENDPOINT_URL"
 LISTING_LAG_SECONDS = 300
@@ -208,17 +208,7 @@ class S3FileStore(FileStore):
 
     def write_parts(self, path: str, parts: Iterable[bytes | Path]) -> str:
         """Staged in one local temporary file (parts may be local files of any size), then published whole."""
-        def produce(tmp: Path) -> None:
-            with open(tmp, "wb") as handle:
-                for part in parts:
-                    if isinstance(part, Path):
-                        with open(part, "rb") as source:
-                            while chunk := source.read(16 << 20):
-                                handle.write(chunk)
-                    else:
-                        handle.write(part)
-
-        return self.write_from(path, produce)
+        return self.write_from(path, lambda tmp: write_parts_to(tmp, parts))
 
     def write_from(self, path: str, produce: Callable[[Path], None]) -> str:
         self._key(path)

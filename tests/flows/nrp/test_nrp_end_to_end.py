@@ -13,18 +13,12 @@ from cmp_pipelines.defs.nrp.defs import nrp_inbound_files_sensor
 from cmp_pipelines.lib.headless import MODULE_NAME, run_pending_sensors
 from cmp_pipelines.lib.resources.file_store import LocalFileStore
 from tests.support.dagster import flow_runs
-from tests.support.platform import document, payment
+from tests.support.platform import SAMPLE_RECORDS, document
 
 # Whole runs through Dagster (sensors, jobs, run-pending): left out of `make test-fast`.
 pytestmark = pytest.mark.e2e
 
-RECORDS = [
-    payment("1", "ACC00000001", "10.00", "INV000000011"),
-    payment("2", "ACC00000002", "5.50", None, payment_date=None, payment_method="CHEQUE"),
-    payment("3", "ACC00000003", "0.01", "INV000000031", payment_method="POSTAL_ORDER", reference="PP 5521"),
-    payment("4", "ACC99999999", "20.00"),
-    payment("5", "ACC00000002", "-1.00"),
-]
+RECORDS = SAMPLE_RECORDS
 
 
 def run_sensor(instance, definitions=None):

@@ -14,17 +14,11 @@ from cmp_pipelines.defs.nrp.defs import nrp_inbound_files_sensor
 from cmp_pipelines.lib.headless import run_pending_sensors
 from cmp_pipelines.lib.resources.s3_store import S3FileStore
 from tests.support.dagster import flow_runs, fresh_instance
-from tests.support.platform import Platform, document, payment
+from tests.support.platform import SAMPLE_RECORDS, Platform, document, payment
 
 pytestmark = pytest.mark.e2e
 
-RECORDS = [
-    payment("1", "ACC00000001", "10.00", "INV000000011"),
-    payment("2", "ACC00000002", "5.50", None, payment_date=None, payment_method="CHEQUE"),
-    payment("3", "ACC00000003", "0.01", "INV000000031", payment_method="POSTAL_ORDER", reference="PP 5521"),
-    payment("4", "ACC99999999", "20.00"),
-    payment("5", "ACC00000002", "-1.00"),
-]
+RECORDS = SAMPLE_RECORDS
 
 
 @pytest.fixture

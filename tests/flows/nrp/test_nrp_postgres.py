@@ -6,15 +6,9 @@ import duckdb
 import orjson
 import pytest
 
-from tests.support.platform import document, payment
+from tests.support.platform import SAMPLE_RECORDS, document, payment
 
-RECORDS = [
-    payment("1", "ACC00000001", "10.00", "INV000000011"),
-    payment("2", "ACC00000002", "5.50", None, payment_date=None, payment_method="CHEQUE"),
-    payment("3", "ACC00000003", "0.01", "INV000000031", payment_method="POSTAL_ORDER", reference="PP 5521"),
-    payment("4", "ACC99999999", "20.00"),
-    payment("5", "ACC00000002", "-1.00"),
-]
+RECORDS = SAMPLE_RECORDS
 
 
 def test_a_file_posts_to_the_penny_acknowledges_and_posts_nothing_twice(any_platform):
