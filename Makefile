@@ -86,9 +86,11 @@ test-slow: install-dev
 test-pg: install-dev
 	CMP_REQUIRE_POSTGRES=1 $(BIN)/pytest -n $(TEST_WORKERS) --dist load -m postgres $(PYTEST_ARGS)
 
-## make bench: the performance harness (figures and ratios, never assertions)
+## make bench: the performance harness (figures and ratios, never assertions); BENCH_STORE=postgres adds the NRP flow
+## on PostgreSQL, BENCH_DISTRIBUTED=1 the NRP files through a daemon and one vs two Celery run workers
 bench: install-dev
-	$(BIN)/python benchmarks/run.py $(if $(BENCH_STORE),--store $(BENCH_STORE)) $(BENCH_ARGS)
+	$(BIN)/python benchmarks/run.py $(if $(BENCH_STORE),--store $(BENCH_STORE)) \
+		$(if $(filter-out 0,$(BENCH_DISTRIBUTED)),--distributed) $(BENCH_ARGS)
 
 ## make lint: ruff, the layer contracts of DESIGN.md §2 (import-linter) and `dg check defs`
 lint: install-dev

@@ -106,59 +106,16 @@ def main() -> int:
 
     import duckdb
     import psycopg
+    from servers import MissingServer, postgres
 
     from cmp_pipelines.core.db.migrate import migrate
 
-    server = None
-    if args.url:
-        admin = args.url
-    else:
-        import shutil
-
-        from tests.support.postgres import PostgresServer, _free_port, _server_user, find_bindir
-
-        bindir = find_bindir()
-        if bindir is None:
-            print("no PostgreSQL binaries here: pass --url or install Debian's postgresql package")
-            return 2
-        root = Path(tempfile.mkdtemp(prefix="cmp-pg-bench-"))
-        root.chmod(0o755)
-        server = PostgresServer(bindir, root, _free_port(), _server_user())
-        server.start()
-        admin = server.url("postgres")
-    figures: dict = {"rows": args.rows}
     try:
-        with tempfile.TemporaryDirectory() as folder:
-            path = Path(folder) / "cmp.duckdb"
-            started = time.perf_counter()
-            build_store(path, args.rows)
-            figures["build_s"] = round(time.perf_counter() - started, 2)
-            with psycopg.connect(admin, autocommit=True) as con:
-                con.execute("DROP DATABASE IF EXISTS bench_template")
-                con.execute("CREATE DATABASE bench_template")
-            migrate(admin.rsplit("/", 1)[0] + "/bench_template")
-            duck = duckdb.connect(str(path), read_only=True)
-            expected = duck.execute("SELECT count(*), sum(amount_minor) FROM ledger_postings").fetchall()[0]
-            expected = (expected[0], int(expected[1]))
-            for name, run in METHODS.items():
-                times = []
-                for attempt in range(args.repeat):
-                    url = fresh_database(admin, f"bench_{name}_{attempt}")
-                    started = time.perf_counter()
-                    run(duck, url)
-                    times.append(time.perf_counter() - started)
-                    got = check(url)
-                    if got != expected:
-                        print(f"{name}: MISMATCH {got} != {expected}")
-                best = min(times)
-                figures[name] = {"best_s": round(best, 2), "rows_per_s": round(args.rows / best),
-                                 "runs_s": [round(t, 2) for t in times]}
-                print(f"{name:<22} {best:6.2f} s  {args.rows / best:>12,.0f} rows/s  (runs {figures[name]['runs_s']})")
-            duck.close()
-    finally:
-        if server is not None:
-            server.stop()
-            shutil.rmtree(server.root, ignore_errors=True)
+        with postgres(args.url) as admin:
+            figures = _measure(args, admin, duckdb, psycopg, migrate)
+    except MissingServer as exc:
+        print(exc)
+        return 2
     fastest = min(METHODS, key=lambda m: figures[m]["best_s"])
     figures["fastest"] = fastest
     print(f"fastest: {fastest}")
@@ -166,6 +123,38 @@ def main() -> int:
         args.json.write_text(json.dumps(figures, indent=2))
     os.sys.stdout.flush()
     return 0
+
+
+def _measure(args: argparse.Namespace, admin: str, duckdb, psycopg, migrate) -> dict:
+    figures: dict = {"rows": args.rows}
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "cmp.duckdb"
+        started = time.perf_counter()
+        build_store(path, args.rows)
+        figures["build_s"] = round(time.perf_counter() - started, 2)
+        with psycopg.connect(admin, autocommit=True) as con:
+            con.execute("DROP DATABASE IF EXISTS bench_template")
+            con.execute("CREATE DATABASE bench_template")
+        migrate(admin.rsplit("/", 1)[0] + "/bench_template")
+        duck = duckdb.connect(str(path), read_only=True)
+        expected = duck.execute("SELECT count(*), sum(amount_minor) FROM ledger_postings").fetchall()[0]
+        expected = (expected[0], int(expected[1]))
+        for name, run in METHODS.items():
+            times = []
+            for attempt in range(args.repeat):
+                url = fresh_database(admin, f"bench_{name}_{attempt}")
+                started = time.perf_counter()
+                run(duck, url)
+                times.append(time.perf_counter() - started)
+                got = check(url)
+                if got != expected:
+                    print(f"{name}: MISMATCH {got} != {expected}")
+            best = min(times)
+            figures[name] = {"best_s": round(best, 2), "rows_per_s": round(args.rows / best),
+                             "runs_s": [round(t, 2) for t in times]}
+            print(f"{name:<22} {best:6.2f} s  {args.rows / best:>12,.0f} rows/s  (runs {figures[name]['runs_s']})")
+        duck.close()
+    return figures
 
 
 if __name__ == "__main__":

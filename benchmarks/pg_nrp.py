@@ -239,31 +239,20 @@ def main() -> int:
         Path(args.out).write_text(json.dumps(worker(Path(args.workdir), Path(args.data), args.key, args.url)))
         return 0
 
-    server = None
+    from servers import MissingServer, postgres
+
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="cmp-pg-nrp-"))
     workdir.mkdir(parents=True, exist_ok=True)
     try:
-        admin = args.url
-        if admin is None:
-            from tests.support.postgres import PostgresServer, _free_port, _server_user, find_bindir
-
-            bindir = find_bindir()
-            if bindir is None:
-                print("no PostgreSQL binaries here: pass --url or install Debian's postgresql package")
-                return 2
-            root = Path(tempfile.mkdtemp(prefix="cmp-pg-bench-"))
-            root.chmod(0o755)
-            server = PostgresServer(bindir, root, _free_port(), _server_user())
-            server.start()
-            admin = server.url("postgres")
-        figures = bench(args, workdir, admin)
+        with postgres(args.url) as admin:
+            figures = bench(args, workdir, admin)
         report(figures)
         if args.json:
             args.json.write_text(json.dumps(figures, indent=2))
+    except MissingServer as exc:
+        print(exc)
+        return 2
     finally:
-        if server is not None:
-            server.stop()
-            shutil.rmtree(server.root, ignore_errors=True)
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
     return 0

@@ -1233,6 +1233,13 @@ def main() -> None:
     parser.add_argument("--store", choices=["duckdb", "postgres"], default=os.environ.get("BENCH_STORE") or "duckdb",
                         help="postgres: also the NRP flow on PostgreSQL against DuckDB, and two partners' files at "
                              "once (benchmarks/pg_nrp.py, its own server; default $BENCH_STORE or duckdb)")
+    parser.add_argument("--distributed", action="store_true",
+                        default=os.environ.get("BENCH_DISTRIBUTED", "") not in ("", "0"),
+                        help="also NRP files through a daemon and Celery run workers, one worker against two "
+                             "(benchmarks/distributed.py, its own servers; default $BENCH_DISTRIBUTED)")
+    parser.add_argument("--distributed-files", type=int, default=8, help="distributed: files (default 8)")
+    parser.add_argument("--distributed-records", type=int, default=25_000,
+                        help="distributed: records per file (default 25,000)")
     parser.add_argument("--phase", choices=sorted(PHASES), help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -1287,6 +1294,11 @@ def main() -> None:
                             *([] if "orchestrated" in args.skip else ["--orchestrated"])], check=True)
         if "api" not in args.skip:
             _api_section(args, workdir)
+        if args.distributed:  # benchmarks/distributed.py: one Celery run worker against two, on PostgreSQL + S3
+            subprocess.run([sys.executable, str(HERE / "distributed.py"), "--files", str(args.distributed_files),
+                            "--records", str(args.distributed_records), "--seed", str(args.seed),
+                            "--repeat", str(max(1, args.repeat)), "--workdir", str(workdir / "distributed")],
+                           check=True)
     finally:
         if created and not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)

@@ -1,6 +1,7 @@
 """A real Redis server on loopback, the Celery broker of the run-worker tests: Debian's redis-server, started by the
 test in a temporary folder with persistence off. Tests that need it are marked `postgres` too (their Dagster
-instance is in PostgreSQL), so they run in `make test-pg`, which `.ci/run` calls after installing both servers."""
+instance is in PostgreSQL), so they run in `make test-pg`, which `.ci/run` calls after installing both servers.
+`redis_server` is also the benchmarks' (benchmarks/servers.py)."""
 
 from __future__ import annotations
 
@@ -10,18 +11,20 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
+MISSING = "no redis-server on this machine: install Debian's redis-server package"
 
-@pytest.fixture
-def redis_url():
+
+@contextmanager
+def redis_server() -> Iterator[str]:
+    """A fresh server on a free loopback port for the block; its URL (database 0)."""
     binary = shutil.which("redis-server")
     if binary is None:
-        reason = "no redis-server on this machine: install Debian's redis-server package"
-        if os.environ.get("CMP_REQUIRE_POSTGRES") == "1":
-            pytest.fail(f"CMP_REQUIRE_POSTGRES=1 (the PostgreSQL side of the suite) but {reason}")
-        pytest.skip(reason)
+        raise FileNotFoundError(MISSING)
     folder = tempfile.mkdtemp(prefix="cmp-redis-")
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -48,3 +51,13 @@ def redis_url():
         server.terminate()
         server.wait(10)
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def redis_url():
+    if shutil.which("redis-server") is None:
+        if os.environ.get("CMP_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"CMP_REQUIRE_POSTGRES=1 (the PostgreSQL side of the suite) but {MISSING}")
+        pytest.skip(MISSING)
+    with redis_server() as url:
+        yield url
