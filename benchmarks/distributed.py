@@ -209,8 +209,8 @@ def trial(workdir: Path, name: str, workers: int, files: list[dict], admin: str,
             "run_s_median": statistics.median(run_s), "run_s": run_s, "sizes": sizes}
 
 
-SIZED_TABLES = ("nrp_records", "ledger_postings", "inbound_files", "batches", "event_logs", "runs", "run_tags",
-                "job_ticks", "asset_keys", "asset_event_tags")
+SIZED_TABLES = ("nrp_records", "ledger_postings", "inbound_files", "batches", "delivery_register", "job_runs",
+                "event_logs", "runs", "run_tags", "job_ticks", "asset_keys", "asset_event_tags")
 
 
 def _sizes(url: str, s3, bucket: str) -> dict:
