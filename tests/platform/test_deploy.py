@@ -54,6 +54,11 @@ def _chart_errors(values: dict) -> list[str]:
               for e in Draft7Validator(schema).iter_errors(values)]
     # the chart's top level takes any key (no additionalProperties): Helm would ignore a misspelt section silently
     errors += [f"{key}: not a key of the dagster chart" for key in values if key not in schema["properties"]]
+    # nor does a user deployment's entry: a misspelt `envSecret` would leave the code server without its secrets
+    known = schema["definitions"]["UserDeployment"]["properties"]
+    for n, deployment in enumerate(values.get("dagster-user-deployments", {}).get("deployments", [])):
+        errors += [f"dagster-user-deployments.deployments.{n}.{key}: not a key of a user deployment"
+                   for key in deployment if key not in known]
     return errors
 
 
@@ -68,6 +73,7 @@ def test_our_values_are_valid_overrides_of_the_dagster_chart():
     (("runLauncher", "config", "k8sRunLauncher", "runK8sConfig"), "podSpec"),
     (("dagsterWebserver",), "replicas"),
     (("runLauncher",), "image"),
+    (("dagster-user-deployments", "deployments", 0), "envSecret"),
 ])
 def test_a_key_the_chart_does_not_know_fails(path, key):
     values = _values()
