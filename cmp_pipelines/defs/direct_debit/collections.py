@@ -106,9 +106,10 @@ class DirectDebitCollections:
         with self.mirror.transaction():
             self.mirror.lock(pg.NOTICES_LOCK)
             pg.pull_direct_debit_payers(self.mirror, lock_mandates=False)
+            self.con.execute("CREATE OR REPLACE TEMP TABLE dd_noticed AS SELECT notice_id FROM collection_notices")
             raised = notices.raise_notices(self.con, "DIRECT_DEBIT", day, earliest, self.now, snap=next_working_day)
-            self.mirror.push("collection_notices", "payment_type = 'DIRECT_DEBIT' AND created_at = $now",
-                             {"now": self.now})
+            self.mirror.push("collection_notices", "notice_id NOT IN (SELECT notice_id FROM dd_noticed)")
+            self.con.execute("DROP TABLE dd_noticed")
             pg.push_events(self.mirror, self.now)
             # the events' ids are PostgreSQL's: each new notice names its event by them
             self.mirror.execute(

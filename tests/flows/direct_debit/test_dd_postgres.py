@@ -1,0 +1,102 @@
+"""The direct debit flows with PostgreSQL as the system of record (issue 19, phase 3b): AUDDIS, the advance notices
+and the collections day give the same files byte for byte, the same ledger to the penny and the same mandate and
+batch states as on the embedded store; a re-run writes and posts nothing twice and a serial is never reused."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import date
+
+import pytest
+
+from cmp_pipelines.defs.direct_debit import standard18 as std18
+from cmp_pipelines.lib.resources.file_store import LocalFileStore
+from tests.support.direct_debit import BUREAU, SUN
+from tests.support.direct_debit_pg import (
+    ISSUED,
+    PAYERS,
+    at,
+    auddis_day,
+    collection_day,
+    notices_day,
+    outcomes,
+    seed_payers,
+    send_notices,
+)
+from tests.support.pg_platform import moved_to_postgres
+from tests.support.platform import Platform
+
+pytestmark = pytest.mark.postgres
+
+D0, ACTIVE_ON, COLLECT_ON = date(2026, 12, 1), date(2026, 12, 11), date(2026, 12, 17)
+TOTAL = sum(amount for _, _, amount in PAYERS.values())
+
+
+def _days(platform) -> dict:
+    """AUDDIS (lodging the three mandates, then activating them), the notices, then the collections day, each
+    twice: what the files said and what the store holds after."""
+    first, auddis_text = auddis_day(platform, D0)
+    again, auddis_again = auddis_day(platform, D0)
+    quiet, quiet_text = auddis_day(platform, ACTIVE_ON)
+    raised = notices_day(platform, ISSUED)
+    raised_again = notices_day(platform, ISSUED)
+    send_notices(platform, at(ISSUED, 9))
+    batch, collection_text, posted, posting_file = collection_day(platform, COLLECT_ON)
+    rerun, collection_again, reposted, _ = collection_day(platform, COLLECT_ON)
+    return {
+        "auddis": (first.status, first.by_code, again.status, quiet.status, quiet.activated, quiet_text),
+        "auddis_text": auddis_text, "auddis_again": auddis_again,
+        "notices": (raised.count, raised.total_minor, raised_again.count),
+        "collection": (batch.status, batch.by_code, batch.total_minor, rerun.status),
+        "posted": (posted.posted_now, posted.posting_count, posted.total_minor, reposted.posted_now),
+        "collection_text": collection_text, "collection_again": collection_again,
+        "posting_file": [(p["idempotency_key"], p["account_number"], p["invoice_number"], p["amount"],
+                          p["effective_at"]) for p in posting_file["postings"]],
+        "posting_header": {k: posting_file["header"][k] for k in ("batch_id", "record_count", "total_amount")},
+        "store": outcomes(platform),
+    }
+
+
+def test_auddis_notices_and_collections_give_the_same_files_ledger_and_states_on_both_stores(
+        platform, pg_url, monkeypatch, tmp_path):
+    seed_payers(platform)
+    embedded_root = tmp_path / "embedded"
+    embedded_root.mkdir()
+    shutil.copy(platform.database, embedded_root / "cmp.duckdb")  # the same seeded store, kept embedded
+    embedded = Platform(embedded_root, LocalFileStore(base_dir=str(embedded_root)), platform.keyring)
+    pg = moved_to_postgres(platform, pg_url, monkeypatch)
+
+    on_pg = _days(pg)
+    on_duckdb = _days(embedded)
+
+    # what it should be, checked on PostgreSQL, then the embedded store must say exactly the same
+    assert on_pg["auddis"][:5] == ("SELECTED", {"0N": 3}, "ALREADY_SELECTED", "SELECTED", 3)
+    assert on_pg["auddis"][5] is None  # nothing pending on the activation day: no submission
+    parsed = std18.read(on_pg["auddis_text"])
+    assert [(r.transaction_code, r.reference, r.amount_pence) for r in parsed.records] == [
+        ("0N", "CMPDD0001", 0), ("0N", "CMPDD0002", 0), ("0N", "CMPDD0003", 0)]
+    assert on_pg["auddis_again"] == on_pg["auddis_text"], "a re-run writes the same submission, same serial"
+    assert on_pg["notices"] == (3, TOTAL, 0)
+    assert on_pg["collection"] == ("SELECTED", {"01": 3}, TOTAL, "ALREADY_SELECTED")
+    assert on_pg["posted"] == (3, 3, -TOTAL, 0)
+    collected = std18.read(on_pg["collection_text"])
+    assert [(r.transaction_code, r.reference, r.amount_pence) for r in collected.records] == [
+        ("01", "CMPDD0001", 4567), ("01", "CMPDD0002", 1000), ("01", "CMPDD0003", 1), ("99", "CONTRA", TOTAL)]
+    assert on_pg["collection_again"] == on_pg["collection_text"]
+    store = on_pg["store"]
+    assert store["balances"] == [(account, 0) for account in sorted(PAYERS)], "each invoice paid to the penny"
+    assert store["serials"] == [(SUN, "000001", D0, 1, "AUD-20261201"),
+                                (SUN, "000002", date(2026, 12, 17), 1, "DDX-20261217")]
+    assert [status for _, status, *_ in store["mandates"]] == ["ACTIVE"] * 3
+    assert [(n[1], n[4]) for n in store["notices"]] == [("SENT", "DD_COLLECTION")] * 3  # linked to their events
+    assert sorted((e[0], e[1]) for e in store["events"] if e[0] != "PAYMENT_TYPE") == sorted(
+        [("DIRECT_DEBIT", "MANDATE_SETUP_CONFIRMED")] * 3 + [("ADVANCE_NOTICE", "DD_COLLECTION")] * 3)
+    assert [d[:3] for d in store["deliveries"]] == [
+        ("AUDDIS", BUREAU, "AUD-20261201.std18.enc"), ("LEDGER_POSTING", "SALES_LEDGER", "DDP-20261217.json"),
+        ("DD_COLLECTION", BUREAU, "DDX-20261217.std18.enc")]
+    assert on_pg["posting_header"] == {"batch_id": "DDP-20261217", "record_count": 3,
+                                       "total_amount": f"-{TOTAL // 100}.{TOTAL % 100:02d}"}
+
+    for key in on_pg:  # byte for byte, to the penny, row for row
+        assert on_pg[key] == on_duckdb[key], key
+
