@@ -26,7 +26,8 @@ def at(day: date, hour: int) -> datetime:
     return datetime(day.year, day.month, day.day, hour, tzinfo=UTC)
 
 
-def seed_payers(platform, payers: dict = PAYERS, day: date = date(2026, 12, 1)) -> None:
+def seed_payers(platform, payers: dict = PAYERS, day: date = date(2026, 12, 1), issued: date = ISSUED,
+                due: date = DUE) -> None:
     """On the embedded store (before it is moved): each payer's invoice (charged to the ledger) and a NEW mandate,
     the account paying by direct debit. Nothing is submitted or noticed yet: the days under test do that."""
     from cmp_pipelines.core.mandates import create_mandate
@@ -35,7 +36,7 @@ def seed_payers(platform, payers: dict = PAYERS, day: date = date(2026, 12, 1)) 
 
     platform.keyring.init_keys(BUREAU)
     for account, (reference, invoice, amount) in payers.items():
-        add_invoice(platform, account, invoice, amount, ISSUED, DUE)
+        add_invoice(platform, account, invoice, amount, issued, due)
     with platform.connect() as con:
         for account, (reference, _, _) in payers.items():
             create_mandate(con, account, config=DD_CONFIG, now=at(day, 3), reference=reference, sort_code="201575",

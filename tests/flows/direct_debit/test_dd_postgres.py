@@ -24,6 +24,7 @@ from tests.support.direct_debit_pg import (
     send_notices,
 )
 from tests.support.pg_platform import moved_to_postgres
+from tests.support.dagster import instance  # noqa: F401 - fixture
 from tests.support.platform import Platform
 
 pytestmark = pytest.mark.postgres
@@ -100,3 +101,53 @@ def test_auddis_notices_and_collections_give_the_same_files_ledger_and_states_on
     for key in on_pg:  # byte for byte, to the penny, row for row
         assert on_pg[key] == on_duckdb[key], key
 
+
+
+@pytest.mark.e2e
+def test_the_auddis_and_dd_jobs_under_dagster_keep_postgres_as_the_system_of_record(platform, pg_url, monkeypatch,
+                                                                                     instance):
+    import duckdb
+
+    from cmp_pipelines.definitions import build_definitions
+    from cmp_pipelines.lib.headless import run_partition
+    from tests.support.dagster import materialization
+
+    # the partitions end tomorrow: the same days as above, a month earlier
+    d0, active_on, issued, collect_on = date(2026, 11, 2), date(2026, 11, 12), date(2026, 11, 4), date(2026, 11, 25)
+    seed_payers(platform, day=d0, issued=issued, due=date(2026, 11, 18))
+    pg = moved_to_postgres(platform, pg_url, monkeypatch)
+    definitions = build_definitions()
+
+    def run(job: str, day: date):
+        result = run_partition(job, day.isoformat(), definitions, instance)
+        assert result.success, result.error
+        return result
+
+    lodged = run("auddis_extract_job", d0)
+    assert materialization(instance, lodged.run_id, "auddis_instructions_batch")["by_transaction_code"] == {"0N": 3}
+    run("auddis_extract_job", active_on)
+    noticed = run("recurring_payments_dd_job", issued)  # notices raised; nothing due yet
+    assert materialization(instance, noticed.run_id, "dd_collection_notices")["notices_raised"] == 3
+    send_notices(pg, at(issued, 9))
+    collected = run("recurring_payments_dd_job", collect_on)
+    due = materialization(instance, collected.run_id, "dd_collections_due")
+    assert (due["collection_count"], due["by_transaction_code"]) == (3, {"01": 3})
+    again = run("recurring_payments_dd_job", collect_on)  # the partition re-run: nothing twice
+    assert materialization(instance, again.run_id, "dd_collection_posting_batch")["posted_now"] == 0
+
+    assert pg.query("SELECT account_number, sum(amount_minor) FROM ledger_postings "
+                    "WHERE left(account_number, 5) = 'ACCDD' GROUP BY 1 ORDER BY 1") == [
+        (account, 0) for account in sorted(PAYERS)]
+    assert pg.query("SELECT count(*), sum(amount_minor) FROM ledger_postings WHERE kind = 'DD_COLLECTION'") == [
+        (3, -TOTAL)]
+    assert pg.query("SELECT batch_id, status FROM batches ORDER BY batch_id") == [
+        ("AUD-20261102", "EXTRACTED"), ("AUD-20261112", "NOTHING_PENDING"), ("DDP-20261104", "POSTED"),
+        ("DDP-20261125", "POSTED"), ("DDX-20261104", "NOTHING_DUE"), ("DDX-20261125", "EXTRACTED")]
+    assert pg.query("SELECT serial, batch_id FROM bacs_submissions ORDER BY serial") == [
+        ("000001", "AUD-20261102"), ("000002", "DDX-20261125")]
+    assert pg.query("SELECT DISTINCT status FROM mandates") == [("ACTIVE",)]
+    embedded = pg.root / "cmp.duckdb"  # other parts of the code location may open it: it stays empty
+    if embedded.exists():
+        with duckdb.connect(str(embedded), read_only=True) as con:
+            assert con.execute("SELECT (SELECT count(*) FROM batches), (SELECT count(*) FROM mandates)"
+                               ).fetchall() == [(0, 0)]
