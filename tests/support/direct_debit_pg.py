@@ -137,3 +137,27 @@ def outcomes(platform) -> dict:
         "deliveries": q("SELECT document_kind, partner, remote_name, status FROM delivery_register "
                         "ORDER BY remote_name"),
     }
+
+
+def arudd_day(platform, key: str, day: date):
+    """The ARUDD Rejections job's steps for one report, each in a session of its own; (load, reversal, report)."""
+    from cmp_pipelines.core.config import load_rejection_codes
+    from cmp_pipelines.defs.direct_debit.returns import DirectDebitReturns
+    from tests.support.direct_debit import CONFIG_DIR, PARTNERS
+
+    def flow(con, mirror):
+        return DirectDebitReturns(con, platform.files, platform.keyring, PARTNERS, load_rejection_codes(CONFIG_DIR),
+                                  DD_CONFIG, now=at(day, 6), mirror=mirror)
+
+    with store(platform) as (con, mirror):
+        load = flow(con, mirror).load(key)
+    with store(platform) as (con, mirror):
+        f = flow(con, mirror)
+        posted = f.apply(f.loaded(key))
+    with store(platform) as (con, mirror):
+        f = flow(con, mirror)
+        f.write_posting_file(f.reversal(f.loaded(key)))
+    with store(platform) as (con, mirror):
+        f = flow(con, mirror)
+        report, _ = f.write_reports(f.loaded(key))
+    return load, posted, orjson.loads(platform.files.read_bytes(report))

@@ -98,3 +98,67 @@ def push_mandate_changes(mirror: Mirror, now: datetime) -> None:
 def push_events(mirror: Mirror, now: datetime) -> None:
     """The workflow events a step raised (stamped `now`), numbered by PostgreSQL's own sequence."""
     push_renumbered(mirror, "workflow_events", "event_id", "raised_at = $now", {"now": now})
+
+
+def pull_postings_of_batch(mirror: Mirror, batch_id: str) -> None:
+    """A posting batch's ledger rows as PostgreSQL holds them (its ids too), replacing the scratch's."""
+    mirror.settle()
+    mirror.con.execute("DELETE FROM ledger_postings WHERE batch_id = ?", [batch_id])
+    mirror.pull("ledger_postings", "batch_id = $1", [batch_id])
+
+
+def pull_collections_named(mirror: Mirror, references_sql: str) -> None:
+    """The debits collected under the mandate references a report names (`references_sql`, one column `k` over the
+    scratch), replacing what the scratch held of them: what the ARUDD classification matches returns to."""
+    mirror.stage_keys("named_references", references_sql)
+    mirror.con.execute(f"DELETE FROM dd_collections WHERE reference IN (SELECT k FROM ({references_sql}))")
+    mirror.pull("dd_collections", "reference IN (SELECT k FROM named_references)")
+
+
+_RETURNED = "SELECT collection_id FROM dd_returns WHERE batch_id = $1 AND collection_id IS NOT NULL"
+_RETURN_ACCOUNTS = "SELECT account_number FROM dd_returns WHERE batch_id = $1 AND account_number IS NOT NULL"
+
+
+def pull_returns_state(mirror: Mirror, batch_id: str) -> None:
+    """Under the mandates lock, what the rejections engine reads to apply an ARUDD batch: its batch rows and returns,
+    the debits returned (their invoices and postings, to reverse), and the accounts and mandates they concern."""
+    mirror.pull("batches", "batch_id = $1 OR parent_batch_id = $1", [batch_id], key=["batch_id"])
+    mirror.pull("dd_returns", "batch_id = $1", [batch_id], key=["batch_id", "position"])
+    mirror.settle()
+    returned = [batch_id]
+    mirror.con.execute("DELETE FROM dd_collections WHERE collection_id IN (SELECT collection_id FROM dd_returns "
+                       "WHERE batch_id = ?)", returned)
+    mirror.pull("dd_collections", f"collection_id IN ({_RETURNED})", returned)
+    mirror.con.execute("DELETE FROM dd_collection_items WHERE collection_id IN (SELECT collection_id FROM dd_returns "
+                       "WHERE batch_id = ?)", returned)
+    mirror.pull("dd_collection_items", f"collection_id IN ({_RETURNED})", returned)
+    mirror.pull("ledger_postings", f"source_ref IN ({_RETURNED}) AND kind <> 'INVOICE'", returned,
+                key=["idempotency_key"])
+    mirror.pull("accounts", f"account_number IN ({_RETURN_ACCOUNTS})", returned, key=["account_number"])
+    mirror.pull("payment_cards", f"account_number IN ({_RETURN_ACCOUNTS})", returned, key=["account_number"])
+    mirror.con.execute("DELETE FROM mandates WHERE account_number IN (SELECT account_number FROM dd_returns "
+                       "WHERE batch_id = ?)", returned)
+    rows = mirror.query(f"SELECT * FROM mandates WHERE account_number IN ({_RETURN_ACCOUNTS}) "
+                        "ORDER BY mandate_id FOR UPDATE", returned)
+    mirror.load("mandates", rows)
+
+
+def push_returns_applied(mirror: Mirror, batch_id: str, reversal_batch: str, now: datetime) -> None:
+    """What applying an ARUDD batch wrote besides its reversal postings: the returns' outcomes, the debits' new
+    status and re-presentation dates, suspensions and payment-type reversions (with their history), events,
+    communications, mandate actions, the batch rows and the job run."""
+    params = {"batch": batch_id}
+    mirror.push_update("dd_returns", ["batch_id", "position"],
+                       ["outcome", "decline", "retry_due_on", "problem_code", "problem", "new_payment_type",
+                        "payment_type_note"], "batch_id = $batch", params)
+    mirror.push_update("dd_collections", ["collection_id"],
+                       ["status", "reason_code", "rejection_batch_id", "retry_due_on"],
+                       "rejection_batch_id = $batch", params)
+    mirror.push_update("accounts", ["account_number"], ["payment_type", "suspended_until"],
+                       "account_number IN (SELECT account_number FROM dd_returns WHERE batch_id = $batch)", params)
+    mirror.push("payment_type_changes", "changed_at = $now", {"now": now})
+    push_events(mirror, now)
+    mirror.push("customer_communications", "batch_id = $batch", params, conflict="DO NOTHING")
+    push_mandate_changes(mirror, now)
+    mirror.upsert("batches", ["batch_id"], "batch_id IN ($batch, $reversal)", {**params, "reversal": reversal_batch})
+    mirror.push("job_runs", "batch_id = $reversal AND started_at = $now", {"reversal": reversal_batch, "now": now})

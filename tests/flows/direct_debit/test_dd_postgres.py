@@ -11,10 +11,11 @@ import pytest
 
 from cmp_pipelines.defs.direct_debit import standard18 as std18
 from cmp_pipelines.lib.resources.file_store import LocalFileStore
-from tests.support.direct_debit import BUREAU, SUN
+from tests.support.direct_debit import BUREAU, SUN, arudd, drop_report, returned
 from tests.support.direct_debit_pg import (
     ISSUED,
     PAYERS,
+    arudd_day,
     at,
     auddis_day,
     collection_day,
@@ -31,6 +32,7 @@ pytestmark = pytest.mark.postgres
 
 D0, ACTIVE_ON, COLLECT_ON = date(2026, 12, 1), date(2026, 12, 11), date(2026, 12, 17)
 TOTAL = sum(amount for _, _, amount in PAYERS.values())
+RETURNED_ON = date(2026, 12, 21)
 
 
 def _days(platform) -> dict:
@@ -44,7 +46,21 @@ def _days(platform) -> dict:
     send_notices(platform, at(ISSUED, 9))
     batch, collection_text, posted, posting_file = collection_day(platform, COLLECT_ON)
     rerun, collection_again, reposted, _ = collection_day(platform, COLLECT_ON)
+    # the bank returns two debits: ACCDD0001's soft (refer to payer: re-presented), ACCDD0002's hard (instruction
+    # cancelled: the mandate is cancelled, the account pays manually); the report processed twice
+    report = arudd([returned("CMPDD0001", "0128", date(2026, 12, 18), "45.67", trans="01"),
+                    returned("CMPDD0002", "1012", date(2026, 12, 18), "10.00", trans="01",
+                             returnDescription="INSTRUCTION CANCELLED")])
+    key = drop_report(platform, "arudd", "ARUDD-001.xml", report)
+    returns, reversal, returns_report = arudd_day(platform, key, RETURNED_ON)
+    returns_again, reversal_again, _ = arudd_day(platform, key, RETURNED_ON)
+    represented, represented_text, represented_posted, _ = collection_day(platform, date(2026, 12, 26))
     return {
+        "returns": (returns.status, returns.outcomes, reversal.posting_count, reversal.total_minor,
+                    returns_again.status, reversal_again.posted_now),
+        "returns_report": [(r["position"], r["outcome"], r["reason_code"], r["represent_on"], r["new_payment_type"])
+                           for r in returns_report["returns"]],
+        "represented": (represented.by_code, represented_posted.total_minor), "represented_text": represented_text,
         "auddis": (first.status, first.by_code, again.status, quiet.status, quiet.activated, quiet_text),
         "auddis_text": auddis_text, "auddis_again": auddis_again,
         "notices": (raised.count, raised.total_minor, raised_again.count),
@@ -58,6 +74,7 @@ def _days(platform) -> dict:
     }
 
 
+@pytest.mark.slow
 def test_auddis_notices_and_collections_give_the_same_files_ledger_and_states_on_both_stores(
         platform, pg_url, monkeypatch, tmp_path):
     seed_payers(platform)
@@ -84,17 +101,27 @@ def test_auddis_notices_and_collections_give_the_same_files_ledger_and_states_on
     assert [(r.transaction_code, r.reference, r.amount_pence) for r in collected.records] == [
         ("01", "CMPDD0001", 4567), ("01", "CMPDD0002", 1000), ("01", "CMPDD0003", 1), ("99", "CONTRA", TOTAL)]
     assert on_pg["collection_again"] == on_pg["collection_text"]
+    assert on_pg["returns"] == ("LOADED", {"HARD_DECLINE": 1, "RETRY_SCHEDULED": 1}, 2, 5567, "ALREADY_LOADED", 0)
+    assert on_pg["returns_report"] == [(1, "RETRY_SCHEDULED", "ARUDD0", "2026-12-26", None),
+                                       (2, "HARD_DECLINE", "ARUDD1", None, "MANUAL")]
+    assert on_pg["represented"] == ({"18": 1}, -4567)
+    assert [(r.transaction_code, r.reference, r.amount_pence) for r in std18.read(on_pg["represented_text"]).records
+            ] == [("18", "CMPDD0001", 4567), ("99", "CONTRA", 4567)]
     store = on_pg["store"]
-    assert store["balances"] == [(account, 0) for account in sorted(PAYERS)], "each invoice paid to the penny"
+    # ACCDD0001 collected, returned, re-presented: paid; ACCDD0002's debit returned: owes it again; ACCDD0003 paid
+    assert store["balances"] == [("ACCDD0001", 0), ("ACCDD0002", 1000), ("ACCDD0003", 0)], "to the penny"
     assert store["serials"] == [(SUN, "000001", D0, 1, "AUD-20261201"),
-                                (SUN, "000002", date(2026, 12, 17), 1, "DDX-20261217")]
-    assert [status for _, status, *_ in store["mandates"]] == ["ACTIVE"] * 3
+                                (SUN, "000002", date(2026, 12, 17), 1, "DDX-20261217"),
+                                (SUN, "000003", date(2026, 12, 29), 1, "DDX-20261226")]
+    assert [status for _, status, *_ in store["mandates"]] == ["ACTIVE", "CANCELLED", "ACTIVE"]
     assert [(n[1], n[4]) for n in store["notices"]] == [("SENT", "DD_COLLECTION")] * 3  # linked to their events
     assert sorted((e[0], e[1]) for e in store["events"] if e[0] != "PAYMENT_TYPE") == sorted(
-        [("DIRECT_DEBIT", "MANDATE_SETUP_CONFIRMED")] * 3 + [("ADVANCE_NOTICE", "DD_COLLECTION")] * 3)
-    assert [d[:3] for d in store["deliveries"]] == [
-        ("AUDDIS", BUREAU, "AUD-20261201.std18.enc"), ("LEDGER_POSTING", "SALES_LEDGER", "DDP-20261217.json"),
-        ("DD_COLLECTION", BUREAU, "DDX-20261217.std18.enc")]
+        [("DIRECT_DEBIT", "MANDATE_SETUP_CONFIRMED")] * 3 + [("ADVANCE_NOTICE", "DD_COLLECTION")] * 3
+        + [("RECURRING_PAYMENT", "DD_REPRESENTATION"), ("RECURRING_PAYMENT", "DD_HARD_RETURN")])
+    assert sorted((kind, partner, name[:4]) for kind, partner, name, _ in store["deliveries"]) == [
+        ("AUDDIS", BUREAU, "AUD-"), ("DD_COLLECTION", BUREAU, "DDX-"), ("DD_COLLECTION", BUREAU, "DDX-"),
+        ("LEDGER_POSTING", "SALES_LEDGER", "ARV-"), ("LEDGER_POSTING", "SALES_LEDGER", "DDP-"),
+        ("LEDGER_POSTING", "SALES_LEDGER", "DDP-")]
     assert on_pg["posting_header"] == {"batch_id": "DDP-20261217", "record_count": 3,
                                        "total_amount": f"-{TOTAL // 100}.{TOTAL % 100:02d}"}
 
