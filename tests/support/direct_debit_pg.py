@@ -161,3 +161,24 @@ def arudd_day(platform, key: str, day: date):
         f = flow(con, mirror)
         report, _ = f.write_reports(f.loaded(key))
     return load, posted, orjson.loads(platform.files.read_bytes(report))
+
+
+def addacs_day(platform, key: str, day: date):
+    """The ADDACS job's steps for one report, each in a session of its own; (load, applied, report)."""
+    from cmp_pipelines.core.config import load_mandate_revision_codes
+    from cmp_pipelines.defs.direct_debit.addacs import AddacsReports
+    from tests.support.direct_debit import CONFIG_DIR, PARTNERS
+
+    def flow(con, mirror):
+        return AddacsReports(con, platform.files, platform.keyring, PARTNERS, load_mandate_revision_codes(CONFIG_DIR),
+                             DD_CONFIG, now=at(day, 6), mirror=mirror)
+
+    with store(platform) as (con, mirror):
+        load = flow(con, mirror).load(key)
+    with store(platform) as (con, mirror):
+        f = flow(con, mirror)
+        applied = f.apply(f.loaded(key))
+    with store(platform) as (con, mirror):
+        f = flow(con, mirror)
+        report = f.write_report(f.loaded(key))
+    return load, applied, orjson.loads(platform.files.read_bytes(report))

@@ -162,3 +162,37 @@ def push_returns_applied(mirror: Mirror, batch_id: str, reversal_batch: str, now
     push_mandate_changes(mirror, now)
     mirror.upsert("batches", ["batch_id"], "batch_id IN ($batch, $reversal)", {**params, "reversal": reversal_batch})
     mirror.push("job_runs", "batch_id = $reversal AND started_at = $now", {"reversal": reversal_batch, "now": now})
+
+
+_ADVISED = "SELECT mandate_id FROM addacs_advices WHERE batch_id = $1 AND mandate_id IS NOT NULL"
+_ADVISED_ACCOUNTS = "SELECT account_number FROM addacs_advices WHERE batch_id = $1 AND account_number IS NOT NULL"
+
+
+def pull_advices_state(mirror: Mirror, batch_id: str) -> None:
+    """Under the mandates lock, what applying an ADDACS batch reads: its batch row and advices, the advised accounts'
+    mandates (row-locked: the advised ones change; any ACTIVE one lets the account keep direct debit), the accounts,
+    their cards and their payment-type history (a reinstatement restores the type the cancellation changed)."""
+    params = [batch_id]
+    pull_batch(mirror, batch_id)
+    mirror.pull("addacs_advices", "batch_id = $1", params, key=["batch_id", "position"])
+    rows = mirror.query(f"SELECT * FROM mandates WHERE mandate_id IN ({_ADVISED}) OR account_number IN "
+                        f"({_ADVISED_ACCOUNTS}) ORDER BY mandate_id FOR UPDATE", params)
+    mirror.load("mandates", rows, key=["mandate_id"])
+    mirror.pull("accounts", f"account_number IN ({_ADVISED_ACCOUNTS})", params, key=["account_number"])
+    mirror.pull("payment_cards", f"account_number IN ({_ADVISED_ACCOUNTS})", params, key=["account_number"])
+    mirror.settle()
+    mirror.con.execute("DELETE FROM payment_type_changes WHERE account_number IN (SELECT account_number FROM "
+                       "addacs_advices WHERE batch_id = ?)", params)
+    mirror.pull("payment_type_changes", f"account_number IN ({_ADVISED_ACCOUNTS})", params)
+
+
+def push_advices_applied(mirror: Mirror, batch_id: str, now: datetime) -> None:
+    """What applying an ADDACS batch changed: mandates and their history, payment types and their history, the
+    events (PostgreSQL's ids), the batch row."""
+    push_mandate_changes(mirror, now)
+    mirror.push("payment_type_changes", "changed_at = $now", {"now": now})
+    mirror.push_update("accounts", ["account_number"], ["payment_type"],
+                       "account_number IN (SELECT account_number FROM addacs_advices WHERE batch_id = $batch)",
+                       {"batch": batch_id})
+    push_events(mirror, now)
+    mirror.upsert("batches", ["batch_id"], "batch_id = $batch", {"batch": batch_id})

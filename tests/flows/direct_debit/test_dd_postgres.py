@@ -11,10 +11,11 @@ import pytest
 
 from cmp_pipelines.defs.direct_debit import standard18 as std18
 from cmp_pipelines.lib.resources.file_store import LocalFileStore
-from tests.support.direct_debit import BUREAU, SUN, arudd, drop_report, returned
+from tests.support.direct_debit import BUREAU, SUN, addacs, arudd, drop_report, returned
 from tests.support.direct_debit_pg import (
     ISSUED,
     PAYERS,
+    addacs_day,
     arudd_day,
     at,
     auddis_day,
@@ -173,8 +174,83 @@ def test_the_auddis_and_dd_jobs_under_dagster_keep_postgres_as_the_system_of_rec
     assert pg.query("SELECT serial, batch_id FROM bacs_submissions ORDER BY serial") == [
         ("000001", "AUD-20261102"), ("000002", "DDX-20261125")]
     assert pg.query("SELECT DISTINCT status FROM mandates") == [("ACTIVE",)]
+    # the bureau's reports, picked up by their sensors: ACCDD0001's debit returned (hard), ACCDD0002's mandate cancelled
+    from cmp_pipelines.lib.headless import run_pending_sensors
+    from tests.support.dagster import check_results, flow_runs
+
+    drop_report(pg, "arudd", "ARUDD-001.xml", arudd(
+        [returned("CMPDD0001", "1012", date(2026, 11, 26), "45.67", trans="01",
+                  returnDescription="INSTRUCTION CANCELLED")], day="2026-11-30"))
+    drop_report(pg, "addacs", "ADDACS-001.xml", addacs([_advice("CMPDD0002", "1")], day="2026-11-30"))
+    runs = flow_runs(run_pending_sensors(definitions, instance, echo=lambda _: None))
+    assert len(runs) == 2 and all(r.success for r in runs), [r.error for r in runs]
+    by_job = {instance.get_run_by_id(r.run_id).job_name: r for r in runs}
+    returns = materialization(instance, by_job["recurring_payments_rejections_dd_job"].run_id, "dd_returns_batch")
+    assert returns["outcomes"] == {"HARD_DECLINE": 1}
+    assert check_results(instance, by_job["recurring_payments_rejections_dd_job"].run_id)[
+        "arudd_unmapped_return_codes_within_threshold"].passed
+    updates = materialization(instance, by_job["addacs_job"].run_id, "addacs_mandate_updates")
+    assert updates["outcomes"] == {"MANDATE_CANCELLED": 1}
+    assert pg.query("SELECT account_number, sum(amount_minor) FROM ledger_postings "
+                    "WHERE left(account_number, 5) = 'ACCDD' GROUP BY 1 ORDER BY 1") == [
+        ("ACCDD0001", 4567), ("ACCDD0002", 0), ("ACCDD0003", 0)], "the returned debit reversed, to the penny"
+    assert pg.query("SELECT reference, status FROM mandates ORDER BY reference") == [
+        ("CMPDD0001", "CANCELLED"), ("CMPDD0002", "CANCELLED"), ("CMPDD0003", "ACTIVE")]
+    assert pg.query("SELECT account_number, payment_type FROM accounts WHERE left(account_number, 5) = 'ACCDD' "
+                    "ORDER BY 1") == [("ACCDD0001", "MANUAL"), ("ACCDD0002", "MANUAL"), ("ACCDD0003", "DIRECT_DEBIT")]
     embedded = pg.root / "cmp.duckdb"  # other parts of the code location may open it: it stays empty
     if embedded.exists():
         with duckdb.connect(str(embedded), read_only=True) as con:
             assert con.execute("SELECT (SELECT count(*) FROM batches), (SELECT count(*) FROM mandates)"
                                ).fetchall() == [(0, 0)]
+
+
+@pytest.fixture(params=["duckdb", pytest.param("postgres", marks=pytest.mark.postgres)])
+def dd_store(request, platform):
+    """Three payers seeded on the embedded store, then (postgres) moved into PostgreSQL: the same test body on both."""
+    seed_payers(platform)
+    if request.param == "duckdb":
+        return platform
+    return moved_to_postgres(platform, request.getfixturevalue("pg_url"), request.getfixturevalue("monkeypatch"))
+
+
+def _advice(reference: str, code: str, **extra) -> dict:
+    return {"reference": reference, "payer-name": "Zoë Renée Müller", "payer-sort-code": "201575",
+            "payer-account-number": "87654321", "reason-code": code, "effective-date": "2026-12-13", **extra}
+
+
+def test_addacs_amends_and_cancels_mandates_once_and_the_next_auddis_lodges_the_amendment(dd_store):
+    auddis_day(dd_store, D0)
+    auddis_day(dd_store, ACTIVE_ON)
+    report = addacs([_advice("CMPDD0001", "3", **{"payer-new-sort-code": "309634",
+                                                  "payer-new-account-number": "11112222"}),
+                     _advice("CMPDD0002", "1"), _advice("NOSUCHREF", "1")])
+    key = drop_report(dd_store, "addacs", "ADDACS-001.xml", report)
+
+    load, applied, written = addacs_day(dd_store, key, date(2026, 12, 14))
+    again_load, again, _ = addacs_day(dd_store, key, date(2026, 12, 14))  # the partition re-run: nothing twice
+
+    assert (load.status, load.outcomes) == ("LOADED", {"MANDATE_AMENDED": 1, "MANDATE_CANCELLED": 1, "REJECTED": 1})
+    assert applied.applied and again_load.status == "ALREADY_LOADED" and again.outcomes == applied.outcomes
+    assert [(a["reference"], a["outcome"], a["problem_code"]) for a in written["advices"]] == [
+        ("CMPDD0001", "MANDATE_AMENDED", None), ("CMPDD0002", "MANDATE_CANCELLED", None),
+        ("NOSUCHREF", "REJECTED", "UNKNOWN_REFERENCE")]
+    assert dd_store.query("SELECT reference, status, pending_instruction, sort_code, bank_account FROM mandates "
+                          "ORDER BY reference") == [
+        ("CMPDD0001", "AMENDMENT_PENDING", "NEW", "309634", "11112222"),
+        ("CMPDD0002", "CANCELLED", None, "201575", "87654321"), ("CMPDD0003", "ACTIVE", None, "201575", "87654321")]
+    assert dd_store.query("SELECT account_number, payment_type FROM accounts WHERE account_number IN "
+                          "('ACCDD0001', 'ACCDD0002') ORDER BY 1") == [("ACCDD0001", "DIRECT_DEBIT"),
+                                                                       ("ACCDD0002", "MANUAL")]
+    assert dd_store.query("SELECT event_code, count(*) FROM workflow_events WHERE event_code IN "
+                          "('MANDATE_AMENDED', 'MANDATE_CANCELLED') GROUP BY 1 ORDER BY 1") == [
+        ("MANDATE_AMENDED", 1), ("MANDATE_CANCELLED", 1)]
+    assert dd_store.query("SELECT category, count(*) FROM job_errors WHERE job = 'addacs' GROUP BY 1") == [("DATA", 1)]
+    # the amendment goes to the bank as 0N alone (no 0C to the old bank), with the new details, on the next AUDDIS
+    batch, text = auddis_day(dd_store, date(2026, 12, 15))
+    assert batch.by_code == {"0N": 1}
+    [record] = std18.read(text).records
+    assert (record.reference, record.destination_sort_code, record.destination_account) == (
+        "CMPDD0001", "309634", "11112222")
+    assert dd_store.query("SELECT serial, batch_id FROM bacs_submissions ORDER BY serial") == [
+        ("000001", "AUD-20261201"), ("000002", "AUD-20261215")]
