@@ -177,9 +177,9 @@ def test_each_job_killed_before_its_commits_leaves_nothing_half_written_and_a_re
 
     # AUDDIS: probed on a day with nothing pending; 18 Dec (two cancellations pending) killed in its selection, then
     # before its serial is committed
+    probe = _points(pg, ["auddis", "2026-12-16"], tmp_path)
     pg.execute("UPDATE mandates SET status = 'CANCELLED', pending_instruction = 'CANCEL', cancelled_on = ? "
                "WHERE reference >= 'CMPDD0029'", [SECOND_DAY])
-    probe = _points(pg, ["auddis", "2026-12-16"], tmp_path)
     assert _kill_then_rerun(pg, ["auddis", day], probe, tmp_path)["by_code"] == {"0C": 2}
 
     # ARUDD: probed on a report returning debit 3; the report returning debits 1 and 2 killed at its load, then at
