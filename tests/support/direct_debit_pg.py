@@ -35,7 +35,7 @@ def seed_payers(platform, payers: dict = PAYERS, day: date = date(2026, 12, 1), 
     from tests.support.direct_debit import PARTNERS, add_invoice
 
     platform.keyring.init_keys(BUREAU)
-    for account, (reference, invoice, amount) in payers.items():
+    for account, (_, invoice, amount) in payers.items():
         add_invoice(platform, account, invoice, amount, issued, due)
     with platform.connect() as con:
         for account, (reference, _, _) in payers.items():

@@ -26,7 +26,6 @@ from tests.support.direct_debit_pg import (
     send_notices,
 )
 from tests.support.pg_platform import moved_to_postgres
-from tests.support.dagster import instance  # noqa: F401 - fixture
 from tests.support.platform import Platform
 
 pytestmark = pytest.mark.postgres
