@@ -27,6 +27,9 @@ from datetime import datetime
 from cmp_pipelines.core.db.mirror import Mirror, push_renumbered, replace_pulled
 
 DD_ACCOUNTS = "SELECT account_number FROM accounts WHERE payment_type = 'DIRECT_DEBIT'"
+# mandates to cancel after their final collection, whatever their account pays by now (FINAL_CANCELLATIONS)
+TO_CANCEL = "(final_collection_requested AND status NOT IN ('CANCELLED', 'FAILED'))"
+TO_CANCEL_ACCOUNTS = f"SELECT account_number FROM mandates WHERE {TO_CANCEL}"
 
 
 def mandates_lock(service_user_number: str) -> str:
@@ -62,11 +65,12 @@ def pull_collection_items(mirror: Mirror, batch_id: str) -> None:
 
 
 def pull_direct_debit_payers(mirror: Mirror, *, lock_mandates: bool) -> None:
-    """What the notices and the selection read: the direct-debit accounts, their mandates, their invoices and what
+    """What the notices and the selection read: the direct-debit accounts, their mandates (and any mandate to be
+    cancelled after its final collection, with its account), their invoices and what
     has been paid on those (OUTSTANDING_SQL), their advance notices and, for those not yet SENT, the dispatcher's
     record of the message (notices.refresh_sent)."""
-    replace_pulled(mirror, "accounts", f"account_number IN ({DD_ACCOUNTS})")
-    replace_pulled(mirror, "mandates", f"account_number IN ({DD_ACCOUNTS})", lock_rows=lock_mandates)
+    replace_pulled(mirror, "accounts", f"account_number IN ({DD_ACCOUNTS}) OR account_number IN ({TO_CANCEL_ACCOUNTS})")
+    replace_pulled(mirror, "mandates", f"account_number IN ({DD_ACCOUNTS}) OR {TO_CANCEL}", lock_rows=lock_mandates)
     replace_pulled(mirror, "invoices", f"account_number IN ({DD_ACCOUNTS})")
     replace_pulled(mirror, "ledger_postings", "invoice_number IN (SELECT invoice_number FROM invoices "
                                               f"WHERE account_number IN ({DD_ACCOUNTS})) AND kind <> 'INVOICE'")

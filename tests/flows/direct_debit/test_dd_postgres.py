@@ -22,6 +22,7 @@ from tests.support.direct_debit_pg import (
     collection_day,
     notices_day,
     outcomes,
+    platform_execute,
     seed_payers,
     send_notices,
 )
@@ -253,3 +254,30 @@ def test_addacs_amends_and_cancels_mandates_once_and_the_next_auddis_lodges_the_
         "CMPDD0001", "309634", "11112222")
     assert dd_store.query("SELECT serial, batch_id FROM bacs_submissions ORDER BY serial") == [
         ("000001", "AUD-20261201"), ("000002", "AUD-20261215")]
+
+
+def test_a_final_collection_is_19_and_mandates_to_cancel_are_cancelled_with_0c_on_both_stores(dd_store):
+    """Mandates flagged for cancellation after their final debit: one collected with 19 then cancelled, one whose
+    account no longer pays by direct debit cancelled without a debit; both lodged as 0C on the next AUDDIS."""
+    auddis_day(dd_store, D0)
+    auddis_day(dd_store, ACTIVE_ON)
+    notices_day(dd_store, ISSUED)
+    send_notices(dd_store, at(ISSUED, 9))
+    platform_execute(dd_store, "UPDATE mandates SET final_collection_requested = TRUE "
+                               "WHERE reference IN ('CMPDD0002', 'CMPDD0003')")
+    platform_execute(dd_store, "UPDATE accounts SET payment_type = 'MANUAL' WHERE account_number = 'ACCDD0003'")
+
+    batch, text, posted, _ = collection_day(dd_store, COLLECT_ON)
+
+    assert (batch.by_code, batch.mandates_cancelled, posted.total_minor) == ({"01": 1, "19": 1}, 2, -5567)
+    assert [(r.transaction_code, r.reference) for r in std18.read(text).records] == [
+        ("01", "CMPDD0001"), ("19", "CMPDD0002"), ("99", "CONTRA")]
+    assert dd_store.query("SELECT reference, status, pending_instruction, final_collection_requested FROM mandates "
+                          "ORDER BY reference") == [("CMPDD0001", "ACTIVE", None, False),
+                                                    ("CMPDD0002", "CANCELLED", "CANCEL", False),
+                                                    ("CMPDD0003", "CANCELLED", "CANCEL", False)]
+    cancelled, text = auddis_day(dd_store, date(2026, 12, 18))
+    assert cancelled.by_code == {"0C": 2}
+    assert [r.reference for r in std18.read(text).records] == ["CMPDD0002", "CMPDD0003"]
+    assert dd_store.query("SELECT count(DISTINCT mandate_id) FROM mandate_history WHERE new_status = 'CANCELLED' "
+                          "AND position('after its final collection' IN cause) > 0") == [(2,)]
