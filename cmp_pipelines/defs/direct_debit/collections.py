@@ -252,7 +252,7 @@ class DirectDebitCollections:
                 now=self.now, params={"batch_id": batch.batch_id,
                                       "effective": datetime.combine(batch.business_date, datetime.min.time(), UTC)},
             )
-            self._pull_postings(posting_batch)  # the scratch holds what PostgreSQL holds for the batch (its totals)
+            self._pull_postings(posting_batch, unless_counts_agree=True)  # the batch's totals are PostgreSQL's
             posted = record_posting_batch(self.con, batch_id=posting_batch, kind="DD_POSTING", feed=FEED,
                                           now=self.now, posted_before=before, partner=self.config.bureau,
                                           parent_batch_id=batch.batch_id)
@@ -272,12 +272,18 @@ class DirectDebitCollections:
         post(con, sql, **kw)
         return posted
 
-    def _pull_postings(self, batch_id: str) -> None:
+    def _pull_postings(self, batch_id: str, unless_counts_agree: bool = False) -> None:
         """On PostgreSQL: the batch's ledger rows as PostgreSQL holds them (posting ids and all), replacing the
-        scratch's: a re-run counts what an earlier run posted, and the posting file lists PostgreSQL's rows."""
+        scratch's: a re-run counts what an earlier run posted, and the posting file lists PostgreSQL's rows. After
+        posting, only when the counts differ (another run posted some of the keys): the rows are the same."""
         if self.mirror is None:
             return
         self.mirror.settle()
+        if unless_counts_agree:
+            have = self.con.execute("SELECT count(*) FROM ledger_postings WHERE batch_id = ?", [batch_id]).fetchall()
+            want = self.mirror.query("SELECT count(*) AS n FROM ledger_postings WHERE batch_id = $1", [batch_id])
+            if have[0][0] == want.column("n")[0].as_py():
+                return
         self.con.execute("DELETE FROM ledger_postings WHERE batch_id = ?", [batch_id])
         self.mirror.pull("ledger_postings", "batch_id = $1", [batch_id])
 
