@@ -196,6 +196,40 @@ def post_to_postgres(con: duckdb.DuckDBPyConnection, pg, staged_sql: str, *, sou
         return int(cur.fetchone()[0])
 
 
+def push_batch_to_postgres(con: duckdb.DuckDBPyConnection, pg, batch_id: str) -> int:
+    """The postings of `batch_id` the scratch DuckDB `con` holds (written there by `post` or `reverse`, keys and
+    all), inserted into PostgreSQL's ledger inside `pg`'s open transaction as `post_to_postgres` inserts: ON
+    CONFLICT on the UNIQUE idempotency key in key order (exactly once, no deadlock between writers), ids drawn in
+    the scratch's posting order. For rules such as `reverse` that compute a posting from one already posted (which
+    the caller pulled into the scratch). Returns the rows posted now."""
+    from cmp_pipelines.core.db.transfer import arrow_batches, ingest_adbc
+
+    sql = f"""
+        SELECT row_number() OVER (ORDER BY posting_id)::BIGINT AS ord, idempotency_key, account_number,
+               invoice_number, kind, amount_minor, currency, batch_id, source_ref, effective_at, posted_at
+        FROM ledger_postings WHERE batch_id = {lit(batch_id)}
+    """
+    with pg.cursor() as cur:
+        cur.execute("DROP TABLE IF EXISTS pg_temp.ledger_stage")
+        cur.execute(_PG_STAGE)
+        ingest_adbc(cur, "ledger_stage", arrow_batches(con, sql), temporary=True)
+        cur.execute(f"""
+            WITH numbered AS (
+                SELECT nextval('ledger_posting_seq') AS posting_id, s.*
+                FROM (SELECT * FROM ledger_stage ORDER BY ord) s
+            ), inserted AS (
+                INSERT INTO ledger_postings (posting_id, {_COLUMNS})
+                SELECT posting_id, idempotency_key, account_number, invoice_number, kind, amount_minor, currency,
+                       batch_id, source_ref, effective_at, posted_at
+                FROM numbered ORDER BY idempotency_key
+                ON CONFLICT (idempotency_key) DO NOTHING
+                RETURNING 1
+            )
+            SELECT count(*) FROM inserted
+        """)
+        return int(cur.fetchone()[0])
+
+
 def commit_postgres(pg) -> None:
     """Commit a PostgreSQL batch's transaction between the same crash points as the embedded store's."""
     from cmp_pipelines.core.crashpoints import crashpoint

@@ -214,3 +214,35 @@ def mirrored(url: str | None = None) -> Iterator[Mirror]:
 
     with scratch_duckdb() as con, adbc_connection(url) as pg:
         yield Mirror(con, pg)
+
+
+# ---- added for the direct debit flows (issue 19, phase 3b) -------------------------------------------------------
+
+
+def replace_pulled(mirror: Mirror, table: str, where: str, params: Sequence | None = None, *,
+                   lock_rows: bool = False) -> int:
+    """The scratch's `table` emptied, then PostgreSQL's rows matching `where` pulled into it: for a rule that reads
+    the whole table (the mandates pending an instruction, every direct-debit account's invoices), so no row an
+    earlier step of the run pulled, and another run has changed since, can be read stale. `lock_rows` takes
+    PostgreSQL row locks on them (FOR UPDATE) until the step's commit: a writer outside the flow (the API amending
+    a mandate) waits rather than having its change overwritten by the step's push."""
+    mirror.settle()
+    mirror.con.execute(f"DELETE FROM {table}")  # noqa: S608 - our tables, never input
+    rows = mirror.query(f"SELECT * FROM {table} WHERE {where}{' FOR UPDATE' if lock_rows else ''}", params)  # noqa: S608
+    return mirror.load(table, rows)
+
+
+def push_renumbered(mirror: Mirror, table: str, id_column: str, where: str, params: dict | None = None) -> int:
+    """Insert the scratch rows of `table` matching `where` into PostgreSQL, leaving `id_column` to PostgreSQL's
+    column default (its own sequence): the scratch's sequence starts at 1 in every run, so its ids (workflow events)
+    would collide with rows other runs already wrote."""
+    stage = f"push_{table}"
+    mirror.settle()
+    reader = arrow_batches(mirror.con, f"SELECT * EXCLUDE ({id_column}) FROM {table} WHERE {where}", params)  # noqa: S608
+    columns = ", ".join(f'"{f.name}"' for f in reader.schema)
+    with mirror.guarded(), mirror.pg.cursor() as cur:
+        cur.execute(f"DROP TABLE IF EXISTS pg_temp.{stage}")
+        cur.execute(f"CREATE TEMP TABLE {stage} ON COMMIT DROP AS SELECT {columns} FROM {table} WITH NO DATA")
+        ingest_adbc(cur, stage, reader, temporary=True)
+        cur.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {stage}")
+        return cur.rowcount

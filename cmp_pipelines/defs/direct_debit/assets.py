@@ -1,5 +1,6 @@
 """Direct debit over Bacs: the daily AUDDIS extract and the DD-mode Recurring Payments job (collections), each one
-daily partition per business day."""
+daily partition per business day. Each step runs on `database.flow_store()`: the DuckDB store, or on PostgreSQL the
+run's scratch and its link (defs/direct_debit/pg.py)."""
 
 from datetime import UTC, date, datetime
 
@@ -34,8 +35,8 @@ def _cycle_metadata(day: date) -> dict:
             "entry_day": dates.entry_day.isoformat(), "moved_to_working_day": dates.moved or "no"}
 
 
-def _extract(con, file_store: FileStore, cipher: PartnerCipher) -> AuddisExtract:
-    return AuddisExtract(con, file_store, cipher.keyring(), _config(), datetime.now(UTC))
+def _extract(con, file_store: FileStore, cipher: PartnerCipher, mirror=None) -> AuddisExtract:
+    return AuddisExtract(con, file_store, cipher.keyring(), _config(), datetime.now(UTC), mirror)
 
 
 @dg.asset(
@@ -52,8 +53,8 @@ def _extract(con, file_store: FileStore, cipher: PartnerCipher) -> AuddisExtract
 def auddis_instructions_batch(
     context: dg.AssetExecutionContext, database: Database, file_store: FileStore, cipher: PartnerCipher
 ) -> dg.MaterializeResult:
-    with database.connection() as con:
-        batch = _extract(con, file_store, cipher).select(date.fromisoformat(context.partition_key))
+    with database.flow_store() as (con, mirror):
+        batch = _extract(con, file_store, cipher, mirror).select(date.fromisoformat(context.partition_key))
     return dg.MaterializeResult(metadata={
         "batch_id": batch.batch_id, "selection": batch.status,
         "record_count": dg.MetadataValue.int(batch.record_count),
@@ -74,8 +75,8 @@ def auddis_instructions_batch(
 def auddis_file(
     context: dg.AssetExecutionContext, database: Database, file_store: FileStore, cipher: PartnerCipher
 ) -> dg.MaterializeResult:
-    with database.connection() as con:
-        extract = _extract(con, file_store, cipher)
+    with database.flow_store() as (con, mirror):
+        extract = _extract(con, file_store, cipher, mirror)
         batch = extract.selected(date.fromisoformat(context.partition_key))
         path = extract.write_file(batch)
     return dg.MaterializeResult(metadata={
@@ -89,8 +90,8 @@ def auddis_file(
 # ---- the DD-mode Recurring Payments job ----------------------------------------------------------------------
 
 
-def _collections(con, file_store: FileStore, cipher: PartnerCipher) -> DirectDebitCollections:
-    return DirectDebitCollections(con, file_store, cipher.keyring(), _config())
+def _collections(con, file_store: FileStore, cipher: PartnerCipher, mirror=None) -> DirectDebitCollections:
+    return DirectDebitCollections(con, file_store, cipher.keyring(), _config(), mirror=mirror)
 
 
 def _collection_metadata(batch: CollectionBatch) -> dict:
@@ -118,8 +119,8 @@ def dd_collection_notices(
     context: dg.AssetExecutionContext, database: Database, file_store: FileStore, cipher: PartnerCipher
 ) -> dg.MaterializeResult:
     day = date.fromisoformat(context.partition_key)
-    with database.connection() as con:
-        flow = _collections(con, file_store, cipher)
+    with database.flow_store() as (con, mirror):
+        flow = _collections(con, file_store, cipher, mirror)
         raised = flow.raise_notices(day)
         waiting = flow.waiting(day)
     return dg.MaterializeResult(metadata={
@@ -144,8 +145,8 @@ def dd_collection_notices(
 def dd_collections_due(
     context: dg.AssetExecutionContext, database: Database, file_store: FileStore, cipher: PartnerCipher
 ) -> dg.MaterializeResult:
-    with database.connection() as con:
-        flow = _collections(con, file_store, cipher)
+    with database.flow_store() as (con, mirror):
+        flow = _collections(con, file_store, cipher, mirror)
         batch = flow.select(date.fromisoformat(context.partition_key))
         waiting = flow.waiting(batch.business_date)
         preview = con.execute(
@@ -169,8 +170,8 @@ def dd_collections_due(
 def dd_collection_file(
     context: dg.AssetExecutionContext, database: Database, file_store: FileStore, cipher: PartnerCipher
 ) -> dg.MaterializeResult:
-    with database.connection() as con:
-        flow = _collections(con, file_store, cipher)
+    with database.flow_store() as (con, mirror):
+        flow = _collections(con, file_store, cipher, mirror)
         batch = flow.selected(date.fromisoformat(context.partition_key))
         path = flow.write_file(batch)
     metadata = {**_collection_metadata(batch), **_cycle_metadata(batch.business_date)}
@@ -191,8 +192,8 @@ def dd_collection_file(
 def dd_collection_posting_batch(
     context: dg.AssetExecutionContext, database: Database, file_store: FileStore, cipher: PartnerCipher
 ) -> dg.MaterializeResult:
-    with database.connection() as con:
-        flow = _collections(con, file_store, cipher)
+    with database.flow_store() as (con, mirror):
+        flow = _collections(con, file_store, cipher, mirror)
         posted = flow.post(flow.selected(date.fromisoformat(context.partition_key)))
     return dg.MaterializeResult(metadata={
         "batch_id": posted.batch_id, "posted_now": dg.MetadataValue.int(posted.posted_now),
@@ -210,8 +211,8 @@ def dd_collection_posting_batch(
 def dd_collection_ledger_posting_file(
     context: dg.AssetExecutionContext, database: Database, file_store: FileStore, cipher: PartnerCipher
 ) -> dg.MaterializeResult:
-    with database.connection() as con:
-        flow = _collections(con, file_store, cipher)
+    with database.flow_store() as (con, mirror):
+        flow = _collections(con, file_store, cipher, mirror)
         posted = flow.posted(flow.selected(date.fromisoformat(context.partition_key)))
         path = flow.write_posting_file(posted)
     return dg.MaterializeResult(metadata={"batch_id": posted.batch_id, "files_written": path,

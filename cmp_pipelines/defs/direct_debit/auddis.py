@@ -4,10 +4,15 @@ One business day is one batch (AUD-<yyyymmdd>), chosen once and frozen, so a re-
 Before choosing, mandates submitted `activation_days` ago without a rejection become ACTIVE ("no response
 from Bacs means the instruction succeeded"). Instructions: NEW -> 0N; AMEND -> 0C with the old details then
 0N with the new; CANCEL -> 0C; CONVERT -> 0S. Amounts are zero and there is no contra.
+
+On PostgreSQL (`mirror`, defs/direct_debit/pg.py) the selection pulls the mandates pending an instruction or due
+for activation under the mandates lock and pushes the day's instructions, the mandates it changed, their history,
+the set-up events and the batch row in one transaction; the file step draws its serial from PostgreSQL's register.
 """
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
@@ -16,7 +21,9 @@ import duckdb
 from cmp_pipelines.core.config import DirectDebitConfig
 from cmp_pipelines.core.crypto.keyring import PartnerKeyring
 from cmp_pipelines.core.db.connection import transaction, unordered_inserts
+from cmp_pipelines.core.db.mirror import Mirror
 from cmp_pipelines.core.files.store import FileStoreLike
+from cmp_pipelines.defs.direct_debit import pg
 from cmp_pipelines.defs.direct_debit.calendar import cycle
 from cmp_pipelines.defs.direct_debit.submission import write_submission
 
@@ -67,14 +74,27 @@ def auddis_batch_id(day: date) -> str:
 
 class AuddisExtract:
     def __init__(self, con: duckdb.DuckDBPyConnection, files: FileStoreLike, keyring: PartnerKeyring,
-                 config: DirectDebitConfig, now: datetime):
+                 config: DirectDebitConfig, now: datetime, mirror: Mirror | None = None):
         self.con, self.files, self.keyring, self.config, self.now = con, files, keyring, config, now
+        self.mirror = mirror
+
+    def _pushed(self):
+        """The PostgreSQL transaction of a step's writes (nothing on the embedded store)."""
+        return self.mirror.transaction() if self.mirror is not None else nullcontext()
 
     def select(self, day: date) -> AuddisBatch:
         batch_id = auddis_batch_id(day)
-        with transaction(self.con):
+        with transaction(self.con), self._pushed():
+            if self.mirror is not None:
+                self.mirror.lock(pg.mandates_lock(self.config.service_user_number))
+                pg.pull_batch(self.mirror, batch_id)
             if self.con.execute("SELECT 1 FROM batches WHERE batch_id = ?", [batch_id]).fetchone():
                 return self.selected(day)
+            if self.mirror is not None:
+                self.mirror.con.execute("DELETE FROM auddis_instructions WHERE batch_id = ?", [batch_id])
+                pg.replace_pulled(self.mirror, "mandates", "pending_instruction IS NOT NULL OR "
+                                  "(status = 'SUBMITTED' AND submitted_on <= $1)",
+                                  [day - timedelta(days=self.config.activation_days)], lock_rows=True)
             activated = self._activate(day)
             with unordered_inserts(self.con):  # the file is ordered when written
                 self.con.execute(_SELECT, {"batch_id": batch_id})
@@ -114,6 +134,11 @@ class AuddisExtract:
                 "FROM auddis_instructions WHERE batch_id = $batch_id",
                 {"batch_id": batch_id, "bureau": self.config.bureau, "activated": activated, "now": self.now},
             )
+            if self.mirror is not None:
+                self.mirror.push("auddis_instructions", "batch_id = $batch", {"batch": batch_id})
+                pg.push_mandate_changes(self.mirror, self.now)
+                pg.push_events(self.mirror, self.now)
+                self.mirror.push("batches", "batch_id = $batch", {"batch": batch_id})
         return self.selected(day, "SELECTED")
 
     def _activate(self, day: date) -> int:
@@ -132,6 +157,9 @@ class AuddisExtract:
 
     def selected(self, day: date, status: str = "ALREADY_SELECTED") -> AuddisBatch:
         batch_id = auddis_batch_id(day)
+        if self.mirror is not None and status == "ALREADY_SELECTED":  # chosen by an earlier run: PostgreSQL's rows
+            pg.pull_batch(self.mirror, batch_id)
+            pg.pull_rows_of_batch(self.mirror, "auddis_instructions", batch_id)
         row = self.con.execute("SELECT accepted_count FROM batches WHERE batch_id = ?", [batch_id]).fetchone()
         if row is None:
             raise LookupError(f"no AUDDIS batch for {day}: materialise auddis_instructions_batch first")
@@ -145,14 +173,21 @@ class AuddisExtract:
         """The Standard 18 file for the bureau, encrypted for it: zero amounts and no contra, work code '1 DAILY'
         (Bacs tells AUDDIS apart by its 0N/0C/0S records). Nothing pending, no file (status NOTHING_PENDING)."""
         if batch.record_count == 0:
-            self.con.execute("UPDATE batches SET status = 'NOTHING_PENDING', completed_at = ? WHERE batch_id = ?",
-                             [self.now, batch.batch_id])
+            with self._pushed():
+                self.con.execute("UPDATE batches SET status = 'NOTHING_PENDING', completed_at = ? WHERE batch_id = ?",
+                                 [self.now, batch.batch_id])
+                if self.mirror is not None:
+                    self.mirror.upsert("batches", ["batch_id"], "batch_id = $batch", {"batch": batch.batch_id})
             return None
         dates = cycle(batch.business_date)
         written = write_submission(self.con, self.files, self.keyring, self.config, dates.input_day,
                                    dates.processing_day, table="auddis_instructions", batch_id=batch.batch_id,
                                    order_by="reference, transaction_code", amount="0", with_contra=False,
-                                   folder="outbound/auddis")
-        self.con.execute("UPDATE batches SET status = 'EXTRACTED', output_path = ?, completed_at = ? "
-                         "WHERE batch_id = ?", [written.path, self.now, batch.batch_id])
+                                   folder="outbound/auddis", mirror=self.mirror, now=self.now)
+        with self._pushed():
+            self.con.execute("UPDATE batches SET status = 'EXTRACTED', output_path = ?, completed_at = ? "
+                             "WHERE batch_id = ?", [written.path, self.now, batch.batch_id])
+            if self.mirror is not None:
+                self.mirror.upsert("batches", ["batch_id"], "batch_id = $batch", {"batch": batch.batch_id})
+                self.mirror.push_deliveries(self.now)
         return written.path

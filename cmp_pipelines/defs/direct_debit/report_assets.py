@@ -1,5 +1,6 @@
 """The bureau's Bacs reports, one dynamic partition per file: ADDACS (mandate advices) and ARUDD (returned debits,
-the Recurring Payments Rejections job in DD mode)."""
+the Recurring Payments Rejections job in DD mode). Each step runs on `database.flow_store()` (on PostgreSQL the run's
+scratch and its link, defs/direct_debit/pg.py)."""
 
 import dagster as dg
 
@@ -25,18 +26,19 @@ addacs_files_partitions = dg.DynamicPartitionsDefinition(name="addacs_files")
 arudd_files_partitions = dg.DynamicPartitionsDefinition(name="arudd_files")
 
 
-def _addacs(con, file_store: FileStore, cipher: PartnerCipher) -> AddacsReports:
+def _addacs(con, file_store: FileStore, cipher: PartnerCipher, mirror=None) -> AddacsReports:
     config = paths().config_dir
     partners = load_partners(config)
     return AddacsReports(con, file_store, cipher.keyring(), partners, load_mandate_revision_codes(config),
-                         load_direct_debit(config, partners), load_rejection_codes(config).default_payment_type)
+                         load_direct_debit(config, partners), load_rejection_codes(config).default_payment_type,
+                         mirror=mirror)
 
 
-def _returns(con, file_store: FileStore, cipher: PartnerCipher) -> DirectDebitReturns:
+def _returns(con, file_store: FileStore, cipher: PartnerCipher, mirror=None) -> DirectDebitReturns:
     config = paths().config_dir
     partners = load_partners(config)
     return DirectDebitReturns(con, file_store, cipher.keyring(), partners, load_rejection_codes(config),
-                              load_direct_debit(config, partners))
+                              load_direct_debit(config, partners), mirror=mirror)
 
 
 def _advice_metadata(load: AdviceLoad) -> dict:
@@ -67,9 +69,9 @@ def _returns_metadata(load: ReturnsLoad) -> dict:
 def addacs_advices(
     context: dg.AssetExecutionContext, database: Database, file_store: FileStore, cipher: PartnerCipher
 ) -> dg.MaterializeResult:
-    with database.connection() as con:
+    with database.flow_store() as (con, mirror):
         try:
-            load = _addacs(con, file_store, cipher).load(context.partition_key)
+            load = _addacs(con, file_store, cipher, mirror).load(context.partition_key)
         except FileQuarantined as quarantined:
             raise quarantine_failure(quarantined) from quarantined
         preview = con.execute(
@@ -96,8 +98,8 @@ def addacs_advices(
 def addacs_mandate_updates(
     context: dg.AssetExecutionContext, database: Database, file_store: FileStore, cipher: PartnerCipher
 ) -> dg.MaterializeResult:
-    with database.connection() as con:
-        flow = _addacs(con, file_store, cipher)
+    with database.flow_store() as (con, mirror):
+        flow = _addacs(con, file_store, cipher, mirror)
         load = flow.apply(flow.loaded(context.partition_key))
         report = flow.write_report(load)
         by_reason = _by_reason(con, "addacs_advices", "config_mandate_revision_codes", load.batch_id)
@@ -122,9 +124,9 @@ def addacs_mandate_updates(
 def dd_returns_batch(
     context: dg.AssetExecutionContext, database: Database, file_store: FileStore, cipher: PartnerCipher
 ) -> dg.MaterializeResult:
-    with database.connection() as con:
+    with database.flow_store() as (con, mirror):
         try:
-            load = _returns(con, file_store, cipher).load(context.partition_key)
+            load = _returns(con, file_store, cipher, mirror).load(context.partition_key)
         except FileQuarantined as quarantined:
             raise quarantine_failure(quarantined) from quarantined
         preview = con.execute(
@@ -153,8 +155,8 @@ def dd_returns_batch(
 def dd_reversal_batch(
     context: dg.AssetExecutionContext, database: Database, file_store: FileStore, cipher: PartnerCipher
 ) -> dg.MaterializeResult:
-    with database.connection() as con:
-        flow = _returns(con, file_store, cipher)
+    with database.flow_store() as (con, mirror):
+        flow = _returns(con, file_store, cipher, mirror)
         load = flow.loaded(context.partition_key)
         posted = flow.apply(load)
         by_reason = _by_reason(con, "dd_returns", "config_rejection_codes", load.batch_id)
@@ -189,8 +191,8 @@ def _by_reason(con, table: str, codes: str, batch_id: str) -> list[tuple]:
 def dd_return_reports(
     context: dg.AssetExecutionContext, database: Database, file_store: FileStore, cipher: PartnerCipher
 ) -> dg.MaterializeResult:
-    with database.connection() as con:
-        flow = _returns(con, file_store, cipher)
+    with database.flow_store() as (con, mirror):
+        flow = _returns(con, file_store, cipher, mirror)
         load = flow.loaded(context.partition_key)
         posted = flow.reversal(load)
         files = [flow.write_posting_file(posted), *flow.write_reports(load)]

@@ -7,10 +7,16 @@ The same job as for card declines, run by the same engine (core/rejections.py), 
    debit, the debits' new status and re-presentation date, suspensions, payment-type reversions, workflow
    events and customer communications. A re-run finds the batch APPLIED and does nothing.
 3. `write_posting_file`, `write_reports`.
+
+On PostgreSQL (`mirror`, defs/direct_debit/pg.py) the load pulls the debits the report names and pushes its batch
+through the intake (locks on the content and the report id); `apply` takes the mandates lock, pulls the batch, its
+debits, their postings, accounts and mandates, runs the same engine in the scratch and pushes everything it wrote
+(the reversal postings through `core.ledger.push_batch_to_postgres`) in one transaction.
 """
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -21,12 +27,14 @@ from cmp_pipelines.core.batch_outcomes import outcome_counts
 from cmp_pipelines.core.config import DirectDebitConfig, Partner, RejectionConfig
 from cmp_pipelines.core.crypto.keyring import PartnerKeyring
 from cmp_pipelines.core.db.connection import sql_literal, transaction
+from cmp_pipelines.core.db.mirror import Mirror
 from cmp_pipelines.core.files.store import FileStoreLike
 from cmp_pipelines.core.intake import Intake, Received, file_stem, sha256_hex
 from cmp_pipelines.core.ledger import (
     PostResult,
     batch_id_of,
     lit,
+    push_batch_to_postgres,
     write_communications,
     write_posting_file,
     write_records_file,
@@ -34,7 +42,7 @@ from cmp_pipelines.core.ledger import (
 from cmp_pipelines.core.money import format_minor
 from cmp_pipelines.core.reference import sync_rejection_codes
 from cmp_pipelines.core.rejections import REVERSED_SQL, RejectionTables
-from cmp_pipelines.defs.direct_debit import bacs_xml
+from cmp_pipelines.defs.direct_debit import bacs_xml, pg
 from cmp_pipelines.defs.direct_debit.addacs import check_service_user
 from cmp_pipelines.defs.direct_debit.arudd_rules import (
     CLASSIFY_SQL,
@@ -86,10 +94,17 @@ class ReturnsLoad:
 class DirectDebitReturns:
     def __init__(self, con: duckdb.DuckDBPyConnection, files: FileStoreLike, keyring: PartnerKeyring,
                  partners: dict[str, Partner], codes: RejectionConfig, config: DirectDebitConfig,
-                 now: datetime | None = None):
+                 now: datetime | None = None, mirror: Mirror | None = None):
         self.con, self.files, self.codes, self.config = con, files, codes, config
         self.now = now or datetime.now(UTC)
-        self.intake = Intake(con, files, keyring, partners, FEED, self.now)
+        self.mirror = mirror
+        self.intake = Intake(con, files, keyring, partners, FEED, self.now, mirror=mirror)
+        if mirror is not None:  # the scratch's configuration tables, as a load on the embedded store left them
+            sync_rejection_codes(con, codes)
+
+    def _pushed(self):
+        """The PostgreSQL transaction of a step's writes (nothing on the embedded store)."""
+        return self.mirror.transaction() if self.mirror is not None else nullcontext()
 
     def load(self, file_id: str) -> ReturnsLoad:
         return self._result(file_id, self.intake.load(file_id, self._load_new))
@@ -108,6 +123,8 @@ class DirectDebitReturns:
             sync_rejection_codes(self.con, self.codes)
             self.con.register("raw", report.records)
             try:
+                if self.mirror is not None:  # the debits the report names, as PostgreSQL holds them
+                    pg.pull_collections_named(self.mirror, "SELECT reference AS k FROM raw")
                 self.con.execute(CLASSIFY_SQL, {"batch_id": batch_id, "day": self.now.date()})
             finally:
                 self.con.unregister("raw")
@@ -115,9 +132,16 @@ class DirectDebitReturns:
             self.intake.record_problems(received, "dd_returns", batch_id, configuration="UNKNOWN_RETURN_CODE",
                                         data="UNKNOWN_REFERENCE", masked=report.masked)
             self.intake.record_loaded(received, batch_id, content_sha, report.report_id)
+            if self.mirror is not None:
+                self.mirror.push("job_errors", "job = $feed AND raised_at = $now", {"feed": FEED, "now": self.now})
+                self.intake.push_loaded(received, content_sha, report.report_id, batch_id,
+                                        {"dd_returns": "batch_id = $batch_id"})
 
     def _result(self, file_id: str, status: str) -> ReturnsLoad:
         batch_id, partner, _ = self.intake.loaded_batch(file_id)
+        if self.mirror is not None and status == "ALREADY_LOADED":
+            pg.pull_batch(self.mirror, batch_id)
+            self.mirror.pull("dd_returns", "batch_id = $1", [batch_id], key=["batch_id", "position"])
         outcomes, problems = outcome_counts(self.con, "dd_returns", batch_id)
         count, reversed_count, reversed_minor = self.con.execute(
             "SELECT record_count, accepted_count, total_minor FROM batches WHERE batch_id = ?", [batch_id]
@@ -126,20 +150,40 @@ class DirectDebitReturns:
                            reversed_minor)
 
     def apply(self, load: ReturnsLoad) -> PostResult:
-        with transaction(self.con):
+        with transaction(self.con), self._pushed():
+            if self.mirror is not None:
+                self.mirror.lock(pg.mandates_lock(self.config.service_user_number))
+                pg.pull_returns_state(self.mirror, load.batch_id)
             posted = engine.apply(self.con, TABLES, load_batch=load.batch_id, partner=load.partner,
                                   file_id=load.file_id, now=self.now, day=self.now.date(),
                                   default_type=self.codes.default_payment_type, after=MANDATE_ACTION_SQL)
+            if self.mirror is not None and posted is not None:
+                push_batch_to_postgres(self.con, self.mirror.pg, posted.batch_id)
+                pg.push_returns_applied(self.mirror, load.batch_id, posted.batch_id, self.now)
         return posted or self.reversal(load)
 
     def reversal(self, load: ReturnsLoad) -> PostResult:
         """The reversal batch an earlier `apply` recorded."""
+        if self.mirror is not None:
+            pg.pull_batch(self.mirror, engine.reversal_batch_id(self.con, TABLES, load.batch_id))
         return engine.reversal(self.con, TABLES, load.batch_id)
 
     def write_posting_file(self, posted: PostResult) -> str:
-        return write_posting_file(self.con, self.files, posted.batch_id, f"{FEED}:{JOB}", self.now)[0]
+        if self.mirror is not None:
+            pg.pull_postings_of_batch(self.mirror, posted.batch_id)
+        path = write_posting_file(self.con, self.files, posted.batch_id, f"{FEED}:{JOB}", self.now)[0]
+        if self.mirror is not None:
+            with self.mirror.transaction():
+                self.mirror.upsert("batches", ["batch_id"], "batch_id = $batch", {"batch": posted.batch_id})
+                self.mirror.push_deliveries(self.now)
+        return path
 
     def write_reports(self, load: ReturnsLoad) -> tuple[str, str]:
+        if self.mirror is not None:  # what the reports list, as PostgreSQL holds it
+            self.mirror.pull("dd_returns", "batch_id = $1", [load.batch_id], key=["batch_id", "position"])
+            self.mirror.pull("customer_communications", "batch_id = $1", [load.batch_id],
+                             key=["template", "source_ref"])
+            self.mirror.pull("batches", "parent_batch_id = $1", [load.batch_id], key=["batch_id"])
         file_name = self.con.execute("SELECT file_name FROM inbound_files WHERE file_id = ?",
                                      [load.file_id]).fetchone()[0]
         header = {
@@ -162,5 +206,8 @@ class DirectDebitReturns:
             """,
         )
         communications = write_communications(self.con, self.files, load.batch_id, self.now, "collection_id")
-        self.con.execute("UPDATE batches SET output_path = ? WHERE batch_id = ?", [report, load.batch_id])
+        with self._pushed():
+            self.con.execute("UPDATE batches SET output_path = ? WHERE batch_id = ?", [report, load.batch_id])
+            if self.mirror is not None:
+                self.mirror.upsert("batches", ["batch_id"], "batch_id = $batch", {"batch": load.batch_id})
         return report, communications

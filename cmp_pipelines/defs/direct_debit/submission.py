@@ -8,6 +8,10 @@ A submission that fails the check is never published: the run fails with every r
 Each submission takes a serial from the register (`bacs_submissions`): VOL1 serials never repeat for a service
 user (so never on a day), HDR1's set identification is the serial and UHL1's file number is the submission's
 number on its input day. A re-run of a batch gets the serial it was given.
+
+On PostgreSQL the register is PostgreSQL's: the serial is drawn under the service user's serial lock from its rows
+and committed at once in a transaction of its own (as the embedded store commits it at once), before the file is
+written; the caller pushes its batch status and the delivery registration afterwards.
 """
 
 from __future__ import annotations
@@ -20,9 +24,11 @@ import duckdb
 from cmp_pipelines.core.config import DirectDebitConfig
 from cmp_pipelines.core.crypto.keyring import PartnerKeyring
 from cmp_pipelines.core.db.connection import sql_literal
+from cmp_pipelines.core.db.mirror import Mirror
 from cmp_pipelines.core.delivery import enqueue
 from cmp_pipelines.core.files.store import FileStoreLike
 from cmp_pipelines.core.files.text_copy import copy_lines, staged
+from cmp_pipelines.defs.direct_debit import pg
 from cmp_pipelines.defs.direct_debit import standard18 as std18
 from cmp_pipelines.defs.direct_debit.bacs_check import check_file
 
@@ -71,6 +77,23 @@ def allocate_serial(con: duckdb.DuckDBPyConnection, service_user_number: str, ba
     return serial, file_number
 
 
+def allocate_serial_on_postgres(mirror: Mirror, service_user_number: str, batch_id: str, input_day: date,
+                                processing_day: date) -> tuple[str, int]:
+    """`allocate_serial` against PostgreSQL's register: under the serial lock, the service user's register pulled
+    (one row per submission ever made), the same rule run in the scratch, the new row pushed and committed. Two
+    submissions at once take the lock one after the other, so the second sees the first's serial; the register's
+    keys (serial, input day and file number, batch) refuse a duplicate even if that were ever bypassed."""
+    with mirror.transaction():
+        mirror.lock(pg.serial_lock(service_user_number))
+        mirror.settle()
+        mirror.con.execute("DELETE FROM bacs_submissions WHERE service_user_number = ?", [service_user_number])
+        mirror.pull("bacs_submissions", "service_user_number = $1 ORDER BY allocated_at, serial",
+                    [service_user_number])
+        serial, file_number = allocate_serial(mirror.con, service_user_number, batch_id, input_day, processing_day)
+        mirror.push("bacs_submissions", "batch_id = $batch", {"batch": batch_id}, conflict="(batch_id) DO NOTHING")
+    return serial, file_number
+
+
 def check_submission_file(path) -> None:
     """Refuses (SubmissionRefused, every reason) a plaintext submission that does not pass `bacs check`."""
     problems = check_file(path)
@@ -82,12 +105,18 @@ def check_submission_file(path) -> None:
 
 def write_submission(con: duckdb.DuckDBPyConnection, files: FileStoreLike, keyring: PartnerKeyring,
                      config: DirectDebitConfig, day: date, processing_day: date, *, table: str, batch_id: str,
-                     order_by: str, amount: str, with_contra: bool, folder: str) -> SubmissionFile:
+                     order_by: str, amount: str, with_contra: bool, folder: str, mirror: Mirror | None = None,
+                     now: datetime | None = None) -> SubmissionFile:
     """`table` holds one row per instruction (sort_code, bank_account, transaction_code, reference,
     account_name) keyed by batch_id; `amount` is its amount in pence as a SQL expression. `day` is the input
-    day (HDR1 creation), `processing_day` the day Bacs processes the file (UHL1)."""
+    day (HDR1 creation), `processing_day` the day Bacs processes the file (UHL1). With `mirror` (PostgreSQL) the
+    serial comes from PostgreSQL's register and the delivery is registered stamped `now` for the caller to push."""
     c = config
-    serial, file_number = allocate_serial(con, c.service_user_number, batch_id, day, processing_day)
+    if mirror is None:
+        serial, file_number = allocate_serial(con, c.service_user_number, batch_id, day, processing_day)
+    else:
+        serial, file_number = allocate_serial_on_postgres(mirror, c.service_user_number, batch_id, day,
+                                                          processing_day)
     submission = std18.Submission(c.service_user_number, c.service_user_name, c.originating_sort_code,
                                   c.originating_account, processing_day, "1 DAILY", serial, file_number, day)
     count, total = con.execute(
@@ -106,5 +135,5 @@ def write_submission(con: duckdb.DuckDBPyConnection, files: FileStoreLike, keyri
         check_submission_file(text)
         path = files.write_parts(f"{folder}/{c.bureau}/{batch_id}.std18.enc", keyring.encrypt_parts(c.bureau, [text]))
     enqueue(con, files, "AUDDIS" if folder == "outbound/auddis" else "DD_COLLECTION", path, partner=c.bureau,
-            reference=batch_id)
+            reference=batch_id, now=now if mirror is not None else None)
     return SubmissionFile(path, count, total, serial, file_number)
