@@ -139,27 +139,31 @@ def outcomes(platform) -> dict:
     }
 
 
-def arudd_day(platform, key: str, day: date):
-    """The ARUDD Rejections job's steps for one report, each in a session of its own; (load, reversal, report)."""
+def arudd_step(platform, key: str, day: date, step: str):
+    """One step of the ARUDD Rejections job for one report (load, apply, posting_file, reports), in a session of its
+    own."""
     from cmp_pipelines.core.config import load_rejection_codes
     from cmp_pipelines.defs.direct_debit.returns import DirectDebitReturns
     from tests.support.direct_debit import CONFIG_DIR, PARTNERS
 
-    def flow(con, mirror):
-        return DirectDebitReturns(con, platform.files, platform.keyring, PARTNERS, load_rejection_codes(CONFIG_DIR),
-                                  DD_CONFIG, now=at(day, 6), mirror=mirror)
+    with store(platform) as (con, mirror):
+        f = DirectDebitReturns(con, platform.files, platform.keyring, PARTNERS, load_rejection_codes(CONFIG_DIR),
+                               DD_CONFIG, now=at(day, 6), mirror=mirror)
+        if step == "load":
+            return f.load(key)
+        if step == "apply":
+            return f.apply(f.loaded(key))
+        if step == "posting_file":
+            return f.write_posting_file(f.reversal(f.loaded(key)))
+        return f.write_reports(f.loaded(key))[0]
 
-    with store(platform) as (con, mirror):
-        load = flow(con, mirror).load(key)
-    with store(platform) as (con, mirror):
-        f = flow(con, mirror)
-        posted = f.apply(f.loaded(key))
-    with store(platform) as (con, mirror):
-        f = flow(con, mirror)
-        f.write_posting_file(f.reversal(f.loaded(key)))
-    with store(platform) as (con, mirror):
-        f = flow(con, mirror)
-        report, _ = f.write_reports(f.loaded(key))
+
+def arudd_day(platform, key: str, day: date):
+    """The ARUDD Rejections job's steps for one report, each in a session of its own; (load, reversal, report)."""
+    load = arudd_step(platform, key, day, "load")
+    posted = arudd_step(platform, key, day, "apply")
+    arudd_step(platform, key, day, "posting_file")
+    report = arudd_step(platform, key, day, "reports")
     return load, posted, orjson.loads(platform.files.read_bytes(report))
 
 

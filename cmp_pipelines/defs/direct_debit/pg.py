@@ -10,8 +10,10 @@ one of them, so no two runs can wait on each other in a cycle):
   collected before, soft returns due again, the cancellation after a final debit), the ADDACS and ARUDD
   applications (amend/cancel mandates, mark debits returned). Each pulls the rows it decides from only once it
   holds the lock, so a run never decides from a state another run is about to change, and an invoice is never
-  taken by two selections. The mandate rows are also row-locked (FOR UPDATE) so a writer outside the flows (the
-  API) waits for the push instead of being overwritten by it.
+  taken by two selections. The ADDACS and ARUDD applications also row-lock (FOR UPDATE) the accounts their report
+  names and then those accounts' mandates, each in key order, so a writer outside the flows (the API) waits for the
+  push instead of being overwritten by it; accounts first, as the API's set-up requests and the card rejections
+  take them, so no two writers wait on each other in a cycle.
 - `dd:notices`: the advance-notice step (two runs would raise the same notice; its id is UNIQUE anyway).
 - `bacs:serial:<service user number>`: the Bacs serial register, held only while a serial is drawn and written
   (its own short transaction, committed before the file is written), so two submissions at once never get one
@@ -41,6 +43,14 @@ def serial_lock(service_user_number: str) -> str:
 
 
 NOTICES_LOCK = "dd:notices"
+
+
+def lock_accounts(mirror: Mirror, accounts_sql: str, params: list) -> None:
+    """Row-lock the accounts a report names before their mandates, in account order: the API's set-up requests lock
+    an account and then change what hangs on it (its mandate, its card), and the card rejections lock accounts too,
+    so every writer takes accounts first, in one order, and none can wait on another in a cycle."""
+    mirror.query(f"SELECT account_number FROM accounts WHERE account_number IN ({accounts_sql}) "
+                 "ORDER BY account_number FOR UPDATE", params)
 
 
 def pull_batch(mirror: Mirror, batch_id: str) -> None:
@@ -138,6 +148,7 @@ def pull_returns_state(mirror: Mirror, batch_id: str) -> None:
     mirror.pull("dd_collection_items", f"collection_id IN ({_RETURNED})", returned)
     mirror.pull("ledger_postings", f"source_ref IN ({_RETURNED}) AND kind <> 'INVOICE'", returned,
                 key=["idempotency_key"])
+    lock_accounts(mirror, _RETURN_ACCOUNTS, returned)
     mirror.pull("accounts", f"account_number IN ({_RETURN_ACCOUNTS})", returned, key=["account_number"])
     mirror.pull("payment_cards", f"account_number IN ({_RETURN_ACCOUNTS})", returned, key=["account_number"])
     mirror.con.execute("DELETE FROM mandates WHERE account_number IN (SELECT account_number FROM dd_returns "
@@ -179,6 +190,7 @@ def pull_advices_state(mirror: Mirror, batch_id: str) -> None:
     params = [batch_id]
     pull_batch(mirror, batch_id)
     mirror.pull("addacs_advices", "batch_id = $1", params, key=["batch_id", "position"])
+    lock_accounts(mirror, _ADVISED_ACCOUNTS, params)
     rows = mirror.query(f"SELECT * FROM mandates WHERE mandate_id IN ({_ADVISED}) OR account_number IN "
                         f"({_ADVISED_ACCOUNTS}) ORDER BY mandate_id FOR UPDATE", params)
     mirror.load("mandates", rows, key=["mandate_id"])

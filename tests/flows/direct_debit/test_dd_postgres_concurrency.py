@@ -210,3 +210,45 @@ def test_each_job_killed_before_its_commits_leaves_nothing_half_written_and_a_re
     assert pg.query("SELECT count(*) FROM mandate_history h JOIN mandates m USING (mandate_id) "
                     "WHERE m.reference = 'CMPDD0021' AND h.new_status = 'CANCELLED'") == [(1,)]
     assert pg.query("SELECT count(*) FROM workflow_events WHERE event_code = 'MANDATE_CANCELLED'") == [(2,)]
+
+
+def test_a_return_applied_while_another_writer_holds_its_account_waits_instead_of_deadlocking(dd_pg):
+    """The API's set-up requests lock an account row and then change what hangs on it (a mandate); a return report's
+    application must take the account before the mandate too, or the two wait on each other in a cycle and
+    PostgreSQL aborts one (mandates first, as the apply did: a deadlock here, checked)."""
+    import threading
+
+    import psycopg
+
+    from tests.support.direct_debit_pg import arudd_step
+
+    pg = dd_pg
+    key = drop_report(pg, "arudd", "ARUDD-L.xml", arudd(
+        [returned("CMPDD0001", "0128", SECOND_DAY, "10.37", trans="01")], number="000009", day="2026-12-18"))
+    arudd_step(pg, key, SECOND_DAY, "load")
+    failures: list[BaseException] = []
+
+    def apply() -> None:
+        try:
+            arudd_step(pg, key, SECOND_DAY, "apply")
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            failures.append(exc)
+
+    # the other writer: the account, then its mandate; a third connection watches (pg_stat_activity is read once per
+    # transaction)
+    with psycopg.connect(pg.url) as writer, psycopg.connect(pg.url, autocommit=True) as watcher:
+        writer.execute("SELECT 1 FROM accounts WHERE account_number = 'ACCDD0001' FOR UPDATE")
+        applying = threading.Thread(target=apply)
+        applying.start()
+        deadline = time.monotonic() + 60
+        while not watcher.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND "
+                                  "datname = current_database()").fetchone()[0]:
+            assert time.monotonic() < deadline and applying.is_alive(), failures
+            time.sleep(0.05)
+        writer.execute("UPDATE mandates SET pending_instruction = pending_instruction "
+                       "WHERE account_number = 'ACCDD0001'")
+    applying.join(120)
+    assert not applying.is_alive() and failures == []
+    assert pg.query("SELECT count(*), sum(amount_minor) FROM ledger_postings WHERE kind = 'DD_REVERSAL'") == [
+        (1, 1037)]
+    _consistent(pg)
