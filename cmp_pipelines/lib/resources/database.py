@@ -23,6 +23,13 @@ from cmp_pipelines.lib.recovery import tag_run_process
 
 DB_POOL = "cmp_db"
 
+# The flows that run on PostgreSQL (issue 19), one line each: every other step is refused with this list.
+POSTGRES_FLOWS = {
+    "non-recurring payments",
+    "recurring card payments",
+    "card rejections",
+}
+
 
 class Database(dg.ConfigurableResource):
     """In a run, one connection serves every step (the in-process executor initialises resources once per run):
@@ -77,8 +84,9 @@ class Database(dg.ConfigurableResource):
         if self.on_postgres():
             if self._mirror is None:
                 raise RuntimeError(
-                    "CMP_DATABASE_URL names a PostgreSQL store, and only the non-recurring payments flow runs on it "
-                    "so far (issue 19); this step needs the embedded store: unset CMP_DATABASE_URL to run it")
+                    "CMP_DATABASE_URL names a PostgreSQL store, and only these flows run on it so far (issue 19): "
+                    f"{', '.join(sorted(POSTGRES_FLOWS))}; this step needs the embedded store: unset "
+                    "CMP_DATABASE_URL to run it")
             yield self._mirror.con  # a check after the flow's steps in the same run: what the run pulled and wrote
             return
         if self._run is None:

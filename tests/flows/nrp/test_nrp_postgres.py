@@ -121,7 +121,7 @@ def test_a_flow_not_yet_on_postgres_is_refused_rather_than_left_writing_into_a_s
 
     database = Database()
     assert database.on_postgres()
-    with pytest.raises(RuntimeError, match="only the non-recurring payments flow runs on it so far"), \
+    with pytest.raises(RuntimeError, match="only these flows run on it so far"), \
             database.connection():
         pass
     with database.flow_store() as (con, mirror):  # the NRP flow's way in: a scratch linked to PostgreSQL
