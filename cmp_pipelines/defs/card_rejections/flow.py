@@ -248,8 +248,9 @@ class CardRejections:
         mirror.pull("accounts", accounts, [batch_id], key=["account_number"])
         mirror.pull("payment_cards", accounts, [batch_id], key=["account_number"])
         mirror.pull("mandates", accounts, [batch_id], key=["mandate_id"])
-        mirror.pull("ledger_postings", f"source_ref IN (SELECT transaction_id FROM card_rejections WHERE batch_id = $1) "
-                    "AND kind IN ('CARD_PAYMENT', 'CARD_REFUND', 'CARD_REVERSAL')", [batch_id], key=["idempotency_key"])
+        mirror.pull("ledger_postings", "source_ref IN (SELECT transaction_id FROM card_rejections WHERE batch_id = $1)"
+                    " AND kind IN ('CARD_PAYMENT', 'CARD_REFUND', 'CARD_REVERSAL')", [batch_id],
+                    key=["idempotency_key"])
         mirror.pull("customer_communications", "source_ref IN (SELECT transaction_id FROM card_rejections "
                     "WHERE batch_id = $1)", [batch_id], key=["template", "source_ref"])
 
@@ -267,7 +268,8 @@ class CardRejections:
         mirror.push("payment_type_changes", f"changed_at = $now AND {accounts}", {**params, "now": self.now})
         push_events(mirror)
         mirror.push("customer_communications", "batch_id = $batch", params, conflict="DO NOTHING")
-        mirror.upsert("batches", ["batch_id"], "batch_id IN ($batch, $reversal)", {**params, "reversal": reversal_batch})
+        mirror.upsert("batches", ["batch_id"], "batch_id IN ($batch, $reversal)",
+                      {**params, "reversal": reversal_batch})
         mirror.push("job_runs", "batch_id = $reversal AND started_at = $now",
                     {"reversal": reversal_batch, "now": self.now})
 
@@ -319,7 +321,8 @@ class CardRejections:
                            {"batch": reversal})
             self.mirror.pull("workflow_events", "source_ref IN (SELECT transaction_id FROM card_rejections "
                              "WHERE batch_id = $1)", [load.batch_id], key=["event_id"])
-            self.mirror.pull("customer_communications", "batch_id = $1", [load.batch_id], key=["template", "source_ref"])
+            self.mirror.pull("customer_communications", "batch_id = $1", [load.batch_id],
+                             key=["template", "source_ref"])
         posted = engine.reversal(self.con, TABLES, load.batch_id)
         suspended, reverted = self.con.execute(
             "SELECT count(DISTINCT account_number) FILTER (outcome = 'RETRY_SCHEDULED'), "
@@ -352,7 +355,8 @@ class CardRejections:
     def write_reports(self, load: RejectionLoad) -> tuple[str, str]:
         if self.mirror is not None:  # what the report and the communications file read, as PostgreSQL holds it
             sync_rejection_codes(self.con, self.codes)
-            self.mirror.pull("customer_communications", "batch_id = $1", [load.batch_id], key=["template", "source_ref"])
+            self.mirror.pull("customer_communications", "batch_id = $1", [load.batch_id],
+                             key=["template", "source_ref"])
         file_name, partner_file_id = self.con.execute(
             "SELECT file_name, header_file_id FROM inbound_files WHERE file_id = ?", [load.file_id]
         ).fetchone()
