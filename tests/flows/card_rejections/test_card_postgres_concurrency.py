@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -61,9 +62,12 @@ def _workers(platform, jobs: list[tuple[str, str]], tmp_path: Path, env: dict | 
     return [(p, *p.communicate(timeout=300)) for p in procs]
 
 
-def _consistent(platform) -> None:
+def _consistent(platform, all_posted: bool = True) -> None:
     """Every account's balance is its invoices, less every card payment posted, plus every declined one reversed,
-    each once: the ledger agrees with the card transactions to the penny."""
+    each once: the ledger agrees with the card transactions to the penny. With `all_posted`, every selected
+    transaction is posted (a run killed between its selection and its posting leaves some to post)."""
+    posted = ("EXISTS (SELECT 1 FROM ledger_postings p WHERE p.idempotency_key = "
+              "'card:' || t.transaction_id || ':' || t.kind)")
     ledger = dict(platform.query(
         "SELECT account_number, sum(amount_minor) FROM ledger_postings WHERE left(account_number, 6) = 'ACC000' "
         "AND account_number >= 'ACC00000300' GROUP BY 1"))
@@ -71,10 +75,12 @@ def _consistent(platform) -> None:
         "SELECT i.account_number, i.total - coalesce(t.paid, 0) + coalesce(t.declined, 0) FROM "
         "(SELECT account_number, sum(amount_minor) AS total FROM invoices GROUP BY 1) i LEFT JOIN "
         "(SELECT account_number, sum(amount_minor) AS paid, sum(amount_minor) FILTER (WHERE status IN "
-        "('SOFT_DECLINED', 'CANCELLED', 'HARD_DECLINED')) AS declined FROM card_transactions GROUP BY 1) t "
-        "USING (account_number) WHERE i.account_number >= 'ACC00000300'"))
+        f"('SOFT_DECLINED', 'CANCELLED', 'HARD_DECLINED')) AS declined FROM card_transactions t WHERE {posted} "
+        "GROUP BY 1) t USING (account_number) WHERE i.account_number >= 'ACC00000300'"))
     assert ledger == expected
     assert platform.query("SELECT count(*) = count(DISTINCT idempotency_key) FROM ledger_postings") == [(True,)]
+    if all_posted:
+        assert platform.query(f"SELECT transaction_id FROM card_transactions t WHERE NOT {posted}") == []
 
 
 @pytest.mark.slow
@@ -113,3 +119,82 @@ def test_a_card_day_and_two_rejection_files_over_the_same_accounts_at_once(card_
     assert platform.query("SELECT count(*), sum(amount_minor) FROM ledger_postings") == ledger
     assert platform.query("SELECT count(*) FROM workflow_events WHERE event_code = 'CARD_SOFT_DECLINE'") == [
         (2 * ACCOUNTS,)]
+
+
+def _crash_points(platform, job: tuple[str, str], tmp_path: Path) -> list[int]:
+    log = tmp_path / f"points-{job[0]}.log"
+    [(proc, _, err)] = _workers(platform, [job], tmp_path, {"CMP_CRASHPOINT": "0", "CMP_CRASHPOINT_LOG": str(log)})
+    assert proc.returncode == 0, err
+    return [int(line.split()[0]) for line in log.read_text().splitlines() if line.endswith("before commit")]
+
+
+def _nothing_half_written(platform, point: int) -> None:
+    """Whatever committed is whole: batch rows agree with their rows, every notice has its event, every declined
+    payment its reversal and no other has one."""
+    assert platform.query(
+        "SELECT b.batch_id FROM batches b WHERE b.kind IN ('CARD_POSTING', 'CARD_REVERSAL') AND b.record_count <> "
+        "(SELECT count(*) FROM ledger_postings p WHERE p.batch_id = b.batch_id)") == [], point
+    assert platform.query(
+        "SELECT count(*) FROM ledger_postings p WHERE left(p.batch_id, 2) = 'RC' AND NOT EXISTS "
+        "(SELECT 1 FROM batches b WHERE b.batch_id = p.batch_id)") == [(0,)], point
+    assert platform.query(
+        "SELECT b.batch_id FROM batches b WHERE b.kind = 'CARD_EXTRACT' AND b.status = 'SELECTED' AND b.record_count "
+        "<> (SELECT count(*) FROM card_transactions t WHERE t.batch_id = b.batch_id)") == [], point
+    assert platform.query(
+        "SELECT b.batch_id FROM batches b WHERE b.kind = 'CARD_REJECTIONS' AND b.record_count <> "
+        "(SELECT count(*) FROM card_rejections r WHERE r.batch_id = b.batch_id)") == [], point
+    assert platform.query(
+        "SELECT count(*) FROM collection_notices n WHERE NOT EXISTS (SELECT 1 FROM workflow_events e "
+        "WHERE e.event_id = n.event_id AND e.source_ref = n.notice_id)") == [(0,)], point
+    assert platform.query(
+        "SELECT t.transaction_id FROM card_transactions t WHERE (t.status = 'EXTRACTED') = EXISTS (SELECT 1 FROM "
+        "ledger_postings p WHERE p.idempotency_key = 'card:' || t.transaction_id || ':REVERSAL')") == [], point
+    _consistent(platform, all_posted=False)
+
+
+@pytest.mark.slow
+def test_card_runs_killed_at_any_commit_leave_nothing_half_written_and_a_rerun_completes_them(platform, pg_url,
+                                                                                              monkeypatch, tmp_path):
+    days = [date(2026, 12, d) for d in range(1, 16)]
+    for n in range(4):
+        add_customer(platform, 300 + n, [(f"X{n}D{d.day}", 1000 + 100 * n + d.day, d) for d in days])
+    platform = moved_to_postgres(platform, pg_url, monkeypatch)
+    send_notices(platform, days[-1])
+
+    points = _crash_points(platform, ("day", days[0].isoformat()), tmp_path)  # a first day whole, listing commits
+    assert 6 <= len(points) < len(days)
+    for day, point in zip(days[1:], points, strict=False):
+        [(proc, _, err)] = _workers(platform, [("day", day.isoformat())], tmp_path, {"CMP_CRASHPOINT": str(point)})
+        assert proc.returncode == -signal.SIGKILL, (point, err)
+        _nothing_half_written(platform, point)
+        [(proc, out, err)] = _workers(platform, [("day", day.isoformat())], tmp_path)  # the re-run completes it
+        assert proc.returncode == 0, (point, err)
+        assert platform.query("SELECT status, record_count FROM batches WHERE batch_id = ?",
+                              [f"RCX-{day:%Y%m%d}"]) == [("EXTRACTED", 4)], point
+        assert platform.files.exists(f"outbound/card_payments/CARDPAY/RCX-{day:%Y%m%d}-CARDPAY-GBP.json.enc")
+        _nothing_half_written(platform, point)
+        _consistent(platform)
+
+    def rejection_file(k: int) -> str:  # the k-th day's payments of two of the accounts, declined
+        day = days[k]
+        return _drop(platform, f"REJ-K{k}", [(f"D{day.day}", n, 1000 + 100 * n + day.day)
+                                             for n in (k % 4, (k + 1) % 4)])
+
+    for day in days[len(points) + 1:]:  # the remaining days extracted, so each file declines extracted payments
+        card_day(platform, day)
+    points = _crash_points(platform, ("rejections", rejection_file(0)), tmp_path)
+    assert 4 <= len(points) < len(days)
+    for k, point in enumerate(points, start=1):
+        key = rejection_file(k)
+        [(proc, _, err)] = _workers(platform, [("rejections", key)], tmp_path, {"CMP_CRASHPOINT": str(point)})
+        assert proc.returncode == -signal.SIGKILL, (point, err)
+        _nothing_half_written(platform, point)
+        [(proc, out, err)] = _workers(platform, [("rejections", key)], tmp_path)
+        assert proc.returncode == 0, (point, err)
+        assert json.loads(out)["reversed"] == 2, (point, out)
+        _nothing_half_written(platform, point)
+        _consistent(platform)
+    assert platform.query("SELECT count(*) FROM batches WHERE kind = 'CARD_REJECTIONS' AND status = 'APPLIED'") == [
+        (len(points) + 1,)]
+    assert platform.query("SELECT count(*) FROM ledger_postings WHERE kind = 'CARD_REVERSAL'") == [
+        (2 * (len(points) + 1),)]
