@@ -127,3 +127,34 @@ def test_the_card_job_under_dagster_keeps_postgres_as_the_system_of_record(pg_ca
         with duckdb.connect(str(embedded), read_only=True) as con:
             assert con.execute("SELECT (SELECT count(*) FROM batches), (SELECT count(*) FROM ledger_postings)"
                                ).fetchall() == [(0, 0)]
+
+
+def test_a_notice_whose_email_left_is_found_sent_and_its_invoice_collected(card_store):
+    """The selection reads the dispatcher's rows (dispatch DONE, e-mail SENT) from the store of record, marks the
+    notice SENT there, and collects the invoice; a notice without them keeps its invoice waiting."""
+    from tests.support.pg_card import card_flow, execute, flow_store
+
+    platform = card_store
+    issued = date(2026, 11, 18)  # INVC1, due 2 December
+    with flow_store(platform) as (con, mirror):
+        raised = card_flow(platform, con, mirror, datetime(2026, 11, 18, 1, tzinfo=UTC)).raise_notices(issued)
+    assert (raised.count, raised.total_minor) == (1, 3000)
+    [(event_id,)] = platform.query("SELECT event_id FROM collection_notices WHERE invoice_number = 'INVC1'")
+    execute(platform, "INSERT INTO workflow_dispatch (event_id, action, target, status, attempts, next_attempt_at, "
+                      "created_at, updated_at) VALUES (?, 'COMMUNICATION', 'advance_notice', 'DONE', 1, ?, ?, ?)",
+            [event_id, *[datetime(2026, 11, 18, 1, tzinfo=UTC)] * 3])
+    execute(platform, "INSERT INTO email_outbox (message_id, kind, source_ref, account_number, recipients, subject, "
+                      "body_text, status, next_attempt_at, created_at, sent_at) VALUES (?, 'COMMUNICATION', ?, "
+                      "'ACC00000103', string_to_array('customer103@example.com', ','), 'notice', 'notice', 'SENT', "
+                      "?, ?, ?)", [f"event-{event_id}", str(event_id), *[datetime(2026, 11, 18, 1, 5, tzinfo=UTC)] * 3])
+
+    with flow_store(platform) as (con, mirror):
+        flow = card_flow(platform, con, mirror, datetime(2026, 12, 2, 2, tzinfo=UTC))
+        due = flow.select_due(DEC[1])
+        waiting = flow.waiting(DEC[1])
+
+    assert (due.status, due.payment_count, due.payment_minor) == ("SELECTED", 1, 3000)
+    assert (waiting.count, waiting.no_notice) == (0, 0)
+    assert platform.query("SELECT invoice_number, status, sent_at IS NOT NULL FROM collection_notices") == [
+        ("INVC1", "SENT", True)]
+    assert platform.query("SELECT transaction_id, status FROM card_transactions") == [("PINVC1-1", "EXTRACTED")]
