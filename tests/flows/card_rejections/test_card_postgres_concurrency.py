@@ -196,3 +196,38 @@ def test_card_runs_killed_at_any_commit_leave_nothing_half_written_and_a_rerun_c
         (len(points) + 1,)]
     assert platform.query("SELECT count(*) FROM ledger_postings WHERE kind = 'CARD_REVERSAL'") == [
         (2 * (len(points) + 1),)]
+
+
+@pytest.mark.slow
+def test_a_rejection_file_waits_for_its_accounts_row_lock_while_the_card_day_runs_on(card_accounts, tmp_path):
+    """Deterministic, no timing: the test holds one account's row lock (as an API set-up of that account would). The
+    rejection file touching the account loads, then waits at the lock (seen in pg_locks) without applying anything;
+    the card day over the same accounts runs to the end meanwhile (the selection takes no row lock); released, the
+    file applies once."""
+    import psycopg
+
+    platform = card_accounts
+    key = _drop(platform, "REJ-HELD", [("A", 0, 1000), ("A", 1, 1001)])
+    spawn = [sys.executable, "-m", "tests.flows.card_rejections.pg_card_worker", platform.url, str(platform.root)]
+    start = tmp_path / "start"
+    start.touch()
+    with psycopg.connect(platform.url) as holder:
+        holder.execute("SELECT 1 FROM accounts WHERE account_number = %s FOR UPDATE", [_account(0)])
+        waiting = subprocess.Popen([*spawn, "rejections", key, str(start)], cwd=PROJECT, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True)
+        out, err = subprocess.Popen([*spawn, "day", DEC3.isoformat(), str(start)], cwd=PROJECT,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True).communicate(timeout=300)
+        assert json.loads(out) == {"status": "SELECTED", "selected": ACCOUNTS, "posted_now": ACCOUNTS}, err
+        blocked, deadline = 0, time.monotonic() + 300
+        while not blocked and time.monotonic() < deadline and waiting.poll() is None:
+            blocked = holder.execute("SELECT count(*) FROM pg_locks WHERE NOT granted").fetchone()[0]
+            time.sleep(0.05)
+        assert blocked, "the rejection file must wait at the account's row lock"
+        assert platform.query("SELECT status FROM batches WHERE kind = 'CARD_REJECTIONS'") == [("LOADED",)]
+        assert platform.query("SELECT count(*) FROM ledger_postings WHERE kind = 'CARD_REVERSAL'") == [(0,)]
+        holder.rollback()
+    out, err = waiting.communicate(timeout=300)
+    assert waiting.returncode == 0, err
+    assert json.loads(out)["reversed"] == 2
+    assert platform.query("SELECT status FROM batches WHERE kind = 'CARD_REJECTIONS'") == [("APPLIED",)]
+    _consistent(platform)
