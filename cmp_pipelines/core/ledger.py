@@ -260,6 +260,50 @@ def reverse(con: duckdb.DuckDBPyConnection, staged_sql: str, *, source: str, ref
     return con.execute(sql, {**used_params(staged_sql, params), "ledger_posted_at": now}).fetchone()[0]
 
 
+def reverse_to_postgres(con: duckdb.DuckDBPyConnection, pg, staged_sql: str, *, source: str, refs: Sequence[str],
+                        event: str, kind: str, batch_id: str, now: datetime, params: dict | None = None) -> int:
+    """`reverse` with PostgreSQL holding the ledger: the reversal rows are computed in DuckDB exactly as `reverse`
+    computes them, from the originals the caller pulled into `con` (the same key, account, invoice, currency and
+    source reference, the amount negated), and inserted into PostgreSQL's ledger in `pg`'s open transaction ON
+    CONFLICT DO NOTHING on the UNIQUE idempotency key, in key order (as `post_to_postgres`: concurrent writers of
+    the same keys wait for each other and never deadlock). Posting ids follow the originals' order. Returns the
+    rows posted now."""
+    from cmp_pipelines.core.db.transfer import arrow_batches, ingest_adbc
+
+    sql = f"""
+        SELECT row_number() OVER (ORDER BY p.posting_id)::BIGINT AS ord, k.reversal_key::VARCHAR AS idempotency_key,
+               p.account_number::VARCHAR AS account_number, p.invoice_number::VARCHAR AS invoice_number,
+               {lit(kind)}::VARCHAR AS kind, (-p.amount_minor)::BIGINT AS amount_minor, p.currency::VARCHAR AS currency,
+               {lit(batch_id)}::VARCHAR AS batch_id, p.source_ref::VARCHAR AS source_ref,
+               k.effective_at::TIMESTAMPTZ AS effective_at, $ledger_posted_at::TIMESTAMPTZ AS posted_at
+        FROM (SELECT {posting_key_sql(source, *refs, event)} AS original_key,
+                     {posting_key_sql(source, *refs, lit(REVERSAL))} AS reversal_key, effective_at
+              FROM ({staged_sql}) staged) k
+        JOIN ledger_postings p ON p.idempotency_key = k.original_key
+    """
+    bound = {**used_params(staged_sql, params), "ledger_posted_at": now}
+    con.complete()  # a result the caller left half-read would refuse the query below (DuckDB 2)
+    with pg.cursor() as cur:
+        cur.execute("DROP TABLE IF EXISTS pg_temp.ledger_stage")
+        cur.execute(_PG_STAGE)
+        ingest_adbc(cur, "ledger_stage", arrow_batches(con, sql, bound), temporary=True)
+        cur.execute(f"""
+            WITH numbered AS (
+                SELECT nextval('ledger_posting_seq') AS posting_id, s.*
+                FROM (SELECT * FROM ledger_stage ORDER BY ord) s
+            ), inserted AS (
+                INSERT INTO ledger_postings (posting_id, {_COLUMNS})
+                SELECT posting_id, idempotency_key, account_number, invoice_number, kind, amount_minor, currency,
+                       batch_id, source_ref, effective_at, posted_at
+                FROM numbered ORDER BY idempotency_key
+                ON CONFLICT (idempotency_key) DO NOTHING
+                RETURNING 1
+            )
+            SELECT count(*) FROM inserted
+        """)
+        return int(cur.fetchone()[0])
+
+
 # ---- the batch-id registry and the parent relation -----------------------------------------------------------
 
 # batches.kind -> the prefix of its ids, `<prefix>-<stem>`: the stem is the content hash or the business day of

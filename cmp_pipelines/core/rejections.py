@@ -34,6 +34,7 @@ from cmp_pipelines.core.ledger import (
     posted_batch,
     record_posting_batch,
     reverse,
+    reverse_to_postgres,
     used_params,
 )
 
@@ -228,9 +229,13 @@ def reversal(con: duckdb.DuckDBPyConnection, t: RejectionTables, load_batch: str
 
 def apply(con: duckdb.DuckDBPyConnection, t: RejectionTables, *, load_batch: str, partner: str, file_id: str,
           now: datetime, default_type: str, day: date, after: Sequence[str] = (),
-          recheck_after: Sequence[str] = ()) -> PostResult | None:
+          recheck_after: Sequence[str] = (), pg=None) -> PostResult | None:
     """Handle a loaded rejection file once, in ONE transaction the caller opens; None when it was applied
-    before. `recheck_after` runs after the re-check (before anything is posted), `after` last."""
+    before. `recheck_after` runs after the re-check (before anything is posted), `after` last.
+
+    On PostgreSQL `con` is a scratch holding what the caller pulled under its row locks (the payments, their
+    accounts, cards and postings) and `pg` the open transaction (an ADBC connection) the reversals are also posted
+    into (`core.ledger.reverse_to_postgres`, the same rows); the caller pushes the rest of what this wrote."""
     status = con.execute("SELECT status FROM batches WHERE batch_id = ?", [load_batch]).fetchone()[0]
     if status == "APPLIED":
         return None
@@ -253,6 +258,10 @@ def apply(con: duckdb.DuckDBPyConnection, t: RejectionTables, *, load_batch: str
     if missing:
         raise LookupError(t.unposted_message.format(payment=missing[0], day=missing[1]))
     run(cancel_retries_sql(t.rejections, t.payment_type, t.retryable))
+    if pg is not None:
+        reverse_to_postgres(con, pg, t.reversal_sql, source=t.ledger_source, refs=t.ledger_refs,
+                            event=t.ledger_event, kind=t.reversal_kind, batch_id=params["reversal"], now=now,
+                            params=params)
     reverse(con, t.reversal_sql, source=t.ledger_source, refs=t.ledger_refs, event=t.ledger_event,
             kind=t.reversal_kind, batch_id=params["reversal"], now=now, params=params)
     run(f"""

@@ -246,3 +246,68 @@ def push_renumbered(mirror: Mirror, table: str, id_column: str, where: str, para
         ingest_adbc(cur, stage, reader, temporary=True)
         cur.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {stage}")
         return cur.rowcount
+
+
+# ---- the card flows (issue 19 phase 3a): ids the scratch draws, and row locks ------------------------------------
+
+# Events a scratch raises take ids from here up (`local_event_ids`), far above any id PostgreSQL's own sequence will
+# reach, so a scratch row never shares an id with an event pulled from, or already pushed to, PostgreSQL.
+LOCAL_EVENT_ID_BASE = 1 << 62
+
+
+def local_event_ids(con: duckdb.DuckDBPyConnection) -> None:
+    """Number the events this scratch raises from LOCAL_EVENT_ID_BASE (idempotent): `push_events` gives each its
+    PostgreSQL id when it is pushed."""
+    con.execute(f"CREATE SEQUENCE IF NOT EXISTS mirror_local_event_seq START WITH {LOCAL_EVENT_ID_BASE}")
+    con.execute("ALTER TABLE workflow_events ALTER COLUMN event_id SET DEFAULT nextval('mirror_local_event_seq')")
+
+
+def push_events(mirror: Mirror, refs: Sequence[tuple[str, str]] = ()) -> int:
+    """Push the events the scratch raised (ids from LOCAL_EVENT_ID_BASE) inside the open transaction, each with an id
+    drawn from PostgreSQL's `workflow_event_seq` in the order they were raised; the scratch's events and the columns
+    `refs` ((table, column) pairs, e.g. collection_notices.event_id) are renumbered first, so what later steps read
+    and what PostgreSQL holds agree. Returns how many."""
+    con = mirror.con
+    mirror.settle()
+    local = con.execute("SELECT count(*) FROM workflow_events WHERE event_id >= ?", [LOCAL_EVENT_ID_BASE]
+                        ).fetchall()[0][0]
+    if not local:
+        return 0
+    drawn = mirror.query("SELECT nextval('workflow_event_seq') AS event_id FROM generate_series(1, $1) "
+                         "ORDER BY 1", [local])
+    ids = pa.table({"new_id": drawn.column("event_id").cast(pa.int64())})
+    con.register("drawn_event_ids", ids)
+    try:
+        con.execute("""
+            CREATE OR REPLACE TEMP TABLE event_id_map AS
+            SELECT l.event_id AS local_id, d.new_id
+            FROM (SELECT event_id, row_number() OVER (ORDER BY event_id) AS n FROM workflow_events
+                  WHERE event_id >= $base) l
+            JOIN (SELECT new_id, row_number() OVER (ORDER BY new_id) AS n FROM drawn_event_ids) d USING (n)
+        """, {"base": LOCAL_EVENT_ID_BASE})
+    finally:
+        con.unregister("drawn_event_ids")
+    for table, column in (("workflow_events", "event_id"), *refs):
+        con.execute(f"UPDATE {table} SET {column} = m.new_id FROM event_id_map m "  # noqa: S608 - our tables
+                    f"WHERE {table}.{column} = m.local_id")
+    mirror.push("workflow_events", "event_id IN (SELECT new_id FROM event_id_map)")
+    con.execute("DROP TABLE event_id_map")
+    return local
+
+
+def lock_rows(mirror: Mirror, table: str, key: str, where: str, params: Sequence | None = None) -> int:
+    """`SELECT ... FOR UPDATE` of PostgreSQL's rows of `table` matching `where`, in `key` order (every writer of
+    those rows locks them in that one order, so two never wait for each other in a cycle); held until COMMIT or
+    ROLLBACK. Returns how many rows are locked."""
+    return mirror.query(f"SELECT {key} FROM {table} WHERE {where} ORDER BY {key} FOR UPDATE",  # noqa: S608
+                        params).num_rows
+
+
+def pull_replacing(mirror: Mirror, table: str, where_scratch: str, where_pg: str, params: Sequence | None = None,
+                   scratch_params: dict | None = None) -> int:
+    """Replace the scratch's rows of `table` matching `where_scratch` by PostgreSQL's rows matching `where_pg`: for
+    tables without a key to pull by (ledger_postings of a batch, job errors)."""
+    mirror.settle()
+    delete = f"DELETE FROM {table} WHERE {where_scratch}"  # noqa: S608
+    mirror.con.execute(delete, scratch_params) if scratch_params else mirror.con.execute(delete)
+    return mirror.pull(table, where_pg, params)

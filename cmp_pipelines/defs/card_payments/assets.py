@@ -19,8 +19,9 @@ card_payment_days_partitions = dg.DailyPartitionsDefinition(start_date="2026-01-
                                                             timezone="UTC")
 
 
-def _flow(con, file_store: FileStore, cipher: PartnerCipher) -> RecurringCardPayments:
-    return RecurringCardPayments(con, file_store, cipher.keyring(), load_partners(paths().config_dir))
+def _flow(con, file_store: FileStore, cipher: PartnerCipher, mirror=None) -> RecurringCardPayments:
+    """On PostgreSQL (`mirror`) `con` is the run's scratch DuckDB linked to it (Database.flow_store)."""
+    return RecurringCardPayments(con, file_store, cipher.keyring(), load_partners(paths().config_dir), mirror=mirror)
 
 
 def _day(context: dg.AssetExecutionContext) -> date:
@@ -57,8 +58,8 @@ def _due_metadata(due: DueBatch) -> dict:
 def card_payment_notices(
     context: dg.AssetExecutionContext, database: Database, file_store: FileStore, cipher: PartnerCipher
 ) -> dg.MaterializeResult:
-    with database.connection() as con:
-        flow = _flow(con, file_store, cipher)
+    with database.flow_store() as (con, mirror):
+        flow = _flow(con, file_store, cipher, mirror)
         raised = flow.raise_notices(_day(context))
         waiting = flow.waiting(_day(context))
     return dg.MaterializeResult(metadata={
@@ -83,8 +84,8 @@ def card_payment_notices(
 def card_payments_due(
     context: dg.AssetExecutionContext, database: Database, file_store: FileStore, cipher: PartnerCipher
 ) -> dg.MaterializeResult:
-    with database.connection() as con:
-        flow = _flow(con, file_store, cipher)
+    with database.flow_store() as (con, mirror):
+        flow = _flow(con, file_store, cipher, mirror)
         due = flow.select_due(_day(context))
         waiting = flow.waiting(_day(context))
         preview = con.execute(
@@ -113,8 +114,8 @@ def card_payments_due(
 def card_payment_extract(
     context: dg.AssetExecutionContext, database: Database, file_store: FileStore, cipher: PartnerCipher
 ) -> dg.MaterializeResult:
-    with database.connection() as con:
-        flow = _flow(con, file_store, cipher)
+    with database.flow_store() as (con, mirror):
+        flow = _flow(con, file_store, cipher, mirror)
         due = flow.due(_day(context))
         written = flow.write_extracts(due)
     return dg.MaterializeResult(metadata={
@@ -141,8 +142,8 @@ def card_payment_extract(
 def card_payment_posting_batch(
     context: dg.AssetExecutionContext, database: Database, file_store: FileStore, cipher: PartnerCipher
 ) -> dg.MaterializeResult:
-    with database.connection() as con:
-        flow = _flow(con, file_store, cipher)
+    with database.flow_store() as (con, mirror):
+        flow = _flow(con, file_store, cipher, mirror)
         posted = flow.post(flow.due(_day(context)))
     return dg.MaterializeResult(metadata={
         "batch_id": posted.batch_id,
@@ -163,8 +164,8 @@ def card_payment_posting_batch(
 def card_payment_ledger_posting_file(
     context: dg.AssetExecutionContext, database: Database, file_store: FileStore, cipher: PartnerCipher
 ) -> dg.MaterializeResult:
-    with database.connection() as con:
-        flow = _flow(con, file_store, cipher)
+    with database.flow_store() as (con, mirror):
+        flow = _flow(con, file_store, cipher, mirror)
         posted = flow.posted(flow.due(_day(context)))
         path = flow.write_posting_file(posted)
     return dg.MaterializeResult(metadata={

@@ -9,10 +9,25 @@ Steps, each idempotent for a business day:
 3. `post`: the second batch (RCP-<yyyymmdd>) posts every payment and refund to the ledger assuming it
    succeeds; the idempotency key is the transaction id, so nothing posts twice.
 4. `write_posting_file`: the posting batch for the external sales ledger.
+
+On PostgreSQL (`mirror`, core/db/mirror.py) `con` is the run's scratch DuckDB and the SQL below runs unchanged on
+it. The notices and the selection pull the day's card state: the accounts the card rules can touch (paying by card,
+holding a soft decline, or owed a card refund), with their cards, invoices, the non-invoice postings against those
+invoices, their card transactions (and those of the same card tokens), refunds, notices and the notices' dispatch
+and e-mail rows. Both decide under the transaction-level advisory lock `card_payments:day`, taken before the pull
+and released by the push's COMMIT: two card days (or a re-run of one) never select from the same state, so an
+invoice is never taken twice (its transaction id `P<invoice>-1` is also PostgreSQL's primary key) and a notice is
+raised once. They push only what they wrote: new notices and their events (ids drawn from PostgreSQL's sequence,
+`push_events`), new transactions and the batch row, the status of the retries closed now, notices found sent. A
+rejection file running at the same time locks its transactions and accounts (`FOR UPDATE`, defs/card_rejections);
+the selection writes none of those rows but the soft declines it closes, so a selection and a rejection file
+serialise only there and cannot wait for each other in a cycle. Postings go through `post_to_postgres` (UNIQUE keys
+inserted in key order); the extract and the posting file push their batch row and delivery registrations.
 """
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
@@ -22,6 +37,7 @@ from cmp_pipelines.core import notices
 from cmp_pipelines.core.config import CardPaymentsConfig, Partner, load_card_payments
 from cmp_pipelines.core.crypto.keyring import PartnerKeyring
 from cmp_pipelines.core.db.connection import sql_literal, transaction
+from cmp_pipelines.core.db.mirror import Mirror, local_event_ids, pull_replacing, push_events
 from cmp_pipelines.core.delivery import enqueue
 from cmp_pipelines.core.files.store import FileStoreLike
 from cmp_pipelines.core.ledger import (
@@ -29,6 +45,7 @@ from cmp_pipelines.core.ledger import (
     batch_id_of,
     json_document,
     post,
+    post_to_postgres,
     posted_batch,
     posting_count,
     record_posting_batch,
@@ -41,6 +58,15 @@ from cmp_pipelines.defs.card_payments.rules import CLOSE_UNNEEDED_RETRIES_SQL, C
 
 FEED = "card_payments"
 JOB = "Recurring Payments job (CARD mode)"
+DAY_LOCK = f"{FEED}:day"  # the advisory lock under which notices are raised and a day's payments selected
+
+# On PostgreSQL: the accounts the card rules can touch on $1 (the day), into a temp table the pulls join on.
+CARD_ACCOUNTS_PG = """
+    CREATE TEMP TABLE card_accounts ON COMMIT DROP AS
+    SELECT account_number FROM accounts WHERE payment_type = 'RECURRING_CARD'
+    UNION SELECT account_number FROM card_transactions WHERE status = 'SOFT_DECLINED'
+    UNION SELECT account_number FROM card_refunds WHERE due_on <= $1
+"""
 
 
 def extract_batch_id(day: date) -> str:
@@ -81,33 +107,121 @@ class RecurringCardPayments:
     def __init__(
         self, con: duckdb.DuckDBPyConnection, files: FileStoreLike, keyring: PartnerKeyring,
         partners: dict[str, Partner], now: datetime | None = None, config: CardPaymentsConfig | None = None,
+        mirror: Mirror | None = None,
     ):
         self.con, self.files, self.keyring, self.partners = con, files, keyring, partners
         self.now = now or datetime.now(UTC)
         self.config = config or load_card_payments(paths().config_dir)
+        self.mirror = mirror
+        if mirror is not None:
+            local_event_ids(con)
+
+    def _pushed(self):
+        """The PostgreSQL transaction of a step's writes (nothing on the embedded store)."""
+        return self.mirror.transaction() if self.mirror is not None else nullcontext()
+
+    # ---- on PostgreSQL: what the day's rules read --------------------------------------------------------
+
+    def _pull_day(self, day: date) -> None:
+        """The card state the notices, the selection and `waiting` read (see the module docstring), replacing what
+        the scratch held under the same keys."""
+        mirror = self.mirror
+        mirror.settle()
+        mirror.execute("DROP TABLE IF EXISTS pg_temp.card_accounts")
+        mirror.execute(CARD_ACCOUNTS_PG, [day])
+        accounts = "account_number IN (SELECT account_number FROM card_accounts)"
+        invoices = f"invoice_number IN (SELECT invoice_number FROM invoices WHERE {accounts})"
+        notices_of = f"payment_type = 'RECURRING_CARD' AND {invoices}"
+        mirror.pull("accounts", accounts, key=["account_number"])
+        mirror.pull("payment_cards", accounts, key=["account_number"])
+        mirror.pull("invoices", accounts, key=["invoice_number"])
+        mirror.pull("ledger_postings", f"{invoices} AND kind <> 'INVOICE'", key=["idempotency_key"])
+        mirror.pull("card_transactions", f"{accounts} OR card_token IN (SELECT card_token FROM payment_cards "
+                                         f"WHERE {accounts})", key=["transaction_id"])
+        mirror.pull("card_refunds", accounts, key=["refund_id"])
+        mirror.pull("collection_notices", notices_of, key=["notice_id"])
+        sent = f"event_id IN (SELECT event_id FROM collection_notices WHERE {notices_of})"
+        mirror.pull("workflow_dispatch", sent, key=["event_id"])
+        mirror.pull("email_outbox", f"kind = 'COMMUNICATION' AND status = 'SENT' AND source_ref IN "
+                                    f"(SELECT event_id::VARCHAR FROM collection_notices WHERE {notices_of})",
+                    key=["message_id"])
+
+    def _pull_batch(self, batch_id: str, transactions: bool = False) -> None:
+        """A batch row (and, for the extract batch, its transactions) an earlier step or run recorded."""
+        if self.mirror is None:
+            return
+        self.mirror.pull("batches", "batch_id = $1", [batch_id], key=["batch_id"])
+        if transactions:
+            self.mirror.pull("card_transactions", "batch_id = $1", [batch_id], key=["transaction_id"])
+
+    def _pull_postings(self, batch_id: str) -> None:
+        """The posting batch's ledger rows as PostgreSQL holds them (its counts and the posting file read them)."""
+        if self.mirror is not None:
+            pull_replacing(self.mirror, "ledger_postings", "batch_id = $batch", "batch_id = $1", [batch_id],
+                           {"batch": batch_id})
+
+    def _done_reading(self) -> None:
+        """End a step's read-only PostgreSQL transaction (releasing its snapshot and any advisory lock)."""
+        if self.mirror is not None:
+            self.mirror.rollback()
 
     # ---- advance notice ------------------------------------------------------------------------------
 
     def raise_notices(self, day: date) -> notices.Raised:
         """Notices raised on `day` give a date at least the notice period away (or the due date, if later)."""
-        return notices.raise_notices(self.con, "RECURRING_CARD", day,
-                                     day + timedelta(days=self.config.advance_notice_days), self.now)
+        if self.mirror is None:
+            return notices.raise_notices(self.con, "RECURRING_CARD", day,
+                                         day + timedelta(days=self.config.advance_notice_days), self.now)
+        try:
+            self.mirror.lock(DAY_LOCK)
+            self._pull_day(day)
+            self.con.execute("CREATE OR REPLACE TEMP TABLE card_notices_before AS "
+                             "SELECT notice_id FROM collection_notices")
+            raised = notices.raise_notices(self.con, "RECURRING_CARD", day,
+                                           day + timedelta(days=self.config.advance_notice_days), self.now)
+            with self.mirror.transaction():
+                push_events(self.mirror, [("collection_notices", "event_id")])
+                self.mirror.push("collection_notices", "notice_id NOT IN (SELECT notice_id FROM card_notices_before)")
+            self.con.execute("DROP TABLE card_notices_before")
+            return raised
+        finally:
+            self._done_reading()
 
     def notice_cutoff(self, day: date) -> datetime:
         return notices.cutoff(day - timedelta(days=self.config.advance_notice_days))
 
     def waiting(self, day: date) -> notices.Waiting:
         """Invoices due by `day` that wait for their advance notice (none raised, not sent, or sent too late)."""
+        if self.mirror is not None:
+            try:
+                self._pull_day(day)
+            finally:
+                self._done_reading()
         return notices.waiting(self.con, "RECURRING_CARD", day, self.notice_cutoff(day), COLLECTED_SQL)
 
     def select_due(self, day: date) -> DueBatch:
         batch_id = extract_batch_id(day)
-        with transaction(self.con):
+        try:
+            exists = self._select_due(day, batch_id)
+        finally:
+            self._done_reading()  # the day lock, when the batch existed and nothing was pushed
+        return self.due(day, "ALREADY_SELECTED" if exists else "SELECTED")
+
+    def _select_due(self, day: date, batch_id: str) -> bool:
+        if self.mirror is not None:  # under the day lock: what it pulls is what no other card day is changing
+            self.mirror.lock(DAY_LOCK)
+            self._pull_batch(batch_id)
+            if not self.con.execute("SELECT 1 FROM batches WHERE batch_id = ?", [batch_id]).fetchone():
+                self._pull_day(day)
+        with transaction(self.con), self._pushed():
             exists = self.con.execute("SELECT 1 FROM batches WHERE batch_id = ?", [batch_id]).fetchone()
             if not exists:
                 providers = card_providers(self.partners)
                 params = {"day": day, "batch_id": batch_id, "providers": providers,
                           "notice_cutoff": self.notice_cutoff(day)}
+                self.con.execute("CREATE OR REPLACE TEMP TABLE card_day_before AS SELECT notice_id AS k "
+                                 "FROM collection_notices WHERE status = 'RAISED' UNION ALL SELECT transaction_id "
+                                 "FROM card_transactions WHERE status = 'SOFT_DECLINED'")
                 notices.refresh_sent(self.con)
                 self._report_unconfigured_providers(providers)
                 self.con.execute(CLOSE_UNNEEDED_RETRIES_SQL, {"day": day})
@@ -122,7 +236,21 @@ class RecurringCardPayments:
                     """,
                     {"batch_id": batch_id, "now": self.now},
                 )
-        return self.due(day, "ALREADY_SELECTED" if exists else "SELECTED")
+                if self.mirror is not None:
+                    self._push_selection(batch_id)
+                self.con.execute("DROP TABLE card_day_before")
+        return bool(exists)
+
+    def _push_selection(self, batch_id: str) -> None:
+        """What the selection wrote, into PostgreSQL's open transaction (committed with the scratch's)."""
+        mirror, changed = self.mirror, "IN (SELECT k FROM card_day_before)"
+        mirror.push("card_transactions", "batch_id = $batch", {"batch": batch_id})
+        mirror.push("batches", "batch_id = $batch", {"batch": batch_id})
+        mirror.push_update("card_transactions", ["transaction_id"], ["status"],
+                           f"status = 'RETRY_NOT_NEEDED' AND transaction_id {changed}")
+        mirror.push_update("collection_notices", ["notice_id"], ["status", "sent_at"],
+                           f"status = 'SENT' AND notice_id {changed}")
+        mirror.push("job_errors", "job = $feed AND raised_at = $now", {"feed": FEED, "now": self.now})
 
     def _report_unconfigured_providers(self, providers: list[str]) -> None:
         self.con.execute(
@@ -139,6 +267,7 @@ class RecurringCardPayments:
 
     def due(self, day: date, status: str = "ALREADY_SELECTED") -> DueBatch:
         batch_id = extract_batch_id(day)
+        self._pull_batch(batch_id, transactions=True)
         if not self.con.execute("SELECT 1 FROM batches WHERE batch_id = ?", [batch_id]).fetchone():
             raise LookupError(f"no CARD extract batch for {day}: materialise card_payments_due for it first")
         row = self.con.execute(
@@ -203,15 +332,20 @@ class RecurringCardPayments:
             [", ".join(f.path for f in written) or None, self.now, sum(f.record_count for f in written),
              sum(f.total_minor for f in written), due.batch_id],
         )
+        if self.mirror is not None:
+            with self.mirror.transaction():
+                self.mirror.upsert("batches", ["batch_id"], "batch_id = $batch", {"batch": due.batch_id})
+                self.mirror.push_deliveries(self.now)
         return written
 
     # ---- the posting batch: the sales ledger, assuming every payment and refund succeeds -------------
 
     def post(self, due: DueBatch) -> PostResult:
         posting_batch = posting_batch_id(due.business_date)
-        with transaction(self.con):
+        with transaction(self.con), self._pushed():
+            self._pull_postings(posting_batch)
             before = posting_count(self.con, posting_batch)
-            post(
+            self._writer()(
                 self.con,
                 """
                 SELECT transaction_id, kind AS event, account_number, invoice_number,
@@ -224,11 +358,37 @@ class RecurringCardPayments:
                 params={"extract_batch": due.batch_id,
                         "effective": datetime.combine(due.business_date, datetime.min.time(), UTC)},
             )
-            return record_posting_batch(self.con, batch_id=posting_batch, kind="CARD_POSTING", feed=FEED,
-                                        now=self.now, posted_before=before, parent_batch_id=due.batch_id)
+            self._pull_postings(posting_batch)  # the scratch holds what PostgreSQL holds for the batch (counts)
+            posted = record_posting_batch(self.con, batch_id=posting_batch, kind="CARD_POSTING", feed=FEED,
+                                          now=self.now, posted_before=before, parent_batch_id=due.batch_id)
+            if self.mirror is not None:
+                self.mirror.upsert("batches", ["batch_id"], "batch_id = $batch", {"batch": posting_batch})
+                self.mirror.push("job_runs", "batch_id = $batch AND started_at = $now",
+                                 {"batch": posting_batch, "now": self.now})
+            return posted
+
+    def _writer(self):
+        """`post`, or on PostgreSQL `post_to_postgres` into its open transaction (the scratch's copy is then pulled
+        back from PostgreSQL, `_pull_postings`)."""
+        if self.mirror is None:
+            return post
+        mirror = self.mirror
+
+        def to_postgres(con, sql, **kw) -> int:
+            mirror.settle()
+            return post_to_postgres(con, mirror.pg, sql, **kw)
+
+        return to_postgres
 
     def posted(self, due: DueBatch) -> PostResult:
+        self._pull_batch(posting_batch_id(due.business_date))
         return posted_batch(self.con, posting_batch_id(due.business_date), "card_payment_posting_batch")
 
     def write_posting_file(self, posted: PostResult) -> str:
-        return write_posting_file(self.con, self.files, posted.batch_id, f"{FEED}:{JOB}", self.now)[0]
+        self._pull_postings(posted.batch_id)
+        path = write_posting_file(self.con, self.files, posted.batch_id, f"{FEED}:{JOB}", self.now)[0]
+        if self.mirror is not None:
+            with self.mirror.transaction():
+                self.mirror.upsert("batches", ["batch_id"], "batch_id = $batch", {"batch": posted.batch_id})
+                self.mirror.push_deliveries(self.now)
+        return path

@@ -17,9 +17,11 @@ GROUP = "recurring_payment_rejections"
 card_rejection_files_partitions = dg.DynamicPartitionsDefinition(name="card_rejection_files")
 
 
-def _flow(con, file_store: FileStore, cipher: PartnerCipher) -> CardRejections:
+def _flow(con, file_store: FileStore, cipher: PartnerCipher, mirror=None) -> CardRejections:
+    """On PostgreSQL (`mirror`) `con` is the run's scratch DuckDB linked to it (Database.flow_store)."""
     config = paths().config_dir
-    return CardRejections(con, file_store, cipher.keyring(), load_partners(config), load_rejection_codes(config))
+    return CardRejections(con, file_store, cipher.keyring(), load_partners(config), load_rejection_codes(config),
+                          mirror=mirror)
 
 
 def _load_metadata(load: RejectionLoad) -> dict:
@@ -49,9 +51,9 @@ def _load_metadata(load: RejectionLoad) -> dict:
 def card_rejections_batch(
     context: dg.AssetExecutionContext, database: Database, file_store: FileStore, cipher: PartnerCipher
 ) -> dg.MaterializeResult:
-    with database.connection() as con:
+    with database.flow_store() as (con, mirror):
         try:
-            load = _flow(con, file_store, cipher).load(context.partition_key)
+            load = _flow(con, file_store, cipher, mirror).load(context.partition_key)
         except FileQuarantined as quarantined:
             raise quarantine_failure(quarantined) from quarantined
         preview = con.execute(
@@ -79,8 +81,8 @@ def card_rejections_batch(
 def card_reversal_batch(
     context: dg.AssetExecutionContext, database: Database, file_store: FileStore, cipher: PartnerCipher
 ) -> dg.MaterializeResult:
-    with database.connection() as con:
-        flow = _flow(con, file_store, cipher)
+    with database.flow_store() as (con, mirror):
+        flow = _flow(con, file_store, cipher, mirror)
         load = flow.loaded(context.partition_key)
         applied = flow.apply(load)
         events = con.execute(
@@ -115,8 +117,8 @@ def card_reversal_batch(
 def card_reversal_ledger_posting_file(
     context: dg.AssetExecutionContext, database: Database, file_store: FileStore, cipher: PartnerCipher
 ) -> dg.MaterializeResult:
-    with database.connection() as con:
-        flow = _flow(con, file_store, cipher)
+    with database.flow_store() as (con, mirror):
+        flow = _flow(con, file_store, cipher, mirror)
         applied = flow.applied(flow.loaded(context.partition_key))
         path = flow.write_posting_file(applied)
     return dg.MaterializeResult(metadata={
@@ -139,8 +141,8 @@ def card_reversal_ledger_posting_file(
 def card_rejection_reports(
     context: dg.AssetExecutionContext, database: Database, file_store: FileStore, cipher: PartnerCipher
 ) -> dg.MaterializeResult:
-    with database.connection() as con:
-        flow = _flow(con, file_store, cipher)
+    with database.flow_store() as (con, mirror):
+        flow = _flow(con, file_store, cipher, mirror)
         load = flow.loaded(context.partition_key)
         report, communications = flow.write_reports(load)
     metadata = _load_metadata(load)

@@ -9,11 +9,28 @@ Steps, each idempotent for a file:
    finds the batch APPLIED and does nothing.
 3. `write_posting_file`, `write_reports`: the reversal posting file for the sales ledger, the outcome
    report for operations and the partner, and the customer communications file.
+
+On PostgreSQL (`mirror`, core/db/mirror.py) `con` is the run's scratch DuckDB and the SQL runs unchanged on it. The
+load pulls the file's intake row, its duplicate candidates and the card transactions the file names (their ids cross
+once as a temp table), classifies without any lock, and pushes its batch, records, job errors and intake row under
+the intake's advisory locks on the content and the provider's file id. The apply takes row locks, `SELECT ... FOR
+UPDATE` in one order (the load batch's row, then its transactions by id, then their accounts by number), pulls
+under them what the engine reads (the batch, its records, the transactions, the accounts with their cards and
+mandates, the payments' postings, the communications already written) and pushes what it wrote (reversal postings
+through `core.ledger.reverse_to_postgres`, the records, transactions' statuses, accounts' suspensions and payment
+types, the history, the events with ids from PostgreSQL's sequence, communications, batch rows) in ONE transaction
+that releases them. Row locks rather than advisory ones: what two rejection files (or an API set-up) must not both
+decide from is rows that exist and that the apply updates, the transactions' status and the accounts' suspension and
+payment type; two files over different accounts never wait for each other, two over one transaction or account
+run one after the other, and the second finds the transaction handled (ALREADY_REJECTED). A card day's selection
+(defs/card_payments) locks none of these rows and updates only the soft declines it closes, so neither waits for
+the other in a cycle.
 """
 
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -25,6 +42,7 @@ from cmp_pipelines.core.batch_outcomes import outcome_counts
 from cmp_pipelines.core.config import Partner, RejectionConfig
 from cmp_pipelines.core.crypto.keyring import PartnerKeyring
 from cmp_pipelines.core.db.connection import sql_literal, transaction
+from cmp_pipelines.core.db.mirror import Mirror, local_event_ids, lock_rows, pull_replacing, push_events
 from cmp_pipelines.core.files import record_file
 from cmp_pipelines.core.files.record_file import (
     RecordFileSpec,
@@ -127,10 +145,18 @@ class CardRejections:
     def __init__(
         self, con: duckdb.DuckDBPyConnection, files: FileStoreLike, keyring: PartnerKeyring,
         partners: dict[str, Partner], codes: RejectionConfig, now: datetime | None = None,
+        mirror: Mirror | None = None,
     ):
         self.con, self.files, self.keyring, self.codes = con, files, keyring, codes
         self.now = now or datetime.now(UTC)
-        self.intake = Intake(con, files, keyring, partners, FEED, self.now)
+        self.mirror = mirror
+        self.intake = Intake(con, files, keyring, partners, FEED, self.now, mirror=mirror)
+        if mirror is not None:
+            local_event_ids(con)
+
+    def _pushed(self):
+        """The PostgreSQL transaction of a step's writes (nothing on the embedded store)."""
+        return self.mirror.transaction() if self.mirror is not None else nullcontext()
 
     # ---- load: validate, match, classify ---------------------------------------------------------------
 
@@ -155,6 +181,7 @@ class CardRejections:
         self.intake.refuse_duplicate(received, content_sha, header["file_id"])
         table = with_id_card_numbers(with_shape_and_card_numbers(read.table, read.shape_errors, NON_ID_FIELDS))
         batch_id = batch_id_of("CARD_REJECTIONS", content_sha[:16])
+        self._pull_named(table)
         with transaction(self.con):
             sync_rejection_codes(self.con, self.codes)  # the rules join what the YAML says now
             self.con.register("raw", table)
@@ -180,6 +207,71 @@ class CardRejections:
                 {"feed": FEED, "file_id": received.file_id, "now": self.now, "batch_id": batch_id},
             )
             self.intake.record_loaded(received, batch_id, content_sha, header["file_id"])
+            if self.mirror is not None:  # the job errors join the load's transaction, committed by push_loaded
+                self.mirror.push("job_errors", "job = $feed AND raised_at = $now AND starts_with(source_ref, $file)",
+                                 {"feed": FEED, "now": self.now, "file": f"{received.file_id}#"})
+            self.intake.push_loaded(received, content_sha, header["file_id"], batch_id,
+                                    {"card_rejections": "batch_id = $batch_id"})
+
+    def _pull_named(self, table: pa.Table) -> None:
+        """On PostgreSQL: the card transactions the file names, which the matching reads; the ids cross once."""
+        if self.mirror is None:
+            return
+        self.con.register("named", table)
+        try:
+            self.mirror.stage_keys("named_transactions", "SELECT transaction_id AS k FROM named")
+        finally:
+            self.con.unregister("named")
+        self.mirror.pull("card_transactions", "transaction_id IN (SELECT k FROM named_transactions)",
+                         key=["transaction_id"])
+
+    def _pull_batch(self, batch_id: str) -> None:
+        """On PostgreSQL: the load batch's row and records, and its children's rows (a later step, or a run
+        resumed in a new process, finds them as the load left them)."""
+        if self.mirror is None:
+            return
+        self.mirror.pull("batches", "batch_id = $1 OR parent_batch_id = $1", [batch_id], key=["batch_id"])
+        pull_replacing(self.mirror, "card_rejections", "batch_id = $batch", "batch_id = $1", [batch_id],
+                       {"batch": batch_id})
+
+    def _lock_and_pull_for_apply(self, batch_id: str) -> None:
+        """On PostgreSQL, in the apply's transaction: the row locks (the module docstring says which and why), then
+        what the engine reads, pulled under them."""
+        mirror = self.mirror
+        handled = "transaction_id IN (SELECT transaction_id FROM card_rejections WHERE batch_id = $1)"
+        accounts = f"account_number IN (SELECT account_number FROM card_transactions WHERE {handled})"
+        lock_rows(mirror, "batches", "batch_id", "batch_id = $1", [batch_id])
+        lock_rows(mirror, "card_transactions", "transaction_id", handled, [batch_id])
+        lock_rows(mirror, "accounts", "account_number", accounts, [batch_id])
+        self._pull_batch(batch_id)
+        mirror.pull("card_transactions", handled, [batch_id], key=["transaction_id"])
+        mirror.pull("accounts", accounts, [batch_id], key=["account_number"])
+        mirror.pull("payment_cards", accounts, [batch_id], key=["account_number"])
+        mirror.pull("mandates", accounts, [batch_id], key=["mandate_id"])
+        mirror.pull("ledger_postings", "source_ref IN (SELECT transaction_id FROM card_rejections WHERE batch_id = $1)"
+                    " AND kind IN ('CARD_PAYMENT', 'CARD_REFUND', 'CARD_REVERSAL')", [batch_id],
+                    key=["idempotency_key"])
+        mirror.pull("customer_communications", "source_ref IN (SELECT transaction_id FROM card_rejections "
+                    "WHERE batch_id = $1)", [batch_id], key=["template", "source_ref"])
+
+    def _push_applied(self, load: RejectionLoad, reversal_batch: str) -> None:
+        """What the engine wrote, into the apply's open transaction (the reversal postings are there already)."""
+        mirror = self.mirror
+        params = {"batch": load.batch_id}
+        handled = f"batch_id = $batch AND outcome IN ({REVERSED_SQL})"
+        mirror.upsert("card_rejections", ["batch_id", "position"], "batch_id = $batch", params)
+        mirror.push_update("card_transactions", ["transaction_id"],
+                           ["status", "reason_code", "rejection_batch_id", "retry_due_on"],
+                           f"transaction_id IN (SELECT transaction_id FROM card_rejections WHERE {handled})", params)
+        accounts = f"account_number IN (SELECT account_number FROM card_rejections WHERE {handled})"
+        mirror.push_update("accounts", ["account_number"], ["suspended_until", "payment_type"], accounts, params)
+        mirror.push("payment_type_changes", f"changed_at = $now AND {accounts}", {**params, "now": self.now})
+        push_events(mirror)
+        mirror.push("customer_communications", "batch_id = $batch", params, conflict="DO NOTHING")
+        mirror.upsert("batches", ["batch_id"], "batch_id IN ($batch, $reversal)",
+                      {**params, "reversal": reversal_batch})
+        mirror.push("job_runs", "batch_id = $reversal AND started_at = $now",
+                    {"reversal": reversal_batch, "now": self.now})
 
     def _guard_schema_agreement(self, batch_id: str, table: pa.Table) -> None:
         """The SQL rules must never accept what the JSON Schema rejects: spot-check handled records."""
@@ -193,6 +285,7 @@ class CardRejections:
 
     def _result(self, file_id: str, status: str) -> RejectionLoad:
         batch_id, partner, _ = self.intake.loaded_batch(file_id)
+        self._pull_batch(batch_id)
         outcomes, problems = outcome_counts(self.con, "card_rejections", batch_id)
         count, reversed_count, reversed_minor = self.con.execute(
             "SELECT record_count, accepted_count, total_minor FROM batches WHERE batch_id = ?", [batch_id]
@@ -203,13 +296,33 @@ class CardRejections:
     # ---- apply: reversals, account actions, events, communications -----------------------------------
 
     def apply(self, load: RejectionLoad) -> ApplyResult:
-        with transaction(self.con):
-            posted = engine.apply(self.con, TABLES, load_batch=load.batch_id, partner=load.partner,
-                                  file_id=load.file_id, now=self.now, day=self.now.date(),
-                                  default_type=self.codes.default_payment_type, recheck_after=[RECOUNT_SQL])
+        mirror = self.mirror
+        try:
+            if mirror is not None:
+                self._lock_and_pull_for_apply(load.batch_id)
+                sync_rejection_codes(self.con, self.codes)  # the scratch joins what the YAML says now, as the load did
+            with transaction(self.con), self._pushed():
+                posted = engine.apply(self.con, TABLES, load_batch=load.batch_id, partner=load.partner,
+                                      file_id=load.file_id, now=self.now, day=self.now.date(),
+                                      default_type=self.codes.default_payment_type, recheck_after=[RECOUNT_SQL],
+                                      pg=mirror.pg if mirror is not None else None)
+                if mirror is not None and posted is not None:
+                    self._push_applied(load, posted.batch_id)
+        finally:
+            if mirror is not None:
+                mirror.rollback()  # the row locks, when it was applied before and nothing was pushed
         return self.applied(load, applied_now=posted is not None)
 
     def applied(self, load: RejectionLoad, applied_now: bool = False) -> ApplyResult:
+        if self.mirror is not None:
+            reversal = engine.reversal_batch_id(self.con, TABLES, load.batch_id)
+            self._pull_batch(load.batch_id)
+            pull_replacing(self.mirror, "ledger_postings", "batch_id = $batch", "batch_id = $1", [reversal],
+                           {"batch": reversal})
+            self.mirror.pull("workflow_events", "source_ref IN (SELECT transaction_id FROM card_rejections "
+                             "WHERE batch_id = $1)", [load.batch_id], key=["event_id"])
+            self.mirror.pull("customer_communications", "batch_id = $1", [load.batch_id],
+                             key=["template", "source_ref"])
         posted = engine.reversal(self.con, TABLES, load.batch_id)
         suspended, reverted = self.con.execute(
             "SELECT count(DISTINCT account_number) FILTER (outcome = 'RETRY_SCHEDULED'), "
@@ -229,9 +342,21 @@ class CardRejections:
     # ---- files: the reversal posting file, the outcome report, the communications --------------------
 
     def write_posting_file(self, applied: ApplyResult) -> str:
-        return write_posting_file(self.con, self.files, applied.batch_id, f"{FEED}:{JOB}", self.now)[0]
+        if self.mirror is not None:
+            pull_replacing(self.mirror, "ledger_postings", "batch_id = $batch", "batch_id = $1", [applied.batch_id],
+                           {"batch": applied.batch_id})
+        path = write_posting_file(self.con, self.files, applied.batch_id, f"{FEED}:{JOB}", self.now)[0]
+        if self.mirror is not None:
+            with self.mirror.transaction():
+                self.mirror.upsert("batches", ["batch_id"], "batch_id = $batch", {"batch": applied.batch_id})
+                self.mirror.push_deliveries(self.now)
+        return path
 
     def write_reports(self, load: RejectionLoad) -> tuple[str, str]:
+        if self.mirror is not None:  # what the report and the communications file read, as PostgreSQL holds it
+            sync_rejection_codes(self.con, self.codes)
+            self.mirror.pull("customer_communications", "batch_id = $1", [load.batch_id],
+                             key=["template", "source_ref"])
         file_name, partner_file_id = self.con.execute(
             "SELECT file_name, header_file_id FROM inbound_files WHERE file_id = ?", [load.file_id]
         ).fetchone()
@@ -258,4 +383,7 @@ class CardRejections:
         )
         communications = write_communications(self.con, self.files, load.batch_id, self.now, "transaction_id")
         self.con.execute("UPDATE batches SET output_path = ? WHERE batch_id = ?", [report, load.batch_id])
+        if self.mirror is not None:
+            with self.mirror.transaction():
+                self.mirror.upsert("batches", ["batch_id"], "batch_id = $batch", {"batch": load.batch_id})
         return report, communications

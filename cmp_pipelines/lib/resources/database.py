@@ -3,8 +3,8 @@
 With CMP_DATABASE_URL set, PostgreSQL is the system of record and a run works on a scratch DuckDB linked to it
 (core/db/mirror.py): `flow_store()` yields that scratch with its `Mirror`; `connection()` then yields the same
 scratch, so a check in the run reads what the run pulled and wrote (the probes' 'today' counts and their results
-are not yet PostgreSQL's: left for the next phase). A flow not yet on PostgreSQL is refused with a clear error
-rather than left writing into a scratch nobody keeps."""
+are not yet PostgreSQL's: left for the next phase). A flow not yet on PostgreSQL is refused with a clear error naming
+those that are (`POSTGRES_FLOWS`) rather than left writing into a scratch nobody keeps."""
 
 from __future__ import annotations
 
@@ -27,6 +27,8 @@ DB_POOL = "cmp_db"
 POSTGRES_FLOWS = {
     "non-recurring payments",
     "direct debit (AUDDIS, collections, ADDACS, ARUDD)",
+    "recurring card payments",
+    "card rejections",
 }
 
 
