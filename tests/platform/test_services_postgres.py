@@ -1,0 +1,137 @@
+"""The daemon's service sensors and jobs with PostgreSQL as the store (issue 19/20): the delivery sensor sees the
+documents a flow registered in PostgreSQL and the delivery run sends them, the workflow dispatcher sends each
+event's e-mail once even with two dispatchers at once (real loopback SMTP), and the probes read and record in
+PostgreSQL, not in a run's scratch."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime
+
+import dagster as dg
+import pytest
+
+from cmp_pipelines.core import delivery
+from cmp_pipelines.core.db.pg_duck import pg_duck
+from cmp_pipelines.core.dispatcher import run_dispatcher
+from cmp_pipelines.core.outbox import SmtpSettings
+from cmp_pipelines.core.settings import PROJECT_ROOT
+from cmp_pipelines.definitions import build_definitions
+from cmp_pipelines.defs.platform.delivery import delivery_sensor
+from cmp_pipelines.defs.platform.notifications import workflow_dispatch_sensor
+from tests.support.platform import SAMPLE_RECORDS, document
+
+pytestmark = pytest.mark.postgres
+CONFIG = PROJECT_ROOT / "config"
+
+
+def sensor(evaluate, instance):
+    with dg.build_sensor_context(instance=instance) as context:
+        return evaluate(context)
+
+
+def test_an_nrp_file_on_postgres_gets_its_documents_delivered_by_the_delivery_sensor_and_run(pg_platform, instance):
+    assert sensor(delivery_sensor, instance).skip_message == "nothing to deliver"
+    pg_platform.process(pg_platform.drop("PAYPOINT-20261121-001.json.enc", document(SAMPLE_RECORDS)))
+
+    asked = sensor(delivery_sensor, instance)
+    assert isinstance(asked, dg.SensorResult) and len(asked.run_requests) == 1, asked
+    assert asked.run_requests[0].run_key.startswith("deliver:2-")  # the acknowledgement and the posting file
+    job = build_definitions().resolve_job_def("deliver_documents_job")
+    result = job.execute_in_process(instance=instance)
+    assert result.success
+
+    rows = pg_platform.query("SELECT partner, document_kind, remote_name, status, attempts, transport "
+                             "FROM delivery_register ORDER BY document_kind")
+    [(_, _, posting_name, *_), _] = rows
+    assert rows == [("SALES_LEDGER", "LEDGER_POSTING", posting_name, "SENT", 1, "local"),
+                    ("PAYPOINT", "NRP_ACKNOWLEDGEMENT", "PAYPOINT-20261121-001.ack.json.enc", "SENT", 1, "local")]
+    delivered = pg_platform.root / "delivered"
+    ack = (delivered / "PAYPOINT/PAYPOINT-20261121-001.ack.json.enc").read_bytes()
+    assert ack == pg_platform.files.read_bytes("outbound/acknowledgements/nrp/PAYPOINT/"
+                                               "PAYPOINT-20261121-001.ack.json.enc")
+    assert (delivered / "SALES_LEDGER" / posting_name).read_bytes() == pg_platform.files.read_bytes(
+        f"outbound/ledger/{posting_name}")
+    # the delivery probes ran in the run and recorded their results in PostgreSQL
+    assert pg_platform.query("SELECT probe_id, value, tripped FROM probe_results ORDER BY probe_id") == [
+        ("deliveries_unconfirmed", 0, False), ("deliveries_undelivered", 0, False)]
+    # nothing due any more: the sensor asks for nothing, and the embedded file was never created
+    assert sensor(delivery_sensor, instance).skip_message == "nothing to deliver"
+    assert not (pg_platform.root / "cmp.duckdb").exists()
+
+
+def test_two_deliverers_at_once_on_postgres_claim_each_document_once(pg_platform):
+    pg_platform.process(pg_platform.drop("PAYPOINT-20261121-001.json.enc", document(SAMPLE_RECORDS)))
+    start, claims = threading.Barrier(4), []
+
+    def claim(worker: str) -> None:
+        with pg_duck() as con:
+            start.wait()
+            claims.append((worker, [d.delivery_id for d in delivery.claim_due(con, worker, datetime.now(UTC))]))
+
+    threads = [threading.Thread(target=claim, args=(f"w{i}",)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    claimed = sorted(i for _, ids in claims for i in ids)
+    registered = [i for (i,) in pg_platform.query("SELECT delivery_id FROM delivery_register ORDER BY 1")]
+    assert len(registered) == 2 and claimed == registered, claims
+    holders = dict(pg_platform.query("SELECT delivery_id, claimed_by FROM delivery_register"))
+    assert {holders[i] for _, ids in claims for i in ids} == {w for w, ids in claims if ids}
+
+
+def raise_events(pg_platform, count: int) -> list[str]:
+    """`count` card soft declines (an e-mail each) for accounts with an e-mail address; returns the accounts."""
+    accounts = [a for (a,) in pg_platform.query(
+        "SELECT account_number FROM accounts WHERE email IS NOT NULL AND account_number <> 'SUSPENSE' "
+        "ORDER BY account_number LIMIT ?", [count])]
+    for number, account in enumerate(accounts):
+        pg_platform.execute("INSERT INTO workflow_events (event_type, event_code, account_number, source_ref, detail) "
+                            "VALUES ('RECURRING_PAYMENT', 'CARD_SOFT_DECLINE', ?, ?, 'declined')",
+                            [account, f"TX-{number}"])
+    return accounts
+
+
+def test_two_dispatchers_at_once_on_postgres_send_each_events_email_once(pg_platform, smtp_server):
+    accounts = raise_events(pg_platform, 6)
+    assert len(accounts) == 6
+    smtp_server.slow_seconds = 0.3  # the first dispatcher is still sending when the second starts
+    start, summaries, errors = threading.Barrier(2), [], []
+    now = datetime.now(UTC)  # one clock for both: what the first registers is due for the second too
+
+    def dispatch() -> None:
+        try:
+            with pg_duck() as con:
+                start.wait()
+                summaries.append(run_dispatcher(con, CONFIG, SmtpSettings.from_env(), now))
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=dispatch) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert errors == []
+    assert sorted(s["messages_sent"] for s in summaries) == [0, 6]
+    assert sorted(s["events_registered"] for s in summaries) == [0, 6]
+    assert sorted(r[0] for r, _ in smtp_server.messages) == sorted(
+        e for (e,) in pg_platform.query("SELECT email FROM accounts WHERE account_number = ANY(?)", [accounts]))
+    assert len({m["Message-ID"] for _, m in smtp_server.messages}) == 6
+    assert pg_platform.query("SELECT status, count(*) FROM workflow_dispatch GROUP BY 1") == [("DONE", 6)]
+    assert pg_platform.query("SELECT status, count(*), sum(attempts) FROM email_outbox GROUP BY 1") == [
+        ("SENT", 6, 6)]
+
+
+def test_the_dispatch_sensor_and_job_on_postgres(pg_platform, smtp_server, instance):
+    assert sensor(workflow_dispatch_sensor, instance).skip_message == "nothing to dispatch"
+    raise_events(pg_platform, 2)
+    request = sensor(workflow_dispatch_sensor, instance)
+    assert isinstance(request, dg.RunRequest) and request.tags["cmp/waiting"] == "2"
+    job = build_definitions().resolve_job_def("workflow_dispatch_job")
+    assert job.execute_in_process(instance=instance).success
+    assert len(smtp_server.messages) == 2
+    assert sensor(workflow_dispatch_sensor, instance).skip_message == "nothing to dispatch"
+    assert not (pg_platform.root / "cmp.duckdb").exists()
