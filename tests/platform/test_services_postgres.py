@@ -5,6 +5,7 @@ PostgreSQL, not in a run's scratch."""
 
 from __future__ import annotations
 
+import json
 import threading
 from datetime import UTC, datetime
 
@@ -135,3 +136,44 @@ def test_the_dispatch_sensor_and_job_on_postgres(pg_platform, smtp_server, insta
     assert len(smtp_server.messages) == 2
     assert sensor(workflow_dispatch_sensor, instance).skip_message == "nothing to dispatch"
     assert not (pg_platform.root / "cmp.duckdb").exists()
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_probes_of_a_run_on_postgres_read_and_record_the_store_and_the_cli_shows_them(pg_platform, instance):
+    from click.testing import CliRunner
+
+    from cmp_pipelines.cli.main import main
+    from cmp_pipelines.definitions import defs
+    from cmp_pipelines.lib.headless import run_pending_sensors
+    from tests.support.dagster import flow_runs
+
+    # an earlier file, processed outside this run: a probe reading the run's scratch would not see it
+    pg_platform.process(pg_platform.drop("earlier.json.enc", document(SAMPLE_RECORDS[:1], file_id="PP-000")))
+    pg_platform.drop("PAYPOINT-20261121-001.json.enc", document(SAMPLE_RECORDS))
+    assert [o.success for o in flow_runs(run_pending_sensors(defs, instance, echo=lambda _: None))] == [True]
+
+    latest = dict(pg_platform.query(
+        "SELECT DISTINCT ON (probe_id) probe_id, value FROM probe_results WHERE left(probe_id, 4) = 'nrp_' "
+        "ORDER BY probe_id, evaluated_at DESC"))
+    assert latest["nrp_load_completed"] == 2  # both files received today, as PostgreSQL holds them
+    assert latest["nrp_batch_completed"] == 2  # the job ran twice today (the earlier file's posting included)
+    assert latest["nrp_verification_normal"] == 6  # every record of both files within the window
+    # the latest batch is the run's file: record 2 allocated to its account (4 went to suspense, 5 was rejected),
+    # 1 and 3 to an invoice
+    assert (latest["nrp_verification_account_allocation"], latest["nrp_verification_invoice_allocation"]) == (1, 2)
+    assert pg_platform.query(
+        "SELECT count(*) FILTER (WHERE allocation = 'ACCOUNT'), count(*) FILTER (WHERE allocation = 'INVOICE') "
+        "FROM nrp_records r JOIN inbound_files f ON f.batch_id = r.batch_id "
+        "WHERE f.file_name = 'PAYPOINT-20261121-001.json.enc'") == [(1, 2)]
+    assert latest["nrp_verification_no_payment_dates"] == 1
+
+    runner = CliRunner()
+    shown = runner.invoke(main, ["probes", "--json"], catch_exceptions=False)
+    assert shown.exit_code == 0, shown.output
+    listed = {p["probe"]: p for p in json.loads(shown.output)}
+    assert listed["nrp_load_completed"]["value"] == 2 and listed["nrp_load_completed"]["status"] == "OK"
+    summary = runner.invoke(main, ["summary"], catch_exceptions=False)
+    assert summary.exit_code == 0, summary.output
+    assert "NRP_LOAD" in summary.output and "Probes:" in summary.output
+    assert "Non Recurring Payments Load Completed" in summary.output

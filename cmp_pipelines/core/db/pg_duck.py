@@ -90,14 +90,24 @@ def dialect(con) -> str:
     return getattr(con, "dialect", "duckdb")
 
 
-@contextmanager
-def pg_duck(url: str | None = None) -> Iterator[PgDuck]:
-    """A `PgDuck` on the store (or `url`), closed at the end; errors name the setting, never the password."""
+def open_pg_duck(url: str | None = None) -> PgDuck:
+    """A `PgDuck` on the store (or `url`); the caller closes it. Errors name the setting, never the password."""
     from cmp_pipelines.core.db.postgres import connect
 
     con = connect(url)
     try:
         con.execute("SET TIME ZONE 'UTC'")
-        yield PgDuck(con)
+    except BaseException:
+        con.close()
+        raise
+    return PgDuck(con)
+
+
+@contextmanager
+def pg_duck(url: str | None = None) -> Iterator[PgDuck]:
+    """`open_pg_duck` for a block, closed at its end."""
+    con = open_pg_duck(url)
+    try:
+        yield con
     finally:
         con.close()
