@@ -177,3 +177,18 @@ def test_probes_of_a_run_on_postgres_read_and_record_the_store_and_the_cli_shows
     assert summary.exit_code == 0, summary.output
     assert "NRP_LOAD" in summary.output and "Probes:" in summary.output
     assert "Non Recurring Payments Load Completed" in summary.output
+
+
+def test_a_refused_inbound_entry_on_postgres_is_a_job_error_there_and_trips_its_probe(pg_platform, instance):
+    from cmp_pipelines.lib.inbound_refusals import ENTRY_TAG, FEED_TAG, REFUSED_TAG
+
+    job = build_definitions().resolve_job_def("inbound_refusals_job")
+    tags = {FEED_TAG: "nrp", ENTRY_TAG: "inbound/nrp/PAYPOINT/evil-link", REFUSED_TAG: "a symbolic link"}
+    result = job.execute_in_process(instance=instance, tags=tags, raise_on_error=False)
+    assert pg_platform.query("SELECT job, category, source_ref, detail FROM job_errors") == [
+        ("nrp", "INBOUND_REFUSED", "inbound/nrp/PAYPOINT/evil-link", "a symbolic link")]
+    assert pg_platform.query("SELECT probe_id, value, tripped, notified FROM probe_results") == [
+        ("inbound_entries_refused", 1, True, True)]
+    [alert] = pg_platform.query("SELECT kind, source_ref, status FROM email_outbox")
+    assert alert == ("ALERT", "inbound_entries_refused", "SENT")  # written as an .eml (no SMTP host configured)
+    assert result.success
