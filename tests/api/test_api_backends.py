@@ -344,6 +344,47 @@ def test_two_ledger_monitors_at_once_post_every_payment_exactly_once(platform, p
 
 
 @pytest.mark.postgres
+def test_on_postgres_the_monitor_writes_the_posting_file_once_and_registers_its_delivery(platform, pg_store):
+    from datetime import UTC, datetime
+
+    import orjson
+
+    from cmp_pipelines.core.config_payments import load_provider_settings
+    from cmp_pipelines.core.settings import PROJECT_ROOT
+    from cmp_pipelines.defs.one_off.flow import post_to_ledger_postgres, write_posting_files_postgres
+
+    assert copy_to_postgres(platform.database, pg_store, replace=True).committed
+    total = _due_payments(pg_store, succeeded=5, declined=1)
+    now = datetime.now(UTC)
+    result = post_to_ledger_postgres(pg_store, load_provider_settings(PROJECT_ROOT / "config"), now)
+    start, written = threading.Barrier(2), []
+
+    def writer() -> None:
+        start.wait()
+        written.append(write_posting_files_postgres(pg_store, platform.files, now))
+
+    threads = [threading.Thread(target=writer) for _ in range(2)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    path = f"outbound/ledger/{result.batch_id}.json"
+    assert sorted(written, key=len) == [{}, {result.batch_id: path}]  # two writers at once: one file, once
+    posting = orjson.loads(platform.files.read_bytes(path))
+    assert (posting["header"]["batch_id"], posting["header"]["record_count"], posting["header"]["total_amount"]) \
+        == (result.batch_id, 5, f"-{total // 100}.{total % 100:02d}")
+    assert sorted(p["idempotency_key"] for p in posting["postings"]) == sorted(
+        f"one_off:PAY-T-{n:04d}:PAYMENT" for n in range(5))
+    with psycopg.connect(pg_store) as con:
+        assert con.execute("SELECT output_path FROM batches WHERE batch_id = %s", [result.batch_id]).fetchall() == [
+            (path,)]
+        assert con.execute("SELECT document_kind, partner, remote_name, reference, status FROM delivery_register"
+                           ).fetchall() == [("LEDGER_POSTING", "SALES_LEDGER", f"{result.batch_id}.json",
+                                             result.batch_id, "PENDING")]
+    assert write_posting_files_postgres(pg_store, platform.files, now) == {}  # nothing left to write
+
+
+@pytest.mark.postgres
 def test_a_ledger_monitor_killed_before_commit_leaves_nothing_and_the_next_posts_it_all(platform, pg_store):
     import os
     import subprocess
