@@ -138,10 +138,12 @@ def test_a_declined_payment_raises_the_event_and_posts_nothing(backend, api_inst
         [(answer.json()["payment_id"], "CARD_PAYMENT_FAILED",
           "one-off payment DECLINED: reason 43 (Stolen card), amount 9.99, channel SELFCARE; nothing posted")]
     with backend.api.client("AGENTVIEW") as http:
-        events = http.get(f"/v1/accounts/{ACCOUNT}/events", params={"status": "NEW"}).json()["events"]
-        assert [(e["event_code"], e["source_ref"], e["status"]) for e in events] == \
-            [("CARD_PAYMENT_FAILED", answer.json()["payment_id"], "NEW")]
-        assert http.get(f"/v1/accounts/{ACCOUNT}/events", params={"status": "DONE"}).json()["events"] == []
+        events = http.get(f"/v1/accounts/{ACCOUNT}/events").json()["events"]
+        # NEW, or DONE when the daemon's dispatcher (its sensor ticks in the same pass, and on PostgreSQL it sees
+        # the store's events) has e-mailed the customer already: once, either way
+        assert [(e["event_code"], e["source_ref"]) for e in events] == \
+            [("CARD_PAYMENT_FAILED", answer.json()["payment_id"])]
+        assert events[0]["status"] in ("NEW", "DONE"), events
 
 
 def test_set_up_requests_are_applied_at_once(backend):

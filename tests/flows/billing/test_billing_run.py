@@ -12,6 +12,12 @@ import pytest
 from tests.support.billing import PARTNER, account, billing_document, invoice
 from tests.support.platform import NOW
 
+
+@pytest.fixture
+def billing(any_billing):
+    """Every test of this module on both stores (PostgreSQL: `make test-pg`)."""
+    return any_billing
+
 GOOD = [
     account("A1", "ACC00000901", "Ada Lovelace", email="ada@example.com", phone="+447700900123"),
     account("A2", "ACC00000902", "Charles Babbage", payment_term="D30"),
@@ -84,8 +90,7 @@ def test_a_billing_run_creates_and_changes_accounts_and_issues_invoices_due_afte
 def test_the_same_run_twice_or_a_step_run_again_posts_once(billing):
     first = billing.drop("run.json.enc", billing_document(GOOD))
     load = billing.process(first)
-    with billing.platform.connect() as con:  # every step of the partition again, as a re-executed run does
-        flow = billing.flow(con)
+    with billing.opened() as flow:  # every step of the partition again, as a re-executed run does
         again = flow.load(first)
         assert again.status == "ALREADY_LOADED"
         assert flow.post(again).posted.posted_now == 0
