@@ -122,8 +122,14 @@ class BillingRun:
     # ---- load: decrypt, validate, apply the accounts, issue the invoices ---------------------------------
 
     def load(self, file_id: str) -> LoadResult:
-        status = self.intake.load(file_id, self._load_new)
-        return self._load_result(file_id, status)
+        if self.mirror is not None:  # from before the file's row is read: a second run of it waits, then finds it
+            self.mirror.lock("billing:load")
+        try:
+            status = self.intake.load(file_id, self._load_new)
+            return self._load_result(file_id, status)
+        finally:
+            if self.mirror is not None:
+                self.mirror.rollback()  # what was not committed (nothing, once loaded): the lock goes with it
 
     def loaded(self, file_id: str) -> LoadResult:
         return self._load_result(file_id, "ALREADY_LOADED")

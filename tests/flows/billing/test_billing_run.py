@@ -234,3 +234,50 @@ def test_a_file_not_encrypted_for_the_billing_system_is_quarantined(billing):
     refused = billing.quarantine(key)
     assert refused.code == "DECRYPT_FAILED"
     assert billing.platform.files.exists(f"quarantine/billing/{PARTNER}/wrongkey.json.enc")
+
+
+@pytest.mark.postgres
+def test_on_postgres_two_loads_of_one_file_at_once_load_it_once_and_keep_what_the_api_set(pg_platform):
+    """Two runs of the same file at once (two workers): one loads it, the other is refused as a duplicate; an
+    account's payment type set by the API survives the billing run's update of its name."""
+    import threading
+
+    from tests.support.billing import Billing
+
+    pg_platform.keyring.init_keys(PARTNER)
+    billing = Billing(pg_platform)
+    pg_platform.execute("UPDATE accounts SET payment_type = 'RECURRING_CARD' WHERE account_number = 'ACC00000001'")
+    key = billing.drop("BILLSYS-20261201-001.json.enc", billing_document(GOOD))
+    resent = billing.drop("BILLSYS-20261201-001-resent.json.enc", billing_document(GOOD))
+    start, outcomes = threading.Barrier(3), []
+
+    def run(file_key: str) -> None:
+        start.wait()
+        try:
+            with billing.opened() as flow:
+                outcomes.append(flow.load(file_key).status)
+        except Exception as exc:  # noqa: BLE001 - the losers' refusals, checked below
+            outcomes.append(getattr(exc, "code", repr(exc)))
+
+    # the same partition twice (two workers) and the same content under another name, all at once
+    threads = [threading.Thread(target=run, args=(k,)) for k in (key, key, resent)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert outcomes.count("LOADED") == 1 and sorted(outcomes) in (
+        ["ALREADY_LOADED", "DUPLICATE_FILE", "LOADED"], ["DUPLICATE_FILE", "DUPLICATE_FILE", "LOADED"]), outcomes
+    assert pg_platform.query("SELECT count(*) FROM inbound_files WHERE status = 'LOADED' AND feed = 'billing'") == [
+        (1,)]
+    assert pg_platform.query("SELECT count(*) FROM billing_records") == [(len(GOOD),)]
+    assert pg_platform.query("SELECT count(*) FROM invoices WHERE invoice_number LIKE 'INV-BR-%'") == [(4,)]
+    assert pg_platform.query("SELECT name, payment_term, payment_type FROM accounts "
+                             "WHERE account_number = 'ACC00000001'") == [
+        ("Demo customer one, renamed", "IMM", "RECURRING_CARD")]
+    with billing.opened() as flow:
+        load = flow.loaded(key)
+        assert flow.post(load).posted.posted_now == 4
+    with billing.opened() as flow:
+        assert flow.post(flow.loaded(key)).posted.posted_now == 0  # a new process, the same step again
+    assert pg_platform.query("SELECT count(*), sum(amount_minor) FROM ledger_postings "
+                             "WHERE invoice_number LIKE 'INV-BR-%'") == [(4, 11985)]
