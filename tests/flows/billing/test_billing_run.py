@@ -274,10 +274,39 @@ def test_on_postgres_two_loads_of_one_file_at_once_load_it_once_and_keep_what_th
     assert pg_platform.query("SELECT name, payment_term, payment_type FROM accounts "
                              "WHERE account_number = 'ACC00000001'") == [
         ("Demo customer one, renamed", "IMM", "RECURRING_CARD")]
+    [(loaded,)] = pg_platform.query("SELECT file_id FROM inbound_files WHERE status = 'LOADED' AND feed = 'billing'")
     with billing.opened() as flow:
-        load = flow.loaded(key)
-        assert flow.post(load).posted.posted_now == 4
+        assert flow.post(flow.loaded(loaded)).posted.posted_now == 4
     with billing.opened() as flow:
-        assert flow.post(flow.loaded(key)).posted.posted_now == 0  # a new process, the same step again
+        assert flow.post(flow.loaded(loaded)).posted.posted_now == 0  # a new process, the same step again
     assert pg_platform.query("SELECT count(*), sum(amount_minor) FROM ledger_postings "
                              "WHERE invoice_number LIKE 'INV-BR-%'") == [(4, 11985)]
+
+
+@pytest.mark.postgres
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_on_postgres_a_billing_file_through_the_sensor_and_its_run(pg_platform, instance):
+    from cmp_pipelines.definitions import defs
+    from cmp_pipelines.lib.headless import run_pending_sensors
+    from tests.support.billing import Billing
+    from tests.support.dagster import flow_runs, materialization
+
+    pg_platform.keyring.init_keys(PARTNER)
+    billing = Billing(pg_platform)
+    billing.drop("BILLSYS-20261201-001.json.enc", billing_document(GOOD))
+
+    [run] = flow_runs(run_pending_sensors(defs, instance, echo=lambda _: None))
+
+    assert run.success, run.error
+    load = materialization(instance, run.run_id, "billing_run_batch")
+    assert (load["accounts_created"], load["accounts_updated"], load["invoices_issued"]) == (2, 1, 4)
+    posted = materialization(instance, run.run_id, "billing_posting_batch")
+    assert (posted["posting_count"], posted["posted_now"], posted["total_amount"]) == (4, 4, "119.85 GBP")
+    assert pg_platform.query("SELECT count(*), sum(amount_minor) FROM ledger_postings "
+                             "WHERE invoice_number LIKE 'INV-BR-%'") == [(4, 11985)]
+    assert billing.read_ack("BILLSYS-20261201-001")["header"]["invoices_issued"] == 4
+    assert pg_platform.query("SELECT document_kind FROM delivery_register ORDER BY 1") == [
+        ("BILLING_ACKNOWLEDGEMENT",), ("LEDGER_POSTING",)]
+    assert pg_platform.query("SELECT kind, status FROM batches WHERE feed = 'billing' ORDER BY kind") == [
+        ("BILLING_LOAD", "ACKNOWLEDGED"), ("BILLING_POSTING", "POSTED")]
