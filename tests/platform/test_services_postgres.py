@@ -192,3 +192,36 @@ def test_a_refused_inbound_entry_on_postgres_is_a_job_error_there_and_trips_its_
     [alert] = pg_platform.query("SELECT kind, source_ref, status FROM email_outbox")
     assert alert == ("ALERT", "inbound_entries_refused", "SENT")  # written as an .eml (no SMTP host configured)
     assert result.success
+
+
+def test_sftp_pickup_on_postgres_records_each_file_in_the_store_and_takes_it_once(pg_platform, sftp_server,
+                                                                                   tmp_path):
+    import shutil
+
+    import yaml
+
+    from cmp_pipelines.core.config import load_partners
+    from cmp_pipelines.core.transports import pickup_inbound
+
+    config = tmp_path / "config"
+    shutil.copytree(CONFIG, config)
+    partners_file = config / "partners.yaml"
+    document_ = yaml.safe_load(partners_file.read_text())
+    [paypoint] = [p for p in document_["partners"] if p["partner_id"] == "PAYPOINT"]
+    paypoint["transport"] = sftp_server.transport(remote_folder="pg-to-paypoint",
+                                                  pickup=[{"feed": "nrp", "remote_folder": "pg-from-paypoint"}])
+    partners_file.write_text(yaml.safe_dump(document_))
+    (sftp_server.root / "pg-from-paypoint").mkdir()
+    (sftp_server.root / "pg-from-paypoint/PAYPOINT-1.json.enc").write_bytes(b"ciphertext as the partner sent it")
+    partner = load_partners(config)["PAYPOINT"]
+
+    for _ in range(2):  # the second poll finds nothing left to take
+        with pg_duck() as con:
+            outcomes = pickup_inbound(con, partner, pg_platform.root, pg_platform.root / "keys", datetime.now(UTC),
+                                      store=pg_platform.files)
+        assert all(o.error is None for o in outcomes), outcomes
+    assert pg_platform.files.read_bytes("inbound/nrp/PAYPOINT/PAYPOINT-1.json.enc") == (
+        b"ciphertext as the partner sent it")
+    assert sftp_server.files("pg-from-paypoint") == {}
+    assert pg_platform.query("SELECT feed, remote_path, local_path, removed_at IS NOT NULL FROM sftp_pickups") == [
+        ("nrp", "pg-from-paypoint/PAYPOINT-1.json.enc", "inbound/nrp/PAYPOINT/PAYPOINT-1.json.enc", True)]
