@@ -10,7 +10,7 @@ import tempfile
 os.environ.setdefault("CMP_OPERATOR", "demo.admin")
 
 from tests.support.api import api, api_instance  # noqa: F401
-from tests.support.billing import billing  # noqa: F401
+from tests.support.billing import any_billing, billing  # noqa: F401
 from tests.support.console import console  # noqa: F401
 from tests.support.dagster import dagster_home_template, instance  # noqa: F401
 from tests.support.hardware import hardware  # noqa: F401

@@ -20,7 +20,7 @@ from cmp_pipelines.api.setup import _problem
 from cmp_pipelines.core.cards import mask_pans_in
 from cmp_pipelines.core.config import load_payment_terms
 from cmp_pipelines.core.db.connection import StoreBusyError
-from cmp_pipelines.core.invoicing import issue_invoice, put_account
+from cmp_pipelines.core.invoicing import issue_invoice, issue_invoice_postgres, put_account
 from cmp_pipelines.core.payment_setup import SetupError
 from cmp_pipelines.core.settings import paths, store
 
@@ -48,13 +48,21 @@ class IssueInvoice(Strict):
                             examples=["2026-12-01"])
 
 
-def _write(ctx, work, *, postgres: bool = True):
+def _on_postgres(work):
+    """Run `work(mirror)` on a scratch DuckDB linked to the PostgreSQL store (core/db/mirror.py): for work whose
+    rules are DuckDB SQL (an invoice posts to the ledger set-based)."""
+    from cmp_pipelines.core.db.mirror import mirrored
+
+    try:
+        with mirrored() as mirror:
+            return work(mirror)
+    except SetupError as exc:
+        raise _problem(exc) from None
+
+
+def _write(ctx, work):
     """Run `work(con)` on the main store through the backend (embedded: cmp.duckdb, refused with 503 when a
-    pipeline run keeps it past the short wait; PostgreSQL: one transaction). `postgres=False`: the work is not
-    built for PostgreSQL yet and is refused there with 501 rather than written to the embedded file."""
-    if not postgres and store().backend == "postgres":
-        raise Problem(501, "issuing an invoice through the API is not available on the PostgreSQL store yet; use "
-                           "the billing run file", slug="not-implemented")
+    pipeline run keeps it past the short wait; PostgreSQL: one transaction)."""
     try:
         return ctx.backend.on_main_store(work)
     except StoreBusyError:
@@ -94,8 +102,13 @@ def post_invoice(account_number: AccountPath, body: IssueInvoice, idempotency_ke
         raise Problem(422, f"Idempotency-Key {mask_pans_in(idempotency_key)!r} contains a card number; use "
                            "another random key", field="Idempotency-Key")
     terms = load_payment_terms(paths().config_dir)
-    replayed, view = _write(ctx, lambda con: issue_invoice(
-        con, number, body.model_dump(), terms=terms, client_id=who.client_id, idempotency_key=idempotency_key,
-        now=ctx.now()), postgres=False)  # it posts to the ledger with DuckDB's `post`
+    if store().backend == "postgres":  # the same rules on a scratch DuckDB, pushed in one transaction
+        replayed, view = _on_postgres(lambda mirror: issue_invoice_postgres(
+            mirror, number, body.model_dump(), terms=terms, client_id=who.client_id,
+            idempotency_key=idempotency_key, now=ctx.now()))
+    else:
+        replayed, view = _write(ctx, lambda con: issue_invoice(
+            con, number, body.model_dump(), terms=terms, client_id=who.client_id, idempotency_key=idempotency_key,
+            now=ctx.now()))
     return JSONResponse(view, status_code=200 if replayed else 201,
                         headers={"Idempotent-Replayed": "true"} if replayed else {})

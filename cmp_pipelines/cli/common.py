@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -51,6 +52,29 @@ def _connect(read_only: bool = False):
         return connect(paths().database, read_only=read_only, wait_seconds=30)
     except StoreBusyError as exc:
         _fail(str(exc))
+
+
+@contextmanager
+def _service_connect(read_only: bool = False):
+    """The store for the service commands (probes, summary, deliveries, events): the DuckDB file, or with
+    CMP_DATABASE_URL set PostgreSQL itself (core/db/pg_duck.py; an unreachable server is a clear error)."""
+    from cmp_pipelines.core.settings import store
+
+    if store().backend != "postgres":
+        with _connect(read_only=read_only) as con:
+            yield con
+        return
+    from cmp_pipelines.core.db.pg_duck import open_pg_duck
+    from cmp_pipelines.core.db.postgres import PostgresStoreError
+
+    try:
+        con = open_pg_duck()
+    except PostgresStoreError as exc:
+        _fail(str(exc))
+    try:
+        yield con
+    finally:
+        con.close()
 
 
 def _refusals_as_errors(action, config, refusal: type[ValueError]):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from cmp_pipelines.cli.common import _connect, _fail, _load_config, _not_found
+from cmp_pipelines.cli.common import _fail, _load_config, _not_found, _service_connect
 from cmp_pipelines.core.settings import paths
 
 EVENT_STATUSES = ("NEW", "PENDING", "DONE", "FAILED")
@@ -37,7 +37,7 @@ def events_list(account: str | None, status: str | None, limit: int, as_json: bo
     """The newest workflow events with their dispatch status."""
     from cmp_pipelines.core.workflow import events as query
 
-    with _connect(read_only=True) as con:
+    with _service_connect(read_only=True) as con:
         rows = query(con, account=account, status=status, limit=limit)
     if as_json:
         click.echo(json.dumps(rows, indent=2, default=str))
@@ -62,7 +62,7 @@ def events_show(event_id: int) -> None:
     """One event: what raised it, its action, attempts, result or last error, and its e-mail."""
     from cmp_pipelines.core.workflow import events as query
 
-    with _connect(read_only=True) as con:
+    with _service_connect(read_only=True) as con:
         rows = query(con, event_id=event_id, limit=1)
         if not rows:
             _not_found("event", str(event_id))
@@ -98,7 +98,7 @@ def events_retry(event_ids: tuple[int, ...]) -> None:
     from cmp_pipelines.core.workflow import retry
 
     actions = _load_config(load_workflow_actions)
-    with _connect() as con:
+    with _service_connect() as con:
         try:
             changed = retry(con, actions, list(event_ids), datetime.now(UTC))
         except LookupError as exc:
@@ -115,7 +115,7 @@ def events_dispatch() -> None:
     from cmp_pipelines.core.dispatcher import run_dispatcher
     from cmp_pipelines.core.outbox import SmtpSettings
 
-    with _connect() as con:
+    with _service_connect() as con:
         try:
             summary = run_dispatcher(con, paths().config_dir, SmtpSettings.from_env(), datetime.now(UTC))
         except ConfigError as exc:
@@ -127,7 +127,7 @@ def events_dispatch() -> None:
 @click.option("--queue", default=None, help="Only this queue.")
 def events_tasks(queue: str | None) -> None:
     """Operator tasks the workflow actions opened."""
-    with _connect(read_only=True) as con:
+    with _service_connect(read_only=True) as con:
         rows = con.execute("SELECT event_id, queue, status, account_number, summary, created_at FROM operator_tasks "
                            "WHERE ? IS NULL OR queue = ? ORDER BY event_id", [queue, queue]).fetchall()
     if not rows:
@@ -203,7 +203,7 @@ def messages_outbox(status: str | None, kind: str | None, limit: int) -> None:
     """What the platform queued to send: status, attempts and the last SMTP error of each message."""
     from cmp_pipelines.core.outbox import listing
 
-    with _connect(read_only=True) as con:
+    with _service_connect(read_only=True) as con:
         rows = listing(con, status, kind, limit)
     if not rows:
         click.echo("the outbox is empty")

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import click
 
-from cmp_pipelines.cli.common import _config, _connect, _fail
+from cmp_pipelines.cli.common import _config, _fail, _service_connect
 
 
 @click.group()
@@ -24,7 +24,7 @@ def deliveries_list(status: str | None, partner: str | None, limit: int, as_json
     """The newest documents of the register, with their status, attempts and last error."""
     from cmp_pipelines.core.delivery import list_deliveries
 
-    with _connect(read_only=True) as con:
+    with _service_connect(read_only=True) as con:
         rows = list_deliveries(con, status, partner, limit)
     if as_json:
         click.echo(json.dumps(rows, indent=2, default=str))
@@ -53,13 +53,13 @@ def deliveries_retry(delivery_ids: tuple[int, ...], all_failed: bool, send_now: 
 
     if not delivery_ids and not all_failed:
         _fail("name the documents to retry (their ids, from `deliveries list --status FAILED`) or give --all")
-    with _connect() as con:
+    with _service_connect() as con:
         count = retry(con, list(delivery_ids) or None, datetime.now(UTC))
     click.echo(f"{count} document(s) due again")
     if send_now and count:
         partners, _ = _config()
         p = paths()
-        report = deliver_pending(lambda: _connect(), partners, p.data_dir, p.keys_dir, source=document_source(),
+        report = deliver_pending(lambda: _service_connect(), partners, p.data_dir, p.keys_dir, source=document_source(),
                                  ids=list(delivery_ids) or None)
         for item in report.sent:
             click.echo(f"sent    {item.partner} {item.remote_name}")

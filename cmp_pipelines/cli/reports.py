@@ -6,7 +6,7 @@ import json
 
 import click
 
-from cmp_pipelines.cli.common import _connect
+from cmp_pipelines.cli.common import _service_connect
 
 PROBE_COLUMNS = ("STATUS", "TYPE", "VALUE", "THRESHOLD", "PROBE")
 
@@ -32,7 +32,7 @@ def probes(as_json: bool) -> None:
     """The latest value and status of every probe."""
     from cmp_pipelines.core.probe_queries import latest
 
-    with _connect(read_only=True) as con:
+    with _service_connect(read_only=True) as con:
         rows = latest(con)
     records = [
         {"probe": r[0], "name": r[1], "type": r[2], "value": r[3], "threshold": r[4],
@@ -55,7 +55,7 @@ def summary() -> None:
     from cmp_pipelines.core.accounts import platform_summary
     from cmp_pipelines.core.probe_queries import latest
 
-    with _connect(read_only=True) as con:
+    with _service_connect(read_only=True) as con:
         text, rows = platform_summary(con), latest(con)
     # The probe section is drawn here, with the same labelled columns as `probes`.
     click.echo(text)

@@ -68,16 +68,18 @@ def account_view(con: duckdb.DuckDBPyConnection, account_number: str) -> dict | 
 def platform_summary(con: duckdb.DuckDBPyConnection) -> str:
     lines = ["Batches:"]
     for kind, status, count, records, total in con.execute(
-        "SELECT kind, status, count(*), sum(record_count), minor_to_decimal(sum(total_minor)) FROM batches "
-        "GROUP BY ALL ORDER BY ALL"
+        "SELECT kind, status, count(*), sum(record_count)::BIGINT, minor_to_decimal(sum(total_minor)::BIGINT) "
+        "FROM batches GROUP BY kind, status ORDER BY kind, status"  # words both stores accept
     ).fetchall():
         lines.append(f"  {kind:16} {status:13} {count:>5} batch(es) {records:>9} records  total {total}")
     postings, total = con.execute(
-        "SELECT count(*), minor_to_decimal(coalesce(sum(amount_minor), 0)) FROM ledger_postings WHERE kind <> 'INVOICE'"
+        "SELECT count(*), minor_to_decimal(coalesce(sum(amount_minor), 0)::BIGINT) FROM ledger_postings "
+        "WHERE kind <> 'INVOICE'"
     ).fetchone()
     lines.append(f"Ledger: {postings} payment posting(s), net {total}")
     quarantined = con.execute(
-        "SELECT partner, file_name, error_code, error FROM inbound_files WHERE status = 'QUARANTINED' ORDER BY ALL"
+        "SELECT partner, file_name, error_code, error FROM inbound_files WHERE status = 'QUARANTINED' "
+        "ORDER BY partner, file_name, error_code, error"
     ).fetchall()
     lines.append(f"Quarantined files: {len(quarantined)}")
     lines += [f"  {p}/{name}: {code} - {error}" for p, name, code, error in quarantined]

@@ -145,6 +145,9 @@ def claim_due(con: duckdb.DuckDBPyConnection, worker: str, now: datetime, *, max
                 WHERE status IN ('PENDING', 'FAILED') AND attempts < $max AND next_attempt_at <= $now
                   AND (claim_expires_at IS NULL OR claim_expires_at <= $now) {only}
                 ORDER BY delivery_id LIMIT $limit)
+              -- again on the row itself: PostgreSQL re-checks these (not the subquery) on a row another claimer
+              -- changed meanwhile, so the later claimer skips it instead of claiming it twice
+              AND status IN ('PENDING', 'FAILED') AND (claim_expires_at IS NULL OR claim_expires_at <= $now)
             RETURNING delivery_id, document_kind, partner, local_path, remote_name, sha256, size_bytes, attempts
             """,
             {"worker": worker, "until": now + timedelta(seconds=CLAIM_SECONDS), "now": now, "max": max_attempts,

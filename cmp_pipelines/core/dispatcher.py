@@ -16,6 +16,17 @@ from cmp_pipelines.core.templates import Templates
 
 def run_dispatcher(con: duckdb.DuckDBPyConnection, config_dir: Path, smtp: outbox.SmtpSettings,
                    now: datetime) -> dict:
+    """On PostgreSQL (`con` a core/db/pg_duck.PgDuck) the whole pass holds one advisory lock: two dispatchers at
+    once (two daemons, the CLI beside the daemon) run one after the other, and the second finds the first's
+    events DONE and its messages SENT, so nothing is sent twice. The embedded store's single writer does that."""
+    exclusive = getattr(con, "exclusive", None)
+    if exclusive is None:
+        return _dispatch_pass(con, config_dir, smtp, now)
+    with exclusive("workflow:dispatch"):
+        return _dispatch_pass(con, config_dir, smtp, now)
+
+
+def _dispatch_pass(con, config_dir: Path, smtp: outbox.SmtpSettings, now: datetime) -> dict:
     recipients = load_alerts(config_dir)
     quarantined = alerts.queue_quarantine_alerts(con, recipients, now)
     failed_runs = alerts.queue_spooled_run_failures(con, recipients, now)

@@ -166,6 +166,52 @@ def issue_invoice(con: duckdb.DuckDBPyConnection, number: str, body: dict, *, te
     return False, invoice_details(con, invoice_number)
 
 
+def issue_invoice_postgres(mirror, number: str, body: dict, *, terms: PaymentTermsConfig, client_id: str,
+                           idempotency_key: str, now: datetime) -> tuple[bool, dict]:
+    """`issue_invoice` on PostgreSQL (`mirror`, core/db/mirror.Mirror): the same rules on the scratch DuckDB, fed
+    with what they read, and what they wrote pushed in ONE transaction.
+
+    The day's API invoices share one posting batch (`INVOICES` `API-<day>`), so issuing holds an advisory lock on
+    that batch from the first pull to the commit: two calls at once run one after the other, each pulling after
+    the other committed, so neither can issue an invoice number or replay a key the other just used, attach a
+    pending hardware charge twice, or count the batch without the other's postings. The invoice UNIQUE key and
+    the ledger's idempotency keys would refuse a double anyway; the lock turns that into the embedded store's
+    answers (409, a replay) instead of an error. Billing calls are few: the lock is never a bottleneck."""
+    invoice_number = body.get("invoice_number") or ""
+    batch = batch_id_of("INVOICES", f"API-{now:%Y%m%d}")
+    with mirror.transaction():
+        mirror.lock(f"invoices:{batch}")
+        mirror.pull("invoice_requests", "client_id = $1 AND idempotency_key = $2", [client_id, idempotency_key],
+                    key=["client_id", "idempotency_key"])
+        mirror.pull("accounts", "account_number = $1", [number], key=["account_number"])
+        earlier = mirror.query("SELECT invoice_number FROM invoice_requests WHERE client_id = $1 "
+                               "AND idempotency_key = $2", [client_id, idempotency_key]).column(0).to_pylist()
+        for wanted in {invoice_number, *earlier}:
+            mirror.pull("invoices", "invoice_number = $1", [wanted], key=["invoice_number"])
+            mirror.pull("hw_pending_charges", "invoice_number = $1", [wanted], key=["order_id"])
+        mirror.pull("hw_pending_charges", "account_number = $1 AND invoice_number IS NULL", [number],
+                    key=["order_id"])
+        mirror.pull("ledger_postings", "invoice_number = $1", [invoice_number], key=["idempotency_key"])
+        replayed, view = issue_invoice(mirror.con, number, body, terms=terms, client_id=client_id,
+                                       idempotency_key=idempotency_key, now=now)
+        if replayed:
+            return replayed, view
+        invoice, posted = {"invoice": invoice_number}, {"batch": batch, "now": now}
+        mirror.push("invoices", "invoice_number = $invoice", invoice)
+        mirror.push("invoice_requests", "client_id = $client AND idempotency_key = $key",
+                    {"client": client_id, "key": idempotency_key})
+        mirror.push_update("hw_pending_charges", ["order_id"], ["invoice_number", "invoiced_at"],
+                           "invoice_number = $invoice", invoice)
+        mirror.push_new("ledger_postings", "posting_id", "batch_id = $batch AND posted_at = $now", posted)
+        mirror.upsert("batches", ["batch_id"], "batch_id = $batch", {"batch": batch})
+        mirror.execute(  # the scratch counted only this call's postings: the day's batch counted in PostgreSQL
+            "UPDATE batches b SET record_count = x.n, accepted_count = x.n, total_minor = x.total "
+            "FROM (SELECT count(*) AS n, coalesce(sum(amount_minor), 0)::BIGINT AS total FROM ledger_postings "
+            "WHERE batch_id = $1) x WHERE b.batch_id = $1", [batch])
+        mirror.push("job_runs", "batch_id = $batch AND started_at = $now", posted)
+    return replayed, view
+
+
 def invoice_details(con: duckdb.DuckDBPyConnection, invoice_number: str) -> dict:
     row = con.execute("SELECT invoice_number, account_number, issued_on, due_on, amount_minor, currency "
                       "FROM invoices WHERE invoice_number = ?", [invoice_number]).fetchone()

@@ -455,3 +455,23 @@ def write_posting_file(
     con.execute("UPDATE batches SET output_path = ? WHERE batch_id = ?", [path, batch_id])
     enqueue(con, files, "LEDGER_POSTING", path, reference=batch_id, now=now)
     return path, count, total
+
+
+def write_posting_file_postgres(mirror, files: FileStoreLike, batch_id: str, source: str,
+                                now: datetime) -> str | None:
+    """`write_posting_file` for a batch PostgreSQL holds (`mirror`, core/db/mirror.Mirror): under an advisory lock
+    on the batch, if its file is still unwritten, its postings and batch row are pulled into the scratch, the
+    file is written there by the same code, and the batch's output path and the delivery registration are pushed
+    in one transaction. Returns the path, or None when another writer had already written it (two Ledger Monitors
+    at once write one file)."""
+    with mirror.transaction():
+        mirror.lock(f"posting_file:{batch_id}")
+        if mirror.query("SELECT 1 FROM batches WHERE batch_id = $1 AND output_path IS NULL",
+                        [batch_id]).num_rows == 0:
+            return None
+        mirror.pull("batches", "batch_id = $1", [batch_id], key=["batch_id"])
+        mirror.pull("ledger_postings", "batch_id = $1", [batch_id], key=["idempotency_key"])
+        path = write_posting_file(mirror.con, files, batch_id, source, now)[0]
+        mirror.upsert("batches", ["batch_id"], "batch_id = $batch", {"batch": batch_id})
+        mirror.push_deliveries(now)
+    return path

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import duckdb
 
 from cmp_pipelines.core.config import ProbeConfig
+from cmp_pipelines.core.db.pg_duck import dialect
 from cmp_pipelines.core.delivery import RECEIPTED_KINDS
 from cmp_pipelines.core.probe_queries_hardware import HARDWARE_PROBE_SQL
 from cmp_pipelines.core.probes import NRP_PROBES, ProbeDefinition
@@ -110,6 +111,14 @@ PROBE_SQL = {
 PROBE_SQL.update(HARDWARE_PROBE_SQL)
 
 
+def postgres_sql(sql: str) -> str:
+    """A probe's query in PostgreSQL's words: it has no `rowid` (the latest batch's tie on created_at is broken by
+    its id instead), divides integers with `/` where DuckDB writes `//`, and makes a day interval with
+    `make_interval` where DuckDB writes `to_days`."""
+    return (sql.replace(", rowid DESC", ", batch_id DESC").replace(" // ", " / ")
+            .replace("to_days(", "make_interval(days => "))
+
+
 @dataclass
 class ProbeOutcome:
     probe: ProbeDefinition
@@ -139,6 +148,8 @@ def evaluate(
         config = configs[probe.probe_id]
         window_start = now - timedelta(hours=config.window_hours)
         sql = PROBE_SQL[probe.probe_id]
+        if dialect(con) == "postgres":
+            sql = postgres_sql(sql)
         values = {"day_start": day_start, "window_start": window_start, "now": now,
                   "older_than": now - timedelta(minutes=config.older_than_minutes or 0)}
         params = {k: v for k, v in values.items() if f"${k}" in sql}
@@ -174,6 +185,14 @@ def already_alerted_today(con: duckdb.DuckDBPyConnection, outcome: ProbeOutcome)
 
 
 def latest(con: duckdb.DuckDBPyConnection) -> list[tuple]:
+    if dialect(con) == "postgres":
+        return con.execute(
+            """
+            SELECT DISTINCT ON (probe_id) probe_id, probe_name, probe_type, value, threshold, tripped, notified,
+                   evaluated_at
+            FROM probe_results ORDER BY probe_id, evaluated_at DESC
+            """
+        ).fetchall()
     return con.execute(
         """
         SELECT probe_id, probe_name, probe_type, value, threshold, tripped, notified, evaluated_at

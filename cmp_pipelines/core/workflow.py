@@ -42,8 +42,9 @@ def register_events(con: duckdb.DuckDBPyConnection, actions: WorkflowActions, no
                     event_types: list[str] | None = None) -> int:
     """Give every event not yet known (of `event_types`, if given) its action (set-based: a day's events are one
     statement)."""
-    con.execute("CREATE OR REPLACE TEMP TABLE wf_rules (event_type VARCHAR, event_code VARCHAR, action VARCHAR, "
-                "target VARCHAR)")
+    con.execute("CREATE TEMP TABLE IF NOT EXISTS wf_rules (event_type VARCHAR, event_code VARCHAR, action VARCHAR, "
+                "target VARCHAR)")  # words both stores accept (the dispatcher runs on PostgreSQL too)
+    con.execute("DELETE FROM wf_rules")
     con.executemany("INSERT INTO wf_rules VALUES (?, ?, ?, ?)",
                     [[a.event_type, a.event_code, a.action, a.target] for a in actions.actions.values()])
     return con.execute(
@@ -62,7 +63,7 @@ def register_events(con: duckdb.DuckDBPyConnection, actions: WorkflowActions, no
         LEFT JOIN wf_rules x ON x.event_type = e.event_type AND x.event_code = e.event_code
         LEFT JOIN wf_rules w ON w.event_type = e.event_type AND w.event_code = '*'
         WHERE NOT EXISTS (SELECT 1 FROM workflow_dispatch d WHERE d.event_id = e.event_id)
-          AND ($types IS NULL OR list_contains($types, e.event_type))
+          AND (CAST($types AS VARCHAR[]) IS NULL OR e.event_type IN (SELECT unnest(CAST($types AS VARCHAR[]))))
         """,
         {"now": now, "types": event_types},
     ).fetchone()[0]
@@ -70,8 +71,9 @@ def register_events(con: duckdb.DuckDBPyConnection, actions: WorkflowActions, no
 
 _DUE = """
 WITH due AS (SELECT * FROM workflow_dispatch WHERE status = 'PENDING' AND next_attempt_at <= $now
-               AND ($types IS NULL OR event_id IN (SELECT event_id FROM workflow_events
-                                                   WHERE list_contains($types, event_type)))
+               AND (CAST($types AS VARCHAR[]) IS NULL OR event_id IN (
+                    SELECT event_id FROM workflow_events
+                    WHERE event_type IN (SELECT unnest(CAST($types AS VARCHAR[])))))
              ORDER BY event_id LIMIT $limit),
 card AS (SELECT transaction_id, amount_minor, currency, invoice_number, due_on, retry_due_on FROM card_transactions
          WHERE transaction_id IN (SELECT e.source_ref FROM workflow_events e JOIN due USING (event_id))),

@@ -34,7 +34,7 @@ def inbound_refused_entries(context: dg.AssetExecutionContext, database: Databas
         raise dg.Failure(description="inbound_refused_entries records an entry an inbound sensor refused; it runs "
                                      f"from the sensor's request, whose tags {FEED_TAG}, {ENTRY_TAG} and "
                                      f"{REFUSED_TAG} name it")
-    with database.connection() as con:
+    with database.service() as con:  # on PostgreSQL the store itself (a job error kept with the others)
         record_refusal(con, feed, entry, why, datetime.now(UTC))
     context.log.warning(f"refused {entry}: {why}")
     return dg.MaterializeResult(metadata={"feed": feed, "entry": entry, "reason": why})

@@ -33,7 +33,8 @@ def probe_checks(
     def _checks(context: dg.AssetCheckExecutionContext, database: Database, notifier: Notifier):
         """Evaluate every probe, record it, and e-mail the recipients of each tripped alert probe."""
         configs = load_probes(paths().config_dir)
-        with database.connection() as con:
+        # on PostgreSQL the store itself (what the run's steps committed there), not the run's scratch
+        with database.service() as con:
             for outcome in probe_service.evaluate(con, configs, probes=probes):
                 delivered = ""
                 if (

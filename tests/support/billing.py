@@ -3,6 +3,7 @@ billing run file and run its steps as the job does."""
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from datetime import datetime
 from decimal import Decimal
 
@@ -10,6 +11,7 @@ import orjson
 import pytest
 
 from cmp_pipelines.core.config import load_partners, load_payment_terms
+from cmp_pipelines.core.db.mirror import mirrored
 from cmp_pipelines.core.intake import FileQuarantined, partition_key, sha256_hex
 from cmp_pipelines.core.settings import PROJECT_ROOT
 from cmp_pipelines.defs.billing.flow import BillingRun, LoadResult
@@ -69,14 +71,24 @@ class Billing:
         path = self.platform.files.write_bytes(f"inbound/billing/{partner}/{name}", data)
         return partition_key(partner, name, sha256_hex(self.platform.files.read_bytes(path)))
 
-    def flow(self, con, now: datetime = NOW) -> BillingRun:
+    def flow(self, con, now: datetime = NOW, mirror=None) -> BillingRun:
         return BillingRun(con, self.platform.files, self.platform.keyring, load_partners(CONFIG),
-                          load_payment_terms(CONFIG), now)
+                          load_payment_terms(CONFIG), now, mirror)
+
+    @contextmanager
+    def opened(self, now: datetime = NOW):
+        """The flow on the platform's store: the DuckDB file, or (PostgreSQL) a scratch linked to it."""
+        url = getattr(self.platform, "url", "")
+        if url:
+            with mirrored(url) as mirror:
+                yield self.flow(mirror.con, now, mirror)
+            return
+        with self.platform.connect() as con:
+            yield self.flow(con, now)
 
     def process(self, key: str, now: datetime = NOW) -> LoadResult:
         """The four steps of the billing run job for one file."""
-        with self.platform.connect() as con:
-            flow = self.flow(con, now)
+        with self.opened(now) as flow:
             load = flow.load(key)
             flow.write_posting_file(flow.post(load))
             flow.acknowledge(load)
@@ -108,3 +120,10 @@ class Billing:
 def billing(platform) -> Billing:
     platform.keyring.init_keys(PARTNER)
     return Billing(platform)
+
+
+@pytest.fixture
+def any_billing(any_platform) -> Billing:
+    """`billing` on either store (PostgreSQL: `make test-pg`)."""
+    any_platform.keyring.init_keys(PARTNER)
+    return Billing(any_platform)

@@ -33,7 +33,7 @@ class PgPlatform(Platform):
 
     def query(self, sql: str, params=None) -> list[tuple]:
         with psycopg.connect(self.url) as con:
-            return con.execute(sql.replace("?", "%s"), params or []).fetchall()
+            return con.execute(sql.replace("%", "%%").replace("?", "%s"), params or []).fetchall()
 
     def balance(self, account: str) -> int:
         return self.query("SELECT coalesce(sum(amount_minor), 0) FROM ledger_postings WHERE account_number = ?",
@@ -48,7 +48,7 @@ class PgPlatform(Platform):
 
     def execute(self, sql: str, params=None) -> None:
         with psycopg.connect(self.url) as con:
-            con.execute(sql.replace("?", "%s"), params or [])
+            con.execute(sql.replace("%", "%%").replace("?", "%s"), params or [])
 
     def payment_postings(self) -> int:
         return self.query("SELECT count(*) FROM ledger_postings WHERE kind = 'PAYMENT'")[0][0]

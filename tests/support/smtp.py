@@ -3,6 +3,7 @@ to make it refuse (a 550 or 451 answer to DATA) or to stop listening."""
 
 from __future__ import annotations
 
+import asyncio
 import email
 import socket
 from email.message import Message
@@ -15,8 +16,11 @@ class Inbox:
     def __init__(self):
         self.messages: list[tuple[list[str], Message]] = []
         self.refuse_with: str | None = None  # e.g. "550 5.7.1 mailbox unavailable"
+        self.slow_seconds = 0.0  # answer each message this late: a sender is still mid-session when others start
 
     async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd's hook name
+        if self.slow_seconds:
+            await asyncio.sleep(self.slow_seconds)
         if self.refuse_with:
             return self.refuse_with
         self.messages.append((list(envelope.rcpt_tos), email.message_from_bytes(envelope.content)))

@@ -177,6 +177,23 @@ class Mirror:
             cur.execute(f"INSERT INTO delivery_register (delivery_id, {columns}) "
                         f"SELECT nextval('delivery_register_seq'), {columns} FROM {stage} ON CONFLICT DO NOTHING")
 
+    def push_new(self, table: str, id_column: str, where: str, params: dict | None = None) -> int:
+        """Insert the scratch rows of `table` matching `where` into PostgreSQL without their `id_column`, which
+        PostgreSQL's own sequence (the column's default) draws in the scratch's id order; a row whose unique key is
+        already there is skipped (ON CONFLICT DO NOTHING). For rows numbered by a sequence, such as ledger
+        postings, whose scratch numbers would collide with PostgreSQL's. Returns the rows inserted."""
+        stage = f"push_new_{table}"
+        self.settle()
+        reader = arrow_batches(self.con, f"SELECT * FROM {table} WHERE {where}", params)  # noqa: S608
+        columns = ", ".join(f'"{f.name}"' for f in reader.schema if f.name != id_column)
+        with self.guarded(), self.pg.cursor() as cur:
+            cur.execute(f"DROP TABLE IF EXISTS pg_temp.{stage}")
+            cur.execute(f"CREATE TEMP TABLE {stage} (LIKE {table}) ON COMMIT DROP")
+            ingest_adbc(cur, stage, reader, temporary=True)
+            cur.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {stage} ORDER BY {id_column} "
+                        "ON CONFLICT DO NOTHING")
+            return cur.rowcount
+
     def execute(self, sql: str, params: Sequence | None = None) -> None:
         with self.guarded(), self.pg.cursor() as cur:
             cur.execute(sql, list(params) if params else None)

@@ -15,9 +15,10 @@ GROUP = "billing"
 billing_files_partitions = dg.DynamicPartitionsDefinition(name="billing_files")
 
 
-def open_flow(con, file_store: FileStore, cipher: PartnerCipher) -> BillingRun:
+def open_flow(con, file_store: FileStore, cipher: PartnerCipher, mirror=None) -> BillingRun:
     config = paths().config_dir
-    return BillingRun(con, file_store, cipher.keyring(), load_partners(config), load_payment_terms(config))
+    return BillingRun(con, file_store, cipher.keyring(), load_partners(config), load_payment_terms(config),
+                      mirror=mirror)
 
 
 def _load_metadata(load: LoadResult) -> dict:
@@ -51,8 +52,8 @@ def _load_metadata(load: LoadResult) -> dict:
 def billing_run_batch(
     context: dg.AssetExecutionContext, database: Database, file_store: FileStore, cipher: PartnerCipher
 ) -> dg.MaterializeResult:
-    with database.connection() as con:
-        flow = open_flow(con, file_store, cipher)
+    with database.flow_store() as (con, mirror):  # on PostgreSQL the run's scratch and its link
+        flow = open_flow(con, file_store, cipher, mirror)
         try:
             load = flow.load(context.partition_key)
         except FileQuarantined as quarantined:
@@ -84,8 +85,8 @@ def billing_run_batch(
 def billing_posting_batch(
     context: dg.AssetExecutionContext, database: Database, file_store: FileStore, cipher: PartnerCipher
 ) -> dg.MaterializeResult:
-    with database.connection() as con:
-        flow = open_flow(con, file_store, cipher)
+    with database.flow_store() as (con, mirror):  # on PostgreSQL the run's scratch and its link
+        flow = open_flow(con, file_store, cipher, mirror)
         load = flow.loaded(context.partition_key)
         result = flow.post(load)
     posted = result.posted
@@ -111,8 +112,8 @@ def billing_posting_batch(
 def billing_ledger_posting_file(
     context: dg.AssetExecutionContext, database: Database, file_store: FileStore, cipher: PartnerCipher
 ) -> dg.MaterializeResult:
-    with database.connection() as con:
-        flow = open_flow(con, file_store, cipher)
+    with database.flow_store() as (con, mirror):  # on PostgreSQL the run's scratch and its link
+        flow = open_flow(con, file_store, cipher, mirror)
         result = flow.posted(flow.loaded(context.partition_key))
         path = flow.write_posting_file(result)
     return dg.MaterializeResult(metadata={
@@ -137,8 +138,8 @@ def billing_ledger_posting_file(
 def billing_acknowledgement(
     context: dg.AssetExecutionContext, database: Database, file_store: FileStore, cipher: PartnerCipher
 ) -> dg.MaterializeResult:
-    with database.connection() as con:
-        flow = open_flow(con, file_store, cipher)
+    with database.flow_store() as (con, mirror):  # on PostgreSQL the run's scratch and its link
+        flow = open_flow(con, file_store, cipher, mirror)
         load = flow.loaded(context.partition_key)
         path = flow.acknowledge(load)
     metadata = _load_metadata(load)

@@ -65,7 +65,10 @@ def one_off_ledger_postings(database: Database, file_store: FileStore) -> dg.Mat
     settings = load_provider_settings(paths().config_dir)
     url = _postgres_url()
     if url:
-        result = one_off.post_to_ledger_postgres(url, settings, _now())
+        now = _now()
+        result = one_off.post_to_ledger_postgres(url, settings, now)
+        written = one_off.write_posting_files_postgres(url, file_store, now)
+        result.posting_file = written.get(result.batch_id) if result.batch_id else None
         preview = _postgres_preview(url, result.batch_id)
         return dg.MaterializeResult(metadata=_posting_metadata(result, preview))
     with database.connection() as con:

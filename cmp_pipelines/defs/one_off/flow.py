@@ -175,6 +175,24 @@ def post_to_ledger(con: duckdb.DuckDBPyConnection, api: ApiStore, files: FileSto
                          posted.total_minor if posted else 0, events, path)
 
 
+def write_posting_files_postgres(url: str, files: FileStoreLike, now: datetime) -> dict[str, str]:
+    """On PostgreSQL: the posting file of every one-off batch still without one (this run's, and one a crash after
+    the posting COMMIT left without its file), by `core.ledger.write_posting_file_postgres`; batch -> path."""
+    from cmp_pipelines.core.db.mirror import mirrored
+    from cmp_pipelines.core.ledger import write_posting_file_postgres
+
+    written = {}
+    with mirrored(url) as mirror:
+        pending = mirror.query("SELECT batch_id FROM batches WHERE feed = $1 AND output_path IS NULL "
+                               "AND record_count > 0 ORDER BY 1", [FEED]).column("batch_id").to_pylist()
+        mirror.rollback()
+        for batch_id in pending:
+            path = write_posting_file_postgres(mirror, files, batch_id, FEED, now)
+            if path:
+                written[batch_id] = path
+    return written
+
+
 def unwritten_posting_files(con: duckdb.DuckDBPyConnection) -> list[str]:
     return [row[0] for row in con.execute(
         "SELECT batch_id FROM batches WHERE feed = ? AND output_path IS NULL AND record_count > 0 ORDER BY 1",
@@ -214,7 +232,7 @@ def post_to_ledger_postgres(url: str, settings: ProviderSettings, now: datetime,
     RECORDED), records each in one_off_payments, posts the successes through `post_to_postgres` (the same key
     `one_off:<payment>:PAYMENT`: never twice), raises each failure's workflow event, writes the batch row and
     marks the payments RECORDED with their batch. A crash before COMMIT leaves all of it undone, to be redone.
-    No posting file yet on PostgreSQL (the file writer reads the ledger from DuckDB)."""
+    The posting file is written after the COMMIT (`write_posting_files_postgres`)."""
     from cmp_pipelines.core.db.connection import SQL_MACROS, sql_literal
     from cmp_pipelines.core.db.transfer import adbc_connection, ingest_adbc
     from cmp_pipelines.core.ledger import commit_postgres, post_to_postgres

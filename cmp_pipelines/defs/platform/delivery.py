@@ -1,6 +1,7 @@
 """Delivery of outbound documents and pickup of partners' files from SFTP (issue 17).
 
-`delivery_sensor` reads the delivery register (read-only, briefly) and requests a run of `deliver_documents_job`
+`delivery_sensor` reads the delivery register (read-only, briefly; on PostgreSQL the store itself, where every
+flow registers its documents: `Database.service`) and requests a run of `deliver_documents_job`
 when documents are due; its run key names the due rows and their attempts, so it asks once per state and a
 document that failed asks again only once its backoff is over. The run sends through each partner's transport
 (`core.transports`) and its probes alert on documents left undelivered or unconfirmed.
@@ -12,10 +13,12 @@ from datetime import UTC, datetime
 
 import dagster as dg
 import duckdb
+import psycopg
 
 from cmp_pipelines.core import delivery
 from cmp_pipelines.core.config import SftpTransport, load_partners
 from cmp_pipelines.core.db.connection import StoreBusyError
+from cmp_pipelines.core.db.postgres import PostgresStoreError
 from cmp_pipelines.core.probes import DELIVERY_PROBES
 from cmp_pipelines.core.settings import paths
 from cmp_pipelines.core.transports import deliver_pending, pickup_inbound
@@ -43,7 +46,7 @@ PICKUP_INTERVAL_SECONDS = 60
 def delivered_documents(context: dg.AssetExecutionContext, database: Database) -> dg.MaterializeResult:
     p = paths()
     partners = load_partners(p.config_dir)
-    report = deliver_pending(lambda: database.connection(wait_seconds=60), partners, p.data_dir, p.keys_dir,
+    report = deliver_pending(lambda: database.service(wait_seconds=60), partners, p.data_dir, p.keys_dir,
                              source=document_source())
     for item, why in report.failed:
         context.log.warning(f"{item.document_kind} {item.remote_name} to {item.partner}: {why}")
@@ -70,7 +73,7 @@ def sftp_picked_up_files(context: dg.AssetExecutionContext, database: Database) 
     p = paths()
     partners = load_partners(p.config_dir)
     rows, failures = [], 0
-    with database.connection() as con:
+    with database.service() as con:
         for partner in partners.values():
             for outcome in pickup_inbound(con, partner, p.data_dir, p.keys_dir, datetime.now(UTC),
                                           store=object_store()):
@@ -114,14 +117,16 @@ sftp_pickup_job = dg.define_asset_job(
 )
 def delivery_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
     database = Database()  # not a declared resource: that would open an instance on every tick (lib/inbound_sensor)
-    if not database.file().exists():
+    if not database.exists():
         return dg.SkipReason("no store yet")
     try:
-        with database.connection(read_only=True, wait_seconds=2) as con:
+        with database.service(read_only=True, wait_seconds=2) as con:
             state = delivery.due_state(con, datetime.now(UTC))
     except StoreBusyError:
         return dg.SkipReason("the store is busy (a run is writing); asking again next tick")
-    except duckdb.CatalogException:
+    except PostgresStoreError as exc:
+        return dg.SkipReason(f"the store cannot be reached now ({exc}); asking again next tick")
+    except (duckdb.CatalogException, psycopg.errors.UndefinedTable):
         return dg.SkipReason("the store has no delivery register yet (migrated by `cmp-pipelines init` or any run)")
     if state is None:
         return dg.SkipReason("nothing to deliver")

@@ -3,7 +3,8 @@ run-failure alert sensor.
 
 The dispatcher is a job a sensor starts when there is work (new or due events, due messages, a quarantined file
 not yet alerted), so the store is written under the `cmp_db` pool like every other step and two dispatchers never
-run at once; the sensor itself only reads.
+run at once; the sensor itself only reads. On PostgreSQL both work on the store itself (`Database.service`), and
+the pass holds an advisory lock (core/dispatcher.run_dispatcher), so two dispatchers still never overlap.
 """
 
 from datetime import UTC, datetime
@@ -12,7 +13,8 @@ import dagster as dg
 
 from cmp_pipelines.core import alerts
 from cmp_pipelines.core.cards import mask_pans_in
-from cmp_pipelines.core.db.connection import StoreBusyError, connect
+from cmp_pipelines.core.db.connection import StoreBusyError
+from cmp_pipelines.core.db.postgres import PostgresStoreError
 from cmp_pipelines.core.dispatcher import run_dispatcher
 from cmp_pipelines.core.settings import paths
 from cmp_pipelines.lib.resources.database import DB_POOL, Database
@@ -24,7 +26,7 @@ QUARANTINE_PREFIX = "File quarantined"
 @dg.op(pool=DB_POOL, description="Carries out the configured action of every new workflow event exactly once, "
                                  "queues quarantine alerts and delivers the e-mails due.")
 def dispatch_workflow_events(context: dg.OpExecutionContext, database: Database, notifier: Notifier) -> dg.Output:
-    with database.connection() as con:
+    with database.service() as con:  # on PostgreSQL the store itself, the pass under an advisory lock
         summary = run_dispatcher(con, paths().config_dir, notifier.smtp(), datetime.now(UTC))
     context.log.info(f"dispatch: {summary}")
     return dg.Output(None, metadata={k: dg.MetadataValue.json(v) if isinstance(v, dict) else dg.MetadataValue.int(v)
@@ -52,7 +54,7 @@ _ACTIVE = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.Dagst
 
 
 def pending_work(database: Database, now: datetime) -> int:
-    with connect(database.file(), read_only=True, wait_seconds=2) as con:
+    with database.service(read_only=True, wait_seconds=2) as con:
         return int(con.execute(_WORK_SQL, {"now": now}).fetchone()[0])
 
 
@@ -62,12 +64,14 @@ def pending_work(database: Database, now: datetime) -> int:
                        "dispatcher run is queued or running.")
 def workflow_dispatch_sensor(context: dg.SensorEvaluationContext):
     database = Database()  # not a declared resource: that would open an instance on every tick (lib/inbound_sensor)
-    if not database.file().exists():
+    if not database.exists():
         return dg.SkipReason("no store yet (cmp-pipelines init)")
     try:
         waiting = pending_work(database, datetime.now(UTC)) + len(alerts.spooled_failures())
     except StoreBusyError:
         return dg.SkipReason("the store is busy; looking again at the next tick")
+    except PostgresStoreError as exc:
+        return dg.SkipReason(f"the store cannot be reached now ({exc}); looking again at the next tick")
     if not waiting:
         return dg.SkipReason("nothing to dispatch")
     active = context.instance.get_runs(dg.RunsFilter(job_name=workflow_dispatch_job.name, statuses=_ACTIVE), limit=1)

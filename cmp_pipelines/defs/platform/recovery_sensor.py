@@ -38,7 +38,7 @@ def run_recovery_sensor(jobs: list, interval_seconds: int = 30) -> dg.SensorDefi
             context.log.error(f"sweeping what dead processes left failed: {exc}")
         requests, gave_up = recovery_requests(context.instance, names)
         if gave_up:
-            with database.connection(wait_seconds=5) as con:
+            with database.service(wait_seconds=5) as con:  # on PostgreSQL the store itself
                 for item in gave_up:
                     detail = (f"{item.job_name} partition {item.partition_key}: runs keep dying (last {item.run_id}); "
                               "not retried again - look at the run's logs and re-execute it from the UI")

@@ -30,9 +30,9 @@ receipt_files_partitions = dg.DynamicPartitionsDefinition(name="delivery_receipt
 )
 def delivery_receipts(context: dg.AssetExecutionContext, database: Database, file_store: FileStore,
                       cipher: PartnerCipher) -> dg.MaterializeResult:
-    with database.connection() as con:
+    with database.flow_store() as (con, mirror):  # on PostgreSQL the run's scratch and its link (core/db/mirror)
         flow = DeliveryReceipts(con, file_store, cipher.keyring(), load_partners(paths().config_dir),
-                                datetime.now(UTC))
+                                datetime.now(UTC), mirror)
         try:
             load = flow.load(context.partition_key)
         except FileQuarantined as quarantined:

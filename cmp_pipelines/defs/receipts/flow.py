@@ -5,6 +5,11 @@ collections). Both answer with a receipt file (schema `delivery_receipt`), encry
 file, in `inbound/delivery_receipts/<PARTNER>/`. An ACCEPTED document becomes CONFIRMED; a REJECTED one FAILED
 with the partner's reason and no automatic resend (the same bytes would be refused again): an operator corrects
 and regenerates it. A receipt naming no document we sent is counted as unmatched, never an error.
+
+On PostgreSQL (a `Mirror`, core/db/mirror.py) the rules run unchanged on the run's scratch DuckDB: the register
+rows the receipt names are pulled locked (`FOR UPDATE`: a deliverer or another receipt changing one of them waits
+for this load), confirmed or rejected in the scratch, and pushed back with the batch and the intake row in the
+intake's one transaction (`Intake.push_loaded`: the same content or file id twice is refused there).
 """
 
 from __future__ import annotations
@@ -19,12 +24,14 @@ from cmp_pipelines.core import delivery
 from cmp_pipelines.core.config import Partner
 from cmp_pipelines.core.crypto.keyring import PartnerKeyring
 from cmp_pipelines.core.db.connection import transaction
+from cmp_pipelines.core.db.mirror import Mirror
 from cmp_pipelines.core.files.errors import FileRejected
 from cmp_pipelines.core.files.schemas import first_error
 from cmp_pipelines.core.files.store import FileStoreLike
 from cmp_pipelines.core.intake import Intake, Received, sha256_hex
 
 FEED = "delivery_receipts"
+_RECEIPT_COLUMNS = ("status", "confirmed_at", "confirmation", "last_error", "attempts", "updated_at")
 
 
 @dataclass
@@ -39,9 +46,9 @@ class ReceiptLoad:
 
 class DeliveryReceipts:
     def __init__(self, con: duckdb.DuckDBPyConnection, files: FileStoreLike, keyring: PartnerKeyring,
-                 partners: dict[str, Partner], now: datetime):
-        self.con, self.now = con, now
-        self.intake = Intake(con, files, keyring, partners, FEED, now)
+                 partners: dict[str, Partner], now: datetime, mirror: Mirror | None = None):
+        self.con, self.now, self.mirror = con, now, mirror
+        self.intake = Intake(con, files, keyring, partners, FEED, now, mirror=mirror)
         self.result: ReceiptLoad | None = None
 
     def load(self, file_id: str) -> ReceiptLoad:
@@ -70,6 +77,7 @@ class DeliveryReceipts:
         note = f"{header['file_id']} ({header['created_at']})"
         confirmed = rejected = 0
         unmatched = []
+        self._pull_named(received.partner, [r["document"] for r in document["receipts"]])
         with transaction(self.con):
             for receipt in document["receipts"]:
                 name = receipt["document"]
@@ -91,4 +99,20 @@ class DeliveryReceipts:
                  confirmed, rejected, self.now],
             )
             self.intake.record_loaded(received, batch_id, content_sha, header["file_id"])
+            if self.mirror is not None:
+                self.mirror.push_update("delivery_register", ["delivery_id"], _RECEIPT_COLUMNS,
+                                        "partner = $partner AND updated_at = $now",
+                                        {"partner": received.partner, "now": self.now})
+                self.intake.push_loaded(received, content_sha, header["file_id"], batch_id, {})
         self.result = ReceiptLoad(received.file_id, received.partner, "LOADED", confirmed, rejected, unmatched)
+
+    def _pull_named(self, partner: str, names: list[str]) -> None:
+        """On PostgreSQL: the partner's register rows the receipt names (by reference or file name), locked until
+        the load commits; the names cross once, as a temp table PostgreSQL joins on."""
+        if self.mirror is None or not names:
+            return
+        self.mirror.stage_keys("receipt_names", "SELECT unnest($names) AS k", {"names": names})
+        self.mirror.pull("delivery_register",
+                         "partner = $1 AND (reference IN (SELECT k FROM receipt_names) "
+                         "OR remote_name IN (SELECT k FROM receipt_names)) FOR UPDATE", [partner],
+                         key=["delivery_id"])

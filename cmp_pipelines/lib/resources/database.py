@@ -18,6 +18,7 @@ from pydantic import PrivateAttr
 
 from cmp_pipelines.core.db.connection import connect
 from cmp_pipelines.core.db.mirror import Mirror, mirrored
+from cmp_pipelines.core.db.pg_duck import pg_duck
 from cmp_pipelines.core.settings import paths, store, sweep_scratch
 from cmp_pipelines.lib.recovery import tag_run_process
 
@@ -29,6 +30,8 @@ POSTGRES_FLOWS = {
     "direct debit (AUDDIS, collections, ADDACS, ARUDD)",
     "recurring card payments",
     "card rejections",
+    "billing feed",
+    "delivery receipts",
 }
 
 
@@ -97,3 +100,20 @@ class Database(dg.ConfigurableResource):
         if self._con is None:
             self._con = self._run.enter_context(connect(self.file(), wait_seconds=wait_seconds))
         yield self._con
+
+    def exists(self) -> bool:
+        """Whether there is a store to read: the DuckDB file, or (on PostgreSQL) always (reaching it is checked
+        when a connection is opened)."""
+        return self.on_postgres() or self.file().exists()
+
+    @contextmanager
+    def service(self, read_only: bool = False, wait_seconds: float = 600.0):
+        """The daemon's service work (delivery, the workflow dispatcher, probes, recovery): the DuckDB store, or on
+        PostgreSQL a direct connection to it (core/db/pg_duck.py) - never a run's scratch, which holds only what
+        the run pulled, so a probe after a flow's steps reads what PostgreSQL now holds."""
+        if not self.on_postgres():
+            with self.connection(read_only=read_only, wait_seconds=wait_seconds) as con:
+                yield con
+            return
+        with pg_duck() as con:
+            yield con

@@ -12,6 +12,12 @@ import pytest
 from tests.support.billing import PARTNER, account, billing_document, invoice
 from tests.support.platform import NOW
 
+
+@pytest.fixture
+def billing(any_billing):
+    """Every test of this module on both stores (PostgreSQL: `make test-pg`)."""
+    return any_billing
+
 GOOD = [
     account("A1", "ACC00000901", "Ada Lovelace", email="ada@example.com", phone="+447700900123"),
     account("A2", "ACC00000902", "Charles Babbage", payment_term="D30"),
@@ -84,8 +90,7 @@ def test_a_billing_run_creates_and_changes_accounts_and_issues_invoices_due_afte
 def test_the_same_run_twice_or_a_step_run_again_posts_once(billing):
     first = billing.drop("run.json.enc", billing_document(GOOD))
     load = billing.process(first)
-    with billing.platform.connect() as con:  # every step of the partition again, as a re-executed run does
-        flow = billing.flow(con)
+    with billing.opened() as flow:  # every step of the partition again, as a re-executed run does
         again = flow.load(first)
         assert again.status == "ALREADY_LOADED"
         assert flow.post(again).posted.posted_now == 0
@@ -229,3 +234,79 @@ def test_a_file_not_encrypted_for_the_billing_system_is_quarantined(billing):
     refused = billing.quarantine(key)
     assert refused.code == "DECRYPT_FAILED"
     assert billing.platform.files.exists(f"quarantine/billing/{PARTNER}/wrongkey.json.enc")
+
+
+@pytest.mark.postgres
+def test_on_postgres_two_loads_of_one_file_at_once_load_it_once_and_keep_what_the_api_set(pg_platform):
+    """Two runs of the same file at once (two workers): one loads it, the other is refused as a duplicate; an
+    account's payment type set by the API survives the billing run's update of its name."""
+    import threading
+
+    from tests.support.billing import Billing
+
+    pg_platform.keyring.init_keys(PARTNER)
+    billing = Billing(pg_platform)
+    pg_platform.execute("UPDATE accounts SET payment_type = 'RECURRING_CARD' WHERE account_number = 'ACC00000001'")
+    key = billing.drop("BILLSYS-20261201-001.json.enc", billing_document(GOOD))
+    resent = billing.drop("BILLSYS-20261201-001-resent.json.enc", billing_document(GOOD))
+    start, outcomes = threading.Barrier(3), []
+
+    def run(file_key: str) -> None:
+        start.wait()
+        try:
+            with billing.opened() as flow:
+                outcomes.append(flow.load(file_key).status)
+        except Exception as exc:  # noqa: BLE001 - the losers' refusals, checked below
+            outcomes.append(getattr(exc, "code", repr(exc)))
+
+    # the same partition twice (two workers) and the same content under another name, all at once
+    threads = [threading.Thread(target=run, args=(k,)) for k in (key, key, resent)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert outcomes.count("LOADED") == 1 and sorted(outcomes) in (
+        ["ALREADY_LOADED", "DUPLICATE_FILE", "LOADED"], ["DUPLICATE_FILE", "DUPLICATE_FILE", "LOADED"]), outcomes
+    assert pg_platform.query("SELECT count(*) FROM inbound_files WHERE status = 'LOADED' AND feed = 'billing'") == [
+        (1,)]
+    assert pg_platform.query("SELECT count(*) FROM billing_records") == [(len(GOOD),)]
+    assert pg_platform.query("SELECT count(*) FROM invoices WHERE invoice_number LIKE 'INV-BR-%'") == [(4,)]
+    assert pg_platform.query("SELECT name, payment_term, payment_type FROM accounts "
+                             "WHERE account_number = 'ACC00000001'") == [
+        ("Demo customer one, renamed", "IMM", "RECURRING_CARD")]
+    [(loaded,)] = pg_platform.query("SELECT file_id FROM inbound_files WHERE status = 'LOADED' AND feed = 'billing'")
+    with billing.opened() as flow:
+        assert flow.post(flow.loaded(loaded)).posted.posted_now == 4
+    with billing.opened() as flow:
+        assert flow.post(flow.loaded(loaded)).posted.posted_now == 0  # a new process, the same step again
+    assert pg_platform.query("SELECT count(*), sum(amount_minor) FROM ledger_postings "
+                             "WHERE invoice_number LIKE 'INV-BR-%'") == [(4, 11985)]
+
+
+@pytest.mark.postgres
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_on_postgres_a_billing_file_through_the_sensor_and_its_run(pg_platform, instance):
+    from cmp_pipelines.definitions import defs
+    from cmp_pipelines.lib.headless import run_pending_sensors
+    from tests.support.billing import Billing
+    from tests.support.dagster import flow_runs, materialization
+
+    pg_platform.keyring.init_keys(PARTNER)
+    billing = Billing(pg_platform)
+    billing.drop("BILLSYS-20261201-001.json.enc", billing_document(GOOD))
+
+    [run] = flow_runs(run_pending_sensors(defs, instance, echo=lambda _: None))
+
+    assert run.success, run.error
+    load = materialization(instance, run.run_id, "billing_run_batch")
+    assert (load["accounts_created"], load["accounts_updated"], load["invoices_issued"]) == (2, 1, 4)
+    posted = materialization(instance, run.run_id, "billing_posting_batch")
+    assert (posted["posting_count"], posted["posted_now"], posted["total_amount"]) == (4, 4, "119.85 GBP")
+    assert pg_platform.query("SELECT count(*), sum(amount_minor) FROM ledger_postings "
+                             "WHERE invoice_number LIKE 'INV-BR-%'") == [(4, 11985)]
+    assert billing.read_ack("BILLSYS-20261201-001")["header"]["invoices_issued"] == 4
+    assert pg_platform.query("SELECT document_kind FROM delivery_register ORDER BY 1") == [
+        ("BILLING_ACKNOWLEDGEMENT",), ("LEDGER_POSTING",)]
+    assert pg_platform.query("SELECT kind, status FROM batches WHERE feed = 'billing' ORDER BY kind") == [
+        ("BILLING_LOAD", "ACKNOWLEDGED"), ("BILLING_POSTING", "POSTED")]

@@ -10,11 +10,14 @@ import pytest
 
 from cmp_pipelines.core import probe_queries
 from cmp_pipelines.core.config import load_partners, load_probes
+from cmp_pipelines.core.db.mirror import mirrored
+from cmp_pipelines.core.db.pg_duck import pg_duck
 from cmp_pipelines.core.intake import FileQuarantined, partition_key, sha256_hex
 from cmp_pipelines.core.probes import PROBES_BY_ID
 from cmp_pipelines.core.settings import PROJECT_ROOT
 from cmp_pipelines.core.transports import deliver_pending
 from cmp_pipelines.defs.receipts.flow import DeliveryReceipts
+from tests.support.pg_platform import PgPlatform
 from tests.support.platform import NOW, document, payment
 
 CONFIG = PROJECT_ROOT / "config"
@@ -25,17 +28,26 @@ def receipt(file_id: str, receipts: list[dict], sender: str = "SALES_LEDGER") ->
             "receipts": receipts}
 
 
+def service(platform):
+    """The store as the service jobs open it: the DuckDB file, or PostgreSQL itself."""
+    return pg_duck(platform.url) if isinstance(platform, PgPlatform) else platform.connect()
+
+
 def load_receipt(platform, name: str, doc: dict, partner: str = "SALES_LEDGER"):
     data = platform.keyring.encrypt(partner, orjson.dumps(doc))
     path = platform.files.write_bytes(f"inbound/delivery_receipts/{partner}/{name}", data)
     key = partition_key(partner, name, sha256_hex(platform.files.read_bytes(path)))
+    if isinstance(platform, PgPlatform):  # a run on PostgreSQL: the scratch DuckDB and its link
+        with mirrored(platform.url) as mirror:
+            return DeliveryReceipts(mirror.con, platform.files, platform.keyring, load_partners(CONFIG), NOW,
+                                    mirror).load(key)
     with platform.connect() as con:
         return DeliveryReceipts(con, platform.files, platform.keyring, load_partners(CONFIG), NOW).load(key)
 
 
 def sent_posting_file(platform) -> str:
     platform.process(platform.drop("PAYPOINT-20261121-001.json.enc", document([payment("1", "ACC00000001", "9.99")])))
-    deliver_pending(platform.connect, load_partners(CONFIG), platform.root, platform.root / "keys")
+    deliver_pending(lambda: service(platform), load_partners(CONFIG), platform.root, platform.root / "keys")
     [(name, status)] = platform.query("SELECT remote_name, status FROM delivery_register "
                                       "WHERE document_kind = 'LEDGER_POSTING'")
     assert status == "SENT" and (platform.root / "delivered/SALES_LEDGER" / name).exists()
@@ -43,9 +55,10 @@ def sent_posting_file(platform) -> str:
 
 
 @pytest.fixture
-def ledger_keys(platform):
-    platform.keyring.init_keys("SALES_LEDGER")
-    return platform
+def ledger_keys(any_platform):
+    """Every test on both stores (PostgreSQL: `make test-pg`)."""
+    any_platform.keyring.init_keys("SALES_LEDGER")
+    return any_platform
 
 
 def test_the_ledgers_acceptance_confirms_the_posting_file(ledger_keys):
@@ -91,7 +104,7 @@ def test_the_unconfirmed_probe_counts_documents_sent_long_ago_without_a_receipt(
     configs = load_probes(CONFIG)
     minutes = configs["deliveries_unconfirmed"].older_than_minutes
     probe = (PROBES_BY_ID["deliveries_unconfirmed"], PROBES_BY_ID["deliveries_undelivered"])
-    with platform.connect() as con:
+    with service(platform) as con:
         soon = probe_queries.evaluate(con, configs, NOW + timedelta(minutes=minutes - 1), probes=probe)
         late = probe_queries.evaluate(con, configs, NOW + timedelta(days=1), probes=probe)
     assert [(o.value, o.tripped) for o in soon] == [(0, False), (0, False)]
