@@ -239,7 +239,7 @@ class DirectDebitCollections:
                 pg.pull_batch(self.mirror, posting_batch)
             self._pull_postings(posting_batch)
             before = posting_count(self.con, posting_batch)
-            self._post(
+            posted_now = self._post(
                 self.con,
                 """
                 SELECT c.collection_id, c.account_number, i.invoice_number, 'DD_COLLECTION' AS kind,
@@ -249,10 +249,13 @@ class DirectDebitCollections:
                 WHERE c.batch_id = $batch_id
                 """,
                 source="dd", key=("collection_id", "invoice_number", lit("COLLECTION")), batch_id=posting_batch,
+                order_by="collection_id, invoice_number",  # posting ids (and the posting file) in one order
                 now=self.now, params={"batch_id": batch.batch_id,
                                       "effective": datetime.combine(batch.business_date, datetime.min.time(), UTC)},
             )
             self._pull_postings(posting_batch, unless_counts_agree=True)  # the batch's totals are PostgreSQL's
+            if self.mirror is not None:  # posted now is what PostgreSQL took: a run at once may have posted the rest
+                before = posting_count(self.con, posting_batch) - posted_now
             posted = record_posting_batch(self.con, batch_id=posting_batch, kind="DD_POSTING", feed=FEED,
                                           now=self.now, posted_before=before, partner=self.config.bureau,
                                           parent_batch_id=batch.batch_id)
