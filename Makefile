@@ -75,6 +75,7 @@ demo: prepare
 # the unit tests of test-fast are CPU-bound, and a third worker there is slower (81 s -> 84 s)
 TEST_WORKERS ?= 3
 FAST_WORKERS ?= 2
+PG_WORKERS ?= 2
 PYTEST_ARGS ?=
 test: install-dev
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist worksteal -m "not postgres" $(PYTEST_ARGS)
@@ -88,7 +89,7 @@ test-slow: install-dev
 ## make test-pg: the tests on a real PostgreSQL server the session starts itself (initdb + pg_ctl on a free loopback
 ## port, tests/support/postgres.py); here a missing server binary fails the run instead of skipping the tests
 test-pg: install-dev
-	CMP_REQUIRE_POSTGRES=1 $(BIN)/pytest -n $(TEST_WORKERS) --dist load -m postgres $(PYTEST_ARGS)
+	CMP_REQUIRE_POSTGRES=1 $(BIN)/pytest -n $(PG_WORKERS) --dist load -m postgres $(PYTEST_ARGS)
 
 ## make bench: the performance harness (figures and ratios, never assertions); BENCH_STORE=postgres adds the NRP flow
 ## on PostgreSQL, BENCH_DISTRIBUTED=1 the NRP files through a daemon and one vs two Celery run workers
