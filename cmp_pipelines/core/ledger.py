@@ -145,40 +145,17 @@ _PG_STAGE = """
 """
 
 
-def post_to_postgres(con: duckdb.DuckDBPyConnection, pg, staged_sql: str, *, source: str, key: Sequence[str],
-                     batch_id: str | None, now: datetime | None, params: dict | None = None,
-                     order_by: str | None = None) -> int:
-    """`post` with PostgreSQL holding the ledger: the rows are computed set-based in DuckDB exactly as `post`
-    computes them (the caller's staged relation, the same key), pushed as Arrow into a temporary table on `pg` (an
-    ADBC connection, core/db/transfer.py) and inserted ON CONFLICT DO NOTHING on the UNIQUE idempotency key, all in
-    `pg`'s open transaction, which the caller commits with its batch's status change (`commit_postgres`).
-
-    Under concurrency: a writer inserting a key another uncommitted transaction holds waits for it, then skips the
-    key once that one commits (or inserts it if that one rolls back), so no key is ever posted twice. Rows are
-    inserted in idempotency-key order, the same for every writer, so two writers sharing keys always meet them in
-    one order and cannot deadlock; posting ids are still drawn in the caller's order (`order_by`) first, so the
-    ledger reads in the same order as on DuckDB. `now` is posted_at (None: PostgreSQL's transaction time).
-    Returns the rows posted now."""
+def _insert_staged(con: duckdb.DuckDBPyConnection, pg, sql: str, params: dict | None = None) -> int:
+    """The posting rows `sql` computes in DuckDB (with `ord`, their place in the caller's order), pushed as Arrow into
+    a temporary table on `pg` and inserted into PostgreSQL's ledger inside its open transaction: posting ids drawn
+    in `ord` order, rows inserted in idempotency-key order ON CONFLICT DO NOTHING (every writer meets shared keys
+    in one order: no deadlock, no key twice). Returns the rows posted now."""
     from cmp_pipelines.core.db.transfer import arrow_batches, ingest_adbc
 
-    batch = "staged.batch_id" if batch_id is None else lit(batch_id)
-    posted_at = "NULL::TIMESTAMPTZ" if now is None else "$ledger_posted_at::TIMESTAMPTZ"
-    sql = f"""
-        SELECT row_number() OVER ({f"ORDER BY {order_by}" if order_by else ""})::BIGINT AS ord,
-               ({posting_key_sql(source, *key)})::VARCHAR AS idempotency_key,
-               account_number::VARCHAR AS account_number, invoice_number::VARCHAR AS invoice_number,
-               kind::VARCHAR AS kind, amount_minor::BIGINT AS amount_minor, currency::VARCHAR AS currency,
-               ({batch})::VARCHAR AS batch_id, source_ref::VARCHAR AS source_ref,
-               effective_at::TIMESTAMPTZ AS effective_at, {posted_at} AS posted_at
-        FROM ({staged_sql}) staged
-    """
-    bound = used_params(staged_sql, params)
-    if now is not None:
-        bound["ledger_posted_at"] = now
     with pg.cursor() as cur:
         cur.execute("DROP TABLE IF EXISTS pg_temp.ledger_stage")  # one post earlier in the same transaction
         cur.execute(_PG_STAGE)
-        ingest_adbc(cur, "ledger_stage", arrow_batches(con, sql, bound), temporary=True)
+        ingest_adbc(cur, "ledger_stage", arrow_batches(con, sql, params), temporary=True)
         cur.execute(f"""
             WITH numbered AS (
                 SELECT nextval('ledger_posting_seq') AS posting_id, s.*
@@ -196,38 +173,51 @@ def post_to_postgres(con: duckdb.DuckDBPyConnection, pg, staged_sql: str, *, sou
         return int(cur.fetchone()[0])
 
 
+def post_to_postgres(con: duckdb.DuckDBPyConnection, pg, staged_sql: str, *, source: str, key: Sequence[str],
+                     batch_id: str | None, now: datetime | None, params: dict | None = None,
+                     order_by: str | None = None) -> int:
+    """`post` with PostgreSQL holding the ledger: the rows are computed set-based in DuckDB exactly as `post`
+    computes them (the caller's staged relation, the same key), pushed as Arrow into a temporary table on `pg` (an
+    ADBC connection, core/db/transfer.py) and inserted ON CONFLICT DO NOTHING on the UNIQUE idempotency key, all in
+    `pg`'s open transaction, which the caller commits with its batch's status change (`commit_postgres`).
+
+    Under concurrency: a writer inserting a key another uncommitted transaction holds waits for it, then skips the
+    key once that one commits (or inserts it if that one rolls back), so no key is ever posted twice. Rows are
+    inserted in idempotency-key order, the same for every writer, so two writers sharing keys always meet them in
+    one order and cannot deadlock; posting ids are still drawn in the caller's order (`order_by`) first, so the
+    ledger reads in the same order as on DuckDB. `now` is posted_at (None: PostgreSQL's transaction time).
+    Returns the rows posted now."""
+
+    batch = "staged.batch_id" if batch_id is None else lit(batch_id)
+    posted_at = "NULL::TIMESTAMPTZ" if now is None else "$ledger_posted_at::TIMESTAMPTZ"
+    sql = f"""
+        SELECT row_number() OVER ({f"ORDER BY {order_by}" if order_by else ""})::BIGINT AS ord,
+               ({posting_key_sql(source, *key)})::VARCHAR AS idempotency_key,
+               account_number::VARCHAR AS account_number, invoice_number::VARCHAR AS invoice_number,
+               kind::VARCHAR AS kind, amount_minor::BIGINT AS amount_minor, currency::VARCHAR AS currency,
+               ({batch})::VARCHAR AS batch_id, source_ref::VARCHAR AS source_ref,
+               effective_at::TIMESTAMPTZ AS effective_at, {posted_at} AS posted_at
+        FROM ({staged_sql}) staged
+    """
+    bound = used_params(staged_sql, params)
+    if now is not None:
+        bound["ledger_posted_at"] = now
+    return _insert_staged(con, pg, sql, bound)
+
+
 def push_batch_to_postgres(con: duckdb.DuckDBPyConnection, pg, batch_id: str) -> int:
     """The postings of `batch_id` the scratch DuckDB `con` holds (written there by `post` or `reverse`, keys and
     all), inserted into PostgreSQL's ledger inside `pg`'s open transaction as `post_to_postgres` inserts: ON
     CONFLICT on the UNIQUE idempotency key in key order (exactly once, no deadlock between writers), ids drawn in
     the scratch's posting order. For rules such as `reverse` that compute a posting from one already posted (which
     the caller pulled into the scratch). Returns the rows posted now."""
-    from cmp_pipelines.core.db.transfer import arrow_batches, ingest_adbc
 
     sql = f"""
         SELECT row_number() OVER (ORDER BY posting_id)::BIGINT AS ord, idempotency_key, account_number,
                invoice_number, kind, amount_minor, currency, batch_id, source_ref, effective_at, posted_at
         FROM ledger_postings WHERE batch_id = {lit(batch_id)}
     """
-    with pg.cursor() as cur:
-        cur.execute("DROP TABLE IF EXISTS pg_temp.ledger_stage")
-        cur.execute(_PG_STAGE)
-        ingest_adbc(cur, "ledger_stage", arrow_batches(con, sql), temporary=True)
-        cur.execute(f"""
-            WITH numbered AS (
-                SELECT nextval('ledger_posting_seq') AS posting_id, s.*
-                FROM (SELECT * FROM ledger_stage ORDER BY ord) s
-            ), inserted AS (
-                INSERT INTO ledger_postings (posting_id, {_COLUMNS})
-                SELECT posting_id, idempotency_key, account_number, invoice_number, kind, amount_minor, currency,
-                       batch_id, source_ref, effective_at, posted_at
-                FROM numbered ORDER BY idempotency_key
-                ON CONFLICT (idempotency_key) DO NOTHING
-                RETURNING 1
-            )
-            SELECT count(*) FROM inserted
-        """)
-        return int(cur.fetchone()[0])
+    return _insert_staged(con, pg, sql)
 
 
 def commit_postgres(pg) -> None:
@@ -268,7 +258,6 @@ def reverse_to_postgres(con: duckdb.DuckDBPyConnection, pg, staged_sql: str, *, 
     CONFLICT DO NOTHING on the UNIQUE idempotency key, in key order (as `post_to_postgres`: concurrent writers of
     the same keys wait for each other and never deadlock). Posting ids follow the originals' order. Returns the
     rows posted now."""
-    from cmp_pipelines.core.db.transfer import arrow_batches, ingest_adbc
 
     sql = f"""
         SELECT row_number() OVER (ORDER BY p.posting_id)::BIGINT AS ord, k.reversal_key::VARCHAR AS idempotency_key,
@@ -283,25 +272,7 @@ def reverse_to_postgres(con: duckdb.DuckDBPyConnection, pg, staged_sql: str, *, 
     """
     bound = {**used_params(staged_sql, params), "ledger_posted_at": now}
     con.complete()  # a result the caller left half-read would refuse the query below (DuckDB 2)
-    with pg.cursor() as cur:
-        cur.execute("DROP TABLE IF EXISTS pg_temp.ledger_stage")
-        cur.execute(_PG_STAGE)
-        ingest_adbc(cur, "ledger_stage", arrow_batches(con, sql, bound), temporary=True)
-        cur.execute(f"""
-            WITH numbered AS (
-                SELECT nextval('ledger_posting_seq') AS posting_id, s.*
-                FROM (SELECT * FROM ledger_stage ORDER BY ord) s
-            ), inserted AS (
-                INSERT INTO ledger_postings (posting_id, {_COLUMNS})
-                SELECT posting_id, idempotency_key, account_number, invoice_number, kind, amount_minor, currency,
-                       batch_id, source_ref, effective_at, posted_at
-                FROM numbered ORDER BY idempotency_key
-                ON CONFLICT (idempotency_key) DO NOTHING
-                RETURNING 1
-            )
-            SELECT count(*) FROM inserted
-        """)
-        return int(cur.fetchone()[0])
+    return _insert_staged(con, pg, sql, bound)
 
 
 # ---- the batch-id registry and the parent relation -----------------------------------------------------------
