@@ -189,7 +189,8 @@ def issue_invoice_postgres(mirror, number: str, body: dict, *, terms: PaymentTer
         for wanted in {invoice_number, *earlier}:
             mirror.pull("invoices", "invoice_number = $1", [wanted], key=["invoice_number"])
             mirror.pull("hw_pending_charges", "invoice_number = $1", [wanted], key=["order_id"])
-        mirror.pull("hw_pending_charges", "account_number = $1 AND invoice_number IS NULL", [number],
+        mirror.pull("hw_pending_charges", "account_number = $1 AND invoice_number IS NULL ORDER BY order_id FOR UPDATE",
+                [number],
                     key=["order_id"])
         mirror.pull("ledger_postings", "invoice_number = $1", [invoice_number], key=["idempotency_key"])
         replayed, view = issue_invoice(mirror.con, number, body, terms=terms, client_id=client_id,
@@ -202,7 +203,8 @@ def issue_invoice_postgres(mirror, number: str, body: dict, *, terms: PaymentTer
                     {"client": client_id, "key": idempotency_key})
         mirror.push_update("hw_pending_charges", ["order_id"], ["invoice_number", "invoiced_at"],
                            "invoice_number = $invoice", invoice)
-        mirror.push_new("ledger_postings", "posting_id", "batch_id = $batch AND posted_at = $now", posted)
+        mirror.push_new("ledger_postings", "posting_id", "batch_id = $batch AND posted_at = $now", posted,
+                        unique="idempotency_key")
         mirror.upsert("batches", ["batch_id"], "batch_id = $batch", {"batch": batch})
         mirror.execute(  # the scratch counted only this call's postings: the day's batch counted in PostgreSQL
             "UPDATE batches b SET record_count = x.n, accepted_count = x.n, total_minor = x.total "

@@ -177,11 +177,14 @@ class Mirror:
             cur.execute(f"INSERT INTO delivery_register (delivery_id, {columns}) "
                         f"SELECT nextval('delivery_register_seq'), {columns} FROM {stage} ON CONFLICT DO NOTHING")
 
-    def push_new(self, table: str, id_column: str, where: str, params: dict | None = None) -> int:
+    def push_new(self, table: str, id_column: str, where: str, params: dict | None = None,
+                 unique: str | None = None) -> int:
         """Insert the scratch rows of `table` matching `where` into PostgreSQL without their `id_column`, which
         PostgreSQL's own sequence (the column's default) draws in the scratch's id order; a row whose unique key is
         already there is skipped (ON CONFLICT DO NOTHING). For rows numbered by a sequence, such as ledger
-        postings, whose scratch numbers would collide with PostgreSQL's. Returns the rows inserted."""
+        postings, whose scratch numbers would collide with PostgreSQL's. With `unique` (the unique key's column),
+        the rows are inserted in that key's order once numbered, as `core.ledger` inserts postings: two writers of
+        the same keys then meet them in one order and never deadlock. Returns the rows inserted."""
         stage = f"push_new_{table}"
         self.settle()
         reader = arrow_batches(self.con, f"SELECT * FROM {table} WHERE {where}", params)  # noqa: S608
@@ -190,8 +193,19 @@ class Mirror:
             cur.execute(f"DROP TABLE IF EXISTS pg_temp.{stage}")
             cur.execute(f"CREATE TEMP TABLE {stage} (LIKE {table}) ON COMMIT DROP")
             ingest_adbc(cur, stage, reader, temporary=True)
-            cur.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {stage} ORDER BY {id_column} "
-                        "ON CONFLICT DO NOTHING")
+            if unique is None:
+                cur.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {stage} ORDER BY {id_column} "
+                            "ON CONFLICT DO NOTHING")
+                return cur.rowcount
+            cur.execute("SELECT column_default FROM information_schema.columns WHERE table_schema = current_schema() "
+                        f"AND table_name = '{table}' AND column_name = '{id_column}'")
+            (default,) = cur.fetchone()
+            cur.execute(f"""
+                INSERT INTO {table} ({id_column}, {columns})
+                SELECT {id_column}, {columns} FROM (
+                    SELECT {default} AS {id_column}, {columns} FROM (SELECT * FROM {stage} ORDER BY {id_column}) s
+                ) numbered ORDER BY {unique} ON CONFLICT DO NOTHING
+            """)
             return cur.rowcount
 
     def execute(self, sql: str, params: Sequence | None = None) -> None:

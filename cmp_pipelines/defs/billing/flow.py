@@ -199,8 +199,8 @@ class BillingRun:
                                                        "WHERE record_type = 'INVOICE'")
         finally:
             self.con.unregister("named_raw")
-        self.mirror.pull("accounts", "account_number IN (SELECT k FROM billing_accounts) FOR UPDATE",
-                         key=["account_number"])
+        self.mirror.pull("accounts", "account_number IN (SELECT k FROM billing_accounts) "
+                         "ORDER BY account_number FOR UPDATE", key=["account_number"])  # accounts in one order
         self.mirror.pull("invoices", "invoice_number IN (SELECT k FROM billing_invoices)", key=["invoice_number"])
 
     def _push_accounts_and_invoices(self, batch: str) -> None:
@@ -270,7 +270,8 @@ class BillingRun:
                              [load.batch_id])
             if self.mirror is not None:
                 at = {"batch": posting_batch, "now": self.now}
-                self.mirror.push_new("ledger_postings", "posting_id", "batch_id = $batch AND posted_at = $now", at)
+                self.mirror.push_new("ledger_postings", "posting_id", "batch_id = $batch AND posted_at = $now", at,
+                                     unique="idempotency_key")
                 self.mirror.push_update("hw_pending_charges", ["order_id"], ["invoice_number", "invoiced_at"],
                                         "invoiced_at = $now", {"now": self.now})
                 self.mirror.upsert("batches", ["batch_id"], "batch_id IN ($batch, $load)",
@@ -297,7 +298,7 @@ class BillingRun:
             "SELECT invoice_number, account_number,", "SELECT account_number AS k,"), {"load_batch": load_batch})
         self.mirror.pull("hw_pending_charges", "account_number IN (SELECT k FROM billing_posting_accounts) AND "
                          "(invoice_number IS NULL OR invoice_number IN (SELECT k FROM billing_posting_invoices)) "
-                         "FOR UPDATE", key=["order_id"])
+                         "ORDER BY order_id FOR UPDATE", key=["order_id"])
         self.mirror.pull("ledger_postings", "idempotency_key IN (SELECT 'invoice:' || k || ':CHARGE' FROM "
                          "billing_posting_invoices) OR idempotency_key IN (SELECT 'hw:' || order_id || ':CHARGE' "
                          "FROM hw_pending_charges WHERE account_number IN (SELECT k FROM billing_posting_accounts))",

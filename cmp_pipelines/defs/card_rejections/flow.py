@@ -241,8 +241,8 @@ class CardRejections:
         handled = "transaction_id IN (SELECT transaction_id FROM card_rejections WHERE batch_id = $1)"
         accounts = f"account_number IN (SELECT account_number FROM card_transactions WHERE {handled})"
         lock_rows(mirror, "batches", "batch_id", "batch_id = $1", [batch_id])
+        lock_rows(mirror, "accounts", "account_number", accounts, [batch_id])  # accounts first, as every writer
         lock_rows(mirror, "card_transactions", "transaction_id", handled, [batch_id])
-        lock_rows(mirror, "accounts", "account_number", accounts, [batch_id])
         self._pull_batch(batch_id)
         mirror.pull("card_transactions", handled, [batch_id], key=["transaction_id"])
         mirror.pull("accounts", accounts, [batch_id], key=["account_number"])

@@ -114,5 +114,5 @@ class DeliveryReceipts:
         self.mirror.stage_keys("receipt_names", "SELECT unnest($names) AS k", {"names": names})
         self.mirror.pull("delivery_register",
                          "partner = $1 AND (reference IN (SELECT k FROM receipt_names) "
-                         "OR remote_name IN (SELECT k FROM receipt_names)) FOR UPDATE", [partner],
+                         "OR remote_name IN (SELECT k FROM receipt_names)) ORDER BY delivery_id FOR UPDATE", [partner],
                          key=["delivery_id"])
