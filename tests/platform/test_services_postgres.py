@@ -225,3 +225,15 @@ def test_sftp_pickup_on_postgres_records_each_file_in_the_store_and_takes_it_onc
     assert sftp_server.files("pg-from-paypoint") == {}
     assert pg_platform.query("SELECT feed, remote_path, local_path, removed_at IS NOT NULL FROM sftp_pickups") == [
         ("nrp", "pg-from-paypoint/PAYPOINT-1.json.enc", "inbound/nrp/PAYPOINT/PAYPOINT-1.json.enc", True)]
+
+
+def test_the_sales_order_sensor_on_postgres_says_its_flow_is_not_there_yet(pg_platform, instance):
+    """The hardware-order flows are not on PostgreSQL: their sensor asks for nothing and says why, rather than read a
+    DuckDB file that is not the store (left on disk, it would be stale)."""
+    definitions = build_definitions()
+    evaluate = definitions.get_sensor_def("sales_order_request_sensor")
+    (pg_platform.root / "cmp.duckdb").touch()  # a stale file on disk is not read either
+    result = sensor(evaluate, instance)
+    assert result.skip_reason.skip_message == ("the hardware-order flows do not run on PostgreSQL yet "
+                                               "(CMP_DATABASE_URL is set): no sales-order batch is asked for")
+    assert not result.run_requests

@@ -27,6 +27,9 @@ def sales_order_request_sensor(*, job, partitions_def: dg.DynamicPartitionsDefin
     )
     def _sensor(context: dg.SensorEvaluationContext):
         database = Database()  # not a declared resource: that would open an instance every tick (lib/inbound_sensor)
+        if database.on_postgres():  # its runs would be refused, and a DuckDB file left on disk would be stale
+            return dg.SensorResult(skip_reason="the hardware-order flows do not run on PostgreSQL yet "
+                                               "(CMP_DATABASE_URL is set): no sales-order batch is asked for")
         now = datetime.now(UTC)
         try:
             with connect(database.file(), read_only=True, wait_seconds=2) as con:
