@@ -177,6 +177,13 @@ class Mirror:
             cur.execute(f"INSERT INTO delivery_register (delivery_id, {columns}) "
                         f"SELECT nextval('delivery_register_seq'), {columns} FROM {stage} ON CONFLICT DO NOTHING")
 
+    def push_published(self, batch_id: str, now) -> None:
+        """After a step wrote a batch's document: its batch row (output path, status) and the document's delivery
+        registration pushed in one transaction of their own."""
+        with self.transaction():
+            self.upsert("batches", ["batch_id"], "batch_id = $batch", {"batch": batch_id})
+            self.push_deliveries(now)
+
     def push_new(self, table: str, id_column: str, where: str, params: dict | None = None,
                  unique: str | None = None) -> int:
         """Insert the scratch rows of `table` matching `where` into PostgreSQL without their `id_column`, which

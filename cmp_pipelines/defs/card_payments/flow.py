@@ -333,9 +333,7 @@ class RecurringCardPayments:
              sum(f.total_minor for f in written), due.batch_id],
         )
         if self.mirror is not None:
-            with self.mirror.transaction():
-                self.mirror.upsert("batches", ["batch_id"], "batch_id = $batch", {"batch": due.batch_id})
-                self.mirror.push_deliveries(self.now)
+            self.mirror.push_published(due.batch_id, self.now)
         return written
 
     # ---- the posting batch: the sales ledger, assuming every payment and refund succeeds -------------
@@ -388,7 +386,5 @@ class RecurringCardPayments:
         self._pull_postings(posted.batch_id)
         path = write_posting_file(self.con, self.files, posted.batch_id, f"{FEED}:{JOB}", self.now)[0]
         if self.mirror is not None:
-            with self.mirror.transaction():
-                self.mirror.upsert("batches", ["batch_id"], "batch_id = $batch", {"batch": posted.batch_id})
-                self.mirror.push_deliveries(self.now)
+            self.mirror.push_published(posted.batch_id, self.now)
         return path

@@ -347,9 +347,7 @@ class CardRejections:
                            {"batch": applied.batch_id})
         path = write_posting_file(self.con, self.files, applied.batch_id, f"{FEED}:{JOB}", self.now)[0]
         if self.mirror is not None:
-            with self.mirror.transaction():
-                self.mirror.upsert("batches", ["batch_id"], "batch_id = $batch", {"batch": applied.batch_id})
-                self.mirror.push_deliveries(self.now)
+            self.mirror.push_published(applied.batch_id, self.now)
         return path
 
     def write_reports(self, load: RejectionLoad) -> tuple[str, str]:

@@ -173,9 +173,7 @@ class DirectDebitReturns:
             pg.pull_postings_of_batch(self.mirror, posted.batch_id)
         path = write_posting_file(self.con, self.files, posted.batch_id, f"{FEED}:{JOB}", self.now)[0]
         if self.mirror is not None:
-            with self.mirror.transaction():
-                self.mirror.upsert("batches", ["batch_id"], "batch_id = $batch", {"batch": posted.batch_id})
-                self.mirror.push_deliveries(self.now)
+            self.mirror.push_published(posted.batch_id, self.now)
         return path
 
     def write_reports(self, load: ReturnsLoad) -> tuple[str, str]:

@@ -411,9 +411,7 @@ class NonRecurringPayments:
         self._pull_postings(posted.batch_id)
         path = write_posting_file(self.con, self.files, posted.batch_id, f"{FEED}:{JOB}", self.now)[0]
         if self.mirror is not None:
-            with self.mirror.transaction():
-                self.mirror.upsert("batches", ["batch_id"], "batch_id = $batch", {"batch": posted.batch_id})
-                self.mirror.push_deliveries(self.now)
+            self.mirror.push_published(posted.batch_id, self.now)
         return path
 
     # ---- "Acknowledge Non Recurring Payments Receipt Of" -----------------------------------------
