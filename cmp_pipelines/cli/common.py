@@ -121,7 +121,10 @@ def _dagster_home() -> Path:
         wanted = source.read_bytes() + (POSTGRES_INSTANCE_STORAGE if on_postgres else b"")
         if limit != 1:
             wanted = wanted.replace(b"    default_limit: 1\n", f"    default_limit: {limit}\n".encode(), 1)
-        if run_workers.broker_url():
+        if run_workers.broker_url():  # Celery's launcher replaces the warm one (runs go to worker machines)
+            wanted, replaced = re.subn(rb"run_launcher:\n(?:  .*\n)+", b"", wanted, count=1)
+            if not replaced:
+                _fail(f"{source} has no run_launcher block for the Celery launcher to replace")
             wanted += run_workers.RUN_LAUNCHER_BLOCK.encode()
         if not target.exists() or target.read_bytes() != wanted:
             target.write_bytes(wanted)
