@@ -1,0 +1,137 @@
+"""The daemon's warm run launcher (cmp_pipelines/lib/warm_runs.py): under a real `dagster-daemon` the first run
+goes the default way and starts the fork server; later runs are forked from it and do the same work (files
+acknowledged, ledger exact, a bad file quarantined and its run failed); a forked run is cancelled by SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from dagster._core.instance.ref import InstanceRef
+
+from cmp_pipelines.core import processes
+from cmp_pipelines.core.settings import PROJECT_ROOT
+from cmp_pipelines.lib.headless import LOCATION_NAME, MODULE_NAME
+from cmp_pipelines.lib.recovery import PID_RUN_TAG, PID_TAG
+from cmp_pipelines.lib.warm_runs import FORKED, LAUNCHER_TAG, READY_LOG, WarmRunLauncher, _same_environment
+from tests.support.platform import document, payment
+
+JOB = "non_recurring_payment_job"
+
+
+def _wait(predicate, seconds: float, what: str, log: Path):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.25)
+    raise AssertionError(f"timed out waiting for {what}; daemon log:\n{log.read_text(errors='replace')[-4000:]}")
+
+
+def _finished(instance: dg.DagsterInstance, count: int):
+    runs = instance.get_runs(dg.RunsFilter(job_name=JOB))
+    return runs if len(runs) >= count and all(run.is_finished for run in runs) else None
+
+
+@pytest.mark.slow
+@pytest.mark.e2e
+def test_runs_after_the_first_are_forked_warm_and_do_the_same_work(platform):
+    home = platform.root / "dagster_home"
+    home.mkdir(exist_ok=True)
+    shutil.copyfile(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
+    workspace = platform.root.parent / "workspace.yaml"
+    workspace.write_text(f"load_from:\n  - python_module:\n      module_name: {MODULE_NAME}\n"
+                         f"      working_directory: {PROJECT_ROOT}\n      location_name: {LOCATION_NAME}\n")
+    dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home))).dispose()  # storage created before both open it
+    log_path = platform.root.parent / "daemon.log"
+    env = {**os.environ, "GX_ANALYTICS_ENABLED": "false"}
+    with log_path.open("wb") as log:
+        daemon = subprocess.Popen([str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w", str(workspace)],
+                                  env=env, cwd=str(platform.root.parent), stdout=log, stderr=subprocess.STDOUT,
+                                  start_new_session=True)
+    try:
+        with dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home))) as instance:
+            platform.drop("one.json.enc", document([payment("1", "ACC00000001", "10.25")], file_id="WARM-1"))
+            [first] = _wait(lambda: _finished(instance, 1), 240, "the first run", log_path)
+            _wait(lambda: READY_LOG in log_path.read_text(errors="replace"), 120, "the fork server", log_path)
+            platform.drop("two.json.enc", document([payment("1", "ACC00000002", "20.50"),
+                                                    payment("2", "ACC00000003", "0.75")], file_id="WARM-2"))
+            platform.drop("bad.json.enc", b"not an encrypted file", raw=True)
+            runs = _wait(lambda: _finished(instance, 3), 240, "the forked runs", log_path)
+            by_file = {run.tags["dagster/partition"].split("@")[0]: run for run in runs}
+            assert first.tags.get(LAUNCHER_TAG) is None  # the daemon's first launch: the default way
+            for name in ("PAYPOINT/two.json.enc", "PAYPOINT/bad.json.enc"):
+                assert by_file[name].tags.get(LAUNCHER_TAG) == FORKED, name
+            assert {name: run.status for name, run in by_file.items()} == {
+                "PAYPOINT/one.json.enc": dg.DagsterRunStatus.SUCCESS,
+                "PAYPOINT/two.json.enc": dg.DagsterRunStatus.SUCCESS,
+                "PAYPOINT/bad.json.enc": dg.DagsterRunStatus.FAILURE}  # quarantined, with its reason
+            forked = by_file["PAYPOINT/two.json.enc"]
+            messages = [entry.message for entry in instance.all_logs(forked.run_id)]
+            assert any("forked from the warm fork server" in message for message in messages)
+            pid = int(forked.tags[PID_TAG].split("-")[0])
+            assert pid != daemon.pid and forked.tags[PID_RUN_TAG] == forked.run_id
+            checks = {entry.dagster_event.event_specific_data.check_name: entry.dagster_event.event_specific_data.passed
+                      for entry in instance.all_logs(forked.run_id) if entry.dagster_event
+                      and entry.dagster_event.event_type_value == "ASSET_CHECK_EVALUATION"}
+            # the expectation suite (Great Expectations, preloaded by the fork server) and the probes ran in it
+            assert checks["nrp_payments_meet_expectations"] is True and all(checks.values()), checks
+    finally:
+        os.killpg(daemon.pid, signal.SIGTERM)
+        try:
+            daemon.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(daemon.pid, signal.SIGKILL)
+            daemon.wait(10)
+    acks = sorted(p.name for p in (platform.root / "outbound" / "acknowledgements" / "nrp" / "PAYPOINT").iterdir())
+    assert acks == ["bad.rejected.ack.json.enc", "one.ack.json.enc", "two.ack.json.enc"]  # the bad file's refusal
+    with platform.connect() as con:
+        assert con.execute("SELECT count(*), sum(amount_minor) FROM ledger_postings WHERE kind = 'PAYMENT'"
+                           ).fetchone() == (3, -(1025 + 2050 + 75))
+    assert list((platform.root / "quarantine").rglob("bad.json.enc*"))
+
+
+@dg.op
+def _nothing() -> None:
+    pass
+
+
+@dg.job
+def _noop():
+    _nothing()
+
+
+_NOOP = _noop
+FORKED_RUN, COPY_RUN = "7b0e6a4c-0000-4000-8000-000000000001", "7b0e6a4c-0000-4000-8000-000000000002"
+
+
+def test_a_forked_run_is_cancelled_by_sigterm_to_its_own_process_and_a_gone_one_is_left_alone(tmp_path):
+    worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+        launcher = WarmRunLauncher()
+        launcher.register_instance(instance)
+        instance.create_run_for_job(_NOOP, run_id=FORKED_RUN, tags={
+            LAUNCHER_TAG: FORKED, PID_TAG: processes.token(worker.pid), PID_RUN_TAG: FORKED_RUN})
+        assert launcher.terminate(FORKED_RUN) is True
+        assert worker.wait(10) == -signal.SIGTERM
+        assert instance.get_run_by_id(FORKED_RUN).status == dg.DagsterRunStatus.CANCELING
+        assert launcher.terminate(FORKED_RUN) is False  # its process is gone: nothing is signalled twice
+        # a token naming another run's process (a copied tag) never gets a signal
+        instance.create_run_for_job(_NOOP, run_id=COPY_RUN, tags={
+            LAUNCHER_TAG: FORKED, PID_TAG: processes.token(), PID_RUN_TAG: FORKED_RUN})
+        assert launcher.terminate(COPY_RUN) is False
+
+
+def test_only_a_code_location_in_the_daemons_own_environment_is_forked():
+    assert _same_environment(sys.executable)
+    assert _same_environment(str(Path(sys.executable).parent / "python3"))
+    assert not _same_environment("/usr/bin/python3")
+    assert not _same_environment(None)
