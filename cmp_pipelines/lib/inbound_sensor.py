@@ -33,6 +33,7 @@ from cmp_pipelines.core import inbound
 from cmp_pipelines.core.config import load_partners
 from cmp_pipelines.core.settings import paths
 from cmp_pipelines.lib.inbound_refusals import ENTRY_TAG, FEED_TAG, REFUSED_TAG, inbound_refusals_job
+from cmp_pipelines.lib.instance import sensor_instance
 from cmp_pipelines.lib.recovery import awaiting_recovery
 from cmp_pipelines.lib.resources.file_store import FileStore, configured_file_store
 
@@ -51,7 +52,7 @@ def inbound_file_sensor(
         description=description,
     )
     def _sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
-        dead = awaiting_recovery(context.instance)
+        dead = awaiting_recovery(sensor_instance(context))
         if dead:
             return dg.SkipReason(f"run {dead} was interrupted and its partition is run again first; new files "
                                  "wait for it")
@@ -59,7 +60,7 @@ def inbound_file_sensor(
         partners = load_partners(paths().config_dir)
         pending, skipped, cursor = inbound.scan(file_store, feed, context.cursor, per_tick, partners=partners)
         if file_store.shared:
-            pending = claimed(file_store, feed, pending, _owner(context.instance), context.log)
+            pending = claimed(file_store, feed, pending, _owner(sensor_instance(context)), context.log)
         refusals = []
         for item in skipped:
             if item.report:

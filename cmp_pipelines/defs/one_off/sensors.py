@@ -18,6 +18,7 @@ from cmp_pipelines.core.db.api_store import ReadModel, api_store_path, open_api_
 from cmp_pipelines.core.settings import paths, store
 from cmp_pipelines.defs.one_off import flow as one_off
 from cmp_pipelines.lib.inbound_sensor import PICKUP_SECONDS
+from cmp_pipelines.lib.instance import sensor_instance
 
 
 def read_model_behind() -> str | None:
@@ -70,7 +71,7 @@ def ledger_monitor_sensor(job) -> dg.SensorDefinition:
                            "set-up requests in the API store, or a main store newer than the API's read model, "
                            "start api_sync_job.")
     def _sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
-        key = work_key(datetime.now(UTC), context.instance)
+        key = work_key(datetime.now(UTC), sensor_instance(context))
         if key is None:
             return dg.SensorResult(skip_reason="nothing waiting in the API store")
         return dg.SensorResult(run_requests=[dg.RunRequest(run_key=key)])

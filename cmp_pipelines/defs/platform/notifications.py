@@ -17,6 +17,7 @@ from cmp_pipelines.core.db.connection import StoreBusyError
 from cmp_pipelines.core.db.postgres import PostgresStoreError
 from cmp_pipelines.core.dispatcher import run_dispatcher
 from cmp_pipelines.core.settings import paths
+from cmp_pipelines.lib.instance import sensor_instance
 from cmp_pipelines.lib.resources.database import DB_POOL, Database
 from cmp_pipelines.lib.resources.notifier import Notifier
 
@@ -74,7 +75,8 @@ def workflow_dispatch_sensor(context: dg.SensorEvaluationContext):
         return dg.SkipReason(f"the store cannot be reached now ({exc}); looking again at the next tick")
     if not waiting:
         return dg.SkipReason("nothing to dispatch")
-    active = context.instance.get_runs(dg.RunsFilter(job_name=workflow_dispatch_job.name, statuses=_ACTIVE), limit=1)
+    active = sensor_instance(context).get_runs(
+        dg.RunsFilter(job_name=workflow_dispatch_job.name, statuses=_ACTIVE), limit=1)
     if active:
         return dg.SkipReason(f"{waiting} item(s) waiting; dispatcher run {active[0].run_id} is on it")
     return dg.RunRequest(tags={"cmp/waiting": str(waiting)})

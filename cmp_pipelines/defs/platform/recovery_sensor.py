@@ -5,6 +5,7 @@ from datetime import UTC, datetime
 import dagster as dg
 
 from cmp_pipelines.core.settings import sweep_scratch
+from cmp_pipelines.lib.instance import sensor_instance
 from cmp_pipelines.lib.recovery import RECOVERY_SENSOR, reap_dead_runs, recovery_requests
 from cmp_pipelines.lib.resources.database import Database
 from cmp_pipelines.lib.resources.file_store import LocalFileStore
@@ -27,7 +28,7 @@ def run_recovery_sensor(jobs: list, interval_seconds: int = 30) -> dg.SensorDefi
     def _sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
         # not declared resources: those would open an instance on every tick (lib/inbound_sensor)
         database = Database()
-        for run_id in reap_dead_runs(context.instance):
+        for run_id in reap_dead_runs(sensor_instance(context)):
             context.log.warning(f"run {run_id}: its process is gone; marked failed, slots freed")
         try:  # a sweep that fails (a permission, a file in use) must not stop recovery
             for path in sweep_scratch():
@@ -36,7 +37,7 @@ def run_recovery_sensor(jobs: list, interval_seconds: int = 30) -> dg.SensorDefi
                 context.log.warning(f"removed a half-written file of a dead process: {path}")
         except OSError as exc:
             context.log.error(f"sweeping what dead processes left failed: {exc}")
-        requests, gave_up = recovery_requests(context.instance, names)
+        requests, gave_up = recovery_requests(sensor_instance(context), names)
         if gave_up:
             with database.service(wait_seconds=5) as con:  # on PostgreSQL the store itself
                 for item in gave_up:
