@@ -33,9 +33,9 @@ from cmp_pipelines.core import inbound
 from cmp_pipelines.core.config import load_partners
 from cmp_pipelines.core.settings import paths
 from cmp_pipelines.lib.inbound_refusals import ENTRY_TAG, FEED_TAG, REFUSED_TAG, inbound_refusals_job
-from cmp_pipelines.lib.instance import sensor_instance
 from cmp_pipelines.lib.recovery import awaiting_recovery
 from cmp_pipelines.lib.resources.file_store import FileStore, configured_file_store
+from cmp_pipelines.lib.sensor_instance import sensor_instance
 
 PICKUP_SECONDS = 2  # below the daemon's 5 s loop, so every loop ticks (see above)
 

@@ -18,7 +18,7 @@ from cmp_pipelines.core.db.api_store import ReadModel, api_store_path, open_api_
 from cmp_pipelines.core.settings import paths, store
 from cmp_pipelines.defs.one_off import flow as one_off
 from cmp_pipelines.lib.inbound_sensor import PICKUP_SECONDS
-from cmp_pipelines.lib.instance import sensor_instance
+from cmp_pipelines.lib.sensor_instance import sensor_instance
 
 
 def read_model_behind() -> str | None:

@@ -17,9 +17,9 @@ from cmp_pipelines.core.db.connection import StoreBusyError
 from cmp_pipelines.core.db.postgres import PostgresStoreError
 from cmp_pipelines.core.dispatcher import run_dispatcher
 from cmp_pipelines.core.settings import paths
-from cmp_pipelines.lib.instance import sensor_instance
 from cmp_pipelines.lib.resources.database import DB_POOL, Database
 from cmp_pipelines.lib.resources.notifier import Notifier
+from cmp_pipelines.lib.sensor_instance import sensor_instance
 
 QUARANTINE_PREFIX = "File quarantined"
 

@@ -5,10 +5,10 @@ from datetime import UTC, datetime
 import dagster as dg
 
 from cmp_pipelines.core.settings import sweep_scratch
-from cmp_pipelines.lib.instance import sensor_instance
 from cmp_pipelines.lib.recovery import RECOVERY_SENSOR, reap_dead_runs, recovery_requests
 from cmp_pipelines.lib.resources.database import Database
 from cmp_pipelines.lib.resources.file_store import LocalFileStore
+from cmp_pipelines.lib.sensor_instance import sensor_instance
 
 
 def run_recovery_sensor(jobs: list, interval_seconds: int = 30) -> dg.SensorDefinition:
