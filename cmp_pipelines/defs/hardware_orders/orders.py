@@ -198,7 +198,7 @@ def order_view(con: duckdb.DuckDBPyConnection, order_id: str) -> dict:
         f"ORDER BY changed_at, {insertion}", [order_id]
     ).fetchall()
     total = con.execute(
-        "SELECT minor_to_decimal(coalesce(sum(quantity * unit_price_minor), 0)) FROM hw_order_lines "
+        "SELECT minor_to_decimal(coalesce(sum(quantity * unit_price_minor), 0)::BIGINT) FROM hw_order_lines "
         "WHERE order_id = ?", [order_id]
     ).fetchone()[0]
     billed = con.execute(
@@ -234,7 +234,8 @@ def account_orders(con: duckdb.DuckDBPyConnection, account_number: str) -> list[
     """The account's orders, newest first: id, status, billing and total (the API's order list)."""
     rows = con.execute(
         """
-        SELECT o.order_id, o.status, o.billing, minor_to_decimal(coalesce(sum(l.quantity * l.unit_price_minor), 0)),
+        SELECT o.order_id, o.status, o.billing,
+               minor_to_decimal(coalesce(sum(l.quantity * l.unit_price_minor), 0)::BIGINT),
                o.created_at
         FROM hw_orders o LEFT JOIN hw_order_lines l USING (order_id)
         WHERE o.account_number = ? GROUP BY ALL ORDER BY o.created_at DESC, o.order_id DESC

@@ -217,8 +217,8 @@ class SalesOrderRequests:
         return self.batch(batch.batch_id)
 
     def _status(self, batch_id: str) -> str | None:
-        row = self.con.execute("SELECT status FROM batches WHERE batch_id = ?", [batch_id]).fetchone()
-        return row[0] if row else None
+        rows = self.con.execute("SELECT status FROM batches WHERE batch_id = ?", [batch_id]).fetchall()
+        return rows[0][0] if rows else None
 
     def _sendable(self, batch_id: str) -> str:
         """The batch's orders that need no fraud check or passed it."""
