@@ -227,13 +227,18 @@ def test_sftp_pickup_on_postgres_records_each_file_in_the_store_and_takes_it_onc
         ("nrp", "pg-from-paypoint/PAYPOINT-1.json.enc", "inbound/nrp/PAYPOINT/PAYPOINT-1.json.enc", True)]
 
 
-def test_the_sales_order_sensor_on_postgres_says_its_flow_is_not_there_yet(pg_platform, instance):
-    """The hardware-order flows are not on PostgreSQL: their sensor asks for nothing and says why, rather than read a
-    DuckDB file that is not the store (left on disk, it would be stale)."""
+def test_the_sales_order_sensor_on_postgres_reads_postgres(pg_platform, instance):
+    """On PostgreSQL the sales-order sensor asks PostgreSQL (never a DuckDB file left on disk, which would be
+    stale): nothing awaiting generation, it says so; an order generated there becomes a request batch."""
+    from tests.support.hardware import _hardware
+
     definitions = build_definitions()
     evaluate = definitions.get_sensor_def("sales_order_request_sensor")
-    (pg_platform.root / "cmp.duckdb").touch()  # a stale file on disk is not read either
+    (pg_platform.root / "cmp.duckdb").touch()  # a stale file on disk is not read
     result = sensor(evaluate, instance)
-    assert result.skip_reason.skip_message == ("the hardware-order flows do not run on PostgreSQL yet "
-                                               "(CMP_DATABASE_URL is set): no sales-order batch is asked for")
+    assert result.skip_reason.skip_message == "no order awaiting generation"
     assert not result.run_requests
+    _hardware(pg_platform).order("ACC00000007", [("PR-CASE-X1", 1)])
+    pg_platform.execute("UPDATE hw_orders SET generated_at = now()")  # by the sensor's clock: not a retry
+    result = sensor(evaluate, instance)
+    assert [(r.partition_key, r.run_key) for r in result.run_requests] == [("SOR-00000001", "SOR-00000001")]
