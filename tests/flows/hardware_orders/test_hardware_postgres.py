@@ -4,6 +4,7 @@ same rows on both stores."""
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Callable
 
@@ -118,3 +119,79 @@ def test_two_runs_at_once_claim_send_allocate_and_bill_once(pg_hardware):
     assert result_a.ledger_charges + result_b.ledger_charges == 1
     assert hardware.platform.query("SELECT count(*) FROM hw_pending_charges") == [(0,)]
     assert {load_a.status, load_b.status} == {"LOADED"}
+
+
+def scenario(hardware: Hardware) -> None:
+    """Every hardware job once: a fraud refusal, both billing choices, a dispatch file with good and bad rows, an
+    enrolment day and the manufacturer's answer."""
+    from tests.support.hardware import answer, failed
+
+    immediate = hardware.order("ACC00000011", [("HS-ACME-X1", 1), ("PR-CASE-X1", 2)], enrolment=True)
+    later = hardware.order("ACC00000012", [("HS-ORBIT-5", 1)], billing="NEXT_INVOICE", enrolment=True)
+    hardware.order("ACC00000013", [("PR-CASE-X1", 1)], delivery=Delivery("Sam", "9 Low Road", None, "Hull", None))
+    hardware.request()
+    hardware.dispatch(hardware.drop_dispatch("WH_NORTH", "n.csv.enc", [
+        shipped(immediate, 1, "HS-ACME-X1", imei(1)), shipped(immediate, 2, "PR-CASE-X1", "CASE-1"),
+        failed(immediate, 2, "PR-CASE-X1", "Out of stock"), shipped("HO09999999", 1, "HS-ACME-X1", imei(9))]))
+    hardware.dispatch(hardware.drop_dispatch("WH_SOUTH", "s.csv.enc", [shipped(later, 1, "HS-ORBIT-5", imei(4))]))
+    batch = hardware.enrolment_day(NOW.date())
+    [request] = hardware.read_enrolment("ACME_MOBILE", batch.batch_id)["requests"]
+    hardware.process_response(hardware.drop_response("ACME_MOBILE", "a.json.enc", [
+        answer("1", request["request_id"], imei(1), "FAILED", "IMEI not registered"),
+        answer("2", "DER-X-9", imei(2), "ENROLLED")]))
+
+
+def documents(hardware: Hardware) -> dict[str, bytes]:
+    """Every file the jobs wrote, encrypted ones decrypted (their ciphertexts differ by nonce and key, and so do the
+    partition keys naming an inbound file by its ciphertext's hash)."""
+    files = hardware.platform.files
+    written = {}
+    for folder in ("outbound", "converted"):
+        for entry in files.list_files(folder):
+            data = files.read_bytes(entry.path)
+            if entry.path.endswith(".enc"):
+                data = hardware.platform.keyring.decrypt(entry.path.split("/")[2], data)
+            written[entry.path] = re.sub(rb"@[0-9a-f]{12}", b"@<ciphertext>", data)  # a partition key
+    return written
+
+
+TABLES = {  # what the jobs write, without the ids each store's own sequences draw
+    "hw_orders": "*", "hw_order_lines": "*", "hw_request_orders": "*", "hw_fraud_checks": "*",
+    "hw_dispatch_records": "*", "hw_devices": "*", "hw_enrolment_requests": "*", "hw_enrolment_responses": "*",
+    "hw_pending_charges": "*", "hw_products": "*", "hw_settings": "*", "hw_deny_list": "*",
+    "hw_order_history": "*", "job_errors": "job, category, detail",
+    "batches": "batch_id, kind, feed, partner, parent_batch_id, status, record_count, accepted_count, "
+               "rejected_count, total_minor, output_path, created_at, completed_at",
+    "inbound_files": "feed, partner, file_name, content_sha256, status, batch_id, header_file_id, archived_path",
+    "ledger_postings": "idempotency_key, account_number, invoice_number, kind, amount_minor, currency, batch_id, "
+                       "source_ref, effective_at",
+    "workflow_events": "event_type, event_code, account_number, source_ref, detail, raised_at",
+    "delivery_register": "partner, document_kind, reference, remote_name, size_bytes, status",  # sha: of ciphertext
+}
+
+
+def test_the_same_files_and_rows_on_both_stores(pg_platform, platform_template, tmp_path):
+    """The scenario on PostgreSQL and on an embedded copy of the same seeded store: the same documents byte for
+    byte (the request and enrolment files decrypted) and the same rows in every table the jobs write."""
+    import shutil
+
+    from cmp_pipelines.core.crypto.keyring import PartnerKeyring
+    from cmp_pipelines.lib.resources.file_store import LocalFileStore
+    from tests.support.platform import Platform
+
+    root = tmp_path / "embedded"
+    shutil.copytree(platform_template, root)
+    embedded = _hardware(Platform(root, LocalFileStore(base_dir=str(root)), PartnerKeyring(root / "keys")))
+    on_postgres = _hardware(pg_platform)
+    for hardware in (embedded, on_postgres):
+        scenario(hardware)
+
+    ours, theirs = documents(embedded), documents(on_postgres)
+    assert sorted(ours) == sorted(theirs) and len(ours) >= 8, sorted(ours)
+    for path in ours:
+        assert ours[path] == theirs[path], path
+    for table, columns in TABLES.items():
+        sql = f"SELECT {columns} FROM {table}"  # noqa: S608
+        rows = [sorted(h.platform.query(sql), key=repr) for h in (embedded, on_postgres)]
+        assert rows[0] == rows[1], table
+        assert rows[0] or table in ("job_errors",), f"{table} is empty: the scenario writes it"
