@@ -195,3 +195,34 @@ def test_the_same_files_and_rows_on_both_stores(pg_platform, platform_template, 
         rows = [sorted(h.platform.query(sql), key=repr) for h in (embedded, on_postgres)]
         assert rows[0] == rows[1], table
         assert rows[0] or table in ("job_errors",), f"{table} is empty: the scenario writes it"
+
+
+def test_the_order_commands_work_on_postgres(pg_hardware):
+    """`cmp-pipelines orders ...` with CMP_DATABASE_URL: the agent's commands read and write PostgreSQL itself."""
+    import json
+
+    from click.testing import CliRunner
+
+    from cmp_pipelines.cli import main
+
+    def cli(*args, ok: bool = True) -> str:
+        result = CliRunner().invoke(main, list(args))
+        assert (result.exit_code == 0) is ok, result.output
+        return result.output
+
+    created = json.loads(cli("orders", "create", "ACC00000003", "--billing", "IMMEDIATE", "--enrol", "--name",
+                             "Jane Customer", "--line1", "1 High Street", "--town", "Leeds", "--postcode", "LS1 4AP"))
+    order_id = created["order_id"]
+    assert json.loads(cli("orders", "add-line", order_id, "HS-ORBIT-5", "--quantity", "2"))["total_amount"] == "659.98"
+    assert "Error: sku: 'HS-NOPE' is not in the catalogue" in cli("orders", "add-line", order_id, "HS-NOPE", ok=False)
+    assert cli("orders", "generate", order_id).strip() == f"{order_id}: AWAITING_GENERATION"
+    assert f"Error: status: order {order_id} is AWAITING_GENERATION" in cli("orders", "generate", order_id, ok=False)
+    history = json.loads(cli("orders", "show", order_id))["history"]
+    assert [(h["to"], h["cause"]) for h in history] == [("NEW", "cli"), ("AWAITING_GENERATION", "cli")]
+    assert pg_hardware.platform.query("SELECT status FROM hw_orders WHERE order_id = ?", [order_id]) == [
+        ("AWAITING_GENERATION",)]
+    pg_hardware.request()
+    pg_hardware.dispatch(pg_hardware.drop_dispatch("WH_SOUTH", "s.csv.enc", [
+        shipped(order_id, 1, "HS-ORBIT-5", imei(1)), shipped(order_id, 1, "HS-ORBIT-5", imei(2))]))
+    assert json.loads(cli("orders", "device", imei(1)))["enrolment_status"] == "ENROL_PENDING"
+    assert "is ENROL_PENDING" in cli("orders", "enrol", imei(1), ok=False)
