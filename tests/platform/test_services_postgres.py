@@ -252,12 +252,11 @@ def test_the_recovery_sensor_records_a_partition_it_gives_up_on_in_postgres_once
 
     job = "sales_order_request_job"
     previous = None
-    for attempt in range(MAX_RECOVERIES + 1):  # the first run, then each recovery of the one before: all died
+    for _ in range(MAX_RECOVERIES + 1):  # the first run, then each recovery of the one before: all died
         tags = {"dagster/partition": "SOR-00000001", **({RECOVERY_OF_TAG: previous} if previous else {})}
         run = instance.create_run_for_job(build_definitions().resolve_job_def(job), tags=tags)
         instance.report_run_failed(run)  # ended with no step failure: a process that died
         previous = run.run_id
-        assert attempt < MAX_RECOVERIES or RECOVERY_OF_TAG in tags
     evaluate = build_definitions().get_sensor_def(RECOVERY_SENSOR)
     for _ in range(2):
         result = sensor(evaluate, instance)
