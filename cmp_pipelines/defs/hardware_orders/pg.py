@@ -32,6 +32,8 @@ Each step: what it pulls -> what it pushes.
 - enrolment response: the requests the file answers and their devices (FOR UPDATE) -> the answers, the devices,
   events, then (`Intake.push_loaded`) the responses, the batch and intake rows.
 
+Migration 0023 gives PostgreSQL the indexes these pulls use (none on DuckDB).
+
 Append-only rows a step writes without a key to push them by (order history, workflow events, job errors) are
 cleared from the scratch when the step starts deciding and pushed whole at its end.
 """
@@ -190,7 +192,7 @@ def pull_dispatch_applied(batch_id: str) -> Callable[[Mirror], None]:
         mirror.pull("hw_orders", f"order_id IN ({_RECORD_ORDERS})", params, key=["order_id"])
         mirror.settle()
         mirror.con.execute("DELETE FROM hw_order_history WHERE cause LIKE '%(' || ? || ')%'", params)
-        mirror.pull("hw_order_history", "cause LIKE '%(' || $1 || ')%'", params)
+        mirror.pull("hw_order_history", f"order_id IN ({_RECORD_ORDERS}) AND cause LIKE '%(' || $1 || ')%'", params)
         mirror.pull("hw_devices", "dispatch_batch_id = $1", params, key=["device_id"])
         mirror.pull("hw_pending_charges", "dispatch_batch_id = $1", params, key=["order_id"])
     return pull
