@@ -226,3 +226,64 @@ def test_the_order_commands_work_on_postgres(pg_hardware):
         shipped(order_id, 1, "HS-ORBIT-5", imei(1)), shipped(order_id, 1, "HS-ORBIT-5", imei(2))]))
     assert json.loads(cli("orders", "device", imei(1)))["enrolment_status"] == "ENROL_PENDING"
     assert "is ENROL_PENDING" in cli("orders", "enrol", imei(1), ok=False)
+
+
+def _killed_at(point: int, job: Callable[[], object]) -> int:
+    """`job` in a forked child killed (kill -9) at its `point`-th crash point (core/crashpoints.py); its exit code:
+    -9 when killed, 0 when it ended before reaching the point."""
+    import multiprocessing
+    import os
+
+    def child() -> None:
+        os.environ["CMP_CRASHPOINT"] = str(point)
+        job()
+
+    process = multiprocessing.get_context("fork").Process(target=child)
+    process.start()
+    process.join(300)
+    assert process.exitcode is not None, "the job hung"
+    return process.exitcode
+
+
+def test_runs_killed_at_every_commit_leave_nothing_half_written_and_the_rerun_completes(pg_hardware):
+    """The request job and a dispatch file, each killed at its first crash point, run again and killed at the next
+    one, and so on until a run ends: after every kill PostgreSQL holds a step whole or not at all (a batch sent with
+    its orders moved, a dispatch applied with its devices, charge and history), and the end state is the one an
+    uninterrupted run gives (each order moved once, the charge posted once, the posting file written)."""
+    hardware = pg_hardware
+    query = hardware.platform.query
+    order = hardware.order("ACC00000011", [("HS-ACME-X1", 1), ("PR-CASE-X1", 1)])
+    [[up_to]] = query("SELECT max(generation_seq) FROM hw_orders")
+    batch_id = f"SOR-{up_to:08d}"
+
+    point = 1
+    while _killed_at(point, request_run(hardware, batch_id)) != 0:
+        [(status,)] = query("SELECT status FROM hw_orders WHERE order_id = ?", [order])
+        sent = query("SELECT status FROM batches WHERE batch_id = ?", [batch_id])
+        assert (status == "AWAITING_DISPATCH") == (sent == [("SENT",)]), (point, status, sent)
+        point += 1
+        assert point < 40
+    assert point > 3  # it was killed in every step
+    assert query("SELECT new_status, count(*) FROM hw_order_history WHERE order_id = ? GROUP BY 1 ORDER BY 1",
+                 [order]) == [("AWAITING_DISPATCH", 1), ("AWAITING_GENERATION", 1), ("NEW", 1)]
+
+    key = hardware.drop_dispatch("WH_NORTH", "k.csv.enc", [shipped(order, 1, "HS-ACME-X1", imei(1)),
+                                                           shipped(order, 2, "PR-CASE-X1", "CASE-1")])
+    point = 1
+    while _killed_at(point, dispatch_run(hardware, key)) != 0:
+        applied = query("SELECT count(*) FROM batches WHERE kind = 'WAREHOUSE_DISPATCH' AND status = 'APPLIED'")
+        state = (query("SELECT count(*) FROM hw_devices")[0][0], query("SELECT status FROM hw_orders")[0][0],
+                 query("SELECT count(*), coalesce(sum(amount_minor), 0) FROM ledger_postings "
+                       "WHERE kind = 'HARDWARE_CHARGE'")[0])
+        assert state == ((2, "COMPLETE", (1, 51899)) if applied == [(1,)] else (0, "AWAITING_DISPATCH", (0, 0))), \
+            (point, state)
+        loaded = query("SELECT count(*) FROM inbound_files WHERE status = 'LOADED'")[0][0]
+        assert query("SELECT count(*) FROM hw_dispatch_records")[0][0] == 2 * loaded, point
+        point += 1
+        assert point < 40
+    assert point > 3
+    assert query("SELECT new_status, count(*) FROM hw_order_history WHERE order_id = ? AND new_status = 'COMPLETE' "
+                 "GROUP BY 1", [order]) == [("COMPLETE", 1)]
+    [(path,)] = query("SELECT output_path FROM batches WHERE kind = 'HARDWARE_CHARGE'")
+    assert path and hardware.platform.files.exists(path)
+    assert hardware.platform.files.exists("outbound/reports/warehouse_dispatch/WH_NORTH/k.csv.outcomes.json")
