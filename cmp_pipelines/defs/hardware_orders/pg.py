@@ -191,8 +191,9 @@ def pull_dispatch_applied(batch_id: str) -> Callable[[Mirror], None]:
         pull_dispatch_batch(mirror, batch_id)
         mirror.pull("hw_orders", f"order_id IN ({_RECORD_ORDERS})", params, key=["order_id"])
         mirror.settle()
-        mirror.con.execute("DELETE FROM hw_order_history WHERE cause LIKE '%(' || ? || ')%'", params)
-        mirror.pull("hw_order_history", f"order_id IN ({_RECORD_ORDERS}) AND cause LIKE '%(' || $1 || ')%'", params)
+        mirror.con.execute("DELETE FROM hw_order_history WHERE order_id IN (SELECT order_id FROM hw_dispatch_records "
+                           "WHERE batch_id = ?)", params)
+        mirror.pull("hw_order_history", f"order_id IN ({_RECORD_ORDERS})", params)  # the result counts this batch's
         mirror.pull("hw_devices", "dispatch_batch_id = $1", params, key=["device_id"])
         mirror.pull("hw_pending_charges", "dispatch_batch_id = $1", params, key=["order_id"])
     return pull

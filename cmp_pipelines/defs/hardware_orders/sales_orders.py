@@ -98,6 +98,7 @@ class SalesOrderRequests:
         self.con, self.files, self.keyring, self.config, self.fraud = con, files, keyring, config, fraud
         self.now = now or datetime.now(UTC)
         self.mirror = mirror
+        self._pulled: str | None = None  # the batch whose state the scratch holds as this flow last committed it
 
     def claim(self, batch_id: str) -> RequestBatch:
         match = BATCH_ID.match(batch_id)
@@ -126,7 +127,14 @@ class SalesOrderRequests:
             )
             if self.mirror is not None:
                 pg.push_request_batch(self.mirror, batch_id, self.now, reference=True)
+        self._pulled = batch_id
         return self.batch(batch_id)
+
+    def _refresh(self, batch_id: str) -> None:
+        """On PostgreSQL: the batch's state pulled, unless this flow's own last step left it in the scratch."""
+        if self._pulled != batch_id:
+            pg.refresh(self.mirror, self._pull(batch_id))
+            self._pulled = batch_id if self.mirror is not None else None
 
     def _pull(self, batch_id: str, *, lock_orders: bool = False):
         return lambda mirror: pg.pull_request_batch(mirror, batch_id, lock_orders=lock_orders)
@@ -214,6 +222,7 @@ class SalesOrderRequests:
             self.con.execute("UPDATE batches SET status = 'CHECKED' WHERE batch_id = ?", [batch.batch_id])
             if self.mirror is not None:
                 pg.push_request_batch(self.mirror, batch.batch_id, self.now)
+        self._pulled = batch.batch_id
         return self.batch(batch.batch_id)
 
     def _status(self, batch_id: str) -> str | None:
@@ -233,7 +242,7 @@ class SalesOrderRequests:
         """Write every warehouse's request (the same bytes on a re-run), then mark the orders sent."""
         if batch.status == "CLAIMED":
             raise LookupError(f"{batch.batch_id} is not fraud-checked yet: materialise sales_order_request_batch")
-        pg.refresh(self.mirror, self._pull(batch.batch_id))
+        self._refresh(batch.batch_id)
         created_at = self.con.execute(
             "SELECT created_at FROM batches WHERE batch_id = ?", [batch.batch_id]
         ).fetchone()[0].astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -282,10 +291,11 @@ class SalesOrderRequests:
             )
             if self.mirror is not None:
                 pg.push_request_batch(self.mirror, batch.batch_id, self.now)
+        self._pulled = batch.batch_id
         return self.batch(batch.batch_id)
 
     def batch(self, batch_id: str) -> RequestBatch:
-        pg.refresh(self.mirror, self._pull(batch_id))
+        self._refresh(batch_id)
         row = self.con.execute(
             "SELECT status, record_count, output_path FROM batches WHERE batch_id = ? AND kind = ?", [batch_id, KIND]
         ).fetchone()
