@@ -6,13 +6,16 @@ only the rows its rules read and pushes what it wrote in ONE transaction, commit
 Lock: `hw:state`, one transaction-level advisory lock taken (before the step pulls) by every step that decides from
 or changes order, device or enrolment state: the request claim, its fraud check and its send, the dispatch apply,
 the enrolment selection and the enrolment response load. Two runs at once therefore decide one after the other from
-what the first committed (an order is claimed and sent once, a device allocated once, a settled order billed once);
-each such transaction takes this one lock first (the response load then the intake's content locks, which no other
-holder takes before it), so no cycle can form and nothing deadlocks. The order rows a step changes are also pulled
-`FOR UPDATE` in order-id order, so an agent's change through the API or CLI (core/db/pg_duck.py) waits rather than
-being overwritten. Hardware volumes are small (README: 100,000 orders in one batch); the lock is held from pull to
-push, never while a warehouse or manufacturer file is decrypted or parsed. The fraud service is asked before the
-lock is taken; the verdicts are applied under it only if the batch is still CLAIMED.
+what the first committed (an order is claimed and sent once, a device allocated once, a settled order billed once).
+The lock comes before the pull because row locks alone cannot serialise this: a `SELECT ... FOR UPDATE` finds only
+rows committed when it started, so a device or request row another run is inserting would be missed (PostgreSQL
+manual, "Transaction Isolation", Read Committed). Each such transaction takes this one lock first (the response
+load then the intake's content locks, which no other holder takes before it), so no cycle can form and nothing
+deadlocks. The order rows a step changes are also pulled `FOR UPDATE` in order-id order, so an agent's change
+through the API or CLI (core/db/pg_duck.py) waits rather than being overwritten. Hardware volumes are small
+(README: 100,000 orders in one batch); the lock is held from pull to push, never while a warehouse or manufacturer
+file is decrypted or parsed. The fraud service is asked before the lock is taken; the verdicts are applied under it
+only if the batch is still CLAIMED.
 
 Each step: what it pulls -> what it pushes.
 - claim: the batch row, the orders awaiting generation up to its number (FOR UPDATE) -> the reference tables, the
