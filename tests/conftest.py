@@ -13,7 +13,7 @@ from tests.support.api import api, api_instance  # noqa: F401
 from tests.support.billing import any_billing, billing  # noqa: F401
 from tests.support.console import console  # noqa: F401
 from tests.support.dagster import dagster_home_template, instance  # noqa: F401
-from tests.support.hardware import hardware  # noqa: F401
+from tests.support.hardware import any_hardware, hardware  # noqa: F401
 from tests.support.pg_platform import any_platform, pg_platform  # noqa: F401
 from tests.support.platform import platform, platform_template  # noqa: F401
 from tests.support.postgres import pg_store, pg_template, pg_url, postgres_server  # noqa: F401

@@ -77,10 +77,10 @@ def _service_connect(read_only: bool = False):
         con.close()
 
 
-def _refusals_as_errors(action, config, refusal: type[ValueError]):
-    """Run `action(con, config)` in the store; a refusal (`refusal` with .field and .message) becomes a clear CLI
-    error naming the field."""
-    with _connect() as con:
+def _refusals_as_errors(action, config, refusal: type[ValueError], connect=None):
+    """Run `action(con, config)` in the store (`connect()`, default the DuckDB file); a refusal (`refusal` with
+    .field and .message) becomes a clear CLI error naming the field."""
+    with (connect or _connect)() as con:
         try:
             return action(con, config)
         except refusal as exc:

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import click
 
-from cmp_pipelines.cli.common import _hardware, _refusals_as_errors
+from cmp_pipelines.cli.common import _hardware, _refusals_as_errors, _service_connect
 
 
 @click.group()
@@ -16,10 +16,11 @@ def orders() -> None:
 
 
 def _order_action(action):
-    """Run an order operation; its refusals become a clear CLI error naming the field."""
+    """Run an order operation on the store (with CMP_DATABASE_URL, PostgreSQL itself: core/db/pg_duck.py); its
+    refusals become a clear CLI error naming the field."""
     from cmp_pipelines.defs.hardware_orders.orders import OrderError
 
-    return _refusals_as_errors(action, _hardware(), OrderError)
+    return _refusals_as_errors(action, _hardware(), OrderError, connect=_service_connect)
 
 
 @orders.command("catalogue")

@@ -227,13 +227,71 @@ def test_sftp_pickup_on_postgres_records_each_file_in_the_store_and_takes_it_onc
         ("nrp", "pg-from-paypoint/PAYPOINT-1.json.enc", "inbound/nrp/PAYPOINT/PAYPOINT-1.json.enc", True)]
 
 
-def test_the_sales_order_sensor_on_postgres_says_its_flow_is_not_there_yet(pg_platform, instance):
-    """The hardware-order flows are not on PostgreSQL: their sensor asks for nothing and says why, rather than read a
-    DuckDB file that is not the store (left on disk, it would be stale)."""
+def test_the_sales_order_sensor_on_postgres_reads_postgres(pg_platform, instance):
+    """On PostgreSQL the sales-order sensor asks PostgreSQL (never a DuckDB file left on disk, which would be
+    stale): nothing awaiting generation, it says so; an order generated there becomes a request batch."""
+    from tests.support.hardware import _hardware
+
     definitions = build_definitions()
     evaluate = definitions.get_sensor_def("sales_order_request_sensor")
-    (pg_platform.root / "cmp.duckdb").touch()  # a stale file on disk is not read either
+    (pg_platform.root / "cmp.duckdb").touch()  # a stale file on disk is not read
     result = sensor(evaluate, instance)
-    assert result.skip_reason.skip_message == ("the hardware-order flows do not run on PostgreSQL yet "
-                                               "(CMP_DATABASE_URL is set): no sales-order batch is asked for")
+    assert result.skip_reason.skip_message == "no order awaiting generation"
     assert not result.run_requests
+    _hardware(pg_platform).order("ACC00000007", [("PR-CASE-X1", 1)])
+    pg_platform.execute("UPDATE hw_orders SET generated_at = now()")  # by the sensor's clock: not a retry
+    result = sensor(evaluate, instance)
+    assert [(r.partition_key, r.run_key) for r in result.run_requests] == [("SOR-00000001", "SOR-00000001")]
+
+
+def test_the_recovery_sensor_records_a_partition_it_gives_up_on_in_postgres_once(pg_platform, instance):
+    """A partition whose runs keep dying (every recovery run died too) is not retried again: the recovery sensor
+    records a RECOVERY job error in PostgreSQL naming the job, the partition and the last run, once however many
+    ticks see it."""
+    from cmp_pipelines.lib.recovery import MAX_RECOVERIES, RECOVERY_OF_TAG, RECOVERY_SENSOR
+
+    job = "sales_order_request_job"
+    previous = None
+    for _ in range(MAX_RECOVERIES + 1):  # the first run, then each recovery of the one before: all died
+        tags = {"dagster/partition": "SOR-00000001", **({RECOVERY_OF_TAG: previous} if previous else {})}
+        run = instance.create_run_for_job(build_definitions().resolve_job_def(job), tags=tags)
+        instance.report_run_failed(run)  # ended with no step failure: a process that died
+        previous = run.run_id
+    evaluate = build_definitions().get_sensor_def(RECOVERY_SENSOR)
+    for _ in range(2):
+        result = sensor(evaluate, instance)
+        assert not result.run_requests  # given up: no further run
+    rows = pg_platform.query("SELECT job, category, source_ref, detail FROM job_errors WHERE category = 'RECOVERY'")
+    assert rows == [(job, "RECOVERY", previous, f"{job} partition SOR-00000001: runs keep dying (last {previous}); "
+                                                "not retried again - look at the run's logs and re-execute it "
+                                                "from the UI")]
+
+
+def test_events_retry_on_postgres_puts_a_failed_event_back_and_refuses_a_done_one(pg_platform):
+    """`cmp-pipelines events retry` with CMP_DATABASE_URL changes PostgreSQL's dispatch rows: a FAILED event is
+    PENDING again with its attempts reset and the configured action; a DONE one and an unknown id are refused."""
+    from click.testing import CliRunner
+
+    from cmp_pipelines.cli import main
+
+    pg_platform.execute(
+        "INSERT INTO workflow_events (event_type, event_code, account_number, source_ref, detail) VALUES "
+        "('DEVICE_ENROLMENT', 'ENROLMENT_FAILED', 'ACC00000001', 'DEV-1', 'refused'), "
+        "('DEVICE_ENROLMENT', 'ENROLMENT_FAILED', 'ACC00000002', 'DEV-2', 'refused')")
+    failed, done = [r[0] for r in pg_platform.query("SELECT event_id FROM workflow_events ORDER BY 1")]
+    pg_platform.execute(
+        "INSERT INTO workflow_dispatch (event_id, action, target, status, attempts, last_error, next_attempt_at, "
+        "created_at, updated_at) VALUES (?, 'COMMUNICATION', 'old', 'FAILED', 5, 'SMTP refused', now(), now(), now()), "
+        "(?, 'COMMUNICATION', 'old', 'DONE', 1, NULL, now(), now(), now())", [failed, done])
+    runner = CliRunner()
+
+    retried = runner.invoke(main, ["events", "retry", str(failed)])
+    assert retried.exit_code == 0 and "1 event(s) will be dispatched again" in retried.output, retried.output
+    [(status, attempts, last_error, action)] = pg_platform.query(
+        "SELECT status, attempts, last_error, action FROM workflow_dispatch WHERE event_id = ?", [failed])
+    assert (status, attempts, last_error, action) == ("PENDING", 0, None, "COMMUNICATION")
+    refused = runner.invoke(main, ["events", "retry", str(done)])
+    assert refused.exit_code == 1 and f"event {done} is DONE; its action is not repeated" in refused.output
+    missing = runner.invoke(main, ["events", "retry", "999999"])
+    assert missing.exit_code == 1 and "event 999999 does not exist" in missing.output
+    assert pg_platform.query("SELECT status FROM workflow_dispatch ORDER BY event_id") == [("PENDING",), ("DONE",)]

@@ -36,6 +36,7 @@ from cmp_pipelines.defs.hardware_orders.sales_orders import (
     pending_generation,
     request_batch_id,
 )
+from tests.support.pg_platform import PgPlatform
 from tests.support.platform import NOW, Platform
 
 CONFIG = PROJECT_ROOT / "config"
@@ -64,13 +65,44 @@ def failed(order_id: str, line: int, sku: str, reason: str) -> str:
 
 @dataclass
 class Hardware:
+    """On either store: with a `PgPlatform`, order commands go to PostgreSQL itself (core/db/pg_duck.py, as the
+    service reads do) and each job's steps run on a scratch linked to it (core/db/mirror.py), as a run does."""
+
     platform: Platform
     config: HardwareConfig
+
+    @property
+    def on_postgres(self) -> bool:
+        return isinstance(self.platform, PgPlatform)
+
+    @contextmanager
+    def store(self):
+        """What the agent's order commands run on: the DuckDB file, or PostgreSQL."""
+        if not self.on_postgres:
+            with self.platform.connect() as con:
+                yield con
+            return
+        from cmp_pipelines.core.db.pg_duck import pg_duck
+
+        with pg_duck(self.platform.url) as con:
+            yield con
+
+    @contextmanager
+    def run(self):
+        """(con, mirror) a job's steps run on: the DuckDB file and no mirror, or one run's scratch and its link."""
+        if not self.on_postgres:
+            with self.platform.connect() as con:
+                yield con, None
+            return
+        from cmp_pipelines.core.db.mirror import mirrored
+
+        with mirrored(self.platform.url) as mirror:
+            yield mirror.con, mirror
 
     def order(self, account: str, lines: list[tuple[str, int]], *, billing: str = "IMMEDIATE",
               fraud_check: bool = True, enrolment: bool = False, delivery: Delivery = HOME,
               generate: bool = True) -> str:
-        with self.platform.connect() as con:
+        with self.store() as con:
             order_id = create_order(con, account, billing=billing, fraud_check=fraud_check, enrolment=enrolment,
                                     delivery=delivery, now=NOW)["order_id"]
             for sku, quantity in lines:
@@ -80,7 +112,7 @@ class Hardware:
         return order_id
 
     def view(self, order_id: str) -> dict:
-        with self.platform.connect() as con:
+        with self.store() as con:
             return order_view(con, order_id)
 
     def status(self, order_id: str) -> str:
@@ -88,12 +120,13 @@ class Hardware:
 
     def request(self, now: datetime = NOW) -> RequestBatch | None:
         """The Sales Order Request job for what the sensor would see now: claim, fraud check, send."""
-        with self.platform.connect() as con:
+        with self.store() as con:
             up_to = pending_generation(con)
-            if up_to is None:
-                return None
+        if up_to is None:
+            return None
+        with self.run() as (con, mirror):
             flow = SalesOrderRequests(con, self.platform.files, self.platform.keyring, self.config,
-                                      RuleBasedFraudCheck(), now)
+                                      RuleBasedFraudCheck(), now, mirror)
             return flow.send(flow.check_fraud(flow.claim(request_batch_id(up_to))))
 
     def read_request(self, warehouse: str, batch_id: str, currency: str = "GBP") -> dict:
@@ -112,9 +145,9 @@ class Hardware:
 
     def dispatch(self, key: str, now: datetime = NOW) -> tuple[DispatchLoad, DispatchResult]:
         """The Sales Order Dispatch steps for one file, as its job runs them."""
-        with self.platform.connect() as con:
+        with self.run() as (con, mirror):
             flow = WarehouseDispatch(con, self.platform.files, self.platform.keyring, load_partners(CONFIG),
-                                     self.config, now)
+                                     self.config, now, mirror)
             load = flow.load(key)
             flow.write_converted(load)
             result = flow.apply(load)
@@ -139,8 +172,9 @@ class Hardware:
     # ---- device enrolment --------------------------------------------------------------------------
 
     def enrolment_day(self, day, now: datetime = NOW) -> EnrolmentBatch:
-        with self.platform.connect() as con:
-            flow = EnrolmentRequests(con, self.platform.files, self.platform.keyring, FileDropManufacturer(), now)
+        with self.run() as (con, mirror):
+            flow = EnrolmentRequests(con, self.platform.files, self.platform.keyring, FileDropManufacturer(), now,
+                                     mirror=mirror)
             batch = flow.select(day)
             flow.send(batch)
             return flow.batch(day)
@@ -163,8 +197,9 @@ class Hardware:
         return partition_key(manufacturer, name, sha256_hex(self.platform.files.read_bytes(path)))
 
     def process_response(self, key: str, now: datetime = NOW) -> ResponseLoad:
-        with self.platform.connect() as con:
-            flow = EnrolmentResponses(con, self.platform.files, self.platform.keyring, load_partners(CONFIG), now)
+        with self.run() as (con, mirror):
+            flow = EnrolmentResponses(con, self.platform.files, self.platform.keyring, load_partners(CONFIG), now,
+                                      mirror)
             load = flow.load(key)
             flow.write_report(load)
             return load
@@ -179,11 +214,21 @@ def answer(record_id: str, request_id: str, device_id: str, result: str, reason:
             "reason": reason}
 
 
-@pytest.fixture
-def hardware(platform) -> Hardware:
+def _hardware(platform: Platform) -> Hardware:
     for partner in PARTNERS:
         platform.keyring.init_keys(partner)
     return Hardware(platform, load_hardware_orders(CONFIG, load_partners(CONFIG)))
+
+
+@pytest.fixture
+def hardware(platform) -> Hardware:
+    return _hardware(platform)
+
+
+@pytest.fixture(params=["duckdb", pytest.param("postgres", marks=pytest.mark.postgres)])
+def any_hardware(request) -> Hardware:
+    """The same test body on both stores (the PostgreSQL one under the `postgres` marker: `make test-pg`)."""
+    return _hardware(request.getfixturevalue("platform" if request.param == "duckdb" else "pg_platform"))
 
 
 def gotham_verdicts(deliveries: list[dict]) -> dict:

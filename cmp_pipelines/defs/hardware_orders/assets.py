@@ -49,8 +49,10 @@ def _quarantined(quarantined: FileQuarantined) -> dg.Failure:
 
 # ---- Sales Order Request ---------------------------------------------------------------------------------
 
-def _requests(con, file_store: FileStore, cipher: PartnerCipher, fraud_check: FraudCheck) -> SalesOrderRequests:
-    return SalesOrderRequests(con, file_store, cipher.keyring(), _config()[1], fraud_check, datetime.now(UTC))
+def _requests(con, file_store: FileStore, cipher: PartnerCipher, fraud_check: FraudCheck,
+              mirror=None) -> SalesOrderRequests:
+    return SalesOrderRequests(con, file_store, cipher.keyring(), _config()[1], fraud_check, datetime.now(UTC),
+                              mirror)
 
 
 def _request_metadata(batch: RequestBatch) -> dict:
@@ -78,8 +80,8 @@ def sales_order_request_batch(
     context: dg.AssetExecutionContext, database: Database, file_store: FileStore, cipher: PartnerCipher,
     fraud_check: FraudCheck,
 ) -> dg.MaterializeResult:
-    with database.connection() as con:
-        flow = _requests(con, file_store, cipher, fraud_check)
+    with database.flow_store() as (con, mirror):  # on PostgreSQL the run's scratch (pg.py)
+        flow = _requests(con, file_store, cipher, fraud_check, mirror)
         batch = flow.check_fraud(flow.claim(context.partition_key))
         preview = con.execute(
             "SELECT o.order_id, o.account_number, o.status, CASE WHEN o.fraud_check THEN coalesce(f.reason, 'passed') "
@@ -108,8 +110,8 @@ def sales_order_request_files(
     context: dg.AssetExecutionContext, database: Database, file_store: FileStore, cipher: PartnerCipher,
     fraud_check: FraudCheck,
 ) -> dg.MaterializeResult:
-    with database.connection() as con:
-        flow = _requests(con, file_store, cipher, fraud_check)
+    with database.flow_store() as (con, mirror):  # on PostgreSQL the run's scratch (pg.py)
+        flow = _requests(con, file_store, cipher, fraud_check, mirror)
         batch = flow.send(flow.batch(context.partition_key))
     metadata = _request_metadata(batch)
     metadata["files_written"] = dg.MetadataValue.json([f.path for f in batch.files])
@@ -121,9 +123,9 @@ def sales_order_request_files(
 
 # ---- Sales Order Dispatch --------------------------------------------------------------------------------
 
-def _dispatch(con, file_store: FileStore, cipher: PartnerCipher) -> WarehouseDispatch:
+def _dispatch(con, file_store: FileStore, cipher: PartnerCipher, mirror=None) -> WarehouseDispatch:
     partners, config = _config()
-    return WarehouseDispatch(con, file_store, cipher.keyring(), partners, config, datetime.now(UTC))
+    return WarehouseDispatch(con, file_store, cipher.keyring(), partners, config, datetime.now(UTC), mirror)
 
 
 def _load_metadata(load: DispatchLoad) -> dict:
@@ -160,8 +162,8 @@ def _result_metadata(result: DispatchResult) -> dict:
 def warehouse_dispatch_batch(
     context: dg.AssetExecutionContext, database: Database, file_store: FileStore, cipher: PartnerCipher
 ) -> dg.MaterializeResult:
-    with database.connection() as con:
-        flow = _dispatch(con, file_store, cipher)
+    with database.flow_store() as (con, mirror):  # on PostgreSQL the run's scratch (pg.py)
+        flow = _dispatch(con, file_store, cipher, mirror)
         try:
             load = flow.load(context.partition_key)
         except FileQuarantined as quarantined:
@@ -195,8 +197,8 @@ def warehouse_dispatch_batch(
 def sales_order_dispatch(
     context: dg.AssetExecutionContext, database: Database, file_store: FileStore, cipher: PartnerCipher
 ) -> dg.MaterializeResult:
-    with database.connection() as con:
-        flow = _dispatch(con, file_store, cipher)
+    with database.flow_store() as (con, mirror):  # on PostgreSQL the run's scratch (pg.py)
+        flow = _dispatch(con, file_store, cipher, mirror)
         load = flow.loaded(context.partition_key)
         result = flow.apply(load)
         orders = con.execute(
@@ -222,8 +224,8 @@ def sales_order_dispatch(
 def sales_order_dispatch_files(
     context: dg.AssetExecutionContext, database: Database, file_store: FileStore, cipher: PartnerCipher
 ) -> dg.MaterializeResult:
-    with database.connection() as con:
-        flow = _dispatch(con, file_store, cipher)
+    with database.flow_store() as (con, mirror):  # on PostgreSQL the run's scratch (pg.py)
+        flow = _dispatch(con, file_store, cipher, mirror)
         load = flow.loaded(context.partition_key)
         result = flow.applied(load)
         written = [path for path in (flow.write_posting_file(result), flow.write_report(load, result)) if path]
@@ -235,9 +237,9 @@ def sales_order_dispatch_files(
 # ---- Device Enrolment Request ----------------------------------------------------------------------------
 
 def _enrolment(con, file_store: FileStore, cipher: PartnerCipher,
-               device_manufacturer: DeviceManufacturer) -> EnrolmentRequests:
+               device_manufacturer: DeviceManufacturer, mirror=None) -> EnrolmentRequests:
     return EnrolmentRequests(con, file_store, cipher.keyring(), device_manufacturer, datetime.now(UTC),
-                             config=_config()[1])
+                             config=_config()[1], mirror=mirror)
 
 
 @dg.asset(
@@ -254,8 +256,8 @@ def device_enrolment_request_batch(
     context: dg.AssetExecutionContext, database: Database, file_store: FileStore, cipher: PartnerCipher,
     device_manufacturer: DeviceManufacturer,
 ) -> dg.MaterializeResult:
-    with database.connection() as con:
-        batch = _enrolment(con, file_store, cipher, device_manufacturer).select(
+    with database.flow_store() as (con, mirror):  # on PostgreSQL the run's scratch (pg.py)
+        batch = _enrolment(con, file_store, cipher, device_manufacturer, mirror).select(
             date.fromisoformat(context.partition_key))
     return dg.MaterializeResult(metadata={
         "batch_id": batch.batch_id, "status": batch.status, "enrol_count": dg.MetadataValue.int(batch.enrol_count),
@@ -279,8 +281,8 @@ def device_enrolment_request_files(
     context: dg.AssetExecutionContext, database: Database, file_store: FileStore, cipher: PartnerCipher,
     device_manufacturer: DeviceManufacturer,
 ) -> dg.MaterializeResult:
-    with database.connection() as con:
-        flow = _enrolment(con, file_store, cipher, device_manufacturer)
+    with database.flow_store() as (con, mirror):  # on PostgreSQL the run's scratch (pg.py)
+        flow = _enrolment(con, file_store, cipher, device_manufacturer, mirror)
         batch = flow.batch(date.fromisoformat(context.partition_key))
         sent = flow.send(batch)
     return dg.MaterializeResult(metadata={
@@ -291,8 +293,8 @@ def device_enrolment_request_files(
 
 # ---- Device Enrolment Response ---------------------------------------------------------------------------
 
-def _responses(con, file_store: FileStore, cipher: PartnerCipher) -> EnrolmentResponses:
-    return EnrolmentResponses(con, file_store, cipher.keyring(), _config()[0], datetime.now(UTC))
+def _responses(con, file_store: FileStore, cipher: PartnerCipher, mirror=None) -> EnrolmentResponses:
+    return EnrolmentResponses(con, file_store, cipher.keyring(), _config()[0], datetime.now(UTC), mirror)
 
 
 @dg.asset(
@@ -309,9 +311,9 @@ def _responses(con, file_store: FileStore, cipher: PartnerCipher) -> EnrolmentRe
 def device_enrolment_response_batch(
     context: dg.AssetExecutionContext, database: Database, file_store: FileStore, cipher: PartnerCipher
 ) -> dg.MaterializeResult:
-    with database.connection() as con:
+    with database.flow_store() as (con, mirror):  # on PostgreSQL the run's scratch (pg.py)
         try:
-            load = _responses(con, file_store, cipher).load(context.partition_key)
+            load = _responses(con, file_store, cipher, mirror).load(context.partition_key)
         except FileQuarantined as quarantined:
             raise _quarantined(quarantined) from quarantined
         preview = con.execute(
@@ -338,8 +340,8 @@ def device_enrolment_response_batch(
 def device_enrolment_response_report(
     context: dg.AssetExecutionContext, database: Database, file_store: FileStore, cipher: PartnerCipher
 ) -> dg.MaterializeResult:
-    with database.connection() as con:
-        flow = _responses(con, file_store, cipher)
+    with database.flow_store() as (con, mirror):  # on PostgreSQL the run's scratch (pg.py)
+        flow = _responses(con, file_store, cipher, mirror)
         load = flow.loaded(context.partition_key)
         report = flow.write_report(load)
     return dg.MaterializeResult(metadata={"batch_id": load.batch_id, "files_written": report,

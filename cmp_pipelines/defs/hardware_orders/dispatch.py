@@ -22,6 +22,7 @@ import duckdb
 from cmp_pipelines.core.config import Partner
 from cmp_pipelines.core.crypto.keyring import PartnerKeyring
 from cmp_pipelines.core.db.connection import sql_literal, transaction
+from cmp_pipelines.core.db.mirror import Mirror
 from cmp_pipelines.core.files.store import FileStoreLike
 from cmp_pipelines.core.intake import Intake, Received, file_stem, sha256_hex
 from cmp_pipelines.core.ledger import (
@@ -33,10 +34,12 @@ from cmp_pipelines.core.ledger import (
     posted_batch,
     record_posting_batch,
     write_posting_file,
+    write_posting_file_postgres,
     write_records_file,
 )
 from cmp_pipelines.core.money import format_minor
 from cmp_pipelines.defs.hardware_orders import dispatch_csv as warehouse_dispatch_csv
+from cmp_pipelines.defs.hardware_orders import pg
 from cmp_pipelines.defs.hardware_orders.config import HardwareConfig
 from cmp_pipelines.defs.hardware_orders.device_card_numbers import with_card_numbers_masked
 from cmp_pipelines.defs.hardware_orders.dispatch_rules import FORMAT_RULES, MATCH_RULES, first_broken
@@ -79,10 +82,12 @@ class DispatchResult:
 
 class WarehouseDispatch:
     def __init__(self, con: duckdb.DuckDBPyConnection, files: FileStoreLike, keyring: PartnerKeyring,
-                 partners: dict[str, Partner], config: HardwareConfig, now: datetime | None = None):
-        self.con, self.files, self.config = con, files, config
+                 partners: dict[str, Partner], config: HardwareConfig, now: datetime | None = None,
+                 mirror: Mirror | None = None):
+        """`mirror`: on PostgreSQL, the run's link to the store (each step's pulls, pushes and lock: pg.py)."""
+        self.con, self.files, self.config, self.mirror = con, files, config, mirror
         self.now = now or datetime.now(UTC)
-        self.intake = Intake(con, files, keyring, partners, FEED, self.now)
+        self.intake = Intake(con, files, keyring, partners, FEED, self.now, mirror=mirror)
 
     # ---- load: the adaptor, then each record judged alone ------------------------------------------------
 
@@ -126,9 +131,12 @@ class WarehouseDispatch:
                 [batch_id, FEED, received.partner, received.file_id, self.now, batch_id],
             )
             self.intake.record_loaded(received, batch_id, content_sha, file_stem(received.file_name))
+            self.intake.push_loaded(received, content_sha, file_stem(received.file_name), batch_id,
+                                    {"hw_dispatch_records": "batch_id = $batch_id"})
 
     def _result(self, file_id: str, status: str) -> DispatchLoad:
         batch_id, partner, _ = self.intake.loaded_batch(file_id)
+        pg.refresh(self.mirror, lambda mirror: pg.pull_dispatch_batch(mirror, batch_id))
         outcomes = dict(self.con.execute(
             "SELECT outcome, count(*) FROM hw_dispatch_records WHERE batch_id = ? GROUP BY 1 ORDER BY 1", [batch_id]
         ).fetchall())
@@ -167,9 +175,9 @@ class WarehouseDispatch:
     # ---- apply: match, devices, order statuses, billing ------------------------------------------------
 
     def apply(self, load: DispatchLoad) -> DispatchResult:
-        params = {"batch": load.batch_id, "warehouse": load.warehouse, "now": self.now,
-                  "billing": child_batch_id(self.con, load.batch_id, "HARDWARE_CHARGE")}
-        with transaction(self.con):
+        with pg.deciding(self.mirror, pg.pull_dispatch_state(load.batch_id)), transaction(self.con):
+            params = {"batch": load.batch_id, "warehouse": load.warehouse, "now": self.now,
+                      "billing": child_batch_id(self.con, load.batch_id, "HARDWARE_CHARGE")}
             status = self.con.execute("SELECT status FROM batches WHERE batch_id = ?", [load.batch_id]).fetchone()[0]
             if status == "APPLIED":
                 return self.applied(load, applied_now=False)
@@ -193,6 +201,8 @@ class WarehouseDispatch:
                 "count(*) FROM hw_dispatch_records WHERE batch_id = ? AND outcome = 'REJECTED') WHERE batch_id = ?",
                 [self.now, load.batch_id, load.batch_id, load.batch_id],
             )
+            if self.mirror is not None:
+                pg.push_dispatch_applied(self.mirror, load.batch_id, params["billing"], self.now)
         return self.applied(load, applied_now=True)
 
     def _match(self, params: dict) -> None:
@@ -345,6 +355,7 @@ class WarehouseDispatch:
         self.con.execute("DROP TABLE hw_settling")
 
     def applied(self, load: DispatchLoad, applied_now: bool = False) -> DispatchResult:
+        pg.refresh(self.mirror, pg.pull_dispatch_applied(load.batch_id))
         billing = child_batch_id(self.con, load.batch_id, "HARDWARE_CHARGE")
         posted = posted_batch(self.con, billing, "sales_order_dispatch")
         completed, failed = self.con.execute(
@@ -373,7 +384,11 @@ class WarehouseDispatch:
     def write_posting_file(self, result: DispatchResult) -> str | None:
         if result.ledger_charges == 0:
             return None
-        return write_posting_file(self.con, self.files, result.batch_id, f"{FEED}:{JOB}", self.now)[0]
+        if self.mirror is None:
+            return write_posting_file(self.con, self.files, result.batch_id, f"{FEED}:{JOB}", self.now)[0]
+        written = write_posting_file_postgres(self.mirror, self.files, result.batch_id, f"{FEED}:{JOB}", self.now)
+        return written or self.mirror.query("SELECT output_path FROM batches WHERE batch_id = $1",
+                                            [result.batch_id]).column(0)[0].as_py()
 
     def write_report(self, load: DispatchLoad, result: DispatchResult) -> str:
         load = self._result(load.file_id, load.status)  # outcomes as matched, not as loaded
@@ -398,4 +413,7 @@ class WarehouseDispatch:
             """,
         )
         self.con.execute("UPDATE batches SET output_path = ? WHERE batch_id = ?", [report, load.batch_id])
+        if self.mirror is not None:
+            with self.mirror.transaction():
+                self.mirror.upsert("batches", ["batch_id"], "batch_id = $batch", {"batch": load.batch_id})
         return report

@@ -19,6 +19,7 @@ import duckdb
 from cmp_pipelines.core.config import Partner
 from cmp_pipelines.core.crypto.keyring import PartnerKeyring
 from cmp_pipelines.core.db.connection import sql_literal, transaction
+from cmp_pipelines.core.db.mirror import Mirror
 from cmp_pipelines.core.delivery import enqueue
 from cmp_pipelines.core.files import record_file
 from cmp_pipelines.core.files.errors import FileRejected
@@ -27,6 +28,7 @@ from cmp_pipelines.core.files.record_scan import read_record_file
 from cmp_pipelines.core.files.store import FileStoreLike
 from cmp_pipelines.core.intake import Intake, Received, file_stem, sha256_hex
 from cmp_pipelines.core.ledger import json_document, write_records_file
+from cmp_pipelines.defs.hardware_orders import pg
 from cmp_pipelines.defs.hardware_orders.adaptors import chosen
 from cmp_pipelines.defs.hardware_orders.config import HardwareConfig
 from cmp_pipelines.defs.hardware_orders.device_card_numbers import with_card_numbers_masked
@@ -120,15 +122,17 @@ def request_batch_id(day: date) -> str:
 
 class EnrolmentRequests:
     def __init__(self, con: duckdb.DuckDBPyConnection, files: FileStoreLike, keyring: PartnerKeyring,
-                 channel: ManufacturerChannel, now: datetime | None = None, config: HardwareConfig | None = None):
-        """`channel` reaches a manufacturer whose `enrolment` adaptor `config` does not set."""
-        self.con, self.files, self.keyring, self.channel = con, files, keyring, channel
+                 channel: ManufacturerChannel, now: datetime | None = None, config: HardwareConfig | None = None,
+                 mirror: Mirror | None = None):
+        """`channel` reaches a manufacturer whose `enrolment` adaptor `config` does not set; `mirror`: on
+        PostgreSQL, the run's link to the store (each step's pulls, pushes and lock: pg.py)."""
+        self.con, self.files, self.keyring, self.channel, self.mirror = con, files, keyring, channel, mirror
         self.now = now or datetime.now(UTC)
         self.config = config
 
     def select(self, day: date) -> EnrolmentBatch:
         batch_id = request_batch_id(day)
-        with transaction(self.con):
+        with pg.deciding(self.mirror, pg.pull_selectable(batch_id)), transaction(self.con):
             if not self.con.execute("SELECT count(*) FROM batches WHERE batch_id = ?", [batch_id]).fetchone()[0]:
                 self.con.execute(
                     """
@@ -154,10 +158,13 @@ class EnrolmentRequests:
                     "SELECT ?, ?, ?, 'SELECTED', count(*), ? FROM hw_enrolment_requests WHERE batch_id = ?",
                     [batch_id, REQUEST_KIND, FEED, self.now, batch_id],
                 )
+                if self.mirror is not None:
+                    pg.push_enrolment_selected(self.mirror, batch_id)
         return self.batch(day)
 
     def batch(self, day: date) -> EnrolmentBatch:
         batch_id = request_batch_id(day)
+        pg.refresh(self.mirror, lambda mirror: pg.pull_enrolment_batch(mirror, batch_id))
         row = self.con.execute("SELECT status FROM batches WHERE batch_id = ? AND kind = ?",
                                [batch_id, REQUEST_KIND]).fetchone()
         if row is None:
@@ -209,6 +216,10 @@ class EnrolmentRequests:
                         now=self.now)
         self.con.execute("UPDATE batches SET status = 'SENT', completed_at = ?, output_path = ? WHERE batch_id = ?",
                          [self.now, ", ".join(sent) or None, batch.batch_id])
+        if self.mirror is not None:  # the same files on a re-run: registered once, the batch row replaced
+            with self.mirror.transaction():
+                self.mirror.push_deliveries(self.now)
+                self.mirror.upsert("batches", ["batch_id"], "batch_id = $batch", {"batch": batch.batch_id})
         return sent
 
 
@@ -227,10 +238,10 @@ class ResponseLoad:
 
 class EnrolmentResponses:
     def __init__(self, con: duckdb.DuckDBPyConnection, files: FileStoreLike, keyring: PartnerKeyring,
-                 partners: dict[str, Partner], now: datetime | None = None):
-        self.con, self.files = con, files
+                 partners: dict[str, Partner], now: datetime | None = None, mirror: Mirror | None = None):
+        self.con, self.files, self.mirror = con, files, mirror
         self.now = now or datetime.now(UTC)
-        self.intake = Intake(con, files, keyring, partners, FEED, self.now)
+        self.intake = Intake(con, files, keyring, partners, FEED, self.now, mirror=mirror)
 
     def load(self, file_id: str) -> ResponseLoad:
         status = self.intake.load(file_id, self._load_new)
@@ -252,8 +263,14 @@ class EnrolmentResponses:
         table = with_card_numbers_masked(read.table, read.shape_errors,
                                          ("record_id", "request_id", "result", "reason"), ("device_id",))
         batch_id = f"DEN-{content_sha[:16]}"
-        code, message = first_broken(RESPONSE_RULES)
         params = {"batch": batch_id, "manufacturer": received.partner, "now": self.now}
+        answered = table.column("request_id").to_pylist()
+        with pg.deciding(self.mirror, lambda mirror: pg.pull_answered(mirror, answered)):
+            self._load_answers(received, table, content_sha, header["file_id"], batch_id, params)
+
+    def _load_answers(self, received: Received, table, content_sha: str, header_file_id: str, batch_id: str,
+                      params: dict) -> None:
+        code, message = first_broken(RESPONSE_RULES)
         with transaction(self.con):
             self.con.register("raw", table)
             try:
@@ -288,7 +305,11 @@ class EnrolmentResponses:
                 "count(*) FILTER (outcome = 'REJECTED') FROM hw_enrolment_responses WHERE batch_id = ?",
                 [batch_id, RESPONSE_KIND, FEED, received.partner, received.file_id, self.now, self.now, batch_id],
             )
-            self.intake.record_loaded(received, batch_id, content_sha, header["file_id"])
+            self.intake.record_loaded(received, batch_id, content_sha, header_file_id)
+            if self.mirror is not None:
+                pg.push_answers(self.mirror, batch_id)
+            self.intake.push_loaded(received, content_sha, header_file_id, batch_id,
+                                    {"hw_enrolment_responses": "batch_id = $batch_id"})
 
     def _apply(self, params: dict) -> None:
         accepted = "s.batch_id = $batch AND s.outcome <> 'REJECTED'"
@@ -322,6 +343,9 @@ class EnrolmentResponses:
 
     def _result(self, file_id: str, status: str) -> ResponseLoad:
         batch_id, partner, _ = self.intake.loaded_batch(file_id)
+        if self.mirror is not None:
+            with self.mirror.transaction():
+                self.mirror.pull("hw_enrolment_responses", "batch_id = $1", [batch_id], key=["batch_id", "position"])
         outcomes = dict(self.con.execute(
             "SELECT outcome, count(*) FROM hw_enrolment_responses WHERE batch_id = ? GROUP BY 1 ORDER BY 1",
             [batch_id]).fetchall())

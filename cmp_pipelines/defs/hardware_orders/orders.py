@@ -14,6 +14,7 @@ import duckdb
 
 from cmp_pipelines.core.cards import find_pan, mask_pans_in
 from cmp_pipelines.core.db.connection import transaction
+from cmp_pipelines.core.db.pg_duck import dialect
 from cmp_pipelines.defs.hardware_orders.config import HardwareConfig
 from cmp_pipelines.defs.hardware_orders.rules import (
     AWAITING_GENERATION,
@@ -191,12 +192,13 @@ def order_view(con: duckdb.DuckDBPyConnection, order_id: str) -> dict:
         """,
         [order_id],
     ).fetchall()
+    insertion = "ctid" if dialect(con) == "postgres" else "rowid"  # history is append-only: ties in insertion order
     history = con.execute(
         "SELECT old_status, new_status, cause, changed_at FROM hw_order_history WHERE order_id = ? "
-        "ORDER BY changed_at, rowid", [order_id]
+        f"ORDER BY changed_at, {insertion}", [order_id]
     ).fetchall()
     total = con.execute(
-        "SELECT minor_to_decimal(coalesce(sum(quantity * unit_price_minor), 0)) FROM hw_order_lines "
+        "SELECT minor_to_decimal(coalesce(sum(quantity * unit_price_minor), 0)::BIGINT) FROM hw_order_lines "
         "WHERE order_id = ?", [order_id]
     ).fetchone()[0]
     billed = con.execute(
@@ -232,7 +234,8 @@ def account_orders(con: duckdb.DuckDBPyConnection, account_number: str) -> list[
     """The account's orders, newest first: id, status, billing and total (the API's order list)."""
     rows = con.execute(
         """
-        SELECT o.order_id, o.status, o.billing, minor_to_decimal(coalesce(sum(l.quantity * l.unit_price_minor), 0)),
+        SELECT o.order_id, o.status, o.billing,
+               minor_to_decimal(coalesce(sum(l.quantity * l.unit_price_minor), 0)::BIGINT),
                o.created_at
         FROM hw_orders o LEFT JOIN hw_order_lines l USING (order_id)
         WHERE o.account_number = ? GROUP BY ALL ORDER BY o.created_at DESC, o.order_id DESC

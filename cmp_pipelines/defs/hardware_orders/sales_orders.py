@@ -20,9 +20,11 @@ import pyarrow as pa
 
 from cmp_pipelines.core.crypto.keyring import PartnerKeyring
 from cmp_pipelines.core.db.connection import sql_literal, transaction
+from cmp_pipelines.core.db.mirror import Mirror
 from cmp_pipelines.core.delivery import enqueue
 from cmp_pipelines.core.files.store import FileStoreLike
 from cmp_pipelines.core.ledger import json_document
+from cmp_pipelines.defs.hardware_orders import pg
 from cmp_pipelines.defs.hardware_orders.adaptors import chosen
 from cmp_pipelines.defs.hardware_orders.config import HardwareConfig
 from cmp_pipelines.defs.hardware_orders.fraud_check import VERDICTS
@@ -90,15 +92,19 @@ class RequestBatch:
 
 class SalesOrderRequests:
     def __init__(self, con: duckdb.DuckDBPyConnection, files: FileStoreLike, keyring: PartnerKeyring,
-                 config: HardwareConfig, fraud: FraudChecker, now: datetime | None = None):
+                 config: HardwareConfig, fraud: FraudChecker, now: datetime | None = None,
+                 mirror: Mirror | None = None):
+        """`mirror`: on PostgreSQL, the run's link to the store (each step's pulls, pushes and lock: pg.py)."""
         self.con, self.files, self.keyring, self.config, self.fraud = con, files, keyring, config, fraud
         self.now = now or datetime.now(UTC)
+        self.mirror = mirror
+        self._pulled: str | None = None  # the batch whose state the scratch holds as this flow last committed it
 
     def claim(self, batch_id: str) -> RequestBatch:
         match = BATCH_ID.match(batch_id)
         if not match:
             raise ValueError(f"{batch_id!r} is not a sales order request batch (SOR-<8 digits>)")
-        with transaction(self.con):
+        with pg.deciding(self.mirror, pg.pull_claimable(batch_id, int(match.group(1)))), transaction(self.con):
             if self.con.execute("SELECT count(*) FROM batches WHERE batch_id = ?", [batch_id]).fetchone()[0]:
                 return self.batch(batch_id)
             sync_hardware_reference(self.con, self.config)
@@ -119,7 +125,19 @@ class SalesOrderRequests:
                 "SELECT ?, ?, ?, 'CLAIMED', count(*), ? FROM hw_request_orders WHERE batch_id = ?",
                 [batch_id, KIND, FEED, self.now, batch_id],
             )
+            if self.mirror is not None:
+                pg.push_request_batch(self.mirror, batch_id, self.now, reference=True)
+        self._pulled = batch_id
         return self.batch(batch_id)
+
+    def _refresh(self, batch_id: str) -> None:
+        """On PostgreSQL: the batch's state pulled, unless this flow's own last step left it in the scratch."""
+        if self._pulled != batch_id:
+            pg.refresh(self.mirror, self._pull(batch_id))
+            self._pulled = batch_id if self.mirror is not None else None
+
+    def _pull(self, batch_id: str, *, lock_orders: bool = False):
+        return lambda mirror: pg.pull_request_batch(mirror, batch_id, lock_orders=lock_orders)
 
     def _assess(self, batch_id: str) -> pa.Table | None:
         """Each warehouse's fraud_check adaptor (the fraud_check resource where none is configured) judges the
@@ -160,9 +178,11 @@ class SalesOrderRequests:
     def check_fraud(self, batch: RequestBatch) -> RequestBatch:
         if batch.status != "CLAIMED":
             return batch
-        verdicts = self._assess(batch.batch_id)
+        verdicts = self._assess(batch.batch_id)  # the fraud service is asked before any lock is taken
         params = {"batch": batch.batch_id, "now": self.now}
-        with transaction(self.con):
+        with pg.deciding(self.mirror, self._pull(batch.batch_id, lock_orders=True)), transaction(self.con):
+            if self.mirror is not None and self._status(batch.batch_id) != "CLAIMED":
+                return self.batch(batch.batch_id)  # another run checked it meanwhile: its verdicts stand
             if verdicts is not None:
                 self.con.register("verdicts", verdicts)
                 try:
@@ -200,7 +220,14 @@ class SalesOrderRequests:
                 params,
             )
             self.con.execute("UPDATE batches SET status = 'CHECKED' WHERE batch_id = ?", [batch.batch_id])
+            if self.mirror is not None:
+                pg.push_request_batch(self.mirror, batch.batch_id, self.now)
+        self._pulled = batch.batch_id
         return self.batch(batch.batch_id)
+
+    def _status(self, batch_id: str) -> str | None:
+        rows = self.con.execute("SELECT status FROM batches WHERE batch_id = ?", [batch_id]).fetchall()
+        return rows[0][0] if rows else None
 
     def _sendable(self, batch_id: str) -> str:
         """The batch's orders that need no fraud check or passed it."""
@@ -215,6 +242,7 @@ class SalesOrderRequests:
         """Write every warehouse's request (the same bytes on a re-run), then mark the orders sent."""
         if batch.status == "CLAIMED":
             raise LookupError(f"{batch.batch_id} is not fraud-checked yet: materialise sales_order_request_batch")
+        self._refresh(batch.batch_id)
         created_at = self.con.execute(
             "SELECT created_at FROM batches WHERE batch_id = ?", [batch.batch_id]
         ).fetchone()[0].astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -238,8 +266,8 @@ class SalesOrderRequests:
                 paths.append(self.files.write_parts(f"outbound/sales_orders/{warehouse}/{file_id}.json.enc", token))
             enqueue(self.con, self.files, "SALES_ORDER_REQUEST", paths[-1], partner=warehouse, reference=file_id,
                     now=self.now)
-        with transaction(self.con):
-            if batch.status != "SENT":
+        with pg.deciding(self.mirror, self._pull(batch.batch_id, lock_orders=True)), transaction(self.con):
+            if self._status(batch.batch_id) != "SENT":
                 move_orders(
                     self.con,
                     f"""
@@ -261,9 +289,13 @@ class SalesOrderRequests:
                 """,
                 [self.now, ", ".join(paths) or None, *[batch.batch_id] * 4],
             )
+            if self.mirror is not None:
+                pg.push_request_batch(self.mirror, batch.batch_id, self.now)
+        self._pulled = batch.batch_id
         return self.batch(batch.batch_id)
 
     def batch(self, batch_id: str) -> RequestBatch:
+        self._refresh(batch_id)
         row = self.con.execute(
             "SELECT status, record_count, output_path FROM batches WHERE batch_id = ? AND kind = ?", [batch_id, KIND]
         ).fetchone()

@@ -5,8 +5,10 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import duckdb
+import psycopg
 
 from cmp_pipelines.core.db.connection import StoreBusyError, connect
+from cmp_pipelines.core.db.postgres import PostgresStoreError
 from cmp_pipelines.defs.hardware_orders.sales_orders import awaiting_generation, request_batch_id, unfinished_batches
 from cmp_pipelines.lib.resources.database import Database
 
@@ -27,17 +29,19 @@ def sales_order_request_sensor(*, job, partitions_def: dg.DynamicPartitionsDefin
     )
     def _sensor(context: dg.SensorEvaluationContext):
         database = Database()  # not a declared resource: that would open an instance every tick (lib/inbound_sensor)
-        if database.on_postgres():  # its runs would be refused, and a DuckDB file left on disk would be stale
-            return dg.SensorResult(skip_reason="the hardware-order flows do not run on PostgreSQL yet "
-                                               "(CMP_DATABASE_URL is set): no sales-order batch is asked for")
         now = datetime.now(UTC)
         try:
-            with connect(database.file(), read_only=True, wait_seconds=2) as con:
-                up_to, oldest = awaiting_generation(con)
-                stale = unfinished_batches(con, created_before=now - RETRY_AFTER)
+            if database.on_postgres():  # PostgreSQL itself (pg_duck): two plain reads, no scratch
+                with database.service() as con:
+                    up_to, oldest = awaiting_generation(con)
+                    stale = unfinished_batches(con, created_before=now - RETRY_AFTER)
+            else:
+                with connect(database.file(), read_only=True, wait_seconds=2) as con:
+                    up_to, oldest = awaiting_generation(con)
+                    stale = unfinished_batches(con, created_before=now - RETRY_AFTER)
         except StoreBusyError as exc:
             return dg.SensorResult(skip_reason=f"store busy: {exc}")
-        except duckdb.Error as exc:  # e.g. a store not yet migrated (`cmp-pipelines init`): tell, never crash
+        except (duckdb.Error, PostgresStoreError, psycopg.Error) as exc:  # e.g. a store not yet migrated: tell
             return dg.SensorResult(skip_reason=f"store not readable: {exc}")
         requests = [dg.RunRequest(run_key=f"{key}#retry-{now:%Y%m%d%H}", partition_key=key,
                                   tags={"cmp/feed": "hardware_orders", "cmp/retry": "true"}) for key in stale]

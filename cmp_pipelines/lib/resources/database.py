@@ -32,6 +32,7 @@ POSTGRES_FLOWS = {
     "card rejections",
     "billing feed",
     "delivery receipts",
+    "hardware orders (sales order request, dispatch, device enrolment)",
 }
 
 

@@ -23,7 +23,8 @@ def quiet(_: str) -> None:
     pass
 
 
-def test_an_order_through_request_dispatch_and_enrolment(hardware, instance):
+def test_an_order_through_request_dispatch_and_enrolment(any_hardware, instance):
+    hardware = any_hardware  # on both stores (PostgreSQL under the `postgres` marker)
     definitions = build_definitions()
     order_id = hardware.order("ACC00000004", [("HS-ACME-X1", 1), ("PR-CASE-X1", 1)], enrolment=True)
     refused = hardware.order("ACC00000005", [("PR-CASE-X1", 1)], delivery=hardware_delivery_without_postcode())

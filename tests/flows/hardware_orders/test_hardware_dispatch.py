@@ -4,12 +4,20 @@ twice. Every charge is asserted to the penny."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import orjson
 import pytest
 
 from cmp_pipelines.core.files.schemas import first_error
 from cmp_pipelines.core.intake import FileQuarantined
 from tests.support.hardware import failed, imei, shipped
+
+
+@pytest.fixture
+def hardware(any_hardware):
+    """Every test of this module on both stores (the PostgreSQL one under the `postgres` marker)."""
+    return any_hardware
 
 
 def _life(hardware, billing: str):
@@ -46,11 +54,12 @@ def test_whole_life_billed_immediately_to_the_ledger(hardware):
         (f"hw:{order_id}:CHARGE", "HARDWARE_CHARGE", "1017.99")]
     devices = hardware.platform.query(
         "SELECT device_id, imei, serial_number, manufacturer, enrolment_status, courier_reference, "
-        "strftime(dispatched_at AT TIME ZONE 'UTC', '%Y-%m-%d %H:%M') FROM hw_devices ORDER BY device_id")
+        "dispatched_at FROM hw_devices ORDER BY device_id")
+    at = datetime(2026, 11, 21, 14, 5, tzinfo=UTC)
     assert devices == [
-        (imei(1), imei(1), None, "ACME_MOBILE", "ENROL_PENDING", "DPD-100", "2026-11-21 14:05"),
-        (imei(2), imei(2), None, "ACME_MOBILE", "ENROL_PENDING", "DPD-100", "2026-11-21 14:05"),
-        ("CASE-SN-1", None, "CASE-SN-1", None, "NOT_REQUESTED", "DPD-100", "2026-11-21 14:05")]
+        (imei(1), imei(1), None, "ACME_MOBILE", "ENROL_PENDING", "DPD-100", at),
+        (imei(2), imei(2), None, "ACME_MOBILE", "ENROL_PENDING", "DPD-100", at),
+        ("CASE-SN-1", None, "CASE-SN-1", None, "NOT_REQUESTED", "DPD-100", at)]
     converted = orjson.loads(hardware.platform.files.read_bytes(
         "converted/warehouse_dispatch/WH_NORTH/north-0001.csv.json"))
     assert first_error("warehouse_dispatch_batch", converted) is None

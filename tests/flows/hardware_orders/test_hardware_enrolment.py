@@ -16,6 +16,12 @@ DAY = NOW.date()
 
 
 @pytest.fixture
+def hardware(any_hardware):
+    """Every test of this module on both stores (the PostgreSQL one under the `postgres` marker)."""
+    return any_hardware
+
+
+@pytest.fixture
 def dispatched(hardware):
     """Two orders asking for enrolment (an Acme and an Orbit handset, a case) and one that does not."""
     enrol = hardware.order("ACC00000001", [("HS-ACME-X1", 2), ("PR-CASE-X1", 1)], enrolment=True)
@@ -70,7 +76,7 @@ def test_unenrolment_round_trip_and_the_agent_requests(dispatched):
     [request] = hardware.read_enrolment("ORBIT_DEVICES", batch.batch_id)["requests"]
     hardware.process_response(hardware.drop_response("ORBIT_DEVICES", "o1.json.enc", [
         answer("1", request["request_id"], imei(4), "ENROLLED")]))
-    with hardware.platform.connect() as con:
+    with hardware.store() as con:
         view = request_unenrolment(con, imei(4), now=NOW)
         assert view["enrolment_status"] == "UNENROL_PENDING"
         with pytest.raises(OrderError, match="is UNENROL_PENDING: unenrol is possible from ENROLLED"):
@@ -89,7 +95,7 @@ def test_unenrolment_round_trip_and_the_agent_requests(dispatched):
     hardware.process_response(hardware.drop_response("ORBIT_DEVICES", "o2.json.enc", [
         answer("1", unenrol["request_id"], imei(4), "UNENROLLED")]))
     assert hardware.device(imei(4)) == ("UNENROLLED", None)
-    with hardware.platform.connect() as con:
+    with hardware.store() as con:
         from cmp_pipelines.defs.hardware_orders.enrolment import device_view
 
         assert [(r["action"], r["outcome"]) for r in device_view(con, imei(4))["requests"]] == [

@@ -5,12 +5,19 @@ nothing."""
 from __future__ import annotations
 
 import pyarrow as pa
+import pytest
 
 from cmp_pipelines.core.files.schemas import first_error
 from cmp_pipelines.defs.hardware_orders.fraud_check import ExternalFraudCheck, FraudCheck, RuleBasedFraudCheck
 from cmp_pipelines.defs.hardware_orders.orders import Delivery
 from cmp_pipelines.defs.hardware_orders.sales_orders import SalesOrderRequests, unfinished_batches
 from tests.support.platform import NOW
+
+
+@pytest.fixture
+def hardware(any_hardware):
+    """Every test of this module on both stores (the PostgreSQL one under the `postgres` marker)."""
+    return any_hardware
 
 
 def test_orders_go_to_their_warehouses_with_the_fraud_check_flag(hardware):
@@ -78,9 +85,9 @@ def test_a_rerun_of_the_batch_changes_nothing(hardware):
                               delivery=Delivery(None, None, None, None, None))
     good = hardware.order("ACC00000006", [("PR-CASE-X1", 2)])
     batch = hardware.request()
-    with hardware.platform.connect() as con:
+    with hardware.run() as (con, mirror):
         flow = SalesOrderRequests(con, hardware.platform.files, hardware.platform.keyring, hardware.config,
-                                  RuleBasedFraudCheck(), NOW)
+                                  RuleBasedFraudCheck(), NOW, mirror)
         again = flow.send(flow.check_fraud(flow.claim(batch.batch_id)))
     assert (again.status, again.fraud_failed, again.sent_count) == ("SENT", 1, 1)
     assert len(hardware.view(order_id)["history"]) == 3 and len(hardware.view(good)["history"]) == 3
@@ -99,18 +106,20 @@ def test_an_unavailable_fraud_service_leaves_the_orders_waiting(hardware):
     from cmp_pipelines.defs.hardware_orders.fraud_check import FraudCheckUnavailable
 
     order_id = hardware.order("ACC00000007", [("PR-CASE-X1", 1)])
-    with hardware.platform.connect() as con:
+    with hardware.run() as (con, mirror):
         flow = SalesOrderRequests(con, hardware.platform.files, hardware.platform.keyring, hardware.config,
-                                  _Unreachable(), NOW)
+                                  _Unreachable(), NOW, mirror)
         batch = flow.claim("SOR-00000001")
         with pytest.raises(FraudCheckUnavailable, match="fraud check service http://127.0.0.1:9/fraud failed"):
             flow.check_fraud(batch)
     assert hardware.status(order_id) == "AWAITING_GENERATION"
-    with hardware.platform.connect() as con:
+    with hardware.store() as con:
         assert unfinished_batches(con) == ["SOR-00000001"]  # the sensor asks for it again
+    with hardware.run() as (con, mirror):
         flow = SalesOrderRequests(con, hardware.platform.files, hardware.platform.keyring, hardware.config,
-                                  RuleBasedFraudCheck(), NOW)
+                                  RuleBasedFraudCheck(), NOW, mirror)
         assert flow.send(flow.check_fraud(flow.claim("SOR-00000001"))).sent_count == 1
+    with hardware.store() as con:
         assert unfinished_batches(con) == []
     assert hardware.status(order_id) == "AWAITING_DISPATCH"
 
@@ -129,12 +138,12 @@ def test_an_order_without_a_verdict_is_never_sent(hardware):
 
     first = hardware.order("ACC00000008", [("PR-CASE-X1", 1)])
     hardware.order("ACC00000009", [("PR-CASE-X1", 1)])
-    with hardware.platform.connect() as con:
+    with hardware.run() as (con, mirror):
         flow = SalesOrderRequests(con, hardware.platform.files, hardware.platform.keyring, hardware.config,
-                                  _Forgetful(), NOW)
+                                  _Forgetful(), NOW, mirror)
         batch = flow.claim("SOR-00000002")
         with pytest.raises(FraudCheckIncomplete, match=f"no verdict for {first}"):
             flow.check_fraud(batch)
         assert flow.batch("SOR-00000002").status == "CLAIMED"
-        assert con.execute("SELECT count(*) FROM hw_fraud_checks").fetchone()[0] == 0
+    assert hardware.platform.query("SELECT count(*) FROM hw_fraud_checks") == [(0,)]
     assert hardware.status(first) == "AWAITING_GENERATION"
