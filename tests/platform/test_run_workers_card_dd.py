@@ -91,6 +91,9 @@ def test_a_card_day_and_a_direct_debit_day_run_on_two_workers_sharing_only_postg
             [returned("CMPDD0001", "1012", date(2026, 11, 26), "45.67", trans="01",
                       returnDescription="INSTRUCTION CANCELLED")], day="2026-11-30"))
         runs = _ok(cluster, FLOW_JOBS, 5)
+        # the delivery sensor's run (on w2) sends every registered document to its partner
+        cluster.wait(lambda: pg.query("SELECT count(*) FROM delivery_register WHERE status <> 'SENT'") == [(0,)],
+                     120, "every document delivered")
 
         # every run went through the broker; the scheduled ones on w1, the files' on w2
         for run in runs:
@@ -158,15 +161,15 @@ def test_a_card_day_and_a_direct_debit_day_run_on_two_workers_sharing_only_postg
     assert s3_bucket.keys("cmp/inbound/") == []
     assert [k.rsplit("/", 1)[1] for k in s3_bucket.keys("cmp/archive/")] == ["ARUDD-001.xml", "CARDPAY-REJ-1.json.enc"]
 
-    # no machine kept a document on its own disk, but the partners' side docs/deploy.md describes: a partner
-    # without a transport gets its documents copied into delivered/<partner>/ of the worker that delivered them
-    # (once each); nor a store: the runs' writes are all in PostgreSQL
-    published = {k.rsplit("/", 1)[1] for k in bucket}
-    delivered = []
+    # no machine kept a document, a partner file or a store on its own disk: the partners have no transport, and
+    # their default folders, delivered/<partner>, are prefixes of the bucket; every document delivered there once
     for name in ("daemon", "w1", "w2"):
         data = tmp_path / name / "data"
         kept = [f.relative_to(data) for f in data.rglob("*") if f.is_file()
-                and f.relative_to(data).parts[0] not in ("dagster_home", "delivered")]
+                and f.relative_to(data).parts[0] != "dagster_home"]
         assert kept == [], (name, kept)
-        delivered += [f.name for f in (data / "delivered").rglob("*") if f.is_file()]
-    assert len(delivered) == len(set(delivered)) and set(delivered) <= published, delivered
+    sent = {f"cmp/delivered/{'SALES_LEDGER' if '/ledger/' in k else k.split('/')[3]}/{k.rsplit('/', 1)[1]}": k
+            for k in bucket if k.split("/")[2] in ("auddis", "dd_collections", "card_payments", "ledger")}
+    assert len(sent) == 7 and s3_bucket.keys("cmp/delivered/") == sorted(sent)
+    for delivered, published in sent.items():
+        assert pg.files.read_bytes(delivered[4:]) == pg.files.read_bytes(published[4:])  # without "cmp/"
