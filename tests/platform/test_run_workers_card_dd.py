@@ -2,8 +2,8 @@
 workers through Redis; daemon and workers share only PostgreSQL (store and Dagster instance), the S3 bucket (moto)
 and the broker, each with a data folder and a copy of the keys of its own.
 
-The scheduled runs (CARD extract, AUDDIS, DD collections) are queued as a schedule's tick queues them (`dagster job
-launch`), tagged for the queue only worker w1 takes; the files the bank and the provider send back (card
+The scheduled runs (CARD extract, AUDDIS, DD collections) are queued as `dagster job launch` or a schedule's tick
+queues them, tagged for the queue only worker w1 takes; the files the bank and the provider send back (card
 rejections, ARUDD) are dropped into the bucket and their sensors' runs go to the default queue, which only w2
 takes. So every document read on w2 was written on w1: nothing may pass through a machine's own disk."""
 
