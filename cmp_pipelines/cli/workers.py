@@ -26,10 +26,10 @@ def worker(concurrency: int, name: str | None, queues: tuple[str, ...]) -> None:
 
     if broker_url() is None:
         _fail(f"{BROKER_SETTING} is not set: a worker takes its runs from that broker (e.g. redis://host:6379/0)")
-    _dagster_home()  # the instance's dagster.yaml, as init writes it, so a run reports where the daemon reads
     bad = [q for q in queues if not re.fullmatch(r"[A-Za-z0-9_.-]+", q)]
     if bad:
         _fail(f"--queue {bad[0]!r}: a queue name is letters, digits, '_', '.' or '-'")
+    _dagster_home()  # the instance's dagster.yaml, as init writes it, so a run reports where the daemon reads
     name = name or f"cmp@{socket.gethostname()}-{os.getpid()}"
     os.execv(sys.executable, [sys.executable, "-m", "celery", "-A", "cmp_pipelines.lib.run_workers", "worker",
                               "--queues", ",".join(queues or (QUEUE,)), "--concurrency", str(concurrency),
