@@ -80,7 +80,8 @@ def write_workspace(path: Path) -> Path:
 
 class Cluster:
     """The daemon machine and the worker machines under `root`; `keys` is the partners' key folder each copies.
-    Use as a context manager: every process it started is stopped (its whole group) when the block ends."""
+    Use as a context manager: every process it started is stopped (its whole group, newest first) when the block
+    ends."""
 
     def __init__(self, root: Path, keys: Path, env: dict):
         self.root, self.keys, self.env = root, keys, env
@@ -175,7 +176,9 @@ class Cluster:
         return self
 
     def __exit__(self, *exc) -> None:
-        for process in self.processes:
+        # the daemon first: a run the stop interrupts on a worker is then not judged failed and alerted (spooled on
+        # the daemon's disk) by a daemon that is itself going away
+        for process in reversed(self.processes):
             stop(process)
         if self._workspace is not None:
             self._workspace.__exit__(None, None, None)  # its code server
