@@ -160,6 +160,7 @@ def test_a_card_day_and_a_direct_debit_day_run_on_two_workers_sharing_only_postg
                                                                           ("card_rejections", "LOADED")]
     assert s3_bucket.keys("cmp/inbound/") == []
     assert [k.rsplit("/", 1)[1] for k in s3_bucket.keys("cmp/archive/")] == ["ARUDD-001.xml", "CARDPAY-REJ-1.json.enc"]
+    assert [k.split("/")[2] for k in s3_bucket.keys("cmp/claims/")] == ["arudd", "card_rejections"]  # one claim each
 
     # no machine kept a document, a partner file or a store on its own disk: the partners have no transport, and
     # their default folders, delivered/<partner>, are prefixes of the bucket; every document delivered there once

@@ -176,8 +176,8 @@ class Cluster:
         return self
 
     def __exit__(self, *exc) -> None:
-        # the daemon first: a run the stop interrupts on a worker is then not judged failed and alerted (spooled on
-        # the daemon's disk) by a daemon that is itself going away
+        # the daemon first: a run the stop interrupts on a worker (a delivery or dispatch run the test does not
+        # wait for) is then not judged failed and alerted by a daemon that is itself going away
         for process in reversed(self.processes):
             stop(process)
         if self._workspace is not None:
