@@ -49,7 +49,7 @@ def deliveries_retry(delivery_ids: tuple[int, ...], all_failed: bool, send_now: 
     from cmp_pipelines.core.delivery import retry
     from cmp_pipelines.core.settings import paths
     from cmp_pipelines.core.transports import deliver_pending
-    from cmp_pipelines.lib.resources.file_store import document_source
+    from cmp_pipelines.lib.resources.file_store import object_store
 
     if not delivery_ids and not all_failed:
         _fail("name the documents to retry (their ids, from `deliveries list --status FAILED`) or give --all")
@@ -59,7 +59,7 @@ def deliveries_retry(delivery_ids: tuple[int, ...], all_failed: bool, send_now: 
     if send_now and count:
         partners, _ = _config()
         p = paths()
-        report = deliver_pending(lambda: _service_connect(), partners, p.data_dir, p.keys_dir, source=document_source(),
+        report = deliver_pending(lambda: _service_connect(), partners, p.data_dir, p.keys_dir, store=object_store(),
                                  ids=list(delivery_ids) or None)
         for item in report.sent:
             click.echo(f"sent    {item.partner} {item.remote_name}")

@@ -107,6 +107,51 @@ def _os_error(exc: OSError) -> str:
     return f"{exc.strerror or type(exc).__name__} ({exc.__class__.__name__})"
 
 
+# ---- a relative folder in the object store ---------------------------------------------------------------------
+
+
+def send_to_store(transport: LocalTransport, store: FileStoreLike, items: list[Delivery],
+                  source: Source) -> list[DeliveryResult]:
+    """A local transport's relative folder when the documents live in an object store: `<folder>/<name>` in the
+    store, because on several machines a relative folder would be the disk of whichever worker delivered (an
+    absolute folder is a share every machine mounts, and stays a folder). Published as the store publishes (one
+    conditional write, never overwriting); a name already there counts as sent only when it holds the document's
+    bytes."""
+    folder = transport.folder.strip("/")
+    results = []
+    for item in items:
+        target = f"{folder}/{item.remote_name}"
+        try:
+            written = False
+            if not store.exists(target):
+                store.write_from(target, lambda tmp, item=item: _copy_to(source, item.local_path, tmp))
+                written = True
+            sha, size = _stored_digest(store, target)
+            if written and (sha, size) == (item.sha256, item.size_bytes):
+                results.append(DeliveryResult(item.delivery_id, True, f"copied to the object store's {target}"))
+            else:  # a second deliverer's copy (the same bytes: sent) or another document (refused)
+                results.append(_already_there(item, sha, size, f"the object store's {folder}"))
+        except (OSError, ValueError) as exc:
+            why = _os_error(exc) if isinstance(exc, OSError) else str(exc)
+            results.append(DeliveryResult(item.delivery_id, False, f"object store folder {folder}: {why}"))
+    return results
+
+
+def _copy_to(source: Source, local_path: str, target: Path) -> None:
+    with source(local_path) as document, open(target, "wb") as out:
+        shutil.copyfileobj(document, out, 16 << 20)
+
+
+def _stored_digest(store: FileStoreLike, path: str) -> tuple[str, int]:
+    """sha256 and size of a stored document, streamed."""
+    digest, size = hashlib.sha256(), 0
+    with store.open_read(path) as handle:
+        while chunk := handle.read(CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
+
+
 # ---- SFTP ------------------------------------------------------------------------------------------------------
 
 
@@ -239,9 +284,14 @@ def send_sftp(transport: SftpTransport, keys_dir: Path, data_dir: Path, items: l
 
 
 def send(transport: LocalTransport | SftpTransport, data_dir: Path, keys_dir: Path,
-         items: list[Delivery], source: Source | None = None) -> list[DeliveryResult]:
+         items: list[Delivery], source: Source | None = None,
+         store: FileStoreLike | None = None) -> list[DeliveryResult]:
+    """`store`: the object store the documents live in (CMP_FILES_URL), if any; a local transport's relative
+    folder (the default `delivered/<partner>` included) is then a prefix of it, not a folder of this machine."""
     if isinstance(transport, SftpTransport):
         return send_sftp(transport, keys_dir, data_dir, items, source)
+    if store is not None and not Path(transport.folder).is_absolute():
+        return send_to_store(transport, store, items, source or store.open_read)
     return send_local(transport, data_dir, items, source)
 
 
@@ -369,16 +419,19 @@ def pickup(transport: SftpTransport, keys_dir: Path, data_dir: Path, partner: st
 
 
 def deliver_pending(connect: Connect, partners: dict[str, Partner], data_dir: Path, keys_dir: Path,
-                    source: Source | None = None, **options) -> DeliveryReport:
+                    source: Source | None = None, store: FileStoreLike | None = None, **options) -> DeliveryReport:
     """The deliverer: every due document through its partner's configured transport (`delivery.deliver_due`).
-    `source` opens a published document by its store path (the object store's); default the data folder."""
+    `source` opens a published document by its store path (default: the object store's `store`, else the data
+    folder); with `store`, relative local folders are folders of the object store (`send`)."""
 
     def transport_of(partner: str) -> LocalTransport | SftpTransport:
         if partner not in partners:
             raise TransportError(f"partner {partner} is not in partners.yaml; nothing to send it through")
         return partners[partner].delivery_transport()
 
-    return deliver_due(connect, lambda partner, items: send(transport_of(partner), data_dir, keys_dir, items, source),
+    source = source or (store.open_read if store is not None else None)
+    return deliver_due(connect, lambda partner, items: send(transport_of(partner), data_dir, keys_dir, items, source,
+                                                            store),
                        lambda partner: transport_of(partner).type, **options)
 
 

@@ -4,6 +4,8 @@ sensor, the events CLI and GET /v1/accounts/{acc}/events."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import dagster as dg
 import pytest
 from click.testing import CliRunner
@@ -62,6 +64,28 @@ def test_a_failed_run_alerts_its_feeds_recipients_once(platform, smtp_server, in
     assert "explode: RuntimeError: the provider answered garbage for card ************1111" in body
     assert PAN not in body
     assert platform.query("SELECT status, source_ref FROM email_outbox") == [("SENT", f"run:{result.run_id}")]
+
+
+@pytest.mark.postgres
+def test_on_postgres_a_failed_run_is_alerted_through_the_store_not_a_spool_on_the_daemons_disk(
+        pg_platform, smtp_server, instance):
+    """Runs execute on other machines there (Celery workers): a spool on the daemon's disk would never be drained by
+    the dispatcher's run, which executes elsewhere (the run-worker test found failures spooled and never sent)."""
+    result = arudd_like_job.execute_in_process(instance=instance, raise_on_error=False)
+    context = failure_context(instance, pg_platform, result)
+    run_failure_alert_sensor(context)
+    run_failure_alert_sensor(context)  # the same failure seen again: one alert
+    assert alerts.spooled_failures() == [] and not (pg_platform.root / "spool").exists()
+    assert pg_platform.query("SELECT kind, status, source_ref FROM email_outbox") == [
+        ("ALERT", "PENDING", f"run:{result.run_id}")]
+    with Database().service() as con:  # the dispatcher's run, on whichever machine
+        assert run_dispatcher(con, CONFIG, SmtpSettings.from_env(), datetime.now(UTC))["messages_sent"] == 1
+    [(recipients, message)] = smtp_server.messages
+    assert recipients == ["billing-ops@example.com", "direct-debit@example.com"]
+    assert message["Subject"] == "[CMP ALERT] run failed: arudd_like_job"
+    body = text_of(message)
+    assert "explode: RuntimeError: the provider answered garbage for card ************1111" in body
+    assert PAN not in body
 
 
 def test_a_quarantined_file_alerts_once_and_its_failed_run_does_not_alert_twice(platform, smtp_server, instance):

@@ -25,7 +25,7 @@ from cmp_pipelines.core.transports import deliver_pending, pickup_inbound
 from cmp_pipelines.lib.metadata import markdown_table
 from cmp_pipelines.lib.probe_checks import probe_checks
 from cmp_pipelines.lib.resources.database import DB_POOL, Database
-from cmp_pipelines.lib.resources.file_store import document_source, object_store
+from cmp_pipelines.lib.resources.file_store import object_store
 
 GROUP = "delivery"
 DELIVERY_INTERVAL_SECONDS = 30
@@ -47,7 +47,7 @@ def delivered_documents(context: dg.AssetExecutionContext, database: Database) -
     p = paths()
     partners = load_partners(p.config_dir)
     report = deliver_pending(lambda: database.service(wait_seconds=60), partners, p.data_dir, p.keys_dir,
-                             source=document_source())
+                             store=object_store())  # CMP_FILES_URL: documents, and relative folders, in the bucket
     for item, why in report.failed:
         context.log.warning(f"{item.document_kind} {item.remote_name} to {item.partner}: {why}")
     rows = [(d.partner, d.remote_name, "SENT", "") for d in report.sent]

@@ -13,6 +13,7 @@ import dagster as dg
 
 from cmp_pipelines.core import alerts
 from cmp_pipelines.core.cards import mask_pans_in
+from cmp_pipelines.core.config_workflow import load_alerts
 from cmp_pipelines.core.db.connection import StoreBusyError
 from cmp_pipelines.core.db.postgres import PostgresStoreError
 from cmp_pipelines.core.dispatcher import run_dispatcher
@@ -99,15 +100,25 @@ def failure_text(context: dg.RunFailureSensorContext) -> str:
 
 @dg.run_failure_sensor(name="run_failure_alert_sensor", default_status=dg.DefaultSensorStatus.RUNNING,
                        minimum_interval_seconds=30,
-                       description="Spools an alert to the feed's recipients (config/alerts.yaml) when a run fails; "
-                                   "the dispatcher sends it. A quarantined file is alerted by the dispatcher "
-                                   "instead, with its reason.")
+                       description="Spools an alert to the feed's recipients (config/alerts.yaml) when a run fails "
+                                   "(on PostgreSQL: queues it in the store's outbox); the dispatcher sends it. A "
+                                   "quarantined file is alerted by the dispatcher instead, with its reason.")
 def run_failure_alert_sensor(context: dg.RunFailureSensorContext):
     run = context.dagster_run
     text = failure_text(context)
     if QUARANTINE_PREFIX in text:
         return dg.SkipReason(f"run {run.run_id} failed on a quarantined file: the quarantine alert covers it")
-    path = alerts.spool_run_failure(run_id=run.run_id, job_name=run.job_name, feed=run.tags.get("cmp/feed"),
-                                    partition=run.tags.get("dagster/partition"), error=text, now=datetime.now(UTC))
+    failure = {"run_id": run.run_id, "job_name": run.job_name, "feed": run.tags.get("cmp/feed"),
+               "partition": run.tags.get("dagster/partition"), "error": text, "now": datetime.now(UTC)}
+    database = Database()  # not a declared resource: that would open an instance on every tick (lib/inbound_sensor)
+    if database.on_postgres():
+        # runs execute on other machines (Celery workers, pods): a spool on this machine's disk would never be
+        # drained by the dispatcher's run, so the alert is queued in the store itself (no single-writer lock here)
+        with database.service(wait_seconds=10) as con:
+            alerts.queue_run_failure(con, load_alerts(paths().config_dir), alerts.run_failure(**failure),
+                                     failure["now"])
+        context.log.info(f"run {run.run_id} failed: alert queued in the outbox for the dispatcher")
+        return None
+    path = alerts.spool_run_failure(**failure)
     context.log.info(f"run {run.run_id} failed: alert spooled at {path} for the dispatcher")
     return None
