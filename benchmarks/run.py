@@ -1220,10 +1220,10 @@ def main() -> None:
                         help="card rejections: records in the provider's rejection file (default 100,000)")
     parser.add_argument("--skip", action="append", default=[],
                         choices=["nrp", "card", "rejections", "dd", "api", "profile", "expectations", "floor",
-                                 "orchestrated", "api-batch"],
+                                 "orchestrated", "api-batch", "demo"],
                         help="leave out a benchmark (nrp, card, rejections, dd, api) or a phase of each (repeatable; "
                              "api-batch: the API load during the NRP flow; orchestrated: the NRP drops through "
-                             "a real dagster-daemon)")
+                             "a real dagster-daemon; demo: the `make run` demo's backlog)")
     parser.add_argument("--dd-mandates", type=int, default=1_000_000,
                         help="direct debit: mandates in the AUDDIS and collection files (default 1,000,000)")
     parser.add_argument("--api-clients", type=int, default=50, help="API: concurrent clients (default 50)")
@@ -1294,6 +1294,9 @@ def main() -> None:
                             *([] if "orchestrated" in args.skip else ["--orchestrated"])], check=True)
         if "api" not in args.skip:
             _api_section(args, workdir)
+        if "demo" not in args.skip and "orchestrated" not in args.skip:  # `make prepare`, then `dg dev` until drained
+            subprocess.run([sys.executable, str(HERE / "demo_backlog.py"), "--workdir", str(workdir / "demo")],
+                           check=True)
         if args.distributed:  # benchmarks/distributed.py: one Celery run worker against two, on PostgreSQL + S3
             subprocess.run([sys.executable, str(HERE / "distributed.py"), "--files", str(args.distributed_files),
                             "--records", str(args.distributed_records), "--seed", str(args.seed),
