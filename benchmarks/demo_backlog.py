@@ -56,7 +56,9 @@ def measure(root: Path, timeout: float, quiet: float) -> dict:
            "GX_ANALYTICS_ENABLED": "false", "VIRTUAL_ENV": str(PROJECT / ".venv")}
     env.pop("CMP_KEYS_DIR", None)
     started = time.monotonic()
-    subprocess.run(["make", "-s", "prepare"], cwd=PROJECT, env=env, check=True, stdout=subprocess.DEVNULL)
+    with (root / "prepare.log").open("wb") as log:
+        subprocess.run(["make", "-s", "prepare"], cwd=PROJECT, env=env, check=True, stdout=log,
+                       stderr=subprocess.STDOUT)
     prepare_s = time.monotonic() - started
     pending = _pending_files(data)
     smtp_port, ui_port = _free_port(), _free_port()

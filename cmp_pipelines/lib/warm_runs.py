@@ -3,15 +3,17 @@
 Dagster's default launcher asks the code server to start each run, and the code server spawns a fresh interpreter
 (`multiprocessing` "spawn", hard-coded) that imports Dagster, our libraries and the expectation suite's Great
 Expectations again: 2.3-2.8 s before a run's first event and another ~3-4 s before its first expectation check, on
-every run, while the run holds the store's pool slot. With files queued behind one DuckDB writer that fixed cost is
-most of the demo's backlog.
+every run, while the run holds the store's pool slot. With files queued behind one DuckDB writer that fixed cost was
+most of the demo's backlog (96 s -> 64 s with this launcher, `benchmarks/demo_backlog.py`).
 
 `WarmRunLauncher` keeps a fork server: a child of the daemon that has imported those libraries once
 (`preload_modules`) and forks a run worker per run, which then does exactly what `dagster api execute_run` does (the
-entry point Dagster's Docker and Kubernetes launchers start). Our own package is NOT preloaded: each run imports
-the definitions fresh, so a code change reaches the next run as it does with the default launcher (an upgrade of
-the preloaded libraries needs a daemon restart, as any code server does). Dagster's multiprocess executor uses the
-same technique for steps (`start_method: forkserver` with `preload_modules`).
+entry point Dagster's Docker and Kubernetes launchers start). Our definitions are preloaded too; so that a code
+change reaches the next run as it does with the default launcher, every launch compares a fingerprint of the
+package's source files (count, sizes, newest change: ~300 stats) with the server's and starts a new server when
+they differ, that run going the default way (definitions do not read configuration at import: checked; an upgrade
+of the preloaded libraries needs a daemon restart, as any code server does). Dagster's multiprocess executor uses
+the same technique for steps (`start_method: forkserver` with `preload_modules`).
 
 Whatever the fork server cannot take is launched the default way, through the code server: a run before the fork
 server has finished importing, a code location running in another Python environment, a fork server that died.
@@ -36,7 +38,8 @@ from dagster._core.launcher import DefaultRunLauncher, LaunchRunContext
 LAUNCHER_TAG = "cmp/launcher"
 FORKED = "forked"
 DEFAULT_PRELOAD = ["dagster", "dagster._cli.api", "duckdb", "pyarrow", "pandas", "great_expectations", "psycopg",
-                   "cryptography", "jsonschema", "pydantic", "httpx", "yaml", "orjson"]
+                   "cryptography", "jsonschema", "pydantic", "httpx", "yaml", "orjson", "cmp_pipelines.definitions"]
+CODE_PACKAGE = Path(__file__).resolve().parent.parent  # cmp_pipelines: the code whose changes renew the server
 READY = "ready"
 READY_LOG = "cmp run fork server ready"
 
@@ -105,14 +108,31 @@ def _execute(payload: str) -> None:
         os._exit(code)
 
 
+def code_fingerprint(package: Path = CODE_PACKAGE) -> tuple[int, int, int]:
+    """(files, total size, newest modification) of the package's Python sources."""
+    count = size = newest = 0
+    pending = [str(package)]
+    while pending:
+        with os.scandir(pending.pop()) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    if entry.name != "__pycache__":
+                        pending.append(entry.path)
+                elif entry.name.endswith(".py"):
+                    stat = entry.stat(follow_symlinks=False)
+                    count, size, newest = count + 1, size + stat.st_size, max(newest, stat.st_mtime_ns)
+    return count, size, newest
+
+
 class ForkServer:
     """The daemon's handle on one fork server process: started in the background, used once ready."""
 
     def __init__(self, modules: list[str]):
         self._lock = threading.Lock()
+        self.fingerprint = code_fingerprint()  # taken before the server imports: an edit meanwhile renews it
         self._process = subprocess.Popen(
             [sys.executable, "-m", __name__, *modules], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            text=True, bufsize=1,
+            text=True, bufsize=1, env={"OPENBLAS_NUM_THREADS": "1", **os.environ},  # no idle BLAS threads to fork
         )
         self._ready = threading.Event()
         threading.Thread(target=self._await_ready, name="cmp-fork-server-ready", daemon=True).start()
@@ -181,13 +201,18 @@ class WarmRunLauncher(DefaultRunLauncher):
         return cls(inst_data=inst_data, preload_modules=config_value.get("preload_modules"))
 
     def _warm(self) -> ForkServer | None:
-        """The fork server, started by the daemon's first launch (and again if it died); None elsewhere."""
+        """The fork server, started by the daemon's first launch, and again if it died or the code changed; None
+        outside the daemon."""
         if not _in_daemon():
             return None
         with self._server_lock:
-            if self._server is None or not self._server.alive():
-                self._server = ForkServer(self._modules)
-            return self._server
+            server = self._server
+            if server is not None and server.alive() and server.fingerprint != code_fingerprint():
+                server.close()  # the runs it forked go on; the next server imports the new code
+                server = None
+            if server is None or not server.alive():
+                server = self._server = ForkServer(self._modules)
+            return server
 
     def launch_run(self, context: LaunchRunContext) -> None:
         from dagster._grpc.types import ExecuteRunArgs

@@ -20,7 +20,14 @@ from cmp_pipelines.core import processes
 from cmp_pipelines.core.settings import PROJECT_ROOT
 from cmp_pipelines.lib.headless import LOCATION_NAME, MODULE_NAME
 from cmp_pipelines.lib.recovery import PID_RUN_TAG, PID_TAG
-from cmp_pipelines.lib.warm_runs import FORKED, LAUNCHER_TAG, READY_LOG, WarmRunLauncher, _same_environment
+from cmp_pipelines.lib.warm_runs import (
+    FORKED,
+    LAUNCHER_TAG,
+    READY_LOG,
+    WarmRunLauncher,
+    _same_environment,
+    code_fingerprint,
+)
 from tests.support.platform import document, payment
 
 JOB = "non_recurring_payment_job"
@@ -135,3 +142,21 @@ def test_only_a_code_location_in_the_daemons_own_environment_is_forked():
     assert _same_environment(str(Path(sys.executable).parent / "python3"))
     assert not _same_environment("/usr/bin/python3")
     assert not _same_environment(None)
+
+
+def test_a_change_to_the_code_changes_the_fingerprint_that_renews_the_fork_server(tmp_path):
+    package = tmp_path / "pkg"
+    (package / "sub" / "__pycache__").mkdir(parents=True)
+    (package / "a.py").write_text("A = 1\n")
+    (package / "sub" / "b.py").write_text("B = 2\n")
+    (package / "sub" / "__pycache__" / "b.cpython-311.pyc").write_bytes(b"compiled")
+    (package / "notes.txt").write_text("not code")
+    before = code_fingerprint(package)
+    assert before[:2] == (2, len("A = 1\n") + len("B = 2\n"))
+    (package / "notes.txt").write_text("still not code, another size")
+    (package / "sub" / "__pycache__" / "b.cpython-311.pyc").write_bytes(b"recompiled, longer")
+    assert code_fingerprint(package) == before
+    os.utime(package / "sub" / "b.py", ns=(before[2] + 1_000_000, before[2] + 1_000_000))
+    assert code_fingerprint(package) != before  # an edit that keeps the size
+    (package / "c.py").write_text("")
+    assert code_fingerprint(package)[0] == 3
