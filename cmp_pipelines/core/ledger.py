@@ -145,14 +145,21 @@ _PG_STAGE = """
 """
 
 
-def _insert_staged(con: duckdb.DuckDBPyConnection, pg, sql: str, params: dict | None = None) -> int:
-    """The posting rows `sql` computes in DuckDB (with `ord`, their place in the caller's order), pushed as Arrow into
-    a temporary table on `pg` and inserted into PostgreSQL's ledger inside its open transaction: posting ids drawn
-    in `ord` order, rows inserted in idempotency-key order ON CONFLICT DO NOTHING (every writer meets shared keys
-    in one order: no deadlock, no key twice). Returns the rows posted now."""
+def _insert_staged(con: duckdb.DuckDBPyConnection, pg, sql: str, params: dict | None = None, *,
+                   key_domain: str | None = None) -> int:
+    """The posting rows `sql` computes in DuckDB (with `ord`, their place in the caller's order), inserted into
+    PostgreSQL's ledger inside `pg`'s open transaction. Returns the rows posted now.
+
+    The general path: pushed as Arrow into a temporary table, then inserted with posting ids drawn in `ord` order,
+    rows in idempotency-key order ON CONFLICT DO NOTHING (every writer meets shared keys in one order: no deadlock,
+    no key twice). With `key_domain` (a key prefix only its caller's rows carry) and no posting of the domain yet in
+    the keys' range, the rows are copied straight into the ledger instead (`_copy_new`): half the time on a
+    million rows, because the temporary table, its two sorts and the speculative insertion per row are gone."""
     from cmp_pipelines.core.db.transfer import arrow_batches, ingest_adbc
 
     with pg.cursor() as cur:
+        if key_domain is not None and _domain_is_new(con, cur, sql, params, key_domain):
+            return _copy_new(con, cur, sql, params)
         cur.execute("DROP TABLE IF EXISTS pg_temp.ledger_stage")  # one post earlier in the same transaction
         cur.execute(_PG_STAGE)
         ingest_adbc(cur, "ledger_stage", arrow_batches(con, sql, params), temporary=True)
@@ -173,9 +180,55 @@ def _insert_staged(con: duckdb.DuckDBPyConnection, pg, sql: str, params: dict | 
         return int(cur.fetchone()[0])
 
 
+def _domain_is_new(con: duckdb.DuckDBPyConnection, cur, sql: str, params: dict | None, key_domain: str) -> bool:
+    """Whether no key of the staged rows can be in the ledger: every writer of `key_domain` is serialised on its
+    advisory lock `ledger:<domain>` (held to the end of the transaction), so once it is held, no posting in the
+    range of the staged keys means none of them is posted, nor can be before this transaction ends. The range is
+    compared in byte order on both sides (DuckDB's VARCHAR; the key's "C" collation on PostgreSQL, migration 0025;
+    any other collation takes the general path)."""
+    from cmp_pipelines.core.db.mirror import advisory_key
+
+    outside, low, high = con.execute(
+        f"SELECT count(*) FILTER (NOT starts_with(idempotency_key, $ledger_domain)), min(idempotency_key), "
+        f"max(idempotency_key) FROM ({sql}) staged", {**(params or {}), "ledger_domain": key_domain}).fetchall()[0]
+    if outside:
+        raise ValueError(f"{outside} posting keys lie outside their declared domain {key_domain!r}")
+    cur.execute("SELECT pg_advisory_xact_lock($1)", [advisory_key(f"ledger:{key_domain}")])
+    if low is None:
+        return False
+    cur.execute("""
+        SELECT coalesce(nullif(c.collname, 'default'), (SELECT datcollate FROM pg_database
+                                                       WHERE datname = current_database()))
+        FROM pg_attribute a JOIN pg_collation c ON c.oid = a.attcollation
+        WHERE a.attrelid = 'ledger_postings'::regclass AND a.attname = 'idempotency_key'
+    """)
+    if cur.fetchone()[0] not in ("C", "POSIX"):
+        return False
+    cur.execute("SELECT EXISTS (SELECT 1 FROM ledger_postings WHERE idempotency_key BETWEEN $1 AND $2)", [low, high])
+    return not cur.fetchone()[0]
+
+
+def _copy_new(con: duckdb.DuckDBPyConnection, cur, sql: str, params: dict | None) -> int:
+    """Rows none of which is posted, copied (binary COPY) into the ledger in `ord` order, so the posting ids the
+    column's default draws follow that order, as in the general path; posted_at defaults to the transaction's
+    time, as there."""
+    from cmp_pipelines.core.db.transfer import arrow_batches, ingest_adbc
+
+    cur.execute("SELECT now()")
+    rows = arrow_batches(con, f"""
+        SELECT idempotency_key, account_number, invoice_number, kind, amount_minor, currency, batch_id, source_ref,
+               effective_at, coalesce(posted_at, $ledger_transaction_time::TIMESTAMPTZ) AS posted_at
+        FROM ({sql}) staged ORDER BY ord
+    """, {**(params or {}), "ledger_transaction_time": cur.fetchone()[0]})
+    written = ingest_adbc(cur, "ledger_postings", rows)
+    if written < 0:  # a driver that does not count: the rows are all new, so they are the staged ones
+        written = con.execute(f"SELECT count(*) FROM ({sql}) staged", params or {}).fetchall()[0][0]
+    return written
+
+
 def post_to_postgres(con: duckdb.DuckDBPyConnection, pg, staged_sql: str, *, source: str, key: Sequence[str],
                      batch_id: str | None, now: datetime | None, params: dict | None = None,
-                     order_by: str | None = None) -> int:
+                     order_by: str | None = None, key_domain: str | None = None) -> int:
     """`post` with PostgreSQL holding the ledger: the rows are computed set-based in DuckDB exactly as `post`
     computes them (the caller's staged relation, the same key), pushed as Arrow into a temporary table on `pg` (an
     ADBC connection, core/db/transfer.py) and inserted ON CONFLICT DO NOTHING on the UNIQUE idempotency key, all in
@@ -186,7 +239,9 @@ def post_to_postgres(con: duckdb.DuckDBPyConnection, pg, staged_sql: str, *, sou
     inserted in idempotency-key order, the same for every writer, so two writers sharing keys always meet them in
     one order and cannot deadlock; posting ids are still drawn in the caller's order (`order_by`) first, so the
     ledger reads in the same order as on DuckDB. `now` is posted_at (None: PostgreSQL's transaction time).
-    Returns the rows posted now."""
+    `key_domain`: a prefix every staged key carries and only this caller's keys do (NRP: `nrp:<file stem>:`); its
+    writers are serialised on one advisory lock and a first posting of the domain is copied in directly
+    (`_insert_staged`). Returns the rows posted now."""
 
     batch = "staged.batch_id" if batch_id is None else lit(batch_id)
     posted_at = "NULL::TIMESTAMPTZ" if now is None else "$ledger_posted_at::TIMESTAMPTZ"
@@ -202,7 +257,7 @@ def post_to_postgres(con: duckdb.DuckDBPyConnection, pg, staged_sql: str, *, sou
     bound = used_params(staged_sql, params)
     if now is not None:
         bound["ledger_posted_at"] = now
-    return _insert_staged(con, pg, sql, bound)
+    return _insert_staged(con, pg, sql, bound, key_domain=key_domain)
 
 
 def push_batch_to_postgres(con: duckdb.DuckDBPyConnection, pg, batch_id: str) -> int:

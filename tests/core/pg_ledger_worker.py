@@ -5,7 +5,8 @@
 Stages records FIRST..LAST-1 in its own in-memory DuckDB (record i: account ACC<i % 50>, amount -(i % 997 + 1)
 pence, key nrp:f:<i>:PAYMENT), waits for START_FILE so every worker starts together, posts them through
 core.ledger.post_to_postgres in ORDER (asc or desc), records its batch row in the same transaction, commits, and
-prints {"posted": n}. Under CMP_CRASHPOINT=1 it is killed just before that commit.
+prints {"posted": n}. Under CMP_CRASHPOINT=1 it is killed just before that commit; with LEDGER_KEY_DOMAIN its keys
+are declared to be that domain's (the fast path of a first posting).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ def main(url: str, first: int, last: int, order: str, batch_id: str, start_file:
     with adbc_connection(url) as pg:
         posted = post_to_postgres(duck, pg, "SELECT * FROM staged", source="nrp",
                                   key=[lit("f"), "rec::VARCHAR", lit("PAYMENT")], batch_id=batch_id, now=NOW,
-                                  order_by=f"rec {order}")
+                                  order_by=f"rec {order}", key_domain=os.environ.get("LEDGER_KEY_DOMAIN") or None)
         with pg.cursor() as cur:
             cur.execute("INSERT INTO batches (batch_id, kind, feed, status, record_count) "
                         "VALUES ($1, 'NRP_POSTING', 'nrp', 'POSTED', $2) ON CONFLICT (batch_id) DO NOTHING",

@@ -129,6 +129,94 @@ def test_four_writers_at_once_post_every_key_exactly_once(pg_store, tmp_path):
         assert min(posted[:2]) == 0  # the second copy of the same batch posted nothing
 
 
+def _staged_table(pg) -> str | None:
+    with pg.cursor() as cur:
+        cur.execute("SELECT to_regclass('pg_temp.ledger_stage')::TEXT")
+        return cur.fetchone()[0]
+
+
+def test_a_first_posting_of_a_key_domain_is_copied_in_with_the_same_rows_as_the_general_path(pg_store, tmp_path):
+    duck = duckdb.connect()
+    with adbc_connection(pg_store) as pg:  # the general path, for comparison
+        assert post_to_postgres(duck, pg, STAGED, source="nrp", key=KEY, batch_id="NRPP-abc", now=None,
+                                order_by="record_id") == 3
+        assert _staged_table(pg) == "ledger_stage"
+        pg.rollback()
+    with adbc_connection(pg_store) as pg:
+        assert post_to_postgres(duck, pg, STAGED, source="nrp", key=KEY, batch_id="NRPP-abc", now=None,
+                                order_by="record_id") == 3
+        with pg.cursor() as cur:
+            cur.execute("SELECT now()")
+            transaction_time = cur.fetchone()[0]
+        commit_postgres(pg)
+    general = [r[1:] for r in ledger(pg_store)]
+    with psycopg.connect(pg_store) as con:
+        con.execute("DELETE FROM ledger_postings")
+
+    with adbc_connection(pg_store) as pg:
+        assert post_to_postgres(duck, pg, STAGED, source="nrp", key=KEY, batch_id="NRPP-abc", now=None,
+                                order_by="record_id", key_domain="nrp:abc:") == 3
+        assert _staged_table(pg) is None  # copied straight in
+        with pg.cursor() as cur:
+            cur.execute("SELECT now()")
+            fast_time = cur.fetchone()[0]
+        commit_postgres(pg)
+    fast = ledger(pg_store)
+    assert [r[1] for r in fast] == ["nrp:abc:1:PAYMENT", "nrp:abc:2:PAYMENT", "nrp:abc:3:PAYMENT"]  # ids in order
+    assert [r[1:10] for r in fast] == [r[:9] for r in general]
+    assert {r[10] for r in fast} == {fast_time} and {r[9] for r in general} == {transaction_time}
+
+    with adbc_connection(pg_store) as pg:  # the domain holds postings in the keys' range now: the general path
+        assert post_to_postgres(duck, pg, STAGED, source="nrp", key=KEY, batch_id="NRPP-abc", now=NOW,
+                                key_domain="nrp:abc:") == 0
+        assert _staged_table(pg) == "ledger_stage"
+        commit_postgres(pg)
+    assert ledger(pg_store) == fast
+
+
+def test_a_key_domain_already_holding_some_of_the_keys_posts_only_the_rest(pg_store):
+    duck = duckdb.connect()
+    with adbc_connection(pg_store) as pg:  # record 2 released earlier, under the same key, in another batch
+        assert post_to_postgres(duck, pg, f"SELECT * FROM ({STAGED}) WHERE record_id = '2'", source="nrp", key=KEY,
+                                batch_id="NRPR-abc", now=NOW, key_domain="nrp:abc:") == 1
+        commit_postgres(pg)
+    with adbc_connection(pg_store) as pg:
+        assert post_to_postgres(duck, pg, STAGED, source="nrp", key=KEY, batch_id="NRPP-abc", now=NOW,
+                                order_by="record_id", key_domain="nrp:abc:") == 2
+        commit_postgres(pg)
+    assert [(r[1], r[7]) for r in ledger(pg_store)] == [
+        ("nrp:abc:2:PAYMENT", "NRPR-abc"), ("nrp:abc:1:PAYMENT", "NRPP-abc"), ("nrp:abc:3:PAYMENT", "NRPP-abc")]
+    with adbc_connection(pg_store) as pg, pytest.raises(ValueError, match="3 posting keys lie outside their "
+                                                                            "declared domain 'nrp:xyz:'"):
+        post_to_postgres(duck, pg, STAGED, source="nrp", key=KEY, batch_id="NRPP-abc", now=NOW, key_domain="nrp:xyz:")
+
+
+def test_four_writers_of_one_key_domain_at_once_post_every_key_exactly_once(pg_store, tmp_path):
+    # as above, every writer declaring the domain: the first to take its lock copies its rows in, the others find
+    # postings in their range and take the general path
+    specs = [(0, 30_000, "ASC", "NRPP-x"), (0, 30_000, "ASC", "NRPP-x"),
+             (15_000, 45_000, "ASC", "NRPP-y"), (10_000, 40_000, "DESC", "NRPP-z")]
+    results = _workers(pg_store, tmp_path, specs, {"LEDGER_KEY_DOMAIN": "nrp:f:"})
+    for proc, _out, err in results:
+        assert proc.returncode == 0, err
+    posted = [json.loads(out)["posted"] for _, out, _ in results]
+    count, total, balances = _expected([(a, b) for a, b, _, _ in specs])
+    assert sum(posted) == count == 45_000
+    assert max(posted) == 30_000  # one writer copied its whole batch in: the first to take the lock
+    with psycopg.connect(pg_store) as con:
+        assert con.execute("SELECT count(*), count(DISTINCT idempotency_key), sum(amount_minor) "
+                           "FROM ledger_postings").fetchone() == (count, count, total)
+        assert dict(con.execute("SELECT account_number, sum(amount_minor) FROM ledger_postings GROUP BY 1"
+                                ).fetchall()) == balances
+
+
+def test_the_keys_compare_in_byte_order_on_postgresql(pg_store):
+    with psycopg.connect(pg_store) as con:
+        assert con.execute("SELECT c.collname FROM pg_attribute a JOIN pg_collation c ON c.oid = a.attcollation "
+                           "WHERE a.attrelid = 'ledger_postings'::regclass AND a.attname = 'idempotency_key'"
+                           ).fetchone() == ("C",)
+
+
 def test_a_writer_killed_before_its_commit_leaves_nothing_and_blocks_no_one(pg_store, tmp_path):
     [(proc, _, err)] = _workers(pg_store, tmp_path, [(0, 20_000, "ASC", "NRPP-k")], {"CMP_CRASHPOINT": "1"})
     assert proc.returncode == -signal.SIGKILL, err

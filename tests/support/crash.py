@@ -8,6 +8,7 @@ platform with the project's dagster.yaml) and `tmp_path` (memory-backed) into it
 
 from __future__ import annotations
 
+import faulthandler
 import multiprocessing
 import os
 import re
@@ -24,6 +25,7 @@ from cmp_pipelines.definitions import build_definitions
 from cmp_pipelines.lib.headless import repository_snap, run_partition, run_pending_sensors
 
 FORK = multiprocessing.get_context("fork")
+HANG_SECONDS = 300
 _DEFINITIONS: list[dg.Definitions] = []
 
 
@@ -43,6 +45,8 @@ def _child(definitions: dg.Definitions, crash_at: int | None, log: str, job: str
            partition: str | None) -> None:
     os.environ["CMP_CRASHPOINT"] = "" if crash_at is None else str(crash_at)
     os.environ["CMP_CRASHPOINT_LOG"] = log
+    # where a child stuck past the parent's patience was: every thread's stack, read back by `execute`
+    faulthandler.dump_traceback_later(HANG_SECONDS - 30, file=open(log + ".hang", "w"))  # noqa: SIM115
     with dg.DagsterInstance.get() as instance:
         if job:
             run_partition(job, partition, definitions, instance)
@@ -55,8 +59,14 @@ def execute(crash_at: int | None = None, job: str | None = None, partition: str 
     log = os.environ["CMP_DATA_DIR"] + "/crash.log"
     child = FORK.Process(target=_child, args=(_definitions(), crash_at, log, job, partition))
     child.start()
-    child.join(300)
-    assert child.exitcode is not None, "the run hung"
+    child.join(HANG_SECONDS)
+    if child.exitcode is None:
+        child.kill()
+        child.join()
+        stacks = Path(log + ".hang").read_text() if Path(log + ".hang").exists() else "(no stacks written)"
+        raise AssertionError(f"the run hung ({'run-pending' if job is None else job}, crash point {crash_at}); "
+                             f"its threads {HANG_SECONDS - 30} s in:\n{stacks}")
+    Path(log + ".hang").unlink(missing_ok=True)
     return child.exitcode
 
 

@@ -310,11 +310,14 @@ class NonRecurringPayments:
         if mirror is not None:
             mirror.settle()
 
+        stem = batch_stem("NRP_LOAD", load_batch)
+
         def both(con, sql, **kw) -> int:
             """PostgreSQL's ledger, then the same rows in the scratch, where the batch row's totals and the posting
             file read them (cheaper than pulling a million rows back; `_pull_postings` after it checks the counts
-            agree, and pulls PostgreSQL's rows when they do not)."""
-            posted = post_to_postgres(con, mirror.pg, sql, **kw)
+            agree, and pulls PostgreSQL's rows when they do not). The keys' domain is the load file's: only its
+            posting and its releases write `nrp:<stem>:` keys, so a first posting is copied straight in."""
+            posted = post_to_postgres(con, mirror.pg, sql, **kw, key_domain=f"nrp:{stem}:")
             post(con, sql, **kw)
             return posted
 
@@ -330,7 +333,7 @@ class NonRecurringPayments:
             WHERE batch_id = $load_batch AND outcome = 'ACCEPTED'
                   {"AND reason_code = 'RELEASED'" if only_released else ""}
             """,
-            source="nrp", key=(lit(batch_stem("NRP_LOAD", load_batch)), "record_id", lit("PAYMENT")),
+            source="nrp", key=(lit(stem), "record_id", lit("PAYMENT")),
             batch_id=posting_batch, now=self.now,
             params={"partner": partner, "now": self.now, "load_batch": load_batch},
         )
