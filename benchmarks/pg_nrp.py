@@ -9,7 +9,8 @@ fresh process on a fresh copy of the same seeded store (DuckDB: a copy of the fi
 PostgreSQL / DuckDB (target <= 1.5x). Then two files of records/2 from two partners (PAYPOINT, LOCKBOX) on
 PostgreSQL: both at once (two processes) against one after the other, on fresh databases. Prints figures, never
 asserts; a run that did not post every accepted record stops the harness. Without --url it starts its own server
-from the local PostgreSQL binaries (tests/support/postgres.py) on a free loopback port.
+from the local PostgreSQL binaries (tests/support/postgres.py) on a free loopback port. BENCH_PROFILE=1: each run
+under cProfile, its stats beside its figures (<workdir>/pg.prof, duck.prof, ...).
 """
 
 from __future__ import annotations
@@ -128,8 +129,10 @@ def worker(workdir: Path, data: Path, key: str, url: str | None) -> dict:
 
 
 def _spawn(workdir: Path, data: Path, key: str, url: str | None, out: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, __file__, "--worker", "--workdir", str(workdir), "--data", str(data),
-                             "--key", key, "--out", str(out), *(["--url", url] if url else [])], cwd=PROJECT)
+    profile = ["-m", "cProfile", "-o", str(out.with_suffix(".prof"))] if os.environ.get("BENCH_PROFILE") else []
+    return subprocess.Popen([sys.executable, *profile, __file__, "--worker", "--workdir", str(workdir), "--data",
+                             str(data), "--key", key, "--out", str(out), *(["--url", url] if url else [])],
+                            cwd=PROJECT)
 
 
 def _result(proc: subprocess.Popen, out: Path) -> dict:
@@ -198,7 +201,63 @@ def bench(args: argparse.Namespace, workdir: Path, admin: str) -> dict:
     if postings != sum(r["postings"] for r in parallel):
         raise SystemExit(f"benchmark verification failed: {postings:,} postings after the two files at once")
     return {"duckdb": duck_runs, "postgres": pg_runs, "sequential_s": sequential_s, "parallel_s": parallel_s,
-            "sequential": sequential, "parallel": parallel, "records": args.records}
+            "sequential": sequential, "parallel": parallel, "records": args.records, "files": files}
+
+
+def api_under_load(args: argparse.Namespace, workdir: Path, admin: str, files: dict) -> dict:
+    """The HTTP API on PostgreSQL (`api serve` with CMP_DATABASE_URL: payments, keys and the ledger in the store
+    itself), create-payment from `--api-clients` keep-alive clients (benchmarks/api_bench.py's client), alone and
+    while the 1M-record file runs through the four steps against the same database in another process."""
+    import api_bench
+    import psycopg
+
+    from cmp_pipelines.core.config_payments import hash_key, write_key_hash
+
+    url = _fresh_database(admin, "pg_nrp_api")
+    data = workdir / "api"
+    stage(workdir, data, [files["one"]], duckdb_copy=False)
+    write_key_hash(workdir / "keys", "AGENTVIEW", hash_key(api_bench.API_KEY))
+    with psycopg.connect(url) as con:
+        con.execute("INSERT INTO payment_cards SELECT account_number, 'CARDPAY', 'tok_bench_' || account_number, "
+                    "'4242', '2030-01', now() FROM accounts WHERE NOT is_suspense ORDER BY account_number "
+                    "LIMIT %s ON CONFLICT DO NOTHING", [api_bench.CARD_ACCOUNTS])
+    os.environ["CMP_DATABASE_URL"] = url  # the server's environment (api_bench._env copies this process's)
+    try:
+        server, port = api_bench.start_server(data, workdir, 1)
+    finally:
+        del os.environ["CMP_DATABASE_URL"]
+    accounts = [f"ACC{i:08d}" for i in range(1, min(api_bench.CARD_ACCOUNTS, args.accounts) + 1)]
+    info = {"clients": args.api_clients, "workers": 1, "cpus": os.cpu_count(),
+            "loadavg": " ".join(f"{v:.2f}" for v in os.getloadavg())}
+    try:
+        print("  PostgreSQL API: alone ...", file=sys.stderr, flush=True)
+        alone = api_bench.load(port, accounts, args.api_clients, seconds=args.api_seconds)
+        print("  PostgreSQL API: while the NRP file posts ...", file=sys.stderr, flush=True)
+        flow = _spawn(workdir, data, files["one"]["key"], url, workdir / "api-flow.json")
+        during = api_bench.load(port, accounts, args.api_clients, while_running=flow, warmup_s=0)
+        info["nrp_total_s"] = _result(flow, workdir / "api-flow.json")["total_s"]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    with psycopg.connect(url) as con:
+        payments = con.execute("SELECT count(*) FROM api_payments").fetchone()[0]
+    if payments < alone["requests"] + during["requests"]:
+        raise SystemExit(f"benchmark verification failed: {payments:,} payments in the store for "
+                         f"{alone['requests'] + during['requests']:,} answered requests")
+    return {"alone": alone, "during": during, "info": info, "payments": payments}
+
+
+def report_api(figures: dict) -> None:
+    alone, during, info = figures["alone"], figures["during"], figures["info"]
+    print()
+    print(f"HTTP API on PostgreSQL: create payment, {info['clients']} keep-alive clients, 1 uvicorn worker "
+          f"({info['cpus']} CPUs; load average before: {info['loadavg']}); {figures['payments']:,} payments stored")
+    for name, run in (("alone", alone), (f"while the NRP file posts ({info['nrp_total_s']:.1f} s)", during)):
+        print(f"  {name:<42} {run['requests']:>7,} requests {run['rps']:8.0f}/s  p50 {run['p50_ms']:6.1f} ms  "
+              f"p99 {run['p99_ms']:6.1f} ms  max {run['max_ms']:7.1f} ms  errors {run['errors']} "
+              f"{' '.join(run['error_kinds'])}")
+    print(f"  p99 while the file posts: {during['p99_ms']:.1f} ms (target <= 100 ms, "
+          f"{during['p99_ms'] / 100:.2f}x); errors {during['errors']} (target 0)")
 
 
 def report(figures: dict) -> None:
@@ -230,6 +289,8 @@ def main() -> int:
     parser.add_argument("--url", help="an admin URL of a server to use (default: start one)")
     parser.add_argument("--workdir", help="default: a temporary folder, removed afterwards")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--api-clients", type=int, default=50, help="the API section's clients (0: no API section)")
+    parser.add_argument("--api-seconds", type=float, default=10.0, help="the API section's load alone, seconds")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
     parser.add_argument("--key", help=argparse.SUPPRESS)
@@ -246,7 +307,11 @@ def main() -> int:
     try:
         with postgres(args.url) as admin:
             figures = bench(args, workdir, admin)
+            if args.api_clients:
+                figures["api"] = api_under_load(args, workdir, admin, figures["files"])
         report(figures)
+        if "api" in figures:
+            report_api(figures["api"])
         if args.json:
             args.json.write_text(json.dumps(figures, indent=2))
     except MissingServer as exc:
