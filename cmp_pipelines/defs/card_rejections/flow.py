@@ -55,7 +55,7 @@ from cmp_pipelines.core.files.store import FileStoreLike
 from cmp_pipelines.core.intake import Intake, Received, file_stem, sha256_hex
 from cmp_pipelines.core.ledger import batch_id_of, write_communications, write_posting_file, write_records_file
 from cmp_pipelines.core.money import format_minor
-from cmp_pipelines.core.reference import sync_rejection_codes
+from cmp_pipelines.core.reference import sync_rejection_codes, sync_rejection_codes_postgres
 from cmp_pipelines.core.rejections import REVERSED_SQL, RejectionTables
 from cmp_pipelines.defs.card_rejections.rules import CLASSIFY_SQL, COMMUNICATION_SQL, UNCONFIGURED_EVENT
 
@@ -153,6 +153,9 @@ class CardRejections:
         self.intake = Intake(con, files, keyring, partners, FEED, self.now, mirror=mirror)
         if mirror is not None:
             local_event_ids(con)
+            # PostgreSQL's rejection tables synced from the YAML (their own transaction, before any step holds a lock)
+            # and copied into the scratch, where every step of this object joins them
+            sync_rejection_codes_postgres(mirror, codes)
 
     def _pushed(self):
         """The PostgreSQL transaction of a step's writes (nothing on the embedded store)."""
@@ -183,7 +186,8 @@ class CardRejections:
         batch_id = batch_id_of("CARD_REJECTIONS", content_sha[:16])
         self._pull_named(table)
         with transaction(self.con):
-            sync_rejection_codes(self.con, self.codes)  # the rules join what the YAML says now
+            if self.mirror is None:  # on PostgreSQL the constructor synced them
+                sync_rejection_codes(self.con, self.codes)  # the rules join what the YAML says now
             self.con.register("raw", table)
             try:
                 self.con.execute(CLASSIFY_SQL, {"batch_id": batch_id, "provider": received.partner,
@@ -300,7 +304,6 @@ class CardRejections:
         try:
             if mirror is not None:
                 self._lock_and_pull_for_apply(load.batch_id)
-                sync_rejection_codes(self.con, self.codes)  # the scratch joins what the YAML says now, as the load did
             with transaction(self.con), self._pushed():
                 posted = engine.apply(self.con, TABLES, load_batch=load.batch_id, partner=load.partner,
                                       file_id=load.file_id, now=self.now, day=self.now.date(),
@@ -352,7 +355,6 @@ class CardRejections:
 
     def write_reports(self, load: RejectionLoad) -> tuple[str, str]:
         if self.mirror is not None:  # what the report and the communications file read, as PostgreSQL holds it
-            sync_rejection_codes(self.con, self.codes)
             self.mirror.pull("customer_communications", "batch_id = $1", [load.batch_id],
                              key=["template", "source_ref"])
         file_name, partner_file_id = self.con.execute(
