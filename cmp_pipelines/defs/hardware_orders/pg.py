@@ -93,7 +93,7 @@ def push_reference(mirror: Mirror) -> None:
 def push_common(mirror: Mirror) -> None:
     """What every deciding step may have written without a key: order history, events (PostgreSQL's ids), job
     errors."""
-    mirror.push("hw_order_history", "TRUE")
+    mirror.push_new("hw_order_history", "history_seq", "TRUE")  # PostgreSQL's numbers, in the scratch's order
     push_renumbered(mirror, "workflow_events", "event_id", "TRUE")
     mirror.push("job_errors", "TRUE")
 
