@@ -349,3 +349,19 @@ def pull_replacing(mirror: Mirror, table: str, where_scratch: str, where_pg: str
     delete = f"DELETE FROM {table} WHERE {where_scratch}"  # noqa: S608
     mirror.con.execute(delete, scratch_params) if scratch_params else mirror.con.execute(delete)
     return mirror.pull(table, where_pg, params)
+
+
+def pull_postings(mirror: Mirror | None, batch_id: str, *, unless_counts_agree: bool = False) -> None:
+    """A posting batch's ledger rows as PostgreSQL holds them (posting ids and all), replacing the scratch's: a re-run
+    counts what an earlier run posted, and a posting file lists PostgreSQL's rows. `unless_counts_agree`, just after
+    posting: nothing pulled when the scratch holds as many rows as PostgreSQL (the same rows; pulling a million back
+    costs), only when another run posted some of the keys. Nothing on the embedded store (`mirror` None)."""
+    if mirror is None:
+        return
+    mirror.settle()
+    if unless_counts_agree:
+        have = mirror.con.execute("SELECT count(*) FROM ledger_postings WHERE batch_id = ?", [batch_id]).fetchall()
+        want = mirror.query("SELECT count(*) AS n FROM ledger_postings WHERE batch_id = $1", [batch_id])
+        if have[0][0] == want.column("n")[0].as_py():
+            return
+    pull_replacing(mirror, "ledger_postings", "batch_id = $batch", "batch_id = $1", [batch_id], {"batch": batch_id})

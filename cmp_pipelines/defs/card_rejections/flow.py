@@ -42,7 +42,14 @@ from cmp_pipelines.core.batch_outcomes import outcome_counts
 from cmp_pipelines.core.config import Partner, RejectionConfig
 from cmp_pipelines.core.crypto.keyring import PartnerKeyring
 from cmp_pipelines.core.db.connection import sql_literal, transaction
-from cmp_pipelines.core.db.mirror import Mirror, local_event_ids, lock_rows, pull_replacing, push_events
+from cmp_pipelines.core.db.mirror import (
+    Mirror,
+    local_event_ids,
+    lock_rows,
+    pull_postings,
+    pull_replacing,
+    push_events,
+)
 from cmp_pipelines.core.files import record_file
 from cmp_pipelines.core.files.record_file import (
     RecordFileSpec,
@@ -320,8 +327,7 @@ class CardRejections:
         if self.mirror is not None:
             reversal = engine.reversal_batch_id(self.con, TABLES, load.batch_id)
             self._pull_batch(load.batch_id)
-            pull_replacing(self.mirror, "ledger_postings", "batch_id = $batch", "batch_id = $1", [reversal],
-                           {"batch": reversal})
+            pull_postings(self.mirror, reversal)
             self.mirror.pull("workflow_events", "source_ref IN (SELECT transaction_id FROM card_rejections "
                              "WHERE batch_id = $1)", [load.batch_id], key=["event_id"])
             self.mirror.pull("customer_communications", "batch_id = $1", [load.batch_id],
@@ -345,9 +351,7 @@ class CardRejections:
     # ---- files: the reversal posting file, the outcome report, the communications --------------------
 
     def write_posting_file(self, applied: ApplyResult) -> str:
-        if self.mirror is not None:
-            pull_replacing(self.mirror, "ledger_postings", "batch_id = $batch", "batch_id = $1", [applied.batch_id],
-                           {"batch": applied.batch_id})
+        pull_postings(self.mirror, applied.batch_id)
         path = write_posting_file(self.con, self.files, applied.batch_id, f"{FEED}:{JOB}", self.now)[0]
         if self.mirror is not None:
             self.mirror.push_published(applied.batch_id, self.now)

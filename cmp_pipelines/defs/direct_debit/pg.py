@@ -114,13 +114,6 @@ def push_events(mirror: Mirror, now: datetime) -> None:
     push_renumbered(mirror, "workflow_events", "event_id", "raised_at = $now", {"now": now})
 
 
-def pull_postings_of_batch(mirror: Mirror, batch_id: str) -> None:
-    """A posting batch's ledger rows as PostgreSQL holds them (its ids too), replacing the scratch's."""
-    mirror.settle()
-    mirror.con.execute("DELETE FROM ledger_postings WHERE batch_id = ?", [batch_id])
-    mirror.pull("ledger_postings", "batch_id = $1", [batch_id])
-
-
 def pull_collections_named(mirror: Mirror, references_sql: str) -> None:
     """The debits collected under the mandate references a report names (`references_sql`, one column `k` over the
     scratch), replacing what the scratch held of them: what the ARUDD classification matches returns to."""

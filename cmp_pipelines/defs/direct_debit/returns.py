@@ -27,7 +27,7 @@ from cmp_pipelines.core.batch_outcomes import outcome_counts
 from cmp_pipelines.core.config import DirectDebitConfig, Partner, RejectionConfig
 from cmp_pipelines.core.crypto.keyring import PartnerKeyring
 from cmp_pipelines.core.db.connection import sql_literal, transaction
-from cmp_pipelines.core.db.mirror import Mirror
+from cmp_pipelines.core.db.mirror import Mirror, pull_postings
 from cmp_pipelines.core.files.store import FileStoreLike
 from cmp_pipelines.core.intake import Intake, Received, file_stem, sha256_hex
 from cmp_pipelines.core.ledger import (
@@ -170,8 +170,7 @@ class DirectDebitReturns:
         return engine.reversal(self.con, TABLES, load.batch_id)
 
     def write_posting_file(self, posted: PostResult) -> str:
-        if self.mirror is not None:
-            pg.pull_postings_of_batch(self.mirror, posted.batch_id)
+        pull_postings(self.mirror, posted.batch_id)
         path = write_posting_file(self.con, self.files, posted.batch_id, f"{FEED}:{JOB}", self.now)[0]
         if self.mirror is not None:
             self.mirror.push_published(posted.batch_id, self.now)
