@@ -189,7 +189,8 @@ class Mirror:
         """Insert the scratch rows of `table` matching `where` into PostgreSQL without their `id_column`, which
         PostgreSQL's own sequence (the column's default) draws in the scratch's id order; a row whose unique key is
         already there is skipped (ON CONFLICT DO NOTHING). For rows numbered by a sequence, such as ledger
-        postings, whose scratch numbers would collide with PostgreSQL's. With `unique` (the unique key's column),
+        postings, workflow events or order history, whose scratch numbers (its sequences start at 1 in every run)
+        would collide with, or sort before, rows other runs already wrote. With `unique` (the unique key's column),
         the rows are inserted in that key's order once numbered, as `core.ledger` inserts postings: two writers of
         the same keys then meet them in one order and never deadlock. Returns the rows inserted."""
         stage = f"push_new_{table}"
@@ -268,22 +269,6 @@ def replace_pulled(mirror: Mirror, table: str, where: str, params: Sequence | No
     mirror.con.execute(f"DELETE FROM {table}")  # noqa: S608 - our tables, never input
     rows = mirror.query(f"SELECT * FROM {table} WHERE {where}{' FOR UPDATE' if lock_rows else ''}", params)  # noqa: S608
     return mirror.load(table, rows)
-
-
-def push_renumbered(mirror: Mirror, table: str, id_column: str, where: str, params: dict | None = None) -> int:
-    """Insert the scratch rows of `table` matching `where` into PostgreSQL, leaving `id_column` to PostgreSQL's
-    column default (its own sequence): the scratch's sequence starts at 1 in every run, so its ids (workflow events)
-    would collide with rows other runs already wrote."""
-    stage = f"push_{table}"
-    mirror.settle()
-    reader = arrow_batches(mirror.con, f"SELECT * EXCLUDE ({id_column}) FROM {table} WHERE {where}", params)  # noqa: S608
-    columns = ", ".join(f'"{f.name}"' for f in reader.schema)
-    with mirror.guarded(), mirror.pg.cursor() as cur:
-        cur.execute(f"DROP TABLE IF EXISTS pg_temp.{stage}")
-        cur.execute(f"CREATE TEMP TABLE {stage} ON COMMIT DROP AS SELECT {columns} FROM {table} WITH NO DATA")
-        ingest_adbc(cur, stage, reader, temporary=True)
-        cur.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {stage}")
-        return cur.rowcount
 
 
 # ---- the card flows (issue 19 phase 3a): ids the scratch draws, and row locks ------------------------------------

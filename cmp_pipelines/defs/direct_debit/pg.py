@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from cmp_pipelines.core.db.mirror import Mirror, push_renumbered, replace_pulled
+from cmp_pipelines.core.db.mirror import Mirror, replace_pulled
 
 DD_ACCOUNTS = "SELECT account_number FROM accounts WHERE payment_type = 'DIRECT_DEBIT'"
 # mandates to cancel after their final collection, whatever their account pays by now (FINAL_CANCELLATIONS)
@@ -110,8 +110,10 @@ def push_mandate_changes(mirror: Mirror, now: datetime) -> None:
 
 
 def push_events(mirror: Mirror, now: datetime) -> None:
-    """The workflow events a step raised (stamped `now`), numbered by PostgreSQL's own sequence."""
-    push_renumbered(mirror, "workflow_events", "event_id", "raised_at = $now", {"now": now})
+    """The workflow events a step raised (stamped `now`), numbered by PostgreSQL's own sequence in the order raised.
+    Not core/db/mirror.push_events: these steps number events in the scratch's own sequence and refer to none by
+    id before the push (the notices step sets its notices' event ids in PostgreSQL after it)."""
+    mirror.push_new("workflow_events", "event_id", "raised_at = $now", {"now": now})
 
 
 def pull_collections_named(mirror: Mirror, references_sql: str) -> None:
