@@ -10,8 +10,10 @@ Steps, each idempotent for a file:
 3. `write_posting_file`, `write_reports`: the reversal posting file for the sales ledger, the outcome
    report for operations and the partner, and the customer communications file.
 
-On PostgreSQL (`mirror`, core/db/mirror.py) `con` is the run's scratch DuckDB and the SQL runs unchanged on it. The
-load pulls the file's intake row, its duplicate candidates and the card transactions the file names (their ids cross
+On PostgreSQL (`mirror`, core/db/mirror.py) `con` is the run's scratch DuckDB and the SQL runs unchanged on it. Each
+step starts by syncing the rejection codes from the YAML into PostgreSQL and copying them into the scratch
+(core/reference.sync_rejection_codes_postgres: its own transaction under `config:rejection_codes`, before any other
+lock). The load pulls the file's intake row, its duplicate candidates and the card transactions the file names (their ids cross
 once as a temp table), classifies without any lock, and pushes its batch, records, job errors and intake row under
 the intake's advisory locks on the content and the provider's file id. The apply takes row locks, `SELECT ... FOR
 UPDATE` in one order (the load batch's row, then its transactions by id, then their accounts by number), pulls

@@ -18,6 +18,8 @@ one of them, so no two runs can wait on each other in a cycle):
 - `bacs:serial:<service user number>`: the Bacs serial register, held only while a serial is drawn and written
   (its own short transaction, committed before the file is written), so two submissions at once never get one
   serial or one file number, and a re-run of a batch finds the serial it was given.
+- `config:rejection_codes`: the ARUDD steps' sync of the rejection codes into PostgreSQL (core/reference.py), its
+  own short transaction at the start of the step, before any lock above.
 The ledger needs no lock: postings go through `core.ledger.post_to_postgres` (UNIQUE idempotency keys, inserted in
 key order) and the reversals of returns have keys of their own.
 """
