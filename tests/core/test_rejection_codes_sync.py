@@ -143,3 +143,29 @@ def test_a_sync_waits_for_the_advisory_lock(pg_store):
     assert done.is_set()
     with psycopg.connect(pg_store) as pg:
         assert pg.execute(SQL_CODES).fetchall() == _expected(CONFIG)[0]
+
+
+@pytest.mark.postgres
+def test_the_api_payment_history_on_postgres_names_the_decline_reason(pg_store):
+    """The API reads config_rejection_codes from PostgreSQL itself: before this sync held it there, a declined card
+    payment's reason was missing (None) from the history on PostgreSQL."""
+    from cmp_pipelines.core.db.api_postgres import PostgresApiStore
+    from cmp_pipelines.core.payment_history import HistoryFilter
+
+    code = sorted(CONFIG.card_codes)[0]
+    with psycopg.connect(pg_store) as pg:
+        pg.execute("INSERT INTO card_transactions (transaction_id, batch_id, business_date, provider, kind, "
+                   "account_number, amount_minor, currency, card_token, attempt, first_transaction_id, due_on, status, "
+                   "reason_code) VALUES ('CT1', 'RCX-1', DATE '2026-12-01', 'CARDPAY', 'PAYMENT', 'ACC00000001', "
+                   "1999, 'GBP', 'tok', 1, 'CT1', DATE '2026-12-01', 'DECLINED', %s)", [code])
+    store = PostgresApiStore(pg_store, pool_size=1)
+    try:
+        assert [(p["amount"], p["reason_code"], p["reason"]) for p in
+                store.history("ACC00000001", HistoryFilter())["payments"]] == [("19.99", code, None)]
+        with mirrored(pg_store) as mirror:
+            sync_rejection_codes_postgres(mirror, CONFIG)
+        assert [(p["amount"], p["reason_code"], p["reason"]) for p in
+                store.history("ACC00000001", HistoryFilter())["payments"]] == [
+            ("19.99", code, CONFIG.codes[code].description)]
+    finally:
+        store.close()

@@ -13,20 +13,20 @@ Steps, each idempotent for a file:
 On PostgreSQL (`mirror`, core/db/mirror.py) `con` is the run's scratch DuckDB and the SQL runs unchanged on it. Each
 step starts by syncing the rejection codes from the YAML into PostgreSQL and copying them into the scratch
 (core/reference.sync_rejection_codes_postgres: its own transaction under `config:rejection_codes`, before any other
-lock). The load pulls the file's intake row, its duplicate candidates and the card transactions the file names (their ids cross
-once as a temp table), classifies without any lock, and pushes its batch, records, job errors and intake row under
-the intake's advisory locks on the content and the provider's file id. The apply takes row locks, `SELECT ... FOR
-UPDATE` in one order (the load batch's row, then its transactions by id, then their accounts by number), pulls
-under them what the engine reads (the batch, its records, the transactions, the accounts with their cards and
-mandates, the payments' postings, the communications already written) and pushes what it wrote (reversal postings
-through `core.ledger.reverse_to_postgres`, the records, transactions' statuses, accounts' suspensions and payment
-types, the history, the events with ids from PostgreSQL's sequence, communications, batch rows) in ONE transaction
-that releases them. Row locks rather than advisory ones: what two rejection files (or an API set-up) must not both
-decide from is rows that exist and that the apply updates, the transactions' status and the accounts' suspension and
-payment type; two files over different accounts never wait for each other, two over one transaction or account
-run one after the other, and the second finds the transaction handled (ALREADY_REJECTED). A card day's selection
-(defs/card_payments) locks none of these rows and updates only the soft declines it closes, so neither waits for
-the other in a cycle.
+lock). The load pulls the file's intake row, its duplicate candidates and the card transactions the file names
+(their ids cross once as a temp table), classifies without any lock, and pushes its batch, records, job errors and
+intake row under the intake's advisory locks on the content and the provider's file id. The apply takes row locks,
+`SELECT ... FOR UPDATE` in one order (the load batch's row, then its transactions by id, then their accounts by
+number), pulls under them what the engine reads (the batch, its records, the transactions, the accounts with their
+cards and mandates, the payments' postings, the communications already written) and pushes what it wrote (reversal
+postings through `core.ledger.reverse_to_postgres`, the records, transactions' statuses, accounts' suspensions and
+payment types, the history, the events with ids from PostgreSQL's sequence, communications, batch rows) in ONE
+transaction that releases them. Row locks rather than advisory ones: what two rejection files (or an API set-up)
+must not both decide from is rows that exist and that the apply updates, the transactions' status and the accounts'
+suspension and payment type; two files over different accounts never wait for each other, two over one transaction
+or account run one after the other, and the second finds the transaction handled (ALREADY_REJECTED). A card day's
+selection (defs/card_payments) locks none of these rows and updates only the soft declines it closes, so neither
+waits for the other in a cycle.
 """
 
 from __future__ import annotations
