@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import duckdb
+import pyarrow as pa
 
 from cmp_pipelines.core.config import MandateRevisionCode, Partner, ProbeConfig, RejectionConfig
 from cmp_pipelines.core.db.connection import transaction
+from cmp_pipelines.core.db.mirror import Mirror, replace_pulled
+from cmp_pipelines.core.db.transfer import ingest_adbc
 from cmp_pipelines.core.rules import SUSPENSE_ACCOUNT
 
 
@@ -33,22 +36,90 @@ def sync_reference_data(
             )
 
 
-def sync_rejection_codes(con: duckdb.DuckDBPyConnection, config: RejectionConfig) -> None:
-    """Mirror the YAML into the table the set-based rules join; call inside the caller's transaction."""
-    con.execute("DELETE FROM config_rejection_codes")
-    rows = []
+# The configuration tables the rejection rules join, with their keys: what `sync_rejection_codes` keeps equal to the
+# YAML on either store.
+REJECTION_TABLES = {"config_rejection_codes": ("code",), "config_bacs_return_codes": ("return_code",)}
+# The transaction-level advisory lock under which PostgreSQL's copy is synced (core/db/mirror.advisory_key of it).
+REJECTION_CODES_LOCK = "config:rejection_codes"
+
+_TEXT, _COUNT = pa.string(), pa.int32()
+_SCHEMAS = {
+    "config_rejection_codes": pa.schema([
+        ("code", _TEXT), ("description", _TEXT), ("reason_type", _TEXT), ("reason_code", _TEXT), ("decline", _TEXT),
+        ("retries", _COUNT), ("suspension_days", _COUNT), ("retry_event_type", _TEXT), ("retry_event_code", _TEXT),
+        ("cancellation_event_type", _TEXT), ("cancellation_event_code", _TEXT), ("refund_event_type", _TEXT),
+        ("refund_event_code", _TEXT)]),
+    "config_bacs_return_codes": pa.schema([("return_code", _TEXT), ("rejection_code", _TEXT),
+                                           ("mandate_action", _TEXT)]),
+}
+
+
+def rejection_code_rows(config: RejectionConfig) -> dict[str, pa.Table]:
+    """The rows the YAML gives each table of REJECTION_TABLES, typed as the tables are (both stores take them)."""
+    codes = []
     for c in config.codes.values():
         events = [part for event in (c.retry_event, c.cancellation_event, c.refund_event)
                   for part in ((event.event_type, event.event_code) if event else (None, None))]
-        rows.append([c.code, c.description, c.reason_type, c.reason_code, c.decline, c.retries, c.suspension_days,
-                     *events])
-    if rows:
-        con.executemany("INSERT INTO config_rejection_codes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
-    con.execute("DELETE FROM config_bacs_return_codes")
-    if config.bacs_return_codes:
-        con.executemany("INSERT INTO config_bacs_return_codes (return_code, rejection_code, mandate_action) "
-                        "VALUES (?, ?, ?)", [[return_code, code, config.mandate_actions.get(code, "HOLD")]
-                                             for return_code, code in config.bacs_return_codes.items()])
+        codes.append([c.code, c.description, c.reason_type, c.reason_code, c.decline, c.retries, c.suspension_days,
+                      *events])
+    returns = [[return_code, code, config.mandate_actions.get(code, "HOLD")]
+               for return_code, code in config.bacs_return_codes.items()]
+    return {table: pa.Table.from_pylist([dict(zip(schema.names, row, strict=True)) for row in rows], schema=schema)
+            for (table, schema), rows in zip(_SCHEMAS.items(), (codes, returns), strict=True)}
+
+
+def merge_sql(table: str, stage: str) -> tuple[str, str]:
+    """Make `table` hold exactly the rows of `stage` (same columns), in SQL both stores run: an upsert that rewrites a
+    row only where a column differs (an unchanged configuration writes nothing, so it takes no row lock), then the
+    removal of keys no longer configured. Unlike DELETE + INSERT it never re-inserts a key another writer also
+    inserts, so two syncs of one configuration cannot collide on the primary key."""
+    key = REJECTION_TABLES[table]
+    names = _SCHEMAS[table].names
+    columns = ", ".join(names)
+    values = [n for n in names if n not in key]
+    upsert = (f"INSERT INTO {table} AS t ({columns}) SELECT {columns} FROM {stage} "  # noqa: S608 - our tables
+              f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {', '.join(f'{n} = excluded.{n}' for n in values)} "
+              f"WHERE {' OR '.join(f't.{n} IS DISTINCT FROM excluded.{n}' for n in values)}")
+    delete = (f"DELETE FROM {table} WHERE ({', '.join(key)}) NOT IN "  # noqa: S608
+              f"(SELECT {', '.join(key)} FROM {stage})")
+    return upsert, delete
+
+
+def sync_rejection_codes(con: duckdb.DuckDBPyConnection, config: RejectionConfig) -> None:
+    """Make the store's rejection tables hold what the YAML says (the set-based rules join them); call inside the
+    caller's transaction. On PostgreSQL use `sync_rejection_codes_postgres`."""
+    for table, rows in rejection_code_rows(config).items():
+        stage = f"yaml_{table}"
+        con.register(stage, rows)
+        try:
+            for sql in merge_sql(table, stage):
+                con.execute(sql)
+        finally:
+            con.unregister(stage)
+
+
+def sync_rejection_codes_postgres(mirror: Mirror, config: RejectionConfig) -> None:
+    """PostgreSQL's rejection tables made to hold what the YAML says, then copied into the run's scratch, where the
+    rules join them: PostgreSQL is the one source of truth for the rows every reader joins (the rules in any run's
+    scratch, the API's payment history), and the scratch holds exactly what this sync left there.
+
+    Its own short transaction under the advisory lock REJECTION_CODES_LOCK, so it must be called where the step
+    holds nothing uncommitted on `mirror` (before its locks and pushes): two runs syncing at once take turns, and the
+    second finds nothing to change (without it, two versions of the YAML listing codes in another order could lock
+    each other's rows in a cycle), and the scratch copy, read in the same transaction, is the state it left."""
+    rows = rejection_code_rows(config)
+    with mirror.transaction():
+        mirror.lock(REJECTION_CODES_LOCK)
+        with mirror.guarded(), mirror.pg.cursor() as cur:
+            for table, table_rows in rows.items():
+                stage = f"yaml_{table}"
+                cur.execute(f"DROP TABLE IF EXISTS pg_temp.{stage}")
+                cur.execute(f"CREATE TEMP TABLE {stage} (LIKE {table}) ON COMMIT DROP")
+                ingest_adbc(cur, stage, table_rows, temporary=True)
+                for sql in merge_sql(table, stage):
+                    cur.execute(sql)
+        for table in rows:
+            replace_pulled(mirror, table, "TRUE")
 
 
 def sync_mandate_revision_codes(con: duckdb.DuckDBPyConnection, codes: dict[str, MandateRevisionCode]) -> None:

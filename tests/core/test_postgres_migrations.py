@@ -71,7 +71,8 @@ def test_both_stores_have_the_same_tables_columns_types_and_keys(pg_url, tmp_pat
     assert on_postgres["keys"] == on_duckdb["keys"]
     assert ("ledger_postings", "UNIQUE", ("idempotency_key",)) in on_postgres["keys"]
     assert on_postgres["sequences"] == on_duckdb["sequences"] == {
-        "ledger_posting_seq", "workflow_event_seq", "hw_order_seq", "hw_generation_seq", "delivery_register_seq"}
+        "ledger_posting_seq", "workflow_event_seq", "hw_order_seq", "hw_generation_seq", "delivery_register_seq",
+        "hw_order_history_seq"}
 
 
 def test_the_ledger_key_refuses_a_second_posting_on_postgres(pg_store):

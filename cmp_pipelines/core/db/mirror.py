@@ -189,7 +189,8 @@ class Mirror:
         """Insert the scratch rows of `table` matching `where` into PostgreSQL without their `id_column`, which
         PostgreSQL's own sequence (the column's default) draws in the scratch's id order; a row whose unique key is
         already there is skipped (ON CONFLICT DO NOTHING). For rows numbered by a sequence, such as ledger
-        postings, whose scratch numbers would collide with PostgreSQL's. With `unique` (the unique key's column),
+        postings, workflow events or order history, whose scratch numbers (its sequences start at 1 in every run)
+        would collide with, or sort before, rows other runs already wrote. With `unique` (the unique key's column),
         the rows are inserted in that key's order once numbered, as `core.ledger` inserts postings: two writers of
         the same keys then meet them in one order and never deadlock. Returns the rows inserted."""
         stage = f"push_new_{table}"
@@ -270,22 +271,6 @@ def replace_pulled(mirror: Mirror, table: str, where: str, params: Sequence | No
     return mirror.load(table, rows)
 
 
-def push_renumbered(mirror: Mirror, table: str, id_column: str, where: str, params: dict | None = None) -> int:
-    """Insert the scratch rows of `table` matching `where` into PostgreSQL, leaving `id_column` to PostgreSQL's
-    column default (its own sequence): the scratch's sequence starts at 1 in every run, so its ids (workflow events)
-    would collide with rows other runs already wrote."""
-    stage = f"push_{table}"
-    mirror.settle()
-    reader = arrow_batches(mirror.con, f"SELECT * EXCLUDE ({id_column}) FROM {table} WHERE {where}", params)  # noqa: S608
-    columns = ", ".join(f'"{f.name}"' for f in reader.schema)
-    with mirror.guarded(), mirror.pg.cursor() as cur:
-        cur.execute(f"DROP TABLE IF EXISTS pg_temp.{stage}")
-        cur.execute(f"CREATE TEMP TABLE {stage} ON COMMIT DROP AS SELECT {columns} FROM {table} WITH NO DATA")
-        ingest_adbc(cur, stage, reader, temporary=True)
-        cur.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {stage}")
-        return cur.rowcount
-
-
 # ---- the card flows (issue 19 phase 3a): ids the scratch draws, and row locks ------------------------------------
 
 # Events a scratch raises take ids from here up (`local_event_ids`), far above any id PostgreSQL's own sequence will
@@ -349,3 +334,19 @@ def pull_replacing(mirror: Mirror, table: str, where_scratch: str, where_pg: str
     delete = f"DELETE FROM {table} WHERE {where_scratch}"  # noqa: S608
     mirror.con.execute(delete, scratch_params) if scratch_params else mirror.con.execute(delete)
     return mirror.pull(table, where_pg, params)
+
+
+def pull_postings(mirror: Mirror | None, batch_id: str, *, unless_counts_agree: bool = False) -> None:
+    """A posting batch's ledger rows as PostgreSQL holds them (posting ids and all), replacing the scratch's: a re-run
+    counts what an earlier run posted, and a posting file lists PostgreSQL's rows. `unless_counts_agree`, just after
+    posting: nothing pulled when the scratch holds as many rows as PostgreSQL (the same rows; pulling a million back
+    costs), only when another run posted some of the keys. Nothing on the embedded store (`mirror` None)."""
+    if mirror is None:
+        return
+    mirror.settle()
+    if unless_counts_agree:
+        have = mirror.con.execute("SELECT count(*) FROM ledger_postings WHERE batch_id = ?", [batch_id]).fetchall()
+        want = mirror.query("SELECT count(*) AS n FROM ledger_postings WHERE batch_id = $1", [batch_id])
+        if have[0][0] == want.column("n")[0].as_py():
+            return
+    pull_replacing(mirror, "ledger_postings", "batch_id = $batch", "batch_id = $1", [batch_id], {"batch": batch_id})

@@ -37,7 +37,7 @@ from cmp_pipelines.core import notices
 from cmp_pipelines.core.config import CardPaymentsConfig, Partner, load_card_payments
 from cmp_pipelines.core.crypto.keyring import PartnerKeyring
 from cmp_pipelines.core.db.connection import sql_literal, transaction
-from cmp_pipelines.core.db.mirror import Mirror, local_event_ids, pull_replacing, push_events
+from cmp_pipelines.core.db.mirror import Mirror, local_event_ids, pull_postings, push_events
 from cmp_pipelines.core.delivery import enqueue
 from cmp_pipelines.core.files.store import FileStoreLike
 from cmp_pipelines.core.ledger import (
@@ -153,12 +153,6 @@ class RecurringCardPayments:
         self.mirror.pull("batches", "batch_id = $1", [batch_id], key=["batch_id"])
         if transactions:
             self.mirror.pull("card_transactions", "batch_id = $1", [batch_id], key=["transaction_id"])
-
-    def _pull_postings(self, batch_id: str) -> None:
-        """The posting batch's ledger rows as PostgreSQL holds them (its counts and the posting file read them)."""
-        if self.mirror is not None:
-            pull_replacing(self.mirror, "ledger_postings", "batch_id = $batch", "batch_id = $1", [batch_id],
-                           {"batch": batch_id})
 
     def _done_reading(self) -> None:
         """End a step's read-only PostgreSQL transaction (releasing its snapshot and any advisory lock)."""
@@ -341,7 +335,7 @@ class RecurringCardPayments:
     def post(self, due: DueBatch) -> PostResult:
         posting_batch = posting_batch_id(due.business_date)
         with transaction(self.con), self._pushed():
-            self._pull_postings(posting_batch)
+            pull_postings(self.mirror, posting_batch)
             before = posting_count(self.con, posting_batch)
             self._writer()(
                 self.con,
@@ -356,7 +350,7 @@ class RecurringCardPayments:
                 params={"extract_batch": due.batch_id,
                         "effective": datetime.combine(due.business_date, datetime.min.time(), UTC)},
             )
-            self._pull_postings(posting_batch)  # the scratch holds what PostgreSQL holds for the batch (counts)
+            pull_postings(self.mirror, posting_batch)  # the scratch holds what PostgreSQL holds for the batch (counts)
             posted = record_posting_batch(self.con, batch_id=posting_batch, kind="CARD_POSTING", feed=FEED,
                                           now=self.now, posted_before=before, parent_batch_id=due.batch_id)
             if self.mirror is not None:
@@ -367,7 +361,7 @@ class RecurringCardPayments:
 
     def _writer(self):
         """`post`, or on PostgreSQL `post_to_postgres` into its open transaction (the scratch's copy is then pulled
-        back from PostgreSQL, `_pull_postings`)."""
+        back from PostgreSQL, `pull_postings`)."""
         if self.mirror is None:
             return post
         mirror = self.mirror
@@ -383,7 +377,7 @@ class RecurringCardPayments:
         return posted_batch(self.con, posting_batch_id(due.business_date), "card_payment_posting_batch")
 
     def write_posting_file(self, posted: PostResult) -> str:
-        self._pull_postings(posted.batch_id)
+        pull_postings(self.mirror, posted.batch_id)
         path = write_posting_file(self.con, self.files, posted.batch_id, f"{FEED}:{JOB}", self.now)[0]
         if self.mirror is not None:
             self.mirror.push_published(posted.batch_id, self.now)

@@ -10,21 +10,23 @@ Steps, each idempotent for a file:
 3. `write_posting_file`, `write_reports`: the reversal posting file for the sales ledger, the outcome
    report for operations and the partner, and the customer communications file.
 
-On PostgreSQL (`mirror`, core/db/mirror.py) `con` is the run's scratch DuckDB and the SQL runs unchanged on it. The
-load pulls the file's intake row, its duplicate candidates and the card transactions the file names (their ids cross
-once as a temp table), classifies without any lock, and pushes its batch, records, job errors and intake row under
-the intake's advisory locks on the content and the provider's file id. The apply takes row locks, `SELECT ... FOR
-UPDATE` in one order (the load batch's row, then its transactions by id, then their accounts by number), pulls
-under them what the engine reads (the batch, its records, the transactions, the accounts with their cards and
-mandates, the payments' postings, the communications already written) and pushes what it wrote (reversal postings
-through `core.ledger.reverse_to_postgres`, the records, transactions' statuses, accounts' suspensions and payment
-types, the history, the events with ids from PostgreSQL's sequence, communications, batch rows) in ONE transaction
-that releases them. Row locks rather than advisory ones: what two rejection files (or an API set-up) must not both
-decide from is rows that exist and that the apply updates, the transactions' status and the accounts' suspension and
-payment type; two files over different accounts never wait for each other, two over one transaction or account
-run one after the other, and the second finds the transaction handled (ALREADY_REJECTED). A card day's selection
-(defs/card_payments) locks none of these rows and updates only the soft declines it closes, so neither waits for
-the other in a cycle.
+On PostgreSQL (`mirror`, core/db/mirror.py) `con` is the run's scratch DuckDB and the SQL runs unchanged on it. Each
+step starts by syncing the rejection codes from the YAML into PostgreSQL and copying them into the scratch
+(core/reference.sync_rejection_codes_postgres: its own transaction under `config:rejection_codes`, before any other
+lock). The load pulls the file's intake row, its duplicate candidates and the card transactions the file names
+(their ids cross once as a temp table), classifies without any lock, and pushes its batch, records, job errors and
+intake row under the intake's advisory locks on the content and the provider's file id. The apply takes row locks,
+`SELECT ... FOR UPDATE` in one order (the load batch's row, then its transactions by id, then their accounts by
+number), pulls under them what the engine reads (the batch, its records, the transactions, the accounts with their
+cards and mandates, the payments' postings, the communications already written) and pushes what it wrote (reversal
+postings through `core.ledger.reverse_to_postgres`, the records, transactions' statuses, accounts' suspensions and
+payment types, the history, the events with ids from PostgreSQL's sequence, communications, batch rows) in ONE
+transaction that releases them. Row locks rather than advisory ones: what two rejection files (or an API set-up)
+must not both decide from is rows that exist and that the apply updates, the transactions' status and the accounts'
+suspension and payment type; two files over different accounts never wait for each other, two over one transaction
+or account run one after the other, and the second finds the transaction handled (ALREADY_REJECTED). A card day's
+selection (defs/card_payments) locks none of these rows and updates only the soft declines it closes, so neither
+waits for the other in a cycle.
 """
 
 from __future__ import annotations
@@ -42,7 +44,14 @@ from cmp_pipelines.core.batch_outcomes import outcome_counts
 from cmp_pipelines.core.config import Partner, RejectionConfig
 from cmp_pipelines.core.crypto.keyring import PartnerKeyring
 from cmp_pipelines.core.db.connection import sql_literal, transaction
-from cmp_pipelines.core.db.mirror import Mirror, local_event_ids, lock_rows, pull_replacing, push_events
+from cmp_pipelines.core.db.mirror import (
+    Mirror,
+    local_event_ids,
+    lock_rows,
+    pull_postings,
+    pull_replacing,
+    push_events,
+)
 from cmp_pipelines.core.files import record_file
 from cmp_pipelines.core.files.record_file import (
     RecordFileSpec,
@@ -55,7 +64,7 @@ from cmp_pipelines.core.files.store import FileStoreLike
 from cmp_pipelines.core.intake import Intake, Received, file_stem, sha256_hex
 from cmp_pipelines.core.ledger import batch_id_of, write_communications, write_posting_file, write_records_file
 from cmp_pipelines.core.money import format_minor
-from cmp_pipelines.core.reference import sync_rejection_codes
+from cmp_pipelines.core.reference import sync_rejection_codes, sync_rejection_codes_postgres
 from cmp_pipelines.core.rejections import REVERSED_SQL, RejectionTables
 from cmp_pipelines.defs.card_rejections.rules import CLASSIFY_SQL, COMMUNICATION_SQL, UNCONFIGURED_EVENT
 
@@ -153,6 +162,9 @@ class CardRejections:
         self.intake = Intake(con, files, keyring, partners, FEED, self.now, mirror=mirror)
         if mirror is not None:
             local_event_ids(con)
+            # PostgreSQL's rejection tables synced from the YAML (their own transaction, before any step holds a lock)
+            # and copied into the scratch, where every step of this object joins them
+            sync_rejection_codes_postgres(mirror, codes)
 
     def _pushed(self):
         """The PostgreSQL transaction of a step's writes (nothing on the embedded store)."""
@@ -183,7 +195,8 @@ class CardRejections:
         batch_id = batch_id_of("CARD_REJECTIONS", content_sha[:16])
         self._pull_named(table)
         with transaction(self.con):
-            sync_rejection_codes(self.con, self.codes)  # the rules join what the YAML says now
+            if self.mirror is None:  # on PostgreSQL the constructor synced them
+                sync_rejection_codes(self.con, self.codes)  # the rules join what the YAML says now
             self.con.register("raw", table)
             try:
                 self.con.execute(CLASSIFY_SQL, {"batch_id": batch_id, "provider": received.partner,
@@ -300,7 +313,6 @@ class CardRejections:
         try:
             if mirror is not None:
                 self._lock_and_pull_for_apply(load.batch_id)
-                sync_rejection_codes(self.con, self.codes)  # the scratch joins what the YAML says now, as the load did
             with transaction(self.con), self._pushed():
                 posted = engine.apply(self.con, TABLES, load_batch=load.batch_id, partner=load.partner,
                                       file_id=load.file_id, now=self.now, day=self.now.date(),
@@ -317,8 +329,7 @@ class CardRejections:
         if self.mirror is not None:
             reversal = engine.reversal_batch_id(self.con, TABLES, load.batch_id)
             self._pull_batch(load.batch_id)
-            pull_replacing(self.mirror, "ledger_postings", "batch_id = $batch", "batch_id = $1", [reversal],
-                           {"batch": reversal})
+            pull_postings(self.mirror, reversal)
             self.mirror.pull("workflow_events", "source_ref IN (SELECT transaction_id FROM card_rejections "
                              "WHERE batch_id = $1)", [load.batch_id], key=["event_id"])
             self.mirror.pull("customer_communications", "batch_id = $1", [load.batch_id],
@@ -342,9 +353,7 @@ class CardRejections:
     # ---- files: the reversal posting file, the outcome report, the communications --------------------
 
     def write_posting_file(self, applied: ApplyResult) -> str:
-        if self.mirror is not None:
-            pull_replacing(self.mirror, "ledger_postings", "batch_id = $batch", "batch_id = $1", [applied.batch_id],
-                           {"batch": applied.batch_id})
+        pull_postings(self.mirror, applied.batch_id)
         path = write_posting_file(self.con, self.files, applied.batch_id, f"{FEED}:{JOB}", self.now)[0]
         if self.mirror is not None:
             self.mirror.push_published(applied.batch_id, self.now)
@@ -352,7 +361,6 @@ class CardRejections:
 
     def write_reports(self, load: RejectionLoad) -> tuple[str, str]:
         if self.mirror is not None:  # what the report and the communications file read, as PostgreSQL holds it
-            sync_rejection_codes(self.con, self.codes)
             self.mirror.pull("customer_communications", "batch_id = $1", [load.batch_id],
                              key=["template", "source_ref"])
         file_name, partner_file_id = self.con.execute(

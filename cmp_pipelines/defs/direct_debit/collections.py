@@ -27,7 +27,7 @@ from cmp_pipelines.core import notices
 from cmp_pipelines.core.config import DirectDebitConfig
 from cmp_pipelines.core.crypto.keyring import PartnerKeyring
 from cmp_pipelines.core.db.connection import transaction, unordered_inserts
-from cmp_pipelines.core.db.mirror import Mirror
+from cmp_pipelines.core.db.mirror import Mirror, pull_postings
 from cmp_pipelines.core.files.store import FileStoreLike
 from cmp_pipelines.core.ledger import (
     PostResult,
@@ -237,7 +237,7 @@ class DirectDebitCollections:
         with transaction(self.con), unordered_inserts(self.con), self._pushed():
             if self.mirror is not None:
                 pg.pull_batch(self.mirror, posting_batch)
-            self._pull_postings(posting_batch)
+            pull_postings(self.mirror, posting_batch)
             before = posting_count(self.con, posting_batch)
             posted_now = self._post(
                 self.con,
@@ -253,7 +253,7 @@ class DirectDebitCollections:
                 now=self.now, params={"batch_id": batch.batch_id,
                                       "effective": datetime.combine(batch.business_date, datetime.min.time(), UTC)},
             )
-            self._pull_postings(posting_batch, unless_counts_agree=True)  # the batch's totals are PostgreSQL's
+            pull_postings(self.mirror, posting_batch, unless_counts_agree=True)  # the batch's totals are PostgreSQL's
             if self.mirror is not None:  # posted now is what PostgreSQL took: a run at once may have posted the rest
                 before = posting_count(self.con, posting_batch) - posted_now
             posted = record_posting_batch(self.con, batch_id=posting_batch, kind="DD_POSTING", feed=FEED,
@@ -275,28 +275,13 @@ class DirectDebitCollections:
         post(con, sql, **kw)
         return posted
 
-    def _pull_postings(self, batch_id: str, unless_counts_agree: bool = False) -> None:
-        """On PostgreSQL: the batch's ledger rows as PostgreSQL holds them (posting ids and all), replacing the
-        scratch's: a re-run counts what an earlier run posted, and the posting file lists PostgreSQL's rows. After
-        posting, only when the counts differ (another run posted some of the keys): the rows are the same."""
-        if self.mirror is None:
-            return
-        self.mirror.settle()
-        if unless_counts_agree:
-            have = self.con.execute("SELECT count(*) FROM ledger_postings WHERE batch_id = ?", [batch_id]).fetchall()
-            want = self.mirror.query("SELECT count(*) AS n FROM ledger_postings WHERE batch_id = $1", [batch_id])
-            if have[0][0] == want.column("n")[0].as_py():
-                return
-        self.con.execute("DELETE FROM ledger_postings WHERE batch_id = ?", [batch_id])
-        self.mirror.pull("ledger_postings", "batch_id = $1", [batch_id])
-
     def posted(self, batch: CollectionBatch) -> PostResult:
         if self.mirror is not None:
             pg.pull_batch(self.mirror, dd_posting_batch_id(batch.business_date))
         return posted_batch(self.con, dd_posting_batch_id(batch.business_date), "dd_collection_posting_batch")
 
     def write_posting_file(self, posted: PostResult) -> str:
-        self._pull_postings(posted.batch_id)
+        pull_postings(self.mirror, posted.batch_id)
         path = write_posting_file(self.con, self.files, posted.batch_id, f"{FEED}:{JOB}", self.now)[0]
         if self.mirror is not None:
             self.mirror.push_published(posted.batch_id, self.now)

@@ -18,6 +18,8 @@ one of them, so no two runs can wait on each other in a cycle):
 - `bacs:serial:<service user number>`: the Bacs serial register, held only while a serial is drawn and written
   (its own short transaction, committed before the file is written), so two submissions at once never get one
   serial or one file number, and a re-run of a batch finds the serial it was given.
+- `config:rejection_codes`: the ARUDD steps' sync of the rejection codes into PostgreSQL (core/reference.py), its
+  own short transaction at the start of the step, before any lock above.
 The ledger needs no lock: postings go through `core.ledger.post_to_postgres` (UNIQUE idempotency keys, inserted in
 key order) and the reversals of returns have keys of their own.
 """
@@ -26,7 +28,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from cmp_pipelines.core.db.mirror import Mirror, push_renumbered, replace_pulled
+from cmp_pipelines.core.db.mirror import Mirror, replace_pulled
 
 DD_ACCOUNTS = "SELECT account_number FROM accounts WHERE payment_type = 'DIRECT_DEBIT'"
 # mandates to cancel after their final collection, whatever their account pays by now (FINAL_CANCELLATIONS)
@@ -110,15 +112,10 @@ def push_mandate_changes(mirror: Mirror, now: datetime) -> None:
 
 
 def push_events(mirror: Mirror, now: datetime) -> None:
-    """The workflow events a step raised (stamped `now`), numbered by PostgreSQL's own sequence."""
-    push_renumbered(mirror, "workflow_events", "event_id", "raised_at = $now", {"now": now})
-
-
-def pull_postings_of_batch(mirror: Mirror, batch_id: str) -> None:
-    """A posting batch's ledger rows as PostgreSQL holds them (its ids too), replacing the scratch's."""
-    mirror.settle()
-    mirror.con.execute("DELETE FROM ledger_postings WHERE batch_id = ?", [batch_id])
-    mirror.pull("ledger_postings", "batch_id = $1", [batch_id])
+    """The workflow events a step raised (stamped `now`), numbered by PostgreSQL's own sequence in the order raised.
+    Not core/db/mirror.push_events: these steps number events in the scratch's own sequence and refer to none by
+    id before the push (the notices step sets its notices' event ids in PostgreSQL after it)."""
+    mirror.push_new("workflow_events", "event_id", "raised_at = $now", {"now": now})
 
 
 def pull_collections_named(mirror: Mirror, references_sql: str) -> None:

@@ -27,7 +27,7 @@ from cmp_pipelines.core.batch_outcomes import outcome_counts
 from cmp_pipelines.core.config import DirectDebitConfig, Partner, RejectionConfig
 from cmp_pipelines.core.crypto.keyring import PartnerKeyring
 from cmp_pipelines.core.db.connection import sql_literal, transaction
-from cmp_pipelines.core.db.mirror import Mirror
+from cmp_pipelines.core.db.mirror import Mirror, pull_postings
 from cmp_pipelines.core.files.store import FileStoreLike
 from cmp_pipelines.core.intake import Intake, Received, file_stem, sha256_hex
 from cmp_pipelines.core.ledger import (
@@ -40,7 +40,7 @@ from cmp_pipelines.core.ledger import (
     write_records_file,
 )
 from cmp_pipelines.core.money import format_minor
-from cmp_pipelines.core.reference import sync_rejection_codes
+from cmp_pipelines.core.reference import sync_rejection_codes, sync_rejection_codes_postgres
 from cmp_pipelines.core.rejections import REVERSED_SQL, RejectionTables
 from cmp_pipelines.defs.direct_debit import bacs_xml, pg
 from cmp_pipelines.defs.direct_debit.addacs import check_service_user
@@ -99,8 +99,8 @@ class DirectDebitReturns:
         self.now = now or datetime.now(UTC)
         self.mirror = mirror
         self.intake = Intake(con, files, keyring, partners, FEED, self.now, mirror=mirror)
-        if mirror is not None:  # the scratch's configuration tables, as a load on the embedded store left them
-            sync_rejection_codes(con, codes)
+        if mirror is not None:  # PostgreSQL's configuration tables synced from the YAML and copied into the scratch
+            sync_rejection_codes_postgres(mirror, codes)
 
     def _pushed(self):
         """The PostgreSQL transaction of a step's writes (nothing on the embedded store)."""
@@ -120,7 +120,8 @@ class DirectDebitReturns:
         self.intake.refuse_duplicate(received, content_sha, report.report_id)
         batch_id = batch_id_of("DD_RETURNS", content_sha[:16])
         with transaction(self.con):
-            sync_rejection_codes(self.con, self.codes)
+            if self.mirror is None:  # on PostgreSQL the constructor synced them
+                sync_rejection_codes(self.con, self.codes)
             self.con.register("raw", report.records)
             try:
                 if self.mirror is not None:  # the debits the report names, as PostgreSQL holds them
@@ -169,8 +170,7 @@ class DirectDebitReturns:
         return engine.reversal(self.con, TABLES, load.batch_id)
 
     def write_posting_file(self, posted: PostResult) -> str:
-        if self.mirror is not None:
-            pg.pull_postings_of_batch(self.mirror, posted.batch_id)
+        pull_postings(self.mirror, posted.batch_id)
         path = write_posting_file(self.con, self.files, posted.batch_id, f"{FEED}:{JOB}", self.now)[0]
         if self.mirror is not None:
             self.mirror.push_published(posted.batch_id, self.now)

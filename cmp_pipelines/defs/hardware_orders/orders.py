@@ -14,7 +14,6 @@ import duckdb
 
 from cmp_pipelines.core.cards import find_pan, mask_pans_in
 from cmp_pipelines.core.db.connection import transaction
-from cmp_pipelines.core.db.pg_duck import dialect
 from cmp_pipelines.defs.hardware_orders.config import HardwareConfig
 from cmp_pipelines.defs.hardware_orders.rules import (
     AWAITING_GENERATION,
@@ -82,7 +81,8 @@ def move_order(con: duckdb.DuckDBPyConnection, order_id: str, new_status: str, *
     assignments = "".join(f", {name} = ?" for name in columns)
     con.execute(f"UPDATE hw_orders SET status = ?, updated_at = ?{assignments} WHERE order_id = ?",
                 [new_status, now, *columns.values(), order_id])
-    con.execute("INSERT INTO hw_order_history VALUES (?, ?, ?, ?, ?)", [order_id, old_status, new_status, cause, now])
+    con.execute("INSERT INTO hw_order_history (order_id, old_status, new_status, cause, changed_at) "
+                "VALUES (?, ?, ?, ?, ?)", [order_id, old_status, new_status, cause, now])
 
 
 def _text(field: str, value: str | None) -> str | None:
@@ -125,7 +125,8 @@ def create_order(
             [order_id, account_number, billing, bool(fraud_check), bool(enrolment), account[0],
              *texts.values(), now, now],
         )
-        con.execute("INSERT INTO hw_order_history VALUES (?, NULL, 'NEW', ?, ?)", [order_id, cause, now])
+        con.execute("INSERT INTO hw_order_history (order_id, old_status, new_status, cause, changed_at) "
+                    "VALUES (?, NULL, 'NEW', ?, ?)", [order_id, cause, now])
     return order_view(con, order_id)
 
 
@@ -192,10 +193,9 @@ def order_view(con: duckdb.DuckDBPyConnection, order_id: str) -> dict:
         """,
         [order_id],
     ).fetchall()
-    insertion = "ctid" if dialect(con) == "postgres" else "rowid"  # history is append-only: ties in insertion order
-    history = con.execute(
+    history = con.execute(  # ties on the time in insertion order: history_seq, drawn as each row is written
         "SELECT old_status, new_status, cause, changed_at FROM hw_order_history WHERE order_id = ? "
-        f"ORDER BY changed_at, {insertion}", [order_id]
+        "ORDER BY changed_at, history_seq", [order_id]
     ).fetchall()
     total = con.execute(
         "SELECT minor_to_decimal(coalesce(sum(quantity * unit_price_minor), 0)::BIGINT) FROM hw_order_lines "

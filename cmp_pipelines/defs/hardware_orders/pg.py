@@ -47,7 +47,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 
-from cmp_pipelines.core.db.mirror import Mirror, push_renumbered
+from cmp_pipelines.core.db.mirror import Mirror
 
 STATE_LOCK = "hw:state"
 _FRESH = ("hw_order_history", "workflow_events", "job_errors")
@@ -93,8 +93,8 @@ def push_reference(mirror: Mirror) -> None:
 def push_common(mirror: Mirror) -> None:
     """What every deciding step may have written without a key: order history, events (PostgreSQL's ids), job
     errors."""
-    mirror.push("hw_order_history", "TRUE")
-    push_renumbered(mirror, "workflow_events", "event_id", "TRUE")
+    mirror.push_new("hw_order_history", "history_seq", "TRUE")  # PostgreSQL's numbers, in the scratch's order
+    mirror.push_new("workflow_events", "event_id", "TRUE")
     mirror.push("job_errors", "TRUE")
 
 

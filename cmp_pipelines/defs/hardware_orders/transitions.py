@@ -27,8 +27,8 @@ def move_orders(con: duckdb.DuckDBPyConnection, selection: str, new_status: str,
         params or {},
     )
     try:
-        con.execute("INSERT INTO hw_order_history SELECT order_id, old_status, ?, cause, ? FROM hw_moving ORDER BY 1",
-                    [new_status, now])
+        con.execute("INSERT INTO hw_order_history (order_id, old_status, new_status, cause, changed_at) "
+                    "SELECT order_id, old_status, ?, cause, ? FROM hw_moving ORDER BY 1", [new_status, now])
         con.execute(f"UPDATE hw_orders o SET status = ?, updated_at = ?{extra_set} FROM hw_moving s "
                     "WHERE o.order_id = s.order_id", [new_status, now])
         return con.execute("SELECT count(*) FROM hw_moving").fetchone()[0]

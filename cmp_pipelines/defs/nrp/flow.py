@@ -27,7 +27,7 @@ import pyarrow as pa
 from cmp_pipelines.core.config import DEFAULT_DUPLICATE_WINDOW_DAYS, Partner
 from cmp_pipelines.core.crypto.keyring import PartnerKeyring
 from cmp_pipelines.core.db.connection import sql_literal, transaction
-from cmp_pipelines.core.db.mirror import Mirror
+from cmp_pipelines.core.db.mirror import Mirror, pull_postings
 from cmp_pipelines.core.delivery import enqueue
 from cmp_pipelines.core.files.errors import FileRejected
 from cmp_pipelines.core.files.record_file import check_sender, first_schema_violation, with_shape_and_card_numbers
@@ -227,16 +227,6 @@ class NonRecurringPayments:
         if not self.con.execute("SELECT count(*) FROM nrp_records WHERE batch_id = ?", [row[0]]).fetchall()[0][0]:
             self.mirror.pull("nrp_records", "batch_id = $1", [row[0]])
 
-    def _pull_postings(self, batch_id: str) -> None:
-        """On PostgreSQL: a posting batch's ledger rows, unless the scratch holds all of them already."""
-        if self.mirror is None:
-            return
-        have = self.con.execute("SELECT count(*) FROM ledger_postings WHERE batch_id = ?", [batch_id]).fetchall()[0][0]
-        want = self.mirror.query("SELECT count(*) AS n FROM ledger_postings WHERE batch_id = $1", [batch_id])
-        if have != want.column("n")[0].as_py():
-            self.con.execute("DELETE FROM ledger_postings WHERE batch_id = ?", [batch_id])
-            self.mirror.pull("ledger_postings", "batch_id = $1", [batch_id])
-
     def _guard_schema_agreement(self, batch_id: str, table: pa.Table) -> None:
         """The set-based rules must never accept what the JSON Schema rejects: spot-check accepted records."""
         positions = [p for (p,) in self.con.execute(
@@ -284,10 +274,11 @@ class NonRecurringPayments:
     def post(self, load: LoadResult) -> PostResult:
         with transaction(self.con), self._pushed():
             posting_batch = child_batch_id(self.con, load.batch_id, "NRP_POSTING")
-            self._pull_postings(posting_batch)
+            pull_postings(self.mirror, posting_batch, unless_counts_agree=True)
             before = posting_count(self.con, posting_batch)
             self._insert_postings(load.batch_id, posting_batch, load.partner)
-            self._pull_postings(posting_batch)  # the scratch holds what PostgreSQL holds for the batch (counts)
+            # the scratch holds what PostgreSQL holds for the batch (counts)
+            pull_postings(self.mirror, posting_batch, unless_counts_agree=True)
             posted = record_posting_batch(
                 self.con, batch_id=posting_batch, kind="NRP_POSTING", feed=FEED, now=self.now, posted_before=before,
                 partner=load.partner, source_file_id=load.file_id, parent_batch_id=load.batch_id,
@@ -314,7 +305,7 @@ class NonRecurringPayments:
 
         def both(con, sql, **kw) -> int:
             """PostgreSQL's ledger, then the same rows in the scratch, where the batch row's totals and the posting
-            file read them (cheaper than pulling a million rows back; `_pull_postings` after it checks the counts
+            file read them (cheaper than pulling a million rows back; `pull_postings` after it checks the counts
             agree, and pulls PostgreSQL's rows when they do not). The keys' domain is the load file's: only its
             posting and its releases write `nrp:<stem>:` keys, so a first posting is copied straight in."""
             posted = post_to_postgres(con, mirror.pg, sql, **kw, key_domain=f"nrp:{stem}:")
@@ -386,7 +377,7 @@ class NonRecurringPayments:
                 """, {**params, "at": self.now.isoformat(timespec="seconds")})
             posting_batch = child_batch_id(self.con, load_batch, "NRP_RELEASE", numbered=True)
             self._insert_postings(load_batch, posting_batch, partner, only_released=True)
-            self._pull_postings(posting_batch)
+            pull_postings(self.mirror, posting_batch, unless_counts_agree=True)
             posted = record_posting_batch(
                 self.con, batch_id=posting_batch, kind="NRP_RELEASE", feed=FEED, now=self.now, posted_before=0,
                 partner=partner, source_file_id=file_id, parent_batch_id=load_batch,
@@ -411,7 +402,7 @@ class NonRecurringPayments:
     # ---- posting file for the external sales ledger ----------------------------------------------
 
     def write_posting_file(self, posted: PostResult) -> str:
-        self._pull_postings(posted.batch_id)
+        pull_postings(self.mirror, posted.batch_id, unless_counts_agree=True)
         path = write_posting_file(self.con, self.files, posted.batch_id, f"{FEED}:{JOB}", self.now)[0]
         if self.mirror is not None:
             self.mirror.push_published(posted.batch_id, self.now)

@@ -159,7 +159,7 @@ TABLES = {  # what the jobs write, without the ids each store's own sequences dr
     "hw_orders": "*", "hw_order_lines": "*", "hw_request_orders": "*", "hw_fraud_checks": "*",
     "hw_dispatch_records": "*", "hw_devices": "*", "hw_enrolment_requests": "*", "hw_enrolment_responses": "*",
     "hw_pending_charges": "*", "hw_products": "*", "hw_settings": "*", "hw_deny_list": "*",
-    "hw_order_history": "*", "job_errors": "job, category, detail",
+    "hw_order_history": "order_id, old_status, new_status, cause, changed_at", "job_errors": "job, category, detail",
     "batches": "batch_id, kind, feed, partner, parent_batch_id, status, record_count, accepted_count, "
                "rejected_count, total_minor, output_path, created_at, completed_at",
     "inbound_files": "feed, partner, file_name, content_sha256, status, batch_id, header_file_id, archived_path",
