@@ -223,11 +223,11 @@ def api_under_load(args: argparse.Namespace, workdir: Path, admin: str, files: d
                     "LIMIT %s ON CONFLICT DO NOTHING", [api_bench.CARD_ACCOUNTS])
     os.environ["CMP_DATABASE_URL"] = url  # the server's environment (api_bench._env copies this process's)
     try:
-        server, port = api_bench.start_server(data, workdir, 1)
+        server, port = api_bench.start_server(data, workdir, args.api_workers)
     finally:
         del os.environ["CMP_DATABASE_URL"]
     accounts = [f"ACC{i:08d}" for i in range(1, min(api_bench.CARD_ACCOUNTS, args.accounts) + 1)]
-    info = {"clients": args.api_clients, "workers": 1, "cpus": os.cpu_count(),
+    info = {"clients": args.api_clients, "workers": args.api_workers, "cpus": os.cpu_count(),
             "loadavg": " ".join(f"{v:.2f}" for v in os.getloadavg())}
     try:
         print("  PostgreSQL API: alone ...", file=sys.stderr, flush=True)
@@ -250,8 +250,9 @@ def api_under_load(args: argparse.Namespace, workdir: Path, admin: str, files: d
 def report_api(figures: dict) -> None:
     alone, during, info = figures["alone"], figures["during"], figures["info"]
     print()
-    print(f"HTTP API on PostgreSQL: create payment, {info['clients']} keep-alive clients, 1 uvicorn worker "
-          f"({info['cpus']} CPUs; load average before: {info['loadavg']}); {figures['payments']:,} payments stored")
+    print(f"HTTP API on PostgreSQL: create payment, {info['clients']} keep-alive clients, {info['workers']} uvicorn "
+          f"worker(s) ({info['cpus']} CPUs; load average before: {info['loadavg']}); "
+          f"{figures['payments']:,} payments stored")
     for name, run in (("alone", alone), (f"while the NRP file posts ({info['nrp_total_s']:.1f} s)", during)):
         print(f"  {name:<42} {run['requests']:>7,} requests {run['rps']:8.0f}/s  p50 {run['p50_ms']:6.1f} ms  "
               f"p99 {run['p99_ms']:6.1f} ms  max {run['max_ms']:7.1f} ms  errors {run['errors']} "
@@ -290,6 +291,7 @@ def main() -> int:
     parser.add_argument("--workdir", help="default: a temporary folder, removed afterwards")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--api-clients", type=int, default=50, help="the API section's clients (0: no API section)")
+    parser.add_argument("--api-workers", type=int, default=1, help="the API section's uvicorn workers")
     parser.add_argument("--api-seconds", type=float, default=10.0, help="the API section's load alone, seconds")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
