@@ -39,6 +39,9 @@ def sync_reference_data(
 # The configuration tables the rejection rules join, with their keys: what `sync_rejection_codes` keeps equal to the
 # YAML on either store.
 REJECTION_TABLES = {"config_rejection_codes": ("code",), "config_bacs_return_codes": ("return_code",)}
+# The same for the ADDACS reasons (`sync_mandate_revision_codes`), under their own lock.
+MANDATE_REVISION_TABLES = {"config_mandate_revision_codes": ("code",)}
+MANDATE_REVISION_CODES_LOCK = "config:mandate_revision_codes"
 # The transaction-level advisory lock under which PostgreSQL's copy is synced (core/db/mirror.advisory_key of it).
 REJECTION_CODES_LOCK = "config:rejection_codes"
 
@@ -51,6 +54,9 @@ _SCHEMAS = {
         ("refund_event_code", _TEXT)]),
     "config_bacs_return_codes": pa.schema([("return_code", _TEXT), ("rejection_code", _TEXT),
                                            ("mandate_action", _TEXT)]),
+    "config_mandate_revision_codes": pa.schema([
+        ("code", _TEXT), ("name", _TEXT), ("action", _TEXT), ("reason_type", _TEXT), ("reason_code", _TEXT),
+        ("event_type", _TEXT), ("event_code", _TEXT)]),
 }
 
 
@@ -64,8 +70,19 @@ def rejection_code_rows(config: RejectionConfig) -> dict[str, pa.Table]:
                       *events])
     returns = [[return_code, code, config.mandate_actions.get(code, "HOLD")]
                for return_code, code in config.bacs_return_codes.items()]
-    return {table: pa.Table.from_pylist([dict(zip(schema.names, row, strict=True)) for row in rows], schema=schema)
-            for (table, schema), rows in zip(_SCHEMAS.items(), (codes, returns), strict=True)}
+    return {table: _typed(table, rows) for table, rows in zip(REJECTION_TABLES, (codes, returns), strict=True)}
+
+
+def mandate_revision_code_rows(codes: dict[str, MandateRevisionCode]) -> dict[str, pa.Table]:
+    """The rows the YAML gives config_mandate_revision_codes."""
+    return {"config_mandate_revision_codes": _typed("config_mandate_revision_codes", [
+        [c.code, c.name, c.action, c.reason_type, c.reason_code, c.event.event_type, c.event.event_code]
+        for c in codes.values()])}
+
+
+def _typed(table: str, rows: list[list]) -> pa.Table:
+    schema = _SCHEMAS[table]
+    return pa.Table.from_pylist([dict(zip(schema.names, row, strict=True)) for row in rows], schema=schema)
 
 
 def merge_sql(table: str, stage: str) -> tuple[str, str]:
@@ -73,7 +90,7 @@ def merge_sql(table: str, stage: str) -> tuple[str, str]:
     row only where a column differs (an unchanged configuration writes nothing, so it takes no row lock), then the
     removal of keys no longer configured. Unlike DELETE + INSERT it never re-inserts a key another writer also
     inserts, so two syncs of one configuration cannot collide on the primary key."""
-    key = REJECTION_TABLES[table]
+    key = {**REJECTION_TABLES, **MANDATE_REVISION_TABLES}[table]
     names = _SCHEMAS[table].names
     columns = ", ".join(names)
     values = [n for n in names if n not in key]
@@ -88,9 +105,18 @@ def merge_sql(table: str, stage: str) -> tuple[str, str]:
 def sync_rejection_codes(con: duckdb.DuckDBPyConnection, config: RejectionConfig) -> None:
     """Make the store's rejection tables hold what the YAML says (the set-based rules join them); call inside the
     caller's transaction. On PostgreSQL use `sync_rejection_codes_postgres`."""
-    for table, rows in rejection_code_rows(config).items():
+    _merge(con, rejection_code_rows(config))
+
+
+def sync_mandate_revision_codes(con: duckdb.DuckDBPyConnection, codes: dict[str, MandateRevisionCode]) -> None:
+    """The same for the table the ADDACS rules join; on PostgreSQL use `sync_mandate_revision_codes_postgres`."""
+    _merge(con, mandate_revision_code_rows(codes))
+
+
+def _merge(con: duckdb.DuckDBPyConnection, rows: dict[str, pa.Table]) -> None:
+    for table, table_rows in rows.items():
         stage = f"yaml_{table}"
-        con.register(stage, rows)
+        con.register(stage, table_rows)
         try:
             for sql in merge_sql(table, stage):
                 con.execute(sql)
@@ -107,9 +133,18 @@ def sync_rejection_codes_postgres(mirror: Mirror, config: RejectionConfig) -> No
     holds nothing uncommitted on `mirror` (before its locks and pushes): two runs syncing at once take turns, and the
     second finds nothing to change (without it, two versions of the YAML listing codes in another order could lock
     each other's rows in a cycle), and the scratch copy, read in the same transaction, is the state it left."""
-    rows = rejection_code_rows(config)
+    _merge_postgres(mirror, rejection_code_rows(config), REJECTION_CODES_LOCK)
+
+
+def sync_mandate_revision_codes_postgres(mirror: Mirror, codes: dict[str, MandateRevisionCode]) -> None:
+    """The ADDACS reasons as `sync_rejection_codes_postgres` syncs the rejection codes, under
+    MANDATE_REVISION_CODES_LOCK."""
+    _merge_postgres(mirror, mandate_revision_code_rows(codes), MANDATE_REVISION_CODES_LOCK)
+
+
+def _merge_postgres(mirror: Mirror, rows: dict[str, pa.Table], lock: str) -> None:
     with mirror.transaction():
-        mirror.lock(REJECTION_CODES_LOCK)
+        mirror.lock(lock)
         with mirror.guarded(), mirror.pg.cursor() as cur:
             for table, table_rows in rows.items():
                 stage = f"yaml_{table}"
@@ -120,12 +155,3 @@ def sync_rejection_codes_postgres(mirror: Mirror, config: RejectionConfig) -> No
                     cur.execute(sql)
         for table in rows:
             replace_pulled(mirror, table, "TRUE")
-
-
-def sync_mandate_revision_codes(con: duckdb.DuckDBPyConnection, codes: dict[str, MandateRevisionCode]) -> None:
-    """Mirror the YAML into the table the ADDACS rules join; call inside the caller's transaction."""
-    con.execute("DELETE FROM config_mandate_revision_codes")
-    rows = [[c.code, c.name, c.action, c.reason_type, c.reason_code, c.event.event_type, c.event.event_code]
-            for c in codes.values()]
-    if rows:
-        con.executemany("INSERT INTO config_mandate_revision_codes VALUES (?, ?, ?, ?, ?, ?, ?)", rows)

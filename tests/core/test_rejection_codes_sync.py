@@ -12,11 +12,14 @@ import duckdb
 import psycopg
 import pytest
 
-from cmp_pipelines.core.config import load_rejection_codes
+from cmp_pipelines.core.config import load_mandate_revision_codes, load_rejection_codes
 from cmp_pipelines.core.db.migrations import apply_migrations
 from cmp_pipelines.core.db.mirror import advisory_key, mirrored
 from cmp_pipelines.core.reference import (
+    MANDATE_REVISION_CODES_LOCK,
     REJECTION_CODES_LOCK,
+    sync_mandate_revision_codes,
+    sync_mandate_revision_codes_postgres,
     sync_rejection_codes,
     sync_rejection_codes_postgres,
 )
@@ -169,3 +172,79 @@ def test_the_api_payment_history_on_postgres_names_the_decline_reason(pg_store):
             ("19.99", code, CONFIG.codes[code].description)]
     finally:
         store.close()
+
+
+REVISIONS = load_mandate_revision_codes(CONFIG_DIR)
+SQL_REVISIONS = "SELECT code, name, action, event_code FROM config_mandate_revision_codes ORDER BY code"
+
+
+def _revisions_changed() -> tuple[dict, str, str]:
+    first, gone = sorted(REVISIONS)[0], sorted(REVISIONS)[-1]
+    codes = {code: c for code, c in REVISIONS.items() if code != gone}
+    codes[first] = dataclasses.replace(codes[first], name="Renamed by the operator")
+    return codes, first, gone
+
+
+def _revision_rows(codes: dict) -> list[tuple]:
+    return sorted((c.code, c.name, c.action, c.event.event_code) for c in codes.values())
+
+
+def test_the_addacs_reasons_sync_on_duckdb_like_the_rejection_codes(tmp_path):
+    con = duckdb.connect(str(tmp_path / "cmp.duckdb"))
+    apply_migrations(con)
+    sync_mandate_revision_codes(con, REVISIONS)
+    assert con.execute(SQL_REVISIONS).fetchall() == _revision_rows(REVISIONS)
+    changed, first, gone = _revisions_changed()
+    sync_mandate_revision_codes(con, changed)
+    rows = con.execute(SQL_REVISIONS).fetchall()
+    assert rows == _revision_rows(changed) and gone not in {r[0] for r in rows}
+    assert dict((r[0], r[1]) for r in rows)[first] == "Renamed by the operator"
+
+
+@pytest.mark.postgres
+def test_the_addacs_reasons_are_held_by_postgres_and_two_syncs_at_once_take_turns(pg_store):
+    changed, first, gone = _revisions_changed()
+    with mirrored(pg_store) as mirror:
+        sync_mandate_revision_codes_postgres(mirror, REVISIONS)
+        assert mirror.con.execute(SQL_REVISIONS).fetchall() == _revision_rows(REVISIONS)  # the scratch's copy
+    with psycopg.connect(pg_store) as pg:
+        assert pg.execute(SQL_REVISIONS).fetchall() == _revision_rows(REVISIONS)
+
+    barrier, errors = threading.Barrier(2), []
+
+    def syncer(index: int) -> None:
+        try:
+            with mirrored(pg_store) as mirror:
+                for n in range(10):
+                    barrier.wait(timeout=30)
+                    sync_mandate_revision_codes_postgres(mirror, (REVISIONS, changed)[(index + n) % 2])
+        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+            barrier.abort()
+
+    threads = [threading.Thread(target=syncer, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert errors == []
+    done = threading.Event()
+
+    def sync() -> None:
+        with mirrored(pg_store) as mirror:
+            sync_mandate_revision_codes_postgres(mirror, changed)
+        done.set()
+
+    with psycopg.connect(pg_store) as holder:  # the sync waits for the lock named in the docs
+        holder.execute("SELECT pg_advisory_xact_lock(%s)", [advisory_key(MANDATE_REVISION_CODES_LOCK)])
+        thread = threading.Thread(target=sync)
+        thread.start()
+        time.sleep(1.0)
+        assert not done.is_set()
+        holder.commit()
+    thread.join(timeout=30)
+    assert done.is_set()
+    with psycopg.connect(pg_store) as pg:
+        rows = pg.execute(SQL_REVISIONS).fetchall()
+    assert rows == _revision_rows(changed) and gone not in {r[0] for r in rows}
+    assert dict((r[0], r[1]) for r in rows)[first] == "Renamed by the operator"

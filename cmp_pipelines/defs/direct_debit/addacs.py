@@ -28,7 +28,7 @@ from cmp_pipelines.core.files.errors import FileRejected
 from cmp_pipelines.core.files.store import FileStoreLike
 from cmp_pipelines.core.intake import Intake, Received, file_stem, sha256_hex
 from cmp_pipelines.core.ledger import write_records_file
-from cmp_pipelines.core.reference import sync_mandate_revision_codes
+from cmp_pipelines.core.reference import sync_mandate_revision_codes, sync_mandate_revision_codes_postgres
 from cmp_pipelines.defs.direct_debit import bacs_xml, pg
 from cmp_pipelines.defs.direct_debit.addacs_rules import APPLY_SQL, CLASSIFY_SQL
 
@@ -63,8 +63,8 @@ class AddacsReports:
         self.now = now or datetime.now(UTC)
         self.mirror = mirror
         self.intake = Intake(con, files, keyring, partners, FEED, self.now, mirror=mirror)
-        if mirror is not None:  # the scratch's configuration table, as a load on the embedded store left it
-            sync_mandate_revision_codes(con, codes)
+        if mirror is not None:  # PostgreSQL's configuration table synced from the YAML and copied into the scratch
+            sync_mandate_revision_codes_postgres(mirror, codes)
 
     def _pushed(self):
         """The PostgreSQL transaction of a step's writes (nothing on the embedded store)."""
@@ -84,7 +84,8 @@ class AddacsReports:
         self.intake.refuse_duplicate(received, content_sha, report.report_id)
         batch_id = f"ADC-{content_sha[:16]}"
         with transaction(self.con):
-            sync_mandate_revision_codes(self.con, self.codes)
+            if self.mirror is None:  # on PostgreSQL the constructor synced it
+                sync_mandate_revision_codes(self.con, self.codes)
             self.con.register("raw", report.records)
             try:
                 if self.mirror is not None:  # the mandates the report names, as PostgreSQL holds them

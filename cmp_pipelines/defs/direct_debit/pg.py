@@ -19,7 +19,8 @@ one of them, so no two runs can wait on each other in a cycle):
   (its own short transaction, committed before the file is written), so two submissions at once never get one
   serial or one file number, and a re-run of a batch finds the serial it was given.
 - `config:rejection_codes`: the ARUDD steps' sync of the rejection codes into PostgreSQL (core/reference.py), its
-  own short transaction at the start of the step, before any lock above.
+  own short transaction at the start of the step, before any lock above; `config:mandate_revision_codes` the same
+  for the ADDACS steps' reasons.
 The ledger needs no lock: postings go through `core.ledger.post_to_postgres` (UNIQUE idempotency keys, inserted in
 key order) and the reversals of returns have keys of their own.
 """
