@@ -13,6 +13,7 @@ import multiprocessing
 import os
 import re
 import shutil
+import sys
 import tempfile
 from collections import Counter
 from pathlib import Path
@@ -26,6 +27,7 @@ from cmp_pipelines.lib.headless import repository_snap, run_partition, run_pendi
 
 FORK = multiprocessing.get_context("fork")
 HANG_SECONDS = 300
+OPEN_SECONDS = 60
 _DEFINITIONS: list[dg.Definitions] = []
 
 
@@ -42,12 +44,13 @@ def _definitions() -> dg.Definitions:
 
 
 def _child(definitions: dg.Definitions, crash_at: int | None, log: str, job: str | None,
-           partition: str | None) -> None:
+           partition: str | None, opened) -> None:
     os.environ["CMP_CRASHPOINT"] = "" if crash_at is None else str(crash_at)
     os.environ["CMP_CRASHPOINT_LOG"] = log
     # where a child stuck past the parent's patience was: every thread's stack, read back by `execute`
     faulthandler.dump_traceback_later(HANG_SECONDS - 30, file=open(log + ".hang", "w"))  # noqa: SIM115
     with dg.DagsterInstance.get() as instance:
+        opened.set()
         if job:
             run_partition(job, partition, definitions, instance)
         else:
@@ -55,10 +58,24 @@ def _child(definitions: dg.Definitions, crash_at: int | None, log: str, job: str
 
 
 def execute(crash_at: int | None = None, job: str | None = None, partition: str | None = None) -> int:
-    """One `run-pending` (or one job partition) in its own process; -9 when the crash point killed it."""
+    """One `run-pending` (or one job partition) in its own process; -9 when the crash point killed it.
+
+    A child that has not even opened the Dagster instance after OPEN_SECONDS is forked again (twice at most): the
+    xdist worker that forks it is multi-threaded, and a thread of an earlier test inside SQLite at the moment of the
+    fork leaves one of SQLite's process-wide mutexes held in the child, whose first `sqlite3.connect` then waits
+    for ever (CI, twice: the stacks `execute` prints showed exactly that). Nothing durable happens before the
+    instance is open, so the second fork is the same run; a child stuck anywhere later fails with its stacks."""
     log = os.environ["CMP_DATA_DIR"] + "/crash.log"
-    child = FORK.Process(target=_child, args=(_definitions(), crash_at, log, job, partition))
-    child.start()
+    for attempt in range(3):
+        opened = FORK.Event()
+        child = FORK.Process(target=_child, args=(_definitions(), crash_at, log, job, partition, opened))
+        child.start()
+        if opened.wait(OPEN_SECONDS) or child.exitcode is not None or attempt == 2:
+            break
+        child.kill()
+        child.join()
+        print(f"crash test: a forked child could not open the Dagster instance in {OPEN_SECONDS} s (a fork beside "
+              "a thread inside SQLite); forked again", file=sys.stderr)
     child.join(HANG_SECONDS)
     if child.exitcode is None:
         child.kill()
