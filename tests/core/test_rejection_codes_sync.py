@@ -93,20 +93,18 @@ def test_postgres_sync_holds_the_yaml_and_the_scratch_copies_it(pg_store):
         assert pg.execute("SELECT code, xmin::text FROM config_rejection_codes ORDER BY code").fetchall() == xmin
 
 
-@pytest.mark.postgres
-def test_two_runs_syncing_at_once_neither_fail_nor_leave_a_code_twice(pg_store):
-    """Two threads, each with its own connection, sync 15 times at the same instant (one the configuration, the
-    other the changed one, swapping each time): no error, and one row per code, matching whichever synced last."""
-    changed, _, _ = _changed()
-    barrier, errors, rounds = threading.Barrier(2), [], 15
+def _sync_at_once(pg_store: str, sync, configs: tuple, rounds: int) -> list[Exception]:
+    """Two threads, each with its own connection, syncing at the same instant `rounds` times (one the first
+    configuration, the other the second, swapping each time); the errors they met."""
+    barrier, errors = threading.Barrier(2), []
 
     def syncer(index: int) -> None:
         try:
             with mirrored(pg_store) as mirror:
                 for n in range(rounds):
                     barrier.wait(timeout=30)
-                    sync_rejection_codes_postgres(mirror, (CONFIG, changed)[(index + n) % 2])
-        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+                    sync(mirror, configs[(index + n) % 2])
+        except Exception as exc:  # noqa: BLE001 - returned to the test
             errors.append(exc)
             barrier.abort()
 
@@ -115,7 +113,15 @@ def test_two_runs_syncing_at_once_neither_fail_nor_leave_a_code_twice(pg_store):
         thread.start()
     for thread in threads:
         thread.join(timeout=120)
-    assert errors == []
+    return errors
+
+
+@pytest.mark.postgres
+def test_two_runs_syncing_at_once_neither_fail_nor_leave_a_code_twice(pg_store):
+    """Two threads, each with its own connection, sync 15 times at the same instant (one the configuration, the
+    other the changed one, swapping each time): no error, and one row per code, matching whichever synced last."""
+    changed, _, _ = _changed()
+    assert _sync_at_once(pg_store, sync_rejection_codes_postgres, (CONFIG, changed), 15) == []
     with psycopg.connect(pg_store) as pg:
         codes = pg.execute(SQL_CODES).fetchall()
         returns = pg.execute(SQL_RETURNS).fetchall()
@@ -210,24 +216,7 @@ def test_the_addacs_reasons_are_held_by_postgres_and_two_syncs_at_once_take_turn
     with psycopg.connect(pg_store) as pg:
         assert pg.execute(SQL_REVISIONS).fetchall() == _revision_rows(REVISIONS)
 
-    barrier, errors = threading.Barrier(2), []
-
-    def syncer(index: int) -> None:
-        try:
-            with mirrored(pg_store) as mirror:
-                for n in range(10):
-                    barrier.wait(timeout=30)
-                    sync_mandate_revision_codes_postgres(mirror, (REVISIONS, changed)[(index + n) % 2])
-        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
-            errors.append(exc)
-            barrier.abort()
-
-    threads = [threading.Thread(target=syncer, args=(i,)) for i in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
-    assert errors == []
+    assert _sync_at_once(pg_store, sync_mandate_revision_codes_postgres, (REVISIONS, changed), 10) == []
     done = threading.Event()
 
     def sync() -> None:
