@@ -29,6 +29,7 @@ from cmp_pipelines.lib.warm_runs import (
     code_fingerprint,
 )
 from tests.support.platform import document, payment
+from tests.support.run_workers import stop
 
 JOB = "non_recurring_payment_job"
 
@@ -92,12 +93,7 @@ def test_runs_after_the_first_are_forked_warm_and_do_the_same_work(platform):
             # the expectation suite (Great Expectations, preloaded by the fork server) and the probes ran in it
             assert checks["nrp_payments_meet_expectations"] is True and all(checks.values()), checks
     finally:
-        os.killpg(daemon.pid, signal.SIGTERM)
-        try:
-            daemon.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(daemon.pid, signal.SIGKILL)
-            daemon.wait(10)
+        stop(daemon)
     acks = sorted(p.name for p in (platform.root / "outbound" / "acknowledgements" / "nrp" / "PAYPOINT").iterdir())
     assert acks == ["bad.rejected.ack.json.enc", "one.ack.json.enc", "two.ack.json.enc"]  # the bad file's refusal
     with platform.connect() as con:
