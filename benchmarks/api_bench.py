@@ -62,13 +62,23 @@ def _env(data_dir: Path, workdir: Path) -> dict:
     return env
 
 
-def start_server(data_dir: Path, workdir: Path, workers: int = 1) -> tuple[subprocess.Popen, int]:
+def accounts_and_info(args) -> tuple[list[str], dict]:
+    """The accounts with a card on file the clients pay against, and the figures' header (clients, workers, CPUs,
+    load average before), from a harness's `--accounts`, `--api-clients` and `--api-workers`."""
+    accounts = [f"ACC{i:08d}" for i in range(1, min(CARD_ACCOUNTS, args.accounts) + 1)]
+    return accounts, {"clients": args.api_clients, "workers": args.api_workers, "cpus": os.cpu_count(),
+                      "loadavg": " ".join(f"{v:.2f}" for v in os.getloadavg())}
+
+
+def start_server(data_dir: Path, workdir: Path, workers: int = 1, env: dict | None = None
+                 ) -> tuple[subprocess.Popen, int]:
+    """`api serve` on a free loopback port over `data_dir`, with `env` added to its environment."""
     port = _free_port()
     log = open(workdir / "api-server.log", "w")  # noqa: SIM115 - lives as long as the server
     server = subprocess.Popen(
         [sys.executable, "-m", "cmp_pipelines.cli", "api", "serve", "--port", str(port), "--no-access-log",
          "--workers", str(workers)],
-        env=_env(data_dir, workdir), stdout=log, stderr=subprocess.STDOUT)
+        env={**_env(data_dir, workdir), **(env or {})}, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:

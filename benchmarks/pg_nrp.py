@@ -221,14 +221,8 @@ def api_under_load(args: argparse.Namespace, workdir: Path, admin: str, files: d
         con.execute("INSERT INTO payment_cards SELECT account_number, 'CARDPAY', 'tok_bench_' || account_number, "
                     "'4242', '2030-01', now() FROM accounts WHERE NOT is_suspense ORDER BY account_number "
                     "LIMIT %s ON CONFLICT DO NOTHING", [api_bench.CARD_ACCOUNTS])
-    os.environ["CMP_DATABASE_URL"] = url  # the server's environment (api_bench._env copies this process's)
-    try:
-        server, port = api_bench.start_server(data, workdir, args.api_workers)
-    finally:
-        del os.environ["CMP_DATABASE_URL"]
-    accounts = [f"ACC{i:08d}" for i in range(1, min(api_bench.CARD_ACCOUNTS, args.accounts) + 1)]
-    info = {"clients": args.api_clients, "workers": args.api_workers, "cpus": os.cpu_count(),
-            "loadavg": " ".join(f"{v:.2f}" for v in os.getloadavg())}
+    server, port = api_bench.start_server(data, workdir, args.api_workers, {"CMP_DATABASE_URL": url})
+    accounts, info = api_bench.accounts_and_info(args)
     try:
         print("  PostgreSQL API: alone ...", file=sys.stderr, flush=True)
         alone = api_bench.load(port, accounts, args.api_clients, seconds=args.api_seconds)

@@ -1186,9 +1186,7 @@ def _api_section(args: argparse.Namespace, workdir: Path) -> None:
     _stage(workdir, "flow", meta)
     api_bench.prepare(workdir / "flow", workdir)
     server, port = api_bench.start_server(workdir / "flow", workdir, args.api_workers)
-    accounts = [f"ACC{i:08d}" for i in range(1, min(api_bench.CARD_ACCOUNTS, args.accounts) + 1)]
-    info = {"clients": args.api_clients, "workers": args.api_workers, "cpus": os.cpu_count(),
-            "loadavg": " ".join(f"{v:.2f}" for v in os.getloadavg())}
+    accounts, info = api_bench.accounts_and_info(args)
     try:
         print("  api load, alone ...", file=sys.stderr, flush=True)
         alone = api_bench.load(port, accounts, args.api_clients, seconds=args.api_seconds)
