@@ -101,22 +101,27 @@ def _record(ctx: ApiContext, who: ApiClient, key: str, body: CreatePayment) -> t
     """(payment row, account) for a new payment; (existing row, None) for a replay; 409 for another body.
 
     Only a new key is checked against the account, so a replay answers as the first call did. Twin requests
-    racing with one new key meet at the UNIQUE (client, key) insert: the loser replays the winner's payment."""
+    racing with one new key meet at the UNIQUE (client, key) insert: the loser replays the winner's payment.
+    A store that can check the account and insert in one statement (`insert_if_valid`, PostgreSQL) tries that
+    first; when it inserts nothing (a replay, a bad target) the steps below find out which, as they always did."""
     digest = hashlib.sha256(json.dumps(body.model_dump(), sort_keys=True).encode()).hexdigest()
+    now = ctx.now()
+    row = {
+        "payment_id": payment_id(now), "client_id": who.client_id,
+        "channel": who.channel, "idempotency_key": key, "request_hash": digest,
+        "account_number": body.account_number, "amount_minor": parse_amount(body.amount),
+        "currency": body.currency, "method": body.method, "reference": body.reference,
+        "status": "PENDING" if body.method == "CARD_ON_FILE" else "AWAITING_CARD",
+        "provider": ctx.provider.name, "created_at": now.isoformat(), "updated_at": now.isoformat(),
+        "reason_code": None, "reason": None, "provider_reference": None, "redirect_url": None,
+        "last_four": None, "completed_at": None, "ledger_state": "WAITING", "ledger_batch_id": None,
+    }
+    target = ctx.store.insert_if_valid(row, INSERTED)
+    if target is not None:
+        return row, target
     existing = ctx.store.payment_by_key(who.client_id, key)
     if existing is None:
         target = _validate_target(ctx, body)
-        now = ctx.now()
-        row = {
-            "payment_id": payment_id(now), "client_id": who.client_id,
-            "channel": who.channel, "idempotency_key": key, "request_hash": digest,
-            "account_number": body.account_number, "amount_minor": parse_amount(body.amount),
-            "currency": body.currency, "method": body.method, "reference": body.reference,
-            "status": "PENDING" if body.method == "CARD_ON_FILE" else "AWAITING_CARD",
-            "provider": ctx.provider.name, "created_at": now.isoformat(), "updated_at": now.isoformat(),
-            "reason_code": None, "reason": None, "provider_reference": None, "redirect_url": None,
-            "last_four": None, "completed_at": None, "ledger_state": "WAITING", "ledger_batch_id": None,
-        }
         if ctx.store.insert_payment(row, INSERTED):
             return row, target
         existing = ctx.store.payment_by_key(who.client_id, key)

@@ -599,3 +599,30 @@ def test_a_pool_with_every_connection_in_use_says_so_and_the_api_answers_503(pg_
     with pytest.raises(StoreSettingError, match="CMP_API_DB_POOL_SIZE must be a whole number of connections "
                                                 "from 1 to 1000; got '0'"):
         api_pool_size()
+
+
+def test_a_refused_payment_stores_nothing_and_its_key_stays_free_on_either_store(backend, api_instance):
+    """On PostgreSQL the happy path checks the account and inserts in one statement (`insert_if_valid`); each
+    refusal must still name its reason, store nothing, and leave the key usable once the cause is fixed. (A closed
+    account is checked on PostgreSQL only: the embedded read model learns of it when the monitor next publishes.)"""
+    suspense = backend.query("SELECT account_number FROM accounts WHERE is_suspense ORDER BY 1 LIMIT 1")[0][0]
+    with backend.api.client("IVR") as http:
+        register(http, "ACC00000002", "tok_valid_card")
+        _execute(backend, "UPDATE accounts SET status = 'CLOSED' WHERE account_number = 'ACC00000002'")
+        refusals = [(pay(http, account="ACC00000002", key="k-currency", currency="EUR"), 422, "billed in GBP"),
+                    (pay(http, account="ACC99999999", key="k-missing"), 404, "ACC99999999 does not exist"),
+                    (pay(http, account=suspense, key="k-suspense"), 404, f"{suspense} does not exist"),
+                    (pay(http, account=ACCOUNT, key="k-card"), 422, f"{ACCOUNT} has no card on file")]
+        if backend.url:
+            refusals.append((pay(http, account="ACC00000002", key="k-closed"), 422, "ACC00000002 is CLOSED"))
+        assert [(r.status_code, words in r.json()["detail"]) for r, _, words in refusals] == [
+            (status, True) for _, status, _ in refusals], [r.json()["detail"] for r, _, _ in refusals]
+        assert backend.payments("SELECT count(*) FROM {payments}") == [(0,)]
+        register(http, ACCOUNT, "tok_valid_card")
+        again = pay(http, key="k-card", amount="7.01")
+        assert again.status_code == 201, again.text
+        assert (again.json()["status"], again.json()["amount"]) == ("SUCCEEDED", "7.01")
+        replay = pay(http, key="k-card", amount="7.01")
+        assert (replay.status_code, replay.json()["payment_id"]) == (200, again.json()["payment_id"])
+    assert backend.payments("SELECT idempotency_key, amount_minor, status, last_four FROM {payments}") == [
+        ("k-card", 701, "SUCCEEDED", "4242")]
