@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import asynccontextmanager
+
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi_offline import FastAPIOffline
@@ -53,11 +55,27 @@ def publish_if_free(wait_seconds: float = 2.0) -> bool:
         return False
 
 
+def close_context(ctx: ApiContext) -> None:
+    """What `build_context` opened: the store (PostgreSQL: its pool's threads; SQLite: its checkpoint thread) and
+    the provider's state. A server shutting down, or a test's server stopping, leaves no thread behind."""
+    ctx.store.close()
+    ctx.provider.close()
+
+
 def create_app(ctx: ApiContext | None = None, port: int = 8000) -> FastAPI:
+    """`ctx`: a context the caller owns (and closes); without one the app builds its own and closes it when the
+    server shuts down."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        if ctx is None:
+            close_context(app.state.cmp)
+
     # /docs and /redoc from the Swagger UI and ReDoc files the fastapi-offline package ships, never from a CDN; no
     # online validator badge either (Swagger UI would send the spec's URL to validator.swagger.io).
     app = FastAPIOffline(
-        static_url="/docs-assets", swagger_ui_parameters={"validatorUrl": "none"},
+        static_url="/docs-assets", swagger_ui_parameters={"validatorUrl": "none"}, lifespan=lifespan,
         title="CMP one-off payments and account set-up",
         version="1.0.0",
         description="Create Payment for AgentView, selfcare and IVR; payment status; account balance; payment "

@@ -97,6 +97,12 @@ class PaymentProvider(ABC):
     def verify_callback(self, body: bytes, signature: str | None, tolerance_seconds: int) -> dict:
         """The callback's payload when its signature is good and fresh; BadSignature otherwise."""
 
+    def close(self) -> None:  # noqa: B027 - most providers hold nothing to release
+        """Release what the provider holds (a local state store and its checkpoint thread)."""
+        state = getattr(self, "state", None)
+        if state is not None:
+            state.close()
+
 
 def callback_secret(keys_dir: Path | None = None) -> bytes:
     """The HMAC secret shared with the provider: $CMP_PROVIDER_SECRET, else a file in the keys folder."""

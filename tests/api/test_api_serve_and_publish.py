@@ -10,6 +10,7 @@ import time
 from datetime import UTC, datetime
 
 import httpx
+import pytest
 
 from cmp_pipelines.core.config_payments import hash_key, write_key_hash
 from cmp_pipelines.core.money import format_minor, parse_amount
@@ -76,3 +77,35 @@ def test_the_monitor_republishes_once_the_queue_has_drained_not_after_every_run(
     assert work_key(now, api_instance) is None
     api_instance.report_run_failed(running)  # the run under way has ended
     assert work_key(now, api_instance) == f"ledger-monitor:publish:{stale:.0f}"
+
+
+def _api_threads() -> set[str]:
+    import threading
+
+    return {t.name for t in threading.enumerate() if t.name.startswith(("checkpoint ", "cmp-api"))}
+
+
+@pytest.mark.parametrize("store", ["embedded", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_a_stopped_server_leaves_no_store_thread_behind(platform, monkeypatch, request, store):
+    """The app closes what it built when the server stops: the API store's and the sandbox provider's checkpoint
+    threads, PostgreSQL's pool workers (a thread left inside SQLite is what hung a forked crash-test child in CI)."""
+    from tests.support.api import running_api
+
+    monkeypatch.setenv("CMP_PROVIDER_SECRET", "test-provider-secret")
+    if store == "postgres":
+        from cmp_pipelines.core.db.copy_store import copy_to_postgres
+
+        url = request.getfixturevalue("pg_store")
+        assert copy_to_postgres(platform.database, url, replace=True).committed
+        monkeypatch.setenv("CMP_DATABASE_URL", url)
+    before = _api_threads()
+    with running_api(platform) as server_api, server_api.client("IVR") as http:
+        assert http.get("/v1/accounts/ACC00000001/balance").status_code == 200
+        started = _api_threads() - before
+        assert "checkpoint sandbox_provider.sqlite" in started
+        assert ("checkpoint api.sqlite" in started) == (store == "embedded")
+        assert any(name.startswith("cmp-api") for name in started) == (store == "postgres"), started
+    deadline = time.monotonic() + 5
+    while _api_threads() - before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _api_threads() - before == set()

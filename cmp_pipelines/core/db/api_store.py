@@ -259,6 +259,8 @@ class ApiStore(PaymentRecords, LocalSqlite):
     def __init__(self, path: Path | None = None, background_checkpoint: bool = False):
         super().__init__(path or api_store_path(), API_SCHEMA, background_checkpoint=background_checkpoint)
 
+    close = LocalSqlite.close  # not PaymentRecords' no-op: the checkpoint thread stops with the store
+
 
 def open_api_store(pool_size: int | None = None):
     """The store of the configured backend: PostgreSQL's tables when `CMP_DATABASE_URL` is set, else api.sqlite."""

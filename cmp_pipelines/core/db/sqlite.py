@@ -13,7 +13,6 @@ import fcntl
 import os
 import sqlite3
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,9 +29,12 @@ class LocalSqlite:
         self._thread_lock = threading.Lock()
         self._lock_fd: int | None = None
         self._background_checkpoint = background_checkpoint
+        self._stop = threading.Event()
+        self._checkpointer: threading.Thread | None = None
         if background_checkpoint:
-            threading.Thread(target=self._checkpoint_forever, args=(checkpoint_every,),
-                             name=f"checkpoint {self.path.name}", daemon=True).start()
+            self._checkpointer = threading.Thread(target=self._checkpoint_forever, args=(checkpoint_every,),
+                                                  name=f"checkpoint {self.path.name}", daemon=True)
+            self._checkpointer.start()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if schema:
             self._migrate(schema, version)
@@ -75,14 +77,27 @@ class LocalSqlite:
         went to a newly allocated block, stalling behind the checkpoint's fsync. So a RESTART follows, for the few
         frames written meanwhile: it holds writers for a millisecond or two and, with no busy wait on this thread's
         connection, gives up at once when a reader (a Ledger Monitor run) still uses the log."""
-        while True:
-            time.sleep(every_seconds)
+        while not self._stop.wait(every_seconds):
             with contextlib.suppress(sqlite3.Error):  # busy or gone: the next round tries again
                 con = self.connection()
                 con.execute("PRAGMA busy_timeout=0")
                 con.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
                 with self._write_lock():  # our writers queue behind it on the lock file, not in SQLite's busy loop
                     con.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
+        con = getattr(self._local, "con", None)
+        if con is not None:
+            con.close()
+
+    def close(self) -> None:
+        """Stop the checkpoint thread (a server shutting down; a test that must not leave a thread inside SQLite
+        when its process forks) and close this thread's connection; other threads' close with them."""
+        self._stop.set()
+        if self._checkpointer is not None and self._checkpointer is not threading.current_thread():
+            self._checkpointer.join(timeout=10)
+        con = getattr(self._local, "con", None)
+        if con is not None:
+            self._local.con = None
+            con.close()
 
     @contextmanager
     def _write_lock(self) -> Iterator[None]:
