@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import click
 
-from cmp_pipelines.cli.common import _business_day, _connect, _dagster_home, _date_option, _fail
+from cmp_pipelines.cli.common import _business_day, _dagster_home, _date_option, _fail, _service_connect
 
 
 @click.command("run-pending")
@@ -40,7 +40,7 @@ def _run_day(job_name: str, day: str | None, batch_prefix: str, what: str) -> No
     outcome = run_partition(job_name, business_day.isoformat())
     if not outcome.success:
         _fail(f"{job_name} {business_day} failed: {outcome.error}")
-    with _connect(read_only=True) as con:
+    with _service_connect(read_only=True) as con:
         count, total, path = con.execute(
             "SELECT record_count, minor_to_decimal(total_minor), output_path FROM batches WHERE batch_id = ?",
             [batch_id],

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from cmp_pipelines.cli.common import _config, _connect, _dagster_home, _fail
+from cmp_pipelines.cli.common import _config, _connect, _dagster_home, _fail, _load_config
 from cmp_pipelines.cli.config import require_valid_config
 from cmp_pipelines.core.settings import paths
 
@@ -23,11 +23,12 @@ def init() -> None:
     for partner in partners.values():
         for feed in partner.feeds:
             (p.inbound / feed / partner.partner_id).mkdir(parents=True, exist_ok=True)
+    codes = _codes()
     if _store().backend == "postgres":
-        _sync_postgres(partners, probes)
+        _sync_postgres(partners, probes, *codes)
     else:
         with _connect() as con:
-            sync_reference_data(con, partners, probes)
+            sync_reference_data(con, partners, probes, *codes)
     home = _dagster_home()
     from cmp_pipelines.core.settings import store_pool_limit
     from cmp_pipelines.lib.instance import limit_store_pool
@@ -46,22 +47,41 @@ def _store():
         _fail(str(exc))
 
 
-def _sync_postgres(partners, probes) -> None:
+def _codes():
+    """The rejection and Bacs return codes and the ADDACS reasons: loaded by `init` on either store, so the tables
+    the rules and the API's payment history join hold them before the first card-rejection, ARUDD or ADDACS run."""
+    from cmp_pipelines.core.config import load_mandate_revision_codes, load_rejection_codes
+
+    return _load_config(load_rejection_codes), _load_config(load_mandate_revision_codes)
+
+
+def _sync_postgres(partners, probes, rejection_codes=None, mandate_revision_codes=None) -> None:
     """On PostgreSQL: migrate it and load the configuration's reference rows into it in one transaction, computed
-    by the same `sync_reference_data` in a scratch DuckDB (core/db/mirror). No DuckDB file is created."""
+    by the same `sync_reference_data` in a scratch DuckDB (core/db/mirror). No DuckDB file is created. The code
+    tables are synced as the flows sync them (each its own transaction under its advisory lock, an unchanged
+    configuration rewriting no row), so an `init` during a run's sync waits rather than colliding."""
     from cmp_pipelines.core.db.migrate import migrate
     from cmp_pipelines.core.db.mirror import mirrored
     from cmp_pipelines.core.db.postgres import PostgresStoreError
-    from cmp_pipelines.core.reference import sync_reference_data
+    from cmp_pipelines.core.reference import (
+        sync_mandate_revision_codes_postgres,
+        sync_reference_data,
+        sync_rejection_codes_postgres,
+    )
 
     try:
         migrate(_store())
-        with mirrored() as mirror, mirror.transaction():
-            sync_reference_data(mirror.con, partners, probes)
-            for table in ("partners", "config_probes"):
-                mirror.execute(f"DELETE FROM {table}")  # noqa: S608 - our table names
-                mirror.push(table, "true")
-            mirror.push("accounts", "is_suspense", conflict="(account_number) DO NOTHING")
+        with mirrored() as mirror:
+            with mirror.transaction():
+                sync_reference_data(mirror.con, partners, probes)
+                for table in ("partners", "config_probes"):
+                    mirror.execute(f"DELETE FROM {table}")  # noqa: S608 - our table names
+                    mirror.push(table, "true")
+                mirror.push("accounts", "is_suspense", conflict="(account_number) DO NOTHING")
+            if rejection_codes is not None:
+                sync_rejection_codes_postgres(mirror, rejection_codes)
+            if mandate_revision_codes is not None:
+                sync_mandate_revision_codes_postgres(mirror, mandate_revision_codes)
     except PostgresStoreError as exc:
         _fail(str(exc))
 

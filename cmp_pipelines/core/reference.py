@@ -15,10 +15,13 @@ from cmp_pipelines.core.rules import SUSPENSE_ACCOUNT
 def sync_reference_data(
     con: duckdb.DuckDBPyConnection, partners: dict[str, Partner], probes: dict[str, ProbeConfig],
     rejection_codes: RejectionConfig | None = None,
+    mandate_revision_codes: dict[str, MandateRevisionCode] | None = None,
 ) -> None:
     with transaction(con):
         if rejection_codes is not None:
             sync_rejection_codes(con, rejection_codes)
+        if mandate_revision_codes is not None:
+            sync_mandate_revision_codes(con, mandate_revision_codes)
         con.execute(
             "INSERT INTO accounts (account_number, name, currency, is_suspense) "
             "VALUES (?, 'Unallocated payments (suspense)', 'GBP', TRUE) ON CONFLICT DO NOTHING",
