@@ -168,6 +168,8 @@ def bench(args: argparse.Namespace, workdir: Path, admin: str) -> dict:
         con.execute("DROP DATABASE IF EXISTS pg_nrp_template")
         con.execute("CREATE DATABASE pg_nrp_template")
     copy_to_postgres(workdir / "template" / "cmp.duckdb", admin.rsplit("/", 1)[0] + "/pg_nrp_template")
+    if args.api_only:
+        return {"files": files}
 
     duck_runs, pg_runs = [], []
     for attempt in range(max(1, args.repeat)):  # interleaved: drift in a loaded machine hits both alike
@@ -287,6 +289,7 @@ def main() -> int:
     parser.add_argument("--api-clients", type=int, default=50, help="the API section's clients (0: no API section)")
     parser.add_argument("--api-workers", type=int, default=1, help="the API section's uvicorn workers")
     parser.add_argument("--api-seconds", type=float, default=10.0, help="the API section's load alone, seconds")
+    parser.add_argument("--api-only", action="store_true", help="only the API section (after the untimed set-up)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
     parser.add_argument("--key", help=argparse.SUPPRESS)
@@ -305,7 +308,8 @@ def main() -> int:
             figures = bench(args, workdir, admin)
             if args.api_clients:
                 figures["api"] = api_under_load(args, workdir, admin, figures["files"])
-        report(figures)
+        if not args.api_only:
+            report(figures)
         if "api" in figures:
             report_api(figures["api"])
         if args.json:
