@@ -21,6 +21,14 @@ OUTSTANDING_SQL = """
 """
 
 
+def settled_sql(invoices: str) -> str:
+    """OUTSTANDING_SQL's settlements summed only for the invoices the table or CTE `invoices` names: a step that
+    needs few invoices' balances (the notices on a day when all are noticed) reads no more of the ledger's sums."""
+    return f"""
+        SELECT invoice_number, sum(amount_minor) AS settled_minor FROM ledger_postings
+        WHERE invoice_number IN (SELECT invoice_number FROM {invoices}) AND kind <> 'INVOICE' GROUP BY 1"""
+
+
 def first_problem(problems: list[tuple[str, str, str]], part: int) -> str:
     """SQL CASE over (condition, code, message expression) rules: the first that applies, its code (part 1) or
     its message (part 2)."""

@@ -166,7 +166,7 @@ def card_payment_ledger_posting_file(
 ) -> dg.MaterializeResult:
     with database.flow_store() as (con, mirror):
         flow = _flow(con, file_store, cipher, mirror)
-        posted = flow.posted(flow.due(_day(context)))
+        posted = flow.posted_on(_day(context))
         path = flow.write_posting_file(posted)
     return dg.MaterializeResult(metadata={
         "batch_id": posted.batch_id,

@@ -373,8 +373,13 @@ class RecurringCardPayments:
         return to_postgres
 
     def posted(self, due: DueBatch) -> PostResult:
-        self._pull_batch(posting_batch_id(due.business_date))
-        return posted_batch(self.con, posting_batch_id(due.business_date), "card_payment_posting_batch")
+        return self.posted_on(due.business_date)
+
+    def posted_on(self, day: date) -> PostResult:
+        """The day's posting batch from its batch row alone: the posting file needs no count of the extract's
+        transactions (`due`), nor, on PostgreSQL, a pull of them."""
+        self._pull_batch(posting_batch_id(day))
+        return posted_batch(self.con, posting_batch_id(day), "card_payment_posting_batch")
 
     def write_posting_file(self, posted: PostResult) -> str:
         pull_postings(self.mirror, posted.batch_id)

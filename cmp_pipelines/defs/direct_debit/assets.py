@@ -213,7 +213,7 @@ def dd_collection_ledger_posting_file(
 ) -> dg.MaterializeResult:
     with database.flow_store() as (con, mirror):
         flow = _collections(con, file_store, cipher, mirror)
-        posted = flow.posted(flow.selected(date.fromisoformat(context.partition_key)))
+        posted = flow.posted_on(date.fromisoformat(context.partition_key))
         path = flow.write_posting_file(posted)
     return dg.MaterializeResult(metadata={"batch_id": posted.batch_id, "files_written": path,
                                           "record_count": dg.MetadataValue.int(posted.posting_count)})

@@ -276,9 +276,14 @@ class DirectDebitCollections:
         return posted
 
     def posted(self, batch: CollectionBatch) -> PostResult:
+        return self.posted_on(batch.business_date)
+
+    def posted_on(self, day: date) -> PostResult:
+        """The day's posting batch from its batch row alone: the posting file needs no count of the day's debits
+        (`selected`), nor, on PostgreSQL, a pull of them."""
         if self.mirror is not None:
-            pg.pull_batch(self.mirror, dd_posting_batch_id(batch.business_date))
-        return posted_batch(self.con, dd_posting_batch_id(batch.business_date), "dd_collection_posting_batch")
+            pg.pull_batch(self.mirror, dd_posting_batch_id(day))
+        return posted_batch(self.con, dd_posting_batch_id(day), "dd_collection_posting_batch")
 
     def write_posting_file(self, posted: PostResult) -> str:
         pull_postings(self.mirror, posted.batch_id)
