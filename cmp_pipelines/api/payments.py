@@ -12,7 +12,6 @@ from typing import Annotated
 
 import orjson
 from fastapi import APIRouter, Header, Path, Request, Response
-from starlette.concurrency import run_in_threadpool
 
 from cmp_pipelines.api.context import ApiContext, Client, Ctx, log
 from cmp_pipelines.api.models import ACCOUNT, Balance, CreatePayment, Payment, check_account
@@ -200,7 +199,7 @@ async def create_payment(body: CreatePayment, idempotency_key: IdempotencyKey, r
                            "another random key", field="Idempotency-Key")
     args = (ctx, who, idempotency_key, body)
     if ctx.provider.blocking or ctx.store.blocking:  # PostgreSQL: each statement waits on the network
-        status, view, headers = await run_in_threadpool(_create, *args)
+        status, view, headers = await ctx.off_loop(_create, *args)
     else:
         status, view, headers = _create(*args)
     return Response(orjson.dumps(view), status_code=status, headers=headers, media_type="application/json")
@@ -248,7 +247,7 @@ async def provider_callback(request: Request, ctx: Ctx,
         if isinstance(payload.get(name), str):
             payload[name] = mask_pans_in(payload[name])
     if ctx.store.blocking:  # PostgreSQL: the statements wait on the network, so off the event loop
-        return await run_in_threadpool(_finish_hosted, ctx, payload)
+        return await ctx.off_loop(_finish_hosted, ctx, payload)
     return _finish_hosted(ctx, payload)
 
 
