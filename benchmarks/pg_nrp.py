@@ -130,7 +130,8 @@ def worker(workdir: Path, data: Path, key: str, url: str | None) -> dict:
 
 def _spawn(workdir: Path, data: Path, key: str, url: str | None, out: Path) -> subprocess.Popen:
     profile = ["-m", "cProfile", "-o", str(out.with_suffix(".prof"))] if os.environ.get("BENCH_PROFILE") else []
-    return subprocess.Popen([sys.executable, *profile, __file__, "--worker", "--workdir", str(workdir), "--data",
+    nice = ["nice", "-n", os.environ["BENCH_FLOW_NICE"]] if os.environ.get("BENCH_FLOW_NICE") else []
+    return subprocess.Popen([*nice, sys.executable, *profile, __file__, "--worker", "--workdir", str(workdir), "--data",
                              str(data), "--key", key, "--out", str(out), *(["--url", url] if url else [])],
                             cwd=PROJECT)
 
