@@ -10,23 +10,22 @@ RECORD_ID_RE = "[A-Za-z0-9._-]{1,64}"
 ACCOUNT_RE = "[A-Z0-9]{1,20}"
 REASON_CODE_RE = "[A-Za-z0-9]{1,8}"
 
-# What is still owed on each invoice: its amount plus every non-invoice posting against it (payments and card
-# payments are negative, reversals positive).
-OUTSTANDING_SQL = """
-    SELECT i.invoice_number, i.account_number, i.currency, i.issued_on, i.due_on,
-           i.amount_minor + coalesce(s.settled_minor, 0) AS outstanding_minor
-    FROM invoices i LEFT JOIN (SELECT invoice_number, sum(amount_minor) AS settled_minor FROM ledger_postings
-                               WHERE invoice_number IS NOT NULL AND kind <> 'INVOICE' GROUP BY 1) s
-         USING (invoice_number)
-"""
-
-
-def settled_sql(invoices: str) -> str:
-    """OUTSTANDING_SQL's settlements summed only for the invoices the table or CTE `invoices` names: a step that
-    needs few invoices' balances (the notices on a day when all are noticed) reads no more of the ledger's sums."""
+def settled_sql(invoices: str | None = None) -> str:
+    """Each invoice's settlements: every non-invoice posting against it summed (payments and card payments are
+    negative, reversals positive). `invoices` (a table or CTE): only those invoices' sums, so a step that needs few
+    balances (the notices on a day when all are noticed) reads no more of the ledger."""
+    among = f"invoice_number IN (SELECT invoice_number FROM {invoices})" if invoices else "invoice_number IS NOT NULL"
     return f"""
         SELECT invoice_number, sum(amount_minor) AS settled_minor FROM ledger_postings
-        WHERE invoice_number IN (SELECT invoice_number FROM {invoices}) AND kind <> 'INVOICE' GROUP BY 1"""
+        WHERE {among} AND kind <> 'INVOICE' GROUP BY 1"""
+
+
+# What is still owed on each invoice: its amount plus its settlements.
+OUTSTANDING_SQL = f"""
+    SELECT i.invoice_number, i.account_number, i.currency, i.issued_on, i.due_on,
+           i.amount_minor + coalesce(s.settled_minor, 0) AS outstanding_minor
+    FROM invoices i LEFT JOIN ({settled_sql()}) s USING (invoice_number)
+"""
 
 
 def first_problem(problems: list[tuple[str, str, str]], part: int) -> str:
