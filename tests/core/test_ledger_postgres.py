@@ -174,6 +174,38 @@ def test_a_first_posting_of_a_key_domain_is_copied_in_with_the_same_rows_as_the_
     assert ledger(pg_store) == fast
 
 
+def test_an_unordered_first_posting_goes_in_key_order_and_the_callers_own_work_runs_once_on_either_path(pg_store):
+    duck = duckdb.connect()
+    duck.execute("CREATE TABLE mine (n INTEGER)")
+    staged = STAGED.replace("('1',", "('10',")  # record ids 3, 10, 2: key order 10, 2, 3
+    with adbc_connection(pg_store) as pg:  # the copy: ids in key order, the scratch's work done meanwhile
+        assert post_to_postgres(duck, pg, staged, source="nrp", key=KEY, batch_id="NRPP-abc", now=NOW,
+                                key_domain="nrp:abc:", meanwhile=lambda: duck.execute("INSERT INTO mine VALUES (1)")
+                                ) == 3
+        assert _staged_table(pg) is None
+        commit_postgres(pg)
+    assert [r[1] for r in ledger(pg_store)] == ["nrp:abc:10:PAYMENT", "nrp:abc:2:PAYMENT", "nrp:abc:3:PAYMENT"]
+    with adbc_connection(pg_store) as pg:  # the general path (keys already there): the work still runs, once
+        assert post_to_postgres(duck, pg, staged, source="nrp", key=KEY, batch_id="NRPP-abc", now=NOW,
+                                key_domain="nrp:abc:", meanwhile=lambda: duck.execute("INSERT INTO mine VALUES (2)")
+                                ) == 0
+        commit_postgres(pg)
+    assert duck.execute("SELECT list(n ORDER BY n) FROM mine").fetchone()[0] == [1, 2]
+
+    with psycopg.connect(pg_store) as con:
+        con.execute("DELETE FROM ledger_postings")
+
+    def broken():
+        raise RuntimeError("the scratch's copy failed")
+
+    with adbc_connection(pg_store) as pg:  # the caller's work fails while PostgreSQL copies: nothing is posted
+        with pytest.raises(RuntimeError, match="the scratch's copy failed"):
+            post_to_postgres(duck, pg, staged, source="nrp", key=KEY, batch_id="NRPP-abc", now=NOW,
+                             key_domain="nrp:abc:", meanwhile=broken)
+        pg.rollback()
+    assert ledger(pg_store) == []
+
+
 def test_a_key_domain_already_holding_some_of_the_keys_posts_only_the_rest(pg_store):
     duck = duckdb.connect()
     with adbc_connection(pg_store) as pg:  # record 2 released earlier, under the same key, in another batch

@@ -89,9 +89,45 @@ def _digits(width: int):
 
 
 def check_file(path) -> list[Problem]:
-    """`check_text` for a plaintext file on disk: its data records are read by DuckDB straight from the file."""
-    with open(path, encoding="ascii", errors="replace", newline="") as handle:
-        return check_text(handle.read(), path)
+    """`check_text` for a plaintext file on disk, without holding it as one string: its lines counted in blocks,
+    the seven labels read from its two ends, the data records read by DuckDB straight from the file. A file with
+    carriage returns or bytes outside ASCII (not ours: the writer ends lines with LF and writes the Bacs character
+    set) goes through `check_text` whole."""
+    with open(path, "rb") as handle:
+        newlines, carriage, ascii_only = 0, False, True
+        while block := handle.read(_BLOCK):
+            newlines += block.count(b"\n")
+            carriage = carriage or b"\r" in block
+            ascii_only = ascii_only and block.isascii()
+        size = handle.tell()
+        if carriage or not ascii_only:  # DuckDB reads UTF-8: other bytes are checked as the text check reads them
+            handle.seek(0)
+            return check_text(handle.read().decode("ascii", errors="replace"), path if ascii_only else None)
+        handle.seek(max(size - 1, 0))
+        complete = handle.read(1) == b"\n"
+        body = size - 1 if complete else size  # bytes before the final newline
+        count = newlines - complete + 1 if body else 0
+        problems = [] if complete else [Problem(newlines + 1, 1, 1, "the file does not end with a newline "
+                                                                    "(truncated?)")]
+        if count < 7:
+            return [*problems, _too_short(count)]
+        handle.seek(0)
+        head = [handle.readline().rstrip(b"\n").decode("ascii", errors="replace") for _ in range(4)]
+        end, tail = body, b""
+        while tail.count(b"\n") < 3 and end > 0:  # back from the end until the last three lines are whole
+            step = min(end, 1 << 16)
+            end -= step
+            handle.seek(end)
+            tail = handle.read(step) + tail
+    ends = [line.decode("ascii", errors="replace") for line in tail.rsplit(b"\n", 3)[-3:]]
+    return _check(problems, _Ends(head, ends, count), path=path)
+
+
+_BLOCK = 1 << 24
+
+
+def _too_short(count: int) -> Problem:
+    return Problem(count, 1, 4, f"a submission has VOL1 HDR1 HDR2 UHL1 ... EOF1 EOF2 UTL1, this file has {count} lines")
 
 
 def check_text(text: str, path=None) -> list[Problem]:
@@ -105,10 +141,15 @@ def check_text(text: str, path=None) -> list[Problem]:
     body = text[:-1] if text.endswith("\n") else text
     count = body.count("\n") + 1 if body else 0
     if count < 7:
-        return [*problems, Problem(count, 1, 4, f"a submission has VOL1 HDR1 HDR2 UHL1 ... EOF1 EOF2 UTL1, "
-                                                f"this file has {count} lines")]
-    head, tail = body.split("\n", 4)[:4], body.rsplit("\n", 3)[-3:]
-    lines = _Ends(head, tail, count)
+        return [*problems, _too_short(count)]
+    lines = _Ends(body.split("\n", 4)[:4], body.rsplit("\n", 3)[-3:], count)
+    records = None if path is not None else (body.split("\n", 4)[4].rsplit("\n", 3)[0] if count > 7 else "")
+    return _check(problems, lines, path=path, text=records)
+
+
+def _check(problems: list[Problem], lines: _Ends, *, path=None, text: str | None = None) -> list[Problem]:
+    """The labels' fields and the totals they declare, against the data records (`path`'s lines 5 to the
+    fourth-last, or `text`)."""
     check = _Labels(problems)
     for number, name in [(1, "VOL1"), (2, "HDR1"), (3, "HDR2"), (4, "UHL1"), (len(lines) - 2, "EOF1"),
                          (len(lines) - 1, "EOF2"), (len(lines), "UTL1")]:
@@ -185,10 +226,7 @@ def check_text(text: str, path=None) -> list[Problem]:
         v.strip() == "" or bool(_digits(7).fullmatch(v)), "must be blank or seven digits"))
     check.blank(utl1, number, 60, 80, "UTL1 reserved")
 
-    if path is not None:
-        summary = _check_records(problems, count, path=path)
-    else:
-        summary = _check_records(problems, count, text=body.split("\n", 4)[4].rsplit("\n", 3)[0] if count > 7 else "")
+    summary = _check_records(problems, len(lines), path=path, text=text)
     if summary is None:
         return problems
     debit_total, credit_total, debit_count, credit_count, instructions, contra_problem = summary

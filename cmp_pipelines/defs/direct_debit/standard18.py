@@ -116,10 +116,14 @@ def fold_sql(column: str) -> str:
 
 
 def bacs_text_sql(column: str, width: int) -> str:
-    """The same as `bacs_text`, as a DuckDB expression, for writing millions of records in SQL."""
+    """The same as `bacs_text`, as a DuckDB expression, for writing millions of records in SQL. A value of plain
+    letters, digits and Bacs punctuation (nearly every one) is only upper-cased: the folding and the two
+    replacements would leave it as it is, and skipping them is a third of a million-record file's writing."""
+    value = f"coalesce({column}, '')"
     cleaned = f"regexp_replace(upper(regexp_replace({fold_sql(column)}, '[^\\x00-\\x7f]', ' ', 'g')), " \
               f"'[^A-Z0-9 ./&-]', ' ', 'g')"
-    return f"rpad(left({cleaned}, {width}), {width}, ' ')"
+    plain = f"CASE WHEN regexp_full_match({value}, '[A-Za-z0-9 ./&-]*') THEN upper({value}) ELSE {cleaned} END"
+    return f"rpad(left({plain}, {width}), {width}, ' ')"
 
 
 def data_record_sql(dest_sort: str, dest_account: str, code: str, orig_sort: str, orig_account: str, amount: str,

@@ -2,7 +2,7 @@
 
 AUDDIS (no money, no contra) and the day's collections (debits balanced by a 99 contra) differ only in their
 table, order, amount and contra, so both are written here: records built in SQL and written by DuckDB
-(`core.files.text_copy`), checked by the independent checker (`bacs_check`), then encrypted as a stream.
+(`core.files.text_copy`), checked by the independent checker (`bacs_check`) while it is encrypted as a stream.
 A submission that fails the check is never published: the run fails with every reason.
 
 Each submission takes a serial from the register (`bacs_submissions`): VOL1 serials never repeat for a service
@@ -16,6 +16,8 @@ written; the caller pushes its batch status and the delivery registration afterw
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
@@ -103,6 +105,13 @@ def check_submission_file(path) -> None:
         raise SubmissionRefused(f"the Standard 18 submission fails its check, not published: {shown}{more}")
 
 
+def _then(pieces: Iterable[bytes], checked: Future) -> Iterator[bytes]:
+    """The encrypted submission's pieces, then the check's verdict: a refusal raises inside the store's write,
+    which stages a document whole before publishing it, so a refused submission is never published."""
+    yield from pieces
+    checked.result()
+
+
 def write_submission(con: duckdb.DuckDBPyConnection, files: FileStoreLike, keyring: PartnerKeyring,
                      config: DirectDebitConfig, day: date, processing_day: date, *, table: str, batch_id: str,
                      order_by: str, amount: str, with_contra: bool, folder: str, mirror: Mirror | None = None,
@@ -131,9 +140,11 @@ def write_submission(con: duckdb.DuckDBPyConnection, files: FileStoreLike, keyri
     head = "".join(line + "\n" for line in std18.labels(submission))
     tail = ("\n" if count else "") + "".join(line + "\n" for line in [*contra, *trailers])  # rows are joined by \n
     rows = f"SELECT {record} FROM {table} WHERE batch_id = {sql_literal(batch_id)} ORDER BY {order_by}"
-    with staged(lambda target: copy_lines(con, target, rows, prefix=head, suffix=tail, separator="\n")) as text:
-        check_submission_file(text)
-        path = files.write_parts(f"{folder}/{c.bureau}/{batch_id}.std18.enc", keyring.encrypt_parts(c.bureau, [text]))
+    with (staged(lambda target: copy_lines(con, target, rows, prefix=head, suffix=tail, separator="\n")) as text,
+          ThreadPoolExecutor(max_workers=1, thread_name_prefix="bacs-check") as pool):
+        checked = pool.submit(check_submission_file, text)  # DuckDB and OpenSSL drop the GIL: a core each
+        path = files.write_parts(f"{folder}/{c.bureau}/{batch_id}.std18.enc",
+                                 _then(keyring.encrypt_parts(c.bureau, [text]), checked))
     enqueue(con, files, "AUDDIS" if folder == "outbound/auddis" else "DD_COLLECTION", path, partner=c.bureau,
             reference=batch_id, now=now if mirror is not None else None)
     return SubmissionFile(path, count, total, serial, file_number)

@@ -304,13 +304,13 @@ class NonRecurringPayments:
         stem = batch_stem("NRP_LOAD", load_batch)
 
         def both(con, sql, **kw) -> int:
-            """PostgreSQL's ledger, then the same rows in the scratch, where the batch row's totals and the posting
-            file read them (cheaper than pulling a million rows back; `pull_postings` after it checks the counts
-            agree, and pulls PostgreSQL's rows when they do not). The keys' domain is the load file's: only its
-            posting and its releases write `nrp:<stem>:` keys, so a first posting is copied straight in."""
-            posted = post_to_postgres(con, mirror.pg, sql, **kw, key_domain=f"nrp:{stem}:")
-            post(con, sql, **kw)
-            return posted
+            """PostgreSQL's ledger and, while PostgreSQL writes, the same rows in the scratch, where the batch row's
+            totals and the posting file read them (cheaper than pulling a million rows back; `pull_postings` after
+            it checks the counts agree, and pulls PostgreSQL's rows when they do not). The keys' domain is the load
+            file's: only its posting and its releases write `nrp:<stem>:` keys, so a first posting is copied
+            straight in."""
+            return post_to_postgres(con, mirror.pg, sql, **kw, key_domain=f"nrp:{stem}:",
+                                    meanwhile=lambda: post(con, sql, **kw))
 
         writer = post if mirror is None else both
         writer(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import date, timedelta
+from pathlib import Path
 
 import orjson
 import pytest
@@ -236,6 +237,8 @@ def test_a_submission_that_fails_the_check_is_never_published_and_the_run_fails(
     assert "the Standard 18 submission fails its check, not published: line 5, columns 65-82: reference " \
            "'AAAAAAAA          ' must start in column 65" in str(refused.value)
     assert dd.files.list_files("outbound/dd_collections") == []
+    # the check runs while the file is encrypted into the store's staging: nothing of it is left behind either
+    assert [p.name for p in (Path(dd.files.base_dir) / "outbound" / "dd_collections").rglob("*") if p.is_file()] == []
 
 
 def _real_arudd(items: str, count: int, value: str) -> bytes:
@@ -461,3 +464,30 @@ def test_the_file_check_reads_records_with_duckdb_and_agrees_with_the_text_check
         path.write_bytes(text.encode("ascii"))
         assert [str(p) for p in check_file(path)] == _problems(broken)
     assert [(p.line, p.first) for p in check_text(broken)][:2] == [(5, 65), (6, 16)]  # then the totals
+
+
+@pytest.mark.parametrize("shape", ["good", "broken", "no final newline", "a label cut short", "empty", "one newline",
+                                   "three lines", "only labels", "long last line", "non-ascii bytes"])
+def test_the_file_check_reads_labels_from_the_ends_and_agrees_with_the_text_check(tmp_path, shape):
+    """check_file counts lines in blocks and reads the labels from the file's two ends; whatever the shape, it
+    names exactly what the whole-text check names (line numbers included)."""
+    from cmp_pipelines.defs.direct_debit.bacs_check import check_file
+
+    lines = GOOD.split("\n")[:-1]
+    data = {
+        "good": GOOD,
+        "broken": _edit(_edit(GOOD, 5, 65, "AAAAAAAAAA"), 6, 16, "42"),
+        "no final newline": GOOD[:-1],
+        "a label cut short": "\n".join(lines[:-1] + [lines[-1][:40]]),
+        "empty": "",
+        "one newline": "\n",
+        "three lines": "\n".join(lines[:3]) + "\n",
+        "only labels": "\n".join(lines[:4] + lines[-3:]) + "\n",
+        "long last line": "\n".join(lines[:-1] + [lines[-1] + "X" * 200_000]) + "\n",
+        "non-ascii bytes": _edit(GOOD.replace("UTL1", "UTL\u00e9", 1), 5, 83, "J SM\u00cfTH"),
+    }[shape]
+    path = tmp_path / "submission.std18"
+    path.write_bytes(data.encode("latin-1"))
+    expected = [str(p) for p in check_text(data.encode("latin-1").decode("ascii", errors="replace"))]
+    assert [str(p) for p in check_file(path)] == expected
+    assert (expected == []) == (shape == "good")
