@@ -7,7 +7,10 @@ and no new run for `--quiet` seconds (three sensor loops by default). The runs `
 pickup, every run's job, wait in the queue and duration. Figures only; it exits 0 when the backlog drained with
 every run a success, 1 otherwise.
 
-    .venv/bin/python benchmarks/demo_backlog.py [--workdir DIR] [--keep] [--timeout 600]
+    .venv/bin/python benchmarks/demo_backlog.py [--workdir DIR] [--keep] [--timeout 600] [--store postgres [--url URL]]
+
+`--store postgres`: the same with CMP_DATABASE_URL set (`make run` on PostgreSQL: the store, and the Dagster
+instance in the same server), on a fresh database of a server it starts (or of `--url`, an admin URL).
 """
 
 from __future__ import annotations
@@ -49,11 +52,13 @@ def _instance(home: Path):
     return dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home)))
 
 
-def measure(root: Path, timeout: float, quiet: float) -> dict:
+def measure(root: Path, timeout: float, quiet: float, database_url: str | None = None) -> dict:
     """Prepare a demo folder under `root`, start `dg dev` over it, and time the backlog's drain."""
     data = root / "data"
     env = {**os.environ, "CMP_DATA_DIR": str(data), "DAGSTER_HOME": str(data / "dagster_home"),
            "GX_ANALYTICS_ENABLED": "false", "VIRTUAL_ENV": str(PROJECT / ".venv")}
+    if database_url:  # the instance's storage block reads it too, here as well as in `dg dev`
+        env["CMP_DATABASE_URL"] = os.environ["CMP_DATABASE_URL"] = database_url
     env.pop("CMP_KEYS_DIR", None)
     started = time.monotonic()
     with (root / "prepare.log").open("wb") as log:
@@ -144,11 +149,25 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true")
     parser.add_argument("--timeout", type=float, default=600)
     parser.add_argument("--quiet", type=float, default=15.0, help="seconds without a new run that end the backlog")
+    parser.add_argument("--store", choices=["duckdb", "postgres"], default="duckdb")
+    parser.add_argument("--url", help="with --store postgres: an admin URL of a server to use (default: start one)")
     args = parser.parse_args()
     root = Path(args.workdir or tempfile.mkdtemp(prefix="demo-backlog-", dir=PROJECT / "benchmarks" / "out"))
     root.mkdir(parents=True, exist_ok=True)
     try:
-        return 0 if report(measure(root, args.timeout, args.quiet)) else 1
+        if args.store == "duckdb":
+            return 0 if report(measure(root, args.timeout, args.quiet)) else 1
+        sys.path.insert(0, str(PROJECT))
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import psycopg
+        from servers import postgres
+
+        with postgres(args.url) as admin:
+            database = f"cmp_demo_{os.getpid()}"
+            with psycopg.connect(admin, autocommit=True) as con:
+                con.execute(f"CREATE DATABASE {database}")
+            url = admin.rsplit("/", 1)[0] + "/" + database
+            return 0 if report(measure(root, args.timeout, args.quiet, url)) else 1
     finally:
         if not args.keep and not args.workdir:
             shutil.rmtree(root, ignore_errors=True)

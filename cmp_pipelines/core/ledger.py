@@ -147,7 +147,7 @@ _PG_STAGE = """
 
 
 def _insert_staged(con: duckdb.DuckDBPyConnection, pg, sql: str, params: dict | None = None, *,
-                   key_domain: str | None = None, ordered: bool = True,
+                   key_domain: str | None = None,
                    meanwhile: Callable[[], object] | None = None) -> int:
     """The posting rows `sql` computes in DuckDB (with `ord`, their place in the caller's order), inserted into
     PostgreSQL's ledger inside `pg`'s open transaction. Returns the rows posted now.
@@ -157,15 +157,14 @@ def _insert_staged(con: duckdb.DuckDBPyConnection, pg, sql: str, params: dict | 
     no key twice). With `key_domain` (a key prefix only its caller's rows carry) and no posting of the domain yet in
     the keys' range, the rows are copied straight into the ledger instead (`_copy_new`): half the time on a
     million rows, because the temporary table, its two sorts and the speculative insertion per row are gone.
-    `ordered` False: the caller named no order, so the copy goes in key order (the UNIQUE index is then filled
-    page after page instead of on a random leaf per row: ~1 s less a million). `meanwhile`: the caller's own
+    `meanwhile`: the caller's own
     work on `con` (the scratch's copy of the same postings), run once on either path; on the copy it runs while
     PostgreSQL's backend writes the rows, so the two take a core each."""
     from cmp_pipelines.core.db.transfer import arrow_batches, ingest_adbc
 
     with pg.cursor() as cur:
         if key_domain is not None and _domain_is_new(con, cur, sql, params, key_domain):
-            return _copy_new(con, cur, sql, params, "ord" if ordered else "idempotency_key", meanwhile)
+            return _copy_new(con, cur, sql, params, meanwhile)
         cur.execute("DROP TABLE IF EXISTS pg_temp.ledger_stage")  # one post earlier in the same transaction
         cur.execute(_PG_STAGE)
         ingest_adbc(cur, "ledger_stage", arrow_batches(con, sql, params), temporary=True)
@@ -217,11 +216,11 @@ def _domain_is_new(con: duckdb.DuckDBPyConnection, cur, sql: str, params: dict |
     return not cur.fetchone()[0]
 
 
-def _copy_new(con: duckdb.DuckDBPyConnection, cur, sql: str, params: dict | None, order: str,
+def _copy_new(con: duckdb.DuckDBPyConnection, cur, sql: str, params: dict | None,
               meanwhile: Callable[[], object] | None = None) -> int:
-    """Rows none of which is posted, copied (binary COPY) into the ledger in `order` (`ord`, the caller's, or the
-    key's), so the posting ids the column's default draws follow that order; posted_at defaults to the
-    transaction's time, as in the general path. With `meanwhile`, the rows are computed first (Arrow, in memory)
+    """Rows none of which is posted, copied (binary COPY) into the ledger in `ord` order, so the posting ids the
+    column's default draws follow that order, as in the general path; posted_at defaults to the transaction's
+    time, as there. With `meanwhile`, the rows are computed first (Arrow, in memory)
     and copied from a worker thread (the driver releases the GIL) while `meanwhile` uses `con`."""
     from cmp_pipelines.core.db.transfer import arrow_batches, ingest_adbc
 
@@ -229,7 +228,7 @@ def _copy_new(con: duckdb.DuckDBPyConnection, cur, sql: str, params: dict | None
     rows = arrow_batches(con, f"""
         SELECT idempotency_key, account_number, invoice_number, kind, amount_minor, currency, batch_id, source_ref,
                effective_at, coalesce(posted_at, $ledger_transaction_time::TIMESTAMPTZ) AS posted_at
-        FROM ({sql}) staged ORDER BY {order}
+        FROM ({sql}) staged ORDER BY ord
     """, {**(params or {}), "ledger_transaction_time": cur.fetchone()[0]})
     if meanwhile is None:
         written = ingest_adbc(cur, "ledger_postings", rows)
@@ -257,8 +256,12 @@ def post_to_postgres(con: duckdb.DuckDBPyConnection, pg, staged_sql: str, *, sou
     key once that one commits (or inserts it if that one rolls back), so no key is ever posted twice. Rows are
     inserted in idempotency-key order, the same for every writer, so two writers sharing keys always meet them in
     one order and cannot deadlock; posting ids are still drawn in the caller's order (`order_by`) first, so the
-    ledger reads in the same order as on DuckDB (a caller naming no order gets them in key order on a first
-    posting of its domain). `now` is posted_at (None: PostgreSQL's transaction time).
+    ledger reads in the same order as on DuckDB. A caller naming no order gets them in key order (on either path,
+    so a batch's ids never depend on which path it took): the UNIQUE index is then filled page after page rather
+    than on a random leaf per row, ~1 s less a million on a first posting's COPY; to read its postings in the
+    same order in its scratch, the caller posts there with `order_by=posting_key_sql(...)` (DuckDB's VARCHAR
+    compares bytes, as the key's "C" collation does on PostgreSQL). `now` is posted_at (None: PostgreSQL's
+    transaction time).
     `key_domain`: a prefix every staged key carries and only this caller's keys do (NRP: `nrp:<file stem>:`); its
     writers are serialised on one advisory lock and a first posting of the domain is copied in directly
     (`_insert_staged`), with `meanwhile` (the caller's work on `con`) run while PostgreSQL writes. Returns the
@@ -267,7 +270,7 @@ def post_to_postgres(con: duckdb.DuckDBPyConnection, pg, staged_sql: str, *, sou
     batch = "staged.batch_id" if batch_id is None else lit(batch_id)
     posted_at = "NULL::TIMESTAMPTZ" if now is None else "$ledger_posted_at::TIMESTAMPTZ"
     sql = f"""
-        SELECT row_number() OVER ({f"ORDER BY {order_by}" if order_by else ""})::BIGINT AS ord,
+        SELECT row_number() OVER (ORDER BY {order_by or posting_key_sql(source, *key)})::BIGINT AS ord,
                ({posting_key_sql(source, *key)})::VARCHAR AS idempotency_key,
                account_number::VARCHAR AS account_number, invoice_number::VARCHAR AS invoice_number,
                kind::VARCHAR AS kind, amount_minor::BIGINT AS amount_minor, currency::VARCHAR AS currency,
@@ -278,8 +281,7 @@ def post_to_postgres(con: duckdb.DuckDBPyConnection, pg, staged_sql: str, *, sou
     bound = used_params(staged_sql, params)
     if now is not None:
         bound["ledger_posted_at"] = now
-    return _insert_staged(con, pg, sql, bound, key_domain=key_domain, ordered=order_by is not None,
-                          meanwhile=meanwhile)
+    return _insert_staged(con, pg, sql, bound, key_domain=key_domain, meanwhile=meanwhile)
 
 
 def push_batch_to_postgres(con: duckdb.DuckDBPyConnection, pg, batch_id: str) -> int:

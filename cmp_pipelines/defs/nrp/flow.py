@@ -52,6 +52,7 @@ from cmp_pipelines.core.ledger import (
     post_to_postgres,
     posted_batch,
     posting_count,
+    posting_key_sql,
     record_posting_batch,
     write_posting_file,
 )
@@ -304,13 +305,15 @@ class NonRecurringPayments:
         stem = batch_stem("NRP_LOAD", load_batch)
 
         def both(con, sql, **kw) -> int:
-            """PostgreSQL's ledger and, while PostgreSQL writes, the same rows in the scratch, where the batch row's
-            totals and the posting file read them (cheaper than pulling a million rows back; `pull_postings` after
+            """PostgreSQL's ledger and, while PostgreSQL writes, the same rows in the scratch (numbered in key order
+            on both, as PostgreSQL numbers a caller naming no order), where the batch row's totals and the posting
+            file read them (cheaper than pulling a million rows back; `pull_postings` after
             it checks the counts agree, and pulls PostgreSQL's rows when they do not). The keys' domain is the load
             file's: only its posting and its releases write `nrp:<stem>:` keys, so a first posting is copied
             straight in."""
+            in_key_order = posting_key_sql(kw["source"], *kw["key"])
             return post_to_postgres(con, mirror.pg, sql, **kw, key_domain=f"nrp:{stem}:",
-                                    meanwhile=lambda: post(con, sql, **kw))
+                                    meanwhile=lambda: post(con, sql, **kw, order_by=in_key_order))
 
         writer = post if mirror is None else both
         writer(

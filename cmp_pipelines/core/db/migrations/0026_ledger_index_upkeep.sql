@@ -1,2 +1,0 @@
--- the ledger's PostgreSQL-only lookup indexes made cheaper to keep (issue 19); DuckDB has neither index
-SELECT 1;
