@@ -147,31 +147,31 @@ _PG_STAGE = """
 
 
 def _insert_staged(con: duckdb.DuckDBPyConnection, pg, sql: str, params: dict | None = None, *,
-                   key_domain: str | None = None,
+                   key_domain: str | None = None, order: str = "ord",
                    meanwhile: Callable[[], object] | None = None) -> int:
     """The posting rows `sql` computes in DuckDB (with `ord`, their place in the caller's order), inserted into
     PostgreSQL's ledger inside `pg`'s open transaction. Returns the rows posted now.
 
-    The general path: pushed as Arrow into a temporary table, then inserted with posting ids drawn in `ord` order,
-    rows in idempotency-key order ON CONFLICT DO NOTHING (every writer meets shared keys in one order: no deadlock,
-    no key twice). With `key_domain` (a key prefix only its caller's rows carry) and no posting of the domain yet in
-    the keys' range, the rows are copied straight into the ledger instead (`_copy_new`): half the time on a
-    million rows, because the temporary table, its two sorts and the speculative insertion per row are gone.
-    `meanwhile`: the caller's own
-    work on `con` (the scratch's copy of the same postings), run once on either path; on the copy it runs while
+    The general path: pushed as Arrow into a temporary table, then inserted with posting ids drawn in `order`
+    (`ord`, the caller's, or `idempotency_key` for a caller that named none), rows in idempotency-key order ON
+    CONFLICT DO NOTHING (every writer meets shared keys in one order: no deadlock, no key twice). With `key_domain`
+    (a key prefix only its caller's rows carry) and no posting of the domain yet in the keys' range, the rows are
+    copied straight into the ledger instead (`_copy_new`): half the time on a million rows, because the temporary
+    table, its two sorts and the speculative insertion per row are gone. `meanwhile`: the caller's own work on
+    `con` (the scratch's copy of the same postings), run once on either path; on the copy it runs while
     PostgreSQL's backend writes the rows, so the two take a core each."""
     from cmp_pipelines.core.db.transfer import arrow_batches, ingest_adbc
 
     with pg.cursor() as cur:
         if key_domain is not None and _domain_is_new(con, cur, sql, params, key_domain):
-            return _copy_new(con, cur, sql, params, meanwhile)
+            return _copy_new(con, cur, sql, params, order, meanwhile)
         cur.execute("DROP TABLE IF EXISTS pg_temp.ledger_stage")  # one post earlier in the same transaction
         cur.execute(_PG_STAGE)
         ingest_adbc(cur, "ledger_stage", arrow_batches(con, sql, params), temporary=True)
         cur.execute(f"""
             WITH numbered AS (
                 SELECT nextval('ledger_posting_seq') AS posting_id, s.*
-                FROM (SELECT * FROM ledger_stage ORDER BY ord) s
+                FROM (SELECT * FROM ledger_stage ORDER BY {order}) s
             ), inserted AS (
                 INSERT INTO ledger_postings (posting_id, {_COLUMNS})
                 SELECT posting_id, idempotency_key, account_number, invoice_number, kind, amount_minor, currency,
@@ -216,9 +216,9 @@ def _domain_is_new(con: duckdb.DuckDBPyConnection, cur, sql: str, params: dict |
     return not cur.fetchone()[0]
 
 
-def _copy_new(con: duckdb.DuckDBPyConnection, cur, sql: str, params: dict | None,
+def _copy_new(con: duckdb.DuckDBPyConnection, cur, sql: str, params: dict | None, order: str,
               meanwhile: Callable[[], object] | None = None) -> int:
-    """Rows none of which is posted, copied (binary COPY) into the ledger in `ord` order, so the posting ids the
+    """Rows none of which is posted, copied (binary COPY) into the ledger in `order`, so the posting ids the
     column's default draws follow that order, as in the general path; posted_at defaults to the transaction's
     time, as there. With `meanwhile`, the rows are computed first (Arrow, in memory)
     and copied from a worker thread (the driver releases the GIL) while `meanwhile` uses `con`."""
@@ -228,7 +228,7 @@ def _copy_new(con: duckdb.DuckDBPyConnection, cur, sql: str, params: dict | None
     rows = arrow_batches(con, f"""
         SELECT idempotency_key, account_number, invoice_number, kind, amount_minor, currency, batch_id, source_ref,
                effective_at, coalesce(posted_at, $ledger_transaction_time::TIMESTAMPTZ) AS posted_at
-        FROM ({sql}) staged ORDER BY ord
+        FROM ({sql}) staged ORDER BY {order}
     """, {**(params or {}), "ledger_transaction_time": cur.fetchone()[0]})
     if meanwhile is None:
         written = ingest_adbc(cur, "ledger_postings", rows)
@@ -270,7 +270,7 @@ def post_to_postgres(con: duckdb.DuckDBPyConnection, pg, staged_sql: str, *, sou
     batch = "staged.batch_id" if batch_id is None else lit(batch_id)
     posted_at = "NULL::TIMESTAMPTZ" if now is None else "$ledger_posted_at::TIMESTAMPTZ"
     sql = f"""
-        SELECT row_number() OVER (ORDER BY {order_by or posting_key_sql(source, *key)})::BIGINT AS ord,
+        SELECT row_number() OVER ({f"ORDER BY {order_by}" if order_by else ""})::BIGINT AS ord,
                ({posting_key_sql(source, *key)})::VARCHAR AS idempotency_key,
                account_number::VARCHAR AS account_number, invoice_number::VARCHAR AS invoice_number,
                kind::VARCHAR AS kind, amount_minor::BIGINT AS amount_minor, currency::VARCHAR AS currency,
@@ -281,7 +281,8 @@ def post_to_postgres(con: duckdb.DuckDBPyConnection, pg, staged_sql: str, *, sou
     bound = used_params(staged_sql, params)
     if now is not None:
         bound["ledger_posted_at"] = now
-    return _insert_staged(con, pg, sql, bound, key_domain=key_domain, meanwhile=meanwhile)
+    return _insert_staged(con, pg, sql, bound, key_domain=key_domain, order="ord" if order_by else "idempotency_key",
+                          meanwhile=meanwhile)
 
 
 def push_batch_to_postgres(con: duckdb.DuckDBPyConnection, pg, batch_id: str) -> int:
