@@ -100,9 +100,9 @@ def check_file(path) -> list[Problem]:
             carriage = carriage or b"\r" in block
             ascii_only = ascii_only and block.isascii()
         size = handle.tell()
-        if carriage or not ascii_only:  # DuckDB reads UTF-8: other bytes are checked as the text check reads them
+        if carriage or not ascii_only:  # records from the text as it reads them, not by DuckDB (UTF-8, any newline)
             handle.seek(0)
-            return check_text(handle.read().decode("ascii", errors="replace"), path if ascii_only else None)
+            return check_text(handle.read().decode("ascii", errors="replace"))
         handle.seek(max(size - 1, 0))
         complete = handle.read(1) == b"\n"
         body = size - 1 if complete else size  # bytes before the final newline

@@ -467,7 +467,8 @@ def test_the_file_check_reads_records_with_duckdb_and_agrees_with_the_text_check
 
 
 @pytest.mark.parametrize("shape", ["good", "broken", "no final newline", "a label cut short", "empty", "one newline",
-                                   "three lines", "only labels", "long last line", "non-ascii bytes"])
+                                   "three lines", "only labels", "long last line", "non-ascii bytes",
+                                   "a lone carriage return"])
 def test_the_file_check_reads_labels_from_the_ends_and_agrees_with_the_text_check(tmp_path, shape):
     """check_file counts lines in blocks and reads the labels from the file's two ends; whatever the shape, it
     names exactly what the whole-text check names (line numbers included)."""
@@ -485,6 +486,7 @@ def test_the_file_check_reads_labels_from_the_ends_and_agrees_with_the_text_chec
         "only labels": "\n".join(lines[:4] + lines[-3:]) + "\n",
         "long last line": "\n".join(lines[:-1] + [lines[-1] + "X" * 200_000]) + "\n",
         "non-ascii bytes": _edit(GOOD.replace("UTL1", "UTL\u00e9", 1), 5, 83, "J SM\u00cfTH"),
+        "a lone carriage return": _edit(GOOD, 5, 83, "J\rSMITH"),
     }[shape]
     path = tmp_path / "submission.std18"
     path.write_bytes(data.encode("latin-1"))
