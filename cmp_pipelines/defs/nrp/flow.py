@@ -307,10 +307,9 @@ class NonRecurringPayments:
         def both(con, sql, **kw) -> int:
             """PostgreSQL's ledger and, while PostgreSQL writes, the same rows in the scratch (numbered in key order
             on both, as PostgreSQL numbers a caller naming no order), where the batch row's totals and the posting
-            file read them (cheaper than pulling a million rows back; `pull_postings` after
-            it checks the counts agree, and pulls PostgreSQL's rows when they do not). The keys' domain is the load
-            file's: only its posting and its releases write `nrp:<stem>:` keys, so a first posting is copied
-            straight in."""
+            file read them (cheaper than pulling a million rows back; `pull_postings` after it checks the counts
+            agree, and pulls PostgreSQL's rows when they do not). The keys' domain is the load file's: only its
+            posting and its releases write `nrp:<stem>:` keys, so a first posting is copied straight in."""
             in_key_order = posting_key_sql(kw["source"], *kw["key"])
             return post_to_postgres(con, mirror.pg, sql, **kw, key_domain=f"nrp:{stem}:",
                                     meanwhile=lambda: post(con, sql, **kw, order_by=in_key_order))
