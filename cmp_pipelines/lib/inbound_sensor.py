@@ -18,6 +18,15 @@ or a second daemon, on one bucket - exactly one asks for its run. One sensor on 
 twice anyway (run keys); behind both, the store's intake row (`inbound_files`, one per file id, written in the
 batch's transaction) keeps a second run from loading it again.
 
+A tick that finds nothing to take may wait for an upload (`listen_seconds`): it watches the feed's folders' change
+times ten times a second for up to 3.5 s and scans again whenever one moves (an upload under its temporary name moves
+it too: the tick then goes on waiting for the rename), so a file renamed into place is taken
+within a tenth of a second instead of at the next loop (0-5 s later). The daemon's loop stays 5 s; the tick must end
+before the next loop begins, or that loop skips the sensor. A waiting tick holds a daemon thread and a code-server
+thread, so it waits only when both have one for every sensor at once: `sensors: num_workers` in dagster.yaml, and
+`DAGSTER_GRPC_MAX_WORKERS` (the code server's `--max-workers`) in its environment, as `make run` sets them. Without
+them, or on a store that cannot say cheaply that a folder changed (the object store), a tick returns at once.
+
 While a run that died awaits its recovery run, new files wait (`lib/recovery.awaiting_recovery`): an interrupted
 partition is finished before work that arrived after it.
 """
@@ -26,6 +35,7 @@ partition is finished before work that arrived after it.
 import hashlib
 import os
 import socket
+import time
 
 import dagster as dg
 
@@ -38,6 +48,41 @@ from cmp_pipelines.lib.resources.file_store import FileStore, configured_file_st
 from cmp_pipelines.lib.sensor_instance import sensor_instance
 
 PICKUP_SECONDS = 2  # below the daemon's 5 s loop, so every loop ticks (see above)
+LISTEN_SECONDS = 3.5  # a waiting tick ends well before the daemon's next loop, 5 s after this one began
+LISTEN_POLL_SECONDS = 0.1
+SPARE_SERVER_THREADS = 8  # code-server threads left for the webserver's and the daemon's other calls
+CODE_SERVER_THREADS = 24  # what `make run` gives its code server (Makefile), for the 15 sensors and the spare
+
+
+def listen_seconds(instance: dg.DagsterInstance, sensor_count: int | None) -> float:
+    """How long a tick with nothing to take waits for an upload: LISTEN_SECONDS when the daemon evaluates every
+    sensor of the code location at once on its threads and the code server has a thread for each and some to spare;
+    0 otherwise (a waiting tick would then delay the others' ticks, or every other call to the code server)."""
+    if not sensor_count:
+        return 0.0
+    settings = instance.get_settings("sensors") or {}
+    daemon_threads = (settings.get("num_workers") or 0) if settings.get("use_threads") else 0
+    try:
+        server_threads = int(os.environ.get("DAGSTER_GRPC_MAX_WORKERS") or 0)
+    except ValueError:
+        return 0.0
+    if daemon_threads >= sensor_count and server_threads >= sensor_count + SPARE_SERVER_THREADS:
+        return LISTEN_SECONDS
+    return 0.0
+
+
+def wait_for_upload(file_store: FileStore, folder: str, since: tuple | None, seconds: float) -> bool:
+    """True as soon as something below `folder` changed after `since` (its `folder_stamp`); False after `seconds`."""
+    if since is None or seconds <= 0:
+        return False
+    deadline = time.monotonic() + seconds
+    while True:
+        if file_store.folder_stamp(folder) != since:
+            return True
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        time.sleep(min(LISTEN_POLL_SECONDS, left))
 
 
 def inbound_file_sensor(
@@ -58,7 +103,16 @@ def inbound_file_sensor(
                                  "wait for it")
         file_store = configured_file_store()
         partners = load_partners(paths().config_dir)
+        folder = f"inbound/{feed}"
+        listen = 0.0 if file_store.shared else listen_seconds(
+            sensor_instance(context), len(context.repository_def.sensor_defs) if context.repository_def else None)
+        stamp = file_store.folder_stamp(folder) if listen else None  # before the scan: nothing lands unseen
         pending, skipped, cursor = inbound.scan(file_store, feed, context.cursor, per_tick, partners=partners)
+        deadline = time.monotonic() + listen
+        while not pending and not any(item.report for item in skipped) and wait_for_upload(
+                file_store, folder, stamp, deadline - time.monotonic()):
+            stamp = file_store.folder_stamp(folder)  # an upload still under way (`.part`) changes it too: wait on
+            pending, skipped, cursor = inbound.scan(file_store, feed, cursor, per_tick, partners=partners)
         if file_store.shared:
             pending = claimed(file_store, feed, pending, _owner(sensor_instance(context)), context.log)
         refusals = []

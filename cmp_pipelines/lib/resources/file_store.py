@@ -38,6 +38,11 @@ class FileStore(dg.ConfigurableResource):
         """Regular files and the entries refused beside them (kind other than "file"), so they are reported."""
         return self.list_files(folder)
 
+    def folder_stamp(self, folder: str) -> tuple | None:
+        """Something that changes when an entry is added, renamed or removed anywhere below `folder`, cheap enough
+        to ask ten times a second; None when this store cannot say so cheaply (then nobody waits on it)."""
+        return None
+
     def read_bytes(self, path: str) -> bytes:
         raise NotImplementedError
 
@@ -167,6 +172,33 @@ class LocalFileStore(FileStore):
         except NotARegularFile:  # the folder itself (or one above it) is a link: refused, never followed
             return [StoredFile(folder, 0, 0, "symlink")]
         return sorted(found, key=lambda f: f.path)
+
+    def folder_stamp(self, folder: str) -> tuple | None:
+        """The change times of `folder` and of every folder below it (a rename into a folder changes its time; a
+        file still growing does not - the scan's settle rule handles that). Links are neither followed nor
+        entered, as in `list_entries`."""
+        stamps: list[tuple[str, int]] = []
+
+        def walk(fd: int, prefix: str) -> None:
+            stamps.append((prefix, os.fstat(fd).st_mtime_ns))
+            with os.scandir(fd) as entries:
+                names = sorted(e.name for e in entries if e.is_dir(follow_symlinks=False))
+            for name in names:
+                try:
+                    sub = os.open(name, _DIR_FLAGS, dir_fd=fd)
+                except OSError:
+                    stamps.append((f"{prefix}/{name}", -1))  # gone or swapped for a link since the listing
+                    continue
+                try:
+                    walk(sub, f"{prefix}/{name}")
+                finally:
+                    os.close(sub)
+        try:
+            with self._folder(_parts(folder)) as fd:
+                walk(fd, folder)
+        except (FileNotFoundError, NotARegularFile):
+            return ()
+        return tuple(stamps)
 
     def _walk(self, folder_fd: int, prefix: str, found: list[StoredFile]) -> None:
         with os.scandir(folder_fd) as entries:

@@ -1,0 +1,138 @@
+"""Issue 16: an inbound tick with nothing to take waits for an upload (lib/inbound_sensor), so a file renamed into
+place is taken by the tick already under way instead of at the daemon's next loop - only where the daemon and the
+code server have a thread for every sensor's tick, and only on a store that can say cheaply that a folder changed."""
+
+from __future__ import annotations
+
+import threading
+
+import dagster as dg
+import pytest
+
+from cmp_pipelines.definitions import defs
+from cmp_pipelines.defs.nrp.defs import nrp_inbound_files_sensor
+from cmp_pipelines.lib import inbound_sensor
+from cmp_pipelines.lib.inbound_sensor import LISTEN_SECONDS, listen_seconds, wait_for_upload
+from cmp_pipelines.lib.resources.file_store import FileStore, LocalFileStore
+from tests.support.platform import document, payment
+
+SENSORS = len(defs.get_repository_def().sensor_defs)
+
+
+@pytest.fixture
+def threaded_instance(tmp_path):
+    (tmp_path / "instance").mkdir()
+    with dg.instance_for_test(temp_dir=str(tmp_path / "instance"),
+                              overrides={"sensors": {"use_threads": True, "num_workers": SENSORS}}) as instance:
+        yield instance
+
+
+@pytest.mark.parametrize(("use_threads", "num_workers", "server_threads", "listens"), [
+    (True, SENSORS, str(SENSORS + inbound_sensor.SPARE_SERVER_THREADS), True),
+    (True, SENSORS, None, False),  # the code server's pool is Dagster's default: a few threads on two cores
+    (True, SENSORS, str(SENSORS), False),  # no thread left for the webserver's and the run launches' calls
+    (True, SENSORS - 1, "64", False),  # one tick would wait for a thread and miss the next loop
+    (False, SENSORS, "64", False),  # sensors evaluated one after the other
+    (True, SENSORS, "many", False),
+])
+def test_a_tick_waits_only_when_the_daemon_and_the_code_server_have_a_thread_for_every_sensor(
+        tmp_path, monkeypatch, use_threads, num_workers, server_threads, listens):
+    if server_threads is None:
+        monkeypatch.delenv("DAGSTER_GRPC_MAX_WORKERS", raising=False)
+    else:
+        monkeypatch.setenv("DAGSTER_GRPC_MAX_WORKERS", server_threads)
+    with dg.instance_for_test(temp_dir=str(tmp_path),
+                              overrides={"sensors": {"use_threads": use_threads, "num_workers": num_workers}}) as inst:
+        assert listen_seconds(inst, SENSORS) == (LISTEN_SECONDS if listens else 0.0)
+        assert listen_seconds(inst, None) == 0.0, "a context without its code location does not know the sensors"
+
+
+def test_a_file_renamed_into_place_during_the_tick_is_taken_by_that_tick(platform, threaded_instance, monkeypatch):
+    """The upload under its temporary name wakes the tick too; it scans, finds nothing complete, and waits on for
+    the rename instead of ending (then the file would wait for the daemon's next loop)."""
+    monkeypatch.setenv("DAGSTER_GRPC_MAX_WORKERS", str(inbound_sensor.CODE_SERVER_THREADS))
+    folder = platform.root / "inbound" / "nrp" / "PAYPOINT"
+    folder.mkdir(parents=True)
+    data = platform.keyring.encrypt("PAYPOINT", b'{"placeholder": true}')
+    real_scan = inbound_sensor.inbound.scan
+    scans: list[list[str]] = []
+    scanned = threading.Condition()
+
+    def scan(*args, **kwargs):
+        result = real_scan(*args, **kwargs)
+        with scanned:
+            scans.append([item.why for item in result[1]])
+            scanned.notify_all()
+        return result
+
+    def upload():  # the partner's SFTP client: write under .part, rename once complete
+        with scanned:
+            assert scanned.wait_for(lambda: len(scans) == 1, timeout=5)
+        (folder / "late.json.enc.part").write_bytes(data)
+        with scanned:
+            assert scanned.wait_for(lambda: len(scans) == 2, timeout=5)  # the tick saw the upload under way
+        (folder / "late.json.enc.part").rename(folder / "late.json.enc")
+
+    monkeypatch.setattr(inbound_sensor.inbound, "scan", scan)
+    partner = threading.Thread(target=upload)
+    partner.start()
+    context = dg.build_sensor_context(instance=threaded_instance, repository_def=defs.get_repository_def())
+    result = nrp_inbound_files_sensor(context)
+    partner.join()
+    assert [r.tags["cmp/inbound_file"] for r in result.run_requests] == ["inbound/nrp/PAYPOINT/late.json.enc"]
+    assert len(scans) == 3, "scanned, woken by the upload under way, woken again by its rename"
+    assert scans[1] == ["still being written: an upload in progress (renamed when complete; suffix part)"]
+    assert result.dynamic_partitions_requests[0].partition_keys == [result.run_requests[0].partition_key]
+    # the next tick, with the cursor this one returned, does not ask for it again
+    again = nrp_inbound_files_sensor(dg.build_sensor_context(instance=threaded_instance, cursor=result.cursor))
+    assert again.run_requests == []
+
+
+def test_a_tick_with_a_file_to_take_does_not_wait(platform, threaded_instance, monkeypatch):
+    monkeypatch.setenv("DAGSTER_GRPC_MAX_WORKERS", str(inbound_sensor.CODE_SERVER_THREADS))
+    platform.drop("ready.json.enc", document([payment("1", "ACC00000001", "1.00")]))
+    waits = []
+    monkeypatch.setattr(inbound_sensor, "wait_for_upload", lambda *a: waits.append(a) or False)
+    result = nrp_inbound_files_sensor(dg.build_sensor_context(instance=threaded_instance,
+                                                              repository_def=defs.get_repository_def()))
+    assert [r.tags["cmp/inbound_file"] for r in result.run_requests] == ["inbound/nrp/PAYPOINT/ready.json.enc"]
+    assert waits == []
+
+
+def test_the_folder_stamp_moves_on_a_rename_or_a_new_partner_folder_and_never_follows_a_link(tmp_path):
+    store = LocalFileStore(base_dir=str(tmp_path / "data"))
+    partner = tmp_path / "data" / "inbound" / "nrp" / "PAYPOINT"
+    partner.mkdir(parents=True)
+    assert store.folder_stamp("inbound/missing") == ()
+    before = store.folder_stamp("inbound/nrp")
+    assert [path for path, _ in before] == ["inbound/nrp", "inbound/nrp/PAYPOINT"]
+
+    (partner / "a.json.enc.part").write_bytes(b"x")
+    after_upload = store.folder_stamp("inbound/nrp")
+    assert after_upload != before
+    with open(partner / "a.json.enc.part", "ab") as growing:  # a file growing changes no folder
+        growing.write(b"more")
+    assert store.folder_stamp("inbound/nrp") == after_upload
+    (partner / "a.json.enc.part").rename(partner / "a.json.enc")
+    assert store.folder_stamp("inbound/nrp") != after_upload
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (tmp_path / "data" / "inbound" / "nrp" / "LINKED").symlink_to(outside)
+    linked = store.folder_stamp("inbound/nrp")
+    assert [path for path, _ in linked] == ["inbound/nrp", "inbound/nrp/PAYPOINT"], "a link is not entered"
+    (outside / "elsewhere.json.enc").write_bytes(b"x")
+    assert store.folder_stamp("inbound/nrp") == linked
+
+    (tmp_path / "data" / "inbound" / "nrp" / "LOCKBOX").mkdir()
+    assert [path for path, _ in store.folder_stamp("inbound/nrp")] == [
+        "inbound/nrp", "inbound/nrp/LOCKBOX", "inbound/nrp/PAYPOINT"]
+
+
+def test_a_store_that_cannot_stamp_a_folder_is_never_waited_on():
+    class Remote(FileStore):
+        pass
+
+    store = Remote()
+    assert store.folder_stamp("inbound/nrp") is None
+    assert wait_for_upload(store, "inbound/nrp", store.folder_stamp("inbound/nrp"), LISTEN_SECONDS) is False
