@@ -19,9 +19,9 @@ twice anyway (run keys); behind both, the store's intake row (`inbound_files`, o
 batch's transaction) keeps a second run from loading it again.
 
 A tick that finds nothing to take may wait for an upload (`listen_seconds`): it watches the feed's folders' change
-times ten times a second for up to 3.5 s and scans again whenever one moves (an upload under its temporary name moves
+times five times a second for up to 3.5 s and scans again whenever one moves (an upload under its temporary name moves
 it too: the tick then goes on waiting for the rename), so a file renamed into place is taken
-within a tenth of a second instead of at the next loop (0-5 s later). The daemon's loop stays 5 s; the tick must end
+within a fifth of a second instead of at the next loop (0-5 s later). The daemon's loop stays 5 s; the tick must end
 before the next loop begins, or that loop skips the sensor. A waiting tick holds a daemon thread and a code-server
 thread, so it waits only when both have one for every sensor at once: `sensors: num_workers` in dagster.yaml, and
 `DAGSTER_GRPC_MAX_WORKERS` (the code server's `--max-workers`) in its environment, as `make run` sets them. Without
@@ -49,7 +49,7 @@ from cmp_pipelines.lib.sensor_instance import sensor_instance
 
 PICKUP_SECONDS = 2  # below the daemon's 5 s loop, so every loop ticks (see above)
 LISTEN_SECONDS = 3.5  # a waiting tick ends well before the daemon's next loop, 5 s after this one began
-LISTEN_POLL_SECONDS = 0.1
+LISTEN_POLL_SECONDS = 0.2  # idle daemon + code server: 3.5 s CPU per 30 s without waiting ticks, 4.0-4.2 s with
 SPARE_SERVER_THREADS = 8  # code-server threads left for the webserver's and the daemon's other calls
 CODE_SERVER_THREADS = 24  # what `make run` gives its code server (Makefile), for the 15 sensors and the spare
 

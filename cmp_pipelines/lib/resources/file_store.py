@@ -40,7 +40,7 @@ class FileStore(dg.ConfigurableResource):
 
     def folder_stamp(self, folder: str) -> tuple | None:
         """Something that changes when an entry is added, renamed or removed anywhere below `folder`, cheap enough
-        to ask ten times a second; None when this store cannot say so cheaply (then nobody waits on it)."""
+        to ask several times a second; None when this store cannot say so cheaply (then nobody waits on it)."""
         return None
 
     def read_bytes(self, path: str) -> bytes:
