@@ -155,6 +155,7 @@ def main() -> int:
     parser.add_argument("--store", choices=["duckdb", "postgres"], default="duckdb")
     parser.add_argument("--url", help="with --store postgres: an admin URL of a server to use (default: start one)")
     args = parser.parse_args()
+    (PROJECT / "benchmarks" / "out").mkdir(exist_ok=True)  # absent in a fresh clone
     root = Path(args.workdir or tempfile.mkdtemp(prefix="demo-backlog-", dir=PROJECT / "benchmarks" / "out"))
     root.mkdir(parents=True, exist_ok=True)
     try:
