@@ -51,7 +51,7 @@ prepare: install
 API_PORT ?= 8000
 UI_PORT ?= 3000
 SMTP_PORT ?= 2525
-# the code server's threads: one per sensor (a waiting inbound tick holds one) and some to spare
+# the code server's threads and its proxy's under `dg dev`: one per sensor (a waiting inbound tick holds one) and some to spare
 # (lib/inbound_sensor.CODE_SERVER_THREADS; without it the inbound sensors poll every 5 s instead of waiting)
 CODE_SERVER_THREADS ?= 24
 run: prepare
@@ -59,7 +59,8 @@ run: prepare
 	$(BIN)/cmp-pipelines smtp-catcher --host 127.0.0.1 --port $(SMTP_PORT) & smtp_pid=$$!; \
 	$(BIN)/cmp-pipelines api serve --host 127.0.0.1 --port $(API_PORT) & api_pid=$$!; \
 	trap 'kill $$api_pid $$smtp_pid 2>/dev/null' EXIT; \
-	CMP_SMTP_HOST=127.0.0.1 CMP_SMTP_PORT=$(SMTP_PORT) DAGSTER_GRPC_MAX_WORKERS=$(CODE_SERVER_THREADS) \
+	CMP_SMTP_HOST=127.0.0.1 CMP_SMTP_PORT=$(SMTP_PORT) \
+	DAGSTER_GRPC_MAX_WORKERS=$(CODE_SERVER_THREADS) DAGSTER_CODE_SERVER_MAX_WORKERS=$(CODE_SERVER_THREADS) \
 	VIRTUAL_ENV=$(CURDIR)/$(VENV) $(BIN)/dg dev --host 127.0.0.1 --port $(UI_PORT)
 
 ## make demo: the same without the UI: process the sample files headless and print a summary

@@ -54,12 +54,12 @@ def _instance(home: Path):
 
 def measure(root: Path, timeout: float, quiet: float, database_url: str | None = None) -> dict:
     """Prepare a demo folder under `root`, start `dg dev` over it, and time the backlog's drain."""
-    from cmp_pipelines.lib.inbound_sensor import CODE_SERVER_THREADS
+    from cmp_pipelines.lib.inbound_sensor import CODE_SERVER_THREADS, SERVER_THREAD_SETTINGS
 
     data = root / "data"
     env = {**os.environ, "CMP_DATA_DIR": str(data), "DAGSTER_HOME": str(data / "dagster_home"),
            "GX_ANALYTICS_ENABLED": "false", "VIRTUAL_ENV": str(PROJECT / ".venv"),
-           "DAGSTER_GRPC_MAX_WORKERS": str(CODE_SERVER_THREADS)}  # as `make run` starts `dg dev`
+           **dict.fromkeys(SERVER_THREAD_SETTINGS, str(CODE_SERVER_THREADS))}  # as `make run` starts `dg dev`
     if database_url:  # the instance's storage block reads it too, here as well as in `dg dev`
         env["CMP_DATABASE_URL"] = os.environ["CMP_DATABASE_URL"] = database_url
     env.pop("CMP_KEYS_DIR", None)

@@ -34,12 +34,12 @@ LOCATION = "cmp_pipelines"
 
 
 def _environment(root: Path, keys: Path) -> dict[str, str]:
-    from cmp_pipelines.lib.inbound_sensor import CODE_SERVER_THREADS
+    from cmp_pipelines.lib.inbound_sensor import CODE_SERVER_THREADS, SERVER_THREAD_SETTINGS
 
     return {**os.environ, "CMP_DATA_DIR": str(root / "data"), "CMP_KEYS_DIR": str(keys),
             "DAGSTER_HOME": str(root / "dagster_home"), "GX_ANALYTICS_ENABLED": "false",
             # the code server's threads as `make run` gives them (a waiting inbound tick holds one)
-            "DAGSTER_GRPC_MAX_WORKERS": str(CODE_SERVER_THREADS)}
+            **dict.fromkeys(SERVER_THREAD_SETTINGS, str(CODE_SERVER_THREADS))}
 
 
 def prepare(root: Path, store: Path, keys: Path) -> dict[str, str]:

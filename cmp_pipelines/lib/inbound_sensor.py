@@ -24,8 +24,10 @@ it too: the tick then goes on waiting for the rename), so a file renamed into pl
 within a fifth of a second instead of at the next loop (0-5 s later). The daemon's loop stays 5 s; the tick must end
 before the next loop begins, or that loop skips the sensor. A waiting tick holds a daemon thread and a code-server
 thread, so it waits only when both have one for every sensor at once: `sensors: num_workers` in dagster.yaml, and
-`DAGSTER_GRPC_MAX_WORKERS` (the code server's `--max-workers`) in its environment, as `make run` sets them. Without
-them, or on a store that cannot say cheaply that a folder changed (the object store), a tick returns at once.
+`DAGSTER_GRPC_MAX_WORKERS` and `DAGSTER_CODE_SERVER_MAX_WORKERS` (the code server's and its proxy's `--max-workers`)
+in its environment, as `make run` sets them. Without them, or on a store that cannot say cheaply that a folder
+changed (the object store), a tick returns at once. The 3.5 s count from the tick's start; a wait also ends the
+UI's "test sensor" and a code server's reload up to 3.5 s later.
 
 While a run that died awaits its recovery run, new files wait (`lib/recovery.awaiting_recovery`): an interrupted
 partition is finished before work that arrived after it.
@@ -52,6 +54,9 @@ LISTEN_SECONDS = 3.5  # a waiting tick ends well before the daemon's next loop, 
 LISTEN_POLL_SECONDS = 0.2  # idle daemon + code server: 3.5 s CPU per 30 s without waiting ticks, 4.0-4.2 s with
 SPARE_SERVER_THREADS = 8  # code-server threads left for the webserver's and the daemon's other calls
 CODE_SERVER_THREADS = 24  # what `make run` gives its code server (Makefile), for the 15 sensors and the spare
+# the code server's pool (`dagster api grpc --max-workers`) and, under `dg dev`, its proxy's (`dagster code-server
+# start --max-workers`): Dagster reads each from its own variable; an explicit `--max-workers` is not seen here
+SERVER_THREAD_SETTINGS = ("DAGSTER_GRPC_MAX_WORKERS", "DAGSTER_CODE_SERVER_MAX_WORKERS")
 
 
 def listen_seconds(instance: dg.DagsterInstance, sensor_count: int | None) -> float:
@@ -62,8 +67,8 @@ def listen_seconds(instance: dg.DagsterInstance, sensor_count: int | None) -> fl
         return 0.0
     settings = instance.get_settings("sensors") or {}
     daemon_threads = (settings.get("num_workers") or 0) if settings.get("use_threads") else 0
-    try:
-        server_threads = int(os.environ.get("DAGSTER_GRPC_MAX_WORKERS") or 0)
+    try:  # both: `dg dev` puts a proxy (`dagster code-server start`) with a pool of its own before `dagster api grpc`
+        server_threads = min(int(os.environ.get(name) or 0) for name in SERVER_THREAD_SETTINGS)
     except ValueError:
         return 0.0
     if daemon_threads >= sensor_count and server_threads >= sensor_count + SPARE_SERVER_THREADS:
@@ -97,6 +102,7 @@ def inbound_file_sensor(
         description=description,
     )
     def _sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
+        started = time.monotonic()
         dead = awaiting_recovery(sensor_instance(context))
         if dead:
             return dg.SkipReason(f"run {dead} was interrupted and its partition is run again first; new files "
@@ -108,7 +114,7 @@ def inbound_file_sensor(
             sensor_instance(context), len(context.repository_def.sensor_defs) if context.repository_def else None)
         stamp = file_store.folder_stamp(folder) if listen else None  # before the scan: nothing lands unseen
         pending, skipped, cursor = inbound.scan(file_store, feed, context.cursor, per_tick, partners=partners)
-        deadline = time.monotonic() + listen
+        deadline = started + listen
         while not pending and not any(item.report for item in skipped) and wait_for_upload(
                 file_store, folder, stamp, deadline - time.monotonic()):
             stamp = file_store.folder_stamp(folder)  # an upload still under way (`.part`) changes it too: wait on

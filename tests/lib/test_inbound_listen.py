@@ -8,11 +8,14 @@ import threading
 
 import dagster as dg
 import pytest
+import yaml
 
+from cmp_pipelines.core.settings import PROJECT_ROOT
 from cmp_pipelines.definitions import defs
 from cmp_pipelines.defs.nrp.defs import nrp_inbound_files_sensor
 from cmp_pipelines.lib import inbound_sensor
-from cmp_pipelines.lib.inbound_sensor import LISTEN_SECONDS, listen_seconds, wait_for_upload
+from cmp_pipelines.lib.inbound_sensor import LISTEN_SECONDS, SERVER_THREAD_SETTINGS, listen_seconds, wait_for_upload
+from cmp_pipelines.lib.resources import file_store as file_store_module
 from cmp_pipelines.lib.resources.file_store import FileStore, LocalFileStore
 from tests.support.platform import document, payment
 
@@ -37,20 +40,47 @@ def threaded_instance(tmp_path):
 ])
 def test_a_tick_waits_only_when_the_daemon_and_the_code_server_have_a_thread_for_every_sensor(
         tmp_path, monkeypatch, use_threads, num_workers, server_threads, listens):
-    if server_threads is None:
-        monkeypatch.delenv("DAGSTER_GRPC_MAX_WORKERS", raising=False)
-    else:
-        monkeypatch.setenv("DAGSTER_GRPC_MAX_WORKERS", server_threads)
+    for name in SERVER_THREAD_SETTINGS:
+        if server_threads is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, server_threads)
     with dg.instance_for_test(temp_dir=str(tmp_path),
                               overrides={"sensors": {"use_threads": use_threads, "num_workers": num_workers}}) as inst:
         assert listen_seconds(inst, SENSORS) == (LISTEN_SECONDS if listens else 0.0)
         assert listen_seconds(inst, None) == 0.0, "a context without its code location does not know the sensors"
 
 
+def test_under_dg_dev_the_proxys_pool_must_have_the_threads_too(tmp_path, monkeypatch):
+    """`dg dev` starts `dagster code-server start` (pool: DAGSTER_CODE_SERVER_MAX_WORKERS), a proxy that holds one of
+    its threads for each call it passes to `dagster api grpc` (pool: DAGSTER_GRPC_MAX_WORKERS)."""
+    monkeypatch.setenv("DAGSTER_GRPC_MAX_WORKERS", "64")
+    monkeypatch.delenv("DAGSTER_CODE_SERVER_MAX_WORKERS", raising=False)
+    with dg.instance_for_test(temp_dir=str(tmp_path),
+                              overrides={"sensors": {"use_threads": True, "num_workers": SENSORS}}) as inst:
+        assert listen_seconds(inst, SENSORS) == 0.0
+        monkeypatch.setenv("DAGSTER_CODE_SERVER_MAX_WORKERS", "64")
+        assert listen_seconds(inst, SENSORS) == LISTEN_SECONDS
+
+
+def test_the_projects_settings_give_every_sensor_a_thread(tmp_path, monkeypatch):
+    """dagster.yaml and the Makefile's CODE_SERVER_THREADS cover the sensors the code location has now: a new
+    sensor beyond them would silently turn the waiting off."""
+    sensors = yaml.safe_load((PROJECT_ROOT / "dagster.yaml").read_text())["sensors"]
+    makefile = (PROJECT_ROOT / "Makefile").read_text()
+    assert f"CODE_SERVER_THREADS ?= {inbound_sensor.CODE_SERVER_THREADS}\n" in makefile
+    for name in SERVER_THREAD_SETTINGS:
+        assert f"{name}=$(CODE_SERVER_THREADS)" in makefile
+        monkeypatch.setenv(name, str(inbound_sensor.CODE_SERVER_THREADS))
+    with dg.instance_for_test(temp_dir=str(tmp_path), overrides={"sensors": sensors}) as inst:
+        assert listen_seconds(inst, SENSORS) == LISTEN_SECONDS
+
+
 def test_a_file_renamed_into_place_during_the_tick_is_taken_by_that_tick(platform, threaded_instance, monkeypatch):
     """The upload under its temporary name wakes the tick too; it scans, finds nothing complete, and waits on for
     the rename instead of ending (then the file would wait for the daemon's next loop)."""
-    monkeypatch.setenv("DAGSTER_GRPC_MAX_WORKERS", str(inbound_sensor.CODE_SERVER_THREADS))
+    for name in SERVER_THREAD_SETTINGS:
+        monkeypatch.setenv(name, str(inbound_sensor.CODE_SERVER_THREADS))
     folder = platform.root / "inbound" / "nrp" / "PAYPOINT"
     folder.mkdir(parents=True)
     data = platform.keyring.encrypt("PAYPOINT", b'{"placeholder": true}')
@@ -89,7 +119,9 @@ def test_a_file_renamed_into_place_during_the_tick_is_taken_by_that_tick(platfor
 
 
 def test_a_tick_with_a_file_to_take_does_not_wait(platform, threaded_instance, monkeypatch):
-    monkeypatch.setenv("DAGSTER_GRPC_MAX_WORKERS", str(inbound_sensor.CODE_SERVER_THREADS))
+    for name in SERVER_THREAD_SETTINGS:
+        monkeypatch.setenv(name, str(inbound_sensor.CODE_SERVER_THREADS))
+    assert listen_seconds(threaded_instance, SENSORS) == LISTEN_SECONDS  # it could wait; it has no reason to
     platform.drop("ready.json.enc", document([payment("1", "ACC00000001", "1.00")]))
     waits = []
     monkeypatch.setattr(inbound_sensor, "wait_for_upload", lambda *a: waits.append(a) or False)
@@ -105,7 +137,7 @@ def test_the_folder_stamp_moves_on_a_rename_or_a_new_partner_folder_and_never_fo
     partner.mkdir(parents=True)
     assert store.folder_stamp("inbound/missing") == ()
     before = store.folder_stamp("inbound/nrp")
-    assert [path for path, _ in before] == ["inbound/nrp", "inbound/nrp/PAYPOINT"]
+    assert [entry[0] for entry in before] == ["inbound/nrp", "inbound/nrp/PAYPOINT"]
 
     (partner / "a.json.enc.part").write_bytes(b"x")
     after_upload = store.folder_stamp("inbound/nrp")
@@ -120,19 +152,29 @@ def test_the_folder_stamp_moves_on_a_rename_or_a_new_partner_folder_and_never_fo
     outside.mkdir()
     (tmp_path / "data" / "inbound" / "nrp" / "LINKED").symlink_to(outside)
     linked = store.folder_stamp("inbound/nrp")
-    assert [path for path, _ in linked] == ["inbound/nrp", "inbound/nrp/PAYPOINT"], "a link is not entered"
+    assert [entry[0] for entry in linked] == ["inbound/nrp", "inbound/nrp/PAYPOINT"], "a link is not entered"
     (outside / "elsewhere.json.enc").write_bytes(b"x")
     assert store.folder_stamp("inbound/nrp") == linked
 
     (tmp_path / "data" / "inbound" / "nrp" / "LOCKBOX").mkdir()
-    assert [path for path, _ in store.folder_stamp("inbound/nrp")] == [
+    assert [entry[0] for entry in store.folder_stamp("inbound/nrp")] == [
         "inbound/nrp", "inbound/nrp/LOCKBOX", "inbound/nrp/PAYPOINT"]
 
 
-def test_a_store_that_cannot_stamp_a_folder_is_never_waited_on():
+def test_a_store_that_cannot_stamp_a_folder_is_never_waited_on(monkeypatch):
     class Remote(FileStore):
         pass
 
     store = Remote()
+    sleeps = []
+    monkeypatch.setattr(inbound_sensor.time, "sleep", sleeps.append)
     assert store.folder_stamp("inbound/nrp") is None
     assert wait_for_upload(store, "inbound/nrp", store.folder_stamp("inbound/nrp"), LISTEN_SECONDS) is False
+    assert sleeps == []
+
+
+def test_a_feed_folder_with_too_many_partner_folders_is_not_watched(tmp_path):
+    store = LocalFileStore(base_dir=str(tmp_path))
+    for index in range(file_store_module.FOLDER_STAMP_LIMIT + 1):
+        (tmp_path / "inbound" / "nrp" / f"P{index:04d}").mkdir(parents=True)
+    assert store.folder_stamp("inbound/nrp") is None

@@ -174,28 +174,35 @@ class LocalFileStore(FileStore):
         return sorted(found, key=lambda f: f.path)
 
     def folder_stamp(self, folder: str) -> tuple | None:
-        """The change times of `folder` and of every folder below it (a rename into a folder changes its time; a
-        file still growing does not - the scan's settle rule handles that). Links are neither followed nor
-        entered, as in `list_entries`."""
-        stamps: list[tuple[str, int]] = []
+        """Per folder - `folder` and the folders directly in it (the partners') - its change time and the names in
+        it: a create or a rename changes the names even within one tick of a coarse file-system clock; a file still
+        growing changes neither (the scan's settle rule handles it). Links are neither followed nor entered, as in
+        `list_entries`; None past FOLDER_STAMP_LIMIT folders (a tick then does not wait)."""
+        stamps: list[tuple] = []
 
-        def walk(fd: int, prefix: str) -> None:
-            stamps.append((prefix, os.fstat(fd).st_mtime_ns))
+        def stamp(fd: int, path: str) -> list[str]:
             with os.scandir(fd) as entries:
-                names = sorted(e.name for e in entries if e.is_dir(follow_symlinks=False))
-            for name in names:
-                try:
-                    sub = os.open(name, _DIR_FLAGS, dir_fd=fd)
-                except OSError:
-                    stamps.append((f"{prefix}/{name}", -1))  # gone or swapped for a link since the listing
-                    continue
-                try:
-                    walk(sub, f"{prefix}/{name}")
-                finally:
-                    os.close(sub)
+                listed = [(e.name, e.is_dir(follow_symlinks=False)) for e in entries]
+            stamps.append((path, os.fstat(fd).st_mtime_ns, hash(tuple(sorted(name for name, _ in listed)))))
+            return sorted(name for name, is_dir in listed if is_dir)
+
         try:
             with self._folder(_parts(folder)) as fd:
-                walk(fd, folder)
+                partners = stamp(fd, folder)
+                if len(partners) > FOLDER_STAMP_LIMIT:
+                    return None
+                for name in partners:
+                    try:
+                        sub = os.open(name, _DIR_FLAGS, dir_fd=fd)
+                    except OSError:
+                        stamps.append((f"{folder}/{name}", -1, 0))  # gone, or swapped for a link, since the listing
+                        continue
+                    try:
+                        stamp(sub, f"{folder}/{name}")
+                    except OSError:
+                        stamps.append((f"{folder}/{name}", -1, 0))
+                    finally:
+                        os.close(sub)
         except (FileNotFoundError, NotARegularFile):
             return ()
         return tuple(stamps)
@@ -342,6 +349,7 @@ class LocalFileStore(FileStore):
         return owner
 
 
+FOLDER_STAMP_LIMIT = 256  # partner folders in one feed's inbound folder a waiting tick watches, at most
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # a FIFO must not block the open
 
