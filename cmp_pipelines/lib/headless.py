@@ -66,6 +66,7 @@ from dagster._time import get_current_datetime, get_current_timestamp
 from dagster._utils.error import serializable_error_info_from_exc_info
 
 from cmp_pipelines.core.settings import PROJECT_ROOT
+from cmp_pipelines.lib.inbound_sensor import no_waiting
 from cmp_pipelines.lib.recovery import RECOVERY_SENSOR, process_tags, reap_dead_runs
 
 # The code location as workspace.yaml and pyproject's [tool.dagster] name it (a test keeps the three in step).
@@ -176,7 +177,7 @@ class _Location(InProcessCodeLocation):
                 code_location_origin=self.origin,
             ) as context, user_code_error_boundary(
                 SensorExecutionError, lambda: f"Error occurred during the execution of evaluation_fn for sensor {name}",
-            ):
+            ), no_waiting():
                 return sensor_def.evaluate_tick(context)
         except Exception:  # as the code server reports it: the tick fails with the error, the cursor is kept
             error = serializable_error_info_from_exc_info(sys.exc_info())

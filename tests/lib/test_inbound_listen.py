@@ -14,6 +14,7 @@ from cmp_pipelines.core.settings import PROJECT_ROOT
 from cmp_pipelines.definitions import defs
 from cmp_pipelines.defs.nrp.defs import nrp_inbound_files_sensor
 from cmp_pipelines.lib import inbound_sensor
+from cmp_pipelines.lib.headless import run_pending_sensors
 from cmp_pipelines.lib.inbound_sensor import LISTEN_SECONDS, SERVER_THREAD_SETTINGS, listen_seconds, wait_for_upload
 from cmp_pipelines.lib.resources import file_store as file_store_module
 from cmp_pipelines.lib.resources.file_store import FileStore, LocalFileStore
@@ -178,3 +179,22 @@ def test_a_feed_folder_with_too_many_partner_folders_is_not_watched(tmp_path):
     for index in range(file_store_module.FOLDER_STAMP_LIMIT + 1):
         (tmp_path / "inbound" / "nrp" / f"P{index:04d}").mkdir(parents=True)
     assert store.folder_stamp("inbound/nrp") is None
+
+
+def test_run_pending_never_waits_whatever_the_environment_says(platform, monkeypatch):
+    """`cmp-pipelines run-pending` ticks every sensor until none asks for anything: a wait would only add 3.5 s per
+    idle feed and tick, even where a shell exports the code server's thread settings and the instance has threads."""
+    for name in SERVER_THREAD_SETTINGS:
+        monkeypatch.setenv(name, str(inbound_sensor.CODE_SERVER_THREADS))
+    home = platform.root / "dagster_home"
+    home.mkdir(exist_ok=True)
+    (home / "dagster.yaml").write_text(yaml.safe_dump({"sensors": {"use_threads": True, "num_workers": SENSORS}}))
+    asked = []
+    real = inbound_sensor.listen_seconds
+    monkeypatch.setattr(inbound_sensor, "listen_seconds", lambda *a: asked.append(real(*a)) or asked[-1])
+    platform.drop("pending.json.enc", document([payment("1", "ACC00000001", "1.00")]))
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert real(instance, SENSORS) == LISTEN_SECONDS, "outside run-pending this instance's ticks would wait"
+        runs = run_pending_sensors(defs, instance, echo=lambda _: None)
+    assert [run.success for run in runs if run.sensor == "nrp_inbound_files_sensor"] == [True]
+    assert asked and set(asked) == {0.0}, "every inbound tick was asked, and none waited"
