@@ -39,8 +39,9 @@ class FileStore(dg.ConfigurableResource):
         return self.list_files(folder)
 
     def folder_stamp(self, folder: str) -> tuple | None:
-        """Something that changes when an entry is added, renamed or removed anywhere below `folder`, cheap enough
-        to ask several times a second; None when this store cannot say so cheaply (then nobody waits on it)."""
+        """Something that changes when an entry is added, renamed or removed in `folder` or the folders directly in
+        it (an inbound feed's partner folders), cheap enough to ask several times a second; None when this store
+        cannot say so cheaply (then nobody waits on it)."""
         return None
 
     def read_bytes(self, path: str) -> bytes:
