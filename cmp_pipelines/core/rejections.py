@@ -112,13 +112,18 @@ def revert_payment_type_sql(rejections: str, payment: str, payment_type: str, ca
     pay that way (else MANUAL, `reverted_type_sql`), with the history row first; every reverting rejection then
     names the type its account pays by now (`new_payment_type`) for the events, communications and reports."""
     new_type, note = reverted_type_sql(payment_type)
+    # Joined to the rejections by row id, not by account: DuckDB applies an UPDATE ... FROM row by row in the join's
+    # output order, and a hash join on the account hands the rows over in the accounts' order - 50,000 hard declines
+    # took 0.9-1.1 s that way, 0.05-0.1 s in the table's own order (the same rows and values, checked).
     decide = f"""
         UPDATE {rejections} r SET new_payment_type = t.new_type, payment_type_note = t.note
-        FROM (SELECT a.account_number, {new_type} AS new_type, {note} AS note FROM accounts a
-              WHERE a.payment_type = '{payment_type}' AND a.account_number IN
-                    (SELECT account_number FROM {rejections} WHERE batch_id = $batch_id
-                     AND outcome IN ({REVERTING_SQL}))) t
-        WHERE r.batch_id = $batch_id AND r.outcome IN ({REVERTING_SQL}) AND r.account_number = t.account_number
+        FROM (SELECT x.rowid AS row_id, d.new_type, d.note FROM {rejections} x
+              JOIN (SELECT a.account_number, {new_type} AS new_type, {note} AS note FROM accounts a
+                    WHERE a.payment_type = '{payment_type}' AND a.account_number IN
+                          (SELECT account_number FROM {rejections} WHERE batch_id = $batch_id
+                           AND outcome IN ({REVERTING_SQL}))) d USING (account_number)
+              WHERE x.batch_id = $batch_id AND x.outcome IN ({REVERTING_SQL})) t
+        WHERE r.rowid = t.row_id
     """
     reverting = f"""
         SELECT account_number, any_value(new_payment_type) AS new_type, any_value(payment_type_note) AS note,
