@@ -112,9 +112,10 @@ def revert_payment_type_sql(rejections: str, payment: str, payment_type: str, ca
     pay that way (else MANUAL, `reverted_type_sql`), with the history row first; every reverting rejection then
     names the type its account pays by now (`new_payment_type`) for the events, communications and reports."""
     new_type, note = reverted_type_sql(payment_type)
-    # Joined to the rejections by row id, not by account: DuckDB applies an UPDATE ... FROM row by row in the join's
-    # output order, and a hash join on the account hands the rows over in the accounts' order: 50,000 hard declines
-    # took 0.75-0.85 s of a 2.7 s apply that way; in the table's own order apply is 1.95 s (same rows and values).
+    # Joined to the rejections by row id, in row-id order, not by account: DuckDB applies an UPDATE ... FROM row by
+    # row in the join's output order, and a hash join on the account hands the rows over in the accounts' order:
+    # 50,000 hard declines took 0.75-0.85 s of a 2.7 s apply that way; in the table's own order apply is 1.95 s
+    # (same rows and values). `unchanged` reads its one value by a correlated subquery, for the same reason.
     decide = f"""
         UPDATE {rejections} r SET new_payment_type = t.new_type, payment_type_note = t.note
         FROM (SELECT x.rowid AS row_id, d.new_type, d.note FROM {rejections} x
@@ -122,7 +123,7 @@ def revert_payment_type_sql(rejections: str, payment: str, payment_type: str, ca
                     WHERE a.payment_type = '{payment_type}' AND a.account_number IN
                           (SELECT account_number FROM {rejections} WHERE batch_id = $batch_id
                            AND outcome IN ({REVERTING_SQL}))) d USING (account_number)
-              WHERE x.batch_id = $batch_id AND x.outcome IN ({REVERTING_SQL})) t
+              WHERE x.batch_id = $batch_id AND x.outcome IN ({REVERTING_SQL}) ORDER BY row_id) t
         WHERE r.rowid = t.row_id
     """
     reverting = f"""
@@ -143,9 +144,10 @@ def revert_payment_type_sql(rejections: str, payment: str, payment_type: str, ca
         FROM ({reverting}) v WHERE a.account_number = v.account_number AND a.payment_type = '{payment_type}'
     """
     unchanged = f"""
-        UPDATE {rejections} r SET new_payment_type = a.payment_type FROM accounts a
+        UPDATE {rejections} r
+        SET new_payment_type = (SELECT a.payment_type FROM accounts a WHERE a.account_number = r.account_number)
         WHERE r.batch_id = $batch_id AND r.outcome IN ({REVERTING_SQL}) AND r.new_payment_type IS NULL
-          AND a.account_number = r.account_number
+          AND r.account_number IN (SELECT account_number FROM accounts)
     """
     return decide, history, update, unchanged
 
