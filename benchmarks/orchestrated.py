@@ -23,6 +23,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from contextlib import contextmanager
@@ -56,6 +57,66 @@ def prepare(root: Path, store: Path, keys: Path) -> dict[str, str]:
     return _environment(root, keys)
 
 
+class ProcessCpu:
+    """CPU seconds (user + system) of every process in the daemon's session while a block runs, by role: the daemon,
+    its code server, the run fork server, and the run (its worker, forked from the fork server, and the helpers it
+    starts: the compute logs' `tail`, multiprocessing's resource tracker). Sampled from /proc every 0.1 s; a process
+    that ends between samples loses at most its last 0.1 s. Says what the orchestrator itself takes of the machine
+    while a run runs."""
+
+    TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+    def __init__(self, session_id: int):
+        self.session_id = session_id
+        self.first: dict[int, tuple[str, float]] = {}
+        self.last: dict[int, tuple[str, float]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample_until_stopped, daemon=True)
+        self._baseline = True
+
+    def _sample(self) -> None:
+        roles: dict[int, str] = {}
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+                fields = stat[stat.rindex(")") + 2:].split()
+                if int(fields[3]) != self.session_id:
+                    continue
+                pid, ppid = int(entry.name), int(fields[1])
+                command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except (OSError, ValueError):
+                continue
+            cpu = (int(fields[11]) + int(fields[12])) / self.TICK
+            roles[pid] = ("daemon" if "dagster-daemon" in command else "code server" if (
+                "api grpc" in command or "code-server" in command) else "fork server" if (
+                "warm_runs" in command and roles.get(ppid) == "daemon") else "run")
+            self.first.setdefault(pid, (roles[pid], cpu if self._baseline else 0.0))  # a new process: all of it
+            self.last[pid] = (roles[pid], cpu)
+
+    def _sample_until_stopped(self) -> None:
+        while not self._stop.wait(0.1):
+            self._sample()
+
+    def __enter__(self) -> ProcessCpu:
+        self._sample()
+        self._baseline = False
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+
+    def by_role(self) -> dict[str, float]:
+        totals: dict[str, float] = {}
+        for pid, (role, cpu) in self.last.items():
+            totals[role] = totals.get(role, 0.0) + cpu - self.first[pid][1]
+        return totals
+
+
 def _wait(predicate, deadline: float, what: str, poll: float = 0.05):
     while time.monotonic() < deadline:
         value = predicate()
@@ -68,8 +129,8 @@ def _wait(predicate, deadline: float, what: str, poll: float = 0.05):
 class Session:
     """A running `dagster-daemon` over a fresh data folder: drop files into it or submit runs to its queue."""
 
-    def __init__(self, root: Path, env: dict[str, str], deadline: float):
-        self.root, self.env, self.deadline = root, env, deadline
+    def __init__(self, root: Path, env: dict[str, str], deadline: float, session_id: int | None = None):
+        self.root, self.env, self.deadline, self.session_id = root, env, deadline, session_id
         self.data = root / "data"
         self.home = Path(env["DAGSTER_HOME"])
         self._instance = None
@@ -112,16 +173,20 @@ class Session:
         partial = inbound / (file.name + ".part")
         shutil.copyfile(file, partial)
         os.sync()  # the copy's writeback is the partner's upload, not the platform's time
-        dropped = time.time()
-        partial.rename(inbound / file.name)  # the partner's completion convention (upload_completion: rename)
-        started = time.monotonic()
+        with ProcessCpu(self.session_id or os.getpid()) as cpu:
+            harness = os.times()
+            dropped = time.time()
+            partial.rename(inbound / file.name)  # the partner's completion convention (upload_completion: rename)
+            started = time.monotonic()
 
-        def run():
-            return [r for r in _records(self.instance, job) if r.create_timestamp.timestamp() >= dropped - 1
-                    and "dagster/sensor_name" in r.dagster_run.tags]
-        out = self._until_published(published, lambda: _ended(run()))
-        ack_s = time.monotonic() - started
-        timeline = _timeline(self.instance, run, dropped, self.deadline)
+            def run():
+                return [r for r in _records(self.instance, job) if r.create_timestamp.timestamp() >= dropped - 1
+                        and "dagster/sensor_name" in r.dagster_run.tags]
+            out = self._until_published(published, lambda: _ended(run()))
+            ack_s = time.monotonic() - started
+            timeline = _timeline(self.instance, run, dropped, self.deadline)
+            harness_s = sum(os.times()[:2]) - sum(harness[:2])
+        timeline["cpu"] = {**cpu.by_role(), "harness": harness_s} if self.session_id else {}
         if out is None:
             raise RuntimeError(f"the run of {job} for {file.name} ended {timeline['status']} without {published} "
                                f"(see {self.root / 'daemon.log'})")
@@ -182,7 +247,7 @@ def daemon(root: Path, store: Path, keys: Path, timeout: float = 900, ready_sens
         # the daemon is ready when a sensor has ticked once (its code server loaded the definitions)
         _wait(lambda: ready_sensor in (root / "daemon.log").read_text(errors="replace"), deadline,
               "the first sensor tick", poll=0.2)
-        session = Session(root, env, deadline)
+        session = Session(root, env, deadline, process.pid)
         try:
             session.warm()
             yield session
@@ -262,6 +327,19 @@ def _timeline(instance, find, origin: float | None, deadline: float) -> dict:
     }
 
 
+def cpu_line(run: dict, seconds_key: str = "done_s") -> str:
+    """What each role took of the machine between the drop and the run's end (a run dict from `Session.drop`)."""
+    cpu = run.get("cpu") or {}
+    if not cpu:
+        return ""
+    wall = run[seconds_key]
+    parts = ", ".join(f"{role} {cpu[role]:.2f}" for role in ("run", "daemon", "code server", "fork server",
+                                                                "harness") if role in cpu)
+    others = sum(v for k, v in cpu.items() if k not in ("run", "harness"))
+    return (f"  CPU seconds from the drop to the run's end ({wall:.2f} s on {os.cpu_count()} cores): {parts}; "
+            f"the orchestrator (daemon, code server, fork server) {others:.2f} s = {others / wall:.2f} of a core")
+
+
 FLOOR_RATIO = 1.6  # issue 16: orchestrated, at most 1.6 x the floor's time plus a run's fixed cost
 
 
@@ -313,3 +391,5 @@ def report(title: str, what: str, records: int, runs: list[dict], empties: list[
         bench = (bench_steps or {}).get(phase) if phase else None
         ratio = f"{seconds / bench:.2f}" if bench else ""
         print(f"    {step:<48} {seconds:>10.2f} s {f'{bench:.2f} s' if bench else '':>12} {ratio:>8}")
+    if big.get("cpu"):
+        print(cpu_line(big))

@@ -885,7 +885,7 @@ def _verify_orchestrated_nrp(root: Path, run: dict, records: int, postings: int 
 def _orchestrated_section(args: argparse.Namespace, workdir: Path, meta: dict, flows: list[dict],
                           floors: list[dict]) -> None:
     sys.path.insert(0, str(HERE))
-    from orchestrated import measure
+    from orchestrated import cpu_line, measure
 
     store, keys = workdir / "template" / "cmp.duckdb", workdir / "keys"
     small = _small_file(workdir)
@@ -942,6 +942,8 @@ def _orchestrated_section(args: argparse.Namespace, workdir: Path, meta: dict, f
         ratio = f"{seconds / bench:.2f}" if bench else ""
         print(f"    {step:<48} {seconds:>10.2f} s {f'{bench:.2f} s' if bench else '':>12} {ratio:>8} "
               f"{'<= 1.2' if bench else 'after ack':>8}")
+    if big.get("cpu"):
+        print(cpu_line(big))
 
 
 def _stage_card(workdir: Path, template: str, name: str, inbound: Path | None = None) -> Path:

@@ -77,6 +77,20 @@ def test_the_projects_settings_give_every_sensor_a_thread(tmp_path, monkeypatch)
         assert listen_seconds(inst, SENSORS) == LISTEN_SECONDS
 
 
+def test_the_projects_instance_keeps_idle_ticks_one_day_as_the_chart_does(tmp_path):
+    """Nine sensors ticking every 5 s leave ~155,000 skipped ticks a day: Dagster's default keeps them a week."""
+    from dagster._core.definitions.run_request import InstigatorType
+    from dagster._core.scheduler.instigation import TickStatus
+
+    settings = yaml.safe_load((PROJECT_ROOT / "dagster.yaml").read_text())
+    chart = yaml.safe_load((PROJECT_ROOT / "deploy" / "helm" / "values.yaml").read_text())["retention"]["sensor"]
+    with dg.instance_for_test(temp_dir=str(tmp_path), overrides={"retention": settings["retention"]}) as inst:
+        kept = inst.get_tick_retention_settings(InstigatorType.SENSOR)
+    assert kept[TickStatus.SKIPPED] == chart["purgeAfterDays"]["skipped"] == 1
+    # one retention period only: the daemon runs a purge per period at the end of every tick
+    assert {days for days in kept.values() if days > 0} == {1}
+
+
 def test_a_file_renamed_into_place_during_the_tick_is_taken_by_that_tick(platform, threaded_instance, monkeypatch):
     """The upload under its temporary name wakes the tick too; it scans, finds nothing complete, and waits on for
     the rename instead of ending (then the file would wait for the daemon's next loop)."""
