@@ -148,18 +148,26 @@ def _postings(root: Path) -> list[tuple]:
                            "GROUP BY 1 ORDER BY 1").fetchall()
 
 
-def _settled(instance: dg.DagsterInstance, expected: int, quiet: float, deadline: float) -> None:
-    """Wait for `expected` finished sensor runs and nothing under way, then `quiet` more seconds of nothing new."""
+def _settled(instance: dg.DagsterInstance, expected: int, ticks: int, deadline: float) -> None:
+    """Wait for `expected` finished sensor runs and nothing under way, then for `ticks` more completed ticks of the
+    NRP sensor that started after that and asked for nothing (counted from the daemon's tick history, not a fixed
+    quiet time: a starved daemon ticks late, and then a timer would end the wait before any tick had looked)."""
+    from dagster._core.scheduler.instigation import TickStatus
+
     since, seen = None, None
     while time.monotonic() < deadline:
         runs = [r for r in instance.get_runs() if "dagster/sensor_name" in r.tags]
         state = (len(runs), sum(r.is_finished for r in runs))
         if state[0] >= expected and state[0] == state[1]:
-            since = since if state == seen else time.monotonic()
-            if time.monotonic() - since >= quiet:
+            since = since if state == seen else time.time()
+            sensor = _sensor_state(instance, NRP_SENSOR)
+            after = [t for t in instance.get_ticks(sensor.instigator_origin_id, sensor.selector_id, after=since)
+                     if t.status != TickStatus.STARTED]
+            assert not any(t.run_ids for t in after), f"a tick after the runs settled launched {after[0].run_ids}"
+            if len(after) >= ticks:
                 return
         seen = state
-        time.sleep(1)
+        time.sleep(0.5)
     raise AssertionError(f"the daemon did not settle: {seen} sensor runs (total, finished), {expected} expected")
 
 
@@ -205,9 +213,8 @@ def test_the_same_file_drops_give_the_same_runs_under_run_pending_and_under_the_
                 assert flow_runs(run_pending_sensors(defs, headless, echo=lambda _: None)) == []
                 expected = _runs(headless)
                 # the daemon: its inbound sensors tick every 5 s, its runs are queued (pool cmp_db, dequeued every
-                # second) and launched each in a process by its code server; 12 s of quiet covers two ticks that
-                # must ask for nothing more
-                _settled(daemon_side, len(expected), quiet=12, deadline=time.monotonic() + 420)
+                # second) and launched each in a process by its code server; two more ticks must ask for nothing
+                _settled(daemon_side, len(expected), ticks=2, deadline=time.monotonic() + 420)
                 assert _runs(daemon_side) == expected, (twin.parent / "daemon.log").read_text()[-3000:]
             assert [r[1:] for r in expected if r[0] == NRP_SENSOR] == [
                 ("non_recurring_payment_job", p, f"{p}#<changed_ns>", s) for p, s in sorted(
