@@ -60,22 +60,26 @@ def prepare(root: Path, store: Path, keys: Path) -> dict[str, str]:
 class ProcessCpu:
     """CPU seconds (user + system) of every process in the daemon's session while a block runs, by role: the daemon,
     its code server, the run fork server, and the run (its worker, forked from the fork server, and the helpers it
-    starts: the compute logs' `tail`, multiprocessing's resource tracker). Sampled from /proc every 0.1 s; a process
-    that ends between samples loses at most its last 0.1 s. Says what the orchestrator itself takes of the machine
-    while a run runs."""
+    starts: the compute logs' `tail`, multiprocessing's resource tracker; a helper of the code server's would count
+    here too). Sampled from /proc every 0.1 s; a process that ends between samples loses at most its last 0.1 s. A
+    process keeps the role it had when first seen (an exiting one has no command line) and is known by its pid and
+    start time (pids are reused). The sampling itself is the harness's. Says what the orchestrator takes of the
+    machine while a run runs."""
 
     TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
     def __init__(self, session_id: int):
         self.session_id = session_id
-        self.first: dict[int, tuple[str, float]] = {}
-        self.last: dict[int, tuple[str, float]] = {}
+        self.first: dict[tuple[int, int], float] = {}
+        self.last: dict[tuple[int, int], float] = {}
+        self.roles: dict[tuple[int, int], str] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample_until_stopped, daemon=True)
         self._baseline = True
 
     def _sample(self) -> None:
-        roles: dict[int, str] = {}
+        seen: dict[int, tuple[int, int, str]] = {}  # pid -> (ppid, start time, command)
+        cpu: dict[int, float] = {}
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
                 continue
@@ -84,16 +88,21 @@ class ProcessCpu:
                 fields = stat[stat.rindex(")") + 2:].split()
                 if int(fields[3]) != self.session_id:
                     continue
-                pid, ppid = int(entry.name), int(fields[1])
                 command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
             except (OSError, ValueError):
                 continue
-            cpu = (int(fields[11]) + int(fields[12])) / self.TICK
-            roles[pid] = ("daemon" if "dagster-daemon" in command else "code server" if (
-                "api grpc" in command or "code-server" in command) else "fork server" if (
-                "warm_runs" in command and roles.get(ppid) == "daemon") else "run")
-            self.first.setdefault(pid, (roles[pid], cpu if self._baseline else 0.0))  # a new process: all of it
-            self.last[pid] = (roles[pid], cpu)
+            pid = int(entry.name)
+            seen[pid] = (int(fields[1]), int(fields[19]), command)
+            cpu[pid] = (int(fields[11]) + int(fields[12])) / self.TICK
+        for pid, (ppid, started, command) in seen.items():
+            key = (pid, started)
+            if key not in self.roles:
+                parent = seen.get(ppid, (0, 0, ""))[2]
+                self.roles[key] = ("daemon" if "dagster-daemon" in command else "code server" if (
+                    "api grpc" in command or "code-server" in command) else "fork server" if (
+                    "warm_runs" in command and "dagster-daemon" in parent) else "run")
+                self.first[key] = cpu[pid] if self._baseline else 0.0  # a process new since the start: all of it
+            self.last[key] = cpu[pid]
 
     def _sample_until_stopped(self) -> None:
         while not self._stop.wait(0.1):
@@ -112,8 +121,8 @@ class ProcessCpu:
 
     def by_role(self) -> dict[str, float]:
         totals: dict[str, float] = {}
-        for pid, (role, cpu) in self.last.items():
-            totals[role] = totals.get(role, 0.0) + cpu - self.first[pid][1]
+        for key, role in self.roles.items():
+            totals[role] = totals.get(role, 0.0) + self.last[key] - self.first[key]
         return totals
 
 

@@ -149,26 +149,29 @@ def _postings(root: Path) -> list[tuple]:
 
 
 def _settled(instance: dg.DagsterInstance, expected: int, ticks: int, deadline: float) -> None:
-    """Wait for `expected` finished sensor runs and nothing under way, then for `ticks` more completed ticks of the
-    NRP sensor that started after that and asked for nothing (counted from the daemon's tick history, not a fixed
-    quiet time: a starved daemon ticks late, and then a timer would end the wait before any tick had looked)."""
+    """Wait for `expected` runs (as `_runs` counts them: not the service sensors') and every sensor run finished,
+    then for `ticks` more ticks of the NRP sensor that started after that, completed and asked for nothing (the
+    daemon's tick history, not a fixed quiet time: a starved daemon ticks late, and a timer would then end the wait
+    before any tick had looked). A tick that failed is not one that looked."""
     from dagster._core.scheduler.instigation import TickStatus
 
-    since, seen = None, None
+    since, seen, looked = None, None, []
     while time.monotonic() < deadline:
         runs = [r for r in instance.get_runs() if "dagster/sensor_name" in r.tags]
-        state = (len(runs), sum(r.is_finished for r in runs))
-        if state[0] >= expected and state[0] == state[1]:
+        state = (len(_runs(instance)), all(r.is_finished for r in runs))
+        if state[0] >= expected and state[1]:
             since = since if state == seen else time.time()
             sensor = _sensor_state(instance, NRP_SENSOR)
-            after = [t for t in instance.get_ticks(sensor.instigator_origin_id, sensor.selector_id, after=since)
-                     if t.status != TickStatus.STARTED]
-            assert not any(t.run_ids for t in after), f"a tick after the runs settled launched {after[0].run_ids}"
-            if len(after) >= ticks:
+            looked = instance.get_ticks(sensor.instigator_origin_id, sensor.selector_id, after=since,
+                                        statuses=[TickStatus.SKIPPED, TickStatus.SUCCESS])
+            launched = [t.run_ids for t in looked if t.run_ids]
+            assert not launched, f"a tick after the runs settled launched {launched}"
+            if len(looked) >= ticks:
                 return
         seen = state
         time.sleep(0.5)
-    raise AssertionError(f"the daemon did not settle: {seen} sensor runs (total, finished), {expected} expected")
+    raise AssertionError(f"the daemon did not settle: {seen} (flow runs, all finished), {len(looked)} quiet NRP "
+                         f"ticks since; expected {expected} runs and {ticks} ticks")
 
 
 @pytest.mark.slow

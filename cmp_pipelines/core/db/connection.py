@@ -22,12 +22,13 @@ CREATE OR REPLACE TEMP MACRO q(v) AS
 """
 
 
-# DuckDB checkpoints on the commit that takes its write-ahead log past `checkpoint_threshold` (default 16 MiB), so a
+# DuckDB checkpoints on the commit that finds its write-ahead log past `checkpoint_threshold` (default 16 MiB), so a
 # flow's big UPDATE (100,000 card rejections: accounts, transactions) paid a checkpoint inside its commit, before its
 # report (0.3 s of a 1.8 s apply). A writer's connection is closed when its unit of work ends (a run, a CLI command),
-# and the close checkpoints: with a threshold above what one run writes, that is the only checkpoint, after the
-# published files. A crash before it leaves the log, which the next opening replays (the crash sweeps' case).
-CHECKPOINT_THRESHOLD = "1GB"
+# and the close checkpoints: below this threshold, that is the only checkpoint, after the published files. Committed
+# updates stay in memory until then (about half the log's size), and a crash before the close leaves the log, which
+# every later opening replays until a writer closes (the recovery run): hence 256 MB, not more.
+CHECKPOINT_THRESHOLD = "256MB"
 
 
 class StoreBusyError(RuntimeError):
