@@ -33,6 +33,9 @@ def test_file_to_ledger_and_acknowledgement(platform, instance):
     outcomes = run_sensor(instance)
 
     assert [o.success for o in outcomes] == [True]
+    # the run's one connection closed with the run, and its close checkpointed: nothing left in the store's log
+    wal = platform.database.with_name(platform.database.name + ".wal")
+    assert not wal.exists() or wal.stat().st_size == 0, wal.stat().st_size
     assert platform.balance("ACC00000001") == charges["ACC00000001"] - 1000
     assert platform.balance("ACC00000002") == charges["ACC00000002"] - 550
     assert platform.balance("ACC00000003") == charges["ACC00000003"] - 1
