@@ -26,7 +26,7 @@ import sys
 import threading
 import time
 import uuid
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -182,7 +182,7 @@ class Session:
         partial = inbound / (file.name + ".part")
         shutil.copyfile(file, partial)
         os.sync()  # the copy's writeback is the partner's upload, not the platform's time
-        with ProcessCpu(self.session_id or os.getpid()) as cpu:
+        with ProcessCpu(self.session_id) if self.session_id else nullcontext() as cpu:
             harness = os.times()
             dropped = time.time()
             partial.rename(inbound / file.name)  # the partner's completion convention (upload_completion: rename)
@@ -195,7 +195,7 @@ class Session:
             ack_s = time.monotonic() - started
             timeline = _timeline(self.instance, run, dropped, self.deadline)
             harness_s = sum(os.times()[:2]) - sum(harness[:2])
-        timeline["cpu"] = {**cpu.by_role(), "harness": harness_s} if self.session_id else {}
+        timeline["cpu"] = {**cpu.by_role(), "harness": harness_s} if cpu else {}
         if out is None:
             raise RuntimeError(f"the run of {job} for {file.name} ended {timeline['status']} without {published} "
                                f"(see {self.root / 'daemon.log'})")
