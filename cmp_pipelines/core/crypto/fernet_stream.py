@@ -88,8 +88,10 @@ def decrypt_token(keys: list[bytes], token: bytes) -> bytes | None:
     """The plaintext of a strictly well-formed token under one of `keys` (url-safe base64 Fernet keys).
 
     None when this fast path cannot decide (not strict base64, too short, no key's HMAC verifies, bad padding):
-    the caller then asks `cryptography`'s MultiFernet, whose verdict and error stand. The HMAC is verified
-    before anything is decrypted, as Fernet requires."""
+    the caller then asks `cryptography`'s MultiFernet, whose verdict and error stand. Nothing decrypted is looked
+    at, its padding included, before the HMAC verifies, as Fernet requires; the first key's AES runs on a worker
+    thread meanwhile (both drop the GIL: 0.37 -> 0.21 s for 186 MB on two cores) and is thrown away if another
+    key, or none, verifies."""
     try:
         data = pybase64.b64decode(token, altchars=b"-_", validate=True)
     except (binascii.Error, ValueError):
@@ -97,21 +99,28 @@ def decrypt_token(keys: list[bytes], token: bytes) -> bytes | None:
     if len(data) < _SHORTEST or data[0] != 0x80 or (len(data) - _SHORTEST) % 16:
         return None
     view = memoryview(data)
-    for key in keys:
-        raw = base64.urlsafe_b64decode(key)
-        mac = hmac.HMAC(raw[:16], hashes.SHA256())
-        mac.update(view[:-32])
-        try:
-            mac.verify(data[-32:])
-        except InvalidSignature:
-            continue
-        decryptor = Cipher(algorithms.AES(raw[16:]), modes.CBC(data[9:25])).decryptor()
-        padded = decryptor.update(view[25:-32]) + decryptor.finalize()
-        pad = padded[-1]
-        if not 1 <= pad <= 16 or padded[-pad:] != bytes([pad]) * pad:
-            return None
-        return padded[:-pad]
+    raws = [base64.urlsafe_b64decode(key) for key in keys]
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fernet-aes") as pool:
+        guessed = pool.submit(_cbc_decrypt, raws[0][16:], view) if raws else None
+        for index, raw in enumerate(raws):
+            mac = hmac.HMAC(raw[:16], hashes.SHA256())
+            mac.update(view[:-32])
+            try:
+                mac.verify(data[-32:])
+            except InvalidSignature:
+                continue
+            padded = guessed.result() if index == 0 else _cbc_decrypt(raw[16:], view)
+            pad = padded[-1]
+            if not 1 <= pad <= 16 or padded[-pad:] != bytes([pad]) * pad:
+                return None
+            return padded[:-pad]
     return None
+
+
+def _cbc_decrypt(encryption_key: bytes, view: memoryview) -> bytes:
+    """The padded plaintext of a token's body (IV at bytes 9-25, HMAC in the last 32)."""
+    decryptor = Cipher(algorithms.AES(encryption_key), modes.CBC(bytes(view[9:25]))).decryptor()
+    return decryptor.update(view[25:-32]) + decryptor.finalize()
 
 
 def file_chunks(parts: Iterable[bytes | os.PathLike], size: int = 16 << 20) -> Iterator[bytes]:
