@@ -6,7 +6,8 @@ Two seeded stores (made once, copied fresh for every timed run):
   collections  N active mandates of direct-debit accounts, each with one invoice due; timed: select, write_file,
                post, write_posting_file of DirectDebitCollections.
 The floors do the least raw-library work that yields the same outputs, over their own copy of the store:
-  auddis       one INSERT..SELECT each of the instructions and the mandates' history (the flow's other outputs),
+  auddis       one INSERT..SELECT each of the instructions, the mandates' history and the customers' confirmation
+               events (the flow's other outputs; the events were left out until 2026-12-03),
                the Standard 18 records written by one DuckDB COPY (fixed labels and trailers of the right width,
                as the flows write theirs since 2026-11-30), Fernet encrypt a chunk at a time + durable write,
                one UPDATE of the mandates.
@@ -39,6 +40,7 @@ TRAILERS = "".join(name.ljust(80) + "\n" for name in ("EOF1", "EOF2", "UTL1"))
 DAY = date(2026, 12, 4)
 NOW = datetime(2026, 12, 4, 2, 0, tzinfo=UTC)
 TARGET_S, TARGET_RATIO = 10.0, 1.5
+EVENTS_SQL = "SELECT count(*) FROM workflow_events WHERE event_code = 'MANDATE_SETUP_CONFIRMED'"  # flow = floor
 CLEAN = "rpad(left(regexp_replace(upper(regexp_replace(coalesce({0}, ''), '[^\\x00-\\x7f]', ' ', 'g')), " \
         "'[^A-Z0-9 ./&-]', ' ', 'g'), 18), 18, ' ')"
 
@@ -116,8 +118,9 @@ def _flow(workdir: Path, kind: str) -> dict:
             lap("write_posting_file")
             count, total = batch.collection_count, batch.total_minor
         seconds = time.perf_counter() - started
-    return {"seconds": seconds, "steps": steps, "records": count, "total_minor": total, "bytes": os.path.getsize(
-        workdir / "data" / path), "rss_mb": _peak_mb()}
+        events = con.execute(EVENTS_SQL).fetchone()[0]
+    return {"seconds": seconds, "steps": steps, "records": count, "total_minor": total, "events": events,
+            "bytes": os.path.getsize(workdir / "data" / path), "rss_mb": _peak_mb()}
 
 
 def _floor(workdir: Path, kind: str) -> dict:
@@ -142,6 +145,11 @@ def _floor(workdir: Path, kind: str) -> dict:
             "account_name, reference FROM mandates WHERE pending_instruction = 'NEW'")
         con.execute("INSERT INTO mandate_history SELECT mandate_id, status, 'SUBMITTED', 'AUDDIS FLOOR', ? "
                     "FROM mandates WHERE pending_instruction = 'NEW'", [NOW])
+        con.execute(  # each new instruction's confirmation event, ids in mandate order (as the flow)
+            "INSERT INTO workflow_events (event_type, event_code, account_number, source_ref, detail, raised_at) "
+            "SELECT 'DIRECT_DEBIT', 'MANDATE_SETUP_CONFIRMED', account_number, mandate_id, "
+            "'new Direct Debit Instruction ' || reference || ' lodged with the bank in AUD-' || strftime(?, '%Y%m%d'), "
+            "? FROM mandates WHERE pending_instruction = 'NEW' ORDER BY mandate_id", [DAY, NOW])
         count = con.execute("SELECT count(*) FROM mandates WHERE pending_instruction = 'NEW'").fetchone()[0]
         copy_text(con, "SELECT " + record.format(sort="sort_code", account="bank_account", code="'0N'", amount="0")
                   + " FROM mandates WHERE pending_instruction = 'NEW' ORDER BY reference", staged, LABELS,
@@ -175,8 +183,9 @@ def _floor(workdir: Path, kind: str) -> dict:
     fernet.encrypt_file(staged, out / "file.std18.enc")
     staged.unlink()
     seconds = time.perf_counter() - started
+    events = con.execute(EVENTS_SQL).fetchone()[0]
     con.close()
-    return {"seconds": seconds, "records": count, "total_minor": total or 0,
+    return {"seconds": seconds, "records": count, "total_minor": total or 0, "events": events,
             "bytes": os.path.getsize(out / "file.std18.enc"), "rss_mb": _peak_mb()}
 
 
@@ -323,7 +332,8 @@ def main() -> None:
             flow = sorted(flows, key=lambda f: f["seconds"])[len(flows) // 2]
             floor = sorted(floors, key=lambda f: f["seconds"])[len(floors) // 2]
             results[kind] = (flow["seconds"], floor["seconds"], flow["steps"])
-            if (flow["records"], flow["total_minor"]) != (floor["records"], floor["total_minor"]):
+            if (flow["records"], flow["total_minor"], flow["events"]) != (floor["records"], floor["total_minor"],
+                                                                          floor["events"]):
                 print(f"  WARNING: {kind} flow and floor disagree: {flow} vs {floor}")
             ratio = flow["seconds"] / floor["seconds"]
             print(f"  {kind:<12} {flow['records']:>9,} records  {flow['seconds']:6.2f} s (target <= {TARGET_S:.0f} s"
