@@ -45,11 +45,13 @@ def _environment(root: Path, keys: Path) -> dict[str, str]:
 
 def prepare(root: Path, store: Path, keys: Path) -> dict[str, str]:
     """A fresh data folder with a copy of the seeded store, and an instance configured as `make run`'s."""
+    from cmp_pipelines.lib.instance_config import write_for_home
+
     shutil.rmtree(root, ignore_errors=True)
     (root / "data").mkdir(parents=True)
     (root / "dagster_home").mkdir()
     shutil.copyfile(store, root / "data" / "cmp.duckdb")
-    shutil.copyfile(PROJECT / "dagster.yaml", root / "dagster_home" / "dagster.yaml")
+    write_for_home(root / "dagster_home")
     (root / "workspace.yaml").write_text(
         f"load_from:\n  - python_module:\n      module_name: {MODULE}\n      working_directory: {PROJECT}\n"
         f"      location_name: {LOCATION}\n")

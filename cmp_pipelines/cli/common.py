@@ -102,11 +102,11 @@ storage:
 
 
 def _dagster_home() -> Path:
-    """$DAGSTER_HOME with the project's dagster.yaml, plus the PostgreSQL storage block and the `cmp_db` pool's
-    limit (CMP_DB_POOL_LIMIT, default 4) when the store is PostgreSQL; rewritten whenever it differs from what the
-    settings call for."""
+    """$DAGSTER_HOME with the project's dagster.yaml (its SQLite storage under this home), or with the PostgreSQL
+    storage block in its place and the `cmp_db` pool's limit (CMP_DB_POOL_LIMIT, default 4) when the store is
+    PostgreSQL; rewritten whenever it differs from what the settings call for."""
     from cmp_pipelines.core.settings import StoreSettingError, store, store_pool_limit
-    from cmp_pipelines.lib import run_workers
+    from cmp_pipelines.lib import instance_config, run_workers
 
     home = paths().dagster_home
     home.mkdir(parents=True, exist_ok=True)
@@ -118,7 +118,9 @@ def _dagster_home() -> Path:
             limit = store_pool_limit()
         except StoreSettingError as exc:
             _fail(str(exc))
-        wanted = source.read_bytes() + (POSTGRES_INSTANCE_STORAGE if on_postgres else b"")
+        project = source.read_bytes()
+        wanted = (instance_config.without_storage(project) + POSTGRES_INSTANCE_STORAGE if on_postgres
+                  else instance_config.for_home(project, home))
         if limit != 1:
             wanted = wanted.replace(b"    default_limit: 1\n", f"    default_limit: {limit}\n".encode(), 1)
         if run_workers.broker_url():  # Celery's launcher replaces the warm one (runs go to worker machines)

@@ -28,6 +28,7 @@ from cmp_pipelines.cli import main
 from cmp_pipelines.core.settings import PROJECT_ROOT
 from cmp_pipelines.definitions import defs
 from cmp_pipelines.lib.headless import LOCATION_NAME, MODULE_NAME, location_origin, run_pending_sensors
+from cmp_pipelines.lib.instance_config import write_for_home
 from cmp_pipelines.lib.resources.file_store import LocalFileStore
 from tests.support.dagster import SERVICE_SENSORS, flow_runs
 from tests.support.platform import document, payment
@@ -178,11 +179,11 @@ def _settled(instance: dg.DagsterInstance, expected: int, ticks: int, deadline: 
 def test_the_same_file_drops_give_the_same_runs_under_run_pending_and_under_the_daemon(platform):
     headless_home = Path(os.environ["DAGSTER_HOME"])
     headless_home.mkdir(exist_ok=True)
-    shutil.copyfile(PROJECT_ROOT / "dagster.yaml", headless_home / "dagster.yaml")
+    write_for_home(headless_home)
     twin = Path(tempfile.mkdtemp(prefix="cmp-daemon-twin-")) / "data"
     shutil.copytree(platform.root, twin, ignore=shutil.ignore_patterns("dagster_home"))
     (twin / "dagster_home").mkdir()
-    shutil.copyfile(PROJECT_ROOT / "dagster.yaml", twin / "dagster_home" / "dagster.yaml")
+    write_for_home(twin / "dagster_home")
     workspace = twin.parent / "workspace.yaml"
     workspace.write_text(f"load_from:\n  - python_module:\n      module_name: {MODULE_NAME}\n"
                          f"      working_directory: {PROJECT_ROOT}\n      location_name: {LOCATION_NAME}\n")

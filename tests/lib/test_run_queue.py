@@ -1,7 +1,5 @@
 """The run queue the project's instance gets: Dagster's queued coordinator, passed every half second."""
 
-import shutil
-
 import dagster as dg
 import yaml
 from dagster._core.instance.ref import InstanceRef
@@ -9,6 +7,7 @@ from dagster._daemon.controller import create_daemon_of_type
 from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import QueuedRunCoordinatorDaemon
 
 from cmp_pipelines.core.settings import PROJECT_ROOT
+from cmp_pipelines.lib.instance_config import for_home, write_for_home
 from cmp_pipelines.lib.run_queue import PromptQueuedRunCoordinator
 
 
@@ -17,7 +16,7 @@ def _instance(home):
 
 
 def test_the_projects_instance_queues_runs_every_half_second_with_its_limits_unchanged(tmp_path):
-    shutil.copyfile(PROJECT_ROOT / "dagster.yaml", tmp_path / "dagster.yaml")
+    write_for_home(tmp_path)
     with _instance(tmp_path) as instance:
         coordinator = instance.run_coordinator
         assert type(coordinator) is PromptQueuedRunCoordinator
@@ -31,7 +30,7 @@ def test_the_projects_instance_queues_runs_every_half_second_with_its_limits_unc
 
 
 def test_an_interval_set_in_the_config_is_kept_as_given(tmp_path):
-    settings = yaml.safe_load((PROJECT_ROOT / "dagster.yaml").read_text())
+    settings = yaml.safe_load(for_home((PROJECT_ROOT / "dagster.yaml").read_bytes(), tmp_path))
     settings["run_coordinator"]["config"] = {"dequeue_interval_seconds": 3}
     (tmp_path / "dagster.yaml").write_text(yaml.safe_dump(settings))
     with _instance(tmp_path) as instance:

@@ -5,7 +5,6 @@ acknowledged, ledger exact, a bad file quarantined and its run failed); a forked
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from dagster._core.instance.ref import InstanceRef
 from cmp_pipelines.core import processes
 from cmp_pipelines.core.settings import PROJECT_ROOT
 from cmp_pipelines.lib.headless import LOCATION_NAME, MODULE_NAME
+from cmp_pipelines.lib.instance_config import write_for_home
 from cmp_pipelines.lib.recovery import PID_RUN_TAG, PID_TAG
 from cmp_pipelines.lib.warm_runs import (
     FORKED,
@@ -54,7 +54,7 @@ def _finished(instance: dg.DagsterInstance, count: int):
 def test_runs_after_the_first_are_forked_warm_and_do_the_same_work(platform):
     home = platform.root / "dagster_home"
     home.mkdir(exist_ok=True)
-    shutil.copyfile(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
+    write_for_home(home)
     workspace = platform.root.parent / "workspace.yaml"
     workspace.write_text(f"load_from:\n  - python_module:\n      module_name: {MODULE_NAME}\n"
                          f"      working_directory: {PROJECT_ROOT}\n      location_name: {LOCATION_NAME}\n")

@@ -21,9 +21,10 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from cmp_pipelines.core.settings import PROJECT_ROOT, SCRATCH_PREFIX
+from cmp_pipelines.core.settings import SCRATCH_PREFIX
 from cmp_pipelines.definitions import build_definitions
 from cmp_pipelines.lib.headless import repository_snap, run_partition, run_pending_sensors
+from cmp_pipelines.lib.instance_config import write_for_home
 
 FORK = multiprocessing.get_context("fork")
 HANG_SECONDS = 300
@@ -101,7 +102,7 @@ def tmp_path():
 def home(platform):
     home = Path(os.environ["DAGSTER_HOME"])
     home.mkdir(exist_ok=True)
-    shutil.copyfile(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
+    write_for_home(home)
     return platform
 
 
