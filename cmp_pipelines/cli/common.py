@@ -102,9 +102,9 @@ storage:
 
 
 def _dagster_home() -> Path:
-    """$DAGSTER_HOME with the project's dagster.yaml (its SQLite storage under this home), or with the PostgreSQL
-    storage block in its place and the `cmp_db` pool's limit (CMP_DB_POOL_LIMIT, default 4) when the store is
-    PostgreSQL; rewritten whenever it differs from what the settings call for."""
+    """$DAGSTER_HOME with the project's dagster.yaml plus its storage: SQLite under this home, or the PostgreSQL block
+    and the `cmp_db` pool's limit (CMP_DB_POOL_LIMIT, default 4) when the store is PostgreSQL; rewritten whenever it
+    differs from what the settings call for."""
     from cmp_pipelines.core.settings import StoreSettingError, store, store_pool_limit
     from cmp_pipelines.lib import instance_config, run_workers
 
@@ -119,8 +119,10 @@ def _dagster_home() -> Path:
         except StoreSettingError as exc:
             _fail(str(exc))
         project = source.read_bytes()
-        wanted = (instance_config.without_storage(project) + POSTGRES_INSTANCE_STORAGE if on_postgres
-                  else instance_config.for_home(project, home))
+        try:
+            wanted = project + POSTGRES_INSTANCE_STORAGE if on_postgres else instance_config.for_home(project, home)
+        except ValueError as exc:
+            _fail(f"{source}: {exc}")
         if limit != 1:
             wanted = wanted.replace(b"    default_limit: 1\n", f"    default_limit: {limit}\n".encode(), 1)
         if run_workers.broker_url():  # Celery's launcher replaces the warm one (runs go to worker machines)

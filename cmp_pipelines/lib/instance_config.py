@@ -1,26 +1,35 @@
 """The project's dagster.yaml as one instance's own file (no Dagster import: `init` writes it before anything runs).
 
-The storage block names its folder by `$DAGSTER_HOME`, right for `DagsterInstance.get()`; an instance file written
-here names its own folder instead, so a process that opens an instance by its folder (a harness, a test holding two)
-reads that instance's storage whatever `DAGSTER_HOME` says.
+An embedded instance's file gains its storage block here, naming the home's own folder: Dagster's SQLite files under
+it, each database's engine made once per process (lib/instance_storage.py). The project's file has no storage block,
+so Dagster commands run without `DAGSTER_HOME` (their temporary instance) still read it, and a process that opens an
+instance by its folder (a harness, a test holding two) reads that instance's storage whatever `DAGSTER_HOME` says.
+On PostgreSQL, `init` appends dagster-postgres's block instead.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
-STORAGE_BASE_DIR = b"      base_dir:\n        env: DAGSTER_HOME\n"
-_STORAGE_BLOCK = re.compile(rb"(?:#[^\n]*\n)*storage:\n(?:  [^\n]*\n)+")  # the block and the comment above it
+STORAGE_BLOCK = """
+# Dagster's SQLite instance storage: the same files under this home as its default, each database's engine made once
+# per process instead of on every call (cmp_pipelines/lib/instance_storage.py), written by `cmp-pipelines init`
+storage:
+  custom:
+    module: cmp_pipelines.lib.instance_storage
+    class: QuickSqliteStorage
+    config:
+      base_dir: {folder}
+"""
 
 
 def for_home(source: bytes, home: Path) -> bytes:
-    """`source` (the project's dagster.yaml) with its SQLite storage under `home`."""
-    if STORAGE_BASE_DIR not in source:
-        raise ValueError("dagster.yaml has no `storage` block whose base_dir is $DAGSTER_HOME to name the home in")
-    folder = json.dumps(str(Path(home).absolute())).encode()  # a JSON string is a double-quoted YAML scalar
-    return source.replace(STORAGE_BASE_DIR, b"      base_dir: " + folder + b"\n", 1)
+    """`source` (the project's dagster.yaml) with the SQLite storage under `home`."""
+    if b"\nstorage:" in b"\n" + source:
+        raise ValueError("the project's dagster.yaml names a storage of its own; the instance's is added by init")
+    folder = json.dumps(str(Path(home).absolute()))  # a JSON string is a double-quoted YAML scalar
+    return source + STORAGE_BLOCK.format(folder=folder).encode()
 
 
 def write_for_home(home: Path) -> Path:
@@ -30,11 +39,3 @@ def write_for_home(home: Path) -> Path:
     target = Path(home) / "dagster.yaml"
     target.write_bytes(for_home((PROJECT_ROOT / "dagster.yaml").read_bytes(), Path(home)))
     return target
-
-
-def without_storage(source: bytes) -> bytes:
-    """`source` without its storage block (and the comment that introduces it): another storage takes its place."""
-    kept, removed = _STORAGE_BLOCK.subn(b"", source, count=1)
-    if not removed:
-        raise ValueError("dagster.yaml has no `storage` block to replace")
-    return kept

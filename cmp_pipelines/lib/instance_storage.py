@@ -18,8 +18,10 @@ files); on PostgreSQL `cli.common._dagster_home` puts dagster-postgres's block i
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -42,19 +44,21 @@ EVENT_SHARD_ENGINES = 64  # a run's events go to its own file: the recent runs' 
 
 
 class _Engines:
-    """Engines by connection string for this process (a forked child makes its own; a NullPool engine holds no
-    connection, so dropping the parent's leaks nothing)."""
+    """Engines by connection string for this process. A forked child starts with none of its parent's (and a fresh
+    lock, in case the fork came while another thread held it); a NullPool engine holds no connection, so dropping the
+    parent's leaks nothing."""
 
     def __init__(self, limit: int | None = None, **options):
         self._limit, self._options = limit, options
+        self._reset()
+        _ALL.add(self)
+
+    def _reset(self) -> None:
         self._lock = threading.Lock()
-        self._pid = os.getpid()
         self._engines: OrderedDict[str, Engine] = OrderedDict()
 
     def get(self, conn_string: str) -> Engine:
         with self._lock:
-            if self._pid != os.getpid():
-                self._pid, self._engines = os.getpid(), OrderedDict()
             engine = self._engines.get(conn_string)
             if engine is None:
                 engine = self._engines[conn_string] = create_engine(conn_string, poolclass=NullPool, **self._options)
@@ -65,13 +69,20 @@ class _Engines:
             return engine
 
 
+_ALL: weakref.WeakSet[_Engines] = weakref.WeakSet()
+os.register_at_fork(after_in_child=lambda: [engines._reset() for engines in list(_ALL)])
+
+
 def _remembering(*checks: str):
     """Each named schema check (a table, a column, a built index; the arguments name which) answers True from memory
     once it has answered True: migrations only ever add. A connection argument is not part of what is asked."""
 
     def decorate(cls):
         for name in checks:
-            setattr(cls, name, _remembered(name, getattr(cls, name)))
+            ask = inspect.getattr_static(cls, name)
+            if not inspect.isfunction(ask):  # e.g. a cached_property: a method in its place would always be truthy
+                raise TypeError(f"{cls.__name__}.{name} is not a plain method to remember")
+            setattr(cls, name, _remembered(name, ask))
         return cls
     return decorate
 
@@ -122,8 +133,8 @@ class QuickSqliteScheduleStorage(SqliteScheduleStorage):
             yield conn
 
 
-@_remembering("has_table", "has_asset_key_col", "has_asset_key_index_cols", "has_secondary_index",
-              "has_default_pool_limit_col", "has_concurrency_limits_table")
+@_remembering("has_table", "has_asset_key_col", "has_asset_key_index_cols", "_has_asset_key_index_cols_on_connection",
+              "has_secondary_index")  # has_concurrency_limits_table and has_default_pool_limit_col: cached by Dagster
 class QuickSqliteEventLogStorage(SqliteEventLogStorage):
     def __init__(self, base_dir: str, inst_data=None):
         self._engines = _Engines(EVENT_SHARD_ENGINES, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS})

@@ -21,6 +21,10 @@ DEQUEUE_SECONDS = 0.5  # the queue thread's own wait step: a shorter interval wo
 
 class PromptQueuedRunCoordinator(QueuedRunCoordinator):
     def __init__(self, *args, dequeue_interval_seconds: int | None = None, **kwargs):
+        given = [name for name in ("max_concurrent_runs", "tag_concurrency_limits") if kwargs.get(name) is not None]
+        if given:  # Dagster refuses these beside `concurrency: runs` only for its own class name; say it here too
+            raise ValueError(f"dagster.yaml: set {' and '.join(given)} in the `concurrency` block (`runs:`), not in "
+                             "the run_coordinator's config, which would silently override it")
         super().__init__(*args, dequeue_interval_seconds=dequeue_interval_seconds, **kwargs)
         self._prompt_interval = DEQUEUE_SECONDS if dequeue_interval_seconds is None else dequeue_interval_seconds
 

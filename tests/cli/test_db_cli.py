@@ -74,7 +74,7 @@ def test_init_puts_the_dagster_instance_in_the_same_postgres(tmp_path, monkeypat
     import psycopg
 
     from cmp_pipelines.core.settings import PROJECT_ROOT
-    from cmp_pipelines.lib.instance_config import for_home, without_storage
+    from cmp_pipelines.lib.instance_config import for_home
 
     home = tmp_path / "data" / "dagster_home"
     monkeypatch.setenv("CMP_DATA_DIR", str(tmp_path / "data"))
@@ -83,7 +83,7 @@ def test_init_puts_the_dagster_instance_in_the_same_postgres(tmp_path, monkeypat
     done = CliRunner().invoke(main, ["init"], catch_exceptions=False)
     assert done.exit_code == 0, done.output
     written = (home / "dagster.yaml").read_text()
-    assert written == without_storage((PROJECT_ROOT / "dagster.yaml").read_bytes()).decode().replace(
+    assert written == (PROJECT_ROOT / "dagster.yaml").read_text().replace(
         "    default_limit: 1\n", "    default_limit: 4\n") + (
         "\n# CMP_DATABASE_URL is set: the instance's run, event log and schedule storage are in that PostgreSQL "
         "database\nstorage:\n  postgres:\n    postgres_url:\n      env: CMP_DATABASE_URL\n")
@@ -97,7 +97,7 @@ def test_init_puts_the_dagster_instance_in_the_same_postgres(tmp_path, monkeypat
     assert CliRunner().invoke(main, ["init"], catch_exceptions=False).exit_code == 0
     written = (home / "dagster.yaml").read_text()
     assert written.encode() == for_home((PROJECT_ROOT / "dagster.yaml").read_bytes(), home)
-    assert "storage:\n  custom:" in written and f'base_dir: "{home}"' in written
+    assert "storage:\n  custom:" in written and f'base_dir: "{home}"' in written and "postgres" not in written
 
 
 def test_init_sets_the_pool_limit_from_the_setting_on_postgres_and_keeps_one_on_duckdb(tmp_path, monkeypatch, pg_url):

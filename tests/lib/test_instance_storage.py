@@ -6,12 +6,14 @@ import uuid
 import dagster as dg
 import pytest
 import sqlalchemy
+from click.testing import CliRunner
 from dagster._core.instance.ref import InstanceRef
 from dagster._core.storage.dagster_run import DagsterRun
 
+from cmp_pipelines.cli import main
 from cmp_pipelines.core.settings import PROJECT_ROOT
 from cmp_pipelines.lib import instance_storage
-from cmp_pipelines.lib.instance_config import for_home, without_storage, write_for_home
+from cmp_pipelines.lib.instance_config import for_home, write_for_home
 from cmp_pipelines.lib.instance_storage import _Engines
 
 
@@ -51,12 +53,14 @@ def test_an_instance_opened_by_its_folder_keeps_its_own_storage_whatever_dagster
         folder.mkdir()
         write_for_home(folder)
     monkeypatch.setenv("DAGSTER_HOME", str(elsewhere))
+    with dg.DagsterInstance.get() as by_env:
+        noise = _add_run(by_env)
     with _open(first) as one, _open(second) as two:
         run_id = _add_run(one)
         assert [r.run_id for r in one.get_runs()] == [run_id]
         assert two.get_runs() == []
-    with dg.DagsterInstance.get() as by_env:  # the project's file names $DAGSTER_HOME: right for `get()`
-        assert by_env.get_runs() == []
+    with dg.DagsterInstance.get() as by_env:
+        assert [r.run_id for r in by_env.get_runs()] == [noise]
 
 
 def test_each_database_makes_its_engine_once_and_reads_its_schema_once(tmp_path, monkeypatch):
@@ -99,10 +103,33 @@ def test_a_forked_process_makes_its_own_engine_and_recent_shards_only_are_kept()
     assert list(engines._engines) == ["sqlite:///one.db", "sqlite:///three.db"]  # noqa: SLF001 - two was oldest
 
 
-def test_the_storage_block_is_named_for_a_home_and_gives_way_to_postgres():
+def test_init_names_the_homes_own_folder_and_the_project_file_names_none(tmp_path, monkeypatch):
+    """The project's file opens anywhere (Dagster's commands without DAGSTER_HOME make a temporary instance from the
+    file in the working folder); `init` adds the SQLite storage block naming the home; a storage in the project file
+    is refused rather than doubled."""
     project = (PROJECT_ROOT / "dagster.yaml").read_bytes()
-    assert b"storage:\n  custom:" not in without_storage(project)
-    assert b"QuickSqliteStorage" not in without_storage(project)
-    assert b"run_coordinator:" in without_storage(project)  # nothing else goes with it
-    with pytest.raises(ValueError, match="no `storage` block"):
-        for_home(without_storage(project), PROJECT_ROOT)
+    assert b"\nstorage:" not in project and b"env: DAGSTER_HOME" not in project
+    home = tmp_path / "data" / "dagster_home"
+    monkeypatch.setenv("CMP_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    monkeypatch.delenv("CMP_DATABASE_URL", raising=False)
+    done = CliRunner().invoke(main, ["init"], catch_exceptions=False)
+    assert done.exit_code == 0, done.output
+    written = (home / "dagster.yaml").read_bytes()
+    assert written == for_home(project, home) and written.startswith(project)
+    assert f'      base_dir: "{home}"\n'.encode() in written
+    with _open(home) as instance:
+        assert type(instance.run_storage).__name__ == "QuickSqliteRunStorage"
+        assert instance.event_log_storage.has_concurrency_limits_table is True  # Dagster's cached property, kept
+    with pytest.raises(ValueError, match="names a storage of its own"):
+        for_home(written, home)
+
+
+def test_only_plain_methods_are_remembered():
+    class Checks:
+        @property
+        def has_table(self):
+            return False
+
+    with pytest.raises(TypeError, match="not a plain method"):
+        instance_storage._remembering("has_table")(Checks)

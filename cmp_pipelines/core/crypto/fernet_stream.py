@@ -108,6 +108,9 @@ def decrypt_token(keys: list[bytes], token: bytes) -> bytes | None:
             try:
                 mac.verify(data[-32:])
             except InvalidSignature:
+                if guessed is not None:  # a file of an older key: the wasted plaintext goes before another is made
+                    guessed.result()
+                    guessed = None
                 continue
             padded = guessed.result() if index == 0 else _cbc_decrypt(raw[16:], view)
             pad = padded[-1]
