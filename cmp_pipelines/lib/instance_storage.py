@@ -107,9 +107,9 @@ def _begin(engine: Engine) -> Iterator:
         yield conn
 
 
-@_remembering("has_built_index", "has_run_stats_index_cols", "has_bulk_actions_selector_cols", "has_backfill_id_column",
-              "has_bulk_action_job_name_column", "has_backfill_tags_table")
-class QuickSqliteRunStorage(SqliteRunStorage):
+class _OneEngine:
+    """`connect()` through this process's one engine for the storage's database (a run or schedule storage)."""
+
     def __init__(self, conn_string: str, inst_data=None):
         self._engines = _Engines()  # before Dagster's own set-up, which connects
         super().__init__(conn_string, inst_data)
@@ -118,19 +118,18 @@ class QuickSqliteRunStorage(SqliteRunStorage):
     def connect(self) -> Iterator:
         with _begin(self._engines.get(self._conn_string)) as conn:
             yield conn
+
+
+@_remembering("has_built_index", "has_run_stats_index_cols", "has_bulk_actions_selector_cols", "has_backfill_id_column",
+              "has_bulk_action_job_name_column", "has_backfill_tags_table")
+class QuickSqliteRunStorage(_OneEngine, SqliteRunStorage):
+    pass
 
 
 @_remembering("_has_instigators_table", "has_instigators_table", "_has_asset_daemon_asset_evaluations_table",
               "has_secondary_index_table", "has_built_index")
-class QuickSqliteScheduleStorage(SqliteScheduleStorage):
-    def __init__(self, conn_string: str, inst_data=None):
-        self._engines = _Engines()  # before Dagster's own set-up, which connects
-        super().__init__(conn_string, inst_data)
-
-    @contextmanager
-    def connect(self) -> Iterator:
-        with _begin(self._engines.get(self._conn_string)) as conn:
-            yield conn
+class QuickSqliteScheduleStorage(_OneEngine, SqliteScheduleStorage):
+    pass
 
 
 @_remembering("has_table", "has_asset_key_col", "has_asset_key_index_cols", "_has_asset_key_index_cols_on_connection",
