@@ -11,8 +11,8 @@ table or index once seen is remembered (they are only ever added, by `dagster in
 asked for again). The files, their schema and their migrations are Dagster's, unchanged: an instance written by
 this storage opens with Dagster's own and the reverse.
 
-Set in dagster.yaml (`storage: custom`, base directory `$DAGSTER_HOME`, where Dagster's default keeps the same
-files); on PostgreSQL `cli.common._dagster_home` puts dagster-postgres's block in its place.
+Added by `cmp-pipelines init` to the home's dagster.yaml (`storage: custom`, naming the home's own folder, where
+Dagster's default keeps the same files: lib/instance_config.py); on PostgreSQL init adds dagster-postgres's instead.
 """
 
 from __future__ import annotations
