@@ -90,17 +90,6 @@ def _refusals_as_errors(action, config, refusal: type[ValueError], connect=None)
             _fail(f"{exc.field}: {exc.message}")
 
 
-# With CMP_DATABASE_URL set, the Dagster instance (runs, event log, schedules) lives in the same PostgreSQL server
-# (dagster-postgres). The URL is referenced, never written: the file holds no password.
-POSTGRES_INSTANCE_STORAGE = b"""
-# CMP_DATABASE_URL is set: the instance's run, event log and schedule storage are in that PostgreSQL database
-storage:
-  postgres:
-    postgres_url:
-      env: CMP_DATABASE_URL
-"""
-
-
 def _dagster_home() -> Path:
     """$DAGSTER_HOME with the project's dagster.yaml plus its storage: SQLite under this home, or the PostgreSQL block
     and the `cmp_db` pool's limit (CMP_DB_POOL_LIMIT, default 4) when the store is PostgreSQL; rewritten whenever it
@@ -120,7 +109,7 @@ def _dagster_home() -> Path:
             _fail(str(exc))
         project = source.read_bytes()
         try:
-            wanted = project + POSTGRES_INSTANCE_STORAGE if on_postgres else instance_config.for_home(project, home)
+            wanted = instance_config.for_home(project, home, postgres=on_postgres)
         except ValueError as exc:
             _fail(f"{source}: {exc}")
         if limit != 1:

@@ -22,12 +22,22 @@ storage:
     config:
       base_dir: {folder}
 """
+POSTGRES_STORAGE_BLOCK = b"""
+# CMP_DATABASE_URL is set: the instance's run, event log and schedule storage are in that PostgreSQL database
+storage:
+  postgres:
+    postgres_url:
+      env: CMP_DATABASE_URL
+"""
 
 
-def for_home(source: bytes, home: Path) -> bytes:
-    """`source` (the project's dagster.yaml) with the SQLite storage under `home`."""
+def for_home(source: bytes, home: Path, postgres: bool = False) -> bytes:
+    """`source` (the project's dagster.yaml) with the instance's storage: SQLite under `home`, or the store's
+    PostgreSQL (its URL named by variable, so the file holds no password)."""
     if b"\nstorage:" in b"\n" + source:
         raise ValueError("the project's dagster.yaml names a storage of its own; the instance's is added by init")
+    if postgres:
+        return source + POSTGRES_STORAGE_BLOCK
     folder = json.dumps(str(Path(home).absolute()))  # a JSON string is a double-quoted YAML scalar
     return source + STORAGE_BLOCK.format(folder=folder).encode()
 
