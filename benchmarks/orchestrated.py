@@ -333,6 +333,7 @@ def _timeline(instance, find, origin: float | None, deadline: float) -> dict:
         "start_s": run_start - launched,
         "setup_s": first_step - run_start,
         "steps": {key: times[-1] - times[0] for key, times in steps.items()},
+        "step_done_s": {key: times[-1] - (origin if origin is not None else created) for key, times in steps.items()},
         "run_s": end - launched,
         "done_s": end - (origin if origin is not None else created),
     }

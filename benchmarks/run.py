@@ -896,6 +896,8 @@ def _orchestrated_section(args: argparse.Namespace, workdir: Path, meta: dict, f
             runs[name].append(measure(workdir / f"orchestrated-{name}", store, keys, file))
             _verify_orchestrated_nrp(workdir / f"orchestrated-{name}", runs[name][-1], 3 if name == "small" else
                                      args.records, None if name == "small" else _median(flows)["postings"])
+    for run in (*runs["big"], *runs["small"]):
+        run["last_s"] = run["step_done_s"].get("nrp_ledger_posting_file", float("nan"))
     big = sorted(runs["big"], key=lambda r: r["ack_s"])[(len(runs["big"]) - 1) // 2]
     small_run = sorted(runs["small"], key=lambda r: r["ack_s"])[(len(runs["small"]) - 1) // 2]
     flow = _median(flows)
@@ -919,11 +921,20 @@ def _orchestrated_section(args: argparse.Namespace, workdir: Path, meta: dict, f
     row(f"(e) {n:,} records: drop -> acknowledgement", f"{big['ack_s']:.2f} s", f"<= {t['big_s']:.0f} s",
         big["ack_s"] / t["big_s"])
     row("    records/s", f"{n / big['ack_s']:,.0f}", ">= 100,000", n / big["ack_s"] / 100_000)
+    # The acknowledgement no longer waits for the posting file (defs/nrp/assets.py, ACK_FIRST): its bound is the
+    # floor without the floor's posting file; the posting file, the run's last output, is held to the whole floor.
+    last_s = big["step_done_s"].get("nrp_ledger_posting_file")
     if floors:
-        floor_s = _median(floors)["total_s"]
-        bound = t["floor_ratio"] * floor_s + fixed
-        row("    vs 1.6 x floor + the run's fixed cost", f"{big['ack_s']:.2f} s", f"<= {bound:.2f} s",
+        floor = _median(floors)
+        bound = t["floor_ratio"] * (floor["total_s"] - floor["steps"].get("posting file", 0.0)) + fixed
+        row("    vs 1.6 x floor to the ack + the run's fixed cost", f"{big['ack_s']:.2f} s", f"<= {bound:.2f} s",
             big["ack_s"] / bound)
+    if last_s is not None:
+        row(f"(e') {n:,} records: drop -> posting file (last output)", f"{last_s:.2f} s")
+        if floors:
+            bound = t["floor_ratio"] * floor["total_s"] + fixed
+            row("    vs 1.6 x whole floor + the run's fixed cost", f"{last_s:.2f} s", f"<= {bound:.2f} s",
+                last_s / bound)
     row("(f) 3 records: drop -> acknowledgement", f"{small_run['ack_s']:.2f} s", f"<= {t['small_s']:.0f} s",
         small_run["ack_s"] / t["small_s"])
     row("    a run's fixed cost (launch -> first step)", f"{fixed:.2f} s")
@@ -932,6 +943,7 @@ def _orchestrated_section(args: argparse.Namespace, workdir: Path, meta: dict, f
     for key, label in (("pickup_s", "drop -> run created (sensor)"), ("queue_s", "created -> launched (queue)"),
                        ("start_s", "launched -> run start (process, imports)"),
                        ("setup_s", "run start -> first step (resources)"), ("ack_s", "drop -> acknowledgement"),
+                       ("last_s", "drop -> posting file (last asset)"),
                        ("run_s", "launched -> run end (checks included)"), ("done_s", "drop -> run end")):
         print(f"    {label:<42} {big[key]:>12.2f} {small_run[key]:>10.2f}")
     print()

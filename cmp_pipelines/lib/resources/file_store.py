@@ -236,6 +236,12 @@ class LocalFileStore(FileStore):
         return [entry for entry in self.list_entries(folder) if entry.kind == "file"]
 
     def read_bytes(self, path: str) -> bytes:
+        with self.open_read(path) as handle:
+            return handle.read()
+
+    def open_read(self, path: str) -> BinaryIO:
+        """The regular file at `path` opened for reading, streamed (a 250 MB partner file is hashed without being
+        held in memory); links and special files are refused as by `list_entries`."""
         parts = _parts(path)
         with self._folder(parts[:-1]) as folder:
             self._entry(folder, parts[-1], path)
@@ -245,11 +251,12 @@ class LocalFileStore(FileStore):
                 if exc.errno == errno.ELOOP:
                     raise NotARegularFile(path, "symlink") from None
                 raise
-            with os.fdopen(fd, "rb") as handle:
-                mode = os.fstat(handle.fileno()).st_mode
-                if not stat.S_ISREG(mode):  # swapped since the check: the descriptor says what was opened
-                    raise NotARegularFile(path, kind_of(mode))
-                return handle.read()
+        handle = os.fdopen(fd, "rb")
+        mode = os.fstat(handle.fileno()).st_mode
+        if not stat.S_ISREG(mode):  # swapped since the check: the descriptor says what was opened
+            handle.close()
+            raise NotARegularFile(path, kind_of(mode))
+        return handle
 
     def write_bytes(self, path: str, data: bytes) -> str:
         return self.write_parts(path, [data])

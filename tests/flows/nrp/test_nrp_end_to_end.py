@@ -70,10 +70,11 @@ def test_file_to_ledger_and_acknowledgement(platform, instance):
     )
     assert checks, "the probes run as asset checks in the same run"
 
-    # the acknowledgement and the posting file never wait for the probes or the expectation suite (issue 16)
+    # the acknowledgement and the posting file never wait for the probes or the expectation suite (issue 16); the
+    # partner's acknowledgement goes as soon as the payments are posted, before our posting file
     started = [r.event_log_entry.dagster_event.step_key for r in instance.get_records_for_run(
         outcomes[0].run_id, of_type=dg.DagsterEventType.STEP_START).records]
-    assets = ["nrp_payments_batch", "nrp_posting_batch", "nrp_ledger_posting_file", "nrp_acknowledgement"]
+    assets = ["nrp_payments_batch", "nrp_posting_batch", "nrp_acknowledgement", "nrp_ledger_posting_file"]
     assert started[:4] == assets and started[-1] == "nrp_payments_batch_nrp_payments_meet_expectations", started
     assert set(started[4:]) == {"nrp_probes", "nrp_duplicate_probes",
                                 "nrp_payments_batch_nrp_payments_meet_expectations"}
