@@ -12,7 +12,8 @@ rejections   read + Fernet decrypt, the records by DuckDB's JSON reader (floor_r
              one UPDATE of the transactions, DuckDB's JSON COPY of the outcome report. With
              --same-outputs, also what else the flow writes: account suspensions and reversions, payment
              type changes, workflow events, customer communications (their table's PRIMARY KEY included),
-             the reversal posting file and the communications file.
+             the reversal posting file and the communications file, and the outcome report with every
+             column and header field of the flow's (the lean one writes 7 of its 16 columns).
 
 The flow's time divided by the floor's is the overhead of everything the flow adds (rules, checks,
 bookkeeping, the extra files).
@@ -162,6 +163,18 @@ SELECT position, record_id, transaction_id, account_number, {AMOUNT.format('amou
        reason_code, outcome FROM floor_matched ORDER BY position
 """
 
+# --same-outputs: every column of the flow's outcome report (the lean report above has 7 of its 16), the reason's
+# type and name joined from the codes the store holds, the rest from the outcome as the floor decided it.
+FULL_REPORT_ROWS = f"""
+SELECT m.position, m.record_id, m.transaction_id, m.account_number, {AMOUNT.format('m.amount_minor')} AS amount,
+       m.reason_code, k.reason_type, k.reason_code AS reason, m.outcome,
+       CASE m.outcome WHEN 'HARD_DECLINE' THEN 'HARD' ELSE 'SOFT' END AS decline, 1 AS attempt,
+       CASE m.outcome WHEN 'RETRY_SCHEDULED' THEN '2026-12-10' END AS retry_due_on,
+       CASE m.outcome WHEN 'HARD_DECLINE' THEN 'MANUAL' END AS new_payment_type, NULL AS payment_type_note,
+       NULL AS problem_code, NULL AS problem
+FROM floor_matched m LEFT JOIN config_rejection_codes k ON k.code = m.reason_code ORDER BY m.position
+"""
+
 
 def _fernet(key_file: str) -> FloorFernet:
     lines = Path(key_file).read_text().splitlines()
@@ -287,8 +300,14 @@ def run_rejections(args: argparse.Namespace) -> dict:
         "SELECT count(*), (SELECT count(*) FROM ledger_postings WHERE batch_id = ?) FROM floor_matched", [batch]
     ).fetchone()
     report_header = {"file_id": header["file_id"], "processed_at": now.isoformat(), "record_count": count}
+    if args.same_outputs:  # the flow's header fields too
+        outcomes = dict(con.execute("SELECT outcome, count(*) FROM floor_matched GROUP BY 1 ORDER BY 1").fetchall())
+        report_header |= {"partner_file_id": header["file_id"], "source_file_name": Path(args.input).name,
+                          "provider": header["sender"], "batch_id": batch, "reversal_batch_id": batch,
+                          "reversed_count": reversed_count, "reversed_amount": _minor(net),
+                          "rejected_count": outcomes.get("REJECTED", 0), "outcomes": outcomes}
     report = workdir / "report.json"
-    write_document(con, report_header, "records", REPORT_ROWS, report)
+    write_document(con, report_header, "records", FULL_REPORT_ROWS if args.same_outputs else REPORT_ROWS, report)
     figures = {"report_bytes": report.stat().st_size}
     if args.same_outputs:
         communications = workdir / "communications.json"

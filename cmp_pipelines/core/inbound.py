@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 from cmp_pipelines.core.cards import find_pan, mask_pans_in
 from cmp_pipelines.core.config import DEFAULT_SETTLE_SECONDS, DEFAULT_UPLOAD_SUFFIXES, Partner, load_partners
-from cmp_pipelines.core.files.store import FileStoreLike, NotARegularFile, StoredFile, describe
-from cmp_pipelines.core.intake import partition_key, sha256_of
+from cmp_pipelines.core.files.store import FileStoreLike, NotARegularFile, StoredFile, describe, stored_digest
+from cmp_pipelines.core.intake import partition_key
 from cmp_pipelines.core.settings import paths
 
 # The platform adds suffixes to an inbound name (`.error.json`, `.rejected.ack.json.enc`, `.N` when a name is
@@ -204,8 +204,7 @@ def scan(
                 passed(stored)
             continue
         try:
-            with files.open_read(stored.path) as handle:  # streamed: a big file is never whole in the sensor's memory
-                digest = sha256_of(handle)
+            digest = stored_digest(files, stored.path)[0]  # streamed: never whole in the sensor's memory
         except FileNotFoundError:
             continue  # moved away between listing and reading: it was handled elsewhere
         except NotARegularFile as exc:  # swapped for a link or a FIFO since the listing

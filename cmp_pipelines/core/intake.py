@@ -16,7 +16,6 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import BinaryIO
 
 import duckdb
 import orjson
@@ -31,14 +30,6 @@ from cmp_pipelines.core.files.store import FileStoreLike
 
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def sha256_of(handle: BinaryIO, chunk: int = 1 << 20) -> str:
-    """`sha256_hex` of what a reader yields, read a chunk at a time (any store's stream, not only local files)."""
-    digest = hashlib.sha256()
-    while block := handle.read(chunk):
-        digest.update(block)
-    return digest.hexdigest()
 
 
 def file_stem(file_name: str) -> str:

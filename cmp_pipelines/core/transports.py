@@ -28,7 +28,7 @@ import duckdb
 
 from cmp_pipelines.core.config import LocalTransport, Partner, SftpPickup, SftpTransport
 from cmp_pipelines.core.delivery import Connect, Delivery, DeliveryReport, DeliveryResult, deliver_due, file_digest
-from cmp_pipelines.core.files.store import FileStoreLike
+from cmp_pipelines.core.files.store import FileStoreLike, stored_digest
 
 PART_SUFFIX = ".part"
 CHUNK = 256 * 1024
@@ -126,7 +126,7 @@ def send_to_store(transport: LocalTransport, store: FileStoreLike, items: list[D
             if not store.exists(target):
                 store.write_from(target, lambda tmp, item=item: _copy_to(source, item.local_path, tmp))
                 written = True
-            sha, size = _stored_digest(store, target)
+            sha, size = stored_digest(store, target, CHUNK)
             if written and (sha, size) == (item.sha256, item.size_bytes):
                 results.append(DeliveryResult(item.delivery_id, True, f"copied to the object store's {target}"))
             else:  # a second deliverer's copy (the same bytes: sent) or another document (refused)
@@ -140,16 +140,6 @@ def send_to_store(transport: LocalTransport, store: FileStoreLike, items: list[D
 def _copy_to(source: Source, local_path: str, target: Path) -> None:
     with source(local_path) as document, open(target, "wb") as out:
         shutil.copyfileobj(document, out, 16 << 20)
-
-
-def _stored_digest(store: FileStoreLike, path: str) -> tuple[str, int]:
-    """sha256 and size of a stored document, streamed."""
-    digest, size = hashlib.sha256(), 0
-    with store.open_read(path) as handle:
-        while chunk := handle.read(CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
-    return digest.hexdigest(), size
 
 
 # ---- SFTP ------------------------------------------------------------------------------------------------------

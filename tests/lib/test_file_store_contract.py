@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -193,6 +194,54 @@ def test_the_sensor_scan_keeps_files_of_the_same_second_in_its_cursor(s3_bucket)
     settled = later + store.listing_lag_ns
     none, _, cursor = inbound.scan(store, "nrp", cursor, now_ns=settled)
     assert none == [] and inbound.read_cursor(cursor) == max((c, p) for p, c in listed.items())
+
+
+def test_a_read_that_breaks_part_way_is_retried_later_not_a_failed_tick(s3_bucket, monkeypatch):
+    """The sensor hashes an inbound object as a stream. A connection dropped mid-object is botocore's
+    ResponseStreamingError (not an OSError): the store raises its own OSError for it, so the scan reports the file
+    as unreadable for now and takes it on a later tick, instead of failing the tick for every file of the feed."""
+    from botocore.exceptions import ResponseStreamingError
+
+    store = S3FileStore(url=s3_bucket.url)
+    store.write_bytes("inbound/nrp/PAYPOINT/a.json.enc", b"x" * 3_000_000)
+    original = S3FileStore._client
+    real_client = original.__get__(store)
+
+    class Dropping:
+        def __init__(self, body):
+            self.body, self.reads = body, 0
+
+        def read(self, amt=None):
+            self.reads += 1
+            if self.reads > 1:  # the first megabyte arrives, then the connection drops
+                raise ResponseStreamingError(error="Connection broken: IncompleteRead(1048576 bytes read)")
+            return self.body.read(amt)
+
+        def close(self):
+            self.body.close()
+
+    class Client:
+        def __getattr__(self, name):
+            return getattr(real_client(), name)
+
+        def get_object(self, **kwargs):
+            answer = real_client().get_object(**kwargs)
+            return {**answer, "Body": Dropping(answer["Body"])}
+
+    monkeypatch.setattr(S3FileStore, "_client", lambda self: Client())
+    failed = r"object store read of inbound/nrp/PAYPOINT/a.json.enc failed"
+    with pytest.raises(OSError, match=failed), store.open_read("inbound/nrp/PAYPOINT/a.json.enc") as handle:
+        while handle.read(1 << 20):
+            pass
+    pending, skipped, cursor = inbound.scan(store, "nrp", None)
+    assert pending == []
+    assert [(s.path, s.why.split(" (")[0]) for s in skipped] == [
+        ("inbound/nrp/PAYPOINT/a.json.enc", "could not be read")]
+    monkeypatch.setattr(S3FileStore, "_client", original)  # the connection is back: asked for again, as any
+    later = time.time_ns() + (inbound.STALE_AFTER_SECONDS + 1) * 1_000_000_000  # unreadable file: an hour later
+    first, _, cursor = inbound.scan(store, "nrp", cursor, now_ns=later)  # the mark passes it (S3's listing lag)
+    again = first or inbound.scan(store, "nrp", cursor, now_ns=later)[0]
+    assert [p.path for p in again] == ["inbound/nrp/PAYPOINT/a.json.enc"]
 
 
 def test_a_conflicting_concurrent_write_is_tried_again(s3_bucket):

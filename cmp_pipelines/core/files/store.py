@@ -4,6 +4,7 @@ this. The contract both implementations pass is tests/lib/test_file_store_contra
 from __future__ import annotations
 
 import errno
+import hashlib
 import stat
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
@@ -19,6 +20,17 @@ class StoredFile:
     changed_ns: int  # max(mtime, ctime): moving or copying a file in always advances it
     kind: str = "file"  # else why it is refused (kind_of): symlink, fifo, socket, device, folder
     inode: int = 0  # with the kind and the times, names one entry so it is reported once
+
+
+def stored_digest(store: FileStoreLike, path: str, chunk: int = 1 << 20) -> tuple[str, int]:
+    """sha256 (hex) and size of a stored document, read a chunk at a time: a 250 MB partner file is never whole in
+    memory. The store's own errors (OSError, FileNotFoundError, NotARegularFile) pass through unchanged."""
+    digest, size = hashlib.sha256(), 0
+    with store.open_read(path) as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+            size += len(block)
+    return digest.hexdigest(), size
 
 
 class NotARegularFile(OSError):

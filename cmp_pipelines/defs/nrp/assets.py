@@ -131,10 +131,10 @@ def nrp_ledger_posting_file(
     })
 
 
-# The partner's acknowledgement and our posting file for the sales ledger are two CMP daemons that each detect the
-# posted batch; neither reads the other's output. The acknowledgement goes first (ready steps run by priority): the
-# partner hears about its file as soon as its payments are posted, ~1 s sooner on a 1M file, and the posting file
-# follows in the same run.
+# The partner's acknowledgement ("receipt and processing" of its file) and our posting file for the sales ledger
+# (the daemons that detect the posting batch) are separate CMP daemons; neither reads the other's output. The
+# acknowledgement goes first (ready steps run by priority): the partner hears about its file as soon as its payments
+# are posted, ~1 s sooner on a 1M file, and the posting file follows in the same run.
 ACK_FIRST = {"dagster/priority": "1"}
 
 

@@ -32,7 +32,7 @@ nrp_payments_meet_expectations = expectation_check(
 
 nrp_job = group_job(
     "non_recurring_payment_job", GROUP, nrp_files_partitions,
-    "CMP Non Recurring Payment job: load, match, post, ledger file and acknowledgement of one file.",
+    "CMP Non Recurring Payment job: load, match, post, then the acknowledgement and the ledger file of one file.",
 )
 
 nrp_probes_job = probes_job(

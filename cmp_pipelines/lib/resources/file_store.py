@@ -251,12 +251,14 @@ class LocalFileStore(FileStore):
                 if exc.errno == errno.ELOOP:
                     raise NotARegularFile(path, "symlink") from None
                 raise
-        handle = os.fdopen(fd, "rb")
-        mode = os.fstat(handle.fileno()).st_mode
-        if not stat.S_ISREG(mode):  # swapped since the check: the descriptor says what was opened
-            handle.close()
-            raise NotARegularFile(path, kind_of(mode))
-        return handle
+        try:
+            mode = os.fstat(fd).st_mode
+            if not stat.S_ISREG(mode):  # swapped since the check: the descriptor says what was opened
+                raise NotARegularFile(path, kind_of(mode))
+            return os.fdopen(fd, "rb")
+        except BaseException:
+            os.close(fd)
+            raise
 
     def write_bytes(self, path: str, data: bytes) -> str:
         return self.write_parts(path, [data])

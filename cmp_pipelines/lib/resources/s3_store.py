@@ -181,13 +181,15 @@ class S3FileStore(FileStore):
             raise self._fail("read", path, exc) from None
 
     def open_read(self, path: str):
-        """The object's body, streamed (a transport copies it in chunks, never whole into memory)."""
+        """The object's body, streamed (a transport copies it in chunks, never whole into memory). A read that fails
+        part way (botocore's ResponseStreamingError or IncompleteReadError, neither an OSError) raises the store's
+        ObjectStoreError, as `read_bytes` does: the sensor then retries the file on a later tick."""
         bucket, key = self._where()[0], self._key(path)
         try:
             body = self._client().get_object(Bucket=bucket, Key=key)["Body"]
         except Exception as exc:  # noqa: BLE001
             raise self._fail("read", path, exc) from None
-        return closing(body)
+        return closing(_Body(body, lambda exc: self._fail("read", path, exc)))
 
     def exists(self, path: str) -> bool:
         bucket, key = self._where()[0], self._key(path)
@@ -323,3 +325,19 @@ class S3FileStore(FileStore):
         if self._put(path, owner.encode()):
             return owner
         return self.read_bytes(path).decode()
+
+
+class _Body:
+    """A streamed object body whose read errors are the store's own (see `S3FileStore.open_read`)."""
+
+    def __init__(self, body, fail):
+        self._body, self._fail = body, fail
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            return self._body.read(None if size is None or size < 0 else size)
+        except Exception as exc:  # noqa: BLE001 - botocore raises several unrelated types; all become OSError
+            raise self._fail(exc) from None
+
+    def close(self) -> None:
+        self._body.close()
