@@ -174,11 +174,8 @@ class S3FileStore(FileStore):
         return [entry for entry in self.list_entries(folder) if entry.kind == "file"]
 
     def read_bytes(self, path: str) -> bytes:
-        bucket, key = self._where()[0], self._key(path)
-        try:
-            return self._client().get_object(Bucket=bucket, Key=key)["Body"].read()
-        except Exception as exc:  # noqa: BLE001
-            raise self._fail("read", path, exc) from None
+        with self.open_read(path) as body:
+            return body.read()
 
     def open_read(self, path: str):
         """The object's body, streamed (a transport copies it in chunks, never whole into memory). A read that fails
