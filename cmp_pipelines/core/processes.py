@@ -52,3 +52,14 @@ def alive(owner: str) -> bool:
     if space != namespace() or not os.path.exists("/proc/self/stat"):
         return True
     return _start_ticks(pid) == start
+
+
+def yield_cpu(nice: int) -> int:
+    """Raise this process's nice value to `nice` (never lower it: an unprivileged process cannot take it back, and
+    a launcher may have set a higher one); returns the value now in force. Threads started afterwards inherit it,
+    so it is called before a run opens its store (DuckDB's threads) or starts any thread of its own."""
+    current = os.getpriority(os.PRIO_PROCESS, 0)
+    if nice > current:
+        os.setpriority(os.PRIO_PROCESS, 0, nice)
+        return nice
+    return current

@@ -202,3 +202,23 @@ def store_pool_limit() -> int:
             f"{POOL_LIMIT_SETTING}={raw} needs {DATABASE_URL_SETTING}: the embedded DuckDB store admits one writing "
             "process, so its pool stays 1")
     return int(raw)
+
+
+RUN_NICE_SETTING = "CMP_RUN_NICE"
+DEFAULT_POSTGRES_RUN_NICE = 10
+
+
+def run_nice() -> int:
+    """The nice value a run's own process takes at its start (0-19; `CMP_RUN_NICE`). On PostgreSQL 10 by default:
+    the API answers from the same store while runs post, and on a machine both share, a batch should wait for an
+    interactive request rather than the other way round (benchmarks/README: the API's p99 while a 1M file posts).
+    On the embedded store 0: a run there holds the one-writer file and the API's set-up requests wait for it, so
+    slowing it helps no one. PostgreSQL's own backends are never reniced: one holding a lock or a WAL buffer while
+    it waits for the CPU stalls everyone behind it (measured: the API's p99 rose, not fell)."""
+    raw = (os.environ.get(RUN_NICE_SETTING) or "").strip()
+    if not raw:
+        return DEFAULT_POSTGRES_RUN_NICE if store().backend == "postgres" else 0
+    if not raw.isdigit() or int(raw) > 19:
+        raise StoreSettingError(f"{RUN_NICE_SETTING} must be a whole number from 0 to 19 (the nice value of a run's "
+                                f"process; 0 leaves it as launched); got {raw!r}")
+    return int(raw)

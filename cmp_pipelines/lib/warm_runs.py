@@ -82,9 +82,24 @@ def _serve(modules: list[str]) -> None:
         reply.write(f"{pid}\n")
 
 
+_FORKED_WORKER = False
+
+
+def in_run_worker() -> bool:
+    """Whether this process exists only to execute one run: forked here, spawned by the code server (the default
+    launcher's way, which this one falls back to: a multiprocessing child), or `dagster api execute_run` (a run
+    pod's). Not a test's or the CLI's process that executes a run in-process and goes on afterwards."""
+    import multiprocessing
+
+    return _FORKED_WORKER or "execute_run" in sys.argv or multiprocessing.parent_process() is not None
+
+
 def _execute(payload: str) -> None:
     """In the forked run worker: what `dagster api execute_run <payload>` does, then exit without returning into
     the fork server's loop."""
+    from cmp_pipelines.lib import warm_runs  # the server runs as __main__: the flag goes on the module others import
+
+    warm_runs._FORKED_WORKER = True
     code = 1
     try:
         devnull = os.open(os.devnull, os.O_RDONLY)

@@ -20,6 +20,7 @@ from cmp_pipelines.core.settings import PROJECT_ROOT
 from cmp_pipelines.lib.headless import LOCATION_NAME, MODULE_NAME
 from cmp_pipelines.lib.instance_config import write_for_home
 from cmp_pipelines.lib.recovery import PID_RUN_TAG, PID_TAG
+from cmp_pipelines.lib.resources.database import Database
 from cmp_pipelines.lib.warm_runs import (
     FORKED,
     LAUNCHER_TAG,
@@ -60,7 +61,7 @@ def test_runs_after_the_first_are_forked_warm_and_do_the_same_work(platform):
                          f"      working_directory: {PROJECT_ROOT}\n      location_name: {LOCATION_NAME}\n")
     dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home))).dispose()  # storage created before both open it
     log_path = platform.root.parent / "daemon.log"
-    env = {**os.environ, "GX_ANALYTICS_ENABLED": "false"}
+    env = {**os.environ, "GX_ANALYTICS_ENABLED": "false", "CMP_RUN_NICE": "7"}
     with log_path.open("wb") as log:
         daemon = subprocess.Popen([str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w", str(workspace)],
                                   env=env, cwd=str(platform.root.parent), stdout=log, stderr=subprocess.STDOUT,
@@ -85,6 +86,10 @@ def test_runs_after_the_first_are_forked_warm_and_do_the_same_work(platform):
             forked = by_file["PAYPOINT/two.json.enc"]
             messages = [entry.message for entry in instance.all_logs(forked.run_id)]
             assert any("forked from the warm fork server" in message for message in messages)
+            for label, run in (("first", first), ("forked", forked)):  # spawned by the code server, or forked
+                logged = [entry.message for entry in instance.all_logs(run.run_id)]
+                assert "This run's process yields the CPU to interactive work: nice 7 (CMP_RUN_NICE)." in logged, (
+                    label, [m for m in logged if "nice" in m or "yield" in m or "process" in m])
             pid = int(forked.tags[PID_TAG].split("-")[0])
             assert pid != daemon.pid and forked.tags[PID_RUN_TAG] == forked.run_id
             checks = {entry.dagster_event.event_specific_data.check_name: entry.dagster_event.event_specific_data.passed
@@ -131,6 +136,37 @@ def test_a_forked_run_is_cancelled_by_sigterm_to_its_own_process_and_a_gone_one_
         instance.create_run_for_job(_NOOP, run_id=COPY_RUN, tags={
             LAUNCHER_TAG: FORKED, PID_TAG: processes.token(), PID_RUN_TAG: FORKED_RUN})
         assert launcher.terminate(COPY_RUN) is False
+
+
+def test_a_process_yields_the_cpu_once_and_its_later_threads_inherit_it():
+    script = ("import os, threading\n"
+              "from cmp_pipelines.core.processes import yield_cpu\n"
+              "seen = []\n"
+              "first, again = yield_cpu(5), yield_cpu(3)\n"
+              "def mine(): seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))\n"
+              "t = threading.Thread(target=mine)\n"
+              "t.start(); t.join()\n"
+              "print(first, again, os.getpriority(os.PRIO_PROCESS, 0), seen[0])")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=PROJECT_ROOT)
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    want = max(base, 5)
+    assert out.stdout.split() == [str(want)] * 4  # never lowered again (3), and a thread started later runs at 5
+
+
+def test_a_run_executed_in_a_process_that_goes_on_keeps_its_priority(monkeypatch, tmp_path):
+    """A test's or the CLI's process executes runs in-process and lives on: it is never reniced."""
+    monkeypatch.setenv("CMP_RUN_NICE", "9")
+
+    @dg.asset
+    def touched(database: Database) -> int:
+        with database.connection() as con:
+            return con.execute("SELECT 42").fetchone()[0]
+
+    before = os.getpriority(os.PRIO_PROCESS, 0)
+    result = dg.materialize([touched], resources={"database": Database(path=str(tmp_path / "cmp.duckdb"))})
+    assert result.success and result.output_for_node("touched") == 42
+    assert os.getpriority(os.PRIO_PROCESS, 0) == before
+    assert not any("yields the CPU" in (event.message or "") for event in result.all_events)
 
 
 def test_only_a_code_location_in_the_daemons_own_environment_is_forked():

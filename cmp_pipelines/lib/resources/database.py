@@ -19,8 +19,10 @@ from pydantic import PrivateAttr
 from cmp_pipelines.core.db.connection import connect
 from cmp_pipelines.core.db.mirror import Mirror, mirrored
 from cmp_pipelines.core.db.pg_duck import pg_duck
-from cmp_pipelines.core.settings import paths, store, sweep_scratch
+from cmp_pipelines.core.processes import yield_cpu
+from cmp_pipelines.core.settings import paths, run_nice, store, sweep_scratch
 from cmp_pipelines.lib.recovery import tag_run_process
+from cmp_pipelines.lib.warm_runs import in_run_worker
 
 DB_POOL = "cmp_db"
 
@@ -48,11 +50,15 @@ class Database(dg.ConfigurableResource):
     _mirror: Mirror | None = PrivateAttr(default=None)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        """At run start: name this process on the run (so a kill is detected) and remove what killed runs left
-        in scratch (decrypted partner data)."""
+        """At run start: name this process on the run (so a kill is detected), yield the CPU to interactive work
+        in a process of the run's own (`CMP_RUN_NICE`, before the store's threads start), and remove what killed
+        runs left in scratch (decrypted partner data)."""
         if context.instance is not None and context.run_id:
             tag_run_process(context.instance, context.run_id)
             self._run = ExitStack()
+            if in_run_worker() and (nice := run_nice()):
+                context.log.info(f"This run's process yields the CPU to interactive work: nice {yield_cpu(nice)} "
+                                 "(CMP_RUN_NICE).")
         sweep_scratch()
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
