@@ -106,6 +106,10 @@ PROBE_SQL = {
     "deliveries_unconfirmed":
         f"SELECT count(*) FROM delivery_register WHERE status = 'SENT' AND sent_at < $older_than "
         f"AND document_kind IN ({', '.join(repr(k) for k in RECEIPTED_KINDS)})",
+    # the batches first (few, and none in a healthy store), then one probe each into the ledger by batch
+    "ledger_posting_files_missing":
+        "SELECT count(*) FROM batches b WHERE b.output_path IS NULL AND b.created_at < $older_than "
+        "AND EXISTS (SELECT 1 FROM ledger_postings l WHERE l.batch_id = b.batch_id)",
 }
 
 PROBE_SQL.update(HARDWARE_PROBE_SQL)

@@ -192,6 +192,15 @@ DELIVERY_PROBES: tuple[ProbeDefinition, ...] = (
         "submissions: the bureau's submission report) sent more than older_than_minutes ago and not confirmed.",
         needs_age=True,
     ),
+    ProbeDefinition(
+        "ledger_posting_files_missing",
+        "Ledger Posting Files Missing",
+        "alert", "above",
+        "Batches holding ledger postings with no posting file for the sales ledger more than older_than_minutes "
+        "after they were created: the run posted, then failed before its file (the partner's acknowledgement may "
+        "have gone already). Re-execute the run from failure; the file is written from the postings committed.",
+        needs_age=True,
+    ),
 )
 
 ALL_PROBES = (NRP_PROBES + NRP_DUPLICATE_PROBES + INBOUND_PROBES + CARD_PROBES + DD_PROBES + HARDWARE_PROBES

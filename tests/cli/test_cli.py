@@ -125,9 +125,9 @@ def test_headless_demo_run_pending_in_a_real_process(cli_env):
     assert "Quarantined files: 0" in summary
     probes = json.loads(subprocess.run([*exe, "probes", "--json"], env=env, capture_output=True, text=True,
                                        check=True).stdout)
-    assert len(probes) == 11  # the eight CMP NRP probes, nrp_suspected_duplicates_held and the two delivery probes
-    assert {(p["probe"], p["value"]) for p in probes if p["probe"].startswith("deliveries_")} == {
-        ("deliveries_undelivered", 0), ("deliveries_unconfirmed", 0)}
+    assert len(probes) == 12  # the eight CMP NRP probes, nrp_suspected_duplicates_held and the three delivery probes
+    assert {(p["probe"], p["value"]) for p in probes if p["probe"].startswith(("deliveries_", "ledger_"))} == {
+        ("deliveries_undelivered", 0), ("deliveries_unconfirmed", 0), ("ledger_posting_files_missing", 0)}
     by_id = {p["probe"]: p for p in probes}
     if datetime.now(UTC).date() == day:  # "today" probes restart at midnight UTC
         assert by_id["nrp_load_completed"]["value"] == 4 and by_id["nrp_load_completed"]["status"] == "OK"

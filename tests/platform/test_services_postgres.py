@@ -55,7 +55,8 @@ def test_an_nrp_file_on_postgres_gets_its_documents_delivered_by_the_delivery_se
         f"outbound/ledger/{posting_name}")
     # the delivery probes ran in the run and recorded their results in PostgreSQL
     assert pg_platform.query("SELECT probe_id, value, tripped FROM probe_results ORDER BY probe_id") == [
-        ("deliveries_unconfirmed", 0, False), ("deliveries_undelivered", 0, False)]
+        ("deliveries_unconfirmed", 0, False), ("deliveries_undelivered", 0, False),
+        ("ledger_posting_files_missing", 0, False)]
     # nothing due any more: the sensor asks for nothing, and the embedded file was never created
     assert sensor(delivery_sensor, instance).skip_message == "nothing to deliver"
     assert not (pg_platform.root / "cmp.duckdb").exists()

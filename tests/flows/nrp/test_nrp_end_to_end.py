@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import dagster as dg
 import orjson
 import pytest
 from dagster._core.definitions.reconstruct import ReconstructableRepository
 
+from cmp_pipelines.core import probe_queries
+from cmp_pipelines.core.config import load_probes
+from cmp_pipelines.core.probes import PROBES_BY_ID
 from cmp_pipelines.core.settings import PROJECT_ROOT
 from cmp_pipelines.definitions import build_definitions, defs
 from cmp_pipelines.defs.nrp.defs import nrp_inbound_files_sensor
@@ -166,6 +171,59 @@ def test_quarantined_file_fails_its_run_with_the_reason_and_other_files_go_on(pl
     assert "NOT_ENCRYPTED" in by_file["PAYPOINT/bad.json.enc"].error
     assert by_file["PAYPOINT/good.json.enc"].success
     assert platform.payment_postings() == 1
+
+
+class PostingFileFails(LocalFileStore):
+    """A disk that fails when the posting file for the sales ledger is written, after the acknowledgement went."""
+
+    def _refuse(self, path: str) -> None:
+        if path.startswith("outbound/ledger/"):
+            raise OSError("injected failure: disk full while writing the posting file")
+
+    def write_bytes(self, path: str, data: bytes) -> str:
+        self._refuse(path)
+        return super().write_bytes(path, data)
+
+    def write_parts(self, path: str, parts) -> str:
+        self._refuse(path)
+        return super().write_parts(path, parts)
+
+    def write_from(self, path: str, produce) -> str:
+        self._refuse(path)
+        return super().write_from(path, produce)
+
+
+def test_a_posting_batch_left_without_its_file_trips_the_probe_until_the_run_is_reexecuted(platform, instance):
+    """The acknowledgement goes before the posting file (the partner never sees our file): a run that fails
+    between them has posted and acknowledged, and only this probe says the sales ledger is still waiting."""
+    platform.drop("nofile.json.enc", document(RECORDS))
+    [failed] = run_sensor(instance, build_definitions({"file_store": PostingFileFails(base_dir=str(platform.root))}))
+    assert not failed.success and "while writing the posting file" in failed.error
+    assert platform.read_ack("PAYPOINT", "nofile")["header"]["accepted_count"] == 4
+    assert platform.payment_postings() == 4 and not platform.files.list_files("outbound/ledger")
+
+    configs = load_probes(PROJECT_ROOT / "config")
+    probe = (PROBES_BY_ID["ledger_posting_files_missing"],)
+    minutes = configs["ledger_posting_files_missing"].older_than_minutes
+    (created,) = platform.query("SELECT created_at FROM batches WHERE kind = 'NRP_POSTING'")[0]
+
+    def missing(after: timedelta) -> tuple[int, bool]:
+        with platform.connect() as con:
+            [outcome] = probe_queries.evaluate(con, configs, created + after, probes=probe)
+        return outcome.value, outcome.tripped
+
+    assert missing(timedelta(minutes=minutes - 1)) == (0, False)  # a run still writing it is not flagged
+    assert missing(timedelta(minutes=minutes + 1)) == (1, True)
+
+    job = ReconstructableRepository.for_module(MODULE_NAME, "defs", str(PROJECT_ROOT)).get_reconstructable_job(
+        instance.get_run_by_id(failed.run_id).job_name)
+    with dg.execute_job(job, instance, tags={"dagster/partition": failed.partition_key},
+                        reexecution_options=dg.ReexecutionOptions.from_failure(failed.run_id, instance)) as again:
+        assert again.success
+    [posting_file] = platform.files.list_files("outbound/ledger")
+    assert orjson.loads(platform.files.read_bytes(posting_file.path))["header"]["record_count"] == 4
+    assert platform.payment_postings() == 4
+    assert missing(timedelta(minutes=minutes + 1)) == (0, False)
 
 
 class InboundUnreadable(LocalFileStore):
