@@ -24,7 +24,8 @@ def nrp_release_held(batch: str, record_id: str | None) -> None:
     """Post the records of load batch BATCH (NRPL-...) held as suspected duplicates of an earlier file.
 
     They are posted once, under the same ledger keys as the flow's postings, in a release posting batch with
-    its own posting file; releasing again posts nothing.
+    its own posting file; releasing again posts nothing, and writes the posting file of a release that failed
+    after posting (the probe ledger_posting_files_missing names it).
     """
     from cmp_pipelines.core.crypto.keyring import PartnerKeyring
     from cmp_pipelines.core.money import format_minor
@@ -49,6 +50,9 @@ def nrp_release_held(batch: str, record_id: str | None) -> None:
             _fail(str(exc.args[0]))
     if not result.released:
         click.echo(f"nothing held in {batch}" + (f" for record {record_id}" if record_id else "") + "; nothing posted")
+        if result.posting_file:
+            click.echo(f"wrote the posting file an earlier release left unwritten: {result.posting_file} "
+                       f"({result.posting_batch_id})")
         return
     click.echo(f"released {result.released} record(s) of {batch}: posted {result.posted_now} "
                f"({format_minor(-result.total_minor)}) in {result.posting_batch_id}; "

@@ -369,6 +369,12 @@ BATCH_PREFIXES = {
 }
 
 
+# The kinds whose postings go to the sales ledger as a posting file (`write_posting_file`). INVOICES (the API's
+# invoice charges of a day) has none: the ledger-posting-file probe must not count it.
+POSTING_FILE_KINDS = ("NRP_POSTING", "NRP_RELEASE", "CARD_POSTING", "CARD_REVERSAL", "DD_POSTING", "DD_REVERSAL",
+                      "HARDWARE_CHARGE", "ONE_OFF_POSTING", "BILLING_POSTING")
+
+
 def batch_id_of(kind: str, stem: str) -> str:
     """A new batch's id: `<prefix of kind>-<stem>`."""
     if kind not in BATCH_PREFIXES:

@@ -10,6 +10,7 @@ import duckdb
 from cmp_pipelines.core.config import ProbeConfig
 from cmp_pipelines.core.db.pg_duck import dialect
 from cmp_pipelines.core.delivery import RECEIPTED_KINDS
+from cmp_pipelines.core.ledger import POSTING_FILE_KINDS
 from cmp_pipelines.core.probe_queries_hardware import HARDWARE_PROBE_SQL
 from cmp_pipelines.core.probes import NRP_PROBES, ProbeDefinition
 from cmp_pipelines.core.rejections import REVERSED_SQL
@@ -106,9 +107,11 @@ PROBE_SQL = {
     "deliveries_unconfirmed":
         f"SELECT count(*) FROM delivery_register WHERE status = 'SENT' AND sent_at < $older_than "
         f"AND document_kind IN ({', '.join(repr(k) for k in RECEIPTED_KINDS)})",
-    # the batches first (few, and none in a healthy store), then one probe each into the ledger by batch
+    # the batches first (few, and none in a healthy store), then one probe each into the ledger by batch; no lower
+    # bound: a file missing for a week is still missing
     "ledger_posting_files_missing":
-        "SELECT count(*) FROM batches b WHERE b.output_path IS NULL AND b.created_at < $older_than "
+        f"SELECT count(*) FROM batches b WHERE b.kind IN ({', '.join(repr(k) for k in POSTING_FILE_KINDS)}) "
+        "AND b.output_path IS NULL AND b.created_at < $older_than "
         "AND EXISTS (SELECT 1 FROM ledger_postings l WHERE l.batch_id = b.batch_id)",
 }
 

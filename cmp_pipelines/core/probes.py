@@ -197,8 +197,9 @@ DELIVERY_PROBES: tuple[ProbeDefinition, ...] = (
         "Ledger Posting Files Missing",
         "alert", "above",
         "Batches holding ledger postings with no posting file for the sales ledger more than older_than_minutes "
-        "after they were created: the run posted, then failed before its file (the partner's acknowledgement may "
-        "have gone already). Re-execute the run from failure; the file is written from the postings committed.",
+        "after they were created: a run posted, then failed before its file (the partner's acknowledgement may "
+        "have gone already). Re-execute the run from failure, or for a release of held duplicates run "
+        "`cmp-pipelines nrp release-held` again; the file is written from the postings committed.",
         needs_age=True,
     ),
 )

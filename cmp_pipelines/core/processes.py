@@ -55,9 +55,11 @@ def alive(owner: str) -> bool:
 
 
 def yield_cpu(nice: int) -> int:
-    """Raise this process's nice value to `nice` (never lower it: an unprivileged process cannot take it back, and
-    a launcher may have set a higher one); returns the value now in force. Threads started afterwards inherit it,
-    so it is called before a run opens its store (DuckDB's threads) or starts any thread of its own."""
+    """Raise the calling thread's nice value to `nice` (never lower it: an unprivileged process cannot take it back,
+    and a launcher may have set a higher one); returns the value now in force. On Linux nice is per thread: threads
+    started afterwards inherit it (DuckDB's, opened lazily; the ledger's copy thread; psycopg's), those already
+    running keep theirs, so it is called before a run opens its store. Between sessions (autogroups: another
+    terminal, a systemd unit, a container) the kernel shares the CPU by group and the nice value has no effect."""
     current = os.getpriority(os.PRIO_PROCESS, 0)
     if nice > current:
         os.setpriority(os.PRIO_PROCESS, 0, nice)

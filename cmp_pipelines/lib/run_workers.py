@@ -46,6 +46,7 @@ def broker_url() -> str | None:
 def make_worker_app():
     """The worker's Celery app: the same broker, queue and settings as the launcher's, with dagster-celery's run
     tasks registered (execute a run, resume a run)."""
+    from celery.signals import worker_process_init
     from dagster_celery.config import DEFAULT_CONFIG
     from dagster_celery.make_app import make_app
     from dagster_celery.tasks import create_execute_job_task, create_resume_job_task
@@ -57,7 +58,16 @@ def make_worker_app():
                              "config_source": {**DEFAULT_CONFIG, **WORKER_SETTINGS}, "task_default_queue": QUEUE})
     create_execute_job_task(app)
     create_resume_job_task(app)
+    worker_process_init.connect(_runs_only, weak=False)
     return app
+
+
+def _runs_only(**_) -> None:
+    """A pool process of a run worker executes runs and nothing else: it yields the CPU as a daemon-launched run's
+    process does (CMP_RUN_NICE, at the store resource's set-up)."""
+    from cmp_pipelines.lib.warm_runs import mark_run_worker
+
+    mark_run_worker()
 
 
 def __getattr__(name: str):

@@ -85,13 +85,22 @@ def _serve(modules: list[str]) -> None:
 _FORKED_WORKER = False
 
 
+def mark_run_worker() -> None:
+    """Name this process one that executes runs and nothing else (a Celery run worker's pool process)."""
+    global _FORKED_WORKER
+    _FORKED_WORKER = True
+
+
 def in_run_worker() -> bool:
-    """Whether this process exists only to execute one run: forked here, spawned by the code server (the default
-    launcher's way, which this one falls back to: a multiprocessing child), or `dagster api execute_run` (a run
-    pod's). Not a test's or the CLI's process that executes a run in-process and goes on afterwards."""
+    """Whether this process exists only to execute runs: forked here, marked (a Celery run worker's), `dagster api
+    execute_run`/`resume_run` (a run pod's), or the code server's child for one run (the default launcher's way,
+    which this one falls back to: a multiprocessing child carries its parent's argv, `dagster api grpc`). Not a
+    test's or the CLI's process that executes a run in-process and goes on, nor a uvicorn worker."""
     import multiprocessing
 
-    return _FORKED_WORKER or "execute_run" in sys.argv or multiprocessing.parent_process() is not None
+    if _FORKED_WORKER or {"execute_run", "resume_run"} & set(sys.argv):
+        return True
+    return multiprocessing.parent_process() is not None and "grpc" in sys.argv
 
 
 def _execute(payload: str) -> None:

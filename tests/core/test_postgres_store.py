@@ -8,16 +8,7 @@ import psycopg
 import pytest
 
 from cmp_pipelines.core.db.postgres import PostgresStoreError, connect, database_url, transaction
-from cmp_pipelines.core.settings import (
-    DATABASE_URL_SETTING,
-    RUN_NICE_SETTING,
-    Store,
-    StoreSettingError,
-    paths,
-    redact_url,
-    run_nice,
-    store,
-)
+from cmp_pipelines.core.settings import DATABASE_URL_SETTING, Store, StoreSettingError, paths, redact_url, store
 
 pytestmark = pytest.mark.postgres
 
@@ -53,24 +44,6 @@ def test_another_scheme_is_refused_naming_the_setting(monkeypatch, value, detail
     assert str(caught.value) == (f"CMP_DATABASE_URL must be a postgresql:// URL (or unset for the embedded DuckDB "
                                  f"file); {detail}")
     assert SECRET not in str(caught.value)
-
-
-def test_a_runs_cpu_priority_yields_to_the_api_on_postgresql_only_unless_set(monkeypatch):
-    monkeypatch.delenv(DATABASE_URL_SETTING, raising=False)
-    monkeypatch.delenv(RUN_NICE_SETTING, raising=False)
-    assert run_nice() == 0  # the embedded store: the API's set-up requests wait for the run, so it keeps its pace
-    monkeypatch.setenv(DATABASE_URL_SETTING, "postgresql://cmp:s3cret@db.example:5432/cmp")
-    assert run_nice() == 10
-    monkeypatch.setenv(RUN_NICE_SETTING, "0")
-    assert run_nice() == 0
-    monkeypatch.setenv(RUN_NICE_SETTING, " 19 ")
-    assert run_nice() == 19
-    for bad in ("20", "-1", "ten", "5.5"):
-        monkeypatch.setenv(RUN_NICE_SETTING, bad)
-        with pytest.raises(StoreSettingError) as refused:
-            run_nice()
-        assert str(refused.value) == (f"CMP_RUN_NICE must be a whole number from 0 to 19 (the nice value of a run's "
-                                      f"process; 0 leaves it as launched); got {bad!r}")
 
 
 def test_an_unreachable_server_is_named_without_the_password():

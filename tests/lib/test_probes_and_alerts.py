@@ -136,3 +136,14 @@ def test_alert_is_queued_not_notified_when_smtp_is_down_and_sent_once_later(plat
         controller.stop()
     assert sorted(m["Subject"] for _, m in inbox.messages) == [
         "[CMP ALERT] Non Recurring Payments Batch Completed", "[CMP ALERT] Non Recurring Payments Load Completed"]
+
+
+def test_every_batch_kind_is_known_to_have_a_posting_file_or_not():
+    """A new batch kind must be placed: the probe ledger_posting_files_missing counts only the kinds written to the
+    sales ledger as a posting file (a kind left out is never flagged; one put in wrongly is flagged for ever)."""
+    from cmp_pipelines.core.ledger import BATCH_PREFIXES, POSTING_FILE_KINDS
+
+    without_file = {"NRP_LOAD", "CARD_EXTRACT", "CARD_REJECTIONS", "DD_COLLECTION", "DD_RETURNS",
+                    "WAREHOUSE_DISPATCH", "BILLING_LOAD", "INVOICES"}
+    assert set(POSTING_FILE_KINDS) | without_file == set(BATCH_PREFIXES)
+    assert not set(POSTING_FILE_KINDS) & without_file

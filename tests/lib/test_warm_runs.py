@@ -16,7 +16,13 @@ import pytest
 from dagster._core.instance.ref import InstanceRef
 
 from cmp_pipelines.core import processes
-from cmp_pipelines.core.settings import PROJECT_ROOT
+from cmp_pipelines.core.settings import (
+    DATABASE_URL_SETTING,
+    PROJECT_ROOT,
+    RUN_NICE_SETTING,
+    StoreSettingError,
+    run_nice,
+)
 from cmp_pipelines.lib.headless import LOCATION_NAME, MODULE_NAME
 from cmp_pipelines.lib.instance_config import write_for_home
 from cmp_pipelines.lib.recovery import PID_RUN_TAG, PID_TAG
@@ -167,6 +173,24 @@ def test_a_run_executed_in_a_process_that_goes_on_keeps_its_priority(monkeypatch
     assert result.success and result.output_for_node("touched") == 42
     assert os.getpriority(os.PRIO_PROCESS, 0) == before
     assert not any("yields the CPU" in (event.message or "") for event in result.all_events)
+
+
+def test_a_runs_cpu_priority_yields_to_the_api_on_postgresql_only_unless_set(monkeypatch):
+    monkeypatch.delenv(DATABASE_URL_SETTING, raising=False)
+    monkeypatch.delenv(RUN_NICE_SETTING, raising=False)
+    assert run_nice() == 0  # the embedded store: the API's set-up requests wait for the run, so it keeps its pace
+    monkeypatch.setenv(DATABASE_URL_SETTING, "postgresql://cmp:s3cret@db.example:5432/cmp")
+    assert run_nice() == 10
+    monkeypatch.setenv(RUN_NICE_SETTING, "0")
+    assert run_nice() == 0
+    monkeypatch.setenv(RUN_NICE_SETTING, " 19 ")
+    assert run_nice() == 19
+    for bad in ("20", "-1", "ten", "5.5"):
+        monkeypatch.setenv(RUN_NICE_SETTING, bad)
+        with pytest.raises(StoreSettingError) as refused:
+            run_nice()
+        assert str(refused.value) == (f"CMP_RUN_NICE must be a whole number from 0 to 19 (the nice value of a run's "
+                                      f"process; 0 leaves it as launched); got {bad!r}")
 
 
 def test_only_a_code_location_in_the_daemons_own_environment_is_forked():

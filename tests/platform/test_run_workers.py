@@ -49,6 +49,9 @@ def test_partner_files_in_a_bucket_are_run_once_each_by_two_workers_sharing_only
         # each run went through the broker and was executed in a pool process of one of the two workers
         for run in runs:
             assert run.tags.get(TASK_TAG), run.tags
+            # a pool process of a worker executes runs only: it yields the CPU (CMP_RUN_NICE, 10 on PostgreSQL)
+            assert "This run's process yields the CPU to interactive work: nice 10 (CMP_RUN_NICE)." in [
+                entry.message for entry in cluster.instance.all_logs(run.run_id)], run.run_id
         assert {cluster.executed_by(run) for run in runs} <= {"w1", "w2"}
     assert pg_platform.payment_postings() == 8
     for account, amount in amounts.items():

@@ -15,11 +15,11 @@ import dagster as dg
 import duckdb
 import psycopg
 
-from cmp_pipelines.core import delivery
-from cmp_pipelines.core.config import SftpTransport, load_partners
+from cmp_pipelines.core import delivery, probe_queries
+from cmp_pipelines.core.config import SftpTransport, load_partners, load_probes
 from cmp_pipelines.core.db.connection import StoreBusyError
 from cmp_pipelines.core.db.postgres import PostgresStoreError
-from cmp_pipelines.core.probes import DELIVERY_PROBES
+from cmp_pipelines.core.probes import DELIVERY_PROBES, PROBES_BY_ID
 from cmp_pipelines.core.settings import paths
 from cmp_pipelines.core.transports import deliver_pending, pickup_inbound
 from cmp_pipelines.lib.metadata import markdown_table
@@ -113,24 +113,39 @@ sftp_pickup_job = dg.define_asset_job(
     minimum_interval_seconds=DELIVERY_INTERVAL_SECONDS,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Requests a delivery run when the register holds documents due to be sent (new, or a retry whose "
-                "backoff is over); the run key names them, so one state is asked for once.",
+                "backoff is over); the run key names them, so one state is asked for once. With nothing due but "
+                "posted batches still without their posting file, one run an hour, so their probe keeps alerting.",
 )
 def delivery_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
     database = Database()  # not a declared resource: that would open an instance on every tick (lib/inbound_sensor)
     if not database.exists():
         return dg.SkipReason("no store yet")
+    now = datetime.now(UTC)
     try:
         with database.service(read_only=True, wait_seconds=2) as con:
-            state = delivery.due_state(con, datetime.now(UTC))
+            state = delivery.due_state(con, now)
+            unfiled = None if state is not None else _posting_files_missing(con, now)
     except StoreBusyError:
         return dg.SkipReason("the store is busy (a run is writing); asking again next tick")
     except PostgresStoreError as exc:
         return dg.SkipReason(f"the store cannot be reached now ({exc}); asking again next tick")
     except (duckdb.CatalogException, psycopg.errors.UndefinedTable):
         return dg.SkipReason("the store has no delivery register yet (migrated by `cmp-pipelines init` or any run)")
+    if state is None and unfiled:
+        # nothing to send, but posted batches still lack their file: a run an hour keeps the probe's alert current
+        return dg.SensorResult(run_requests=[dg.RunRequest(run_key=f"unfiled:{unfiled}:{now:%Y%m%d%H}")])
     if state is None:
         return dg.SkipReason("nothing to deliver")
     return dg.SensorResult(run_requests=[dg.RunRequest(run_key=f"deliver:{state}")])
+
+
+def _posting_files_missing(con, now: datetime) -> int:
+    """How many batches the probe ledger_posting_files_missing counts now (the delivery run evaluates it: with
+    nothing else due, no run would, and a posting file that failed would go unreported)."""
+    probe = PROBES_BY_ID["ledger_posting_files_missing"]
+    configs = load_probes(paths().config_dir)
+    [outcome] = probe_queries.evaluate(con, {probe.probe_id: configs[probe.probe_id]}, now, probes=(probe,))
+    return outcome.value if outcome.tripped else 0
 
 
 @dg.sensor(

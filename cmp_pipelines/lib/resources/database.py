@@ -57,8 +57,12 @@ class Database(dg.ConfigurableResource):
             tag_run_process(context.instance, context.run_id)
             self._run = ExitStack()
             if in_run_worker() and (nice := run_nice()):
-                context.log.info(f"This run's process yields the CPU to interactive work: nice {yield_cpu(nice)} "
-                                 "(CMP_RUN_NICE).")
+                try:
+                    context.log.info(f"This run's process yields the CPU to interactive work: nice "
+                                     f"{yield_cpu(nice)} (CMP_RUN_NICE).")
+                except OSError as exc:  # a sandbox that forbids it: the run goes on at its priority
+                    context.log.warning(f"CMP_RUN_NICE={nice} could not be applied ({exc}); the run keeps its "
+                                        "priority.")
         sweep_scratch()
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:

@@ -10,11 +10,13 @@ import pytest
 from dagster._core.definitions.reconstruct import ReconstructableRepository
 
 from cmp_pipelines.core import probe_queries
-from cmp_pipelines.core.config import load_probes
+from cmp_pipelines.core.config import load_payment_terms, load_probes
+from cmp_pipelines.core.invoicing import issue_invoice
 from cmp_pipelines.core.probes import PROBES_BY_ID
 from cmp_pipelines.core.settings import PROJECT_ROOT
 from cmp_pipelines.definitions import build_definitions, defs
 from cmp_pipelines.defs.nrp.defs import nrp_inbound_files_sensor
+from cmp_pipelines.defs.platform.delivery import delivery_sensor
 from cmp_pipelines.lib.headless import MODULE_NAME, run_pending_sensors
 from cmp_pipelines.lib.resources.file_store import LocalFileStore
 from tests.support.dagster import flow_runs
@@ -214,6 +216,26 @@ def test_a_posting_batch_left_without_its_file_trips_the_probe_until_the_run_is_
 
     assert missing(timedelta(minutes=minutes - 1)) == (0, False)  # a run still writing it is not flagged
     assert missing(timedelta(minutes=minutes + 1)) == (1, True)
+    with platform.connect() as con:  # the API's invoices of the day post in a batch that never has a file
+        issue_invoice(con, "ACC00000002", {"invoice_number": "INV-API-1", "amount": "12.00",
+                                           "issue_date": created.date().isoformat()},
+                      terms=load_payment_terms(PROJECT_ROOT / "config"), client_id="BILLING",
+                      idempotency_key="probe-1", now=created)
+    assert platform.query("SELECT count(*) FROM batches b JOIN ledger_postings l USING (batch_id) "
+                          "WHERE b.kind = 'INVOICES' AND b.output_path IS NULL") == [(1,)]
+    assert missing(timedelta(minutes=minutes + 1)) == (1, True), "the invoice batch is not counted"
+
+    # nothing left to deliver, yet the delivery sensor asks for a run an hour (the run evaluates the probe) while
+    # the batch has waited longer than the probe's age
+    run_pending_sensors(defs, instance, echo=lambda _: None)  # the acknowledgement delivered
+    with dg.build_sensor_context(instance=instance) as context:
+        asked = delivery_sensor(context)
+    assert isinstance(asked, dg.SkipReason) and asked.skip_message == "nothing to deliver", asked
+    platform.query("UPDATE batches SET created_at = created_at - INTERVAL 2 HOUR WHERE kind = 'NRP_POSTING'")
+    with dg.build_sensor_context(instance=instance) as context:
+        asked = delivery_sensor(context)
+    [request] = asked.run_requests
+    assert request.run_key.startswith("unfiled:1:")
 
     job = ReconstructableRepository.for_module(MODULE_NAME, "defs", str(PROJECT_ROOT)).get_reconstructable_job(
         instance.get_run_by_id(failed.run_id).job_name)

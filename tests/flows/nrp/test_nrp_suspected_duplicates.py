@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from datetime import timedelta
 
 import jsonschema
+import pytest
 from click.testing import CliRunner
 
 from cmp_pipelines.cli import main
 from cmp_pipelines.core import probe_queries as probe_service
 from cmp_pipelines.core.config import load_partners, load_probes
-from cmp_pipelines.core.probes import NRP_DUPLICATE_PROBES
+from cmp_pipelines.core.probes import NRP_DUPLICATE_PROBES, PROBES_BY_ID
 from cmp_pipelines.core.settings import PACKAGE_ROOT, PROJECT_ROOT
 from cmp_pipelines.defs.nrp.flow import NonRecurringPayments
+from cmp_pipelines.lib.resources.file_store import LocalFileStore
 from tests.support.platform import NOW, document, payment
 
 FIRST = [
@@ -86,6 +89,44 @@ def test_a_resend_under_a_new_file_id_is_held_reported_and_released_once(platfor
         f = flow(platform, con)
         f.post(f.loaded(load.file_id))
     assert total_payments(platform) == -3550 - 725 - 3550
+
+
+class LedgerFolderFails(LocalFileStore):
+    def write_from(self, path: str, produce) -> str:
+        if path.startswith("outbound/ledger/"):
+            raise OSError("injected failure: disk full while writing the posting file")
+        return super().write_from(path, produce)
+
+
+def test_a_release_whose_file_failed_is_flagged_and_written_by_the_next_release(platform):
+    platform.process(platform.drop("first.json.enc", document(FIRST, file_id="PP-001")))
+    load = platform.process(platform.drop("resent.json.enc", document(FIRST, file_id="PP-002")))
+    assert load.held_count == 3
+    broken = LedgerFolderFails(base_dir=str(platform.root))
+    with platform.connect() as con, pytest.raises(OSError, match="while writing the posting file"):
+        NonRecurringPayments(con, broken, platform.keyring, load_partners(PROJECT_ROOT / "config"), NOW
+                             ).release_held(load.batch_id)
+    assert total_payments(platform) == -3550 * 2, "posted before the file failed"
+    [(release, created)] = platform.query("SELECT batch_id, created_at FROM batches WHERE kind = 'NRP_RELEASE' "
+                                          "AND output_path IS NULL")
+    configs = load_probes(PROJECT_ROOT / "config")
+    minutes = configs["ledger_posting_files_missing"].older_than_minutes
+    probe = (PROBES_BY_ID["ledger_posting_files_missing"],)
+    with platform.connect() as con:
+        [flagged] = probe_service.evaluate(con, configs, created + timedelta(minutes=minutes + 1), probes=probe)
+    assert (flagged.value, flagged.tripped) == (1, True)
+
+    result = CliRunner().invoke(main, ["nrp", "release-held", load.batch_id])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines() == [
+        f"nothing held in {load.batch_id}; nothing posted",
+        f"wrote the posting file an earlier release left unwritten: outbound/ledger/{release}.json ({release})"]
+    posting_file = json.loads(platform.files.read_bytes(f"outbound/ledger/{release}.json"))
+    assert (posting_file["header"]["record_count"], posting_file["header"]["total_amount"]) == (3, "-35.50")
+    assert total_payments(platform) == -3550 * 2, "nothing posted twice"
+    with platform.connect() as con:
+        [cleared] = probe_service.evaluate(con, configs, created + timedelta(minutes=minutes + 1), probes=probe)
+    assert (cleared.value, cleared.tripped) == (0, False)
 
 
 def test_only_the_same_record_id_account_and_amount_within_the_window_is_held(platform):
