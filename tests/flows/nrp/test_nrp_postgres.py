@@ -114,6 +114,24 @@ def test_a_resend_is_held_then_released_once_through_the_cli(any_platform):
         (5, 725 + 3551)]
     assert len(platform.query("SELECT batch_id FROM batches WHERE kind = 'NRP_RELEASE'")) == 2
 
+    # the state a release leaves when its posting file fails after the commit: no path, no file, no delivery
+    [(release, path)] = platform.query("SELECT batch_id, output_path FROM batches WHERE kind = 'NRP_RELEASE' "
+                                       "ORDER BY batch_id DESC LIMIT 1")
+    assert platform.query("UPDATE batches SET output_path = NULL WHERE batch_id = ? RETURNING batch_id",
+                          [release]) == [(release,)]
+    assert len(platform.query("DELETE FROM delivery_register WHERE local_path = ? RETURNING delivery_id",
+                              [path])) == 1
+    (platform.root / path).unlink()
+    healed = CliRunner().invoke(main, ["nrp", "release-held", load.batch_id], catch_exceptions=False)
+    assert healed.output.splitlines() == [
+        f"nothing held in {load.batch_id}; nothing posted",
+        f"wrote the posting file an earlier release left unwritten: {path} ({release})"]
+    assert orjson.loads(platform.files.read_bytes(path))["header"]["record_count"] == 3
+    assert platform.query("SELECT output_path FROM batches WHERE batch_id = ?", [release]) == [(path,)]
+    assert platform.query("SELECT count(*) FROM delivery_register WHERE local_path = ?", [path]) == [(1,)]
+    assert platform.query("SELECT sum(amount_minor) FROM ledger_postings WHERE kind = 'PAYMENT'")[0][0] == (
+        -3551 - 725 - 3551), "nothing posted twice"
+
 
 @pytest.mark.postgres
 def test_a_flow_not_yet_on_postgres_is_refused_rather_than_left_writing_into_a_scratch(pg_platform):
