@@ -86,7 +86,8 @@ _FORKED_WORKER = False
 
 
 def mark_run_worker() -> None:
-    """Name this process one that executes runs and nothing else (a Celery run worker's pool process)."""
+    """Name this process one that executes runs and nothing else (a forked worker, a Celery run worker's pool
+    process)."""
     global _FORKED_WORKER
     _FORKED_WORKER = True
 
@@ -108,7 +109,7 @@ def _execute(payload: str) -> None:
     the fork server's loop."""
     from cmp_pipelines.lib import warm_runs  # the server runs as __main__: the flag goes on the module others import
 
-    warm_runs._FORKED_WORKER = True
+    warm_runs.mark_run_worker()
     code = 1
     try:
         devnull = os.open(os.devnull, os.O_RDONLY)

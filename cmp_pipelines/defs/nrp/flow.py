@@ -410,7 +410,7 @@ class NonRecurringPayments:
             "ORDER BY batch_id", [load_batch]).fetchall()]
         batch, total, path = None, 0, None
         for batch in missing:
-            posted = posted_batch(self.con, batch, "the release (cmp-pipelines nrp release)")
+            posted = posted_batch(self.con, batch, "the release (cmp-pipelines nrp release-held)")
             total, path = posted.total_minor, self.write_posting_file(posted)
         return batch, 0, total, path
 

@@ -16,7 +16,7 @@ import duckdb
 import psycopg
 
 from cmp_pipelines.core import delivery, probe_queries
-from cmp_pipelines.core.config import SftpTransport, load_partners, load_probes
+from cmp_pipelines.core.config import ConfigError, SftpTransport, load_partners, load_probes
 from cmp_pipelines.core.db.connection import StoreBusyError
 from cmp_pipelines.core.db.postgres import PostgresStoreError
 from cmp_pipelines.core.probes import DELIVERY_PROBES, PROBES_BY_ID
@@ -124,7 +124,7 @@ def delivery_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg
     try:
         with database.service(read_only=True, wait_seconds=2) as con:
             state = delivery.due_state(con, now)
-            unfiled = None if state is not None else _posting_files_missing(con, now)
+            unfiled = None if state is not None else _posting_files_missing(context, con, now)
     except StoreBusyError:
         return dg.SkipReason("the store is busy (a run is writing); asking again next tick")
     except PostgresStoreError as exc:
@@ -139,11 +139,16 @@ def delivery_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg
     return dg.SensorResult(run_requests=[dg.RunRequest(run_key=f"deliver:{state}")])
 
 
-def _posting_files_missing(con, now: datetime) -> int:
+def _posting_files_missing(context: dg.SensorEvaluationContext, con, now: datetime) -> int:
     """How many batches the probe ledger_posting_files_missing counts now (the delivery run evaluates it: with
-    nothing else due, no run would, and a posting file that failed would go unreported)."""
+    nothing else due, no run would, and a posting file that failed would go unreported). A probes.yaml that does
+    not load never stops deliveries: it is reported, and the probe's own check names the problem."""
     probe = PROBES_BY_ID["ledger_posting_files_missing"]
-    configs = load_probes(paths().config_dir)
+    try:
+        configs = load_probes(paths().config_dir)
+    except ConfigError as exc:
+        context.log.warning(f"probes.yaml does not load, so posted batches without a file are not checked: {exc}")
+        return 0
     [outcome] = probe_queries.evaluate(con, {probe.probe_id: configs[probe.probe_id]}, now, probes=(probe,))
     return outcome.value if outcome.tripped else 0
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from datetime import timedelta
 
 import dagster as dg
@@ -195,7 +196,8 @@ class PostingFileFails(LocalFileStore):
         return super().write_from(path, produce)
 
 
-def test_a_posting_batch_left_without_its_file_trips_the_probe_until_the_run_is_reexecuted(platform, instance):
+def test_a_posting_batch_left_without_its_file_trips_the_probe_until_the_run_is_reexecuted(platform, instance,
+                                                                                            tmp_path, monkeypatch):
     """The acknowledgement goes before the posting file (the partner never sees our file): a run that fails
     between them has posted and acknowledged, and only this probe says the sales ledger is still waiting."""
     platform.drop("nofile.json.enc", document(RECORDS))
@@ -236,6 +238,16 @@ def test_a_posting_batch_left_without_its_file_trips_the_probe_until_the_run_is_
         asked = delivery_sensor(context)
     [request] = asked.run_requests
     assert request.run_key.startswith("unfiled:1:")
+    # a probes.yaml that does not load never stops deliveries: the check is skipped, the sensor goes on
+    config = tmp_path / "config"
+    shutil.copytree(PROJECT_ROOT / "config", config)
+    probes_yaml = config / "probes.yaml"
+    probes_yaml.write_text(probes_yaml.read_text().replace("ledger_posting_files_missing:", "unknown_probe:"))
+    monkeypatch.setenv("CMP_CONFIG_DIR", str(config))
+    with dg.build_sensor_context(instance=instance) as context:
+        asked = delivery_sensor(context)
+    assert isinstance(asked, dg.SkipReason) and asked.skip_message == "nothing to deliver", asked
+    monkeypatch.delenv("CMP_CONFIG_DIR")
 
     job = ReconstructableRepository.for_module(MODULE_NAME, "defs", str(PROJECT_ROOT)).get_reconstructable_job(
         instance.get_run_by_id(failed.run_id).job_name)
