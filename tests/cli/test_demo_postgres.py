@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import duckdb
@@ -16,6 +17,7 @@ from click.testing import CliRunner
 from dagster import DagsterInstance, DagsterRunStatus
 
 from cmp_pipelines.cli import main
+from cmp_pipelines.core.probe_queries import PROBE_SQL
 
 # slow as well: a demo on each store (about 45 s of CPU, 17 runs on each), and slow tests are handed out first
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
@@ -52,13 +54,18 @@ def _demo(data: Path, url: str | None, monkeypatch=None) -> dict:
         done = CliRunner().invoke(main, step, catch_exceptions=False)
         assert done.exit_code == 0, (step, done.output[-2000:])
     assert "0 failed" in done.output
+    # the probe for batches left without their posting file, two hours on: every flow of the demo wrote its file
+    unfiled = PROBE_SQL["ledger_posting_files_missing"]
+    later = {"older_than": datetime.now(UTC) + timedelta(hours=2)}
     if url:
         assert not list(data.rglob("*.duckdb"))  # nothing went to an embedded store by mistake
         with psycopg.connect(url) as con:
             outcome = {name: con.execute(sql).fetchall() for name, sql in OUTCOMES.items()}
+            outcome["unfiled"] = con.execute(unfiled.replace("$older_than", "%(older_than)s"), later).fetchall()
     else:
         with duckdb.connect(str(data / "cmp.duckdb"), read_only=True) as con:
             outcome = {name: con.execute(sql).fetchall() for name, sql in OUTCOMES.items()}
+            outcome["unfiled"] = con.execute(unfiled, later).fetchall()
     outcome["acknowledgements"] = sorted(
         p.parent.relative_to(data / "outbound" / "acknowledgements").as_posix()
         for p in (data / "outbound" / "acknowledgements").rglob("*") if p.is_file())
@@ -77,6 +84,7 @@ def test_the_demo_on_postgres_gives_what_it_gives_on_duckdb(tmp_path, monkeypatc
         on_postgres = _demo(tmp_path / "postgres", pg_url, monkeypatch)
         embedded = embedded.get(timeout=600)
     assert on_postgres == embedded
+    assert on_postgres["unfiled"] == [(0,)]
     ledger = {kind: (n, total) for kind, n, total in on_postgres["ledger"]}
     # every flow of the demo posted: the sample files and the daily jobs all reached the ledger
     assert {"INVOICE", "PAYMENT", "CARD_PAYMENT", "CARD_REVERSAL", "DD_COLLECTION", "DD_REVERSAL",
