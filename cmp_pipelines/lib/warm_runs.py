@@ -82,14 +82,14 @@ def _serve(modules: list[str]) -> None:
         reply.write(f"{pid}\n")
 
 
-_FORKED_WORKER = False
+_RUN_WORKER = False
 
 
 def mark_run_worker() -> None:
     """Name this process one that executes runs and nothing else (a forked worker, a Celery run worker's pool
     process)."""
-    global _FORKED_WORKER
-    _FORKED_WORKER = True
+    global _RUN_WORKER
+    _RUN_WORKER = True
 
 
 def in_run_worker() -> bool:
@@ -99,7 +99,7 @@ def in_run_worker() -> bool:
     test's or the CLI's process that executes a run in-process and goes on, nor a uvicorn worker."""
     import multiprocessing
 
-    if _FORKED_WORKER or {"execute_run", "resume_run"} & set(sys.argv):
+    if _RUN_WORKER or {"execute_run", "resume_run"} & set(sys.argv):
         return True
     return multiprocessing.parent_process() is not None and "grpc" in sys.argv
 

@@ -340,7 +340,7 @@ class NonRecurringPayments:
         try:
             result = self._release_held(load_batch, record_id)
             if not result.released:  # nothing held: a release whose file failed earlier is written now
-                result = ReleaseResult(load_batch, 0, *self._write_unwritten_releases(load_batch))
+                result = self._write_unwritten_releases(load_batch)
             return result
         finally:
             if self.mirror is not None:
@@ -401,18 +401,17 @@ class NonRecurringPayments:
         path = self.write_posting_file(posted)
         return ReleaseResult(load_batch, released, posting_batch, posted.posted_now, posted.total_minor, path)
 
-    def _write_unwritten_releases(self, load_batch: str) -> tuple[str | None, int, int, str | None]:
+    def _write_unwritten_releases(self, load_batch: str) -> ReleaseResult:
         """A release whose posting file failed after its commit (the probe ledger_posting_files_missing flags it):
-        the next release of the batch, with nothing left held, writes it from the postings committed. Returns the
-        last such batch, 0 posted now, its total and its file."""
-        missing = [batch for (batch,) in self.con.execute(
-            "SELECT batch_id FROM batches WHERE parent_batch_id = ? AND kind = 'NRP_RELEASE' AND output_path IS NULL "
-            "ORDER BY batch_id", [load_batch]).fetchall()]
-        batch, total, path = None, 0, None
-        for batch in missing:
+        the next release of the batch, with nothing left held, writes it from the postings committed and names
+        it (nothing released or posted now)."""
+        result = ReleaseResult(load_batch, 0, None, 0, 0, None)
+        for (batch,) in self.con.execute(
+                "SELECT batch_id FROM batches WHERE parent_batch_id = ? AND kind = 'NRP_RELEASE' "
+                "AND output_path IS NULL ORDER BY batch_id", [load_batch]).fetchall():
             posted = posted_batch(self.con, batch, "the release (cmp-pipelines nrp release-held)")
-            total, path = posted.total_minor, self.write_posting_file(posted)
-        return batch, 0, total, path
+            result = ReleaseResult(load_batch, 0, batch, 0, posted.total_minor, self.write_posting_file(posted))
+        return result
 
     def posted(self, load: LoadResult) -> PostResult:
         return posted_batch(self.con, child_batch_id(self.con, load.batch_id, "NRP_POSTING"), "nrp_posting_batch")
