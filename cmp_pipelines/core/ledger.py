@@ -30,6 +30,7 @@ import orjson
 
 from cmp_pipelines.core.db.connection import sql_literal
 from cmp_pipelines.core.delivery import enqueue
+from cmp_pipelines.core.files.prepared import PreparedDocument, prepare, take
 from cmp_pipelines.core.files.store import FileStoreLike
 from cmp_pipelines.core.files.text_copy import copy_lines, staged
 from cmp_pipelines.core.money import format_minor
@@ -148,7 +149,7 @@ _PG_STAGE = """
 
 def _insert_staged(con: duckdb.DuckDBPyConnection, pg, sql: str, params: dict | None = None, *,
                    key_domain: str | None = None, order: str = "ord",
-                   meanwhile: Callable[[], object] | None = None) -> int:
+                   meanwhile: Callable[[bool], object] | None = None) -> int:
     """The posting rows `sql` computes in DuckDB (with `ord`, their place in the caller's order), inserted into
     PostgreSQL's ledger inside `pg`'s open transaction. Returns the rows posted now.
 
@@ -158,8 +159,9 @@ def _insert_staged(con: duckdb.DuckDBPyConnection, pg, sql: str, params: dict | 
     (a key prefix only its caller's rows carry) and no posting of the domain yet in the keys' range, the rows are
     copied straight into the ledger instead (`_copy_new`): half the time on a million rows, because the temporary
     table, its two sorts and the speculative insertion per row are gone. `meanwhile`: the caller's own work on
-    `con` (the scratch's copy of the same postings), run once on either path; on the copy it runs while
-    PostgreSQL's backend writes the rows, so the two take a core each."""
+    `con` (the scratch's copy of the same postings), run once on either path and told which: on the copy
+    (`meanwhile(True)`) it runs while PostgreSQL's backend writes the rows, so the two take a core each, and every
+    row posted is one the scratch holds; on the general path (`meanwhile(False)`) it runs after the insert."""
     from cmp_pipelines.core.db.transfer import arrow_batches, ingest_adbc
 
     with pg.cursor() as cur:
@@ -184,7 +186,7 @@ def _insert_staged(con: duckdb.DuckDBPyConnection, pg, sql: str, params: dict | 
         """)
         posted = int(cur.fetchone()[0])
     if meanwhile is not None:
-        meanwhile()
+        meanwhile(False)
     return posted
 
 
@@ -217,7 +219,7 @@ def _domain_is_new(con: duckdb.DuckDBPyConnection, cur, sql: str, params: dict |
 
 
 def _copy_new(con: duckdb.DuckDBPyConnection, cur, sql: str, params: dict | None, order: str,
-              meanwhile: Callable[[], object] | None = None) -> int:
+              meanwhile: Callable[[bool], object] | None = None) -> int:
     """Rows none of which is posted, copied (binary COPY) into the ledger in `order`, so the posting ids the
     column's default draws follow that order, as in the general path; posted_at defaults to the transaction's
     time, as there. With `meanwhile`, the rows are computed first (Arrow, in memory: ~200 MB a million postings,
@@ -237,7 +239,7 @@ def _copy_new(con: duckdb.DuckDBPyConnection, cur, sql: str, params: dict | None
         rows = rows.read_all()  # `con` is free for `meanwhile` once its result is read
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger-copy") as pool:
             copying = pool.submit(ingest_adbc, cur, "ledger_postings", rows)
-            meanwhile()  # an error here still waits for the copy (leaving the pool), then fails the transaction
+            meanwhile(True)  # an error here still waits for the copy (leaving the pool), then fails the transaction
         written = copying.result()
     if written < 0:  # a driver that does not count: the rows are all new, so they are the staged ones
         written = con.execute(f"SELECT count(*) FROM ({sql}) staged", params or {}).fetchall()[0][0]
@@ -247,7 +249,7 @@ def _copy_new(con: duckdb.DuckDBPyConnection, cur, sql: str, params: dict | None
 def post_to_postgres(con: duckdb.DuckDBPyConnection, pg, staged_sql: str, *, source: str, key: Sequence[str],
                      batch_id: str | None, now: datetime | None, params: dict | None = None,
                      order_by: str | None = None, key_domain: str | None = None,
-                     meanwhile: Callable[[], object] | None = None) -> int:
+                     meanwhile: Callable[[bool], object] | None = None) -> int:
     """`post` with PostgreSQL holding the ledger: the rows are computed set-based in DuckDB exactly as `post`
     computes them (the caller's staged relation, the same key), pushed as Arrow into a temporary table on `pg` (an
     ADBC connection, core/db/transfer.py) and inserted ON CONFLICT DO NOTHING on the UNIQUE idempotency key, all in
@@ -489,12 +491,38 @@ def write_communications(con: duckdb.DuckDBPyConnection, files: FileStoreLike, b
 
 
 def write_posting_file(
-    con: duckdb.DuckDBPyConnection, files: FileStoreLike, batch_id: str, source: str, now: datetime
+    con: duckdb.DuckDBPyConnection, files: FileStoreLike, batch_id: str, source: str, now: datetime,
+    prepared: dict[str, PreparedDocument] | None = None,
 ) -> tuple[str, int, int]:
-    """Writes outbound/ledger/<batch_id>.json from the batch's postings; returns (path, count, total minor)."""
+    """Writes outbound/ledger/<batch_id>.json from the batch's postings; returns (path, count, total minor). A
+    document `prepare_posting_file` left in `prepared` for the same postings is published instead of rendered."""
     count, total = con.execute(
         "SELECT count(*), coalesce(sum(amount_minor), 0) FROM ledger_postings WHERE batch_id = ?", [batch_id]
     ).fetchone()
+    ready = take(prepared, f"posting_file:{batch_id}", (count, total)) if prepared is not None else None
+    if ready is not None:
+        path = ready.publish(files)
+    else:
+        path, render = _posting_file(con, batch_id, source, now, count, total)
+        files.write_from(path, render)
+    con.execute("UPDATE batches SET output_path = ? WHERE batch_id = ?", [path, batch_id])
+    enqueue(con, files, "LEDGER_POSTING", path, reference=batch_id, now=now)
+    return path, count, total
+
+
+def prepare_posting_file(con: duckdb.DuckDBPyConnection, batch_id: str, source: str, now: datetime
+                         ) -> tuple[str, PreparedDocument]:
+    """The posting file of the batch's postings as the scratch holds them, rendered but not published (see
+    core/files/prepared.py): for `write_posting_file`'s `prepared`, under the key returned."""
+    count, total = con.execute(
+        "SELECT count(*), coalesce(sum(amount_minor), 0) FROM ledger_postings WHERE batch_id = ?", [batch_id]
+    ).fetchone()
+    path, render = _posting_file(con, batch_id, source, now, count, total)
+    return f"posting_file:{batch_id}", prepare(path, render, (count, total))
+
+
+def _posting_file(con: duckdb.DuckDBPyConnection, batch_id: str, source: str, now: datetime, count: int,
+                  total: int) -> tuple[str, Callable[[Path], None]]:
     header = {
         "batch_id": batch_id,
         "source": source,
@@ -502,17 +530,13 @@ def write_posting_file(
         "record_count": count,
         "total_amount": format_minor(total),
     }
-    path = write_records_file(
-        con, files, f"outbound/ledger/{batch_id}.json", header, "postings",
-        f"""
+    query = f"""
         SELECT idempotency_key, account_number, invoice_number, kind, minor_to_decimal(amount_minor) AS amount,
                currency, strftime(effective_at AT TIME ZONE 'UTC', '%Y-%m-%dT%H:%M:%SZ') AS effective_at
         FROM ledger_postings WHERE batch_id = {sql_literal(batch_id)} ORDER BY posting_id
-        """,
-    )
-    con.execute("UPDATE batches SET output_path = ? WHERE batch_id = ?", [path, batch_id])
-    enqueue(con, files, "LEDGER_POSTING", path, reference=batch_id, now=now)
-    return path, count, total
+        """
+    return (f"outbound/ledger/{batch_id}.json",
+            lambda target: write_json_document(con, target, header, "postings", query))
 
 
 def write_posting_file_postgres(mirror, files: FileStoreLike, batch_id: str, source: str,

@@ -34,6 +34,7 @@ import pyarrow as pa
 from cmp_pipelines.core.db.connection import SQL_MACROS
 from cmp_pipelines.core.db.migrations import apply_migrations
 from cmp_pipelines.core.db.transfer import arrow_batches, ingest_adbc
+from cmp_pipelines.core.files.prepared import PreparedDocument
 
 
 @contextmanager
@@ -58,6 +59,14 @@ class Mirror:
 
     def __init__(self, con: duckdb.DuckDBPyConnection, pg):
         self.con, self.pg = con, pg
+        # documents a step rendered while PostgreSQL wrote (core/files/prepared.py), by key, for a later step of
+        # the run to publish; only what a committed transaction wrote is kept here
+        self.prepared: dict[str, PreparedDocument] = {}
+
+    def discard_prepared(self) -> None:
+        for document in self.prepared.values():
+            document.discard()
+        self.prepared.clear()
 
     def settle(self) -> None:
         """Finish a result the flow left half-read (`fetchone`): DuckDB 2 refuses new work on the connection
@@ -252,7 +261,11 @@ def mirrored(url: str | None = None) -> Iterator[Mirror]:
     from cmp_pipelines.core.db.transfer import adbc_connection
 
     with scratch_duckdb() as con, adbc_connection(url) as pg:
-        yield Mirror(con, pg)
+        mirror = Mirror(con, pg)
+        try:
+            yield mirror
+        finally:
+            mirror.discard_prepared()
 
 
 # ---- added for the direct debit flows (issue 19, phase 3b) -------------------------------------------------------

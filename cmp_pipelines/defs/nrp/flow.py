@@ -15,10 +15,13 @@ decrypted, parsed or matched: two partners' files run those in parallel and meet
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import duckdb
 import orjson
@@ -30,6 +33,7 @@ from cmp_pipelines.core.db.connection import sql_literal, transaction
 from cmp_pipelines.core.db.mirror import Mirror, pull_postings
 from cmp_pipelines.core.delivery import enqueue
 from cmp_pipelines.core.files.errors import FileRejected
+from cmp_pipelines.core.files.prepared import PreparedDocument, prepare, take
 from cmp_pipelines.core.files.record_file import check_sender, first_schema_violation, with_shape_and_card_numbers
 from cmp_pipelines.core.files.record_scan import read_record_file
 from cmp_pipelines.core.files.store import FileStoreLike
@@ -53,6 +57,7 @@ from cmp_pipelines.core.ledger import (
     posted_batch,
     posting_count,
     posting_key_sql,
+    prepare_posting_file,
     record_posting_batch,
     write_posting_file,
 )
@@ -273,11 +278,24 @@ class NonRecurringPayments:
     # ---- Non Recurring Payment job: posting batch and ledger postings ------------------------------
 
     def post(self, load: LoadResult) -> PostResult:
+        prepared: dict[str, PreparedDocument] = {}
+        try:
+            posted = self._post(load, prepared)
+        except BaseException:
+            for document in prepared.values():
+                document.discard()
+            raise
+        if self.mirror is not None:  # committed: the documents rendered meanwhile are true now
+            self.mirror.prepared.update(prepared)
+        return posted
+
+    def _post(self, load: LoadResult, prepared: dict[str, PreparedDocument]) -> PostResult:
         with transaction(self.con), self._pushed():
             posting_batch = child_batch_id(self.con, load.batch_id, "NRP_POSTING")
             pull_postings(self.mirror, posting_batch, unless_counts_agree=True)
             before = posting_count(self.con, posting_batch)
-            self._insert_postings(load.batch_id, posting_batch, load.partner)
+            self._insert_postings(load.batch_id, posting_batch, load.partner,
+                                  prepare=lambda: self._prepare_documents(load, posting_batch, prepared))
             # the scratch holds what PostgreSQL holds for the batch (counts)
             pull_postings(self.mirror, posting_batch, unless_counts_agree=True)
             posted = record_posting_batch(
@@ -294,10 +312,12 @@ class NonRecurringPayments:
                                  {"batch": posting_batch, "now": self.now})
         return posted
 
-    def _insert_postings(self, load_batch: str, posting_batch: str, partner: str, only_released: bool = False
-                         ) -> None:
+    def _insert_postings(self, load_batch: str, posting_batch: str, partner: str, only_released: bool = False,
+                         prepare: Callable[[], object] | None = None) -> None:
         """The ledger postings of a load batch's accepted records, under keys `nrp:<content sha>:<record id>:PAYMENT`
-        that the UNIQUE constraint makes idempotent: a posting, a re-run and a release never post a record twice."""
+        that the UNIQUE constraint makes idempotent: a posting, a re-run and a release never post a record twice.
+        `prepare`: on PostgreSQL, run while PostgreSQL copies the rows in, when every row it copies is one the
+        scratch holds (the documents that follow are rendered then, on the core the copy leaves idle)."""
         mirror = self.mirror
         if mirror is not None:
             mirror.settle()
@@ -311,8 +331,13 @@ class NonRecurringPayments:
             agree, and pulls PostgreSQL's rows when they do not). The keys' domain is the load file's: only its
             posting and its releases write `nrp:<stem>:` keys, so a first posting is copied straight in."""
             in_key_order = posting_key_sql(kw["source"], *kw["key"])
-            return post_to_postgres(con, mirror.pg, sql, **kw, key_domain=f"nrp:{stem}:",
-                                    meanwhile=lambda: post(con, sql, **kw, order_by=in_key_order))
+
+            def meanwhile(copying: bool) -> None:
+                post(con, sql, **kw, order_by=in_key_order)
+                if copying and prepare is not None:
+                    prepare()
+
+            return post_to_postgres(con, mirror.pg, sql, **kw, key_domain=f"nrp:{stem}:", meanwhile=meanwhile)
 
         writer = post if mirror is None else both
         writer(
@@ -419,8 +444,10 @@ class NonRecurringPayments:
     # ---- posting file for the external sales ledger ----------------------------------------------
 
     def write_posting_file(self, posted: PostResult) -> str:
-        pull_postings(self.mirror, posted.batch_id, unless_counts_agree=True)
-        path = write_posting_file(self.con, self.files, posted.batch_id, f"{FEED}:{JOB}", self.now)[0]
+        prepared = self.mirror.prepared if self.mirror is not None else None
+        if not prepared or f"posting_file:{posted.batch_id}" not in prepared:  # else rendered from these very rows
+            pull_postings(self.mirror, posted.batch_id, unless_counts_agree=True)
+        path = write_posting_file(self.con, self.files, posted.batch_id, f"{FEED}:{JOB}", self.now, prepared)[0]
         if self.mirror is not None:
             self.mirror.push_published(posted.batch_id, self.now)
         return path
@@ -428,6 +455,27 @@ class NonRecurringPayments:
     # ---- "Acknowledge Non Recurring Payments Receipt Of" -----------------------------------------
 
     def acknowledge(self, load: LoadResult) -> str:
+        path, header, records = self._acknowledgement(load)
+        ready = take(self.mirror.prepared, f"ack:{load.batch_id}", _unstamped(header)) if self.mirror else None
+        if ready is not None:
+            path = ready.publish(self.files)
+        else:
+            with json_document(self.con, header, "records", records) as document:
+                path = self.files.write_parts(path, self.keyring.encrypt_parts(load.partner, [document]))
+        with transaction(self.con), self._pushed():
+            enqueue(self.con, self.files, "NRP_ACKNOWLEDGEMENT", path, partner=load.partner,
+                    reference=header["source_file_name"], now=self.now)
+            self.con.execute(
+                "UPDATE batches SET status = 'ACKNOWLEDGED', output_path = ?, completed_at = ? WHERE batch_id = ?",
+                [path, self.now, load.batch_id],
+            )
+            if self.mirror is not None:
+                self.mirror.upsert("batches", ["batch_id"], "batch_id = $batch", {"batch": load.batch_id})
+                self.mirror.push_deliveries(self.now)
+        return path
+
+    def _acknowledgement(self, load: LoadResult) -> tuple[str, dict, str]:
+        """Where the acknowledgement goes, its header, and the query of its records."""
         file_name, partner_file_id = self.con.execute(
             "SELECT file_name, header_file_id FROM inbound_files WHERE file_id = ?", [load.file_id]
         ).fetchone()
@@ -449,27 +497,32 @@ class NonRecurringPayments:
             "held_amount": format_minor(load.held_minor),
             "currency": load.currency,
         }
-        with json_document(
-            self.con, header, "records",
-            f"""
+        records = f"""
             SELECT position, record_id, outcome, allocation, minor_to_decimal(amount_minor) AS amount,
                    reason_code, reason
             FROM nrp_records WHERE batch_id = {sql_literal(load.batch_id)} ORDER BY position
-            """,
-        ) as document:
-            token = self.keyring.encrypt_parts(load.partner, [document])
-            path = self.files.write_parts(ack_path(load.partner, file_name, "ack"), token)
-        with transaction(self.con), self._pushed():
-            enqueue(self.con, self.files, "NRP_ACKNOWLEDGEMENT", path, partner=load.partner,
-                    reference=file_name, now=self.now)
-            self.con.execute(
-                "UPDATE batches SET status = 'ACKNOWLEDGED', output_path = ?, completed_at = ? WHERE batch_id = ?",
-                [path, self.now, load.batch_id],
-            )
-            if self.mirror is not None:
-                self.mirror.upsert("batches", ["batch_id"], "batch_id = $batch", {"batch": load.batch_id})
-                self.mirror.push_deliveries(self.now)
-        return path
+        """
+        return ack_path(load.partner, file_name, "ack"), header, records
+
+    def _prepare_documents(self, load: LoadResult, posting_batch: str, prepared: dict[str, PreparedDocument]
+                           ) -> None:
+        """The posting file and the acknowledgement rendered from the scratch while PostgreSQL copies the postings
+        in (`post`), into `prepared`; published by their own steps (`write_posting_file`, `acknowledge`) once the
+        posting has committed, the acknowledgement only if the load's outcome is still what it was rendered from.
+        One whose file cannot be written here is left to its step, which renders it and reports; an error inside
+        DuckDB aborts the scratch's transaction, so it fails the posting, rolled back in both stores."""
+        path, header, records = self._acknowledgement(load)
+
+        def render(target: Path) -> None:
+            with json_document(self.con, header, "records", records) as document, open(target, "wb") as out:
+                for chunk in self.keyring.encrypt_parts(load.partner, [document]):
+                    out.write(chunk)
+
+        with contextlib.suppress(OSError):
+            key, posting_file = prepare_posting_file(self.con, posting_batch, f"{FEED}:{JOB}", self.now)
+            prepared[key] = posting_file
+        with contextlib.suppress(OSError):
+            prepared[f"ack:{load.batch_id}"] = prepare(path, render, _unstamped(header))
 
     def _acknowledge_rejection(self, partner: str, file_name: str, file_id: str, rejected: FileRejected) -> None:
         """Tell the partner the whole file was refused, when we hold a key to tell them with."""
@@ -488,3 +541,8 @@ class NonRecurringPayments:
             return  # the partner's key file is unusable: the quarantine report says why
         path = self.files.write_bytes(ack_path(partner, file_name, "rejected.ack"), token)
         enqueue(self.con, self.files, "NRP_ACKNOWLEDGEMENT", path, partner=partner, reference=file_name, now=self.now)
+
+
+def _unstamped(header: dict) -> tuple:
+    """An acknowledgement's header without its time: what a prepared one must agree with to be published."""
+    return tuple((name, value) for name, value in header.items() if name != "processed_at")
