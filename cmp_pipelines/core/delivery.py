@@ -89,13 +89,15 @@ def _digest_in_store(files: FileStoreLike, path: str) -> tuple[str, int]:
 
 
 def enqueue(con: duckdb.DuckDBPyConnection, files: FileStoreLike, kind: str, path: str, *,
-            partner: str | None = None, reference: str | None = None, now: datetime | None = None) -> None:
+            partner: str | None = None, reference: str | None = None, now: datetime | None = None,
+            digest: tuple[str, int] | None = None) -> None:
     """Register a document just published at `path` (store-relative) for delivery to `partner` (default: the
-    sales ledger for posting files, else the partner its folder names). Enqueuing it again does nothing."""
+    sales ledger for posting files, else the partner its folder names). Enqueuing it again does nothing.
+    `digest`: its sha256 and size when the caller hashed it before publishing (core/files/prepared.py)."""
     if kind not in DOCUMENT_KINDS:
         raise ValueError(f"unknown document kind {kind!r}; known kinds: {', '.join(DOCUMENT_KINDS)}")
     partner = partner or default_partner(kind, path)
-    sha, size = _digest_in_store(files, path)
+    sha, size = digest or _digest_in_store(files, path)
     now = now or datetime.now(UTC)
     name = PurePosixPath(path).name
     # a partition run again rewrites its document (a new created_at): the version not yet sent replaces the old

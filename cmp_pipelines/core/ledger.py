@@ -501,24 +501,24 @@ def write_posting_file(
     ).fetchone()
     ready = take(prepared, f"posting_file:{batch_id}", (count, total)) if prepared is not None else None
     if ready is not None:
-        path = ready.publish(files)
+        path = ready.publish()
     else:
         path, render = _posting_file(con, batch_id, source, now, count, total)
         files.write_from(path, render)
     con.execute("UPDATE batches SET output_path = ? WHERE batch_id = ?", [path, batch_id])
-    enqueue(con, files, "LEDGER_POSTING", path, reference=batch_id, now=now)
+    enqueue(con, files, "LEDGER_POSTING", path, reference=batch_id, now=now, digest=ready and ready.digest)
     return path, count, total
 
 
-def prepare_posting_file(con: duckdb.DuckDBPyConnection, batch_id: str, source: str, now: datetime
-                         ) -> tuple[str, PreparedDocument]:
+def prepare_posting_file(con: duckdb.DuckDBPyConnection, files: FileStoreLike, batch_id: str, source: str,
+                         now: datetime) -> tuple[str, PreparedDocument]:
     """The posting file of the batch's postings as the scratch holds them, rendered but not published (see
     core/files/prepared.py): for `write_posting_file`'s `prepared`, under the key returned."""
     count, total = con.execute(
         "SELECT count(*), coalesce(sum(amount_minor), 0) FROM ledger_postings WHERE batch_id = ?", [batch_id]
     ).fetchone()
     path, render = _posting_file(con, batch_id, source, now, count, total)
-    return f"posting_file:{batch_id}", prepare(path, render, (count, total))
+    return f"posting_file:{batch_id}", prepare(files, path, render, (count, total))
 
 
 def _posting_file(con: duckdb.DuckDBPyConnection, batch_id: str, source: str, now: datetime, count: int,

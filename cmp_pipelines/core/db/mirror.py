@@ -113,14 +113,18 @@ class Mirror:
         return rows.num_rows
 
     def stage_keys(self, name: str, sql: str, params: dict | None = None) -> int:
-        """A scratch query's distinct values (one column `k`) into a PostgreSQL temp table `name`, to pull by."""
+        """A scratch query's distinct values (one column `k`) into a PostgreSQL temp table `name`, to pull by. No
+        index (the values are distinct already; building one cost more than the join it served): the table is
+        analysed instead, so the planner sizes the join by its real row count."""
         self.settle()
         with self.guarded(), self.pg.cursor() as cur:
             cur.execute(f"DROP TABLE IF EXISTS pg_temp.{name}")
-            cur.execute(f"CREATE TEMP TABLE {name} (k VARCHAR PRIMARY KEY) ON COMMIT DROP")
-            return ingest_adbc(cur, name, arrow_batches(
+            cur.execute(f"CREATE TEMP TABLE {name} (k VARCHAR) ON COMMIT DROP")
+            staged = ingest_adbc(cur, name, arrow_batches(
                 self.con, f"SELECT DISTINCT k::VARCHAR AS k FROM ({sql}) WHERE k IS NOT NULL", params),
                 temporary=True)
+            cur.execute(f"ANALYZE {name}")
+            return staged
 
     # ---- writing what the step wrote ---------------------------------------------------------------------
 

@@ -3,53 +3,50 @@
 On PostgreSQL a big posting's rows are copied by PostgreSQL's backend for seconds while the run's own process
 has a core with nothing to do (core/ledger.post_to_postgres). The documents that follow the posting (the
 sales-ledger posting file, the partner's acknowledgement) are rendered in that time from the same scratch rows,
-into this process's scratch folder, and the steps that publish them take them ready: only once the posting has
+and the steps that publish them take them ready: only once the posting has
 committed (a rolled-back posting discards them), and only when what the publisher would write agrees with what
 they were rendered from (`fingerprint`: a release between the two steps changes an acknowledgement's counts, and
-it is then rendered again). Publishing goes through the store's own `write_from`, so staging, durability and the
-`published` crash point are the same as for a document rendered on the spot.
+it is then rendered again). The two halves are the store's own `write_from` (`stage`, `publish_staged`): staged
+beside its target and made durable while PostgreSQL writes, so publishing is a rename, with the same `published`
+crash point as a document rendered on the spot; a staged file whose process died is swept as any writer's.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from pathlib import Path
 
+from cmp_pipelines.core.delivery import file_digest
 from cmp_pipelines.core.files.store import FileStoreLike
-from cmp_pipelines.core.settings import scratch_dir
 
 
 @dataclass
 class PreparedDocument:
+    files: FileStoreLike
     path: str  # where it is published in the store
-    local: Path  # the finished bytes, in this process's scratch folder (swept if the process dies)
+    staged: Path  # the finished bytes, durable, where the store publishes them from (`FileStoreLike.stage`)
     fingerprint: Hashable  # what it was rendered from
+    digest: tuple[str, int]  # sha256 and size, for the delivery register (core/delivery.enqueue)
 
-    def publish(self, files: FileStoreLike) -> str:
-        """Into the store at `path`; the local file is moved, not copied, where the store stages on the same disk."""
-        try:
-            return files.write_from(self.path, lambda target: shutil.move(self.local, target))
-        finally:
-            self.discard()
+    def publish(self) -> str:
+        return self.files.publish_staged(self.path, self.staged)
 
     def discard(self) -> None:
-        self.local.unlink(missing_ok=True)
+        self.staged.unlink(missing_ok=True)
 
 
-def prepare(path: str, produce: Callable[[Path], None], fingerprint: Hashable) -> PreparedDocument:
-    """`produce` writes the document at the local path it is given; nothing is published."""
-    handle, local = tempfile.mkstemp(prefix="cmp-prepared-", suffix=".part", dir=scratch_dir())
-    os.close(handle)
+def prepare(files: FileStoreLike, path: str, produce: Callable[[Path], None], fingerprint: Hashable
+            ) -> PreparedDocument:
+    """`produce` writes the document at the local path it is given, staged by the store (made durable there) and
+    hashed, so publishing it later is a rename and a registration; nothing is published."""
+    staged = files.stage(path, produce)
     try:
-        produce(Path(local))
+        digest = file_digest(staged)
     except BaseException:
-        os.unlink(local)
+        staged.unlink(missing_ok=True)
         raise
-    return PreparedDocument(path, Path(local), fingerprint)
+    return PreparedDocument(files, path, staged, fingerprint, digest)
 
 
 def take(prepared: dict[str, PreparedDocument], key: str, fingerprint: Hashable) -> PreparedDocument | None:

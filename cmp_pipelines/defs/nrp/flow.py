@@ -294,10 +294,15 @@ class NonRecurringPayments:
             posting_batch = child_batch_id(self.con, load.batch_id, "NRP_POSTING")
             pull_postings(self.mirror, posting_batch, unless_counts_agree=True)
             before = posting_count(self.con, posting_batch)
-            self._insert_postings(load.batch_id, posting_batch, load.partner,
-                                  prepare=lambda: self._prepare_documents(load, posting_batch, prepared))
-            # the scratch holds what PostgreSQL holds for the batch (counts)
-            pull_postings(self.mirror, posting_batch, unless_counts_agree=True)
+            copied: list[bool] = []  # every row PostgreSQL took was copied from the scratch's: the counts agree
+
+            def prepare() -> None:
+                copied.append(True)
+                self._prepare_documents(load, posting_batch, prepared)
+
+            self._insert_postings(load.batch_id, posting_batch, load.partner, prepare=prepare)
+            if not copied:  # the scratch holds what PostgreSQL holds for the batch (counts)
+                pull_postings(self.mirror, posting_batch, unless_counts_agree=True)
             posted = record_posting_batch(
                 self.con, batch_id=posting_batch, kind="NRP_POSTING", feed=FEED, now=self.now, posted_before=before,
                 partner=load.partner, source_file_id=load.file_id, parent_batch_id=load.batch_id,
@@ -458,13 +463,13 @@ class NonRecurringPayments:
         path, header, records = self._acknowledgement(load)
         ready = take(self.mirror.prepared, f"ack:{load.batch_id}", _unstamped(header)) if self.mirror else None
         if ready is not None:
-            path = ready.publish(self.files)
+            path = ready.publish()
         else:
             with json_document(self.con, header, "records", records) as document:
                 path = self.files.write_parts(path, self.keyring.encrypt_parts(load.partner, [document]))
         with transaction(self.con), self._pushed():
             enqueue(self.con, self.files, "NRP_ACKNOWLEDGEMENT", path, partner=load.partner,
-                    reference=header["source_file_name"], now=self.now)
+                    reference=header["source_file_name"], now=self.now, digest=ready and ready.digest)
             self.con.execute(
                 "UPDATE batches SET status = 'ACKNOWLEDGED', output_path = ?, completed_at = ? WHERE batch_id = ?",
                 [path, self.now, load.batch_id],
@@ -519,10 +524,10 @@ class NonRecurringPayments:
                     out.write(chunk)
 
         with contextlib.suppress(OSError):
-            key, posting_file = prepare_posting_file(self.con, posting_batch, f"{FEED}:{JOB}", self.now)
+            key, posting_file = prepare_posting_file(self.con, self.files, posting_batch, f"{FEED}:{JOB}", self.now)
             prepared[key] = posting_file
         with contextlib.suppress(OSError):
-            prepared[f"ack:{load.batch_id}"] = prepare(path, render, _unstamped(header))
+            prepared[f"ack:{load.batch_id}"] = prepare(self.files, path, render, _unstamped(header))
 
     def _acknowledge_rejection(self, partner: str, file_name: str, file_id: str, rejected: FileRejected) -> None:
         """Tell the partner the whole file was refused, when we hold a key to tell them with."""

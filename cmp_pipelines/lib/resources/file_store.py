@@ -65,6 +65,26 @@ class FileStore(dg.ConfigurableResource):
         finally:
             os.unlink(tmp)
 
+    def stage(self, path: str, produce: Callable[[Path], None]) -> Path:
+        """`write_from` in two halves, for a document rendered before it may be published (core/files/prepared.py):
+        the file `produce` writes, kept where `publish_staged` publishes it from, and not visible at `path` yet.
+        The caller publishes it or removes it."""
+        handle, tmp = tempfile.mkstemp(suffix=".part")
+        os.close(handle)
+        try:
+            produce(Path(tmp))
+        except BaseException:
+            os.unlink(tmp)
+            raise
+        return Path(tmp)
+
+    def publish_staged(self, path: str, staged: Path) -> str:
+        """Publish at `path` the file `stage` kept; it is gone afterwards, published or not."""
+        try:
+            return self.write_parts(path, [staged])
+        finally:
+            staged.unlink(missing_ok=True)
+
     def exists(self, path: str) -> bool:
         raise NotImplementedError
 
@@ -271,9 +291,13 @@ class LocalFileStore(FileStore):
 
     def write_from(self, path: str, produce: Callable[[Path], None]) -> str:
         """Written beside the target under a name of its own, made durable, renamed over it, and the rename made
-        durable too: a reader never sees half a file, and a crash never loses one the store has recorded.
-        The staging name falls back to a short one when the target's is long, so any name the folder can hold can
-        be written."""
+        durable too: a reader never sees half a file, and a crash never loses one the store has recorded."""
+        return self.publish_staged(path, self.stage(path, produce))
+
+    def stage(self, path: str, produce: Callable[[Path], None]) -> Path:
+        """Written and made durable beside the target under a name of its own (swept by `sweep_parts` if its writer
+        dies before publishing it). The staging name falls back to a short one when the target's is long, so any
+        name the folder can hold can be written."""
         target = self._abs(path)
         target.parent.mkdir(parents=True, exist_ok=True)
         writer = f"{processes.token()}.{secrets.token_hex(6)}.part"  # one per writer, named
@@ -283,9 +307,18 @@ class LocalFileStore(FileStore):
             produce(tmp)
             with open(tmp, "rb+") as written:
                 os.fsync(written.fileno())
-            tmp.replace(target)
         except BaseException:
             tmp.unlink(missing_ok=True)
+            raise
+        return tmp
+
+    def publish_staged(self, path: str, staged: Path) -> str:
+        """The staged file renamed over the target, and the rename made durable."""
+        target = self._abs(path)
+        try:
+            staged.replace(target)
+        except BaseException:
+            staged.unlink(missing_ok=True)
             raise
         folder = os.open(target.parent, os.O_RDONLY)
         try:

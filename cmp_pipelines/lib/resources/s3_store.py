@@ -219,6 +219,14 @@ class S3FileStore(FileStore):
         finally:
             os.unlink(tmp)
 
+    def publish_staged(self, path: str, staged: Path) -> str:
+        """The file `stage` (the base class's: a local temporary file) kept, uploaded as `write_from` uploads."""
+        try:
+            self._key(path)
+            return self._publish(path, lambda: self._upload(path, staged))
+        finally:
+            staged.unlink(missing_ok=True)
+
     def _publish(self, path: str, write: Callable[[], bool]) -> str:
         write()  # False: the key was already published; it is kept, never overwritten
         crashpoint(f"published {path}")
