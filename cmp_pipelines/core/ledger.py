@@ -30,7 +30,7 @@ import orjson
 
 from cmp_pipelines.core.db.connection import sql_literal
 from cmp_pipelines.core.delivery import enqueue
-from cmp_pipelines.core.files.prepared import PreparedDocument, prepare, take
+from cmp_pipelines.core.files.prepared import PreparedDocument, prepare
 from cmp_pipelines.core.files.store import FileStoreLike
 from cmp_pipelines.core.files.text_copy import copy_lines, staged
 from cmp_pipelines.core.money import format_minor
@@ -490,19 +490,27 @@ def write_communications(con: duckdb.DuckDBPyConnection, files: FileStoreLike, b
     )
 
 
-def write_posting_file(
-    con: duckdb.DuckDBPyConnection, files: FileStoreLike, batch_id: str, source: str, now: datetime,
-    prepared: dict[str, PreparedDocument] | None = None,
-) -> tuple[str, int, int]:
-    """Writes outbound/ledger/<batch_id>.json from the batch's postings; returns (path, count, total minor). A
-    document `prepare_posting_file` left in `prepared` for the same postings is published instead of rendered."""
+def posting_totals(con: duckdb.DuckDBPyConnection, batch_id: str) -> tuple[int, int]:
+    """A batch's posting count and total (minor units): what its posting file's header says."""
     count, total = con.execute(
         "SELECT count(*), coalesce(sum(amount_minor), 0) FROM ledger_postings WHERE batch_id = ?", [batch_id]
     ).fetchone()
-    ready = take(prepared, f"posting_file:{batch_id}", (count, total)) if prepared is not None else None
-    if ready is not None:
+    return count, int(total)
+
+
+def write_posting_file(
+    con: duckdb.DuckDBPyConnection, files: FileStoreLike, batch_id: str, source: str, now: datetime,
+    ready: PreparedDocument | None = None,
+) -> tuple[str, int, int]:
+    """Writes outbound/ledger/<batch_id>.json from the batch's postings; returns (path, count, total minor). `ready`:
+    the file `prepare_posting_file` rendered from the same postings, published instead of rendered again."""
+    count, total = posting_totals(con, batch_id)
+    if ready is not None and ready.fingerprint == (count, total):
         path = ready.publish()
     else:
+        if ready is not None:
+            ready.discard()
+            ready = None
         path, render = _posting_file(con, batch_id, source, now, count, total)
         files.write_from(path, render)
     con.execute("UPDATE batches SET output_path = ? WHERE batch_id = ?", [path, batch_id])
@@ -513,12 +521,15 @@ def write_posting_file(
 def prepare_posting_file(con: duckdb.DuckDBPyConnection, files: FileStoreLike, batch_id: str, source: str,
                          now: datetime) -> tuple[str, PreparedDocument]:
     """The posting file of the batch's postings as the scratch holds them, rendered but not published (see
-    core/files/prepared.py): for `write_posting_file`'s `prepared`, under the key returned."""
-    count, total = con.execute(
-        "SELECT count(*), coalesce(sum(amount_minor), 0) FROM ledger_postings WHERE batch_id = ?", [batch_id]
-    ).fetchone()
+    core/files/prepared.py): for `write_posting_file`'s `ready`, kept under the key returned, its fingerprint the
+    batch's `posting_totals`."""
+    count, total = posting_totals(con, batch_id)
     path, render = _posting_file(con, batch_id, source, now, count, total)
-    return f"posting_file:{batch_id}", prepare(files, path, render, (count, total))
+    return posting_file_key(batch_id), prepare(files, path, render, (count, total))
+
+
+def posting_file_key(batch_id: str) -> str:
+    return f"posting_file:{batch_id}"
 
 
 def _posting_file(con: duckdb.DuckDBPyConnection, batch_id: str, source: str, now: datetime, count: int,

@@ -176,22 +176,24 @@ def test_a_first_posting_of_a_key_domain_is_copied_in_with_the_same_rows_as_the_
 
 def test_an_unordered_posting_is_numbered_in_key_order_on_either_path_and_the_callers_work_runs_once(pg_store):
     duck = duckdb.connect()
-    duck.execute("CREATE TABLE mine (n INTEGER)")
+    duck.execute("CREATE TABLE mine (n INTEGER, copying BOOLEAN)")
     staged = STAGED.replace("('1',", "('10',")  # record ids 3, 10, 2: key order 10, 2, 3 (bytes: '1' < '2' < '3')
     in_key_order = ["nrp:abc:10:PAYMENT", "nrp:abc:2:PAYMENT", "nrp:abc:3:PAYMENT"]
     for domain, n in ((None, 1), ("nrp:abc:", 2)):  # the general path, then the copy of a new domain
         with adbc_connection(pg_store) as pg:
-            mine = f"INSERT INTO mine VALUES ({n})"
             assert post_to_postgres(duck, pg, staged, source="nrp", key=KEY, batch_id="NRPP-abc", now=NOW,
-                                    key_domain=domain, meanwhile=lambda mine=mine: duck.execute(mine)) == 3
+                                    key_domain=domain,
+                                    meanwhile=lambda copying, n=n: duck.execute("INSERT INTO mine VALUES (?, ?)",
+                                                                                [n, copying])) == 3
             assert (_staged_table(pg) is None) == (domain is not None)
             commit_postgres(pg)
         assert [r[1] for r in ledger(pg_store)] == in_key_order
         with psycopg.connect(pg_store) as con:
             con.execute("DELETE FROM ledger_postings")
-    assert duck.execute("SELECT list(n ORDER BY n) FROM mine").fetchone()[0] == [1, 2]  # once on each path
+    # once on each path, told which: only the copy runs it while PostgreSQL writes
+    assert duck.execute("SELECT n, copying FROM mine ORDER BY n").fetchall() == [(1, False), (2, True)]
 
-    def broken():
+    def broken(copying):
         raise RuntimeError("the scratch's copy failed")
 
     with adbc_connection(pg_store) as pg:  # the caller's work fails while PostgreSQL copies: the copy is waited
@@ -212,7 +214,7 @@ def test_the_scratch_posting_in_key_order_numbers_its_rows_as_postgresql_does(pg
     staged = STAGED.replace("('1',", "('10',")
     with connect(tmp_path / "scratch.duckdb") as duck, adbc_connection(pg_store) as pg:
         post_to_postgres(duck, pg, staged, source="nrp", key=KEY, batch_id="NRPP-abc", now=NOW, key_domain="nrp:abc:",
-                         meanwhile=lambda: post(duck, staged, source="nrp", key=KEY, batch_id="NRPP-abc", now=NOW,
+                         meanwhile=lambda _: post(duck, staged, source="nrp", key=KEY, batch_id="NRPP-abc", now=NOW,
                                                 order_by=posting_key_sql("nrp", *KEY)))
         commit_postgres(pg)
         scratch = [r[0] for r in duck.execute("SELECT idempotency_key FROM ledger_postings ORDER BY posting_id"

@@ -4,6 +4,7 @@ refusals of paths that escape the store, and claims that exactly one claimer win
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 import time
@@ -52,6 +53,31 @@ def test_a_failed_write_publishes_nothing(store):
         store.write_from("outbound/ledger/x.json", half_then_crash)
     assert not store.exists("outbound/ledger/x.json")
     assert store.list_entries("outbound") == []
+
+
+def test_a_staged_document_is_invisible_until_published_and_gone_either_way(store):
+    """`write_from` in two halves (core/files/prepared.py renders a document before it may be published)."""
+    from cmp_pipelines.core.delivery import file_digest
+    from cmp_pipelines.core.files.prepared import prepare, take
+
+    staged = store.stage("outbound/ledger/s.json", lambda target: target.write_bytes(b"staged, not yet true"))
+    assert staged.read_bytes() == b"staged, not yet true"
+    assert not store.exists("outbound/ledger/s.json") and store.list_files("outbound") == []
+    assert store.publish_staged("outbound/ledger/s.json", staged) == "outbound/ledger/s.json"
+    assert store.read_bytes("outbound/ledger/s.json") == b"staged, not yet true" and not staged.exists()
+
+    kept = {"doc:a": prepare(store, "outbound/ledger/a.json", lambda t: t.write_bytes(b"rendered from 1"), 1),
+            "doc:b": prepare(store, "outbound/ledger/b.json", lambda t: t.write_bytes(b"rendered from 1"), 1)}
+    assert [f.path for f in store.list_files("outbound")] == ["outbound/ledger/s.json"]
+    stale = kept["doc:b"].staged
+    assert take(kept, "doc:b", 2) is None and not stale.exists(), "rendered from something else: discarded"
+    ready = take(kept, "doc:a", 1)
+    assert kept == {} and take(kept, "doc:a", 1) is None
+    assert ready.digest == file_digest(ready.staged) == (hashlib.sha256(b"rendered from 1").hexdigest(), 15)
+    assert ready.publish() == "outbound/ledger/a.json"
+    assert store.read_bytes("outbound/ledger/a.json") == b"rendered from 1"
+    assert [f.path for f in store.list_files("outbound")] == ["outbound/ledger/a.json", "outbound/ledger/s.json"]
+    assert not ready.staged.exists()
 
 
 def test_archive_and_quarantine_moves_never_overwrite(store):

@@ -56,7 +56,9 @@ from cmp_pipelines.core.ledger import (
     post_to_postgres,
     posted_batch,
     posting_count,
+    posting_file_key,
     posting_key_sql,
+    posting_totals,
     prepare_posting_file,
     record_posting_batch,
     write_posting_file,
@@ -171,8 +173,18 @@ class NonRecurringPayments:
                 [load_batch, FEED, partner, received.file_id, self.now, load_batch],
             )
             self.intake.record_loaded(received, load_batch, content_sha, header["file_id"])
-            self.intake.push_loaded(received, content_sha, header["file_id"], load_batch,
-                                    {"nrp_records": "batch_id = $batch_id"})
+            prepared: dict[str, PreparedDocument] = {}
+            try:
+                self.intake.push_loaded(
+                    received, content_sha, header["file_id"], load_batch, {"nrp_records": "batch_id = $batch_id"},
+                    meanwhile=lambda: self._prepare_acknowledgement(
+                        self._scratch_load_result(received.file_id, load_batch, partner, None, "LOADED"), prepared))
+            except BaseException:
+                for document in prepared.values():
+                    document.discard()
+                raise
+            if self.mirror is not None:  # committed: true once the payments are posted, which its step waits for
+                self.mirror.keep_prepared(prepared)
 
     def _pull_named(self, table: pa.Table) -> None:
         """On PostgreSQL: the accounts (and the suspense account) and the invoices the file names, which the
@@ -251,6 +263,11 @@ class NonRecurringPayments:
     def _load_result(self, file_id: str, status: str) -> LoadResult:
         self._pull_load(file_id)
         batch_id, partner, archived = self.intake.loaded_batch(file_id)
+        return self._scratch_load_result(file_id, batch_id, partner, archived, status)
+
+    def _scratch_load_result(self, file_id: str, batch_id: str, partner: str, archived: str | None, status: str
+                             ) -> LoadResult:
+        """The load's outcome from the records the scratch holds (asks PostgreSQL nothing)."""
         totals = self.con.execute(
             """
             SELECT any_value(currency), count(*),
@@ -285,8 +302,8 @@ class NonRecurringPayments:
             for document in prepared.values():
                 document.discard()
             raise
-        if self.mirror is not None:  # committed: the documents rendered meanwhile are true now
-            self.mirror.prepared.update(prepared)
+        if self.mirror is not None:  # committed: the posting file rendered meanwhile is true now
+            self.mirror.keep_prepared(prepared)
         return posted
 
     def _post(self, load: LoadResult, prepared: dict[str, PreparedDocument]) -> PostResult:
@@ -298,7 +315,10 @@ class NonRecurringPayments:
 
             def prepare() -> None:
                 copied.append(True)
-                self._prepare_documents(load, posting_batch, prepared)
+                with contextlib.suppress(OSError):  # its step renders it then, and reports
+                    key, document = prepare_posting_file(self.con, self.files, posting_batch, f"{FEED}:{JOB}",
+                                                         self.now)
+                    prepared[key] = document
 
             self._insert_postings(load.batch_id, posting_batch, load.partner, prepare=prepare)
             if not copied:  # the scratch holds what PostgreSQL holds for the batch (counts)
@@ -322,7 +342,7 @@ class NonRecurringPayments:
         """The ledger postings of a load batch's accepted records, under keys `nrp:<content sha>:<record id>:PAYMENT`
         that the UNIQUE constraint makes idempotent: a posting, a re-run and a release never post a record twice.
         `prepare`: on PostgreSQL, run while PostgreSQL copies the rows in, when every row it copies is one the
-        scratch holds (the documents that follow are rendered then, on the core the copy leaves idle)."""
+        scratch holds (the posting file is rendered then, on the core the copy leaves idle)."""
         mirror = self.mirror
         if mirror is not None:
             mirror.settle()
@@ -449,10 +469,13 @@ class NonRecurringPayments:
     # ---- posting file for the external sales ledger ----------------------------------------------
 
     def write_posting_file(self, posted: PostResult) -> str:
-        prepared = self.mirror.prepared if self.mirror is not None else None
-        if not prepared or f"posting_file:{posted.batch_id}" not in prepared:  # else rendered from these very rows
+        ready = None
+        if self.mirror is not None:  # rendered while PostgreSQL copied these very rows in: no need to ask it again
+            ready = take(self.mirror.prepared, posting_file_key(posted.batch_id),
+                         posting_totals(self.con, posted.batch_id))
+        if ready is None:
             pull_postings(self.mirror, posted.batch_id, unless_counts_agree=True)
-        path = write_posting_file(self.con, self.files, posted.batch_id, f"{FEED}:{JOB}", self.now, prepared)[0]
+        path = write_posting_file(self.con, self.files, posted.batch_id, f"{FEED}:{JOB}", self.now, ready)[0]
         if self.mirror is not None:
             self.mirror.push_published(posted.batch_id, self.now)
         return path
@@ -509,13 +532,13 @@ class NonRecurringPayments:
         """
         return ack_path(load.partner, file_name, "ack"), header, records
 
-    def _prepare_documents(self, load: LoadResult, posting_batch: str, prepared: dict[str, PreparedDocument]
-                           ) -> None:
-        """The posting file and the acknowledgement rendered from the scratch while PostgreSQL copies the postings
-        in (`post`), into `prepared`; published by their own steps (`write_posting_file`, `acknowledge`) once the
-        posting has committed, the acknowledgement only if the load's outcome is still what it was rendered from.
-        One whose file cannot be written here is left to its step, which renders it and reports; an error inside
-        DuckDB aborts the scratch's transaction, so it fails the posting, rolled back in both stores."""
+    def _prepare_acknowledgement(self, load: LoadResult, prepared: dict[str, PreparedDocument]) -> None:
+        """On PostgreSQL, while it writes the load's records: the acknowledgement rendered from the scratch (the
+        records' outcomes are final by then), for `acknowledge` to publish once the payments are posted, if the load's
+        outcome is still what it was rendered from. One whose file cannot be written here is left to its step, which
+        renders it and reports; an error inside DuckDB aborts the scratch's transaction, so it fails the load, rolled
+        back in both stores. It runs beside the copy on the same PostgreSQL connection, so it reads the scratch
+        only."""
         path, header, records = self._acknowledgement(load)
 
         def render(target: Path) -> None:
@@ -523,9 +546,6 @@ class NonRecurringPayments:
                 for chunk in self.keyring.encrypt_parts(load.partner, [document]):
                     out.write(chunk)
 
-        with contextlib.suppress(OSError):
-            key, posting_file = prepare_posting_file(self.con, self.files, posting_batch, f"{FEED}:{JOB}", self.now)
-            prepared[key] = posting_file
         with contextlib.suppress(OSError):
             prepared[f"ack:{load.batch_id}"] = prepare(self.files, path, render, _unstamped(header))
 

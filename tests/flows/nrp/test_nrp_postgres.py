@@ -145,3 +145,99 @@ def test_a_flow_not_yet_on_postgres_is_refused_rather_than_left_writing_into_a_s
     with database.flow_store() as (con, mirror):  # the NRP flow's way in: a scratch linked to PostgreSQL
         assert mirror is not None and mirror.con is con
         assert con.execute("SELECT count(*) FROM accounts").fetchall() == [(0,)]  # nothing until a step pulls
+
+
+@pytest.mark.postgres
+def test_the_documents_rendered_while_postgres_copies_are_published_by_their_own_steps_once_committed(
+        pg_platform, monkeypatch):
+    """The acknowledgement is staged while PostgreSQL copies the load's records in, the posting file while it copies
+    the postings (the run's core is idle then); neither is visible until its own step publishes it, and a
+    transaction that does not commit leaves nothing of its own behind."""
+    import hashlib
+
+    from cmp_pipelines.core import ledger
+    from cmp_pipelines.core.config import load_partners
+    from cmp_pipelines.core.db.mirror import mirrored
+    from cmp_pipelines.core.settings import PROJECT_ROOT
+    from cmp_pipelines.defs.nrp.flow import NonRecurringPayments
+    from tests.support.platform import NOW
+
+    platform = pg_platform
+    key = platform.drop("PAYPOINT-20261121-001.json.enc", document(RECORDS))
+    ack_path = "outbound/acknowledgements/nrp/PAYPOINT/PAYPOINT-20261121-001.ack.json.enc"
+
+    def outbound() -> list[str]:  # every entry, staged ones included
+        base = platform.root / "outbound"
+        return sorted(p.relative_to(base).as_posix() for p in base.rglob("*") if p.is_file()) if base.is_dir() else []
+
+    def flow(mirror) -> NonRecurringPayments:
+        return NonRecurringPayments(mirror.con, platform.files, platform.keyring,
+                                    load_partners(PROJECT_ROOT / "config"), NOW, mirror)
+
+    def lost(pg) -> None:
+        raise OSError("injected: the connection was lost at COMMIT")
+
+    real_commit = ledger.commit_postgres
+    with mirrored(platform.url) as mirror:  # the load's commit fails: its staged acknowledgement goes with it
+        monkeypatch.setattr(ledger, "commit_postgres", lost)
+        with pytest.raises(OSError, match="injected"):
+            flow(mirror).load(key)
+        assert mirror.prepared == {} and outbound() == []
+    assert platform.query("SELECT count(*) FROM nrp_records") == [(0,)]
+
+    monkeypatch.setattr(ledger, "commit_postgres", real_commit)
+    with mirrored(platform.url) as mirror:  # the load commits, the posting's commit fails
+        f = flow(mirror)
+        load = f.load(key)
+        assert list(mirror.prepared) == [f"ack:{load.batch_id}"]
+        assert [p.rsplit("/", 1)[1][:1] for p in outbound()] == ["."], "staged beside its target, a dot file"
+        monkeypatch.setattr(ledger, "commit_postgres", lost)
+        with pytest.raises(OSError, match="injected"):
+            f.post(load)
+        assert list(mirror.prepared) == [f"ack:{load.batch_id}"] and len(outbound()) == 1, "no posting file staged"
+    assert outbound() == [] and platform.payment_postings() == 0, "the run's end discards what was never published"
+
+    monkeypatch.setattr(ledger, "commit_postgres", real_commit)
+    with mirrored(platform.url) as mirror:  # the next run: the acknowledgement staged by the other is gone
+        f = flow(mirror)
+        load = f.loaded(key)
+        posted = f.post(load)
+        assert list(mirror.prepared) == [f"posting_file:{posted.batch_id}"]
+        f.write_posting_file(posted)
+        assert f.acknowledge(load) == ack_path and mirror.prepared == {}  # rendered on the spot
+    assert platform.payment_postings() == 4
+    ack = platform.read_ack("PAYPOINT", "PAYPOINT-20261121-001")
+    assert (ack["header"]["accepted_amount"], [r["outcome"] for r in ack["records"]]) == (
+        "35.51", ["ACCEPTED"] * 4 + ["REJECTED"])
+
+    others = [payment("11", "ACC00000001", "10.00"), payment("12", "ACC00000002", "5.50"),
+              payment("13", "ACC00000003", "0.01")]  # ids of their own: not held as resends of the first file
+    second = platform.drop("PAYPOINT-20261122-001.json.enc", document(others, file_id="PP-0002"))
+    with mirrored(platform.url) as mirror:  # one run: both documents rendered while PostgreSQL wrote
+        f = flow(mirror)
+        load = f.load(second)
+        posted = f.post(load)
+        posting_path = f"outbound/ledger/{posted.batch_id}.json"
+        second_ack = "outbound/acknowledgements/nrp/PAYPOINT/PAYPOINT-20261122-001.ack.json.enc"
+        assert sorted(mirror.prepared) == [f"ack:{load.batch_id}", f"posting_file:{posted.batch_id}"]
+        assert not platform.files.exists(posting_path) and not platform.files.exists(second_ack)
+        staged = [p for p in outbound() if p.rsplit("/", 1)[1].startswith(".")]
+        assert len(staged) == 2 and len(platform.files.list_files("outbound")) == 2, "the first file's two only"
+
+        assert f.write_posting_file(posted) == posting_path
+        assert list(mirror.prepared) == [f"ack:{load.batch_id}"]
+        assert f.acknowledge(load) == second_ack
+        assert mirror.prepared == {} and not any(p.rsplit("/", 1)[1].startswith(".") for p in outbound())
+
+    postings = orjson.loads(platform.files.read_bytes(posting_path))
+    assert postings["header"]["record_count"] == 3 and postings["header"]["total_amount"] == "-15.51"
+    assert sorted((p["idempotency_key"].split(":")[2], p["amount"]) for p in postings["postings"]) == [
+        ("11", "-10.00"), ("12", "-5.50"), ("13", "-0.01")]
+    ack = platform.read_ack("PAYPOINT", "PAYPOINT-20261122-001")
+    assert (ack["header"]["accepted_count"], ack["header"]["accepted_amount"]) == (3, "15.51")
+    assert [r["outcome"] for r in ack["records"]] == ["ACCEPTED"] * 3
+    assert platform.payment_postings() == 7
+    registered = dict(platform.query("SELECT local_path, sha256 FROM delivery_register"))
+    assert {p: registered[p] for p in (posting_path, second_ack)} == {
+        p: hashlib.sha256(platform.files.read_bytes(p)).hexdigest() for p in (posting_path, second_ack)
+    }, "hashed when staged: the bytes published"
