@@ -172,13 +172,11 @@ class Intake:
         )
 
     def push_loaded(self, received: Received, content_sha: str, header_file_id: str, batch_id: str,
-                    tables: dict[str, str], meanwhile: Callable[[], object] | None = None) -> None:
+                    tables: dict[str, str]) -> None:
         """On PostgreSQL, inside the transaction that stores the batch: under advisory locks on the content and the
         partner's file id (two runs of the same file at once serialise here), check again in PostgreSQL that
         neither was loaded meanwhile, then push `tables` (name -> the batch's rows, as a condition on
-        `$batch_id`), the batch row and this file's row, and commit. A duplicate found now is a FileRejected.
-        `meanwhile`: the caller's work on the scratch, run while PostgreSQL writes the first table's rows
-        (`Mirror.push_alongside`)."""
+        `$batch_id`), the batch row and this file's row, and commit. A duplicate found now is a FileRejected."""
         mirror = self.mirror
         if mirror is None:
             return
@@ -197,11 +195,7 @@ class Intake:
                     raise AssertionError(f"load batch {batch_id} already holds records; a batch is written once")
             mirror.push("batches", "batch_id = $batch_id", {"batch_id": batch_id})
             for table, where in tables.items():
-                if meanwhile is not None:
-                    mirror.push_alongside(table, where, {"batch_id": batch_id}, meanwhile)
-                    meanwhile = None
-                else:
-                    mirror.push(table, where, {"batch_id": batch_id})
+                mirror.push(table, where, {"batch_id": batch_id})
             mirror.upsert("inbound_files", ["file_id"], "file_id = $file_id", {"file_id": received.file_id})
 
     def pull_file(self, file_id: str) -> None:

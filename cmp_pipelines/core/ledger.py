@@ -504,7 +504,12 @@ def write_posting_file(
 ) -> tuple[str, int, int]:
     """Writes outbound/ledger/<batch_id>.json from the batch's postings; returns (path, count, total minor). `ready`:
     the file `prepare_posting_file` rendered from the same postings, published instead of rendered again."""
-    count, total = posting_totals(con, batch_id)
+    try:
+        count, total = posting_totals(con, batch_id)
+    except BaseException:
+        if ready is not None:
+            ready.discard()
+        raise
     if ready is not None and ready.fingerprint == (count, total):
         path = ready.publish()
     else:
@@ -514,18 +519,35 @@ def write_posting_file(
         path, render = _posting_file(con, batch_id, source, now, count, total)
         files.write_from(path, render)
     con.execute("UPDATE batches SET output_path = ? WHERE batch_id = ?", [path, batch_id])
-    enqueue(con, files, "LEDGER_POSTING", path, reference=batch_id, now=now, digest=ready and ready.digest)
+    enqueue(con, files, "LEDGER_POSTING", path, reference=batch_id, now=now,
+            digest=ready.published_digest if ready is not None else None)
     return path, count, total
 
 
 def prepare_posting_file(con: duckdb.DuckDBPyConnection, files: FileStoreLike, batch_id: str, source: str,
-                         now: datetime) -> tuple[str, PreparedDocument]:
-    """The posting file of the batch's postings as the scratch holds them, rendered but not published (see
-    core/files/prepared.py): for `write_posting_file`'s `ready`, kept under the key returned, its fingerprint the
-    batch's `posting_totals`."""
-    count, total = posting_totals(con, batch_id)
-    path, render = _posting_file(con, batch_id, source, now, count, total)
-    return posting_file_key(batch_id), prepare(files, path, render, (count, total))
+                         now: datetime, staged_sql: str, *, key_source: str, key: Sequence[str],
+                         params: dict | None = None) -> tuple[str, PreparedDocument]:
+    """The posting file of a batch being posted, rendered but not published (core/files/prepared.py), from the
+    caller's staged relation as `post` reads it (`key_source` and `key` as `post` takes them), in key order: the
+    order a posting naming no order numbers its rows in. On `con`, a connection of its own, so what fails here
+    cannot touch the transaction that writes the postings. For `write_posting_file`'s `ready`, kept under the key
+    returned, its fingerprint the batch's `posting_totals`."""
+    rows = f"""
+        SELECT ({posting_key_sql(key_source, *key)})::VARCHAR AS idempotency_key,
+               account_number::VARCHAR AS account_number, invoice_number::VARCHAR AS invoice_number,
+               kind::VARCHAR AS kind, amount_minor::BIGINT AS amount_minor, currency::VARCHAR AS currency,
+               effective_at::TIMESTAMPTZ AS effective_at
+        FROM ({staged_sql}) staged
+    """
+    con.execute(f"CREATE OR REPLACE TEMP TABLE prepared_postings AS {rows}", used_params(staged_sql, params))
+    try:
+        count, total = con.execute(
+            "SELECT count(*), coalesce(sum(amount_minor), 0) FROM prepared_postings").fetchone()
+        path, render = _posting_file(con, batch_id, source, now, count, int(total),
+                                     rows="prepared_postings ORDER BY idempotency_key")
+        return posting_file_key(batch_id), prepare(files, path, render, (count, int(total)))
+    finally:
+        con.execute("DROP TABLE IF EXISTS prepared_postings")
 
 
 def posting_file_key(batch_id: str) -> str:
@@ -533,7 +555,7 @@ def posting_file_key(batch_id: str) -> str:
 
 
 def _posting_file(con: duckdb.DuckDBPyConnection, batch_id: str, source: str, now: datetime, count: int,
-                  total: int) -> tuple[str, Callable[[Path], None]]:
+                  total: int, rows: str | None = None) -> tuple[str, Callable[[Path], None]]:
     header = {
         "batch_id": batch_id,
         "source": source,
@@ -541,10 +563,11 @@ def _posting_file(con: duckdb.DuckDBPyConnection, batch_id: str, source: str, no
         "record_count": count,
         "total_amount": format_minor(total),
     }
+    rows = rows or f"ledger_postings WHERE batch_id = {sql_literal(batch_id)} ORDER BY posting_id"
     query = f"""
         SELECT idempotency_key, account_number, invoice_number, kind, minor_to_decimal(amount_minor) AS amount,
                currency, strftime(effective_at AT TIME ZONE 'UTC', '%Y-%m-%dT%H:%M:%SZ') AS effective_at
-        FROM ledger_postings WHERE batch_id = {sql_literal(batch_id)} ORDER BY posting_id
+        FROM {rows}
         """
     return (f"outbound/ledger/{batch_id}.json",
             lambda target: write_json_document(con, target, header, "postings", query))

@@ -25,8 +25,7 @@ The transaction is the ADBC connection's own (not autocommit): pulls and pushes 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import duckdb
@@ -56,7 +55,8 @@ def advisory_key(text: str) -> int:
 
 
 class Mirror:
-    """One step's link between its scratch DuckDB (`con`) and PostgreSQL (`pg`, an ADBC connection)."""
+    """A run's (or one step's) link between its scratch DuckDB (`con`) and PostgreSQL (`pg`, an ADBC connection),
+    and the documents its steps rendered for later steps to publish (`prepared`)."""
 
     def __init__(self, con: duckdb.DuckDBPyConnection, pg):
         self.con, self.pg = con, pg
@@ -153,19 +153,6 @@ class Mirror:
             ingest_adbc(cur, stage, reader, temporary=True)
             cur.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {stage} ON CONFLICT {conflict}")
             return cur.rowcount
-
-    def push_alongside(self, table: str, where: str, params: dict | None, meanwhile: Callable[[], object]) -> int:
-        """`push` without a conflict clause, with `meanwhile` (the caller's work on the scratch) run while
-        PostgreSQL's backend writes the rows: they are read whole first (Arrow, in memory; the scratch is then free)
-        and copied from a worker thread (the driver releases the GIL), so the two take a core each. An error in
-        `meanwhile` still waits for the copy, then fails the transaction."""
-        self.settle()
-        rows = arrow_batches(self.con, f"SELECT * FROM {table} WHERE {where}", params).read_all()  # noqa: S608
-        with self.guarded(), self.pg.cursor() as cur:
-            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mirror-push") as pool:
-                copying = pool.submit(ingest_adbc, cur, table, rows)
-                meanwhile()
-            return copying.result()
 
     def upsert(self, table: str, key: Sequence[str], where: str, params: dict | None = None) -> int:
         """`push` where the scratch row replaces PostgreSQL's row of the same key (a status change, a path)."""

@@ -1,18 +1,21 @@
-"""A document rendered before it may be published, and published later only if still true.
+"""A document rendered before it may be published, and published later by its own step.
 
 On PostgreSQL a big posting's rows are copied by PostgreSQL's backend for seconds while the run's own process
 has a core with nothing to do (core/ledger.post_to_postgres). The documents that follow the posting (the
-sales-ledger posting file, the partner's acknowledgement) are rendered in that time from the same scratch rows,
-and the steps that publish them take them ready: only once the posting has
-committed (a rolled-back posting discards them), and only when what the publisher would write agrees with what
-they were rendered from (`fingerprint`: a release between the two steps changes an acknowledgement's counts, and
-it is then rendered again). The two halves are the store's own `write_from` (`stage`, `publish_staged`): staged
-beside its target and made durable while PostgreSQL writes, so publishing is a rename, with the same `published`
-crash point as a document rendered on the spot; a staged file whose process died is swept as any writer's.
+sales-ledger posting file, the partner's acknowledgement) are rendered in that time from what the posting reads,
+and their steps take them ready: only after the posting has committed (a posting rolled back discards them), and
+only when what the step would write from the scratch agrees with what they were rendered from (`fingerprint`: the
+posting file's count and total, the acknowledgement's header but its time); otherwise the step renders its own.
+The two halves are the store's own `write_from` (`stage`, `publish_staged`): staged and made durable while
+PostgreSQL writes (a local folder stages beside the target, under a name `sweep_parts` removes once its process
+is gone; another store in this process's scratch folder, which `sweep_scratch` removes), so publishing is a
+rename with the same `published` crash point as a document rendered on the spot. What the run has not published
+when it ends is discarded (`core/db/mirror.mirrored`).
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,8 +35,15 @@ class PreparedDocument:
     def publish(self) -> str:
         return self.files.publish_staged(self.path, self.staged)
 
+    @property
+    def published_digest(self) -> tuple[str, int] | None:
+        """The digest for the delivery register once published; None where the store may have kept an earlier
+        version at the path (it is then read from the store)."""
+        return self.digest if getattr(self.files, "replaces_published", False) else None
+
     def discard(self) -> None:
-        self.staged.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            self.staged.unlink(missing_ok=True)
 
 
 def prepare(files: FileStoreLike, path: str, produce: Callable[[Path], None], fingerprint: Hashable

@@ -29,7 +29,7 @@ import pyarrow as pa
 
 from cmp_pipelines.core.config import DEFAULT_DUPLICATE_WINDOW_DAYS, Partner
 from cmp_pipelines.core.crypto.keyring import PartnerKeyring
-from cmp_pipelines.core.db.connection import sql_literal, transaction
+from cmp_pipelines.core.db.connection import SQL_MACROS, sql_literal, transaction
 from cmp_pipelines.core.db.mirror import Mirror, pull_postings
 from cmp_pipelines.core.delivery import enqueue
 from cmp_pipelines.core.files.errors import FileRejected
@@ -173,18 +173,8 @@ class NonRecurringPayments:
                 [load_batch, FEED, partner, received.file_id, self.now, load_batch],
             )
             self.intake.record_loaded(received, load_batch, content_sha, header["file_id"])
-            prepared: dict[str, PreparedDocument] = {}
-            try:
-                self.intake.push_loaded(
-                    received, content_sha, header["file_id"], load_batch, {"nrp_records": "batch_id = $batch_id"},
-                    meanwhile=lambda: self._prepare_acknowledgement(
-                        self._scratch_load_result(received.file_id, load_batch, partner, None, "LOADED"), prepared))
-            except BaseException:
-                for document in prepared.values():
-                    document.discard()
-                raise
-            if self.mirror is not None:  # committed: true once the payments are posted, which its step waits for
-                self.mirror.keep_prepared(prepared)
+            self.intake.push_loaded(received, content_sha, header["file_id"], load_batch,
+                                    {"nrp_records": "batch_id = $batch_id"})
 
     def _pull_named(self, table: pa.Table) -> None:
         """On PostgreSQL: the accounts (and the suspense account) and the invoices the file names, which the
@@ -263,11 +253,6 @@ class NonRecurringPayments:
     def _load_result(self, file_id: str, status: str) -> LoadResult:
         self._pull_load(file_id)
         batch_id, partner, archived = self.intake.loaded_batch(file_id)
-        return self._scratch_load_result(file_id, batch_id, partner, archived, status)
-
-    def _scratch_load_result(self, file_id: str, batch_id: str, partner: str, archived: str | None, status: str
-                             ) -> LoadResult:
-        """The load's outcome from the records the scratch holds (asks PostgreSQL nothing)."""
         totals = self.con.execute(
             """
             SELECT any_value(currency), count(*),
@@ -302,7 +287,7 @@ class NonRecurringPayments:
             for document in prepared.values():
                 document.discard()
             raise
-        if self.mirror is not None:  # committed: the posting file rendered meanwhile is true now
+        if self.mirror is not None:  # committed: the documents rendered meanwhile are true now
             self.mirror.keep_prepared(prepared)
         return posted
 
@@ -311,17 +296,16 @@ class NonRecurringPayments:
             posting_batch = child_batch_id(self.con, load.batch_id, "NRP_POSTING")
             pull_postings(self.mirror, posting_batch, unless_counts_agree=True)
             before = posting_count(self.con, posting_batch)
-            copied: list[bool] = []  # every row PostgreSQL took was copied from the scratch's: the counts agree
+            copied: list[bool] = []
 
-            def prepare() -> None:
+            def prepare_documents(staged_sql: str, kw: dict) -> None:
                 copied.append(True)
-                with contextlib.suppress(OSError):  # its step renders it then, and reports
-                    key, document = prepare_posting_file(self.con, self.files, posting_batch, f"{FEED}:{JOB}",
-                                                         self.now)
-                    prepared[key] = document
+                self._prepare_documents(load, posting_batch, staged_sql, kw, prepared)
 
-            self._insert_postings(load.batch_id, posting_batch, load.partner, prepare=prepare)
-            if not copied:  # the scratch holds what PostgreSQL holds for the batch (counts)
+            posted_now = self._insert_postings(load.batch_id, posting_batch, load.partner, prepare=prepare_documents)
+            if not copied or posted_now != posting_count(self.con, posting_batch) - before:
+                # the scratch holds what PostgreSQL holds for the batch (counts); on the copy, PostgreSQL took exactly
+                # the rows the scratch posted, which the counts just compared say without asking it
                 pull_postings(self.mirror, posting_batch, unless_counts_agree=True)
             posted = record_posting_batch(
                 self.con, batch_id=posting_batch, kind="NRP_POSTING", feed=FEED, now=self.now, posted_before=before,
@@ -338,11 +322,12 @@ class NonRecurringPayments:
         return posted
 
     def _insert_postings(self, load_batch: str, posting_batch: str, partner: str, only_released: bool = False,
-                         prepare: Callable[[], object] | None = None) -> None:
+                         prepare: Callable[[str, dict], object] | None = None) -> int:
         """The ledger postings of a load batch's accepted records, under keys `nrp:<content sha>:<record id>:PAYMENT`
         that the UNIQUE constraint makes idempotent: a posting, a re-run and a release never post a record twice.
         `prepare`: on PostgreSQL, run while PostgreSQL copies the rows in, when every row it copies is one the
-        scratch holds (the posting file is rendered then, on the core the copy leaves idle)."""
+        scratch holds (the documents that follow are rendered then, on the core the copy leaves idle), with the
+        staged relation and `post`'s arguments. Returns the rows posted now (PostgreSQL's count there)."""
         mirror = self.mirror
         if mirror is not None:
             mirror.settle()
@@ -352,20 +337,20 @@ class NonRecurringPayments:
         def both(con, sql, **kw) -> int:
             """PostgreSQL's ledger and, while PostgreSQL writes, the same rows in the scratch (numbered in key order
             on both, as PostgreSQL numbers a caller naming no order), where the batch row's totals and the posting
-            file read them (cheaper than pulling a million rows back; `pull_postings` after it checks the counts
-            agree, and pulls PostgreSQL's rows when they do not). The keys' domain is the load file's: only its
-            posting and its releases write `nrp:<stem>:` keys, so a first posting is copied straight in."""
+            file read them (cheaper than pulling a million rows back; after it, `post` compares PostgreSQL's count
+            with the scratch's, and pulls PostgreSQL's rows when they differ). The keys' domain is the load file's:
+            only its posting and its releases write `nrp:<stem>:` keys, so a first posting is copied straight in."""
             in_key_order = posting_key_sql(kw["source"], *kw["key"])
 
             def meanwhile(copying: bool) -> None:
                 post(con, sql, **kw, order_by=in_key_order)
                 if copying and prepare is not None:
-                    prepare()
+                    prepare(sql, kw)
 
             return post_to_postgres(con, mirror.pg, sql, **kw, key_domain=f"nrp:{stem}:", meanwhile=meanwhile)
 
         writer = post if mirror is None else both
-        writer(
+        return writer(
             self.con,
             f"""
             SELECT record_id, ledger_account AS account_number,
@@ -492,7 +477,8 @@ class NonRecurringPayments:
                 path = self.files.write_parts(path, self.keyring.encrypt_parts(load.partner, [document]))
         with transaction(self.con), self._pushed():
             enqueue(self.con, self.files, "NRP_ACKNOWLEDGEMENT", path, partner=load.partner,
-                    reference=header["source_file_name"], now=self.now, digest=ready and ready.digest)
+                    reference=header["source_file_name"], now=self.now,
+                    digest=ready.published_digest if ready is not None else None)
             self.con.execute(
                 "UPDATE batches SET status = 'ACKNOWLEDGED', output_path = ?, completed_at = ? WHERE batch_id = ?",
                 [path, self.now, load.batch_id],
@@ -502,9 +488,10 @@ class NonRecurringPayments:
                 self.mirror.push_deliveries(self.now)
         return path
 
-    def _acknowledgement(self, load: LoadResult) -> tuple[str, dict, str]:
-        """Where the acknowledgement goes, its header, and the query of its records."""
-        file_name, partner_file_id = self.con.execute(
+    def _acknowledgement(self, load: LoadResult, con: duckdb.DuckDBPyConnection | None = None
+                         ) -> tuple[str, dict, str]:
+        """Where the acknowledgement goes, its header, and the query of its records (read on `con`, the scratch's)."""
+        file_name, partner_file_id = (con or self.con).execute(
             "SELECT file_name, header_file_id FROM inbound_files WHERE file_id = ?", [load.file_id]
         ).fetchone()
         header = {
@@ -532,22 +519,34 @@ class NonRecurringPayments:
         """
         return ack_path(load.partner, file_name, "ack"), header, records
 
-    def _prepare_acknowledgement(self, load: LoadResult, prepared: dict[str, PreparedDocument]) -> None:
-        """On PostgreSQL, while it writes the load's records: the acknowledgement rendered from the scratch (the
-        records' outcomes are final by then), for `acknowledge` to publish once the payments are posted, if the load's
-        outcome is still what it was rendered from. One whose file cannot be written here is left to its step, which
-        renders it and reports; an error inside DuckDB aborts the scratch's transaction, so it fails the load, rolled
-        back in both stores. It runs beside the copy on the same PostgreSQL connection, so it reads the scratch
-        only."""
-        path, header, records = self._acknowledgement(load)
+    def _prepare_documents(self, load: LoadResult, posting_batch: str, staged_sql: str, kw: dict,
+                           prepared: dict[str, PreparedDocument]) -> None:
+        """On PostgreSQL, while it copies the postings in: the posting file (from the staged relation, as posted) and
+        the acknowledgement rendered into `prepared`, for `write_posting_file` and `acknowledge` to publish once the
+        posting has committed, each only if what its step would write from the scratch still agrees. Rendered on a
+        DuckDB connection of its own, which reads what the load committed and cannot touch the posting's open
+        transaction, and never on PostgreSQL's (the copy holds it): a document that fails here (a full disk) is
+        left to its step, which renders it and reports, and the posting goes on. Its time is the posting's: the
+        acknowledgement's processed_at and the posting file's created_at are this step's."""
+        con = self.con.cursor()
+        try:
+            con.execute(SQL_MACROS)  # the scratch's macros are its connection's own
+            with contextlib.suppress(OSError, ValueError, duckdb.Error):
+                key, posting_file = prepare_posting_file(
+                    con, self.files, posting_batch, f"{FEED}:{JOB}", self.now, staged_sql, key_source=kw["source"],
+                    key=kw["key"], params=kw.get("params"))
+                prepared[key] = posting_file
+            path, header, records = self._acknowledgement(load, con)
 
-        def render(target: Path) -> None:
-            with json_document(self.con, header, "records", records) as document, open(target, "wb") as out:
-                for chunk in self.keyring.encrypt_parts(load.partner, [document]):
-                    out.write(chunk)
+            def render(target: Path) -> None:
+                with json_document(con, header, "records", records) as document, open(target, "wb") as out:
+                    for chunk in self.keyring.encrypt_parts(load.partner, [document]):
+                        out.write(chunk)
 
-        with contextlib.suppress(OSError):
-            prepared[f"ack:{load.batch_id}"] = prepare(self.files, path, render, _unstamped(header))
+            with contextlib.suppress(OSError, ValueError, duckdb.Error):
+                prepared[f"ack:{load.batch_id}"] = prepare(self.files, path, render, _unstamped(header))
+        finally:
+            con.close()
 
     def _acknowledge_rejection(self, partner: str, file_name: str, file_id: str, rejected: FileRejected) -> None:
         """Tell the partner the whole file was refused, when we hold a key to tell them with."""

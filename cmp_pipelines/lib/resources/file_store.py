@@ -12,14 +12,14 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, closing, contextmanager, suppress
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, ClassVar
 
 import dagster as dg
 
 from cmp_pipelines.core import processes
 from cmp_pipelines.core.crashpoints import crashpoint
 from cmp_pipelines.core.files.store import NotARegularFile, StoredFile, kind_of
-from cmp_pipelines.core.settings import paths
+from cmp_pipelines.core.settings import paths, scratch_dir
 
 
 class FileStore(dg.ConfigurableResource):
@@ -68,8 +68,9 @@ class FileStore(dg.ConfigurableResource):
     def stage(self, path: str, produce: Callable[[Path], None]) -> Path:
         """`write_from` in two halves, for a document rendered before it may be published (core/files/prepared.py):
         the file `produce` writes, kept where `publish_staged` publishes it from, and not visible at `path` yet.
-        The caller publishes it or removes it."""
-        handle, tmp = tempfile.mkstemp(suffix=".part")
+        The caller publishes it or removes it. This default keeps it in this process's scratch folder, which the next
+        run start sweeps if the process dies first (`settings.sweep_scratch`)."""
+        handle, tmp = tempfile.mkstemp(prefix="cmp-staged-", suffix=".part", dir=scratch_dir())
         os.close(handle)
         try:
             produce(Path(tmp))
@@ -77,6 +78,10 @@ class FileStore(dg.ConfigurableResource):
             os.unlink(tmp)
             raise
         return Path(tmp)
+
+    # whether publishing replaces a document already at the path (a local folder does; the object store keeps the
+    # first version of a key): a digest taken of the staged file describes what is published only if it does
+    replaces_published: ClassVar[bool] = False
 
     def publish_staged(self, path: str, staged: Path) -> str:
         """Publish at `path` the file `stage` kept; it is gone afterwards, published or not."""
@@ -312,10 +317,12 @@ class LocalFileStore(FileStore):
             raise
         return tmp
 
+    replaces_published: ClassVar[bool] = True
+
     def publish_staged(self, path: str, staged: Path) -> str:
-        """The staged file renamed over the target, and the rename made durable."""
-        target = self._abs(path)
+        """The staged file renamed over the target, and the rename made durable; removed if it cannot be."""
         try:
+            target = self._abs(path)
             staged.replace(target)
         except BaseException:
             staged.unlink(missing_ok=True)

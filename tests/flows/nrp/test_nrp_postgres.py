@@ -149,10 +149,10 @@ def test_a_flow_not_yet_on_postgres_is_refused_rather_than_left_writing_into_a_s
 
 @pytest.mark.postgres
 def test_the_documents_rendered_while_postgres_copies_are_published_by_their_own_steps_once_committed(
-        pg_platform, monkeypatch):
-    """The acknowledgement is staged while PostgreSQL copies the load's records in, the posting file while it copies
-    the postings (the run's core is idle then); neither is visible until its own step publishes it, and a
-    transaction that does not commit leaves nothing of its own behind."""
+        pg_platform, monkeypatch, tmp_path):
+    """The posting file and the acknowledgement are staged while PostgreSQL copies the postings in (the run's core is
+    idle then); neither is visible until its own step publishes it, and a posting that does not commit leaves
+    neither behind."""
     import hashlib
 
     from cmp_pipelines.core import ledger
@@ -160,6 +160,7 @@ def test_the_documents_rendered_while_postgres_copies_are_published_by_their_own
     from cmp_pipelines.core.db.mirror import mirrored
     from cmp_pipelines.core.settings import PROJECT_ROOT
     from cmp_pipelines.defs.nrp.flow import NonRecurringPayments
+    from cmp_pipelines.lib.resources.file_store import LocalFileStore
     from tests.support.platform import NOW
 
     platform = pg_platform
@@ -175,69 +176,88 @@ def test_the_documents_rendered_while_postgres_copies_are_published_by_their_own
                                     load_partners(PROJECT_ROOT / "config"), NOW, mirror)
 
     def lost(pg) -> None:
+        assert len(outbound()) == 2, "both documents were staged before the COMMIT"
         raise OSError("injected: the connection was lost at COMMIT")
 
     real_commit = ledger.commit_postgres
-    with mirrored(platform.url) as mirror:  # the load's commit fails: its staged acknowledgement goes with it
-        monkeypatch.setattr(ledger, "commit_postgres", lost)
-        with pytest.raises(OSError, match="injected"):
-            flow(mirror).load(key)
-        assert mirror.prepared == {} and outbound() == []
-    assert platform.query("SELECT count(*) FROM nrp_records") == [(0,)]
-
-    monkeypatch.setattr(ledger, "commit_postgres", real_commit)
     with mirrored(platform.url) as mirror:  # the load commits, the posting's commit fails
         f = flow(mirror)
         load = f.load(key)
-        assert list(mirror.prepared) == [f"ack:{load.batch_id}"]
-        assert [p.rsplit("/", 1)[1][:1] for p in outbound()] == ["."], "staged beside its target, a dot file"
+        assert mirror.prepared == {} and outbound() == []
         monkeypatch.setattr(ledger, "commit_postgres", lost)
         with pytest.raises(OSError, match="injected"):
             f.post(load)
-        assert list(mirror.prepared) == [f"ack:{load.batch_id}"] and len(outbound()) == 1, "no posting file staged"
-    assert outbound() == [] and platform.payment_postings() == 0, "the run's end discards what was never published"
+        assert mirror.prepared == {} and outbound() == [], "rolled back: nothing it staged is left"
+    assert platform.payment_postings() == 0
 
     monkeypatch.setattr(ledger, "commit_postgres", real_commit)
-    with mirrored(platform.url) as mirror:  # the next run: the acknowledgement staged by the other is gone
+    with mirrored(platform.url) as mirror:  # a run of its own posts, and publishes what it rendered meanwhile
         f = flow(mirror)
         load = f.loaded(key)
         posted = f.post(load)
-        assert list(mirror.prepared) == [f"posting_file:{posted.batch_id}"]
-        f.write_posting_file(posted)
-        assert f.acknowledge(load) == ack_path and mirror.prepared == {}  # rendered on the spot
-    assert platform.payment_postings() == 4
-    ack = platform.read_ack("PAYPOINT", "PAYPOINT-20261121-001")
-    assert (ack["header"]["accepted_amount"], [r["outcome"] for r in ack["records"]]) == (
-        "35.51", ["ACCEPTED"] * 4 + ["REJECTED"])
-
-    others = [payment("11", "ACC00000001", "10.00"), payment("12", "ACC00000002", "5.50"),
-              payment("13", "ACC00000003", "0.01")]  # ids of their own: not held as resends of the first file
-    second = platform.drop("PAYPOINT-20261122-001.json.enc", document(others, file_id="PP-0002"))
-    with mirrored(platform.url) as mirror:  # one run: both documents rendered while PostgreSQL wrote
-        f = flow(mirror)
-        load = f.load(second)
-        posted = f.post(load)
         posting_path = f"outbound/ledger/{posted.batch_id}.json"
-        second_ack = "outbound/acknowledgements/nrp/PAYPOINT/PAYPOINT-20261122-001.ack.json.enc"
         assert sorted(mirror.prepared) == [f"ack:{load.batch_id}", f"posting_file:{posted.batch_id}"]
-        assert not platform.files.exists(posting_path) and not platform.files.exists(second_ack)
-        staged = [p for p in outbound() if p.rsplit("/", 1)[1].startswith(".")]
-        assert len(staged) == 2 and len(platform.files.list_files("outbound")) == 2, "the first file's two only"
+        assert not platform.files.exists(posting_path) and not platform.files.exists(ack_path)
+        staged = outbound()
+        assert len(staged) == 2 and all(p.rsplit("/", 1)[1].startswith(".") for p in staged), staged
+        assert platform.files.list_files("outbound") == [], "staged documents are no one's to read yet"
 
         assert f.write_posting_file(posted) == posting_path
         assert list(mirror.prepared) == [f"ack:{load.batch_id}"]
-        assert f.acknowledge(load) == second_ack
-        assert mirror.prepared == {} and not any(p.rsplit("/", 1)[1].startswith(".") for p in outbound())
+        assert f.acknowledge(load) == ack_path
+        assert mirror.prepared == {} and outbound() == sorted(
+            p.removeprefix("outbound/") for p in (posting_path, ack_path))
+        rendered = LocalFileStore(base_dir=str(tmp_path / "on-the-spot"))  # the same batch rendered from the ledger
+        ledger.write_posting_file(mirror.con, rendered, posted.batch_id, "nrp:Non Recurring Payment job", NOW)
+        assert platform.files.read_bytes(posting_path) == rendered.read_bytes(posting_path), "byte for byte"
 
     postings = orjson.loads(platform.files.read_bytes(posting_path))
-    assert postings["header"]["record_count"] == 3 and postings["header"]["total_amount"] == "-15.51"
-    assert sorted((p["idempotency_key"].split(":")[2], p["amount"]) for p in postings["postings"]) == [
-        ("11", "-10.00"), ("12", "-5.50"), ("13", "-0.01")]
-    ack = platform.read_ack("PAYPOINT", "PAYPOINT-20261122-001")
-    assert (ack["header"]["accepted_count"], ack["header"]["accepted_amount"]) == (3, "15.51")
-    assert [r["outcome"] for r in ack["records"]] == ["ACCEPTED"] * 3
-    assert platform.payment_postings() == 7
+    assert postings["header"]["record_count"] == 4 and postings["header"]["total_amount"] == "-35.51"
+    ack = platform.read_ack("PAYPOINT", "PAYPOINT-20261121-001")
+    assert (ack["header"]["accepted_amount"], [r["outcome"] for r in ack["records"]]) == (
+        "35.51", ["ACCEPTED"] * 4 + ["REJECTED"])
+    assert platform.payment_postings() == 4
     registered = dict(platform.query("SELECT local_path, sha256 FROM delivery_register"))
-    assert {p: registered[p] for p in (posting_path, second_ack)} == {
-        p: hashlib.sha256(platform.files.read_bytes(p)).hexdigest() for p in (posting_path, second_ack)
-    }, "hashed when staged: the bytes published"
+    assert registered == {p: hashlib.sha256(platform.files.read_bytes(p)).hexdigest()
+                          for p in (posting_path, ack_path)}, "hashed when staged: the bytes published"
+
+    # a document that cannot be staged while PostgreSQL writes does not hold the posting up: its step renders it
+    real_stage, refused = LocalFileStore.stage, []
+
+    def full_once(store, path, produce):
+        if path.startswith("outbound/ledger/") and not refused:
+            refused.append(path)
+            raise OSError("injected: no space left on the outbound disk")
+        return real_stage(store, path, produce)
+
+    monkeypatch.setattr(LocalFileStore, "stage", full_once)
+    third = platform.drop("PAYPOINT-20261123-001.json.enc", document(
+        [payment("21", "ACC00000003", "1.00")], file_id="PP-0003"))
+    with mirrored(platform.url) as mirror:
+        f = flow(mirror)
+        load = f.load(third)
+        posted = f.post(load)
+        assert refused and list(mirror.prepared) == [f"ack:{load.batch_id}"] and platform.payment_postings() == 5
+        f.write_posting_file(posted)
+    assert orjson.loads(platform.files.read_bytes(f"outbound/ledger/{posted.batch_id}.json"))["header"][
+        "total_amount"] == "-1.00"
+    monkeypatch.setattr(LocalFileStore, "stage", real_stage)
+
+    # a run that stops after posting: what it staged goes with it, and the next run renders both on the spot
+    second = platform.drop("PAYPOINT-20261122-001.json.enc", document(
+        [payment("11", "ACC00000001", "10.00"), payment("12", "ACC00000002", "5.50")], file_id="PP-0002"))
+    with mirrored(platform.url) as mirror:
+        f = flow(mirror)
+        posted = f.post(f.load(second))
+        assert len(mirror.prepared) == 2
+    assert not [p for p in outbound() if p.rsplit("/", 1)[1].startswith(".")], "nothing staged outlives its run"
+    assert not platform.files.exists(f"outbound/ledger/{posted.batch_id}.json")
+    with mirrored(platform.url) as mirror:
+        f = flow(mirror)
+        load = f.loaded(second)
+        assert f.posted(load).batch_id == posted.batch_id and mirror.prepared == {}
+        f.write_posting_file(f.posted(load))
+        f.acknowledge(load)
+    second_postings = orjson.loads(platform.files.read_bytes(f"outbound/ledger/{posted.batch_id}.json"))
+    assert (second_postings["header"]["record_count"], second_postings["header"]["total_amount"]) == (2, "-15.50")
+    assert platform.read_ack("PAYPOINT", "PAYPOINT-20261122-001")["header"]["accepted_amount"] == "15.50"
