@@ -24,6 +24,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
 import orjson
@@ -34,6 +35,9 @@ from cmp_pipelines.core.files.prepared import PreparedDocument, prepare
 from cmp_pipelines.core.files.store import FileStoreLike
 from cmp_pipelines.core.files.text_copy import copy_lines, staged
 from cmp_pipelines.core.money import format_minor
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 # ---- the idempotency key -------------------------------------------------------------------------------------
 
@@ -149,7 +153,7 @@ _PG_STAGE = """
 
 def _insert_staged(con: duckdb.DuckDBPyConnection, pg, sql: str, params: dict | None = None, *,
                    key_domain: str | None = None, order: str = "ord",
-                   meanwhile: Callable[[bool], object] | None = None) -> int:
+                   meanwhile: Callable[[pa.Table | None], object] | None = None) -> int:
     """The posting rows `sql` computes in DuckDB (with `ord`, their place in the caller's order), inserted into
     PostgreSQL's ledger inside `pg`'s open transaction. Returns the rows posted now.
 
@@ -159,9 +163,9 @@ def _insert_staged(con: duckdb.DuckDBPyConnection, pg, sql: str, params: dict | 
     (a key prefix only its caller's rows carry) and no posting of the domain yet in the keys' range, the rows are
     copied straight into the ledger instead (`_copy_new`): half the time on a million rows, because the temporary
     table, its two sorts and the speculative insertion per row are gone. `meanwhile`: the caller's own work on
-    `con` (the scratch's copy of the same postings), run once on either path and told which: on the copy
-    (`meanwhile(True)`) it runs while PostgreSQL's backend writes the rows, so the two take a core each, and every
-    row posted is one the scratch holds; on the general path (`meanwhile(False)`) it runs after the insert."""
+    `con` (the scratch's copy of the same postings), run once on either path and told which: on the copy it is
+    given the rows being copied (Arrow, in the order they are numbered) and runs while PostgreSQL's backend writes
+    them, so the two take a core each; on the general path it is given None and runs after the insert."""
     from cmp_pipelines.core.db.transfer import arrow_batches, ingest_adbc
 
     with pg.cursor() as cur:
@@ -186,7 +190,7 @@ def _insert_staged(con: duckdb.DuckDBPyConnection, pg, sql: str, params: dict | 
         """)
         posted = int(cur.fetchone()[0])
     if meanwhile is not None:
-        meanwhile(False)
+        meanwhile(None)
     return posted
 
 
@@ -219,7 +223,7 @@ def _domain_is_new(con: duckdb.DuckDBPyConnection, cur, sql: str, params: dict |
 
 
 def _copy_new(con: duckdb.DuckDBPyConnection, cur, sql: str, params: dict | None, order: str,
-              meanwhile: Callable[[bool], object] | None = None) -> int:
+              meanwhile: Callable[[pa.Table | None], object] | None = None) -> int:
     """Rows none of which is posted, copied (binary COPY) into the ledger in `order`, so the posting ids the
     column's default draws follow that order, as in the general path; posted_at defaults to the transaction's
     time, as there. With `meanwhile`, the rows are computed first (Arrow, in memory: ~200 MB a million postings,
@@ -239,7 +243,7 @@ def _copy_new(con: duckdb.DuckDBPyConnection, cur, sql: str, params: dict | None
         rows = rows.read_all()  # `con` is free for `meanwhile` once its result is read
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger-copy") as pool:
             copying = pool.submit(ingest_adbc, cur, "ledger_postings", rows)
-            meanwhile(True)  # an error here still waits for the copy (leaving the pool), then fails the transaction
+            meanwhile(rows)  # an error here still waits for the copy (leaving the pool), then fails the transaction
         written = copying.result()
     if written < 0:  # a driver that does not count: the rows are all new, so they are the staged ones
         written = con.execute(f"SELECT count(*) FROM ({sql}) staged", params or {}).fetchall()[0][0]
@@ -249,7 +253,7 @@ def _copy_new(con: duckdb.DuckDBPyConnection, cur, sql: str, params: dict | None
 def post_to_postgres(con: duckdb.DuckDBPyConnection, pg, staged_sql: str, *, source: str, key: Sequence[str],
                      batch_id: str | None, now: datetime | None, params: dict | None = None,
                      order_by: str | None = None, key_domain: str | None = None,
-                     meanwhile: Callable[[bool], object] | None = None) -> int:
+                     meanwhile: Callable[[pa.Table | None], object] | None = None) -> int:
     """`post` with PostgreSQL holding the ledger: the rows are computed set-based in DuckDB exactly as `post`
     computes them (the caller's staged relation, the same key), pushed as Arrow into a temporary table on `pg` (an
     ADBC connection, core/db/transfer.py) and inserted ON CONFLICT DO NOTHING on the UNIQUE idempotency key, all in
@@ -525,29 +529,20 @@ def write_posting_file(
 
 
 def prepare_posting_file(con: duckdb.DuckDBPyConnection, files: FileStoreLike, batch_id: str, source: str,
-                         now: datetime, staged_sql: str, *, key_source: str, key: Sequence[str],
-                         params: dict | None = None) -> tuple[str, PreparedDocument]:
-    """The posting file of a batch being posted, rendered but not published (core/files/prepared.py), from the
-    caller's staged relation as `post` reads it (`key_source` and `key` as `post` takes them), in key order: the
-    order a posting naming no order numbers its rows in. On `con`, a connection of its own, so what fails here
-    cannot touch the transaction that writes the postings. For `write_posting_file`'s `ready`, kept under the key
-    returned, its fingerprint the batch's `posting_totals`."""
-    rows = f"""
-        SELECT ({posting_key_sql(key_source, *key)})::VARCHAR AS idempotency_key,
-               account_number::VARCHAR AS account_number, invoice_number::VARCHAR AS invoice_number,
-               kind::VARCHAR AS kind, amount_minor::BIGINT AS amount_minor, currency::VARCHAR AS currency,
-               effective_at::TIMESTAMPTZ AS effective_at
-        FROM ({staged_sql}) staged
-    """
-    con.execute(f"CREATE OR REPLACE TEMP TABLE prepared_postings AS {rows}", used_params(staged_sql, params))
+                         now: datetime, rows: pa.Table) -> tuple[str, PreparedDocument]:
+    """The posting file of a batch being posted, rendered but not published (core/files/prepared.py), from `rows`,
+    the postings as they are being copied into PostgreSQL's ledger (`post_to_postgres`'s `meanwhile`), in the order
+    they are numbered. On `con`, a connection of its own, so what fails here cannot touch the transaction that
+    writes the postings. For `write_posting_file`'s `ready`, kept under the key returned, its fingerprint the
+    batch's `posting_totals`."""
+    con.register("prepared_postings", rows)
     try:
         count, total = con.execute(
             "SELECT count(*), coalesce(sum(amount_minor), 0) FROM prepared_postings").fetchone()
-        path, render = _posting_file(con, batch_id, source, now, count, int(total),
-                                     rows="prepared_postings ORDER BY idempotency_key")
+        path, render = _posting_file(con, batch_id, source, now, count, int(total), rows="prepared_postings")
         return posting_file_key(batch_id), prepare(files, path, render, (count, int(total)))
     finally:
-        con.execute("DROP TABLE IF EXISTS prepared_postings")
+        con.unregister("prepared_postings")
 
 
 def posting_file_key(batch_id: str) -> str:
@@ -563,7 +558,7 @@ def _posting_file(con: duckdb.DuckDBPyConnection, batch_id: str, source: str, no
         "record_count": count,
         "total_amount": format_minor(total),
     }
-    rows = rows or f"ledger_postings WHERE batch_id = {sql_literal(batch_id)} ORDER BY posting_id"
+    rows = rows or f"ledger_postings WHERE batch_id = {sql_literal(batch_id)} ORDER BY posting_id"  # else in order
     query = f"""
         SELECT idempotency_key, account_number, invoice_number, kind, minor_to_decimal(amount_minor) AS amount,
                currency, strftime(effective_at AT TIME ZONE 'UTC', '%Y-%m-%dT%H:%M:%SZ') AS effective_at

@@ -298,9 +298,9 @@ class NonRecurringPayments:
             before = posting_count(self.con, posting_batch)
             copied: list[bool] = []
 
-            def prepare_documents(staged_sql: str, kw: dict) -> None:
+            def prepare_documents(rows: pa.Table) -> None:
                 copied.append(True)
-                self._prepare_documents(load, posting_batch, staged_sql, kw, prepared)
+                self._prepare_documents(load, posting_batch, rows, prepared)
 
             posted_now = self._insert_postings(load.batch_id, posting_batch, load.partner, prepare=prepare_documents)
             if not copied or posted_now != posting_count(self.con, posting_batch) - before:
@@ -322,12 +322,12 @@ class NonRecurringPayments:
         return posted
 
     def _insert_postings(self, load_batch: str, posting_batch: str, partner: str, only_released: bool = False,
-                         prepare: Callable[[str, dict], object] | None = None) -> int:
+                         prepare: Callable[[pa.Table], object] | None = None) -> int:
         """The ledger postings of a load batch's accepted records, under keys `nrp:<content sha>:<record id>:PAYMENT`
         that the UNIQUE constraint makes idempotent: a posting, a re-run and a release never post a record twice.
         `prepare`: on PostgreSQL, run while PostgreSQL copies the rows in, when every row it copies is one the
-        scratch holds (the documents that follow are rendered then, on the core the copy leaves idle), with the
-        staged relation and `post`'s arguments. Returns the rows posted now (PostgreSQL's count there)."""
+        scratch holds (the documents that follow are rendered then, on the core the copy leaves idle), with the rows
+        being copied. Returns the rows posted now (PostgreSQL's count there)."""
         mirror = self.mirror
         if mirror is not None:
             mirror.settle()
@@ -342,10 +342,10 @@ class NonRecurringPayments:
             only its posting and its releases write `nrp:<stem>:` keys, so a first posting is copied straight in."""
             in_key_order = posting_key_sql(kw["source"], *kw["key"])
 
-            def meanwhile(copying: bool) -> None:
+            def meanwhile(copying: pa.Table | None) -> None:
                 post(con, sql, **kw, order_by=in_key_order)
-                if copying and prepare is not None:
-                    prepare(sql, kw)
+                if copying is not None and prepare is not None:
+                    prepare(copying)
 
             return post_to_postgres(con, mirror.pg, sql, **kw, key_domain=f"nrp:{stem}:", meanwhile=meanwhile)
 
@@ -519,9 +519,9 @@ class NonRecurringPayments:
         """
         return ack_path(load.partner, file_name, "ack"), header, records
 
-    def _prepare_documents(self, load: LoadResult, posting_batch: str, staged_sql: str, kw: dict,
+    def _prepare_documents(self, load: LoadResult, posting_batch: str, rows: pa.Table,
                            prepared: dict[str, PreparedDocument]) -> None:
-        """On PostgreSQL, while it copies the postings in: the posting file (from the staged relation, as posted) and
+        """On PostgreSQL, while it copies the postings in: the posting file (from `rows`, those postings) and
         the acknowledgement rendered into `prepared`, for `write_posting_file` and `acknowledge` to publish once the
         posting has committed, each only if what its step would write from the scratch still agrees. Rendered on a
         DuckDB connection of its own, which reads what the load committed and cannot touch the posting's open
@@ -532,9 +532,8 @@ class NonRecurringPayments:
         try:
             con.execute(SQL_MACROS)  # the scratch's macros are its connection's own
             with contextlib.suppress(OSError, ValueError, duckdb.Error):
-                key, posting_file = prepare_posting_file(
-                    con, self.files, posting_batch, f"{FEED}:{JOB}", self.now, staged_sql, key_source=kw["source"],
-                    key=kw["key"], params=kw.get("params"))
+                key, posting_file = prepare_posting_file(con, self.files, posting_batch, f"{FEED}:{JOB}", self.now,
+                                                         rows)
                 prepared[key] = posting_file
             path, header, records = self._acknowledgement(load, con)
 
