@@ -507,19 +507,13 @@ def write_posting_file(
     ready: PreparedDocument | None = None,
 ) -> tuple[str, int, int]:
     """Writes outbound/ledger/<batch_id>.json from the batch's postings; returns (path, count, total minor). `ready`:
-    the file `prepare_posting_file` rendered from the same postings, published instead of rendered again."""
-    try:
-        count, total = posting_totals(con, batch_id)
-    except BaseException:
-        if ready is not None:
-            ready.discard()
-        raise
-    if ready is not None and ready.fingerprint == (count, total):
+    the file `prepare_posting_file` rendered from the same postings, already matched to the batch's `posting_totals`
+    (`core.files.prepared.take`), published instead of rendered again."""
+    if ready is not None:
+        count, total = ready.fingerprint
         path = ready.publish()
     else:
-        if ready is not None:
-            ready.discard()
-            ready = None
+        count, total = posting_totals(con, batch_id)
         path, render = _posting_file(con, batch_id, source, now, count, total)
         files.write_from(path, render)
     con.execute("UPDATE batches SET output_path = ? WHERE batch_id = ?", [path, batch_id])

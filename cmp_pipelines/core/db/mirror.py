@@ -34,7 +34,7 @@ import pyarrow as pa
 from cmp_pipelines.core.db.connection import SQL_MACROS
 from cmp_pipelines.core.db.migrations import apply_migrations
 from cmp_pipelines.core.db.transfer import arrow_batches, ingest_adbc
-from cmp_pipelines.core.files.prepared import PreparedDocument
+from cmp_pipelines.core.files.prepared import PreparedDocument, discard_all
 
 
 @contextmanager
@@ -72,9 +72,7 @@ class Mirror:
             self.prepared[key] = document
 
     def discard_prepared(self) -> None:
-        for document in self.prepared.values():
-            document.discard()
-        self.prepared.clear()
+        discard_all(self.prepared)
 
     def settle(self) -> None:
         """Finish a result the flow left half-read (`fetchone`): DuckDB 2 refuses new work on the connection

@@ -59,6 +59,12 @@ def prepare(files: FileStoreLike, path: str, produce: Callable[[Path], None], fi
     return PreparedDocument(files, path, staged, fingerprint, digest)
 
 
+def discard_all(documents: dict[str, PreparedDocument]) -> None:
+    for document in documents.values():
+        document.discard()
+    documents.clear()
+
+
 def take(prepared: dict[str, PreparedDocument], key: str, fingerprint: Hashable) -> PreparedDocument | None:
     """The document prepared under `key` if it was rendered from `fingerprint`; one that was not is discarded."""
     document = prepared.pop(key, None)

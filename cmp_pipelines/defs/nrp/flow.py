@@ -33,7 +33,7 @@ from cmp_pipelines.core.db.connection import SQL_MACROS, sql_literal, transactio
 from cmp_pipelines.core.db.mirror import Mirror, pull_postings
 from cmp_pipelines.core.delivery import enqueue
 from cmp_pipelines.core.files.errors import FileRejected
-from cmp_pipelines.core.files.prepared import PreparedDocument, prepare, take
+from cmp_pipelines.core.files.prepared import PreparedDocument, discard_all, prepare, take
 from cmp_pipelines.core.files.record_file import check_sender, first_schema_violation, with_shape_and_card_numbers
 from cmp_pipelines.core.files.record_scan import read_record_file
 from cmp_pipelines.core.files.store import FileStoreLike
@@ -284,8 +284,7 @@ class NonRecurringPayments:
         try:
             posted = self._post(load, prepared)
         except BaseException:
-            for document in prepared.values():
-                document.discard()
+            discard_all(prepared)
             raise
         if self.mirror is not None:  # committed: the documents rendered meanwhile are true now
             self.mirror.keep_prepared(prepared)
