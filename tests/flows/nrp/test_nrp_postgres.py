@@ -261,3 +261,88 @@ def test_the_documents_rendered_while_postgres_copies_are_published_by_their_own
     second_postings = orjson.loads(platform.files.read_bytes(f"outbound/ledger/{posted.batch_id}.json"))
     assert (second_postings["header"]["record_count"], second_postings["header"]["total_amount"]) == (2, "-15.50")
     assert platform.read_ack("PAYPOINT", "PAYPOINT-20261122-001")["header"]["accepted_amount"] == "15.50"
+
+
+@pytest.mark.postgres
+def test_the_postings_copied_while_the_load_copies_its_records_commit_only_with_the_posting_step(
+        pg_platform, monkeypatch):
+    """On PostgreSQL the load begins its batch's posting on a connection of its own while its records are copied
+    (a backend each); nothing is posted until the posting step takes that transaction and commits it with its
+    batch. A load that fails, a run that stops after the load, or rows that no longer agree leave nothing of it."""
+    from datetime import timedelta
+
+    from cmp_pipelines.core.config import load_partners
+    from cmp_pipelines.core.db.mirror import mirrored
+    from cmp_pipelines.core.intake import Intake
+    from cmp_pipelines.core.settings import PROJECT_ROOT
+    from cmp_pipelines.defs.nrp.flow import NonRecurringPayments
+    from tests.support.platform import NOW
+
+    platform = pg_platform
+    later = NOW + timedelta(minutes=1)
+
+    def flow(mirror, now=NOW) -> NonRecurringPayments:
+        return NonRecurringPayments(mirror.con, platform.files, platform.keyring,
+                                    load_partners(PROJECT_ROOT / "config"), now, mirror)
+
+    def postings(batch_id: str) -> list[tuple]:
+        return platform.query("SELECT account_number, amount_minor, posted_at FROM ledger_postings "
+                              "WHERE batch_id = ? ORDER BY posting_id", [batch_id])
+
+    before = {a: platform.balance(a) for a in ("ACC00000001", "ACC00000002", "ACC00000003", "SUSPENSE")}
+    key = platform.drop("PAYPOINT-20261121-001.json.enc", document(RECORDS))
+    with mirrored(platform.url) as mirror:
+        load = flow(mirror).load(key)
+        [domain] = mirror.begun
+        begun, first_connection = mirror.begun[domain], mirror.pg
+        assert begun.rows.num_rows == 4 and begun.copying.result() == 4, "copied during the load"
+        assert platform.payment_postings() == 0, "but not committed: nobody sees it yet"
+        posted = flow(mirror, later).post(load)
+        assert begun.adopted and mirror.begun == {} and mirror.pg is begun.pg is not first_connection
+        assert (posted.posting_count, posted.total_minor) == (4, -3551)
+    assert {a: platform.balance(a) - before[a] for a in before} == {
+        "ACC00000001": -1000, "ACC00000002": -550, "ACC00000003": -1, "SUSPENSE": -2000}
+    rows = postings(posted.batch_id)
+    assert len(rows) == 4 and {r[2] for r in rows} == {NOW}, "posted at the time the rows were computed"
+    assert platform.query("SELECT created_at, status FROM batches WHERE batch_id = ?", [posted.batch_id]) == [
+        (later, "POSTED")]
+
+    # a run that stops after its load: the postings it began go with it, and a later run posts them once
+    second = platform.drop("PAYPOINT-20261122-001.json.enc", document(
+        [payment("11", "ACC00000001", "10.00"), payment("12", "ACC00000002", "5.50")], file_id="PP-0002"))
+    with mirrored(platform.url) as mirror:
+        load = flow(mirror).load(second)
+        [begun] = mirror.begun.values()
+        assert begun.copying.result() == 2
+    assert platform.payment_postings() == 4
+    with mirrored(platform.url) as mirror:
+        posted = flow(mirror, later).post(flow(mirror, later).loaded(second))
+        assert posted.posting_count == 2 and mirror.begun == {}
+    assert platform.payment_postings() == 6 and [r[1] for r in postings(posted.batch_id)] == [-1000, -550]
+    assert {r[2] for r in postings(posted.batch_id)} == {later}, "posted by the step, at its own time"
+
+    # a load that fails after beginning: rolled back at once, its lock released for the run that loads it next
+    third = platform.drop("PAYPOINT-20261123-001.json.enc", document(
+        [payment("21", "ACC00000003", "1.00")], file_id="PP-0003"))
+    real_push = Intake.push_loaded
+
+    def lost(*args, **kwargs):
+        raise OSError("injected: the connection was lost while the records were copied")
+
+    monkeypatch.setattr(Intake, "push_loaded", lost)
+    with mirrored(platform.url) as mirror:
+        with pytest.raises(OSError, match="injected"):
+            flow(mirror).load(third)
+        assert mirror.begun == {}
+    assert platform.payment_postings() == 6
+    monkeypatch.setattr(Intake, "push_loaded", real_push)
+
+    # rows that no longer agree with what was begun: rolled back, and the step posts its own, once (with the
+    # time it was begun with, as a step that finds a posting begun always does)
+    with mirrored(platform.url) as mirror:
+        load = flow(mirror).load(third)
+        [begun] = mirror.begun.values()
+        begun.fingerprint = ("not", "these", "rows")
+        posted = flow(mirror, later).post(load)
+        assert not begun.adopted and mirror.pg is not begun.pg and posted.posting_count == 1
+    assert platform.payment_postings() == 7 and [r[1:] for r in postings(posted.batch_id)] == [(-100, NOW)]
