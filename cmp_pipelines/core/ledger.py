@@ -153,8 +153,7 @@ _PG_STAGE = """
 
 def _insert_staged(con: duckdb.DuckDBPyConnection, pg, sql: str, params: dict | None = None, *,
                    key_domain: str | None = None, order: str = "ord",
-                   meanwhile: Callable[[pa.Table | None], object] | None = None,
-                   begun: BegunPosting | None = None) -> int:
+                   meanwhile: Callable[[pa.Table | None], object] | None = None) -> int:
     """The posting rows `sql` computes in DuckDB (with `ord`, their place in the caller's order), inserted into
     PostgreSQL's ledger inside `pg`'s open transaction. Returns the rows posted now.
 
@@ -166,18 +165,9 @@ def _insert_staged(con: duckdb.DuckDBPyConnection, pg, sql: str, params: dict | 
     table, its two sorts and the speculative insertion per row are gone. `meanwhile`: the caller's own work on
     `con` (the scratch's copy of the same postings), run once on either path and told which: on the copy it is
     given the rows being copied (Arrow, in the order they are numbered) and runs while PostgreSQL's backend writes
-    them, so the two take a core each; on the general path it is given None and runs after the insert.
-    `begun`: the same domain's rows copied ahead on a connection of its own (`begin_postgres_posting`); taken
-    (`begun.adopted`: the caller's transaction is now that connection's) when they are exactly the rows `sql`
-    computes now, else rolled back before anything else is done."""
+    them, so the two take a core each; on the general path it is given None and runs after the insert."""
     from cmp_pipelines.core.db.transfer import arrow_batches, ingest_adbc
 
-    if begun is not None:
-        if begun.domain == key_domain and begun.fingerprint == _fingerprint(
-                con, _copy_rows_sql(sql, order), {**(params or {}), **begun.times}):
-            written = begun.finish(meanwhile)
-            return written if written >= 0 else begun.rows.num_rows
-        begun.abandon()
     with pg.cursor() as cur:
         if key_domain is not None and _domain_is_new(con, cur, sql, params, key_domain):
             return _copy_new(con, cur, sql, params, order, meanwhile)
@@ -204,13 +194,12 @@ def _insert_staged(con: duckdb.DuckDBPyConnection, pg, sql: str, params: dict | 
     return posted
 
 
-def _domain_is_new(con: duckdb.DuckDBPyConnection, cur, sql: str, params: dict | None, key_domain: str, *,
-                   wait: bool = True) -> bool:
+def _domain_is_new(con: duckdb.DuckDBPyConnection, cur, sql: str, params: dict | None, key_domain: str) -> bool:
     """Whether no key of the staged rows can be in the ledger: every writer of `key_domain` is serialised on its
     advisory lock `ledger:<domain>` (held to the end of the transaction), so once it is held, no posting in the
     range of the staged keys means none of them is posted, nor can be before this transaction ends. The range is
     compared in byte order on both sides (DuckDB's VARCHAR; the key's "C" collation on PostgreSQL, migration 0025;
-    any other collation takes the general path). `wait=False`: False at once if another writer holds the lock."""
+    any other collation takes the general path)."""
     from cmp_pipelines.core.db.mirror import advisory_key
 
     outside, low, high = con.execute(
@@ -218,13 +207,7 @@ def _domain_is_new(con: duckdb.DuckDBPyConnection, cur, sql: str, params: dict |
         f"max(idempotency_key) FROM ({sql}) staged", {**(params or {}), "ledger_domain": key_domain}).fetchall()[0]
     if outside:
         raise ValueError(f"{outside} posting keys lie outside their declared domain {key_domain!r}")
-    lock = advisory_key(f"ledger:{key_domain}")
-    if wait:
-        cur.execute("SELECT pg_advisory_xact_lock($1)", [lock])
-    else:
-        cur.execute("SELECT pg_try_advisory_xact_lock($1)", [lock])
-        if not cur.fetchone()[0]:
-            return False
+    cur.execute("SELECT pg_advisory_xact_lock($1)", [advisory_key(f"ledger:{key_domain}")])
     if low is None:
         return False
     cur.execute("""
@@ -249,8 +232,11 @@ def _copy_new(con: duckdb.DuckDBPyConnection, cur, sql: str, params: dict | None
     from cmp_pipelines.core.db.transfer import arrow_batches, ingest_adbc
 
     cur.execute("SELECT now()")
-    rows = arrow_batches(con, _copy_rows_sql(sql, order),
-                         {**(params or {}), "ledger_transaction_time": cur.fetchone()[0]})
+    rows = arrow_batches(con, f"""
+        SELECT idempotency_key, account_number, invoice_number, kind, amount_minor, currency, batch_id, source_ref,
+               effective_at, coalesce(posted_at, $ledger_transaction_time::TIMESTAMPTZ) AS posted_at
+        FROM ({sql}) staged ORDER BY {order}
+    """, {**(params or {}), "ledger_transaction_time": cur.fetchone()[0]})
     if meanwhile is None:
         written = ingest_adbc(cur, "ledger_postings", rows)
     else:
@@ -264,131 +250,10 @@ def _copy_new(con: duckdb.DuckDBPyConnection, cur, sql: str, params: dict | None
     return written
 
 
-def _copy_rows_sql(sql: str, order: str) -> str:
-    """The rows a copy writes, in the order their posting ids are drawn ($ledger_transaction_time: posted_at where
-    the caller gave none)."""
-    return f"""
-        SELECT idempotency_key, account_number, invoice_number, kind, amount_minor, currency, batch_id, source_ref,
-               effective_at, coalesce(posted_at, $ledger_transaction_time::TIMESTAMPTZ) AS posted_at
-        FROM ({sql}) staged ORDER BY {order}
-    """
-
-
-def _fingerprint(con: duckdb.DuckDBPyConnection, relation: str, params: dict | None = None) -> tuple:
-    """Count, total, key range and a hash over every column of a relation of copy rows: what tells a posting
-    copied ahead from the one its step would copy now."""
-    return con.execute(f"""
-        SELECT count(*), coalesce(sum(amount_minor), 0), min(idempotency_key), max(idempotency_key),
-               coalesce(bit_xor(hash(idempotency_key, account_number, invoice_number, kind, amount_minor, currency,
-                                     batch_id, source_ref, effective_at, posted_at)), 0)
-        FROM ({relation}) rows
-    """, params or {}).fetchall()[0]
-
-
-@dataclass(eq=False)
-class BegunPosting:
-    """A key domain's first posting copied into PostgreSQL ahead of its step (`begin_postgres_posting`), on a
-    connection of its own whose open transaction holds the rows and the domain's advisory lock: the posting step
-    takes that transaction for its own (`adopted`) and commits it with its batch, or rolls it back. A run that
-    ends without either closes the connection, which rolls it back."""
-
-    domain: str
-    now: datetime | None  # the `now` the rows were computed with: the posting step posts with it
-    times: dict  # $ledger_transaction_time of the copy's rows
-    rows: pa.Table
-    fingerprint: tuple
-    pg: object
-    copying: object  # the COPY's Future
-    _close: Callable[[], object]
-    adopted: bool = False
-
-    def finish(self, meanwhile: Callable[[pa.Table | None], object] | None) -> int:
-        """The caller's work on its scratch (given the rows) while the copy ends; then the rows written."""
-        try:
-            if meanwhile is not None:
-                meanwhile(self.rows)
-            written = self.copying.result()
-        except BaseException:
-            self.abandon()
-            raise
-        self.adopted = True
-        return written
-
-    def abandon(self) -> None:
-        """Roll back and close (once the copy has returned)."""
-        try:
-            self.copying.exception()
-        finally:
-            self._close()
-
-
-def begin_postgres_posting(con: duckdb.DuckDBPyConnection, url: str, staged_sql: str, *, source: str,
-                           key: Sequence[str], batch_id: str | None, now: datetime | None, key_domain: str,
-                           params: dict | None = None) -> BegunPosting | None:
-    """A first posting of `key_domain` started before its step: the rows `post_to_postgres` would copy (same SQL,
-    same key order) copied now into PostgreSQL's ledger on a new connection (`url`), on a worker thread, in a
-    transaction left open for the posting step (`post_to_postgres(begun=...)`). A flow calls it where its run is
-    waiting on PostgreSQL anyway (NRP: while the load's records are copied), so the two copies take a backend each.
-    None, with nothing left open, when the domain is not new, another writer holds its lock, or anything fails:
-    the posting step then posts as usual, and reports what fails."""
-    from contextlib import ExitStack
-
-    from cmp_pipelines.core.db.transfer import adbc_connection, ingest_adbc
-
-    def copy_in(pg, rows: pa.Table) -> int:
-        with pg.cursor() as cur:
-            return ingest_adbc(cur, "ledger_postings", rows)
-
-    sql, bound = _posting_rows_sql(staged_sql, source=source, key=key, batch_id=batch_id, now=now, params=params)
-    stack = ExitStack()
-    try:
-        pg = stack.enter_context(adbc_connection(url))
-        with pg.cursor() as cur:
-            if not _domain_is_new(con, cur, sql, bound, key_domain, wait=False):
-                stack.close()
-                return None
-            cur.execute("SELECT now()")
-            times = {"ledger_transaction_time": cur.fetchone()[0]}
-        rows = con.sql(_copy_rows_sql(sql, "idempotency_key"), params={**bound, **times}).to_arrow_table()
-        con.register("ledger_begun_rows", rows)
-        try:
-            fingerprint = _fingerprint(con, "SELECT * FROM ledger_begun_rows")
-        finally:
-            con.unregister("ledger_begun_rows")
-        pool = stack.enter_context(ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger-copy-ahead"))
-        copying = pool.submit(copy_in, pg, rows)
-    except Exception:  # noqa: BLE001 - anything: the posting step does it the usual way
-        stack.close()
-        return None
-    return BegunPosting(key_domain, now, times, rows, fingerprint, pg, copying, stack.close)
-
-
-def _posting_rows_sql(staged_sql: str, *, source: str, key: Sequence[str], batch_id: str | None,
-                      now: datetime | None, params: dict | None, order_by: str | None = None) -> tuple[str, dict]:
-    """The posting rows of a caller's staged relation as PostgreSQL stores them (with `ord`, the caller's order),
-    and their parameters."""
-    batch = "staged.batch_id" if batch_id is None else lit(batch_id)
-    posted_at = "NULL::TIMESTAMPTZ" if now is None else "$ledger_posted_at::TIMESTAMPTZ"
-    sql = f"""
-        SELECT row_number() OVER ({f"ORDER BY {order_by}" if order_by else ""})::BIGINT AS ord,
-               ({posting_key_sql(source, *key)})::VARCHAR AS idempotency_key,
-               account_number::VARCHAR AS account_number, invoice_number::VARCHAR AS invoice_number,
-               kind::VARCHAR AS kind, amount_minor::BIGINT AS amount_minor, currency::VARCHAR AS currency,
-               ({batch})::VARCHAR AS batch_id, source_ref::VARCHAR AS source_ref,
-               effective_at::TIMESTAMPTZ AS effective_at, {posted_at} AS posted_at
-        FROM ({staged_sql}) staged
-    """
-    bound = used_params(staged_sql, params)
-    if now is not None:
-        bound["ledger_posted_at"] = now
-    return sql, bound
-
-
 def post_to_postgres(con: duckdb.DuckDBPyConnection, pg, staged_sql: str, *, source: str, key: Sequence[str],
                      batch_id: str | None, now: datetime | None, params: dict | None = None,
                      order_by: str | None = None, key_domain: str | None = None,
-                     meanwhile: Callable[[pa.Table | None], object] | None = None,
-                     begun: BegunPosting | None = None) -> int:
+                     meanwhile: Callable[[pa.Table | None], object] | None = None) -> int:
     """`post` with PostgreSQL holding the ledger: the rows are computed set-based in DuckDB exactly as `post`
     computes them (the caller's staged relation, the same key), pushed as Arrow into a temporary table on `pg` (an
     ADBC connection, core/db/transfer.py) and inserted ON CONFLICT DO NOTHING on the UNIQUE idempotency key, all in
@@ -406,14 +271,25 @@ def post_to_postgres(con: duckdb.DuckDBPyConnection, pg, staged_sql: str, *, sou
     transaction time).
     `key_domain`: a prefix every staged key carries and only this caller's keys do (NRP: `nrp:<file stem>:`); its
     writers are serialised on one advisory lock and a first posting of the domain is copied in directly
-    (`_insert_staged`), with `meanwhile` (the caller's work on `con`) run while PostgreSQL writes. `begun`: that
-    posting copied ahead (`begin_postgres_posting`, same `now`), taken if its rows are these. Returns the rows
-    posted now."""
+    (`_insert_staged`), with `meanwhile` (the caller's work on `con`) run while PostgreSQL writes. Returns the
+    rows posted now."""
 
-    sql, bound = _posting_rows_sql(staged_sql, source=source, key=key, batch_id=batch_id, now=now, params=params,
-                                   order_by=order_by)
+    batch = "staged.batch_id" if batch_id is None else lit(batch_id)
+    posted_at = "NULL::TIMESTAMPTZ" if now is None else "$ledger_posted_at::TIMESTAMPTZ"
+    sql = f"""
+        SELECT row_number() OVER ({f"ORDER BY {order_by}" if order_by else ""})::BIGINT AS ord,
+               ({posting_key_sql(source, *key)})::VARCHAR AS idempotency_key,
+               account_number::VARCHAR AS account_number, invoice_number::VARCHAR AS invoice_number,
+               kind::VARCHAR AS kind, amount_minor::BIGINT AS amount_minor, currency::VARCHAR AS currency,
+               ({batch})::VARCHAR AS batch_id, source_ref::VARCHAR AS source_ref,
+               effective_at::TIMESTAMPTZ AS effective_at, {posted_at} AS posted_at
+        FROM ({staged_sql}) staged
+    """
+    bound = used_params(staged_sql, params)
+    if now is not None:
+        bound["ledger_posted_at"] = now
     return _insert_staged(con, pg, sql, bound, key_domain=key_domain, order="ord" if order_by else "idempotency_key",
-                          meanwhile=meanwhile, begun=begun)
+                          meanwhile=meanwhile)
 
 
 def push_batch_to_postgres(con: duckdb.DuckDBPyConnection, pg, batch_id: str) -> int:

@@ -19,10 +19,7 @@ The pattern every flow follows (issue 19, phase 2; the NRP flow first):
    parsed or matched.
 
 The transaction is the ADBC connection's own (not autocommit): pulls and pushes of a step share it, and
-`commit` ends it between the same crash points as the embedded store's commits. One exception: a step may begin
-a later step's posting on a connection of its own (`begin`, core/ledger.begin_postgres_posting) while its own
-transaction copies; the later step takes that connection for its transaction (`adopt`) and commits it there, or
-it is rolled back; a run that ends before closes it, uncommitted.
+`commit` ends it between the same crash points as the embedded store's commits.
 """
 
 from __future__ import annotations
@@ -30,7 +27,6 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
 
 import duckdb
 import pyarrow as pa
@@ -39,9 +35,6 @@ from cmp_pipelines.core.db.connection import SQL_MACROS
 from cmp_pipelines.core.db.migrations import apply_migrations
 from cmp_pipelines.core.db.transfer import arrow_batches, ingest_adbc
 from cmp_pipelines.core.files.prepared import PreparedDocument, discard_all
-
-if TYPE_CHECKING:
-    from cmp_pipelines.core.ledger import BegunPosting
 
 
 @contextmanager
@@ -65,41 +58,11 @@ class Mirror:
     """A run's (or one step's) link between its scratch DuckDB (`con`) and PostgreSQL (`pg`, an ADBC connection),
     and the documents its steps rendered for later steps to publish (`prepared`)."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, pg, url: str | None = None):
-        self.con, self.pg, self.url = con, pg, url
+    def __init__(self, con: duckdb.DuckDBPyConnection, pg):
+        self.con, self.pg = con, pg
         # documents a step rendered while PostgreSQL wrote (core/files/prepared.py), by key, for a later step of
         # the run to publish; only what a committed transaction wrote is kept here
         self.prepared: dict[str, PreparedDocument] = {}
-        self.begun: dict[str, BegunPosting] = {}  # postings copied ahead of their step, by key domain
-        self._adopted: list[BegunPosting] = []  # their connections, now the run's, closed when it ends
-
-    def begin(self, begun: BegunPosting | None) -> None:
-        if begun is not None:
-            self.abandon(begun.domain)
-            self.begun[begun.domain] = begun
-
-    def take_begun(self, domain: str) -> BegunPosting | None:
-        return self.begun.pop(domain, None)
-
-    def abandon(self, domain: str | None = None) -> None:
-        """Roll back what was begun ahead (one domain's, or all)."""
-        for name in [domain] if domain is not None else list(self.begun):
-            begun = self.begun.pop(name, None)
-            if begun is not None:
-                begun.abandon()
-
-    def adopt(self, begun: BegunPosting) -> None:
-        """The step's transaction is now the begun posting's: what this connection did in it (reads only, before
-        the step's first write) is rolled back, and every later statement of the run goes to the begun one."""
-        self.pg.rollback()
-        self.pg = begun.pg
-        self._adopted.append(begun)
-
-    def close_begun(self) -> None:
-        self.abandon()
-        for begun in self._adopted:
-            begun.abandon()
-        self._adopted.clear()
 
     def keep_prepared(self, documents: dict[str, PreparedDocument]) -> None:
         for key, document in documents.items():
@@ -305,18 +268,14 @@ class Mirror:
 def mirrored(url: str | None = None) -> Iterator[Mirror]:
     """A scratch DuckDB linked to the PostgreSQL store (`url`, else CMP_DATABASE_URL); whatever was not committed
     when it closes is rolled back."""
-    from cmp_pipelines.core.db.postgres import database_url
     from cmp_pipelines.core.db.transfer import adbc_connection
 
     with scratch_duckdb() as con, adbc_connection(url) as pg:
-        mirror = Mirror(con, pg, database_url(url))
+        mirror = Mirror(con, pg)
         try:
             yield mirror
         finally:
-            try:
-                mirror.close_begun()
-            finally:
-                mirror.discard_prepared()
+            mirror.discard_prepared()
 
 
 # ---- added for the direct debit flows (issue 19, phase 3b) -------------------------------------------------------

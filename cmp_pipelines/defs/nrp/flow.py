@@ -49,7 +49,6 @@ from cmp_pipelines.core.ledger import (
     PostResult,
     batch_id_of,
     batch_stem,
-    begin_postgres_posting,
     child_batch_id,
     json_document,
     lit,
@@ -174,26 +173,8 @@ class NonRecurringPayments:
                 [load_batch, FEED, partner, received.file_id, self.now, load_batch],
             )
             self.intake.record_loaded(received, load_batch, content_sha, header["file_id"])
-            self._begin_posting(load_batch, partner)
-            try:
-                self.intake.push_loaded(received, content_sha, header["file_id"], load_batch,
-                                        {"nrp_records": "batch_id = $batch_id"})
-            except BaseException:
-                if self.mirror is not None:
-                    self.mirror.abandon()
-                raise
-
-    def _begin_posting(self, load_batch: str, partner: str) -> None:
-        """On PostgreSQL: the batch's postings copied into the ledger while its records are (a backend each, two
-        cores), on a connection whose transaction the posting step commits with its batch, or rolls back
-        (core/ledger.begin_postgres_posting). Nothing is posted until that step; a run that stops before it
-        leaves nothing. The postings carry this step's time, as if posted now."""
-        if self.mirror is None:
-            return
-        posting_batch = child_batch_id(self.con, load_batch, "NRP_POSTING")
-        sql, kw = self._postings_sql(load_batch, posting_batch, partner, self.now)
-        self.mirror.begin(begin_postgres_posting(self.con, self.mirror.url, sql, **kw,
-                                                 key_domain=self._posting_domain(load_batch)))
+            self.intake.push_loaded(received, content_sha, header["file_id"], load_batch,
+                                    {"nrp_records": "batch_id = $batch_id"})
 
     def _pull_named(self, table: pa.Table) -> None:
         """On PostgreSQL: the accounts (and the suspense account) and the invoices the file names, which the
@@ -347,41 +328,30 @@ class NonRecurringPayments:
         scratch holds (the documents that follow are rendered then, on the core the copy leaves idle), with the rows
         being copied. Returns the rows posted now (PostgreSQL's count there)."""
         mirror = self.mirror
-        if mirror is None:
-            sql, kw = self._postings_sql(load_batch, posting_batch, partner, self.now, only_released)
-            return post(self.con, sql, **kw)
-        mirror.settle()
-        domain = self._posting_domain(load_batch)
-        begun = None if only_released else mirror.take_begun(domain)
-        sql, kw = self._postings_sql(load_batch, posting_batch, partner, begun.now if begun else self.now,
-                                     only_released)
+        if mirror is not None:
+            mirror.settle()
 
-        def meanwhile(copying: pa.Table | None) -> None:
-            """The same rows in the scratch (numbered in key order, as PostgreSQL numbers a caller naming no order),
-            where the batch row's totals and the posting file read them (cheaper than pulling a million rows back;
-            after it, `post` compares PostgreSQL's count with the scratch's, and pulls PostgreSQL's rows when they
-            differ); then the caller's documents, while PostgreSQL writes."""
-            post(self.con, sql, **kw, order_by=posting_key_sql(kw["source"], *kw["key"]))
-            if copying is not None and prepare is not None:
-                prepare(copying)
+        stem = batch_stem("NRP_LOAD", load_batch)
 
-        # the keys' domain is the load file's: only its posting and its releases write `nrp:<stem>:` keys, so a
-        # first posting is copied straight in, or was begun during the load (then posted with the load's time,
-        # whether the rows begun are taken or, no longer agreeing, rolled back and posted again)
-        try:
-            return post_to_postgres(self.con, mirror.pg, sql, **kw, key_domain=domain, meanwhile=meanwhile,
-                                    begun=begun)
-        finally:
-            if begun is not None and begun.adopted:
-                mirror.adopt(begun)
+        def both(con, sql, **kw) -> int:
+            """PostgreSQL's ledger and, while PostgreSQL writes, the same rows in the scratch (numbered in key order
+            on both, as PostgreSQL numbers a caller naming no order), where the batch row's totals and the posting
+            file read them (cheaper than pulling a million rows back; after it, `post` compares PostgreSQL's count
+            with the scratch's, and pulls PostgreSQL's rows when they differ). The keys' domain is the load file's:
+            only its posting and its releases write `nrp:<stem>:` keys, so a first posting is copied straight in."""
+            in_key_order = posting_key_sql(kw["source"], *kw["key"])
 
-    def _posting_domain(self, load_batch: str) -> str:
-        return f"nrp:{batch_stem('NRP_LOAD', load_batch)}:"
+            def meanwhile(copying: pa.Table | None) -> None:
+                post(con, sql, **kw, order_by=in_key_order)
+                if copying is not None and prepare is not None:
+                    prepare(copying)
 
-    def _postings_sql(self, load_batch: str, posting_batch: str, partner: str, now: datetime,
-                      only_released: bool = False) -> tuple[str, dict]:
-        """The posting rows of a load batch's accepted records and the ledger writer's arguments."""
-        return f"""
+            return post_to_postgres(con, mirror.pg, sql, **kw, key_domain=f"nrp:{stem}:", meanwhile=meanwhile)
+
+        writer = post if mirror is None else both
+        return writer(
+            self.con,
+            f"""
             SELECT record_id, ledger_account AS account_number,
                    CASE WHEN allocation = 'INVOICE' THEN invoice_number END AS invoice_number, 'PAYMENT' AS kind,
                    -amount_minor AS amount_minor, currency, $partner || '/' || record_id AS source_ref,
@@ -389,9 +359,11 @@ class NonRecurringPayments:
             FROM nrp_records
             WHERE batch_id = $load_batch AND outcome = 'ACCEPTED'
                   {"AND reason_code = 'RELEASED'" if only_released else ""}
-            """, {"source": "nrp", "key": (lit(batch_stem("NRP_LOAD", load_batch)), "record_id", lit("PAYMENT")),
-                  "batch_id": posting_batch, "now": now,
-                  "params": {"partner": partner, "now": now, "load_batch": load_batch}}
+            """,
+            source="nrp", key=(lit(stem), "record_id", lit("PAYMENT")),
+            batch_id=posting_batch, now=self.now,
+            params={"partner": partner, "now": self.now, "load_batch": load_batch},
+        )
 
     # ---- operator: release records held as suspected duplicates ----------------------------------------
 
