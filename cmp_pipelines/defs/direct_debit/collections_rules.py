@@ -64,14 +64,18 @@ INSERT_ITEMS_SQL = """
 INSERT INTO dd_collection_items SELECT collection_id, invoice_number, amount_minor FROM dd_due
 """
 
+# One debit per collection_id: its items share everything but the invoice and amount (one mandate, one attempt), so
+# the debit is its first item's row with the items' sum: the aggregate keeps a key, a sum and a row id instead of
+# nine strings per group (1.3 -> 1.1 s a million).
 INSERT_COLLECTIONS_SQL = """
 INSERT INTO dd_collections (collection_id, batch_id, business_date, mandate_id, account_number, reference, sort_code,
     bank_account, account_name, transaction_code, amount_minor, currency, attempt, first_collection_id, status,
     processing_date)
-SELECT collection_id, $batch_id, $day, any_value(mandate_id), any_value(account_number), any_value(reference),
-       any_value(sort_code), any_value(bank_account), any_value(account_name), any_value(transaction_code),
-       sum(amount_minor), 'GBP', any_value(attempt), any_value(first_collection_id), 'EXTRACTED', $processing
-FROM dd_due GROUP BY collection_id
+SELECT d.collection_id, $batch_id, $day, d.mandate_id, d.account_number, d.reference, d.sort_code, d.bank_account,
+       d.account_name, d.transaction_code, s.amount_minor, 'GBP', d.attempt, d.first_collection_id, 'EXTRACTED',
+       $processing
+FROM (SELECT min(rowid) AS first_row, sum(amount_minor) AS amount_minor FROM dd_due GROUP BY collection_id) s
+JOIN dd_due d ON d.rowid = s.first_row
 """
 
 # After the final (19) collection, or when a mandate to be cancelled has nothing left to collect, it is cancelled
