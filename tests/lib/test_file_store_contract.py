@@ -307,3 +307,32 @@ def test_an_upload_that_fails_part_way_leaves_no_object_and_no_parts(s3_bucket, 
     assert sent == [1, 2]
     assert not store.exists("outbound/ledger/big.json") and s3_bucket.keys() == []
     assert s3_bucket.client().list_multipart_uploads(Bucket=s3_bucket.name).get("Uploads", []) == []
+
+
+@pytest.mark.parametrize("swap", ["symlink", "hard link", "fifo"])
+def test_a_staged_document_swapped_meanwhile_is_refused_at_publish_and_nothing_it_names_moves(tmp_path, swap):
+    """A document can stay staged between two steps in a folder others can write to (SFTP): what is published is
+    only the entry `stage` left, never a link put in its place (to the database, a key) nor a FIFO."""
+    import os
+
+    store = LocalFileStore(base_dir=str(tmp_path / "data"))
+    secret = tmp_path / "data" / "cmp.duckdb"
+    secret.parent.mkdir(parents=True)
+    secret.write_bytes(b"the store itself")
+    store.write_bytes("outbound/ledger/p.json", b"yesterday's, published")
+    staged = store.stage("outbound/ledger/p.json", lambda target: target.write_bytes(b"rendered"))
+    staged.unlink()
+    {"symlink": lambda: staged.symlink_to(secret), "hard link": lambda: os.link(secret, staged),
+     "fifo": lambda: os.mkfifo(staged)}[swap]()
+
+    with pytest.raises(OSError, match=r"outbound/ledger/p\.json was not published: the file staged for it was "
+                                      r"replaced by (a symlink|a file with 2 names|a fifo) meanwhile"):
+        store.publish_staged("outbound/ledger/p.json", staged)
+    assert store.read_bytes("outbound/ledger/p.json") == b"yesterday's, published"
+    assert secret.read_bytes() == b"the store itself" and secret.stat().st_nlink == 1
+    assert not os.path.lexists(staged), "the swapped entry is removed, never what it names"
+    assert [f.path for f in store.list_entries("outbound")] == ["outbound/ledger/p.json"]
+
+    staged = store.stage("outbound/ledger/p.json", lambda target: target.write_bytes(b"today's"))
+    assert store.publish_staged("outbound/ledger/p.json", staged) == "outbound/ledger/p.json"
+    assert store.read_bytes("outbound/ledger/p.json") == b"today's"

@@ -320,18 +320,30 @@ class LocalFileStore(FileStore):
     replaces_published: ClassVar[bool] = True
 
     def publish_staged(self, path: str, staged: Path) -> str:
-        """The staged file renamed over the target, and the rename made durable; removed if it cannot be."""
+        """The staged file renamed over the target, and the rename made durable; removed if it cannot be.
+
+        A document may stay staged between two steps, its folder writable by others (SFTP). The rename therefore
+        goes through the folder opened without following links, and only renames the entry if it is still what
+        `stage` left: a regular file of this process's user with no other name. A link put in its place (to the
+        store's database, a key, anything of ours) is refused and removed, and nothing is published."""
+        parts = _parts(path)
         try:
             target = self._abs(path)
-            staged.replace(target)
+            if staged.parent != target.parent:
+                raise ValueError(f"{staged} was not staged beside {path}")
+            with self._folder(parts[:-1]) as folder:
+                status = os.stat(staged.name, dir_fd=folder, follow_symlinks=False)
+                if not stat.S_ISREG(status.st_mode) or status.st_nlink != 1 or status.st_uid != os.geteuid():
+                    found = f"a {kind_of(status.st_mode)}" if not stat.S_ISREG(status.st_mode) else (
+                        f"a file with {status.st_nlink} names" if status.st_nlink != 1 else "another user's file")
+                    raise OSError(errno.EPERM, f"{path} was not published: the file staged for it was replaced by "
+                                               f"{found} meanwhile; refused and removed")
+                os.rename(staged.name, target.name, src_dir_fd=folder, dst_dir_fd=folder)
+                os.fsync(folder)
         except BaseException:
-            staged.unlink(missing_ok=True)
+            with suppress(OSError):
+                os.unlink(staged)  # the entry itself, never what a link names
             raise
-        folder = os.open(target.parent, os.O_RDONLY)
-        try:
-            os.fsync(folder)
-        finally:
-            os.close(folder)
         crashpoint(f"published {path}")
         return path
 
