@@ -309,11 +309,15 @@ def test_an_upload_that_fails_part_way_leaves_no_object_and_no_parts(s3_bucket, 
     assert s3_bucket.client().list_multipart_uploads(Bucket=s3_bucket.name).get("Uploads", []) == []
 
 
-@pytest.mark.parametrize("swap", ["symlink", "hard link", "fifo"])
-def test_a_staged_document_swapped_meanwhile_is_refused_at_publish_and_nothing_it_names_moves(tmp_path, swap):
+@pytest.mark.parametrize("swap", ["symlink", "hard link", "fifo", "another file", "symlink during the rename"])
+def test_a_staged_document_swapped_meanwhile_is_refused_at_publish_and_nothing_it_names_moves(
+        tmp_path, monkeypatch, swap):
     """A document can stay staged between two steps in a folder others can write to (SFTP): what is published is
-    only the entry `stage` left, never a link put in its place (to the database, a key) nor a FIFO."""
+    only the file `stage` wrote, never a link put in its place (to the database, a key), a FIFO or another file,
+    even one swapped in between the check and the rename."""
     import os
+
+    from cmp_pipelines.lib.resources import file_store
 
     store = LocalFileStore(base_dir=str(tmp_path / "data"))
     secret = tmp_path / "data" / "cmp.duckdb"
@@ -321,18 +325,40 @@ def test_a_staged_document_swapped_meanwhile_is_refused_at_publish_and_nothing_i
     secret.write_bytes(b"the store itself")
     store.write_bytes("outbound/ledger/p.json", b"yesterday's, published")
     staged = store.stage("outbound/ledger/p.json", lambda target: target.write_bytes(b"rendered"))
-    staged.unlink()
-    {"symlink": lambda: staged.symlink_to(secret), "hard link": lambda: os.link(secret, staged),
-     "fifo": lambda: os.mkfifo(staged)}[swap]()
 
-    with pytest.raises(OSError, match=r"outbound/ledger/p\.json was not published: the file staged for it was "
-                                      r"replaced by (a symlink|a file with 2 names|a fifo) meanwhile"):
+    def replace(make) -> None:
+        staged.unlink()
+        make()
+
+    swaps = {"symlink": lambda: staged.symlink_to(secret), "hard link": lambda: os.link(secret, staged),
+             "fifo": lambda: os.mkfifo(staged), "another file": lambda: staged.write_bytes(b"someone else's")}
+    if swap == "symlink during the rename":  # after the check, just before the rename
+        real_rename = os.rename
+
+        def racing(source, destination, **kwargs):
+            replace(lambda: staged.symlink_to(secret))
+            return real_rename(source, destination, **kwargs)
+
+        monkeypatch.setattr(file_store.os, "rename", racing)
+        expected = r"was swapped as it was renamed, for a symlink"
+    else:
+        replace(swaps[swap])
+        expected = {"symlink": "was replaced by a symlink", "fifo": "was replaced by a fifo"}.get(
+            swap, "was replaced by another file")
+
+    with pytest.raises(OSError, match=r"outbound/ledger/p\.json was not published: the file staged for it "
+                                      + expected + "; refused"):
         store.publish_staged("outbound/ledger/p.json", staged)
-    assert store.read_bytes("outbound/ledger/p.json") == b"yesterday's, published"
+    monkeypatch.undo()
     assert secret.read_bytes() == b"the store itself" and secret.stat().st_nlink == 1
     assert not os.path.lexists(staged), "the swapped entry is removed, never what it names"
-    assert [f.path for f in store.list_entries("outbound")] == ["outbound/ledger/p.json"]
+    if swap == "symlink during the rename":  # the swapped entry had replaced the published one: removed too
+        assert not os.path.lexists(tmp_path / "data" / "outbound/ledger/p.json")
+    else:
+        assert store.read_bytes("outbound/ledger/p.json") == b"yesterday's, published"
+    assert all(e.kind == "file" for e in store.list_entries("outbound"))
 
     staged = store.stage("outbound/ledger/p.json", lambda target: target.write_bytes(b"today's"))
     assert store.publish_staged("outbound/ledger/p.json", staged) == "outbound/ledger/p.json"
     assert store.read_bytes("outbound/ledger/p.json") == b"today's"
+    assert [f.path for f in store.list_entries("outbound")] == ["outbound/ledger/p.json"]

@@ -312,40 +312,55 @@ class LocalFileStore(FileStore):
             produce(tmp)
             with open(tmp, "rb+") as written:
                 os.fsync(written.fileno())
+                status = os.fstat(written.fileno())
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
+        _STAGED[str(tmp)] = (status.st_dev, status.st_ino)
         return tmp
 
     replaces_published: ClassVar[bool] = True
 
     def publish_staged(self, path: str, staged: Path) -> str:
-        """The staged file renamed over the target, and the rename made durable; removed if it cannot be.
+        """The staged file renamed over the target, and the rename made durable; removed if it cannot be (left for
+        `sweep_parts` only if its folder cannot be opened safely any more).
 
-        A document may stay staged between two steps, its folder writable by others (SFTP). The rename therefore
-        goes through the folder opened without following links, and only renames the entry if it is still what
-        `stage` left: a regular file of this process's user with no other name. A link put in its place (to the
-        store's database, a key, anything of ours) is refused and removed, and nothing is published."""
+        A document may stay staged between two steps, its folder writable by others (SFTP). So the rename goes
+        through the folder opened without following links, and only the very file `stage` wrote is published (its
+        device and inode, checked before the rename and again after it, which closes the gap between the two): a
+        link (to the store's database, a key), a FIFO or another file put in its place is refused, its entry
+        removed (never what it names), and nothing is left published."""
+        expected = _STAGED.pop(str(staged), None)
         parts = _parts(path)
-        try:
-            target = self._abs(path)
-            if staged.parent != target.parent:
-                raise ValueError(f"{staged} was not staged beside {path}")
-            with self._folder(parts[:-1]) as folder:
-                status = os.stat(staged.name, dir_fd=folder, follow_symlinks=False)
-                if not stat.S_ISREG(status.st_mode) or status.st_nlink != 1 or status.st_uid != os.geteuid():
-                    found = f"a {kind_of(status.st_mode)}" if not stat.S_ISREG(status.st_mode) else (
-                        f"a file with {status.st_nlink} names" if status.st_nlink != 1 else "another user's file")
-                    raise OSError(errno.EPERM, f"{path} was not published: the file staged for it was replaced by "
-                                               f"{found} meanwhile; refused and removed")
+        target = self._abs(path)
+        if staged.parent != target.parent:
+            raise ValueError(f"{staged} was not staged beside {path}")
+        with self._folder(parts[:-1]) as folder:
+            try:
+                self._check_staged(folder, staged.name, expected, path, "was replaced by")
                 os.rename(staged.name, target.name, src_dir_fd=folder, dst_dir_fd=folder)
+                try:
+                    self._check_staged(folder, target.name, expected, path, "was swapped as it was renamed, for")
+                except OSError:
+                    with suppress(OSError):
+                        os.unlink(target.name, dir_fd=folder)
+                    raise
                 os.fsync(folder)
-        except BaseException:
-            with suppress(OSError):
-                os.unlink(staged)  # the entry itself, never what a link names
-            raise
+            except BaseException:
+                with suppress(OSError):
+                    os.unlink(staged.name, dir_fd=folder)  # the entry itself, never what a link names
+                raise
         crashpoint(f"published {path}")
         return path
+
+    @staticmethod
+    def _check_staged(folder: int, name: str, expected: tuple[int, int] | None, path: str, what: str) -> None:
+        """The entry is the regular file `stage` wrote (its device and inode; any regular file if unknown)."""
+        status = os.stat(name, dir_fd=folder, follow_symlinks=False)
+        if stat.S_ISREG(status.st_mode) and expected in (None, (status.st_dev, status.st_ino)):
+            return
+        found = "another file" if stat.S_ISREG(status.st_mode) else f"a {kind_of(status.st_mode)}"
+        raise OSError(errno.EPERM, f"{path} was not published: the file staged for it {what} {found}; refused")
 
     def exists(self, path: str) -> bool:
         """True for a regular file, False when nothing is there; NotARegularFile for anything else."""
@@ -414,6 +429,10 @@ class LocalFileStore(FileStore):
 FOLDER_STAMP_LIMIT = 256  # partner folders in one feed's inbound folder a waiting tick watches, at most
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # a FIFO must not block the open
+
+
+# what each file this process staged is (device, inode), by its path: `publish_staged` publishes only that file
+_STAGED: dict[str, tuple[int, int]] = {}
 
 
 def write_parts_to(target: Path, parts: Iterable[bytes | Path]) -> None:
