@@ -494,11 +494,11 @@ def write_communications(con: duckdb.DuckDBPyConnection, files: FileStoreLike, b
     )
 
 
-def posting_totals(con: duckdb.DuckDBPyConnection, batch_id: str) -> tuple[int, int]:
-    """A batch's posting count and total (minor units): what its posting file's header says."""
-    count, total = con.execute(
-        "SELECT count(*), coalesce(sum(amount_minor), 0) FROM ledger_postings WHERE batch_id = ?", [batch_id]
-    ).fetchone()
+def posting_totals(con: duckdb.DuckDBPyConnection, batch_id: str | None, rows: str | None = None) -> tuple[int, int]:
+    """A batch's posting count and total (minor units): what its posting file's header says. Of the ledger's
+    postings of `batch_id`, or of `rows` (a relation of postings being posted) when given."""
+    where = rows or f"ledger_postings WHERE batch_id = {sql_literal(batch_id)}"
+    count, total = con.execute(f"SELECT count(*), coalesce(sum(amount_minor), 0) FROM {where}").fetchone()
     return count, int(total)
 
 
@@ -531,10 +531,9 @@ def prepare_posting_file(con: duckdb.DuckDBPyConnection, files: FileStoreLike, b
     batch's `posting_totals`."""
     con.register("prepared_postings", rows)
     try:
-        count, total = con.execute(
-            "SELECT count(*), coalesce(sum(amount_minor), 0) FROM prepared_postings").fetchone()
-        path, render = _posting_file(con, batch_id, source, now, count, int(total), rows="prepared_postings")
-        return posting_file_key(batch_id), prepare(files, path, render, (count, int(total)))
+        count, total = posting_totals(con, batch_id, rows="prepared_postings")
+        path, render = _posting_file(con, batch_id, source, now, count, total, rows="prepared_postings")
+        return posting_file_key(batch_id), prepare(files, path, render, (count, total))
     finally:
         con.unregister("prepared_postings")
 
